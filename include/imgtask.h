@@ -1,0 +1,55 @@
+/* The tasks of an image directory and the memory images of each. */
+#ifndef UFFD_IMGTASK_H
+#define UFFD_IMGTASK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image.h"
+#include "mm.pb-c.h"
+#include "pagemap.h"
+
+/* Refuse image dirs that claim more tasks than any real tree has. */
+#define IMG_MAX_TASKS	(1u << 20)
+
+/* VMA status bits (vma_entry.status), as CRIU defines them. */
+#define VMA_AREA_REGULAR	(1u << 0)
+#define VMA_AREA_STACK		(1u << 1)
+#define VMA_AREA_VSYSCALL	(1u << 2)
+#define VMA_AREA_VDSO		(1u << 3)
+#define VMA_AREA_HEAP		(1u << 5)
+#define VMA_FILE_PRIVATE	(1u << 6)
+#define VMA_FILE_SHARED		(1u << 7)
+#define VMA_ANON_SHARED		(1u << 8)
+#define VMA_ANON_PRIVATE	(1u << 9)
+#define VMA_AREA_VVAR		(1u << 12)
+
+struct img_task {
+	uint32_t pid;
+	MmEntry *mm;		/* NULL when the task has no mm-PID.img */
+	struct pagemap *pm;	/* NULL when it has no pagemap-PID.img (a zombie) */
+};
+
+/*
+ * List the task pids of DIRFD: from pstree.img in tree order, or, without
+ * one, from the pagemap-PID.img files in pid order. *PIDS is malloc'd.
+ */
+int img_list_tasks(int dirfd, uint32_t **pids, size_t *n, bool *from_pstree,
+		   struct img_err *err);
+
+/*
+ * Load the mm and pagemap of PID and check them against each other: VMAs in
+ * order without overlap, every pagemap entry inside VMAs.
+ */
+int img_task_load(struct img_task *t, int dirfd, uint32_t pid, struct pages_cache *c,
+		  struct img_err *err);
+void img_task_free(struct img_task *t, struct pages_cache *c);
+
+/* Check the VMAs of MM (from file NAME) for order, alignment and overlap. */
+int img_check_vmas(const MmEntry *mm, const char *name, struct img_err *err);
+
+/* Check that every entry of PM lies inside the VMAs of MM. */
+int img_check_pagemap_vmas(const struct pagemap *pm, const MmEntry *mm, struct img_err *err);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * The pagemap index of one task: which image bytes back each address.
+ * Built from pagemap-PID.img, its pages file and the `parent` chain of an
+ * incremental dump; validated whole at load so lookups cannot fail.
+ */
+#ifndef UFFD_PAGEMAP_H
+#define UFFD_PAGEMAP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "image.h"
+#include "pages.h"
+
+#define PAGE_SIZE_4K	4096ull
+
+/* pagemap_entry.flags, as CRIU defines them. */
+#define PE_PARENT	(1u << 0)
+#define PE_LAZY		(1u << 1)
+#define PE_PRESENT	(1u << 2)
+
+/* How far an incremental dump's `parent` links are followed. */
+#define PAGEMAP_MAX_DEPTH	64
+
+struct pm_entry {
+	uint64_t start;
+	uint64_t end;
+	uint32_t flags;		/* after the compat rules: always one of PRESENT, PARENT, or LAZY alone */
+	uint64_t off;		/* byte offset in the pages file, for PE_PRESENT */
+};
+
+struct pagemap {
+	char name[128];		/* "pagemap-PID.img", or "parent/.../pagemap-PID.img" */
+	uint32_t pid;
+	uint32_t pages_id;
+	struct pm_entry *e;
+	size_t n;
+	struct pages_file *pages;	/* NULL when no entry is PE_PRESENT */
+	struct pagemap *parent;		/* the same task in the parent dump, if needed */
+	uint64_t present_pages;
+	uint64_t lazy_pages;
+	uint64_t parent_pages;
+};
+
+/* Where the bytes at an address come from. */
+enum pm_src {
+	PM_HOLE,	/* not in the pagemap: the page was zero or never touched */
+	PM_DATA,	/* in PF at OFF (possibly found through parent links) */
+	PM_NODATA,	/* listed lazy, but its data is not in these images (remote dump) */
+};
+
+struct pm_run {
+	enum pm_src src;
+	uint32_t flags;		/* of the entry in the top pagemap; 0 for holes */
+	const struct pages_file *pf;
+	uint64_t off;
+	uint64_t len;		/* bytes from the address that share this source, contiguously */
+};
+
+/*
+ * Load pagemap-PID.img from DIRFD with its pages file and parents. Every
+ * problem is reported in ERR naming the file and record. Returns 0 or -errno.
+ */
+int pagemap_load(struct pagemap **out, int dirfd, uint32_t pid, struct pages_cache *c,
+		 struct img_err *err);
+void pagemap_free(struct pagemap *pm, struct pages_cache *c);
+
+/* The entry that holds ADDR, or NULL. O(log n). */
+const struct pm_entry *pagemap_find(const struct pagemap *pm, uint64_t addr);
+
+/* Describe the source of ADDR (page aligned) and how far it extends, up to LIMIT bytes. */
+void pagemap_resolve(const struct pagemap *pm, uint64_t addr, uint64_t limit, struct pm_run *run);
+
+#endif

@@ -1,0 +1,38 @@
+/*
+ * pages-N.img files: raw page data, mapped read-only once and shared by every
+ * user of the same file (forks, several restores of one image dir).
+ *
+ * Only the kernel should read these mappings (UFFDIO_COPY): a file truncated
+ * under us makes a user-space read SIGBUS, while the ioctl fails with EFAULT.
+ */
+#ifndef UFFD_PAGES_H
+#define UFFD_PAGES_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "image.h"
+
+struct pages_file {
+	struct pages_file *next;
+	dev_t dev;
+	ino_t ino;
+	const uint8_t *base;	/* NULL when the file is empty */
+	uint64_t size;
+	unsigned refs;
+	char name[64];
+};
+
+/* The set of mapped pages files; owned by whoever serves (no globals). */
+struct pages_cache {
+	struct pages_file *head;
+	unsigned nr_files;
+	uint64_t mapped_bytes;
+};
+
+/* Map NAME in DIRFD, or take another reference to it if already mapped. */
+int pages_get(struct pages_cache *c, int dirfd, const char *name, struct pages_file **out,
+	      struct img_err *err);
+void pages_put(struct pages_cache *c, struct pages_file *pf);
+
+#endif

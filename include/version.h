@@ -1,0 +1,4 @@
+#ifndef UFFD_VERSION_H
+#define UFFD_VERSION_H
+#define UFFD_VERSION "0.1.0"
+#endif

@@ -1,0 +1,108 @@
+/* Summarize an image directory: per task, VMAs, entries and page counts. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "imgtask.h"
+#include "inventory.pb-c.h"
+#include "show.h"
+
+/* Print S as a JSON string. */
+static void json_str(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (; *s; s++) {
+		unsigned char ch = *s;
+
+		if (ch == '"' || ch == '\\')
+			fprintf(out, "\\%c", ch);
+		else if (ch < 0x20)
+			fprintf(out, "\\u%04x", ch);
+		else
+			fputc(ch, out);
+	}
+	fputc('"', out);
+}
+
+int show_images(const char *path, int json, FILE *out)
+{
+	struct pages_cache cache = { 0 };
+	ProtobufCMessage *inv = NULL;
+	struct img_err err;
+	uint32_t *pids = NULL;
+	bool from_pstree;
+	size_t n;
+	int dirfd, ret, failed = 0;
+
+	dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0) {
+		fprintf(stderr, "uffd-inject: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	/* inventory.img is optional here, but a broken one is an error. */
+	ret = img_read_one(dirfd, "inventory.img", IMG_INVENTORY_MAGIC,
+			   &inventory_entry__descriptor, &inv, &err);
+	if (ret < 0 && ret != -ENOENT) {
+		fprintf(stderr, "uffd-inject: %s/%s\n", path, err.msg);
+		close(dirfd);
+		return 1;
+	}
+	if (inv)
+		protobuf_c_message_free_unpacked(inv, NULL);
+
+	if (img_list_tasks(dirfd, &pids, &n, &from_pstree, &err) < 0) {
+		fprintf(stderr, "uffd-inject: %s/%s\n", path, err.msg);
+		close(dirfd);
+		return 1;
+	}
+
+	if (json)
+		fputs("{\"images\":", out), json_str(out, path), fputs(",\"tasks\":[", out);
+	else
+		fprintf(out, "%s: %zu task%s (from %s)\n%10s %6s %8s %10s %10s %10s\n", path, n,
+			n == 1 ? "" : "s", from_pstree ? "pstree.img" : "pagemap files", "PID",
+			"VMAS", "ENTRIES", "PRESENT", "LAZY", "PARENT");
+
+	for (size_t i = 0; i < n; i++) {
+		struct img_task t;
+		size_t vmas, entries;
+		uint64_t present, lazy, parent;
+
+		ret = img_task_load(&t, dirfd, pids[i], &cache, &err);
+		if (ret < 0) {
+			failed = 1;
+			fprintf(stderr, "uffd-inject: %s/%s\n", path, err.msg);
+			if (json) {
+				fprintf(out, "%s{\"pid\":%u,\"error\":", i ? "," : "", pids[i]);
+				json_str(out, err.msg);
+				fputc('}', out);
+			}
+			continue;
+		}
+		vmas = t.mm ? t.mm->n_vmas : 0;
+		entries = t.pm ? t.pm->n : 0;
+		present = t.pm ? t.pm->present_pages : 0;
+		lazy = t.pm ? t.pm->lazy_pages : 0;
+		parent = t.pm ? t.pm->parent_pages : 0;
+		if (json)
+			fprintf(out,
+				"%s{\"pid\":%u,\"vmas\":%zu,\"entries\":%zu,\"present_pages\":%" PRIu64
+				",\"lazy_pages\":%" PRIu64 ",\"parent_pages\":%" PRIu64 "}",
+				i ? "," : "", t.pid, vmas, entries, present, lazy, parent);
+		else
+			fprintf(out, "%10u %6zu %8zu %10" PRIu64 " %10" PRIu64 " %10" PRIu64 "%s\n",
+				t.pid, vmas, entries, present, lazy, parent,
+				t.pm ? "" : "  (no memory images: zombie)");
+		img_task_free(&t, &cache);
+	}
+	if (json)
+		fputs("]}\n", out);
+	free(pids);
+	close(dirfd);
+	return failed;
+}

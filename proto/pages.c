@@ -1,0 +1,90 @@
+/* Shared read-only mappings of pages-N.img files. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pages.h"
+
+int pages_get(struct pages_cache *c, int dirfd, const char *name, struct pages_file **out,
+	      struct img_err *err)
+{
+	struct pages_file *pf;
+	struct stat st;
+	void *base = NULL;
+	int fd;
+
+	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return img_errf(err, errno, name, 0, "open: %s", strerror(errno));
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+
+		close(fd);
+		return img_errf(err, e, name, 0, "stat: %s", strerror(e));
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return img_errf(err, EINVAL, name, 0, "not a regular file");
+	}
+	for (pf = c->head; pf; pf = pf->next) {
+		if (pf->dev == st.st_dev && pf->ino == st.st_ino && pf->size == (uint64_t)st.st_size) {
+			close(fd);
+			pf->refs++;
+			*out = pf;
+			return 0;
+		}
+	}
+	if (st.st_size > 0) {
+		base = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+		if (base == MAP_FAILED) {
+			int e = errno;
+
+			close(fd);
+			return img_errf(err, e, name, 0, "mmap %lld bytes: %s",
+					(long long)st.st_size, strerror(e));
+		}
+	}
+	close(fd);
+	pf = calloc(1, sizeof(*pf));
+	if (!pf) {
+		if (base)
+			munmap(base, st.st_size);
+		return img_errf(err, ENOMEM, name, 0, "out of memory");
+	}
+	pf->dev = st.st_dev;
+	pf->ino = st.st_ino;
+	pf->base = base;
+	pf->size = st.st_size;
+	pf->refs = 1;
+	snprintf(pf->name, sizeof(pf->name), "%s", name);
+	pf->next = c->head;
+	c->head = pf;
+	c->nr_files++;
+	c->mapped_bytes += pf->size;
+	*out = pf;
+	return 0;
+}
+
+void pages_put(struct pages_cache *c, struct pages_file *pf)
+{
+	struct pages_file **pp;
+
+	if (!pf || --pf->refs)
+		return;
+	for (pp = &c->head; *pp; pp = &(*pp)->next) {
+		if (*pp == pf) {
+			*pp = pf->next;
+			break;
+		}
+	}
+	c->nr_files--;
+	c->mapped_bytes -= pf->size;
+	if (pf->base)
+		munmap((void *)pf->base, pf->size);
+	free(pf);
+}
