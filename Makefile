@@ -47,7 +47,7 @@ LIBCOMMON  := $(BUILD)/libcommon.a
 LIBMANAGER := $(BUILD)/libmanager.a
 LIBINJECT  := $(BUILD)/libinject.a
 BINS	   := $(BUILD)/uffd-manager $(BUILD)/uffd-inject
-TESTS	   := $(BUILD)/test/unit $(if $(INTEG_O),$(BUILD)/test/integration)
+TESTS	   := $(BUILD)/test/unit-tests $(if $(INTEG_O),$(BUILD)/test/integration-tests)
 
 MAN8	:= $(wildcard man/*.8)
 MAN5	:= $(wildcard man/*.5)
@@ -99,10 +99,10 @@ $(BUILD)/uffd-manager: $(BUILD)/manager/main.o $(LIBMANAGER) $(LIBCOMMON)
 $(BUILD)/uffd-inject: $(BUILD)/inject/main.o $(LIBINJECT) $(LIBCOMMON)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/test/unit: $(UNIT_O) $(TESTLIB_O) $(LIBMANAGER) $(LIBINJECT) $(LIBCOMMON)
+$(BUILD)/test/unit-tests: $(UNIT_O) $(TESTLIB_O) $(LIBMANAGER) $(LIBINJECT) $(LIBCOMMON)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS)
 
-$(BUILD)/test/integration: $(INTEG_O) $(TESTLIB_O) $(LIBMANAGER) $(LIBINJECT) $(LIBCOMMON)
+$(BUILD)/test/integration-tests: $(INTEG_O) $(TESTLIB_O) $(LIBMANAGER) $(LIBINJECT) $(LIBCOMMON)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS)
 
 $(BUILD)/test/helpers/%: $(BUILD)/test/helpers/%.o $(TESTLIB_O) $(LIBCOMMON)

@@ -1,17 +1,364 @@
 /* uffd-manager: serve the memory of other processes through userfaultfd. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
+#include "client.h"
+#include "daemon.h"
+#include "listen.h"
 #include "log.h"
+#include "procconn.h"
+#include "status.h"
+#include "target.h"
 #include "version.h"
+
+#define DEFAULT_WINDOW		(64u << 10)
+#define DEFAULT_FILL_CHUNK	(256u << 10)
+#define DEFAULT_MAX_CLIENTS	4096
+#define DEFAULT_HANDSHAKE_MS	5000
+
+static void usage(FILE *out)
+{
+	fputs("usage: uffd-manager [OPTIONS]           serve handed-over processes\n"
+	      "       uffd-manager status [--json] [--socket PATH]\n"
+	      "\n"
+	      "  -s, --socket PATH          listen here (default /run/uffd-manager/manager.sock\n"
+	      "                             for root, else $XDG_RUNTIME_DIR/uffd-manager.sock)\n"
+	      "  -w, --fault-window SIZE    serve this much around each fault, a power of two\n"
+	      "                             (default 64K)\n"
+	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
+	      "      --no-fill              serve on demand only\n"
+	      "      --exit-when-done       exit 0 once the last process is fully served\n"
+	      "      --max-clients N        processes served at once (default 4096)\n"
+	      "      --handshake-timeout MS a client must send its request within MS\n"
+	      "                             (default 5000)\n"
+	      "      --ready-fd N           write one byte to fd N once listening, then close it\n"
+	      "      --syslog               log to syslog instead of stderr\n"
+	      "  -v, --verbose              more log (twice for debug)\n"
+	      "  -h, --help                 this help\n"
+	      "  -V, --version              the version\n"
+	      "\n"
+	      "See uffd-manager(8).\n", out);
+}
+
+/* Parse SIZE with an optional K, M or G suffix. */
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || end == s)
+		return -1;
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; end++; break;
+	case 'm': case 'M': v <<= 20; end++; break;
+	case 'g': case 'G': v <<= 30; end++; break;
+	}
+	if (*end)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+void daemon_check_done(struct daemon *d)
+{
+	if (d->nr_targets)
+		return;
+	if (d->draining || (d->o.exit_when_done && d->had_target && !d->nr_clients))
+		d->loop.stop = true;
+}
+
+bool daemon_fill_enabled(const struct daemon *d)
+{
+	return !d->o.no_fill || d->draining;
+}
+
+static void on_listen(struct ev *ev, uint32_t events)
+{
+	struct daemon *d = container_of(ev, struct daemon, listen_ev);
+
+	(void)events;
+	client_accept(d);
+}
+
+/* Stop accepting; serve what we have to the end, then exit. */
+static void start_draining(struct daemon *d)
+{
+	if (d->draining)
+		return;
+	d->draining = true;
+	log_info("stopping: no new processes; serving %u to the end", d->nr_targets);
+	if (d->listen_fd >= 0) {
+		loop_del(&d->loop, &d->listen_ev);
+		close(d->listen_fd);
+		d->listen_fd = -1;
+		if (d->unlink_socket)
+			unlink(d->o.socket_path);
+	}
+	timer_cancel(&d->loop, &d->accept_retry);
+	d->loop.idle_pending = true;
+	daemon_check_done(d);
+}
+
+static void on_signal(struct ev *ev, uint32_t events)
+{
+	struct daemon *d = container_of(ev, struct daemon, signal_ev);
+	struct signalfd_siginfo si;
+
+	(void)events;
+	while (read(d->signal_fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+			start_draining(d);
+	}
+}
+
+static bool on_idle(struct loop *l)
+{
+	struct daemon *d = container_of(l, struct daemon, loop);
+
+	return target_fill_step(d);
+}
+
+static void before_sleep(struct loop *l)
+{
+	struct daemon *d = container_of(l, struct daemon, loop);
+
+	target_retry_parked(d);
+}
+
+/* Raise RLIMIT_NOFILE to its hard limit: each served process costs fds. */
+static unsigned raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 1024;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	return rl.rlim_cur > INT_MAX ? INT_MAX : (unsigned)rl.rlim_cur;
+}
+
+static int setup_signals(struct daemon *d)
+{
+	sigset_t set;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -errno;
+	d->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (d->signal_fd < 0)
+		return -errno;
+	return loop_add(&d->loop, &d->signal_ev, d->signal_fd, EPOLLIN, on_signal);
+}
+
+static int run_daemon(struct daemon *d, int ready_fd)
+{
+	char why[256] = "";
+	int ret;
+
+	d->start_ns = now_ns();
+	d->fd_limit = raise_nofile();
+	d->fds_in_use = 16;
+	if (loop_init(&d->loop) < 0)
+		fatal("epoll_create1");
+	d->loop.idle = on_idle;
+	d->loop.before_sleep = before_sleep;
+	if (setup_signals(d) < 0)
+		fatal("signalfd");
+
+	d->listen_fd = listen_from_systemd(why, sizeof(why));
+	if (d->listen_fd == -1) {
+		d->listen_fd = listen_bind(d->o.socket_path, why, sizeof(why));
+		d->unlink_socket = d->listen_fd >= 0;
+	} else if (d->listen_fd >= 0) {
+		d->o.socket_path = "(from systemd)";
+	}
+	if (d->listen_fd < 0)
+		fatalx("cannot listen: %s", why);
+	if (loop_add(&d->loop, &d->listen_ev, d->listen_fd, EPOLLIN, on_listen) < 0)
+		fatal("epoll_ctl");
+	d->pc = procconn_open(d);
+	log_info("listening on %s (fault window %" PRIu64 " KiB, fill %s, fd limit %u)",
+		 d->o.socket_path, d->o.fault_window >> 10,
+		 d->o.no_fill ? "off" : "on", d->fd_limit);
+	if (ready_fd >= 0) {
+		if (write(ready_fd, "R", 1) != 1)
+			log_warn("--ready-fd %d", ready_fd);
+		close(ready_fd);
+	}
+
+	ret = loop_run(&d->loop);
+	if (ret < 0)
+		log_warnx("event loop: %s", strerror(-ret));
+	while (d->clients)
+		client_close(d->clients);
+	procconn_close(d->pc);
+	if (d->listen_fd >= 0) {
+		close(d->listen_fd);
+		if (d->unlink_socket)
+			unlink(d->o.socket_path);
+	}
+	loop_fini(&d->loop);
+	log_info("exiting: %" PRIu64 " processes served, %" PRIu64 " exited early, %" PRIu64
+		 " refused", d->tot.served, d->tot.exited, d->tot.refused);
+	return ret < 0 ? 1 : 0;
+}
+
+static int cmd_status(int argc, char **argv, const char *defpath)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = defpath;
+	int json = 0, c;
+
+	while ((c = getopt_long(argc, argv, "js:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j': json = 1; break;
+		case 's': path = optarg; break;
+		case 'h':
+			puts("usage: uffd-manager status [--json] [--socket PATH]");
+			return 0;
+		default:
+			fputs("usage: uffd-manager status [--json] [--socket PATH]\n", stderr);
+			return 2;
+		}
+	}
+	if (!path) {
+		fputs("uffd-manager status: no --socket and no default (XDG_RUNTIME_DIR unset)\n", stderr);
+		return 2;
+	}
+	return status_query(path, json, stdout);
+}
 
 int main(int argc, char **argv)
 {
-	log_init("uffd-manager", LOG_LVL_INFO, 0);
-	if (argc > 1 && (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version"))) {
-		printf("uffd-manager %s\n", UFFD_VERSION);
-		return 0;
+	enum { O_FILL_CHUNK = 256, O_NO_FILL, O_EXIT_DONE, O_MAX_CLIENTS, O_HANDSHAKE,
+	       O_READY_FD, O_SYSLOG };
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "fault-window", required_argument, NULL, 'w' },
+		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
+		{ "no-fill", no_argument, NULL, O_NO_FILL },
+		{ "exit-when-done", no_argument, NULL, O_EXIT_DONE },
+		{ "max-clients", required_argument, NULL, O_MAX_CLIENTS },
+		{ "handshake-timeout", required_argument, NULL, O_HANDSHAKE },
+		{ "ready-fd", required_argument, NULL, O_READY_FD },
+		{ "syslog", no_argument, NULL, O_SYSLOG },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static struct daemon d;
+	char defpath[108];
+	int c, ready_fd = -1;
+	uint64_t v;
+
+	d.o.fault_window = DEFAULT_WINDOW;
+	d.o.fill_chunk = DEFAULT_FILL_CHUNK;
+	d.o.max_clients = DEFAULT_MAX_CLIENTS;
+	d.o.handshake_ms = DEFAULT_HANDSHAKE_MS;
+	if (listen_default_path(defpath, sizeof(defpath)) == 0)
+		d.o.socket_path = defpath;
+
+	if (argc > 1 && !strcmp(argv[1], "status"))
+		return cmd_status(argc - 1, argv + 1, d.o.socket_path);
+
+	while ((c = getopt_long(argc, argv, "s:w:vhV", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			d.o.socket_path = optarg;
+			break;
+		case 'w':
+			if (parse_size(optarg, &v) < 0 || v < 4096 || (v & (v - 1)) || v > (1u << 30)) {
+				fprintf(stderr, "uffd-manager: --fault-window %s: want a power of two from 4K to 1G\n", optarg);
+				return 2;
+			}
+			d.o.fault_window = v;
+			break;
+		case O_FILL_CHUNK:
+			if (parse_size(optarg, &v) < 0 || v < 4096 || v % 4096 || v > (1u << 30)) {
+				fprintf(stderr, "uffd-manager: --fill-chunk %s: want a multiple of 4K up to 1G\n", optarg);
+				return 2;
+			}
+			d.o.fill_chunk = v;
+			break;
+		case O_NO_FILL:
+			d.o.no_fill = true;
+			break;
+		case O_EXIT_DONE:
+			d.o.exit_when_done = true;
+			break;
+		case O_MAX_CLIENTS:
+			if (parse_size(optarg, &v) < 0 || v < 1 || v > 1000000) {
+				fprintf(stderr, "uffd-manager: --max-clients %s: want 1 to 1000000\n", optarg);
+				return 2;
+			}
+			d.o.max_clients = v;
+			break;
+		case O_HANDSHAKE:
+			if (parse_size(optarg, &v) < 0 || v < 1 || v > 3600000) {
+				fprintf(stderr, "uffd-manager: --handshake-timeout %s: want 1 to 3600000 ms\n", optarg);
+				return 2;
+			}
+			d.o.handshake_ms = v;
+			break;
+		case O_READY_FD:
+			if (parse_size(optarg, &v) < 0 || v > INT_MAX) {
+				fprintf(stderr, "uffd-manager: --ready-fd %s: not an fd\n", optarg);
+				return 2;
+			}
+			ready_fd = (int)v;
+			break;
+		case O_SYSLOG:
+			d.o.use_syslog = true;
+			break;
+		case 'v':
+			d.o.verbose++;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("uffd-manager %s\n", UFFD_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
 	}
-	fputs("usage: uffd-manager [-V]\n(the daemon is not built yet)\n", argc > 1 && !strcmp(argv[1], "--help") ? stdout : stderr);
-	return argc > 1 && !strcmp(argv[1], "--help") ? 0 : 2;
+	if (optind != argc) {
+		fprintf(stderr, "uffd-manager: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (!d.o.socket_path) {
+		fputs("uffd-manager: no --socket given and XDG_RUNTIME_DIR is not set\n", stderr);
+		return 2;
+	}
+	log_init("uffd-manager", LOG_LVL_WARN + 1 + d.o.verbose > LOG_LVL_DEBUG ? LOG_LVL_DEBUG :
+		 LOG_LVL_WARN + 1 + d.o.verbose, d.o.use_syslog);
+	return run_daemon(&d, ready_fd);
 }

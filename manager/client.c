@@ -1,0 +1,478 @@
+/* Connections: accept, check the peer, take a hand-over or answer a status request. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "log.h"
+#include "manager.pb-c.h"
+#include "target.h"
+#include "uffd.h"
+#include "wire.h"
+
+#define ACCEPT_RETRY_NS	(100 * 1000000ull)
+/* Fds kept free for FORK events: a fork in a served process fails without one. */
+#define FD_HEADROOM	64
+
+static void client_on_read(struct ev *ev, uint32_t events);
+
+/* What /proc/self/fd says FD is. */
+static int fd_kind(int fd, char *buf, size_t len)
+{
+	char path[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, buf, len - 1);
+	if (n < 0)
+		return -errno;
+	buf[n] = 0;
+	return 0;
+}
+
+/* The pid a pidfd refers to, from its fdinfo: >0, or -ESRCH if it has exited. */
+static int pidfd_pid(int pidfd, pid_t *pid)
+{
+	char path[64], line[128];
+	int found = 0, p = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Pid:\t%d", &p) == 1) {
+			found = 1;
+			break;
+		}
+	fclose(f);
+	if (!found)
+		return -EINVAL;
+	if (p <= 0)
+		return -ESRCH;
+	*pid = p;
+	return 0;
+}
+
+/* The real and effective uid of PID. */
+static int proc_uids(pid_t pid, uid_t *ruid, uid_t *euid)
+{
+	char path[64], line[256];
+	unsigned r, e;
+	int found = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Uid:\t%u\t%u", &r, &e) == 2) {
+			found = 1;
+			break;
+		}
+	fclose(f);
+	if (!found)
+		return -EINVAL;
+	*ruid = r;
+	*euid = e;
+	return 0;
+}
+
+int hello_validate(const struct hello_check *h, pid_t *pid, char *reason, size_t len)
+{
+	char kind[128];
+	struct stat st;
+	uint64_t feat;
+	uid_t ruid = 0, euid = 0;
+	int ret;
+
+	if (h->version != UFFD_PROTO_VERSION) {
+		snprintf(reason, len, "protocol version %u not supported (this manager speaks %u)",
+			 h->version, UFFD_PROTO_VERSION);
+		return -EPROTO;
+	}
+	if (h->nfds != 3) {
+		snprintf(reason, len, "HELLO carries %d fds; it needs 3 (uffd, pidfd, image dir)",
+			 h->nfds);
+		return -EINVAL;
+	}
+	if (fd_kind(h->uffd, kind, sizeof(kind)) < 0 || strcmp(kind, "anon_inode:[userfaultfd]")) {
+		snprintf(reason, len, "first fd is not a userfaultfd (%s)", kind);
+		return -EINVAL;
+	}
+	if (fd_kind(h->pidfd, kind, sizeof(kind)) < 0 ||
+	    (strcmp(kind, "anon_inode:[pidfd]") && strncmp(kind, "pidfd:", 6))) {
+		snprintf(reason, len, "second fd is not a pidfd (%s)", kind);
+		return -EINVAL;
+	}
+	if (fstat(h->dirfd, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		snprintf(reason, len, "third fd is not a directory");
+		return -EINVAL;
+	}
+	ret = uffd_features(h->uffd, &feat);
+	if (ret < 0) {
+		snprintf(reason, len, "cannot read the uffd's features: %s", strerror(-ret));
+		return ret;
+	}
+	if (feat != h->features) {
+		snprintf(reason, len, "HELLO says features 0x%" PRIx64 ", but the uffd has 0x%" PRIx64,
+			 h->features, feat);
+		return -EINVAL;
+	}
+	if ((feat & UFFD_NEEDED_FEATURES) != UFFD_NEEDED_FEATURES) {
+		snprintf(reason, len,
+			 "uffd lacks features 0x%" PRIx64 " (needs EVENT_FORK, EVENT_REMAP, EVENT_REMOVE, EVENT_UNMAP)",
+			 (uint64_t)UFFD_NEEDED_FEATURES & ~feat);
+		return -EINVAL;
+	}
+	ret = pidfd_pid(h->pidfd, pid);
+	if (ret < 0) {
+		snprintf(reason, len, "%s", ret == -ESRCH ? "the process has exited" :
+			 "cannot read the pidfd's pid");
+		return ret;
+	}
+	if (h->peer_uid != 0) {
+		ret = proc_uids(*pid, &ruid, &euid);
+		if (ret < 0) {
+			snprintf(reason, len, "cannot read the owner of pid %d: %s", *pid, strerror(-ret));
+			return ret;
+		}
+		if (ruid != h->peer_uid || euid != h->peer_uid) {
+			snprintf(reason, len, "uid %u may not hand over pid %d (owned by uid %u)",
+				 (unsigned)h->peer_uid, *pid, (unsigned)ruid);
+			return -EPERM;
+		}
+	}
+	return 0;
+}
+
+static void client_free(void *p)
+{
+	free(p);
+}
+
+void client_close(struct client *c)
+{
+	struct client **pp;
+	struct daemon *d = c->d;
+
+	if (c->dead)
+		return;
+	c->dead = true;
+	timer_cancel(&d->loop, &c->deadline);
+	loop_del(&d->loop, &c->ev);
+	close(c->fd);
+	for (pp = &d->clients; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	d->nr_clients--;
+	d->fds_in_use--;
+	loop_defer(&d->loop, client_free, c);
+	daemon_check_done(d);
+}
+
+static void client_on_deadline(struct timer *tm)
+{
+	struct client *c = container_of(tm, struct client, deadline);
+
+	if (!c->answered)
+		log_warnx("%s said nothing within %u ms; closing", c->pfx, c->d->o.handshake_ms);
+	client_close(c);
+}
+
+static void send_reply(struct client *c, const Reply *r)
+{
+	int ret = wire_send(c->fd, &r->base, NULL, 0);
+
+	if (ret < 0)
+		log_debug("%s reply: %s", c->pfx, strerror(-ret));
+}
+
+static void reply_hello(struct client *c, bool ok, const char *reason, uint64_t lazy)
+{
+	HelloReply hr = HELLO_REPLY__INIT;
+	Reply r = REPLY__INIT;
+
+	hr.ok = ok;
+	if (!ok)
+		hr.reason = (char *)reason;
+	if (ok) {
+		hr.has_lazy_pages = true;
+		hr.lazy_pages = lazy;
+	}
+	r.hello = &hr;
+	send_reply(c, &r);
+}
+
+/* Refuse a request: tell the client why, and log it. */
+static void refuse(struct client *c, const char *reason)
+{
+	c->d->tot.refused++;
+	log_warnx("%s refused: %s", c->pfx, reason);
+	reply_hello(c, false, reason, 0);
+}
+
+/* Take a process over: check everything, load its images, start serving. */
+static void handle_hello(struct client *c, const Hello *h, int *fds, int nfds)
+{
+	struct daemon *d = c->d;
+	struct hello_check hc = {
+		.version = h->version,
+		.features = h->features,
+		.nfds = nfds,
+		.uffd = nfds > 0 ? fds[0] : -1,
+		.pidfd = nfds > 1 ? fds[1] : -1,
+		.dirfd = nfds > 2 ? fds[2] : -1,
+		.peer_uid = c->peer_uid,
+	};
+	char reason[512] = "";
+	struct img_err err;
+	struct timage *img;
+	struct target *t;
+	pid_t pid = 0;
+
+	if (d->draining) {
+		refuse(c, "the manager is shutting down");
+		return;
+	}
+	if (d->nr_targets >= d->o.max_clients) {
+		snprintf(reason, sizeof(reason), "already serving %u processes (the limit)",
+			 d->nr_targets);
+		refuse(c, reason);
+		return;
+	}
+	if (d->fds_in_use + FD_HEADROOM + 3 > d->fd_limit) {
+		snprintf(reason, sizeof(reason),
+			 "no fd headroom left for fork events (%u of %u in use)", d->fds_in_use,
+			 d->fd_limit);
+		refuse(c, reason);
+		return;
+	}
+	if (hello_validate(&hc, &pid, reason, sizeof(reason)) < 0) {
+		refuse(c, reason);
+		return;
+	}
+	snprintf(c->pfx, sizeof(c->pfx), "client pid %d (image %u):", c->peer_pid, h->image_id);
+
+	img = calloc(1, sizeof(*img));
+	if (!img) {
+		refuse(c, "out of memory");
+		return;
+	}
+	img->dirfd = -1;
+	if (img_task_load(&img->task, hc.dirfd, h->image_id, &d->pages, &err) < 0) {
+		free(img);
+		refuse(c, err.msg);
+		return;
+	}
+	img->dirfd = hc.dirfd;
+	img->refs = 0;
+	t = target_create(d, hc.uffd, hc.pidfd, pid, h->image_id, img,
+			  h->has_flags && (h->flags & HELLO_F_REGISTERED), reason, sizeof(reason));
+	if (!t) {
+		img->dirfd = -1;	/* still the caller's: closed with the other fds */
+		img->refs = 1;
+		timage_put(d, img);
+		refuse(c, reason);
+		return;
+	}
+	/* The fds now belong to the target and its images. */
+	fds[0] = fds[1] = fds[2] = -1;
+	d->fds_in_use++;
+	reply_hello(c, true, NULL, t->dead ? 0 : t->st.pages_total);
+}
+
+/* Stream the state of every process, then the totals. */
+static void handle_status(struct client *c)
+{
+	struct daemon *d = c->d;
+	struct timeval tv = { .tv_sec = 1 };
+	StatusTotals tot = STATUS_TOTALS__INIT;
+	Reply r = REPLY__INIT;
+	struct target *t;
+
+	/* Blocking with a timeout: a slow reader gets all of it, a stuck one is dropped. */
+	fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	for (t = d->targets; t; t = t->next) {
+		StatusTarget st = STATUS_TARGET__INIT;
+		uint64_t hist[TARGET_HIST];
+		size_t nh = TARGET_HIST;
+
+		while (nh && !t->st.hist[nh - 1])
+			nh--;
+		memcpy(hist, t->st.hist, sizeof(hist));
+		st.pid = t->pid;
+		st.image_id = t->image_id;
+		st.pages_total = t->st.pages_total;
+		st.pages_copied = t->st.pages_copied;
+		st.pages_zeroed = t->st.pages_zeroed;
+		st.pages_remaining = t->map.nr_missing;
+		st.faults = t->st.faults;
+		st.ev_fork = t->st.ev_fork;
+		st.ev_remap = t->st.ev_remap;
+		st.ev_remove = t->st.ev_remove;
+		st.ev_unmap = t->st.ev_unmap;
+		st.eagain = t->st.eagain;
+		st.enoent = t->st.enoent;
+		st.eexist = t->st.eexist;
+		st.n_fault_us_log2 = nh;
+		st.fault_us_log2 = hist;
+		if (t->parent_pid) {
+			st.has_parent_pid = true;
+			st.parent_pid = t->parent_pid;
+		}
+		st.has_model_bytes = true;
+		st.model_bytes = vmap_mem_bytes(&t->map);
+		r.target = &st;
+		if (wire_send(c->fd, &r.base, NULL, 0) < 0)
+			return;
+	}
+	r.target = NULL;
+	tot.targets = d->nr_targets;
+	tot.clients = d->nr_clients;
+	tot.served = d->tot.served;
+	tot.refused = d->tot.refused;
+	tot.pages_copied = d->tot.pages_copied;
+	tot.pages_zeroed = d->tot.pages_zeroed;
+	tot.faults = d->tot.faults;
+	tot.mapped_bytes = d->pages.mapped_bytes;
+	tot.uptime_ms = (now_ns() - d->start_ns) / 1000000;
+	r.totals = &tot;
+	send_reply(c, &r);
+}
+
+static void client_on_read(struct ev *ev, uint32_t events)
+{
+	struct client *c = container_of(ev, struct client, ev);
+	uint8_t buf[WIRE_MAX_MSG];
+	int fds[WIRE_MAX_FDS];
+	int nfds = 0;
+	Request *req;
+	bool status = false;
+	ssize_t n;
+
+	(void)events;
+	n = wire_recv(c->fd, buf, sizeof(buf), fds, &nfds, WIRE_MAX_FDS);
+	if (n == -EAGAIN)
+		return;
+	if (n == 0 || n == -ECONNRESET) {
+		client_close(c);
+		return;
+	}
+	if (n < 0) {
+		refuse(c, n == -EMSGSIZE ? "message larger than 4096 bytes" :
+			  n == -E2BIG ? "too many fds attached" : "cannot read the message");
+		client_close(c);
+		return;
+	}
+	if (c->answered) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		refuse(c, "one request per connection");
+		client_close(c);
+		return;
+	}
+	c->answered = true;
+	req = request__unpack(NULL, n, buf);
+	if (!req || (!!req->hello + !!req->status) != 1) {
+		refuse(c, req ? "a request needs exactly one of hello, status" :
+			  "cannot decode the request");
+	} else if (req->hello) {
+		handle_hello(c, req->hello, fds, nfds);
+	} else {
+		status = true;
+		if (nfds)
+			refuse(c, "a status request carries no fds");
+		else if (c->peer_uid != 0 && c->peer_uid != geteuid())
+			refuse(c, "only root or the daemon's owner may ask for status");
+		else
+			handle_status(c);
+	}
+	for (int i = 0; i < nfds; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	if (req)
+		request__free_unpacked(req, NULL);
+	if (status) {
+		client_close(c);
+		return;
+	}
+	/* Keep the connection a while, so that a second request is refused, not lost. */
+	timer_arm(&c->d->loop, &c->deadline, (uint64_t)c->d->o.handshake_ms * 1000000ull,
+		  client_on_deadline);
+}
+
+static void accept_retry(struct timer *tm)
+{
+	struct daemon *d = container_of(tm, struct daemon, accept_retry);
+
+	client_accept(d);
+}
+
+void client_accept(struct daemon *d)
+{
+	while (d->listen_fd >= 0) {
+		struct ucred cred;
+		socklen_t cl = sizeof(cred);
+		struct client *c;
+		int fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				log_warn("accept: backing off");
+				timer_arm(&d->loop, &d->accept_retry, ACCEPT_RETRY_NS, accept_retry);
+			} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+				log_warn("accept");
+			}
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			return;
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
+			log_warn("SO_PEERCRED");
+			close(fd);
+			continue;
+		}
+		if (d->nr_clients + d->nr_targets >= d->o.max_clients + 16) {
+			log_warnx("connection from pid %d refused: too many clients", cred.pid);
+			close(fd);
+			continue;
+		}
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->d = d;
+		c->fd = fd;
+		c->peer_pid = cred.pid;
+		c->peer_uid = cred.uid;
+		snprintf(c->pfx, sizeof(c->pfx), "client pid %d:", cred.pid);
+		if (loop_add(&d->loop, &c->ev, fd, EPOLLIN, client_on_read) < 0) {
+			log_warn("%s epoll", c->pfx);
+			close(fd);
+			free(c);
+			continue;
+		}
+		c->next = d->clients;
+		d->clients = c;
+		d->nr_clients++;
+		d->fds_in_use++;
+		timer_arm(&d->loop, &c->deadline, (uint64_t)d->o.handshake_ms * 1000000ull,
+			  client_on_deadline);
+	}
+}

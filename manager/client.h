@@ -1,0 +1,49 @@
+/* One connection on the manager's socket: a hand-over (HELLO) or a status request. */
+#ifndef UFFD_CLIENT_H
+#define UFFD_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "daemon.h"
+#include "loop.h"
+
+struct client {
+	struct client *next;
+	struct daemon *d;
+	struct ev ev;
+	int fd;
+	pid_t peer_pid;
+	uid_t peer_uid;
+	bool answered;		/* one request per connection */
+	bool dead;
+	struct timer deadline;
+	char pfx[48];		/* "client pid 1234:" */
+};
+
+/* Accept every pending connection on the listening socket. */
+void client_accept(struct daemon *d);
+
+/* Close and free a connection. */
+void client_close(struct client *c);
+
+/*
+ * The checks of a HELLO, separate from any socket so that they can be tested:
+ * what the client claims against what its fds are.
+ */
+struct hello_check {
+	uint32_t version;
+	uint64_t features;	/* claimed */
+	int nfds;
+	int uffd, pidfd, dirfd;
+	uid_t peer_uid;
+};
+
+/*
+ * Validate a HELLO. On success returns 0 with *PID the target's pid; else
+ * -errno with REASON filled for the client.
+ */
+int hello_validate(const struct hello_check *h, pid_t *pid, char *reason, size_t len);
+
+#endif

@@ -1,0 +1,67 @@
+/* The daemon's state: one struct, passed down; nothing global. */
+#ifndef UFFD_DAEMON_H
+#define UFFD_DAEMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "loop.h"
+#include "pages.h"
+
+struct target;
+struct client;
+struct procconn;
+
+struct daemon_opts {
+	const char *socket_path;
+	uint64_t fault_window;		/* bytes served around a fault */
+	uint64_t fill_chunk;		/* bytes per background step */
+	bool no_fill;
+	bool exit_when_done;
+	unsigned max_clients;		/* connections and served processes together */
+	unsigned handshake_ms;
+	int verbose;
+	bool use_syslog;
+};
+
+struct daemon_totals {
+	uint64_t served;		/* processes fully served and released */
+	uint64_t exited;		/* processes that exited before being fully served */
+	uint64_t refused;
+	uint64_t pages_copied;
+	uint64_t pages_zeroed;
+	uint64_t faults;
+};
+
+struct daemon {
+	struct daemon_opts o;
+	struct loop loop;
+	struct ev listen_ev;
+	int listen_fd;			/* -1 once we stop accepting */
+	bool unlink_socket;		/* we created the socket file */
+	struct ev signal_ev;
+	int signal_fd;
+	struct pages_cache pages;
+	struct target *targets;
+	unsigned nr_targets;
+	uint64_t next_target_id;
+	struct client *clients;
+	unsigned nr_clients;
+	struct procconn *pc;
+	bool draining;			/* SIGTERM: finish serving, then exit */
+	bool had_target;
+	uint64_t start_ns;
+	unsigned fd_limit;		/* RLIMIT_NOFILE soft limit after raising it */
+	unsigned fds_in_use;		/* estimate: base + clients + per target */
+	struct daemon_totals tot;
+	struct timer accept_retry;	/* after EMFILE */
+};
+
+/* Stop the loop when there is nothing left to do (exit-when-done, draining). */
+void daemon_check_done(struct daemon *d);
+
+/* True if fill should run (no --no-fill, or draining). */
+bool daemon_fill_enabled(const struct daemon *d);
+
+#endif

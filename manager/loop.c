@@ -1,0 +1,162 @@
+/* The event loop. */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+
+#define LOOP_BATCH	64
+
+uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+int loop_init(struct loop *l)
+{
+	*l = (struct loop){ 0 };
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	return l->epfd < 0 ? -errno : 0;
+}
+
+/* Run and forget the deferred frees. */
+static void run_deferred(struct loop *l)
+{
+	while (l->dead) {
+		struct deferred *d = l->dead;
+
+		l->dead = d->next;
+		d->fn(d->p);
+		free(d);
+	}
+}
+
+void loop_fini(struct loop *l)
+{
+	run_deferred(l);
+	if (l->epfd >= 0)
+		close(l->epfd);
+	l->epfd = -1;
+}
+
+int loop_add(struct loop *l, struct ev *ev, int fd, uint32_t events, ev_fn fn)
+{
+	struct epoll_event ee = { .events = events, .data.ptr = ev };
+
+	ev->fd = fd;
+	ev->fn = fn;
+	ev->dead = false;
+	return epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ee) ? -errno : 0;
+}
+
+void loop_del(struct loop *l, struct ev *ev)
+{
+	if (ev->fd >= 0 && !ev->dead)
+		epoll_ctl(l->epfd, EPOLL_CTL_DEL, ev->fd, NULL);
+	ev->dead = true;
+}
+
+void timer_cancel(struct loop *l, struct timer *t)
+{
+	struct timer **pp;
+
+	if (!t->armed)
+		return;
+	for (pp = &l->timers; *pp; pp = &(*pp)->next) {
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	}
+	t->armed = false;
+}
+
+void timer_arm(struct loop *l, struct timer *t, uint64_t delay_ns, timer_fn fn)
+{
+	struct timer **pp;
+
+	timer_cancel(l, t);
+	t->when = now_ns() + delay_ns;
+	t->fn = fn;
+	for (pp = &l->timers; *pp && (*pp)->when <= t->when; pp = &(*pp)->next)
+		;
+	t->next = *pp;
+	*pp = t;
+	t->armed = true;
+}
+
+void loop_defer(struct loop *l, void (*fn)(void *p), void *p)
+{
+	struct deferred *d = malloc(sizeof(*d));
+
+	if (!d)
+		fatal("out of memory deferring a free");
+	d->fn = fn;
+	d->p = p;
+	d->next = l->dead;
+	l->dead = d;
+}
+
+/* Fire every timer whose deadline has passed. */
+static void run_timers(struct loop *l)
+{
+	uint64_t now = now_ns();
+
+	while (l->timers && l->timers->when <= now) {
+		struct timer *t = l->timers;
+
+		l->timers = t->next;
+		t->armed = false;
+		t->fn(t);
+	}
+}
+
+/* Milliseconds until the next timer, rounded up; -1 without timers. */
+static int next_timeout(struct loop *l)
+{
+	uint64_t now, ms;
+
+	if (!l->timers)
+		return -1;
+	now = now_ns();
+	if (l->timers->when <= now)
+		return 0;
+	ms = (l->timers->when - now + 999999) / 1000000;
+	return ms > 60000 ? 60000 : (int)ms;
+}
+
+int loop_run(struct loop *l)
+{
+	struct epoll_event ee[LOOP_BATCH];
+
+	while (!l->stop) {
+		int timeout = l->idle_pending ? 0 : next_timeout(l);
+		int n = epoll_wait(l->epfd, ee, LOOP_BATCH, timeout);
+
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		for (int i = 0; i < n; i++) {
+			struct ev *ev = ee[i].data.ptr;
+			uint32_t events = ee[i].events;
+
+			if (events & (EPOLLERR | EPOLLHUP))
+				events |= EPOLLIN;
+			if (!ev->dead)
+				ev->fn(ev, events);
+		}
+		run_timers(l);
+		if (l->before_sleep)
+			l->before_sleep(l);
+		/* Demand goes first: background work only when nothing was ready. */
+		if (n == 0 && l->idle_pending && l->idle)
+			l->idle_pending = l->idle(l);
+		run_deferred(l);
+	}
+	return 0;
+}

@@ -1,0 +1,67 @@
+/*
+ * A small epoll event loop: handlers, one-shot timers, an idle hook for
+ * background work, and frees deferred to the end of an iteration so that
+ * one handler may tear down another whose event is in the same batch.
+ */
+#ifndef UFFD_LOOP_H
+#define UFFD_LOOP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct ev;
+typedef void (*ev_fn)(struct ev *ev, uint32_t events);
+
+/* Embed in the owner; find the owner back with container_of. */
+struct ev {
+	int fd;
+	ev_fn fn;
+	bool dead;		/* removed: ignore events still in the batch */
+};
+
+struct timer;
+typedef void (*timer_fn)(struct timer *t);
+
+struct timer {
+	struct timer *next;
+	uint64_t when;		/* CLOCK_MONOTONIC ns */
+	timer_fn fn;
+	bool armed;
+};
+
+struct deferred {
+	struct deferred *next;
+	void (*fn)(void *p);
+	void *p;
+};
+
+struct loop {
+	int epfd;
+	bool stop;
+	struct timer *timers;	/* sorted by deadline */
+	struct deferred *dead;
+	/* Called before sleeping, after every handler of the batch ran. */
+	void (*before_sleep)(struct loop *l);
+	/* Background work: called only when no event is ready; returns true while there is more. */
+	bool (*idle)(struct loop *l);
+	bool idle_pending;	/* set by anyone who gives the idle hook new work */
+};
+
+#define container_of(ptr, type, member)                                        \
+	((type *)((char *)(ptr) - __builtin_offsetof(type, member)))
+
+uint64_t now_ns(void);
+
+int loop_init(struct loop *l);
+void loop_fini(struct loop *l);
+/* Watch FD for EVENTS (EPOLLIN, ...); EPOLLERR/EPOLLHUP always arrive as EPOLLIN too. */
+int loop_add(struct loop *l, struct ev *ev, int fd, uint32_t events, ev_fn fn);
+void loop_del(struct loop *l, struct ev *ev);
+void timer_arm(struct loop *l, struct timer *t, uint64_t delay_ns, timer_fn fn);
+void timer_cancel(struct loop *l, struct timer *t);
+/* Run FN(P) once the current iteration is over. */
+void loop_defer(struct loop *l, void (*fn)(void *p), void *p);
+/* Run until loop.stop is set. Returns 0 or -errno on an epoll failure. */
+int loop_run(struct loop *l);
+
+#endif

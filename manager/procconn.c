@@ -1,0 +1,158 @@
+/* Follow forks and exits through the proc connector, with libnl-3. */
+#include <errno.h>
+#include <linux/cn_proc.h>
+#include <linux/connector.h>
+#include <linux/netlink.h>
+#include <netlink/msg.h>
+#include <netlink/netlink.h>
+#include <netlink/socket.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "log.h"
+#include "procconn.h"
+#include "target.h"
+
+struct procconn {
+	struct daemon *d;
+	struct nl_sock *sk;
+	struct ev ev;
+	uint64_t events;
+};
+
+/* A fork by PARENT: the oldest child of PARENT whose pid is unknown gets CHILD. */
+static void on_fork(struct daemon *d, pid_t parent, pid_t child)
+{
+	struct target *t, *oldest = NULL;
+
+	/* The list is newest first; the FORK events of one parent arrive in fork order. */
+	for (t = d->targets; t; t = t->next)
+		if (!t->pid && t->parent_pid == parent && !t->dead)
+			oldest = t;
+	if (oldest)
+		target_set_pid(oldest, child);
+}
+
+static void on_exit_(struct daemon *d, pid_t pid)
+{
+	struct target *t, *next;
+
+	for (t = d->targets; t; t = next) {
+		next = t->next;
+		if (t->pid == pid && t->pidfd < 0 && !t->dead) {
+			d->tot.exited++;
+			target_destroy(t, "exited");
+		}
+	}
+}
+
+static int on_msg(struct nl_msg *msg, void *arg)
+{
+	struct procconn *pc = arg;
+	struct nlmsghdr *nh = nlmsg_hdr(msg);
+	struct cn_msg *cn;
+	struct proc_event *ev;
+
+	if (nh->nlmsg_len < NLMSG_HDRLEN + sizeof(*cn) + sizeof(*ev))
+		return NL_SKIP;
+	cn = nlmsg_data(nh);
+	if (cn->id.idx != CN_IDX_PROC || cn->id.val != CN_VAL_PROC ||
+	    cn->len < sizeof(*ev))
+		return NL_SKIP;
+	ev = (struct proc_event *)cn->data;
+	pc->events++;
+	switch (ev->what) {
+	case PROC_EVENT_FORK:
+		/* A new process, not a thread: its own thread group. */
+		if (ev->event_data.fork.child_pid == ev->event_data.fork.child_tgid &&
+		    ev->event_data.fork.child_tgid != ev->event_data.fork.parent_tgid)
+			on_fork(pc->d, ev->event_data.fork.parent_tgid,
+				ev->event_data.fork.child_tgid);
+		break;
+	case PROC_EVENT_EXIT:
+		if (ev->event_data.exit.process_pid == ev->event_data.exit.process_tgid)
+			on_exit_(pc->d, ev->event_data.exit.process_tgid);
+		break;
+	default:
+		break;
+	}
+	return NL_SKIP;
+}
+
+static void procconn_on_read(struct ev *e, uint32_t events)
+{
+	struct procconn *pc = container_of(e, struct procconn, ev);
+	int ret;
+
+	(void)events;
+	do
+		ret = nl_recvmsgs_default(pc->sk);
+	while (ret >= 0);
+	if (ret != -NLE_AGAIN && ret != -NLE_NOMEM)
+		log_debug("proc connector: %s", nl_geterror(ret));
+}
+
+/* Ask the kernel to start (or stop) sending us process events. */
+static int mcast(struct procconn *pc, enum proc_cn_mcast_op op)
+{
+	struct {
+		struct cn_msg cn;
+		enum proc_cn_mcast_op op;
+	} __attribute__((packed)) m;
+
+	memset(&m, 0, sizeof(m));
+	m.cn.id.idx = CN_IDX_PROC;
+	m.cn.id.val = CN_VAL_PROC;
+	m.cn.len = sizeof(m.op);
+	m.op = op;
+	return nl_send_simple(pc->sk, NLMSG_DONE, 0, &m, sizeof(m));
+}
+
+struct procconn *procconn_open(struct daemon *d)
+{
+	struct procconn *pc = calloc(1, sizeof(*pc));
+	int ret;
+
+	if (!pc)
+		return NULL;
+	pc->d = d;
+	pc->sk = nl_socket_alloc();
+	if (!pc->sk)
+		goto fail;
+	nl_socket_disable_seq_check(pc->sk);
+	nl_socket_disable_auto_ack(pc->sk);
+	nl_socket_modify_cb(pc->sk, NL_CB_MSG_IN, NL_CB_CUSTOM, on_msg, pc);
+	ret = nl_connect(pc->sk, NETLINK_CONNECTOR);
+	if (ret == 0)
+		ret = nl_socket_add_membership(pc->sk, CN_IDX_PROC);
+	if (ret == 0)
+		ret = nl_socket_set_nonblocking(pc->sk);
+	if (ret == 0)
+		ret = nl_socket_set_buffer_size(pc->sk, 1 << 20, 0);
+	if (ret == 0)
+		ret = mcast(pc, PROC_CN_MCAST_LISTEN) < 0 ? -NLE_FAILURE : 0;
+	if (ret < 0) {
+		log_warnx("proc connector unavailable (%s): forked children's pids come from their first fault",
+			  nl_geterror(ret));
+		goto fail;
+	}
+	if (loop_add(&d->loop, &pc->ev, nl_socket_get_fd(pc->sk), EPOLLIN, procconn_on_read) < 0)
+		goto fail;
+	return pc;
+fail:
+	if (pc->sk)
+		nl_socket_free(pc->sk);
+	free(pc);
+	return NULL;
+}
+
+void procconn_close(struct procconn *pc)
+{
+	if (!pc)
+		return;
+	loop_del(&pc->d->loop, &pc->ev);
+	mcast(pc, PROC_CN_MCAST_IGNORE);
+	nl_socket_free(pc->sk);
+	free(pc);
+}

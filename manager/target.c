@@ -1,0 +1,779 @@
+/* Serve one process: drain its uffd, apply events, answer faults, fill. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/userfaultfd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "target.h"
+#include "uffd.h"
+
+#define PG		4096ull
+#define MSG_BATCH	64
+#define RETRY_NS	(2 * 1000000ull)	/* parked faults are retried at least this often */
+
+static void target_on_uffd(struct ev *ev, uint32_t events);
+static void target_on_pidfd(struct ev *ev, uint32_t events);
+static void target_release(struct target *t);
+static void retry_timer(struct timer *tm);
+static void target_set_pid_from_tid(struct target *t, pid_t tid);
+static void target_abandon(struct target *t, const char *why);
+
+struct timage *timage_get(struct timage *img)
+{
+	img->refs++;
+	return img;
+}
+
+void timage_put(struct daemon *d, struct timage *img)
+{
+	if (!img || --img->refs)
+		return;
+	img_task_free(&img->task, &d->pages);
+	if (img->dirfd >= 0)
+		close(img->dirfd);
+	free(img);
+}
+
+static void set_prefix(struct target *t)
+{
+	if (t->pid)
+		snprintf(t->pfx, sizeof(t->pfx), "pid %d uffd %d:", t->pid, t->uffd);
+	else
+		snprintf(t->pfx, sizeof(t->pfx), "child of %d uffd %d:", t->parent_pid, t->uffd);
+}
+
+static int pidfd_open_(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/* Make FD non-blocking and close-on-exec without touching other flags. */
+static int fd_prepare(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Allocate a target around UFFD and put it in the loop and the daemon's list. */
+static struct target *target_alloc(struct daemon *d, int uffd, struct timage *img)
+{
+	struct target *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	t->d = d;
+	t->uffd = uffd;
+	t->pidfd = -1;
+	t->img = timage_get(img);
+	vmap_init(&t->map);
+	if (fd_prepare(uffd) < 0 ||
+	    loop_add(&d->loop, &t->uffd_ev, uffd, EPOLLIN, target_on_uffd) < 0) {
+		timage_put(d, t->img);
+		free(t);
+		return NULL;
+	}
+	t->id = ++d->next_target_id;
+	t->next = d->targets;
+	d->targets = t;
+	d->nr_targets++;
+	d->fds_in_use += 2;
+	d->had_target = true;
+	return t;
+}
+
+/* Watch PIDFD for the exit of the process. */
+static int target_watch_pid(struct target *t, int pidfd)
+{
+	int ret = loop_add(&t->d->loop, &t->pid_ev, pidfd, EPOLLIN, target_on_pidfd);
+
+	if (ret == 0)
+		t->pidfd = pidfd;
+	return ret;
+}
+
+/* Lazy areas: VMAs holding PE_LAZY pages, each page missing if the images hold its data. */
+static int build_model(struct target *t, char *reason, size_t len)
+{
+	const MmEntry *mm = t->img->task.mm;
+	const struct pagemap *pm = t->img->task.pm;
+
+	if (!mm || !pm) {
+		snprintf(reason, len, "image %u has no memory images (a zombie?)", t->image_id);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < mm->n_vmas; i++) {
+		const VmaEntry *v = mm->vmas[i];
+		bool lazy = false;
+		uint64_t a;
+
+		for (a = v->start; a < v->end;) {
+			struct pm_run run;
+
+			pagemap_resolve(pm, a, v->end - a, &run);
+			if (run.flags & PE_LAZY) {
+				if (!lazy && !(v->status & VMA_ANON_PRIVATE)) {
+					snprintf(reason, len,
+						 "lazy pages at 0x%" PRIx64 " in a VMA that is not anonymous private (0x%" PRIx64 "-0x%" PRIx64 ", status 0x%x)",
+						 a, v->start, v->end, v->status);
+					return -EINVAL;
+				}
+				if (!lazy && vmap_add(&t->map, v->start, v->end, v->start) < 0) {
+					snprintf(reason, len, "out of memory building the model");
+					return -ENOMEM;
+				}
+				lazy = true;
+				if (run.src == PM_NODATA) {
+					snprintf(reason, len,
+						 "page 0x%" PRIx64 " is lazy but its data is not in the images",
+						 a);
+					return -EINVAL;
+				}
+				if (run.src == PM_DATA)
+					vmap_mark_missing(&t->map, a, a + run.len);
+			}
+			a += run.len;
+		}
+	}
+	t->st.pages_total = t->map.nr_missing;
+	return 0;
+}
+
+/* Register every lazy area; on failure unregister what was done. */
+static int register_areas(struct target *t, char *reason, size_t len)
+{
+	struct vma *v, *u;
+	int ret;
+
+	for (v = vmap_first(&t->map, 0); v; v = vmap_next(&t->map, v)) {
+		ret = uffd_register(t->uffd, v->start, v->end - v->start);
+		if (ret < 0) {
+			snprintf(reason, len, "cannot register 0x%" PRIx64 "-0x%" PRIx64 ": %s",
+				 v->start, v->end, strerror(-ret));
+			for (u = vmap_first(&t->map, 0); u != v; u = vmap_next(&t->map, u))
+				uffd_unregister(t->uffd, u->start, u->end - u->start);
+			return ret;
+		}
+	}
+	return 0;
+}
+
+struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
+			     uint32_t image_id, struct timage *img, bool registered,
+			     char *reason, size_t reason_len)
+{
+	struct target *t = target_alloc(d, uffd, img);
+
+	if (!t) {
+		snprintf(reason, reason_len, "cannot watch the uffd: %s", strerror(errno));
+		return NULL;
+	}
+	t->pid = pid;
+	t->image_id = image_id;
+	set_prefix(t);
+	if (build_model(t, reason, reason_len) < 0 ||
+	    (!registered && register_areas(t, reason, reason_len) < 0) ||
+	    target_watch_pid(t, pidfd) < 0) {
+		if (!reason[0])
+			snprintf(reason, reason_len, "cannot watch the pidfd: %s", strerror(errno));
+		t->uffd = -1;	/* the caller still owns the fds */
+		t->pidfd = -1;
+		loop_del(&d->loop, &t->uffd_ev);
+		target_destroy(t, NULL);
+		return NULL;
+	}
+	log_info("%s serving image %u: %zu areas, %" PRIu64 " lazy pages", t->pfx, image_id,
+		 t->map.nr_areas, t->map.nr_missing);
+	if (t->map.nr_missing == 0)
+		target_release(t);
+	else
+		d->loop.idle_pending = true;
+	return t;
+}
+
+void target_set_pid(struct target *t, pid_t pid)
+{
+	struct target *c;
+	int pidfd;
+
+	if (t->pid || t->dead)
+		return;
+	t->pid = pid;
+	set_prefix(t);
+	/* Children forked before we knew can now be matched to proc connector events. */
+	for (c = t->d->targets; c; c = c->next)
+		if (c->parent_id == t->id && !c->parent_pid) {
+			c->parent_pid = pid;
+			set_prefix(c);
+		}
+	pidfd = pidfd_open_(pid);
+	if (pidfd < 0 || target_watch_pid(t, pidfd) < 0) {
+		log_warn("%s pidfd_open", t->pfx);
+		if (pidfd >= 0)
+			close(pidfd);
+		return;
+	}
+	log_debug("%s pid learned", t->pfx);
+}
+
+/* Record the service time of a fault read at T0. */
+static void account_fault(struct target *t, uint64_t t0)
+{
+	uint64_t us = (now_ns() - t0) / 1000;
+	unsigned b = 0;
+
+	while (us > 1 && b < TARGET_HIST - 1) {
+		us >>= 1;
+		b++;
+	}
+	t->st.hist[b]++;
+}
+
+/* Free what the target owns, once the loop is done with this iteration. */
+static void target_free(void *p)
+{
+	struct target *t = p;
+
+	vmap_free(&t->map);
+	free(t->faults);
+	free(t);
+}
+
+void target_destroy(struct target *t, const char *why)
+{
+	struct daemon *d = t->d;
+	struct target **pp;
+
+	if (t->dead)
+		return;
+	t->dead = true;
+	if (why)
+		log_info("%s %s; %" PRIu64 " pages copied, %" PRIu64 " zeroed, %" PRIu64
+			 " not served", t->pfx, why, t->st.pages_copied, t->st.pages_zeroed,
+			 t->map.nr_missing);
+	timer_cancel(&d->loop, &t->retry);
+	loop_del(&d->loop, &t->uffd_ev);
+	if (t->pidfd >= 0) {
+		loop_del(&d->loop, &t->pid_ev);
+		close(t->pidfd);
+	}
+	if (t->uffd >= 0)
+		close(t->uffd);
+	for (pp = &d->targets; *pp; pp = &(*pp)->next) {
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	}
+	d->nr_targets--;
+	d->fds_in_use -= 2;
+	timage_put(d, t->img);
+	t->img = NULL;
+	loop_defer(&d->loop, target_free, t);
+	daemon_check_done(d);
+}
+
+/* Unregister the ranges the kernel still has registered for us, from smaps. */
+static void unregister_rest(struct target *t)
+{
+	char path[64], line[512];
+	unsigned long long s = 0, e = 0;
+	FILE *f;
+
+	if (!t->pid)
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/smaps", t->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long a, b;
+
+		if (sscanf(line, "%llx-%llx ", &a, &b) == 2) {
+			s = a;
+			e = b;
+		} else if (!strncmp(line, "VmFlags:", 8) && strstr(line, " um")) {
+			/* VM_UFFD_MISSING: grown tails the model never knew of. */
+			uffd_unregister(t->uffd, s, e - s);
+		}
+	}
+	fclose(f);
+}
+
+/* Every lazy page is in: unregister, close the uffd, forget the process. */
+static void target_release(struct target *t)
+{
+	struct vma *v;
+
+	if (t->nr_faults)
+		return;
+	for (v = vmap_first(&t->map, 0); v; v = vmap_next(&t->map, v))
+		uffd_unregister(t->uffd, v->start, v->end - v->start);
+	unregister_rest(t);
+	t->d->tot.served++;
+	log_info("%s fully served: %" PRIu64 " pages copied, %" PRIu64 " zeroed, %" PRIu64
+		 " faults", t->pfx, t->st.pages_copied, t->st.pages_zeroed, t->st.faults);
+	target_destroy(t, NULL);
+}
+
+/* A result we cannot serve past: log it and take the process down rather than let it read zeros. */
+static void target_fail(struct target *t, uint64_t addr, int ret, const char *what)
+{
+	log_warnx("%s %s at 0x%" PRIx64 " failed: %s; killing the process so it never reads wrong memory",
+		  t->pfx, what, addr, strerror(-ret));
+	if (t->pidfd >= 0)
+		syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0);
+	target_destroy(t, "killed");
+}
+
+/*
+ * Copy [ADDR, ADDR+LEN) of area V (all pages missing) from the images.
+ * Returns the class that stopped it: UC_DONE when all is in.
+ */
+static enum uffd_class serve_range(struct target *t, struct vma *v, uint64_t addr,
+				   uint64_t len, bool wake)
+{
+	const struct pagemap *pm = t->img->task.pm;
+
+	while (len) {
+		struct pm_run run;
+		struct uffd_result r;
+		int64_t out = 0;
+		int ret;
+
+		pagemap_resolve(pm, vma_img_addr(v, addr), len, &run);
+		if (run.src == PM_DATA)
+			ret = uffd_copy(t->uffd, addr, run.pf->base + run.off, run.len, wake, &out);
+		else
+			ret = uffd_zeropage(t->uffd, addr, run.len, wake, &out);
+		r = uffd_classify(ret, out, run.len);
+		switch (r.cls) {
+		case UC_DONE:
+		case UC_PARTIAL:
+			vmap_clear(&t->map, addr, addr + r.done);
+			if (run.src == PM_DATA) {
+				t->st.pages_copied += r.done / PG;
+				t->d->tot.pages_copied += r.done / PG;
+			} else {
+				t->st.pages_zeroed += r.done / PG;
+				t->d->tot.pages_zeroed += r.done / PG;
+			}
+			addr += r.done;
+			len -= r.done;
+			break;
+		case UC_EXISTS:
+			/* Someone else put this page there: it is in; wake its waiters. */
+			t->st.eexist++;
+			vmap_clear(&t->map, addr, addr + PG);
+			uffd_wake(t->uffd, addr, PG);
+			addr += PG;
+			len -= PG;
+			break;
+		case UC_RETRY:
+			t->st.eagain++;
+			return UC_RETRY;
+		case UC_STALE:
+			t->st.enoent++;
+			return UC_STALE;
+		case UC_GONE:
+			return UC_GONE;
+		case UC_BUG:
+			target_fail(t, addr, ret, run.src == PM_DATA ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE");
+			return UC_BUG;
+		}
+	}
+	return UC_DONE;
+}
+
+/* Answer a page that the model has no data for: a zero page. */
+static enum uffd_class serve_zero(struct target *t, uint64_t page)
+{
+	int64_t out = 0;
+	int ret = uffd_zeropage(t->uffd, page, PG, true, &out);
+	struct uffd_result r = uffd_classify(ret, out, PG);
+
+	switch (r.cls) {
+	case UC_DONE:
+	case UC_PARTIAL:
+		t->st.pages_zeroed++;
+		t->d->tot.pages_zeroed++;
+		return UC_DONE;
+	case UC_EXISTS:
+		t->st.eexist++;
+		uffd_wake(t->uffd, page, PG);
+		return UC_DONE;
+	case UC_RETRY:
+		t->st.eagain++;
+		return UC_RETRY;
+	case UC_STALE:
+		t->st.enoent++;
+		return UC_STALE;
+	case UC_GONE:
+		return UC_GONE;
+	case UC_BUG:
+		target_fail(t, page, ret, "UFFDIO_ZEROPAGE");
+		return UC_BUG;
+	}
+	return UC_BUG;
+}
+
+/*
+ * Zero the image holes among the served-or-zero pages of [ADDR, ADDR+LEN):
+ * a neighbour of a fault that would otherwise fault on its own. A page the
+ * process already has answers EEXIST and is left alone.
+ */
+static void zero_holes(struct target *t, struct vma *v, uint64_t addr, uint64_t len)
+{
+	const struct pagemap *pm = t->img->task.pm;
+
+	while (len && !t->dead) {
+		struct pm_run run;
+		struct uffd_result r;
+		int64_t out = 0;
+		int ret;
+
+		pagemap_resolve(pm, vma_img_addr(v, addr), len, &run);
+		if (run.src != PM_HOLE) {
+			addr += run.len;
+			len -= run.len;
+			continue;
+		}
+		ret = uffd_zeropage(t->uffd, addr, run.len, false, &out);
+		r = uffd_classify(ret, out, run.len);
+		if (r.cls == UC_DONE || r.cls == UC_PARTIAL) {
+			t->st.pages_zeroed += r.done / PG;
+			t->d->tot.pages_zeroed += r.done / PG;
+			addr += r.done;
+			len -= r.done;
+		} else if (r.cls == UC_EXISTS) {
+			addr += PG;
+			len -= PG;
+		} else {
+			return;	/* the fault itself is answered; the rest can wait */
+		}
+	}
+}
+
+/* Serve one fault with a window around it: the faulting run first, woken; the rest quietly. */
+static enum uffd_class serve_fault(struct target *t, uint64_t addr)
+{
+	uint64_t page = addr & ~(PG - 1), w = t->d->o.fault_window;
+	uint64_t ws, we, a;
+	struct vma *v = vmap_find(&t->map, page);
+	enum uffd_class c;
+
+	if (!v || !vma_is_missing(v, page))
+		c = serve_zero(t, page);
+	else
+		c = serve_range(t, v, page, vma_run(v, page, (page | (w - 1)) + 1 - page, true), true);
+	if (c != UC_DONE || !v)
+		return c;
+	ws = page & ~(w - 1);
+	we = ws + w;
+	if (ws < v->start)
+		ws = v->start;
+	if (we > v->end || we < ws)
+		we = v->end;
+	/* Best effort for the rest of the window: the fault itself is answered. */
+	for (a = ws; a < we && !t->dead;) {
+		uint64_t n = vma_run(v, a, we - a, true);
+
+		if (n) {
+			if (serve_range(t, v, a, n, false) != UC_DONE)
+				break;
+		} else {
+			n = vma_run(v, a, we - a, false);
+			zero_holes(t, v, a, n);
+		}
+		a += n;
+	}
+	t->fill_cursor = we;
+	return t->dead ? UC_GONE : UC_DONE;
+}
+
+/* Serve the queued faults in order; stop at the first that must wait for a drain. */
+static void serve_faults(struct target *t)
+{
+	size_t i;
+
+	for (i = 0; i < t->nr_faults; i++) {
+		const struct fault *f = &t->faults[i];
+		enum uffd_class c = serve_fault(t, f->addr);
+
+		if (t->dead)
+			return;
+		if (c == UC_RETRY)
+			break;
+		if (c == UC_GONE) {
+			t->d->tot.exited++;
+			target_destroy(t, "exited");
+			return;
+		}
+		if (c == UC_STALE)
+			/* The area went away under the fault: let the thread retry (and SEGV or re-fault). */
+			uffd_wake(t->uffd, f->addr & ~(PG - 1), PG);
+		else
+			account_fault(t, f->t0);
+	}
+	memmove(t->faults, t->faults + i, (t->nr_faults - i) * sizeof(*t->faults));
+	t->nr_faults -= i;
+	if (t->nr_faults)
+		timer_arm(&t->d->loop, &t->retry, RETRY_NS, retry_timer);
+	else if (t->map.nr_missing == 0)
+		target_release(t);
+}
+
+/* The short timer that makes sure parked faults never wait for a drain that does not come. */
+static void retry_timer(struct timer *tm)
+{
+	struct target *t = container_of(tm, struct target, retry);
+
+	if (!t->dead && t->nr_faults)
+		serve_faults(t);
+}
+
+void target_retry_parked(struct daemon *d)
+{
+	struct target *t, *next;
+
+	for (t = d->targets; t; t = next) {
+		next = t->next;
+		if (t->nr_faults)
+			serve_faults(t);
+	}
+}
+
+/* Learn a forked child's pid from the thread id of its first fault. */
+static void target_set_pid_from_tid(struct target *t, pid_t tid)
+{
+	char path[64], line[128];
+	pid_t tgid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", tid);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Tgid:\t%d", &tgid) == 1)
+			break;
+	fclose(f);
+	if (tgid > 0)
+		target_set_pid(t, tgid);
+}
+
+/*
+ * Stop serving a process we cannot serve correctly, without closing its uffd:
+ * a closed uffd would let it read zeros where data was; kept open, it waits.
+ */
+static void target_abandon(struct target *t, const char *why)
+{
+	log_warnx("%s %s: abandoning it (it will wait on its next missing page rather than read zeros)",
+		  t->pfx, why);
+	if (t->pidfd >= 0)
+		syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0);
+	loop_del(&t->d->loop, &t->uffd_ev);
+	t->uffd = -1;	/* leaked on purpose */
+	target_destroy(t, "abandoned");
+}
+
+/* Serve one step of background fill for T; returns false if it has no more work. */
+static bool fill_one(struct target *t)
+{
+	uint64_t a, n;
+	struct vma *v;
+	enum uffd_class c;
+
+	if (!vmap_next_missing(&t->map, t->fill_cursor, &a) &&
+	    !vmap_next_missing(&t->map, 0, &a)) {
+		target_release(t);
+		return false;
+	}
+	v = vmap_find(&t->map, a);
+	n = vma_run(v, a, t->d->o.fill_chunk, true);
+	c = serve_range(t, v, a, n, true);
+	if (t->dead)
+		return false;
+	t->fill_cursor = a + n;
+	switch (c) {
+	case UC_GONE:
+		t->d->tot.exited++;
+		target_destroy(t, "exited");
+		return false;
+	case UC_STALE:
+		/* No event is pending (it would give EAGAIN): the range is really gone. */
+		log_warnx("%s 0x%" PRIx64 "-0x%" PRIx64 " is no longer registered; dropping it from the model",
+			  t->pfx, a, a + n);
+		vmap_clear(&t->map, a, a + n);
+		break;
+	default:
+		break;
+	}
+	if (t->map.nr_missing == 0 && !t->nr_faults) {
+		target_release(t);
+		return false;
+	}
+	return true;
+}
+
+bool target_fill_step(struct daemon *d)
+{
+	struct target **pp, *t;
+
+	if (!daemon_fill_enabled(d))
+		return false;
+	/* The first process with work does a step, then goes to the back of the line. */
+	for (pp = &d->targets; (t = *pp); pp = &t->next)
+		if (!t->nr_faults && t->map.nr_missing)
+			break;
+	if (!t)
+		return false;
+	if (fill_one(t) && !t->dead && t->next) {
+		struct target **tail;
+
+		*pp = t->next;
+		for (tail = pp; *tail; tail = &(*tail)->next)
+			;
+		*tail = t;
+		t->next = NULL;
+	}
+	for (t = d->targets; t; t = t->next)
+		if (!t->nr_faults && t->map.nr_missing)
+			return true;
+	return false;
+}
+
+static int queue_fault(struct target *t, const struct uffd_msg *m)
+{
+	uint64_t page = m->arg.pagefault.address & ~(PG - 1);
+
+	/* Several threads on one page: one answer wakes them all. */
+	for (size_t i = 0; i < t->nr_faults; i++)
+		if ((t->faults[i].addr & ~(PG - 1)) == page)
+			return 0;
+	if (t->nr_faults == t->cap_faults) {
+		size_t cap = t->cap_faults ? t->cap_faults * 2 : 16;
+		struct fault *nf = realloc(t->faults, cap * sizeof(*nf));
+
+		if (!nf)
+			return -ENOMEM;
+		t->faults = nf;
+		t->cap_faults = cap;
+	}
+	t->faults[t->nr_faults++] = (struct fault){
+		.addr = m->arg.pagefault.address,
+		.t0 = now_ns(),
+		.tid = m->arg.pagefault.feat.ptid,
+	};
+	return 0;
+}
+
+/* A FORK event: a new process to serve, with a copy of the parent's model. */
+static void on_fork(struct target *t, int child_uffd)
+{
+	struct target *c = target_alloc(t->d, child_uffd, t->img);
+
+	if (!c) {
+		/* Closing it would let the child read zeros; keeping it unserved hangs the child. */
+		log_warn("%s cannot serve forked child (uffd %d)", t->pfx, child_uffd);
+		return;
+	}
+	c->parent_pid = t->pid;
+	c->parent_id = t->id;
+	c->image_id = t->image_id;
+	c->fill_cursor = t->fill_cursor;
+	set_prefix(c);
+	if (vmap_clone(&c->map, &t->map) < 0) {
+		target_abandon(c, "out of memory copying the model of its parent");
+		return;
+	}
+	c->st.pages_total = c->map.nr_missing;
+	log_debug("%s forked: %s %" PRIu64 " pages to serve", t->pfx, c->pfx, c->map.nr_missing);
+	t->d->loop.idle_pending = true;
+	if (t->d->pc == NULL)
+		log_debug("%s no proc connector: child pid comes from its first fault", c->pfx);
+}
+
+/* Apply one event message to the model. */
+static void apply_msg(struct target *t, const struct uffd_msg *m)
+{
+	switch (m->event) {
+	case UFFD_EVENT_PAGEFAULT:
+		t->st.faults++;
+		t->d->tot.faults++;
+		if (!t->pid && m->arg.pagefault.feat.ptid)
+			target_set_pid_from_tid(t, m->arg.pagefault.feat.ptid);
+		if (queue_fault(t, m) < 0)
+			log_warnx("%s out of memory queueing a fault at 0x%llx", t->pfx,
+				  (unsigned long long)m->arg.pagefault.address);
+		break;
+	case UFFD_EVENT_FORK:
+		t->st.ev_fork++;
+		on_fork(t, (int)m->arg.fork.ufd);
+		break;
+	case UFFD_EVENT_REMAP:
+		t->st.ev_remap++;
+		if (vmap_remap(&t->map, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len) < 0)
+			target_abandon(t, "out of memory applying an mremap");
+		break;
+	case UFFD_EVENT_REMOVE:
+		t->st.ev_remove++;
+		/* Zero from now on, never filled from the image again. */
+		t->st.pages_zeroed += vmap_clear(&t->map, m->arg.remove.start, m->arg.remove.end);
+		break;
+	case UFFD_EVENT_UNMAP:
+		t->st.ev_unmap++;
+		if (vmap_unmap(&t->map, m->arg.remove.start, m->arg.remove.end) < 0)
+			log_warnx("%s out of memory applying munmap", t->pfx);
+		break;
+	default:
+		log_warnx("%s unknown uffd event %u", t->pfx, m->event);
+	}
+}
+
+/* Read every queued message, apply the events, then serve. */
+static void target_on_uffd(struct ev *ev, uint32_t events)
+{
+	struct target *t = container_of(ev, struct target, uffd_ev);
+	struct uffd_msg msgs[MSG_BATCH];
+
+	(void)events;
+	for (;;) {
+		ssize_t n = read(t->uffd, msgs, sizeof(msgs));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (n <= 0) {
+			log_warn("%s read uffd", t->pfx);
+			target_destroy(t, "lost its uffd");
+			return;
+		}
+		for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]) && !t->dead; i++)
+			apply_msg(t, &msgs[i]);
+		if (t->dead)
+			return;
+	}
+	serve_faults(t);
+}
+
+static void target_on_pidfd(struct ev *ev, uint32_t events)
+{
+	struct target *t = container_of(ev, struct target, pid_ev);
+
+	(void)events;
+	t->d->tot.exited++;
+	target_destroy(t, "exited");
+}

@@ -1,0 +1,86 @@
+/* One served process: its uffd, its memory model, its faults and fill. */
+#ifndef UFFD_TARGET_H
+#define UFFD_TARGET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "daemon.h"
+#include "imgtask.h"
+#include "loop.h"
+#include "vma.h"
+
+#define TARGET_HIST	32
+
+/* The images of one hand-over, shared by the process and all its forks. */
+struct timage {
+	unsigned refs;
+	int dirfd;
+	struct img_task task;
+};
+
+struct fault {
+	uint64_t addr;
+	uint64_t t0;		/* when it was read, ns */
+	uint32_t tid;
+};
+
+struct target_stats {
+	uint64_t pages_total;
+	uint64_t pages_copied;
+	uint64_t pages_zeroed;
+	uint64_t faults;
+	uint64_t ev_fork, ev_remap, ev_remove, ev_unmap;
+	uint64_t eagain, enoent, eexist;
+	uint64_t hist[TARGET_HIST];	/* log2 us of fault service time */
+};
+
+struct target {
+	struct target *next;
+	struct daemon *d;
+	struct ev uffd_ev;
+	int uffd;
+	struct ev pid_ev;
+	int pidfd;		/* -1 until a forked child's pid is known */
+	pid_t pid;		/* 0 until known */
+	pid_t parent_pid;	/* for forked children */
+	uint64_t id;		/* unique in this daemon */
+	uint64_t parent_id;	/* the target it was forked from, 0 if handed over */
+	uint32_t image_id;
+	char pfx[64];		/* "pid 1234 uffd 7:" for log lines */
+	struct timage *img;
+	struct vmap map;
+	struct fault *faults;	/* read, not yet served (parked on EAGAIN) */
+	size_t nr_faults, cap_faults;
+	struct timer retry;
+	uint64_t fill_cursor;
+	bool dead;
+	struct target_stats st;
+};
+
+/*
+ * Take over a process handed over by a client: build its model from IMG,
+ * register its lazy ranges unless REGISTERED, and start serving. On failure
+ * returns NULL with REASON filled for the client; the fds stay the caller's.
+ */
+struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
+			     uint32_t image_id, struct timage *img, bool registered,
+			     char *reason, size_t reason_len);
+
+/* Learn the pid of a forked child (from the proc connector or a fault's thread id). */
+void target_set_pid(struct target *t, pid_t pid);
+
+/* Do one step of background fill on some process; false when none has work. */
+bool target_fill_step(struct daemon *d);
+
+/* Retry parked faults of every process (after a drain). */
+void target_retry_parked(struct daemon *d);
+
+/* Tear down: the process exited or the daemon is going away. */
+void target_destroy(struct target *t, const char *why);
+
+struct timage *timage_get(struct timage *img);
+void timage_put(struct daemon *d, struct timage *img);
+
+#endif

@@ -1,0 +1,137 @@
+/* uffd-manager serving real processes: every byte compared, counters asserted. */
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tserve.h"
+
+#define BASE	0x600000000000ull
+#define SEED	0x5eed1234ull
+#define MiB	(1ull << 20)
+
+static struct ts_daemon dmn;
+static char imgdir[160];
+
+/* Start a daemon with ARGS and images for AREAS. */
+static void setup(const struct ts_area *areas, int n, const char *const *args)
+{
+	ts_daemon_start(&dmn, args);
+	snprintf(imgdir, sizeof(imgdir), "%s/img", dmn.dir);
+	ts_write_images(imgdir, TS_IMAGE_ID, areas, n, SEED);
+}
+
+static void teardown(void)
+{
+	char cmd[200];
+
+	if (dmn.pid > 0)
+		ts_daemon_stop(&dmn, 5000);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dmn.dir);
+	if (system(cmd)) {
+	}
+}
+
+static uint64_t data_pages(const struct ts_area *a, int n)
+{
+	uint64_t k = 0;
+
+	for (int i = 0; i < n; i++)
+		for (uint64_t x = a[i].start; x < a[i].start + a[i].len; x += TS_PAGE)
+			k += !ts_is_hole(&a[i], x);
+	return k;
+}
+
+static void wait_go(struct ts_child *c)
+{
+	char b;
+
+	if (read(c->go[0], &b, 1) != 1) {
+	}
+}
+
+static void say_go(struct ts_child *c)
+{
+	if (write(c->go[1], "G", 1) != 1) {
+	}
+}
+
+/* Touch every page in a scrambled order, then compare every byte. */
+static int sc_touch_all(struct ts_child *c)
+{
+	long bad = 0;
+
+	for (int i = 0; i < c->n; i++) {
+		const struct ts_area *a = &c->areas[i];
+		uint64_t np = a->len / TS_PAGE;
+
+		for (uint64_t k = 0; k < np; k++) {
+			uint64_t p = (k * 7919) % np;
+
+			(void)*(volatile uint64_t *)(uintptr_t)(a->start + p * TS_PAGE);
+		}
+		bad += ts_check(a->start, a->len, a->start, a, c->seed);
+	}
+	return bad ? 1 : 0;
+}
+
+static const struct ts_area two_areas[] = {
+	{ BASE, 4 * MiB, 5 },
+	{ BASE + 64 * MiB, 1 * MiB, 0 },
+};
+
+Test(serve, on_demand_every_byte, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c = { .d = &dmn, .areas = two_areas, .n = 2, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(two_areas, 2, args);
+	pid = ts_child_start(&c, sc_touch_all);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory (see its stderr)");
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	cr_expect_eq(s.tot->served, 1, "served %" PRIu64, s.tot->served);
+	cr_expect_eq(s.tot->pages_copied, data_pages(two_areas, 2), "copied %" PRIu64 " want %" PRIu64,
+		     s.tot->pages_copied, data_pages(two_areas, 2));
+	cr_expect_gt(s.tot->faults, 0);
+	/* A 64 KiB window: far fewer faults than pages. */
+	cr_expect_lt(s.tot->faults, data_pages(two_areas, 2) / 4, "faults %" PRIu64 " copied %" PRIu64 " zeroed %" PRIu64, s.tot->faults, s.tot->pages_copied, s.tot->pages_zeroed);
+	cr_expect_eq(s.n, 0, "a fully served process is released");
+	ts_status_free(&s);
+}
+
+/* Wait to be told that the fill is done, then read without faulting. */
+static int sc_wait_then_check(struct ts_child *c)
+{
+	wait_go(c);
+	return sc_touch_all(c);
+}
+
+Test(serve, background_fill_every_byte, .timeout = 60, .fini = teardown)
+{
+	struct ts_child c = { .d = &dmn, .areas = two_areas, .n = 2, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+	int tries;
+
+	setup(two_areas, 2, NULL);
+	pid = ts_child_start(&c, sc_wait_then_check);
+	for (tries = 0; tries < 2000; tries++) {
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		if (s.tot->served == 1)
+			break;
+		ts_status_free(&s);
+		usleep(5000);
+	}
+	cr_assert_lt(tries, 2000, "fill never finished");
+	cr_expect_eq(s.tot->faults, 0, "no fault: the fill got there first");
+	cr_expect_eq(s.tot->pages_copied, data_pages(two_areas, 2));
+	ts_status_free(&s);
+	say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory");
+}
