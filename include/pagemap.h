@@ -25,12 +25,12 @@
 struct pm_entry {
 	uint64_t start;
 	uint64_t end;
-	uint32_t flags;		/* after the compat rules: always one of PRESENT, PARENT, or LAZY alone */
+	uint32_t flags;		/* after the compat rules: PRESENT or PARENT or neither (then LAZY: data elsewhere), maybe with LAZY */
 	uint64_t off;		/* byte offset in the pages file, for PE_PRESENT */
 };
 
 struct pagemap {
-	char name[128];		/* "pagemap-PID.img", or "parent/.../pagemap-PID.img" */
+	char name[PAGEMAP_MAX_DEPTH * 7 + 32];	/* "pagemap-PID.img", or "parent/.../pagemap-PID.img" */
 	uint32_t pid;
 	uint32_t pages_id;
 	struct pm_entry *e;

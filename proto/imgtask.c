@@ -194,9 +194,11 @@ int img_task_load(struct img_task *t, int dirfd, uint32_t pid, struct pages_cach
 	if (ret < 0 && ret != -ENOENT)
 		goto fail;
 
-	ret = pagemap_load(&t->pm, dirfd, pid, c, err);
-	if (ret == -ENOENT && !t->mm)
+	snprintf(name, sizeof(name), "pagemap-%u.img", pid);
+	if (!t->mm && faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
 		return 0;	/* a task without memory images: a zombie */
+	snprintf(name, sizeof(name), "mm-%u.img", pid);
+	ret = pagemap_load(&t->pm, dirfd, pid, c, err);
 	if (ret < 0)
 		goto fail;
 	if (!t->mm) {

@@ -16,7 +16,7 @@ struct pm_chain {
 	dev_t dev[PAGEMAP_MAX_DEPTH + 1];
 	ino_t ino[PAGEMAP_MAX_DEPTH + 1];
 	unsigned depth;
-	char prefix[64];	/* "parent/parent/" for messages */
+	char prefix[PAGEMAP_MAX_DEPTH * 7 + 1];	/* "parent/parent/" for messages */
 };
 
 static int pagemap_load_chain(struct pagemap **out, int dirfd, uint32_t pid,
@@ -128,14 +128,21 @@ out:
 static int open_pages(struct pagemap *pm, int dirfd, struct pages_cache *c, const char *prefix,
 		      struct img_err *err)
 {
-	char file[32], label[96];
+	char file[32], label[sizeof(((struct pagemap *)0)->name)];
 	uint64_t want = pm->present_pages * PAGE_SIZE_4K;
+	struct stat st;
 	int ret;
 
-	if (!want)
-		return 0;
 	snprintf(file, sizeof(file), "pages-%u.img", pm->pages_id);
 	snprintf(label, sizeof(label), "%s%s", prefix, file);
+	if (!want) {
+		/* Nothing present: a pages file, if any, must be empty too. */
+		if (fstatat(dirfd, file, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_size != 0)
+			return img_errf(err, EINVAL, label, 0,
+					"%lld bytes, but %s has no present pages",
+					(long long)st.st_size, pm->name);
+		return 0;
+	}
 	ret = pages_get(c, dirfd, file, &pm->pages, err);
 	if (ret < 0)
 		return img_errf(err, ret == -ENOENT ? EINVAL : -ret, label, 0, "needed by %s: %s", pm->name,
@@ -182,8 +189,9 @@ static int open_parent(const struct pagemap *pm, int dirfd, struct pm_chain *cha
 				PAGEMAP_MAX_DEPTH);
 	pfd = openat(dirfd, "parent", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (pfd < 0)
-		return img_errf(err, errno, pm->name, 0, "has in-parent pages, but %sparent: %s",
-				chain->prefix, strerror(errno));
+		/* Not ENOENT: that would read as "this task has no pagemap". */
+		return img_errf(err, errno == ENOENT ? EINVAL : errno, pm->name, 0,
+				"has in-parent pages, but %sparent: %s", chain->prefix, strerror(errno));
 	if (fstat(pfd, &st) < 0) {
 		int e = errno;
 
@@ -201,8 +209,7 @@ static int open_parent(const struct pagemap *pm, int dirfd, struct pm_chain *cha
 	chain->depth++;
 	chain->dev[chain->depth] = st.st_dev;
 	chain->ino[chain->depth] = st.st_ino;
-	if (strlen(chain->prefix) + 8 < sizeof(chain->prefix))
-		strcat(chain->prefix, "parent/");
+	strcat(chain->prefix, "parent/");
 	return pfd;
 }
 
@@ -210,7 +217,7 @@ static int pagemap_load_chain(struct pagemap **out, int dirfd, uint32_t pid,
 			      struct pages_cache *c, struct pm_chain *chain,
 			      struct img_err *err)
 {
-	char file[32], prefix[64];
+	char file[32], prefix[sizeof(chain->prefix)];
 	struct pagemap *pm;
 	int ret;
 
