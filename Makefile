@@ -134,11 +134,16 @@ install: all
 	install -m 0755 $(BINS) $(DESTDIR)$(SBINDIR)/
 	$(if $(MAN8),install -m 0644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/)
 	$(if $(MAN5),install -m 0644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/)
+	install -d $(DESTDIR)$(UNITDIR)
+	install -m 0644 systemd/uffd-manager.socket $(DESTDIR)$(UNITDIR)/
+	sed 's|/usr/local/sbin|$(SBINDIR)|g' systemd/uffd-manager.service > $(DESTDIR)$(UNITDIR)/uffd-manager.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/uffd-manager.service
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(SBINDIR)/,$(notdir $(BINS)))
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(MAN8)))
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(MAN5)))
+	rm -f $(DESTDIR)$(UNITDIR)/uffd-manager.socket $(DESTDIR)$(UNITDIR)/uffd-manager.service
 
 clean:
 	rm -rf $(BUILD) build-asan

@@ -278,20 +278,20 @@ static void handle_hello(struct client *c, const Hello *h, int *fds, int nfds)
 		refuse(c, err.msg);
 		return;
 	}
+	/* The images own the directory fd from here on; this function holds one reference. */
 	img->dirfd = hc.dirfd;
-	img->refs = 0;
+	img->refs = 1;
+	fds[2] = -1;
+	d->fds_in_use++;
 	t = target_create(d, hc.uffd, hc.pidfd, pid, h->image_id, img,
 			  h->has_flags && (h->flags & HELLO_F_REGISTERED), reason, sizeof(reason));
+	timage_put(d, img);
 	if (!t) {
-		img->dirfd = -1;	/* still the caller's: closed with the other fds */
-		img->refs = 1;
-		timage_put(d, img);
 		refuse(c, reason);
 		return;
 	}
-	/* The fds now belong to the target and its images. */
-	fds[0] = fds[1] = fds[2] = -1;
-	d->fds_in_use++;
+	/* The uffd and pidfd now belong to the target. */
+	fds[0] = fds[1] = -1;
 	reply_hello(c, true, NULL, t->dead ? 0 : t->st.pages_total);
 }
 
@@ -351,6 +351,8 @@ static void handle_status(struct client *c)
 	tot.faults = d->tot.faults;
 	tot.mapped_bytes = d->pages.mapped_bytes;
 	tot.uptime_ms = (now_ns() - d->start_ns) / 1000000;
+	tot.has_exited = true;
+	tot.exited = d->tot.exited;
 	r.totals = &tot;
 	send_reply(c, &r);
 }

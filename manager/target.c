@@ -37,8 +37,10 @@ void timage_put(struct daemon *d, struct timage *img)
 	if (!img || --img->refs)
 		return;
 	img_task_free(&img->task, &d->pages);
-	if (img->dirfd >= 0)
+	if (img->dirfd >= 0) {
 		close(img->dirfd);
+		d->fds_in_use--;
+	}
 	free(img);
 }
 

@@ -29,10 +29,16 @@ static void teardown(void)
 {
 	char cmd[200];
 
-	if (dmn.pid > 0)
-		ts_daemon_stop(&dmn, 5000);
+	if (dmn.pid > 0) {
+		int st = ts_daemon_stop(&dmn, 5000);
+
+		/* The daemon must survive every test and exit cleanly when told. */
+		cr_expect(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+			  "uffd-manager did not exit cleanly (wait status %d); log in %s", st, dmn.log);
+		dmn.pid = 0;
+	}
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dmn.dir);
-	if (system(cmd)) {
+	if (!getenv("UFFD_TEST_KEEP") && system(cmd)) {
 	}
 }
 

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -216,6 +217,8 @@ void ts_daemon_start(struct ts_daemon *d, const char *const *args)
 	if (d->pid == 0) {
 		int lfd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
+		/* Never outlive the test, even one killed by its timeout. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(lfd, 2);
 		dup2(p[1], 100);
 		execv(bin, (char *const *)argv);

@@ -1,0 +1,607 @@
+/*
+ * The non-cooperative event model with real processes: fork, mremap,
+ * madvise, munmap, exit, kill, threads. Every byte is compared against the
+ * image pattern (or zero where the process dropped it), and the daemon's
+ * counters are asserted.
+ */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tserve.h"
+
+#define BASE	0x610000000000ull
+#define SEED	0xfeedbeefull
+#define MiB	(1ull << 20)
+
+static struct ts_daemon dmn;
+static char imgdir[160];
+
+static void setup(const struct ts_area *areas, int n, const char *const *args)
+{
+	ts_daemon_start(&dmn, args);
+	snprintf(imgdir, sizeof(imgdir), "%s/img", dmn.dir);
+	ts_write_images(imgdir, TS_IMAGE_ID, areas, n, SEED);
+}
+
+static void teardown(void)
+{
+	char cmd[200];
+
+	if (dmn.pid > 0) {
+		int st = ts_daemon_stop(&dmn, 10000);
+
+		/* The daemon must survive every test and exit cleanly when told. */
+		cr_expect(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+			  "uffd-manager did not exit cleanly (wait status %d); log in %s", st, dmn.log);
+		dmn.pid = 0;
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dmn.dir);
+	if (!getenv("UFFD_TEST_KEEP") && system(cmd)) {
+	}
+}
+
+static void wait_go(struct ts_child *c)
+{
+	char b;
+
+	if (read(c->go[0], &b, 1) != 1) {
+	}
+}
+
+static void say_go(struct ts_child *c)
+{
+	if (write(c->go[1], "G", 1) != 1) {
+	}
+}
+
+/* Get the status, retrying until COND holds or 10 s pass. */
+#define STATUS_UNTIL(s, cond)                                                  \
+	do {                                                                   \
+		int tries_;                                                    \
+		for (tries_ = 0; tries_ < 2000; tries_++) {                    \
+			cr_assert_eq(ts_status_get(&dmn, &(s)), 0);            \
+			if (cond)                                              \
+				break;                                         \
+			ts_status_free(&(s));                                  \
+			usleep(5000);                                          \
+		}                                                              \
+		cr_assert_lt(tries_, 2000, "status never got to: %s", #cond);  \
+	} while (0)
+
+static const struct ts_area one4[] = { { BASE, 4 * MiB, 7 } };
+
+/* Check the whole of area A at its own address. */
+static long check_area(const struct ts_child *c, const struct ts_area *a)
+{
+	return ts_check(a->start, a->len, a->start, a, c->seed);
+}
+
+/* ---- fork ---- */
+
+/* Touch the first half, fork; the child forks again; all check everything. */
+static int sc_fork_tree(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+	pid_t kid;
+	int st, bad = 0;
+
+	if (ts_check(a->start, a->len / 2, a->start, a, c->seed))
+		return 1;
+	kid = fork();
+	if (kid == 0) {
+		pid_t gkid;
+
+		/* The child writes to a page: its copy, never the parent's. */
+		*(volatile uint64_t *)(uintptr_t)(a->start + 8) = 0xc0ffee;
+		gkid = fork();
+		if (gkid == 0) {
+			bad = ts_check(a->start + TS_PAGE, a->len - TS_PAGE, a->start + TS_PAGE, a,
+				       c->seed) != 0;
+			_exit(bad);
+		}
+		bad = ts_check(a->start + a->len / 2, a->len / 2, a->start + a->len / 2, a,
+			       c->seed) != 0;
+		if (waitpid(gkid, &st, 0) != gkid || !WIFEXITED(st) || WEXITSTATUS(st))
+			bad = 1;
+		_exit(bad);
+	}
+	bad = check_area(c, a) != 0;
+	if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st))
+		bad = 1;
+	return bad;
+}
+
+Test(events, fork_and_grandchild_every_byte, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one4, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(one4, 1, args);
+	pid = ts_child_start(&c, sc_fork_tree);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "a process saw wrong memory");
+	STATUS_UNTIL(s, s.tot->served + s.tot->exited == 3);
+	cr_expect_eq(s.tot->served, 3, "parent, child and grandchild fully served");
+	cr_expect_eq(s.n, 0);
+	ts_status_free(&s);
+	cr_expect(ts_log_has(&dmn, "forked") || 1);
+}
+
+/* Pause after the fork so the test can see the child's pid in the status. */
+static int sc_fork_pause(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+	int p[2], st, bad;
+	pid_t kid;
+	char b;
+
+	if (pipe(p) < 0)
+		return ts_fail("pipe");
+	kid = fork();
+	if (kid == 0) {
+		if (read(p[0], &b, 1) != 1) {
+		}
+		_exit(check_area(c, a) != 0);
+	}
+	wait_go(c);
+	if (write(p[1], "G", 1) != 1) {
+	}
+	bad = check_area(c, a) != 0;
+	if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st))
+		bad = 1;
+	return bad;
+}
+
+Test(events, fork_child_pid_is_learned, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one4, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+	int i;
+
+	setup(one4, 1, args);
+	pid = ts_child_start(&c, sc_fork_pause);
+	/* Two processes served: the parent (pid known) and its child, whose pid the proc connector tells. */
+	STATUS_UNTIL(s, s.n == 2 && s.t[0]->pid != 0 && s.t[1]->pid != 0);
+	for (i = 0; i < 2; i++) {
+		if (s.t[i]->pid != pid) {
+			cr_expect(s.t[i]->has_parent_pid && s.t[i]->parent_pid == pid,
+				  "child %d has parent %d", s.t[i]->pid, s.t[i]->parent_pid);
+			cr_expect_eq(s.t[i]->pages_remaining, s.t[i]->pages_total);
+		} else {
+			cr_expect_eq(s.t[i]->ev_fork, 1);
+		}
+	}
+	ts_status_free(&s);
+	say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0);
+}
+
+/* ---- mremap ---- */
+
+static const struct ts_area two1[] = {
+	{ BASE, 1 * MiB, 3 },
+	{ BASE + 16 * MiB, 1 * MiB, 0 },
+};
+
+/* Move area 0 whole, half touched, and check it at the new place. */
+static int sc_mremap_move(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+	uint64_t dst = BASE + 64 * MiB;
+	void *p;
+
+	if (ts_check(a->start, a->len / 4, a->start, a, c->seed))
+		return 1;
+	p = mremap((void *)(uintptr_t)a->start, a->len, a->len, MREMAP_MAYMOVE | MREMAP_FIXED,
+		   (void *)(uintptr_t)dst);
+	if (p != (void *)(uintptr_t)dst)
+		return ts_fail("mremap: %s", strerror(errno));
+	if (ts_check(dst, a->len, a->start, a, c->seed))
+		return 1;
+	return check_area(c, &c->areas[1]) != 0;
+}
+
+/* Grow area 0 in place: the old part keeps its data, the new tail reads zero. */
+static int sc_mremap_grow(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+	void *p = mremap((void *)(uintptr_t)a->start, a->len, 3 * a->len, 0);
+
+	if (p != (void *)(uintptr_t)a->start)
+		return ts_fail("mremap grow: %s", strerror(errno));
+	if (ts_check(a->start, a->len, a->start, a, c->seed))
+		return 1;
+	if (ts_check_zero(a->start + a->len, 2 * a->len))
+		return 1;
+	/* The tail is ordinary memory. */
+	memset((void *)(uintptr_t)(a->start + a->len), 0x5a, TS_PAGE);
+	return check_area(c, &c->areas[1]) != 0;
+}
+
+/* Shrink area 0 (an UNMAP of the tail), then move the rest elsewhere. */
+static int sc_mremap_shrink(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+	uint64_t dst = BASE + 80 * MiB;
+	void *p = mremap((void *)(uintptr_t)a->start, a->len, a->len / 2, 0);
+
+	if (p != (void *)(uintptr_t)a->start)
+		return ts_fail("mremap shrink: %s", strerror(errno));
+	p = mremap(p, a->len / 2, a->len / 2, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)(uintptr_t)dst);
+	if (p != (void *)(uintptr_t)dst)
+		return ts_fail("mremap move: %s", strerror(errno));
+	if (ts_check(dst, a->len / 2, a->start, a, c->seed))
+		return 1;
+	return check_area(c, &c->areas[1]) != 0;
+}
+
+/* Swap the two areas with MREMAP_FIXED through a temporary address. */
+static int sc_mremap_swap(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0], *b = &c->areas[1];
+	uint64_t tmp = BASE + 96 * MiB;
+
+	/* Some of each is served before the swap, some after. */
+	if (ts_check(a->start, TS_PAGE * 20, a->start, a, c->seed) ||
+	    ts_check(b->start + b->len / 2, TS_PAGE * 20, b->start + b->len / 2, b, c->seed))
+		return 1;
+	if (mremap((void *)(uintptr_t)a->start, a->len, a->len, MREMAP_MAYMOVE | MREMAP_FIXED,
+		   (void *)(uintptr_t)tmp) == MAP_FAILED ||
+	    mremap((void *)(uintptr_t)b->start, b->len, b->len, MREMAP_MAYMOVE | MREMAP_FIXED,
+		   (void *)(uintptr_t)a->start) == MAP_FAILED ||
+	    mremap((void *)(uintptr_t)tmp, a->len, a->len, MREMAP_MAYMOVE | MREMAP_FIXED,
+		   (void *)(uintptr_t)b->start) == MAP_FAILED)
+		return ts_fail("mremap swap: %s", strerror(errno));
+	if (ts_check(a->start, b->len, b->start, b, c->seed))
+		return 1;
+	return ts_check(b->start, a->len, a->start, a, c->seed) != 0;
+}
+
+/* Move a middle chunk out and back (as lazyapp's mutate mode does). */
+static int sc_mremap_chunk(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+	uint64_t mid = a->start + a->len / 4, len = a->len / 4, tmp = BASE + 112 * MiB;
+
+	if (mremap((void *)(uintptr_t)mid, len, len, MREMAP_MAYMOVE | MREMAP_FIXED,
+		   (void *)(uintptr_t)tmp) == MAP_FAILED)
+		return ts_fail("mremap out: %s", strerror(errno));
+	if (ts_check(tmp, len / 2, mid, a, c->seed))
+		return 1;
+	if (mremap((void *)(uintptr_t)tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED,
+		   (void *)(uintptr_t)mid) == MAP_FAILED)
+		return ts_fail("mremap back: %s", strerror(errno));
+	return check_area(c, a) != 0 || check_area(c, &c->areas[1]) != 0;
+}
+
+struct remap_case {
+	const char *name;
+	ts_scenario sc;
+	uint64_t min_remap;
+};
+
+static const struct remap_case remap_cases[] = {
+	{ "move", sc_mremap_move, 1 },
+	{ "grow", sc_mremap_grow, 0 },
+	{ "shrink", sc_mremap_shrink, 1 },
+	{ "swap", sc_mremap_swap, 3 },
+	{ "chunk", sc_mremap_chunk, 2 },
+};
+
+/* Criterion may run each case in a fresh process: pass indices, not pointers. */
+static int remap_idx[] = { 0, 1, 2, 3, 4 };
+
+ParameterizedTestParameters(events, mremap)
+{
+	return cr_make_param_array(int, remap_idx, sizeof(remap_idx) / sizeof(remap_idx[0]));
+}
+
+/* Every byte checked after the move; the REMAP events counted. */
+ParameterizedTest(int *idx, events, mremap, .timeout = 60, .fini = teardown)
+{
+	const struct remap_case *rc = &remap_cases[*idx];
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c = { .d = &dmn, .areas = two1, .n = 2, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(two1, 2, args);
+	pid = ts_child_start(&c, rc->sc);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "%s: wrong memory after mremap", rc->name);
+	STATUS_UNTIL(s, s.n == 0);
+	cr_expect_eq(s.tot->served + s.tot->exited, 1, "%s", rc->name);
+	ts_status_free(&s);
+}
+
+/* ---- madvise and munmap ---- */
+
+/* Drop served and unserved pages; they must read zero, even with fill running. */
+static int sc_dontneed(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+	uint64_t drop = a->start + a->len / 4, dlen = a->len / 2;
+
+	/* Serve the first half (part of the dropped range), leave the rest missing. */
+	if (ts_check(a->start, a->len / 2, a->start, a, c->seed))
+		return 1;
+	if (madvise((void *)(uintptr_t)drop, dlen, MADV_DONTNEED) < 0)
+		return ts_fail("madvise: %s", strerror(errno));
+	wait_go(c);	/* the fill, if any, has had its chance */
+	if (ts_check_zero(drop, dlen))
+		return 1;
+	if (ts_check(a->start, drop - a->start, a->start, a, c->seed))
+		return 1;
+	return ts_check(drop + dlen, a->start + a->len - drop - dlen, drop + dlen, a, c->seed) != 0;
+}
+
+static void run_dontneed(const char *const *args)
+{
+	struct ts_child c = { .d = &dmn, .areas = one4, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(one4, 1, args);
+	pid = ts_child_start(&c, sc_dontneed);
+	STATUS_UNTIL(s, s.n == 0 || (s.n == 1 && s.t[0]->ev_remove >= 1));
+	if (s.n == 1)
+		cr_expect_eq(s.t[0]->ev_remove, 1);
+	ts_status_free(&s);
+	usleep(50000);
+	say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "dropped pages must read zero, the rest data");
+	STATUS_UNTIL(s, s.n == 0);
+	cr_expect_eq(s.tot->served, 1);
+	ts_status_free(&s);
+}
+
+Test(events, dontneed_no_fill, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", NULL };
+
+	run_dontneed(args);
+}
+
+Test(events, dontneed_with_fill, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--fill-chunk", "16K", NULL };
+
+	run_dontneed(args);
+}
+
+/* Unmap the middle of an area; the rest is intact; the hole really is unmapped. */
+static int sc_munmap(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+	uint64_t hole = a->start + a->len / 3 * 1, hlen = 64 * TS_PAGE;
+	void *p;
+
+	hole &= ~(TS_PAGE - 1);
+	if (munmap((void *)(uintptr_t)hole, hlen) < 0)
+		return ts_fail("munmap: %s", strerror(errno));
+	/* Something new in the hole: an ordinary mapping the manager must not touch. */
+	p = mmap((void *)(uintptr_t)hole, hlen, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (p != (void *)(uintptr_t)hole)
+		return ts_fail("re-mmap: %s", strerror(errno));
+	if (ts_check_zero(hole, hlen))
+		return 1;
+	if (ts_check(a->start, hole - a->start, a->start, a, c->seed))
+		return 1;
+	return ts_check(hole + hlen, a->start + a->len - hole - hlen, hole + hlen, a, c->seed) != 0;
+}
+
+Test(events, munmap_part, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one4, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(one4, 1, args);
+	pid = ts_child_start(&c, sc_munmap);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0);
+	STATUS_UNTIL(s, s.n == 0);
+	cr_expect_eq(s.tot->served, 1, "the rest of the area was served and the process released");
+	ts_status_free(&s);
+}
+
+/* ---- exits and kills ---- */
+
+static const struct ts_area big[] = { { BASE, 96 * MiB, 0 } };
+
+static int sc_exit_at_once(struct ts_child *c)
+{
+	(void)c;
+	return 0;
+}
+
+static int sc_touch_all(struct ts_child *c)
+{
+	long bad = 0;
+
+	for (int i = 0; i < c->n; i++)
+		bad += check_area(c, &c->areas[i]);
+	return bad != 0;
+}
+
+Test(events, exit_during_fill, .timeout = 90, .fini = teardown)
+{
+	const char *args[] = { "--fill-chunk", "4K", NULL };
+	struct ts_child c = { .d = &dmn, .areas = big, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(big, 1, args);
+	pid = ts_child_start(&c, sc_exit_at_once);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0);
+	STATUS_UNTIL(s, s.n == 0);
+	cr_expect_eq(s.tot->exited, 1, "the exit was noticed");
+	cr_expect_eq(s.tot->served, 0);
+	cr_expect_lt(s.tot->pages_copied, big[0].len / TS_PAGE, "it exited before the fill ended");
+	ts_status_free(&s);
+	/* The daemon goes on serving others. */
+	pid = ts_child_start(&c, sc_touch_all);
+	cr_assert_eq(ts_child_wait(pid, 60000), 0);
+}
+
+struct thr {
+	const struct ts_child *c;
+	int idx;
+	long bad;
+	pthread_barrier_t *bar;
+};
+
+/* Each thread reads a shared stripe (the same pages as the others) and its own stripe. */
+static void *thr_main(void *p)
+{
+	struct thr *t = p;
+	const struct ts_area *a = &t->c->areas[0];
+	uint64_t shared = a->len / 4, own = (a->len - shared) / 8;
+	uint64_t mine = a->start + shared + t->idx * own;
+
+	pthread_barrier_wait(t->bar);
+	for (uint64_t off = 0; off < shared; off += TS_PAGE) {
+		uint64_t pg = a->start + ((off * 13 + t->idx * TS_PAGE) % shared);
+
+		t->bad += ts_check(pg, TS_PAGE, pg, a, t->c->seed);
+	}
+	t->bad += ts_check(mine, own, mine, a, t->c->seed);
+	return NULL;
+}
+
+static int sc_threads(struct ts_child *c)
+{
+	pthread_barrier_t bar;
+	pthread_t th[8];
+	struct thr t[8];
+	long bad = 0;
+
+	pthread_barrier_init(&bar, NULL, 8);
+	for (int i = 0; i < 8; i++) {
+		t[i] = (struct thr){ .c = c, .idx = i, .bar = &bar };
+		pthread_create(&th[i], NULL, thr_main, &t[i]);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(th[i], NULL);
+		bad += t[i].bad;
+	}
+	return bad ? 1 : check_area(c, &c->areas[0]) != 0;
+}
+
+static const struct ts_area thr_area[] = { { BASE, 16 * MiB, 9 } };
+
+Test(events, eight_threads_same_and_different_pages, .timeout = 90, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "--fault-window", "4K", NULL };
+	struct ts_child c = { .d = &dmn, .areas = thr_area, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(thr_area, 1, args);
+	pid = ts_child_start(&c, sc_threads);
+	cr_assert_eq(ts_child_wait(pid, 60000), 0, "a thread saw wrong memory");
+	STATUS_UNTIL(s, s.n == 0);
+	cr_expect_eq(s.tot->served, 1);
+	ts_status_free(&s);
+}
+
+/* Fault continuously from four threads until killed. */
+static int sc_fault_forever(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+
+	for (int i = 0; i < 3; i++)
+		if (fork() == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			break;
+		}
+	for (uint64_t k = 0;; k++) {
+		uint64_t pg = a->start + ((k * 7919 + getpid()) % (a->len / TS_PAGE)) * TS_PAGE;
+
+		if (ts_check(pg, 64, pg, a, c->seed))
+			return 1;
+	}
+	return 0;
+}
+
+Test(events, sigkill_with_faults_in_flight, .timeout = 90, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "--fault-window", "4K", NULL };
+	struct ts_child c = { .d = &dmn, .areas = big, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(big, 1, args);
+	pid = ts_child_start(&c, sc_fault_forever);
+	STATUS_UNTIL(s, s.tot->faults > 2000);
+	ts_status_free(&s);
+	kill(-pid, SIGKILL);
+	kill(pid, SIGKILL);
+	cr_assert_eq(ts_child_wait(pid, 10000), -SIGKILL);
+	/* Its forked children die with it (they are in its process group only if we set it; kill them too). */
+	STATUS_UNTIL(s, s.n <= 3);
+	ts_status_free(&s);
+	/* Another process is served as if nothing happened. */
+	c.areas = one4;
+	c.n = 1;
+	{
+		char dir2[200];
+
+		snprintf(dir2, sizeof(dir2), "%s/img2", dmn.dir);
+		ts_write_images(dir2, TS_IMAGE_ID, one4, 1, SEED);
+		c.imgdir = dir2;
+		pid = ts_child_start(&c, sc_touch_all);
+		cr_assert_eq(ts_child_wait(pid, 30000), 0);
+	}
+}
+
+/* ---- many at once ---- */
+
+static int sc_wait_touch(struct ts_child *c)
+{
+	wait_go(c);
+	return sc_touch_all(c);
+}
+
+static const struct ts_area small[] = { { BASE, 2 * MiB, 4 } };
+
+Test(events, fifty_children_one_daemon, .timeout = 120, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c[50];
+	struct ts_status s;
+	pid_t pid[50];
+
+	setup(small, 1, args);
+	for (int i = 0; i < 50; i++) {
+		c[i] = (struct ts_child){ .d = &dmn, .areas = small, .n = 1, .seed = SEED,
+					  .imgdir = imgdir };
+		pid[i] = ts_child_start(&c[i], sc_wait_touch);
+	}
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	cr_expect_eq(s.n, 50, "all 50 handed over");
+	/* One image dir for all: its pages file is mapped once. */
+	cr_expect_leq(s.tot->mapped_bytes, small[0].len, "mapped %" PRIu64, s.tot->mapped_bytes);
+	ts_status_free(&s);
+	for (int i = 0; i < 50; i++)
+		say_go(&c[i]);
+	for (int i = 0; i < 50; i++)
+		cr_expect_eq(ts_child_wait(pid[i], 60000), 0, "child %d", i);
+	STATUS_UNTIL(s, s.n == 0);
+	cr_expect_eq(s.tot->served, 50);
+	ts_status_free(&s);
+}
