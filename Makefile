@@ -54,6 +54,7 @@ MAN5	:= $(wildcard man/*.5)
 
 .PHONY: all deps check test demo install uninstall asan clean help
 .DELETE_ON_ERROR:
+.SECONDARY: $(PB_C) $(PB_H)
 
 all: $(BINS)
 

@@ -8,7 +8,6 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -90,7 +89,7 @@ static int proc_uids(pid_t pid, uid_t *ruid, uid_t *euid)
 
 int hello_validate(const struct hello_check *h, pid_t *pid, char *reason, size_t len)
 {
-	char kind[128];
+	char kind[128] = "unreadable";
 	struct stat st;
 	uint64_t feat;
 	uid_t ruid = 0, euid = 0;
@@ -130,9 +129,13 @@ int hello_validate(const struct hello_check *h, pid_t *pid, char *reason, size_t
 		return -EINVAL;
 	}
 	if ((feat & UFFD_NEEDED_FEATURES) != UFFD_NEEDED_FEATURES) {
-		snprintf(reason, len,
-			 "uffd lacks features 0x%" PRIx64 " (needs EVENT_FORK, EVENT_REMAP, EVENT_REMOVE, EVENT_UNMAP)",
-			 (uint64_t)UFFD_NEEDED_FEATURES & ~feat);
+		uint64_t miss = UFFD_NEEDED_FEATURES & ~feat;
+
+		snprintf(reason, len, "uffd lacks%s%s%s%s (enable them at UFFDIO_API)",
+			 miss & UFFD_FEATURE_EVENT_FORK ? " EVENT_FORK" : "",
+			 miss & UFFD_FEATURE_EVENT_REMAP ? " EVENT_REMAP" : "",
+			 miss & UFFD_FEATURE_EVENT_REMOVE ? " EVENT_REMOVE" : "",
+			 miss & UFFD_FEATURE_EVENT_UNMAP ? " EVENT_UNMAP" : "");
 		return -EINVAL;
 	}
 	ret = pidfd_pid(h->pidfd, pid);
@@ -158,7 +161,12 @@ int hello_validate(const struct hello_check *h, pid_t *pid, char *reason, size_t
 
 static void client_free(void *p)
 {
-	free(p);
+	struct client *c = p;
+
+	for (size_t i = 0; i < c->out_n; i++)
+		free(c->out[i].buf);
+	free(c->out);
+	free(c);
 }
 
 void client_close(struct client *c)
@@ -295,18 +303,69 @@ static void handle_hello(struct client *c, const Hello *h, int *fds, int nfds)
 	reply_hello(c, true, NULL, t->dead ? 0 : t->st.pages_total);
 }
 
-/* Stream the state of every process, then the totals. */
+/* Queue M, packed, for sending. */
+static int queue_reply(struct client *c, const ProtobufCMessage *m, size_t *cap)
+{
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t *buf;
+
+	if (len > WIRE_MAX_MSG)
+		return -EMSGSIZE;
+	if (c->out_n == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 64;
+		struct client_out *no = realloc(c->out, ncap * sizeof(*no));
+
+		if (!no)
+			return -ENOMEM;
+		c->out = no;
+		*cap = ncap;
+	}
+	buf = malloc(len ? len : 1);
+	if (!buf)
+		return -ENOMEM;
+	protobuf_c_message_pack(m, buf);
+	c->out[c->out_n].buf = buf;
+	c->out[c->out_n].len = len;
+	c->out_n++;
+	return 0;
+}
+
+/*
+ * Send what is queued without ever blocking the daemon: wait for EPOLLOUT
+ * when the socket is full; the connection deadline drops a reader that stalls.
+ */
+static void client_flush(struct client *c)
+{
+	while (c->out_i < c->out_n) {
+		const struct client_out *o = &c->out[c->out_i];
+		ssize_t n = send(c->fd, o->buf, o->len, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			if (loop_mod(&c->d->loop, &c->ev, EPOLLIN | EPOLLOUT) < 0)
+				client_close(c);
+			return;
+		}
+		if (n < 0) {
+			log_debug("%s status reply: %s", c->pfx, strerror(errno));
+			client_close(c);
+			return;
+		}
+		c->out_i++;
+	}
+	client_close(c);
+}
+
+/* Queue the state of every process, then the totals, and start sending. */
 static void handle_status(struct client *c)
 {
 	struct daemon *d = c->d;
-	struct timeval tv = { .tv_sec = 1 };
 	StatusTotals tot = STATUS_TOTALS__INIT;
 	Reply r = REPLY__INIT;
 	struct target *t;
+	size_t cap = 0;
 
-	/* Blocking with a timeout: a slow reader gets all of it, a stuck one is dropped. */
-	fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
-	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	for (t = d->targets; t; t = t->next) {
 		StatusTarget st = STATUS_TARGET__INIT;
 		uint64_t hist[TARGET_HIST];
@@ -338,8 +397,10 @@ static void handle_status(struct client *c)
 		st.has_model_bytes = true;
 		st.model_bytes = vmap_mem_bytes(&t->map);
 		r.target = &st;
-		if (wire_send(c->fd, &r.base, NULL, 0) < 0)
+		if (queue_reply(c, &r.base, &cap) < 0) {
+			client_close(c);
 			return;
+		}
 	}
 	r.target = NULL;
 	tot.targets = d->nr_targets;
@@ -354,7 +415,11 @@ static void handle_status(struct client *c)
 	tot.has_exited = true;
 	tot.exited = d->tot.exited;
 	r.totals = &tot;
-	send_reply(c, &r);
+	if (queue_reply(c, &r.base, &cap) < 0) {
+		client_close(c);
+		return;
+	}
+	client_flush(c);
 }
 
 static void client_on_read(struct ev *ev, uint32_t events)
@@ -367,7 +432,14 @@ static void client_on_read(struct ev *ev, uint32_t events)
 	bool status = false;
 	ssize_t n;
 
-	(void)events;
+	if (c->out_n) {
+		/* Answering a status request: more room, or the reader hung up. */
+		if (events & EPOLLOUT)
+			client_flush(c);
+		else
+			client_close(c);
+		return;
+	}
 	n = wire_recv(c->fd, buf, sizeof(buf), fds, &nfds, WIRE_MAX_FDS);
 	if (n == -EAGAIN)
 		return;
@@ -410,7 +482,8 @@ static void client_on_read(struct ev *ev, uint32_t events)
 	if (req)
 		request__free_unpacked(req, NULL);
 	if (status) {
-		client_close(c);
+		if (!c->out_n)
+			client_close(c);	/* refused: nothing queued */
 		return;
 	}
 	/* Keep the connection a while, so that a second request is refused, not lost. */

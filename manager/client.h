@@ -9,6 +9,12 @@
 #include "daemon.h"
 #include "loop.h"
 
+/* One packed reply waiting for room in the socket. */
+struct client_out {
+	uint8_t *buf;
+	size_t len;
+};
+
 struct client {
 	struct client *next;
 	struct daemon *d;
@@ -19,6 +25,8 @@ struct client {
 	bool answered;		/* one request per connection */
 	bool dead;
 	struct timer deadline;
+	struct client_out *out;	/* status replies not yet sent */
+	size_t out_n, out_i;
 	char pfx[48];		/* "client pid 1234:" */
 };
 

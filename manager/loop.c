@@ -55,6 +55,13 @@ int loop_add(struct loop *l, struct ev *ev, int fd, uint32_t events, ev_fn fn)
 	return epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ee) ? -errno : 0;
 }
 
+int loop_mod(struct loop *l, struct ev *ev, uint32_t events)
+{
+	struct epoll_event ee = { .events = events, .data.ptr = ev };
+
+	return epoll_ctl(l->epfd, EPOLL_CTL_MOD, ev->fd, &ee) ? -errno : 0;
+}
+
 void loop_del(struct loop *l, struct ev *ev)
 {
 	if (ev->fd >= 0 && !ev->dead)

@@ -57,6 +57,8 @@ void loop_fini(struct loop *l);
 /* Watch FD for EVENTS (EPOLLIN, ...); EPOLLERR/EPOLLHUP always arrive as EPOLLIN too. */
 int loop_add(struct loop *l, struct ev *ev, int fd, uint32_t events, ev_fn fn);
 void loop_del(struct loop *l, struct ev *ev);
+/* Change what FD of EV is watched for. */
+int loop_mod(struct loop *l, struct ev *ev, uint32_t events);
 void timer_arm(struct loop *l, struct timer *t, uint64_t delay_ns, timer_fn fn);
 void timer_cancel(struct loop *l, struct timer *t);
 /* Run FN(P) once the current iteration is over. */

@@ -72,19 +72,6 @@ static int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
-void daemon_check_done(struct daemon *d)
-{
-	if (d->nr_targets)
-		return;
-	if (d->draining || (d->o.exit_when_done && d->had_target && !d->nr_clients))
-		d->loop.stop = true;
-}
-
-bool daemon_fill_enabled(const struct daemon *d)
-{
-	return !d->o.no_fill || d->draining;
-}
-
 static void on_listen(struct ev *ev, uint32_t events)
 {
 	struct daemon *d = container_of(ev, struct daemon, listen_ev);

@@ -52,7 +52,7 @@ static int on_msg(struct nl_msg *msg, void *arg)
 	struct procconn *pc = arg;
 	struct nlmsghdr *nh = nlmsg_hdr(msg);
 	struct cn_msg *cn;
-	struct proc_event *ev;
+	struct proc_event evbuf, *ev = &evbuf;
 
 	if (nh->nlmsg_len < NLMSG_HDRLEN + sizeof(*cn) + sizeof(*ev))
 		return NL_SKIP;
@@ -60,7 +60,8 @@ static int on_msg(struct nl_msg *msg, void *arg)
 	if (cn->id.idx != CN_IDX_PROC || cn->id.val != CN_VAL_PROC ||
 	    cn->len < sizeof(*ev))
 		return NL_SKIP;
-	ev = (struct proc_event *)cn->data;
+	/* The payload is only 4-byte aligned; struct proc_event wants 8. */
+	memcpy(&evbuf, cn->data, sizeof(evbuf));
 	pc->events++;
 	switch (ev->what) {
 	case PROC_EVENT_FORK:

@@ -448,6 +448,7 @@ pid_t ts_child_start(struct ts_child *c, ts_scenario sc)
 	if (pid == 0) {
 		int ret;
 
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		close(c->go[1]);
 		close(c->ready[0]);
 		ret = child_handover(c);
