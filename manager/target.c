@@ -528,7 +528,8 @@ static void serve_faults(struct target *t)
 		else
 			account_fault(t, f->t0);
 	}
-	memmove(t->faults, t->faults + i, (t->nr_faults - i) * sizeof(*t->faults));
+	if (i && i < t->nr_faults)
+		memmove(t->faults, t->faults + i, (t->nr_faults - i) * sizeof(*t->faults));
 	t->nr_faults -= i;
 	if (t->nr_faults)
 		timer_arm(&t->d->loop, &t->retry, RETRY_NS, retry_timer);
