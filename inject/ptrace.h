@@ -1,0 +1,55 @@
+/*
+ * The ptrace engine: freeze every thread of a process, run system calls
+ * inside it, and let it go exactly as it was. The architecture-specific part
+ * (registers, the syscall instruction) lives in arch_x86_64.c.
+ */
+#ifndef UFFD_INJECT_PTRACE_H
+#define UFFD_INJECT_PTRACE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct pt_thread {
+	pid_t tid;
+	int stopped;
+};
+
+struct pt {
+	pid_t pid;
+	struct pt_thread *th;	/* th[0] is the thread syscalls run in */
+	int nr_threads;
+	uint64_t syscall_ip;	/* address of a syscall instruction in the target */
+	int pidfd;		/* of the target, for pidfd_getfd */
+};
+
+/*
+ * Seize every thread of PID (threads created meanwhile included) and stop
+ * them all. Returns 0 or -errno with WHY filled (naming the pid).
+ */
+int pt_seize(struct pt *p, pid_t pid, char *why, size_t len);
+
+/*
+ * Run syscall NR with up to six arguments in the target's first thread and
+ * put its result (a value or -errno, as the kernel returned it) in *RET.
+ * The thread's registers are saved before and restored after, on every
+ * path. Returns 0, or -errno when the injection itself failed (the target
+ * died: -ESRCH).
+ */
+int pt_syscall(struct pt *p, long *ret, long nr, long a1, long a2, long a3, long a4, long a5,
+	       long a6);
+
+/* Copy LEN bytes into / out of the target (process_vm_writev/readv). */
+int pt_write(struct pt *p, uint64_t addr, const void *buf, size_t len);
+int pt_read(struct pt *p, uint64_t addr, void *buf, size_t len);
+
+/* Take fd FD of the target into our fd table (pidfd_getfd). Returns our fd or -errno. */
+int pt_getfd(struct pt *p, int fd);
+
+/* Stack pointer of every thread (for the pages that must stay resident). */
+int pt_thread_sp(struct pt *p, int i, uint64_t *sp);
+
+/* Let every thread go, as it was. */
+int pt_detach(struct pt *p);
+
+#endif
