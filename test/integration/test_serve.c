@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -140,4 +141,42 @@ Test(serve, background_fill_every_byte, .timeout = 60, .fini = teardown)
 	ts_status_free(&s);
 	say_go(&c);
 	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory");
+}
+
+Test(serve, sigterm_serves_everyone_to_the_end, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c = { .d = &dmn, .areas = two_areas, .n = 2, .seed = SEED, .imgdir = imgdir };
+	pid_t pid;
+	int st;
+
+	setup(two_areas, 2, args);
+	pid = ts_child_start(&c, sc_wait_then_check);
+	/* Nothing touched, no fill: all of it is still to serve when we ask the daemon to stop. */
+	kill(dmn.pid, SIGTERM);
+	st = ts_daemon_wait(&dmn, 20000);
+	cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		  "the daemon must finish serving and exit 0 (status %d)", st);
+	dmn.pid = 0;
+	cr_expect(ts_log_has(&dmn, "fully served: 1076 pages copied"), "log in %s", dmn.log);
+	cr_expect(access(dmn.sock, F_OK) != 0, "the socket file is removed");
+	/* Every page arrived before the daemon left. */
+	say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory after the daemon exited");
+}
+
+Test(serve, exit_when_done, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "--exit-when-done", NULL };
+	struct ts_child c = { .d = &dmn, .areas = two_areas, .n = 2, .seed = SEED, .imgdir = imgdir };
+	pid_t pid;
+	int st;
+
+	setup(two_areas, 2, args);
+	pid = ts_child_start(&c, sc_touch_all);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0);
+	st = ts_daemon_wait(&dmn, 20000);
+	cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+	dmn.pid = 0;
+	cr_expect(ts_log_has(&dmn, "1 processes served"), "log in %s", dmn.log);
 }
