@@ -13,6 +13,7 @@
 #include "client.h"
 #include "log.h"
 #include "manager.pb-c.h"
+#include "procfs.h"
 #include "target.h"
 #include "uffd.h"
 #include "wire.h"
@@ -40,22 +41,14 @@ static int fd_kind(int fd, char *buf, size_t len)
 /* The pid a pidfd refers to, from its fdinfo: >0, or -ESRCH if it has exited. */
 static int pidfd_pid(int pidfd, pid_t *pid)
 {
-	char path[64], line[128];
-	int found = 0, p = 0;
-	FILE *f;
+	char path[64], val[32];
+	int ret, p;
 
 	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
-	f = fopen(path, "re");
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "Pid:\t%d", &p) == 1) {
-			found = 1;
-			break;
-		}
-	fclose(f);
-	if (!found)
-		return -EINVAL;
+	ret = procfs_field(path, "Pid", val, sizeof(val));
+	if (ret < 0)
+		return ret == -ENOENT ? -EINVAL : ret;
+	p = atoi(val);
 	if (p <= 0)
 		return -ESRCH;
 	*pid = p;
@@ -65,22 +58,15 @@ static int pidfd_pid(int pidfd, pid_t *pid)
 /* The real and effective uid of PID. */
 static int proc_uids(pid_t pid, uid_t *ruid, uid_t *euid)
 {
-	char path[64], line[256];
+	char path[64], val[128];
 	unsigned r, e;
-	int found = 0;
-	FILE *f;
+	int ret;
 
 	snprintf(path, sizeof(path), "/proc/%d/status", pid);
-	f = fopen(path, "re");
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "Uid:\t%u\t%u", &r, &e) == 2) {
-			found = 1;
-			break;
-		}
-	fclose(f);
-	if (!found)
+	ret = procfs_field(path, "Uid", val, sizeof(val));
+	if (ret < 0)
+		return ret == -ENOENT ? -EINVAL : ret;
+	if (sscanf(val, "%u %u", &r, &e) != 2)
 		return -EINVAL;
 	*ruid = r;
 	*euid = e;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "procfs.h"
 #include "target.h"
 #include "uffd.h"
 
@@ -340,6 +341,59 @@ static void target_fail(struct target *t, uint64_t addr, int ret, const char *wh
 }
 
 /*
+ * Place [ADDR, ADDR+LEN) with one ioctl: a copy from SRC, or zero pages when
+ * SRC is NULL. Counts the outcome and sets *ADV to how far to move on: the
+ * bytes placed, or the one page that was already there.
+ */
+static enum uffd_class place(struct target *t, uint64_t addr, uint64_t len, const void *src,
+			     bool wake, uint64_t *adv)
+{
+	int64_t out = 0;
+	int ret = src ? uffd_copy(t->uffd, addr, src, len, wake, &out) :
+			uffd_zeropage(t->uffd, addr, len, wake, &out);
+	struct uffd_result r = uffd_classify(ret, out, len);
+
+	*adv = 0;
+	switch (r.cls) {
+	case UC_DONE:
+	case UC_PARTIAL:
+		*adv = r.done;
+		if (src) {
+			t->st.pages_copied += r.done / PG;
+			t->d->tot.pages_copied += r.done / PG;
+		} else {
+			t->st.pages_zeroed += r.done / PG;
+			t->d->tot.pages_zeroed += r.done / PG;
+		}
+		break;
+	case UC_EXISTS:
+		/* Someone else put this page there: it is in; wake its waiters. */
+		t->st.eexist++;
+		uffd_wake(t->uffd, addr, PG);
+		*adv = PG;
+		break;
+	case UC_RETRY:
+		t->st.eagain++;
+		break;
+	case UC_STALE:
+		t->st.enoent++;
+		break;
+	case UC_GONE:
+		break;
+	case UC_BUG:
+		target_fail(t, addr, ret, src ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE");
+		break;
+	}
+	return r.cls;
+}
+
+/* Did a placement leave the range in (fully, or past a page already there)? */
+static bool placed(enum uffd_class c)
+{
+	return c == UC_DONE || c == UC_PARTIAL || c == UC_EXISTS;
+}
+
+/*
  * Copy [ADDR, ADDR+LEN) of area V (all pages missing) from the images.
  * Returns the class that stopped it: UC_DONE when all is in.
  */
@@ -350,50 +404,17 @@ static enum uffd_class serve_range(struct target *t, struct vma *v, uint64_t add
 
 	while (len) {
 		struct pm_run run;
-		struct uffd_result r;
-		int64_t out = 0;
-		int ret;
+		enum uffd_class c;
+		uint64_t adv;
 
 		pagemap_resolve(pm, vma_img_addr(v, addr), len, &run);
-		if (run.src == PM_DATA)
-			ret = uffd_copy(t->uffd, addr, run.pf->base + run.off, run.len, wake, &out);
-		else
-			ret = uffd_zeropage(t->uffd, addr, run.len, wake, &out);
-		r = uffd_classify(ret, out, run.len);
-		switch (r.cls) {
-		case UC_DONE:
-		case UC_PARTIAL:
-			vmap_clear(&t->map, addr, addr + r.done);
-			if (run.src == PM_DATA) {
-				t->st.pages_copied += r.done / PG;
-				t->d->tot.pages_copied += r.done / PG;
-			} else {
-				t->st.pages_zeroed += r.done / PG;
-				t->d->tot.pages_zeroed += r.done / PG;
-			}
-			addr += r.done;
-			len -= r.done;
-			break;
-		case UC_EXISTS:
-			/* Someone else put this page there: it is in; wake its waiters. */
-			t->st.eexist++;
-			vmap_clear(&t->map, addr, addr + PG);
-			uffd_wake(t->uffd, addr, PG);
-			addr += PG;
-			len -= PG;
-			break;
-		case UC_RETRY:
-			t->st.eagain++;
-			return UC_RETRY;
-		case UC_STALE:
-			t->st.enoent++;
-			return UC_STALE;
-		case UC_GONE:
-			return UC_GONE;
-		case UC_BUG:
-			target_fail(t, addr, ret, run.src == PM_DATA ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE");
-			return UC_BUG;
-		}
+		c = place(t, addr, run.len, run.src == PM_DATA ? run.pf->base + run.off : NULL,
+			  wake, &adv);
+		vmap_clear(&t->map, addr, addr + adv);
+		addr += adv;
+		len -= adv;
+		if (!placed(c))
+			return c;
 	}
 	return UC_DONE;
 }
@@ -401,33 +422,10 @@ static enum uffd_class serve_range(struct target *t, struct vma *v, uint64_t add
 /* Answer a page that the model has no data for: a zero page. */
 static enum uffd_class serve_zero(struct target *t, uint64_t page)
 {
-	int64_t out = 0;
-	int ret = uffd_zeropage(t->uffd, page, PG, true, &out);
-	struct uffd_result r = uffd_classify(ret, out, PG);
+	uint64_t adv;
+	enum uffd_class c = place(t, page, PG, NULL, true, &adv);
 
-	switch (r.cls) {
-	case UC_DONE:
-	case UC_PARTIAL:
-		t->st.pages_zeroed++;
-		t->d->tot.pages_zeroed++;
-		return UC_DONE;
-	case UC_EXISTS:
-		t->st.eexist++;
-		uffd_wake(t->uffd, page, PG);
-		return UC_DONE;
-	case UC_RETRY:
-		t->st.eagain++;
-		return UC_RETRY;
-	case UC_STALE:
-		t->st.enoent++;
-		return UC_STALE;
-	case UC_GONE:
-		return UC_GONE;
-	case UC_BUG:
-		target_fail(t, page, ret, "UFFDIO_ZEROPAGE");
-		return UC_BUG;
-	}
-	return UC_BUG;
+	return placed(c) ? UC_DONE : c;
 }
 
 /*
@@ -441,29 +439,16 @@ static void zero_holes(struct target *t, struct vma *v, uint64_t addr, uint64_t 
 
 	while (len && !t->dead) {
 		struct pm_run run;
-		struct uffd_result r;
-		int64_t out = 0;
-		int ret;
+		uint64_t adv;
 
 		pagemap_resolve(pm, vma_img_addr(v, addr), len, &run);
 		if (run.src != PM_HOLE) {
-			addr += run.len;
-			len -= run.len;
-			continue;
-		}
-		ret = uffd_zeropage(t->uffd, addr, run.len, false, &out);
-		r = uffd_classify(ret, out, run.len);
-		if (r.cls == UC_DONE || r.cls == UC_PARTIAL) {
-			t->st.pages_zeroed += r.done / PG;
-			t->d->tot.pages_zeroed += r.done / PG;
-			addr += r.done;
-			len -= r.done;
-		} else if (r.cls == UC_EXISTS) {
-			addr += PG;
-			len -= PG;
-		} else {
+			adv = run.len;
+		} else if (!placed(place(t, addr, run.len, NULL, false, &adv))) {
 			return;	/* the fault itself is answered; the rest can wait */
 		}
+		addr += adv;
+		len -= adv;
 	}
 }
 
@@ -560,20 +545,11 @@ void target_retry_parked(struct daemon *d)
 /* Learn a forked child's pid from the thread id of its first fault. */
 static void target_set_pid_from_tid(struct target *t, pid_t tid)
 {
-	char path[64], line[128];
-	pid_t tgid = 0;
-	FILE *f;
+	char path[64], val[32];
 
 	snprintf(path, sizeof(path), "/proc/%d/status", tid);
-	f = fopen(path, "re");
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "Tgid:\t%d", &tgid) == 1)
-			break;
-	fclose(f);
-	if (tgid > 0)
-		target_set_pid(t, tgid);
+	if (procfs_field(path, "Tgid", val, sizeof(val)) == 0 && atoi(val) > 0)
+		target_set_pid(t, atoi(val));
 }
 
 /*

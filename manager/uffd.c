@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "procfs.h"
 #include "uffd.h"
 
 struct uffd_result uffd_classify(int ret, int64_t out, uint64_t len)
@@ -109,24 +110,16 @@ int uffd_unregister(int uffd, uint64_t start, uint64_t len)
 
 int uffd_features(int uffd, uint64_t *features)
 {
-	char path[64], line[256];
+	char path[64], val[128];
 	unsigned long long api, feat;
-	int found = 0;
-	FILE *f;
+	int ret;
 
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", uffd);
-	f = fopen(path, "re");
-	if (!f)
-		return -errno;
 	/* The kernel prints "API:\t<api>:<features>:<ioctls>" for a userfaultfd. */
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "API:\t%llx:%llx:", &api, &feat) == 2) {
-			found = 1;
-			break;
-		}
-	}
-	fclose(f);
-	if (!found)
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", uffd);
+	ret = procfs_field(path, "API", val, sizeof(val));
+	if (ret < 0)
+		return ret == -ENOENT ? -EINVAL : ret;
+	if (sscanf(val, "%llx:%llx:", &api, &feat) != 2)
 		return -EINVAL;
 	/* Bit 31 is the kernel's private "initialized" mark, not a feature. */
 	*features = feat & ~(1ull << 31);

@@ -34,36 +34,12 @@ static void setup(const struct ts_area *areas, int n, const char *const *args)
 	ts_write_images(imgdir, TS_IMAGE_ID, areas, n, SEED);
 }
 
+/* The daemon must survive every test and exit cleanly when told. */
 static void teardown(void)
 {
-	char cmd[200];
-
-	if (dmn.pid > 0) {
-		int st = ts_daemon_stop(&dmn, 10000);
-
-		/* The daemon must survive every test and exit cleanly when told. */
-		cr_expect(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-			  "uffd-manager did not exit cleanly (wait status %d); log in %s", st, dmn.log);
-		dmn.pid = 0;
-	}
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dmn.dir);
-	if (!getenv("UFFD_TEST_KEEP") && system(cmd)) {
-	}
+	cr_expect(ts_daemon_finish(&dmn, 10000), "uffd-manager did not exit cleanly");
 }
 
-static void wait_go(struct ts_child *c)
-{
-	char b;
-
-	if (read(c->go[0], &b, 1) != 1) {
-	}
-}
-
-static void say_go(struct ts_child *c)
-{
-	if (write(c->go[1], "G", 1) != 1) {
-	}
-}
 
 /* Get the status, retrying until COND holds or 10 s pass. */
 #define STATUS_UNTIL(s, cond)                                                  \
@@ -155,7 +131,7 @@ static int sc_fork_pause(struct ts_child *c)
 		}
 		_exit(check_area(c, a) != 0);
 	}
-	wait_go(c);
+	ts_wait_go(c);
 	if (write(p[1], "G", 1) != 1) {
 	}
 	bad = check_area(c, a) != 0;
@@ -186,7 +162,7 @@ Test(events, fork_child_pid_is_learned, .timeout = 60, .fini = teardown)
 		}
 	}
 	ts_status_free(&s);
-	say_go(&c);
+	ts_say_go(&c);
 	cr_assert_eq(ts_child_wait(pid, 30000), 0);
 }
 
@@ -340,7 +316,7 @@ static int sc_dontneed(struct ts_child *c)
 		return 1;
 	if (madvise((void *)(uintptr_t)drop, dlen, MADV_DONTNEED) < 0)
 		return ts_fail("madvise: %s", strerror(errno));
-	wait_go(c);	/* the fill, if any, has had its chance */
+	ts_wait_go(c);	/* the fill, if any, has had its chance */
 	if (ts_check_zero(drop, dlen))
 		return 1;
 	if (ts_check(a->start, drop - a->start, a->start, a, c->seed))
@@ -361,7 +337,7 @@ static void run_dontneed(const char *const *args)
 		cr_expect_eq(s.t[0]->ev_remove, 1);
 	ts_status_free(&s);
 	usleep(50000);
-	say_go(&c);
+	ts_say_go(&c);
 	cr_assert_eq(ts_child_wait(pid, 30000), 0, "dropped pages must read zero, the rest data");
 	STATUS_UNTIL(s, s.n == 0);
 	cr_expect_eq(s.tot->served, 1);
@@ -573,7 +549,7 @@ Test(events, sigkill_with_faults_in_flight, .timeout = 90, .fini = teardown)
 
 static int sc_wait_touch(struct ts_child *c)
 {
-	wait_go(c);
+	ts_wait_go(c);
 	return sc_touch_all(c);
 }
 
@@ -598,7 +574,7 @@ Test(events, fifty_children_one_daemon, .timeout = 120, .fini = teardown)
 	cr_expect_leq(s.tot->mapped_bytes, small[0].len, "mapped %" PRIu64, s.tot->mapped_bytes);
 	ts_status_free(&s);
 	for (int i = 0; i < 50; i++)
-		say_go(&c[i]);
+		ts_say_go(&c[i]);
 	for (int i = 0; i < 50; i++)
 		cr_expect_eq(ts_child_wait(pid[i], 60000), 0, "child %d", i);
 	STATUS_UNTIL(s, s.n == 0);

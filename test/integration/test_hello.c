@@ -69,25 +69,10 @@ static void setup(void)
 	close(fd);
 }
 
+/* The daemon must survive every bad client and exit cleanly when told. */
 static void teardown(void)
 {
-	char cmd[200];
-
-	if (dmn.pid > 0) {
-		int st = ts_daemon_stop(&dmn, 5000);
-
-		/* The daemon must survive every bad client and exit cleanly when told. */
-		cr_expect(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-			  "uffd-manager did not exit cleanly (wait status %d); log in %s", st, dmn.log);
-		dmn.pid = 0;
-	}
-	if (getenv("UFFD_TEST_KEEP")) {	/* keep the log for a post-mortem */
-		fprintf(stderr, "kept %s\n", dmn.dir);
-		return;
-	}
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dmn.dir);
-	if (system(cmd)) {
-	}
+	cr_expect(ts_daemon_finish(&dmn, 5000), "uffd-manager did not exit cleanly");
 }
 
 TestSuite(hello_wire, .init = setup, .fini = teardown, .timeout = 60);

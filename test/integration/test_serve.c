@@ -26,21 +26,10 @@ static void setup(const struct ts_area *areas, int n, const char *const *args)
 	ts_write_images(imgdir, TS_IMAGE_ID, areas, n, SEED);
 }
 
+/* The daemon must survive every test and exit cleanly when told. */
 static void teardown(void)
 {
-	char cmd[200];
-
-	if (dmn.pid > 0) {
-		int st = ts_daemon_stop(&dmn, 5000);
-
-		/* The daemon must survive every test and exit cleanly when told. */
-		cr_expect(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-			  "uffd-manager did not exit cleanly (wait status %d); log in %s", st, dmn.log);
-		dmn.pid = 0;
-	}
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dmn.dir);
-	if (!getenv("UFFD_TEST_KEEP") && system(cmd)) {
-	}
+	cr_expect(ts_daemon_finish(&dmn, 10000), "uffd-manager did not exit cleanly");
 }
 
 static uint64_t data_pages(const struct ts_area *a, int n)
@@ -53,19 +42,6 @@ static uint64_t data_pages(const struct ts_area *a, int n)
 	return k;
 }
 
-static void wait_go(struct ts_child *c)
-{
-	char b;
-
-	if (read(c->go[0], &b, 1) != 1) {
-	}
-}
-
-static void say_go(struct ts_child *c)
-{
-	if (write(c->go[1], "G", 1) != 1) {
-	}
-}
 
 /* Touch every page in a scrambled order, then compare every byte. */
 static int sc_touch_all(struct ts_child *c)
@@ -115,7 +91,7 @@ Test(serve, on_demand_every_byte, .timeout = 60, .fini = teardown)
 /* Wait to be told that the fill is done, then read without faulting. */
 static int sc_wait_then_check(struct ts_child *c)
 {
-	wait_go(c);
+	ts_wait_go(c);
 	return sc_touch_all(c);
 }
 
@@ -139,7 +115,7 @@ Test(serve, background_fill_every_byte, .timeout = 60, .fini = teardown)
 	cr_expect_eq(s.tot->faults, 0, "no fault: the fill got there first");
 	cr_expect_eq(s.tot->pages_copied, data_pages(two_areas, 2));
 	ts_status_free(&s);
-	say_go(&c);
+	ts_say_go(&c);
 	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory");
 }
 
@@ -161,7 +137,7 @@ Test(serve, sigterm_serves_everyone_to_the_end, .timeout = 60, .fini = teardown)
 	cr_expect(ts_log_has(&dmn, "fully served: 1076 pages copied"), "log in %s", dmn.log);
 	cr_expect(access(dmn.sock, F_OK) != 0, "the socket file is removed");
 	/* Every page arrived before the daemon left. */
-	say_go(&c);
+	ts_say_go(&c);
 	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory after the daemon exited");
 }
 

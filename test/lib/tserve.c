@@ -267,6 +267,44 @@ int ts_daemon_stop(struct ts_daemon *d, int timeout_ms)
 	return st;
 }
 
+bool ts_daemon_finish(struct ts_daemon *d, int timeout_ms)
+{
+	char cmd[200];
+	bool clean = true;
+
+	if (d->pid > 0) {
+		int st = ts_daemon_stop(d, timeout_ms);
+
+		clean = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+		if (!clean)
+			fprintf(stderr, "uffd-manager did not exit cleanly (wait status %d); log in %s\n",
+				st, d->log);
+		d->pid = 0;
+	}
+	if (getenv("UFFD_TEST_KEEP") || !clean) {
+		fprintf(stderr, "kept %s\n", d->dir);
+		return clean;
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d->dir);
+	if (system(cmd)) {
+	}
+	return clean;
+}
+
+void ts_wait_go(struct ts_child *c)
+{
+	char b;
+
+	if (read(c->go[0], &b, 1) != 1) {
+	}
+}
+
+void ts_say_go(struct ts_child *c)
+{
+	if (write(c->go[1], "G", 1) != 1) {
+	}
+}
+
 bool ts_log_has(const struct ts_daemon *d, const char *s)
 {
 	char buf[1 << 16];

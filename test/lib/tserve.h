@@ -48,6 +48,11 @@ void ts_daemon_start(struct ts_daemon *d, const char *const *args);
 int ts_daemon_stop(struct ts_daemon *d, int timeout_ms);
 /* Wait for it to exit on its own. Returns the wait status or -1 on timeout. */
 int ts_daemon_wait(struct ts_daemon *d, int timeout_ms);
+/*
+ * Stop the daemon if it runs, and remove its directory (kept, and named on
+ * stderr, when UFFD_TEST_KEEP is set). Returns true if it exited 0.
+ */
+bool ts_daemon_finish(struct ts_daemon *d, int timeout_ms);
 /* Does the daemon's log contain S? */
 bool ts_log_has(const struct ts_daemon *d, const char *s);
 
@@ -94,6 +99,10 @@ struct ts_child {
 pid_t ts_child_start(struct ts_child *c, ts_scenario sc);
 /* Wait for the child; returns its exit code, or -signal, or -1000 on timeout (then kills it). */
 int ts_child_wait(pid_t pid, int timeout_ms);
+
+/* The child waits for, and the test gives, the word to go on. */
+void ts_wait_go(struct ts_child *c);
+void ts_say_go(struct ts_child *c);
 
 /* Fail inside a child with a message. */
 int ts_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
