@@ -23,6 +23,7 @@ struct daemon_opts {
 	unsigned handshake_ms;
 	int verbose;
 	bool use_syslog;
+	bool no_procconn;		/* do not subscribe to the proc connector */
 };
 
 struct daemon_totals {

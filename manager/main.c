@@ -43,6 +43,8 @@ static void usage(FILE *out)
 	      "      --handshake-timeout MS a client must send its request within MS\n"
 	      "                             (default 5000)\n"
 	      "      --ready-fd N           write one byte to fd N once listening, then close it\n"
+	      "      --no-proc-connector    learn forked children's pids only from the thread id\n"
+	      "                             of their first fault (no netlink subscription)\n"
 	      "      --syslog               log to syslog instead of stderr\n"
 	      "  -v, --verbose              debug log (every fork, pid learned, stale range)\n"
 	      "  -h, --help                 this help\n"
@@ -183,7 +185,8 @@ static int run_daemon(struct daemon *d, int ready_fd)
 		fatalx("cannot listen: %s", why);
 	if (loop_add(&d->loop, &d->listen_ev, d->listen_fd, EPOLLIN, on_listen) < 0)
 		fatal("epoll_ctl");
-	d->pc = procconn_open(d);
+	if (!d->o.no_procconn)
+		d->pc = procconn_open(d);
 	log_info("listening on %s (fault window %" PRIu64 " KiB, fill %s, fd limit %u)",
 		 d->o.socket_path, d->o.fault_window >> 10,
 		 d->o.no_fill ? "off" : "on", d->fd_limit);
@@ -243,7 +246,7 @@ static int cmd_status(int argc, char **argv, const char *defpath)
 int main(int argc, char **argv)
 {
 	enum { O_FILL_CHUNK = 256, O_NO_FILL, O_EXIT_DONE, O_MAX_CLIENTS, O_HANDSHAKE,
-	       O_READY_FD, O_SYSLOG };
+	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "fault-window", required_argument, NULL, 'w' },
@@ -254,6 +257,7 @@ int main(int argc, char **argv)
 		{ "handshake-timeout", required_argument, NULL, O_HANDSHAKE },
 		{ "ready-fd", required_argument, NULL, O_READY_FD },
 		{ "syslog", no_argument, NULL, O_SYSLOG },
+		{ "no-proc-connector", no_argument, NULL, O_NO_PROCCONN },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -319,6 +323,9 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			ready_fd = (int)v;
+			break;
+		case O_NO_PROCCONN:
+			d.o.no_procconn = true;
 			break;
 		case O_SYSLOG:
 			d.o.use_syslog = true;

@@ -166,6 +166,52 @@ Test(events, fork_child_pid_is_learned, .timeout = 60, .fini = teardown)
 	cr_assert_eq(ts_child_wait(pid, 30000), 0);
 }
 
+/* The child faults first, then waits: its pid must come from the fault's thread id. */
+static int sc_fork_fault_pause(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+	int p[2], st, bad;
+	pid_t kid;
+	char b;
+
+	if (pipe(p) < 0)
+		return ts_fail("pipe");
+	kid = fork();
+	if (kid == 0) {
+		bad = ts_check(a->start, TS_PAGE, a->start, a, c->seed) != 0;
+		if (read(p[0], &b, 1) != 1) {
+		}
+		_exit(bad || check_area(c, a) != 0);
+	}
+	ts_wait_go(c);
+	if (write(p[1], "G", 1) != 1) {
+	}
+	bad = check_area(c, a) != 0;
+	if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st))
+		bad = 1;
+	return bad;
+}
+
+Test(events, fork_child_pid_from_first_fault, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "--no-proc-connector", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one4, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(one4, 1, args);
+	pid = ts_child_start(&c, sc_fork_fault_pause);
+	STATUS_UNTIL(s, s.n == 2 && s.t[0]->pid != 0 && s.t[1]->pid != 0);
+	for (int i = 0; i < 2; i++)
+		if (s.t[i]->pid != pid) {
+			cr_expect(s.t[i]->has_parent_pid && s.t[i]->parent_pid == pid);
+			cr_expect_geq(s.t[i]->faults, 1);
+		}
+	ts_status_free(&s);
+	ts_say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0);
+}
+
 /* ---- mremap ---- */
 
 static const struct ts_area two1[] = {
@@ -264,6 +310,20 @@ static int sc_mremap_chunk(struct ts_child *c)
 	return check_area(c, a) != 0 || check_area(c, &c->areas[1]) != 0;
 }
 
+/* Move area 0 straight onto area 1 (MREMAP_FIXED over a mapped area). */
+static int sc_mremap_over(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0], *b = &c->areas[1];
+
+	/* Part of B is served first: the move must replace it, not mix with it. */
+	if (ts_check(b->start, TS_PAGE * 8, b->start, b, c->seed))
+		return 1;
+	if (mremap((void *)(uintptr_t)a->start, a->len, a->len, MREMAP_MAYMOVE | MREMAP_FIXED,
+		   (void *)(uintptr_t)b->start) == MAP_FAILED)
+		return ts_fail("mremap over: %s", strerror(errno));
+	return ts_check(b->start, a->len, a->start, a, c->seed) != 0;
+}
+
 struct remap_case {
 	const char *name;
 	ts_scenario sc;
@@ -276,10 +336,11 @@ static const struct remap_case remap_cases[] = {
 	{ "shrink", sc_mremap_shrink, 1 },
 	{ "swap", sc_mremap_swap, 3 },
 	{ "chunk", sc_mremap_chunk, 2 },
+	{ "fixed over another area", sc_mremap_over, 1 },
 };
 
 /* Criterion may run each case in a fresh process: pass indices, not pointers. */
-static int remap_idx[] = { 0, 1, 2, 3, 4 };
+static int remap_idx[] = { 0, 1, 2, 3, 4, 5 };
 
 ParameterizedTestParameters(events, mremap)
 {

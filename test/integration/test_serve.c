@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "tserve.h"
+#include "wire.h"
 
 #define BASE	0x500000000000ull	/* clear of ASan's heap at 0x6000...-0x6400... */
 #define SEED	0x5eed1234ull
@@ -155,4 +156,86 @@ Test(serve, exit_when_done, .timeout = 60, .fini = teardown)
 	cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
 	dmn.pid = 0;
 	cr_expect(ts_log_has(&dmn, "1 processes served"), "log in %s", dmn.log);
+}
+
+Test(serve, client_registered_ranges_itself, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c = { .d = &dmn, .areas = two_areas, .n = 2, .seed = SEED, .imgdir = imgdir,
+			      .flags = HELLO_F_REGISTERED };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(two_areas, 2, args);
+	pid = ts_child_start(&c, sc_touch_all);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory");
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	cr_expect_eq(s.tot->served, 1);
+	cr_expect_eq(s.tot->pages_copied, data_pages(two_areas, 2));
+	ts_status_free(&s);
+}
+
+Test(serve, client_cap_refuses_the_next, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "--max-clients", "1", NULL };
+	struct ts_child c1 = { .d = &dmn, .areas = two_areas, .n = 2, .seed = SEED, .imgdir = imgdir };
+	struct ts_child c2 = c1;
+	struct ts_status s;
+	pid_t p1, p2;
+
+	setup(two_areas, 2, args);
+	p1 = ts_child_start(&c1, sc_wait_then_check);
+	p2 = ts_child_start(&c2, sc_wait_then_check);
+	/* The second hand-over is refused: its child exits 3 (refused) at once. */
+	cr_expect_eq(ts_child_wait(p2, 10000), 3);
+	cr_expect(ts_log_has(&dmn, "already serving 1 processes (the limit)"), "log in %s", dmn.log);
+	ts_say_go(&c1);
+	cr_assert_eq(ts_child_wait(p1, 30000), 0);
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	cr_expect_eq(s.tot->refused, 1);
+	cr_expect_eq(s.tot->served, 1);
+	ts_status_free(&s);
+}
+
+/* Run `uffd-manager status` against the daemon and return its output. */
+static char *status_cli(const char *flag)
+{
+	static char out[1 << 16];
+	char cmd[400];
+	size_t n;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "%s/uffd-manager status %s --socket %s",
+		 getenv("UFFD_TEST_BUILD") ? getenv("UFFD_TEST_BUILD") : TEST_BUILDDIR, flag,
+		 dmn.sock);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = 0;
+	cr_assert_eq(pclose(f), 0, "%s failed: %s", cmd, out);
+	return out;
+}
+
+Test(serve, status_command_text_and_json, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c = { .d = &dmn, .areas = two_areas, .n = 2, .seed = SEED, .imgdir = imgdir };
+	char want[64], *out;
+	pid_t pid;
+
+	setup(two_areas, 2, args);
+	pid = ts_child_start(&c, sc_wait_then_check);
+	out = status_cli("--json");
+	snprintf(want, sizeof(want), "\"pid\":%d,\"image_id\":%u,", pid, TS_IMAGE_ID);
+	cr_expect_not_null(strstr(out, want), "%s", out);
+	snprintf(want, sizeof(want), "\"pages_remaining\":%" PRIu64 ",", data_pages(two_areas, 2));
+	cr_expect_not_null(strstr(out, want), "%s", out);
+	cr_expect_not_null(strstr(out, "\"totals\":{\"processes\":1,"), "%s", out);
+	cr_expect_not_null(strstr(out, "\"fault_us_log2\":["), "%s", out);
+	out = status_cli("");
+	snprintf(want, sizeof(want), "%8d %6u", pid, TS_IMAGE_ID);
+	cr_expect_not_null(strstr(out, want), "%s", out);
+	cr_expect_not_null(strstr(out, "total: 1 processes"), "%s", out);
+	ts_say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0);
 }

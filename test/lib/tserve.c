@@ -448,6 +448,18 @@ static int child_handover(struct ts_child *c)
 		       UFFD_FEATURE_THREAD_ID;
 	if (ioctl(uffd, UFFDIO_API, &api) < 0)
 		return ts_fail("UFFDIO_API: %s", strerror(errno)) + 9;
+	if (c->flags & HELLO_F_REGISTERED) {
+		/* The client registers its lazy ranges itself, as CRIU's restorer does. */
+		for (int i = 0; i < c->n; i++) {
+			struct uffdio_register r = {
+				.range = { .start = c->areas[i].start, .len = c->areas[i].len },
+				.mode = UFFDIO_REGISTER_MODE_MISSING,
+			};
+
+			if (ioctl(uffd, UFFDIO_REGISTER, &r) < 0)
+				return ts_fail("UFFDIO_REGISTER: %s", strerror(errno)) + 9;
+		}
+	}
 	pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
 	dirfd = open(c->imgdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (pidfd < 0 || dirfd < 0)
