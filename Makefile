@@ -122,7 +122,7 @@ check: deps
 	@$(MAKE) --no-print-directory test
 
 demo: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BUILD)/test/helpers/demo-serve
 	@scripts/demo $(BUILD)
 
 asan: deps

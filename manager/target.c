@@ -369,6 +369,8 @@ static enum uffd_class place(struct target *t, uint64_t addr, uint64_t len, cons
 	case UC_EXISTS:
 		/* Someone else put this page there: it is in; wake its waiters. */
 		t->st.eexist++;
+		log_debug("%s EEXIST at 0x%" PRIx64 " (%s, %" PRIu64 " bytes)", t->pfx, addr,
+			  src ? "copy" : "zero", len);
 		uffd_wake(t->uffd, addr, PG);
 		*adv = PG;
 		break;
@@ -419,13 +421,15 @@ static enum uffd_class serve_range(struct target *t, struct vma *v, uint64_t add
 	return UC_DONE;
 }
 
-/* Answer a page that the model has no data for: a zero page. */
+/*
+ * Answer a page that the model has no data for: a zero page. UC_EXISTS means
+ * it was already there (placed after the fault was queued); its waiters are woken.
+ */
 static enum uffd_class serve_zero(struct target *t, uint64_t page)
 {
 	uint64_t adv;
-	enum uffd_class c = place(t, page, PG, NULL, true, &adv);
 
-	return placed(c) ? UC_DONE : c;
+	return place(t, page, PG, NULL, true, &adv);
 }
 
 /*
@@ -460,10 +464,14 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr)
 	struct vma *v = vmap_find(&t->map, page);
 	enum uffd_class c;
 
-	if (!v || !vma_is_missing(v, page))
+	if (!v || !vma_is_missing(v, page)) {
 		c = serve_zero(t, page);
-	else
+		/* Already there: a fault that raced with our own window; the window is done. */
+		if (c == UC_EXISTS || c == UC_PARTIAL)
+			return UC_DONE;
+	} else {
 		c = serve_range(t, v, page, vma_run(v, page, (page | (w - 1)) + 1 - page, true), true);
+	}
 	if (c != UC_DONE || !v)
 		return c;
 	ws = page & ~(w - 1);
