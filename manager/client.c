@@ -13,7 +13,7 @@
 #include "client.h"
 #include "log.h"
 #include "manager.pb-c.h"
-#include "procfs.h"
+#include "procinfo.h"
 #include "target.h"
 #include "uffd.h"
 #include "wire.h"
@@ -45,7 +45,7 @@ static int pidfd_pid(int pidfd, pid_t *pid)
 	int ret, p;
 
 	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
-	ret = procfs_field(path, "Pid", val, sizeof(val));
+	ret = procinfo_field(path, "Pid", val, sizeof(val));
 	if (ret < 0)
 		return ret == -ENOENT ? -EINVAL : ret;
 	p = atoi(val);
@@ -63,7 +63,7 @@ static int proc_uids(pid_t pid, uid_t *ruid, uid_t *euid)
 	int ret;
 
 	snprintf(path, sizeof(path), "/proc/%d/status", pid);
-	ret = procfs_field(path, "Uid", val, sizeof(val));
+	ret = procinfo_field(path, "Uid", val, sizeof(val));
 	if (ret < 0)
 		return ret == -ENOENT ? -EINVAL : ret;
 	if (sscanf(val, "%u %u", &r, &e) != 2)

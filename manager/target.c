@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "procfs.h"
+#include "procinfo.h"
 #include "target.h"
 #include "uffd.h"
 
@@ -556,7 +556,7 @@ static void target_set_pid_from_tid(struct target *t, pid_t tid)
 	char path[64], val[32];
 
 	snprintf(path, sizeof(path), "/proc/%d/status", tid);
-	if (procfs_field(path, "Tgid", val, sizeof(val)) == 0 && atoi(val) > 0)
+	if (procinfo_field(path, "Tgid", val, sizeof(val)) == 0 && atoi(val) > 0)
 		target_set_pid(t, atoi(val));
 }
 

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#include "procfs.h"
+#include "procinfo.h"
 #include "uffd.h"
 
 struct uffd_result uffd_classify(int ret, int64_t out, uint64_t len)
@@ -116,7 +116,7 @@ int uffd_features(int uffd, uint64_t *features)
 
 	/* The kernel prints "API:\t<api>:<features>:<ioctls>" for a userfaultfd. */
 	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", uffd);
-	ret = procfs_field(path, "API", val, sizeof(val));
+	ret = procinfo_field(path, "API", val, sizeof(val));
 	if (ret < 0)
 		return ret == -ENOENT ? -EINVAL : ret;
 	if (sscanf(val, "%llx:%llx:", &api, &feat) != 2)

@@ -1,6 +1,6 @@
 /* Read one "Key:\tvalue" line of a /proc file (status, fdinfo). */
-#ifndef UFFD_PROCFS_H
-#define UFFD_PROCFS_H
+#ifndef UFFD_PROCINFO_H
+#define UFFD_PROCINFO_H
 
 #include <stddef.h>
 
@@ -9,6 +9,6 @@
  * follows the colon and blanks into VAL. Returns 0, -ENOENT if no such line,
  * or -errno if PATH cannot be read.
  */
-int procfs_field(const char *path, const char *key, char *val, size_t len);
+int procinfo_field(const char *path, const char *key, char *val, size_t len);
 
 #endif

@@ -3,9 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "procfs.h"
+#include "procinfo.h"
 
-int procfs_field(const char *path, const char *key, char *val, size_t len)
+int procinfo_field(const char *path, const char *key, char *val, size_t len)
 {
 	size_t klen = strlen(key);
 	char line[512];
