@@ -3,13 +3,17 @@
 
 void daemon_check_done(struct daemon *d)
 {
-	if (d->nr_targets)
+	if (d->nr_targets || d->hold_exit)
 		return;
-	if (d->draining || (d->o.exit_when_done && d->had_target && !d->nr_clients))
+	/* CRIU mode ends when the restore is over and nobody is left, even if nobody came. */
+	if (d->draining || d->criu ||
+	    (d->o.exit_when_done && d->had_target && !d->nr_clients))
 		d->loop.stop = true;
 }
 
 bool daemon_fill_enabled(const struct daemon *d)
 {
+	if (d->fill_held)
+		return false;
 	return !d->o.no_fill || d->draining;
 }

@@ -12,6 +12,7 @@
 struct target;
 struct client;
 struct procconn;
+struct criu;
 
 struct daemon_opts {
 	const char *socket_path;
@@ -24,6 +25,7 @@ struct daemon_opts {
 	int verbose;
 	bool use_syslog;
 	bool no_procconn;		/* do not subscribe to the proc connector */
+	bool status_socket;		/* CRIU mode: listen on socket_path too (status) */
 };
 
 struct daemon_totals {
@@ -33,6 +35,7 @@ struct daemon_totals {
 	uint64_t pages_copied;
 	uint64_t pages_zeroed;
 	uint64_t faults;
+	uint64_t failed;		/* processes that could not be served correctly (killed, lost) */
 };
 
 struct daemon {
@@ -57,12 +60,17 @@ struct daemon {
 	unsigned fds_in_use;		/* estimate: base + clients + per target */
 	struct daemon_totals tot;
 	struct timer accept_retry;	/* after EMFILE */
+	struct criu *criu;		/* CRIU lazy-pages mode; NULL when serving hand-overs */
+	bool hold_exit;			/* more processes may come: do not stop at the last one */
+	bool fill_held;			/* no background fill yet (CRIU: until the restore says RSTF) */
+	/* Told when a process that was being served leaves (WHY: NULL when fully served). */
+	void (*target_ended)(struct daemon *d, const struct target *t, const char *why);
 };
 
 /* Stop the loop when there is nothing left to do (exit-when-done, draining). */
 void daemon_check_done(struct daemon *d);
 
-/* True if fill should run (no --no-fill, or draining). */
+/* True if fill should run (not held, and no --no-fill or draining). */
 bool daemon_fill_enabled(const struct daemon *d);
 
 #endif

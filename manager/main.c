@@ -1,5 +1,6 @@
 /* uffd-manager: serve the memory of other processes through userfaultfd. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -10,9 +11,11 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "client.h"
+#include "criu.h"
 #include "daemon.h"
 #include "listen.h"
 #include "log.h"
@@ -30,6 +33,7 @@ static void usage(FILE *out)
 {
 	fputs("usage: uffd-manager [OPTIONS]           serve handed-over processes\n"
 	      "       uffd-manager status [--json] [--socket PATH]\n"
+	      "       uffd-manager criu -D IMGDIR [...]   stand in for `criu lazy-pages`\n"
 	      "\n"
 	      "  -s, --socket PATH          listen here (default /run/uffd-manager/manager.sock\n"
 	      "                             for root, else $XDG_RUNTIME_DIR/uffd-manager.sock)\n"
@@ -74,6 +78,60 @@ static int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+static void usage_criu(FILE *out)
+{
+	fputs("usage: uffd-manager criu -D IMGDIR [-W WORKDIR] [--daemon] [--pidfile FILE]\n"
+	      "                         [--status-fd N] [-o LOG] [-v] [TUNING]\n"
+	      "\n"
+	      "Serve the lazy pages of `criu restore --lazy-pages` from the images in IMGDIR,\n"
+	      "in place of `criu lazy-pages`. Exits 0 once every lazy page of every task is\n"
+	      "served or its task has exited; 1 if the restore failed or a task could not be\n"
+	      "served (each such task is named in the log, with the pages left).\n"
+	      "\n"
+	      "  -D, --images-dir DIR       the dump to serve (pstree.img, mm-, pagemap-, pages-)\n"
+	      "  -W, --work-dir DIR         put lazy-pages.socket here (default: IMGDIR)\n"
+	      "      --daemon               go to the background; return once the socket listens\n"
+	      "      --pidfile FILE         write the daemon's pid here\n"
+	      "      --status-fd N          write one byte to fd N once listening, then close it\n"
+	      "  -o, --log-file LOG         append the log to LOG (default: stderr; with\n"
+	      "                             --daemon and no -o, syslog)\n"
+	      "  -v, --verbose              debug log (-v4 and up too, as criu takes it)\n"
+	      "  -s, --socket PATH          also listen here for `uffd-manager status`\n"
+	      "  -w, --fault-window SIZE    serve this much around each fault (default 64K)\n"
+	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
+	      "      --no-fill              serve on demand only, even after RSTF\n"
+	      "      --no-proc-connector    do not subscribe to the proc connector\n"
+	      "  -h, --help                 this help\n"
+	      "\n"
+	      "See uffd-manager(8), section CRIU.\n", out);
+}
+
+/* --fault-window: a power of two from 4K to 1G. */
+static int opt_window(struct daemon *d, const char *arg)
+{
+	uint64_t v;
+
+	if (parse_size(arg, &v) < 0 || v < 4096 || (v & (v - 1)) || v > (1u << 30)) {
+		fprintf(stderr, "uffd-manager: --fault-window %s: want a power of two from 4K to 1G\n", arg);
+		return -1;
+	}
+	d->o.fault_window = v;
+	return 0;
+}
+
+/* --fill-chunk: a multiple of 4K up to 1G. */
+static int opt_fill_chunk(struct daemon *d, const char *arg)
+{
+	uint64_t v;
+
+	if (parse_size(arg, &v) < 0 || v < 4096 || v % 4096 || v > (1u << 30)) {
+		fprintf(stderr, "uffd-manager: --fill-chunk %s: want a multiple of 4K up to 1G\n", arg);
+		return -1;
+	}
+	d->o.fill_chunk = v;
+	return 0;
+}
+
 static void on_listen(struct ev *ev, uint32_t events)
 {
 	struct daemon *d = container_of(ev, struct daemon, listen_ev);
@@ -108,7 +166,11 @@ static void on_signal(struct ev *ev, uint32_t events)
 
 	(void)events;
 	while (read(d->signal_fd, &si, sizeof(si)) == sizeof(si)) {
-		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+		if (si.ssi_signo != SIGTERM && si.ssi_signo != SIGINT)
+			continue;
+		if (d->criu)
+			criu_stop(d);
+		else
 			start_draining(d);
 	}
 }
@@ -159,20 +221,10 @@ static int setup_signals(struct daemon *d)
 	return loop_add(&d->loop, &d->signal_ev, d->signal_fd, EPOLLIN, on_signal);
 }
 
-static int run_daemon(struct daemon *d, int ready_fd)
+/* Listen on the manager's socket: the one systemd passes, or our own. */
+static void listen_manager(struct daemon *d)
 {
 	char why[256] = "";
-	int ret;
-
-	d->start_ns = now_ns();
-	d->fd_limit = raise_nofile();
-	d->fds_in_use = 16;
-	if (loop_init(&d->loop) < 0)
-		fatal("epoll_create1");
-	d->loop.idle = on_idle;
-	d->loop.before_sleep = before_sleep;
-	if (setup_signals(d) < 0)
-		fatal("signalfd");
 
 	d->listen_fd = listen_from_systemd(why, sizeof(why));
 	if (d->listen_fd == -1) {
@@ -185,11 +237,33 @@ static int run_daemon(struct daemon *d, int ready_fd)
 		fatalx("cannot listen: %s", why);
 	if (loop_add(&d->loop, &d->listen_ev, d->listen_fd, EPOLLIN, on_listen) < 0)
 		fatal("epoll_ctl");
+}
+
+static int run_daemon(struct daemon *d, int ready_fd)
+{
+	char why[512] = "";
+	int ret, status = 0;
+
+	d->start_ns = now_ns();
+	d->fd_limit = raise_nofile();
+	d->fds_in_use = 16;
+	if (loop_init(&d->loop) < 0)
+		fatal("epoll_create1");
+	d->loop.idle = on_idle;
+	d->loop.before_sleep = before_sleep;
+	if (setup_signals(d) < 0)
+		fatal("signalfd");
+
+	d->listen_fd = -1;
+	if (!d->criu || d->o.status_socket)
+		listen_manager(d);
+	if (d->criu && criu_listen(d, why, sizeof(why)) < 0)
+		fatalx("criu: cannot listen: %s", why);
 	if (!d->o.no_procconn)
 		d->pc = procconn_open(d);
 	log_info("listening on %s (fault window %" PRIu64 " KiB, fill %s, fd limit %u)",
-		 d->o.socket_path, d->o.fault_window >> 10,
-		 d->o.no_fill ? "off" : "on", d->fd_limit);
+		 d->criu ? CRIU_SOCK_NAME : d->o.socket_path, d->o.fault_window >> 10,
+		 d->o.no_fill ? "off" : d->criu ? "after RSTF" : "on", d->fd_limit);
 	if (ready_fd >= 0) {
 		if (write(ready_fd, "R", 1) != 1)
 			log_warn("--ready-fd %d", ready_fd);
@@ -207,10 +281,163 @@ static int run_daemon(struct daemon *d, int ready_fd)
 		if (d->unlink_socket)
 			unlink(d->o.socket_path);
 	}
+	if (d->criu)
+		status = criu_finish(d);
 	loop_fini(&d->loop);
 	log_info("exiting: %" PRIu64 " processes served, %" PRIu64 " exited early, %" PRIu64
 		 " refused", d->tot.served, d->tot.exited, d->tot.refused);
-	return ret < 0 ? 1 : 0;
+	return ret < 0 ? 1 : status;
+}
+
+/*
+ * --daemon: fork; the parent returns only when the child says it listens
+ * (a byte on the pipe) or has died (EOF). The child gets *READY_FD.
+ */
+static void daemonize(bool to_syslog, const char *logfile, int *ready_fd)
+{
+	int p[2], st, null;
+	pid_t pid;
+	char b;
+
+	if (pipe2(p, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
+		fprintf(stderr, "uffd-manager criu: --daemon: %s\n", strerror(errno));
+		exit(1);
+	}
+	if (pid > 0) {
+		close(p[1]);
+		if (read(p[0], &b, 1) == 1)
+			exit(0);
+		waitpid(pid, &st, 0);
+		fprintf(stderr, "uffd-manager criu: the daemon did not start (exit status %d)%s%s\n",
+			WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
+			logfile ? "; see " : "", logfile ? logfile : "");
+		exit(1);
+	}
+	close(p[0]);
+	setsid();
+	null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		if (to_syslog)
+			dup2(null, 2);
+		close(null);
+	}
+	*ready_fd = p[1];
+}
+
+/* Send the log to LOG (appended) from now on; keep the old stderr for the caller. */
+static int log_to_file(const char *log, int *old_err)
+{
+	int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+	if (fd < 0) {
+		fprintf(stderr, "uffd-manager criu: -o %s: %s\n", log, strerror(errno));
+		return -1;
+	}
+	*old_err = fcntl(2, F_DUPFD_CLOEXEC, 3);
+	dup2(fd, 2);
+	close(fd);
+	return 0;
+}
+
+/* -v, -vv, or criu's -vN (4 and up is debug). */
+static void opt_verbose(struct daemon *d, const char *arg)
+{
+	if (!arg || arg[0] == 'v' || atoi(arg) >= 4)
+		d->o.verbose++;
+}
+
+static int cmd_criu(struct daemon *d, int argc, char **argv)
+{
+	enum { O_DAEMON = 256, O_PIDFILE, O_STATUS_FD, O_FILL_CHUNK, O_NO_FILL, O_NO_PROCCONN };
+	static const struct option opts[] = {
+		{ "images-dir", required_argument, NULL, 'D' },
+		{ "work-dir", required_argument, NULL, 'W' },
+		{ "daemon", no_argument, NULL, O_DAEMON },
+		{ "pidfile", required_argument, NULL, O_PIDFILE },
+		{ "status-fd", required_argument, NULL, O_STATUS_FD },
+		{ "log-file", required_argument, NULL, 'o' },
+		{ "verbose", optional_argument, NULL, 'v' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "fault-window", required_argument, NULL, 'w' },
+		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
+		{ "no-fill", no_argument, NULL, O_NO_FILL },
+		{ "no-proc-connector", no_argument, NULL, O_NO_PROCCONN },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct criu_opts co = { .status_fd = -1 };
+	const char *logfile = NULL;
+	bool bg = false;
+	char why[1024];
+	int c, ready_fd = -1, old_err = -1;
+	uint64_t v;
+
+	while ((c = getopt_long(argc, argv, "D:W:o:v::s:w:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'D': co.imgdir = optarg; break;
+		case 'W': co.workdir = optarg; break;
+		case O_DAEMON: bg = true; break;
+		case O_PIDFILE: co.pidfile = optarg; break;
+		case O_STATUS_FD:
+			if (parse_size(optarg, &v) < 0 || v > INT_MAX || fcntl((int)v, F_GETFD) < 0) {
+				fprintf(stderr, "uffd-manager criu: --status-fd %s: not an open fd\n", optarg);
+				return 2;
+			}
+			co.status_fd = (int)v;
+			break;
+		case 'o': logfile = optarg; break;
+		case 'v': opt_verbose(d, optarg); break;
+		case 's':
+			d->o.socket_path = optarg;
+			d->o.status_socket = true;
+			break;
+		case 'w':
+			if (opt_window(d, optarg) < 0)
+				return 2;
+			break;
+		case O_FILL_CHUNK:
+			if (opt_fill_chunk(d, optarg) < 0)
+				return 2;
+			break;
+		case O_NO_FILL: d->o.no_fill = true; break;
+		case O_NO_PROCCONN: d->o.no_procconn = true; break;
+		case 'h':
+			usage_criu(stdout);
+			return 0;
+		default:
+			usage_criu(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "uffd-manager criu: unexpected argument '%s'\n", argv[optind]);
+		usage_criu(stderr);
+		return 2;
+	}
+	if (!co.imgdir) {
+		fputs("uffd-manager criu: -D IMGDIR is required\n", stderr);
+		usage_criu(stderr);
+		return 2;
+	}
+	if (logfile && log_to_file(logfile, &old_err) < 0)
+		return 1;
+	log_init("uffd-manager", d->o.verbose ? LOG_LVL_DEBUG : LOG_LVL_INFO, bg && !logfile);
+	if (criu_open(d, &co, why, sizeof(why)) < 0) {
+		/* Refused before anything listens: say it where the caller looks too. */
+		log_warnx("criu: %s", why);
+		if (old_err >= 0)
+			dprintf(old_err, "uffd-manager criu: %s\n", why);
+		else if (bg)
+			fprintf(stderr, "uffd-manager criu: %s\n", why);
+		return 1;
+	}
+	if (old_err >= 0)
+		close(old_err);
+	if (bg)
+		daemonize(!logfile, logfile, &ready_fd);
+	return run_daemon(d, ready_fd);
 }
 
 static int cmd_status(int argc, char **argv, const char *defpath)
@@ -277,6 +504,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "status"))
 		return cmd_status(argc - 1, argv + 1, d.o.socket_path);
+	if (argc > 1 && !strcmp(argv[1], "criu"))
+		return cmd_criu(&d, argc - 1, argv + 1);
 
 	while ((c = getopt_long(argc, argv, "s:w:vhV", opts, NULL)) != -1) {
 		switch (c) {
@@ -284,18 +513,12 @@ int main(int argc, char **argv)
 			d.o.socket_path = optarg;
 			break;
 		case 'w':
-			if (parse_size(optarg, &v) < 0 || v < 4096 || (v & (v - 1)) || v > (1u << 30)) {
-				fprintf(stderr, "uffd-manager: --fault-window %s: want a power of two from 4K to 1G\n", optarg);
+			if (opt_window(&d, optarg) < 0)
 				return 2;
-			}
-			d.o.fault_window = v;
 			break;
 		case O_FILL_CHUNK:
-			if (parse_size(optarg, &v) < 0 || v < 4096 || v % 4096 || v > (1u << 30)) {
-				fprintf(stderr, "uffd-manager: --fill-chunk %s: want a multiple of 4K up to 1G\n", optarg);
+			if (opt_fill_chunk(&d, optarg) < 0)
 				return 2;
-			}
-			d.o.fill_chunk = v;
 			break;
 		case O_NO_FILL:
 			d.o.no_fill = true;

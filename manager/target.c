@@ -106,14 +106,15 @@ static int target_watch_pid(struct target *t, int pidfd)
 	return ret;
 }
 
-/* Lazy areas: VMAs holding PE_LAZY pages, each page missing if the images hold its data. */
-static int build_model(struct target *t, char *reason, size_t len)
+/* Lazy areas of TASK into MAP: VMAs holding PE_LAZY pages, each page missing if the images hold its data. */
+static int model_build(struct vmap *map, const struct img_task *task, uint32_t image_id,
+		       char *reason, size_t len)
 {
-	const MmEntry *mm = t->img->task.mm;
-	const struct pagemap *pm = t->img->task.pm;
+	const MmEntry *mm = task->mm;
+	const struct pagemap *pm = task->pm;
 
 	if (!mm || !pm) {
-		snprintf(reason, len, "image %u has no memory images (a zombie?)", t->image_id);
+		snprintf(reason, len, "image %u has no memory images (a zombie?)", image_id);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < mm->n_vmas; i++) {
@@ -132,7 +133,7 @@ static int build_model(struct target *t, char *reason, size_t len)
 						 a, v->start, v->end, v->status);
 					return -EINVAL;
 				}
-				if (!lazy && vmap_add(&t->map, v->start, v->end, v->start) < 0) {
+				if (!lazy && vmap_add(map, v->start, v->end, v->start) < 0) {
 					snprintf(reason, len, "out of memory building the model");
 					return -ENOMEM;
 				}
@@ -144,13 +145,33 @@ static int build_model(struct target *t, char *reason, size_t len)
 					return -EINVAL;
 				}
 				if (run.src == PM_DATA)
-					vmap_mark_missing(&t->map, a, a + run.len);
+					vmap_mark_missing(map, a, a + run.len);
 			}
 			a += run.len;
 		}
 	}
-	t->st.pages_total = t->map.nr_missing;
 	return 0;
+}
+
+static int build_model(struct target *t, char *reason, size_t len)
+{
+	int ret = model_build(&t->map, &t->img->task, t->image_id, reason, len);
+
+	t->st.pages_total = t->map.nr_missing;
+	return ret;
+}
+
+int timage_check(const struct timage *img, uint32_t image_id, uint64_t *lazy, char *reason,
+		 size_t reason_len)
+{
+	struct vmap m;
+	int ret;
+
+	vmap_init(&m);
+	ret = model_build(&m, &img->task, image_id, reason, reason_len);
+	*lazy = m.nr_missing;
+	vmap_free(&m);
+	return ret;
 }
 
 /* Register every lazy area; on failure unregister what was done. */
@@ -196,6 +217,7 @@ struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
 		target_destroy(t, NULL);
 		return NULL;
 	}
+	t->live = true;
 	log_info("%s serving image %u: %zu areas, %" PRIu64 " lazy pages", t->pfx, image_id,
 		 t->map.nr_areas, t->map.nr_missing);
 	if (t->map.nr_missing == 0)
@@ -281,6 +303,8 @@ void target_destroy(struct target *t, const char *why)
 	}
 	d->nr_targets--;
 	d->fds_in_use -= 2;
+	if (t->live && d->target_ended)
+		d->target_ended(d, t, why);
 	timage_put(d, t->img);
 	t->img = NULL;
 	loop_defer(&d->loop, target_free, t);
@@ -325,9 +349,19 @@ static void target_release(struct target *t)
 		uffd_unregister(t->uffd, v->start, v->end - v->start);
 	unregister_rest(t);
 	t->d->tot.served++;
+	t->end = TE_SERVED;
 	log_info("%s fully served: %" PRIu64 " pages copied, %" PRIu64 " zeroed, %" PRIu64
 		 " faults", t->pfx, t->st.pages_copied, t->st.pages_zeroed, t->st.faults);
 	target_destroy(t, NULL);
+}
+
+void target_kill(struct target *t, const char *why)
+{
+	if (t->pidfd >= 0)
+		syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0);
+	t->end = TE_FAILED;
+	t->d->tot.failed++;
+	target_destroy(t, why);
 }
 
 /* A result we cannot serve past: log it and take the process down rather than let it read zeros. */
@@ -335,9 +369,7 @@ static void target_fail(struct target *t, uint64_t addr, int ret, const char *wh
 {
 	log_warnx("%s %s at 0x%" PRIx64 " failed: %s; killing the process so it never reads wrong memory",
 		  t->pfx, what, addr, strerror(-ret));
-	if (t->pidfd >= 0)
-		syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0);
-	target_destroy(t, "killed");
+	target_kill(t, "killed");
 }
 
 /*
@@ -572,6 +604,8 @@ static void target_abandon(struct target *t, const char *why)
 		syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0);
 	loop_del(&t->d->loop, &t->uffd_ev);
 	t->uffd = -1;	/* leaked on purpose */
+	t->end = TE_FAILED;
+	t->d->tot.failed++;
 	target_destroy(t, "abandoned");
 }
 
@@ -674,8 +708,10 @@ static void on_fork(struct target *t, int child_uffd)
 	if (!c) {
 		/* Closing it would let the child read zeros; keeping it unserved hangs the child. */
 		log_warn("%s cannot serve forked child (uffd %d)", t->pfx, child_uffd);
+		t->d->tot.failed++;
 		return;
 	}
+	c->live = true;
 	c->parent_pid = t->pid;
 	c->parent_id = t->id;
 	c->image_id = t->image_id;
@@ -745,6 +781,8 @@ static void target_on_uffd(struct ev *ev, uint32_t events)
 			break;
 		if (n <= 0) {
 			log_warn("%s read uffd", t->pfx);
+			t->end = TE_FAILED;
+			t->d->tot.failed++;
 			target_destroy(t, "lost its uffd");
 			return;
 		}

@@ -36,6 +36,13 @@ struct target_stats {
 	uint64_t hist[TARGET_HIST];	/* log2 us of fault service time */
 };
 
+/* How a process left the daemon; EXITED unless said otherwise. */
+enum target_end {
+	TE_EXITED,	/* it exited (or its mm went away) first */
+	TE_SERVED,	/* every lazy page is in */
+	TE_FAILED,	/* killed, abandoned or lost: it could not be served correctly */
+};
+
 struct target {
 	struct target *next;
 	struct daemon *d;
@@ -56,6 +63,8 @@ struct target {
 	struct timer retry;
 	uint64_t fill_cursor;
 	bool dead;
+	bool live;		/* announced: its end is reported to d->target_ended */
+	enum target_end end;
 	struct target_stats st;
 };
 
@@ -68,6 +77,14 @@ struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
 			     uint32_t image_id, struct timage *img, bool registered,
 			     char *reason, size_t reason_len);
 
+/*
+ * Check that IMG can be served: build its model once, as target_create
+ * would, and forget it. Returns 0 with *LAZY the pages to serve, or -errno
+ * with REASON filled.
+ */
+int timage_check(const struct timage *img, uint32_t image_id, uint64_t *lazy, char *reason,
+		 size_t reason_len);
+
 /* Learn the pid of a forked child (from the proc connector or a fault's thread id). */
 void target_set_pid(struct target *t, pid_t pid);
 
@@ -79,6 +96,9 @@ void target_retry_parked(struct daemon *d);
 
 /* Tear down: the process exited or the daemon is going away. */
 void target_destroy(struct target *t, const char *why);
+
+/* Kill the process (it cannot be served correctly any more) and tear it down. */
+void target_kill(struct target *t, const char *why);
 
 struct timage *timage_get(struct timage *img);
 void timage_put(struct daemon *d, struct timage *img);
