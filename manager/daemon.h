@@ -50,6 +50,7 @@ struct daemon {
 	struct target *targets;
 	unsigned nr_targets;
 	uint64_t next_target_id;
+	unsigned nr_parked;		/* processes with faults parked on EAGAIN */
 	struct client *clients;
 	unsigned nr_clients;
 	struct procconn *pc;

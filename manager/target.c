@@ -24,6 +24,7 @@ static void target_on_uffd(struct ev *ev, uint32_t events);
 static void target_on_pidfd(struct ev *ev, uint32_t events);
 static void target_release(struct target *t);
 static void retry_timer(struct timer *tm);
+static void set_parked(struct target *t, bool parked);
 static void target_set_pid_from_tid(struct target *t, pid_t tid);
 static void target_abandon(struct target *t, const char *why);
 
@@ -288,6 +289,7 @@ void target_destroy(struct target *t, const char *why)
 			 " not served", t->pfx, why, t->st.pages_copied, t->st.pages_zeroed,
 			 t->map.nr_missing);
 	timer_cancel(&d->loop, &t->retry);
+	set_parked(t, false);
 	loop_del(&d->loop, &t->uffd_ev);
 	if (t->pidfd >= 0) {
 		loop_del(&d->loop, &t->pid_ev);
@@ -529,6 +531,14 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr)
 	return t->dead ? UC_GONE : UC_DONE;
 }
 
+/* Keep the daemon's count of processes with parked faults. */
+static void set_parked(struct target *t, bool parked)
+{
+	if (t->parked != parked)
+		t->d->nr_parked += parked ? 1 : -1;
+	t->parked = parked;
+}
+
 /* Serve the queued faults in order; stop at the first that must wait for a drain. */
 static void serve_faults(struct target *t)
 {
@@ -556,6 +566,7 @@ static void serve_faults(struct target *t)
 	if (i && i < t->nr_faults)
 		memmove(t->faults, t->faults + i, (t->nr_faults - i) * sizeof(*t->faults));
 	t->nr_faults -= i;
+	set_parked(t, t->nr_faults != 0);
 	if (t->nr_faults)
 		timer_arm(&t->d->loop, &t->retry, RETRY_NS, retry_timer);
 	else if (t->map.nr_missing == 0)
@@ -575,6 +586,9 @@ void target_retry_parked(struct daemon *d)
 {
 	struct target *t, *next;
 
+	/* Called on every loop iteration: free when nothing is parked, whatever the number of processes. */
+	if (!d->nr_parked)
+		return;
 	for (t = d->targets; t; t = next) {
 		next = t->next;
 		if (t->nr_faults)

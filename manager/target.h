@@ -63,6 +63,7 @@ struct target {
 	struct timer retry;
 	uint64_t fill_cursor;
 	bool dead;
+	bool parked;		/* has faults waiting for a drain (counted in daemon.nr_parked) */
 	bool live;		/* announced: its end is reported to d->target_ended */
 	enum target_end end;
 	struct target_stats st;
