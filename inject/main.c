@@ -1,9 +1,12 @@
 /* uffd-inject: dump, hand over and restore the memory of processes. */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dump.h"
 #include "log.h"
 #include "show.h"
 #include "version.h"
@@ -13,6 +16,9 @@ static void usage(FILE *out)
 	fputs("usage: uffd-inject COMMAND [OPTIONS]\n"
 	      "\n"
 	      "commands:\n"
+	      "  dump --pid PID --images DIR [--kill]\n"
+	      "                      freeze a running process and write its memory to DIR\n"
+	      "                      as CRIU images; --kill ends it once they are on disk\n"
 	      "  show DIR [--json]   summarize the memory images of a CRIU-format dump:\n"
 	      "                      per task, VMAs, pagemap entries, present, lazy and\n"
 	      "                      parent pages\n"
@@ -54,6 +60,92 @@ static int cmd_show(int argc, char **argv)
 	return show_images(argv[optind], json, stdout);
 }
 
+static const char dump_usage[] =
+	"usage: uffd-inject dump --pid PID --images DIR [--kill]\n";
+
+static const char dump_help[] =
+	"\n"
+	"Freeze every thread of process PID, read its memory areas and pages, and\n"
+	"write inventory.img, pstree.img, mm-PID.img, pagemap-PID.img and pages-1.img\n"
+	"into DIR (created if missing; it must not hold a dump already). Anonymous\n"
+	"private pages are marked lazy; those that read all zero are left out.\n"
+	"The process runs on afterwards, unchanged, unless --kill is given.\n"
+	"\n"
+	"options:\n"
+	"  -p, --pid PID       the process to dump (needs ptrace rights over it)\n"
+	"  -D, --images DIR    where to write the images\n"
+	"  -k, --kill          SIGKILL the process once the images are complete and\n"
+	"                      synced to disk, and wait until it is gone\n"
+	"  -h, --help          show this help\n"
+	"\n"
+	"Exit status: 0 dumped, 1 failed (the process is left running as it was and\n"
+	"DIR without images), 2 usage error. See uffd-inject(8).\n";
+
+/* Parse a pid: a decimal number from 1 to INT_MAX, nothing else. */
+static int parse_pid(const char *s, pid_t *pid)
+{
+	char *e;
+	long v;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtol(s, &e, 10);
+	if (errno || *e || v <= 0 || v > INT_MAX)
+		return -1;
+	*pid = (pid_t)v;
+	return 0;
+}
+
+static int cmd_dump(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "pid", required_argument, NULL, 'p' },
+		{ "images", required_argument, NULL, 'D' },
+		{ "kill", no_argument, NULL, 'k' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct dump_opts o = { .out = stdout };
+	int c;
+
+	while ((c = getopt_long(argc, argv, "p:D:kh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			if (parse_pid(optarg, &o.pid) < 0) {
+				fprintf(stderr, "uffd-inject dump: bad pid '%s'\n%s", optarg,
+					dump_usage);
+				return 2;
+			}
+			break;
+		case 'D':
+			o.dir = optarg;
+			break;
+		case 'k':
+			o.kill = true;
+			break;
+		case 'h':
+			fputs(dump_usage, stdout);
+			fputs(dump_help, stdout);
+			return 0;
+		default:
+			fputs(dump_usage, stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "uffd-inject dump: unexpected argument '%s'\n%s", argv[optind],
+			dump_usage);
+		return 2;
+	}
+	if (!o.pid || !o.dir || !o.dir[0]) {
+		fprintf(stderr, "uffd-inject dump: %s is required\n%s",
+			!o.pid ? "--pid" : "--images", dump_usage);
+		return 2;
+	}
+	return dump_run(&o, NULL) < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	log_init("uffd-inject", LOG_LVL_INFO, 0);
@@ -71,6 +163,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "show"))
 		return cmd_show(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "dump"))
+		return cmd_dump(argc - 1, argv + 1);
 	fprintf(stderr, "uffd-inject: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;

@@ -10,9 +10,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+struct pt_tstate;
+
 struct pt_thread {
 	pid_t tid;
-	int stopped;
+	int stopped;		/* in a ptrace-stop we hold */
+	struct pt_tstate *st;	/* the engine's own: registers, held signals */
 };
 
 struct pt {
@@ -21,11 +24,15 @@ struct pt {
 	int nr_threads;
 	uint64_t syscall_ip;	/* address of a syscall instruction in the target */
 	int pidfd;		/* of the target, for pidfd_getfd */
+	int gone;		/* the target died: every call returns -ESRCH */
 };
 
 /*
  * Seize every thread of PID (threads created meanwhile included) and stop
- * them all. Returns 0 or -errno with WHY filled (naming the pid).
+ * them all. Returns 0 or -errno with WHY filled (naming the pid): -ESRCH no
+ * such process or a zombie, -EPERM no permission or already traced,
+ * -ETIMEDOUT a thread that does not stop (uninterruptible sleep). On failure
+ * every thread seized so far is let go and P holds nothing.
  */
 int pt_seize(struct pt *p, pid_t pid, char *why, size_t len);
 
@@ -39,17 +46,21 @@ int pt_seize(struct pt *p, pid_t pid, char *why, size_t len);
 int pt_syscall(struct pt *p, long *ret, long nr, long a1, long a2, long a3, long a4, long a5,
 	       long a6);
 
-/* Copy LEN bytes into / out of the target (process_vm_writev/readv). */
+/* Copy LEN bytes into / out of the target (process_vm_writev/readv). 0 or -errno (-EFAULT: unmapped). */
 int pt_write(struct pt *p, uint64_t addr, const void *buf, size_t len);
 int pt_read(struct pt *p, uint64_t addr, void *buf, size_t len);
 
 /* Take fd FD of the target into our fd table (pidfd_getfd). Returns our fd or -errno. */
 int pt_getfd(struct pt *p, int fd);
 
-/* Stack pointer of every thread (for the pages that must stay resident). */
+/* Stack pointer of thread I as seized (for the pages that must stay resident). 0 or -errno. */
 int pt_thread_sp(struct pt *p, int i, uint64_t *sp);
 
-/* Let every thread go, as it was. */
+/*
+ * Let every thread go, as it was, delivering the signals that arrived for it
+ * while we held it; P holds nothing afterwards (a second call does nothing).
+ * Returns 0, or -ESRCH when the target exited.
+ */
 int pt_detach(struct pt *p);
 
 #endif

@@ -1,0 +1,98 @@
+/*
+ * What /proc says about a process: its memory areas (maps, smaps VmFlags),
+ * the address-space fields of stat, the saved auxv and the thread list.
+ * Every reader returns 0 or -errno and fills WHY (naming the pid and the
+ * file) on failure.
+ */
+#ifndef UFFD_INJECT_PROCFS_H
+#define UFFD_INJECT_PROCFS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* smaps VmFlags codes we act on; others are kept only in the text. */
+#define PFV_SH	(1u << 0)	/* sh: shared */
+#define PFV_GD	(1u << 1)	/* gd: grows down */
+#define PFV_PF	(1u << 2)	/* pf: pure PFN range */
+#define PFV_LO	(1u << 3)	/* lo: locked */
+#define PFV_IO	(1u << 4)	/* io: memory-mapped I/O */
+#define PFV_DC	(1u << 5)	/* dc: do not copy on fork */
+#define PFV_DD	(1u << 6)	/* dd: do not include in core dumps */
+#define PFV_HT	(1u << 7)	/* ht: hugetlb */
+#define PFV_MM	(1u << 8)	/* mm: mixed map */
+#define PFV_HG	(1u << 9)	/* hg: MADV_HUGEPAGE */
+#define PFV_NH	(1u << 10)	/* nh: MADV_NOHUGEPAGE */
+#define PFV_MG	(1u << 11)	/* mg: KSM mergeable */
+#define PFV_WF	(1u << 12)	/* wf: wipe on fork */
+#define PFV_UM	(1u << 13)	/* um: userfaultfd missing mode */
+#define PFV_UW	(1u << 14)	/* uw: userfaultfd write-protect mode */
+#define PFV_SS	(1u << 15)	/* ss: shadow stack */
+#define PFV_UI	(1u << 16)	/* ui: userfaultfd minor mode */
+
+struct procfs_vma {
+	uint64_t start;
+	uint64_t end;
+	uint64_t pgoff;		/* byte offset in the file, as maps shows it */
+	uint64_t inode;
+	unsigned dev_major;
+	unsigned dev_minor;
+	char perms[5];		/* "rwxp" / "r--s" */
+	uint32_t vmflags;	/* PFV_* */
+	const char *name;	/* path, [special] or "": points into procfs_maps */
+	const char *vmflags_text;	/* the VmFlags line's codes, for messages */
+};
+
+struct procfs_maps {
+	struct procfs_vma *v;
+	size_t n;
+	char *text;		/* the smaps text the strings point into */
+};
+
+/*
+ * Read the areas of PID from /proc/PID/smaps, and check that /proc/PID/maps
+ * lists the same areas (the address space must hold still while we look).
+ */
+int procfs_read_maps(pid_t pid, struct procfs_maps *m, char *why, size_t len);
+void procfs_maps_free(struct procfs_maps *m);
+
+/*
+ * Parse one maps (or smaps header) line, in place: LINE is cut into the
+ * name. Returns 0 or -EINVAL.
+ */
+int procfs_parse_maps_line(char *line, struct procfs_vma *v);
+
+/* Turn the text after "VmFlags:" into PFV_* bits. */
+uint32_t procfs_parse_vmflags(const char *s);
+
+/* The fields of /proc/PID/stat that the images need (proc(5) numbering). */
+struct procfs_stat {
+	char state;		/* 3 */
+	pid_t ppid;		/* 4 */
+	pid_t pgid;		/* 5 */
+	pid_t sid;		/* 6 */
+	long num_threads;	/* 20 */
+	uint64_t start_code;	/* 26 */
+	uint64_t end_code;	/* 27 */
+	uint64_t start_stack;	/* 28 */
+	uint64_t start_data;	/* 45 */
+	uint64_t end_data;	/* 46 */
+	uint64_t start_brk;	/* 47 */
+	uint64_t arg_start;	/* 48 */
+	uint64_t arg_end;	/* 49 */
+	uint64_t env_start;	/* 50 */
+	uint64_t env_end;	/* 51 */
+};
+
+int procfs_read_stat(pid_t pid, struct procfs_stat *st, char *why, size_t len);
+
+/* Parse the text of a stat file (for tests). */
+int procfs_parse_stat(const char *text, struct procfs_stat *st);
+
+/* Read /proc/PID/auxv as 64-bit words, up to and including AT_NULL. *WORDS is malloc'd. */
+int procfs_read_auxv(pid_t pid, uint64_t **words, size_t *n, char *why, size_t len);
+
+/* List the threads of PID: PID first, then the rest ascending. *TIDS is malloc'd. */
+int procfs_read_tasks(pid_t pid, uint32_t **tids, size_t *n, char *why, size_t len);
+
+#endif

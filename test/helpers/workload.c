@@ -1,0 +1,386 @@
+/*
+ * A target for dump tests: maps regions with a known pattern, says where they
+ * are, then answers commands on stdin until it is told to quit or stdin closes.
+ *
+ *   workload [--anon MIB] [--full] [--file PATH] [--file-pages N] [--shared]
+ *            [--threads N] [--lock] [--seed S]
+ *
+ * Regions:
+ *   anon   anonymous private, MIB MiB (default 4). Page i holds the pattern,
+ *          except (without --full): i%16 == 3 never touched, i%16 == 7 written
+ *          with zeros, i%16 == 11 only read (the kernel's zero page).
+ *   none   4 pages of pattern, then mprotect(PROT_NONE).
+ *   heap   64 KiB from malloc (in [heap]), pattern.
+ *   file   with --file: PATH created with N pages (default 32) of the file
+ *          pattern, mapped MAP_PRIVATE and read whole; pages i%4 == 1 then
+ *          written with the pattern, pages i%8 == 6 with zeros (copies on write).
+ *   shared with --shared: 1 MiB MAP_SHARED|MAP_ANONYMOUS, written.
+ *   thra, thrb  with --threads N: N pages each, just before and just after
+ *          the anon region (one area); thread k writes its counter c
+ *          to every word of page k of thra, then of page k of thrb, for c = 1, 2, ...
+ *          so a consistent snapshot of the two pages, read as one sequence of
+ *          1024 words, is some x repeated, then x-1 repeated.
+ *
+ * Start-up prints one line: "ready pid=P seed=S anon=ADDR:LEN none=... heap=...
+ * [file=...] [shared=...] [thra=... thrb=...] [rseq=...] threads=N" (hex
+ * addresses, byte lengths). rseq is the main thread's rseq area: the kernel
+ * writes the CPU number there whenever the thread returns to user space on
+ * another CPU, so those bytes may change while the workload sits idle. Commands, one byte each: 'v' verifies every word of the fixed
+ * regions and answers "ok" or "bad WHAT"; 'q' exits 0.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/rseq.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define PAGE	4096ul
+#define WORDS	(PAGE / 8)
+
+/* The pattern: splitmix64 of the seed and the address of the word. Must match test_dump.c. */
+static uint64_t pat(uint64_t seed, uint64_t addr)
+{
+	uint64_t z = seed + addr * 0x9E3779B97F4A7C15ull;
+
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+/* The file's own contents: distinct from the pattern. Must match test_dump.c. */
+static uint64_t filepat(uint64_t off)
+{
+	return 0xF11E000000000000ull | off;
+}
+
+struct region {
+	uint8_t *p;
+	size_t len;
+};
+
+struct wl {
+	uint64_t seed;
+	bool full;
+	struct region anon, none, heap, file, shared, thra, thrb;
+	int threads;
+};
+
+struct thr {
+	volatile uint64_t *a;
+	volatile uint64_t *b;
+};
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("workload: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static void *map_anon(size_t len, int flags)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, flags | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		die("mmap %zu: %s", len, strerror(errno));
+	return p;
+}
+
+static void fill(uint64_t seed, uint8_t *p, size_t len)
+{
+	for (size_t i = 0; i < len / 8; i++)
+		((uint64_t *)(void *)p)[i] = pat(seed, (uint64_t)(uintptr_t)(p + i * 8));
+}
+
+/* Is page I of the anon region a pattern page (else it must read zero)? */
+static bool anon_has_data(const struct wl *w, size_t i)
+{
+	return w->full || (i % 16 != 3 && i % 16 != 7 && i % 16 != 11);
+}
+
+/* Map thra, the anon region and thrb as one area, in that order, so the two
+ * counter pages of a thread lie the whole anon region apart. */
+static void make_anon(struct wl *w, size_t mib)
+{
+	volatile uint8_t sink = 0;
+	uint8_t *base;
+
+	w->anon.len = mib << 20;
+	w->thra.len = w->thrb.len = w->threads * PAGE;
+	base = map_anon(w->thra.len + w->anon.len + w->thrb.len, MAP_PRIVATE);
+	if (w->threads) {
+		w->thra.p = base;
+		w->thrb.p = base + w->thra.len + w->anon.len;
+	}
+	w->anon.p = base + w->thra.len;
+	for (size_t i = 0; i < w->anon.len / PAGE; i++) {
+		uint8_t *pg = w->anon.p + i * PAGE;
+
+		if (anon_has_data(w, i)) {
+			fill(w->seed, pg, PAGE);
+		} else if (i % 16 == 7) {
+			fill(w->seed, pg, PAGE);
+			memset(pg, 0, PAGE);
+		} else if (i % 16 == 11) {
+			sink += *(volatile uint8_t *)pg;
+		}
+	}
+	(void)sink;
+}
+
+static void make_file(struct wl *w, const char *path, size_t pages)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	uint64_t *buf = malloc(pages * PAGE);
+	volatile uint64_t sink = 0;
+
+	if (fd < 0 || !buf)
+		die("%s: %s", path, strerror(errno));
+	for (size_t i = 0; i < pages * WORDS; i++)
+		buf[i] = filepat(i * 8);
+	if (write(fd, buf, pages * PAGE) != (ssize_t)(pages * PAGE))
+		die("%s: write: %s", path, strerror(errno));
+	free(buf);
+	w->file.len = pages * PAGE;
+	w->file.p = mmap(NULL, w->file.len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	if (w->file.p == MAP_FAILED)
+		die("mmap %s: %s", path, strerror(errno));
+	close(fd);
+	for (size_t i = 0; i < pages; i++) {
+		uint8_t *pg = w->file.p + i * PAGE;
+
+		sink += *(volatile uint64_t *)pg;	/* present as the file's page */
+		if (i % 4 == 1)
+			fill(w->seed, pg, PAGE);
+		else if (i % 8 == 6)
+			memset(pg, 0, PAGE);
+	}
+	(void)sink;
+}
+
+static void *thread_main(void *arg)
+{
+	struct thr *t = arg;
+
+	for (uint64_t c = 1;; c++) {
+		for (size_t i = 0; i < WORDS; i++)
+			t->a[i] = c;
+		for (size_t i = 0; i < WORDS; i++)
+			t->b[i] = c;
+	}
+	return NULL;
+}
+
+/* Start N threads on pages of thra and thrb, which must be mapped already. */
+static void start_threads(struct wl *w)
+{
+	static struct thr t[64];
+
+	for (int k = 0; k < w->threads; k++) {
+		pthread_t th;
+
+		t[k].a = (volatile uint64_t *)(void *)(w->thra.p + k * PAGE);
+		t[k].b = (volatile uint64_t *)(void *)(w->thrb.p + k * PAGE);
+		if (pthread_create(&th, NULL, thread_main, &t[k]))
+			die("pthread_create failed");
+	}
+}
+
+static const char *check_pat(const struct wl *w, const uint8_t *p, size_t len, const char *what)
+{
+	static char msg[128];
+
+	for (size_t i = 0; i < len / 8; i++)
+		if (((const uint64_t *)(const void *)p)[i] != pat(w->seed, (uint64_t)(uintptr_t)(p + i * 8))) {
+			snprintf(msg, sizeof(msg), "%s word at %p", what, (void *)(p + i * 8));
+			return msg;
+		}
+	return NULL;
+}
+
+static const char *check_zero(const uint8_t *p, size_t len, const char *what)
+{
+	static char msg[128];
+
+	for (size_t i = 0; i < len; i++)
+		if (p[i]) {
+			snprintf(msg, sizeof(msg), "%s: byte at %p not zero", what, (void *)(p + i));
+			return msg;
+		}
+	return NULL;
+}
+
+/* Check every word of the fixed regions; NULL when all is well. */
+static const char *verify(const struct wl *w)
+{
+	const char *bad = NULL;
+
+	for (size_t i = 0; !bad && i < w->anon.len / PAGE; i++) {
+		const uint8_t *pg = w->anon.p + i * PAGE;
+
+		bad = anon_has_data(w, i) ? check_pat(w, pg, PAGE, "anon") : check_zero(pg, PAGE, "anon");
+	}
+	if (!bad) {
+		if (mprotect(w->none.p, w->none.len, PROT_READ) < 0)
+			return "mprotect failed";
+		bad = check_pat(w, w->none.p, w->none.len, "none");
+		mprotect(w->none.p, w->none.len, PROT_NONE);
+	}
+	if (!bad)
+		bad = check_pat(w, w->heap.p, w->heap.len, "heap");
+	for (size_t i = 0; !bad && w->file.p && i < w->file.len / PAGE; i++) {
+		const uint8_t *pg = w->file.p + i * PAGE;
+
+		if (i % 4 == 1) {
+			bad = check_pat(w, pg, PAGE, "file copy");
+		} else if (i % 8 == 6) {
+			bad = check_zero(pg, PAGE, "file zeroed copy");
+		} else {
+			for (size_t k = 0; !bad && k < WORDS; k++)
+				if (((const uint64_t *)(const void *)pg)[k] != filepat(i * PAGE + k * 8))
+					bad = "file page";
+		}
+	}
+	for (size_t i = 0; !bad && w->shared.p && i < w->shared.len; i += PAGE)
+		if (w->shared.p[i] != (uint8_t)(i / PAGE + 1))
+			bad = "shared";
+	return bad;
+}
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void say(const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line) || write(1, line, n) != n)
+		exit(1);
+}
+
+static void region_text(char *out, size_t len, const char *name, const struct region *r)
+{
+	if (r->p)
+		snprintf(out, len, " %s=%" PRIxPTR ":%zx", name, (uintptr_t)r->p, r->len);
+	else
+		out[0] = '\0';
+}
+
+int main(int argc, char **argv)
+{
+	struct wl w = { .seed = 0x5eedf00dull };
+	const char *file = NULL;
+	size_t mib = 4, file_pages = 32;
+	int threads = 0;
+	bool shared = false, lock = false;
+	char r[8][96];
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!strcmp(a, "--full")) {
+			w.full = true;
+		} else if (!strcmp(a, "--shared")) {
+			shared = true;
+		} else if (!strcmp(a, "--lock")) {
+			lock = true;
+		} else if (v && !strcmp(a, "--anon")) {
+			mib = strtoul(v, NULL, 0), i++;
+		} else if (v && !strcmp(a, "--file")) {
+			file = v, i++;
+		} else if (v && !strcmp(a, "--file-pages")) {
+			file_pages = strtoul(v, NULL, 0), i++;
+		} else if (v && !strcmp(a, "--threads")) {
+			threads = atoi(v), i++;
+		} else if (v && !strcmp(a, "--seed")) {
+			w.seed = strtoull(v, NULL, 0), i++;
+		} else {
+			die("unknown argument %s", a);
+		}
+	}
+
+	if (threads < 0 || threads > 64)
+		die("--threads: 0 to 64");
+	w.threads = threads;
+	make_anon(&w, mib);
+	w.none.len = 4 * PAGE;
+	w.none.p = map_anon(w.none.len, MAP_PRIVATE);
+	fill(w.seed, w.none.p, w.none.len);
+	if (mprotect(w.none.p, w.none.len, PROT_NONE) < 0)
+		die("mprotect: %s", strerror(errno));
+	w.heap.len = 64 << 10;
+	w.heap.p = malloc(w.heap.len);
+	if (!w.heap.p)
+		die("malloc failed");
+	fill(w.seed, w.heap.p, w.heap.len);
+	if (file)
+		make_file(&w, file, file_pages);
+	if (shared) {
+		w.shared.len = 1 << 20;
+		w.shared.p = map_anon(w.shared.len, MAP_SHARED);
+		for (size_t i = 0; i < w.shared.len; i += PAGE)
+			w.shared.p[i] = (uint8_t)(i / PAGE + 1);
+	}
+	/* The system call itself: sanitizers make mlock() a no-op. */
+	if (lock && syscall(SYS_mlock, w.anon.p, w.anon.len) < 0)
+		die("mlock: %s", strerror(errno));
+
+	region_text(r[0], sizeof(r[0]), "anon", &w.anon);
+	region_text(r[1], sizeof(r[1]), "none", &w.none);
+	region_text(r[2], sizeof(r[2]), "heap", &w.heap);
+	region_text(r[3], sizeof(r[3]), "file", &w.file);
+	region_text(r[4], sizeof(r[4]), "shared", &w.shared);
+	region_text(r[5], sizeof(r[5]), "thra", &w.thra);
+	region_text(r[6], sizeof(r[6]), "thrb", &w.thrb);
+	if (__rseq_size) {
+		struct region rs = { (uint8_t *)__builtin_thread_pointer() + __rseq_offset, 32 };
+
+		region_text(r[7], sizeof(r[7]), "rseq", &rs);
+	} else {
+		r[7][0] = '\0';
+	}
+	start_threads(&w);
+	say("ready pid=%d seed=%" PRIx64 "%s%s%s%s%s%s%s%s threads=%d\n", (int)getpid(), w.seed,
+	    r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], threads);
+
+	for (;;) {
+		char c;
+		ssize_t n = read(0, &c, 1);
+		const char *bad;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || c == 'q')
+			return 0;
+		if (c == 'v') {
+			bad = verify(&w);
+			if (bad)
+				say("bad %s\n", bad);
+			else
+				say("ok\n");
+		}
+	}
+}
