@@ -35,15 +35,18 @@
  * it ourselves and swallow.
  *
  * The tool dying. The target never gets PTRACE_O_EXITKILL: if we die, the
- * kernel detaches it and it runs on. That is harmless except in one window
- * per injected syscall, from the PTRACE_SETREGS that installs the call until
- * the one that puts the saved registers back (two ptrace calls, two waits
- * and a GETREGS, tens of microseconds): a SIGKILL of the tool there leaves
- * the thread running our syscall and then continuing at the vdso with
- * foreign registers, which will crash it. SIGINT, SIGTERM, SIGHUP and
- * SIGQUIT are blocked in the calling thread across the window so that a
- * Ctrl-C takes effect only after the registers are back; SIGKILL cannot be
- * blocked.
+ * kernel detaches it (clearing our traps and the syscall-trace flag, and
+ * waking it with TIF_SIGPENDING so that its restart logic still runs) and it
+ * goes on as after pt_detach, except that signals we held are lost. That is
+ * harmless except in one window per injected syscall, from the
+ * PTRACE_SETREGS that installs the call to the one that puts the saved
+ * registers back (two resumes, two waits and a GETREGS: tens of
+ * microseconds). A SIGKILL of the tool inside it leaves the thread to run
+ * our syscall and then go on at the vdso with foreign registers, which will
+ * crash it. SIGINT, SIGTERM, SIGHUP and SIGQUIT are blocked in the calling
+ * thread across the window, so a Ctrl-C takes effect only once the
+ * registers are back; SIGKILL cannot be blocked, and a signal taken by
+ * another thread of a multi-threaded tool is not covered.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -71,7 +74,8 @@
 #define PT_SPIN_NS		200000	/* poll without sleeping this long for a stop */
 #define PT_MAX_RESTARTS		8	/* reruns of an injected syscall cut by a signal */
 #define PT_MAX_DETOURS		10000	/* other stops while waiting for one of ours */
-#define PT_MAX_HELD		4096
+#define PT_HELD_LIMIT		1024	/* held signals beyond which pt_syscall gives up */
+#define PT_HELD_CAP		65536	/* beyond this a signal would be lost (never reached) */
 #define PT_VM_CHUNK		(1ul << 30)
 #define PT_SCAN_CHUNK		65536
 #define PT_SCAN_MAX		(16ul << 20)	/* bytes of one mapping searched for the insn */
@@ -205,7 +209,7 @@ static void hold(pid_t pid, pid_t tid, struct pt_tstate *st, const siginfo_t *si
 		st->nheld = j;
 	if (st->nheld == st->cap) {
 		int cap = st->cap ? 2 * st->cap : 4;
-		siginfo_t *h = cap <= PT_MAX_HELD ? realloc(st->held, cap * sizeof(*h)) : NULL;
+		siginfo_t *h = cap <= PT_HELD_CAP ? realloc(st->held, cap * sizeof(*h)) : NULL;
 
 		if (!h) {
 			log_warnx("pid %d: thread %d: signal %d lost (%d held)", pid, tid,
@@ -322,12 +326,18 @@ static int pt_req(struct pt *p, int i, int req, void *addr, void *data)
 	return 0;
 }
 
-/* Resume thread I with REQ until it reaches a stop of kind WANT; other stops are detours. */
-static int run_to(struct pt *p, int i, int req, enum pt_stop want)
+/*
+ * Resume thread I with REQ until it reaches a stop of kind WANT; other stops
+ * are detours. FLOOD: give up with -EAGAIN once too many signals are held
+ * (signals arriving faster than the thread gets through get_signal()).
+ */
+static int run_to(struct pt *p, int i, int req, enum pt_stop want, bool flood)
 {
 	int n, r;
 
 	for (n = 0; n < PT_MAX_DETOURS; n++) {
+		if (flood && p->th[i].st->nheld >= PT_HELD_LIMIT)
+			return -EAGAIN;
 		r = pt_req(p, i, req, NULL, NULL);
 		if (r < 0)
 			return r;
@@ -360,7 +370,7 @@ static int put_back(struct pt *p, bool at_entry)
 		skip.r.orig_rax = (unsigned long long)-1;
 		r = arch_set_regs(p->th[0].tid, &skip);
 		if (r == 0)
-			r = run_to(p, 0, PTRACE_SYSCALL, PT_STOP_SYSCALL);
+			r = run_to(p, 0, PTRACE_SYSCALL, PT_STOP_SYSCALL, false);
 		if (r)
 			return r;
 	}
@@ -374,7 +384,7 @@ static int put_back(struct pt *p, bool at_entry)
 		return 0;
 	r = pt_req(p, 0, PTRACE_INTERRUPT, NULL, NULL);
 	if (r == 0)
-		r = run_to(p, 0, PTRACE_CONT, PT_STOP_EVENT);
+		r = run_to(p, 0, PTRACE_CONT, PT_STOP_EVENT, false);
 	return r;
 }
 
@@ -398,11 +408,12 @@ static int inject_once(struct pt *p, long nr, const long args[6], long *res)
 	/* window: foreign registers from here ... */
 	r = arch_set_regs(th->tid, &call);
 	if (r == 0) {
-		r = run_to(p, 0, PTRACE_SYSCALL, PT_STOP_SYSCALL);
+		/* the only leg where the thread passes get_signal() and takes signals */
+		r = run_to(p, 0, PTRACE_SYSCALL, PT_STOP_SYSCALL, true);
 		at_entry = r == 0;
 	}
 	if (r == 0) {
-		r = run_to(p, 0, PTRACE_SYSCALL, PT_STOP_SYSCALL);
+		r = run_to(p, 0, PTRACE_SYSCALL, PT_STOP_SYSCALL, false);
 		if (r == 0)
 			at_entry = false;
 	}
@@ -508,9 +519,12 @@ static int find_syscall_insn(struct pt *p)
  * A signal to queue to thread I so that, resumed, it enters a
  * signal-delivery-stop we can use: not blocked by it (it is stopped, its mask
  * cannot change) and, for a standard signal, not already pending for it (it
- * would merge). Real-time signals first: they never merge. 0 when none fits.
+ * would merge). Real-time signals first (FROM 32), as they never merge, the
+ * lowest first: the kernel takes the thread's own queue before the process's
+ * and low numbers first, so a flood of other signals cannot keep it waiting.
+ * FROM 1: standard signals only. 0 when none fits.
  */
-static int pick_carrier(struct pt *p, int i)
+static int pick_carrier(struct pt *p, int i, int from)
 {
 	uint64_t blk, pnd;
 	int s;
@@ -518,7 +532,7 @@ static int pick_carrier(struct pt *p, int i)
 	if (!status_mask(p->pid, p->th[i].tid, "SigBlk", &blk) ||
 	    !status_mask(p->pid, p->th[i].tid, "SigPnd", &pnd))
 		return 0;
-	for (s = 64; s >= 32; s--)
+	for (s = 32; from >= 32 && s <= 64; s++)
 		if (!(blk & (1ull << (s - 1))))
 			return s;
 	for (s = 1; s < 32; s++) {
@@ -531,17 +545,37 @@ static int pick_carrier(struct pt *p, int i)
 	return 0;
 }
 
+/* Is SI the carrier C we queued? A standard signal may come without its siginfo. */
+static bool is_carrier(const siginfo_t *si, int c)
+{
+	if (si->si_signo != c)
+		return false;
+	if (si->si_code == SI_TKILL && si->si_pid == getpid())
+		return true;
+	/* queued when the pending queue was full: the kernel zeroes the info */
+	return c < 32 && si->si_code == SI_USER && si->si_pid == 0;
+}
+
 /* Bring thread I from an event-stop into a signal-delivery-stop by a carrier signal. */
 static int to_signal_stop(struct pt *p, int i)
 {
 	struct pt_thread *th = &p->th[i];
 	struct pt_tstate *st = th->st;
-	int c = pick_carrier(p, i), n, r;
+	int c = pick_carrier(p, i, 32), n, r;
 
 	if (!c)
 		return -EAGAIN;
-	if (syscall(SYS_tgkill, p->pid, th->tid, c) < 0)
-		return -errno;
+	if (syscall(SYS_tgkill, p->pid, th->tid, c) < 0) {
+		/*
+		 * A real-time signal needs a queue entry, and a flood of
+		 * signals may have used up the target's RLIMIT_SIGPENDING;
+		 * a standard signal is still marked pending.
+		 */
+		if (errno != EAGAIN || !(c = pick_carrier(p, i, 1)))
+			return -errno;
+		if (syscall(SYS_tgkill, p->pid, th->tid, c) < 0)
+			return -errno;
+	}
 	/* the carrier is pending and unblocked: get_signal() reaches it before user space */
 	for (n = 0; n < PT_MAX_DETOURS; n++) {
 		const siginfo_t *last;
@@ -560,8 +594,10 @@ static int to_signal_stop(struct pt *p, int i)
 			return r;
 		if (r != PT_STOP_SIGNAL)
 			continue;
+		if (!st->nheld)
+			return 0;	/* a signal stop whose signal could not be kept: use it */
 		last = &st->held[st->nheld - 1];
-		if (last->si_signo == c && last->si_code == SI_TKILL && last->si_pid == getpid()) {
+		if (is_carrier(last, c)) {
 			st->nheld--;	/* ours: swallowed, its stop is what we wanted */
 			return 0;
 		}
@@ -570,7 +606,7 @@ static int to_signal_stop(struct pt *p, int i)
 	return -EIO;
 }
 
-/* Queue the held signals of thread I again, the best the kernel allows, instead of delivering them. */
+/* Queue thread I's held signals again, as faithfully as the kernel allows. */
 static void requeue_held(struct pt *p, int i)
 {
 	struct pt_thread *th = &p->th[i];
@@ -1010,6 +1046,8 @@ int pt_syscall(struct pt *p, long *ret, long nr, long a1, long a2, long a3, long
 		if (r)
 			return r;
 	}
+	if (p->th[0].st->nheld >= PT_HELD_LIMIT)
+		return -EAGAIN;	/* let pt_detach deliver what we hold first */
 	for (n = 0;; n++) {
 		r = inject_once(p, nr, args, &res);
 		if (r)

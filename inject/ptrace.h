@@ -40,8 +40,9 @@ int pt_seize(struct pt *p, pid_t pid, char *why, size_t len);
  * Run syscall NR with up to six arguments in the target's first thread and
  * put its result (a value or -errno, as the kernel returned it) in *RET.
  * The thread's registers are saved before and restored after, on every
- * path. Returns 0, or -errno when the injection itself failed (the target
- * died: -ESRCH).
+ * path. Returns 0, or -errno when the injection itself failed: -ESRCH the
+ * target died; -EAGAIN signals kept arriving faster than the thread could be
+ * run (over a thousand held for delivery at detach: pt_detach, then retry).
  */
 int pt_syscall(struct pt *p, long *ret, long nr, long a1, long a2, long a3, long a4, long a5,
 	       long a6);

@@ -9,6 +9,7 @@
  *                         without pause; main serves commands
  *   ptarget signal        handlers for SIGUSR1, SIGUSR2, SIGRTMIN that report
  *                         each delivery; main serves commands
+ *   ptarget sigcount N    like counter N, and counts SIGRTMIN deliveries
  *   ptarget file PATH FD  opens PATH as FD; main serves commands
  *   ptarget block KIND [MS]  main blocks once in KIND, then reports how it
  *                         returned: read (fd 5), poll (fd 5, MS timeout),
@@ -16,7 +17,8 @@
  *                         sigsuspend. A second thread serves commands ("w"
  *                         wakes the futex / cond waiter).
  *
- * Commands: "c" counters, "r ADDR LEN" memory as hex, "q" exit 0.
+ * Commands: "c" counters, "h" signals counted, "r ADDR LEN" memory as hex,
+ * "q" exit 0.
  * Reports start with a word: hello, cnt, mem, sig, read, poll, sleep, futex,
  * cond, pause, sigsuspend, ready.
  */
@@ -48,6 +50,7 @@ static pthread_mutex_t mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
 static int cond_flag;
 static volatile sig_atomic_t handled;
+static _Atomic long counted;
 
 static void die(const char *what)
 {
@@ -121,6 +124,12 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
 	if (write(REP_FD, buf, n) < 0)
 		_exit(101);
 	errno = saved;
+}
+
+static void on_count(int sig)
+{
+	(void)sig;
+	counted++;
 }
 
 static void set_handler(int sig, int flags)
@@ -228,6 +237,8 @@ static void serve(void)
 			put_str(line, &n, "\n");
 			line[n] = '\0';
 			report("%s", line);
+		} else if (!strcmp(cmd, "h")) {
+			report("handled %ld\n", (long)counted);
 		} else if (!strcmp(cmd, "w")) {
 			pthread_mutex_lock(&mtx);
 			cond_flag = 1;
@@ -338,12 +349,22 @@ int main(int argc, char **argv)
 		fputs("usage: ptarget MODE [ARGS]\n", stderr);
 		return 2;
 	}
-	if (!strcmp(argv[1], "counter") || !strcmp(argv[1], "spawn")) {
+	if (!strcmp(argv[1], "counter") || !strcmp(argv[1], "spawn") ||
+	    !strcmp(argv[1], "sigcount")) {
 		nthr = argc > 2 ? atoi(argv[2]) : 0;
 		if (nthr < 0 || nthr > MAX_THR)
 			return 2;
+		if (argv[1][1] == 'i') {
+			struct sigaction sa;
+
+			memset(&sa, 0, sizeof(sa));
+			sa.sa_handler = on_count;
+			sa.sa_flags = SA_RESTART;
+			if (sigaction(SIGRTMIN, &sa, NULL) < 0)
+				die("sigaction");
+		}
 		for (i = 1; i <= nthr; i++)
-			start(argv[1][0] == 's' ? spawner : i % 2 ? busy : sleeper, i);
+			start(argv[1][1] == 'p' ? spawner : i % 2 ? busy : sleeper, i);
 		report("hello cnt %p n %d\n", (void *)cnt, nthr);
 		serve();
 	} else if (!strcmp(argv[1], "signal")) {
