@@ -21,4 +21,11 @@ struct handover {
  */
 int handover_send(const struct handover *h, uint64_t *lazy, char *reason, size_t len);
 
+/*
+ * The manager's default socket: /run/uffd-manager/manager.sock for root,
+ * $XDG_RUNTIME_DIR/uffd-manager.sock for others. 0, -ENOENT (no default)
+ * or -ENAMETOOLONG.
+ */
+int handover_default_socket(char *buf, size_t len);
+
 #endif

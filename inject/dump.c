@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -94,14 +95,6 @@ struct dump_item {
 	uint32_t area;
 };
 
-/* A pagemap entry being built. */
-struct dump_pe {
-	uint64_t vaddr;
-	uint64_t nr;
-	uint32_t flags;
-	uint32_t area;
-};
-
 /*
  * The pages file writer: a thread that writes filled batch buffers in order
  * while the main thread reads the next, so the target stays frozen for about
@@ -165,6 +158,10 @@ struct dump {
 	struct dump_pe *pe;
 	size_t npe;
 	size_t cappe;
+
+	/* pages that stay resident: the kernel reads them for others */
+	struct dump_range *eager;
+	size_t neager;
 
 	struct timespec t_start;
 	struct timespec t_frozen;
@@ -280,7 +277,7 @@ int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, 
 	if (v->vmflags & (PFV_UM | PFV_UW | PFV_UI)) {
 		snprintf(why, len, "0x%llx-0x%llx %s is registered with a userfaultfd "
 			 "(VmFlags: %s): its missing pages are known only to that fd's owner",
-			 s, t, name, v->vmflags_text);
+			 s, t, name[0] ? name : "(anonymous)", v->vmflags_text);
 		return -ENOTSUP;
 	}
 	if (v->vmflags & PFV_SS) {
@@ -439,6 +436,10 @@ static int classify_all(struct dump *d)
 
 		if (dump_classify(v, &d->vmas[i], &d->areas[i], why, sizeof(why)) < 0)
 			return dfail(d, ENOTSUP, "cannot dump: %s", why);
+		if (d->areas[i].note_locked && d->o->no_locked)
+			return dfail(d, ENOTSUP, "0x%" PRIx64 "-0x%" PRIx64 " %s is locked in "
+				     "memory (mlock): its pages cannot be handed over", v->start,
+				     v->end, v->name[0] ? v->name : "(anonymous)");
 		if (d->areas[i].note_locked)
 			fprintf(stderr, "uffd-inject: note: pid %d: 0x%" PRIx64 "-0x%" PRIx64
 				" %s is locked in memory; dumped, but the images do not record "
@@ -446,6 +447,137 @@ static int classify_all(struct dump *d)
 				v->name[0] ? v->name : "(anonymous)");
 	}
 	d->st->vmas = d->maps.n;
+	return 0;
+}
+
+bool dump_range_has(const struct dump_range *r, size_t n, uint64_t addr)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (addr < r[mid].start)
+			hi = mid;
+		else if (addr >= r[mid].end)
+			lo = mid + 1;
+		else
+			return true;
+	}
+	return false;
+}
+
+static int range_cmp(const void *a, const void *b)
+{
+	const struct dump_range *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Add [START, END) rounded out to pages and clipped to the area holding ADDR. */
+static int eager_add(struct dump *d, uint64_t addr, uint64_t start, uint64_t end)
+{
+	struct dump_range *nr;
+
+	start &= ~(DUMP_PAGE - 1);
+	end = (end + DUMP_PAGE - 1) & ~(DUMP_PAGE - 1);
+	for (size_t i = 0; i < d->maps.n; i++) {
+		const VmaEntry *v = &d->vmas[i];
+
+		if (addr < v->start || addr >= v->end)
+			continue;
+		if (start < v->start)
+			start = v->start;
+		if (end > v->end)
+			end = v->end;
+		if (start >= end)
+			return 0;
+		nr = realloc(d->eager, (d->neager + 1) * sizeof(*nr));
+		if (!nr)
+			return dfail(d, ENOMEM, "out of memory");
+		d->eager = nr;
+		d->eager[d->neager++] = (struct dump_range){ start, end };
+		return 0;
+	}
+	return 0;	/* not mapped: nothing to keep */
+}
+
+/* Count the strings in the target's argument and environment areas. */
+static uint64_t count_strings(struct dump *d, uint64_t start, uint64_t end)
+{
+	uint8_t buf[4096];
+	uint64_t n = 0;
+
+	if (end - start > (8u << 20))	/* more than the kernel lets exec pass */
+		end = start + (8u << 20);
+	while (start < end) {
+		size_t k = end - start < sizeof(buf) ? end - start : sizeof(buf);
+
+		if (pt_read(&d->pt, start, buf, k) < 0)
+			return (end - start);	/* unreadable: assume the worst */
+		for (size_t i = 0; i < k; i++)
+			n += buf[i] == 0;
+		start += k;
+	}
+	return n;
+}
+
+/*
+ * Find the pages other processes read through the kernel, which must not
+ * wait for a page server: the argument, environment and auxiliary vector
+ * block at the top of the main stack (argc and the pointer arrays below
+ * start_stack included), the stack page under every thread's stack pointer
+ * and the one below it (signal frames), and every thread's rseq area.
+ */
+static int find_eager(struct dump *d)
+{
+	const struct procfs_stat *st = &d->stat;
+	uint64_t lo, strings;
+	int ret;
+
+	if (st->arg_start && st->env_end > st->arg_start) {
+		/* Below start_stack lie argc, the argv and envp arrays, auxv,
+		 * the AT_RANDOM bytes and the platform strings. */
+		strings = count_strings(d, st->arg_start, st->env_end);
+		lo = st->start_stack < st->arg_start ? st->start_stack : st->arg_start;
+		lo = lo > 8 * (strings + 3 + d->nauxv) + 256 ? lo - 8 * (strings + 3 + d->nauxv) - 256 : 0;
+		ret = eager_add(d, st->arg_start, lo, st->env_end);
+		if (ret < 0)
+			return ret;
+	}
+	for (int i = 0; i < d->pt.nr_threads; i++) {
+		struct __ptrace_rseq_configuration rc;
+		uint64_t sp;
+
+		if (pt_thread_sp(&d->pt, i, &sp) == 0) {
+			ret = eager_add(d, sp, sp - DUMP_PAGE, sp + 1);
+			if (ret < 0)
+				return ret;
+		}
+		memset(&rc, 0, sizeof(rc));
+		if (ptrace(PTRACE_GET_RSEQ_CONFIGURATION, d->pt.th[i].tid, sizeof(rc), &rc) > 0 &&
+		    rc.rseq_abi_pointer && rc.rseq_abi_size) {
+			ret = eager_add(d, rc.rseq_abi_pointer, rc.rseq_abi_pointer,
+					rc.rseq_abi_pointer + rc.rseq_abi_size);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	/* Sort and merge. */
+	if (d->neager) {
+		size_t k = 0;
+
+		qsort(d->eager, d->neager, sizeof(*d->eager), range_cmp);
+		for (size_t i = 1; i < d->neager; i++) {
+			if (d->eager[i].start <= d->eager[k].end) {
+				if (d->eager[i].end > d->eager[k].end)
+					d->eager[k].end = d->eager[i].end;
+			} else {
+				d->eager[++k] = d->eager[i];
+			}
+		}
+		d->neager = k + 1;
+	}
 	return 0;
 }
 
@@ -532,6 +664,10 @@ static int read_batch(struct dump *d)
 static int pe_add(struct dump *d, uint64_t addr, uint32_t area)
 {
 	uint32_t flags = d->areas[area].pe_flags;
+
+	/* Pages the kernel reads for others are never left to be served later. */
+	if ((flags & PE_LAZY) && dump_range_has(d->eager, d->neager, addr))
+		flags &= ~PE_LAZY;
 	struct dump_pe *last = d->npe ? &d->pe[d->npe - 1] : NULL;
 
 	if (last && last->area == area && last->flags == flags &&
@@ -727,7 +863,7 @@ static int flush_batch(struct dump *d)
 			if (ret < 0)
 				return ret;
 			d->st->pages++;
-			if (a->pe_flags & PE_LAZY)
+			if (d->pe[d->npe - 1].flags & PE_LAZY)
 				d->st->lazy_pages++;
 		}
 	}
@@ -1177,6 +1313,7 @@ static void release(struct dump *d)
 	free(d->regions);
 	free(d->pmwords);
 	free(d->pe);
+	free(d->eager);
 	free(d->vmas);
 	free(d->areas);
 	free(d->auxv);
@@ -1207,7 +1344,48 @@ static void summary(const struct dump *d)
 		d->o->kill ? "killed" : "left running");
 }
 
-int dump_run(const struct dump_opts *o, struct dump_stats *st)
+/* Hand the frozen target and what was written about it to the caller. */
+static void hold(struct dump *d, struct dump_held *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->pt = d->pt;
+	d->seized = false;
+	h->pid = d->pid;
+	h->pidfd = d->pidfd;
+	d->pidfd = -1;
+	h->dirfd = d->dirfd;
+	d->dirfd = -1;
+	h->nvmas = d->maps.n;
+	h->vmas = d->vmas;
+	d->vmas = NULL;
+	h->areas = d->areas;
+	d->areas = NULL;
+	h->pe = d->pe;
+	d->pe = NULL;
+	h->npe = d->npe;
+	h->eager = d->eager;
+	d->eager = NULL;
+	h->neager = d->neager;
+	h->frozen_at = (double)d->t_frozen.tv_sec + d->t_frozen.tv_nsec / 1e9;
+}
+
+void dump_held_release(struct dump_held *h)
+{
+	if (h->pt.th)
+		pt_detach(&h->pt);
+	if (h->pidfd >= 0)
+		close(h->pidfd);
+	if (h->dirfd >= 0)
+		close(h->dirfd);
+	free(h->vmas);
+	free(h->areas);
+	free(h->pe);
+	free(h->eager);
+	memset(h, 0, sizeof(*h));
+	h->pidfd = h->dirfd = -1;
+}
+
+int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held *h)
 {
 	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
 	struct sigaction sa, old[3];
@@ -1233,6 +1411,10 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st)
 	for (int i = 0; i < 3; i++)
 		sigaction(sigs[i], &sa, &old[i]);
 
+	if (o->hold && (!h || o->kill)) {
+		ret = dfail(&d, EINVAL, "hold needs somewhere to hand the target and no kill");
+		goto out;
+	}
 	if (o->pid <= 0 || o->pid == getpid()) {
 		ret = dfail(&d, EINVAL, "cannot dump %s", o->pid <= 0 ? "that" : "myself");
 		goto out;
@@ -1258,6 +1440,8 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st)
 	ret = read_proc(&d);
 	if (ret == 0)
 		ret = classify_all(&d);
+	if (ret == 0)
+		ret = find_eager(&d);
 	if (ret == 0) {
 		st->threads = d.ntids;
 		ret = dump_pages(&d);
@@ -1265,20 +1449,23 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st)
 	if (ret < 0)
 		goto out;
 	/* Every byte is read: a target that goes on living need not wait for the disk. */
-	if (!o->kill)
+	if (!o->kill && !o->hold)
 		let_go(&d);
 	ret = write_images(&d);
 	if (ret == 0)
 		ret = publish(&d);
 	if (ret == 0 && o->kill)
 		ret = kill_target(&d);
+	if (ret == 0 && o->hold)
+		hold(&d, h);
 out:
 	if (ret == 0)
 		d.made_dir = false;
 	cleanup(&d);	/* after publish() there are no temporary files left */
 	st->total_s = since(&d.t_start);
 	if (ret < 0)
-		fprintf(stderr, "uffd-inject: dump: %s\n", d.why[0] ? d.why : strerror(-ret));
+		fprintf(stderr, "uffd-inject: %s: %s\n", o->hold ? "lazy" : "dump",
+			d.why[0] ? d.why : strerror(-ret));
 	else
 		summary(&d);
 	release(&d);

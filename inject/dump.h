@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "procfs.h"
+#include "ptrace.h"
 #include "vma.pb-c.h"
 
 struct dump_opts {
@@ -20,7 +21,23 @@ struct dump_opts {
 	bool kill;		/* SIGKILL the target once the images are synced */
 	bool no_scan;		/* read /proc/PID/pagemap words instead of PAGEMAP_SCAN */
 	bool buffered;		/* write pages-1.img through the page cache, not O_DIRECT */
+	bool hold;		/* keep the target frozen and hand it to the caller (struct dump_held) */
+	bool no_locked;		/* refuse mlock()ed areas (their pages cannot be dropped) */
 	FILE *out;		/* where the summary goes; NULL for none */
+};
+
+/* A pagemap entry as written: NR pages at VADDR of area AREA (index into the VMAs). */
+struct dump_pe {
+	uint64_t vaddr;
+	uint64_t nr;
+	uint32_t flags;
+	uint32_t area;
+};
+
+/* [start, end), page aligned. */
+struct dump_range {
+	uint64_t start;
+	uint64_t end;
 };
 
 struct dump_stats {
@@ -38,11 +55,38 @@ struct dump_stats {
 };
 
 /*
+ * What a dump with O->hold leaves to its caller: the target still frozen,
+ * the published images, and what was written about every page. The caller
+ * owns it all and ends with dump_held_release().
+ */
+struct dump_held {
+	struct pt pt;		/* every thread stopped */
+	pid_t pid;
+	int pidfd;
+	int dirfd;		/* the image directory */
+	size_t nvmas;
+	VmaEntry *vmas;
+	struct dump_area *areas;
+	struct dump_pe *pe;	/* in address order, as in pagemap-PID.img */
+	size_t npe;
+	struct dump_range *eager;	/* sorted, disjoint: pages that stay resident */
+	size_t neager;
+	double frozen_at;	/* CLOCK_MONOTONIC seconds of the freeze */
+};
+
+/* Let the target go (if still held) and free H. */
+void dump_held_release(struct dump_held *h);
+
+/*
  * Dump O->pid into O->dir. Errors are printed to stderr naming the pid and
  * the file at fault; the target is then let go as it was and the directory
- * left without images. Returns 0 or -errno.
+ * left without images. Returns 0 or -errno. With O->hold, H (which must then
+ * be given) receives the frozen target on success.
  */
-int dump_run(const struct dump_opts *o, struct dump_stats *st);
+int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held *h);
+
+/* Is [addr, addr + len) inside one of the N sorted ranges R? */
+bool dump_range_has(const struct dump_range *r, size_t n, uint64_t addr);
 
 /* What the dump does with the pages of one area. */
 enum dump_kind {

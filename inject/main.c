@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "dump.h"
+#include "handover.h"
+#include "lazy.h"
 #include "log.h"
 #include "show.h"
 #include "version.h"
@@ -19,6 +21,9 @@ static void usage(FILE *out)
 	      "  dump --pid PID --images DIR [--kill]\n"
 	      "                      freeze a running process and write its memory to DIR\n"
 	      "                      as CRIU images; --kill ends it once they are on disk\n"
+	      "  lazy --pid PID --images DIR [--socket S]\n"
+	      "                      dump a running process, then hand its memory to\n"
+	      "                      uffd-manager: it runs on while its pages come back\n"
 	      "  show DIR [--json]   summarize the memory images of a CRIU-format dump:\n"
 	      "                      per task, VMAs, pagemap entries, present, lazy and\n"
 	      "                      parent pages\n"
@@ -143,7 +148,104 @@ static int cmd_dump(int argc, char **argv)
 			!o.pid ? "--pid" : "--images", dump_usage);
 		return 2;
 	}
-	return dump_run(&o, NULL) < 0 ? 1 : 0;
+	return dump_run(&o, NULL, NULL) < 0 ? 1 : 0;
+}
+
+static const char lazy_usage[] =
+	"usage: uffd-inject lazy --pid PID --images DIR [--socket S] [--timeout MS]\n";
+
+static const char lazy_help[] =
+	"\n"
+	"Dump process PID into DIR as `dump` does, then, with it still frozen,\n"
+	"create a userfaultfd inside it, register its anonymous areas, drop their\n"
+	"pages (except the argument block, the stack pages under each thread's stack\n"
+	"pointer and the rseq areas) and hand the userfaultfd to the uffd-manager\n"
+	"listening at S. The process then runs on; its pages come back on first\n"
+	"touch and in the background. It keeps a close-on-exec copy of the\n"
+	"userfaultfd at a high fd so that, should the manager die, it waits for its\n"
+	"missing pages instead of reading zeros.\n"
+	"\n"
+	"options:\n"
+	"  -p, --pid PID       the process to hand over (needs ptrace rights over it)\n"
+	"  -D, --images DIR    where to write the images (the manager reads them)\n"
+	"  -s, --socket S      the manager's socket (default\n"
+	"                      /run/uffd-manager/manager.sock for root, else\n"
+	"                      $XDG_RUNTIME_DIR/uffd-manager.sock)\n"
+	"  -t, --timeout MS    wait this long for the manager's answer (default 10000)\n"
+	"  -h, --help          show this help\n"
+	"\n"
+	"Exit status: 0 handed over, 1 failed (the process runs on with all of its\n"
+	"memory), 2 usage error. See uffd-inject(8).\n";
+
+static int cmd_lazy(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "pid", required_argument, NULL, 'p' },
+		{ "images", required_argument, NULL, 'D' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct lazy_opts o = { .out = stdout };
+	char defsock[108];
+	char *e;
+	long v;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "p:D:s:t:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			if (parse_pid(optarg, &o.pid) < 0) {
+				fprintf(stderr, "uffd-inject lazy: bad pid '%s'\n%s", optarg,
+					lazy_usage);
+				return 2;
+			}
+			break;
+		case 'D':
+			o.dir = optarg;
+			break;
+		case 's':
+			o.socket = optarg;
+			break;
+		case 't':
+			errno = 0;
+			v = strtol(optarg, &e, 10);
+			if (errno || *e || v <= 0 || v > 3600000) {
+				fprintf(stderr, "uffd-inject lazy: bad timeout '%s' (1 to 3600000 "
+					"ms)\n%s", optarg, lazy_usage);
+				return 2;
+			}
+			o.timeout_ms = (int)v;
+			break;
+		case 'h':
+			fputs(lazy_usage, stdout);
+			fputs(lazy_help, stdout);
+			return 0;
+		default:
+			fputs(lazy_usage, stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "uffd-inject lazy: unexpected argument '%s'\n%s", argv[optind],
+			lazy_usage);
+		return 2;
+	}
+	if (!o.pid || !o.dir || !o.dir[0]) {
+		fprintf(stderr, "uffd-inject lazy: %s is required\n%s",
+			!o.pid ? "--pid" : "--images", lazy_usage);
+		return 2;
+	}
+	if (!o.socket) {
+		if (handover_default_socket(defsock, sizeof(defsock)) < 0) {
+			fprintf(stderr, "uffd-inject lazy: no --socket given and XDG_RUNTIME_DIR "
+				"is not set\n%s", lazy_usage);
+			return 2;
+		}
+		o.socket = defsock;
+	}
+	return lazy_run(&o, NULL) < 0 ? 1 : 0;
 }
 
 int main(int argc, char **argv)
@@ -165,6 +267,8 @@ int main(int argc, char **argv)
 		return cmd_show(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "dump"))
 		return cmd_dump(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "lazy"))
+		return cmd_lazy(argc - 1, argv + 1);
 	fprintf(stderr, "uffd-inject: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <stdlib.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -81,4 +82,18 @@ int handover_send(const struct handover *h, uint64_t *lazy, char *reason, size_t
 	}
 	reply__free_unpacked(r, NULL);
 	return ret;
+}
+
+int handover_default_socket(char *buf, size_t len)
+{
+	const char *rt = getenv("XDG_RUNTIME_DIR");
+	int n;
+
+	if (geteuid() == 0)
+		n = snprintf(buf, len, "/run/uffd-manager/manager.sock");
+	else if (rt && *rt)
+		n = snprintf(buf, len, "%s/uffd-manager.sock", rt);
+	else
+		return -ENOENT;
+	return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
 }

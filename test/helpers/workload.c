@@ -3,7 +3,7 @@
  * are, then answers commands on stdin until it is told to quit or stdin closes.
  *
  *   workload [--anon MIB] [--full] [--file PATH] [--file-pages N] [--shared]
- *            [--threads N] [--lock] [--seed S]
+ *            [--threads N] [--lock] [--own-uffd] [--seed S]
  *
  * Regions:
  *   anon   anonymous private, MIB MiB (default 4). Page i holds the pattern,
@@ -25,24 +25,35 @@
  * [file=...] [shared=...] [thra=... thrb=...] [rseq=...] threads=N" (hex
  * addresses, byte lengths). rseq is the main thread's rseq area: the kernel
  * writes the CPU number there whenever the thread returns to user space on
- * another CPU, so those bytes may change while the workload sits idle. Commands, one byte each: 'v' verifies every word of the fixed
- * regions and answers "ok" or "bad WHAT"; 'q' exits 0.
+ * another CPU, so those bytes may change while the workload sits idle.
+ * Threads also read the anon region, a page a round, and count what they
+ * find wrong. Commands, one byte each: 'v' verifies every word of the fixed
+ * regions (and that no thread read a wrong word) and answers "ok" or "bad
+ * WHAT"; 'p' answers "progress ROUNDS bad N at ADDR" for the threads; 'R'
+ * says "reading", reads 64 bytes from stdin into page 1 of the anon region
+ * and answers "read ok" or "read WHAT"; 'F' forks, moves, drops and unmaps
+ * parts of the anon region (see fork_and_move) and answers "F ok" or "F WHAT";
+ * 'q' exits 0.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/rseq.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define PAGE	4096ul
@@ -74,9 +85,11 @@ struct wl {
 	bool full;
 	struct region anon, none, heap, file, shared, thra, thrb;
 	int threads;
+	bool moved;		/* 'F' moved the anon region away */
 };
 
 struct thr {
+	uint64_t k;
 	volatile uint64_t *a;
 	volatile uint64_t *b;
 };
@@ -176,15 +189,38 @@ static void make_file(struct wl *w, const char *path, size_t pages)
 	(void)sink;
 }
 
+/* What the threads found reading the anon region while they run. */
+static atomic_uint_fast64_t thr_rounds, thr_bad;
+static _Atomic uintptr_t thr_bad_at;
+static const struct wl *thr_wl;
+
+/* Check page I of the anon region as a thread reads it; count a mismatch. */
+static void thread_check(const struct wl *w, size_t i)
+{
+	const uint64_t *pg = (const uint64_t *)(const void *)(w->anon.p + i * PAGE);
+	bool data = anon_has_data(w, i);
+
+	for (size_t k = 0; k < WORDS; k++)
+		if (pg[k] != (data ? pat(w->seed, (uint64_t)(uintptr_t)&pg[k]) : 0)) {
+			atomic_fetch_add(&thr_bad, 1);
+			atomic_store(&thr_bad_at, (uintptr_t)&pg[k]);
+			return;
+		}
+}
+
 static void *thread_main(void *arg)
 {
 	struct thr *t = arg;
+	size_t npages = thr_wl->anon.len / PAGE;
 
 	for (uint64_t c = 1;; c++) {
 		for (size_t i = 0; i < WORDS; i++)
 			t->a[i] = c;
 		for (size_t i = 0; i < WORDS; i++)
 			t->b[i] = c;
+		/* And read the anon region, a page a round, all over it. */
+		thread_check(thr_wl, (size_t)((t->k * 7919 + c * 131) % npages));
+		atomic_fetch_add(&thr_rounds, 1);
 	}
 	return NULL;
 }
@@ -197,6 +233,8 @@ static void start_threads(struct wl *w)
 	for (int k = 0; k < w->threads; k++) {
 		pthread_t th;
 
+		thr_wl = w;
+		t[k].k = (uint64_t)k;
 		t[k].a = (volatile uint64_t *)(void *)(w->thra.p + k * PAGE);
 		t[k].b = (volatile uint64_t *)(void *)(w->thrb.p + k * PAGE);
 		if (pthread_create(&th, NULL, thread_main, &t[k]))
@@ -265,7 +303,123 @@ static const char *verify(const struct wl *w)
 	return bad;
 }
 
+/* --own-uffd: a userfaultfd of our own on 4 written pages nobody touches again. */
+static void make_own_uffd(void)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	uint8_t *p = map_anon(4 * PAGE, MAP_PRIVATE);
+	struct uffdio_register r = { .range = { (uintptr_t)p, 4 * PAGE },
+				     .mode = UFFDIO_REGISTER_MODE_MISSING };
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+
+	memset(p, 0x5a, 4 * PAGE);
+	if (fd < 0 || ioctl(fd, UFFDIO_API, &api) < 0 || ioctl(fd, UFFDIO_REGISTER, &r) < 0)
+		die("own userfaultfd: %s", strerror(errno));
+}
+
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * 'R': say "reading", then read 64 bytes from stdin straight into page 1
+ * of the anon region at offset 100 (the test hands the workload over while
+ * it blocks there), check they are 'A', 'B', ... and that the rest of the
+ * page kept its pattern, then put the pattern back.
+ */
+static const char *blocked_read(struct wl *w)
+{
+	uint8_t *pg = w->anon.p + PAGE, *buf = pg + 100;
+	size_t got = 0;
+
+	say("reading\n");
+	while (got < 64) {
+		ssize_t n = read(0, buf + got, 64 - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return "read() failed";
+		got += (size_t)n;
+	}
+	for (size_t i = 0; i < 64; i++)
+		if (buf[i] != (uint8_t)('A' + i % 26))
+			return "the bytes read are not the bytes sent";
+	for (size_t k = 0; k < WORDS; k++) {
+		uint64_t v;
+
+		if (k * 8 + 8 > 100 && k * 8 < 164)
+			continue;
+		memcpy(&v, pg + k * 8, 8);
+		if (v != pat(w->seed, (uint64_t)(uintptr_t)(pg + k * 8)))
+			return "the rest of the page lost its pattern";
+	}
+	fill(w->seed, pg, PAGE);
+	return NULL;
+}
+
+/* Check page I (of the anon region as it was) now at P. */
+static const char *check_moved(const struct wl *w, const uint8_t *p, size_t i)
+{
+	static char msg[160];
+
+	for (size_t k = 0; k < WORDS; k++) {
+		uint64_t want = anon_has_data(w, i) ?
+			pat(w->seed, (uint64_t)(uintptr_t)(w->anon.p + i * PAGE + k * 8)) : 0;
+
+		if (((const uint64_t *)(const void *)p)[k] != want) {
+			snprintf(msg, sizeof(msg), "moved page %zu word %zu", i, k);
+			return msg;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * 'F': fork a child that verifies everything; then move the anon region
+ * (mremap), check its first 64 pages, drop pages 16-31 (MADV_DONTNEED: they
+ * must read zero), unmap pages 32-63, and check every page left.
+ */
+static const char *fork_and_move(struct wl *w)
+{
+	size_t np = w->anon.len / PAGE;
+	const char *bad;
+	uint8_t *dst;
+	int st;
+	pid_t pid;
+
+	if (np < 128)
+		return "the anon region is too small (--anon 1 at least)";
+	pid = fork();
+	if (pid < 0)
+		return "fork failed";
+	if (pid == 0)
+		_exit(verify(w) ? 1 : 0);
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st))
+		return "the forked child found wrong memory";
+	dst = mmap(NULL, w->anon.len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (dst == MAP_FAILED)
+		return "mmap failed";
+	if (mremap(w->anon.p, w->anon.len, w->anon.len, MREMAP_MAYMOVE | MREMAP_FIXED, dst) != dst)
+		return "mremap failed";
+	w->moved = true;
+	for (size_t i = 0; i < 64; i++)
+		if ((bad = check_moved(w, dst + i * PAGE, i)))
+			return bad;
+	if (madvise(dst + 16 * PAGE, 16 * PAGE, MADV_DONTNEED) < 0)
+		return "madvise failed";
+	if (munmap(dst + 32 * PAGE, 32 * PAGE) < 0)
+		return "munmap failed";
+	for (size_t i = 0; i < np; i++) {
+		if (i >= 32 && i < 64)
+			continue;
+		if (i >= 16 && i < 32)
+			bad = check_zero(dst + i * PAGE, PAGE, "dropped page");
+		else
+			bad = check_moved(w, dst + i * PAGE, i);
+		if (bad)
+			return bad;
+	}
+	return NULL;
+}
 
 static void say(const char *fmt, ...)
 {
@@ -294,7 +448,7 @@ int main(int argc, char **argv)
 	const char *file = NULL;
 	size_t mib = 4, file_pages = 32;
 	int threads = 0;
-	bool shared = false, lock = false;
+	bool shared = false, lock = false, own_uffd = false;
 	char r[8][96];
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -307,6 +461,8 @@ int main(int argc, char **argv)
 			shared = true;
 		} else if (!strcmp(a, "--lock")) {
 			lock = true;
+		} else if (!strcmp(a, "--own-uffd")) {
+			own_uffd = true;
 		} else if (v && !strcmp(a, "--anon")) {
 			mib = strtoul(v, NULL, 0), i++;
 		} else if (v && !strcmp(a, "--file")) {
@@ -348,6 +504,8 @@ int main(int argc, char **argv)
 	if (lock && syscall(SYS_mlock, w.anon.p, w.anon.len) < 0)
 		die("mlock: %s", strerror(errno));
 
+	if (own_uffd)
+		make_own_uffd();
 	region_text(r[0], sizeof(r[0]), "anon", &w.anon);
 	region_text(r[1], sizeof(r[1]), "none", &w.none);
 	region_text(r[2], sizeof(r[2]), "heap", &w.heap);
@@ -376,11 +534,23 @@ int main(int argc, char **argv)
 		if (n <= 0 || c == 'q')
 			return 0;
 		if (c == 'v') {
-			bad = verify(&w);
+			bad = w.moved ? "the anon region was moved ('F')" : verify(&w);
+			if (!bad && atomic_load(&thr_bad))
+				bad = "a thread read a wrong word";
 			if (bad)
 				say("bad %s\n", bad);
 			else
 				say("ok\n");
+		} else if (c == 'p') {
+			say("progress %" PRIu64 " bad %" PRIu64 " at %" PRIxPTR "\n",
+			    (uint64_t)atomic_load(&thr_rounds), (uint64_t)atomic_load(&thr_bad),
+			    (uintptr_t)atomic_load(&thr_bad_at));
+		} else if (c == 'R') {
+			bad = blocked_read(&w);
+			say("read %s\n", bad ? bad : "ok");
+		} else if (c == 'F') {
+			bad = w.moved ? "moved already" : fork_and_move(&w);
+			say("F %s\n", bad ? bad : "ok");
 		}
 	}
 }

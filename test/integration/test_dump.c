@@ -26,17 +26,14 @@
 #include "pagemap.h"
 #include "procfs.h"
 #include "pstree.pb-c.h"
+#include "twork.h"
 
 #define PAGE	4096ull
 
-/* The workload's pattern (test/helpers/workload.c): splitmix64 of seed and address. */
+/* The workload's pattern (test/helpers/workload.c). */
 static uint64_t pat(uint64_t seed, uint64_t addr)
 {
-	uint64_t z = seed + addr * 0x9E3779B97F4A7C15ull;
-
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	return z ^ (z >> 31);
+	return tw_pat(seed, addr);
 }
 
 static uint64_t filepat(uint64_t off)
@@ -44,32 +41,9 @@ static uint64_t filepat(uint64_t off)
 	return 0xF11E000000000000ull | off;
 }
 
-struct region {
-	uint64_t addr;
-	uint64_t len;
-};
-
-/* A running workload and what it said about itself. */
-struct wl {
-	pid_t pid;
-	int in;			/* its stdin */
-	int out;		/* its stdout */
-	uint64_t seed;
-	struct region anon, none, heap, file, shared, thra, thrb;
-	struct region rseq;	/* bytes the kernel may write while the workload idles */
-	int threads;
-};
-
-static struct wl wl;
+static struct tw wl;
 static char tmp[64];
 static char file_path[128];
-
-static const char *build_dir(void)
-{
-	const char *b = getenv("UFFD_TEST_BUILD");
-
-	return b ? b : TEST_BUILDDIR;
-}
 
 static void setup(void)
 {
@@ -84,130 +58,31 @@ static void teardown(void)
 {
 	char cmd[128];
 
-	if (wl.pid > 0) {
-		kill(wl.pid, SIGKILL);
-		waitpid(wl.pid, NULL, 0);
-		wl.pid = 0;
-	}
-	if (wl.in >= 0)
-		close(wl.in);
-	if (wl.out >= 0)
-		close(wl.out);
+	tw_stop(&wl);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
 	if (!getenv("UFFD_TEST_KEEP") && system(cmd)) {
 	}
 }
 
-/* Read one line from FD within TIMEOUT_MS; returns its length or -1. */
-static int read_line(int fd, char *buf, size_t len, int timeout_ms)
-{
-	size_t n = 0;
-
-	while (n + 1 < len) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		ssize_t r;
-
-		if (poll(&p, 1, timeout_ms) <= 0)
-			return -1;
-		r = read(fd, buf + n, 1);
-		if (r <= 0)
-			return -1;
-		if (buf[n] == '\n')
-			break;
-		n++;
-	}
-	buf[n] = '\0';
-	return (int)n;
-}
-
-static void parse_region(const char *line, const char *key, struct region *r)
-{
-	char k[32];
-	const char *p;
-
-	snprintf(k, sizeof(k), " %s=", key);
-	p = strstr(line, k);
-	if (!p)
-		return;
-	cr_assert_eq(sscanf(p + strlen(k), "%" SCNx64 ":%" SCNx64, &r->addr, &r->len), 2,
-		     "bad %s in '%s'", key, line);
-}
-
-/*
- * Wait until the workload's main thread sits in read(2) on its stdin, so
- * that its memory holds still: after "ready" it may still be on its way there.
- */
 static void wl_idle(void)
 {
-	char path[64], buf[64];
-
-	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)wl.pid);
-	for (int i = 0; i < 5000; i++) {
-		int fd = open(path, O_RDONLY);
-		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-
-		if (fd >= 0)
-			close(fd);
-		if (n > 2 && !strncmp(buf, "0 0x0 ", 6))	/* read(0, ...) */
-			return;
-		usleep(1000);
-	}
-	cr_assert_fail("the workload never blocked in read()");
+	cr_assert_eq(tw_idle(&wl, 5000), 0, "the workload never blocked in read()");
 }
 
 /* Start the workload with ARGS (NULL-terminated) and wait for its "ready" line. */
 static void wl_start(const char *const *args)
 {
-	char bin[256], line[1024];
-	const char *argv[24];
-	int in[2], out[2], n = 0;
-	const char *p;
+	char why[1200];
 
-	snprintf(bin, sizeof(bin), "%s/test/helpers/workload", build_dir());
-	argv[n++] = bin;
-	for (; args && *args && n < 22; args++)
-		argv[n++] = *args;
-	argv[n] = NULL;
-	cr_assert_eq(pipe2(in, O_CLOEXEC), 0);
-	cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
-	wl.pid = fork();
-	cr_assert_geq(wl.pid, 0);
-	if (wl.pid == 0) {
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		execv(bin, (char *const *)argv);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	wl.in = in[1];
-	wl.out = out[0];
-	cr_assert_geq(read_line(wl.out, line, sizeof(line), 20000), 0, "workload did not start");
-	cr_assert(!strncmp(line, "ready ", 6), "workload said '%s'", line);
-	p = strstr(line, " seed=");
-	cr_assert_not_null(p);
-	wl.seed = strtoull(p + 6, NULL, 16);
-	p = strstr(line, " threads=");
-	cr_assert_not_null(p);
-	wl.threads = atoi(p + 9);
-	parse_region(line, "anon", &wl.anon);
-	parse_region(line, "none", &wl.none);
-	parse_region(line, "heap", &wl.heap);
-	parse_region(line, "file", &wl.file);
-	parse_region(line, "shared", &wl.shared);
-	parse_region(line, "thra", &wl.thra);
-	parse_region(line, "thrb", &wl.thrb);
-	parse_region(line, "rseq", &wl.rseq);
-	wl_idle();
+	cr_assert_eq(tw_start(&wl, args, why, sizeof(why)), 0, "%s", why);
 }
 
 /* Ask the workload to check all its memory; returns its answer. */
 static const char *wl_verify(void)
 {
-	static char line[256];
+	const char *line = tw_ask(&wl, "v", 20000);
 
-	cr_assert_eq(write(wl.in, "v", 1), 1);
-	cr_assert_geq(read_line(wl.out, line, sizeof(line), 20000), 0, "workload did not answer");
+	cr_assert_not_null(line, "workload did not answer");
 	wl_idle();
 	return line;
 }
@@ -215,63 +90,18 @@ static const char *wl_verify(void)
 /* The target is neither traced nor stopped. */
 static void assert_running_free(pid_t pid)
 {
-	char path[64], line[256];
-	int tracer = -1;
-	char state = '?';
-	FILE *f;
+	char why[256];
 
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "re");
-	cr_assert_not_null(f);
-	while (fgets(line, sizeof(line), f)) {
-		sscanf(line, "TracerPid: %d", &tracer);
-		sscanf(line, "State: %c", &state);
-	}
-	fclose(f);
-	cr_assert_eq(tracer, 0, "pid %d still traced by %d", (int)pid, tracer);
-	cr_assert(state != 't' && state != 'T', "pid %d left stopped (%c)", (int)pid, state);
+	cr_assert(tw_running_free(pid, why, sizeof(why)), "%s", why);
 }
 
 /* Run build/uffd-inject with ARGS; capture stdout and stderr. Returns the exit code. */
 static int run_tool(const char *const *args, char *out, size_t outlen, char *err, size_t errlen)
 {
-	char bin[256], of[128], ef[128];
-	const char *argv[16];
-	int n = 0, st, fd;
-	ssize_t r;
-	pid_t pid;
+	int rc = tw_run_tool(tmp, args, out, outlen, err, errlen);
 
-	snprintf(bin, sizeof(bin), "%s/uffd-inject", build_dir());
-	snprintf(of, sizeof(of), "%s/tool.out", tmp);
-	snprintf(ef, sizeof(ef), "%s/tool.err", tmp);
-	argv[n++] = bin;
-	for (; *args && n < 15; args++)
-		argv[n++] = *args;
-	argv[n] = NULL;
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		int o = open(of, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		int e = open(ef, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-		dup2(o, 1);
-		dup2(e, 2);
-		execv(bin, (char *const *)argv);
-		_exit(127);
-	}
-	cr_assert_eq(waitpid(pid, &st, 0), pid);
-	cr_assert(WIFEXITED(st), "uffd-inject died (status %d)", st);
-	fd = open(of, O_RDONLY);
-	r = fd >= 0 ? read(fd, out, outlen - 1) : -1;
-	out[r > 0 ? r : 0] = '\0';
-	if (fd >= 0)
-		close(fd);
-	fd = open(ef, O_RDONLY);
-	r = fd >= 0 ? read(fd, err, errlen - 1) : -1;
-	err[r > 0 ? r : 0] = '\0';
-	if (fd >= 0)
-		close(fd);
-	return WEXITSTATUS(st);
+	cr_assert_geq(rc, 0, "uffd-inject died");
+	return rc;
 }
 
 /* uffd-inject dump --pid PID --images DIR [EXTRA]: returns the exit code. */
@@ -509,9 +339,16 @@ static void check_vmas(const struct img *im, pid_t pid)
 	const struct pagemap *pm = im->t.pm;
 	static char maps[1 << 20];
 	char path[64], *line, *save = NULL;
-	size_t i = 0, e = 0;
-	bool heap = false, stack = false, vdso = false;
+	size_t i = 0, e = 0, eager = 0, threads = 0;
+	bool heap = false, stack = false, vdso = false, arg_eager = false;
+	DIR *task;
 
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	task = opendir(path);
+	cr_assert(task, "%s: %s", path, strerror(errno));
+	for (struct dirent *de; (de = readdir(task));)
+		threads += de->d_name[0] != '.';
+	closedir(task);
 	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
 	maps[slurp(path, maps, sizeof(maps) - 1)] = '\0';
 	for (line = strtok_r(maps, "\n", &save); line; line = strtok_r(NULL, "\n", &save), i++) {
@@ -554,7 +391,12 @@ static void check_vmas(const struct img *im, pid_t pid)
 			     (v.perms[1] == 'w' ? PROT_WRITE : 0) | (v.perms[2] == 'x' ? PROT_EXEC : 0),
 			     "area %zu prot", i);
 
-		/* Entries inside this area: flags by kind, none in areas without pages. */
+		/*
+		 * Entries inside this area: flags by kind, none in areas without
+		 * pages. Anonymous pages are lazy except the few the kernel reads
+		 * for others (the argument block, each stack pointer's page and
+		 * the one below, rseq areas): those are present only.
+		 */
 		for (; e < pm->n && pm->e[e].start < ve->end; e++) {
 			uint32_t want = (ve->status & VMA_ANON_PRIVATE) && !(ve->status & VMA_AREA_VDSO) ?
 					PE_LAZY | PE_PRESENT : PE_PRESENT;
@@ -563,12 +405,20 @@ static void check_vmas(const struct img *im, pid_t pid)
 			cr_assert_leq(pm->e[e].end, ve->end, "entry %zu crosses an area end", e);
 			cr_assert(!(ve->status & (VMA_AREA_VVAR | VMA_AREA_VSYSCALL | VMA_FILE_SHARED)),
 				  "entry %zu in an area that has no pages", e);
+			if (want != pm->e[e].flags && pm->e[e].flags == PE_PRESENT) {
+				eager += (pm->e[e].end - pm->e[e].start) / PAGE;
+				if (pm->e[e].start <= mm->mm_arg_start && mm->mm_arg_start < pm->e[e].end)
+					arg_eager = true;
+				continue;
+			}
 			cr_assert_eq(pm->e[e].flags, want, "entry %zu flags", e);
 		}
 	}
 	cr_assert_eq(i, mm->n_vmas, "the images have %zu areas, maps %zu", mm->n_vmas, i);
 	cr_assert_eq(e, pm->n);
 	cr_assert(stack && vdso);
+	cr_assert(arg_eager, "the page of the argument area is lazy");
+	cr_assert_leq(eager, 4 + 3 * threads, "%zu anonymous pages kept out of the lazy set", eager);
 	(void)heap;	/* no [heap] under ASan, whose malloc does not use brk */
 	cr_assert_eq(pm->pages->size, (pm->present_pages) * PAGE, "pages file size");
 }
@@ -960,12 +810,12 @@ Test(dump, pagemap_words_and_buffered_write_agree, .init = setup, .fini = teardo
 	cr_assert_eq(rc, 0, "exit %d: %s", rc, err);
 
 	o = (struct dump_opts){ .pid = wl.pid, .dir = b, .no_scan = true };
-	cr_assert_eq(dump_run(&o, &st), 0);
+	cr_assert_eq(dump_run(&o, &st, NULL), 0);
 	cr_assert(!st.scanned, "PAGEMAP_SCAN used although told not to");
 	cr_assert_gt(st.holes, 0);
 
 	o = (struct dump_opts){ .pid = wl.pid, .dir = c, .buffered = true };
-	cr_assert_eq(dump_run(&o, &st), 0);
+	cr_assert_eq(dump_run(&o, &st, NULL), 0);
 	cr_assert(st.scanned);
 
 	snprintf(pm, sizeof(pm), "pagemap-%d.img", (int)wl.pid);

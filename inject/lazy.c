@@ -1,0 +1,578 @@
+/*
+ * Hand a running process's memory to uffd-manager.
+ *
+ * The order is what keeps the target correct, and it stays frozen from the
+ * first byte dumped until the manager has accepted it:
+ *   1. dump it (images on disk, every thread still stopped);
+ *   2. inside it, create a userfaultfd and move it to a high close-on-exec
+ *      fd: that copy stays with the target, so that if the manager ever dies
+ *      its missing pages make it wait rather than read zeros;
+ *   3. take the fd with pidfd_getfd, enable the events from here, and
+ *      register every area holding lazy pages;
+ *   4. drop those areas' pages (MADV_DONTNEED run inside it), except the
+ *      ones the kernel reads for other processes. The areas are registered
+ *      already, so the REMOVE events this makes are read and discarded here:
+ *      the manager, which has not seen the fd yet, never takes them for
+ *      pages that became zero. If we die from here on, the target blocks on
+ *      its missing pages; it never reads a zero where it had data;
+ *   5. send HELLO (uffd, pidfd, image dir) to the manager, which builds its
+ *      model from the images and serves;
+ *   6. let the target go.
+ * When the manager refuses, the pages are put back from the images with
+ * UFFDIO_COPY, the areas unregistered and the target's fd closed: it runs
+ * on with all of its memory, as if nothing had happened.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dump.h"
+#include "handover.h"
+#include "lazy.h"
+#include "manager.pb-c.h"
+#include "pagemap.h"
+#include "ptrace.h"
+#include "wire.h"
+
+#define LZ_PAGE		4096ull
+#define LZ_FEATURES	(UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | \
+			 UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | \
+			 UFFD_FEATURE_THREAD_ID)
+#define LZ_FD_CEIL	1024	/* the kept fd goes below this, and below RLIMIT_NOFILE */
+
+/* Reads the REMOVE events our own MADV_DONTNEED makes, while it runs. */
+struct lz_reader {
+	pthread_t th;
+	bool started;
+	int fd;
+	atomic_bool stop;
+	uint64_t removes;
+	uint64_t faults;	/* a process that read the target meanwhile: woken at the end */
+	uint64_t others;
+	int err;
+};
+
+struct lz {
+	const struct lazy_opts *o;
+	struct lazy_stats *st;
+	struct dump_held h;
+	bool held;
+	int tfd;		/* the uffd in the target: its kept copy */
+	int ufd;		/* ours */
+	bool *reg;		/* area i is registered */
+	bool dropped;		/* pages were dropped: undo by serving them */
+	struct lz_reader rd;
+	struct timespec t0;
+	char why[768];
+};
+
+static double since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) + (t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static int lfail(struct lz *z, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int lfail(struct lz *z, int code, const char *fmt, ...)
+{
+	va_list ap;
+	int k;
+
+	if (z->why[0])	/* the first cause is the one to report */
+		return -code;
+	k = snprintf(z->why, sizeof(z->why), "pid %d: ", (int)z->o->pid);
+	va_start(ap, fmt);
+	vsnprintf(z->why + k, sizeof(z->why) - k, fmt, ap);
+	va_end(ap);
+	return -code;
+}
+
+/* Does this kernel give a userfaultfd every event we need? Asked of our own. */
+static int check_kernel(struct lz *z)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+	if (fd < 0)
+		return lfail(z, errno, "userfaultfd: %s%s", strerror(errno),
+			     errno == EPERM ? " (needs CAP_SYS_PTRACE, or "
+			     "vm.unprivileged_userfaultfd=1)" : "");
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		int e = errno;
+
+		close(fd);
+		return lfail(z, e, "UFFDIO_API: %s", strerror(e));
+	}
+	close(fd);
+	if ((api.features & LZ_FEATURES) != LZ_FEATURES)
+		return lfail(z, ENOTSUP, "this kernel's userfaultfd lacks features 0x%llx "
+			     "(fork, remap, remove, unmap events and thread ids are needed)",
+			     (unsigned long long)(LZ_FEATURES & ~api.features));
+	return 0;
+}
+
+/* Is a manager listening at the socket? Asked before the target is touched. */
+static int check_manager(struct lz *z)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd, e;
+
+	if (strlen(z->o->socket) >= sizeof(a.sun_path))
+		return lfail(z, ENAMETOOLONG, "%s: socket path too long", z->o->socket);
+	strcpy(a.sun_path, z->o->socket);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return lfail(z, errno, "socket: %s", strerror(errno));
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+		close(fd);
+		return 0;
+	}
+	e = errno;
+	close(fd);
+	return lfail(z, e, "no manager at %s: %s", z->o->socket, strerror(e));
+}
+
+/* Parse "Name:   N kB" out of /proc/PID/status. Returns bytes, or 0. */
+static uint64_t status_kb(pid_t pid, const char *name)
+{
+	char path[64], line[256];
+	size_t k = strlen(name);
+	uint64_t v = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, name, k) && line[k] == ':') {
+			v = strtoull(line + k + 1, NULL, 10) * 1024;
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* Run a syscall in the target; an injection failure becomes a message. */
+static int tsys(struct lz *z, long *ret, const char *what, long nr, long a1, long a2, long a3)
+{
+	int r = pt_syscall(&z->h.pt, ret, nr, a1, a2, a3, 0, 0, 0);
+
+	if (r == -ESRCH)
+		return lfail(z, ESRCH, "the process exited during the hand-over");
+	if (r < 0)
+		return lfail(z, -r, "cannot run %s in it: %s", what, strerror(-r));
+	return 0;
+}
+
+/* Steps 2-3: the target's own uffd at a high fd, our copy, the events on. */
+static int make_uffd(struct lz *z)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = LZ_FEATURES };
+	struct rlimit rl;
+	long fd, kfd = -1;
+	int top, ret;
+
+	ret = tsys(z, &fd, "userfaultfd()", SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK, 0, 0);
+	if (ret < 0)
+		return ret;
+	if (fd < 0)
+		return lfail(z, -fd, "userfaultfd() in the process: %s%s", strerror(-fd),
+			     fd == -EPERM ? " (vm.unprivileged_userfaultfd is 0 and the "
+			     "process lacks CAP_SYS_PTRACE)" : "");
+	/* Out of the way of the numbers it will open next. */
+	top = LZ_FD_CEIL;
+	if (prlimit(z->o->pid, RLIMIT_NOFILE, NULL, &rl) == 0 && rl.rlim_cur < (rlim_t)top)
+		top = (int)rl.rlim_cur;
+	for (int arg = top - 1; arg > fd && arg >= top - 256; arg--) {
+		ret = tsys(z, &kfd, "fcntl()", SYS_fcntl, fd, F_DUPFD_CLOEXEC, arg);
+		if (ret < 0)
+			return ret;
+		if (kfd != -EMFILE)
+			break;
+	}
+	if (kfd >= 0) {
+		long r;
+
+		ret = tsys(z, &r, "close()", SYS_close, fd, 0, 0);
+		if (ret < 0)
+			return ret;
+	} else {
+		kfd = fd;	/* no room up high: it stays where it was made */
+	}
+	z->tfd = (int)kfd;
+	z->st->kept_fd = (int)kfd;
+
+	z->ufd = pt_getfd(&z->h.pt, z->tfd);
+	if (z->ufd < 0)
+		return lfail(z, -z->ufd, "pidfd_getfd of its fd %d: %s", z->tfd,
+			     strerror(-z->ufd));
+	if (ioctl(z->ufd, UFFDIO_API, &api) < 0)
+		return lfail(z, errno, "UFFDIO_API on its userfaultfd: %s", strerror(errno));
+	return 0;
+}
+
+/* Step 3: register every area that holds lazy pages. */
+static int register_areas(struct lz *z)
+{
+	z->reg = calloc(z->h.nvmas ? z->h.nvmas : 1, sizeof(*z->reg));
+	if (!z->reg)
+		return lfail(z, ENOMEM, "out of memory");
+	for (size_t i = 0; i < z->h.npe; i++)
+		if (z->h.pe[i].flags & PE_LAZY) {
+			z->reg[z->h.pe[i].area] = true;
+			z->st->lazy_pages += z->h.pe[i].nr;
+		} else if (z->h.areas[z->h.pe[i].area].kind == DUMP_ANON) {
+			z->st->eager_pages += z->h.pe[i].nr;
+		}
+	for (size_t i = 0; i < z->h.nvmas; i++) {
+		const VmaEntry *v = &z->h.vmas[i];
+		struct uffdio_register r = {
+			.range = { v->start, v->end - v->start },
+			.mode = UFFDIO_REGISTER_MODE_MISSING,
+		};
+
+		if (!z->reg[i])
+			continue;
+		if (ioctl(z->ufd, UFFDIO_REGISTER, &r) < 0) {
+			int e = errno;
+
+			z->reg[i] = false;
+			return lfail(z, e, "cannot register 0x%" PRIx64 "-0x%" PRIx64 ": %s%s",
+				     v->start, v->end, strerror(e),
+				     e == EBUSY ? " (another userfaultfd has it)" : "");
+		}
+		z->st->areas++;
+	}
+	return 0;
+}
+
+static void *reader_main(void *arg)
+{
+	struct lz_reader *r = arg;
+	struct uffd_msg m[64];
+
+	while (!atomic_load(&r->stop)) {
+		struct pollfd p = { .fd = r->fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 20) <= 0)
+			continue;
+		n = read(r->fd, m, sizeof(m));
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				r->err = errno;
+			continue;
+		}
+		for (size_t i = 0; i < (size_t)n / sizeof(m[0]); i++) {
+			if (m[i].event == UFFD_EVENT_REMOVE)
+				r->removes++;
+			else if (m[i].event == UFFD_EVENT_PAGEFAULT)
+				r->faults++;
+			else
+				r->others++;
+		}
+	}
+	return NULL;
+}
+
+/* Step 4: MADV_DONTNEED every anonymous area but its resident pages, inside the target. */
+static int drop_pages(struct lz *z)
+{
+	int ret;
+
+	z->rd.fd = z->ufd;
+	atomic_store(&z->rd.stop, false);
+	ret = pthread_create(&z->rd.th, NULL, reader_main, &z->rd);
+	if (ret)
+		return lfail(z, ret, "cannot start the event reader: %s", strerror(ret));
+	z->rd.started = true;
+	z->dropped = true;
+	ret = 0;
+	for (size_t i = 0; i < z->h.nvmas && ret == 0; i++) {
+		const VmaEntry *v = &z->h.vmas[i];
+		uint64_t a = v->start;
+
+		if (z->h.areas[i].kind != DUMP_ANON)
+			continue;
+		while (a < v->end && ret == 0) {
+			uint64_t b = a;
+			long r;
+
+			while (a < v->end && dump_range_has(z->h.eager, z->h.neager, a))
+				a += LZ_PAGE;
+			b = a;
+			while (b < v->end && !dump_range_has(z->h.eager, z->h.neager, b))
+				b += LZ_PAGE;
+			if (b == a)
+				break;
+			ret = tsys(z, &r, "madvise()", SYS_madvise, (long)a, (long)(b - a),
+				   MADV_DONTNEED);
+			if (ret == 0 && r < 0)
+				ret = lfail(z, -r, "madvise(0x%" PRIx64 ", %" PRIu64
+					    ", MADV_DONTNEED): %s", a, b - a, strerror(-r));
+			a = b;
+		}
+	}
+	atomic_store(&z->rd.stop, true);
+	pthread_join(z->rd.th, NULL);
+	z->rd.started = false;
+	if (ret == 0 && z->rd.err)
+		ret = lfail(z, z->rd.err, "reading its userfaultfd: %s", strerror(z->rd.err));
+	if (ret == 0 && z->rd.others)
+		ret = lfail(z, EPROTO, "%" PRIu64 " unexpected events while it was frozen",
+			    z->rd.others);
+	return ret;
+}
+
+/* Wake whoever faulted while we held the fd: their fault comes again, to the manager. */
+static void wake_all(struct lz *z)
+{
+	for (size_t i = 0; i < z->h.nvmas; i++) {
+		struct uffdio_range r = { z->h.vmas[i].start,
+					  z->h.vmas[i].end - z->h.vmas[i].start };
+
+		if (z->reg[i])
+			ioctl(z->ufd, UFFDIO_WAKE, &r);
+	}
+}
+
+/* Copy LEN bytes from SRC to the target's ADDR; pages already there are left alone. */
+static int copy_in(struct lz *z, uint64_t addr, const uint8_t *src, uint64_t len)
+{
+	while (len) {
+		struct uffdio_copy c = { .dst = addr, .src = (uintptr_t)src, .len = len };
+
+		if (ioctl(z->ufd, UFFDIO_COPY, &c) == 0 || (errno == EAGAIN && c.copy > 0)) {
+			uint64_t done = c.copy > 0 ? (uint64_t)c.copy : len;
+
+			addr += done;
+			src += done;
+			len -= done;
+			continue;
+		}
+		if (errno == EAGAIN)
+			continue;
+		if (errno != EEXIST)
+			return -errno;
+		/* Some page in the range is there: go page by page. */
+		for (uint64_t x = 0; x < len; x += LZ_PAGE) {
+			struct uffdio_copy p = { .dst = addr + x, .src = (uintptr_t)(src + x),
+						 .len = LZ_PAGE };
+
+			while (ioctl(z->ufd, UFFDIO_COPY, &p) < 0 && errno != EEXIST)
+				if (errno != EAGAIN)
+					return -errno;
+		}
+		return 0;
+	}
+	return 0;
+}
+
+/*
+ * Undo steps 2-4: put every dropped page back from the images, unregister,
+ * close the target's fd. Returns 0, or -errno when pages could not be put
+ * back (the target then waits on them: never zeros).
+ */
+static int undo(struct lz *z)
+{
+	int ret = 0;
+
+	if (z->h.pt.gone)
+		return 0;	/* nothing left to put back */
+	if (z->dropped) {
+		struct stat sb;
+		uint8_t *map = MAP_FAILED;
+		uint64_t off = 0;
+		int fd = openat(z->h.dirfd, "pages-1.img", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+		if (fd >= 0 && fstat(fd, &sb) == 0 && sb.st_size > 0)
+			map = mmap(NULL, sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (fd >= 0)
+			close(fd);
+		if (map == MAP_FAILED) {
+			ret = -EIO;
+		} else {
+			for (size_t i = 0; i < z->h.npe && ret == 0; i++) {
+				uint64_t len = z->h.pe[i].nr * LZ_PAGE;
+
+				if (off + len > (uint64_t)sb.st_size)
+					ret = -EIO;
+				else if (z->h.pe[i].flags & PE_LAZY)
+					ret = copy_in(z, z->h.pe[i].vaddr, map + off, len);
+				off += len;
+			}
+			munmap(map, sb.st_size);
+		}
+		if (ret < 0) {
+			fprintf(stderr, "uffd-inject: pid %d: cannot put its memory back from %s: "
+				"%s; it keeps its userfaultfd at fd %d and will wait on the "
+				"missing pages: hand it to a manager with these images\n",
+				(int)z->o->pid, z->o->dir, strerror(-ret), z->tfd);
+			return ret;
+		}
+		z->dropped = false;
+	}
+	if (z->reg)
+		for (size_t i = 0; i < z->h.nvmas; i++) {
+			struct uffdio_range r = { z->h.vmas[i].start,
+						  z->h.vmas[i].end - z->h.vmas[i].start };
+
+			if (z->reg[i] && ioctl(z->ufd, UFFDIO_UNREGISTER, &r) == 0)
+				z->reg[i] = false;
+		}
+	if (z->tfd >= 0 && z->h.pt.th) {
+		long r;
+
+		if (pt_syscall(&z->h.pt, &r, SYS_close, z->tfd, 0, 0, 0, 0, 0) == 0)
+			z->tfd = -1;
+	}
+	return 0;
+}
+
+/* Step 5. */
+static int hand_over(struct lz *z, uint64_t *lazy)
+{
+	struct handover ho = {
+		.socket_path = z->o->socket,
+		.image_id = (uint32_t)z->o->pid,
+		.features = LZ_FEATURES,
+		.flags = HELLO_F_REGISTERED,
+		.uffd = z->ufd,
+		.pidfd = z->h.pidfd,
+		.dirfd = z->h.dirfd,
+		.timeout_ms = z->o->timeout_ms,
+	};
+	char reason[512];
+	int ret;
+
+	ret = handover_send(&ho, lazy, reason, sizeof(reason));
+	if (ret < 0)
+		return lfail(z, -ret, "the manager at %s did not take it: %s", z->o->socket,
+			     reason);
+	return 0;
+}
+
+static void summary(const struct lz *z, uint64_t served)
+{
+	const struct lazy_stats *st = z->st;
+
+	if (!z->o->out)
+		return;
+	fprintf(z->o->out,
+		"uffd-inject: pid %d handed to the manager at %s: %" PRIu64 " lazy pages "
+		"(%.1f MiB) in %u areas, %" PRIu64 " anonymous pages kept resident, "
+		"userfaultfd kept at fd %d\n",
+		(int)z->o->pid, z->o->socket, st->lazy_pages,
+		(double)(st->lazy_pages * LZ_PAGE) / (1 << 20), st->areas, st->eager_pages,
+		st->kept_fd);
+	fprintf(z->o->out,
+		"uffd-inject: RSS %.1f MiB -> %.1f MiB (anonymous %.1f MiB -> %.1f MiB); "
+		"dump %.3f s, frozen %.3f s, total %.3f s\n",
+		st->rss_before / 1048576.0, st->rss_after / 1048576.0,
+		st->anon_before / 1048576.0, st->anon_after / 1048576.0, st->dump_s,
+		st->frozen_s, st->total_s);
+	if (served != st->lazy_pages)
+		fprintf(z->o->out, "uffd-inject: note: the manager counts %" PRIu64
+			" pages to serve\n", served);
+}
+
+int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
+{
+	struct dump_opts dopts = {
+		.pid = o->pid,
+		.dir = o->dir,
+		.hold = true,
+		.no_locked = true,
+		.out = NULL,
+	};
+	struct lazy_stats local;
+	struct dump_stats dst;
+	uint64_t served = 0;
+	struct lz z;
+	int ret;
+
+	if (!st)
+		st = &local;
+	memset(st, 0, sizeof(*st));
+	memset(&z, 0, sizeof(z));
+	z.o = o;
+	z.st = st;
+	z.tfd = z.ufd = -1;
+	st->kept_fd = -1;
+	clock_gettime(CLOCK_MONOTONIC, &z.t0);
+
+	/* Everything that can be refused is asked before the target is touched. */
+	ret = check_kernel(&z);
+	if (ret == 0)
+		ret = check_manager(&z);
+	if (ret < 0)
+		goto out;
+	ret = dump_run(&dopts, &dst, &z.h);
+	if (ret < 0)
+		return ret;	/* dump_run said why, and let the target go */
+	z.held = true;
+	st->dump_s = since(&z.t0);
+
+	ret = make_uffd(&z);
+	if (ret == 0)
+		ret = register_areas(&z);
+	if (ret < 0)
+		goto out;
+	st->rss_before = status_kb(o->pid, "VmRSS");
+	st->anon_before = status_kb(o->pid, "RssAnon");
+	ret = drop_pages(&z);
+	st->rss_after = status_kb(o->pid, "VmRSS");
+	st->anon_after = status_kb(o->pid, "RssAnon");
+	if (ret == 0) {
+		wake_all(&z);
+		ret = hand_over(&z, &served);
+	}
+	if (ret == 0) {
+		z.dropped = false;	/* the manager has it now */
+		z.tfd = -1;		/* and the target keeps its copy */
+	}
+out:
+	if (ret < 0 && z.held && undo(&z) == 0 && z.ufd >= 0)
+		fprintf(stderr, "uffd-inject: pid %d: its memory is back in place; the "
+			"images stay in %s\n", (int)o->pid, o->dir);
+	if (z.ufd >= 0)
+		close(z.ufd);
+	if (z.held) {
+		double frozen_at = z.h.frozen_at;
+		struct timespec t;
+
+		dump_held_release(&z.h);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		st->frozen_s = (double)t.tv_sec + t.tv_nsec / 1e9 - frozen_at;
+	}
+	st->total_s = since(&z.t0);
+	free(z.reg);
+	if (ret < 0)
+		fprintf(stderr, "uffd-inject: lazy: %s\n", z.why[0] ? z.why : strerror(-ret));
+	else
+		summary(&z, served);
+	return ret;
+}

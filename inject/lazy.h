@@ -1,0 +1,42 @@
+/*
+ * uffd-inject lazy: dump a running process, then hand its anonymous memory
+ * to uffd-manager through a userfaultfd made inside it, so that it goes on
+ * running while its pages come back on touch and in the background.
+ */
+#ifndef UFFD_INJECT_LAZY_H
+#define UFFD_INJECT_LAZY_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+struct lazy_opts {
+	pid_t pid;
+	const char *dir;	/* images: created if missing; must not hold a dump */
+	const char *socket;	/* the manager's socket */
+	int timeout_ms;		/* for the manager's answer; 0 = 10 s */
+	FILE *out;		/* where the summary goes; NULL for none */
+};
+
+struct lazy_stats {
+	uint64_t lazy_pages;	/* handed to the manager */
+	uint64_t eager_pages;	/* anonymous pages kept resident */
+	uint64_t rss_before;	/* bytes of the target's RSS, frozen, before and after */
+	uint64_t rss_after;
+	uint64_t anon_before;	/* RssAnon */
+	uint64_t anon_after;
+	unsigned areas;		/* registered with the userfaultfd */
+	int kept_fd;		/* the target's own copy of the uffd */
+	double dump_s;		/* from the start to the images on disk */
+	double frozen_s;	/* from the freeze to the detach */
+	double total_s;
+};
+
+/*
+ * Hand O->pid over to the manager at O->socket. Errors are printed to
+ * stderr naming the pid; the target is then left running with all of its
+ * memory. Returns 0 or -errno.
+ */
+int lazy_run(const struct lazy_opts *o, struct lazy_stats *st);
+
+#endif

@@ -1,0 +1,512 @@
+/*
+ * uffd-inject lazy against real processes (test/helpers/workload) and a
+ * real uffd-manager: the target runs on while its memory comes back, and
+ * checks every byte itself; single and multi-threaded targets, one blocked
+ * in read(2), one that forks, mremaps, madvises and munmaps afterwards, one
+ * that exits while being filled, one whose manager dies; and the refusals,
+ * which must leave the target running with all of its memory.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lazy.h"
+#include "manager.pb-c.h"
+#include "tserve.h"
+#include "twork.h"
+#include "wire.h"
+
+#define MIB	(1ull << 20)
+
+static struct ts_daemon dmn;
+static bool dmn_up;
+static struct tw wa, wb;
+static char tmp[64];
+static char out[8192], err[8192];
+
+static void setup(void)
+{
+	snprintf(tmp, sizeof(tmp), "/tmp/uffd-lazytest-XXXXXX");
+	cr_assert_not_null(mkdtemp(tmp), "mkdtemp: %s", strerror(errno));
+	wa.pid = wb.pid = 0;
+	wa.in = wa.out = wb.in = wb.out = -1;
+	dmn_up = false;
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	tw_stop(&wa);
+	tw_stop(&wb);
+	if (dmn_up)
+		ts_daemon_finish(&dmn, 10000);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
+	if (!getenv("UFFD_TEST_KEEP") && system(cmd)) {
+	}
+}
+
+TestSuite(lazy, .init = setup, .fini = teardown, .timeout = 120);
+
+static void daemon_up(const char *const *args)
+{
+	ts_daemon_start(&dmn, args);
+	dmn_up = true;
+}
+
+static void start(struct tw *w, const char *const *args)
+{
+	char why[1200];
+
+	cr_assert_eq(tw_start(w, args, why, sizeof(why)), 0, "%s", why);
+}
+
+static const char *ask(struct tw *w, const char *cmd)
+{
+	const char *line = tw_ask(w, cmd, 60000);
+
+	cr_assert_not_null(line, "the workload did not answer '%s'", cmd);
+	return line;
+}
+
+/* Hand W over into DIR (under tmp) to the daemon; returns lazy_run's result. */
+static int hand_over(struct tw *w, const char *dir, const char *sock, struct lazy_stats *st)
+{
+	char path[128];
+	struct lazy_opts o = { .pid = w->pid, .dir = path, .socket = sock, .out = stderr };
+
+	snprintf(path, sizeof(path), "%s/%s", tmp, dir);
+	return lazy_run(&o, st);
+}
+
+/* What fd FD of PID is ("anon_inode:[userfaultfd]", ...), or "" when closed. */
+static const char *fd_kind(pid_t pid, int fd)
+{
+	static char buf[256];
+	char path[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+	n = readlink(path, buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	return buf;
+}
+
+/* Does any area of PID carry a userfaultfd registration ("um" in VmFlags)? */
+static bool has_uffd_areas(pid_t pid)
+{
+	char path[64], line[512];
+	bool found = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	f = fopen(path, "re");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "VmFlags:", 8) && strstr(line, " um"))
+			found = true;
+	fclose(f);
+	return found;
+}
+
+/* Count the userfaultfds PID holds. */
+static int count_uffds(pid_t pid)
+{
+	int n = 0;
+
+	for (int fd = 0; fd < 1100; fd++)
+		n += !strcmp(fd_kind(pid, fd), "anon_inode:[userfaultfd]");
+	return n;
+}
+
+/* Wait until the daemon has released N processes (fully served). */
+static const StatusTotals *wait_served(struct ts_status *s, uint64_t n)
+{
+	for (int i = 0; i < 3000; i++) {
+		cr_assert_eq(ts_status_get(&dmn, s), 0, "no status from the daemon");
+		if (s->tot->served >= n)
+			return s->tot;
+		ts_status_free(s);
+		usleep(10000);
+	}
+	cr_assert_fail("the daemon did not finish serving %" PRIu64 " processes", n);
+	return NULL;
+}
+
+static void assert_free(pid_t pid)
+{
+	char why[256];
+
+	cr_assert(tw_running_free(pid, why, sizeof(why)), "%s", why);
+}
+
+Test(lazy, single_threaded_every_byte_and_fill)
+{
+	const char *wargs[] = { "--anon", "64", NULL };
+	struct lazy_stats st;
+	struct ts_status s;
+	const StatusTotals *tot;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	assert_free(wa.pid);
+
+	/* 64 MiB, 3 pages in 16 zero: about 48 MiB of lazy pages; RSS falls by them. */
+	cr_assert_geq(st.lazy_pages, (64 * MIB / 4096) * 13 / 16);
+	cr_assert_geq(st.anon_before, st.lazy_pages * 4096);
+	cr_assert_lt(st.anon_after, 2 * MIB, "anonymous RSS after the hand-over: %" PRIu64,
+		     st.anon_after);
+	cr_assert_geq(st.kept_fd, 512, "the kept uffd is at fd %d", st.kept_fd);
+	cr_assert_str_eq(fd_kind(wa.pid, st.kept_fd), "anon_inode:[userfaultfd]");
+	cr_assert_eq(count_uffds(wa.pid), 1, "the target holds other uffds than its kept copy");
+
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	tot = wait_served(&s, 1);
+	cr_assert_eq(tot->refused, 0);
+	cr_assert_eq(tot->pages_copied, st.lazy_pages,
+		     "the manager copied %" PRIu64 " pages, %" PRIu64 " were handed over",
+		     tot->pages_copied, st.lazy_pages);
+	ts_status_free(&s);
+
+	/* Served: the areas are unregistered; the kept copy stays, harmless. */
+	cr_assert(!has_uffd_areas(wa.pid), "areas still registered after the fill");
+	cr_assert_geq(tw_status_kb(wa.pid, "RssAnon"), st.lazy_pages * 4096,
+		      "RssAnon %" PRIu64 " after the fill", tw_status_kb(wa.pid, "RssAnon"));
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	cr_assert(ts_daemon_finish(&dmn, 10000));
+	dmn_up = false;
+}
+
+/* Through the command line, no fill: every page comes by a fault; the
+ * argument block is there at once for /proc/PID/cmdline. */
+Test(lazy, cli_on_demand_only)
+{
+	const char *dargs[] = { "--no-fill", NULL };
+	const char *wargs[] = { "--anon", "16", "--seed", "0x1234", NULL };
+	char pidarg[16], dir[128], cmdline[256];
+	const char *args[] = { "lazy", "--pid", pidarg, "--images", dir, "--socket", dmn.sock,
+			       NULL };
+	const StatusTarget *t;
+	struct ts_status s;
+	int fd, rc;
+	ssize_t n;
+
+	daemon_up(dargs);
+	start(&wa, wargs);
+	snprintf(pidarg, sizeof(pidarg), "%d", (int)wa.pid);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	rc = tw_run_tool(tmp, args, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "uffd-inject lazy failed (%d): %s", rc, err);
+	cr_assert_not_null(strstr(out, "handed to the manager"), "%s", out);
+	cr_assert_not_null(strstr(out, "RSS "), "%s", out);
+	assert_free(wa.pid);
+
+	/* The kernel reads the argument area for others: it must not wait. */
+	snprintf(cmdline, sizeof(cmdline), "/proc/%d/cmdline", (int)wa.pid);
+	fd = open(cmdline, O_RDONLY);
+	cr_assert_geq(fd, 0);
+	n = read(fd, cmdline, sizeof(cmdline) - 1);
+	close(fd);
+	cr_assert_gt(n, 0, "cmdline unreadable after the hand-over");
+	cmdline[n] = '\0';
+	cr_assert_not_null(strstr(cmdline, "workload"), "cmdline '%s'", cmdline);
+
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	t = ts_status_pid(&s, wa.pid);
+	cr_assert_not_null(t, "the manager does not list pid %d", (int)wa.pid);
+	cr_assert_eq(t->pages_copied, 0, "pages copied without fill or fault");
+	ts_status_free(&s);
+
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	t = ts_status_pid(&s, wa.pid);
+	if (t) {	/* still listed: some pages were never touched (none here) */
+		cr_assert_gt(t->faults, 0);
+	} else {
+		cr_assert_eq(s.tot->served, 1);
+		cr_assert_gt(s.tot->faults, 0);
+	}
+	ts_status_free(&s);
+}
+
+/* Eight threads run, write and read all through the hand-over. */
+Test(lazy, eight_threads_running)
+{
+	const char *wargs[] = { "--anon", "64", "--threads", "8", NULL };
+	uint64_t r0, r1, bad;
+	struct lazy_stats st;
+	struct ts_status s;
+	const char *line;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	line = ask(&wa, "p");
+	cr_assert_eq(sscanf(line, "progress %" SCNu64 " bad %" SCNu64, &r0, &bad), 2, "%s", line);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	assert_free(wa.pid);
+	usleep(200000);
+	line = ask(&wa, "p");
+	cr_assert_eq(sscanf(line, "progress %" SCNu64 " bad %" SCNu64, &r1, &bad), 2, "%s", line);
+	cr_assert_gt(r1, r0, "the threads stopped after the hand-over");
+	cr_assert_eq(bad, 0, "a thread read a wrong word: %s", line);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	wait_served(&s, 1);
+	ts_status_free(&s);
+	line = ask(&wa, "p");
+	cr_assert_eq(sscanf(line, "progress %" SCNu64 " bad %" SCNu64, &r1, &bad), 2, "%s", line);
+	cr_assert_eq(bad, 0, "%s", line);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+}
+
+/* Handed over while blocked in read(2) into a page that then goes missing. */
+Test(lazy, blocked_in_read)
+{
+	const char *dargs[] = { "--no-fill", NULL };
+	const char *wargs[] = { "--anon", "8", NULL };
+	char data[64], line[128];
+	struct lazy_stats st;
+
+	daemon_up(dargs);
+	start(&wa, wargs);
+	cr_assert_eq(write(wa.in, "R", 1), 1);
+	cr_assert_geq(tw_read_line(wa.out, line, sizeof(line), 10000), 0);
+	cr_assert_str_eq(line, "reading");
+	cr_assert_eq(tw_idle(&wa, 5000), 0, "not blocked in read()");
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	assert_free(wa.pid);
+	cr_assert_eq(tw_idle(&wa, 5000), 0, "the read() did not resume waiting");
+	for (int i = 0; i < 64; i++)
+		data[i] = (char)('A' + i % 26);
+	cr_assert_eq(write(wa.in, data, 64), 64);
+	cr_assert_geq(tw_read_line(wa.out, line, sizeof(line), 10000), 0, "no answer after read()");
+	cr_assert_str_eq(line, "read ok");
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+}
+
+/* After the hand-over: fork, mremap, MADV_DONTNEED and munmap on unserved pages. */
+Test(lazy, fork_mremap_madvise_munmap)
+{
+	const char *dargs[] = { "--no-fill", NULL };
+	const char *wargs[] = { "--anon", "4", NULL };
+	const StatusTarget *t;
+	struct lazy_stats st;
+	struct ts_status s;
+
+	daemon_up(dargs);
+	start(&wa, wargs);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	cr_assert_str_eq(ask(&wa, "F"), "F ok");
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	t = ts_status_pid(&s, wa.pid);
+	cr_assert_not_null(t);
+	cr_assert_geq(t->ev_fork, 1);
+	cr_assert_geq(t->ev_remap, 1);
+	cr_assert_geq(t->ev_remove, 1);
+	cr_assert_geq(t->ev_unmap, 1);
+	cr_assert_gt(t->faults, 0);
+	ts_status_free(&s);
+	/* SIGTERM: the daemon fills what is left and exits 0. */
+	cr_assert_eq(ts_daemon_stop(&dmn, 20000), 0);
+	dmn_up = false;
+}
+
+/* One target exits while being filled; another, served by the same daemon, is whole. */
+Test(lazy, exit_while_filled)
+{
+	const char *wa_args[] = { "--anon", "256", "--full", NULL };
+	const char *wb_args[] = { "--anon", "32", "--seed", "77", NULL };
+	struct lazy_stats sa, sb;
+	struct ts_status s;
+	int st;
+
+	daemon_up(NULL);
+	start(&wa, wa_args);
+	start(&wb, wb_args);
+	cr_assert_eq(hand_over(&wa, "a", dmn.sock, &sa), 0);
+	cr_assert_eq(hand_over(&wb, "b", dmn.sock, &sb), 0);
+	cr_assert_eq(write(wa.in, "q", 1), 1);
+	cr_assert_eq(waitpid(wa.pid, &st, 0), wa.pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+	wa.pid = 0;
+	cr_assert_str_eq(ask(&wb, "v"), "ok");
+	wait_served(&s, 1);
+	ts_status_free(&s);
+	for (int i = 0; i < 500; i++) {
+		cr_assert_eq(ts_status_get(&dmn, &s), 0, "the daemon stopped answering");
+		if (s.tot->exited + s.tot->served >= 2)
+			break;
+		ts_status_free(&s);
+		usleep(10000);
+	}
+	cr_assert_eq(s.tot->exited + s.tot->served, 2, "exited %" PRIu64 " served %" PRIu64,
+		     s.tot->exited, s.tot->served);
+	ts_status_free(&s);
+	cr_assert_str_eq(ask(&wb, "v"), "ok");
+	cr_assert(ts_daemon_finish(&dmn, 10000), "the daemon did not exit 0");
+	dmn_up = false;
+}
+
+/* The manager dies: the target waits on its missing pages; it never reads zeros. */
+Test(lazy, manager_dies_target_waits)
+{
+	const char *dargs[] = { "--no-fill", NULL };
+	const char *wargs[] = { "--anon", "8", NULL };
+	struct lazy_stats st;
+	char line[128];
+	struct pollfd p;
+
+	daemon_up(dargs);
+	start(&wa, wargs);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	kill(dmn.pid, SIGKILL);
+	cr_assert_neq(ts_daemon_wait(&dmn, 5000), -1);
+	cr_assert_eq(write(wa.in, "v", 1), 1);
+	p.fd = wa.out;
+	p.events = POLLIN;
+	if (poll(&p, 1, 700) > 0) {
+		cr_assert_geq(tw_read_line(wa.out, line, sizeof(line), 1000), 0);
+		cr_assert_fail("the target answered '%s' with its manager dead", line);
+	}
+	cr_assert_str_eq(fd_kind(wa.pid, st.kept_fd), "anon_inode:[userfaultfd]");
+	dmn_up = false;
+	rmdir(dmn.dir);	/* best effort: the log stays for a look */
+}
+
+/* Refusals leave the target running, untouched, with all of its memory. */
+static void assert_untouched_but(struct tw *w, int own_uffds)
+{
+	assert_free(w->pid);
+	cr_assert_eq(count_uffds(w->pid), own_uffds, "a userfaultfd was left in the target");
+	cr_assert_eq(has_uffd_areas(w->pid), own_uffds > 0, "areas left registered");
+	cr_assert_str_eq(ask(w, "v"), "ok");
+}
+
+static void assert_untouched(struct tw *w)
+{
+	assert_untouched_but(w, 0);
+}
+
+Test(lazy, refuses_without_manager)
+{
+	const char *wargs[] = { "--anon", "4", NULL };
+	char sock[128], path[160];
+	struct lazy_stats st;
+	struct stat sb;
+
+	start(&wa, wargs);
+	snprintf(sock, sizeof(sock), "%s/nobody.sock", tmp);
+	cr_assert_lt(hand_over(&wa, "img", sock, &st), 0);
+	snprintf(path, sizeof(path), "%s/img", tmp);
+	cr_assert_neq(stat(path, &sb), 0, "images written although no manager listens");
+	assert_untouched(&wa);
+}
+
+Test(lazy, refuses_stale_dir_and_locked_memory)
+{
+	const char *wargs[] = { "--anon", "4", NULL };
+	const char *largs[] = { "--anon", "4", "--lock", NULL };
+	char pidarg[16], dir[128];
+	const char *dump[] = { "dump", "--pid", pidarg, "--images", dir, NULL };
+	struct lazy_stats st;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	snprintf(pidarg, sizeof(pidarg), "%d", (int)wa.pid);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	cr_assert_eq(tw_run_tool(tmp, dump, out, sizeof(out), err, sizeof(err)), 0, "%s", err);
+	cr_assert_lt(hand_over(&wa, "img", dmn.sock, &st), 0, "a dir holding a dump was taken");
+	assert_untouched(&wa);
+
+	/* Not a directory. */
+	snprintf(dir, sizeof(dir), "%s/file", tmp);
+	cr_assert_eq(close(open(dir, O_CREAT | O_WRONLY, 0600)), 0);
+	cr_assert_lt(hand_over(&wa, "file", dmn.sock, &st), 0, "a file taken for a directory");
+	assert_untouched(&wa);
+
+	start(&wb, largs);
+	cr_assert_lt(hand_over(&wb, "locked", dmn.sock, &st), 0, "locked memory was taken");
+	assert_untouched(&wb);
+}
+
+/* A target with a userfaultfd of its own on some of its memory (EBUSY). */
+Test(lazy, refuses_target_with_own_uffd)
+{
+	const char *wargs[] = { "--anon", "4", "--own-uffd", NULL };
+	struct lazy_stats st;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	cr_assert_eq(count_uffds(wa.pid), 1);
+	cr_assert_lt(hand_over(&wa, "img", dmn.sock, &st), 0, "memory of another uffd taken");
+	assert_untouched_but(&wa, 1);
+}
+
+/* A "manager" that refuses every HELLO after the pages were dropped. */
+static void *refuser(void *arg)
+{
+	int lfd = *(int *)arg, fd, fds[WIRE_MAX_FDS], nfds;
+	uint8_t buf[WIRE_MAX_MSG];
+	Reply r = REPLY__INIT;
+	HelloReply hr = HELLO_REPLY__INIT;
+	ssize_t n;
+
+	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);	/* the probe */
+	if (fd >= 0)
+		close(fd);
+	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, 10000);
+	n = wire_recv(fd, buf, sizeof(buf), fds, &nfds, WIRE_MAX_FDS);
+	if (n > 0) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		hr.ok = 0;
+		hr.reason = "refused by the test";
+		r.hello = &hr;
+		wire_send(fd, &r.base, NULL, 0);
+	}
+	close(fd);
+	return NULL;
+}
+
+Test(lazy, refused_hello_puts_memory_back)
+{
+	const char *wargs[] = { "--anon", "32", "--threads", "2", NULL };
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	struct lazy_stats st;
+	pthread_t th;
+	uint64_t before;
+	int lfd;
+
+	start(&wa, wargs);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s/refuse.sock", tmp);
+	lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	cr_assert_geq(lfd, 0);
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(lfd, 4), 0);
+	cr_assert_eq(pthread_create(&th, NULL, refuser, &lfd), 0);
+	before = tw_status_kb(wa.pid, "RssAnon");
+	cr_assert_lt(hand_over(&wa, "img", a.sun_path, &st), 0);
+	pthread_join(th, NULL);
+	close(lfd);
+	cr_assert_lt(st.anon_after, 2 * MIB, "the pages were never dropped: nothing tested");
+	/* Every page with data is back (the zero ones read zero without being there). */
+	cr_assert_geq(tw_status_kb(wa.pid, "RssAnon"), st.lazy_pages * 4096,
+		      "RSS %" PRIu64 " after the refusal, %" PRIu64 " before",
+		      tw_status_kb(wa.pid, "RssAnon"), before);
+	assert_untouched(&wa);
+}
