@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "procinfo.h"
+#include "remote.h"
 #include "target.h"
 #include "uffd.h"
 
@@ -116,7 +118,7 @@ static int task_load(struct criu *c, struct criu_task *t, char *why, size_t len)
 	t->img = img;
 	if (!img->task.mm && !img->task.pm)
 		return 0;	/* no memory images: a zombie at dump time */
-	if (timage_check(img, t->pid, &t->lazy, reason, sizeof(reason)) < 0) {
+	if (timage_check(img, t->pid, c->o.ps_addr != NULL, &t->lazy, reason, sizeof(reason)) < 0) {
 		snprintf(why, len, "%s: pid %d: %s", c->o.imgdir, t->pid, reason);
 		return -EINVAL;
 	}
@@ -320,6 +322,20 @@ static int task_serve(struct criu *c, struct criu_task *t, int uffd)
 		restore_broke(c, "pid %d: pidfd_open: %s (the restored tasks must run in the daemon's pid namespace under their image pids)",
 			      t->pid, strerror(errno));
 		return -1;
+	}
+	if (c->d->remote && !remote_alive(c->d->remote) && t->lazy) {
+		/* Nothing can be fetched for it: it must not run on zeros. */
+		log_warnx("criu: pid %d: the page server connection is lost; killing it so that it never reads zeros",
+			  t->pid);
+		syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+		close(pidfd);
+		close(uffd);
+		t->state = CT_ENDED;
+		t->end = TE_FAILED;
+		t->left = t->lazy;
+		snprintf(t->why, sizeof(t->why), "killed: page server connection lost");
+		c->d->tot.failed++;
+		return 0;
 	}
 	/* Before target_create: a task with nothing lazy ends inside it. */
 	t->state = CT_SERVING;
@@ -612,6 +628,8 @@ int criu_open(struct daemon *d, const struct criu_opts *o, char *why, size_t len
 		return n;
 	}
 	n = load_tasks(c, why, len);
+	if (n == 0 && o->ps_addr)
+		n = remote_open(d, o->ps_addr, o->ps_port, why, len);
 	if (n < 0) {
 		criu_free(c);
 		return n;
@@ -649,6 +667,10 @@ int criu_listen(struct daemon *d, char *why, size_t len)
 	mode_t old;
 	int ret;
 
+	if (d->remote && (ret = remote_attach(d)) < 0) {
+		snprintf(why, len, "epoll: %s", strerror(-ret));
+		return ret;
+	}
 	strcpy(addr.sun_path, c->sock_path);
 	/* A socket left by an earlier run is stale: nobody accepts twice on it. */
 	if (lstat(c->sock_path, &st) == 0) {
@@ -762,6 +784,7 @@ int criu_finish(struct daemon *d)
 
 	close_conn(c);
 	stop_listening(c);
+	remote_close(d);
 	if (c->o.pidfile)
 		unlink(c->o.pidfile);
 	bad = report_tasks(c);

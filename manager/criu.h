@@ -22,11 +22,14 @@ struct criu_opts {
 	const char *workdir;	/* where lazy-pages.socket goes; NULL: the image dir */
 	const char *pidfile;	/* NULL: none */
 	int status_fd;		/* one byte here once listening; -1: none */
+	const char *ps_addr;	/* remote mode: the page server's address; NULL: local data */
+	const char *ps_port;
 };
 
 /*
  * Load and check the images of every task of O->imgdir and put D in CRIU
- * mode. Nothing is served yet. Returns 0, or -errno with WHY filled (naming
+ * mode; in remote mode (O->ps_addr) connect to the page server too.
+ * Nothing is served yet. Returns 0, or -errno with WHY filled (naming
  * the file at fault).
  */
 int criu_open(struct daemon *d, const struct criu_opts *o, char *why, size_t len);

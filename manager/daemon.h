@@ -13,6 +13,7 @@ struct target;
 struct client;
 struct procconn;
 struct criu;
+struct remote;
 
 struct daemon_opts {
 	const char *socket_path;
@@ -62,6 +63,7 @@ struct daemon {
 	struct daemon_totals tot;
 	struct timer accept_retry;	/* after EMFILE */
 	struct criu *criu;		/* CRIU lazy-pages mode; NULL when serving hand-overs */
+	struct remote *remote;		/* remote mode: page data from a page server; else NULL */
 	bool hold_exit;			/* more processes may come: do not stop at the last one */
 	bool fill_held;			/* no background fill yet (CRIU: until the restore says RSTF) */
 	/* Told when a process that was being served leaves (WHY: NULL when fully served). */

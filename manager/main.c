@@ -19,7 +19,9 @@
 #include "daemon.h"
 #include "listen.h"
 #include "log.h"
+#include "pagesrv.h"
 #include "procconn.h"
+#include "remote.h"
 #include "status.h"
 #include "target.h"
 #include "version.h"
@@ -34,6 +36,8 @@ static void usage(FILE *out)
 	fputs("usage: uffd-manager [OPTIONS]           serve handed-over processes\n"
 	      "       uffd-manager status [--json] [--socket PATH]\n"
 	      "       uffd-manager criu -D IMGDIR [...]   stand in for `criu lazy-pages`\n"
+	      "       uffd-manager page-server -D IMGDIR --port P [...]\n"
+	      "                                           serve an image dir's lazy pages over TCP\n"
 	      "\n"
 	      "  -s, --socket PATH          listen here (default /run/uffd-manager/manager.sock\n"
 	      "                             for root, else $XDG_RUNTIME_DIR/uffd-manager.sock)\n"
@@ -82,6 +86,7 @@ static void usage_criu(FILE *out)
 {
 	fputs("usage: uffd-manager criu -D IMGDIR [-W WORKDIR] [--daemon] [--pidfile FILE]\n"
 	      "                         [--status-fd N] [-o LOG] [-v] [TUNING]\n"
+	      "                         [--page-server --address A --port P]\n"
 	      "\n"
 	      "Serve the lazy pages of `criu restore --lazy-pages` from the images in IMGDIR,\n"
 	      "in place of `criu lazy-pages`. Exits 0 once every lazy page of every task is\n"
@@ -93,6 +98,12 @@ static void usage_criu(FILE *out)
 	      "      --daemon               go to the background; return once the socket listens\n"
 	      "      --pidfile FILE         write the daemon's pid here\n"
 	      "      --status-fd N          write one byte to fd N once listening, then close it\n"
+	      "      --page-server          remote mode: fetch the lazy pages' data from a page\n"
+	      "                             server (CRIU's protocol: `criu page-server\n"
+	      "                             --lazy-pages` or `uffd-manager page-server`); the\n"
+	      "                             images in IMGDIR still give the memory layout\n"
+	      "      --address A            the page server's host (with --page-server)\n"
+	      "      --port P               its TCP port (with --page-server)\n"
 	      "  -o, --log-file LOG         append the log to LOG (default: stderr; with\n"
 	      "                             --daemon and no -o, syslog)\n"
 	      "  -v, --verbose              debug log (-v4 and up too, as criu takes it)\n"
@@ -187,6 +198,11 @@ static void before_sleep(struct loop *l)
 	struct daemon *d = container_of(l, struct daemon, loop);
 
 	target_retry_parked(d);
+	if (d->remote) {
+		/* Keep background requests in flight; send what the faults asked for first. */
+		target_fill_step(d);
+		remote_pump(d);
+	}
 }
 
 /* Raise RLIMIT_NOFILE to its hard limit: each served process costs fds. */
@@ -350,7 +366,8 @@ static void opt_verbose(struct daemon *d, const char *arg)
 
 static int cmd_criu(struct daemon *d, int argc, char **argv)
 {
-	enum { O_DAEMON = 256, O_PIDFILE, O_STATUS_FD, O_FILL_CHUNK, O_NO_FILL, O_NO_PROCCONN };
+	enum { O_DAEMON = 256, O_PIDFILE, O_STATUS_FD, O_FILL_CHUNK, O_NO_FILL, O_NO_PROCCONN,
+	       O_PAGE_SERVER, O_ADDRESS, O_PORT };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' },
 		{ "work-dir", required_argument, NULL, 'W' },
@@ -364,12 +381,15 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
 		{ "no-fill", no_argument, NULL, O_NO_FILL },
 		{ "no-proc-connector", no_argument, NULL, O_NO_PROCCONN },
+		{ "page-server", no_argument, NULL, O_PAGE_SERVER },
+		{ "address", required_argument, NULL, O_ADDRESS },
+		{ "port", required_argument, NULL, O_PORT },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct criu_opts co = { .status_fd = -1 };
-	const char *logfile = NULL;
-	bool bg = false;
+	const char *logfile = NULL, *addr = NULL, *port = NULL;
+	bool bg = false, remote = false;
 	char why[1024];
 	int c, ready_fd = -1, old_err = -1;
 	uint64_t v;
@@ -403,6 +423,9 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 			break;
 		case O_NO_FILL: d->o.no_fill = true; break;
 		case O_NO_PROCCONN: d->o.no_procconn = true; break;
+		case O_PAGE_SERVER: remote = true; break;
+		case O_ADDRESS: addr = optarg; break;
+		case O_PORT: port = optarg; break;
 		case 'h':
 			usage_criu(stdout);
 			return 0;
@@ -421,6 +444,13 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		usage_criu(stderr);
 		return 2;
 	}
+	if (remote != (addr || port) || (remote && (!addr || !port))) {
+		fputs("uffd-manager criu: --page-server needs --address and --port (and they need it)\n",
+		      stderr);
+		return 2;
+	}
+	co.ps_addr = addr;
+	co.ps_port = port;
 	if (logfile && log_to_file(logfile, &old_err) < 0)
 		return 1;
 	log_init("uffd-manager", d->o.verbose ? LOG_LVL_DEBUG : LOG_LVL_INFO, bg && !logfile);
@@ -438,6 +468,93 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 	if (bg)
 		daemonize(!logfile, logfile, &ready_fd);
 	return run_daemon(d, ready_fd);
+}
+
+static void usage_pagesrv(FILE *out)
+{
+	fputs("usage: uffd-manager page-server -D IMGDIR [--address A] --port P [--status-fd N]\n"
+	      "                                [-o LOG] [-v]\n"
+	      "\n"
+	      "Serve the lazy pages of the dump in IMGDIR (and its parent chain) over TCP in\n"
+	      "CRIU's page-server protocol, to `uffd-manager criu --page-server` or `criu\n"
+	      "lazy-pages --page-server`. Serves clients one after another or at once, until\n"
+	      "SIGTERM or SIGINT.\n"
+	      "\n"
+	      "  -D, --images-dir DIR       the dump to serve\n"
+	      "      --address A            listen on this address only (default: all)\n"
+	      "      --port P               TCP port; 0 picks a free one\n"
+	      "      --status-fd N          write the port (decimal, newline) to fd N once\n"
+	      "                             listening, then close it\n"
+	      "  -o, --log-file LOG         append the log to LOG (default: stderr)\n"
+	      "  -v, --verbose              debug log (every request)\n"
+	      "      --drop-after N         testing: cut every connection in the middle of its\n"
+	      "                             answer N + 1\n"
+	      "  -h, --help                 this help\n"
+	      "\n"
+	      "See uffd-manager(8), section PAGE SERVER.\n", out);
+}
+
+static int cmd_pagesrv(int argc, char **argv)
+{
+	enum { O_ADDRESS = 256, O_PORT, O_STATUS_FD, O_DROP_AFTER };
+	static const struct option opts[] = {
+		{ "images-dir", required_argument, NULL, 'D' },
+		{ "address", required_argument, NULL, O_ADDRESS },
+		{ "port", required_argument, NULL, O_PORT },
+		{ "status-fd", required_argument, NULL, O_STATUS_FD },
+		{ "log-file", required_argument, NULL, 'o' },
+		{ "verbose", optional_argument, NULL, 'v' },
+		{ "drop-after", required_argument, NULL, O_DROP_AFTER },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct pagesrv_opts po = { .status_fd = -1 };
+	const char *logfile = NULL;
+	int c, verbose = 0, old_err = -1;
+	uint64_t v;
+
+	while ((c = getopt_long(argc, argv, "D:o:v::h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'D': po.imgdir = optarg; break;
+		case O_ADDRESS: po.addr = optarg; break;
+		case O_PORT: po.port = optarg; break;
+		case O_STATUS_FD:
+			if (parse_size(optarg, &v) < 0 || v > INT_MAX || fcntl((int)v, F_GETFD) < 0) {
+				fprintf(stderr, "uffd-manager page-server: --status-fd %s: not an open fd\n", optarg);
+				return 2;
+			}
+			po.status_fd = (int)v;
+			break;
+		case 'o': logfile = optarg; break;
+		case 'v': verbose++; break;
+		case O_DROP_AFTER:
+			if (parse_size(optarg, &v) < 0 || v < 1 || v > UINT32_MAX) {
+				fprintf(stderr, "uffd-manager page-server: --drop-after %s: want a count from 1\n", optarg);
+				return 2;
+			}
+			po.drop_after = (unsigned)v;
+			break;
+		case 'h':
+			usage_pagesrv(stdout);
+			return 0;
+		default:
+			usage_pagesrv(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc || !po.imgdir || !po.port) {
+		fputs(optind != argc ? "uffd-manager page-server: unexpected argument\n" :
+				       "uffd-manager page-server: -D IMGDIR and --port P are required\n",
+		      stderr);
+		usage_pagesrv(stderr);
+		return 2;
+	}
+	if (logfile && log_to_file(logfile, &old_err) < 0)
+		return 1;
+	if (old_err >= 0)
+		close(old_err);
+	log_init("uffd-manager", verbose ? LOG_LVL_DEBUG : LOG_LVL_INFO, 0);
+	return pagesrv_run(&po);
 }
 
 static int cmd_status(int argc, char **argv, const char *defpath)
@@ -506,6 +623,8 @@ int main(int argc, char **argv)
 		return cmd_status(argc - 1, argv + 1, d.o.socket_path);
 	if (argc > 1 && !strcmp(argv[1], "criu"))
 		return cmd_criu(&d, argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "page-server"))
+		return cmd_pagesrv(argc - 1, argv + 1);
 
 	while ((c = getopt_long(argc, argv, "s:w:vhV", opts, NULL)) != -1) {
 		switch (c) {

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "procinfo.h"
+#include "remote.h"
 #include "target.h"
 #include "uffd.h"
 
@@ -27,6 +28,7 @@ static void retry_timer(struct timer *tm);
 static void set_parked(struct target *t, bool parked);
 static void target_set_pid_from_tid(struct target *t, pid_t tid);
 static void target_abandon(struct target *t, const char *why);
+static void serve_faults(struct target *t);
 
 struct timage *timage_get(struct timage *img)
 {
@@ -107,9 +109,12 @@ static int target_watch_pid(struct target *t, int pidfd)
 	return ret;
 }
 
-/* Lazy areas of TASK into MAP: VMAs holding PE_LAZY pages, each page missing if the images hold its data. */
+/*
+ * Lazy areas of TASK into MAP: VMAs holding PE_LAZY pages, each page missing
+ * if the images hold its data, or, REMOTE, if a page server is to send it.
+ */
 static int model_build(struct vmap *map, const struct img_task *task, uint32_t image_id,
-		       char *reason, size_t len)
+		       bool remote, char *reason, size_t len)
 {
 	const MmEntry *mm = task->mm;
 	const struct pagemap *pm = task->pm;
@@ -139,13 +144,13 @@ static int model_build(struct vmap *map, const struct img_task *task, uint32_t i
 					return -ENOMEM;
 				}
 				lazy = true;
-				if (run.src == PM_NODATA) {
+				if (run.src == PM_NODATA && !remote) {
 					snprintf(reason, len,
 						 "page 0x%" PRIx64 " is lazy but its data is not in the images",
 						 a);
 					return -EINVAL;
 				}
-				if (run.src == PM_DATA)
+				if (run.src == PM_DATA || run.src == PM_NODATA)
 					vmap_mark_missing(map, a, a + run.len);
 			}
 			a += run.len;
@@ -156,20 +161,21 @@ static int model_build(struct vmap *map, const struct img_task *task, uint32_t i
 
 static int build_model(struct target *t, char *reason, size_t len)
 {
-	int ret = model_build(&t->map, &t->img->task, t->image_id, reason, len);
+	int ret = model_build(&t->map, &t->img->task, t->image_id, t->d->remote != NULL, reason,
+			      len);
 
 	t->st.pages_total = t->map.nr_missing;
 	return ret;
 }
 
-int timage_check(const struct timage *img, uint32_t image_id, uint64_t *lazy, char *reason,
-		 size_t reason_len)
+int timage_check(const struct timage *img, uint32_t image_id, bool remote, uint64_t *lazy,
+		 char *reason, size_t reason_len)
 {
 	struct vmap m;
 	int ret;
 
 	vmap_init(&m);
-	ret = model_build(&m, &img->task, image_id, reason, reason_len);
+	ret = model_build(&m, &img->task, image_id, remote, reason, reason_len);
 	*lazy = m.nr_missing;
 	vmap_free(&m);
 	return ret;
@@ -273,6 +279,13 @@ static void target_free(void *p)
 
 	vmap_free(&t->map);
 	free(t->faults);
+	while (t->held) {
+		struct rheld *h = t->held;
+
+		t->held = h->next;
+		free(h->buf);
+		free(h);
+	}
 	free(t);
 }
 
@@ -345,7 +358,7 @@ static void target_release(struct target *t)
 {
 	struct vma *v;
 
-	if (t->nr_faults)
+	if (t->nr_faults || t->held)
 		return;
 	for (v = vmap_first(&t->map, 0); v; v = vmap_next(&t->map, v))
 		uffd_unregister(t->uffd, v->start, v->end - v->start);
@@ -539,19 +552,153 @@ static void set_parked(struct target *t, bool parked)
 	t->parked = parked;
 }
 
-/* Serve the queued faults in order; stop at the first that must wait for a drain. */
-static void serve_faults(struct target *t)
+/* Remove the waiting faults on pages of [S, E) (placed with a wake): they are answered. */
+static void faults_done(struct target *t, uint64_t s, uint64_t e)
 {
-	size_t i;
+	size_t i, keep = 0;
 
 	for (i = 0; i < t->nr_faults; i++) {
-		const struct fault *f = &t->faults[i];
-		enum uffd_class c = serve_fault(t, f->addr);
+		uint64_t page = t->faults[i].addr & ~(PG - 1);
 
+		if (page >= s && page < e)
+			account_fault(t, t->faults[i].t0);
+		else
+			t->faults[keep++] = t->faults[i];
+	}
+	t->nr_faults = keep;
+}
+
+/*
+ * Place what is left of fetched data H where it still belongs: pages that
+ * are missing and still have the image address it was asked for (a moved or
+ * dropped page is skipped; a moved one is asked again at its new place).
+ * False if it must wait for a drain (EAGAIN); H then holds the rest.
+ */
+static bool place_held(struct target *t, struct rheld *h)
+{
+	uint64_t end = h->addr + h->len;
+
+	while (h->addr < end && !t->dead) {
+		uint64_t a = h->addr, adv = PG;
+		struct vma *v = vmap_find(&t->map, a);
+
+		if (v && vma_img_addr(v, a) == h->img && vma_is_missing(v, a)) {
+			uint64_t n = vma_run(v, a, end - a, true);
+			enum uffd_class c = place(t, a, n, h->buf + h->off, true, &adv);
+
+			if (placed(c)) {
+				vmap_clear(&t->map, a, a + adv);
+				faults_done(t, a, a + adv);
+			} else if (c == UC_RETRY) {
+				h->len = end - a;
+				return false;
+			} else if (c == UC_STALE) {
+				/* No event is pending (that gives EAGAIN): the range is really gone. */
+				vmap_clear(&t->map, a, a + n);
+				adv = n;
+			} else if (c == UC_GONE) {
+				t->d->tot.exited++;
+				target_destroy(t, "exited");
+				return true;
+			} else {
+				return true;	/* UC_BUG: target_fail took it down */
+			}
+		}
+		h->addr += adv;
+		h->img += adv;
+		h->off += adv;
+	}
+	return true;
+}
+
+/*
+ * Remote mode: answer a fault at ADDR. A page with no data to come gets a
+ * zero page; a missing one waits (*WAITING) for a request: the one already
+ * covering it, moved ahead of background requests, or a new one from the
+ * fault to the end of its window. The fill resumes from there.
+ */
+static enum uffd_class serve_fault_remote(struct target *t, uint64_t addr, bool *waiting)
+{
+	uint64_t page = addr & ~(PG - 1), w = t->d->o.fault_window, we, ns, n;
+	struct vma *v = vmap_find(&t->map, page);
+	struct remote *r = t->d->remote;
+	struct rqueue *q = remote_queue(r);
+	struct rreq *cover;
+	enum uffd_class c;
+	int ret;
+
+	if (!v || !vma_is_missing(v, page)) {
+		c = serve_zero(t, page);
+		return c == UC_EXISTS || c == UC_PARTIAL ? UC_DONE : c;
+	}
+	*waiting = true;
+	cover = rq_covers(q, t->id, page);
+	if (cover) {
+		remote_promote(r, cover);
+		return UC_DONE;
+	}
+	we = (page & ~(w - 1)) + w;
+	if (we > v->end || we <= page)
+		we = v->end;
+	ns = rq_next_start(q, t->id, page);
+	if (we > ns)
+		we = ns;
+	if (we - page > REMOTE_MAX_PAGES * PG)
+		we = page + REMOTE_MAX_PAGES * PG;
+	n = vma_run(v, page, we - page, true);
+	ret = remote_request(r, t->id, t->image_id, page, vma_img_addr(v, page), n / PG, true);
+	if (ret == -ENOTCONN) {
+		target_remote_lost(t->d, "killed: page server connection lost");
+		return UC_GONE;
+	}
+	if (ret < 0) {
+		*waiting = false;
+		return UC_RETRY;	/* out of memory: try again after the retry delay */
+	}
+	t->fill_cursor = page + n;
+	return UC_DONE;
+}
+
+/*
+ * Place fetched data held back by EAGAIN, then serve the queued faults in
+ * order; stop at the first that must wait for a drain. In remote mode a
+ * fault whose data is on its way stays queued, not parked.
+ */
+static void serve_faults(struct target *t)
+{
+	size_t i, keep = 0;
+	bool retry = false;
+
+	while (t->held && !t->dead) {
+		struct rheld *h = t->held;
+
+		if (!place_held(t, h)) {
+			retry = true;
+			break;
+		}
+		t->held = h->next;
+		free(h->buf);
+		free(h);
+	}
+	if (t->dead)
+		return;
+	for (i = 0; i < t->nr_faults; i++) {
+		struct fault f = t->faults[i];
+		bool waiting = false;
+		enum uffd_class c;
+
+		if (retry) {
+			t->faults[keep++] = f;
+			continue;
+		}
+		c = t->d->remote ? serve_fault_remote(t, f.addr, &waiting) : serve_fault(t, f.addr);
 		if (t->dead)
 			return;
-		if (c == UC_RETRY)
-			break;
+		if (waiting || c == UC_RETRY) {
+			retry = c == UC_RETRY;
+			t->faults[keep++] = f;
+			continue;
+		}
 		if (c == UC_GONE) {
 			t->d->tot.exited++;
 			target_destroy(t, "exited");
@@ -559,15 +706,13 @@ static void serve_faults(struct target *t)
 		}
 		if (c == UC_STALE)
 			/* The area went away under the fault: let the thread retry (and SEGV or re-fault). */
-			uffd_wake(t->uffd, f->addr & ~(PG - 1), PG);
+			uffd_wake(t->uffd, f.addr & ~(PG - 1), PG);
 		else
-			account_fault(t, f->t0);
+			account_fault(t, f.t0);
 	}
-	if (i && i < t->nr_faults)
-		memmove(t->faults, t->faults + i, (t->nr_faults - i) * sizeof(*t->faults));
-	t->nr_faults -= i;
-	set_parked(t, t->nr_faults != 0);
-	if (t->nr_faults)
+	t->nr_faults = keep;
+	set_parked(t, retry);
+	if (retry)
 		timer_arm(&t->d->loop, &t->retry, RETRY_NS, retry_timer);
 	else if (t->map.nr_missing == 0)
 		target_release(t);
@@ -578,7 +723,7 @@ static void retry_timer(struct timer *tm)
 {
 	struct target *t = container_of(tm, struct target, retry);
 
-	if (!t->dead && t->nr_faults)
+	if (!t->dead && (t->nr_faults || t->held))
 		serve_faults(t);
 }
 
@@ -591,7 +736,7 @@ void target_retry_parked(struct daemon *d)
 		return;
 	for (t = d->targets; t; t = next) {
 		next = t->next;
-		if (t->nr_faults)
+		if (t->parked)
 			serve_faults(t);
 	}
 }
@@ -662,12 +807,96 @@ static bool fill_one(struct target *t)
 	return true;
 }
 
+/*
+ * Remote mode: the first missing page of T at or after its fill cursor
+ * (wrapping once) that no request covers, and how much to ask from there:
+ * up to a fill chunk, within its area, short of the next request.
+ */
+static bool next_uncovered(struct target *t, struct rqueue *q, uint64_t *addr, uint64_t *len)
+{
+	uint64_t a = t->fill_cursor, lim, ns;
+	bool wrapped = false;
+
+	for (unsigned i = 0; i < 4 * REMOTE_MAX_PAGES; i++) {
+		struct rreq *cover;
+		struct vma *v;
+
+		if (!vmap_next_missing(&t->map, a, &a)) {
+			if (wrapped)
+				return false;
+			wrapped = true;
+			a = 0;
+			continue;
+		}
+		cover = rq_covers(q, t->id, a);
+		if (cover) {
+			a = cover->addr + cover->nr * PG;
+			continue;
+		}
+		v = vmap_find(&t->map, a);
+		lim = t->d->o.fill_chunk;
+		if (lim > REMOTE_MAX_PAGES * PG)
+			lim = REMOTE_MAX_PAGES * PG;
+		ns = rq_next_start(q, t->id, a);
+		if (ns - a < lim)
+			lim = ns - a;
+		*addr = a;
+		*len = vma_run(v, a, lim, true);
+		return *len != 0;
+	}
+	return false;
+}
+
+/* Remote mode: queue background requests while there is room, one process after another. */
+static bool remote_fill(struct daemon *d)
+{
+	struct rqueue *q = remote_queue(d->remote);
+	bool any = true, faults = false;
+	struct target *f;
+
+	if (!remote_alive(d->remote))
+		return false;
+	/* While faults wait, keep little background data ahead of them on the wire. */
+	for (f = d->targets; f && !faults; f = f->next)
+		faults = f->nr_faults != 0;
+	q->max_fly_bg = faults ? REMOTE_BG_BUSY : REMOTE_BG_IDLE;
+	while (any && rq_bg_room(q)) {
+		struct target **pp, *t;
+
+		any = false;
+		for (pp = &d->targets; (t = *pp); pp = &t->next) {
+			uint64_t a, n;
+			struct target **tail;
+
+			if (t->dead || !t->map.nr_missing || !next_uncovered(t, q, &a, &n))
+				continue;
+			if (remote_request(d->remote, t->id, t->image_id, a,
+					   vma_img_addr(vmap_find(&t->map, a), a), n / PG, false) < 0)
+				return false;
+			t->fill_cursor = a + n;
+			/* To the back of the line. */
+			if (t->next) {
+				*pp = t->next;
+				for (tail = pp; *tail; tail = &(*tail)->next)
+					;
+				*tail = t;
+				t->next = NULL;
+			}
+			any = true;
+			break;
+		}
+	}
+	return false;	/* nothing for the idle hook: answers call us again */
+}
+
 bool target_fill_step(struct daemon *d)
 {
 	struct target **pp, *t;
 
 	if (!daemon_fill_enabled(d))
 		return false;
+	if (d->remote)
+		return remote_fill(d);
 	/* The first process with work does a step, then goes to the back of the line. */
 	for (pp = &d->targets; (t = *pp); pp = &t->next)
 		if (!t->nr_faults && t->map.nr_missing)
@@ -815,4 +1044,48 @@ static void target_on_pidfd(struct ev *ev, uint32_t events)
 	(void)events;
 	t->d->tot.exited++;
 	target_destroy(t, "exited");
+}
+
+struct target *target_by_id(struct daemon *d, uint64_t id)
+{
+	for (struct target *t = d->targets; t; t = t->next)
+		if (t->id == id && !t->dead)
+			return t;
+	return NULL;
+}
+
+void target_remote_data(struct target *t, uint64_t addr, uint64_t img, uint8_t *buf,
+			uint64_t len)
+{
+	struct rheld *h = malloc(sizeof(*h)), **pp;
+
+	if (!h) {
+		/* The pages stay missing: faults and the fill ask again. */
+		log_warnx("%s out of memory holding %" PRIu64 " fetched bytes", t->pfx, len);
+		free(buf);
+		serve_faults(t);
+		return;
+	}
+	*h = (struct rheld){ .addr = addr, .img = img, .len = len, .buf = buf };
+	for (pp = &t->held; *pp; pp = &(*pp)->next)
+		;
+	*pp = h;
+	serve_faults(t);
+}
+
+void target_remote_lost(struct daemon *d, const char *why)
+{
+	struct target *t, *next;
+
+	for (t = d->targets; t; t = next) {
+		next = t->next;
+		if (t->dead || (!t->map.nr_missing && !t->held))
+			continue;
+		log_warnx("%s %" PRIu64 " lazy pages were not delivered; killing it so that it never reads zeros",
+			  t->pfx, t->map.nr_missing);
+		if (t->pidfd >= 0)
+			target_kill(t, why);
+		else
+			target_abandon(t, "its pid is unknown, so it cannot be killed");
+	}
 }

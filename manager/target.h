@@ -26,6 +26,14 @@ struct fault {
 	uint32_t tid;
 };
 
+/* Fetched data that could not be placed yet (EAGAIN: events pending). */
+struct rheld {
+	struct rheld *next;
+	uint64_t addr, img, len;	/* what is left of it */
+	uint8_t *buf;			/* the whole answer, freed with this */
+	uint64_t off;			/* where ADDR's bytes are in BUF */
+};
+
 struct target_stats {
 	uint64_t pages_total;
 	uint64_t pages_copied;
@@ -62,6 +70,7 @@ struct target {
 	size_t nr_faults, cap_faults;
 	struct timer retry;
 	uint64_t fill_cursor;
+	struct rheld *held;	/* remote mode: answers waiting for a drain */
 	bool dead;
 	bool parked;		/* has faults waiting for a drain (counted in daemon.nr_parked) */
 	bool live;		/* announced: its end is reported to d->target_ended */
@@ -80,11 +89,12 @@ struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
 
 /*
  * Check that IMG can be served: build its model once, as target_create
- * would, and forget it. Returns 0 with *LAZY the pages to serve, or -errno
+ * would, and forget it. REMOTE: the data comes from a page server, so lazy
+ * pages need no data in the images. Returns 0 with *LAZY the pages to serve, or -errno
  * with REASON filled.
  */
-int timage_check(const struct timage *img, uint32_t image_id, uint64_t *lazy, char *reason,
-		 size_t reason_len);
+int timage_check(const struct timage *img, uint32_t image_id, bool remote, uint64_t *lazy,
+		 char *reason, size_t reason_len);
 
 /* Learn the pid of a forked child (from the proc connector or a fault's thread id). */
 void target_set_pid(struct target *t, pid_t pid);
@@ -100,6 +110,20 @@ void target_destroy(struct target *t, const char *why);
 
 /* Kill the process (it cannot be served correctly any more) and tear it down. */
 void target_kill(struct target *t, const char *why);
+
+/* The live target with this id, or NULL. */
+struct target *target_by_id(struct daemon *d, uint64_t id);
+
+/*
+ * Remote mode: LEN bytes in BUF (owned from now on) came for image address
+ * IMG, asked to be placed at ADDR. Place what is still missing there and
+ * still has that image address; answer the faults waiting on it.
+ */
+void target_remote_data(struct target *t, uint64_t addr, uint64_t img, uint8_t *buf,
+			uint64_t len);
+
+/* Remote mode: the page server is gone. Kill every process not fully served (WHY). */
+void target_remote_lost(struct daemon *d, const char *why);
 
 struct timage *timage_get(struct timage *img);
 void timage_put(struct daemon *d, struct timage *img);

@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,6 +60,90 @@ void tc_init(struct tc_run *r)
 	snprintf(r->log, sizeof(r->log), "%s/manager.log", r->dir);
 	snprintf(r->err, sizeof(r->err), "%s/manager.stderr", r->dir);
 	snprintf(r->simout, sizeof(r->simout), "%s/sim.out", r->dir);
+	snprintf(r->ps_log, sizeof(r->ps_log), "%s/pagesrv.log", r->dir);
+}
+
+bool tc_pagesrv_start(struct tc_run *r, const char *imgdir, const char *const *args)
+{
+	char bin[256], fdarg[16];
+	const char *argv[40];
+	int p[2], n = 0;
+	ssize_t got;
+
+	snprintf(bin, sizeof(bin), "%s/uffd-manager", build_dir());
+	snprintf(fdarg, sizeof(fdarg), "%d", TC_READY_FD);
+	argv[n++] = bin;
+	argv[n++] = "page-server";
+	argv[n++] = "-D";
+	argv[n++] = imgdir;
+	argv[n++] = "--address";
+	argv[n++] = "127.0.0.1";
+	argv[n++] = "--port";
+	argv[n++] = "0";
+	argv[n++] = "--status-fd";
+	argv[n++] = fdarg;
+	argv[n++] = "-o";
+	argv[n++] = r->ps_log;
+	argv[n++] = "-v";
+	for (int i = 0; args && args[i] && n < 38; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	if (pipe2(p, O_CLOEXEC) < 0)
+		die("pipe: %s", strerror(errno));
+	r->ps_pid = fork();
+	if (r->ps_pid < 0)
+		die("fork: %s", strerror(errno));
+	if (r->ps_pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(p[1], TC_READY_FD);
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	close(p[1]);
+	/* The port and a newline mean it listens; EOF means it died. */
+	memset(r->ps_port, 0, sizeof(r->ps_port));
+	for (size_t have = 0; have < sizeof(r->ps_port) - 1; have += (size_t)got) {
+		got = read(p[0], r->ps_port + have, sizeof(r->ps_port) - 1 - have);
+		if (got <= 0)
+			break;
+	}
+	close(p[0]);
+	if (!strchr(r->ps_port, '\n'))
+		return false;
+	*strchr(r->ps_port, '\n') = 0;
+	return true;
+}
+
+int tc_pagesrv_stop(struct tc_run *r)
+{
+	uint64_t end = ms_now() + 5000;
+	int st;
+
+	if (r->ps_pid <= 0)
+		return -1;
+	kill(r->ps_pid, SIGTERM);
+	while (ms_now() < end) {
+		if (waitpid(r->ps_pid, &st, WNOHANG) == r->ps_pid) {
+			r->ps_pid = 0;
+			return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+		}
+		usleep(2000);
+	}
+	kill(r->ps_pid, SIGKILL);
+	waitpid(r->ps_pid, &st, 0);
+	r->ps_pid = 0;
+	return -1;
+}
+
+int tc_pagesrv_connect(const struct tc_run *r)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(atoi(r->ps_port)) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
+		die("connect to the page server on port %s: %s", r->ps_port, strerror(errno));
+	return fd;
 }
 
 bool tc_daemon_start(struct tc_run *r, const char *imgdir, const char *const *args)
@@ -251,10 +337,16 @@ void tc_finish(struct tc_run *r)
 		waitpid(r->pid, NULL, 0);
 		r->pid = 0;
 	}
+	if (r->ps_pid > 0) {
+		kill(r->ps_pid, SIGKILL);
+		waitpid(r->ps_pid, NULL, 0);
+		r->ps_pid = 0;
+	}
 	if (!r->dir[0])
 		return;
 	if (!r->passed || getenv("UFFD_TEST_KEEP")) {
-		fprintf(stderr, "kept %s (daemon log %s, sim output %s)\n", r->dir, r->log, r->simout);
+		fprintf(stderr, "kept %s (daemon log %s, sim output %s, page server log %s)\n", r->dir,
+		r->log, r->simout, r->ps_log);
 		return;
 	}
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", r->dir);

@@ -21,6 +21,9 @@ struct tc_run {
 	char err[128];		/* the daemon's stderr: what a caller of -o sees */
 	char simout[128];	/* criu-sim's stdout and stderr */
 	pid_t pid;		/* the daemon while it runs, else 0 */
+	pid_t ps_pid;		/* the page server while it runs, else 0 */
+	char ps_port[16];	/* its TCP port */
+	char ps_log[128];	/* its -o */
 	bool passed;		/* set by the test at its end: else the dir is kept */
 };
 
@@ -32,6 +35,19 @@ void tc_init(struct tc_run *r);
  * True once it listens; false if it exited first (then tc_daemon_wait tells how).
  */
 bool tc_daemon_start(struct tc_run *r, const char *imgdir, const char *const *args);
+
+/*
+ * Start `uffd-manager page-server -D IMGDIR --address 127.0.0.1 --port 0
+ * --status-fd N -o PS_LOG -v ARGS`; true once it listens (its port in
+ * r->ps_port).
+ */
+bool tc_pagesrv_start(struct tc_run *r, const char *imgdir, const char *const *args);
+
+/* Stop the page server (SIGTERM); its exit code, or -1 if it had to be killed. */
+int tc_pagesrv_stop(struct tc_run *r);
+
+/* Connect to the page server over TCP. */
+int tc_pagesrv_connect(const struct tc_run *r);
 
 /* Wait for the daemon to exit: its wait status, or -1 after TIMEOUT_MS (then it is killed). */
 int tc_daemon_wait(struct tc_run *r, int timeout_ms);
@@ -55,7 +71,7 @@ double tc_file_number(const char *path, const char *s);
 /* Wait until the file contains S, at most TIMEOUT_MS. */
 bool tc_file_wait(const char *path, const char *s, int timeout_ms);
 
-/* Kill the daemon if it still runs; remove the dir unless the test did not pass (or UFFD_TEST_KEEP). */
+/* Kill the daemon and the page server if they still run; remove the dir unless the test did not pass (or UFFD_TEST_KEEP). */
 void tc_finish(struct tc_run *r);
 
 /* Connect to the daemon's lazy-pages.socket as the restore would. */

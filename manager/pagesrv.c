@@ -1,0 +1,493 @@
+/* The page server: lazy pages of an image dir, to CRIU's page-server protocol. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "imgtask.h"
+#include "log.h"
+#include "loop.h"
+#include "pagesrv.h"
+#include "pswire.h"
+
+#define PG	4096ull
+
+struct pagesrv;
+
+/* One client connection. */
+struct psconn {
+	struct psconn *next;
+	struct pagesrv *s;
+	struct ev ev;
+	int fd;
+	char name[80];
+	uint8_t in[PS_HDR_SIZE];	/* the request being read */
+	size_t have;
+	uint8_t out[PS_HDR_SIZE];	/* the answer's header (or CLOSE's status word) */
+	size_t out_off, out_len;
+	const uint8_t *data;		/* then its pages, from the mapped pages file */
+	uint64_t data_off, data_len;
+	bool want_out;
+	bool closing;			/* CLOSE answered: only EOF may follow */
+	bool cut;			/* --drop-after: close once this answer's half is out */
+	bool force;			/* FORCE_CLOSE answered: close once the word is out */
+	bool dead;
+	uint64_t gets, pages;
+};
+
+struct pagesrv {
+	struct pagesrv_opts o;
+	struct loop loop;
+	struct ev listen_ev, sig_ev;
+	int listen_fd, sig_fd, dirfd;
+	struct pages_cache cache;
+	struct img_task *tasks;
+	size_t nr_tasks;
+	struct psconn *conns;
+	uint64_t nr_conns, gets, pages, errors;
+};
+
+static void conn_on_io(struct ev *ev, uint32_t events);
+
+static struct img_task *task_find(const struct pagesrv *s, uint64_t pid)
+{
+	for (size_t i = 0; i < s->nr_tasks; i++)
+		if (s->tasks[i].pid == pid)
+			return &s->tasks[i];
+	return NULL;
+}
+
+static bool is_task(void *arg, uint64_t pid)
+{
+	return task_find(arg, pid) != NULL;
+}
+
+static void conn_free(void *p)
+{
+	free(p);
+}
+
+static void conn_close(struct psconn *c, const char *why)
+{
+	struct psconn **pp;
+
+	if (c->dead)
+		return;
+	c->dead = true;
+	log_info("page-server: %s: %s; %" PRIu64 " GETs answered, %" PRIu64 " pages sent", c->name,
+		 why, c->gets, c->pages);
+	loop_del(&c->s->loop, &c->ev);
+	close(c->fd);
+	for (pp = &c->s->conns; *pp; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	loop_defer(&c->s->loop, conn_free, c);
+}
+
+/* A request we will not answer: the protocol has no error answer, so the connection ends (as criu's does). */
+static void conn_refuse(struct psconn *c, const struct ps_hdr *h, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void conn_refuse(struct psconn *c, const struct ps_hdr *h, const char *fmt, ...)
+{
+	char why[256], opn[32];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	c->s->errors++;
+	log_warnx("page-server: %s: %s (%" PRIu64 " pages at 0x%" PRIx64 ", dst_id %" PRIu64 "): %s; closing the connection",
+		  c->name, ps_op_name(ps_op(h->cmd), opn, sizeof(opn)), h->nr_pages, h->vaddr,
+		  h->dst_id, why);
+	conn_close(c, "refused a request");
+}
+
+/* Answer a GET with ADD_F and the data of the contiguous lazy run at its address. */
+static void on_get(struct psconn *c, const struct ps_hdr *h)
+{
+	struct pagesrv *s = c->s;
+	uint32_t pid = ps_dst_pid(h->dst_id, is_task, s);
+	const struct img_task *t = pid ? task_find(s, pid) : NULL;
+	uint64_t nr = h->nr_pages;
+	struct ps_hdr a;
+	struct pm_run run;
+
+	if (!t) {
+		conn_refuse(c, h, "no task with that pid in %s", s->o.imgdir);
+		return;
+	}
+	if (!t->pm) {
+		conn_refuse(c, h, "pid %u has no memory images (a zombie)", pid);
+		return;
+	}
+	if (h->vaddr & (PG - 1) || nr == 0) {
+		conn_refuse(c, h, "%s", nr ? "the address is not page aligned" : "no pages asked");
+		return;
+	}
+	if (nr > PAGESRV_MAX_PAGES)
+		nr = PAGESRV_MAX_PAGES;	/* fewer pages than asked: allowed, and no peer sizes us */
+	if (h->vaddr + nr * PG < h->vaddr) {
+		conn_refuse(c, h, "the range wraps around");
+		return;
+	}
+	pagemap_resolve(t->pm, h->vaddr, nr * PG, &run);
+	if (!(run.flags & PE_LAZY)) {
+		conn_refuse(c, h, "0x%" PRIx64 " is not a lazy page of pid %u (%s)", h->vaddr, pid,
+			    run.src == PM_HOLE ? "not in its pagemap" : "restored eagerly");
+		return;
+	}
+	if (run.src != PM_DATA || !run.pf || run.off + run.len > run.pf->size) {
+		conn_refuse(c, h, "the images in %s hold no data for it", s->o.imgdir);
+		return;
+	}
+	a = (struct ps_hdr){ .cmd = ps_cmd(PS_IOV_ADD_F, PS_FLAG_PRESENT), .nr_pages = run.len / PG,
+			     .vaddr = h->vaddr, .dst_id = h->dst_id };
+	ps_encode(c->out, &a);
+	c->out_off = 0;
+	c->out_len = PS_HDR_SIZE;
+	c->data = run.pf->base + run.off;
+	c->data_off = 0;
+	c->data_len = run.len;
+	c->gets++;
+	c->pages += a.nr_pages;
+	s->gets++;
+	s->pages += a.nr_pages;
+	if (s->o.drop_after && c->gets > s->o.drop_after) {
+		/* Fault injection: the connection breaks in the middle of this answer. */
+		c->data_len = (run.len / PG / 2) * PG;
+		c->cut = true;
+	}
+	log_debug("page-server: %s: GET pid %u 0x%" PRIx64 " +%" PRIu64 ": %" PRIu64 " pages", c->name,
+		  pid, h->vaddr, h->nr_pages, a.nr_pages);
+}
+
+/* Act on one request header. */
+static void on_request(struct psconn *c)
+{
+	struct ps_hdr h;
+	int32_t status = 0;
+
+	ps_decode(c->in, &h);
+	c->have = 0;
+	if (c->closing) {
+		conn_refuse(c, &h, "a request after CLOSE");
+		return;
+	}
+	switch (ps_op(h.cmd)) {
+	case PS_IOV_GET:
+		on_get(c, &h);
+		break;
+	case PS_IOV_CLOSE:
+	case PS_IOV_FORCE_CLOSE:
+		/* The status word says everything was received; then the client hangs up. */
+		memcpy(c->out, &status, sizeof(status));
+		c->out_off = 0;
+		c->out_len = sizeof(status);
+		c->closing = true;
+		/* criu's own server ends the session at once on FORCE_CLOSE (the socket may be shared). */
+		c->force = ps_op(h.cmd) == PS_IOV_FORCE_CLOSE;
+		break;
+	case PS_IOV_OPEN:
+	case PS_IOV_OPEN2:
+	case PS_IOV_PARENT:
+	case PS_IOV_ADD:
+	case PS_IOV_ADD_F:
+	case PS_IOV_HOLE:
+		conn_refuse(c, &h, "this page server serves images (GET); it does not take a dump");
+		break;
+	default:
+		conn_refuse(c, &h, "unknown command 0x%x", h.cmd);
+		break;
+	}
+}
+
+/* Send what is pending. True when nothing is left. */
+static bool conn_flush(struct psconn *c)
+{
+	while (!c->dead && (c->out_off < c->out_len || c->data_off < c->data_len)) {
+		ssize_t n;
+
+		/* The kernel reads the mapped pages: a truncated file is EFAULT here, not SIGBUS. */
+		if (c->out_off < c->out_len)
+			n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT | (c->data_len ? MSG_MORE : 0));
+		else
+			n = send(c->fd, c->data + c->data_off, c->data_len - c->data_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return false;
+		if (n <= 0) {
+			char why[128];
+
+			snprintf(why, sizeof(why), "send: %s", strerror(errno));
+			conn_close(c, why);
+			return false;
+		}
+		if (c->out_off < c->out_len)
+			c->out_off += (size_t)n;
+		else
+			c->data_off += (uint64_t)n;
+	}
+	if (c->dead)
+		return false;
+	c->data_len = c->data_off = 0;
+	if (c->cut) {
+		conn_close(c, "cut in the middle of an answer (--drop-after)");
+		return false;
+	}
+	if (c->force) {
+		conn_close(c, "done (FORCE_CLOSE)");
+		return false;
+	}
+	return true;
+}
+
+static void set_want_out(struct psconn *c, bool on)
+{
+	if (c->want_out != on && loop_mod(&c->s->loop, &c->ev, on ? EPOLLOUT : EPOLLIN) == 0)
+		c->want_out = on;
+}
+
+static void conn_on_io(struct ev *ev, uint32_t events)
+{
+	struct psconn *c = container_of(ev, struct psconn, ev);
+
+	(void)events;
+	for (;;) {
+		ssize_t n;
+
+		/* One answer at a time: read the next request only when this one is out. */
+		if (!conn_flush(c)) {
+			if (!c->dead)
+				set_want_out(c, true);
+			return;
+		}
+		set_want_out(c, false);
+		n = recv(c->fd, c->in + c->have, sizeof(c->in) - c->have, MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			char why[128];
+
+			if (n < 0)
+				snprintf(why, sizeof(why), "recv: %s", strerror(errno));
+			else
+				snprintf(why, sizeof(why), "%s", c->closing ? "done (CLOSE, then hung up)" :
+					 c->have ? "hung up in the middle of a request" :
+						   "hung up without CLOSE");
+			conn_close(c, why);
+			return;
+		}
+		c->have += (size_t)n;
+		if (c->have == sizeof(c->in)) {
+			on_request(c);
+			if (c->dead)
+				return;
+		}
+	}
+}
+
+static void on_accept(struct ev *ev, uint32_t events)
+{
+	struct pagesrv *s = container_of(ev, struct pagesrv, listen_ev);
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[64] = "?", port[16] = "?";
+	struct psconn *c;
+	int fd, one = 1;
+
+	(void)events;
+	fd = accept4(s->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+			log_warn("page-server: accept");
+		return;
+	}
+	getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+		    NI_NUMERICHOST | NI_NUMERICSERV);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c = calloc(1, sizeof(*c));
+	if (!c || loop_add(&s->loop, &c->ev, fd, EPOLLIN, conn_on_io) < 0) {
+		log_warn("page-server: cannot take a connection from %s:%s", host, port);
+		free(c);
+		close(fd);
+		return;
+	}
+	c->s = s;
+	c->fd = fd;
+	snprintf(c->name, sizeof(c->name), "client %s:%s", host, port);
+	c->next = s->conns;
+	s->conns = c;
+	s->nr_conns++;
+	log_info("page-server: %s connected", c->name);
+}
+
+static void on_signal(struct ev *ev, uint32_t events)
+{
+	struct pagesrv *s = container_of(ev, struct pagesrv, sig_ev);
+	struct signalfd_siginfo si;
+
+	(void)events;
+	while (read(s->sig_fd, &si, sizeof(si)) == sizeof(si))
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+			s->loop.stop = true;
+}
+
+/* Load every task's memory images. 0, or -1 after logging why. */
+static int load_tasks(struct pagesrv *s)
+{
+	struct img_err err;
+	uint32_t *pids;
+	size_t n;
+	bool from_pstree;
+	uint64_t lazy = 0;
+
+	s->dirfd = open(s->o.imgdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->dirfd < 0) {
+		log_warn("page-server: %s", s->o.imgdir);
+		return -1;
+	}
+	if (img_list_tasks(s->dirfd, &pids, &n, &from_pstree, &err) < 0) {
+		log_warnx("page-server: %s: %s", s->o.imgdir, err.msg);
+		return -1;
+	}
+	s->tasks = calloc(n ? n : 1, sizeof(*s->tasks));
+	if (!s->tasks) {
+		free(pids);
+		log_warnx("page-server: out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (img_task_load(&s->tasks[i], s->dirfd, pids[i], &s->cache, &err) < 0) {
+			free(pids);
+			log_warnx("page-server: %s: %s", s->o.imgdir, err.msg);
+			return -1;
+		}
+		s->nr_tasks++;
+		if (s->tasks[i].pm)
+			lazy += s->tasks[i].pm->lazy_pages;
+	}
+	free(pids);
+	log_info("page-server: %s: %zu tasks, %" PRIu64 " lazy pages", s->o.imgdir, s->nr_tasks,
+		 lazy);
+	return 0;
+}
+
+/* Listen on addr:port; tell the port on the status fd. 0 or -1 after logging why. */
+static int listen_tcp(struct pagesrv *s)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE };
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct addrinfo *res, *ai;
+	char port[16];
+	int ret, one = 1;
+
+	ret = getaddrinfo(s->o.addr, s->o.port, &hints, &res);
+	if (ret) {
+		log_warnx("page-server: %s:%s: %s", s->o.addr ? s->o.addr : "*", s->o.port,
+			  gai_strerror(ret));
+		return -1;
+	}
+	for (ai = res; ai; ai = ai->ai_next) {
+		s->listen_fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+				      ai->ai_protocol);
+		if (s->listen_fd < 0)
+			continue;
+		setsockopt(s->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(s->listen_fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+		    listen(s->listen_fd, 16) == 0)
+			break;
+		close(s->listen_fd);
+		s->listen_fd = -1;
+	}
+	freeaddrinfo(res);
+	if (s->listen_fd < 0) {
+		log_warn("page-server: cannot listen on %s:%s", s->o.addr ? s->o.addr : "*",
+			 s->o.port);
+		return -1;
+	}
+	if (getsockname(s->listen_fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    getnameinfo((struct sockaddr *)&ss, sl, NULL, 0, port, sizeof(port), NI_NUMERICSERV))
+		snprintf(port, sizeof(port), "%s", s->o.port);
+	if (loop_add(&s->loop, &s->listen_ev, s->listen_fd, EPOLLIN, on_accept) < 0) {
+		log_warn("page-server: epoll");
+		return -1;
+	}
+	log_info("page-server: listening on %s port %s, serving the lazy pages of %s",
+		 s->o.addr ? s->o.addr : "every address", port, s->o.imgdir);
+	if (s->o.status_fd >= 0) {
+		if (dprintf(s->o.status_fd, "%s\n", port) < 0)
+			log_warn("page-server: --status-fd %d", s->o.status_fd);
+		close(s->o.status_fd);
+	}
+	return 0;
+}
+
+static int setup_signals(struct pagesrv *s)
+{
+	sigset_t set;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -1;
+	s->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (s->sig_fd < 0)
+		return -1;
+	return loop_add(&s->loop, &s->sig_ev, s->sig_fd, EPOLLIN, on_signal);
+}
+
+int pagesrv_run(const struct pagesrv_opts *o)
+{
+	struct pagesrv s = { .o = *o, .listen_fd = -1, .sig_fd = -1, .dirfd = -1 };
+	int status = 1;
+
+	if (loop_init(&s.loop) < 0)
+		fatal("epoll_create1");
+	if (setup_signals(&s) < 0) {
+		log_warn("page-server: signals");
+		goto out;
+	}
+	if (load_tasks(&s) < 0 || listen_tcp(&s) < 0)
+		goto out;
+	status = loop_run(&s.loop) < 0;
+	log_info("page-server: stopping: %" PRIu64 " connections, %" PRIu64 " GETs answered, %" PRIu64 " pages sent, %" PRIu64 " requests refused",
+		 s.nr_conns, s.gets, s.pages, s.errors);
+out:
+	while (s.conns)
+		conn_close(s.conns, "the server is stopping");
+	loop_fini(&s.loop);
+	for (size_t i = 0; i < s.nr_tasks; i++)
+		img_task_free(&s.tasks[i], &s.cache);
+	free(s.tasks);
+	if (s.listen_fd >= 0)
+		close(s.listen_fd);
+	if (s.sig_fd >= 0)
+		close(s.sig_fd);
+	if (s.dirfd >= 0)
+		close(s.dirfd);
+	return status;
+}

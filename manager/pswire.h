@@ -1,0 +1,81 @@
+/*
+ * CRIU's page-server wire: a fixed 32-byte header, host endianness, the
+ * layout of `struct page_server_iov { u32 cmd; u64 nr_pages; u64 vaddr;
+ * u64 dst_id; }` with natural alignment (4 bytes of padding after cmd).
+ * cmd = flags << 16 | op. Pure encode/decode: no sockets here.
+ *
+ * Post-copy (lazy) use, as CRIU 4.x does it (criu/page-xfer.c, criu/uffd.c):
+ * the lazy-pages daemon sends GET {nr_pages, vaddr, dst_id = the task's pid};
+ * the source answers, in request order, ADD_F with flags PE_PRESENT, the same
+ * vaddr and dst_id and nr_pages <= the request (it stops at the end of a
+ * contiguous run of lazy pages), then nr_pages * 4096 bytes of data. A GET
+ * for pages the source does not hold has no answer: it closes the
+ * connection. At the end the client sends CLOSE (all other fields zero) and
+ * reads an int32 status (0) back.
+ */
+#ifndef UFFD_PSWIRE_H
+#define UFFD_PSWIRE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PS_HDR_SIZE		32
+
+#define PS_IOV_ADD		1
+#define PS_IOV_HOLE		2
+#define PS_IOV_OPEN		3
+#define PS_IOV_OPEN2		4
+#define PS_IOV_PARENT		5
+#define PS_IOV_ADD_F		6
+#define PS_IOV_GET		7
+#define PS_IOV_CLOSE		0x1023
+#define PS_IOV_FORCE_CLOSE	0x1024
+
+#define PS_CMD_BITS		16
+#define PS_TYPE_BITS		8
+#define PS_TYPE_PID		1	/* dst_id type of a task's pagemap (pid << 8 | 1) when pushing */
+
+/* pagemap_entry flags as they ride in cmd's upper half. */
+#define PS_FLAG_PARENT		1u
+#define PS_FLAG_LAZY		2u
+#define PS_FLAG_PRESENT		4u
+
+struct ps_hdr {
+	uint32_t cmd;
+	uint64_t nr_pages;
+	uint64_t vaddr;
+	uint64_t dst_id;
+};
+
+static inline uint32_t ps_cmd(uint32_t op, uint32_t flags)
+{
+	return flags << PS_CMD_BITS | (op & ((1u << PS_CMD_BITS) - 1));
+}
+
+static inline uint32_t ps_op(uint32_t cmd)
+{
+	return cmd & ((1u << PS_CMD_BITS) - 1);
+}
+
+static inline uint32_t ps_flags(uint32_t cmd)
+{
+	return cmd >> PS_CMD_BITS;
+}
+
+/* Write H as its 32 wire bytes (padding zeroed). */
+void ps_encode(uint8_t buf[PS_HDR_SIZE], const struct ps_hdr *h);
+
+/* Read 32 wire bytes into H. The padding is ignored, as CRIU ignores it. */
+void ps_decode(const uint8_t buf[PS_HDR_SIZE], struct ps_hdr *h);
+
+/* The name of an op, for log lines ("GET", "ADD_F", ... or "op 0x1234"). */
+const char *ps_op_name(uint32_t op, char *buf, unsigned len);
+
+/*
+ * The task a GET's DST_ID names: CRIU's lazy client sends the bare pid;
+ * the pushing side's form (pid << 8 | 1) is accepted when IS_TASK says the
+ * bare value is no task. Returns the pid, or 0 if neither form names one.
+ */
+uint32_t ps_dst_pid(uint64_t dst_id, bool (*is_task)(void *arg, uint64_t pid), void *arg);
+
+#endif

@@ -1,0 +1,391 @@
+/* Remote mode: the connection to the page server, its requests and answers. */
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "pswire.h"
+#include "remote.h"
+#include "target.h"
+
+#define PG		4096ull
+#define MAX_FLY		64	/* requests in flight */
+#define OUT_HDRS	64	/* headers the send buffer holds */
+#define CONNECT_MS	5000
+#define CLOSE_MS	2000
+
+struct remote {
+	struct daemon *d;
+	char name[300];		/* "page server HOST:PORT" */
+	int fd;
+	struct ev ev;
+	bool lost;
+	bool want_out;		/* EPOLLOUT is on */
+	struct rqueue q;
+	uint8_t out[OUT_HDRS * PS_HDR_SIZE];
+	size_t out_len, out_off;
+	uint8_t hdr[PS_HDR_SIZE];	/* the answer being read */
+	size_t hdr_have;
+	uint8_t *buf;			/* its data */
+	uint64_t want, got;
+	uint64_t t_open;
+	struct remote_stats st;
+};
+
+static void remote_on_io(struct ev *ev, uint32_t events);
+
+bool remote_alive(const struct remote *r)
+{
+	return r && !r->lost;
+}
+
+struct rqueue *remote_queue(struct remote *r)
+{
+	return &r->q;
+}
+
+/* Connect FD to AI within CONNECT_MS. 0 or -errno. */
+static int connect_timed(int fd, const struct addrinfo *ai)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	socklen_t sl = sizeof(int);
+	int err = 0;
+
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+		return 0;
+	if (errno != EINPROGRESS)
+		return -errno;
+	if (poll(&p, 1, CONNECT_MS) != 1)
+		return -ETIMEDOUT;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) < 0)
+		return -errno;
+	return -err;
+}
+
+int remote_open(struct daemon *d, const char *addr, const char *port, char *why, size_t len)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+	struct addrinfo *res, *ai;
+	struct remote *r;
+	int ret, fd = -1, one = 1;
+
+	ret = getaddrinfo(addr, port, &hints, &res);
+	if (ret) {
+		snprintf(why, len, "page server %s:%s: %s", addr, port, gai_strerror(ret));
+		return -EINVAL;
+	}
+	ret = -ENOENT;
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			    ai->ai_protocol);
+		if (fd < 0) {
+			ret = -errno;
+			continue;
+		}
+		ret = connect_timed(fd, ai);
+		if (ret == 0)
+			break;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		snprintf(why, len, "cannot connect to the page server at %s:%s: %s", addr, port,
+			 strerror(-ret));
+		return ret;
+	}
+	/* Requests are small and a fault waits on each: never hold them back. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		close(fd);
+		snprintf(why, len, "out of memory");
+		return -ENOMEM;
+	}
+	r->d = d;
+	r->fd = fd;
+	snprintf(r->name, sizeof(r->name), "page server %s:%s", addr, port);
+	rq_init(&r->q, MAX_FLY, REMOTE_BG_IDLE);
+	r->t_open = now_ns();
+	r->ev.fd = -1;
+	r->ev.dead = true;
+	d->remote = r;
+	log_info("remote: connected to the %s; lazy page data comes from it", r->name);
+	return 0;
+}
+
+int remote_attach(struct daemon *d)
+{
+	struct remote *r = d->remote;
+
+	if (loop_add(&d->loop, &r->ev, r->fd, EPOLLIN, remote_on_io) < 0)
+		return -errno;
+	d->fds_in_use++;
+	return 0;
+}
+
+/*
+ * The connection is gone (WHY): nothing more can be fetched. Every process
+ * not fully served is killed (target_remote_lost): none may read zeros.
+ */
+static void remote_lost(struct remote *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void remote_lost(struct remote *r, const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+	unsigned fly = r->q.nr_fly, pend = r->q.nr_pend;
+
+	if (r->lost)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	r->lost = true;
+	loop_del(&r->d->loop, &r->ev);
+	close(r->fd);
+	r->fd = -1;
+	r->d->fds_in_use--;
+	rq_clear(&r->q);
+	free(r->buf);
+	r->buf = NULL;
+	log_warnx("remote: lost the %s: %s (%u requests in flight, %u not sent); %" PRIu64 " pages had come",
+		  r->name, why, fly, pend, r->st.pages);
+	target_remote_lost(r->d, "killed: page server connection lost");
+}
+
+int remote_request(struct remote *r, uint64_t target_id, uint32_t pid, uint64_t addr,
+		   uint64_t img, uint64_t nr, bool urgent)
+{
+	struct rreq *q;
+
+	if (r->lost)
+		return -ENOTCONN;
+	if (!nr || nr > REMOTE_MAX_PAGES)
+		return -EINVAL;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	*q = (struct rreq){ .target_id = target_id, .addr = addr, .img = img, .nr = nr,
+			    .pid = pid, .urgent = urgent, .t0 = now_ns() };
+	rq_add(&r->q, q);
+	r->st.requests++;
+	r->st.urgent += urgent;
+	return 0;
+}
+
+void remote_promote(struct remote *r, struct rreq *q)
+{
+	if (rq_promote(&r->q, q)) {
+		r->st.promoted++;
+		r->st.urgent++;
+	}
+}
+
+/* Watch for EPOLLOUT only while something waits to be sent. */
+static void set_want_out(struct remote *r, bool on)
+{
+	if (r->want_out == on)
+		return;
+	if (loop_mod(&r->d->loop, &r->ev, EPOLLIN | (on ? EPOLLOUT : 0)) == 0)
+		r->want_out = on;
+}
+
+void remote_pump(struct daemon *d)
+{
+	struct remote *r = d->remote;
+	struct rreq *q;
+
+	if (!r || r->lost)
+		return;
+	if (r->out_off == r->out_len)
+		r->out_off = r->out_len = 0;
+	while (r->out_len + PS_HDR_SIZE <= sizeof(r->out) && (q = rq_next(&r->q))) {
+		struct ps_hdr h = { .cmd = ps_cmd(PS_IOV_GET, 0), .nr_pages = q->nr,
+				    .vaddr = q->img, .dst_id = q->pid };
+
+		ps_encode(r->out + r->out_len, &h);
+		r->out_len += PS_HDR_SIZE;
+	}
+	if (r->q.nr_fly > r->st.max_fly)
+		r->st.max_fly = r->q.nr_fly;
+	while (r->out_off < r->out_len) {
+		ssize_t n = send(r->fd, r->out + r->out_off, r->out_len - r->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (n <= 0) {
+			remote_lost(r, "send: %s", strerror(errno));
+			return;
+		}
+		r->out_off += (size_t)n;
+	}
+	set_want_out(r, r->out_off < r->out_len);
+}
+
+/* Check a decoded answer header against the request it answers. NULL if fine, else why not. */
+static const char *answer_bad(const struct ps_hdr *h, const struct rreq *q)
+{
+	uint32_t op = ps_op(h->cmd);
+
+	if (!q)
+		return "an answer came with no request in flight";
+	if (op != PS_IOV_ADD_F && op != PS_IOV_ADD)
+		return "the answer is not ADD_F";
+	if (op == PS_IOV_ADD_F && !(ps_flags(h->cmd) & PS_FLAG_PRESENT))
+		return "the answer carries no data (flags without PE_PRESENT)";
+	if (h->vaddr != q->img || h->dst_id != q->pid)
+		return "the answer is for other pages than the request in flight";
+	if (h->nr_pages == 0 || h->nr_pages > q->nr)
+		return "the answer's page count is 0 or more than was asked";
+	return NULL;
+}
+
+/* A whole answer is in: hand its pages to the target that asked. */
+static void answer_done(struct remote *r)
+{
+	struct rreq *q = rq_done(&r->q);
+	struct target *t = target_by_id(r->d, q->target_id);
+	uint64_t nr = r->want / PG;
+
+	r->st.pages += nr;
+	r->st.short_answers += nr < q->nr;
+	if (q->urgent) {
+		r->st.urgent_ns += now_ns() - q->t0;
+		r->st.answered_urgent++;
+	}
+	log_debug("remote: pid %u 0x%" PRIx64 " +%" PRIu64 " pages (%" PRIu64 " asked, %s)", q->pid,
+		  q->img, nr, q->nr, q->urgent ? "fault" : "fill");
+	if (t)
+		target_remote_data(t, q->addr, q->img, r->buf, r->want);
+	else
+		free(r->buf);	/* it exited meanwhile */
+	r->buf = NULL;
+	r->hdr_have = 0;
+	r->want = r->got = 0;
+	free(q);
+	r->d->loop.idle_pending = true;
+}
+
+/* Read what the socket has: headers, then data. */
+static void remote_read(struct remote *r)
+{
+	for (;;) {
+		ssize_t n;
+
+		if (r->hdr_have < PS_HDR_SIZE)
+			n = recv(r->fd, r->hdr + r->hdr_have, PS_HDR_SIZE - r->hdr_have, MSG_DONTWAIT);
+		else
+			n = recv(r->fd, r->buf + r->got, r->want - r->got, MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n < 0) {
+			remote_lost(r, "recv: %s", strerror(errno));
+			return;
+		}
+		if (n == 0) {
+			remote_lost(r, "the server closed the connection%s",
+				    r->hdr_have ? " in the middle of an answer" : "");
+			return;
+		}
+		if (r->hdr_have < PS_HDR_SIZE) {
+			struct ps_hdr h;
+			const char *bad;
+
+			r->hdr_have += (size_t)n;
+			if (r->hdr_have < PS_HDR_SIZE)
+				continue;
+			ps_decode(r->hdr, &h);
+			bad = answer_bad(&h, rq_head(&r->q));
+			if (bad) {
+				remote_lost(r, "protocol error: %s (cmd 0x%x, %" PRIu64 " pages at 0x%" PRIx64 ", dst_id %" PRIu64 ")",
+					    bad, h.cmd, h.nr_pages, h.vaddr, h.dst_id);
+				return;
+			}
+			r->want = h.nr_pages * PG;	/* at most REMOTE_MAX_PAGES: checked against the request */
+			r->got = 0;
+			if (posix_memalign((void **)&r->buf, PG, r->want)) {
+				r->buf = NULL;
+				remote_lost(r, "out of memory for an answer of %" PRIu64 " bytes", r->want);
+				return;
+			}
+			continue;
+		}
+		r->got += (uint64_t)n;
+		if (r->got == r->want) {
+			answer_done(r);
+			if (r->lost)
+				return;
+		}
+	}
+}
+
+static void remote_on_io(struct ev *ev, uint32_t events)
+{
+	struct remote *r = container_of(ev, struct remote, ev);
+
+	if (events & EPOLLIN)
+		remote_read(r);
+	if (!r->lost && (events & EPOLLOUT))
+		remote_pump(r->d);
+}
+
+/* Say CLOSE and read the status word, as criu lazy-pages does at its end. */
+static void say_close(struct remote *r)
+{
+	struct ps_hdr h = { .cmd = PS_IOV_CLOSE };
+	uint8_t buf[PS_HDR_SIZE];
+	struct pollfd p = { .fd = r->fd, .events = POLLIN };
+	int32_t status = -1;
+
+	ps_encode(buf, &h);
+	if (send(r->fd, buf, sizeof(buf), MSG_NOSIGNAL) != (ssize_t)sizeof(buf)) {
+		log_warn("remote: sending CLOSE to the %s", r->name);
+		return;
+	}
+	if (poll(&p, 1, CLOSE_MS) != 1 ||
+	    recv(r->fd, &status, sizeof(status), MSG_WAITALL) != (ssize_t)sizeof(status))
+		log_warnx("remote: the %s did not answer CLOSE", r->name);
+	else if (status)
+		log_warnx("remote: the %s answered CLOSE with status %d", r->name, status);
+}
+
+void remote_close(struct daemon *d)
+{
+	struct remote *r = d->remote;
+	double s;
+
+	if (!r)
+		return;
+	s = (now_ns() - r->t_open) / 1e9;
+	if (!r->lost && !r->q.nr_fly && r->out_off == r->out_len)
+		say_close(r);
+	log_info("remote: fetched %" PRIu64 " pages (%.1f MiB) in %.3f s with %" PRIu64 " requests (%" PRIu64 " for faults, %" PRIu64 " in the background, %" PRIu64 " promoted), %" PRIu64 " short answers, up to %" PRIu64 " in flight; fault round trip %.0f us on average",
+		 r->st.pages, r->st.pages * 4096.0 / (1 << 20), s, r->st.requests, r->st.urgent,
+		 r->st.requests - r->st.urgent, r->st.promoted, r->st.short_answers, r->st.max_fly,
+		 r->st.answered_urgent ? r->st.urgent_ns / 1e3 / r->st.answered_urgent : 0.0);
+	if (!r->lost) {
+		loop_del(&d->loop, &r->ev);
+		close(r->fd);
+	}
+	rq_clear(&r->q);
+	free(r->buf);
+	free(r);
+	d->remote = NULL;
+}

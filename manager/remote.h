@@ -1,0 +1,75 @@
+/*
+ * Remote mode: the lazy pages come from a page server over TCP (CRIU's
+ * page-server protocol, see pswire.h), not from pages-N.img. One connection
+ * per daemon, non-blocking, in the daemon's event loop. Requests are queued
+ * (rqueue.h) and sent several at a time; answers come back in order into a
+ * buffer per answer, which goes to the target that asked (target.c places
+ * it with UFFDIO_COPY).
+ *
+ * Losing the connection is final: every process not fully served is killed
+ * (target_remote_lost), never woken with zeros.
+ */
+#ifndef UFFD_REMOTE_H
+#define UFFD_REMOTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rqueue.h"
+
+struct daemon;
+struct remote;
+
+/* The largest request, in pages (4 MiB): the cap of every answer buffer. */
+#define REMOTE_MAX_PAGES	1024
+
+/* Background requests in flight: while faults wait, and otherwise. */
+#define REMOTE_BG_BUSY		1
+#define REMOTE_BG_IDLE		4
+
+struct remote_stats {
+	uint64_t requests, urgent, promoted;
+	uint64_t pages, short_answers;
+	uint64_t max_fly;
+	uint64_t urgent_ns;		/* sum of fault request round trips */
+	uint64_t answered_urgent;
+};
+
+/*
+ * Connect to the page server at ADDR:PORT (a blocking connect, with a
+ * timeout) and give D its remote; remote_attach puts it in the loop.
+ * 0, or -errno with WHY filled.
+ */
+int remote_open(struct daemon *d, const char *addr, const char *port, char *why, size_t len);
+
+/* Watch the connection in D's loop (once the loop exists). 0 or -errno. */
+int remote_attach(struct daemon *d);
+
+/* Is the connection up (not lost)? */
+bool remote_alive(const struct remote *r);
+
+/*
+ * Queue a GET for NR pages at image address IMG of image PID, to be placed
+ * at ADDR in target TARGET_ID. Sent at the next remote_pump. 0, -ENOTCONN
+ * (lost), -ENOMEM.
+ */
+int remote_request(struct remote *r, uint64_t target_id, uint32_t pid, uint64_t addr,
+		   uint64_t img, uint64_t nr, bool urgent);
+
+/* The queue, for the targets' questions (covered? next start? room?). */
+struct rqueue *remote_queue(struct remote *r);
+
+/* A fault waits on R: send it before background requests. */
+void remote_promote(struct remote *r, struct rreq *q);
+
+/* Send what the queue allows (called before the loop sleeps). */
+void remote_pump(struct daemon *d);
+
+/*
+ * End of the run: say CLOSE and wait (a little) for the server's status,
+ * log the figures, free. Safe on a lost connection or NULL.
+ */
+void remote_close(struct daemon *d);
+
+#endif
