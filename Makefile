@@ -122,7 +122,7 @@ check: deps
 	@$(MAKE) --no-print-directory test
 
 demo: deps
-	@$(MAKE) --no-print-directory all $(BUILD)/test/helpers/demo-serve
+	@$(MAKE) --no-print-directory all $(BUILD)/test/helpers/demo-serve $(BUILD)/test/helpers/workload
 	@scripts/demo $(BUILD)
 
 asan: deps

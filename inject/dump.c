@@ -162,6 +162,9 @@ struct dump {
 	/* pages that stay resident: the kernel reads them for others */
 	struct dump_range *eager;
 	size_t neager;
+	struct dump_range *spans;	/* where pages were found */
+	size_t nspans;
+	size_t capspans;
 
 	struct timespec t_start;
 	struct timespec t_frozen;
@@ -496,7 +499,7 @@ static int eager_add(struct dump *d, uint64_t addr, uint64_t start, uint64_t end
 		if (!nr)
 			return dfail(d, ENOMEM, "out of memory");
 		d->eager = nr;
-		d->eager[d->neager++] = (struct dump_range){ start, end };
+		d->eager[d->neager++] = (struct dump_range){ start, end, (uint32_t)i };
 		return 0;
 	}
 	return 0;	/* not mapped: nothing to keep */
@@ -873,9 +876,35 @@ static int flush_batch(struct dump *d)
 	return 0;
 }
 
+/* Note that area AREA has pages at [ADDR, ADDR + LEN): extend the last span or add one. */
+static int span_add(struct dump *d, uint32_t area, uint64_t addr, uint64_t len)
+{
+	struct dump_range *last = d->nspans ? &d->spans[d->nspans - 1] : NULL;
+
+	if (last && last->area == area && addr - last->end <= DUMP_SPAN_GAP) {
+		last->end = addr + len;
+		return 0;
+	}
+	if (d->nspans == d->capspans) {
+		size_t ncap = d->capspans ? d->capspans * 2 : 64;
+		struct dump_range *ns = realloc(d->spans, ncap * sizeof(*ns));
+
+		if (!ns)
+			return dfail(d, ENOMEM, "out of memory");
+		d->spans = ns;
+		d->capspans = ncap;
+	}
+	d->spans[d->nspans++] = (struct dump_range){ addr, addr + len, area };
+	return 0;
+}
+
 /* Queue LEN bytes of pages at ADDR (in area AREA) for reading; flush full batches. */
 static int add_range(struct dump *d, uint32_t area, uint64_t addr, uint64_t len)
 {
+	int sret = span_add(d, area, addr, len);
+
+	if (sret < 0)
+		return sret;
 	while (len) {
 		struct dump_item *last = d->nitems ? &d->items[d->nitems - 1] : NULL;
 		uint64_t room = DUMP_BATCH - d->batch, take;
@@ -1314,6 +1343,7 @@ static void release(struct dump *d)
 	free(d->pmwords);
 	free(d->pe);
 	free(d->eager);
+	free(d->spans);
 	free(d->vmas);
 	free(d->areas);
 	free(d->auxv);
@@ -1366,6 +1396,9 @@ static void hold(struct dump *d, struct dump_held *h)
 	h->eager = d->eager;
 	d->eager = NULL;
 	h->neager = d->neager;
+	h->spans = d->spans;
+	d->spans = NULL;
+	h->nspans = d->nspans;
 	h->frozen_at = (double)d->t_frozen.tv_sec + d->t_frozen.tv_nsec / 1e9;
 }
 
@@ -1381,6 +1414,7 @@ void dump_held_release(struct dump_held *h)
 	free(h->areas);
 	free(h->pe);
 	free(h->eager);
+	free(h->spans);
 	memset(h, 0, sizeof(*h));
 	h->pidfd = h->dirfd = -1;
 }

@@ -34,10 +34,11 @@ struct dump_pe {
 	uint32_t area;
 };
 
-/* [start, end), page aligned. */
+/* [start, end), page aligned, in area AREA (where it matters). */
 struct dump_range {
 	uint64_t start;
 	uint64_t end;
+	uint32_t area;
 };
 
 struct dump_stats {
@@ -71,8 +72,14 @@ struct dump_held {
 	size_t npe;
 	struct dump_range *eager;	/* sorted, disjoint: pages that stay resident */
 	size_t neager;
+	/* Where the dumped areas have pages (present or swapped, zero ones too),
+	 * in address order; gaps of less than DUMP_SPAN_GAP bridged. */
+	struct dump_range *spans;
+	size_t nspans;
 	double frozen_at;	/* CLOCK_MONOTONIC seconds of the freeze */
 };
+
+#define DUMP_SPAN_GAP	(64ull << 20)
 
 /* Let the target go (if still held) and free H. */
 void dump_held_release(struct dump_held *h);

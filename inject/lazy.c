@@ -311,11 +311,12 @@ static int drop_pages(struct lz *z)
 	z->rd.started = true;
 	z->dropped = true;
 	ret = 0;
-	for (size_t i = 0; i < z->h.nvmas && ret == 0; i++) {
-		const VmaEntry *v = &z->h.vmas[i];
+	/* Only where the dump found pages: an area can be terabytes of nothing. */
+	for (size_t i = 0; i < z->h.nspans && ret == 0; i++) {
+		const struct dump_range *v = &z->h.spans[i];
 		uint64_t a = v->start;
 
-		if (z->h.areas[i].kind != DUMP_ANON)
+		if (z->h.areas[v->area].kind != DUMP_ANON)
 			continue;
 		while (a < v->end && ret == 0) {
 			uint64_t b = a;

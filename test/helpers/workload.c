@@ -531,8 +531,10 @@ int main(int argc, char **argv)
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0 || c == 'q')
+		if (n <= 0 || c == 'q') {
+			free(w.heap.p);	/* nothing for LeakSanitizer to report */
 			return 0;
+		}
 		if (c == 'v') {
 			bad = w.moved ? "the anon region was moved ('F')" : verify(&w);
 			if (!bad && atomic_load(&thr_bad))
