@@ -28,6 +28,7 @@
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -476,6 +477,18 @@ static int hand_over(struct lz *z, uint64_t *lazy)
 	return 0;
 }
 
+/*
+ * For the tests of what a killed uffd-inject leaves behind: die by SIGKILL
+ * at step WHERE when UFFD_INJECT_TEST_DIE_AT names it.
+ */
+static void test_die_at(const char *where)
+{
+	const char *at = getenv("UFFD_INJECT_TEST_DIE_AT");
+
+	if (at && !strcmp(at, where))
+		raise(SIGKILL);
+}
+
 static void summary(const struct lz *z, uint64_t served)
 {
 	const struct lazy_stats *st = z->st;
@@ -509,6 +522,7 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 		.no_locked = true,
 		.out = NULL,
 	};
+	sigset_t block, oldmask;
 	struct lazy_stats local;
 	struct dump_stats dst;
 	uint64_t served = 0;
@@ -536,6 +550,13 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 		return ret;	/* dump_run said why, and let the target go */
 	z.held = true;
 	st->dump_s = since(&z.t0);
+	/* From here the steps are short and must not be cut: a ^C waits for the end. */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	sigaddset(&block, SIGQUIT);
+	pthread_sigmask(SIG_BLOCK, &block, &oldmask);
 
 	ret = make_uffd(&z);
 	if (ret == 0)
@@ -545,6 +566,7 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 	st->rss_before = status_kb(o->pid, "VmRSS");
 	st->anon_before = status_kb(o->pid, "RssAnon");
 	ret = drop_pages(&z);
+	test_die_at("dropped");
 	st->rss_after = status_kb(o->pid, "VmRSS");
 	st->anon_after = status_kb(o->pid, "RssAnon");
 	if (ret == 0) {
@@ -571,6 +593,8 @@ out:
 	}
 	st->total_s = since(&z.t0);
 	free(z.reg);
+	if (z.held)
+		pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
 	if (ret < 0)
 		fprintf(stderr, "uffd-inject: lazy: %s\n", z.why[0] ? z.why : strerror(-ret));
 	else

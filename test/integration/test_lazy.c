@@ -511,3 +511,40 @@ LAZY_TEST(refused_hello_puts_memory_back)
 		      tw_status_kb(wa.pid, "RssAnon"), before);
 	assert_untouched(&wa);
 }
+
+/* uffd-inject killed after dropping the pages, before the hand-over: the
+ * target waits on its missing pages (its kept uffd); it never reads zeros. */
+LAZY_TEST(tool_killed_target_waits)
+{
+	const char *dargs[] = { "--no-fill", NULL };
+	const char *wargs[] = { "--anon", "8", NULL };
+	char pidarg[16], dir[128], line[128];
+	const char *args[] = { "lazy", "--pid", pidarg, "--images", dir, "--socket", dmn.sock,
+			       NULL };
+	struct pollfd p;
+	int rc, kept = -1;
+
+	daemon_up(dargs);
+	start(&wa, wargs);
+	snprintf(pidarg, sizeof(pidarg), "%d", (int)wa.pid);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	setenv("UFFD_INJECT_TEST_DIE_AT", "dropped", 1);
+	rc = tw_run_tool(tmp, args, out, sizeof(out), err, sizeof(err));
+	unsetenv("UFFD_INJECT_TEST_DIE_AT");
+	cr_assert_eq(rc, -1, "uffd-inject was not killed where asked (exit %d): %s", rc, err);
+	assert_free(wa.pid);
+	for (int fd = 0; fd < 1100; fd++)
+		if (!strcmp(fd_kind(wa.pid, fd), "anon_inode:[userfaultfd]"))
+			kept = fd;
+	cr_assert_gt(kept, 100, "no kept uffd up high in the target");
+	cr_assert(has_uffd_areas(wa.pid), "the areas are not registered");
+	cr_assert_lt(tw_status_kb(wa.pid, "RssAnon"), 2 * MIB, "the pages were not dropped");
+
+	cr_assert_eq(write(wa.in, "v", 1), 1);
+	p.fd = wa.out;
+	p.events = POLLIN;
+	if (poll(&p, 1, 700) > 0) {
+		cr_assert_geq(tw_read_line(wa.out, line, sizeof(line), 1000), 0);
+		cr_assert_fail("the target answered '%s' with nobody serving it", line);
+	}
+}
