@@ -13,20 +13,6 @@
 
 #define SD_LISTEN_FDS_START	3
 
-int listen_default_path(char *buf, size_t len)
-{
-	const char *rt = getenv("XDG_RUNTIME_DIR");
-	int n;
-
-	if (geteuid() == 0)
-		n = snprintf(buf, len, "/run/uffd-manager/manager.sock");
-	else if (rt && *rt)
-		n = snprintf(buf, len, "%s/uffd-manager.sock", rt);
-	else
-		return -ENOENT;
-	return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
-}
-
 /* Is something listening at ADDR? */
 static bool socket_alive(const struct sockaddr_un *addr)
 {

@@ -5,9 +5,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* The default socket path: /run/uffd-manager/manager.sock for root, else in $XDG_RUNTIME_DIR. */
-int listen_default_path(char *buf, size_t len);
-
 /*
  * Listen on PATH (SOCK_SEQPACKET, mode 0600), replacing a stale socket file
  * but refusing if a manager answers there. Returns the fd or -errno, with

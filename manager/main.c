@@ -17,6 +17,7 @@
 #include "client.h"
 #include "criu.h"
 #include "daemon.h"
+#include "handover.h"
 #include "listen.h"
 #include "log.h"
 #include "pagesrv.h"
@@ -616,7 +617,7 @@ int main(int argc, char **argv)
 	d.o.fill_chunk = DEFAULT_FILL_CHUNK;
 	d.o.max_clients = DEFAULT_MAX_CLIENTS;
 	d.o.handshake_ms = DEFAULT_HANDSHAKE_MS;
-	if (listen_default_path(defpath, sizeof(defpath)) == 0)
+	if (handover_default_socket(defpath, sizeof(defpath)) == 0)
 		d.o.socket_path = defpath;
 
 	if (argc > 1 && !strcmp(argv[1], "status"))
