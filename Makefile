@@ -42,6 +42,8 @@ UNIT_O	  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard test/unit/*.c))
 INTEG_O	  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard test/integration/*.c))
 TESTLIB_O := $(patsubst %.c,$(BUILD)/%.o,$(wildcard test/lib/*.c))
 HELPERS	  := $(patsubst test/helpers/%.c,$(BUILD)/test/helpers/%,$(wildcard test/helpers/*.c))
+BENCH_O	  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard test/bench/*.c))
+BENCH	  := $(BUILD)/test/bench/uffd-bench
 
 LIBCOMMON  := $(BUILD)/libcommon.a
 LIBMANAGER := $(BUILD)/libmanager.a
@@ -53,6 +55,7 @@ MAN8	:= $(wildcard man/*.8)
 MAN5	:= $(wildcard man/*.5)
 
 .PHONY: all deps check test demo install uninstall asan clean help
+.PHONY: bench
 .DELETE_ON_ERROR:
 .SECONDARY: $(PB_C) $(PB_H)
 
@@ -63,6 +66,8 @@ help:
 	@echo "make deps       install missing Debian build dependencies (apt-get)"
 	@echo "make check      deps, build, then every test"
 	@echo "make demo       deps, build, then show the tools on real data"
+	@echo "make bench      deps, build, then the benchmarks; figures into BENCHMARKS.md"
+	@echo "                (BENCH_QUICK=1: a shorter run)"
 	@echo "make asan       build and test with AddressSanitizer and UBSan"
 	@echo "make install    install binaries and man pages (PREFIX, DESTDIR)"
 	@echo "make clean      remove $(BUILD)/ and build-asan/"
@@ -109,6 +114,9 @@ $(BUILD)/test/integration-tests: $(INTEG_O) $(TESTLIB_O) $(LIBMANAGER) $(LIBINJE
 $(BUILD)/test/helpers/%: $(BUILD)/test/helpers/%.o $(TESTLIB_O) $(LIBCOMMON)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
+$(BENCH): $(BENCH_O) $(TESTLIB_O) $(LIBCOMMON)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
 # Criterion runs each test in its own process; -j2 fits this 2-core machine.
 CRITERION_ARGS ?= -j2
 
@@ -120,6 +128,10 @@ test: $(BINS) $(TESTS) $(HELPERS)
 
 check: deps
 	@$(MAKE) --no-print-directory test
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH)
+	UFFD_TEST_BUILD=$(abspath $(BUILD)) $(BENCH) --md $(CURDIR)/BENCHMARKS.md
 
 demo: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/test/helpers/demo-serve $(BUILD)/test/helpers/workload

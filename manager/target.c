@@ -1033,6 +1033,13 @@ static void target_on_uffd(struct ev *ev, uint32_t events)
 			apply_msg(t, &msgs[i]);
 		if (t->dead)
 			return;
+		/*
+		 * A short read drained the queue: skip the read that would only
+		 * say EAGAIN (a syscall on every fault). Anything queued since
+		 * wakes the level-triggered epoll again.
+		 */
+		if ((size_t)n < sizeof(msgs))
+			break;
 	}
 	serve_faults(t);
 }

@@ -43,7 +43,11 @@ static uint64_t bits_assign(uint64_t *b, uint64_t lo, uint64_t hi, bool set)
 		unsigned h = top > WORD_BITS ? WORD_BITS : (unsigned)top;
 		uint64_t mask = word_mask(lo % WORD_BITS, h);
 
-		if (set) {
+		/* Whole words that flip entirely (a new area, a filled chunk): no popcount. */
+		if (mask == ~0ull && b[w] == (set ? 0 : ~0ull)) {
+			b[w] = set ? ~0ull : 0;
+			changed += WORD_BITS;
+		} else if (set) {
 			changed += __builtin_popcountll(~b[w] & mask);
 			b[w] |= mask;
 		} else {
@@ -53,6 +57,22 @@ static uint64_t bits_assign(uint64_t *b, uint64_t lo, uint64_t hi, bool set)
 		lo = w * WORD_BITS + h;
 	}
 	return changed;
+}
+
+/*
+ * Set (or clear) bits [lo, hi) of B, all of which are known to be clear (set):
+ * whole words by memset. Returns hi - lo, the number that changed.
+ */
+static uint64_t bits_flip_all(uint64_t *b, uint64_t lo, uint64_t hi, bool set)
+{
+	uint64_t wlo = (lo + WORD_BITS - 1) / WORD_BITS, whi = hi / WORD_BITS;
+
+	if (wlo >= whi)
+		return bits_assign(b, lo, hi, set);
+	bits_assign(b, lo, wlo * WORD_BITS, set);
+	memset(b + wlo, set ? 0xff : 0, (whi - wlo) * sizeof(*b));
+	bits_assign(b, whi * WORD_BITS, hi, set);
+	return hi - lo;
 }
 
 /* Count the set bits in [lo, hi) of B. */
@@ -442,8 +462,11 @@ uint64_t vmap_mark_missing(struct vmap *m, uint64_t start, uint64_t end)
 	uint64_t k, n = 0;
 
 	for (v = vmap_first(m, start); v && v->start < end; v = v->link.next) {
-		k = bits_assign(v->missing, page_index(v, start, false),
-				page_index(v, end, true), true);
+		uint64_t lo = page_index(v, start, false), hi = page_index(v, end, true);
+
+		/* A new area has no page missing: mark it with memset, not bit by bit. */
+		k = v->nr_missing ? bits_assign(v->missing, lo, hi, true) :
+				    bits_flip_all(v->missing, lo, hi, true);
 		v->nr_missing += k;
 		n += k;
 	}
