@@ -278,7 +278,8 @@ static void handle_hello(struct client *c, const Hello *h, int *fds, int nfds)
 	fds[2] = -1;
 	d->fds_in_use++;
 	t = target_create(d, hc.uffd, hc.pidfd, pid, h->image_id, img,
-			  h->has_flags && (h->flags & HELLO_F_REGISTERED), reason, sizeof(reason));
+			  h->has_flags && (h->flags & HELLO_F_REGISTERED), false, reason,
+			  sizeof(reason));
 	timage_put(d, img);
 	if (!t) {
 		refuse(c, reason);

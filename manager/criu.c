@@ -340,8 +340,8 @@ static int task_serve(struct criu *c, struct criu_task *t, int uffd)
 	/* Before target_create: a task with nothing lazy ends inside it. */
 	t->state = CT_SERVING;
 	c->creating = t;
-	tg = target_create(c->d, uffd, pidfd, t->pid, (uint32_t)t->pid, t->img, true, reason,
-			   sizeof(reason));
+	tg = target_create(c->d, uffd, pidfd, t->pid, (uint32_t)t->pid, t->img, true,
+			   c->d->remote != NULL, reason, sizeof(reason));
 	c->creating = NULL;
 	if (tg && t->state == CT_SERVING)
 		t->target_id = tg->id;

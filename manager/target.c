@@ -20,6 +20,7 @@
 #define PG		4096ull
 #define MSG_BATCH	64
 #define RETRY_NS	(2 * 1000000ull)	/* parked faults are retried at least this often */
+#define STALE_NS	(200 * 1000000ull)	/* ENOENT with no event for this long: gone */
 
 static void target_on_uffd(struct ev *ev, uint32_t events);
 static void target_on_pidfd(struct ev *ev, uint32_t events);
@@ -161,8 +162,7 @@ static int model_build(struct vmap *map, const struct img_task *task, uint32_t i
 
 static int build_model(struct target *t, char *reason, size_t len)
 {
-	int ret = model_build(&t->map, &t->img->task, t->image_id, t->d->remote != NULL, reason,
-			      len);
+	int ret = model_build(&t->map, &t->img->task, t->image_id, t->remote, reason, len);
 
 	t->st.pages_total = t->map.nr_missing;
 	return ret;
@@ -201,7 +201,7 @@ static int register_areas(struct target *t, char *reason, size_t len)
 }
 
 struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
-			     uint32_t image_id, struct timage *img, bool registered,
+			     uint32_t image_id, struct timage *img, bool registered, bool remote,
 			     char *reason, size_t reason_len)
 {
 	struct target *t = target_alloc(d, uffd, img);
@@ -210,6 +210,7 @@ struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
 		snprintf(reason, reason_len, "cannot watch the uffd: %s", strerror(errno));
 		return NULL;
 	}
+	t->remote = remote;
 	t->pid = pid;
 	t->image_id = image_id;
 	set_prefix(t);
@@ -395,11 +396,24 @@ static void target_fail(struct target *t, uint64_t addr, int ret, const char *wh
 static enum uffd_class place(struct target *t, uint64_t addr, uint64_t len, const void *src,
 			     bool wake, uint64_t *adv)
 {
-	int64_t out = 0;
-	int ret = src ? uffd_copy(t->uffd, addr, src, len, wake, &out) :
-			uffd_zeropage(t->uffd, addr, len, wake, &out);
-	struct uffd_result r = uffd_classify(ret, out, len);
+	struct uffd_result r;
+	int64_t out;
+	int ret;
 
+	for (;;) {
+		out = 0;
+		ret = src ? uffd_copy(t->uffd, addr, src, len, wake, &out) :
+			    uffd_zeropage(t->uffd, addr, len, wake, &out);
+		r = uffd_classify(ret, out, len);
+		/*
+		 * ENOENT: the range is not inside one registered VMA. The model
+		 * keeps one area across kernel splits it never hears of
+		 * (mprotect, madvise): place less, down to the first page.
+		 */
+		if (r.cls != UC_STALE || len <= PG)
+			break;
+		len = (len / 2) & ~(PG - 1);
+	}
 	*adv = 0;
 	switch (r.cls) {
 	case UC_DONE:
@@ -544,6 +558,26 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr)
 	return t->dead ? UC_GONE : UC_DONE;
 }
 
+/*
+ * ENOENT on one page that the model says is missing: is the page gone for
+ * good? An mremap or munmap makes the kernel refuse the old place before
+ * its event can be read, so ENOENT alone proves nothing: the pages must
+ * stay missing until the events explain it. Only when ENOENT persists for
+ * STALE_NS with no event applied meanwhile (an area a forked child did not
+ * inherit, MADV_DONTFORK) is it dropped.
+ */
+static bool stale_for_good(struct target *t)
+{
+	uint64_t now = now_ns();
+
+	if (!t->stale_since || t->stale_seq != t->ev_seq) {
+		t->stale_since = now;
+		t->stale_seq = t->ev_seq;
+		return false;
+	}
+	return now - t->stale_since >= STALE_NS;
+}
+
 /* Keep the daemon's count of processes with parked faults. */
 static void set_parked(struct target *t, bool parked)
 {
@@ -592,10 +626,15 @@ static bool place_held(struct target *t, struct rheld *h)
 			} else if (c == UC_RETRY) {
 				h->len = end - a;
 				return false;
+			} else if (c == UC_STALE && !stale_for_good(t)) {
+				/* Maybe an event not read yet moved it: wait for the drain. */
+				h->len = end - a;
+				return false;
 			} else if (c == UC_STALE) {
-				/* No event is pending (that gives EAGAIN): the range is really gone. */
-				vmap_clear(&t->map, a, a + n);
-				adv = n;
+				log_warnx("%s 0x%" PRIx64 " is no longer registered and no event "
+					  "says why; dropping that page from the model", t->pfx, a);
+				vmap_clear(&t->map, a, a + PG);
+				adv = PG;
 			} else if (c == UC_GONE) {
 				t->d->tot.exited++;
 				target_destroy(t, "exited");
@@ -609,6 +648,15 @@ static bool place_held(struct target *t, struct rheld *h)
 		h->off += adv;
 	}
 	return true;
+}
+
+/* Remote mode: does fetched data held for T cover PAGE (it waits for a drain)? */
+static bool held_covers(const struct target *t, uint64_t page)
+{
+	for (const struct rheld *h = t->held; h; h = h->next)
+		if (page >= h->addr && page < h->addr + h->len)
+			return true;
+	return false;
 }
 
 /*
@@ -632,6 +680,8 @@ static enum uffd_class serve_fault_remote(struct target *t, uint64_t addr, bool 
 		return c == UC_EXISTS || c == UC_PARTIAL ? UC_DONE : c;
 	}
 	*waiting = true;
+	if (held_covers(t, page))
+		return UC_DONE;	/* its data is here, placed after the next drain */
 	cover = rq_covers(q, t->id, page);
 	if (cover) {
 		remote_promote(r, cover);
@@ -691,7 +741,7 @@ static void serve_faults(struct target *t)
 			t->faults[keep++] = f;
 			continue;
 		}
-		c = t->d->remote ? serve_fault_remote(t, f.addr, &waiting) : serve_fault(t, f.addr);
+		c = t->remote ? serve_fault_remote(t, f.addr, &waiting) : serve_fault(t, f.addr);
 		if (t->dead)
 			return;
 		if (waiting || c == UC_RETRY) {
@@ -792,10 +842,12 @@ static bool fill_one(struct target *t)
 		target_destroy(t, "exited");
 		return false;
 	case UC_STALE:
-		/* No event is pending (it would give EAGAIN): the range is really gone. */
-		log_warnx("%s 0x%" PRIx64 "-0x%" PRIx64 " is no longer registered; dropping it from the model",
-			  t->pfx, a, a + n);
-		vmap_clear(&t->map, a, a + n);
+		/* serve_range stopped at a page the kernel refuses (place() split the rest). */
+		if (!vmap_next_missing(&t->map, a, &a) || !stale_for_good(t))
+			break;
+		log_warnx("%s 0x%" PRIx64 " is no longer registered and no event says why; "
+			  "dropping that page from the model", t->pfx, a);
+		vmap_clear(&t->map, a, a + PG);
 		break;
 	default:
 		break;
@@ -858,7 +910,7 @@ static bool remote_fill(struct daemon *d)
 		return false;
 	/* While faults wait, keep little background data ahead of them on the wire. */
 	for (f = d->targets; f && !faults; f = f->next)
-		faults = f->nr_faults != 0;
+		faults = f->remote && f->nr_faults != 0;
 	q->max_fly_bg = faults ? REMOTE_BG_BUSY : REMOTE_BG_IDLE;
 	while (any && rq_bg_room(q)) {
 		struct target **pp, *t;
@@ -868,7 +920,9 @@ static bool remote_fill(struct daemon *d)
 			uint64_t a, n;
 			struct target **tail;
 
-			if (t->dead || !t->map.nr_missing || !next_uncovered(t, q, &a, &n))
+			/* Held data first: no more background for it until that is placed. */
+			if (t->dead || !t->remote || t->held || t->parked || !t->map.nr_missing ||
+			    !next_uncovered(t, q, &a, &n))
 				continue;
 			if (remote_request(d->remote, t->id, t->image_id, a,
 					   vma_img_addr(vmap_find(&t->map, a), a), n / PG, false) < 0)
@@ -896,10 +950,10 @@ bool target_fill_step(struct daemon *d)
 	if (!daemon_fill_enabled(d))
 		return false;
 	if (d->remote)
-		return remote_fill(d);
+		remote_fill(d);
 	/* The first process with work does a step, then goes to the back of the line. */
 	for (pp = &d->targets; (t = *pp); pp = &t->next)
-		if (!t->nr_faults && t->map.nr_missing)
+		if (!t->remote && !t->nr_faults && t->map.nr_missing)
 			break;
 	if (!t)
 		return false;
@@ -913,7 +967,7 @@ bool target_fill_step(struct daemon *d)
 		t->next = NULL;
 	}
 	for (t = d->targets; t; t = t->next)
-		if (!t->nr_faults && t->map.nr_missing)
+		if (!t->remote && !t->nr_faults && t->map.nr_missing)
 			return true;
 	return false;
 }
@@ -955,6 +1009,7 @@ static void on_fork(struct target *t, int child_uffd)
 		return;
 	}
 	c->live = true;
+	c->remote = t->remote;
 	c->parent_pid = t->pid;
 	c->parent_id = t->id;
 	c->image_id = t->image_id;
@@ -985,20 +1040,24 @@ static void apply_msg(struct target *t, const struct uffd_msg *m)
 				  (unsigned long long)m->arg.pagefault.address);
 		break;
 	case UFFD_EVENT_FORK:
+		t->ev_seq++;
 		t->st.ev_fork++;
 		on_fork(t, (int)m->arg.fork.ufd);
 		break;
 	case UFFD_EVENT_REMAP:
+		t->ev_seq++;
 		t->st.ev_remap++;
 		if (vmap_remap(&t->map, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len) < 0)
 			target_abandon(t, "out of memory applying an mremap");
 		break;
 	case UFFD_EVENT_REMOVE:
+		t->ev_seq++;
 		t->st.ev_remove++;
 		/* Zero from now on, never filled from the image again. */
 		t->st.pages_zeroed += vmap_clear(&t->map, m->arg.remove.start, m->arg.remove.end);
 		break;
 	case UFFD_EVENT_UNMAP:
+		t->ev_seq++;
 		t->st.ev_unmap++;
 		if (vmap_unmap(&t->map, m->arg.remove.start, m->arg.remove.end) < 0)
 			log_warnx("%s out of memory applying munmap", t->pfx);
@@ -1086,7 +1145,7 @@ void target_remote_lost(struct daemon *d, const char *why)
 
 	for (t = d->targets; t; t = next) {
 		next = t->next;
-		if (t->dead || (!t->map.nr_missing && !t->held))
+		if (t->dead || !t->remote || (!t->map.nr_missing && !t->held))
 			continue;
 		log_warnx("%s %" PRIu64 " lazy pages were not delivered; killing it so that it never reads zeros",
 			  t->pfx, t->map.nr_missing);

@@ -71,6 +71,10 @@ struct target {
 	struct timer retry;
 	uint64_t fill_cursor;
 	struct rheld *held;	/* remote mode: answers waiting for a drain */
+	bool remote;		/* its pages come from the page server, not its images */
+	uint64_t ev_seq;	/* events applied to the model so far */
+	uint64_t stale_since;	/* ns of the first ENOENT no event explains yet, or 0 */
+	uint64_t stale_seq;	/* ev_seq at that time */
 	bool dead;
 	bool parked;		/* has faults waiting for a drain (counted in daemon.nr_parked) */
 	bool live;		/* announced: its end is reported to d->target_ended */
@@ -80,11 +84,12 @@ struct target {
 
 /*
  * Take over a process handed over by a client: build its model from IMG,
- * register its lazy ranges unless REGISTERED, and start serving. On failure
+ * register its lazy ranges unless REGISTERED, and start serving, from the
+ * images or, REMOTE, from the daemon's page server. On failure
  * returns NULL with REASON filled for the client; the fds stay the caller's.
  */
 struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
-			     uint32_t image_id, struct timage *img, bool registered,
+			     uint32_t image_id, struct timage *img, bool registered, bool remote,
 			     char *reason, size_t reason_len);
 
 /*

@@ -24,6 +24,7 @@
 
 #include "lazy.h"
 #include "manager.pb-c.h"
+#include "tcriu.h"
 #include "tserve.h"
 #include "twork.h"
 #include "wire.h"
@@ -547,4 +548,35 @@ LAZY_TEST(tool_killed_target_waits)
 		cr_assert_geq(tw_read_line(wa.out, line, sizeof(line), 1000), 0);
 		cr_assert_fail("the target answered '%s' with nobody serving it", line);
 	}
+}
+
+/*
+ * A process handed over to a daemon in remote criu mode is served from its
+ * own images, not asked of the page server under its pid (which would lose
+ * the connection and kill every process, or serve another's memory).
+ */
+LAZY_TEST(handover_to_remote_criu_daemon)
+{
+	const char *wargs[] = { "--anon", "16", NULL };
+	char fixture[256], sock[160];
+	const char *a[10] = { "-s", sock, "--page-server", "--address", "127.0.0.1", "--port",
+			      NULL, NULL };
+	struct tc_run r;
+	struct lazy_stats st;
+
+	snprintf(fixture, sizeof(fixture), "%s/test/data/criu-4.2/single", TEST_SRCDIR);
+	tc_init(&r);
+	snprintf(sock, sizeof(sock), "%s/m.sock", r.dir);
+	cr_assert(tc_pagesrv_start(&r, fixture, NULL), "the page server did not start");
+	a[6] = r.ps_port;
+	cr_assert(tc_daemon_start(&r, fixture, a), "uffd-manager criu did not start");
+	start(&wa, wargs);
+	cr_assert_eq(hand_over(&wa, "img", sock, &st), 0);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	/* The restore it was started for still gets every byte from the page server. */
+	cr_assert_eq(tc_sim_run(&r, fixture, NULL, 60000), 0, "criu-sim failed: see %s", r.simout);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	cr_assert(!tc_file_has(r.log, "lost"), "the daemon lost its page server");
+	r.passed = true;
+	tc_finish(&r);
 }
