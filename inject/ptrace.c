@@ -69,6 +69,7 @@
 #include "log.h"
 #include "ptrace.h"
 
+#define PT_SEIZE_PASSES	2000	/* passes over /proc/PID/task before we trust the last */
 #define PT_STOP_WAIT_MS		3000	/* a thread not stopped by then sleeps uninterruptibly */
 #define PT_EXIT_WAIT_MS		2000	/* for a killed thread to report its exit */
 #define PT_SPIN_NS		200000	/* poll without sleeping this long for a stop */
@@ -905,8 +906,11 @@ static int seize_thread(struct pt *p, pid_t tid, long *opts, char *why, size_t l
 	return 1;
 }
 
-/* One pass over /proc/PID/task: seize the threads not seized yet. *ADDED counts them. */
-static int seize_pass(struct pt *p, long *opts, int *added, char *why, size_t len)
+/*
+ * One pass over /proc/PID/task: seize the threads not seized yet. *ADDED
+ * counts them, *DEAD the zombie threads seen (an exited leader).
+ */
+static int seize_pass(struct pt *p, long *opts, int *added, int *dead, char *why, size_t len)
 {
 	char path[64];
 	struct dirent *de;
@@ -925,13 +929,16 @@ static int seize_pass(struct pt *p, long *opts, int *added, char *why, size_t le
 		return r;
 	}
 	*added = 0;
+	*dead = 0;
 	while ((de = readdir(d))) {
 		pid_t tid = (pid_t)strtol(de->d_name, NULL, 10);
 
 		if (tid <= 0 || has_thread(p, tid))
 			continue;
-		if (is_dead_state(thread_state(p->pid, tid)))
+		if (is_dead_state(thread_state(p->pid, tid))) {
+			(*dead)++;
 			continue;	/* a zombie cannot be traced (an exited leader) */
+		}
 		r = seize_thread(p, tid, opts, why, len);
 		if (r < 0)
 			break;
@@ -945,7 +952,7 @@ static int seize_pass(struct pt *p, long *opts, int *added, char *why, size_t le
 int pt_seize(struct pt *p, pid_t pid, char *why, size_t len)
 {
 	long opts = PTRACE_O_TRACESYSGOOD;
-	int added, r, i;
+	int added = 0, r, i;
 
 	memset(p, 0, sizeof(*p));
 	p->pid = pid;
@@ -981,12 +988,26 @@ int pt_seize(struct pt *p, pid_t pid, char *why, size_t len)
 	if (status_field(pid, pid, "Seccomp") > 0)
 		opts |= PTRACE_O_SUSPEND_SECCOMP;
 
-	/* until a pass finds no thread we did not already hold, all stopped */
-	do {
-		r = seize_pass(p, &opts, &added, why, len);
+	/*
+	 * Until a pass finds no thread we did not already hold, all stopped.
+	 * A pass can miss a live thread: /proc/PID/task is read by position,
+	 * and threads that exit meanwhile shift the rest. So the kernel's own
+	 * count must agree too (a thread on its way out still counts, briefly).
+	 */
+	for (int tries = 0;; tries++) {
+		long long n;
+		int dead = 0;
+
+		r = seize_pass(p, &opts, &added, &dead, why, len);
 		if (r < 0)
 			goto fail;
-	} while (added);
+		if (added)
+			continue;
+		n = status_field(pid, pid, "Threads");
+		if (n <= p->nr_threads + dead || tries >= PT_SEIZE_PASSES)
+			break;
+		usleep(100);
+	}
 	if (p->nr_threads == 0) {
 		char c = thread_state(pid, pid);
 
