@@ -27,6 +27,7 @@ struct daemon_opts {
 	bool use_syslog;
 	bool no_procconn;		/* do not subscribe to the proc connector */
 	bool status_socket;		/* CRIU mode: listen on socket_path too (status) */
+	unsigned ps_timeout_ms;		/* remote mode: an answer is due within this; 0: default */
 };
 
 struct daemon_totals {

@@ -87,7 +87,8 @@ static void usage_criu(FILE *out)
 {
 	fputs("usage: uffd-manager criu -D IMGDIR [-W WORKDIR] [--daemon] [--pidfile FILE]\n"
 	      "                         [--status-fd N] [-o LOG] [-v] [TUNING]\n"
-	      "                         [--page-server --address A --port P]\n"
+	      "                         [--page-server --address A --port P\n"
+	      "                          [--page-server-timeout MS]]\n"
 	      "\n"
 	      "Serve the lazy pages of `criu restore --lazy-pages` from the images in IMGDIR,\n"
 	      "in place of `criu lazy-pages`. Exits 0 once every lazy page of every task is\n"
@@ -105,6 +106,11 @@ static void usage_criu(FILE *out)
 	      "                             images in IMGDIR still give the memory layout\n"
 	      "      --address A            the page server's host (with --page-server)\n"
 	      "      --port P               its TCP port (with --page-server)\n"
+	      "      --page-server-timeout MS\n"
+	      "                             each answer of the page server is due within MS\n"
+	      "                             (default 10000); else the connection counts as\n"
+	      "                             lost: processes still missing pages are killed,\n"
+	      "                             named in the log, and the exit status is 1\n"
 	      "  -o, --log-file LOG         append the log to LOG (default: stderr; with\n"
 	      "                             --daemon and no -o, syslog)\n"
 	      "  -v, --verbose              debug log (-v4 and up too, as criu takes it)\n"
@@ -368,7 +374,7 @@ static void opt_verbose(struct daemon *d, const char *arg)
 static int cmd_criu(struct daemon *d, int argc, char **argv)
 {
 	enum { O_DAEMON = 256, O_PIDFILE, O_STATUS_FD, O_FILL_CHUNK, O_NO_FILL, O_NO_PROCCONN,
-	       O_PAGE_SERVER, O_ADDRESS, O_PORT };
+	       O_PAGE_SERVER, O_ADDRESS, O_PORT, O_PS_TIMEOUT };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' },
 		{ "work-dir", required_argument, NULL, 'W' },
@@ -385,12 +391,13 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		{ "page-server", no_argument, NULL, O_PAGE_SERVER },
 		{ "address", required_argument, NULL, O_ADDRESS },
 		{ "port", required_argument, NULL, O_PORT },
+		{ "page-server-timeout", required_argument, NULL, O_PS_TIMEOUT },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct criu_opts co = { .status_fd = -1 };
 	const char *logfile = NULL, *addr = NULL, *port = NULL;
-	bool bg = false, remote = false;
+	bool bg = false, remote = false, ps_timeout = false;
 	char why[1024];
 	int c, ready_fd = -1, old_err = -1;
 	uint64_t v;
@@ -427,6 +434,14 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		case O_PAGE_SERVER: remote = true; break;
 		case O_ADDRESS: addr = optarg; break;
 		case O_PORT: port = optarg; break;
+		case O_PS_TIMEOUT:
+			if (parse_size(optarg, &v) < 0 || v < 1 || v > 86400000) {
+				fprintf(stderr, "uffd-manager criu: --page-server-timeout %s: want 1 to 86400000 ms\n", optarg);
+				return 2;
+			}
+			d->o.ps_timeout_ms = (unsigned)v;
+			ps_timeout = true;
+			break;
 		case 'h':
 			usage_criu(stdout);
 			return 0;
@@ -448,6 +463,10 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 	if (remote != (addr || port) || (remote && (!addr || !port))) {
 		fputs("uffd-manager criu: --page-server needs --address and --port (and they need it)\n",
 		      stderr);
+		return 2;
+	}
+	if (ps_timeout && !remote) {
+		fputs("uffd-manager criu: --page-server-timeout goes with --page-server\n", stderr);
 		return 2;
 	}
 	co.ps_addr = addr;
@@ -474,7 +493,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 static void usage_pagesrv(FILE *out)
 {
 	fputs("usage: uffd-manager page-server -D IMGDIR [--address A] --port P [--status-fd N]\n"
-	      "                                [-o LOG] [-v]\n"
+	      "                                [--max-clients N] [--idle-timeout MS] [-o LOG] [-v]\n"
 	      "\n"
 	      "Serve the lazy pages of the dump in IMGDIR (and its parent chain) over TCP in\n"
 	      "CRIU's page-server protocol, to `uffd-manager criu --page-server` or `criu\n"
@@ -482,14 +501,23 @@ static void usage_pagesrv(FILE *out)
 	      "SIGTERM or SIGINT.\n"
 	      "\n"
 	      "  -D, --images-dir DIR       the dump to serve\n"
-	      "      --address A            listen on this address only (default: all)\n"
+	      "      --address A            listen on this address only (default: all). There\n"
+	      "                             is no authentication: anyone who can reach the\n"
+	      "                             port can read the dumped memory\n"
 	      "      --port P               TCP port; 0 picks a free one\n"
 	      "      --status-fd N          write the port (decimal, newline) to fd N once\n"
 	      "                             listening, then close it\n"
+	      "      --max-clients N        connections open at once (default 1024); more wait\n"
+	      "                             until one closes\n"
+	      "      --idle-timeout MS      close a connection that owes its first request, the\n"
+	      "                             rest of one, or the reading of an answer for MS\n"
+	      "                             (default 60000)\n"
 	      "  -o, --log-file LOG         append the log to LOG (default: stderr)\n"
 	      "  -v, --verbose              debug log (every request)\n"
 	      "      --drop-after N         testing: cut every connection in the middle of its\n"
 	      "                             answer N + 1\n"
+	      "      --stall-after N        testing: after N answers on a connection, answer\n"
+	      "                             nothing more and keep it open\n"
 	      "  -h, --help                 this help\n"
 	      "\n"
 	      "See uffd-manager(8), section PAGE SERVER.\n", out);
@@ -497,7 +525,8 @@ static void usage_pagesrv(FILE *out)
 
 static int cmd_pagesrv(int argc, char **argv)
 {
-	enum { O_ADDRESS = 256, O_PORT, O_STATUS_FD, O_DROP_AFTER };
+	enum { O_ADDRESS = 256, O_PORT, O_STATUS_FD, O_DROP_AFTER, O_STALL_AFTER, O_MAX_CLIENTS,
+	       O_IDLE };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' },
 		{ "address", required_argument, NULL, O_ADDRESS },
@@ -506,6 +535,9 @@ static int cmd_pagesrv(int argc, char **argv)
 		{ "log-file", required_argument, NULL, 'o' },
 		{ "verbose", optional_argument, NULL, 'v' },
 		{ "drop-after", required_argument, NULL, O_DROP_AFTER },
+		{ "stall-after", required_argument, NULL, O_STALL_AFTER },
+		{ "max-clients", required_argument, NULL, O_MAX_CLIENTS },
+		{ "idle-timeout", required_argument, NULL, O_IDLE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -534,6 +566,27 @@ static int cmd_pagesrv(int argc, char **argv)
 				return 2;
 			}
 			po.drop_after = (unsigned)v;
+			break;
+		case O_STALL_AFTER:
+			if (parse_size(optarg, &v) < 0 || v < 1 || v > UINT32_MAX) {
+				fprintf(stderr, "uffd-manager page-server: --stall-after %s: want a count from 1\n", optarg);
+				return 2;
+			}
+			po.stall_after = (unsigned)v;
+			break;
+		case O_MAX_CLIENTS:
+			if (parse_size(optarg, &v) < 0 || v < 1 || v > 1000000) {
+				fprintf(stderr, "uffd-manager page-server: --max-clients %s: want 1 to 1000000\n", optarg);
+				return 2;
+			}
+			po.max_clients = (unsigned)v;
+			break;
+		case O_IDLE:
+			if (parse_size(optarg, &v) < 0 || v < 1 || v > 86400000) {
+				fprintf(stderr, "uffd-manager page-server: --idle-timeout %s: want 1 to 86400000 ms\n", optarg);
+				return 2;
+			}
+			po.idle_ms = (unsigned)v;
 			break;
 		case 'h':
 			usage_pagesrv(stdout);
@@ -617,6 +670,7 @@ int main(int argc, char **argv)
 	d.o.fill_chunk = DEFAULT_FILL_CHUNK;
 	d.o.max_clients = DEFAULT_MAX_CLIENTS;
 	d.o.handshake_ms = DEFAULT_HANDSHAKE_MS;
+	d.o.ps_timeout_ms = REMOTE_TIMEOUT_MS;
 	if (handover_default_socket(defpath, sizeof(defpath)) == 0)
 		d.o.socket_path = defpath;
 

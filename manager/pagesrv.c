@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -22,7 +23,12 @@
 #include "pagesrv.h"
 #include "pswire.h"
 
-#define PG	4096ull
+#define PG		4096ull
+#define BACKLOG		128
+#define RETRY_NS	(100 * 1000000ull)	/* accept again after EMFILE */
+#define KEEPIDLE_S	30			/* a dead client's fd is freed in about a minute */
+#define KEEPINTVL_S	10
+#define KEEPCNT		3
 
 struct pagesrv;
 
@@ -43,9 +49,15 @@ struct psconn {
 	bool closing;			/* CLOSE answered: only EOF may follow */
 	bool cut;			/* --drop-after: close once this answer's half is out */
 	bool force;			/* FORCE_CLOSE answered: close once the word is out */
+	bool stalled;			/* --stall-after: answers nothing more */
 	bool dead;
+	uint64_t reqs;			/* whole requests read */
+	uint64_t last;			/* last progress either way, ns */
 	uint64_t gets, pages;
 };
+
+/* Why new connections are not taken. */
+enum accept_state { ACC_ON, ACC_FULL, ACC_BACKOFF };
 
 struct pagesrv {
 	struct pagesrv_opts o;
@@ -56,10 +68,19 @@ struct pagesrv {
 	struct img_task *tasks;
 	size_t nr_tasks;
 	struct psconn *conns;
-	uint64_t nr_conns, gets, pages, errors;
+	unsigned nr_open;		/* connections open now */
+	enum accept_state acc;
+	uint64_t acc_since;		/* when the current pause began */
+	struct timer acc_retry;		/* ACC_BACKOFF: try again */
+	struct timer idle_timer;	/* the idle sweep, while connections are open */
+	uint64_t idle_ns;
+	unsigned fd_limit;
+	uint64_t nr_conns, gets, pages, errors, idle_closed;
 };
 
 static void conn_on_io(struct ev *ev, uint32_t events);
+static void accept_resume(struct pagesrv *s);
+static void on_accept_retry(struct timer *tm);
 
 static struct img_task *task_find(const struct pagesrv *s, uint64_t pid)
 {
@@ -67,11 +88,6 @@ static struct img_task *task_find(const struct pagesrv *s, uint64_t pid)
 		if (s->tasks[i].pid == pid)
 			return &s->tasks[i];
 	return NULL;
-}
-
-static bool is_task(void *arg, uint64_t pid)
-{
-	return task_find(arg, pid) != NULL;
 }
 
 static void conn_free(void *p)
@@ -95,7 +111,15 @@ static void conn_close(struct psconn *c, const char *why)
 			*pp = c->next;
 			break;
 		}
+	c->s->nr_open--;
 	loop_defer(&c->s->loop, conn_free, c);
+	/* An fd and a slot are free: whatever paused accepting may be over. */
+	if (c->s->loop.stop)
+		return;
+	if (c->s->acc == ACC_FULL)
+		accept_resume(c->s);
+	else if (c->s->acc == ACC_BACKOFF)
+		timer_arm(&c->s->loop, &c->s->acc_retry, 0, on_accept_retry);
 }
 
 /* A request we will not answer: the protocol has no error answer, so the connection ends (as criu's does). */
@@ -121,14 +145,22 @@ static void conn_refuse(struct psconn *c, const struct ps_hdr *h, const char *fm
 static void on_get(struct psconn *c, const struct ps_hdr *h)
 {
 	struct pagesrv *s = c->s;
-	uint32_t pid = ps_dst_pid(h->dst_id, is_task, s);
+	uint32_t pid = ps_get_pid(h->dst_id);
 	const struct img_task *t = pid ? task_find(s, pid) : NULL;
 	uint64_t nr = h->nr_pages;
 	struct ps_hdr a;
 	struct pm_run run;
 
 	if (!t) {
-		conn_refuse(c, h, "no task with that pid in %s", s->o.imgdir);
+		uint64_t push = h->dst_id >> PS_TYPE_BITS;
+
+		/* A GET names the bare pid (criu's page_server_get_pages); pid << 8 | 1 is the dump side's form. */
+		if ((h->dst_id & ((1u << PS_TYPE_BITS) - 1)) == PS_TYPE_PID && push <= UINT32_MAX &&
+		    task_find(s, push))
+			conn_refuse(c, h, "no task with that pid in %s (a GET names the bare pid; this is the dump side's form of pid %" PRIu64 ")",
+				    s->o.imgdir, push);
+		else
+			conn_refuse(c, h, "no task with that pid in %s", s->o.imgdir);
 		return;
 	}
 	if (!t->pm) {
@@ -137,6 +169,13 @@ static void on_get(struct psconn *c, const struct ps_hdr *h)
 	}
 	if (h->vaddr & (PG - 1) || nr == 0) {
 		conn_refuse(c, h, "%s", nr ? "the address is not page aligned" : "no pages asked");
+		return;
+	}
+	if (s->o.stall_after && c->gets >= s->o.stall_after) {
+		/* Fault injection: a server that stops answering, the connection still up. */
+		log_info("page-server: %s: stalling after %" PRIu64 " answers (--stall-after): no more answers",
+			 c->name, c->gets);
+		c->stalled = true;
 		return;
 	}
 	if (nr > PAGESRV_MAX_PAGES)
@@ -184,6 +223,7 @@ static void on_request(struct psconn *c)
 
 	ps_decode(c->in, &h);
 	c->have = 0;
+	c->reqs++;
 	if (c->closing) {
 		conn_refuse(c, &h, "a request after CLOSE");
 		return;
@@ -240,6 +280,7 @@ static bool conn_flush(struct psconn *c)
 			conn_close(c, why);
 			return false;
 		}
+		c->last = now_ns();
 		if (c->out_off < c->out_len)
 			c->out_off += (size_t)n;
 		else
@@ -270,6 +311,19 @@ static void conn_on_io(struct ev *ev, uint32_t events)
 	struct psconn *c = container_of(ev, struct psconn, ev);
 
 	(void)events;
+	while (c->stalled) {
+		uint8_t sink[512];
+		ssize_t n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			conn_close(c, "hung up while stalled (--stall-after)");
+			return;
+		}
+	}
 	for (;;) {
 		ssize_t n;
 
@@ -297,13 +351,105 @@ static void conn_on_io(struct ev *ev, uint32_t events)
 			conn_close(c, why);
 			return;
 		}
+		c->last = now_ns();
 		c->have += (size_t)n;
 		if (c->have == sizeof(c->in)) {
 			on_request(c);
-			if (c->dead)
+			if (c->dead || c->stalled)
 				return;
 		}
 	}
+}
+
+/*
+ * Does C owe us something: its first request, the rest of one, reading an
+ * answer, or hanging up after CLOSE? Between requests a lazy-pages client
+ * may rightly be quiet for long (no fault); keepalive finds dead ones.
+ */
+static bool conn_owes(const struct psconn *c)
+{
+	return !c->stalled && (c->reqs == 0 || c->have || c->closing || c->out_off < c->out_len ||
+			       c->data_off < c->data_len);
+}
+
+/* Close connections that owed us something for the idle timeout; look again soon while any are open. */
+static void on_idle_timer(struct timer *tm)
+{
+	struct pagesrv *s = container_of(tm, struct pagesrv, idle_timer);
+	uint64_t now = now_ns();
+	struct psconn *c, *next;
+
+	for (c = s->conns; c; c = next) {
+		next = c->next;
+		if (conn_owes(c) && now - c->last >= s->idle_ns) {
+			char why[128];
+
+			snprintf(why, sizeof(why), "%s for %" PRIu64 " ms (--idle-timeout): closed",
+				 c->reqs == 0 ? "sent no request" : c->have ? "sent part of a request" :
+				 c->closing ? "did not hang up after CLOSE" : "did not read its answer",
+				 (now - c->last) / 1000000);
+			s->idle_closed++;
+			conn_close(c, why);
+		}
+	}
+	if (s->conns)
+		timer_arm(&s->loop, tm, s->idle_ns / 4, on_idle_timer);
+}
+
+static void on_accept(struct ev *ev, uint32_t events);
+
+/* Backing off after EMFILE: try one accept (it re-arms the back-off if still too soon). */
+static void on_accept_retry(struct timer *tm)
+{
+	struct pagesrv *s = container_of(tm, struct pagesrv, acc_retry);
+
+	if (s->acc == ACC_BACKOFF)
+		on_accept(&s->listen_ev, EPOLLIN);
+}
+
+/* Stop watching the listen socket (STATE says why); log once per pause. */
+static void accept_pause(struct pagesrv *s, enum accept_state state, int err)
+{
+	if (s->acc == ACC_ON) {
+		s->acc_since = now_ns();
+		if (state == ACC_FULL)
+			log_warnx("page-server: %u connections open (--max-clients): new ones wait until one closes",
+				  s->nr_open);
+		else
+			log_warnx("page-server: accept: %s (%u connections open, fd limit %u): not accepting until an fd is free",
+				  strerror(err), s->nr_open, s->fd_limit);
+		loop_mod(&s->loop, &s->listen_ev, 0);
+	}
+	s->acc = state;
+	if (state == ACC_BACKOFF)
+		timer_arm(&s->loop, &s->acc_retry, RETRY_NS, on_accept_retry);
+}
+
+/* Watch the listen socket again (an fd or a slot came free); on_accept says if it was too soon. */
+static void accept_resume(struct pagesrv *s)
+{
+	if (s->acc == ACC_ON || s->nr_open >= s->o.max_clients)
+		return;
+	timer_cancel(&s->loop, &s->acc_retry);
+	if (loop_mod(&s->loop, &s->listen_ev, EPOLLIN) < 0) {
+		log_warn("page-server: epoll");
+		return;
+	}
+	log_info("page-server: accepting again after %.0f ms (%u connections open)",
+		 (now_ns() - s->acc_since) / 1e6, s->nr_open);
+	s->acc = ACC_ON;
+}
+
+/* Keep a client's socket from holding an fd forever after its host died. */
+static void conn_sockopts(int fd)
+{
+	int one = 1, idle = KEEPIDLE_S, intvl = KEEPINTVL_S, cnt = KEEPCNT;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }
 
 static void on_accept(struct ev *ev, uint32_t events)
@@ -313,18 +459,27 @@ static void on_accept(struct ev *ev, uint32_t events)
 	socklen_t sl = sizeof(ss);
 	char host[64] = "?", port[16] = "?";
 	struct psconn *c;
-	int fd, one = 1;
+	int fd;
 
 	(void)events;
+	if (s->nr_open >= s->o.max_clients) {
+		accept_pause(s, ACC_FULL, 0);
+		return;
+	}
 	fd = accept4(s->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0) {
-		if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			/* Level-triggered: watching on would spin. Wait for a close or the timer. */
+			accept_pause(s, ACC_BACKOFF, errno);
+		else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
 			log_warn("page-server: accept");
 		return;
 	}
+	if (s->acc == ACC_BACKOFF)
+		accept_resume(s);
 	getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
 		    NI_NUMERICHOST | NI_NUMERICSERV);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	conn_sockopts(fd);
 	c = calloc(1, sizeof(*c));
 	if (!c || loop_add(&s->loop, &c->ev, fd, EPOLLIN, conn_on_io) < 0) {
 		log_warn("page-server: cannot take a connection from %s:%s", host, port);
@@ -334,11 +489,17 @@ static void on_accept(struct ev *ev, uint32_t events)
 	}
 	c->s = s;
 	c->fd = fd;
+	c->last = now_ns();
 	snprintf(c->name, sizeof(c->name), "client %s:%s", host, port);
 	c->next = s->conns;
 	s->conns = c;
 	s->nr_conns++;
+	s->nr_open++;
+	if (!s->idle_timer.armed)
+		timer_arm(&s->loop, &s->idle_timer, s->idle_ns / 4, on_idle_timer);
 	log_info("page-server: %s connected", c->name);
+	if (s->nr_open >= s->o.max_clients)
+		accept_pause(s, ACC_FULL, 0);
 }
 
 static void on_signal(struct ev *ev, uint32_t events)
@@ -392,12 +553,40 @@ static int load_tasks(struct pagesrv *s)
 	return 0;
 }
 
+/* Is SS a loopback address (127/8, ::1, or ::ffff:127/8)? */
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss->ss_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+
+		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
+}
+
+/* Raise RLIMIT_NOFILE to its hard limit: each client costs an fd. The soft limit after. */
+static unsigned raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 0;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	return rl.rlim_cur > UINT32_MAX ? UINT32_MAX : (unsigned)rl.rlim_cur;
+}
+
 /* Listen on addr:port; tell the port on the status fd. 0 or -1 after logging why. */
 static int listen_tcp(struct pagesrv *s)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
 				  .ai_flags = AI_PASSIVE };
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { 0 };
 	socklen_t sl = sizeof(ss);
 	struct addrinfo *res, *ai;
 	char port[16];
@@ -416,7 +605,7 @@ static int listen_tcp(struct pagesrv *s)
 			continue;
 		setsockopt(s->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (bind(s->listen_fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-		    listen(s->listen_fd, 16) == 0)
+		    listen(s->listen_fd, BACKLOG) == 0)
 			break;
 		close(s->listen_fd);
 		s->listen_fd = -1;
@@ -434,8 +623,12 @@ static int listen_tcp(struct pagesrv *s)
 		log_warn("page-server: epoll");
 		return -1;
 	}
-	log_info("page-server: listening on %s port %s, serving the lazy pages of %s",
-		 s->o.addr ? s->o.addr : "every address", port, s->o.imgdir);
+	log_info("page-server: listening on %s port %s, serving the lazy pages of %s (up to %u clients, fd limit %u)",
+		 s->o.addr ? s->o.addr : "every address", port, s->o.imgdir, s->o.max_clients,
+		 s->fd_limit);
+	if (!is_loopback(&ss))
+		log_warnx("page-server: warning: %s is not a loopback address and the protocol has no authentication: anyone who can reach port %s can read the dumped memory; use --address or a firewall",
+			  s->o.addr ? s->o.addr : "every address", port);
 	if (s->o.status_fd >= 0) {
 		if (dprintf(s->o.status_fd, "%s\n", port) < 0)
 			log_warn("page-server: --status-fd %d", s->o.status_fd);
@@ -465,6 +658,10 @@ int pagesrv_run(const struct pagesrv_opts *o)
 	struct pagesrv s = { .o = *o, .listen_fd = -1, .sig_fd = -1, .dirfd = -1 };
 	int status = 1;
 
+	if (!s.o.max_clients)
+		s.o.max_clients = PAGESRV_MAX_CLIENTS;
+	s.idle_ns = (uint64_t)(s.o.idle_ms ? s.o.idle_ms : PAGESRV_IDLE_MS) * 1000000ull;
+	s.fd_limit = raise_nofile();
 	if (loop_init(&s.loop) < 0)
 		fatal("epoll_create1");
 	if (setup_signals(&s) < 0) {
@@ -474,9 +671,12 @@ int pagesrv_run(const struct pagesrv_opts *o)
 	if (load_tasks(&s) < 0 || listen_tcp(&s) < 0)
 		goto out;
 	status = loop_run(&s.loop) < 0;
-	log_info("page-server: stopping: %" PRIu64 " connections, %" PRIu64 " GETs answered, %" PRIu64 " pages sent, %" PRIu64 " requests refused",
-		 s.nr_conns, s.gets, s.pages, s.errors);
+	log_info("page-server: stopping: %" PRIu64 " connections, %" PRIu64 " GETs answered, %" PRIu64 " pages sent, %" PRIu64 " requests refused, %" PRIu64 " idle connections closed",
+		 s.nr_conns, s.gets, s.pages, s.errors, s.idle_closed);
 out:
+	s.loop.stop = true;
+	timer_cancel(&s.loop, &s.acc_retry);
+	timer_cancel(&s.loop, &s.idle_timer);
 	while (s.conns)
 		conn_close(s.conns, "the server is stopping");
 	loop_fini(&s.loop);

@@ -4,6 +4,9 @@
  * the `parent` chain) over TCP in CRIU's page-server protocol (pswire.h):
  * GET is answered with ADD_F and the data. Several clients, one after
  * another or at once, each a non-blocking connection in one event loop.
+ * Out of fds or at --max-clients it stops accepting for a while instead of
+ * spinning; a client that owes it a request or a read for --idle-timeout
+ * is closed. No authentication: it warns when not bound to loopback.
  */
 #ifndef UFFD_PAGESRV_H
 #define UFFD_PAGESRV_H
@@ -11,12 +14,21 @@
 /* The largest answer, in pages (4 MiB); larger GETs get fewer pages, as CRIU allows. */
 #define PAGESRV_MAX_PAGES	1024
 
+/* Connections open at once (--max-clients); more wait in the listen backlog. */
+#define PAGESRV_MAX_CLIENTS	1024
+
+/* A connection that owes us a request, or stops reading an answer, this long is closed (--idle-timeout). */
+#define PAGESRV_IDLE_MS		60000
+
 struct pagesrv_opts {
 	const char *imgdir;
 	const char *addr;	/* NULL: every address */
 	const char *port;
 	int status_fd;		/* the port, in decimal and a newline, once listening; -1: none */
 	unsigned drop_after;	/* testing: cut each connection in the middle of answer N + 1 (0: never) */
+	unsigned stall_after;	/* testing: after N answers, answer nothing more, keep the connection (0: never) */
+	unsigned max_clients;	/* 0: PAGESRV_MAX_CLIENTS */
+	unsigned idle_ms;	/* 0: PAGESRV_IDLE_MS */
 };
 
 /* Load the images, listen, serve until SIGTERM/SIGINT. Returns the exit status. */

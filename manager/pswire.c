@@ -1,4 +1,5 @@
 /* CRIU page-server header encoding. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -39,13 +40,8 @@ const char *ps_op_name(uint32_t op, char *buf, unsigned len)
 	return buf;
 }
 
-uint32_t ps_dst_pid(uint64_t dst_id, bool (*is_task)(void *arg, uint64_t pid), void *arg)
+uint32_t ps_get_pid(uint64_t dst_id)
 {
-	if (dst_id && dst_id <= UINT32_MAX && is_task(arg, dst_id))
-		return (uint32_t)dst_id;
-	if ((dst_id & ((1u << PS_TYPE_BITS) - 1)) == PS_TYPE_PID &&
-	    (dst_id >> PS_TYPE_BITS) <= UINT32_MAX && (dst_id >> PS_TYPE_BITS) &&
-	    is_task(arg, dst_id >> PS_TYPE_BITS))
-		return (uint32_t)(dst_id >> PS_TYPE_BITS);
-	return 0;
+	/* A pid is a positive int (pid_max is at most 2^22). */
+	return dst_id && dst_id <= INT32_MAX ? (uint32_t)dst_id : 0;
 }

@@ -33,7 +33,7 @@
 
 #define PS_CMD_BITS		16
 #define PS_TYPE_BITS		8
-#define PS_TYPE_PID		1	/* dst_id type of a task's pagemap (pid << 8 | 1) when pushing */
+#define PS_TYPE_PID		1	/* dst_id type of a task's pagemap (pid << 8 | 1) when pushing, never in a GET */
 
 /* pagemap_entry flags as they ride in cmd's upper half. */
 #define PS_FLAG_PARENT		1u
@@ -72,10 +72,10 @@ void ps_decode(const uint8_t buf[PS_HDR_SIZE], struct ps_hdr *h);
 const char *ps_op_name(uint32_t op, char *buf, unsigned len);
 
 /*
- * The task a GET's DST_ID names: CRIU's lazy client sends the bare pid;
- * the pushing side's form (pid << 8 | 1) is accepted when IS_TASK says the
- * bare value is no task. Returns the pid, or 0 if neither form names one.
+ * The task a GET's DST_ID names: the bare pid, as criu's lazy client sends
+ * it (page_server_get_pages). Not the dump side's form (pid << 8 | 1): a
+ * GET never carries it. Returns the pid, or 0 if DST_ID cannot be one.
  */
-uint32_t ps_dst_pid(uint64_t dst_id, bool (*is_task)(void *arg, uint64_t pid), void *arg);
+uint32_t ps_get_pid(uint64_t dst_id);
 
 #endif

@@ -24,6 +24,7 @@
 #define OUT_HDRS	64	/* headers the send buffer holds */
 #define CONNECT_MS	5000
 #define CLOSE_MS	2000
+#define KEEPCNT		3	/* unanswered keepalive probes before the kernel gives up */
 
 struct remote {
 	struct daemon *d;
@@ -40,6 +41,9 @@ struct remote {
 	uint8_t *buf;			/* its data */
 	uint64_t want, got;
 	uint64_t t_open;
+	uint64_t timeout_ns;		/* --page-server-timeout */
+	uint64_t t_answer;		/* when the last answer was complete */
+	struct timer deadline;		/* on the oldest request in flight */
 	struct remote_stats st;
 };
 
@@ -73,11 +77,31 @@ static int connect_timed(int fd, const struct addrinfo *ai)
 	return -err;
 }
 
+/*
+ * Let the kernel notice a dead peer too: keepalive probes on an idle
+ * connection, and TCP_USER_TIMEOUT on data it sent that is never acked.
+ * Both within about TIMEOUT_MS. Best effort: the deadline timer is the rule.
+ */
+static void set_keepalive(int fd, unsigned timeout_ms)
+{
+	int one = 1, idle = (int)(timeout_ms / 1000 / (KEEPCNT + 1)), cnt = KEEPCNT;
+	unsigned user = timeout_ms;
+
+	if (idle < 1)
+		idle = 1;
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user));
+}
+
 int remote_open(struct daemon *d, const char *addr, const char *port, char *why, size_t len)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *res, *ai;
 	struct remote *r;
+	unsigned timeout_ms;
 	int ret, fd = -1, one = 1;
 
 	ret = getaddrinfo(addr, port, &hints, &res);
@@ -107,6 +131,8 @@ int remote_open(struct daemon *d, const char *addr, const char *port, char *why,
 	}
 	/* Requests are small and a fault waits on each: never hold them back. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	timeout_ms = d->o.ps_timeout_ms ? d->o.ps_timeout_ms : REMOTE_TIMEOUT_MS;
+	set_keepalive(fd, timeout_ms);
 	r = calloc(1, sizeof(*r));
 	if (!r) {
 		close(fd);
@@ -118,10 +144,12 @@ int remote_open(struct daemon *d, const char *addr, const char *port, char *why,
 	snprintf(r->name, sizeof(r->name), "page server %s:%s", addr, port);
 	rq_init(&r->q, MAX_FLY, REMOTE_BG_IDLE);
 	r->t_open = now_ns();
+	r->timeout_ns = timeout_ms * 1000000ull;
 	r->ev.fd = -1;
 	r->ev.dead = true;
 	d->remote = r;
-	log_info("remote: connected to the %s; lazy page data comes from it", r->name);
+	log_info("remote: connected to the %s; lazy page data comes from it (answers due within %u ms)",
+		 r->name, timeout_ms);
 	return 0;
 }
 
@@ -153,6 +181,7 @@ static void remote_lost(struct remote *r, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	r->lost = true;
+	timer_cancel(&r->d->loop, &r->deadline);
 	loop_del(&r->d->loop, &r->ev);
 	close(r->fd);
 	r->fd = -1;
@@ -193,6 +222,38 @@ void remote_promote(struct remote *r, struct rreq *q)
 	}
 }
 
+/* The oldest request in flight is late: the server stalled (or the path to it died). */
+static void remote_on_deadline(struct timer *tm)
+{
+	struct remote *r = container_of(tm, struct remote, deadline);
+	struct rreq *q = rq_head(&r->q);
+
+	if (!q || r->lost)
+		return;
+	remote_lost(r, "no answer within %" PRIu64 " ms to GET %" PRIu64 " pages at 0x%" PRIx64 " of pid %u%s",
+		    r->timeout_ns / 1000000, q->nr, q->img, q->pid,
+		    r->hdr_have ? " (the answer stopped in the middle)" : "");
+}
+
+/*
+ * Arm the deadline for the oldest request in flight: its answer must be
+ * complete within the timeout of the later of its sending and the end of
+ * the answer before it (answers come in order: it cannot come sooner).
+ */
+static void deadline_update(struct remote *r)
+{
+	struct rreq *q = rq_head(&r->q);
+	uint64_t due, now;
+
+	if (!q) {
+		timer_cancel(&r->d->loop, &r->deadline);
+		return;
+	}
+	due = (q->t_sent > r->t_answer ? q->t_sent : r->t_answer) + r->timeout_ns;
+	now = now_ns();
+	timer_arm(&r->d->loop, &r->deadline, due > now ? due - now : 0, remote_on_deadline);
+}
+
 /* Watch for EPOLLOUT only while something waits to be sent. */
 static void set_want_out(struct remote *r, bool on)
 {
@@ -205,19 +266,25 @@ static void set_want_out(struct remote *r, bool on)
 void remote_pump(struct daemon *d)
 {
 	struct remote *r = d->remote;
+	bool idle;
 	struct rreq *q;
 
 	if (!r || r->lost)
 		return;
 	if (r->out_off == r->out_len)
 		r->out_off = r->out_len = 0;
+	idle = !rq_head(&r->q);
 	while (r->out_len + PS_HDR_SIZE <= sizeof(r->out) && (q = rq_next(&r->q))) {
+		/* GET names the task by its bare pid, as criu's page_server_get_pages does. */
 		struct ps_hdr h = { .cmd = ps_cmd(PS_IOV_GET, 0), .nr_pages = q->nr,
 				    .vaddr = q->img, .dst_id = q->pid };
 
 		ps_encode(r->out + r->out_len, &h);
 		r->out_len += PS_HDR_SIZE;
+		q->t_sent = now_ns();
 	}
+	if (idle && rq_head(&r->q))
+		deadline_update(r);
 	if (r->q.nr_fly > r->st.max_fly)
 		r->st.max_fly = r->q.nr_fly;
 	while (r->out_off < r->out_len) {
@@ -262,6 +329,8 @@ static void answer_done(struct remote *r)
 	struct target *t = target_by_id(r->d, q->target_id);
 	uint64_t nr = r->want / PG;
 
+	r->t_answer = now_ns();
+	deadline_update(r);
 	r->st.pages += nr;
 	r->st.short_answers += nr < q->nr;
 	if (q->urgent) {
@@ -346,22 +415,59 @@ static void remote_on_io(struct ev *ev, uint32_t events)
 		remote_pump(r->d);
 }
 
+/*
+ * Read LEN bytes from the non-blocking FD within MS: it may come in pieces.
+ * 0, -ETIMEDOUT, -ECONNRESET on EOF, or -errno.
+ */
+static int recv_timed(int fd, void *buf, size_t len, int ms)
+{
+	uint64_t end = now_ns() + (uint64_t)ms * 1000000ull;
+	size_t got = 0;
+
+	while (got < len) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		uint64_t now = now_ns();
+		ssize_t n;
+		int ret;
+
+		if (now >= end)
+			return -ETIMEDOUT;
+		ret = poll(&p, 1, (int)((end - now + 999999) / 1000000));
+		if (ret < 0 && errno == EINTR)
+			continue;
+		if (ret < 0)
+			return -errno;
+		if (ret == 0)
+			return -ETIMEDOUT;
+		n = recv(fd, (uint8_t *)buf + got, len - got, MSG_DONTWAIT);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ECONNRESET;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
 /* Say CLOSE and read the status word, as criu lazy-pages does at its end. */
 static void say_close(struct remote *r)
 {
 	struct ps_hdr h = { .cmd = PS_IOV_CLOSE };
 	uint8_t buf[PS_HDR_SIZE];
-	struct pollfd p = { .fd = r->fd, .events = POLLIN };
 	int32_t status = -1;
+	int ret;
 
 	ps_encode(buf, &h);
 	if (send(r->fd, buf, sizeof(buf), MSG_NOSIGNAL) != (ssize_t)sizeof(buf)) {
 		log_warn("remote: sending CLOSE to the %s", r->name);
 		return;
 	}
-	if (poll(&p, 1, CLOSE_MS) != 1 ||
-	    recv(r->fd, &status, sizeof(status), MSG_WAITALL) != (ssize_t)sizeof(status))
-		log_warnx("remote: the %s did not answer CLOSE", r->name);
+	ret = recv_timed(r->fd, &status, sizeof(status), CLOSE_MS);
+	if (ret < 0)
+		log_warnx("remote: the %s did not answer CLOSE: %s", r->name,
+			  ret == -ECONNRESET ? "it hung up" : strerror(-ret));
 	else if (status)
 		log_warnx("remote: the %s answered CLOSE with status %d", r->name, status);
 }
@@ -380,6 +486,7 @@ void remote_close(struct daemon *d)
 		 r->st.pages, r->st.pages * 4096.0 / (1 << 20), s, r->st.requests, r->st.urgent,
 		 r->st.requests - r->st.urgent, r->st.promoted, r->st.short_answers, r->st.max_fly,
 		 r->st.answered_urgent ? r->st.urgent_ns / 1e3 / r->st.answered_urgent : 0.0);
+	timer_cancel(&d->loop, &r->deadline);
 	if (!r->lost) {
 		loop_del(&d->loop, &r->ev);
 		close(r->fd);

@@ -7,7 +7,10 @@
  * it with UFFDIO_COPY).
  *
  * Losing the connection is final: every process not fully served is killed
- * (target_remote_lost), never woken with zeros.
+ * (target_remote_lost), never woken with zeros. A server that stops
+ * answering counts as lost: the oldest request in flight must be answered
+ * within the timeout (--page-server-timeout), and keepalive probes and
+ * TCP_USER_TIMEOUT let the kernel notice a dead path too.
  */
 #ifndef UFFD_REMOTE_H
 #define UFFD_REMOTE_H
@@ -24,6 +27,9 @@ struct remote;
 /* The largest request, in pages (4 MiB): the cap of every answer buffer. */
 #define REMOTE_MAX_PAGES	1024
 
+/* The default time an answer may take (--page-server-timeout). */
+#define REMOTE_TIMEOUT_MS	10000
+
 /* Background requests in flight: while faults wait, and otherwise. */
 #define REMOTE_BG_BUSY		1
 #define REMOTE_BG_IDLE		4
@@ -39,6 +45,7 @@ struct remote_stats {
 /*
  * Connect to the page server at ADDR:PORT (a blocking connect, with a
  * timeout) and give D its remote; remote_attach puts it in the loop.
+ * Answers are due within D->o.ps_timeout_ms (0: REMOTE_TIMEOUT_MS).
  * 0, or -errno with WHY filled.
  */
 int remote_open(struct daemon *d, const char *addr, const char *port, char *why, size_t len);

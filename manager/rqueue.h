@@ -24,6 +24,7 @@ struct rreq {
 	bool urgent;		/* for a fault */
 	bool sent;
 	uint64_t t0;		/* when it was queued, ns */
+	uint64_t t_sent;	/* when it went on the wire (set by the sender), ns */
 };
 
 struct rqueue {

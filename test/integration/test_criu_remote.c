@@ -3,15 +3,20 @@
  * from `uffd-manager page-server` (CRIU's page-server protocol) on
  * loopback, while the layout still comes from the local images. criu-sim
  * plays `criu restore --lazy-pages`, every lazy page is compared byte by
- * byte with pages-N.img. Then the page server alone, spoken to with raw
- * headers: answers checked against the images, bad requests refused.
+ * byte with pages-N.img; a server that cuts or stalls is a loss, reported
+ * within the deadline. Then the page server alone, spoken to with raw
+ * headers: answers checked against the images, bad requests refused, and
+ * the limits: out of fds, --max-clients, --idle-timeout.
  *
  * Real CRIU cannot restore on this kernel, so compatibility with `criu
  * page-server --lazy-pages` rests on the protocol facts in manager/pswire.h.
  */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
@@ -25,6 +30,7 @@
 
 #include "imgfix.h"
 #include "imgtask.h"
+#include "loop.h"
 #include "pswire.h"
 #include "tcriu.h"
 
@@ -207,14 +213,15 @@ Test(criu_remote, status_while_serving, .init = setup, .fini = teardown, .timeou
 }
 
 /*
- * The connection breaks in the middle of the answer to request N + 1. The
- * daemon names every task with the pages it did not get and exits 1; no
- * task reads a zero where data was: each either checked every byte or was
- * killed (SIGKILL) before it could read one that never came.
+ * The page server fails after N answers (PS_ARGS: it cuts the connection,
+ * or stalls). The daemon names every task with the pages it did not get
+ * and exits 1; no task reads a zero where data was: each either checked
+ * every byte or was killed (SIGKILL) before it could read one that never
+ * came. PS_WANT and WANT: what the server's log and the daemon's say.
  */
-static void connection_cut(const char *dir, const char *drop, const char *const *sim)
+static void server_fails(const char *dir, const char *const *ps, const char *const *args,
+			 const char *const *sim, const char *ps_want, const char *want_lost)
 {
-	const char *ps[] = { "--drop-after", drop, NULL };
 	uint32_t pids[16];
 	size_t n = tc_tasks(dir, pids, 16);
 	unsigned killed = 0;
@@ -222,16 +229,15 @@ static void connection_cut(const char *dir, const char *drop, const char *const 
 	int rc;
 
 	need_root();
-	start_remote(dir, ps, NULL);
+	start_remote(dir, ps, args);
 	cr_assert_eq(tc_sim_run(&run, dir, sim, SIM_MS), 1, "some task must have failed; see %s",
 		     run.simout);
 	rc = tc_daemon_exit_code(&run, EXIT_MS);
 	cr_assert_eq(rc, 1, "exit %d; log in %s", rc, run.log);
-	/* EOF in the middle of an answer, or a reset (the server had unread requests). */
 	cr_expect(tc_file_has(run.log, "remote: lost the page server 127.0.0.1:"), "log in %s",
 		  run.log);
-	cr_expect(tc_file_has(run.ps_log, "cut in the middle of an answer (--drop-after)"),
-		  "log in %s", run.ps_log);
+	cr_expect(tc_file_has(run.log, want_lost), "want \"%s\"; log in %s", want_lost, run.log);
+	cr_expect(tc_file_has(run.ps_log, ps_want), "want \"%s\"; log in %s", ps_want, run.ps_log);
 	cr_expect_not(tc_file_has(run.simout, "differs from"), "a task read wrong memory: %s",
 		      run.simout);
 	cr_expect_not(tc_file_has(run.simout, "WRONG MEMORY"), "%s", run.simout);
@@ -252,6 +258,15 @@ static void connection_cut(const char *dir, const char *drop, const char *const 
 	run.passed = true;
 }
 
+/* The connection breaks in the middle of the answer to request DROP + 1. */
+static void connection_cut(const char *dir, const char *drop, const char *const *sim)
+{
+	const char *ps[] = { "--drop-after", drop, NULL };
+
+	/* EOF in the middle of an answer, or a reset (the server had unread requests). */
+	server_fails(dir, ps, NULL, sim, "cut in the middle of an answer (--drop-after)", ": ");
+}
+
 Test(criu_remote, connection_cut_while_reading, .init = setup, .fini = teardown, .timeout = 90)
 {
 	connection_cut(FORK3, "8", NULL);
@@ -264,6 +279,87 @@ Test(criu_remote, connection_cut_before_reading, .init = setup, .fini = teardown
 
 	connection_cut(SINGLE, "3", sim);
 	cr_expect(tc_file_has(run.log, ", 0 faults; events"), "log in %s", run.log);
+}
+
+Test(criu_remote, server_stalls, .init = setup, .fini = teardown, .timeout = 60)
+{
+	/* The server answers 8 requests, then nothing, the connection still up: no EOF, no reset. */
+	const char *ps[] = { "--stall-after", "8", NULL };
+	const char *args[] = { "--page-server-timeout", "300", NULL };
+	uint64_t t0 = now_ns();
+	double s;
+
+	server_fails(FORK3, ps, args, NULL, "stalling after 8 answers (--stall-after)",
+		     ": no answer within 300 ms to GET ");
+	/* Killed and reported within the deadline, not after the sim's own 60 s. */
+	s = (now_ns() - t0) / 1e9;
+	cr_expect_lt(s, 10.0, "%.1f s", s);
+	cr_expect(tc_file_has(run.log, "(answers due within 300 ms)"), "log in %s", run.log);
+	cr_expect(tc_file_has(run.ps_log, "hung up while stalled"), "the daemon hung up; log in %s",
+		  run.ps_log);
+}
+
+Test(criu_remote, timeout_needs_page_server, .init = setup, .fini = teardown, .timeout = 30)
+{
+	const char *a[] = { "--page-server-timeout", "300", NULL };
+	const char *b[] = { "--page-server", "--address", "127.0.0.1", "--port", "1",
+			    "--page-server-timeout", "0", NULL };
+
+	cr_assert_not(tc_daemon_start(&run, SINGLE, a));
+	cr_expect_eq(tc_daemon_exit_code(&run, EXIT_MS), 2);
+	cr_expect(tc_file_has(run.err, "--page-server-timeout goes with --page-server"), "%s",
+		  run.err);
+	cr_assert_not(tc_daemon_start(&run, SINGLE, b));
+	cr_expect_eq(tc_daemon_exit_code(&run, EXIT_MS), 2);
+	cr_expect(tc_file_has(run.err, "--page-server-timeout 0: want 1 to "), "%s", run.err);
+	run.passed = true;
+}
+
+/* A TCP listener on loopback for a hand-played page server; its port in PORT. */
+static int fake_server(char *port, size_t len)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	cr_assert_eq(listen(fd, 4), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+	snprintf(port, len, "%u", ntohs(sin.sin_port));
+	return fd;
+}
+
+static bool recv_all(int sk, void *buf, size_t len);
+
+Test(criu_remote, close_status_in_pieces, .init = setup, .fini = teardown, .timeout = 30)
+{
+	/* TCP may deliver CLOSE's status word in pieces: the daemon waits for all of it. */
+	char port[16];
+	const char *a[] = { "--page-server", "--address", "127.0.0.1", "--port", port, NULL };
+	uint8_t hb[PS_HDR_SIZE];
+	int32_t status = 0;
+	struct ps_hdr h;
+	int lfd = fake_server(port, sizeof(port)), sk;
+
+	cr_assert(tc_daemon_start(&run, SINGLE, a), "log in %s", run.log);
+	sk = accept(lfd, NULL, NULL);
+	cr_assert_geq(sk, 0);
+	/* No restore: SIGTERM ends the run, and the daemon says CLOSE. */
+	kill(run.pid, SIGTERM);
+	cr_assert(recv_all(sk, hb, sizeof(hb)), "no CLOSE; log in %s", run.log);
+	ps_decode(hb, &h);
+	cr_assert_eq(h.cmd, PS_IOV_CLOSE, "cmd 0x%x", h.cmd);
+	cr_assert_eq(send(sk, &status, 2, MSG_NOSIGNAL), 2);
+	usleep(300 * 1000);
+	cr_assert_eq(send(sk, (uint8_t *)&status + 2, 2, MSG_NOSIGNAL), 2);
+	cr_expect_eq(tc_daemon_exit_code(&run, EXIT_MS), 1, "no restore came; log in %s", run.log);
+	cr_expect_not(tc_file_has(run.log, "did not answer CLOSE"), "log in %s", run.log);
+	cr_expect_not(tc_file_has(run.log, "answered CLOSE with status"), "log in %s", run.log);
+	cr_expect(tc_file_has(run.log, "remote: fetched 0 pages"), "log in %s", run.log);
+	close(sk);
+	close(lfd);
+	run.passed = true;
 }
 
 Test(criu_remote, page_server_unreachable, .init = setup, .fini = teardown, .timeout = 30)
@@ -405,9 +501,6 @@ Test(pagesrv, answers_match_the_images, .init = setup, .fini = teardown, .timeou
 		got = get_and_check(i % 2 ? sk : sk2, FORK3, pids[i], pids[i], start, 1ull << 40);
 		cr_expect_eq(got, nr < 1024 ? nr : 1024, "pid %u", pids[i]);
 	}
-	/* The pushing side's dst_id form (pid << 8 | 1) names the task too. */
-	first_lazy(FORK3, pids[0], &start, &nr);
-	get_and_check(sk, FORK3, pids[0], (uint64_t)pids[0] << 8 | 1, start, 2);
 	/* CLOSE: a zero status word, then the server waits for us to hang up. */
 	send_hdr(sk, PS_IOV_CLOSE, 0, 0, 0);
 	cr_assert(recv_all(sk, st, sizeof(st)));
@@ -477,8 +570,8 @@ Test(pagesrv, parent_chain, .init = setup, .fini = teardown, .timeout = 30)
 
 /* ---- bad requests: refused, the connection closed, the server goes on ---- */
 
-enum bad_get { BG_UNKNOWN_PID, BG_NOT_LAZY, BG_HOLE, BG_UNALIGNED, BG_ZERO_PAGES, BG_WRAP,
-	       BG_PUSH, BG_UNKNOWN_CMD };
+enum bad_get { BG_UNKNOWN_PID, BG_PUSH_FORM_DST, BG_NOT_LAZY, BG_HOLE, BG_UNALIGNED,
+	       BG_ZERO_PAGES, BG_WRAP, BG_PUSH, BG_UNKNOWN_CMD };
 
 struct bad_req {
 	enum bad_get kind;
@@ -487,6 +580,8 @@ struct bad_req {
 
 static const struct bad_req bad_reqs[] = {
 	{ BG_UNKNOWN_PID, "no task with that pid in " },
+	/* A GET names the bare pid, as criu's page_server_get_pages sends it; never pid << 8 | 1. */
+	{ BG_PUSH_FORM_DST, "this is the dump side's form of pid " },
 	{ BG_NOT_LAZY, "restored eagerly" },
 	{ BG_HOLE, "not in its pagemap" },
 	{ BG_UNALIGNED, "the address is not page aligned" },
@@ -540,6 +635,7 @@ ParameterizedTest(unsigned *row, pagesrv, bad_request_refused, .init = setup, .f
 	sk = tc_pagesrv_connect(&run);
 	switch (b->kind) {
 	case BG_UNKNOWN_PID: send_hdr(sk, PS_IOV_GET, 1, start, 4242); break;
+	case BG_PUSH_FORM_DST: send_hdr(sk, PS_IOV_GET, 1, start, (uint64_t)pid << 8 | 1); break;
 	case BG_NOT_LAZY: send_hdr(sk, PS_IOV_GET, 1, eager_page(SINGLE, pid), pid); break;
 	case BG_HOLE: send_hdr(sk, PS_IOV_GET, 1, 0x1000, pid); break;
 	case BG_UNALIGNED: send_hdr(sk, PS_IOV_GET, 1, start + 8, pid); break;
@@ -589,6 +685,194 @@ Test(pagesrv, header_in_pieces, .init = setup, .fini = teardown, .timeout = 30)
 	cr_expect_eq(memcmp(data, want, PG), 0);
 	free(data);
 	close(sk);
+	run.passed = true;
+}
+
+/* ---- the page server under load: fds, slots, silent clients, exposure ---- */
+
+/* How many times S occurs in the file at PATH. */
+static unsigned count_in_file(const char *path, const char *s)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096];
+	unsigned n = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		for (char *p = line; (p = strstr(p, s)); p += strlen(s))
+			n++;
+	fclose(f);
+	return n;
+}
+
+static long file_size(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* User and system CPU time of PID so far, in clock ticks. */
+static unsigned long cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut = 0, st = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	f = fopen(path, "r");
+	cr_assert_not_null(f);
+	cr_assert_not_null(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	p = strrchr(buf, ')');
+	cr_assert_not_null(p);
+	/* After "pid (comm)": state is field 3, utime 14, stime 15. */
+	cr_assert_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st), 2);
+	return ut + st;
+}
+
+/* Connect without waiting for the server to accept (the backlog takes it). */
+static int connect_nb(const struct tc_run *r)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(atoi(r->ps_port)),
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	int fl;
+
+	cr_assert_geq(fd, 0);
+	if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+		cr_assert_eq(errno, EINPROGRESS, "connect: %s", strerror(errno));
+		/* A full backlog drops the SYN: the connection is still on its way, fine. */
+		poll(&p, 1, 200);
+	}
+	fl = fcntl(fd, F_GETFL);
+	fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	return fd;
+}
+
+#define NR_MANY	40
+
+Test(pagesrv, out_of_fds_backs_off, .init = setup, .fini = teardown, .timeout = 30)
+{
+	/* 24 fds: some clients are taken, the rest meet EMFILE. */
+	int sk[NR_MANY];
+	uint64_t start, nr;
+	unsigned long t0;
+	uint32_t pid;
+	long size;
+
+	tc_tasks(SINGLE, &pid, 1);
+	first_lazy(SINGLE, pid, &start, &nr);
+	run.ps_nofile = 24;
+	cr_assert(tc_pagesrv_start(&run, SINGLE, NULL), "log in %s", run.ps_log);
+	for (int i = 0; i < NR_MANY; i++)
+		sk[i] = connect_nb(&run);
+	cr_assert(tc_file_wait(run.ps_log, "accept: Too many open files", 5000), "log in %s",
+		  run.ps_log);
+	/* Out of fds, it neither spins nor floods its log. */
+	t0 = cpu_ticks(run.ps_pid);
+	usleep(500 * 1000);
+	cr_expect_lt(cpu_ticks(run.ps_pid) - t0, 10ul, "CPU ticks in 0.5 s out of fds");
+	size = file_size(run.ps_log);
+	cr_expect_lt(size, 16384, "log of %ld bytes; see %s", size, run.ps_log);
+	cr_expect_eq(count_in_file(run.ps_log, "Too many open files"), 1, "once; log in %s",
+		     run.ps_log);
+	cr_expect(tc_file_has(run.ps_log, "not accepting until an fd is free"), "log in %s",
+		  run.ps_log);
+	/* The clients it has are served meanwhile. */
+	cr_expect_eq(get_and_check(sk[0], SINGLE, pid, pid, start, 1), 1);
+	/* The last one waits in the backlog; once the others leave, it is served. */
+	send_hdr(sk[NR_MANY - 1], ps_cmd(PS_IOV_GET, 0), 1, start, pid);
+	for (int i = 0; i < NR_MANY - 1; i++)
+		close(sk[i]);
+	cr_expect_eq(get_and_check(sk[NR_MANY - 1], SINGLE, pid, pid, start, 1), 1,
+		     "log in %s", run.ps_log);
+	cr_expect(tc_file_has(run.ps_log, "accepting again after "), "log in %s", run.ps_log);
+	close(sk[NR_MANY - 1]);
+	cr_expect_eq(tc_pagesrv_stop(&run), 0, "log in %s", run.ps_log);
+	cr_expect_eq(tc_file_number(run.ps_log, "stopping: "), NR_MANY, "every client taken; log in %s",
+		     run.ps_log);
+	run.passed = true;
+}
+
+Test(pagesrv, max_clients_wait_their_turn, .init = setup, .fini = teardown, .timeout = 30)
+{
+	const char *args[] = { "--max-clients", "2", NULL };
+	struct pollfd p;
+	uint64_t start, nr;
+	uint32_t pid;
+	int a, b, c;
+
+	tc_tasks(SINGLE, &pid, 1);
+	first_lazy(SINGLE, pid, &start, &nr);
+	cr_assert(tc_pagesrv_start(&run, SINGLE, args), "log in %s", run.ps_log);
+	a = tc_pagesrv_connect(&run);
+	b = tc_pagesrv_connect(&run);
+	c = tc_pagesrv_connect(&run);
+	cr_expect_eq(get_and_check(b, SINGLE, pid, pid, start, 1), 1);
+	send_hdr(c, ps_cmd(PS_IOV_GET, 0), 1, start, pid);
+	p = (struct pollfd){ .fd = c, .events = POLLIN };
+	cr_expect_eq(poll(&p, 1, 300), 0, "the third client waits while two are open");
+	cr_expect(tc_file_has(run.ps_log, "2 connections open (--max-clients): new ones wait"),
+		  "log in %s", run.ps_log);
+	close(a);
+	cr_expect_eq(get_and_check(c, SINGLE, pid, pid, start, 1), 1, "log in %s", run.ps_log);
+	cr_expect(tc_file_has(run.ps_log, "accepting again after "), "log in %s", run.ps_log);
+	close(b);
+	close(c);
+	cr_expect_eq(tc_pagesrv_stop(&run), 0);
+	run.passed = true;
+}
+
+Test(pagesrv, silent_client_closed, .init = setup, .fini = teardown, .timeout = 30)
+{
+	const char *args[] = { "--idle-timeout", "200", NULL };
+	struct pollfd p;
+	uint64_t start, nr;
+	uint32_t pid;
+	int quiet, busy;
+
+	tc_tasks(SINGLE, &pid, 1);
+	first_lazy(SINGLE, pid, &start, &nr);
+	cr_assert(tc_pagesrv_start(&run, SINGLE, args), "log in %s", run.ps_log);
+	quiet = tc_pagesrv_connect(&run);
+	busy = tc_pagesrv_connect(&run);
+	/* A client that has asked once may be quiet for long: no fault, no request. */
+	cr_expect_eq(get_and_check(busy, SINGLE, pid, pid, start, 1), 1);
+	cr_expect(closed_silently(quiet), "a client that never asks is closed");
+	cr_expect(tc_file_has(run.ps_log, "sent no request for "), "log in %s", run.ps_log);
+	p = (struct pollfd){ .fd = busy, .events = POLLIN };
+	cr_expect_eq(poll(&p, 1, 500), 0, "the client between requests is kept");
+	cr_expect_eq(get_and_check(busy, SINGLE, pid, pid, start, 2), 2);
+	close(quiet);
+	close(busy);
+	cr_expect_eq(tc_pagesrv_stop(&run), 0);
+	cr_expect(tc_file_has(run.ps_log, ", 1 idle connections closed"), "log in %s", run.ps_log);
+	run.passed = true;
+}
+
+Test(pagesrv, warns_when_not_on_loopback, .init = setup, .fini = teardown, .timeout = 30)
+{
+	/* Like criu page-server, it listens on every address unless told; it says what that means. */
+	const char *any[] = { "--address", "0.0.0.0", NULL };
+	int sk;
+
+	cr_assert(tc_pagesrv_start(&run, SINGLE, any), "log in %s", run.ps_log);
+	cr_expect(tc_file_has(run.ps_log, "0.0.0.0 is not a loopback address and the protocol has no authentication: anyone who can reach port "),
+		  "log in %s", run.ps_log);
+	sk = tc_pagesrv_connect(&run);
+	close(sk);
+	cr_expect_eq(tc_pagesrv_stop(&run), 0);
+	run.passed = true;
+	tc_finish(&run);
+
+	tc_init(&run);
+	cr_assert(tc_pagesrv_start(&run, SINGLE, NULL), "log in %s", run.ps_log);
+	cr_expect_not(tc_file_has(run.ps_log, "not a loopback address"), "127.0.0.1 is; log in %s",
+		      run.ps_log);
+	cr_expect_eq(tc_pagesrv_stop(&run), 0);
 	run.passed = true;
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -96,6 +97,15 @@ bool tc_pagesrv_start(struct tc_run *r, const char *imgdir, const char *const *a
 	if (r->ps_pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(p[1], TC_READY_FD);
+		if (r->ps_nofile) {
+			/* A known fd budget: only 0-2 and the status fd, and no way to raise it. */
+			struct rlimit rl = { r->ps_nofile, r->ps_nofile };
+
+			close_range(3, TC_READY_FD - 1, 0);
+			close_range(TC_READY_FD + 1, ~0u, 0);
+			if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+				_exit(127);
+		}
 		execv(bin, (char *const *)argv);
 		_exit(127);
 	}

@@ -24,6 +24,7 @@ struct tc_run {
 	pid_t ps_pid;		/* the page server while it runs, else 0 */
 	char ps_port[16];	/* its TCP port */
 	char ps_log[128];	/* its -o */
+	unsigned ps_nofile;	/* set before tc_pagesrv_start: its RLIMIT_NOFILE (soft and hard); 0: inherited */
 	bool passed;		/* set by the test at its end: else the dir is kept */
 };
 
@@ -39,7 +40,8 @@ bool tc_daemon_start(struct tc_run *r, const char *imgdir, const char *const *ar
 /*
  * Start `uffd-manager page-server -D IMGDIR --address 127.0.0.1 --port 0
  * --status-fd N -o PS_LOG -v ARGS`; true once it listens (its port in
- * r->ps_port).
+ * r->ps_port). With r->ps_nofile, it starts with only fds 0-2 and that
+ * RLIMIT_NOFILE.
  */
 bool tc_pagesrv_start(struct tc_run *r, const char *imgdir, const char *const *args);
 

@@ -78,22 +78,18 @@ Test(pswire, cmd_flags_and_op)
 	cr_expect_eq(PS_IOV_FORCE_CLOSE, 0x1024);
 }
 
-static bool tasks_100_and_257(void *arg, uint64_t pid)
+Test(pswire, get_names_the_bare_pid_only)
 {
-	(void)arg;
-	return pid == 100 || pid == 257;
-}
-
-Test(pswire, dst_id_bare_pid_first_then_pushing_form)
-{
-	cr_expect_eq(ps_dst_pid(100, tasks_100_and_257, NULL), 100u);
-	cr_expect_eq(ps_dst_pid(100 << 8 | 1, tasks_100_and_257, NULL), 100u);
-	/* 257 = 1 << 8 | 1: the bare pid wins, as criu's lazy client sends it. */
-	cr_expect_eq(ps_dst_pid(257, tasks_100_and_257, NULL), 257u);
-	cr_expect_eq(ps_dst_pid(100 << 8 | 2, tasks_100_and_257, NULL), 0u, "shmem type");
-	cr_expect_eq(ps_dst_pid(0, tasks_100_and_257, NULL), 0u);
-	cr_expect_eq(ps_dst_pid(1ull << 60 | 1, tasks_100_and_257, NULL), 0u);
-	cr_expect_eq(ps_dst_pid(4242, tasks_100_and_257, NULL), 0u);
+	/* criu's page_server_get_pages sends the bare pid: dst_id = pid. */
+	cr_expect_eq(ps_get_pid(100), 100u);
+	cr_expect_eq(ps_get_pid(257), 257u);
+	cr_expect_eq(ps_get_pid(4194304), 4194304u, "pid_max");
+	/* The dump side's form is not a GET's: it names another number, never pid 100. */
+	cr_expect_eq(ps_get_pid(100 << 8 | 1), 25601u);
+	cr_expect_neq(ps_get_pid(100 << 8 | 1), 100u);
+	cr_expect_eq(ps_get_pid(0), 0u);
+	cr_expect_eq(ps_get_pid(1ull << 31), 0u, "more than an int");
+	cr_expect_eq(ps_get_pid(1ull << 60 | 1), 0u);
 }
 
 /* ---- the request queue ---- */
