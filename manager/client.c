@@ -482,6 +482,8 @@ static void accept_retry(struct timer *tm)
 {
 	struct daemon *d = container_of(tm, struct daemon, accept_retry);
 
+	if (d->accept_paused && d->listen_fd >= 0)
+		loop_mod(&d->loop, &d->listen_ev, EPOLLIN);
 	client_accept(d);
 }
 
@@ -495,14 +497,29 @@ void client_accept(struct daemon *d)
 
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-				log_warn("accept: backing off");
+				/*
+				 * The listen socket stays readable: unwatched, or the
+				 * level-triggered loop would spin on it. Said once.
+				 */
+				if (!d->accept_paused)
+					log_warn("accept: backing off (new connections wait)");
+				d->accept_paused = true;
+				loop_mod(&d->loop, &d->listen_ev, 0);
 				timer_arm(&d->loop, &d->accept_retry, ACCEPT_RETRY_NS, accept_retry);
 			} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
 				log_warn("accept");
 			}
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
+			if (errno == EAGAIN && d->accept_paused) {
+				d->accept_paused = false;
+				log_info("accept: taking new connections again");
+			}
 			return;
+		}
+		if (d->accept_paused) {
+			d->accept_paused = false;
+			log_info("accept: taking new connections again");
 		}
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
 			log_warn("SO_PEERCRED");

@@ -44,6 +44,7 @@ struct daemon {
 	struct daemon_opts o;
 	struct loop loop;
 	struct ev listen_ev;
+	bool accept_paused;	/* out of fds: the listen socket is not watched until a retry */
 	int listen_fd;			/* -1 once we stop accepting */
 	bool unlink_socket;		/* we created the socket file */
 	struct ev signal_ev;

@@ -16,7 +16,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -802,4 +804,57 @@ ParameterizedTest(unsigned *row, hello_wire, late_refusal_keeps_the_daemon)
 	cr_assert_eq(kill(dmn.pid, 0), 0, "%s: the daemon died", b->what);
 	cr_assert_eq(refused_count(), (uint64_t)n, "%s: refused counter", b->what);
 	expect_still_serving();
+}
+
+/* CPU ticks (user + system) the process PID has used. */
+static long cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut = 0, st = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	cr_assert_not_null(f);
+	cr_assert_not_null(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	p = strrchr(buf, ')');
+	cr_assert_not_null(p);
+	cr_assert_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st),
+		     2);
+	return (long)(ut + st);
+}
+
+/*
+ * Out of fds, the daemon stops watching its listen socket and retries
+ * later, saying so once: it neither spins nor floods its log, and takes new
+ * connections again once fds are free.
+ */
+Test(accept, out_of_fds_backs_off, .timeout = 60)
+{
+	static const char *const args[] = { "--handshake-timeout", "1500", NULL };
+	struct rlimit low = { 64, 64 };
+	struct ts_status s;
+	struct stat sb;
+	int fds[100];
+	long t0;
+
+	/* The daemon raises its soft limit to the hard one at start: lower both after. */
+	ts_daemon_start(&dmn, args);
+	cr_assert_eq(prlimit(dmn.pid, RLIMIT_NOFILE, &low, NULL), 0, "prlimit: %s", strerror(errno));
+	for (int i = 0; i < 100; i++)
+		fds[i] = conn_open();	/* the last ones wait in the backlog */
+	usleep(200000);
+	t0 = cpu_ticks(dmn.pid);
+	usleep(500000);
+	cr_assert_lt(cpu_ticks(dmn.pid) - t0, 10, "the daemon spins while out of fds");
+	cr_assert_eq(stat(dmn.log, &sb), 0);
+	cr_assert_lt(sb.st_size, 16384, "the daemon's log grew to %lld bytes", (long long)sb.st_size);
+	cr_assert(ts_log_has(&dmn, "backing off"));
+	/* The silent clients are hung up on; then a new one is served. */
+	for (int i = 0; i < 100; i++)
+		close(fds[i]);
+	cr_assert_eq(ts_status_get(&dmn, &s), 0, "no status once fds were free");
+	ts_status_free(&s);
+	cr_expect(ts_daemon_finish(&dmn, 5000), "uffd-manager did not exit cleanly");
 }
