@@ -134,7 +134,7 @@ bench: deps
 	UFFD_TEST_BUILD=$(abspath $(BUILD)) $(BENCH) --md $(CURDIR)/BENCHMARKS.md
 
 demo: deps
-	@$(MAKE) --no-print-directory all $(BUILD)/test/helpers/demo-serve $(BUILD)/test/helpers/workload
+	@$(MAKE) --no-print-directory all $(BUILD)/test/helpers/demo-serve $(BUILD)/test/helpers/workload $(BUILD)/test/helpers/rworkload
 	@scripts/demo $(BUILD)
 
 asan: deps

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core.h"
 #include "dump.h"
 #include "image.h"
 #include "imgtask.h"
@@ -127,6 +128,8 @@ struct dump {
 	int pagesfd;
 	struct pt pt;
 	bool seized;
+	struct core core;	/* with --kill: what restore needs besides memory */
+	bool core_on;
 	bool made_dir;		/* we created the directory: remove it if we fail */
 	bool made[F_NR];	/* temporary file exists */
 	char name[F_NR][48];	/* final names */
@@ -1324,6 +1327,7 @@ static void cleanup(struct dump *d)
 
 static void release(struct dump *d)
 {
+	core_free(&d->core);
 	if (d->pagesfd >= 0)
 		close(d->pagesfd);
 	if (d->pmfd >= 0)
@@ -1476,6 +1480,12 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		ret = classify_all(&d);
 	if (ret == 0)
 		ret = find_eager(&d);
+	if (ret == 0 && o->kill) {
+		d.core_on = true;
+		ret = core_collect(&d.core, &d.pt, &d.maps, why, sizeof(why));
+		if (ret < 0)
+			dfail(&d, ret, "cannot dump for restore: %s", why);
+	}
 	if (ret == 0) {
 		st->threads = d.ntids;
 		ret = dump_pages(&d);
@@ -1486,6 +1496,10 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	if (!o->kill && !o->hold)
 		let_go(&d);
 	ret = write_images(&d);
+	if (ret == 0 && d.core_on && (ret = core_write(&d.core, d.dirfd, why, sizeof(why))) < 0)
+		dfail(&d, ret, "%s/%s", o->dir, why);
+	if (ret == 0 && d.core_on && (ret = core_publish(&d.core, d.dirfd, why, sizeof(why))) < 0)
+		dfail(&d, ret, "%s/%s", o->dir, why);
 	if (ret == 0)
 		ret = publish(&d);
 	if (ret == 0 && o->kill)
@@ -1495,6 +1509,8 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 out:
 	if (ret == 0)
 		d.made_dir = false;
+	else if (d.core_on && d.dirfd >= 0)
+		core_abort(&d.core, d.dirfd);
 	cleanup(&d);	/* after publish() there are no temporary files left */
 	st->total_s = since(&d.t_start);
 	if (ret < 0)

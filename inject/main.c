@@ -10,6 +10,7 @@
 #include "handover.h"
 #include "lazy.h"
 #include "log.h"
+#include "restore.h"
 #include "show.h"
 #include "version.h"
 
@@ -21,9 +22,14 @@ static void usage(FILE *out)
 	      "  dump --pid PID --images DIR [--kill]\n"
 	      "                      freeze a running process and write its memory to DIR\n"
 	      "                      as CRIU images; --kill ends it once they are on disk\n"
+	      "                      (and records what restore needs, refusing what it\n"
+	      "                      cannot bring back)\n"
 	      "  lazy --pid PID --images DIR [--socket S]\n"
 	      "                      dump a running process, then hand its memory to\n"
 	      "                      uffd-manager: it runs on while its pages come back\n"
+	      "  restore --images DIR [--socket S] [--eager] [--stdio inherit|null|FILE]\n"
+	      "                      bring back a process dumped with --kill, its memory\n"
+	      "                      served lazily by uffd-manager; prints the new pid\n"
 	      "  show DIR [--json]   summarize the memory images of a CRIU-format dump:\n"
 	      "                      per task, VMAs, pagemap entries, present, lazy and\n"
 	      "                      parent pages\n"
@@ -80,7 +86,12 @@ static const char dump_help[] =
 	"  -p, --pid PID       the process to dump (needs ptrace rights over it)\n"
 	"  -D, --images DIR    where to write the images\n"
 	"  -k, --kill          SIGKILL the process once the images are complete and\n"
-	"                      synced to disk, and wait until it is gone\n"
+	"                      synced to disk, and wait until it is gone; also write\n"
+	"                      what `uffd-inject restore` needs (registers, signal\n"
+	"                      handlers and mask, rseq, open files, cwd: core-PID.img,\n"
+	"                      files.img, fdinfo-1.img, fs-PID.img), and refuse,\n"
+	"                      before reading a page, a process restore cannot bring\n"
+	"                      back (threads, sockets, pipes, timers, ...)\n"
 	"  -h, --help          show this help\n"
 	"\n"
 	"Exit status: 0 dumped, 1 failed (the process is left running as it was and\n"
@@ -265,6 +276,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "show"))
 		return cmd_show(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "restore"))
+		return restore_cmd(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "dump"))
 		return cmd_dump(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "lazy"))

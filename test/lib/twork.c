@@ -109,6 +109,7 @@ int tw_start(struct tw *w, const char *const *args, char *why, size_t len)
 	if (w->pid == 0) {
 		dup2(in[0], 0);
 		dup2(out[1], 1);
+		close_range(3, ~0u, 0);	/* no fd of the test runner leaks into the workload */
 		execv(bin, (char *const *)argv);
 		_exit(127);
 	}

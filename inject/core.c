@@ -1,0 +1,812 @@
+/*
+ * Collect, check and write the non-memory state of a process for restore:
+ * registers and FPU state through ptrace, signal handlers, timers and the
+ * like through syscalls run in the target, files from /proc.
+ */
+#include <dirent.h>
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "core.pb-c.h"
+#include "files.pb-c.h"
+#include "image.h"
+#include "ptrace.h"
+
+#ifndef NT_X86_XSTATE
+#define NT_X86_XSTATE	0x202
+#endif
+#ifndef PTRACE_GETSIGMASK
+#define PTRACE_GETSIGMASK	0x420a
+#endif
+#ifndef PTRACE_GET_RSEQ_CONFIGURATION
+#define PTRACE_GET_RSEQ_CONFIGURATION	0x420f
+#endif
+#ifndef PR_GET_TID_ADDRESS
+#define PR_GET_TID_ADDRESS	40
+#endif
+
+#define CORE_XSTATE_MAX	(64u << 10)
+#define CORE_MAX_FILES	4096
+
+struct rseq_conf {
+	uint64_t rseq_abi_pointer;
+	uint32_t rseq_abi_size;
+	uint32_t signature;
+	uint32_t flags;
+	uint32_t pad;
+};
+
+static int cfail(char *why, size_t len, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Format WHY and return -CODE. */
+static int cfail(char *why, size_t len, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+	return -code;
+}
+
+static uint64_t ts_ns(const struct timespec *t)
+{
+	return (uint64_t)t->tv_sec * 1000000000ull + (uint64_t)t->tv_nsec;
+}
+
+/* Read a small /proc/PID/NAME into BUF (NUL-terminated). Returns the length or -errno. */
+static ssize_t proc_small(pid_t pid, const char *name, char *buf, size_t cap)
+{
+	char path[128];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, cap - 1);
+	if (n < 0)
+		n = -errno;
+	else
+		buf[n] = '\0';
+	close(fd);
+	return n;
+}
+
+/* The value of "NAME:\t..." in a status text, or NULL. */
+static const char *status_val(const char *st, const char *name)
+{
+	size_t k = strlen(name);
+
+	for (const char *p = st; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+		if (!strncmp(p, name, k) && p[k] == ':')
+			return p + k + 1;
+	return NULL;
+}
+
+static struct core_file *add_file(struct core *c)
+{
+	struct core_file *nf;
+
+	if (c->nf >= CORE_MAX_FILES)
+		return NULL;
+	nf = realloc(c->f, (c->nf + 1) * sizeof(*nf));
+	if (!nf)
+		return NULL;
+	c->f = nf;
+	memset(&c->f[c->nf], 0, sizeof(c->f[0]));
+	c->f[c->nf].id = CORE_FILE_ID_BASE + (uint32_t)c->nf;
+	c->f[c->nf].fd = -1;
+	return &c->f[c->nf++];
+}
+
+/* Record PATH as seen through the process (ST); refuse one not reachable by that name. */
+static int note_path(struct core *c, const char *what, const char *path, const struct stat *st,
+		     uint32_t *id, char *why, size_t len)
+{
+	struct core_file *f;
+	struct stat ps;
+	size_t k = strlen(path);
+
+	if (k > 10 && !strcmp(path + k - 10, " (deleted)"))
+		return cfail(why, len, ENOTSUP, "%s %s: the file is deleted; restore needs it by "
+			     "name", what, path);
+	if (path[0] != '/' || stat(path, &ps) < 0 || ps.st_ino != st->st_ino ||
+	    ps.st_dev != st->st_dev)
+		return cfail(why, len, ENOTSUP, "%s %s is not reachable by that name from here "
+			     "(another mount namespace or a renamed file)", what, path);
+	f = add_file(c);
+	if (!f || !(f->path = strdup(path)))
+		return cfail(why, len, ENOMEM, "out of memory");
+	f->dev = st->st_dev;
+	f->ino = st->st_ino;
+	f->size = (uint64_t)st->st_size;
+	f->mtime_ns = ts_ns(&st->st_mtim);
+	f->mode = st->st_mode;
+	if (id)
+		*id = f->id;
+	return 0;
+}
+
+static bool is_plain_chardev(const char *path)
+{
+	static const char *const ok[] = { "/dev/null", "/dev/zero", "/dev/full", "/dev/random",
+					  "/dev/urandom" };
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		if (!strcmp(path, ok[i]))
+			return true;
+	return false;
+}
+
+/* Read pos and flags of fd FD from /proc/PID/fdinfo. */
+static int fd_info(pid_t pid, int fd, uint64_t *pos, uint32_t *flags)
+{
+	char name[64], buf[4096];
+	const char *p;
+
+	snprintf(name, sizeof(name), "fdinfo/%d", fd);
+	if (proc_small(pid, name, buf, sizeof(buf)) < 0)
+		return -errno;
+	p = strstr(buf, "pos:");
+	if (!p)
+		return -EIO;
+	*pos = strtoull(p + 4, NULL, 10);
+	p = strstr(buf, "flags:");
+	if (!p)
+		return -EIO;
+	*flags = (uint32_t)strtoul(p + 6, NULL, 8);
+	return 0;
+}
+
+/* Every open fd: regular files, directories and /dev/null-like devices are kept; stdio of
+ * another kind is left to restore's --stdio; anything else is refused. */
+static int collect_fds(struct core *c, char *why, size_t len)
+{
+	char dpath[64];
+	struct dirent *de;
+	DIR *d;
+	int ret = 0;
+
+	snprintf(dpath, sizeof(dpath), "/proc/%d/fd", (int)c->pid);
+	d = opendir(dpath);
+	if (!d)
+		return cfail(why, len, errno, "%s: %s", dpath, strerror(errno));
+	while (ret == 0 && (de = readdir(d))) {
+		char lpath[96], link[PATH_MAX];
+		struct stat st;
+		uint32_t flags = 0;
+		uint64_t pos = 0;
+		ssize_t n;
+		int fd;
+
+		if (de->d_name[0] == '.')
+			continue;
+		fd = atoi(de->d_name);
+		snprintf(lpath, sizeof(lpath), "%s/%d", dpath, fd);
+		n = readlink(lpath, link, sizeof(link) - 1);
+		if (n < 0 || stat(lpath, &st) < 0 || fd_info(c->pid, fd, &pos, &flags) < 0) {
+			if (errno == ENOENT)
+				continue;	/* closed meanwhile: impossible while frozen */
+			ret = cfail(why, len, errno, "fd %d: %s", fd, strerror(errno));
+			break;
+		}
+		link[n] = '\0';
+		if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) ||
+		    (S_ISCHR(st.st_mode) && is_plain_chardev(link))) {
+			char what[32];
+
+			snprintf(what, sizeof(what), "fd %d:", fd);
+			ret = note_path(c, what, link, &st, NULL, why, len);
+			if (ret == 0) {
+				struct core_file *f = &c->f[c->nf - 1];
+
+				f->fd = fd;
+				f->cloexec = flags & O_CLOEXEC;
+				f->flags = flags & ~(uint32_t)O_CLOEXEC;
+				f->pos = pos;
+			}
+			continue;
+		}
+		if (fd <= 2) {
+			c->stdio |= 1u << fd;	/* a tty, a pipe, a socket: --stdio at restore */
+			continue;
+		}
+		/*
+		 * A userfaultfd with no area registered (dump_classify refused any
+		 * registered one) is inert: the copy a restored process keeps of
+		 * its own. Restore makes a new one; this one is not carried over.
+		 */
+		if (!strcmp(link, "anon_inode:[userfaultfd]"))
+			continue;
+		ret = cfail(why, len, ENOTSUP, "fd %d is %s%s: only regular files, directories "
+			    "and stdio can be restored", fd,
+			    S_ISSOCK(st.st_mode) ? "a socket " :
+			    S_ISFIFO(st.st_mode) ? "a pipe " :
+			    S_ISCHR(st.st_mode) ? "the device " : "", link);
+	}
+	closedir(d);
+	return ret;
+}
+
+/* Does the VmFlags text T ("rd wr mr ...") hold the two-letter code CODE? */
+static bool has_vmflag(const char *t, const char *code)
+{
+	while (t && *t) {
+		size_t k;
+
+		t += strspn(t, " ");
+		k = strcspn(t, " \n");
+		if (k == 2 && !strncmp(t, code, 2))
+			return true;
+		if (!k)
+			break;
+		t += k;
+	}
+	return false;
+}
+
+/* A file for every file-backed area (one per inode); the MAP_NORESERVE areas. */
+static int collect_maps(struct core *c, const struct procfs_maps *maps, char *why, size_t len)
+{
+	c->noreserve = calloc(maps->n + 1, sizeof(*c->noreserve));
+	if (!c->noreserve)
+		return cfail(why, len, ENOMEM, "out of memory");
+	for (size_t i = 0; i < maps->n; i++) {
+		const struct procfs_vma *v = &maps->v[i];
+		struct stat st;
+		bool seen = false;
+		char what[80];
+		int ret;
+
+		if (has_vmflag(v->vmflags_text, "nr"))
+			c->noreserve[c->nnoreserve++] = v->start;
+
+		if (!v->inode || !v->name || v->name[0] != '/')
+			continue;
+		for (size_t k = 0; k < c->nf; k++) {
+			if (c->f[k].fd < 0 && c->f[k].ino == v->inode) {
+				if (strcmp(c->f[k].path, v->name))
+					return cfail(why, len, ENOTSUP, "two mapped files share inode "
+						     "%" PRIu64 " (%s, %s): not supported",
+						     v->inode, c->f[k].path, v->name);
+				seen = true;
+			}
+		}
+		if (seen)
+			continue;
+		snprintf(what, sizeof(what), "area 0x%" PRIx64 "-0x%" PRIx64 " maps", v->start,
+			 v->end);
+		if (stat(v->name, &st) < 0 || st.st_ino != v->inode)
+			return cfail(why, len, ENOTSUP, "%s %s, which is %s", what, v->name,
+				     strstr(v->name, " (deleted)") ? "deleted" :
+				     "not reachable by that name from here");
+		ret = note_path(c, what, v->name, &st, NULL, why, len);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+static int collect_fs(struct core *c, char *why, size_t len)
+{
+	static const char *const names[] = { "exe", "cwd", "root" };
+	uint32_t *ids[] = { &c->exe_id, &c->cwd_id, &c->root_id };
+
+	for (int i = 0; i < 3; i++) {
+		char lpath[64], link[PATH_MAX];
+		struct stat st;
+		ssize_t n;
+		int ret;
+
+		snprintf(lpath, sizeof(lpath), "/proc/%d/%s", (int)c->pid, names[i]);
+		n = readlink(lpath, link, sizeof(link) - 1);
+		if (n < 0 || stat(lpath, &st) < 0)
+			return cfail(why, len, errno, "%s: %s", lpath, strerror(errno));
+		link[n] = '\0';
+		if (i == 2 && strcmp(link, "/"))
+			return cfail(why, len, ENOTSUP, "it runs chrooted in %s: not supported", link);
+		ret = note_path(c, names[i], link, &st, ids[i], why, len);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+/* What /proc tells without touching the process; refusals first. */
+static int collect_proc(struct core *c, struct pt *pt, char *why, size_t len)
+{
+	char st[8192], buf[4096];
+	const char *v;
+	unsigned long long pnd = 0, shd = 0;
+	unsigned uid[4], gid[4];
+	siginfo_t si;
+
+	if (pt->nr_threads != 1)
+		return cfail(why, len, ENOTSUP, "it has %d threads (thread %d is not the first): "
+			     "only single-threaded processes can be restored", pt->nr_threads,
+			     (int)pt->th[1].tid);
+	if (proc_small(c->pid, "status", st, sizeof(st)) < 0)
+		return cfail(why, len, errno, "/proc/%d/status: %s", (int)c->pid, strerror(errno));
+	v = status_val(st, "Seccomp");
+	if (v && atoi(v) != 0)
+		return cfail(why, len, ENOTSUP, "it runs under seccomp (mode %d): not supported",
+			     atoi(v));
+	v = status_val(st, "Uid");
+	if (!v || sscanf(v, "%u %u %u %u", &uid[0], &uid[1], &uid[2], &uid[3]) != 4)
+		return cfail(why, len, EIO, "/proc/%d/status: no Uid", (int)c->pid);
+	v = status_val(st, "Gid");
+	if (!v || sscanf(v, "%u %u %u %u", &gid[0], &gid[1], &gid[2], &gid[3]) != 4)
+		return cfail(why, len, EIO, "/proc/%d/status: no Gid", (int)c->pid);
+	for (int i = 0; i < 4; i++)
+		if (uid[i] != getuid() || gid[i] != getgid())
+			return cfail(why, len, ENOTSUP, "it runs as uid %u gid %u, not as this "
+				     "tool (uid %u gid %u): restore would change its credentials",
+				     uid[i], gid[i], getuid(), getgid());
+	/*
+	 * /proc says 't' for any ptrace stop; the siginfo of the stop the
+	 * engine left it in tells a group stop (the stop signal) from its own
+	 * interrupt (SIGTRAP). Read before any syscall runs in it.
+	 */
+	if (ptrace(PTRACE_GETSIGINFO, pt->th[0].tid, NULL, &si) == 0 &&
+	    (si.si_code >> 8) == PTRACE_EVENT_STOP &&
+	    (si.si_signo == SIGSTOP || si.si_signo == SIGTSTP || si.si_signo == SIGTTIN ||
+	     si.si_signo == SIGTTOU))
+		c->stopped = true;
+	v = status_val(st, "Umask");
+	c->umask = v ? (uint32_t)strtoul(v, NULL, 8) : 022;
+	if ((v = status_val(st, "SigPnd")))
+		pnd = strtoull(v, NULL, 16);
+	if ((v = status_val(st, "ShdPnd")))
+		shd = strtoull(v, NULL, 16);
+	if (pnd | shd)
+		return cfail(why, len, ENOTSUP, "it has pending signals (mask 0x%llx): they "
+			     "would be lost", pnd | shd);
+	if (proc_small(c->pid, "timers", buf, sizeof(buf)) > 0)
+		return cfail(why, len, ENOTSUP, "it has POSIX timers (timer_create): not "
+			     "supported");
+	snprintf(buf, sizeof(buf), "task/%d/children", (int)c->pid);
+	if (proc_small(c->pid, buf, st, sizeof(st)) > 0 && st[0] && st[0] != '\n')
+		return cfail(why, len, ENOTSUP, "it has child processes (%.40s): they would not "
+			     "be its children after restore", st);
+	if (proc_small(c->pid, "comm", buf, sizeof(buf)) > 0) {
+		buf[strcspn(buf, "\n")] = '\0';
+		buf[sizeof(c->comm) - 1] = '\0';
+		memcpy(c->comm, buf, sizeof(c->comm));
+	}
+	if (proc_small(c->pid, "personality", buf, sizeof(buf)) > 0)
+		c->personality = (uint32_t)strtoul(buf, NULL, 16);
+	return 0;
+}
+
+/* Registers, FPU state, signal mask and rseq through ptrace. */
+static int collect_regs(struct core *c, struct pt *pt, char *why, size_t len)
+{
+	pid_t tid = pt->th[0].tid;
+	struct rseq_conf rc;
+	struct iovec iov;
+	long r;
+
+	if (ptrace(PTRACE_GETREGS, tid, NULL, &c->regs) < 0)
+		return cfail(why, len, errno, "PTRACE_GETREGS: %s", strerror(errno));
+	c->xstate = malloc(CORE_XSTATE_MAX);
+	if (!c->xstate)
+		return cfail(why, len, ENOMEM, "out of memory");
+	iov.iov_base = c->xstate;
+	iov.iov_len = CORE_XSTATE_MAX;
+	if (ptrace(PTRACE_GETREGSET, tid, (void *)NT_X86_XSTATE, &iov) < 0)
+		return cfail(why, len, errno, "PTRACE_GETREGSET NT_X86_XSTATE: %s",
+			     strerror(errno));
+	c->xstate_len = iov.iov_len;
+	if (ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof(c->sigmask), &c->sigmask) < 0)
+		return cfail(why, len, errno, "PTRACE_GETSIGMASK: %s", strerror(errno));
+	r = ptrace(PTRACE_GET_RSEQ_CONFIGURATION, tid, (void *)sizeof(rc), &rc);
+	if (r < 0 && errno != EIO && errno != EINVAL)
+		return cfail(why, len, errno, "PTRACE_GET_RSEQ_CONFIGURATION: %s",
+			     strerror(errno));
+	if (r >= 0 && rc.rseq_abi_pointer) {
+		c->has_rseq = true;
+		c->rseq_ptr = rc.rseq_abi_pointer;
+		c->rseq_len = rc.rseq_abi_size;
+		c->rseq_sig = rc.signature;
+	}
+	return 0;
+}
+
+/* Run syscall NR in the target; its result in *RET. */
+static int run(struct pt *pt, long *ret, long nr, long a1, long a2, long a3, long a4,
+	       char *why, size_t len)
+{
+	int r = pt_syscall(pt, ret, nr, a1, a2, a3, a4, 0, 0);
+
+	if (r < 0)
+		return cfail(why, len, -r, "cannot run syscall %ld in it: %s", nr, strerror(-r));
+	return 0;
+}
+
+/* Signal handlers, timers, tid address, robust list, sigaltstack: read by syscalls in the target. */
+static int collect_syscalls(struct core *c, struct pt *pt, char *why, size_t len)
+{
+	uint64_t scratch, buf[8];
+	long ret;
+	int r;
+
+	r = run(pt, &ret, SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE,
+		MAP_PRIVATE | MAP_ANONYMOUS, why, len);
+	if (r < 0)
+		return r;
+	if (ret < 0 && ret > -4096)
+		return cfail(why, len, (int)-ret, "mmap in it: %s", strerror((int)-ret));
+	scratch = (uint64_t)ret;
+#define RUN(nr, a, b, cc, d) do { \
+		r = run(pt, &ret, nr, a, b, cc, d, why, len); \
+		if (r == 0 && ret >= 0) \
+			r = pt_read(pt, scratch, buf, sizeof(buf)); \
+		if (r < 0) goto out; \
+	} while (0)
+
+	for (int sig = 1; sig <= CORE_NSIG; sig++) {
+		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		RUN(SYS_rt_sigaction, sig, 0, (long)scratch, 8);
+		if (ret < 0)
+			continue;
+		/* Every signal in order, defaults too, as CRIU lists them. */
+		c->sa[c->nsa++] = (struct core_sigaction){ sig, buf[0], buf[1], buf[2], buf[3] };
+	}
+	for (int which = 0; which < 3; which++) {
+		static const char *const names[] = { "ITIMER_REAL (alarm, setitimer)",
+						     "ITIMER_VIRTUAL", "ITIMER_PROF" };
+
+		RUN(SYS_getitimer, which, (long)scratch, 0, 0);
+		if (ret == 0 && (buf[2] | buf[3])) {
+			r = cfail(why, len, ENOTSUP, "it has the interval timer %s armed: not "
+				  "supported", names[which]);
+			goto out;
+		}
+	}
+	RUN(SYS_prctl, PR_GET_TID_ADDRESS, (long)scratch, 0, 0);
+	if (ret == 0)
+		c->tid_addr = buf[0];
+	RUN(SYS_get_robust_list, 0, (long)scratch, (long)scratch + 8, 0);
+	if (ret == 0) {
+		c->robust = buf[0];
+		c->robust_len = buf[1];
+	}
+	RUN(SYS_sigaltstack, 0, (long)scratch, 0, 0);
+	if (ret == 0) {
+		c->ss_sp = buf[0];
+		c->ss_flags = (uint32_t)buf[1];
+		c->ss_size = buf[2];
+	}
+	RUN(SYS_prctl, PR_GET_PDEATHSIG, (long)scratch, 0, 0);
+	if (ret == 0)
+		c->pdeath = (uint32_t)buf[0];
+#undef RUN
+	r = 0;
+out:
+	if (run(pt, &ret, SYS_munmap, (long)scratch, 4096, 0, 0, why, len) < 0 && r == 0)
+		r = -EIO;
+	return r;
+}
+
+int core_collect(struct core *c, struct pt *pt, const struct procfs_maps *maps, char *why,
+		 size_t len)
+{
+	int ret;
+
+	memset(c, 0, sizeof(*c));
+	c->pid = pt->pid;
+	ret = collect_proc(c, pt, why, len);
+	if (ret == 0)
+		ret = collect_fds(c, why, len);
+	if (ret == 0)
+		ret = collect_maps(c, maps, why, len);
+	if (ret == 0)
+		ret = collect_fs(c, why, len);
+	if (ret == 0)
+		ret = collect_regs(c, pt, why, len);
+	if (ret == 0)
+		ret = collect_syscalls(c, pt, why, len);
+	return ret;
+}
+
+/* ---- writing ---- */
+
+struct core_names {
+	char name[3][48];
+	char tmp[3][56];
+};
+
+static void names(const struct core *c, struct core_names *n)
+{
+	snprintf(n->name[0], sizeof(n->name[0]), "core-%d.img", (int)c->pid);
+	snprintf(n->name[1], sizeof(n->name[1]), "%s", CORE_FILES_IMG);
+	snprintf(n->name[2], sizeof(n->name[2]), "fs-%d.img", (int)c->pid);
+	for (int i = 0; i < 3; i++)
+		snprintf(n->tmp[i], sizeof(n->tmp[i]), "%s.part", n->name[i]);
+}
+
+static int write_msgs(int dirfd, const char *name, uint32_t magic,
+		      const ProtobufCMessage *const *msgs, size_t n, char *why, size_t len)
+{
+	struct img_writer w;
+	struct img_err err;
+	int ret;
+
+	ret = img_create(&w, dirfd, name, magic, &err);
+	for (size_t i = 0; ret == 0 && i < n; i++)
+		ret = img_write(&w, msgs[i], &err);
+	if (ret < 0) {
+		img_abort(&w);
+		return cfail(why, len, -ret, "%s", err.msg);
+	}
+	ret = img_finish(&w, &err);
+	if (ret < 0)
+		return cfail(why, len, -ret, "%s", err.msg);
+	return 0;
+}
+
+static int write_core(const struct core *c, int dirfd, const char *name, char *why, size_t len)
+{
+	const struct user_regs_struct *g = &c->regs;
+	CoreEntry ce = CORE_ENTRY__INIT;
+	ThreadInfoX86 ti = THREAD_INFO_X86__INIT;
+	UserX86RegsEntry gp = USER_X86_REGS_ENTRY__INIT;
+	UserX86FpregsEntry fp = USER_X86_FPREGS_ENTRY__INIT;
+	TaskCoreEntry tc = TASK_CORE_ENTRY__INIT;
+	ThreadCoreEntry th = THREAD_CORE_ENTRY__INIT;
+	ThreadSasEntry sas = THREAD_SAS_ENTRY__INIT;
+	RseqEntry rs = RSEQ_ENTRY__INIT;
+	SaEntry sa[CORE_NSIG], *sap[CORE_NSIG];
+	const ProtobufCMessage *m = &ce.base;
+	uint32_t st_space[32], xmm_space[64];
+	const uint8_t *fx = c->xstate;
+
+	ce.mtype = 1;
+	gp.r15 = g->r15; gp.r14 = g->r14; gp.r13 = g->r13; gp.r12 = g->r12;
+	gp.bp = g->rbp; gp.bx = g->rbx; gp.r11 = g->r11; gp.r10 = g->r10;
+	gp.r9 = g->r9; gp.r8 = g->r8; gp.ax = g->rax; gp.cx = g->rcx;
+	gp.dx = g->rdx; gp.si = g->rsi; gp.di = g->rdi; gp.orig_ax = g->orig_rax;
+	gp.ip = g->rip; gp.cs = g->cs; gp.flags = g->eflags; gp.sp = g->rsp;
+	gp.ss = g->ss; gp.fs_base = g->fs_base; gp.gs_base = g->gs_base;
+	gp.ds = g->ds; gp.es = g->es; gp.fs = g->fs; gp.gs = g->gs;
+	gp.has_mode = 1;
+	gp.mode = 1;
+	/* The legacy (fxsave) part of the xstate, as CRIU lays it out. */
+	if (c->xstate_len >= 512) {
+		uint16_t w16;
+		uint32_t w32;
+
+		memcpy(&w16, fx + 0, 2); fp.cwd = w16;
+		memcpy(&w16, fx + 2, 2); fp.swd = w16;
+		memcpy(&w16, fx + 4, 2); fp.twd = w16;
+		memcpy(&w16, fx + 6, 2); fp.fop = w16;
+		memcpy(&fp.rip, fx + 8, 8);
+		memcpy(&fp.rdp, fx + 16, 8);
+		memcpy(&w32, fx + 24, 4); fp.mxcsr = w32;
+		memcpy(&w32, fx + 28, 4); fp.mxcsr_mask = w32;
+		memcpy(st_space, fx + 32, sizeof(st_space));
+		memcpy(xmm_space, fx + 160, sizeof(xmm_space));
+		fp.n_st_space = 32;
+		fp.st_space = st_space;
+		fp.n_xmm_space = 64;
+		fp.xmm_space = xmm_space;
+	}
+	fp.has_uffd_xstate = 1;
+	fp.uffd_xstate.data = c->xstate;
+	fp.uffd_xstate.len = c->xstate_len;
+	ti.clear_tid_addr = c->tid_addr;
+	ti.gpregs = &gp;
+	ti.fpregs = &fp;
+	ce.thread_info = &ti;
+
+	tc.task_state = c->stopped ? 3 : 1;	/* CRIU's TASK_STOPPED, TASK_ALIVE */
+	tc.personality = c->personality;
+	tc.blk_sigset = c->sigmask;
+	tc.comm = (char *)c->comm;
+	for (int i = 0; i < c->nsa; i++) {
+		sa_entry__init(&sa[i]);
+		sa[i].sigaction = c->sa[i].handler;
+		sa[i].flags = c->sa[i].flags;
+		sa[i].restorer = c->sa[i].restorer;
+		sa[i].mask = c->sa[i].mask;
+		sa[i].has_uffd_signo = 1;
+		sa[i].uffd_signo = (uint32_t)c->sa[i].sig;
+		sap[i] = &sa[i];
+	}
+	tc.n_sigactions = (size_t)c->nsa;
+	tc.sigactions = sap;
+	tc.has_uffd_exe_file_id = 1;
+	tc.uffd_exe_file_id = c->exe_id;
+	tc.has_uffd_umask = 1;
+	tc.uffd_umask = c->umask;
+	tc.has_uffd_robust_list = 1;
+	tc.uffd_robust_list = c->robust;
+	tc.has_uffd_robust_list_len = 1;
+	tc.uffd_robust_list_len = c->robust_len;
+	tc.has_uffd_stdio = 1;
+	tc.uffd_stdio = c->stdio;
+	tc.n_uffd_noreserve = c->nnoreserve;
+	tc.uffd_noreserve = c->noreserve;
+	ce.tc = &tc;
+
+	th.futex_rla = c->robust;
+	th.futex_rla_len = (uint32_t)c->robust_len;
+	th.has_blk_sigset = 1;
+	th.blk_sigset = c->sigmask;
+	sas.ss_sp = c->ss_sp;
+	sas.ss_size = c->ss_size;
+	sas.ss_flags = c->ss_flags;
+	th.sas = &sas;
+	th.has_pdeath_sig = 1;
+	th.pdeath_sig = c->pdeath;
+	if (c->has_rseq) {
+		rs.rseq_abi_pointer = c->rseq_ptr;
+		rs.rseq_abi_size = c->rseq_len;
+		rs.signature = c->rseq_sig;
+		th.uffd_rseq = &rs;
+	}
+	ce.thread_core = &th;
+	return write_msgs(dirfd, name, IMG_CORE_MAGIC, &m, 1, why, len);
+}
+
+static int write_files(const struct core *c, int dirfd, const char *name, char *why, size_t len)
+{
+	FileEntry *fe = calloc(c->nf + 1, sizeof(*fe));
+	RegFileEntry *re = calloc(c->nf + 1, sizeof(*re));
+	FownEntry fown = FOWN_ENTRY__INIT;
+	const ProtobufCMessage **m = calloc(c->nf + 1, sizeof(*m));
+	int ret;
+
+	if (!fe || !re || !m) {
+		ret = cfail(why, len, ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < c->nf; i++) {
+		const struct core_file *f = &c->f[i];
+
+		file_entry__init(&fe[i]);
+		reg_file_entry__init(&re[i]);
+		re[i].id = f->id;
+		re[i].flags = f->flags;
+		re[i].pos = f->pos;
+		re[i].fown = &fown;
+		re[i].name = f->path;
+		re[i].has_size = 1;
+		re[i].size = f->size;
+		re[i].has_mode = 1;
+		re[i].mode = f->mode;
+		re[i].has_uffd_dev = 1;
+		re[i].uffd_dev = f->dev;
+		re[i].has_uffd_ino = 1;
+		re[i].uffd_ino = f->ino;
+		re[i].has_uffd_mtime_ns = 1;
+		re[i].uffd_mtime_ns = f->mtime_ns;
+		fe[i].type = 1;
+		fe[i].id = f->id;
+		fe[i].reg = &re[i];
+		m[i] = &fe[i].base;
+	}
+	ret = write_msgs(dirfd, name, IMG_FILES_MAGIC, m, c->nf, why, len);
+out:
+	free(fe);
+	free(re);
+	free(m);
+	return ret;
+}
+
+static int write_fdinfo(const struct core *c, int dirfd, const char *name, char *why, size_t len)
+{
+	FdinfoEntry *fi = calloc(c->nf + 1, sizeof(*fi));
+	const ProtobufCMessage **m = calloc(c->nf + 1, sizeof(*m));
+	size_t n = 0;
+	int ret;
+
+	if (!fi || !m) {
+		free(fi);
+		free(m);
+		return cfail(why, len, ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < c->nf; i++) {
+		if (c->f[i].fd < 0)
+			continue;
+		fdinfo_entry__init(&fi[n]);
+		fi[n].id = c->f[i].id;
+		fi[n].flags = c->f[i].cloexec ? FD_CLOEXEC : 0;
+		fi[n].type = 1;
+		fi[n].fd = (uint32_t)c->f[i].fd;
+		m[n] = &fi[n].base;
+		n++;
+	}
+	ret = write_msgs(dirfd, name, IMG_FDINFO_MAGIC, m, n, why, len);
+	free(fi);
+	free(m);
+	return ret;
+}
+
+int core_write(const struct core *c, int dirfd, char *why, size_t len)
+{
+	FsEntry fs = FS_ENTRY__INIT;
+	const ProtobufCMessage *m = &fs.base;
+	struct core_names n;
+	char fdi[64];
+	int ret;
+
+	names(c, &n);
+	snprintf(fdi, sizeof(fdi), "%s.part", CORE_FDINFO_IMG);
+	ret = write_core(c, dirfd, n.tmp[0], why, len);
+	if (ret == 0)
+		ret = write_files(c, dirfd, n.tmp[1], why, len);
+	if (ret == 0)
+		ret = write_fdinfo(c, dirfd, fdi, why, len);
+	if (ret == 0) {
+		fs.cwd_id = c->cwd_id;
+		fs.root_id = c->root_id;
+		fs.has_umask = 1;
+		fs.umask = c->umask;
+		ret = write_msgs(dirfd, n.tmp[2], IMG_FS_MAGIC, &m, 1, why, len);
+	}
+	if (ret < 0)
+		core_abort(c, dirfd);
+	return ret;
+}
+
+int core_publish(const struct core *c, int dirfd, char *why, size_t len)
+{
+	struct core_names n;
+	char fdi[64];
+
+	names(c, &n);
+	snprintf(fdi, sizeof(fdi), "%s.part", CORE_FDINFO_IMG);
+	if (renameat(dirfd, fdi, dirfd, CORE_FDINFO_IMG) < 0)
+		return cfail(why, len, errno, "%s: rename: %s", CORE_FDINFO_IMG, strerror(errno));
+	for (int i = 0; i < 3; i++)
+		if (renameat(dirfd, n.tmp[i], dirfd, n.name[i]) < 0)
+			return cfail(why, len, errno, "%s: rename: %s", n.name[i],
+				     strerror(errno));
+	return 0;
+}
+
+void core_abort(const struct core *c, int dirfd)
+{
+	struct core_names n;
+	char fdi[64];
+
+	names(c, &n);
+	snprintf(fdi, sizeof(fdi), "%s.part", CORE_FDINFO_IMG);
+	unlinkat(dirfd, fdi, 0);
+	unlinkat(dirfd, CORE_FDINFO_IMG, 0);
+	for (int i = 0; i < 3; i++) {
+		unlinkat(dirfd, n.tmp[i], 0);
+		unlinkat(dirfd, n.name[i], 0);
+	}
+}
+
+void core_free(struct core *c)
+{
+	for (size_t i = 0; i < c->nf; i++)
+		free(c->f[i].path);
+	free(c->f);
+	free(c->xstate);
+	free(c->noreserve);
+	memset(c, 0, sizeof(*c));
+}

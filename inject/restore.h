@@ -1,0 +1,40 @@
+/*
+ * uffd-inject restore: bring back a single-threaded process dumped with
+ * `uffd-inject dump --kill`, without CRIU: a forked helper is emptied and
+ * rebuilt in place through the ptrace engine, its anonymous memory left
+ * empty and handed to uffd-manager, which serves it on demand.
+ */
+#ifndef UFFD_INJECT_RESTORE_H
+#define UFFD_INJECT_RESTORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+struct restore_opts {
+	const char *dir;
+	const char *socket;	/* the manager's (unused with eager) */
+	bool eager;		/* write every page now; no manager */
+	const char *stdio;	/* fds 0-2 that were not files: "inherit" (NULL), "null", or a path */
+	FILE *out;		/* the new pid and a summary; NULL for none */
+};
+
+struct restore_stats {
+	pid_t pid;		/* of the restored process */
+	uint64_t eager_pages;	/* written before it ran */
+	uint64_t lazy_pages;	/* left to the manager */
+	unsigned syscalls;	/* run in the helper */
+	double total_s;		/* from the start to the process running */
+};
+
+/*
+ * Restore the process in O->dir. Prints why on stderr when it fails; the
+ * half-built process is then killed. Returns 0 or -errno.
+ */
+int restore_run(const struct restore_opts *o, struct restore_stats *st);
+
+/* The `restore` command line (ARGV[0] is "restore"). Returns the exit status. */
+int restore_cmd(int argc, char **argv);
+
+#endif
