@@ -130,7 +130,7 @@ check: deps
 	@$(MAKE) --no-print-directory test
 
 bench: deps
-	@$(MAKE) --no-print-directory all $(BENCH)
+	@$(MAKE) --no-print-directory all $(BENCH) $(BUILD)/test/helpers/rworkload
 	UFFD_TEST_BUILD=$(abspath $(BUILD)) $(BENCH) --md $(CURDIR)/BENCHMARKS.md
 
 demo: deps

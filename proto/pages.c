@@ -1,6 +1,7 @@
 /* Shared read-only mappings of pages-N.img files. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,47 @@ int pages_get(struct pages_cache *c, int dirfd, const char *name, struct pages_f
 	return 0;
 }
 
+#define PAGES_ASYNC_UNMAP	(64ull << 20)
+
+struct unmap_job {
+	void *base;
+	size_t len;
+};
+
+static void *unmap_main(void *arg)
+{
+	struct unmap_job *j = arg;
+
+	munmap(j->base, j->len);
+	free(j);
+	return NULL;
+}
+
+/*
+ * Unmap BASE: a large mapping another thread's way. Tearing down the page
+ * tables of a populated 4 GiB mapping takes about 0.1 s, which would stall
+ * every other process the caller serves; the mmap lock is only held for
+ * reading meanwhile, so the caller's own copies and faults go on.
+ */
+static void unmap(void *base, size_t len)
+{
+	struct unmap_job *j = len >= PAGES_ASYNC_UNMAP ? malloc(sizeof(*j)) : NULL;
+	pthread_attr_t attr;
+	pthread_t th;
+	int ret = -1;
+
+	if (j && pthread_attr_init(&attr) == 0) {
+		*j = (struct unmap_job){ base, len };
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		ret = pthread_create(&th, &attr, unmap_main, j);
+		pthread_attr_destroy(&attr);
+	}
+	if (ret != 0) {
+		free(j);
+		munmap(base, len);
+	}
+}
+
 void pages_put(struct pages_cache *c, struct pages_file *pf)
 {
 	struct pages_file **pp;
@@ -85,6 +127,6 @@ void pages_put(struct pages_cache *c, struct pages_file *pf)
 	c->nr_files--;
 	c->mapped_bytes -= pf->size;
 	if (pf->base)
-		munmap((void *)pf->base, pf->size);
+		unmap((void *)pf->base, pf->size);
 	free(pf);
 }

@@ -237,6 +237,189 @@ static double inject_once(const struct bconf *c, const char *bin, const char *so
 	return ok ? (t1 - t0) / 1e6 : -1;
 }
 
+/* Wait until the file PATH holds S, at most TIMEOUT_MS. */
+static bool file_has(const char *path, const char *s, int timeout_ms)
+{
+	char buf[65536];
+
+	for (int i = 0; i < timeout_ms / 5; i++) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+		if (fd >= 0)
+			close(fd);
+		if (n > 0) {
+			buf[n] = '\0';
+			if (strstr(buf, s))
+				return true;
+		}
+		usleep(5000);
+	}
+	return false;
+}
+
+/*
+ * Dump a process of LEN for `uffd-inject restore`: test/helpers/rworkload
+ * (LEN of pattern data, counting on its stdout, a pipe) with dump --kill
+ * into DIR. False when it failed.
+ */
+static bool restore_dump(const char *bin, const char *dir, uint64_t len)
+{
+	const char *build = getenv("UFFD_TEST_BUILD");
+	char wl[300], mib[32], pidarg[32], line[256];
+	int out[2], st;
+	pid_t w, t;
+	FILE *f;
+	bool ok;
+
+	snprintf(wl, sizeof(wl), "%s/test/helpers/rworkload", build ? build : TEST_BUILDDIR);
+	snprintf(mib, sizeof(mib), "%llu", (unsigned long long)(len >> 20));
+	if (pipe2(out, O_CLOEXEC) < 0)
+		b_die("pipe");
+	w = fork();
+	if (w == 0) {
+		int null = open("/dev/null", O_RDONLY);
+
+		dup2(null, 0);
+		dup2(out[1], 1);
+		execl(wl, wl, "--log", "-", "--mib", mib, (char *)NULL);
+		_exit(127);
+	}
+	close(out[1]);
+	f = fdopen(out[0], "r");
+	/* "ready ..." once its memory is written, then "count N" lines. */
+	ok = f && fgets(line, sizeof(line), f) && !strncmp(line, "ready", 5) &&
+	     fgets(line, sizeof(line), f);
+	snprintf(pidarg, sizeof(pidarg), "%d", w);
+	t = ok ? fork() : -1;
+	if (t == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		dup2(null, 1);
+		execl(bin, bin, "dump", "--pid", pidarg, "--images", dir, "--kill", (char *)NULL);
+		_exit(127);
+	}
+	if (t > 0)
+		ok = waitpid(t, &st, 0) == t && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+	if (!ok)
+		kill(w, SIGKILL);
+	waitpid(w, NULL, 0);
+	if (f)
+		fclose(f);
+	return ok;
+}
+
+/*
+ * ms from the start of `uffd-inject restore` of DIR (lazily through SOCK,
+ * or --eager when SOCK is NULL) to its exit, when the process runs. The
+ * restored process then checks every word of its memory (SIGUSR2) into
+ * OUTF; <0 when anything failed.
+ */
+static double restore_once(const char *bin, const char *dir, const char *sock, const char *outf)
+{
+	char line[64];
+	uint64_t t0, t1;
+	int p[2], st;
+	pid_t tool, rp;
+	bool ok;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		b_die("pipe");
+	unlink(outf);
+	t0 = b_now();
+	tool = fork();
+	if (tool == 0) {
+		dup2(p[1], 1);
+		if (sock)
+			execl(bin, bin, "restore", "--images", dir, "--socket", sock, "--stdio", outf,
+			      (char *)NULL);
+		else
+			execl(bin, bin, "restore", "--images", dir, "--eager", "--stdio", outf,
+			      (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	waitpid(tool, &st, 0);
+	t1 = b_now();
+	ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+	line[0] = '\0';
+	if (read(p[0], line, sizeof(line) - 1) > 0)
+		line[sizeof(line) - 1] = '\0';
+	close(p[0]);
+	rp = (pid_t)strtol(line, NULL, 10);
+	if (!ok || rp <= 0)
+		return -1;
+	ok = kill(rp, SIGUSR2) == 0 && file_has(outf, "verify ", 120000) &&
+	     file_has(outf, "verify ok", 10);
+	if (!ok)
+		fprintf(stderr, "uffd-bench: restore of %s: the process did not verify its memory\n",
+			dir);
+	kill(rp, SIGKILL);
+	waitpid(rp, NULL, 0);	/* ours: we are its subreaper */
+	/*
+	 * Let the daemon finish with it: unmapping the 4 GiB pages file it
+	 * populated takes ~80 ms, and the next restore of the same images
+	 * must map it again, which waits for that. Measured apart: this
+	 * times a restore, not the end of the one before.
+	 */
+	usleep(300000);
+	return ok ? (t1 - t0) / 1e6 : -1;
+}
+
+/* 4b. `uffd-inject restore`, lazy and eager, for 64 MiB, 1 GiB and 4 GiB (1 GiB quick). */
+static void bench_restore(const struct bconf *c, const char *bin)
+{
+	static const uint64_t sizes[3] = { 64ull << 20, 1ull << 30, 4ull << 30 };
+	static const char *names[3] = { "64 MiB", "1 GiB", "4 GiB" };
+	int nsz = c->quick ? 2 : 3, reps = c->quick ? 3 : 5;
+	double lazy[3] = { -1, -1, -1 }, eager[3] = { -1, -1, -1 };
+	char dir[400], outf[400], what[128], v[64], vs[64], cmd[500];
+	struct bdaemon d;
+
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	bd_start(&d, c, NULL);
+	for (int i = 0; i < nsz; i++) {
+		double x[8];
+		int bad = 0;
+
+		snprintf(dir, sizeof(dir), "%s/uffd-bench-inj-%d-rst%d", injdir(c), getpid(), i);
+		snprintf(outf, sizeof(outf), "%s/restored.out", c->dir);
+		if (!restore_dump(bin, dir, sizes[i])) {
+			note("could not dump a %s process for restore: its figures are left out",
+			     names[i]);
+			continue;
+		}
+		for (int r = 0; r < reps; r++)
+			if ((x[r] = restore_once(bin, dir, d.sock, outf)) < 0)
+				bad = 1;
+		qsort(x, reps, sizeof(double), cmp_dbl);
+		lazy[i] = bad ? -1 : x[reps / 2];
+		eager[i] = restore_once(bin, dir, NULL, outf);
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+		if (system(cmd)) {
+		}
+	}
+	bd_stop(&d);
+	prctl(PR_SET_CHILD_SUBREAPER, 0);
+	for (int i = 0; i < nsz; i++) {
+		snprintf(what, sizeof(what), "uffd-inject restore, lazy (median of %d), %s", reps,
+			 names[i]);
+		snprintf(v, sizeof(v), lazy[i] < 0 ? "failed" : "%.1f ms", lazy[i]);
+		snprintf(vs, sizeof(vs), "%.2fx 64 MiB", lazy[i] / lazy[0]);
+		row("resume", what, v, i && lazy[i] > 0 && lazy[0] > 0 ? vs : i ? "" : "baseline");
+	}
+	for (int i = 0; i < nsz; i++) {
+		snprintf(what, sizeof(what), "uffd-inject restore --eager, %s", names[i]);
+		snprintf(v, sizeof(v), eager[i] < 0 ? "failed" : "%.1f ms", eager[i]);
+		snprintf(vs, sizeof(vs), "%.2fx lazy", eager[i] / lazy[i]);
+		row("resume", what, v, eager[i] > 0 && lazy[i] > 0 ? vs : "");
+	}
+	if (lazy[0] > 0 && lazy[nsz - 1] > 0)
+		goal(c->quick ? "resume 1 GiB / 64 MiB, uffd-inject restore (lazy)" :
+				"resume 4 GiB / 64 MiB, uffd-inject restore (lazy)",
+		     lazy[nsz - 1] / lazy[0], 1.2, true, NULL);
+}
+
 void bench_resume(const struct bconf *c)
 {
 	static const uint64_t sizes[3] = { 64ull << 20, 1ull << 30, 4ull << 30 };
@@ -301,6 +484,8 @@ void bench_resume(const struct bconf *c)
 		if (ti[0] > 0 && ti[2] > 0)
 			goal("resume 4 GiB / 64 MiB, uffd-inject lazy", ti[2] / ti[0], 1.2, true, NULL);
 	}
+	if (inj)
+		bench_restore(c, bin);
 	for (int i = 0; i < 3; i++) {
 		snprintf(dir, sizeof(dir), "rm -rf %s/resume-%d", c->dir, i);
 		if (system(dir)) {
