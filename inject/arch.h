@@ -48,6 +48,8 @@ long arch_syscall_ret(const struct arch_regs *regs);
 
 uint64_t arch_ip(const struct arch_regs *regs);
 uint64_t arch_sp(const struct arch_regs *regs);
+/* The thread pointer (the TLS base: glibc's struct pthread is there). */
+uint64_t arch_tls(const struct arch_regs *regs);
 
 /* The syscall a thread is in (orig_ax), or -1 when it is not in one. */
 long arch_syscall_nr(const struct arch_regs *regs);

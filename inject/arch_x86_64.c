@@ -66,6 +66,11 @@ uint64_t arch_sp(const struct arch_regs *regs)
 	return regs->r.rsp;
 }
 
+uint64_t arch_tls(const struct arch_regs *regs)
+{
+	return regs->r.fs_base;
+}
+
 long arch_syscall_nr(const struct arch_regs *regs)
 {
 	return (long)regs->r.orig_rax;

@@ -4,11 +4,13 @@
  * out with process_vm_readv in large batches, drop the ones that read all
  * zero, and write CRIU images under temporary names renamed at the very end.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/fs.h>
+#include <linux/kcmp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -72,10 +74,15 @@ struct pm_scan_arg {
 };
 #endif
 
+#ifndef PAGE_IS_GUARD
+#define PAGE_IS_GUARD		(1 << 8)	/* Linux 6.14: MADV_GUARD_INSTALL markers */
+#endif
+
 /* /proc/PID/pagemap words (Documentation/admin-guide/mm/pagemap.rst). */
 #define PM_PRESENT	(1ull << 63)
 #define PM_SWAPPED	(1ull << 62)
 #define PM_FILE		(1ull << 61)	/* file page or shared anonymous */
+#define PM_GUARD	(1ull << 58)	/* a guard region marker (reported as swapped) */
 
 #define DUMP_PAGE	4096ull
 #define DUMP_BATCH	(4ull << 20)	/* bytes per process_vm_readv: stays in cache */
@@ -147,6 +154,7 @@ struct dump {
 	/* page discovery */
 	bool use_scan;
 	bool scan_tried;
+	bool scan_no_guard;	/* the kernel knows no PAGE_IS_GUARD */
 	struct page_region *regions;
 	uint64_t *pmwords;
 
@@ -342,7 +350,13 @@ int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, 
 		if (v->vmflags & PFV_GD)
 			e->flags |= MAP_GROWSDOWN;
 		a->kind = DUMP_ANON;
-		a->pe_flags = PE_LAZY | PE_PRESENT;
+		/*
+		 * Never lazy: a forked child must see a wipe-on-fork area empty,
+		 * not the parent's pages; a sealed area cannot be dropped; a
+		 * droppable one cannot be registered with a userfaultfd.
+		 */
+		a->pe_flags = v->vmflags & (PFV_WF | PFV_SL | PFV_DP) ? PE_PRESENT :
+			      PE_LAZY | PE_PRESENT;
 		return 0;
 	}
 
@@ -426,6 +440,34 @@ static int read_proc(struct dump *d)
 	if (ret < 0)
 		return dfail(d, ret, "%s", why);
 	return 0;
+}
+
+/*
+ * Refuse a target whose memory another process shares (clone(CLONE_VM)
+ * without CLONE_THREAD, or a vfork child that has not exec'd yet): that
+ * process is not frozen, so it could write after the dump.
+ */
+static int check_mm_shared(struct dump *d)
+{
+	DIR *dir = opendir("/proc");
+	struct dirent *de;
+	int ret = 0;
+
+	if (!dir)
+		return dfail(d, errno, "/proc: %s", strerror(errno));
+	while (ret == 0 && (de = readdir(dir))) {
+		char *end;
+		long other = strtol(de->d_name, &end, 10);
+
+		if (*end || other <= 0 || other == d->pid || other == getpid())
+			continue;
+		if (syscall(SYS_kcmp, d->pid, (pid_t)other, KCMP_VM, 0, 0) == 0)
+			ret = dfail(d, ENOTSUP, "pid %ld shares its memory (clone with CLONE_VM, "
+				    "or a vfork child that has not exec'd): it cannot be frozen "
+				    "with it", other);
+	}
+	closedir(dir);
+	return ret;
 }
 
 /* Turn every area into a vma_entry; refuse before anything is written. */
@@ -533,7 +575,8 @@ static uint64_t count_strings(struct dump *d, uint64_t start, uint64_t end)
  * wait for a page server: the argument, environment and auxiliary vector
  * block at the top of the main stack (argc and the pointer arrays below
  * start_stack included), the stack page under every thread's stack pointer
- * and the one below it (signal frames), and every thread's rseq area.
+ * and the one below it (signal frames), every thread's rseq area, and what
+ * the kernel writes at thread exit (clear_child_tid, the robust list).
  */
 static int find_eager(struct dump *d)
 {
@@ -553,10 +596,27 @@ static int find_eager(struct dump *d)
 	}
 	for (int i = 0; i < d->pt.nr_threads; i++) {
 		struct __ptrace_rseq_configuration rc;
-		uint64_t sp;
+		uint64_t sp, tls, head = 0;
+		size_t hlen = 0;
 
 		if (pt_thread_sp(&d->pt, i, &sp) == 0) {
 			ret = eager_add(d, sp, sp - DUMP_PAGE, sp + 1);
+			if (ret < 0)
+				return ret;
+		}
+		/*
+		 * What the kernel writes as a thread exits, when a missing
+		 * page can no longer be waited for: the clear_child_tid word
+		 * and the robust futex list. glibc keeps both in its struct
+		 * pthread at the thread pointer; the list head is asked too.
+		 */
+		if (pt_thread_tls(&d->pt, i, &tls) == 0 && tls) {
+			ret = eager_add(d, tls, tls, tls + 2 * DUMP_PAGE);
+			if (ret < 0)
+				return ret;
+		}
+		if (syscall(SYS_get_robust_list, d->pt.th[i].tid, &head, &hlen) == 0 && head) {
+			ret = eager_add(d, head, head, head + (hlen ? hlen : 24));
 			if (ret < 0)
 				return ret;
 		}
@@ -958,12 +1018,24 @@ static int scan_area(struct dump *d, uint32_t i)
 		arg.category_inverted = PAGE_IS_FILE;
 		arg.category_mask = PAGE_IS_FILE;
 	}
+	/* Guard markers count as swapped: leave them out (reading one fails). */
+	if (!d->scan_no_guard) {
+		arg.category_inverted |= PAGE_IS_GUARD;
+		arg.category_mask |= PAGE_IS_GUARD;
+	}
 	for (;;) {
 		long n = ioctl(d->pmfd, PAGEMAP_SCAN, &arg);
 		uint64_t next;
 
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno == EINVAL && !d->scan_no_guard) {
+			/* Before Linux 6.14: no such category, and no guard regions either. */
+			d->scan_no_guard = true;
+			arg.category_inverted &= ~(uint64_t)PAGE_IS_GUARD;
+			arg.category_mask &= ~(uint64_t)PAGE_IS_GUARD;
+			continue;
+		}
 		if (n < 0 && !d->scan_tried && (errno == ENOTTY || errno == EINVAL))
 			return -ENOTTY;
 		if (n < 0)
@@ -1036,7 +1108,7 @@ static int pagemap_area(struct dump *d, uint32_t i)
 		}
 		for (uint64_t k = 0; k < cnt; k++, addr += DUMP_PAGE) {
 			uint64_t w = d->pmwords[k];
-			bool take = (w & (PM_PRESENT | PM_SWAPPED)) &&
+			bool take = (w & (PM_PRESENT | PM_SWAPPED)) && !(w & PM_GUARD) &&
 				    !(a->kind == DUMP_COW && (w & PM_FILE));
 
 			if (take && run_len && run + run_len == addr) {
@@ -1476,6 +1548,8 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	clock_gettime(CLOCK_MONOTONIC, &d.t_frozen);
 
 	ret = read_proc(&d);
+	if (ret == 0)
+		ret = check_mm_shared(&d);
 	if (ret == 0)
 		ret = classify_all(&d);
 	if (ret == 0)

@@ -23,6 +23,7 @@
  * on with all of its memory, as if nothing had happened.
  */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/userfaultfd.h>
@@ -58,6 +59,8 @@
 			 UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | \
 			 UFFD_FEATURE_THREAD_ID)
 #define LZ_FD_CEIL	1024	/* the kept fd goes below this, and below RLIMIT_NOFILE */
+#define LZ_FD_SPARE	8	/* free fds the target must have left */
+#define LZ_COPY_TRIES	100000	/* EAGAIN with nothing copied: events we cannot drain */
 
 /* Reads the REMOVE events our own MADV_DONTNEED makes, while it runs. */
 struct lz_reader {
@@ -77,6 +80,8 @@ struct lz {
 	struct dump_held h;
 	bool held;
 	int tfd;		/* the uffd in the target: its kept copy */
+	int want_fd;		/* where that copy goes */
+	int old_kept;		/* the copy an earlier hand-over left, or -1 */
 	int ufd;		/* ours */
 	bool *reg;		/* area i is registered */
 	bool dropped;		/* pages were dropped: undo by serving them */
@@ -188,13 +193,106 @@ static int tsys(struct lz *z, long *ret, const char *what, long nr, long a1, lon
 	return 0;
 }
 
+/* The features a userfaultfd has enabled, from the fdinfo of PID's fd FD; 0 if unknown. */
+static uint64_t uffd_fd_features(pid_t pid, int fd)
+{
+	char path[64], line[128];
+	uint64_t v = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)pid, fd);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	/* "API:\t<api>:<features>:<ioctls>", in hex */
+	while (fgets(line, sizeof(line), f)) {
+		char *c = strchr(line, ':');
+
+		if (!strncmp(line, "API:", 4) && c && (c = strchr(c + 1, ':')))
+			v = strtoull(c + 1, NULL, 16);
+	}
+	fclose(f);
+	return v & ~(1ull << 31);	/* UFFD_FEATURE_INITIALIZED, internal */
+}
+
+/*
+ * What the target's fds tell before it is touched: refuse pinned memory
+ * (io_uring, whose kernel side writes into pages we would drop) and a
+ * userfaultfd of its own; note the kept copy an earlier hand-over left
+ * (inert: we refuse any registered area), to be replaced; and pick the fd
+ * for the new kept copy: the highest free one below its fd limit and 1024,
+ * leaving it a few.
+ */
+static int survey_fds(struct lz *z)
+{
+	static uint8_t used[LZ_FD_CEIL];
+	char path[64], link[64];
+	struct dirent *de;
+	struct rlimit rl;
+	int top = LZ_FD_CEIL, nused = 0;
+	DIR *d;
+
+	if (status_kb(z->o->pid, "VmPin") > 0)
+		return lfail(z, ENOTSUP, "it has pinned memory (VmPin %" PRIu64 " kB: io_uring "
+			     "buffers, RDMA, a device): the kernel could write into pages after "
+			     "they are dropped", status_kb(z->o->pid, "VmPin") / 1024);
+	if (prlimit(z->o->pid, RLIMIT_NOFILE, NULL, &rl) == 0 && rl.rlim_cur < (rlim_t)top)
+		top = (int)rl.rlim_cur;
+	memset(used, 0, sizeof(used));
+	z->old_kept = -1;
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)z->o->pid);
+	d = opendir(path);
+	if (!d)
+		return lfail(z, errno, "%s: %s", path, strerror(errno));
+	while ((de = readdir(d))) {
+		char *end;
+		long fd = strtol(de->d_name, &end, 10);
+		char lp[96];
+		ssize_t n;
+
+		if (*end || fd < 0)
+			continue;
+		nused++;
+		if (fd < LZ_FD_CEIL)
+			used[fd] = 1;
+		snprintf(lp, sizeof(lp), "%s/%ld", path, fd);
+		n = readlink(lp, link, sizeof(link) - 1);
+		link[n > 0 ? n : 0] = '\0';
+		if (!strcmp(link, "anon_inode:[io_uring]")) {
+			closedir(d);
+			return lfail(z, ENOTSUP, "it uses io_uring (fd %ld): the kernel could "
+				     "write into pages after they are dropped", fd);
+		}
+		if (strcmp(link, "anon_inode:[userfaultfd]"))
+			continue;
+		if (fd >= LZ_FD_CEIL / 2 && z->old_kept < 0 &&
+		    uffd_fd_features(z->o->pid, (int)fd) == LZ_FEATURES) {
+			z->old_kept = (int)fd;	/* ours, from an earlier hand-over */
+			continue;
+		}
+		closedir(d);
+		return lfail(z, EBUSY, "it has a userfaultfd of its own (fd %ld): its areas "
+			     "could not be registered again", fd);
+	}
+	closedir(d);
+	if (top - nused < LZ_FD_SPARE)
+		return lfail(z, EMFILE, "it has only %d free fds below its limit of %d; %d "
+			     "are needed to leave it room", top - nused, top, LZ_FD_SPARE);
+	z->want_fd = -1;
+	for (int fd = top - 1; fd >= 3 && z->want_fd < 0; fd--)
+		if (!used[fd])
+			z->want_fd = fd;
+	if (z->want_fd < 0)
+		return lfail(z, EMFILE, "no free fd below %d", top);
+	return 0;
+}
+
 /* Steps 2-3: the target's own uffd at a high fd, our copy, the events on. */
 static int make_uffd(struct lz *z)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = LZ_FEATURES };
-	struct rlimit rl;
-	long fd, kfd = -1;
-	int top, ret;
+	long fd, kfd = -1, r;
+	int ret;
 
 	ret = tsys(z, &fd, "userfaultfd()", SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK, 0, 0);
 	if (ret < 0)
@@ -204,19 +302,12 @@ static int make_uffd(struct lz *z)
 			     fd == -EPERM ? " (vm.unprivileged_userfaultfd is 0 and the "
 			     "process lacks CAP_SYS_PTRACE)" : "");
 	/* Out of the way of the numbers it will open next. */
-	top = LZ_FD_CEIL;
-	if (prlimit(z->o->pid, RLIMIT_NOFILE, NULL, &rl) == 0 && rl.rlim_cur < (rlim_t)top)
-		top = (int)rl.rlim_cur;
-	for (int arg = top - 1; arg > fd && arg >= top - 256; arg--) {
-		ret = tsys(z, &kfd, "fcntl()", SYS_fcntl, fd, F_DUPFD_CLOEXEC, arg);
+	if (z->want_fd > fd) {
+		ret = tsys(z, &kfd, "fcntl()", SYS_fcntl, fd, F_DUPFD_CLOEXEC, z->want_fd);
 		if (ret < 0)
 			return ret;
-		if (kfd != -EMFILE)
-			break;
 	}
 	if (kfd >= 0) {
-		long r;
-
 		ret = tsys(z, &r, "close()", SYS_close, fd, 0, 0);
 		if (ret < 0)
 			return ret;
@@ -317,7 +408,9 @@ static int drop_pages(struct lz *z)
 		const struct dump_range *v = &z->h.spans[i];
 		uint64_t a = v->start;
 
-		if (z->h.areas[v->area].kind != DUMP_ANON)
+		/* Anonymous areas whose pages are lazy (not wipe-on-fork, sealed...). */
+		if (z->h.areas[v->area].kind != DUMP_ANON ||
+		    !(z->h.areas[v->area].pe_flags & PE_LAZY))
 			continue;
 		while (a < v->end && ret == 0) {
 			uint64_t b = a;
@@ -364,7 +457,11 @@ static void wake_all(struct lz *z)
 /* Copy LEN bytes from SRC to the target's ADDR; pages already there are left alone. */
 static int copy_in(struct lz *z, uint64_t addr, const uint8_t *src, uint64_t len)
 {
+	unsigned tries = 0;
+
 	while (len) {
+		if (++tries > LZ_COPY_TRIES)
+			return -EAGAIN;
 		struct uffdio_copy c = { .dst = addr, .src = (uintptr_t)src, .len = len };
 
 		if (ioctl(z->ufd, UFFDIO_COPY, &c) == 0 || (errno == EAGAIN && c.copy > 0)) {
@@ -385,8 +482,8 @@ static int copy_in(struct lz *z, uint64_t addr, const uint8_t *src, uint64_t len
 						 .len = LZ_PAGE };
 
 			while (ioctl(z->ufd, UFFDIO_COPY, &p) < 0 && errno != EEXIST)
-				if (errno != EAGAIN)
-					return -errno;
+				if (errno != EAGAIN || ++tries > LZ_COPY_TRIES)
+					return errno == EAGAIN ? -EAGAIN : -errno;
 		}
 		return 0;
 	}
@@ -543,6 +640,8 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 	ret = check_kernel(&z);
 	if (ret == 0)
 		ret = check_manager(&z);
+	if (ret == 0)
+		ret = survey_fds(&z);
 	if (ret < 0)
 		goto out;
 	ret = dump_run(&dopts, &dst, &z.h);
@@ -558,7 +657,9 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 	sigaddset(&block, SIGQUIT);
 	pthread_sigmask(SIG_BLOCK, &block, &oldmask);
 
-	ret = make_uffd(&z);
+	ret = survey_fds(&z);	/* again, frozen now: nothing can change under us */
+	if (ret == 0)
+		ret = make_uffd(&z);
 	if (ret == 0)
 		ret = register_areas(&z);
 	if (ret < 0)
@@ -576,9 +677,15 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 	if (ret == 0) {
 		z.dropped = false;	/* the manager has it now */
 		z.tfd = -1;		/* and the target keeps its copy */
+		/* The copy an earlier hand-over left has nothing registered: close it. */
+		if (z.old_kept >= 0) {
+			long r;
+
+			pt_syscall(&z.h.pt, &r, SYS_close, z.old_kept, 0, 0, 0, 0, 0);
+		}
 	}
 out:
-	if (ret < 0 && z.held && undo(&z) == 0 && z.ufd >= 0)
+	if (ret < 0 && z.held && undo(&z) == 0 && z.ufd >= 0 && !z.h.pt.gone)
 		fprintf(stderr, "uffd-inject: pid %d: its memory is back in place; the "
 			"images stay in %s\n", (int)o->pid, o->dir);
 	if (z.ufd >= 0)

@@ -165,7 +165,7 @@ uint32_t procfs_parse_vmflags(const char *s)
 		{ "io", PFV_IO }, { "dc", PFV_DC }, { "dd", PFV_DD }, { "ht", PFV_HT },
 		{ "mm", PFV_MM }, { "hg", PFV_HG }, { "nh", PFV_NH }, { "mg", PFV_MG },
 		{ "wf", PFV_WF }, { "um", PFV_UM }, { "uw", PFV_UW }, { "ss", PFV_SS },
-		{ "ui", PFV_UI },
+		{ "ui", PFV_UI }, { "sl", PFV_SL }, { "dp", PFV_DP },
 	};
 	uint32_t bits = 0;
 

@@ -29,6 +29,8 @@
 #define PFV_UW	(1u << 14)	/* uw: userfaultfd write-protect mode */
 #define PFV_SS	(1u << 15)	/* ss: shadow stack */
 #define PFV_UI	(1u << 16)	/* ui: userfaultfd minor mode */
+#define PFV_SL	(1u << 17)	/* sl: sealed (mseal) */
+#define PFV_DP	(1u << 18)	/* dp: droppable (MAP_DROPPABLE) */
 
 struct procfs_vma {
 	uint64_t start;

@@ -1135,6 +1135,16 @@ int pt_getfd(struct pt *p, int fd)
 	return r < 0 ? -errno : r;
 }
 
+int pt_thread_tls(struct pt *p, int i, uint64_t *tls)
+{
+	if (i < 0 || i >= p->nr_threads)
+		return -EINVAL;
+	if (p->th[i].st->gone)
+		return -ESRCH;
+	*tls = arch_tls(&p->th[i].st->regs);
+	return 0;
+}
+
 int pt_thread_sp(struct pt *p, int i, uint64_t *sp)
 {
 	if (i < 0 || i >= p->nr_threads)

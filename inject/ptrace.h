@@ -56,6 +56,8 @@ int pt_getfd(struct pt *p, int fd);
 
 /* Stack pointer of thread I as seized (for the pages that must stay resident). 0 or -errno. */
 int pt_thread_sp(struct pt *p, int i, uint64_t *sp);
+/* Its thread pointer (TLS base) as seized. 0 or -errno. */
+int pt_thread_tls(struct pt *p, int i, uint64_t *tls);
 
 /*
  * Let every thread go, as it was, delivering the signals that arrived for it

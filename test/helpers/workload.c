@@ -3,7 +3,8 @@
  * are, then answers commands on stdin until it is told to quit or stdin closes.
  *
  *   workload [--anon MIB] [--full] [--file PATH] [--file-pages N] [--shared]
- *            [--threads N] [--lock] [--own-uffd] [--seed S]
+ *            [--threads N] [--lock] [--own-uffd] [--idle-uffd] [--wipeonfork]
+ *            [--guard] [--exiter] [--clone-vm] [--uring] [--seed S]
  *
  * Regions:
  *   anon   anonymous private, MIB MiB (default 4). Page i holds the pattern,
@@ -33,12 +34,16 @@
  * says "reading", reads 64 bytes from stdin into page 1 of the anon region
  * and answers "read ok" or "read WHAT"; 'F' forks, moves, drops and unmaps
  * parts of the anon region (see fork_and_move) and answers "F ok" or "F WHAT";
- * 'q' exits 0.
+ * 'W' checks the --wipeonfork area from a forked child (empty) and itself;
+ * 'X' ends the --exiter thread and joins it; 'q' exits 0. --idle-uffd makes
+ * a userfaultfd with nothing registered, --guard a region with guard pages,
+ * --clone-vm a process sharing our memory, --uring an io_uring instance.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -86,6 +91,7 @@ struct wl {
 	struct region anon, none, heap, file, shared, thra, thrb;
 	int threads;
 	bool moved;		/* 'F' moved the anon region away */
+	struct region wof;	/* --wipeonfork: pattern, MADV_WIPEONFORK */
 };
 
 struct thr {
@@ -303,6 +309,82 @@ static const char *verify(const struct wl *w)
 	return bad;
 }
 
+/* 'W': a forked child must find the wipe-on-fork area empty, the parent its pattern. */
+static const char *check_wipeonfork(const struct wl *w)
+{
+	int st;
+	pid_t pid;
+
+	if (!w->wof.p)
+		return "no --wipeonfork area";
+	pid = fork();
+	if (pid < 0)
+		return "fork failed";
+	if (pid == 0)
+		_exit(check_zero(w->wof.p, w->wof.len, "wipeonfork") ? 1 : 0);
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st))
+		return "the child did not find the wipe-on-fork area empty";
+	return check_pat(w, w->wof.p, w->wof.len, "wipeonfork (parent)");
+}
+
+/* --guard: 8 pages of pattern, the middle two made guard pages; never read. */
+static void make_guard(void)
+{
+	uint8_t *p = map_anon(8 * PAGE, MAP_PRIVATE);
+
+	memset(p, 0x6b, 8 * PAGE);
+	if (madvise(p + 3 * PAGE, 2 * PAGE, 102 /* MADV_GUARD_INSTALL */) < 0)
+		die("MADV_GUARD_INSTALL: %s", strerror(errno));
+}
+
+/* --exiter: a thread that waits on a pipe, then exits ('X' ends it and joins it). */
+static int exiter_pipe[2];
+static pthread_t exiter_th;
+
+static void *exiter_main(void *arg)
+{
+	char b;
+
+	(void)arg;
+	while (read(exiter_pipe[0], &b, 1) < 0 && errno == EINTR)
+		;
+	return NULL;
+}
+
+static void start_exiter(void)
+{
+	if (pipe(exiter_pipe) < 0 || pthread_create(&exiter_th, NULL, exiter_main, NULL))
+		die("exiter thread");
+}
+
+/* The kernel clears the thread's tid word at its exit and wakes the join: a hang here is the bug. */
+static const char *stop_exiter(void)
+{
+	if (!exiter_pipe[1])
+		return "no --exiter thread";
+	if (write(exiter_pipe[1], "x", 1) != 1 || pthread_join(exiter_th, NULL))
+		return "join failed";
+	return NULL;
+}
+
+/* --clone-vm: a process sharing our memory (not a thread), that just sleeps. */
+static int clone_vm_main(void *arg)
+{
+	(void)arg;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	for (;;)
+		pause();
+	return 0;
+}
+
+static void start_clone_vm(void)
+{
+	static uint8_t stack[64 << 10] __attribute__((aligned(16)));
+
+	if (clone(clone_vm_main, stack + sizeof(stack), CLONE_VM | SIGCHLD, NULL) < 0)
+		die("clone(CLONE_VM): %s", strerror(errno));
+}
+
 /* --own-uffd: a userfaultfd of our own on 4 written pages nobody touches again. */
 static void make_own_uffd(void)
 {
@@ -448,7 +530,8 @@ int main(int argc, char **argv)
 	const char *file = NULL;
 	size_t mib = 4, file_pages = 32;
 	int threads = 0;
-	bool shared = false, lock = false, own_uffd = false;
+	bool shared = false, lock = false, own_uffd = false, idle_uffd = false;
+	bool wipeonfork = false, guard = false, exiter = false, clone_vm = false, uring = false;
 	char r[8][96];
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -463,6 +546,18 @@ int main(int argc, char **argv)
 			lock = true;
 		} else if (!strcmp(a, "--own-uffd")) {
 			own_uffd = true;
+		} else if (!strcmp(a, "--idle-uffd")) {
+			idle_uffd = true;
+		} else if (!strcmp(a, "--wipeonfork")) {
+			wipeonfork = true;
+		} else if (!strcmp(a, "--guard")) {
+			guard = true;
+		} else if (!strcmp(a, "--exiter")) {
+			exiter = true;
+		} else if (!strcmp(a, "--clone-vm")) {
+			clone_vm = true;
+		} else if (!strcmp(a, "--uring")) {
+			uring = true;
 		} else if (v && !strcmp(a, "--anon")) {
 			mib = strtoul(v, NULL, 0), i++;
 		} else if (v && !strcmp(a, "--file")) {
@@ -506,6 +601,23 @@ int main(int argc, char **argv)
 
 	if (own_uffd)
 		make_own_uffd();
+	if (idle_uffd && syscall(SYS_userfaultfd, O_CLOEXEC) < 0)
+		die("userfaultfd: %s", strerror(errno));
+	if (wipeonfork) {
+		w.wof.len = 64 * PAGE;
+		w.wof.p = map_anon(w.wof.len, MAP_PRIVATE);
+		fill(w.seed, w.wof.p, w.wof.len);
+		if (madvise(w.wof.p, w.wof.len, MADV_WIPEONFORK) < 0)
+			die("MADV_WIPEONFORK: %s", strerror(errno));
+	}
+	if (guard)
+		make_guard();
+	if (exiter)
+		start_exiter();
+	if (clone_vm)
+		start_clone_vm();
+	if (uring && syscall(425 /* io_uring_setup */, 4, &(char[120]){ 0 }) < 0)
+		die("io_uring_setup: %s", strerror(errno));
 	region_text(r[0], sizeof(r[0]), "anon", &w.anon);
 	region_text(r[1], sizeof(r[1]), "none", &w.none);
 	region_text(r[2], sizeof(r[2]), "heap", &w.heap);
@@ -553,6 +665,12 @@ int main(int argc, char **argv)
 		} else if (c == 'F') {
 			bad = w.moved ? "moved already" : fork_and_move(&w);
 			say("F %s\n", bad ? bad : "ok");
+		} else if (c == 'W') {
+			bad = check_wipeonfork(&w);
+			say("W %s\n", bad ? bad : "ok");
+		} else if (c == 'X') {
+			bad = stop_exiter();
+			say("X %s\n", bad ? bad : "ok");
 		}
 	}
 }

@@ -388,17 +388,17 @@ LAZY_TEST(manager_dies_target_waits)
 }
 
 /* Refusals leave the target running, untouched, with all of its memory. */
-static void assert_untouched_but(struct tw *w, int own_uffds)
+static void assert_untouched_but(struct tw *w, int own_uffds, bool own_areas)
 {
 	assert_free(w->pid);
 	cr_assert_eq(count_uffds(w->pid), own_uffds, "a userfaultfd was left in the target");
-	cr_assert_eq(has_uffd_areas(w->pid), own_uffds > 0, "areas left registered");
+	cr_assert_eq(has_uffd_areas(w->pid), own_areas, "areas left registered");
 	cr_assert_str_eq(ask(w, "v"), "ok");
 }
 
 static void assert_untouched(struct tw *w)
 {
-	assert_untouched_but(w, 0);
+	assert_untouched_but(w, 0, false);
 }
 
 LAZY_TEST(refuses_without_manager)
@@ -453,7 +453,7 @@ LAZY_TEST(refuses_target_with_own_uffd)
 	start(&wa, wargs);
 	cr_assert_eq(count_uffds(wa.pid), 1);
 	cr_assert_lt(hand_over(&wa, "img", dmn.sock, &st), 0, "memory of another uffd taken");
-	assert_untouched_but(&wa, 1);
+	assert_untouched_but(&wa, 1, true);
 }
 
 /* A "manager" that refuses every HELLO after the pages were dropped. */
@@ -579,4 +579,96 @@ LAZY_TEST(handover_to_remote_criu_daemon)
 	cr_assert(!tc_file_has(r.log, "lost"), "the daemon lost its page server");
 	r.passed = true;
 	tc_finish(&r);
+}
+
+/* A wipe-on-fork area is not lazy: a child forked afterwards finds it empty. */
+LAZY_TEST(wipeonfork_area_stays_empty_in_children)
+{
+	const char *dargs[] = { "--no-fill", NULL };
+	const char *wargs[] = { "--anon", "4", "--wipeonfork", NULL };
+	struct lazy_stats st;
+
+	daemon_up(dargs);
+	start(&wa, wargs);
+	cr_assert_str_eq(ask(&wa, "W"), "W ok", "before the hand-over");
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	cr_assert_str_eq(ask(&wa, "W"), "W ok");
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+}
+
+/*
+ * A thread that exits after the hand-over: the kernel clears its tid word
+ * and walks its robust list as it dies, when a missing page can no longer
+ * be waited for. Those pages stay resident, so the join returns.
+ */
+LAZY_TEST(thread_exit_after_handover)
+{
+	const char *dargs[] = { "--no-fill", NULL };
+	const char *wargs[] = { "--anon", "4", "--exiter", NULL };
+	struct lazy_stats st;
+	const char *line;
+
+	daemon_up(dargs);
+	start(&wa, wargs);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	line = tw_ask(&wa, "X", 10000);
+	cr_assert_not_null(line, "pthread_join hangs: the exiting thread's tid was not cleared");
+	cr_assert_str_eq(line, "X ok");
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+}
+
+/* Guard pages (MADV_GUARD_INSTALL) are neither read nor handed over. */
+LAZY_TEST(guard_pages)
+{
+	const char *wargs[] = { "--anon", "4", "--guard", NULL };
+	struct lazy_stats st;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+}
+
+/* A second hand-over of the same process replaces the first one's kept copy. */
+LAZY_TEST(second_handover_replaces_the_kept_copy)
+{
+	const char *wargs[] = { "--anon", "8", NULL };
+	struct lazy_stats st1, st2;
+	struct ts_status s;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	cr_assert_eq(hand_over(&wa, "img1", dmn.sock, &st1), 0);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	wait_served(&s, 1);
+	ts_status_free(&s);
+	cr_assert_eq(hand_over(&wa, "img2", dmn.sock, &st2), 0, "the inert kept copy was refused");
+	cr_assert_neq(st2.kept_fd, st1.kept_fd);
+	cr_assert_eq(count_uffds(wa.pid), 1, "kept copies pile up");
+	cr_assert_str_eq(fd_kind(wa.pid, st2.kept_fd), "anon_inode:[userfaultfd]");
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	wait_served(&s, 2);
+	ts_status_free(&s);
+}
+
+/* Refused, untouched: another process shares its memory; it uses io_uring; it has a uffd. */
+LAZY_TEST(refuses_sharers_uring_and_own_idle_uffd)
+{
+	const char *cargs[] = { "--anon", "4", "--clone-vm", NULL };
+	const char *uargs[] = { "--anon", "4", "--uring", NULL };
+	const char *iargs[] = { "--anon", "4", "--idle-uffd", NULL };
+	struct tw wc;
+	struct lazy_stats st;
+
+	daemon_up(NULL);
+	start(&wa, cargs);
+	cr_assert_lt(hand_over(&wa, "clone", dmn.sock, &st), 0, "a CLONE_VM sharer was missed");
+	assert_untouched(&wa);
+	start(&wb, uargs);
+	cr_assert_lt(hand_over(&wb, "uring", dmn.sock, &st), 0, "io_uring was missed");
+	assert_untouched(&wb);
+	start(&wc, iargs);
+	cr_assert_lt(hand_over(&wc, "idle", dmn.sock, &st), 0, "its own uffd was missed");
+	assert_untouched_but(&wc, 1, false);
+	tw_stop(&wc);
 }
