@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "keeper.h"
 #include "loop.h"
 #include "pages.h"
 
@@ -26,6 +27,7 @@ struct daemon_opts {
 	int verbose;
 	bool use_syslog;
 	bool no_procconn;		/* do not subscribe to the proc connector */
+	bool no_keeper;			/* no keeper process holding copies of the uffds */
 	bool status_socket;		/* CRIU mode: listen on socket_path too (status) */
 	unsigned ps_timeout_ms;		/* remote mode: an answer is due within this; 0: default */
 };
@@ -57,6 +59,7 @@ struct daemon {
 	struct client *clients;
 	unsigned nr_clients;
 	struct procconn *pc;
+	struct keeper keeper;		/* holds uffd copies in case we die (keeper.h) */
 	bool draining;			/* SIGTERM: finish serving, then exit */
 	bool had_target;
 	uint64_t start_ns;

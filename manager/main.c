@@ -53,6 +53,8 @@ static void usage(FILE *out)
 	      "                             (default 5000)\n"
 	      "      --ready-fd N           write one byte to fd N once listening, then close it\n"
 	      "      --no-proc-connector    learn forked children's pids only from the thread id\n"
+	      "      --no-keeper            no keeper process: if the daemon dies, processes it\n"
+	      "                             serves (and their children) may read zeros\n"
 	      "                             of their first fault (no netlink subscription)\n"
 	      "      --syslog               log to syslog instead of stderr\n"
 	      "  -v, --verbose              debug log (every fork, pid learned, stale range)\n"
@@ -119,6 +121,7 @@ static void usage_criu(FILE *out)
 	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
 	      "      --no-fill              serve on demand only, even after RSTF\n"
 	      "      --no-proc-connector    do not subscribe to the proc connector\n"
+	      "      --no-keeper            no keeper process holding copies of the uffds\n"
 	      "  -h, --help                 this help\n"
 	      "\n"
 	      "See uffd-manager(8), section CRIU.\n", out);
@@ -284,6 +287,12 @@ static int run_daemon(struct daemon *d, int ready_fd)
 		fatalx("criu: cannot listen: %s", why);
 	if (!d->o.no_procconn)
 		d->pc = procconn_open(d);
+	if (!d->o.no_keeper && (ret = keeper_start(&d->keeper)) < 0)
+		log_warnx("cannot start the keeper: %s; if this daemon dies, the processes it "
+			  "serves may read zeros", strerror(-ret));
+	else if (!d->o.no_keeper)
+		log_info("keeper pid %d holds a copy of every userfaultfd served",
+			 (int)d->keeper.pid);
 	log_info("listening on %s (fault window %" PRIu64 " KiB, fill %s, fd limit %u)",
 		 d->criu ? CRIU_SOCK_NAME : d->o.socket_path, d->o.fault_window >> 10,
 		 d->o.no_fill ? "off" : d->criu ? "after RSTF" : "on", d->fd_limit);
@@ -296,6 +305,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	ret = loop_run(&d->loop);
 	if (ret < 0)
 		log_warnx("event loop: %s", strerror(-ret));
+	keeper_close(&d->keeper);
 	while (d->clients)
 		client_close(d->clients);
 	procconn_close(d->pc);
@@ -374,7 +384,7 @@ static void opt_verbose(struct daemon *d, const char *arg)
 static int cmd_criu(struct daemon *d, int argc, char **argv)
 {
 	enum { O_DAEMON = 256, O_PIDFILE, O_STATUS_FD, O_FILL_CHUNK, O_NO_FILL, O_NO_PROCCONN,
-	       O_PAGE_SERVER, O_ADDRESS, O_PORT, O_PS_TIMEOUT };
+	       O_PAGE_SERVER, O_ADDRESS, O_PORT, O_PS_TIMEOUT, O_NO_KEEPER };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' },
 		{ "work-dir", required_argument, NULL, 'W' },
@@ -388,6 +398,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
 		{ "no-fill", no_argument, NULL, O_NO_FILL },
 		{ "no-proc-connector", no_argument, NULL, O_NO_PROCCONN },
+		{ "no-keeper", no_argument, NULL, O_NO_KEEPER },
 		{ "page-server", no_argument, NULL, O_PAGE_SERVER },
 		{ "address", required_argument, NULL, O_ADDRESS },
 		{ "port", required_argument, NULL, O_PORT },
@@ -431,6 +442,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 			break;
 		case O_NO_FILL: d->o.no_fill = true; break;
 		case O_NO_PROCCONN: d->o.no_procconn = true; break;
+		case O_NO_KEEPER: d->o.no_keeper = true; break;
 		case O_PAGE_SERVER: remote = true; break;
 		case O_ADDRESS: addr = optarg; break;
 		case O_PORT: port = optarg; break;
@@ -644,7 +656,7 @@ static int cmd_status(int argc, char **argv, const char *defpath)
 int main(int argc, char **argv)
 {
 	enum { O_FILL_CHUNK = 256, O_NO_FILL, O_EXIT_DONE, O_MAX_CLIENTS, O_HANDSHAKE,
-	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN };
+	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN, O_NO_KEEPER };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "fault-window", required_argument, NULL, 'w' },
@@ -656,6 +668,7 @@ int main(int argc, char **argv)
 		{ "ready-fd", required_argument, NULL, O_READY_FD },
 		{ "syslog", no_argument, NULL, O_SYSLOG },
 		{ "no-proc-connector", no_argument, NULL, O_NO_PROCCONN },
+		{ "no-keeper", no_argument, NULL, O_NO_KEEPER },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -720,6 +733,9 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			ready_fd = (int)v;
+			break;
+		case O_NO_KEEPER:
+			d.o.no_keeper = true;
 			break;
 		case O_NO_PROCCONN:
 			d.o.no_procconn = true;

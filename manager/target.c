@@ -92,6 +92,7 @@ static struct target *target_alloc(struct daemon *d, int uffd, struct timage *im
 		return NULL;
 	}
 	t->id = ++d->next_target_id;
+	keeper_hold(&d->keeper, t->id, uffd);
 	t->next = d->targets;
 	d->targets = t;
 	d->nr_targets++;
@@ -105,8 +106,10 @@ static int target_watch_pid(struct target *t, int pidfd)
 {
 	int ret = loop_add(&t->d->loop, &t->pid_ev, pidfd, EPOLLIN, target_on_pidfd);
 
-	if (ret == 0)
+	if (ret == 0) {
 		t->pidfd = pidfd;
+		keeper_pid(&t->d->keeper, t->id, pidfd);
+	}
 	return ret;
 }
 
@@ -221,6 +224,7 @@ struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
 			snprintf(reason, reason_len, "cannot watch the pidfd: %s", strerror(errno));
 		t->uffd = -1;	/* the caller still owns the fds */
 		t->pidfd = -1;
+		keeper_drop(&d->keeper, t->id);	/* refused: not ours to keep */
 		loop_del(&d->loop, &t->uffd_ev);
 		target_destroy(t, NULL);
 		return NULL;
@@ -366,6 +370,7 @@ static void target_release(struct target *t)
 	unregister_rest(t);
 	t->d->tot.served++;
 	t->end = TE_SERVED;
+	keeper_drop(&t->d->keeper, t->id);	/* nothing left to wait for */
 	log_info("%s fully served: %" PRIu64 " pages copied, %" PRIu64 " zeroed, %" PRIu64
 		 " faults", t->pfx, t->st.pages_copied, t->st.pages_zeroed, t->st.faults);
 	target_destroy(t, NULL);
@@ -373,8 +378,10 @@ static void target_release(struct target *t)
 
 void target_kill(struct target *t, const char *why)
 {
-	if (t->pidfd >= 0)
+	if (t->pidfd >= 0) {
 		syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0);
+		keeper_drop(&t->d->keeper, t->id);	/* it never runs again */
+	}
 	t->end = TE_FAILED;
 	t->d->tot.failed++;
 	target_destroy(t, why);

@@ -672,3 +672,70 @@ LAZY_TEST(refuses_sharers_uring_and_own_idle_uffd)
 	assert_untouched_but(&wc, 1, false);
 	tw_stop(&wc);
 }
+
+/* The state letter of PID from /proc/PID/stat, or 0 when it is gone. */
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+	fclose(f);
+	return p && p[1] && p[2] ? p[2] : 0;
+}
+
+/*
+ * The manager dies while a child forked after the hand-over still misses
+ * pages: that child's uffd exists only in the manager, and its keeper
+ * process holds a copy, so the child waits rather than reading zeros. The
+ * keeper lets go once the processes are gone.
+ */
+LAZY_TEST(manager_dies_forked_child_waits_on_its_keeper)
+{
+	const char *dargs[] = { "--no-fill", NULL };
+	const char *wargs[] = { "--anon", "8", NULL };
+	struct lazy_stats st;
+	const char *line;
+	pid_t child, keeper = 0;
+	char *p, buf[8192];
+	FILE *f;
+	size_t n;
+
+	daemon_up(dargs);
+	start(&wa, wargs);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	line = ask(&wa, "K");
+	cr_assert_eq(sscanf(line, "K %d", &child), 1, "%s", line);
+	cr_assert_gt(child, 0);
+	f = fopen(dmn.log, "re");
+	cr_assert_not_null(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	p = strstr(buf, "keeper pid ");
+	cr_assert_not_null(p, "the daemon started no keeper");
+	keeper = (pid_t)atoi(p + 11);
+	cr_assert_gt(keeper, 0);
+
+	kill(dmn.pid, SIGKILL);
+	cr_assert_neq(ts_daemon_wait(&dmn, 5000), -1);
+	dmn_up = false;
+	cr_assert_str_eq(ask(&wa, "k"), "k ok");
+	usleep(700000);
+	cr_assert(proc_state(child) != 'Z' && proc_state(child) != 0,
+		  "the forked child ran to its end with the manager dead: it read zeros");
+	cr_assert(proc_state(keeper) != 0 && proc_state(keeper) != 'Z', "the keeper is gone");
+
+	/* Once the processes are gone, the keeper lets go and exits. */
+	kill(child, SIGKILL);
+	tw_stop(&wa);
+	for (int i = 0; i < 300 && proc_state(keeper) && proc_state(keeper) != 'Z'; i++)
+		usleep(10000);
+	cr_assert(proc_state(keeper) == 0 || proc_state(keeper) == 'Z',
+		  "the keeper outlived the processes it held");
+	rmdir(dmn.dir);
+}

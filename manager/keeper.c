@@ -1,0 +1,261 @@
+/* The keeper of userfaultfd copies: see keeper.h. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "keeper.h"
+#include "log.h"
+
+enum { KP_HOLD = 1, KP_PID, KP_DROP };
+
+struct keeper_msg {
+	uint32_t op;
+	uint32_t pad;
+	uint64_t id;
+};
+
+struct kentry {
+	uint64_t id;
+	int uffd;
+	int pidfd;	/* -1 until the daemon knows the process */
+};
+
+/* The keeper's own state (in the forked process only). */
+struct kstate {
+	int sock;
+	struct kentry *e;
+	size_t n, cap;
+	bool orphan;	/* the daemon is gone */
+};
+
+static void kentry_close(struct kstate *s, size_t i)
+{
+	close(s->e[i].uffd);
+	if (s->e[i].pidfd >= 0)
+		close(s->e[i].pidfd);
+	s->e[i] = s->e[--s->n];
+}
+
+static struct kentry *kentry_find(struct kstate *s, uint64_t id)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->e[i].id == id)
+			return &s->e[i];
+	return NULL;
+}
+
+/* One message from the daemon; false when it is gone. */
+static bool keeper_recv(struct kstate *s)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct keeper_msg m;
+	struct iovec iov = { &m, sizeof(m) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *c;
+	struct kentry *e;
+	int fd = -1;
+	ssize_t n = recvmsg(s->sock, &mh, MSG_CMSG_CLOEXEC);
+
+	if (n < 0 && errno == EINTR)
+		return true;
+	if (n <= 0)
+		return false;
+	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+		    c->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	if (n != sizeof(m)) {
+		if (fd >= 0)
+			close(fd);
+		return true;
+	}
+	e = kentry_find(s, m.id);
+	switch (m.op) {
+	case KP_HOLD:
+		if (fd < 0 || e)
+			break;
+		if (s->n == s->cap) {
+			size_t cap = s->cap ? s->cap * 2 : 64;
+			struct kentry *ne = realloc(s->e, cap * sizeof(*ne));
+
+			if (!ne) {
+				log_warnx("keeper: out of memory: not holding process %llu",
+					  (unsigned long long)m.id);
+				break;
+			}
+			s->e = ne;
+			s->cap = cap;
+		}
+		s->e[s->n++] = (struct kentry){ m.id, fd, -1 };
+		fd = -1;
+		break;
+	case KP_PID:
+		if (fd < 0 || !e || e->pidfd >= 0)
+			break;
+		e->pidfd = fd;
+		fd = -1;
+		break;
+	case KP_DROP:
+		if (e)
+			kentry_close(s, (size_t)(e - s->e));
+		break;
+	}
+	if (fd >= 0)
+		close(fd);
+	return true;
+}
+
+static void keeper_main(int sock) __attribute__((noreturn));
+
+static void keeper_main(int sock)
+{
+	struct kstate s = { .sock = sock };
+	struct pollfd *p = NULL;
+	size_t cap = 0;
+
+	for (;;) {
+		size_t np = 0, k;
+
+		if (s.orphan && s.n == 0)
+			_exit(0);
+		if (cap < s.n + 1) {
+			struct pollfd *q = realloc(p, (s.n + 64) * sizeof(*q));
+
+			if (q) {
+				p = q;
+				cap = s.n + 64;
+			}
+		}
+		if (!s.orphan && np < cap)
+			p[np++] = (struct pollfd){ .fd = s.sock, .events = POLLIN };
+		for (size_t i = 0; i < s.n && np < cap; i++)
+			p[np++] = (struct pollfd){ .fd = s.e[i].pidfd, .events = POLLIN };
+		if (poll(p, np, -1) < 0) {
+			if (errno != EINTR)
+				sleep(1);
+			continue;
+		}
+		k = 0;
+		if (!s.orphan && (p[k++].revents & (POLLIN | POLLHUP | POLLERR)) &&
+		    !keeper_recv(&s)) {
+			s.orphan = true;
+			close(s.sock);
+			if (s.n)
+				log_warnx("keeper: the daemon is gone; holding %zu userfaultfds so "
+					  "that their processes wait for their missing pages rather "
+					  "than read zeros", s.n);
+			continue;	/* the entries may have moved: poll again */
+		}
+		/* The processes that exited (entries after K, in order, unless moved). */
+		for (size_t i = s.n; i-- > 0;) {
+			size_t slot = k + i;
+
+			if (slot < np && p[slot].fd == s.e[i].pidfd && s.e[i].pidfd >= 0 &&
+			    (p[slot].revents & POLLIN))
+				kentry_close(&s, i);
+		}
+	}
+}
+
+int keeper_start(struct keeper *k)
+{
+	int sv[2];
+	pid_t pid;
+
+	k->running = false;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		int e = errno;
+
+		close(sv[0]);
+		close(sv[1]);
+		return -e;
+	}
+	if (pid == 0) {
+		/* Only its socket and stdio: nothing of the daemon's. */
+		if (dup2(sv[1], 3) < 0)
+			_exit(1);
+		close_range(4, ~0u, 0);
+		signal(SIGTERM, SIG_IGN);
+		signal(SIGINT, SIG_IGN);
+		signal(SIGHUP, SIG_IGN);
+		signal(SIGPIPE, SIG_IGN);
+		prctl(PR_SET_NAME, "uffd-keeper");
+		keeper_main(3);
+	}
+	close(sv[1]);
+	k->sock = sv[0];
+	k->pid = pid;
+	k->running = true;
+	return 0;
+}
+
+static void keeper_send(struct keeper *k, uint32_t op, uint64_t id, int fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct keeper_msg m = { .op = op, .id = id };
+	struct iovec iov = { &m, sizeof(m) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t n;
+
+	if (!k->running)
+		return;
+	if (fd >= 0) {
+		struct cmsghdr *c;
+
+		memset(&u, 0, sizeof(u));
+		mh.msg_control = u.buf;
+		mh.msg_controllen = sizeof(u.buf);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	do {
+		n = sendmsg(k->sock, &mh, MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		log_warn("keeper (pid %d) is gone; processes now depend on this daemon alone",
+			 (int)k->pid);
+		close(k->sock);
+		k->running = false;
+	}
+}
+
+void keeper_hold(struct keeper *k, uint64_t id, int uffd)
+{
+	keeper_send(k, KP_HOLD, id, uffd);
+}
+
+void keeper_pid(struct keeper *k, uint64_t id, int pidfd)
+{
+	keeper_send(k, KP_PID, id, pidfd);
+}
+
+void keeper_drop(struct keeper *k, uint64_t id)
+{
+	keeper_send(k, KP_DROP, id, -1);
+}
+
+void keeper_close(struct keeper *k)
+{
+	if (k->running)
+		close(k->sock);
+	k->running = false;
+}
