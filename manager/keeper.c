@@ -1,12 +1,16 @@
 /* The keeper of userfaultfd copies: see keeper.h. */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "keeper.h"
@@ -115,6 +119,48 @@ static bool keeper_recv(struct kstate *s)
 	return true;
 }
 
+/*
+ * With the daemon gone, learn the pid of an entry the daemon never named:
+ * read what its uffd holds. A fault carries its thread id (THREAD_ID); a
+ * fork carries the child's uffd, held too, so grandchildren wait as well.
+ * The events are read and let the process go on with its munmap or mremap;
+ * its missing pages stay missing, and it waits on them.
+ */
+static void keeper_learn(struct kstate *s, size_t i)
+{
+	struct uffd_msg m[16];
+	ssize_t n = read(s->e[i].uffd, m, sizeof(m));
+
+	for (ssize_t k = 0; n > 0 && k < n / (ssize_t)sizeof(m[0]); k++) {
+		if (m[k].event == UFFD_EVENT_FORK) {
+			if (s->n == s->cap) {
+				struct kentry *ne = realloc(s->e, (s->cap + 64) * sizeof(*ne));
+
+				if (!ne)
+					continue;	/* still held in our fd table */
+				s->e = ne;
+				s->cap += 64;
+			}
+			s->e[s->n++] = (struct kentry){ 0, (int)m[k].arg.fork.ufd, -1 };
+		} else if (m[k].event == UFFD_EVENT_PAGEFAULT && s->e[i].pidfd < 0 &&
+			   m[k].arg.pagefault.feat.ptid) {
+			char path[64], line[128];
+			FILE *f;
+			long tgid = 0;
+
+			snprintf(path, sizeof(path), "/proc/%u/status", m[k].arg.pagefault.feat.ptid);
+			f = fopen(path, "re");
+			while (f && fgets(line, sizeof(line), f))
+				if (!strncmp(line, "Tgid:", 5))
+					tgid = strtol(line + 5, NULL, 10);
+			if (f)
+				fclose(f);
+			if (tgid > 0)
+				s->e[i].pidfd = (int)syscall(SYS_pidfd_open, (pid_t)tgid, 0);
+		}
+	}
+}
+
 static void keeper_main(int sock) __attribute__((noreturn));
 
 static void keeper_main(int sock)
@@ -138,8 +184,11 @@ static void keeper_main(int sock)
 		}
 		if (!s.orphan && np < cap)
 			p[np++] = (struct pollfd){ .fd = s.sock, .events = POLLIN };
+		/* A pidfd says when the process exits; orphaned, a uffd without one may tell its pid. */
 		for (size_t i = 0; i < s.n && np < cap; i++)
-			p[np++] = (struct pollfd){ .fd = s.e[i].pidfd, .events = POLLIN };
+			p[np++] = (struct pollfd){
+				.fd = s.e[i].pidfd >= 0 ? s.e[i].pidfd : s.orphan ? s.e[i].uffd : -1,
+				.events = POLLIN };
 		if (poll(p, np, -1) < 0) {
 			if (errno != EINTR)
 				sleep(1);
@@ -148,21 +197,31 @@ static void keeper_main(int sock)
 		k = 0;
 		if (!s.orphan && (p[k++].revents & (POLLIN | POLLHUP | POLLERR)) &&
 		    !keeper_recv(&s)) {
+			int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
 			s.orphan = true;
 			close(s.sock);
 			if (s.n)
 				log_warnx("keeper: the daemon is gone; holding %zu userfaultfds so "
 					  "that their processes wait for their missing pages rather "
 					  "than read zeros", s.n);
+			/* From now on nobody reads our output: hold no one's pipe open. */
+			if (null >= 0) {
+				dup2(null, 2);
+				close(null);
+			}
 			continue;	/* the entries may have moved: poll again */
 		}
 		/* The processes that exited (entries after K, in order, unless moved). */
 		for (size_t i = s.n; i-- > 0;) {
 			size_t slot = k + i;
 
-			if (slot < np && p[slot].fd == s.e[i].pidfd && s.e[i].pidfd >= 0 &&
-			    (p[slot].revents & POLLIN))
+			if (slot >= np || !(p[slot].revents & (POLLIN | POLLHUP)))
+				continue;
+			if (s.e[i].pidfd >= 0 && p[slot].fd == s.e[i].pidfd)
 				kentry_close(&s, i);
+			else if (s.e[i].pidfd < 0 && p[slot].fd == s.e[i].uffd)
+				keeper_learn(&s, i);
 		}
 	}
 }
@@ -184,8 +243,10 @@ int keeper_start(struct keeper *k)
 		return -e;
 	}
 	if (pid == 0) {
-		/* Only its socket and stdio: nothing of the daemon's. */
-		if (dup2(sv[1], 3) < 0)
+		/* Only its socket and stderr: nothing of the daemon's, no one's pipes. */
+		int null = open("/dev/null", O_RDWR);
+
+		if (dup2(sv[1], 3) < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0)
 			_exit(1);
 		close_range(4, ~0u, 0);
 		signal(SIGTERM, SIG_IGN);

@@ -35,9 +35,9 @@
  * and answers "read ok" or "read WHAT"; 'F' forks, moves, drops and unmaps
  * parts of the anon region (see fork_and_move) and answers "F ok" or "F WHAT";
  * 'W' checks the --wipeonfork area from a forked child (empty) and itself;
- * 'X' ends the --exiter thread and joins it; 'K' forks a child that waits,
- * answers "K PID"; 'k' lets it check every byte and exit (0: right, 1: not),
- * unreaped; 'q' exits 0. --idle-uffd makes
+ * 'X' ends the --exiter thread and joins it; 'K' forks a child that after a
+ * second checks every byte and exits (0: right, 1: not), unreaped, and
+ * answers "K PID"; 'q' exits 0. --idle-uffd makes
  * a userfaultfd with nothing registered, --guard a region with guard pages,
  * --clone-vm a process sharing our memory, --uring an io_uring instance.
  */
@@ -61,6 +61,7 @@
 #include <sys/rseq.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE	4096ul
@@ -388,22 +389,19 @@ static void start_clone_vm(void)
 }
 
 /*
- * 'K': fork a child that waits for 'k', then checks every byte of the fixed
- * regions and exits 0 (all right) or 1. The parent does not reap it, so a
- * test can tell a child still waiting from one that exited.
+ * 'K': fork a child that sleeps a second, then checks every byte of the
+ * fixed regions and exits 0 (all right) or 1. The parent does not reap it,
+ * so a test can tell a child still waiting from one that exited. (The
+ * parent needs nothing more: a test may take its manager away meanwhile.)
  */
-static int waiter_pipe[2];
-
 static pid_t fork_waiter(const struct wl *w)
 {
-	pid_t pid;
-	char b;
+	pid_t pid = fork();
 
-	if (!waiter_pipe[1] && pipe(waiter_pipe) < 0)
-		return -1;
-	pid = fork();
 	if (pid == 0) {
-		while (read(waiter_pipe[0], &b, 1) < 0 && errno == EINTR)
+		struct timespec ts = { 1, 0 };
+
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
 		_exit(verify(w) ? 1 : 0);
 	}
@@ -698,8 +696,6 @@ int main(int argc, char **argv)
 			say("X %s\n", bad ? bad : "ok");
 		} else if (c == 'K') {
 			say("K %d\n", (int)fork_waiter(&w));
-		} else if (c == 'k') {
-			say("k %s\n", write(waiter_pipe[1], "g", 1) == 1 ? "ok" : "write failed");
 		}
 	}
 }
