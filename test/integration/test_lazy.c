@@ -721,7 +721,24 @@ LAZY_TEST(manager_dies_forked_child_waits_on_its_keeper)
 	keeper = (pid_t)atoi(p + 11);
 	cr_assert_gt(keeper, 0);
 
-	/* The child starts reading a second after the fork: the manager is gone by then. */
+	/*
+	 * Once the daemon serves the child (it got the fork event and gave the
+	 * keeper its uffd: a daemon killed in between, a window of
+	 * microseconds, cannot), kill it. The child starts reading a second
+	 * after the fork: the daemon is gone by then.
+	 */
+	for (int i = 0;; i++) {
+		struct ts_status s;
+		int nt;
+
+		cr_assert_lt(i, 500, "the daemon never listed the forked child");
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		nt = s.n;
+		ts_status_free(&s);
+		if (nt == 2)
+			break;
+		usleep(2000);
+	}
 	kill(dmn.pid, SIGKILL);
 	cr_assert_neq(ts_daemon_wait(&dmn, 5000), -1);
 	dmn_up = false;
