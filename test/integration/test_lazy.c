@@ -322,7 +322,7 @@ LAZY_TEST(fork_mremap_madvise_munmap)
 	ts_status_free(&s);
 	/* SIGTERM: the daemon fills what is left and exits 0. */
 	cr_assert_eq(ts_daemon_stop(&dmn, 20000), 0);
-	dmn_up = false;
+	dmn.pid = 0;	/* stopped: teardown only removes its directory */
 }
 
 /* One target exits while being filled; another, served by the same daemon, is whole. */
@@ -375,6 +375,7 @@ LAZY_TEST(manager_dies_target_waits)
 	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
 	kill(dmn.pid, SIGKILL);
 	cr_assert_neq(ts_daemon_wait(&dmn, 5000), -1);
+	dmn.pid = 0;	/* gone: teardown only removes its directory */
 	cr_assert_eq(write(wa.in, "v", 1), 1);
 	p.fd = wa.out;
 	p.events = POLLIN;
@@ -383,8 +384,6 @@ LAZY_TEST(manager_dies_target_waits)
 		cr_assert_fail("the target answered '%s' with its manager dead", line);
 	}
 	cr_assert_str_eq(fd_kind(wa.pid, st.kept_fd), "anon_inode:[userfaultfd]");
-	dmn_up = false;
-	rmdir(dmn.dir);	/* best effort: the log stays for a look */
 }
 
 /* Refusals leave the target running, untouched, with all of its memory. */
@@ -741,7 +740,7 @@ LAZY_TEST(manager_dies_forked_child_waits_on_its_keeper)
 	}
 	kill(dmn.pid, SIGKILL);
 	cr_assert_neq(ts_daemon_wait(&dmn, 5000), -1);
-	dmn_up = false;
+	dmn.pid = 0;	/* gone: teardown only removes its directory */
 	usleep(1800000);
 	cr_assert(proc_state(child) != 'Z' && proc_state(child) != 0,
 		  "the forked child ran to its end with the manager dead: it read zeros");
@@ -754,5 +753,4 @@ LAZY_TEST(manager_dies_forked_child_waits_on_its_keeper)
 		usleep(10000);
 	cr_assert(proc_state(keeper) == 0 || proc_state(keeper) == 'Z',
 		  "the keeper outlived the processes it held");
-	rmdir(dmn.dir);
 }
