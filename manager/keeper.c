@@ -288,12 +288,13 @@ static void keeper_send(struct keeper *k, uint32_t op, uint64_t id, int fd)
 		c->cmsg_len = CMSG_LEN(sizeof(int));
 		memcpy(CMSG_DATA(c), &fd, sizeof(int));
 	}
+	/* Never wait for it: a stopped keeper must not stall everyone we serve. */
 	do {
-		n = sendmsg(k->sock, &mh, MSG_NOSIGNAL);
+		n = sendmsg(k->sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 	} while (n < 0 && errno == EINTR);
 	if (n < 0) {
-		log_warn("keeper (pid %d) is gone; processes now depend on this daemon alone",
-			 (int)k->pid);
+		log_warn("keeper (pid %d) is %s; processes now depend on this daemon alone",
+			 (int)k->pid, errno == EAGAIN ? "not keeping up" : "gone");
 		close(k->sock);
 		k->running = false;
 	}

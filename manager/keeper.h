@@ -9,7 +9,8 @@
  * The daemon tells it when a process is fully served (or killed): the copy
  * is closed. It closes a copy by itself when the process exits (a pidfd,
  * once the daemon knows the pid). With the daemon gone, it keeps the rest
- * until their processes exit, then exits itself.
+ * until their processes exit, then exits itself. The daemon never waits for
+ * it: a keeper that stops reading is let go (it keeps what it holds).
  */
 #ifndef UFFD_KEEPER_H
 #define UFFD_KEEPER_H
