@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -753,4 +755,29 @@ LAZY_TEST(manager_dies_forked_child_waits_on_its_keeper)
 		usleep(10000);
 	cr_assert(proc_state(keeper) == 0 || proc_state(keeper) == 'Z',
 		  "the keeper outlived the processes it held");
+}
+
+/* A target left with too few free fds is refused, untouched. */
+LAZY_TEST(refuses_target_short_of_fds)
+{
+	const char *wargs[] = { "--anon", "4", NULL };
+	struct lazy_stats st;
+	struct rlimit rl;
+	char path[64];
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)wa.pid);
+	d = opendir(path);
+	cr_assert_not_null(d);
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	rl.rlim_cur = rl.rlim_max = (rlim_t)n + 3;
+	cr_assert_eq(prlimit(wa.pid, RLIMIT_NOFILE, &rl, NULL), 0, "prlimit: %s", strerror(errno));
+	cr_assert_lt(hand_over(&wa, "img", dmn.sock, &st), 0, "taken with 3 free fds");
+	assert_untouched(&wa);
 }
