@@ -401,6 +401,8 @@ static void handle_status(struct client *c)
 	tot.uptime_ms = (now_ns() - d->start_ns) / 1000000;
 	tot.has_exited = true;
 	tot.exited = d->tot.exited;
+	tot.has_watched = true;
+	tot.watched = d->nr_released;
 	r.totals = &tot;
 	if (queue_reply(c, &r.base, &cap) < 0) {
 		client_close(c);

@@ -15,6 +15,7 @@ struct client;
 struct procconn;
 struct criu;
 struct remote;
+struct released;
 
 struct daemon_opts {
 	const char *socket_path;
@@ -56,6 +57,9 @@ struct daemon {
 	unsigned nr_targets;
 	uint64_t next_target_id;
 	unsigned nr_parked;		/* processes with faults parked on EAGAIN */
+	struct released *released;	/* fully served, read until they exit (released.h) */
+	unsigned nr_released;
+	struct timer settle;		/* exit waits for the last release to settle */
 	struct client *clients;
 	unsigned nr_clients;
 	struct procconn *pc;

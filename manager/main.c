@@ -22,6 +22,7 @@
 #include "log.h"
 #include "pagesrv.h"
 #include "procconn.h"
+#include "released.h"
 #include "remote.h"
 #include "status.h"
 #include "target.h"
@@ -306,6 +307,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	if (ret < 0)
 		log_warnx("event loop: %s", strerror(-ret));
 	keeper_close(&d->keeper);
+	released_close_all(d);
 	while (d->clients)
 		client_close(d->clients);
 	procconn_close(d->pc);

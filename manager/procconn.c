@@ -41,8 +41,7 @@ static void on_exit_(struct daemon *d, pid_t pid)
 	for (t = d->targets; t; t = next) {
 		next = t->next;
 		if (t->pid == pid && t->pidfd < 0 && !t->dead) {
-			d->tot.exited++;
-			target_destroy(t, "exited");
+			target_exited(t);
 		}
 	}
 }

@@ -122,16 +122,17 @@ int status_query(const char *socket_path, int json, FILE *out)
 					"],\"totals\":{\"processes\":%u,\"clients\":%u,\"served\":%" PRIu64
 					",\"exited\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"pages_present\":%" PRIu64
 					",\"pages_zero\":%" PRIu64 ",\"faults\":%" PRIu64
-					",\"mapped_bytes\":%" PRIu64 ",\"uptime_ms\":%" PRIu64 "}}\n",
+					",\"mapped_bytes\":%" PRIu64 ",\"uptime_ms\":%" PRIu64
+					",\"watched\":%u}}\n",
 					t->targets, t->clients, t->served, t->exited, t->refused,
 					t->pages_copied, t->pages_zeroed, t->faults, t->mapped_bytes,
-					t->uptime_ms);
+					t->uptime_ms, t->watched);
 			else
 				fprintf(out,
-					"total: %u processes, %u clients; %" PRIu64 " served, %" PRIu64
+					"total: %u processes, %u clients; %" PRIu64 " served (%u still running, watched), %" PRIu64
 					" exited early, %" PRIu64 " refused; %" PRIu64 " pages copied, %" PRIu64 " zeroed, %" PRIu64
 					" faults; %" PRIu64 " MiB of images mapped; up %" PRIu64 " s\n",
-					t->targets, t->clients, t->served, t->exited, t->refused,
+					t->targets, t->clients, t->served, t->watched, t->exited, t->refused,
 					t->pages_copied, t->pages_zeroed, t->faults, t->mapped_bytes >> 20,
 					t->uptime_ms / 1000);
 			done = 1;

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "procinfo.h"
+#include "released.h"
 #include "remote.h"
 #include "target.h"
 #include "uffd.h"
@@ -373,7 +374,27 @@ static void target_release(struct target *t)
 	keeper_drop(&t->d->keeper, t->id);	/* nothing left to wait for */
 	log_info("%s fully served: %" PRIu64 " pages copied, %" PRIu64 " zeroed, %" PRIu64
 		 " faults", t->pfx, t->st.pages_copied, t->st.pages_zeroed, t->st.faults);
+	if (!t->parent_id && t->pidfd >= 0) {
+		/* It may hold a copy of its uffd: read it until it exits (released.h). */
+		int uffd = t->uffd, pidfd = t->pidfd, ret;
+
+		loop_del(&t->d->loop, &t->uffd_ev);
+		loop_del(&t->d->loop, &t->pid_ev);
+		t->uffd = -1;
+		t->pidfd = -1;
+		ret = released_keep(t->d, uffd, pidfd, t->pid);
+		if (ret < 0)
+			log_warnx("%s cannot go on reading its uffd (%s): a munmap, mremap, madvise or fork it began as it was released may wait for ever",
+				  t->pfx, strerror(-ret));
+	}
 	target_destroy(t, NULL);
+}
+
+void target_exited(struct target *t)
+{
+	t->d->tot.exited++;
+	keeper_drop(&t->d->keeper, t->id);	/* its memory is gone: nothing to wait for */
+	target_destroy(t, "exited");
 }
 
 void target_kill(struct target *t, const char *why)
@@ -643,8 +664,7 @@ static bool place_held(struct target *t, struct rheld *h)
 				vmap_clear(&t->map, a, a + PG);
 				adv = PG;
 			} else if (c == UC_GONE) {
-				t->d->tot.exited++;
-				target_destroy(t, "exited");
+				target_exited(t);
 				return true;
 			} else {
 				return true;	/* UC_BUG: target_fail took it down */
@@ -757,8 +777,7 @@ static void serve_faults(struct target *t)
 			continue;
 		}
 		if (c == UC_GONE) {
-			t->d->tot.exited++;
-			target_destroy(t, "exited");
+			target_exited(t);
 			return;
 		}
 		if (c == UC_STALE)
@@ -845,8 +864,7 @@ static bool fill_one(struct target *t)
 	t->fill_cursor = a + n;
 	switch (c) {
 	case UC_GONE:
-		t->d->tot.exited++;
-		target_destroy(t, "exited");
+		target_exited(t);
 		return false;
 	case UC_STALE:
 		/* serve_range stopped at a page the kernel refuses (place() split the rest). */
@@ -1115,8 +1133,7 @@ static void target_on_pidfd(struct ev *ev, uint32_t events)
 	struct target *t = container_of(ev, struct target, pid_ev);
 
 	(void)events;
-	t->d->tot.exited++;
-	target_destroy(t, "exited");
+	target_exited(t);
 }
 
 struct target *target_by_id(struct daemon *d, uint64_t id)

@@ -113,6 +113,9 @@ void target_retry_parked(struct daemon *d);
 /* Tear down: the process exited or the daemon is going away. */
 void target_destroy(struct target *t, const char *why);
 
+/* The process has exited (pidfd, proc connector, ESRCH): count it and tear it down. */
+void target_exited(struct target *t);
+
 /* Kill the process (it cannot be served correctly any more) and tear it down. */
 void target_kill(struct target *t, const char *why);
 
