@@ -55,7 +55,7 @@ MAN8	:= $(wildcard man/*.8)
 MAN5	:= $(wildcard man/*.5)
 
 .PHONY: all deps check test demo install uninstall asan clean help
-.PHONY: bench
+.PHONY: bench stress
 .DELETE_ON_ERROR:
 .SECONDARY: $(PB_C) $(PB_H)
 
@@ -68,6 +68,8 @@ help:
 	@echo "make demo       deps, build, then show the tools on real data"
 	@echo "make bench      deps, build, then the benchmarks; figures into BENCHMARKS.md"
 	@echo "                (BENCH_QUICK=1: a shorter run)"
+	@echo "make stress     the release-race tests at 600 processes each (3000 in all;"
+	@echo "                STRESS_N=N per test)"
 	@echo "make asan       build and test with AddressSanitizer and UBSan"
 	@echo "make install    install binaries and man pages (PREFIX, DESTDIR)"
 	@echo "make clean      remove $(BUILD)/ and build-asan/"
@@ -132,6 +134,14 @@ check: deps
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH) $(BUILD)/test/helpers/rworkload
 	UFFD_TEST_BUILD=$(abspath $(BUILD)) $(BENCH) --md $(CURDIR)/BENCHMARKS.md
+
+# The release-race tests (test/integration/test_release.c) at full size.
+STRESS_N ?= 600
+
+stress: deps
+	@$(MAKE) --no-print-directory $(BINS) $(BUILD)/test/integration-tests
+	UFFD_RELEASE_N=$(STRESS_N) UFFD_TEST_BUILD=$(abspath $(BUILD)) \
+		$(BUILD)/test/integration-tests --filter 'release/*' -j1
 
 demo: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/test/helpers/demo-serve $(BUILD)/test/helpers/workload $(BUILD)/test/helpers/rworkload

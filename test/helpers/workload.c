@@ -34,6 +34,9 @@
  * says "reading", reads 64 bytes from stdin into page 1 of the anon region
  * and answers "read ok" or "read WHAT"; 'F' forks, moves, drops and unmaps
  * parts of the anon region (see fork_and_move) and answers "F ok" or "F WHAT";
+ * 'C' moves the anon region's last 16 pages away and back and forks, over and
+ * over, until the manager has released the region (see churn), and answers
+ * "C ok ROUNDS" or "C WHAT";
  * 'W' checks the --wipeonfork area from a forked child (empty) and itself;
  * 'X' ends the --exiter thread and joins it; 'K' forks a child that after a
  * second checks every byte and exits (0: right, 1: not), unreaped, and
@@ -526,6 +529,73 @@ static const char *fork_and_move(struct wl *w)
 	return NULL;
 }
 
+/* Is the area holding P registered with a userfaultfd ("um" in smaps)? -1 if not found. */
+static int uffd_registered(const void *p)
+{
+	uintptr_t at = (uintptr_t)p;
+	char line[512];
+	bool in = false;
+	int ret = -1;
+	FILE *f = fopen("/proc/self/smaps", "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long a, b;
+
+		if (sscanf(line, "%llx-%llx ", &a, &b) == 2)
+			in = a <= at && at < b;
+		else if (in && !strncmp(line, "VmFlags:", 8)) {
+			ret = strstr(line, " um") != NULL;
+			break;
+		}
+	}
+	fclose(f);
+	return ret;
+}
+
+/*
+ * 'C': churn while the manager fills the last pages: move the last 16 pages
+ * of the anon region away and back (mremap) and fork a child that exits at
+ * once, round after round, until the region is seen unregistered (released)
+ * and 300 rounds more; the data must be where it was ('v' checks it).
+ */
+static const char *churn(struct wl *w, unsigned *rounds)
+{
+	size_t len = 16 * PAGE;
+	uint8_t *src = w->anon.p + w->anon.len - len;
+	unsigned after = 0;
+	time_t end = time(NULL) + 20;
+
+	if (w->anon.len < len)
+		return "the anon region is too small";
+	for (*rounds = 0; after < 300; ++*rounds) {
+		uint8_t *tmp = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		pid_t pid;
+		int st;
+
+		if (tmp == MAP_FAILED)
+			return "mmap failed";
+		if (mremap(src, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, tmp) != tmp ||
+		    mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, src) != src)
+			return "mremap failed";
+		pid = fork();
+		if (pid < 0)
+			return "fork failed";
+		if (pid == 0)
+			_exit(0);
+		if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st))
+			return "the forked child did not exit 0";
+		if (after)
+			after++;
+		else if (*rounds % 16 == 0 && uffd_registered(w->anon.p) == 0)
+			after = 1;
+		if (time(NULL) > end)
+			return "never released in 20 s";
+	}
+	return NULL;
+}
+
 static void say(const char *fmt, ...)
 {
 	char line[1024];
@@ -688,6 +758,14 @@ int main(int argc, char **argv)
 		} else if (c == 'F') {
 			bad = w.moved ? "moved already" : fork_and_move(&w);
 			say("F %s\n", bad ? bad : "ok");
+		} else if (c == 'C') {
+			unsigned rounds = 0;
+
+			bad = w.moved ? "moved already" : churn(&w, &rounds);
+			if (bad)
+				say("C %s\n", bad);
+			else
+				say("C ok %u\n", rounds);
 		} else if (c == 'W') {
 			bad = check_wipeonfork(&w);
 			say("W %s\n", bad ? bad : "ok");

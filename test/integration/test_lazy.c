@@ -108,6 +108,24 @@ static const char *fd_kind(pid_t pid, int fd)
 	return buf;
 }
 
+/* Where the main thread of PID sleeps in the kernel. */
+static const char *wchan_of(pid_t pid)
+{
+	static char buf[128];
+	char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/wchan", (int)pid);
+	f = fopen(path, "re");
+	buf[0] = 0;
+	if (f) {
+		if (!fgets(buf, sizeof(buf), f))
+			buf[0] = 0;
+		fclose(f);
+	}
+	return buf;
+}
+
 /* Does any area of PID carry a userfaultfd registration ("um" in VmFlags)? */
 static bool has_uffd_areas(pid_t pid)
 {
@@ -325,6 +343,36 @@ LAZY_TEST(fork_mremap_madvise_munmap)
 	/* SIGTERM: the daemon fills what is left and exits 0. */
 	cr_assert_eq(ts_daemon_stop(&dmn, 20000), 0);
 	dmn.pid = 0;	/* stopped: teardown only removes its directory */
+}
+
+/*
+ * Targets (which keep a copy of their uffd) move part of their memory away
+ * and back and fork while the daemon fills their last pages and releases
+ * them: none may be left waiting on an event nobody reads, and each keeps
+ * every byte. UFFD_RELEASE_N sets how many (default 8).
+ */
+LAZY_TEST(churn_through_release)
+{
+	const char *wargs[] = { "--anon", "64", NULL };
+	const char *n_env = getenv("UFFD_RELEASE_N");
+	int n = n_env && atoi(n_env) > 0 ? atoi(n_env) : 8;
+	char dir[32];
+
+	daemon_up(NULL);
+	for (int i = 0; i < n; i++) {
+		struct lazy_stats st;
+		const char *line;
+
+		start(&wa, wargs);
+		snprintf(dir, sizeof(dir), "img%d", i);
+		cr_assert_eq(hand_over(&wa, dir, dmn.sock, &st), 0);
+		line = tw_ask(&wa, "C", 30000);
+		cr_assert_not_null(line, "target %d of %d (pid %d) hung: it sits in %s", i + 1, n,
+				   wa.pid, wchan_of(wa.pid));
+		cr_assert(!strncmp(line, "C ok", 4), "target %d: %s", i + 1, line);
+		cr_assert_str_eq(ask(&wa, "v"), "ok");
+		tw_stop(&wa);
+	}
 }
 
 /* One target exits while being filled; another, served by the same daemon, is whole. */

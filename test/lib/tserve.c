@@ -321,6 +321,23 @@ bool ts_log_has(const struct ts_daemon *d, const char *s)
 	return strstr(buf, s) != NULL;
 }
 
+pid_t ts_keeper_pid(const struct ts_daemon *d)
+{
+	char buf[1 << 14], *p;
+	int fd = open(d->log, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n < 0)
+		return 0;
+	buf[n] = 0;
+	p = strstr(buf, "keeper pid ");
+	return p ? (pid_t)atoi(p + 11) : 0;
+}
+
 int ts_status_get(const struct ts_daemon *d, struct ts_status *s)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
@@ -476,8 +493,9 @@ static int child_handover(struct ts_child *c)
 	h.pidfd = pidfd;
 	h.dirfd = dirfd;
 	ret = handover_send(&h, &lazy, reason, sizeof(reason));
-	/* The manager's copy of the uffd is now the only one. */
-	close(uffd);
+	/* Unless told to keep one, the manager's copy of the uffd is now the only one. */
+	if (!c->keep_uffd || ret < 0)
+		close(uffd);
 	close(pidfd);
 	close(dirfd);
 	if (ret < 0)

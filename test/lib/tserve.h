@@ -56,6 +56,9 @@ bool ts_daemon_finish(struct ts_daemon *d, int timeout_ms);
 /* Does the daemon's log contain S? */
 bool ts_log_has(const struct ts_daemon *d, const char *s);
 
+/* The pid of the daemon's keeper, from its log; 0 if it has none. */
+pid_t ts_keeper_pid(const struct ts_daemon *d);
+
 /* Status as the daemon reports it. */
 struct ts_status {
 	StatusTarget *t[4096];
@@ -86,6 +89,7 @@ struct ts_child {
 	uint32_t image_id;
 	uint64_t features;	/* 0 = the four events + THREAD_ID */
 	uint32_t flags;		/* HELLO flags */
+	bool keep_uffd;		/* keep a copy of the uffd, as uffd-inject lazy's target does */
 	void *arg;
 	int go[2];		/* parent -> child: proceed */
 	int ready[2];		/* child -> parent: handed over */
