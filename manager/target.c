@@ -303,6 +303,9 @@ void target_destroy(struct target *t, const char *why)
 	if (t->dead)
 		return;
 	t->dead = true;
+	if (t->stale_dropped > 1)
+		log_warnx("%s %" PRIu64 " pages were dropped from the model in all: no longer registered, with no event saying why",
+			  t->pfx, t->stale_dropped);
 	if (why)
 		log_info("%s %s; %" PRIu64 " pages copied, %" PRIu64 " zeroed, %" PRIu64
 			 " not served", t->pfx, why, t->st.pages_copied, t->st.pages_zeroed,
@@ -606,6 +609,21 @@ static bool stale_for_good(struct target *t)
 	return now - t->stale_since >= STALE_NS;
 }
 
+/*
+ * Forget the page at A: it is no longer registered and no event says why
+ * (stale_for_good). One line for the first; a client that unregistered a
+ * whole area would otherwise log one per page. The total is logged when
+ * the process leaves.
+ */
+static void drop_stale(struct target *t, uint64_t a)
+{
+	if (!t->stale_dropped++)
+		log_warnx("%s 0x%" PRIx64 " is no longer registered and no event says why; "
+			  "dropping that page from the model (more such pages are counted, not logged)",
+			  t->pfx, a);
+	vmap_clear(&t->map, a, a + PG);
+}
+
 /* Keep the daemon's count of processes with parked faults. */
 static void set_parked(struct target *t, bool parked)
 {
@@ -659,9 +677,7 @@ static bool place_held(struct target *t, struct rheld *h)
 				h->len = end - a;
 				return false;
 			} else if (c == UC_STALE) {
-				log_warnx("%s 0x%" PRIx64 " is no longer registered and no event "
-					  "says why; dropping that page from the model", t->pfx, a);
-				vmap_clear(&t->map, a, a + PG);
+				drop_stale(t, a);
 				adv = PG;
 			} else if (c == UC_GONE) {
 				target_exited(t);
@@ -870,9 +886,7 @@ static bool fill_one(struct target *t)
 		/* serve_range stopped at a page the kernel refuses (place() split the rest). */
 		if (!vmap_next_missing(&t->map, a, &a) || !stale_for_good(t))
 			break;
-		log_warnx("%s 0x%" PRIx64 " is no longer registered and no event says why; "
-			  "dropping that page from the model", t->pfx, a);
-		vmap_clear(&t->map, a, a + PG);
+		drop_stale(t, a);
 		break;
 	default:
 		break;

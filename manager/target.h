@@ -75,6 +75,7 @@ struct target {
 	uint64_t ev_seq;	/* events applied to the model so far */
 	uint64_t stale_since;	/* ns of the first ENOENT no event explains yet, or 0 */
 	uint64_t stale_seq;	/* ev_seq at that time */
+	uint64_t stale_dropped;	/* pages dropped as stale for good (logged once, then counted) */
 	bool dead;
 	bool parked;		/* has faults waiting for a drain (counted in daemon.nr_parked) */
 	bool live;		/* announced: its end is reported to d->target_ended */

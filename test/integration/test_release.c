@@ -18,6 +18,9 @@
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -69,13 +72,19 @@ static uint64_t ms_now(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Is the area at START still registered with a uffd (VmFlags "um" in smaps)? */
-static int registered(uint64_t start)
+/* Is the area of PID (0: ourselves) at START registered with a uffd (VmFlags "um" in smaps)? */
+static int registered_in(pid_t pid, uint64_t start)
 {
-	char line[512];
+	char line[512], path[64];
 	bool in = false;
 	int ret = -1;
-	FILE *f = fopen("/proc/self/smaps", "re");
+	FILE *f;
+
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/smaps");
+	f = fopen(path, "re");
 
 	if (!f)
 		return -1;
@@ -147,7 +156,7 @@ static int sc_churn(struct ts_child *c)
 	while (after < 300) {
 		if (churn_once(mode))
 			return 1;
-		if (++rounds % 16 == 0 && !after && registered(a->start) == 0)
+		if (++rounds % 16 == 0 && !after && registered_in(0, a->start) == 0)
 			after = 1;
 		else if (after)
 			after++;
@@ -315,4 +324,66 @@ Test(release, everything_without_keeper, .timeout = 240, .fini = teardown)
 
 	/* Not CH_SHRINK: the daemon may split the shrunk-and-grown area, which mremap of the whole then refuses. */
 	run(CH_REMAP | CH_REMOVE | CH_FORK, args);
+}
+
+/* Unregister every area with our own copy of the uffd (no event says so), then wait. */
+static int sc_unregister(struct ts_child *c)
+{
+	for (int i = 0; i < c->n; i++) {
+		struct uffdio_range r = { .start = c->areas[i].start, .len = c->areas[i].len };
+
+		if (ioctl(c->uffd, UFFDIO_UNREGISTER, &r) < 0)
+			return ts_fail("UFFDIO_UNREGISTER: %s", strerror(errno));
+	}
+	ts_wait_go(c);
+	return 0;
+}
+
+/* How many lines of the daemon's log hold S. */
+static int log_count(const char *s)
+{
+	char line[1024];
+	int n = 0;
+	FILE *f = fopen(dmn.log, "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, s) != NULL;
+	fclose(f);
+	return n;
+}
+
+/*
+ * A client that took its areas back (unregistered them itself, as one that
+ * gave up on the hand-over does) makes every page ENOENT with no event: the
+ * daemon drops them from the model with one warning and a total, not a
+ * line per page (3,361 lines for 16 MiB before).
+ */
+Test(release, client_unregistered_its_areas_one_warning, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c = { .d = &dmn, .areas = areas, .n = 3, .seed = SEED, .imgdir = NULL,
+			      .keep_uffd = true };
+	pid_t pid;
+	int st;
+
+	ts_daemon_start(&dmn, args);
+	snprintf(imgdir, sizeof(imgdir), "%s/img", dmn.dir);
+	ts_write_images(imgdir, TS_IMAGE_ID, areas, 3, SEED);
+	c.imgdir = imgdir;
+	pid = ts_child_start(&c, sc_unregister);
+	cr_assert_gt(pid, 0);
+	for (int i = 0; i < 500 && registered_in(pid, areas[2].start) != 0; i++)
+		usleep(10000);
+	cr_assert_eq(registered_in(pid, areas[2].start), 0, "the child did not unregister");
+	/* SIGTERM turns the fill on: every page it tries is ENOENT. */
+	st = ts_daemon_stop(&dmn, 20000);
+	dmn.pid = 0;
+	cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "wait status %d", st);
+	ts_say_go(&c);
+	cr_expect_eq(ts_child_wait(pid, 10000), 0);
+	cr_expect_eq(log_count("is no longer registered"), 1,
+		     "%d warnings for dropped pages; one was expected", log_count("is no longer registered"));
+	cr_expect_eq(log_count("pages were dropped from the model in all"), 1);
 }

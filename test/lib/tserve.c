@@ -496,6 +496,8 @@ static int child_handover(struct ts_child *c)
 	/* Unless told to keep one, the manager's copy of the uffd is now the only one. */
 	if (!c->keep_uffd || ret < 0)
 		close(uffd);
+	else
+		c->uffd = uffd;
 	close(pidfd);
 	close(dirfd);
 	if (ret < 0)

@@ -90,6 +90,7 @@ struct ts_child {
 	uint64_t features;	/* 0 = the four events + THREAD_ID */
 	uint32_t flags;		/* HELLO flags */
 	bool keep_uffd;		/* keep a copy of the uffd, as uffd-inject lazy's target does */
+	int uffd;		/* in the child, with keep_uffd: that copy */
 	void *arg;
 	int go[2];		/* parent -> child: proceed */
 	int ready[2];		/* child -> parent: handed over */
