@@ -17,12 +17,14 @@
 #include "client.h"
 #include "criu.h"
 #include "daemon.h"
+#include "fill.h"
 #include "handover.h"
 #include "listen.h"
 #include "log.h"
 #include "pagesrv.h"
 #include "procconn.h"
 #include "released.h"
+#include "serve.h"
 #include "remote.h"
 #include "status.h"
 #include "target.h"
@@ -201,17 +203,17 @@ static bool on_idle(struct loop *l)
 {
 	struct daemon *d = container_of(l, struct daemon, loop);
 
-	return target_fill_step(d);
+	return fill_step(d);
 }
 
 static void before_sleep(struct loop *l)
 {
 	struct daemon *d = container_of(l, struct daemon, loop);
 
-	target_retry_parked(d);
+	serve_retry_parked(d);
 	if (d->remote) {
 		/* Keep background requests in flight; send what the faults asked for first. */
-		target_fill_step(d);
+		fill_step(d);
 		remote_pump(d);
 	}
 }

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "pswire.h"
 #include "remote.h"
+#include "rserve.h"
 #include "target.h"
 
 #define PG		4096ull

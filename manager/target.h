@@ -105,14 +105,25 @@ int timage_check(const struct timage *img, uint32_t image_id, bool remote, uint6
 /* Learn the pid of a forked child (from the proc connector or a fault's thread id). */
 void target_set_pid(struct target *t, pid_t pid);
 
-/* Do one step of background fill on some process; false when none has work. */
-bool target_fill_step(struct daemon *d);
-
-/* Retry parked faults of every process (after a drain). */
-void target_retry_parked(struct daemon *d);
-
 /* Tear down: the process exited or the daemon is going away. */
 void target_destroy(struct target *t, const char *why);
+
+/*
+ * Every lazy page is in and no fault waits: unregister, and let go of the
+ * process (its uffd is read on until it exits: released.h). Does nothing
+ * while faults or held data remain.
+ */
+void target_release(struct target *t);
+
+/* A result we cannot serve past at ADDR (RET, -errno, from WHAT): kill the process. */
+void target_fail(struct target *t, uint64_t addr, int ret, const char *what);
+
+/*
+ * Stop serving a process we cannot serve correctly, without closing its
+ * uffd (it would read zeros): it is killed when its pid is known, else it
+ * waits on its next missing page.
+ */
+void target_abandon(struct target *t, const char *why);
 
 /* The process has exited (pidfd, proc connector, ESRCH): count it and tear it down. */
 void target_exited(struct target *t);
@@ -122,17 +133,6 @@ void target_kill(struct target *t, const char *why);
 
 /* The live target with this id, or NULL. */
 struct target *target_by_id(struct daemon *d, uint64_t id);
-
-/*
- * Remote mode: LEN bytes in BUF (owned from now on) came for image address
- * IMG, asked to be placed at ADDR. Place what is still missing there and
- * still has that image address; answer the faults waiting on it.
- */
-void target_remote_data(struct target *t, uint64_t addr, uint64_t img, uint8_t *buf,
-			uint64_t len);
-
-/* Remote mode: the page server is gone. Kill every process not fully served (WHY). */
-void target_remote_lost(struct daemon *d, const char *why);
 
 struct timage *timage_get(struct timage *img);
 void timage_put(struct daemon *d, struct timage *img);

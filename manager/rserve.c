@@ -1,0 +1,236 @@
+/* Remote mode's policy: what to ask the page server for, and placing the answers (rserve.h). */
+#include <errno.h>
+#include <inttypes.h>
+#include <linux/userfaultfd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "remote.h"
+#include "rserve.h"
+#include "serve.h"
+/*
+ * Place what is left of fetched data H where it still belongs: pages that
+ * are missing and still have the image address it was asked for (a moved or
+ * dropped page is skipped; a moved one is asked again at its new place).
+ * False if it must wait for a drain (EAGAIN); H then holds the rest.
+ */
+bool rserve_place_held(struct target *t, struct rheld *h)
+{
+	uint64_t end = h->addr + h->len;
+
+	while (h->addr < end && !t->dead) {
+		uint64_t a = h->addr, adv = PG;
+		struct vma *v = vmap_find(&t->map, a);
+
+		if (v && vma_img_addr(v, a) == h->img && vma_is_missing(v, a)) {
+			uint64_t n = vma_run(v, a, end - a, true);
+			enum uffd_class c = serve_place(t, a, n, h->buf + h->off, true, &adv);
+
+			if (serve_placed(c)) {
+				vmap_clear(&t->map, a, a + adv);
+				serve_faults_done(t, a, a + adv);
+			} else if (c == UC_RETRY) {
+				h->len = end - a;
+				return false;
+			} else if (c == UC_STALE && !serve_stale_for_good(t)) {
+				/* Maybe an event not read yet moved it: wait for the drain. */
+				h->len = end - a;
+				return false;
+			} else if (c == UC_STALE) {
+				serve_drop_stale(t, a);
+				adv = PG;
+			} else if (c == UC_GONE) {
+				target_exited(t);
+				return true;
+			} else {
+				return true;	/* UC_BUG: target_fail took it down */
+			}
+		}
+		h->addr += adv;
+		h->img += adv;
+		h->off += adv;
+	}
+	return true;
+}
+
+/* Remote mode: does fetched data held for T cover PAGE (it waits for a drain)? */
+static bool held_covers(const struct target *t, uint64_t page)
+{
+	for (const struct rheld *h = t->held; h; h = h->next)
+		if (page >= h->addr && page < h->addr + h->len)
+			return true;
+	return false;
+}
+
+/*
+ * Remote mode: answer a fault at ADDR. A page with no data to come gets a
+ * zero page; a missing one waits (*WAITING) for a request: the one already
+ * covering it, moved ahead of background requests, or a new one from the
+ * fault to the end of its window. The fill resumes from there.
+ */
+enum uffd_class rserve_fault(struct target *t, uint64_t addr, bool *waiting)
+{
+	uint64_t page = addr & ~(PG - 1), w = t->d->o.fault_window, we, ns, n;
+	struct vma *v = vmap_find(&t->map, page);
+	struct remote *r = t->d->remote;
+	struct rqueue *q = remote_queue(r);
+	struct rreq *cover;
+	enum uffd_class c;
+	int ret;
+
+	if (!v || !vma_is_missing(v, page)) {
+		c = serve_zero(t, page);
+		return c == UC_EXISTS || c == UC_PARTIAL ? UC_DONE : c;
+	}
+	*waiting = true;
+	if (held_covers(t, page))
+		return UC_DONE;	/* its data is here, placed after the next drain */
+	cover = rq_covers(q, t->id, page);
+	if (cover) {
+		remote_promote(r, cover);
+		return UC_DONE;
+	}
+	we = (page & ~(w - 1)) + w;
+	if (we > v->end || we <= page)
+		we = v->end;
+	ns = rq_next_start(q, t->id, page);
+	if (we > ns)
+		we = ns;
+	if (we - page > REMOTE_MAX_PAGES * PG)
+		we = page + REMOTE_MAX_PAGES * PG;
+	n = vma_run(v, page, we - page, true);
+	ret = remote_request(r, t->id, t->image_id, page, vma_img_addr(v, page), n / PG, true);
+	if (ret == -ENOTCONN) {
+		target_remote_lost(t->d, "killed: page server connection lost");
+		return UC_GONE;
+	}
+	if (ret < 0) {
+		*waiting = false;
+		return UC_RETRY;	/* out of memory: try again after the retry delay */
+	}
+	t->fill_cursor = page + n;
+	return UC_DONE;
+}
+
+/*
+ * Remote mode: the first missing page of T at or after its fill cursor
+ * (wrapping once) that no request covers, and how much to ask from there:
+ * up to a fill chunk, within its area, short of the next request.
+ */
+static bool next_uncovered(struct target *t, struct rqueue *q, uint64_t *addr, uint64_t *len)
+{
+	uint64_t a = t->fill_cursor, lim, ns;
+	bool wrapped = false;
+
+	for (unsigned i = 0; i < 4 * REMOTE_MAX_PAGES; i++) {
+		struct rreq *cover;
+		struct vma *v;
+
+		if (!vmap_next_missing(&t->map, a, &a)) {
+			if (wrapped)
+				return false;
+			wrapped = true;
+			a = 0;
+			continue;
+		}
+		cover = rq_covers(q, t->id, a);
+		if (cover) {
+			a = cover->addr + cover->nr * PG;
+			continue;
+		}
+		v = vmap_find(&t->map, a);
+		lim = t->d->o.fill_chunk;
+		if (lim > REMOTE_MAX_PAGES * PG)
+			lim = REMOTE_MAX_PAGES * PG;
+		ns = rq_next_start(q, t->id, a);
+		if (ns - a < lim)
+			lim = ns - a;
+		*addr = a;
+		*len = vma_run(v, a, lim, true);
+		return *len != 0;
+	}
+	return false;
+}
+
+/* Remote mode: queue background requests while there is room, one process after another. */
+bool rserve_fill(struct daemon *d)
+{
+	struct rqueue *q = remote_queue(d->remote);
+	bool any = true, faults = false;
+	struct target *f;
+
+	if (!remote_alive(d->remote))
+		return false;
+	/* While faults wait, keep little background data ahead of them on the wire. */
+	for (f = d->targets; f && !faults; f = f->next)
+		faults = f->remote && f->nr_faults != 0;
+	q->max_fly_bg = faults ? REMOTE_BG_BUSY : REMOTE_BG_IDLE;
+	while (any && rq_bg_room(q)) {
+		struct target **pp, *t;
+
+		any = false;
+		for (pp = &d->targets; (t = *pp); pp = &t->next) {
+			uint64_t a, n;
+			struct target **tail;
+
+			/* Held data first: no more background for it until that is placed. */
+			if (t->dead || !t->remote || t->held || t->parked || !t->map.nr_missing ||
+			    !next_uncovered(t, q, &a, &n))
+				continue;
+			if (remote_request(d->remote, t->id, t->image_id, a,
+					   vma_img_addr(vmap_find(&t->map, a), a), n / PG, false) < 0)
+				return false;
+			t->fill_cursor = a + n;
+			/* To the back of the line. */
+			if (t->next) {
+				*pp = t->next;
+				for (tail = pp; *tail; tail = &(*tail)->next)
+					;
+				*tail = t;
+				t->next = NULL;
+			}
+			any = true;
+			break;
+		}
+	}
+	return false;	/* nothing for the idle hook: answers call us again */
+}
+
+void target_remote_data(struct target *t, uint64_t addr, uint64_t img, uint8_t *buf,
+			uint64_t len)
+{
+	struct rheld *h = malloc(sizeof(*h)), **pp;
+
+	if (!h) {
+		/* The pages stay missing: faults and the fill ask again. */
+		log_warnx("%s out of memory holding %" PRIu64 " fetched bytes", t->pfx, len);
+		free(buf);
+		serve_faults(t);
+		return;
+	}
+	*h = (struct rheld){ .addr = addr, .img = img, .len = len, .buf = buf };
+	for (pp = &t->held; *pp; pp = &(*pp)->next)
+		;
+	*pp = h;
+	serve_faults(t);
+}
+
+void target_remote_lost(struct daemon *d, const char *why)
+{
+	struct target *t, *next;
+
+	for (t = d->targets; t; t = next) {
+		next = t->next;
+		if (t->dead || !t->remote || (!t->map.nr_missing && !t->held))
+			continue;
+		log_warnx("%s %" PRIu64 " lazy pages were not delivered; killing it so that it never reads zeros",
+			  t->pfx, t->map.nr_missing);
+		if (t->pidfd >= 0)
+			target_kill(t, why);
+		else
+			target_abandon(t, "its pid is unknown, so it cannot be killed");
+	}
+}

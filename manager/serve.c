@@ -1,0 +1,364 @@
+/* Serve one process's faults: place pages, classify, park and retry (serve.h). */
+#include <errno.h>
+#include <inttypes.h>
+#include <linux/userfaultfd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "rserve.h"
+#include "serve.h"
+
+#define RETRY_NS	(2 * 1000000ull)	/* parked faults are retried at least this often */
+#define STALE_NS	(200 * 1000000ull)	/* ENOENT with no event for this long: gone */
+
+static void retry_timer(struct timer *tm);
+/* Record the service time of a fault read at T0. */
+static void account_fault(struct target *t, uint64_t t0)
+{
+	uint64_t us = (now_ns() - t0) / 1000;
+	unsigned b = 0;
+
+	while (us > 1 && b < TARGET_HIST - 1) {
+		us >>= 1;
+		b++;
+	}
+	t->st.hist[b]++;
+}
+
+/*
+ * Place [ADDR, ADDR+LEN) with one ioctl: a copy from SRC, or zero pages when
+ * SRC is NULL. Counts the outcome and sets *ADV to how far to move on: the
+ * bytes placed, or the one page that was already there.
+ */
+enum uffd_class serve_place(struct target *t, uint64_t addr, uint64_t len, const void *src,
+			     bool wake, uint64_t *adv)
+{
+	struct uffd_result r;
+	int64_t out;
+	int ret;
+
+	for (;;) {
+		out = 0;
+		ret = src ? uffd_copy(t->uffd, addr, src, len, wake, &out) :
+			    uffd_zeropage(t->uffd, addr, len, wake, &out);
+		r = uffd_classify(ret, out, len);
+		/*
+		 * ENOENT: the range is not inside one registered VMA. The model
+		 * keeps one area across kernel splits it never hears of
+		 * (mprotect, madvise): place less, down to the first page.
+		 */
+		if (r.cls != UC_STALE || len <= PG)
+			break;
+		len = (len / 2) & ~(PG - 1);
+	}
+	*adv = 0;
+	switch (r.cls) {
+	case UC_DONE:
+	case UC_PARTIAL:
+		*adv = r.done;
+		if (src) {
+			t->st.pages_copied += r.done / PG;
+			t->d->tot.pages_copied += r.done / PG;
+		} else {
+			t->st.pages_zeroed += r.done / PG;
+			t->d->tot.pages_zeroed += r.done / PG;
+		}
+		break;
+	case UC_EXISTS:
+		/* Someone else put this page there: it is in; wake its waiters. */
+		t->st.eexist++;
+		log_debug("%s EEXIST at 0x%" PRIx64 " (%s, %" PRIu64 " bytes)", t->pfx, addr,
+			  src ? "copy" : "zero", len);
+		uffd_wake(t->uffd, addr, PG);
+		*adv = PG;
+		break;
+	case UC_RETRY:
+		t->st.eagain++;
+		break;
+	case UC_STALE:
+		t->st.enoent++;
+		break;
+	case UC_GONE:
+		break;
+	case UC_BUG:
+		target_fail(t, addr, ret, src ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE");
+		break;
+	}
+	return r.cls;
+}
+
+/* Did a placement leave the range in (fully, or past a page already there)? */
+bool serve_placed(enum uffd_class c)
+{
+	return c == UC_DONE || c == UC_PARTIAL || c == UC_EXISTS;
+}
+
+/*
+ * Copy [ADDR, ADDR+LEN) of area V (all pages missing) from the images.
+ * Returns the class that stopped it: UC_DONE when all is in.
+ */
+enum uffd_class serve_range(struct target *t, struct vma *v, uint64_t addr,
+				   uint64_t len, bool wake)
+{
+	const struct pagemap *pm = t->img->task.pm;
+
+	while (len) {
+		struct pm_run run;
+		enum uffd_class c;
+		uint64_t adv;
+
+		pagemap_resolve(pm, vma_img_addr(v, addr), len, &run);
+		c = serve_place(t, addr, run.len, run.src == PM_DATA ? run.pf->base + run.off : NULL,
+			  wake, &adv);
+		vmap_clear(&t->map, addr, addr + adv);
+		addr += adv;
+		len -= adv;
+		if (!serve_placed(c))
+			return c;
+	}
+	return UC_DONE;
+}
+
+/*
+ * Answer a page that the model has no data for: a zero page. UC_EXISTS means
+ * it was already there (placed after the fault was queued); its waiters are woken.
+ */
+enum uffd_class serve_zero(struct target *t, uint64_t page)
+{
+	uint64_t adv;
+
+	return serve_place(t, page, PG, NULL, true, &adv);
+}
+
+/*
+ * Zero the image holes among the served-or-zero pages of [ADDR, ADDR+LEN):
+ * a neighbour of a fault that would otherwise fault on its own. A page the
+ * process already has answers EEXIST and is left alone.
+ */
+static void zero_holes(struct target *t, struct vma *v, uint64_t addr, uint64_t len)
+{
+	const struct pagemap *pm = t->img->task.pm;
+
+	while (len && !t->dead) {
+		struct pm_run run;
+		uint64_t adv;
+
+		pagemap_resolve(pm, vma_img_addr(v, addr), len, &run);
+		if (run.src != PM_HOLE) {
+			adv = run.len;
+		} else if (!serve_placed(serve_place(t, addr, run.len, NULL, false, &adv))) {
+			return;	/* the fault itself is answered; the rest can wait */
+		}
+		addr += adv;
+		len -= adv;
+	}
+}
+
+/* Serve one fault with a window around it: the faulting run first, woken; the rest quietly. */
+static enum uffd_class serve_fault(struct target *t, uint64_t addr)
+{
+	uint64_t page = addr & ~(PG - 1), w = t->d->o.fault_window;
+	uint64_t ws, we, a;
+	struct vma *v = vmap_find(&t->map, page);
+	enum uffd_class c;
+
+	if (!v || !vma_is_missing(v, page)) {
+		c = serve_zero(t, page);
+		/* Already there: a fault that raced with our own window; the window is done. */
+		if (c == UC_EXISTS || c == UC_PARTIAL)
+			return UC_DONE;
+	} else {
+		c = serve_range(t, v, page, vma_run(v, page, (page | (w - 1)) + 1 - page, true), true);
+	}
+	if (c != UC_DONE || !v)
+		return c;
+	ws = page & ~(w - 1);
+	we = ws + w;
+	if (ws < v->start)
+		ws = v->start;
+	if (we > v->end || we < ws)
+		we = v->end;
+	/* Best effort for the rest of the window: the fault itself is answered. */
+	for (a = ws; a < we && !t->dead;) {
+		uint64_t n = vma_run(v, a, we - a, true);
+
+		if (n) {
+			if (serve_range(t, v, a, n, false) != UC_DONE)
+				break;
+		} else {
+			n = vma_run(v, a, we - a, false);
+			zero_holes(t, v, a, n);
+		}
+		a += n;
+	}
+	t->fill_cursor = we;
+	return t->dead ? UC_GONE : UC_DONE;
+}
+
+/*
+ * ENOENT on one page that the model says is missing: is the page gone for
+ * good? An mremap or munmap makes the kernel refuse the old place before
+ * its event can be read, so ENOENT alone proves nothing: the pages must
+ * stay missing until the events explain it. Only when ENOENT persists for
+ * STALE_NS with no event applied meanwhile (an area a forked child did not
+ * inherit, MADV_DONTFORK) is it dropped.
+ */
+bool serve_stale_for_good(struct target *t)
+{
+	uint64_t now = now_ns();
+
+	if (!t->stale_since || t->stale_seq != t->ev_seq) {
+		t->stale_since = now;
+		t->stale_seq = t->ev_seq;
+		return false;
+	}
+	return now - t->stale_since >= STALE_NS;
+}
+
+/*
+ * Forget the page at A: it is no longer registered and no event says why
+ * (stale_for_good). One line for the first; a client that unregistered a
+ * whole area would otherwise log one per page. The total is logged when
+ * the process leaves.
+ */
+void serve_drop_stale(struct target *t, uint64_t a)
+{
+	if (!t->stale_dropped++)
+		log_warnx("%s 0x%" PRIx64 " is no longer registered and no event says why; "
+			  "dropping that page from the model (more such pages are counted, not logged)",
+			  t->pfx, a);
+	vmap_clear(&t->map, a, a + PG);
+}
+
+/* Keep the daemon's count of processes with parked faults. */
+void serve_set_parked(struct target *t, bool parked)
+{
+	if (t->parked != parked)
+		t->d->nr_parked += parked ? 1 : -1;
+	t->parked = parked;
+}
+
+/* Remove the waiting faults on pages of [S, E) (placed with a wake): they are answered. */
+void serve_faults_done(struct target *t, uint64_t s, uint64_t e)
+{
+	size_t i, keep = 0;
+
+	for (i = 0; i < t->nr_faults; i++) {
+		uint64_t page = t->faults[i].addr & ~(PG - 1);
+
+		if (page >= s && page < e)
+			account_fault(t, t->faults[i].t0);
+		else
+			t->faults[keep++] = t->faults[i];
+	}
+	t->nr_faults = keep;
+}
+
+/*
+ * Place fetched data held back by EAGAIN, then serve the queued faults in
+ * order; stop at the first that must wait for a drain. In remote mode a
+ * fault whose data is on its way stays queued, not parked.
+ */
+void serve_faults(struct target *t)
+{
+	size_t i, keep = 0;
+	bool retry = false;
+
+	while (t->held && !t->dead) {
+		struct rheld *h = t->held;
+
+		if (!rserve_place_held(t, h)) {
+			retry = true;
+			break;
+		}
+		t->held = h->next;
+		free(h->buf);
+		free(h);
+	}
+	if (t->dead)
+		return;
+	for (i = 0; i < t->nr_faults; i++) {
+		struct fault f = t->faults[i];
+		bool waiting = false;
+		enum uffd_class c;
+
+		if (retry) {
+			t->faults[keep++] = f;
+			continue;
+		}
+		c = t->remote ? rserve_fault(t, f.addr, &waiting) : serve_fault(t, f.addr);
+		if (t->dead)
+			return;
+		if (waiting || c == UC_RETRY) {
+			retry = c == UC_RETRY;
+			t->faults[keep++] = f;
+			continue;
+		}
+		if (c == UC_GONE) {
+			target_exited(t);
+			return;
+		}
+		if (c == UC_STALE)
+			/* The area went away under the fault: let the thread retry (and SEGV or re-fault). */
+			uffd_wake(t->uffd, f.addr & ~(PG - 1), PG);
+		else
+			account_fault(t, f.t0);
+	}
+	t->nr_faults = keep;
+	serve_set_parked(t, retry);
+	if (retry)
+		timer_arm(&t->d->loop, &t->retry, RETRY_NS, retry_timer);
+	else if (t->map.nr_missing == 0)
+		target_release(t);
+}
+
+/* The short timer that makes sure parked faults never wait for a drain that does not come. */
+static void retry_timer(struct timer *tm)
+{
+	struct target *t = container_of(tm, struct target, retry);
+
+	if (!t->dead && (t->nr_faults || t->held))
+		serve_faults(t);
+}
+
+void serve_retry_parked(struct daemon *d)
+{
+	struct target *t, *next;
+
+	/* Called on every loop iteration: free when nothing is parked, whatever the number of processes. */
+	if (!d->nr_parked)
+		return;
+	for (t = d->targets; t; t = next) {
+		next = t->next;
+		if (t->parked)
+			serve_faults(t);
+	}
+}
+
+int serve_queue_fault(struct target *t, const struct uffd_msg *m)
+{
+	uint64_t page = m->arg.pagefault.address & ~(PG - 1);
+
+	/* Several threads on one page: one answer wakes them all. */
+	for (size_t i = 0; i < t->nr_faults; i++)
+		if ((t->faults[i].addr & ~(PG - 1)) == page)
+			return 0;
+	if (t->nr_faults == t->cap_faults) {
+		size_t cap = t->cap_faults ? t->cap_faults * 2 : 16;
+		struct fault *nf = realloc(t->faults, cap * sizeof(*nf));
+
+		if (!nf)
+			return -ENOMEM;
+		t->faults = nf;
+		t->cap_faults = cap;
+	}
+	t->faults[t->nr_faults++] = (struct fault){
+		.addr = m->arg.pagefault.address,
+		.t0 = now_ns(),
+		.tid = m->arg.pagefault.feat.ptid,
+	};
+	return 0;
+}
