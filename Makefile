@@ -68,8 +68,8 @@ help:
 	@echo "make demo       deps, build, then show the tools on real data"
 	@echo "make bench      deps, build, then the benchmarks; figures into BENCHMARKS.md"
 	@echo "                (BENCH_QUICK=1: a shorter run)"
-	@echo "make stress     the release-race tests at 600 processes each (3000 in all;"
-	@echo "                STRESS_N=N per test)"
+	@echo "make stress     the release-race tests at full size: 600 processes per"
+	@echo "                test (3000) and 300 uffd-inject lazy hand-overs (STRESS_N=N)"
 	@echo "make asan       build and test with AddressSanitizer and UBSan"
 	@echo "make install    install binaries and man pages (PREFIX, DESTDIR)"
 	@echo "make clean      remove $(BUILD)/ and build-asan/"
@@ -139,9 +139,11 @@ bench: deps
 STRESS_N ?= 600
 
 stress: deps
-	@$(MAKE) --no-print-directory $(BINS) $(BUILD)/test/integration-tests
+	@$(MAKE) --no-print-directory $(BINS) $(BUILD)/test/integration-tests $(BUILD)/test/helpers/workload
 	UFFD_RELEASE_N=$(STRESS_N) UFFD_TEST_BUILD=$(abspath $(BUILD)) \
 		$(BUILD)/test/integration-tests --filter 'release/*' -j1
+	UFFD_RELEASE_N=$$(( $(STRESS_N) / 2 )) UFFD_TEST_BUILD=$(abspath $(BUILD)) \
+		$(BUILD)/test/integration-tests --filter 'lazy/churn_through_release' -j1
 
 demo: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/test/helpers/demo-serve $(BUILD)/test/helpers/workload $(BUILD)/test/helpers/rworkload

@@ -351,7 +351,8 @@ LAZY_TEST(fork_mremap_madvise_munmap)
  * them: none may be left waiting on an event nobody reads, and each keeps
  * every byte. UFFD_RELEASE_N sets how many (default 8).
  */
-LAZY_TEST(churn_through_release)
+/* Its own timeout: make stress runs it hundreds of times. */
+Test(lazy, churn_through_release, .init = setup, .fini = teardown, .timeout = 1800)
 {
 	const char *wargs[] = { "--anon", "64", NULL };
 	const char *n_env = getenv("UFFD_RELEASE_N");
