@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <json-c/json.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,27 +13,26 @@
 #include "inventory.pb-c.h"
 #include "show.h"
 
-/* Print S as a JSON string. */
-static void json_str(FILE *out, const char *s)
+static json_object *task_json(const struct img_task *t)
 {
-	fputc('"', out);
-	for (; *s; s++) {
-		unsigned char ch = *s;
+	json_object *o = json_object_new_object();
 
-		if (ch == '"' || ch == '\\')
-			fprintf(out, "\\%c", ch);
-		else if (ch < 0x20)
-			fprintf(out, "\\u%04x", ch);
-		else
-			fputc(ch, out);
-	}
-	fputc('"', out);
+	json_object_object_add(o, "pid", json_object_new_int64(t->pid));
+	json_object_object_add(o, "vmas", json_object_new_uint64(t->mm ? t->mm->n_vmas : 0));
+	json_object_object_add(o, "entries", json_object_new_uint64(t->pm ? t->pm->n : 0));
+	json_object_object_add(o, "present_pages",
+			       json_object_new_uint64(t->pm ? t->pm->present_pages : 0));
+	json_object_object_add(o, "lazy_pages", json_object_new_uint64(t->pm ? t->pm->lazy_pages : 0));
+	json_object_object_add(o, "parent_pages",
+			       json_object_new_uint64(t->pm ? t->pm->parent_pages : 0));
+	return o;
 }
 
 int show_images(const char *path, int json, FILE *out)
 {
 	struct pages_cache cache = { 0 };
 	ProtobufCMessage *inv = NULL;
+	json_object *all = NULL, *tasks = NULL;
 	struct img_err err;
 	uint32_t *pids = NULL;
 	bool from_pstree;
@@ -61,12 +61,16 @@ int show_images(const char *path, int json, FILE *out)
 		return 1;
 	}
 
-	if (json)
-		fputs("{\"images\":", out), json_str(out, path), fputs(",\"tasks\":[", out);
-	else
+	if (json) {
+		all = json_object_new_object();
+		tasks = json_object_new_array();
+		json_object_object_add(all, "images", json_object_new_string(path));
+		json_object_object_add(all, "tasks", tasks);
+	} else {
 		fprintf(out, "%s: %zu task%s (from %s)\n%10s %6s %8s %10s %10s %10s\n", path, n,
 			n == 1 ? "" : "s", from_pstree ? "pstree.img" : "pagemap files", "PID",
 			"VMAS", "ENTRIES", "PRESENT", "LAZY", "PARENT");
+	}
 
 	for (size_t i = 0; i < n; i++) {
 		struct img_task t;
@@ -78,9 +82,11 @@ int show_images(const char *path, int json, FILE *out)
 			failed = 1;
 			fprintf(stderr, "uffd-inject: %s/%s\n", path, err.msg);
 			if (json) {
-				fprintf(out, "%s{\"pid\":%u,\"error\":", i ? "," : "", pids[i]);
-				json_str(out, err.msg);
-				fputc('}', out);
+				json_object *o = json_object_new_object();
+
+				json_object_object_add(o, "pid", json_object_new_int64(pids[i]));
+				json_object_object_add(o, "error", json_object_new_string(err.msg));
+				json_object_array_add(tasks, o);
 			}
 			continue;
 		}
@@ -90,18 +96,18 @@ int show_images(const char *path, int json, FILE *out)
 		lazy = t.pm ? t.pm->lazy_pages : 0;
 		parent = t.pm ? t.pm->parent_pages : 0;
 		if (json)
-			fprintf(out,
-				"%s{\"pid\":%u,\"vmas\":%zu,\"entries\":%zu,\"present_pages\":%" PRIu64
-				",\"lazy_pages\":%" PRIu64 ",\"parent_pages\":%" PRIu64 "}",
-				i ? "," : "", t.pid, vmas, entries, present, lazy, parent);
+			json_object_array_add(tasks, task_json(&t));
 		else
 			fprintf(out, "%10u %6zu %8zu %10" PRIu64 " %10" PRIu64 " %10" PRIu64 "%s\n",
 				t.pid, vmas, entries, present, lazy, parent,
 				t.pm ? "" : "  (no memory images: zombie)");
 		img_task_free(&t, &cache);
 	}
-	if (json)
-		fputs("]}\n", out);
+	if (json) {
+		fprintf(out, "%s\n", json_object_to_json_string_ext(
+				     all, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+		json_object_put(all);
+	}
 	free(pids);
 	close(dirfd);
 	return failed;

@@ -26,7 +26,7 @@
 #include "released.h"
 #include "serve.h"
 #include "remote.h"
-#include "status.h"
+#include "status_client.h"
 #include "target.h"
 #include "version.h"
 

@@ -6,6 +6,7 @@
  * empty, and consistency while threads write.
  */
 #include <criterion/criterion.h>
+#include <json-c/json.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -684,6 +685,32 @@ Test(dump, show_and_loader_agree, .init = setup, .fini = teardown, .timeout = 60
 		lines += mapstext[i] == '\n';
 	cr_assert_eq(im.t.mm->n_vmas, lines, "%zu VMAs, %zu lines in maps", im.t.mm->n_vmas, lines);
 	img_free(&im);
+}
+
+/*
+ * show --json names the image dir as given, whatever its characters: a
+ * path with a quote, a backslash, a newline and a tab stays valid JSON
+ * and reads back the same.
+ */
+Test(dump, show_json_escapes_the_path, .init = setup, .fini = teardown, .timeout = 60)
+{
+	char dir[256];
+	const char *show[] = { "show", "--json", dir, NULL };
+	json_object *o, *img, *tasks;
+	int rc;
+
+	snprintf(dir, sizeof(dir), "%s/we\"ird\\dir\nname\t", tmp);
+	cr_assert_eq(symlink(TEST_SRCDIR "/test/data/criu-4.2/fork3", dir), 0, "symlink: %s",
+		     strerror(errno));
+	rc = run_tool(show, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "show: exit %d: %s", rc, err);
+	o = json_tokener_parse(out);
+	cr_assert_not_null(o, "not JSON: %s", out);
+	cr_assert(json_object_object_get_ex(o, "images", &img));
+	cr_assert_str_eq(json_object_get_string(img), dir);
+	cr_assert(json_object_object_get_ex(o, "tasks", &tasks));
+	cr_assert_eq(json_object_array_length(tasks), 4);
+	json_object_put(o);
 }
 
 /* Decode DIR/FILE with CRIU's crit; returns its JSON. */

@@ -1,6 +1,7 @@
 /* The status client: one request, a stream of per-process replies, then totals. */
 #include <errno.h>
 #include <inttypes.h>
+#include <json-c/json.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,7 +10,7 @@
 #include <unistd.h>
 
 #include "manager.pb-c.h"
-#include "status.h"
+#include "status_client.h"
 #include "wire.h"
 
 #define STATUS_TIMEOUT_MS	5000
@@ -30,22 +31,60 @@ static void print_target_text(FILE *out, const StatusTarget *t)
 	fputc('\n', out);
 }
 
-static void print_target_json(FILE *out, const StatusTarget *t, int first)
+static void add_u64(json_object *o, const char *key, uint64_t v)
 {
-	fprintf(out,
-		"%s{\"pid\":%d,\"image_id\":%u,\"parent_pid\":%d,\"pages_total\":%" PRIu64
-		",\"pages_present\":%" PRIu64 ",\"pages_zero\":%" PRIu64 ",\"pages_remaining\":%" PRIu64
-		",\"faults\":%" PRIu64 ",\"events\":{\"fork\":%" PRIu64 ",\"remap\":%" PRIu64
-		",\"remove\":%" PRIu64 ",\"unmap\":%" PRIu64 "},\"eagain\":%" PRIu64
-		",\"enoent\":%" PRIu64 ",\"eexist\":%" PRIu64 ",\"model_bytes\":%" PRIu64
-		",\"fault_us_log2\":[",
-		first ? "" : ",", t->pid, t->image_id, t->has_parent_pid ? t->parent_pid : 0,
-		t->pages_total, t->pages_copied, t->pages_zeroed, t->pages_remaining, t->faults,
-		t->ev_fork, t->ev_remap, t->ev_remove, t->ev_unmap, t->eagain, t->enoent, t->eexist,
-		t->model_bytes);
+	json_object_object_add(o, key, json_object_new_uint64(v));
+}
+
+static void add_int(json_object *o, const char *key, int64_t v)
+{
+	json_object_object_add(o, key, json_object_new_int64(v));
+}
+
+static json_object *target_json(const StatusTarget *t)
+{
+	json_object *o = json_object_new_object(), *ev = json_object_new_object();
+	json_object *hist = json_object_new_array();
+
+	add_int(o, "pid", t->pid);
+	add_int(o, "image_id", t->image_id);
+	add_int(o, "parent_pid", t->has_parent_pid ? t->parent_pid : 0);
+	add_u64(o, "pages_total", t->pages_total);
+	add_u64(o, "pages_present", t->pages_copied);
+	add_u64(o, "pages_zero", t->pages_zeroed);
+	add_u64(o, "pages_remaining", t->pages_remaining);
+	add_u64(o, "faults", t->faults);
+	add_u64(ev, "fork", t->ev_fork);
+	add_u64(ev, "remap", t->ev_remap);
+	add_u64(ev, "remove", t->ev_remove);
+	add_u64(ev, "unmap", t->ev_unmap);
+	json_object_object_add(o, "events", ev);
+	add_u64(o, "eagain", t->eagain);
+	add_u64(o, "enoent", t->enoent);
+	add_u64(o, "eexist", t->eexist);
+	add_u64(o, "model_bytes", t->model_bytes);
 	for (size_t i = 0; i < t->n_fault_us_log2; i++)
-		fprintf(out, "%s%" PRIu64, i ? "," : "", t->fault_us_log2[i]);
-	fputs("]}", out);
+		json_object_array_add(hist, json_object_new_uint64(t->fault_us_log2[i]));
+	json_object_object_add(o, "fault_us_log2", hist);
+	return o;
+}
+
+static json_object *totals_json(const StatusTotals *t)
+{
+	json_object *o = json_object_new_object();
+
+	add_int(o, "processes", t->targets);
+	add_int(o, "clients", t->clients);
+	add_u64(o, "served", t->served);
+	add_u64(o, "exited", t->exited);
+	add_u64(o, "refused", t->refused);
+	add_u64(o, "pages_present", t->pages_copied);
+	add_u64(o, "pages_zero", t->pages_zeroed);
+	add_u64(o, "faults", t->faults);
+	add_u64(o, "mapped_bytes", t->mapped_bytes);
+	add_u64(o, "uptime_ms", t->uptime_ms);
+	add_int(o, "watched", t->watched);
+	return o;
 }
 
 int status_query(const char *socket_path, int json, FILE *out)
@@ -53,7 +92,8 @@ int status_query(const char *socket_path, int json, FILE *out)
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	StatusRequest sr = STATUS_REQUEST__INIT;
 	Request req = REQUEST__INIT;
-	int fd, n = 0, ret, done = 0;
+	json_object *all = NULL, *procs = NULL;
+	int fd, ret, done = 0;
 
 	if (strlen(socket_path) >= sizeof(addr.sun_path)) {
 		fprintf(stderr, "uffd-manager status: %s: path too long\n", socket_path);
@@ -76,12 +116,15 @@ int status_query(const char *socket_path, int json, FILE *out)
 		close(fd);
 		return 1;
 	}
-	if (json)
-		fputs("{\"processes\":[", out);
-	else
+	if (json) {
+		all = json_object_new_object();
+		procs = json_object_new_array();
+		json_object_object_add(all, "processes", procs);
+	} else {
 		fprintf(out, "%8s %6s %10s %10s %8s %10s %8s %s %s\n", "PID", "IMAGE", "TOTAL",
 			"PRESENT", "ZERO", "REMAINING", "FAULTS", "FORK/REMAP/REMOVE/UNMAP",
 			"EAGAIN/ENOENT/EEXIST");
+	}
 	while (!done) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		uint8_t buf[WIRE_MAX_MSG];
@@ -110,23 +153,18 @@ int status_query(const char *socket_path, int json, FILE *out)
 				r->hello->reason ? r->hello->reason : "?");
 		} else if (r->target) {
 			if (json)
-				print_target_json(out, r->target, n == 0);
+				json_object_array_add(procs, target_json(r->target));
 			else
 				print_target_text(out, r->target);
-			n++;
 		} else if (r->totals) {
 			const StatusTotals *t = r->totals;
 
-			if (json)
-				fprintf(out,
-					"],\"totals\":{\"processes\":%u,\"clients\":%u,\"served\":%" PRIu64
-					",\"exited\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"pages_present\":%" PRIu64
-					",\"pages_zero\":%" PRIu64 ",\"faults\":%" PRIu64
-					",\"mapped_bytes\":%" PRIu64 ",\"uptime_ms\":%" PRIu64
-					",\"watched\":%u}}\n",
-					t->targets, t->clients, t->served, t->exited, t->refused,
-					t->pages_copied, t->pages_zeroed, t->faults, t->mapped_bytes,
-					t->uptime_ms, t->watched);
+			if (json) {
+				json_object_object_add(all, "totals", totals_json(t));
+				fprintf(out, "%s\n", json_object_to_json_string_ext(
+						     all, JSON_C_TO_STRING_PLAIN |
+							  JSON_C_TO_STRING_NOSLASHESCAPE));
+			}
 			else
 				fprintf(out,
 					"total: %u processes, %u clients; %" PRIu64 " served (%u still running, watched), %" PRIu64
@@ -139,6 +177,7 @@ int status_query(const char *socket_path, int json, FILE *out)
 		}
 		reply__free_unpacked(r, NULL);
 	}
+	json_object_put(all);
 	close(fd);
 	return done ? 0 : 1;
 }
