@@ -382,7 +382,7 @@ static void handle_status(struct client *c)
 			st.parent_pid = t->parent_pid;
 		}
 		st.has_model_bytes = true;
-		st.model_bytes = vmap_mem_bytes(&t->map);
+		st.model_bytes = model_mem_bytes(&t->map);
 		r.target = &st;
 		if (queue_reply(c, &r.base, &cap) < 0) {
 			client_close(c);

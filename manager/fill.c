@@ -15,16 +15,16 @@
 static bool fill_one(struct target *t)
 {
 	uint64_t a, n;
-	struct vma *v;
+	struct area *v;
 	enum uffd_class c;
 
-	if (!vmap_next_missing(&t->map, t->fill_cursor, &a) &&
-	    !vmap_next_missing(&t->map, 0, &a)) {
+	if (!model_next_missing(&t->map, t->fill_cursor, &a) &&
+	    !model_next_missing(&t->map, 0, &a)) {
 		target_release(t);
 		return false;
 	}
-	v = vmap_find(&t->map, a);
-	n = vma_run(v, a, t->d->o.fill_chunk, true);
+	v = model_find(&t->map, a);
+	n = area_run(v, a, t->d->o.fill_chunk, true);
 	c = serve_range(t, v, a, n, true);
 	if (t->dead)
 		return false;
@@ -35,7 +35,7 @@ static bool fill_one(struct target *t)
 		return false;
 	case UC_STALE:
 		/* serve_range stopped at a page the kernel refuses (serve_place() split the rest). */
-		if (!vmap_next_missing(&t->map, a, &a) || !serve_stale_for_good(t))
+		if (!model_next_missing(&t->map, a, &a) || !serve_stale_for_good(t))
 			break;
 		serve_drop_stale(t, a);
 		break;

@@ -23,14 +23,14 @@ bool rserve_place_held(struct target *t, struct rheld *h)
 
 	while (h->addr < end && !t->dead) {
 		uint64_t a = h->addr, adv = PG;
-		struct vma *v = vmap_find(&t->map, a);
+		struct area *v = model_find(&t->map, a);
 
-		if (v && vma_img_addr(v, a) == h->img && vma_is_missing(v, a)) {
-			uint64_t n = vma_run(v, a, end - a, true);
+		if (v && area_img_addr(v, a) == h->img && area_is_missing(v, a)) {
+			uint64_t n = area_run(v, a, end - a, true);
 			enum uffd_class c = serve_place(t, a, n, h->buf + h->off, true, &adv);
 
 			if (serve_placed(c)) {
-				vmap_clear(&t->map, a, a + adv);
+				model_clear(&t->map, a, a + adv);
 				serve_faults_done(t, a, a + adv);
 			} else if (c == UC_RETRY) {
 				h->len = end - a;
@@ -74,14 +74,14 @@ static bool held_covers(const struct target *t, uint64_t page)
 enum uffd_class rserve_fault(struct target *t, uint64_t addr, bool *waiting)
 {
 	uint64_t page = addr & ~(PG - 1), w = t->d->o.fault_window, we, ns, n;
-	struct vma *v = vmap_find(&t->map, page);
+	struct area *v = model_find(&t->map, page);
 	struct remote *r = t->d->remote;
 	struct rqueue *q = remote_queue(r);
 	struct rreq *cover;
 	enum uffd_class c;
 	int ret;
 
-	if (!v || !vma_is_missing(v, page)) {
+	if (!v || !area_is_missing(v, page)) {
 		c = serve_zero(t, page);
 		return c == UC_EXISTS || c == UC_PARTIAL ? UC_DONE : c;
 	}
@@ -101,8 +101,8 @@ enum uffd_class rserve_fault(struct target *t, uint64_t addr, bool *waiting)
 		we = ns;
 	if (we - page > REMOTE_MAX_PAGES * PG)
 		we = page + REMOTE_MAX_PAGES * PG;
-	n = vma_run(v, page, we - page, true);
-	ret = remote_request(r, t->id, t->image_id, page, vma_img_addr(v, page), n / PG, true);
+	n = area_run(v, page, we - page, true);
+	ret = remote_request(r, t->id, t->image_id, page, area_img_addr(v, page), n / PG, true);
 	if (ret == -ENOTCONN) {
 		target_remote_lost(t->d, "killed: page server connection lost");
 		return UC_GONE;
@@ -127,9 +127,9 @@ static bool next_uncovered(struct target *t, struct rqueue *q, uint64_t *addr, u
 
 	for (unsigned i = 0; i < 4 * REMOTE_MAX_PAGES; i++) {
 		struct rreq *cover;
-		struct vma *v;
+		struct area *v;
 
-		if (!vmap_next_missing(&t->map, a, &a)) {
+		if (!model_next_missing(&t->map, a, &a)) {
 			if (wrapped)
 				return false;
 			wrapped = true;
@@ -141,7 +141,7 @@ static bool next_uncovered(struct target *t, struct rqueue *q, uint64_t *addr, u
 			a = cover->addr + cover->nr * PG;
 			continue;
 		}
-		v = vmap_find(&t->map, a);
+		v = model_find(&t->map, a);
 		lim = t->d->o.fill_chunk;
 		if (lim > REMOTE_MAX_PAGES * PG)
 			lim = REMOTE_MAX_PAGES * PG;
@@ -149,7 +149,7 @@ static bool next_uncovered(struct target *t, struct rqueue *q, uint64_t *addr, u
 		if (ns - a < lim)
 			lim = ns - a;
 		*addr = a;
-		*len = vma_run(v, a, lim, true);
+		*len = area_run(v, a, lim, true);
 		return *len != 0;
 	}
 	return false;
@@ -181,7 +181,7 @@ bool rserve_fill(struct daemon *d)
 			    !next_uncovered(t, q, &a, &n))
 				continue;
 			if (remote_request(d->remote, t->id, t->image_id, a,
-					   vma_img_addr(vmap_find(&t->map, a), a), n / PG, false) < 0)
+					   area_img_addr(model_find(&t->map, a), a), n / PG, false) < 0)
 				return false;
 			t->fill_cursor = a + n;
 			/* To the back of the line. */

@@ -100,7 +100,7 @@ bool serve_placed(enum uffd_class c)
  * Copy [ADDR, ADDR+LEN) of area V (all pages missing) from the images.
  * Returns the class that stopped it: UC_DONE when all is in.
  */
-enum uffd_class serve_range(struct target *t, struct vma *v, uint64_t addr,
+enum uffd_class serve_range(struct target *t, struct area *v, uint64_t addr,
 				   uint64_t len, bool wake)
 {
 	const struct pagemap *pm = t->img->task.pm;
@@ -110,10 +110,10 @@ enum uffd_class serve_range(struct target *t, struct vma *v, uint64_t addr,
 		enum uffd_class c;
 		uint64_t adv;
 
-		pagemap_resolve(pm, vma_img_addr(v, addr), len, &run);
+		pagemap_resolve(pm, area_img_addr(v, addr), len, &run);
 		c = serve_place(t, addr, run.len, run.src == PM_DATA ? run.pf->base + run.off : NULL,
 			  wake, &adv);
-		vmap_clear(&t->map, addr, addr + adv);
+		model_clear(&t->map, addr, addr + adv);
 		addr += adv;
 		len -= adv;
 		if (!serve_placed(c))
@@ -138,7 +138,7 @@ enum uffd_class serve_zero(struct target *t, uint64_t page)
  * a neighbour of a fault that would otherwise fault on its own. A page the
  * process already has answers EEXIST and is left alone.
  */
-static void zero_holes(struct target *t, struct vma *v, uint64_t addr, uint64_t len)
+static void zero_holes(struct target *t, struct area *v, uint64_t addr, uint64_t len)
 {
 	const struct pagemap *pm = t->img->task.pm;
 
@@ -146,7 +146,7 @@ static void zero_holes(struct target *t, struct vma *v, uint64_t addr, uint64_t 
 		struct pm_run run;
 		uint64_t adv;
 
-		pagemap_resolve(pm, vma_img_addr(v, addr), len, &run);
+		pagemap_resolve(pm, area_img_addr(v, addr), len, &run);
 		if (run.src != PM_HOLE) {
 			adv = run.len;
 		} else if (!serve_placed(serve_place(t, addr, run.len, NULL, false, &adv))) {
@@ -162,16 +162,16 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr)
 {
 	uint64_t page = addr & ~(PG - 1), w = t->d->o.fault_window;
 	uint64_t ws, we, a;
-	struct vma *v = vmap_find(&t->map, page);
+	struct area *v = model_find(&t->map, page);
 	enum uffd_class c;
 
-	if (!v || !vma_is_missing(v, page)) {
+	if (!v || !area_is_missing(v, page)) {
 		c = serve_zero(t, page);
 		/* Already there: a fault that raced with our own window; the window is done. */
 		if (c == UC_EXISTS || c == UC_PARTIAL)
 			return UC_DONE;
 	} else {
-		c = serve_range(t, v, page, vma_run(v, page, (page | (w - 1)) + 1 - page, true), true);
+		c = serve_range(t, v, page, area_run(v, page, (page | (w - 1)) + 1 - page, true), true);
 	}
 	if (c != UC_DONE || !v)
 		return c;
@@ -183,13 +183,13 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr)
 		we = v->end;
 	/* Best effort for the rest of the window: the fault itself is answered. */
 	for (a = ws; a < we && !t->dead;) {
-		uint64_t n = vma_run(v, a, we - a, true);
+		uint64_t n = area_run(v, a, we - a, true);
 
 		if (n) {
 			if (serve_range(t, v, a, n, false) != UC_DONE)
 				break;
 		} else {
-			n = vma_run(v, a, we - a, false);
+			n = area_run(v, a, we - a, false);
 			zero_holes(t, v, a, n);
 		}
 		a += n;
@@ -230,7 +230,7 @@ void serve_drop_stale(struct target *t, uint64_t a)
 		log_warnx("%s 0x%" PRIx64 " is no longer registered and no event says why; "
 			  "dropping that page from the model (more such pages are counted, not logged)",
 			  t->pfx, a);
-	vmap_clear(&t->map, a, a + PG);
+	model_clear(&t->map, a, a + PG);
 }
 
 /* Keep the daemon's count of processes with parked faults. */

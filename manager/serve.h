@@ -46,7 +46,7 @@ enum uffd_class serve_place(struct target *t, uint64_t addr, uint64_t len, const
 bool serve_placed(enum uffd_class c);
 
 /* Copy [ADDR, ADDR+LEN) of area V (all missing) from the images; the class that stopped it. */
-enum uffd_class serve_range(struct target *t, struct vma *v, uint64_t addr, uint64_t len,
+enum uffd_class serve_range(struct target *t, struct area *v, uint64_t addr, uint64_t len,
 			    bool wake);
 
 /* A zero page at PAGE, waking its waiters. */

@@ -77,7 +77,7 @@ static struct target *target_alloc(struct daemon *d, int uffd, struct timage *im
 	t->uffd = uffd;
 	t->pidfd = -1;
 	t->img = timage_get(img);
-	vmap_init(&t->map);
+	model_init(&t->map);
 	if (fd_prepare(uffd) < 0 ||
 	    loop_add(&d->loop, &t->uffd_ev, uffd, EPOLLIN, target_on_uffd) < 0) {
 		timage_put(d, t->img);
@@ -110,7 +110,7 @@ static int target_watch_pid(struct target *t, int pidfd)
  * Lazy areas of TASK into MAP: VMAs holding PE_LAZY pages, each page missing
  * if the images hold its data, or, REMOTE, if a page server is to send it.
  */
-static int model_build(struct vmap *map, const struct img_task *task, uint32_t image_id,
+static int model_build(struct model *map, const struct img_task *task, uint32_t image_id,
 		       bool remote, char *reason, size_t len)
 {
 	const MmEntry *mm = task->mm;
@@ -136,7 +136,7 @@ static int model_build(struct vmap *map, const struct img_task *task, uint32_t i
 						 a, v->start, v->end, v->status);
 					return -EINVAL;
 				}
-				if (!lazy && vmap_add(map, v->start, v->end, v->start) < 0) {
+				if (!lazy && model_add(map, v->start, v->end, v->start) < 0) {
 					snprintf(reason, len, "out of memory building the model");
 					return -ENOMEM;
 				}
@@ -148,7 +148,7 @@ static int model_build(struct vmap *map, const struct img_task *task, uint32_t i
 					return -EINVAL;
 				}
 				if (run.src == PM_DATA || run.src == PM_NODATA)
-					vmap_mark_missing(map, a, a + run.len);
+					model_mark_missing(map, a, a + run.len);
 			}
 			a += run.len;
 		}
@@ -167,28 +167,28 @@ static int build_model(struct target *t, char *reason, size_t len)
 int timage_check(const struct timage *img, uint32_t image_id, bool remote, uint64_t *lazy,
 		 char *reason, size_t reason_len)
 {
-	struct vmap m;
+	struct model m;
 	int ret;
 
-	vmap_init(&m);
+	model_init(&m);
 	ret = model_build(&m, &img->task, image_id, remote, reason, reason_len);
 	*lazy = m.nr_missing;
-	vmap_free(&m);
+	model_free(&m);
 	return ret;
 }
 
 /* Register every lazy area; on failure unregister what was done. */
 static int register_areas(struct target *t, char *reason, size_t len)
 {
-	struct vma *v, *u;
+	struct area *v, *u;
 	int ret;
 
-	for (v = vmap_first(&t->map, 0); v; v = vmap_next(&t->map, v)) {
+	for (v = model_first(&t->map, 0); v; v = model_next(&t->map, v)) {
 		ret = uffd_register(t->uffd, v->start, v->end - v->start);
 		if (ret < 0) {
 			snprintf(reason, len, "cannot register 0x%" PRIx64 "-0x%" PRIx64 ": %s",
 				 v->start, v->end, strerror(-ret));
-			for (u = vmap_first(&t->map, 0); u != v; u = vmap_next(&t->map, u))
+			for (u = model_first(&t->map, 0); u != v; u = model_next(&t->map, u))
 				uffd_unregister(t->uffd, u->start, u->end - u->start);
 			return ret;
 		}
@@ -262,7 +262,7 @@ static void target_free(void *p)
 {
 	struct target *t = p;
 
-	vmap_free(&t->map);
+	model_free(&t->map);
 	free(t->faults);
 	while (t->held) {
 		struct rheld *h = t->held;
@@ -344,11 +344,11 @@ static void unregister_rest(struct target *t)
 /* Every lazy page is in: unregister, close the uffd, forget the process. */
 void target_release(struct target *t)
 {
-	struct vma *v;
+	struct area *v;
 
 	if (t->nr_faults || t->held)
 		return;
-	for (v = vmap_first(&t->map, 0); v; v = vmap_next(&t->map, v))
+	for (v = model_first(&t->map, 0); v; v = model_next(&t->map, v))
 		uffd_unregister(t->uffd, v->start, v->end - v->start);
 	unregister_rest(t);
 	t->d->tot.served++;
@@ -443,7 +443,7 @@ static void on_fork(struct target *t, int child_uffd)
 	c->image_id = t->image_id;
 	c->fill_cursor = t->fill_cursor;
 	set_prefix(c);
-	if (vmap_clone(&c->map, &t->map) < 0) {
+	if (model_clone(&c->map, &t->map) < 0) {
 		target_abandon(c, "out of memory copying the model of its parent");
 		return;
 	}
@@ -475,19 +475,19 @@ static void apply_msg(struct target *t, const struct uffd_msg *m)
 	case UFFD_EVENT_REMAP:
 		t->ev_seq++;
 		t->st.ev_remap++;
-		if (vmap_remap(&t->map, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len) < 0)
+		if (model_remap(&t->map, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len) < 0)
 			target_abandon(t, "out of memory applying an mremap");
 		break;
 	case UFFD_EVENT_REMOVE:
 		t->ev_seq++;
 		t->st.ev_remove++;
 		/* Zero from now on, never filled from the image again. */
-		t->st.pages_zeroed += vmap_clear(&t->map, m->arg.remove.start, m->arg.remove.end);
+		t->st.pages_zeroed += model_clear(&t->map, m->arg.remove.start, m->arg.remove.end);
 		break;
 	case UFFD_EVENT_UNMAP:
 		t->ev_seq++;
 		t->st.ev_unmap++;
-		if (vmap_unmap(&t->map, m->arg.remove.start, m->arg.remove.end) < 0)
+		if (model_unmap(&t->map, m->arg.remove.start, m->arg.remove.end) < 0)
 			log_warnx("%s out of memory applying munmap", t->pfx);
 		break;
 	default:

@@ -9,7 +9,7 @@
 #include "daemon.h"
 #include "imgtask.h"
 #include "loop.h"
-#include "vma.h"
+#include "model.h"
 
 #define TARGET_HIST	32
 
@@ -65,7 +65,7 @@ struct target {
 	uint32_t image_id;
 	char pfx[64];		/* "pid 1234 uffd 7:" for log lines */
 	struct timage *img;
-	struct vmap map;
+	struct model map;
 	struct fault *faults;	/* read, not yet served (parked on EAGAIN) */
 	size_t nr_faults, cap_faults;
 	struct timer retry;

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vma.h"
+#include "model.h"
 
 #define WORD_BITS	64
 
@@ -140,7 +140,7 @@ static void bits_copy(uint64_t *dst, uint64_t doff, const uint64_t *src, uint64_
 }
 
 /* Count down the test hook; true when this allocation must fail. */
-static bool alloc_fails(struct vmap *m)
+static bool alloc_fails(struct model *m)
 {
 	if (m->fail_alloc == 0)
 		return false;
@@ -148,10 +148,10 @@ static bool alloc_fails(struct vmap *m)
 }
 
 /* Allocate a detached area [start, end) with a zeroed bitmap, or NULL. */
-static struct vma *area_new(struct vmap *m, uint64_t start, uint64_t end, uint64_t img)
+static struct area *area_new(struct model *m, uint64_t start, uint64_t end, uint64_t img)
 {
-	uint64_t words = nwords((end - start) >> VMA_PAGE_SHIFT);
-	struct vma *v;
+	uint64_t words = nwords((end - start) >> MODEL_PAGE_SHIFT);
+	struct area *v;
 
 	if (words > SIZE_MAX / sizeof(uint64_t) || alloc_fails(m))
 		return NULL;
@@ -169,27 +169,27 @@ static struct vma *area_new(struct vmap *m, uint64_t start, uint64_t end, uint64
 	return v;
 }
 
-static void area_free(struct vma *v)
+static void area_free(struct area *v)
 {
 	free(v->missing);
 	free(v);
 }
 
-static int height(const struct vma *t)
+static int height(const struct area *t)
 {
 	return t ? t->link.height : 0;
 }
 
-static void fix_height(struct vma *t)
+static void fix_height(struct area *t)
 {
 	int l = height(t->link.left), r = height(t->link.right);
 
 	t->link.height = 1 + (l > r ? l : r);
 }
 
-static struct vma *rotate_right(struct vma *t)
+static struct area *rotate_right(struct area *t)
 {
-	struct vma *l = t->link.left;
+	struct area *l = t->link.left;
 
 	t->link.left = l->link.right;
 	l->link.right = t;
@@ -198,9 +198,9 @@ static struct vma *rotate_right(struct vma *t)
 	return l;
 }
 
-static struct vma *rotate_left(struct vma *t)
+static struct area *rotate_left(struct area *t)
 {
-	struct vma *r = t->link.right;
+	struct area *r = t->link.right;
 
 	t->link.right = r->link.left;
 	r->link.left = t;
@@ -210,9 +210,9 @@ static struct vma *rotate_left(struct vma *t)
 }
 
 /* Restore the AVL balance at T, whose subtrees differ in height by 2 at most; return the new root. */
-static struct vma *rebalance(struct vma *t)
+static struct area *rebalance(struct area *t)
 {
-	struct vma *l = t->link.left, *r = t->link.right;
+	struct area *l = t->link.left, *r = t->link.right;
 	int bf = height(l) - height(r);
 
 	if (bf > 1) {
@@ -230,8 +230,8 @@ static struct vma *rebalance(struct vma *t)
 }
 
 /* Insert V into the subtree T; note the nearest nodes on either side. */
-static struct vma *tree_insert(struct vma *t, struct vma *v, struct vma **pred,
-			       struct vma **succ)
+static struct area *tree_insert(struct area *t, struct area *v, struct area **pred,
+			       struct area **succ)
 {
 	if (!t) {
 		v->link.left = v->link.right = NULL;
@@ -249,7 +249,7 @@ static struct vma *tree_insert(struct vma *t, struct vma *v, struct vma **pred,
 }
 
 /* Unhook the leftmost node of T into *MIN; return what is left of T. */
-static struct vma *tree_remove_min(struct vma *t, struct vma **min)
+static struct area *tree_remove_min(struct area *t, struct area **min)
 {
 	if (!t->link.left) {
 		*min = t;
@@ -260,9 +260,9 @@ static struct vma *tree_remove_min(struct vma *t, struct vma **min)
 }
 
 /* Remove V from the subtree T (keys are unique start addresses). */
-static struct vma *tree_remove(struct vma *t, const struct vma *v)
+static struct area *tree_remove(struct area *t, const struct area *v)
 {
-	struct vma *min, *r;
+	struct area *min, *r;
 
 	if (!t)
 		return NULL;
@@ -282,9 +282,9 @@ static struct vma *tree_remove(struct vma *t, const struct vma *v)
 }
 
 /* Put the detached area V in M; it must not overlap any area. */
-static void area_attach(struct vmap *m, struct vma *v)
+static void area_attach(struct model *m, struct area *v)
 {
-	struct vma *pred = NULL, *succ = NULL;
+	struct area *pred = NULL, *succ = NULL;
 
 	m->root = tree_insert(m->root, v, &pred, &succ);
 	v->link.prev = pred;
@@ -294,12 +294,12 @@ static void area_attach(struct vmap *m, struct vma *v)
 	if (succ)
 		succ->link.prev = v;
 	m->nr_areas++;
-	m->nr_pages += vma_nr_pages(v);
+	m->nr_pages += area_nr_pages(v);
 	m->nr_missing += v->nr_missing;
 }
 
 /* Take V out of M without freeing it. */
-static void area_detach(struct vmap *m, struct vma *v)
+static void area_detach(struct model *m, struct area *v)
 {
 	m->root = tree_remove(m->root, v);
 	if (v->link.prev)
@@ -308,20 +308,20 @@ static void area_detach(struct vmap *m, struct vma *v)
 		v->link.next->link.prev = v->link.prev;
 	v->link.prev = v->link.next = NULL;
 	m->nr_areas--;
-	m->nr_pages -= vma_nr_pages(v);
+	m->nr_pages -= area_nr_pages(v);
 	m->nr_missing -= v->nr_missing;
 }
 
 /* Whether B continues A both in the process and in the image. */
-static bool mergeable(const struct vma *a, const struct vma *b)
+static bool mergeable(const struct area *a, const struct area *b)
 {
 	return a->end == b->start && a->img + (a->end - a->start) == b->img;
 }
 
 /* Absorb B, A's mergeable successor, into A. -ENOMEM leaves both as they were. */
-static int area_merge(struct vmap *m, struct vma *a, struct vma *b)
+static int area_merge(struct model *m, struct area *a, struct area *b)
 {
-	uint64_t pa = vma_nr_pages(a), pb = vma_nr_pages(b);
+	uint64_t pa = area_nr_pages(a), pb = area_nr_pages(b);
 	uint64_t need = nwords(pa + pb);
 
 	if (need > a->link.cap) {
@@ -347,9 +347,9 @@ static int area_merge(struct vmap *m, struct vma *a, struct vma *b)
 }
 
 /* Give back bitmap capacity V no longer needs (left over by a split). */
-static void area_trim(struct vma *v)
+static void area_trim(struct area *v)
 {
-	uint64_t need = nwords(vma_nr_pages(v));
+	uint64_t need = nwords(area_nr_pages(v));
 	uint64_t *p;
 
 	if (need >= v->link.cap)
@@ -365,15 +365,15 @@ static void area_trim(struct vma *v)
  * Make ADDR an area boundary if an area straddles it. The left part keeps the
  * node and the whole bitmap, so merging the two back needs no memory.
  */
-static int area_split(struct vmap *m, uint64_t addr)
+static int area_split(struct model *m, uint64_t addr)
 {
-	struct vma *v = vmap_find(m, addr), *r;
+	struct area *v = model_find(m, addr), *r;
 	uint64_t at, n;
 
 	if (!v || v->start == addr)
 		return 0;
-	at = (addr - v->start) >> VMA_PAGE_SHIFT;
-	n = vma_nr_pages(v) - at;
+	at = (addr - v->start) >> MODEL_PAGE_SHIFT;
+	n = area_nr_pages(v) - at;
 	r = area_new(m, addr, v->end, v->img + (addr - v->start));
 	if (!r)
 		return -ENOMEM;
@@ -394,9 +394,9 @@ static int area_split(struct vmap *m, uint64_t addr)
  * bitmap capacity of the areas there. Best effort: a merge that finds no
  * memory leaves two areas, which mean the same pages.
  */
-static void settle_range(struct vmap *m, uint64_t lo, uint64_t hi)
+static void settle_range(struct model *m, uint64_t lo, uint64_t hi)
 {
-	struct vma *v = vmap_first(m, lo ? lo - 1 : 0), *n;
+	struct area *v = model_first(m, lo ? lo - 1 : 0), *n;
 
 	while (v && v->start <= hi) {
 		n = v->link.next;
@@ -409,43 +409,43 @@ static void settle_range(struct vmap *m, uint64_t lo, uint64_t hi)
 
 static bool aligned(uint64_t x)
 {
-	return (x & (VMA_PAGE_SIZE - 1)) == 0;
+	return (x & (MODEL_PAGE_SIZE - 1)) == 0;
 }
 
 /* Page index in V of ADDR clamped to V; ROUND_UP counts a partial page in. */
-static uint64_t page_index(const struct vma *v, uint64_t addr, bool round_up)
+static uint64_t page_index(const struct area *v, uint64_t addr, bool round_up)
 {
 	if (addr <= v->start)
 		return 0;
 	if (addr >= v->end)
-		return vma_nr_pages(v);
-	return (addr - v->start + (round_up ? VMA_PAGE_SIZE - 1 : 0)) >> VMA_PAGE_SHIFT;
+		return area_nr_pages(v);
+	return (addr - v->start + (round_up ? MODEL_PAGE_SIZE - 1 : 0)) >> MODEL_PAGE_SHIFT;
 }
 
-void vmap_init(struct vmap *m)
+void model_init(struct model *m)
 {
 	memset(m, 0, sizeof(*m));
 }
 
-void vmap_free(struct vmap *m)
+void model_free(struct model *m)
 {
-	struct vma *v = vmap_first(m, 0), *n;
+	struct area *v = model_first(m, 0), *n;
 
 	for (; v; v = n) {
 		n = v->link.next;
 		area_free(v);
 	}
-	vmap_init(m);
+	model_init(m);
 }
 
-int vmap_add(struct vmap *m, uint64_t start, uint64_t end, uint64_t img)
+int model_add(struct model *m, uint64_t start, uint64_t end, uint64_t img)
 {
-	struct vma *v;
+	struct area *v;
 
 	if (!aligned(start) || !aligned(end) || !aligned(img) || start >= end ||
 	    img > UINT64_MAX - (end - start))
 		return -EINVAL;
-	v = vmap_first(m, start);
+	v = model_first(m, start);
 	if (v && v->start < end)
 		return -EEXIST;
 	v = area_new(m, start, end, img);
@@ -456,12 +456,12 @@ int vmap_add(struct vmap *m, uint64_t start, uint64_t end, uint64_t img)
 	return 0;
 }
 
-uint64_t vmap_mark_missing(struct vmap *m, uint64_t start, uint64_t end)
+uint64_t model_mark_missing(struct model *m, uint64_t start, uint64_t end)
 {
-	struct vma *v;
+	struct area *v;
 	uint64_t k, n = 0;
 
-	for (v = vmap_first(m, start); v && v->start < end; v = v->link.next) {
+	for (v = model_first(m, start); v && v->start < end; v = v->link.next) {
 		uint64_t lo = page_index(v, start, false), hi = page_index(v, end, true);
 
 		/* A new area has no page missing: mark it with memset, not bit by bit. */
@@ -474,12 +474,12 @@ uint64_t vmap_mark_missing(struct vmap *m, uint64_t start, uint64_t end)
 	return n;
 }
 
-uint64_t vmap_clear(struct vmap *m, uint64_t start, uint64_t end)
+uint64_t model_clear(struct model *m, uint64_t start, uint64_t end)
 {
-	struct vma *v;
+	struct area *v;
 	uint64_t k, n = 0;
 
-	for (v = vmap_first(m, start); v && v->start < end; v = v->link.next) {
+	for (v = model_first(m, start); v && v->start < end; v = v->link.next) {
 		if (!v->nr_missing)
 			continue;
 		k = bits_assign(v->missing, page_index(v, start, false),
@@ -491,9 +491,9 @@ uint64_t vmap_clear(struct vmap *m, uint64_t start, uint64_t end)
 	return n;
 }
 
-struct vma *vmap_first(const struct vmap *m, uint64_t addr)
+struct area *model_first(const struct model *m, uint64_t addr)
 {
-	struct vma *t = m->root, *best = NULL;
+	struct area *t = m->root, *best = NULL;
 
 	while (t) {
 		if (t->end > addr) {
@@ -506,73 +506,73 @@ struct vma *vmap_first(const struct vmap *m, uint64_t addr)
 	return best;
 }
 
-struct vma *vmap_find(const struct vmap *m, uint64_t addr)
+struct area *model_find(const struct model *m, uint64_t addr)
 {
-	struct vma *v = vmap_first(m, addr);
+	struct area *v = model_first(m, addr);
 
 	return v && v->start <= addr ? v : NULL;
 }
 
-struct vma *vmap_next(const struct vmap *m, const struct vma *v)
+struct area *model_next(const struct model *m, const struct area *v)
 {
 	(void)m;
 	return v->link.next;
 }
 
-bool vma_is_missing(const struct vma *v, uint64_t addr)
+bool area_is_missing(const struct area *v, uint64_t addr)
 {
 	uint64_t i;
 
 	if (addr < v->start || addr >= v->end || !v->nr_missing)
 		return false;
-	i = (addr - v->start) >> VMA_PAGE_SHIFT;
+	i = (addr - v->start) >> MODEL_PAGE_SHIFT;
 	return v->missing[i / WORD_BITS] >> (i % WORD_BITS) & 1;
 }
 
-uint64_t vma_img_addr(const struct vma *v, uint64_t addr)
+uint64_t area_img_addr(const struct area *v, uint64_t addr)
 {
 	return v->img + (addr - v->start);
 }
 
-uint64_t vma_run(const struct vma *v, uint64_t addr, uint64_t limit, bool want)
+uint64_t area_run(const struct area *v, uint64_t addr, uint64_t limit, bool want)
 {
 	uint64_t lo, hi, stop, room;
 
 	if (addr < v->start || addr >= v->end)
 		return 0;
 	room = v->end - addr;
-	lo = (addr - v->start) >> VMA_PAGE_SHIFT;
-	hi = lo + ((limit < room ? limit : room) >> VMA_PAGE_SHIFT);
+	lo = (addr - v->start) >> MODEL_PAGE_SHIFT;
+	hi = lo + ((limit < room ? limit : room) >> MODEL_PAGE_SHIFT);
 	if (!v->nr_missing)
 		stop = want ? lo : hi;
-	else if (want && v->nr_missing == vma_nr_pages(v))
+	else if (want && v->nr_missing == area_nr_pages(v))
 		stop = hi;
 	else
 		stop = bits_find(v->missing, lo, hi, !want);
-	return (stop - lo) << VMA_PAGE_SHIFT;
+	return (stop - lo) << MODEL_PAGE_SHIFT;
 }
 
-bool vmap_next_missing(const struct vmap *m, uint64_t addr, uint64_t *out)
+bool model_next_missing(const struct model *m, uint64_t addr, uint64_t *out)
 {
-	const struct vma *v;
+	const struct area *v;
 	uint64_t i, n;
 
-	for (v = vmap_first(m, addr); v; v = v->link.next) {
+	for (v = model_first(m, addr); v; v = v->link.next) {
 		if (!v->nr_missing)
 			continue;
-		n = vma_nr_pages(v);
+		n = area_nr_pages(v);
 		i = bits_find(v->missing, page_index(v, addr, false), n, true);
 		if (i < n) {
-			*out = v->start + (i << VMA_PAGE_SHIFT);
+			*out = v->start + (i << MODEL_PAGE_SHIFT);
 			return true;
 		}
 	}
 	return false;
 }
 
-int vmap_unmap(struct vmap *m, uint64_t start, uint64_t end)
+int model_unmap(struct model *m, uint64_t start, uint64_t end)
 {
-	struct vma *v, *n;
+	struct area *v, *n;
 	int ret;
 
 	if (!aligned(start) || !aligned(end) || start >= end)
@@ -585,7 +585,7 @@ int vmap_unmap(struct vmap *m, uint64_t start, uint64_t end)
 		settle_range(m, start, start);
 		return ret;
 	}
-	for (v = vmap_first(m, start); v && v->start < end; v = n) {
+	for (v = model_first(m, start); v && v->start < end; v = n) {
 		n = v->link.next;
 		area_detach(m, v);
 		area_free(v);
@@ -594,10 +594,10 @@ int vmap_unmap(struct vmap *m, uint64_t start, uint64_t end)
 	return 0;
 }
 
-int vmap_remap(struct vmap *m, uint64_t from, uint64_t to, uint64_t len)
+int model_remap(struct model *m, uint64_t from, uint64_t to, uint64_t len)
 {
 	uint64_t cut[4] = { from, from + len, to, to + len };
-	struct vma *v, *n, *moved = NULL, **tail = &moved;
+	struct area *v, *n, *moved = NULL, **tail = &moved;
 	int i, ret;
 
 	if (!aligned(from) || !aligned(to) || !aligned(len) || !len ||
@@ -614,13 +614,13 @@ int vmap_remap(struct vmap *m, uint64_t from, uint64_t to, uint64_t len)
 		}
 	}
 	/* Every area now lies wholly inside or outside each range. */
-	for (v = vmap_first(m, from); v && v->start < from + len; v = n) {
+	for (v = model_first(m, from); v && v->start < from + len; v = n) {
 		n = v->link.next;
 		area_detach(m, v);
 		*tail = v;
 		tail = &v->link.next;
 	}
-	for (v = vmap_first(m, to); v && v->start < to + len; v = n) {
+	for (v = model_first(m, to); v && v->start < to + len; v = n) {
 		n = v->link.next;
 		area_detach(m, v);
 		area_free(v);
@@ -637,17 +637,17 @@ int vmap_remap(struct vmap *m, uint64_t from, uint64_t to, uint64_t len)
 	return 0;
 }
 
-int vmap_clone(struct vmap *dst, const struct vmap *src)
+int model_clone(struct model *dst, const struct model *src)
 {
-	const struct vma *v;
-	struct vma *c;
+	const struct area *v;
+	struct area *c;
 
 	if (dst->nr_areas)
 		return -EBUSY;
-	for (v = vmap_first(src, 0); v; v = v->link.next) {
+	for (v = model_first(src, 0); v; v = v->link.next) {
 		c = area_new(dst, v->start, v->end, v->img);
 		if (!c) {
-			vmap_free(dst);
+			model_free(dst);
 			return -ENOMEM;
 		}
 		memcpy(c->missing, v->missing, c->link.cap * sizeof(uint64_t));
@@ -657,17 +657,17 @@ int vmap_clone(struct vmap *dst, const struct vmap *src)
 	return 0;
 }
 
-size_t vmap_mem_bytes(const struct vmap *m)
+size_t model_mem_bytes(const struct model *m)
 {
-	const struct vma *v;
+	const struct area *v;
 	size_t n = 0;
 
-	for (v = vmap_first(m, 0); v; v = v->link.next)
+	for (v = model_first(m, 0); v; v = v->link.next)
 		n += sizeof(*v) + v->link.cap * sizeof(uint64_t);
 	return n;
 }
 
-void vmap_fail_alloc(struct vmap *m, unsigned nth)
+void model_fail_alloc(struct model *m, unsigned nth)
 {
 	m->fail_alloc = nth;
 }
@@ -675,7 +675,7 @@ void vmap_fail_alloc(struct vmap *m, unsigned nth)
 #define CHECK(cond) do { if (!(cond)) return -__LINE__; } while (0)
 
 /* Check the subtree T: heights, balance, key order within (lo, hi). Return its height or -line. */
-static int check_tree(const struct vma *t, uint64_t lo, uint64_t hi, bool open_lo)
+static int check_tree(const struct area *t, uint64_t lo, uint64_t hi, bool open_lo)
 {
 	int l, r;
 
@@ -694,9 +694,9 @@ static int check_tree(const struct vma *t, uint64_t lo, uint64_t hi, bool open_l
 	return t->link.height;
 }
 
-int vmap_check(const struct vmap *m)
+int model_check(const struct model *m)
 {
-	const struct vma *v, *prev = NULL;
+	const struct area *v, *prev = NULL;
 	uint64_t pages = 0, missing = 0, n;
 	size_t areas = 0;
 	int h;
@@ -704,15 +704,15 @@ int vmap_check(const struct vmap *m)
 	h = check_tree(m->root, 0, UINT64_MAX, true);
 	if (h < 0)
 		return h;
-	for (v = vmap_first(m, 0); v; prev = v, v = v->link.next) {
+	for (v = model_first(m, 0); v; prev = v, v = v->link.next) {
 		CHECK(v->link.prev == prev);
 		CHECK(aligned(v->start) && aligned(v->end) && aligned(v->img));
 		CHECK(v->start < v->end);
 		CHECK(v->img <= UINT64_MAX - (v->end - v->start));
 		CHECK(!prev || prev->end <= v->start);
-		CHECK(vmap_find(m, v->start) == v);
-		CHECK(vmap_find(m, v->end - VMA_PAGE_SIZE) == v);
-		n = vma_nr_pages(v);
+		CHECK(model_find(m, v->start) == v);
+		CHECK(model_find(m, v->end - MODEL_PAGE_SIZE) == v);
+		n = area_nr_pages(v);
 		CHECK(v->missing && v->link.cap >= nwords(n));
 		CHECK(bits_count(v->missing, 0, n) == v->nr_missing);
 		CHECK(bits_count(v->missing, n, v->link.cap * WORD_BITS) == 0);

@@ -10,9 +10,9 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 
-#include "vma.h"
+#include "model.h"
 
-#define P	VMA_PAGE_SIZE
+#define P	MODEL_PAGE_SIZE
 
 /* xorshift64*: reproducible from the seed printed on failure. */
 struct rng {
@@ -72,7 +72,7 @@ static uint64_t addr_of(const struct ref *r, size_t i)
 	return r->base + i * P;
 }
 
-/* Expected result of vmap_add of pages [s, e) at IMG; applied when 0. */
+/* Expected result of model_add of pages [s, e) at IMG; applied when 0. */
 static int ref_add(struct ref *r, size_t s, size_t e, uint64_t img)
 {
 	for (size_t i = s; i < e; i++)
@@ -136,22 +136,22 @@ static size_t ref_runs(const struct ref *r)
  * also require that the areas are exactly the maximal runs (no -ENOMEM left
  * mergeable neighbours behind).
  */
-static void compare(const struct vmap *m, const struct ref *r, bool canonical, const char *what)
+static void compare(const struct model *m, const struct ref *r, bool canonical, const char *what)
 {
 	uint64_t pages = 0, missing = 0, got = 0, lim = r->base + r->n * P;
 	size_t areas = 0, mem = 0, i, nm;
-	const struct vma *v, *nextv;
+	const struct area *v, *nextv;
 	uint64_t *run;
 	int ret;
 
-	ret = vmap_check(m);
+	ret = model_check(m);
 	if (ret)
-		cr_assert_fail("%s: vmap_check failed at vma.c:%d", what, -ret);
+		cr_assert_fail("%s: model_check failed at model.c:%d", what, -ret);
 
 	for (i = 0; i < r->n; i++) {
 		uint64_t a = addr_of(r, i);
 
-		v = vmap_find(m, a);
+		v = model_find(m, a);
 		if (!!v != r->present[i])
 			cr_assert_fail("%s: page %zu (0x%lx): in model %d, expected %d", what, i,
 				       (unsigned long)a, !!v, r->present[i]);
@@ -159,12 +159,12 @@ static void compare(const struct vmap *m, const struct ref *r, bool canonical, c
 			continue;
 		pages++;
 		missing += r->missing[i];
-		if (vma_img_addr(v, a) != r->img[i])
+		if (area_img_addr(v, a) != r->img[i])
 			cr_assert_fail("%s: page %zu: img 0x%lx, expected 0x%lx", what, i,
-				       (unsigned long)vma_img_addr(v, a), (unsigned long)r->img[i]);
-		if (vma_is_missing(v, a) != r->missing[i])
+				       (unsigned long)area_img_addr(v, a), (unsigned long)r->img[i]);
+		if (area_is_missing(v, a) != r->missing[i])
 			cr_assert_fail("%s: page %zu: missing %d, expected %d", what, i,
-				       vma_is_missing(v, a), r->missing[i]);
+				       area_is_missing(v, a), r->missing[i]);
 		if (v->start < r->base || v->end > lim)
 			cr_assert_fail("%s: area [0x%lx, 0x%lx) leaves the universe", what,
 				       (unsigned long)v->start, (unsigned long)v->end);
@@ -174,40 +174,40 @@ static void compare(const struct vmap *m, const struct ref *r, bool canonical, c
 			       (unsigned long)m->nr_pages, (unsigned long)m->nr_missing,
 			       (unsigned long)pages, (unsigned long)missing);
 
-	/* Areas in order, and the run lengths vma_run must report inside each. */
+	/* Areas in order, and the run lengths area_run must report inside each. */
 	run = calloc(r->n + 1, sizeof(*run));
 	cr_assert(run);
-	for (v = vmap_first(m, 0); v; v = vmap_next(m, v)) {
+	for (v = model_first(m, 0); v; v = model_next(m, v)) {
 		size_t s = (v->start - r->base) / P, e = (v->end - r->base) / P;
 
 		areas++;
-		mem += sizeof(*v) + (vma_nr_pages(v) + 63) / 64 * sizeof(uint64_t);
+		mem += sizeof(*v) + (area_nr_pages(v) + 63) / 64 * sizeof(uint64_t);
 		for (i = e; i-- > s;)
 			run[i] = (i + 1 < e && r->missing[i + 1] == r->missing[i]) ? run[i + 1] + 1 : 1;
 		for (i = s; i < e; i++) {
 			uint64_t a = addr_of(r, i);
 
-			got = vma_run(v, a, UINT64_MAX, r->missing[i]);
+			got = area_run(v, a, UINT64_MAX, r->missing[i]);
 			if (got != run[i] * P)
-				cr_assert_fail("%s: vma_run at page %zu want %d: %lu pages, expected %lu",
+				cr_assert_fail("%s: area_run at page %zu want %d: %lu pages, expected %lu",
 					       what, i, r->missing[i], (unsigned long)(got / P),
 					       (unsigned long)run[i]);
-			if (vma_run(v, a, UINT64_MAX, !r->missing[i]) != 0)
-				cr_assert_fail("%s: vma_run at page %zu of the other kind", what, i);
-			if (vma_run(v, a, 2 * P + 1, r->missing[i]) != (run[i] < 2 ? run[i] : 2) * P)
-				cr_assert_fail("%s: vma_run at page %zu capped at 2 pages", what, i);
+			if (area_run(v, a, UINT64_MAX, !r->missing[i]) != 0)
+				cr_assert_fail("%s: area_run at page %zu of the other kind", what, i);
+			if (area_run(v, a, 2 * P + 1, r->missing[i]) != (run[i] < 2 ? run[i] : 2) * P)
+				cr_assert_fail("%s: area_run at page %zu capped at 2 pages", what, i);
 		}
 	}
 	free(run);
-	if (vmap_mem_bytes(m) != mem)
+	if (model_mem_bytes(m) != mem)
 		cr_assert_fail("%s: %zu heap bytes, expected %zu: spare bitmap left behind", what,
-			       vmap_mem_bytes(m), mem);
+			       model_mem_bytes(m), mem);
 	if (areas != m->nr_areas)
 		cr_assert_fail("%s: %zu areas listed, nr_areas %zu", what, areas, m->nr_areas);
 	if (canonical && areas != ref_runs(r))
 		cr_assert_fail("%s: %zu areas, expected %zu after merging", what, areas, ref_runs(r));
 
-	/* vmap_first and vmap_next_missing from every page, against backward scans. */
+	/* model_first and model_next_missing from every page, against backward scans. */
 	nm = r->n;
 	nextv = NULL;
 	for (i = r->n + 1; i-- > 0;) {
@@ -215,19 +215,19 @@ static void compare(const struct vmap *m, const struct ref *r, bool canonical, c
 		bool found;
 
 		if (i < r->n && r->present[i]) {
-			nextv = vmap_find(m, a);
+			nextv = model_find(m, a);
 			if (r->missing[i])
 				nm = i;
 		}
-		if (vmap_first(m, a) != nextv)
-			cr_assert_fail("%s: vmap_first at page %zu", what, i);
-		found = vmap_next_missing(m, a, &got);
+		if (model_first(m, a) != nextv)
+			cr_assert_fail("%s: model_first at page %zu", what, i);
+		found = model_next_missing(m, a, &got);
 		if (found != (nm < r->n) || (found && got != addr_of(r, nm)))
-			cr_assert_fail("%s: vmap_next_missing at page %zu: %d 0x%lx, expected page %zu",
+			cr_assert_fail("%s: model_next_missing at page %zu: %d 0x%lx, expected page %zu",
 				       what, i, found, (unsigned long)got, nm);
 	}
-	if (r->base && vmap_first(m, 0) != nextv)
-		cr_assert_fail("%s: vmap_first(0)", what);
+	if (r->base && model_first(m, 0) != nextv)
+		cr_assert_fail("%s: model_first(0)", what);
 }
 
 /* A random range [*s, *e) of pages, short or long. */
@@ -292,14 +292,14 @@ static const char *op_name(const struct op *o, char *buf, size_t len)
 }
 
 /* Apply O to M and R, checking the return value; returns the model's int result. */
-static int apply(struct vmap *m, struct ref *r, const struct op *o, const char *what)
+static int apply(struct model *m, struct ref *r, const struct op *o, const char *what)
 {
 	uint64_t got, want;
 	int ret = 0, exp;
 
 	switch (o->kind) {
 	case OP_ADD:
-		ret = vmap_add(m, addr_of(r, o->a), addr_of(r, o->b), o->img);
+		ret = model_add(m, addr_of(r, o->a), addr_of(r, o->b), o->img);
 		if (ret == -ENOMEM)
 			return ret;
 		exp = ref_add(r, o->a, o->b, o->img);
@@ -309,16 +309,16 @@ static int apply(struct vmap *m, struct ref *r, const struct op *o, const char *
 	case OP_MARK:
 	case OP_CLEAR:
 		if (o->kind == OP_MARK)
-			got = vmap_mark_missing(m, addr_of(r, o->a), addr_of(r, o->b));
+			got = model_mark_missing(m, addr_of(r, o->a), addr_of(r, o->b));
 		else
-			got = vmap_clear(m, addr_of(r, o->a), addr_of(r, o->b));
+			got = model_clear(m, addr_of(r, o->a), addr_of(r, o->b));
 		want = ref_set(r, o->a, o->b, o->kind == OP_MARK);
 		if (got != want)
 			cr_assert_fail("%s: %lu pages changed, expected %lu", what,
 				       (unsigned long)got, (unsigned long)want);
 		break;
 	case OP_UNMAP:
-		ret = vmap_unmap(m, addr_of(r, o->a), addr_of(r, o->b));
+		ret = model_unmap(m, addr_of(r, o->a), addr_of(r, o->b));
 		if (ret == -ENOMEM)
 			return ret;
 		if (ret)
@@ -326,7 +326,7 @@ static int apply(struct vmap *m, struct ref *r, const struct op *o, const char *
 		ref_unmap(r, o->a, o->b);
 		break;
 	case OP_REMAP:
-		ret = vmap_remap(m, addr_of(r, o->a), addr_of(r, o->b), o->c * P);
+		ret = model_remap(m, addr_of(r, o->a), addr_of(r, o->b), o->c * P);
 		if (ret == -ENOMEM)
 			return ret;
 		if (ret)
@@ -340,23 +340,23 @@ static int apply(struct vmap *m, struct ref *r, const struct op *o, const char *
 }
 
 /* Clone M; check the copy, then either continue on it or prove the two are independent. */
-static void clone_step(struct vmap *m, struct ref *r, struct rng *g, const char *what)
+static void clone_step(struct model *m, struct ref *r, struct rng *g, const char *what)
 {
-	struct vmap c;
+	struct model c;
 	struct ref saved;
 	struct op o;
 	char buf[128];
 	int ret;
 
-	vmap_init(&c);
-	ret = vmap_clone(&c, m);
+	model_init(&c);
+	ret = model_clone(&c, m);
 	if (ret)
 		cr_assert_fail("%s: clone returned %d", what, ret);
 	compare(&c, r, false, what);
-	if (vmap_mem_bytes(&c) > vmap_mem_bytes(m))
+	if (model_mem_bytes(&c) > model_mem_bytes(m))
 		cr_assert_fail("%s: the clone is bigger than the original", what);
 	if (rng_below(g, 2)) {
-		vmap_free(m);
+		model_free(m);
 		*m = c;
 		return;
 	}
@@ -370,7 +370,7 @@ static void clone_step(struct vmap *m, struct ref *r, struct rng *g, const char 
 	compare(&c, &saved, true, "the clone after changes");
 	compare(m, r, false, "the original after changing its clone");
 	ref_free(&saved);
-	vmap_free(&c);
+	model_free(&c);
 }
 
 struct rand_case {
@@ -398,11 +398,11 @@ ParameterizedTest(struct rand_case *rc, vma, random_against_reference, .timeout 
 {
 	struct rng g = { rc->seed * 0x9E3779B97F4A7C15ull };
 	unsigned count[OP_MAX] = { 0 };
-	struct vmap m;
+	struct model m;
 	struct ref r;
 	char buf[128], what[192];
 
-	vmap_init(&m);
+	model_init(&m);
 	ref_init(&r, rc->base, rc->pages);
 	for (unsigned i = 0; i < rc->ops; i++) {
 		struct op o = rand_op(&g, &r);
@@ -419,7 +419,7 @@ ParameterizedTest(struct rand_case *rc, vma, random_against_reference, .timeout 
 	for (int k = 0; k < OP_MAX; k++)
 		cr_expect_gt(count[k], 10, "operation %d ran %u times", k, count[k]);
 	cr_expect_gt(m.nr_areas, 1);
-	vmap_free(&m);
+	model_free(&m);
 	ref_free(&r);
 }
 
@@ -433,11 +433,11 @@ Test(vma, enomem_leaves_model_intact, .timeout = 120)
 {
 	struct rng g = { 0xE40E40E4ull };
 	unsigned nomem = 0, worked = 0;
-	struct vmap m, c;
+	struct model m, c;
 	struct ref r;
 	char buf[128], what[192];
 
-	vmap_init(&m);
+	model_init(&m);
 	ref_init(&r, 0x200000, 150);
 	for (unsigned i = 0; i < 3000; i++) {
 		struct op o = rand_op(&g, &r);
@@ -448,23 +448,23 @@ Test(vma, enomem_leaves_model_intact, .timeout = 120)
 			bool canonical = m.nr_areas == ref_runs(&r);
 
 			if (o.kind == OP_CLONE) {
-				vmap_init(&c);
-				vmap_fail_alloc(&c, nth);
-				ret = vmap_clone(&c, &m);
+				model_init(&c);
+				model_fail_alloc(&c, nth);
+				ret = model_clone(&c, &m);
 				if (ret == -ENOMEM) {
 					cr_assert_eq(c.nr_areas, 0);
-					cr_assert_eq(vmap_mem_bytes(&c), 0);
+					cr_assert_eq(model_mem_bytes(&c), 0);
 				} else {
 					cr_assert_eq(ret, 0);
 					compare(&c, &r, false, what);
-					vmap_free(&m);
+					model_free(&m);
 					m = c;
 				}
 			} else {
-				vmap_fail_alloc(&m, nth);
+				model_fail_alloc(&m, nth);
 				ret = apply(&m, &r, &o, what);
 			}
-			vmap_fail_alloc(&m, 0);
+			model_fail_alloc(&m, 0);
 			compare(&m, &r, ret == -ENOMEM && canonical, what);
 			if (ret != -ENOMEM)
 				break;
@@ -475,7 +475,7 @@ Test(vma, enomem_leaves_model_intact, .timeout = 120)
 	}
 	cr_expect_gt(nomem, 500, "only %u failures injected", nomem);
 	cr_expect_eq(worked, 3000);
-	vmap_free(&m);
+	model_free(&m);
 	ref_free(&r);
 }
 
@@ -509,13 +509,13 @@ ParameterizedTestParameters(vma, add_rejects_bad_ranges)
 
 ParameterizedTest(struct bad_add *b, vma, add_rejects_bad_ranges)
 {
-	struct vmap m;
+	struct model m;
 
-	vmap_init(&m);
-	cr_assert_eq(vmap_add(&m, 0x10000, 0x20000, 0x10000), 0);
-	vmap_mark_missing(&m, 0x10000, 0x20000);
-	cr_assert_eq(vmap_add(&m, b->start, b->end, b->img), b->err);
-	cr_assert_eq(vmap_check(&m), 0);
+	model_init(&m);
+	cr_assert_eq(model_add(&m, 0x10000, 0x20000, 0x10000), 0);
+	model_mark_missing(&m, 0x10000, 0x20000);
+	cr_assert_eq(model_add(&m, b->start, b->end, b->img), b->err);
+	cr_assert_eq(model_check(&m), 0);
 	if (b->err) {
 		cr_assert_eq(m.nr_areas, 1);
 		cr_assert_eq(m.nr_pages, 16);
@@ -524,26 +524,26 @@ ParameterizedTest(struct bad_add *b, vma, add_rejects_bad_ranges)
 
 		cr_assert_eq(m.nr_pages, 16 + (b->end - b->start) / P);
 		cr_assert_eq(m.nr_areas, merged ? 1 : 2);
-		cr_assert_eq(vmap_find(&m, b->start)->img, b->img);
-		cr_assert_eq(vmap_find(&m, 0x10000)->start, merged ? b->start : 0x10000);
+		cr_assert_eq(model_find(&m, b->start)->img, b->img);
+		cr_assert_eq(model_find(&m, 0x10000)->start, merged ? b->start : 0x10000);
 	}
 	cr_assert_eq(m.nr_missing, 16);
-	vmap_free(&m);
+	model_free(&m);
 }
 
-struct area {
+struct ref_area {
 	uint64_t start, end, img;
 };
 
 static int area_cmp(const void *a, const void *b)
 {
-	const struct area *x = a, *y = b;
+	const struct ref_area *x = a, *y = b;
 
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
 /* Brute force: the first area with end > addr, or -1. */
-static long brute_first(const struct area *a, size_t n, uint64_t addr)
+static long brute_first(const struct ref_area *a, size_t n, uint64_t addr)
 {
 	for (size_t i = 0; i < n; i++)
 		if (a[i].end > addr)
@@ -551,48 +551,48 @@ static long brute_first(const struct area *a, size_t n, uint64_t addr)
 	return -1;
 }
 
-static void check_areas(const struct vmap *m, const struct area *a, size_t n, struct rng *g)
+static void check_areas(const struct model *m, const struct ref_area *a, size_t n, struct rng *g)
 {
-	const struct vma *v;
+	const struct area *v;
 	size_t i = 0;
 
-	cr_assert_eq(vmap_check(m), 0);
+	cr_assert_eq(model_check(m), 0);
 	cr_assert_eq(m->nr_areas, n);
-	for (v = vmap_first(m, 0); v; v = vmap_next(m, v), i++) {
+	for (v = model_first(m, 0); v; v = model_next(m, v), i++) {
 		cr_assert_lt(i, n);
 		cr_assert(v->start == a[i].start && v->end == a[i].end && v->img == a[i].img,
 			  "area %zu", i);
-		cr_assert_eq(vmap_find(m, v->start), v);
-		cr_assert_eq(vmap_find(m, v->end - P), v);
+		cr_assert_eq(model_find(m, v->start), v);
+		cr_assert_eq(model_find(m, v->end - P), v);
 	}
 	cr_assert_eq(i, n);
 	for (int k = 0; k < 20000; k++) {
 		uint64_t addr = rng_below(g, 1100 * 64) * P;
 		long f = brute_first(a, n, addr);
 
-		v = vmap_first(m, addr);
+		v = model_first(m, addr);
 		if (f < 0) {
 			cr_assert_null(v);
-			cr_assert_null(vmap_find(m, addr));
+			cr_assert_null(model_find(m, addr));
 			continue;
 		}
 		cr_assert(v && v->start == a[f].start, "first(0x%lx)", (unsigned long)addr);
 		if (a[f].start <= addr)
-			cr_assert_eq(vmap_find(m, addr), v);
+			cr_assert_eq(model_find(m, addr), v);
 		else
-			cr_assert_null(vmap_find(m, addr));
+			cr_assert_null(model_find(m, addr));
 	}
 }
 
 /* 1000 random areas added in random order, found like a linear scan would; then half removed. */
 Test(vma, many_areas_against_brute_force)
 {
-	static struct area a[1000];
+	static struct ref_area a[1000];
 	struct rng g = { 77 };
-	struct vmap m;
+	struct model m;
 	size_t n = 1000, kept;
 
-	vmap_init(&m);
+	model_init(&m);
 	for (size_t i = 0; i < n; i++) {
 		uint64_t off = rng_below(&g, 32), len = 1 + rng_below(&g, 32);
 
@@ -603,16 +603,16 @@ Test(vma, many_areas_against_brute_force)
 	}
 	for (size_t i = n - 1; i > 0; i--) {
 		size_t j = rng_below(&g, i + 1);
-		struct area t = a[i];
+		struct ref_area t = a[i];
 
 		a[i] = a[j];
 		a[j] = t;
 	}
 	for (size_t i = 0; i < n; i++) {
-		cr_assert_eq(vmap_add(&m, a[i].start, a[i].end, a[i].img), 0);
-		cr_assert_eq(vmap_add(&m, a[i].start, a[i].start + P, 0), -EEXIST);
+		cr_assert_eq(model_add(&m, a[i].start, a[i].end, a[i].img), 0);
+		cr_assert_eq(model_add(&m, a[i].start, a[i].start + P, 0), -EEXIST);
 		if (i % 100 == 0)
-			cr_assert_eq(vmap_check(&m), 0);
+			cr_assert_eq(model_check(&m), 0);
 	}
 	qsort(a, n, sizeof(a[0]), area_cmp);
 	check_areas(&m, a, n, &g);
@@ -621,33 +621,33 @@ Test(vma, many_areas_against_brute_force)
 	for (size_t i = 0; i < n; i += 2) {
 		size_t k = (i * 389) % n & ~(size_t)1;
 
-		cr_assert_eq(vmap_unmap(&m, a[k].start, a[k].end), 0);
+		cr_assert_eq(model_unmap(&m, a[k].start, a[k].end), 0);
 	}
 	kept = 0;
 	for (size_t i = 1; i < n; i += 2)
 		a[kept++] = a[i];
 	check_areas(&m, a, kept, &g);
-	vmap_free(&m);
+	model_free(&m);
 	cr_assert_eq(m.nr_areas, 0);
-	cr_assert_null(vmap_first(&m, 0));
+	cr_assert_null(model_first(&m, 0));
 }
 
 /* Adding in address order is the worst case of an unbalanced tree; this one stays shallow. */
 Test(vma, sorted_inserts_stay_balanced)
 {
-	struct vmap m;
+	struct model m;
 
-	vmap_init(&m);
+	model_init(&m);
 	for (uint64_t i = 0; i < 20000; i++)
-		cr_assert_eq(vmap_add(&m, 2 * i * P, (2 * i + 1) * P, i << 32), 0);
-	cr_assert_eq(vmap_check(&m), 0);
+		cr_assert_eq(model_add(&m, 2 * i * P, (2 * i + 1) * P, i << 32), 0);
+	cr_assert_eq(model_check(&m), 0);
 	/* AVL: height <= 1.44 log2(n + 2), 20.6 here. Peeks at the private root. */
 	cr_assert_leq(m.root->link.height, 20);
 	for (uint64_t i = 0; i < 20000; i += 3)
-		cr_assert_eq(vmap_unmap(&m, 2 * i * P, (2 * i + 1) * P), 0);
-	cr_assert_eq(vmap_check(&m), 0);
+		cr_assert_eq(model_unmap(&m, 2 * i * P, (2 * i + 1) * P), 0);
+	cr_assert_eq(model_check(&m), 0);
 	cr_assert_eq(m.nr_areas, 20000 - 6667);
-	vmap_free(&m);
+	model_free(&m);
 }
 
 /* Deterministic pattern for page i. */
@@ -657,16 +657,16 @@ static bool pattern(uint64_t i)
 }
 
 /* Start a test model and reference with one area of N pages at BASE (image IMG), bits from pattern(). */
-static void setup_area(struct vmap *m, struct ref *r, uint64_t base, size_t n, size_t first,
+static void setup_area(struct model *m, struct ref *r, uint64_t base, size_t n, size_t first,
 		       size_t len, uint64_t img)
 {
-	vmap_init(m);
+	model_init(m);
 	ref_init(r, base, n);
-	cr_assert_eq(vmap_add(m, addr_of(r, first), addr_of(r, first + len), img), 0);
+	cr_assert_eq(model_add(m, addr_of(r, first), addr_of(r, first + len), img), 0);
 	ref_add(r, first, first + len, img);
 	for (size_t i = first; i < first + len; i++) {
 		if (pattern(i)) {
-			cr_assert_eq(vmap_mark_missing(m, addr_of(r, i), addr_of(r, i + 1)), 1);
+			cr_assert_eq(model_mark_missing(m, addr_of(r, i), addr_of(r, i + 1)), 1);
 			ref_set(r, i, i + 1, true);
 		}
 	}
@@ -690,61 +690,61 @@ ParameterizedTestParameters(vma, split_at_any_page)
 /* Cutting a hole at page offsets that are not word aligned keeps every bit in place. */
 ParameterizedTest(struct cut *c, vma, split_at_any_page)
 {
-	struct vmap m;
+	struct model m;
 	struct ref r;
 	size_t before;
 
 	setup_area(&m, &r, 0x7f0000000000ull, 200, 0, 200, 0x1000000);
-	before = vmap_mem_bytes(&m);
-	cr_assert_eq(vmap_unmap(&m, addr_of(&r, c->s), addr_of(&r, c->e)), 0);
+	before = model_mem_bytes(&m);
+	cr_assert_eq(model_unmap(&m, addr_of(&r, c->s), addr_of(&r, c->e)), 0);
 	ref_unmap(&r, c->s, c->e);
 	compare(&m, &r, true, "after the cut");
 	cr_assert_eq(m.nr_areas, 1 + (c->s > 0 && c->e < 200));
-	cr_assert_leq(vmap_mem_bytes(&m), before + sizeof(struct vma) + 8,
+	cr_assert_leq(model_mem_bytes(&m), before + sizeof(struct area) + 8,
 		      "spare bitmap kept after the split");
 	/* The moved-out copy of the rest keeps its bits too. */
-	cr_assert_eq(vmap_remap(&m, addr_of(&r, 0), addr_of(&r, 0) + (1ull << 30), 200 * P), 0);
+	cr_assert_eq(model_remap(&m, addr_of(&r, 0), addr_of(&r, 0) + (1ull << 30), 200 * P), 0);
 	ref_unmap(&r, 0, 200);
 	for (size_t i = 0; i < 200; i++) {
-		struct vma *v = vmap_find(&m, addr_of(&r, i) + (1ull << 30));
+		struct area *v = model_find(&m, addr_of(&r, i) + (1ull << 30));
 		bool gone = i >= c->s && i < c->e;
 
 		cr_assert_eq(!v, gone, "page %zu", i);
 		if (v) {
-			cr_assert_eq(vma_is_missing(v, addr_of(&r, i) + (1ull << 30)), pattern(i));
-			cr_assert_eq(vma_img_addr(v, addr_of(&r, i) + (1ull << 30)), 0x1000000 + i * P);
+			cr_assert_eq(area_is_missing(v, addr_of(&r, i) + (1ull << 30)), pattern(i));
+			cr_assert_eq(area_img_addr(v, addr_of(&r, i) + (1ull << 30)), 0x1000000 + i * P);
 		}
 	}
-	cr_assert_eq(vmap_check(&m), 0);
-	vmap_free(&m);
+	cr_assert_eq(model_check(&m), 0);
+	model_free(&m);
 	ref_free(&r);
 }
 
 /* A chunk moved out and back becomes one area again, with the same bits and memory. */
 Test(vma, move_out_and_back_merges)
 {
-	struct vmap m;
+	struct model m;
 	struct ref r;
 	size_t mem;
 
 	setup_area(&m, &r, 0x400000, 400, 0, 100, 0x400000);
-	mem = vmap_mem_bytes(&m);
-	cr_assert_eq(vmap_remap(&m, addr_of(&r, 10), addr_of(&r, 300), 23 * P), 0);
+	mem = model_mem_bytes(&m);
+	cr_assert_eq(model_remap(&m, addr_of(&r, 10), addr_of(&r, 300), 23 * P), 0);
 	ref_remap(&r, 10, 300, 23);
 	compare(&m, &r, true, "moved out");
 	cr_assert_eq(m.nr_areas, 3);
-	cr_assert_eq(vmap_find(&m, addr_of(&r, 300))->img, 0x400000 + 10 * P);
-	cr_assert_eq(vmap_remap(&m, addr_of(&r, 300), addr_of(&r, 10), 23 * P), 0);
+	cr_assert_eq(model_find(&m, addr_of(&r, 300))->img, 0x400000 + 10 * P);
+	cr_assert_eq(model_remap(&m, addr_of(&r, 300), addr_of(&r, 10), 23 * P), 0);
 	ref_remap(&r, 300, 10, 23);
 	compare(&m, &r, true, "moved back");
 	cr_assert_eq(m.nr_areas, 1);
-	cr_assert_eq(vmap_mem_bytes(&m), mem);
+	cr_assert_eq(model_mem_bytes(&m), mem);
 	/* Moved back to another place it stays apart: the image is not contiguous there. */
-	cr_assert_eq(vmap_remap(&m, addr_of(&r, 10), addr_of(&r, 300), 23 * P), 0);
-	cr_assert_eq(vmap_remap(&m, addr_of(&r, 300), addr_of(&r, 11), 23 * P), 0);
+	cr_assert_eq(model_remap(&m, addr_of(&r, 10), addr_of(&r, 300), 23 * P), 0);
+	cr_assert_eq(model_remap(&m, addr_of(&r, 300), addr_of(&r, 11), 23 * P), 0);
 	cr_assert_eq(m.nr_areas, 3);
-	cr_assert_eq(vmap_check(&m), 0);
-	vmap_free(&m);
+	cr_assert_eq(model_check(&m), 0);
+	model_free(&m);
 	ref_free(&r);
 }
 
@@ -766,172 +766,172 @@ ParameterizedTestParameters(vma, remap_overlapping_itself)
 /* mremap by less than its length: source and destination overlap. */
 ParameterizedTest(struct shift *s, vma, remap_overlapping_itself)
 {
-	struct vmap m;
+	struct model m;
 	struct ref r;
 	size_t to = (size_t)((long)s->from + s->delta);
 
 	setup_area(&m, &r, 0x10000000, 200, 0, 100, 0x80000000);
 	/* A second area after a gap, which a move to the right may cover. */
-	cr_assert_eq(vmap_add(&m, addr_of(&r, 102), addr_of(&r, 140), 0x90000000), 0);
+	cr_assert_eq(model_add(&m, addr_of(&r, 102), addr_of(&r, 140), 0x90000000), 0);
 	ref_add(&r, 102, 140, 0x90000000);
-	vmap_mark_missing(&m, addr_of(&r, 102), addr_of(&r, 120));
+	model_mark_missing(&m, addr_of(&r, 102), addr_of(&r, 120));
 	ref_set(&r, 102, 120, true);
-	cr_assert_eq(vmap_remap(&m, addr_of(&r, s->from), addr_of(&r, to), s->len * P), 0);
+	cr_assert_eq(model_remap(&m, addr_of(&r, s->from), addr_of(&r, to), s->len * P), 0);
 	ref_remap(&r, s->from, to, s->len);
 	compare(&m, &r, true, "after the move");
-	vmap_free(&m);
+	model_free(&m);
 	ref_free(&r);
 }
 
 /* A source that spans two areas and the gap between them, onto an area it partly replaces. */
 Test(vma, remap_across_areas_and_gap)
 {
-	struct vmap m;
+	struct model m;
 	struct ref r;
-	struct vma *v;
+	struct area *v;
 
-	vmap_init(&m);
+	model_init(&m);
 	ref_init(&r, 0x1000000, 128);
-	cr_assert_eq(vmap_add(&m, addr_of(&r, 10), addr_of(&r, 20), 0xa0000000), 0);
-	cr_assert_eq(vmap_add(&m, addr_of(&r, 25), addr_of(&r, 40), 0xb0000000), 0);
-	cr_assert_eq(vmap_add(&m, addr_of(&r, 60), addr_of(&r, 100), 0xc0000000), 0);
+	cr_assert_eq(model_add(&m, addr_of(&r, 10), addr_of(&r, 20), 0xa0000000), 0);
+	cr_assert_eq(model_add(&m, addr_of(&r, 25), addr_of(&r, 40), 0xb0000000), 0);
+	cr_assert_eq(model_add(&m, addr_of(&r, 60), addr_of(&r, 100), 0xc0000000), 0);
 	ref_add(&r, 10, 20, 0xa0000000);
 	ref_add(&r, 25, 40, 0xb0000000);
 	ref_add(&r, 60, 100, 0xc0000000);
-	cr_assert_eq(vmap_mark_missing(&m, addr_of(&r, 0), addr_of(&r, 128)), 65);
+	cr_assert_eq(model_mark_missing(&m, addr_of(&r, 0), addr_of(&r, 128)), 65);
 	ref_set(&r, 0, 128, true);
-	cr_assert_eq(vmap_clear(&m, addr_of(&r, 17), addr_of(&r, 27)), 5);
+	cr_assert_eq(model_clear(&m, addr_of(&r, 17), addr_of(&r, 27)), 5);
 	ref_set(&r, 17, 27, false);
 
-	cr_assert_eq(vmap_remap(&m, addr_of(&r, 15), addr_of(&r, 70), 20 * P), 0);
+	cr_assert_eq(model_remap(&m, addr_of(&r, 15), addr_of(&r, 70), 20 * P), 0);
 	ref_remap(&r, 15, 70, 20);
 	compare(&m, &r, true, "after the move");
 	/* Left: [10,15) of A, [35,40) of B; moved: [70,75) of A, [80,90) of B; kept of C: [60,70), [90,100). */
 	cr_assert_eq(m.nr_areas, 6);
 	cr_assert_eq(m.nr_pages, 5 + 5 + 5 + 10 + 10 + 10);
-	cr_assert_null(vmap_find(&m, addr_of(&r, 77)), "C's pages under the gap must go");
-	v = vmap_find(&m, addr_of(&r, 72));
+	cr_assert_null(model_find(&m, addr_of(&r, 77)), "C's pages under the gap must go");
+	v = model_find(&m, addr_of(&r, 72));
 	cr_assert(v && v->start == addr_of(&r, 70) && v->end == addr_of(&r, 75));
 	cr_assert_eq(v->img, 0xa0000000 + 5 * P);
-	cr_assert_eq(vma_run(v, v->start, UINT64_MAX, true), 2 * P);
-	cr_assert_eq(vma_run(v, v->start + 2 * P, UINT64_MAX, false), 3 * P);
-	v = vmap_find(&m, addr_of(&r, 80));
+	cr_assert_eq(area_run(v, v->start, UINT64_MAX, true), 2 * P);
+	cr_assert_eq(area_run(v, v->start + 2 * P, UINT64_MAX, false), 3 * P);
+	v = model_find(&m, addr_of(&r, 80));
 	cr_assert(v && v->start == addr_of(&r, 80) && v->end == addr_of(&r, 90));
 	cr_assert_eq(v->img, 0xb0000000);
-	vmap_free(&m);
+	model_free(&m);
 	ref_free(&r);
 }
 
 /* MREMAP_FIXED swap of two areas through a temporary address. */
 Test(vma, swap_two_areas_via_temp)
 {
-	struct vmap m;
+	struct model m;
 	struct ref r;
 	uint64_t a, b, t;
-	struct vma *v;
+	struct area *v;
 
-	vmap_init(&m);
+	model_init(&m);
 	ref_init(&r, 0x7f0000000000ull, 256);
 	a = addr_of(&r, 3);
 	b = addr_of(&r, 100);
 	t = addr_of(&r, 200);
-	cr_assert_eq(vmap_add(&m, a, a + 40 * P, 0x111000), 0);
-	cr_assert_eq(vmap_add(&m, b, b + 40 * P, 0x999000), 0);
+	cr_assert_eq(model_add(&m, a, a + 40 * P, 0x111000), 0);
+	cr_assert_eq(model_add(&m, b, b + 40 * P, 0x999000), 0);
 	ref_add(&r, 3, 43, 0x111000);
 	ref_add(&r, 100, 140, 0x999000);
-	vmap_mark_missing(&m, a, a + 7 * P);
-	vmap_mark_missing(&m, b + 33 * P, b + 40 * P);
+	model_mark_missing(&m, a, a + 7 * P);
+	model_mark_missing(&m, b + 33 * P, b + 40 * P);
 	ref_set(&r, 3, 10, true);
 	ref_set(&r, 133, 140, true);
 
-	cr_assert_eq(vmap_remap(&m, a, t, 40 * P), 0);
-	cr_assert_eq(vmap_remap(&m, b, a, 40 * P), 0);
-	cr_assert_eq(vmap_remap(&m, t, b, 40 * P), 0);
+	cr_assert_eq(model_remap(&m, a, t, 40 * P), 0);
+	cr_assert_eq(model_remap(&m, b, a, 40 * P), 0);
+	cr_assert_eq(model_remap(&m, t, b, 40 * P), 0);
 	ref_remap(&r, 3, 200, 40);
 	ref_remap(&r, 100, 3, 40);
 	ref_remap(&r, 200, 100, 40);
 	compare(&m, &r, true, "after the swap");
 	cr_assert_eq(m.nr_areas, 2);
-	v = vmap_find(&m, a);
+	v = model_find(&m, a);
 	cr_assert(v->start == a && v->end == a + 40 * P && v->img == 0x999000);
-	cr_assert_eq(vma_run(v, a, UINT64_MAX, false), 33 * P);
-	v = vmap_find(&m, b);
+	cr_assert_eq(area_run(v, a, UINT64_MAX, false), 33 * P);
+	v = model_find(&m, b);
 	cr_assert(v->start == b && v->end == b + 40 * P && v->img == 0x111000);
-	cr_assert_eq(vma_run(v, b, UINT64_MAX, true), 7 * P);
+	cr_assert_eq(area_run(v, b, UINT64_MAX, true), 7 * P);
 	cr_assert_eq(m.nr_missing, 14);
-	vmap_free(&m);
+	model_free(&m);
 	ref_free(&r);
 }
 
 /* Clear and unmap over several areas and the gaps between them. */
 Test(vma, clear_and_unmap_across_areas)
 {
-	struct vmap m;
+	struct model m;
 	struct ref r;
 	uint64_t first;
 
-	vmap_init(&m);
+	model_init(&m);
 	ref_init(&r, 0x20000000, 300);
 	for (size_t i = 0; i < 5; i++) {
-		cr_assert_eq(vmap_add(&m, addr_of(&r, 10 + i * 50), addr_of(&r, 50 + i * 50),
+		cr_assert_eq(model_add(&m, addr_of(&r, 10 + i * 50), addr_of(&r, 50 + i * 50),
 				      0x1000000 * (i + 1)), 0);
 		ref_add(&r, 10 + i * 50, 50 + i * 50, 0x1000000 * (i + 1));
 	}
-	cr_assert_eq(vmap_mark_missing(&m, 0, UINT64_MAX & ~(P - 1)), 200);
+	cr_assert_eq(model_mark_missing(&m, 0, UINT64_MAX & ~(P - 1)), 200);
 	ref_set(&r, 0, 300, true);
-	cr_assert_eq(vmap_mark_missing(&m, addr_of(&r, 0), addr_of(&r, 300)), 0);
-	cr_assert_eq(vmap_clear(&m, addr_of(&r, 45), addr_of(&r, 115)), 5 + 40 + 5);
+	cr_assert_eq(model_mark_missing(&m, addr_of(&r, 0), addr_of(&r, 300)), 0);
+	cr_assert_eq(model_clear(&m, addr_of(&r, 45), addr_of(&r, 115)), 5 + 40 + 5);
 	ref_set(&r, 45, 115, false);
 	compare(&m, &r, true, "after clear");
-	cr_assert_eq(vmap_clear(&m, addr_of(&r, 45), addr_of(&r, 115)), 0);
-	cr_assert(vmap_next_missing(&m, addr_of(&r, 45), &first));
+	cr_assert_eq(model_clear(&m, addr_of(&r, 45), addr_of(&r, 115)), 0);
+	cr_assert(model_next_missing(&m, addr_of(&r, 45), &first));
 	cr_assert_eq(first, addr_of(&r, 115));
 
-	cr_assert_eq(vmap_unmap(&m, addr_of(&r, 30), addr_of(&r, 170)), 0);
+	cr_assert_eq(model_unmap(&m, addr_of(&r, 30), addr_of(&r, 170)), 0);
 	ref_unmap(&r, 30, 170);
 	compare(&m, &r, true, "after unmap");
 	cr_assert_eq(m.nr_areas, 3);
 	cr_assert_eq(m.nr_pages, 20 + 30 + 40);
 	cr_assert_eq(m.nr_missing, 20 + 30 + 40);
 	/* Unmapping where nothing is does nothing. */
-	cr_assert_eq(vmap_unmap(&m, addr_of(&r, 30), addr_of(&r, 170)), 0);
-	cr_assert_eq(vmap_unmap(&m, 0, P), 0);
+	cr_assert_eq(model_unmap(&m, addr_of(&r, 30), addr_of(&r, 170)), 0);
+	cr_assert_eq(model_unmap(&m, 0, P), 0);
 	compare(&m, &r, true, "after unmapping nothing");
-	vmap_free(&m);
+	model_free(&m);
 	ref_free(&r);
 }
 
 /* A fork's copy changes alone; the parent's model keeps its pages. */
 Test(vma, clone_is_independent)
 {
-	struct vmap m, c;
+	struct model m, c;
 	struct ref r, rc;
 
 	setup_area(&m, &r, 0x5000000, 300, 20, 200, 0x5000000);
-	cr_assert_eq(vmap_add(&m, addr_of(&r, 250), addr_of(&r, 290), 0x9000000), 0);
+	cr_assert_eq(model_add(&m, addr_of(&r, 250), addr_of(&r, 290), 0x9000000), 0);
 	ref_add(&r, 250, 290, 0x9000000);
-	vmap_init(&c);
-	cr_assert_eq(vmap_clone(&c, &m), 0);
-	cr_assert_eq(vmap_clone(&c, &m), -EBUSY);
+	model_init(&c);
+	cr_assert_eq(model_clone(&c, &m), 0);
+	cr_assert_eq(model_clone(&c, &m), -EBUSY);
 	ref_copy(&rc, &r);
 	compare(&c, &rc, true, "the clone");
-	cr_assert_eq(vmap_mem_bytes(&c), vmap_mem_bytes(&m));
+	cr_assert_eq(model_mem_bytes(&c), model_mem_bytes(&m));
 
-	vmap_clear(&c, addr_of(&r, 0), addr_of(&r, 100));
+	model_clear(&c, addr_of(&r, 0), addr_of(&r, 100));
 	ref_set(&rc, 0, 100, false);
-	vmap_mark_missing(&c, addr_of(&r, 100), addr_of(&r, 300));
+	model_mark_missing(&c, addr_of(&r, 100), addr_of(&r, 300));
 	ref_set(&rc, 100, 300, true);
-	cr_assert_eq(vmap_unmap(&c, addr_of(&r, 50), addr_of(&r, 60)), 0);
+	cr_assert_eq(model_unmap(&c, addr_of(&r, 50), addr_of(&r, 60)), 0);
 	ref_unmap(&rc, 50, 60);
-	cr_assert_eq(vmap_remap(&c, addr_of(&r, 250), addr_of(&r, 230), 40 * P), 0);
+	cr_assert_eq(model_remap(&c, addr_of(&r, 250), addr_of(&r, 230), 40 * P), 0);
 	ref_remap(&rc, 250, 230, 40);
-	cr_assert_eq(vmap_add(&c, addr_of(&r, 0), addr_of(&r, 10), 0), 0);
+	cr_assert_eq(model_add(&c, addr_of(&r, 0), addr_of(&r, 10), 0), 0);
 	ref_add(&rc, 0, 10, 0);
 	compare(&c, &rc, true, "the changed clone");
 	compare(&m, &r, true, "the original");
-	vmap_free(&m);
+	model_free(&m);
 	compare(&c, &rc, true, "the clone with its original freed");
-	vmap_free(&c);
+	model_free(&c);
 	ref_free(&r);
 	ref_free(&rc);
 }
@@ -940,39 +940,39 @@ Test(vma, clone_is_independent)
 Test(vma, one_gib_costs_32_kib)
 {
 	uint64_t base = 0x7e0000000000ull, gib = 1ull << 30, pages = gib / P, addr;
-	struct vmap m;
-	struct vma *v;
+	struct model m;
+	struct area *v;
 	size_t mem;
 
-	vmap_init(&m);
-	cr_assert_eq(vmap_add(&m, base, base + gib, base), 0);
-	mem = vmap_mem_bytes(&m);
+	model_init(&m);
+	cr_assert_eq(model_add(&m, base, base + gib, base), 0);
+	mem = model_mem_bytes(&m);
 	cr_assert_geq(mem, 32768);
 	cr_assert_leq(mem, 32768 + 256, "%zu bytes", mem);
-	cr_assert_eq(vmap_mark_missing(&m, base, base + gib), pages);
+	cr_assert_eq(model_mark_missing(&m, base, base + gib), pages);
 	cr_assert_eq(m.nr_missing, pages);
-	v = vmap_find(&m, base + gib - P);
-	cr_assert_eq(vma_run(v, base, UINT64_MAX, true), gib);
-	cr_assert_eq(vma_run(v, base + P, 64 * 1024, true), 64 * 1024);
+	v = model_find(&m, base + gib - P);
+	cr_assert_eq(area_run(v, base, UINT64_MAX, true), gib);
+	cr_assert_eq(area_run(v, base + P, 64 * 1024, true), 64 * 1024);
 
-	cr_assert_eq(vmap_clear(&m, base + 12345 * P, base + 200000 * P), 200000 - 12345);
-	cr_assert_eq(vma_run(v, base + 7 * P, UINT64_MAX, true), (12345 - 7) * P);
-	cr_assert_eq(vma_run(v, base + 12345 * P, UINT64_MAX, false), (200000 - 12345) * P);
-	cr_assert(vmap_next_missing(&m, base + 12345 * P, &addr));
+	cr_assert_eq(model_clear(&m, base + 12345 * P, base + 200000 * P), 200000 - 12345);
+	cr_assert_eq(area_run(v, base + 7 * P, UINT64_MAX, true), (12345 - 7) * P);
+	cr_assert_eq(area_run(v, base + 12345 * P, UINT64_MAX, false), (200000 - 12345) * P);
+	cr_assert(model_next_missing(&m, base + 12345 * P, &addr));
 	cr_assert_eq(addr, base + 200000 * P);
 
 	/* Split at a page that is not word aligned, then give back the middle. */
-	cr_assert_eq(vmap_unmap(&m, base + 99999 * P, base + 100003 * P), 0);
+	cr_assert_eq(model_unmap(&m, base + 99999 * P, base + 100003 * P), 0);
 	cr_assert_eq(m.nr_areas, 2);
-	cr_assert_eq(vmap_check(&m), 0);
-	mem = vmap_mem_bytes(&m);
+	cr_assert_eq(model_check(&m), 0);
+	mem = model_mem_bytes(&m);
 	cr_assert_leq(mem, 32768 + 2 * 256, "%zu bytes after a split", mem);
 	cr_assert_eq(m.nr_missing, pages - (200000 - 12345));
-	v = vmap_find(&m, base + 100003 * P);
-	cr_assert_eq(vma_run(v, v->start, UINT64_MAX, false), (200000 - 100003) * P);
-	cr_assert_eq(vma_run(v, base + 200000 * P, UINT64_MAX, true), gib - 200000 * P);
-	vmap_free(&m);
-	cr_assert_eq(vmap_mem_bytes(&m), 0);
+	v = model_find(&m, base + 100003 * P);
+	cr_assert_eq(area_run(v, v->start, UINT64_MAX, false), (200000 - 100003) * P);
+	cr_assert_eq(area_run(v, base + 200000 * P, UINT64_MAX, true), gib - 200000 * P);
+	model_free(&m);
+	cr_assert_eq(model_mem_bytes(&m), 0);
 }
 
 /* Bits keep their places through splits and moves of an area of a million pages. */
@@ -981,38 +981,38 @@ Test(vma, large_area_shifts_word_at_a_time, .timeout = 60)
 	uint64_t n = 1ull << 20, base = 0x100000000ull;
 	static bool want[1ull << 20];
 	struct rng g = { 4242 };
-	struct vmap m;
-	struct vma *v;
+	struct model m;
+	struct area *v;
 
-	vmap_init(&m);
-	cr_assert_eq(vmap_add(&m, base, base + n * P, 0x10000000000ull), 0);
+	model_init(&m);
+	cr_assert_eq(model_add(&m, base, base + n * P, 0x10000000000ull), 0);
 	for (int k = 0; k < 2000; k++) {
 		uint64_t s = rng_below(&g, n), e = s + 1 + rng_below(&g, 3000);
 
 		if (e > n)
 			e = n;
-		vmap_mark_missing(&m, base + s * P, base + e * P);
+		model_mark_missing(&m, base + s * P, base + e * P);
 		for (uint64_t i = s; i < e; i++)
 			want[i] = true;
 	}
 	/* Move everything but the first 777 pages by 12345 pages, then cut out page 500001. */
-	cr_assert_eq(vmap_remap(&m, base + 777 * P, base + (777 + 12345) * P, (n - 777) * P), 0);
-	cr_assert_eq(vmap_unmap(&m, base + (500001 + 12345) * P, base + (500002 + 12345) * P), 0);
-	cr_assert_eq(vmap_check(&m), 0);
+	cr_assert_eq(model_remap(&m, base + 777 * P, base + (777 + 12345) * P, (n - 777) * P), 0);
+	cr_assert_eq(model_unmap(&m, base + (500001 + 12345) * P, base + (500002 + 12345) * P), 0);
+	cr_assert_eq(model_check(&m), 0);
 	cr_assert_eq(m.nr_areas, 3);
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t a = base + (i < 777 ? i : i + 12345) * P;
 
 		if (i == 500001) {
-			cr_assert_null(vmap_find(&m, a));
+			cr_assert_null(model_find(&m, a));
 			continue;
 		}
-		v = vmap_find(&m, a);
-		if (!v || vma_is_missing(v, a) != want[i] ||
-		    vma_img_addr(v, a) != 0x10000000000ull + i * P)
+		v = model_find(&m, a);
+		if (!v || area_is_missing(v, a) != want[i] ||
+		    area_img_addr(v, a) != 0x10000000000ull + i * P)
 			cr_assert_fail("page %lu", (unsigned long)i);
 	}
-	vmap_free(&m);
+	model_free(&m);
 }
 
 struct run_case {
@@ -1050,82 +1050,82 @@ ParameterizedTestParameters(vma, run_lengths)
 ParameterizedTest(struct run_case *c, vma, run_lengths)
 {
 	uint64_t base = 0x3000000;
-	struct vmap m;
-	struct vma *v;
+	struct model m;
+	struct area *v;
 
-	vmap_init(&m);
-	cr_assert_eq(vmap_add(&m, base, base + 100 * P, 0), 0);
-	cr_assert_eq(vmap_add(&m, base + 100 * P, base + 200 * P, 0x8000000), 0);
-	vmap_mark_missing(&m, base + 10 * P, base + 30 * P);
-	vmap_mark_missing(&m, base + 50 * P, base + 51 * P);
-	vmap_mark_missing(&m, base + 64 * P, base + 120 * P);
-	v = vmap_find(&m, base);
-	cr_assert_eq(vma_run(v, base + c->page * P, c->limit, c->want), c->pages * P);
-	vmap_free(&m);
+	model_init(&m);
+	cr_assert_eq(model_add(&m, base, base + 100 * P, 0), 0);
+	cr_assert_eq(model_add(&m, base + 100 * P, base + 200 * P, 0x8000000), 0);
+	model_mark_missing(&m, base + 10 * P, base + 30 * P);
+	model_mark_missing(&m, base + 50 * P, base + 51 * P);
+	model_mark_missing(&m, base + 64 * P, base + 120 * P);
+	v = model_find(&m, base);
+	cr_assert_eq(area_run(v, base + c->page * P, c->limit, c->want), c->pages * P);
+	model_free(&m);
 }
 
 /* Runs of an area with nothing missing, and with everything missing. */
 Test(vma, run_lengths_of_uniform_areas)
 {
-	struct vmap m;
-	struct vma *v;
+	struct model m;
+	struct area *v;
 	uint64_t a;
 
-	vmap_init(&m);
-	cr_assert_eq(vmap_add(&m, 0x1000, 0x81000, 0x1000), 0);
-	v = vmap_find(&m, 0x1000);
-	cr_assert_eq(vma_run(v, 0x2000, UINT64_MAX, false), 0x7f000);
-	cr_assert_eq(vma_run(v, 0x2000, UINT64_MAX, true), 0);
-	cr_assert_not(vma_is_missing(v, 0x2000));
-	cr_assert_not(vmap_next_missing(&m, 0, &a));
-	cr_assert_eq(vmap_mark_missing(&m, 0, 0x100000), 0x80);
-	cr_assert_eq(vma_run(v, 0x2000, UINT64_MAX, true), 0x7f000);
-	cr_assert_eq(vma_run(v, 0x2000, 0x3000, true), 0x3000);
-	cr_assert_eq(vma_run(v, 0x2000, UINT64_MAX, false), 0);
-	cr_assert(vmap_next_missing(&m, 0, &a));
+	model_init(&m);
+	cr_assert_eq(model_add(&m, 0x1000, 0x81000, 0x1000), 0);
+	v = model_find(&m, 0x1000);
+	cr_assert_eq(area_run(v, 0x2000, UINT64_MAX, false), 0x7f000);
+	cr_assert_eq(area_run(v, 0x2000, UINT64_MAX, true), 0);
+	cr_assert_not(area_is_missing(v, 0x2000));
+	cr_assert_not(model_next_missing(&m, 0, &a));
+	cr_assert_eq(model_mark_missing(&m, 0, 0x100000), 0x80);
+	cr_assert_eq(area_run(v, 0x2000, UINT64_MAX, true), 0x7f000);
+	cr_assert_eq(area_run(v, 0x2000, 0x3000, true), 0x3000);
+	cr_assert_eq(area_run(v, 0x2000, UINT64_MAX, false), 0);
+	cr_assert(model_next_missing(&m, 0, &a));
 	cr_assert_eq(a, 0x1000);
-	cr_assert_not(vmap_next_missing(&m, 0x81000, &a));
-	vmap_free(&m);
+	cr_assert_not(model_next_missing(&m, 0x81000, &a));
+	model_free(&m);
 }
 
 /* first/find/next at the edges of areas and of the address space. */
 Test(vma, lookups_at_edges)
 {
-	struct vmap m;
-	struct vma *a, *b;
+	struct model m;
+	struct area *a, *b;
 	uint64_t top = 0xfffffffffffff000ull, x;
 
-	vmap_init(&m);
-	cr_assert_null(vmap_first(&m, 0));
-	cr_assert_null(vmap_find(&m, 0));
-	cr_assert_not(vmap_next_missing(&m, 0, &x));
-	cr_assert_eq(vmap_add(&m, 0, 0x3000, 0x100000), 0);
-	cr_assert_eq(vmap_add(&m, top - 0x2000, top, 0x200000), 0);
-	a = vmap_find(&m, 0);
-	b = vmap_find(&m, top - P);
+	model_init(&m);
+	cr_assert_null(model_first(&m, 0));
+	cr_assert_null(model_find(&m, 0));
+	cr_assert_not(model_next_missing(&m, 0, &x));
+	cr_assert_eq(model_add(&m, 0, 0x3000, 0x100000), 0);
+	cr_assert_eq(model_add(&m, top - 0x2000, top, 0x200000), 0);
+	a = model_find(&m, 0);
+	b = model_find(&m, top - P);
 	cr_assert(a && b && a != b);
-	cr_assert_null(vmap_find(&m, 0x3000));
-	cr_assert_null(vmap_find(&m, top));
-	cr_assert_eq(vmap_first(&m, 0x2000), a);
-	cr_assert_eq(vmap_first(&m, 0x3000), b);
-	cr_assert_eq(vmap_first(&m, top - 0x2001), b);
-	cr_assert_null(vmap_first(&m, top));
-	cr_assert_null(vmap_first(&m, UINT64_MAX));
-	cr_assert_eq(vmap_next(&m, a), b);
-	cr_assert_null(vmap_next(&m, b));
-	cr_assert_eq(vmap_mark_missing(&m, 0x1000, UINT64_MAX & ~(P - 1)), 4);
-	cr_assert(vmap_next_missing(&m, 0, &x));
+	cr_assert_null(model_find(&m, 0x3000));
+	cr_assert_null(model_find(&m, top));
+	cr_assert_eq(model_first(&m, 0x2000), a);
+	cr_assert_eq(model_first(&m, 0x3000), b);
+	cr_assert_eq(model_first(&m, top - 0x2001), b);
+	cr_assert_null(model_first(&m, top));
+	cr_assert_null(model_first(&m, UINT64_MAX));
+	cr_assert_eq(model_next(&m, a), b);
+	cr_assert_null(model_next(&m, b));
+	cr_assert_eq(model_mark_missing(&m, 0x1000, UINT64_MAX & ~(P - 1)), 4);
+	cr_assert(model_next_missing(&m, 0, &x));
 	cr_assert_eq(x, 0x1000);
-	cr_assert(vmap_next_missing(&m, 0x3000, &x));
+	cr_assert(model_next_missing(&m, 0x3000, &x));
 	cr_assert_eq(x, top - 0x2000);
-	cr_assert_not(vmap_next_missing(&m, top, &x));
-	cr_assert_eq(vma_img_addr(b, top - P), 0x201000);
+	cr_assert_not(model_next_missing(&m, top, &x));
+	cr_assert_eq(area_img_addr(b, top - P), 0x201000);
 	/* Move the top area down next to the first: not merged, images are apart. */
-	cr_assert_eq(vmap_remap(&m, top - 0x2000, 0x3000, 0x2000), 0);
+	cr_assert_eq(model_remap(&m, top - 0x2000, 0x3000, 0x2000), 0);
 	cr_assert_eq(m.nr_areas, 2);
 	cr_assert_eq(m.nr_missing, 4);
-	cr_assert_eq(vmap_check(&m), 0);
-	vmap_free(&m);
+	cr_assert_eq(model_check(&m), 0);
+	model_free(&m);
 }
 
 struct bad_remap {
@@ -1151,34 +1151,34 @@ ParameterizedTestParameters(vma, remap_rejects_bad_ranges)
 
 ParameterizedTest(struct bad_remap *b, vma, remap_rejects_bad_ranges)
 {
-	struct vmap m;
-	struct vma *v;
+	struct model m;
+	struct area *v;
 
-	vmap_init(&m);
-	cr_assert_eq(vmap_add(&m, 0x10000, 0x20000, 0x10000), 0);
-	vmap_mark_missing(&m, 0x12000, 0x13000);
-	cr_assert_eq(vmap_remap(&m, b->from, b->to, b->len), b->err);
-	cr_assert_eq(vmap_check(&m), 0);
-	v = vmap_find(&m, 0x10000);
+	model_init(&m);
+	cr_assert_eq(model_add(&m, 0x10000, 0x20000, 0x10000), 0);
+	model_mark_missing(&m, 0x12000, 0x13000);
+	cr_assert_eq(model_remap(&m, b->from, b->to, b->len), b->err);
+	cr_assert_eq(model_check(&m), 0);
+	v = model_find(&m, 0x10000);
 	cr_assert(v && v->start == 0x10000 && v->end == 0x20000 && m.nr_areas == 1);
 	cr_assert_eq(m.nr_missing, 1);
-	cr_assert(vma_is_missing(v, 0x12000));
-	vmap_free(&m);
+	cr_assert(area_is_missing(v, 0x12000));
+	model_free(&m);
 }
 
 Test(vma, unmap_rejects_bad_ranges)
 {
-	struct vmap m;
+	struct model m;
 
-	vmap_init(&m);
-	cr_assert_eq(vmap_add(&m, 0x10000, 0x20000, 0x10000), 0);
-	cr_assert_eq(vmap_unmap(&m, 0x10800, 0x20000), -EINVAL);
-	cr_assert_eq(vmap_unmap(&m, 0x10000, 0x1f800), -EINVAL);
-	cr_assert_eq(vmap_unmap(&m, 0x14000, 0x14000), -EINVAL);
-	cr_assert_eq(vmap_unmap(&m, 0x14000, 0x13000), -EINVAL);
+	model_init(&m);
+	cr_assert_eq(model_add(&m, 0x10000, 0x20000, 0x10000), 0);
+	cr_assert_eq(model_unmap(&m, 0x10800, 0x20000), -EINVAL);
+	cr_assert_eq(model_unmap(&m, 0x10000, 0x1f800), -EINVAL);
+	cr_assert_eq(model_unmap(&m, 0x14000, 0x14000), -EINVAL);
+	cr_assert_eq(model_unmap(&m, 0x14000, 0x13000), -EINVAL);
 	cr_assert_eq(m.nr_pages, 16);
-	cr_assert_eq(vmap_unmap(&m, 0, UINT64_MAX & ~(P - 1)), 0);
+	cr_assert_eq(model_unmap(&m, 0, UINT64_MAX & ~(P - 1)), 0);
 	cr_assert_eq(m.nr_pages, 0);
 	cr_assert_eq(m.nr_areas, 0);
-	vmap_free(&m);
+	model_free(&m);
 }

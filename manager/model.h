@@ -15,79 +15,79 @@
  * Knows nothing about sockets, uffd or image files. Addresses are page
  * aligned (4 KiB pages); int functions return 0 or -errno.
  */
-#ifndef UFFD_VMA_H
-#define UFFD_VMA_H
+#ifndef UFFD_MODEL_H
+#define UFFD_MODEL_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define VMA_PAGE_SHIFT	12
-#define VMA_PAGE_SIZE	(1ull << VMA_PAGE_SHIFT)
+#define MODEL_PAGE_SHIFT	12
+#define MODEL_PAGE_SIZE	(1ull << MODEL_PAGE_SHIFT)
 
-struct vma;
+struct area;
 
-/* Private to vma.c. */
-struct vma_link {
-	struct vma *left, *right;	/* tree */
-	struct vma *prev, *next;	/* address order */
+/* Private to model.c. */
+struct area_link {
+	struct area *left, *right;	/* tree */
+	struct area *prev, *next;	/* address order */
 	int height;
 	uint64_t cap;			/* words allocated for the bitmap */
 };
 
-/* One lazy area. Read-only outside vma.c. */
-struct vma {
-	struct vma_link link;
+/* One lazy area. Read-only outside model.c. */
+struct area {
+	struct area_link link;
 	uint64_t start, end;	/* current addresses */
 	uint64_t img;		/* image address of start */
 	uint64_t *missing;	/* bit i: page start + i * 4096 is missing */
 	uint64_t nr_missing;
 };
 
-/* All areas of one process. Zero-filled is the same as vmap_init(). */
-struct vmap {
-	struct vma *root;	/* private */
-	unsigned fail_alloc;	/* private: see vmap_fail_alloc() */
+/* All areas of one process. Zero-filled is the same as model_init(). */
+struct model {
+	struct area *root;	/* private */
+	unsigned fail_alloc;	/* private: see model_fail_alloc() */
 	size_t nr_areas;
 	uint64_t nr_pages;	/* sum over areas */
 	uint64_t nr_missing;	/* sum over areas */
 };
 
-void vmap_init(struct vmap *m);
+void model_init(struct model *m);
 /* Free every area; M is empty (and usable) afterwards. */
-void vmap_free(struct vmap *m);
+void model_free(struct model *m);
 
 /*
  * Add the area [START, END) whose first page came from image address IMG, no
  * page missing. -EINVAL if unaligned, empty, or IMG + length overflows;
  * -EEXIST if it overlaps an area; -ENOMEM.
  */
-int vmap_add(struct vmap *m, uint64_t start, uint64_t end, uint64_t img);
+int model_add(struct model *m, uint64_t start, uint64_t end, uint64_t img);
 
 /* Mark every page of [START, END) that lies in an area missing; return how many were not. */
-uint64_t vmap_mark_missing(struct vmap *m, uint64_t start, uint64_t end);
+uint64_t model_mark_missing(struct model *m, uint64_t start, uint64_t end);
 
 /* Clear the missing bit over [START, END) (copied, or REMOVE event); return how many were set. */
-uint64_t vmap_clear(struct vmap *m, uint64_t start, uint64_t end);
+uint64_t model_clear(struct model *m, uint64_t start, uint64_t end);
 
 /* The area containing ADDR, or NULL. O(log n). */
-struct vma *vmap_find(const struct vmap *m, uint64_t addr);
+struct area *model_find(const struct model *m, uint64_t addr);
 
 /* The first area with end > ADDR, or NULL. O(log n). */
-struct vma *vmap_first(const struct vmap *m, uint64_t addr);
+struct area *model_first(const struct model *m, uint64_t addr);
 
 /* The area after V in address order, or NULL. O(1). */
-struct vma *vmap_next(const struct vmap *m, const struct vma *v);
+struct area *model_next(const struct model *m, const struct area *v);
 
 /* Whether the page at ADDR (inside V) is missing. */
-bool vma_is_missing(const struct vma *v, uint64_t addr);
+bool area_is_missing(const struct area *v, uint64_t addr);
 
 /* The image address of the page at ADDR (inside V). */
-uint64_t vma_img_addr(const struct vma *v, uint64_t addr);
+uint64_t area_img_addr(const struct area *v, uint64_t addr);
 
-static inline uint64_t vma_nr_pages(const struct vma *v)
+static inline uint64_t area_nr_pages(const struct area *v)
 {
-	return (v->end - v->start) >> VMA_PAGE_SHIFT;
+	return (v->end - v->start) >> MODEL_PAGE_SHIFT;
 }
 
 /*
@@ -95,13 +95,13 @@ static inline uint64_t vma_nr_pages(const struct vma *v)
  * is WANT, capped at V's end and at LIMIT rounded down to whole pages.
  * 0 when the page at ADDR is not WANT or ADDR is outside V.
  */
-uint64_t vma_run(const struct vma *v, uint64_t addr, uint64_t limit, bool want);
+uint64_t area_run(const struct area *v, uint64_t addr, uint64_t limit, bool want);
 
 /* Find the first missing page at or after ADDR (no wrap): true with *OUT, or false. */
-bool vmap_next_missing(const struct vmap *m, uint64_t addr, uint64_t *out);
+bool model_next_missing(const struct model *m, uint64_t addr, uint64_t *out);
 
 /* UNMAP event: drop [START, END), splitting areas at the edges. -EINVAL, -ENOMEM. */
-int vmap_unmap(struct vmap *m, uint64_t start, uint64_t end);
+int model_unmap(struct model *m, uint64_t start, uint64_t end);
 
 /*
  * REMAP event: mremap moved [FROM, FROM + LEN) to [TO, TO + LEN). What the
@@ -110,25 +110,25 @@ int vmap_unmap(struct vmap *m, uint64_t start, uint64_t end);
  * overlap. Parts of the source not in the model stay unknown at the
  * destination. -EINVAL, -ENOMEM (then the model is unchanged).
  */
-int vmap_remap(struct vmap *m, uint64_t from, uint64_t to, uint64_t len);
+int model_remap(struct model *m, uint64_t from, uint64_t to, uint64_t len);
 
 /* FORK: make DST, initialized and empty, a deep copy of SRC. -EBUSY, -ENOMEM (DST left empty). */
-int vmap_clone(struct vmap *dst, const struct vmap *src);
+int model_clone(struct model *dst, const struct model *src);
 
 /* Heap bytes held by M (nodes and bitmaps). O(n). */
-size_t vmap_mem_bytes(const struct vmap *m);
+size_t model_mem_bytes(const struct model *m);
 
 /*
  * Check every invariant (tree balance and order, list, no overlap, bitmap
  * counts and padding, counters). 0 if they hold, else minus the line of
- * vma.c that found the fault. O(n + pages / 64); for tests and debugging.
+ * model.c that found the fault. O(n + pages / 64); for tests and debugging.
  */
-int vmap_check(const struct vmap *m);
+int model_check(const struct model *m);
 
 /*
  * Test hook: make the NTH allocation M makes from now on fail, once, as if
  * out of memory (0: never). Lets tests walk every -ENOMEM path.
  */
-void vmap_fail_alloc(struct vmap *m, unsigned nth);
+void model_fail_alloc(struct model *m, unsigned nth);
 
 #endif
