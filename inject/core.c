@@ -643,8 +643,8 @@ static int write_core(const struct core *c, int dirfd, const char *name, char *w
 	tc.uffd_robust_list = c->robust;
 	tc.has_uffd_robust_list_len = 1;
 	tc.uffd_robust_list_len = c->robust_len;
-	tc.has_uffd_stdio = 1;
-	tc.uffd_stdio = c->stdio;
+	tc.has_nonfile_stdio = 1;
+	tc.nonfile_stdio = c->stdio;
 	tc.n_uffd_noreserve = c->nnoreserve;
 	tc.uffd_noreserve = c->noreserve;
 	ce.tc = &tc;

@@ -161,7 +161,7 @@ static int check_manager(struct lz *z)
 }
 
 /* Parse "Name:   N kB" out of /proc/PID/status. Returns bytes, or 0. */
-static uint64_t status_kb(pid_t pid, const char *name)
+static uint64_t status_bytes(pid_t pid, const char *name)
 {
 	char path[64], line[256];
 	size_t k = strlen(name);
@@ -225,17 +225,17 @@ static uint64_t uffd_fd_features(pid_t pid, int fd)
  */
 static int survey_fds(struct lz *z)
 {
-	static uint8_t used[LZ_FD_CEIL];
+	uint8_t used[LZ_FD_CEIL] = { 0 };
 	char path[64], link[64];
 	struct dirent *de;
 	struct rlimit rl;
 	int top = LZ_FD_CEIL, nused = 0;
 	DIR *d;
 
-	if (status_kb(z->o->pid, "VmPin") > 0)
+	if (status_bytes(z->o->pid, "VmPin") > 0)
 		return lfail(z, ENOTSUP, "it has pinned memory (VmPin %" PRIu64 " kB: io_uring "
 			     "buffers, RDMA, a device): the kernel could write into pages after "
-			     "they are dropped", status_kb(z->o->pid, "VmPin") / 1024);
+			     "they are dropped", status_bytes(z->o->pid, "VmPin") / 1024);
 	if (prlimit(z->o->pid, RLIMIT_NOFILE, NULL, &rl) == 0 && rl.rlim_cur < (rlim_t)top)
 		top = (int)rl.rlim_cur;
 	memset(used, 0, sizeof(used));
@@ -664,12 +664,12 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 		ret = register_areas(&z);
 	if (ret < 0)
 		goto out;
-	st->rss_before = status_kb(o->pid, "VmRSS");
-	st->anon_before = status_kb(o->pid, "RssAnon");
+	st->rss_before = status_bytes(o->pid, "VmRSS");
+	st->anon_before = status_bytes(o->pid, "RssAnon");
 	ret = drop_pages(&z);
 	test_die_at("dropped");
-	st->rss_after = status_kb(o->pid, "VmRSS");
-	st->anon_after = status_kb(o->pid, "RssAnon");
+	st->rss_after = status_bytes(o->pid, "VmRSS");
+	st->anon_after = status_bytes(o->pid, "RssAnon");
 	if (ret == 0) {
 		wake_all(&z);
 		ret = hand_over(&z, &served);

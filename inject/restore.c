@@ -628,11 +628,11 @@ static void helper(struct rs *r, int wfd)
 	}
 	/* Of fds 0-2 that were not files, those it had get --stdio; the others stay closed. */
 	for (int fd = 0; fd < 3; fd++)
-		if (!is_dumped_fd[fd] && tc->has_uffd_stdio && !(tc->uffd_stdio & (1u << fd)))
+		if (!is_dumped_fd[fd] && tc->has_nonfile_stdio && !(tc->nonfile_stdio & (1u << fd)))
 			close(fd);
 	if (stdio_fd >= 0) {
 		for (int fd = 0; fd < 3; fd++) {
-			if (is_dumped_fd[fd] || (tc->has_uffd_stdio && !(tc->uffd_stdio & (1u << fd))))
+			if (is_dumped_fd[fd] || (tc->has_nonfile_stdio && !(tc->nonfile_stdio & (1u << fd))))
 				continue;
 			if (fd == 0 && strcmp(r->o->stdio, "null")) {
 				int nfd = open("/dev/null", O_RDONLY);
