@@ -205,8 +205,8 @@ LAZY_TEST(single_threaded_every_byte_and_fill)
 
 	/* Served: the areas are unregistered; the kept copy stays, harmless. */
 	cr_assert(!has_uffd_areas(wa.pid), "areas still registered after the fill");
-	cr_assert_geq(tw_status_kb(wa.pid, "RssAnon"), st.lazy_pages * 4096,
-		      "RssAnon %" PRIu64 " after the fill", tw_status_kb(wa.pid, "RssAnon"));
+	cr_assert_geq(tw_status_bytes(wa.pid, "RssAnon"), st.lazy_pages * 4096,
+		      "RssAnon %" PRIu64 " after the fill", tw_status_bytes(wa.pid, "RssAnon"));
 	cr_assert_str_eq(ask(&wa, "v"), "ok");
 	cr_assert(ts_daemon_finish(&dmn, 10000));
 	dmn_up = false;
@@ -351,6 +351,16 @@ LAZY_TEST(fork_mremap_madvise_munmap)
  * them: none may be left waiting on an event nobody reads, and each keeps
  * every byte. UFFD_RELEASE_N sets how many (default 8).
  */
+/* Remove the image dir DIR (under tmp): the daemon has let go of it. */
+static void remove_dir(const char *dir)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s/%s", tmp, dir);
+	if (system(cmd)) {
+	}
+}
+
 /* Its own timeout: make stress runs it hundreds of times. */
 Test(lazy, churn_through_release, .init = setup, .fini = teardown, .timeout = 1800)
 {
@@ -373,6 +383,7 @@ Test(lazy, churn_through_release, .init = setup, .fini = teardown, .timeout = 18
 		cr_assert(!strncmp(line, "C ok", 4), "target %d: %s", i + 1, line);
 		cr_assert_str_eq(ask(&wa, "v"), "ok");
 		tw_stop(&wa);
+		remove_dir(dir);
 	}
 }
 
@@ -551,15 +562,15 @@ LAZY_TEST(refused_hello_puts_memory_back)
 	cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
 	cr_assert_eq(listen(lfd, 4), 0);
 	cr_assert_eq(pthread_create(&th, NULL, refuser, &lfd), 0);
-	before = tw_status_kb(wa.pid, "RssAnon");
+	before = tw_status_bytes(wa.pid, "RssAnon");
 	cr_assert_lt(hand_over(&wa, "img", a.sun_path, &st), 0);
 	pthread_join(th, NULL);
 	close(lfd);
 	cr_assert_lt(st.anon_after, 2 * MIB, "the pages were never dropped: nothing tested");
 	/* Every page with data is back (the zero ones read zero without being there). */
-	cr_assert_geq(tw_status_kb(wa.pid, "RssAnon"), st.lazy_pages * 4096,
+	cr_assert_geq(tw_status_bytes(wa.pid, "RssAnon"), st.lazy_pages * 4096,
 		      "RSS %" PRIu64 " after the refusal, %" PRIu64 " before",
-		      tw_status_kb(wa.pid, "RssAnon"), before);
+		      tw_status_bytes(wa.pid, "RssAnon"), before);
 	assert_untouched(&wa);
 }
 
@@ -589,7 +600,7 @@ LAZY_TEST(tool_killed_target_waits)
 			kept = fd;
 	cr_assert_gt(kept, 100, "no kept uffd up high in the target");
 	cr_assert(has_uffd_areas(wa.pid), "the areas are not registered");
-	cr_assert_lt(tw_status_kb(wa.pid, "RssAnon"), 2 * MIB, "the pages were not dropped");
+	cr_assert_lt(tw_status_bytes(wa.pid, "RssAnon"), 2 * MIB, "the pages were not dropped");
 
 	cr_assert_eq(write(wa.in, "v", 1), 1);
 	p.fd = wa.out;

@@ -239,7 +239,7 @@ int tw_run_tool(const char *tmpdir, const char *const *args, char *out, size_t o
 	return WEXITSTATUS(st);
 }
 
-uint64_t tw_status_kb(pid_t pid, const char *key)
+uint64_t tw_status_bytes(pid_t pid, const char *key)
 {
 	char path[64], line[256];
 	size_t k = strlen(key);

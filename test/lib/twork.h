@@ -66,6 +66,6 @@ int tw_run_tool(const char *tmpdir, const char *const *args, char *out, size_t o
 		size_t errlen);
 
 /* A field "KEY: N kB" of /proc/PID/status, in bytes; 0 when absent. */
-uint64_t tw_status_kb(pid_t pid, const char *key);
+uint64_t tw_status_bytes(pid_t pid, const char *key);
 
 #endif
