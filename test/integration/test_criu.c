@@ -315,8 +315,8 @@ Test(criu, sigterm_before_rstf_kills_rather_than_zeros, .init = setup, .fini = t
 	cr_expect(tc_file_has(run.log, "killing the 1 processes not fully served"), "log in %s",
 		  run.log);
 	/* Nothing was read: every lazy page was still missing. */
-	snprintf(want, sizeof(want), "criu: pid %u: %" PRIu64 " of %" PRIu64 " lazy pages not served",
-		 pid, tc_lazy_pages(SINGLE, pid), tc_lazy_pages(SINGLE, pid));
+	snprintf(want, sizeof(want), "criu: pid %u (host %u): %" PRIu64 " of %" PRIu64 " lazy pages not served",
+		 pid, pid, tc_lazy_pages(SINGLE, pid), tc_lazy_pages(SINGLE, pid));
 	cr_expect(tc_file_has(run.log, want), "%s; log in %s", want, run.log);
 	run.passed = true;
 }

@@ -247,7 +247,7 @@ static void server_fails(const char *dir, const char *const *ps, const char *con
 			continue;
 		killed++;
 		/* Named in the report, with the pages it did not get. */
-		snprintf(want, sizeof(want), "criu: pid %u: ", pids[i]);
+		snprintf(want, sizeof(want), "criu: pid %u (host %u): ", pids[i], pids[i]);
 		cr_expect(tc_file_has(run.log, want), "log in %s", run.log);
 		snprintf(want, sizeof(want), " of %" PRIu64 " lazy pages not served (killed: page server connection lost)",
 			 tc_lazy_pages(dir, pids[i]));
