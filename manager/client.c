@@ -14,6 +14,7 @@
 #include "log.h"
 #include "manager.pb-c.h"
 #include "procinfo.h"
+#include "sender.h"
 #include "target.h"
 #include "uffd.h"
 #include "wire.h"
@@ -35,23 +36,6 @@ static int fd_kind(int fd, char *buf, size_t len)
 	if (n < 0)
 		return -errno;
 	buf[n] = 0;
-	return 0;
-}
-
-/* The pid a pidfd refers to, from its fdinfo: >0, or -ESRCH if it has exited. */
-static int pidfd_pid(int pidfd, pid_t *pid)
-{
-	char path[64], val[32];
-	int ret, p;
-
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
-	ret = procinfo_field(path, "Pid", val, sizeof(val));
-	if (ret < 0)
-		return ret == -ENOENT ? -EINVAL : ret;
-	p = atoi(val);
-	if (p <= 0)
-		return -ESRCH;
-	*pid = p;
 	return 0;
 }
 
@@ -124,12 +108,10 @@ int hello_validate(const struct hello_check *h, pid_t *pid, char *reason, size_t
 			 miss & UFFD_FEATURE_EVENT_UNMAP ? " EVENT_UNMAP" : "");
 		return -EINVAL;
 	}
-	ret = pidfd_pid(h->pidfd, pid);
-	if (ret < 0) {
-		snprintf(reason, len, "%s", ret == -ESRCH ? "the process has exited" :
-			 "cannot read the pidfd's pid");
+	/* A thread's pidfd (PIDFD_THREAD) reports that thread's exit, not the process's. */
+	ret = sender_check_process(h->pidfd, pid, reason, len);
+	if (ret < 0)
 		return ret;
-	}
 	if (h->peer_uid != 0) {
 		ret = proc_uids(*pid, &ruid, &euid);
 		if (ret < 0) {

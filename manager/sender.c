@@ -117,7 +117,7 @@ int sender_check_process(int pidfd, pid_t *pid, char *why, size_t len)
 	/* PIDFD_THREAD is O_EXCL: even of the main thread it reports that thread's exit alone. */
 	fl = fcntl(pidfd, F_GETFL);
 	if (fl >= 0 && (fl & O_EXCL)) {
-		snprintf(why, len, "the pidfd of pid %d was opened with PIDFD_THREAD: it reports the exit of the main thread, not of the process; send a pidfd of the process",
+		snprintf(why, len, "the pidfd was opened with PIDFD_THREAD (pid %d): it reports the exit of the main thread, not of the process; send a pidfd of the process",
 			 *pid);
 		return -EINVAL;
 	}
