@@ -872,7 +872,6 @@ int criu_finish(struct daemon *d)
 
 	close_conn(c);
 	stop_listening(c);
-	remote_close(d);
 	if (c->o.pidfile)
 		unlink(c->o.pidfile);
 	bad = report_tasks(c);
@@ -892,6 +891,8 @@ int criu_finish(struct daemon *d)
 			 (end - c->t_accept) / 1e6);
 		status = 0;
 	}
+	/* The page server's CLOSE ends the source: only when every page reached its process. */
+	remote_close(d, status == 0);
 	d->criu = NULL;
 	d->target_ended = NULL;
 	criu_free(c);
