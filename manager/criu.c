@@ -180,9 +180,18 @@ static void log_end(const struct target *tg, const char *why)
 {
 	const struct target_stats *st = &tg->st;
 
+	char who[96];
+
+	/* The image's pid (the task's own, in its namespace) and the process's, in ours. */
+	if (tg->parent_id)
+		snprintf(who, sizeof(who), "child of pid %u (host %d) uffd %d:", tg->image_id,
+			 (int)tg->parent_pid, tg->uffd);
+	else
+		snprintf(who, sizeof(who), "pid %u (host %d) uffd %d:", tg->image_id, (int)tg->pid,
+			 tg->uffd);
 	(tg->end == TE_FAILED ? log_warnx : log_info)(
 		"criu: %s %s%s: %" PRIu64 " of %" PRIu64 " lazy pages copied, %" PRIu64 " left, %" PRIu64 " zeroed, %" PRIu64 " faults; events fork %" PRIu64 " remap %" PRIu64 " remove %" PRIu64 " unmap %" PRIu64,
-		tg->pfx, tg->parent_id ? "(forked) " : "", why ? why : "served", st->pages_copied,
+		who, tg->parent_id ? "(forked) " : "", why ? why : "served", st->pages_copied,
 		st->pages_total, tg->map.nr_missing, st->pages_zeroed, st->faults, st->ev_fork,
 		st->ev_remap, st->ev_remove, st->ev_unmap);
 }

@@ -133,6 +133,7 @@ struct case_ {
 	pid_t decoys[MAX_DECOYS];	/* numbers given to decoys in the daemon's namespace */
 	size_t ndecoys;
 	bool creds;			/* make the daemon use SCM_CREDENTIALS */
+	const char *fork_remap;		/* this task forks and mremaps after the restore */
 	char dir[128];
 };
 
@@ -141,13 +142,17 @@ static int restore_in_pidns(void *arg)
 {
 	struct case_ *k = arg;
 	const char *args[] = { "--no-fill", NULL };
-	const char *sim_args[] = { "--pidns", "--read-delay", "300", NULL };
+	const char *sim_args[] = { "--pidns", "--read-delay", "300", NULL, NULL, NULL };
 	pid_t decoys[MAX_DECOYS], sim;
 	int p[2], st, rc;
 	char want[64];
 
 	if (k->creds)
 		setenv("UFFD_MANAGER_NO_SCM_PIDFD", "1", 1);
+	if (k->fork_remap) {
+		sim_args[3] = "--fork-remap";
+		sim_args[4] = k->fork_remap;
+	}
 	if (!tc_daemon_start(&run, k->dir, args))
 		return fail("the daemon did not start; log in %s", run.log);
 	/* The daemon forks its keeper as it starts: let it take its pid before the decoys. */
@@ -178,9 +183,14 @@ static int restore_in_pidns(void *arg)
 		snprintf(want, sizeof(want), "criu: pid %u (host ", k->pids[i]);
 		if (!tc_file_has(run.log, want))
 			return fail("no \"%s\" in %s", want, run.log);
-		snprintf(want, sizeof(want), "criu: pid %u (host %u)", k->pids[i], k->pids[i]);
+	}
+	/* Pid 1 and the decoys' numbers name other processes here: never the tasks. */
+	for (size_t i = 0; i <= k->ndecoys; i++) {
+		pid_t num = i ? k->decoys[i - 1] : 1;
+
+		snprintf(want, sizeof(want), "(host %d)", num);
 		if (tc_file_has(run.log, want))
-			return fail("\"%s\": the daemon took the namespace's pid; log in %s", want, run.log);
+			return fail("\"%s\": the daemon took a namespace's pid; log in %s", want, run.log);
 	}
 	if (!tc_file_has(run.log, k->creds ? "senders named by SCM_CREDENTIALS" :
 			 "senders named by SCM_PIDFD"))
@@ -246,4 +256,15 @@ ParameterizedTest(struct tree_param *tp, pidns, tree_with_decoys_that_exit, .ini
 			   .decoys = { 600, 601, 602 }, .ndecoys = tp->ndecoys, .creds = tp->creds };
 
 	expect_ok(&k);
+}
+
+Test(pidns, task_forks_and_moves_memory, .init = setup, .fini = teardown, .timeout = 120)
+{
+	/* Task 600 forks and mremaps after the restore; its decoy exits meanwhile. */
+	struct case_ k = { .src = FORK3, .pids = { 1, 600, 601, 602 }, .n = 4,
+			   .decoys = { 600 }, .ndecoys = 1, .fork_remap = "600" };
+
+	expect_ok(&k);
+	cr_expect(tc_file_has(run.log, "(forked) served"), "the child was served; log in %s",
+		  run.log);
 }
