@@ -721,6 +721,7 @@ int main(int argc, char **argv)
 	struct sim_opts o = { .zombie = -1, .fork_remap = -1, .drop_after = -1, .wrong_sender = -1 };
 	struct child ch = { .ctl = -1 };
 	bool task = false;
+	int rc;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (int i = 1; i < argc; i++) {
@@ -778,5 +779,15 @@ int main(int argc, char **argv)
 	}
 	if (!o.workdir)
 		o.workdir = o.imgdir;
-	return run_main(&o, argv);
+	rc = run_main(&o, argv);
+	/*
+	 * With --pidns our own new processes would go into the namespace whose
+	 * pid 1 is gone, where none can be made: LeakSanitizer's exit-time
+	 * tracer among them. Nothing is left to free: end here.
+	 */
+	if (o.pidns) {
+		fflush(NULL);
+		_exit(rc);
+	}
+	return rc;
 }
