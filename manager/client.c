@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "log.h"
 #include "manager.pb-c.h"
 #include "procinfo.h"
+#include "sender.h"
 #include "target.h"
 #include "uffd.h"
 #include "wire.h"
@@ -35,23 +37,6 @@ static int fd_kind(int fd, char *buf, size_t len)
 	if (n < 0)
 		return -errno;
 	buf[n] = 0;
-	return 0;
-}
-
-/* The pid a pidfd refers to, from its fdinfo: >0, or -ESRCH if it has exited. */
-static int pidfd_pid(int pidfd, pid_t *pid)
-{
-	char path[64], val[32];
-	int ret, p;
-
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
-	ret = procinfo_field(path, "Pid", val, sizeof(val));
-	if (ret < 0)
-		return ret == -ENOENT ? -EINVAL : ret;
-	p = atoi(val);
-	if (p <= 0)
-		return -ESRCH;
-	*pid = p;
 	return 0;
 }
 
@@ -124,12 +109,10 @@ int hello_validate(const struct hello_check *h, pid_t *pid, char *reason, size_t
 			 miss & UFFD_FEATURE_EVENT_UNMAP ? " EVENT_UNMAP" : "");
 		return -EINVAL;
 	}
-	ret = pidfd_pid(h->pidfd, pid);
-	if (ret < 0) {
-		snprintf(reason, len, "%s", ret == -ESRCH ? "the process has exited" :
-			 "cannot read the pidfd's pid");
+	/* A thread's pidfd (PIDFD_THREAD) reports that thread's exit, not the process's. */
+	ret = sender_check_process(h->pidfd, pid, reason, len);
+	if (ret < 0)
 		return ret;
-	}
 	if (h->peer_uid != 0) {
 		ret = proc_uids(*pid, &ruid, &euid);
 		if (ret < 0) {
@@ -187,15 +170,41 @@ static void client_on_deadline(struct timer *tm)
 	client_close(c);
 }
 
-static void send_reply(struct client *c, const Reply *r)
+static int send_reply(struct client *c, const Reply *r)
 {
 	int ret = wire_send(c->fd, &r->base, NULL, 0);
 
 	if (ret < 0)
 		log_debug("%s reply: %s", c->pfx, strerror(-ret));
+	return ret;
 }
 
-static void reply_hello(struct client *c, bool ok, const char *reason, uint64_t lazy)
+/* Has the client hung up (it gave up waiting, or died)? */
+static bool client_hung_up(const struct client *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLRDHUP };
+
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+/* Does any area of PID carry a userfaultfd registration ("um" in its VmFlags)? */
+static bool has_registered_areas(pid_t pid)
+{
+	char path[64], line[512];
+	bool found = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = !strncmp(line, "VmFlags:", 8) && strstr(line, " um");
+	fclose(f);
+	return found;
+}
+
+static int reply_hello(struct client *c, bool ok, const char *reason, uint64_t lazy)
 {
 	HelloReply hr = HELLO_REPLY__INIT;
 	Reply r = REPLY__INIT;
@@ -208,7 +217,7 @@ static void reply_hello(struct client *c, bool ok, const char *reason, uint64_t 
 		hr.lazy_pages = lazy;
 	}
 	r.hello = &hr;
-	send_reply(c, &r);
+	return send_reply(c, &r);
 }
 
 /* Refuse a request: tell the client why, and log it. */
@@ -260,6 +269,17 @@ static void handle_hello(struct client *c, const Hello *h, int *fds, int nfds)
 		return;
 	}
 	snprintf(c->pfx, sizeof(c->pfx), "client pid %d (image %u):", c->peer_pid, h->image_id);
+	/*
+	 * A client whose reply timeout passed before we got here has put every
+	 * page back, unregistered and closed: serving it now would only meet
+	 * unregistered ranges. One that died instead left its areas registered:
+	 * its process needs us.
+	 */
+	if (client_hung_up(c) && !has_registered_areas(pid)) {
+		log_warnx("%s gave up before its reply (hung up; pid %d has no registered area left): hand-over dropped unserved",
+			  c->pfx, pid);
+		return;	/* its hang-up is read next, and closes the connection */
+	}
 
 	img = calloc(1, sizeof(*img));
 	if (!img) {
@@ -287,7 +307,10 @@ static void handle_hello(struct client *c, const Hello *h, int *fds, int nfds)
 	}
 	/* The uffd and pidfd now belong to the target. */
 	fds[0] = fds[1] = -1;
-	reply_hello(c, true, NULL, t->dead ? 0 : t->st.pages_total);
+	if (reply_hello(c, true, NULL, t->dead ? 0 : t->st.pages_total) < 0 && !t->dead) {
+		/* It gave up waiting: it puts its pages back itself; ours would find no range. */
+		target_destroy(t, "the client gave up before its reply (cannot deliver it): hand-over dropped");
+	}
 }
 
 /* Queue M, packed, for sending. */

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "procinfo.h"
 #include "remote.h"
+#include "sender.h"
 #include "target.h"
 #include "uffd.h"
 
@@ -44,7 +45,8 @@ enum ctask_state {
 
 /* One task of pstree.img. */
 struct criu_task {
-	pid_t pid;
+	pid_t pid;		/* from the message: its pid in its own namespace, the image id */
+	pid_t host;		/* the kernel's: the sender of its record, in ours; 0 until then */
 	struct timage *img;	/* its images; no mm or pagemap for a zombie at dump time */
 	uint64_t lazy;		/* pages to serve, from the images */
 	enum ctask_state state;
@@ -67,6 +69,9 @@ struct criu {
 	uint8_t word[4];	/* the int being read */
 	size_t have;
 	struct criu_task *want_fd;	/* read its pid; its uffd comes next */
+	bool pidfds;			/* the kernel names senders with SCM_PIDFD */
+	bool no_pidfds;			/* UFFD_MANAGER_NO_SCM_PIDFD: use SCM_CREDENTIALS */
+	struct sender word_from;	/* the sender of the pid word (kept until its uffd came) */
 	struct criu_task *creating;	/* inside target_create, which may end it at once */
 	struct criu_task *tasks;
 	size_t nr_tasks;
@@ -92,6 +97,7 @@ static void criu_free(struct criu *c)
 	for (size_t i = 0; c->tasks && i < c->nr_tasks; i++)
 		timage_put(c->d, c->tasks[i].img);
 	free(c->tasks);
+	sender_clear(&c->word_from);
 	if (c->dirfd >= 0)
 		close(c->dirfd);
 	free(c);
@@ -174,9 +180,18 @@ static void log_end(const struct target *tg, const char *why)
 {
 	const struct target_stats *st = &tg->st;
 
+	char who[96];
+
+	/* The image's pid (the task's own, in its namespace) and the process's, in ours. */
+	if (tg->parent_id)
+		snprintf(who, sizeof(who), "child of pid %u (host %d) uffd %d:", tg->image_id,
+			 (int)tg->parent_pid, tg->uffd);
+	else
+		snprintf(who, sizeof(who), "pid %u (host %d) uffd %d:", tg->image_id, (int)tg->pid,
+			 tg->uffd);
 	(tg->end == TE_FAILED ? log_warnx : log_info)(
 		"criu: %s %s%s: %" PRIu64 " of %" PRIu64 " lazy pages copied, %" PRIu64 " left, %" PRIu64 " zeroed, %" PRIu64 " faults; events fork %" PRIu64 " remap %" PRIu64 " remove %" PRIu64 " unmap %" PRIu64,
-		tg->pfx, tg->parent_id ? "(forked) " : "", why ? why : "served", st->pages_copied,
+		who, tg->parent_id ? "(forked) " : "", why ? why : "served", st->pages_copied,
 		st->pages_total, tg->map.nr_missing, st->pages_zeroed, st->faults, st->ev_fork,
 		st->ev_remap, st->ev_remove, st->ev_unmap);
 }
@@ -241,6 +256,7 @@ static void restore_broke(struct criu *c, const char *fmt, ...)
 	log_warnx("criu: restore failed: %s", c->broke);
 	c->phase = CP_BROKEN;
 	c->want_fd = NULL;
+	sender_clear(&c->word_from);
 	close_conn(c);
 	c->d->hold_exit = false;
 	if (c->d->nr_targets && c->d->fill_held)
@@ -294,13 +310,55 @@ static void log_features(const struct criu_task *t, int uffd, uint64_t feat)
 			  t->pid);
 }
 
+/*
+ * Who sent task T's record, from the kernel: both its messages (the pid,
+ * FD_FROM the uffd) must come from one process, which must call itself T's
+ * pid in its own pid namespace. That process is the restored task (criu's
+ * restorer sends from inside it); its pid in ours is *HOST, *PIDFD the
+ * caller's. 0, or -1 after restore_broke.
+ */
+static int record_sender(struct criu *c, struct criu_task *t, struct sender *fd_from, int *pidfd,
+			 pid_t *host)
+{
+	char why[256];
+	pid_t other, inner;
+	int fd2;
+
+	if (sender_pidfd(&c->word_from, pidfd, host, why, sizeof(why)) < 0) {
+		restore_broke(c, "pid %d: who sent its pid: %s", t->pid, why);
+		return -1;
+	}
+	if (sender_pidfd(fd_from, &fd2, &other, why, sizeof(why)) < 0) {
+		close(*pidfd);
+		restore_broke(c, "pid %d (host %d): who sent its uffd: %s", t->pid, *host, why);
+		return -1;
+	}
+	close(fd2);
+	inner = other == *host ? sender_inner_pid(*host) : 0;
+	if (other != *host || inner != t->pid) {
+		close(*pidfd);
+		if (other != *host)
+			restore_broke(c, "pid %d: its pid came from process %d and its uffd from process %d: each task must send its own record",
+				      t->pid, *host, other);
+		else if (inner < 0)
+			restore_broke(c, "pid %d: cannot read the pid namespaces of its sender, process %d: %s",
+				      t->pid, *host, strerror(-inner));
+		else
+			restore_broke(c, "pid %d: its record came from process %d, which is pid %d in its own pid namespace, not %d: each task must send its own record",
+				      t->pid, *host, inner, t->pid);
+		return -1;
+	}
+	return 0;
+}
+
 /* Check the fd of task T's record and start serving it. Returns 0, or -1 after restore_broke. */
-static int task_serve(struct criu *c, struct criu_task *t, int uffd)
+static int task_serve(struct criu *c, struct criu_task *t, int uffd, struct sender *fd_from)
 {
 	char kind[128], reason[512] = "";
 	uint64_t raw;
 	struct target *tg;
 	int pidfd;
+	pid_t host;
 
 	fd_kind(uffd, kind, sizeof(kind));
 	if (strcmp(kind, "anon_inode:[userfaultfd]") || uffd_raw_features(uffd, &raw) < 0) {
@@ -317,16 +375,13 @@ static int task_serve(struct criu *c, struct criu_task *t, int uffd)
 			      t->pid, t->pid, t->pid);
 		return -1;
 	}
-	pidfd = (int)syscall(SYS_pidfd_open, t->pid, 0);
-	if (pidfd < 0) {
-		restore_broke(c, "pid %d: pidfd_open: %s (the restored tasks must run in the daemon's pid namespace under their image pids)",
-			      t->pid, strerror(errno));
+	if (record_sender(c, t, fd_from, &pidfd, &host) < 0)
 		return -1;
-	}
+	t->host = host;
 	if (c->d->remote && !remote_alive(c->d->remote) && t->lazy) {
 		/* Nothing can be fetched for it: it must not run on zeros. */
-		log_warnx("criu: pid %d: the page server connection is lost; killing it so that it never reads zeros",
-			  t->pid);
+		log_warnx("criu: pid %d (host %d): the page server connection is lost; killing it so that it never reads zeros",
+			  t->pid, host);
 		syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
 		close(pidfd);
 		close(uffd);
@@ -340,7 +395,9 @@ static int task_serve(struct criu *c, struct criu_task *t, int uffd)
 	/* Before target_create: a task with nothing lazy ends inside it. */
 	t->state = CT_SERVING;
 	c->creating = t;
-	tg = target_create(c->d, uffd, pidfd, t->pid, (uint32_t)t->pid, t->img, true,
+	log_info("criu: pid %d (host %d): its record came from the process itself; serving it",
+		 t->pid, host);
+	tg = target_create(c->d, uffd, pidfd, host, (uint32_t)t->pid, t->img, true,
 			   c->d->remote != NULL, reason, sizeof(reason));
 	c->creating = NULL;
 	if (tg && t->state == CT_SERVING)
@@ -348,7 +405,7 @@ static int task_serve(struct criu *c, struct criu_task *t, int uffd)
 	if (!tg) {
 		t->state = CT_WAITING;
 		close(pidfd);
-		restore_broke(c, "pid %d: %s", t->pid, reason);
+		restore_broke(c, "pid %d (host %d): %s", t->pid, host, reason);
 		return -1;
 	}
 	return 0;
@@ -400,7 +457,7 @@ static void on_pid(struct criu *c, int32_t pid)
 }
 
 /* The message after a positive pid: one byte carrying exactly one fd. */
-static void on_fd_msg(struct criu *c, int *fds, int nfds)
+static void on_fd_msg(struct criu *c, int *fds, int nfds, struct sender *from)
 {
 	struct criu_task *t = c->want_fd;
 
@@ -416,10 +473,11 @@ static void on_fd_msg(struct criu *c, int *fds, int nfds)
 				      t->pid, nfds);
 		return;
 	}
-	if (task_serve(c, t, fds[0]) < 0) {
+	if (task_serve(c, t, fds[0], from) < 0) {
 		close(fds[0]);
 		return;
 	}
+	sender_clear(&c->word_from);
 	record_done(c);
 }
 
@@ -445,13 +503,15 @@ static void on_rstf(struct criu *c, uint32_t w)
 
 /*
  * Receive up to LEN bytes and the fds that came with them (at most
- * CRIU_MAX_FDS, the rest cut: *CUT). Returns bytes, 0 at EOF, or -errno.
+ * CRIU_MAX_FDS, the rest cut: *CUT), and what the kernel says of their
+ * sender into FROM. Returns bytes, 0 at EOF, or -errno.
  */
-static ssize_t conn_recv(int fd, void *buf, size_t len, int *fds, int *nfds, bool *cut)
+static ssize_t conn_recv(int fd, void *buf, size_t len, int *fds, int *nfds, bool *cut,
+			 struct sender *from)
 {
 	union {
 		struct cmsghdr h;
-		char b[CMSG_SPACE(sizeof(int) * CRIU_MAX_FDS)];
+		char b[CMSG_SPACE(sizeof(int) * CRIU_MAX_FDS) + SENDER_CMSG_SPACE];
 	} cbuf;
 	struct iovec iov = { .iov_base = buf, .iov_len = len };
 	struct msghdr mh = {
@@ -472,7 +532,8 @@ static ssize_t conn_recv(int fd, void *buf, size_t len, int *fds, int *nfds, boo
 	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
 		size_t k;
 
-		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+		if (sender_take(from, cm) || cm->cmsg_level != SOL_SOCKET ||
+		    cm->cmsg_type != SCM_RIGHTS)
 			continue;
 		k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
 		if (k > (size_t)(CRIU_MAX_FDS - *nfds))
@@ -504,16 +565,30 @@ static void on_eof(struct criu *c)
 static bool read_step(struct criu *c)
 {
 	int fds[CRIU_MAX_FDS], nfds;
+	struct sender from;
 	uint8_t byte;
 	bool cut;
 	ssize_t n;
 	uint32_t w;
 
+	sender_init(&from);
 	if (c->want_fd || c->phase == CP_FINISHED)
-		n = conn_recv(c->conn_fd, &byte, 1, fds, &nfds, &cut);
+		n = conn_recv(c->conn_fd, &byte, 1, fds, &nfds, &cut, &from);
 	else
 		n = conn_recv(c->conn_fd, c->word + c->have, sizeof(c->word) - c->have, fds, &nfds,
-			      &cut);
+			      &cut, &from);
+	if (n > 0 && c->phase == CP_RECORDS && !c->want_fd) {
+		/* A byte of a pid word: keep who sent it for the check at its uffd. */
+		sender_clear(&c->word_from);
+		c->word_from = from;
+		sender_init(&from);
+	}
+	if (c->want_fd && n > 0 && !cut && nfds) {
+		on_fd_msg(c, fds, nfds, &from);
+		sender_clear(&from);
+		return c->conn_fd >= 0;
+	}
+	sender_clear(&from);
 	if (n == -EAGAIN)
 		return false;
 	if (n < 0) {
@@ -533,7 +608,7 @@ static bool read_step(struct criu *c)
 		return false;
 	}
 	if (c->want_fd) {
-		on_fd_msg(c, fds, nfds);
+		on_fd_msg(c, fds, nfds, &from);
 		return c->conn_fd >= 0;
 	}
 	if (c->phase == CP_FINISHED) {
@@ -590,6 +665,12 @@ static void criu_on_accept(struct ev *ev, uint32_t events)
 		return;
 	}
 	stop_listening(c);
+	/* Each task sends its own record: the kernel, not the message, says who it is. */
+	if (sender_enable(fd, c->no_pidfds, &c->pidfds) < 0) {
+		close(fd);
+		restore_broke(c, "SO_PASSCRED: %s", strerror(errno));
+		return;
+	}
 	if (loop_add(&c->d->loop, &c->conn_ev, fd, EPOLLIN, criu_on_conn) < 0) {
 		close(fd);
 		restore_broke(c, "epoll: %s", strerror(errno));
@@ -598,7 +679,8 @@ static void criu_on_accept(struct ev *ev, uint32_t events)
 	c->conn_fd = fd;
 	c->phase = CP_RECORDS;
 	c->t_accept = now_ns();
-	log_info("criu: restore connected (pid %d); waiting for %zu tasks", cred.pid, c->nr_tasks);
+	log_info("criu: restore connected (pid %d); waiting for %zu tasks; senders named by %s",
+		 cred.pid, c->nr_tasks, c->pidfds ? "SCM_PIDFD" : "SCM_CREDENTIALS");
 }
 
 int criu_open(struct daemon *d, const struct criu_opts *o, char *why, size_t len)
@@ -614,6 +696,8 @@ int criu_open(struct daemon *d, const struct criu_opts *o, char *why, size_t len
 	c->d = d;
 	c->o = *o;
 	c->listen_fd = c->conn_fd = -1;
+	sender_init(&c->word_from);
+	c->no_pidfds = getenv("UFFD_MANAGER_NO_SCM_PIDFD") != NULL;
 	n = snprintf(c->sock_path, sizeof(c->sock_path), "%s/%s", wd, CRIU_SOCK_NAME);
 	if (n < 0 || (size_t)n >= sizeof(c->sock_path)) {
 		snprintf(why, len, "%s/%s: path too long for a unix socket", wd, CRIU_SOCK_NAME);
@@ -684,6 +768,18 @@ int criu_listen(struct daemon *d, char *why, size_t len)
 	if (c->listen_fd < 0) {
 		ret = -errno;
 		snprintf(why, len, "socket: %s", strerror(errno));
+		return ret;
+	}
+	/*
+	 * Senders are named on the listening socket already: a connection
+	 * inherits it at connect(), so a record sent before accept() carries
+	 * its sender too (Linux 6.16 and later; before, only at accept()).
+	 */
+	if (sender_enable(c->listen_fd, c->no_pidfds, &c->pidfds) < 0) {
+		ret = -errno;
+		snprintf(why, len, "SO_PASSCRED: %s", strerror(errno));
+		close(c->listen_fd);
+		c->listen_fd = -1;
 		return ret;
 	}
 	/* Mode 0600 from the start: no window in which others could connect. */
@@ -757,17 +853,18 @@ static bool report_tasks(struct criu *c)
 		case CT_ZOMBIE:
 			break;
 		case CT_SERVING:
-			log_warnx("criu: pid %d: still being served when the daemon stopped", t->pid);
+			log_warnx("criu: pid %d (host %d): still being served when the daemon stopped",
+				  t->pid, t->host);
 			bad = true;
 			break;
 		case CT_ENDED:
 			if (t->end == TE_FAILED) {
-				log_warnx("criu: pid %d: %" PRIu64 " of %" PRIu64 " lazy pages not served (%s)",
-					  t->pid, t->left, t->lazy, t->why);
+				log_warnx("criu: pid %d (host %d): %" PRIu64 " of %" PRIu64 " lazy pages not served (%s)",
+					  t->pid, t->host, t->left, t->lazy, t->why);
 				bad = true;
 			} else if (t->left) {
-				log_info("criu: pid %d: exited with %" PRIu64 " of %" PRIu64 " lazy pages never needed",
-					 t->pid, t->left, t->lazy);
+				log_info("criu: pid %d (host %d): exited with %" PRIu64 " of %" PRIu64 " lazy pages never needed",
+					 t->pid, t->host, t->left, t->lazy);
 			}
 			break;
 		}
@@ -784,7 +881,6 @@ int criu_finish(struct daemon *d)
 
 	close_conn(c);
 	stop_listening(c);
-	remote_close(d);
 	if (c->o.pidfile)
 		unlink(c->o.pidfile);
 	bad = report_tasks(c);
@@ -804,6 +900,8 @@ int criu_finish(struct daemon *d)
 			 (end - c->t_accept) / 1e6);
 		status = 0;
 	}
+	/* The page server's CLOSE ends the source: only when every page reached its process. */
+	remote_close(d, status == 0);
 	d->criu = NULL;
 	d->target_ended = NULL;
 	criu_free(c);

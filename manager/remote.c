@@ -5,11 +5,13 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -473,16 +475,68 @@ static void say_close(struct remote *r)
 		log_warnx("remote: the %s answered CLOSE with status %d", r->name, status);
 }
 
-void remote_close(struct daemon *d)
+/*
+ * Keep the connection open in a process of its own, so that the source
+ * stays frozen and waiting after we exit: CRIU 4.2's page server takes a
+ * plain hang-up (EOF) for the end of a successful transfer, as it takes
+ * CLOSE, and then kills the source's tasks. With SO_LINGER 0 the holder's
+ * end, whenever it comes (a signal, or the source hanging up), is a reset,
+ * which CRIU takes for a failed transfer: it then resumes the source's tasks.
+ * Returns the holder's pid, or -errno (then the connection is reset at once).
+ */
+static pid_t hold_connection(struct remote *r)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	sigset_t all;
+	pid_t pid;
+
+	if (setsockopt(r->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
+		return -errno;
+	pid = fork();
+	if (pid != 0)
+		return pid < 0 ? -errno : pid;
+	/* The holder: nothing but the connection; its own session, so no terminal signal ends it. */
+	if (r->fd != 3 && dup3(r->fd, 3, 0) < 0)
+		_exit(1);
+	close_range(0, 2, 0);
+	close_range(4, ~0u, 0);
+	setsid();
+	prctl(PR_SET_NAME, "uffd-ps-hold");
+	/* The daemon blocks the signals it reads through signalfd: the holder must die of them. */
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	for (;;) {
+		struct pollfd p = { .fd = 3, .events = POLLRDHUP };
+
+		if (poll(&p, 1, -1) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			_exit(0);	/* the source hung up: nothing left to keep */
+	}
+}
+
+void remote_close(struct daemon *d, bool done)
 {
 	struct remote *r = d->remote;
+	pid_t holder;
 	double s;
 
 	if (!r)
 		return;
 	s = (now_ns() - r->t_open) / 1e9;
-	if (!r->lost && !r->q.nr_fly && r->out_off == r->out_len)
+	if (done && !r->lost && !r->q.nr_fly && r->out_off == r->out_len) {
 		say_close(r);
+	} else if (!r->lost) {
+		holder = hold_connection(r);
+		if (holder > 0)
+			log_warnx("remote: the restore did not finish: CLOSE not sent, so the source (criu dump --lazy-pages) is left frozen, waiting on this connection, now held by process %d (uffd-ps-hold). Retry the restore from the source's images, or end the holder (kill %d): the source then sees a reset, reports the transfer failed and resumes its tasks",
+				  (int)holder, (int)holder);
+		else
+			log_warnx("remote: the restore did not finish: CLOSE not sent; cannot keep the connection to the %s open (%s): resetting it, so that the source reports the transfer failed and resumes its tasks rather than ending them",
+				  r->name, strerror(-holder));
+	}
 	log_info("remote: fetched %" PRIu64 " pages (%.1f MiB) in %.3f s with %" PRIu64 " requests (%" PRIu64 " for faults, %" PRIu64 " in the background, %" PRIu64 " promoted), %" PRIu64 " short answers, up to %" PRIu64 " in flight; fault round trip %.0f us on average",
 		 r->st.pages, r->st.pages * 4096.0 / (1 << 20), s, r->st.requests, r->st.urgent,
 		 r->st.requests - r->st.urgent, r->st.promoted, r->st.short_answers, r->st.max_fly,

@@ -74,9 +74,12 @@ void remote_promote(struct remote *r, struct rreq *q);
 void remote_pump(struct daemon *d);
 
 /*
- * End of the run: say CLOSE and wait (a little) for the server's status,
- * log the figures, free. Safe on a lost connection or NULL.
+ * End of the run: log the figures and free. DONE (every page of every task
+ * reached its process): say CLOSE and wait (a little) for the server's
+ * status, which ends the source. Otherwise never end the source: no CLOSE,
+ * and the connection stays open in a holder process (see uffd-manager(8)).
+ * Safe on a lost connection or NULL.
  */
-void remote_close(struct daemon *d);
+void remote_close(struct daemon *d, bool done);
 
 #endif

@@ -9,11 +9,14 @@
  * For each task of pstree.img a child is created under the task's own pid
  * (clone3 with set_tid, as criu does), re-executes itself without address
  * randomization so that its own mappings stay clear of the dump's, maps the
- * task's lazy VMAs at their addresses, creates a userfaultfd with the four
- * event features and passes it up. The main process then sends what criu
- * sends, in criu's framing: per task an int pid (negative for a zombie,
- * nothing follows) and a one-byte message carrying the uffd; tells each
- * child to register its ranges and to start reading; and sends RSTF.
+ * task's lazy VMAs at their addresses and creates a userfaultfd with the four
+ * event features. The main process connects to the daemon and passes the
+ * connection down to each task in turn; each task sends its own record, as
+ * criu's restorer does from inside the restored process, in criu's framing:
+ * an int pid and a one-byte message carrying the uffd (a zombie's record,
+ * a negative pid with nothing after it, is sent by the main process). Then
+ * it tells each child to register its ranges and to start reading, and
+ * sends RSTF.
  * Each child reads every page of its lazy VMAs and compares it with the
  * images (pages-N.img read on its own, the offset found through the
  * pagemap), and the lazyapp pattern where --pattern says.
@@ -28,9 +31,16 @@
  * --pattern ...     the words of [ADDR, ADDR+LEN) of task PID are lazyapp's
  *                   pattern for SEED, from word index WORD0 (default 0)
  * --read-delay MS   children wait MS after the word to go before reading
+ * --pidns           restore into a new pid namespace, as for a container:
+ *                   the tasks get their image pids inside it (the first
+ *                   task of pstree.img must be pid 1) and other numbers
+ *                   outside; pid 1 lives until every other task is done
+ * --wrong-sender PID the main process sends task PID's pid word itself (the
+ *                   task sends its uffd): the daemon must refuse the record
  *
  * Prints "sim: ..." figures on stdout; exits 0 when every child saw the
- * right bytes. Holds a lock file for its whole run: the pids are global.
+ * right bytes. Holds a lock file for its whole run, the pids being global,
+ * unless it makes its own pid namespace.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,6 +48,7 @@
 #include <linux/sched.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -78,17 +89,19 @@ struct sim_opts {
 	long fork_remap;
 	long drop_after;	/* -1: never */
 	long read_delay_ms;
+	long wrong_sender;
 	bool hold;
+	bool pidns;
 	struct pattern pat[MAX_PATTERNS];
 	int npat;
 };
 
 /* One task as the main process sees it. */
 struct sim_task {
-	pid_t pid;
+	pid_t pid;		/* its image pid: its pid in its own namespace */
+	pid_t host;		/* its pid in ours */
 	bool zombie;
 	int ctl;		/* our end of the control socket */
-	int uffd;		/* the child's, passed up */
 	bool sent;		/* its record went to the daemon */
 };
 
@@ -194,6 +207,7 @@ struct child {
 	struct lazy_vma lv[MAX_LAZY];
 	int nlv;
 	bool fork_remap;
+	bool pidns_init;	/* pid 1 of the namespace the sim made */
 	long read_delay_ms;
 	struct pattern pat[MAX_PATTERNS];
 	int npat;
@@ -442,7 +456,7 @@ static int run_child(struct child *ch, const char *imgdir)
 	uint64_t data = 0, t0;
 	char name[64], c;
 	long bad;
-	int dirfd, uffd;
+	int dirfd, uffd, sk = -1;
 
 	dirfd = open(imgdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0 || img_task_load(&ch->task, dirfd, ch->pid, &ch->cache, &err) < 0)
@@ -454,9 +468,21 @@ static int run_child(struct child *ch, const char *imgdir)
 	find_lazy_vmas(ch);
 	map_vmas(ch);
 	uffd = make_uffd();
-	if (ctl_send(ch->ctl, 'U', uffd) < 0)
-		die("pid %u: passing the uffd up: %s", ch->pid, strerror(errno));
-	c = ctl_recv(ch->ctl, NULL);
+	if (ctl_send(ch->ctl, 'U', -1) < 0)
+		die("pid %u: saying it is ready: %s", ch->pid, strerror(errno));
+	c = ctl_recv(ch->ctl, &sk);
+	if (c == 'S' || c == 'W') {
+		/* Our own record, on the restore's connection: pid ('W': sent by main), then uffd. */
+		int pid = (int)ch->pid;
+
+		if (sk < 0 || (c == 'S' && send(sk, &pid, sizeof(pid), MSG_NOSIGNAL) != sizeof(pid)) ||
+		    ctl_send(sk, 0, uffd) < 0)
+			die("pid %u: sending its record: %s", ch->pid, strerror(errno));
+		close(sk);
+		if (ctl_send(ch->ctl, 's', -1) < 0)
+			die("pid %u: saying its record is sent", ch->pid);
+		c = ctl_recv(ch->ctl, NULL);
+	}
 	if (c == 'X')
 		_exit(0);	/* never handed over: nothing to read */
 	if (c != 'R')
@@ -472,6 +498,9 @@ static int run_child(struct child *ch, const char *imgdir)
 	say("pid %u: %s: %d lazy VMAs read, %" PRIu64 " data pages matched the images in %.1f ms%s",
 	    ch->pid, bad ? "WRONG MEMORY" : "ok", ch->nlv, data, (now_ns() - t0) / 1e6,
 	    ch->npat ? ", lazyapp pattern checked" : "");
+	/* The init of a pid namespace takes every other task with it: it goes last. */
+	if (ch->pidns_init && ctl_recv(ch->ctl, NULL) != 'Q')
+		say("pid %u: no word to quit", ch->pid);
 	_exit(bad ? 1 : 0);
 }
 
@@ -499,10 +528,12 @@ static void spawn(struct sim_task *t, const struct sim_opts *o, char **argv0)
 	}
 	if (got < 0)
 		die("clone3 with pid %d: %s%s", t->pid, strerror(errno),
-		    errno == EEXIST ? " (another process holds the pid)" : "");
+		    errno == EEXIST ? " (another process holds the pid)" :
+		    errno == EINVAL && o->pidns ? " (the first task of a new pid namespace must be pid 1)" : "");
 	if (got > 0) {
 		close(sv[1]);
 		t->ctl = sv[0];
+		t->host = got;
 		return;
 	}
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -523,6 +554,8 @@ static void spawn(struct sim_task *t, const struct sim_opts *o, char **argv0)
 	args[n++] = delay;
 	if (o->fork_remap == t->pid)
 		args[n++] = "--fork-remap";
+	if (o->pidns && t->pid == 1)
+		args[n++] = "--pidns-init";
 	for (int i = 0; i < o->npat; i++) {
 		if (o->pat[i].pid != t->pid)
 			continue;
@@ -548,15 +581,23 @@ static int connect_daemon(const char *workdir)
 	return fd;
 }
 
-/* Send one task's record as criu does: the pid, then one byte carrying the uffd. */
-static void send_record(int sk, const struct sim_task *t)
+/*
+ * Have one task's record sent as criu does: the task itself sends its pid,
+ * then one byte carrying its uffd, on the connection it is given; a
+ * zombie's negative pid comes from here. WRONG: send the pid word from here.
+ */
+static void send_record(int sk, const struct sim_task *t, bool wrong)
 {
 	int pid = t->zombie ? -t->pid : t->pid;
 
-	if (send(sk, &pid, sizeof(pid), MSG_NOSIGNAL) != sizeof(pid))
-		die("sending pid %d: %s", pid, strerror(errno));
-	if (!t->zombie && ctl_send(sk, 0, t->uffd) < 0)
-		die("sending the uffd of %d: %s", pid, strerror(errno));
+	if (t->zombie || wrong) {
+		if (send(sk, &pid, sizeof(pid), MSG_NOSIGNAL) != sizeof(pid))
+			die("sending pid %d: %s", pid, strerror(errno));
+		if (t->zombie)
+			return;
+	}
+	if (ctl_send(t->ctl, wrong ? 'W' : 'S', sk) < 0 || ctl_recv(t->ctl, NULL) != 's')
+		die("task %d did not send its record", t->pid);
 }
 
 static void parse_pattern(struct sim_opts *o, const char *s)
@@ -572,17 +613,24 @@ static void parse_pattern(struct sim_opts *o, const char *s)
 }
 
 /* Wait for every child; returns how many failed. */
-static int reap(struct sim_task *tasks, size_t n)
+static int reap(struct sim_task *tasks, size_t n, bool pidns)
 {
 	int failed = 0, st;
 
-	for (size_t i = 0; i < n; i++) {
-		if (tasks[i].zombie)
-			continue;
-		if (waitpid(tasks[i].pid, &st, 0) != tasks[i].pid || !WIFEXITED(st) ||
-		    WEXITSTATUS(st)) {
-			say("task %d failed (wait status 0x%x)", tasks[i].pid, st);
-			failed++;
+	/* In a pid namespace pid 1 goes last: its exit would kill the others. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < n; i++) {
+			bool init = pidns && tasks[i].pid == 1;
+
+			if (tasks[i].zombie || init != (pass == 1))
+				continue;
+			if (init)
+				ctl_send(tasks[i].ctl, 'Q', -1);
+			if (waitpid(tasks[i].host, &st, 0) != tasks[i].host || !WIFEXITED(st) ||
+			    WEXITSTATUS(st)) {
+				say("task %d failed (wait status 0x%x)", tasks[i].pid, st);
+				failed++;
+			}
 		}
 	}
 	return failed;
@@ -600,9 +648,16 @@ static int run_main(struct sim_opts *o, char **argv)
 	long sent = 0;
 	uint64_t t0;
 
-	lock = open(LOCK_PATH, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (lock < 0 || flock(lock, LOCK_EX) < 0)
-		die("%s: %s", LOCK_PATH, strerror(errno));
+	if (o->pidns) {
+		/* Our children go into a new pid namespace; no other sim can take their pids. */
+		lock = -1;
+		if (unshare(CLONE_NEWPID) < 0)
+			die("unshare(CLONE_NEWPID): %s", strerror(errno));
+	} else {
+		lock = open(LOCK_PATH, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (lock < 0 || flock(lock, LOCK_EX) < 0)
+			die("%s: %s", LOCK_PATH, strerror(errno));
+	}
 	dirfd = open(o->imgdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0 || img_list_tasks(dirfd, &pids, &n, &from_pstree, &err) < 0)
 		die("%s: %s", o->imgdir, dirfd < 0 ? strerror(errno) : err.msg);
@@ -610,24 +665,22 @@ static int run_main(struct sim_opts *o, char **argv)
 	if (!tasks)
 		die("out of memory");
 	for (size_t i = 0; i < n; i++) {
-		tasks[i] = (struct sim_task){ .pid = (pid_t)pids[i], .ctl = -1, .uffd = -1,
+		tasks[i] = (struct sim_task){ .pid = (pid_t)pids[i], .ctl = -1,
 					      .zombie = pids[i] == o->zombie };
 		if (!tasks[i].zombie)
 			spawn(&tasks[i], o, argv);
 	}
 	free(pids);
 	for (size_t i = 0; i < n; i++)
-		if (!tasks[i].zombie && ctl_recv(tasks[i].ctl, &tasks[i].uffd) != 'U')
-			die("task %d did not pass its uffd up", tasks[i].pid);
+		if (!tasks[i].zombie && ctl_recv(tasks[i].ctl, NULL) != 'U')
+			die("task %d is not ready", tasks[i].pid);
 
 	sk = connect_daemon(o->workdir);
 	for (size_t i = 0; i < n && sent != o->drop_after; i++, sent++) {
-		send_record(sk, &tasks[i]);
+		send_record(sk, &tasks[i], tasks[i].pid == o->wrong_sender);
 		tasks[i].sent = true;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (tasks[i].uffd >= 0)
-			close(tasks[i].uffd);
 		if (!tasks[i].zombie &&
 		    (ctl_send(tasks[i].ctl, tasks[i].sent ? 'R' : 'X', -1) < 0 ||
 		     (tasks[i].sent && ctl_recv(tasks[i].ctl, NULL) != 'r')))
@@ -647,7 +700,7 @@ static int run_main(struct sim_opts *o, char **argv)
 		die("sending RSTF: %s", strerror(errno));
 	if (sk >= 0 && !o->hold)
 		close(sk);
-	failed = reap(tasks, n);
+	failed = reap(tasks, n, o->pidns);
 	printf("sim: %zu tasks, %ld records sent%s, %d failed; every task done %.1f ms after the word to go\n",
 	       n, sent, sk < 0 ? "" : o->hold ? ", no RSTF (held)" : " and RSTF", failed,
 	       (now_ns() - t0) / 1e6);
@@ -658,15 +711,17 @@ static int run_main(struct sim_opts *o, char **argv)
 			close(tasks[i].ctl);
 	free(tasks);
 	close(dirfd);
-	close(lock);
+	if (lock >= 0)
+		close(lock);
 	return failed ? 1 : 0;
 }
 
 int main(int argc, char **argv)
 {
-	struct sim_opts o = { .zombie = -1, .fork_remap = -1, .drop_after = -1 };
+	struct sim_opts o = { .zombie = -1, .fork_remap = -1, .drop_after = -1, .wrong_sender = -1 };
 	struct child ch = { .ctl = -1 };
 	bool task = false;
+	int rc;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (int i = 1; i < argc; i++) {
@@ -678,6 +733,14 @@ int main(int argc, char **argv)
 		}
 		if (!strcmp(a, "--hold")) {
 			o.hold = true;
+			continue;
+		}
+		if (!strcmp(a, "--pidns")) {
+			o.pidns = true;
+			continue;
+		}
+		if (!strcmp(a, "--pidns-init") && task) {
+			ch.pidns_init = true;
 			continue;
 		}
 		if (!v)
@@ -693,6 +756,8 @@ int main(int argc, char **argv)
 			o.fork_remap = atol(v);
 		else if (!strcmp(a, "--drop-after"))
 			o.drop_after = atol(v);
+		else if (!strcmp(a, "--wrong-sender"))
+			o.wrong_sender = atol(v);
 		else if (!strcmp(a, "--read-delay"))
 			o.read_delay_ms = atol(v);
 		else if (!strcmp(a, "--pattern"))
@@ -714,5 +779,15 @@ int main(int argc, char **argv)
 	}
 	if (!o.workdir)
 		o.workdir = o.imgdir;
-	return run_main(&o, argv);
+	rc = run_main(&o, argv);
+	/*
+	 * With --pidns our own new processes would go into the namespace whose
+	 * pid 1 is gone, where none can be made: LeakSanitizer's exit-time
+	 * tracer among them. Nothing is left to free: end here.
+	 */
+	if (o.pidns) {
+		fflush(NULL);
+		_exit(rc);
+	}
+	return rc;
 }

@@ -228,6 +228,25 @@ Test(criu, fork_and_mremap_after_rstf, .init = setup, .fini = teardown, .timeout
 	run.passed = true;
 }
 
+Test(criu, record_from_another_process_is_refused, .init = setup, .fini = teardown, .timeout = 90)
+{
+	/* The restore's main process sends the task's pid, the task its uffd: not one sender. */
+	char spid[16], want[160];
+	const char *sim[] = { "--wrong-sender", spid, NULL };
+	uint32_t pid;
+
+	need_root();
+	tc_tasks(SINGLE, &pid, 1);
+	snprintf(spid, sizeof(spid), "%u", pid);
+	start(SINGLE, NULL);
+	cr_expect_neq(tc_sim_run(&run, SINGLE, sim, SIM_MS), 0, "see %s", run.simout);
+	cr_assert_eq(tc_daemon_exit_code(&run, EXIT_MS), 1, "log in %s", run.log);
+	snprintf(want, sizeof(want), "restore failed: pid %u: its pid came from process ", pid);
+	cr_expect(tc_file_has(run.log, want), "%s; log in %s", want, run.log);
+	cr_expect(tc_file_has(run.log, "each task must send its own record"), "log in %s", run.log);
+	run.passed = true;
+}
+
 Test(criu, connection_dropped_before_rstf, .init = setup, .fini = teardown, .timeout = 90)
 {
 	const char *sim[] = { "--drop-after", "1", NULL };
@@ -315,8 +334,8 @@ Test(criu, sigterm_before_rstf_kills_rather_than_zeros, .init = setup, .fini = t
 	cr_expect(tc_file_has(run.log, "killing the 1 processes not fully served"), "log in %s",
 		  run.log);
 	/* Nothing was read: every lazy page was still missing. */
-	snprintf(want, sizeof(want), "criu: pid %u: %" PRIu64 " of %" PRIu64 " lazy pages not served",
-		 pid, tc_lazy_pages(SINGLE, pid), tc_lazy_pages(SINGLE, pid));
+	snprintf(want, sizeof(want), "criu: pid %u (host %u): %" PRIu64 " of %" PRIu64 " lazy pages not served",
+		 pid, pid, tc_lazy_pages(SINGLE, pid), tc_lazy_pages(SINGLE, pid));
 	cr_expect(tc_file_has(run.log, want), "%s; log in %s", want, run.log);
 	run.passed = true;
 }

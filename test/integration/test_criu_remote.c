@@ -247,7 +247,7 @@ static void server_fails(const char *dir, const char *const *ps, const char *con
 			continue;
 		killed++;
 		/* Named in the report, with the pages it did not get. */
-		snprintf(want, sizeof(want), "criu: pid %u: ", pids[i]);
+		snprintf(want, sizeof(want), "criu: pid %u (host %u): ", pids[i], pids[i]);
 		cr_expect(tc_file_has(run.log, want), "log in %s", run.log);
 		snprintf(want, sizeof(want), " of %" PRIu64 " lazy pages not served (killed: page server connection lost)",
 			 tc_lazy_pages(dir, pids[i]));
@@ -342,23 +342,116 @@ Test(criu_remote, close_status_in_pieces, .init = setup, .fini = teardown, .time
 	struct ps_hdr h;
 	int lfd = fake_server(port, sizeof(port)), sk;
 
+	uint32_t pid;
+	int rsk;
+
+	tc_tasks(SINGLE, &pid, 1);
 	cr_assert(tc_daemon_start(&run, SINGLE, a), "log in %s", run.log);
 	sk = accept(lfd, NULL, NULL);
 	cr_assert_geq(sk, 0);
-	/* No restore: SIGTERM ends the run, and the daemon says CLOSE. */
-	kill(run.pid, SIGTERM);
+	/* A restore that succeeds with nothing to fetch (its one task a zombie): CLOSE. */
+	rsk = tc_connect(&run);
+	tc_send_int(rsk, -(int)pid);
+	tc_send_int(rsk, 0x52535446);
 	cr_assert(recv_all(sk, hb, sizeof(hb)), "no CLOSE; log in %s", run.log);
 	ps_decode(hb, &h);
 	cr_assert_eq(h.cmd, PS_IOV_CLOSE, "cmd 0x%x", h.cmd);
 	cr_assert_eq(send(sk, &status, 2, MSG_NOSIGNAL), 2);
 	usleep(300 * 1000);
 	cr_assert_eq(send(sk, (uint8_t *)&status + 2, 2, MSG_NOSIGNAL), 2);
-	cr_expect_eq(tc_daemon_exit_code(&run, EXIT_MS), 1, "no restore came; log in %s", run.log);
+	cr_expect_eq(tc_daemon_exit_code(&run, EXIT_MS), 0, "log in %s", run.log);
+	close(rsk);
 	cr_expect_not(tc_file_has(run.log, "did not answer CLOSE"), "log in %s", run.log);
 	cr_expect_not(tc_file_has(run.log, "answered CLOSE with status"), "log in %s", run.log);
 	cr_expect(tc_file_has(run.log, "remote: fetched 0 pages"), "log in %s", run.log);
 	close(sk);
 	close(lfd);
+	run.passed = true;
+}
+
+/* The pid of the process holding the page server connection, from the daemon's log, or 0. */
+static pid_t holder_pid(void)
+{
+	double v = tc_file_number(run.log, "now held by process ");
+
+	return v > 0 ? (pid_t)v : 0;
+}
+
+/* The holder must be ours: a child of the daemon we started, named so. */
+static void end_holder(pid_t holder)
+{
+	char path[64], comm[32] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", holder);
+	f = fopen(path, "r");
+	cr_assert_not_null(f, "holder %d is gone", holder);
+	cr_assert_not_null(fgets(comm, sizeof(comm), f));
+	fclose(f);
+	cr_assert_eq(strcmp(comm, "uffd-ps-hold\n"), 0, "pid %d is \"%s\", not the holder", holder,
+		     comm);
+	kill(holder, SIGTERM);
+}
+
+/*
+ * A failed restore must not end the source: no CLOSE (nor a plain hang-up,
+ * which CRIU 4.2 takes as the same), the connection kept open after the
+ * daemon exits; when its holder is ended, a reset.
+ */
+static void expect_source_left_waiting(void)
+{
+	pid_t holder;
+
+	cr_assert_eq(tc_daemon_exit_code(&run, EXIT_MS), 1, "log in %s", run.log);
+	cr_expect(tc_file_has(run.log, "remote: the restore did not finish: CLOSE not sent"),
+		  "log in %s", run.log);
+	holder = holder_pid();
+	cr_assert_gt(holder, 0, "no holder named; log in %s", run.log);
+	usleep(200 * 1000);
+	cr_expect_not(tc_file_has(run.ps_log, "done (CLOSE"), "the source was ended; log in %s",
+		      run.ps_log);
+	cr_expect_not(tc_file_has(run.ps_log, "hung up without CLOSE"),
+		      "a plain hang-up ends the source too; log in %s", run.ps_log);
+	end_holder(holder);
+	cr_expect(tc_file_wait(run.ps_log, "Connection reset by peer", 5000),
+		  "a reset once the holder ends; log in %s", run.ps_log);
+	cr_expect_not(tc_file_has(run.ps_log, "done (CLOSE"), "log in %s", run.ps_log);
+}
+
+Test(criu_remote, failed_restore_leaves_the_source_waiting, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+	/* The restore sends a bad record: it fails before anything was fetched. */
+	char spid[16];
+	const char *sim[] = { "--wrong-sender", spid, NULL };
+	uint32_t pid;
+
+	need_root();
+	tc_tasks(SINGLE, &pid, 1);
+	snprintf(spid, sizeof(spid), "%u", pid);
+	start_remote(SINGLE, NULL, NULL);
+	cr_expect_neq(tc_sim_run(&run, SINGLE, sim, SIM_MS), 0, "see %s", run.simout);
+	expect_source_left_waiting();
+	cr_expect(tc_file_has(run.log, "each task must send its own record"), "log in %s", run.log);
+	run.passed = true;
+}
+
+Test(criu_remote, task_not_served_leaves_the_source_waiting, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+	/* All of fork3 restored, then the restore dies before RSTF: the tasks are killed. */
+	const char *sim[] = { "--hold", "--read-delay", "20000", NULL };
+	pid_t sp;
+
+	need_root();
+	start_remote(FORK3, NULL, NULL);
+	sp = tc_sim_start(&run, FORK3, sim);
+	cr_assert(tc_file_wait(run.log, "all 4 tasks handed over", SIM_MS), "log in %s", run.log);
+	kill(run.pid, SIGTERM);
+	expect_source_left_waiting();
+	cr_expect(tc_file_has(run.log, "lazy pages not served (killed: stopped before RSTF)"),
+		  "log in %s", run.log);
+	tc_sim_wait(sp, SIM_MS);
 	run.passed = true;
 }
 

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -409,6 +410,59 @@ static void send_random(int sock, struct fdset *s)
 	send_raw(sock, buf, sizeof(buf), NULL, 0);
 }
 
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD	O_EXCL	/* Linux 6.9 */
+#endif
+
+static void *idle_thread(void *arg)
+{
+	pid_t *tid = arg;
+
+	__atomic_store_n(tid, (pid_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
+	for (;;)
+		pause();
+	return NULL;
+}
+
+/* A thread of this process other than the main one, alive for the rest of the test: its tid. */
+static pid_t other_thread(void)
+{
+	static pid_t tid;
+	pthread_t th;
+
+	if (tid)
+		return tid;
+	cr_assert_eq(pthread_create(&th, NULL, idle_thread, &tid), 0);
+	while (!__atomic_load_n(&tid, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	return tid;
+}
+
+/* The pidfd of a thread (PIDFD_THREAD) that is not the main one: when it exits, not the process. */
+static void send_thread_pidfd(int sock, struct fdset *s)
+{
+	uint8_t buf[256];
+	int fds[3] = { s->uffd, (int)syscall(SYS_pidfd_open, other_thread(), PIDFD_THREAD),
+		       s->dirfd };
+
+	cr_assert_geq(fds[1], 0, "pidfd_open(PIDFD_THREAD): %s", strerror(errno));
+	send_raw(sock, buf, pack_hello(buf, sizeof(buf), UFFD_PROTO_VERSION, FEATURES,
+				       TS_IMAGE_ID), fds, 3);
+	close(fds[1]);
+}
+
+/* PIDFD_THREAD of the main thread: it reports that thread's exit, not the process's. */
+static void send_main_thread_pidfd(int sock, struct fdset *s)
+{
+	uint8_t buf[256];
+	int fds[3] = { s->uffd, (int)syscall(SYS_pidfd_open, getpid(), PIDFD_THREAD), s->dirfd };
+
+	cr_assert_geq(fds[1], 0, "pidfd_open(PIDFD_THREAD): %s", strerror(errno));
+	send_raw(sock, buf, pack_hello(buf, sizeof(buf), UFFD_PROTO_VERSION, FEATURES,
+				       TS_IMAGE_ID), fds, 3);
+	close(fds[1]);
+}
+
 /* request{hello{version=1}}: image_id and features, both required, missing. */
 static void send_incomplete(int sock, struct fdset *s)
 {
@@ -508,6 +562,9 @@ static const struct bad bads[] = {
 	{ "lying about features", send_lie, { "HELLO says features 0x4e, but the uffd has 0x14e" },
 	  1, false },
 	{ "uffd slot holds a file", send_not_uffd, { "first fd is not a userfaultfd" }, 1, false },
+	{ "pidfd of a thread", send_thread_pidfd, { "the pidfd names thread " }, 1, false },
+	{ "PIDFD_THREAD pidfd of the main thread", send_main_thread_pidfd,
+	  { "the pidfd was opened with PIDFD_THREAD" }, 1, false },
 	{ "hangs up without reading", send_version, { "protocol version 7 not supported" }, 1,
 	  true },
 };

@@ -167,6 +167,17 @@ static const StatusTotals *wait_served(struct ts_status *s, uint64_t n)
 	return NULL;
 }
 
+/* Wait up to 5 s for the daemon's log to contain S. */
+static bool log_waits_for_line(const char *s)
+{
+	for (int i = 0; i < 500; i++) {
+		if (ts_log_has(&dmn, s))
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
 static void assert_free(pid_t pid)
 {
 	char why[256];
@@ -572,6 +583,53 @@ LAZY_TEST(refused_hello_puts_memory_back)
 		      "RSS %" PRIu64 " after the refusal, %" PRIu64 " before",
 		      tw_status_bytes(wa.pid, "RssAnon"), before);
 	assert_untouched(&wa);
+}
+
+/* Lines of the daemon's log that contain S. */
+static int log_count(const char *s)
+{
+	char line[1024];
+	int n = 0;
+	FILE *f = fopen(dmn.log, "re");
+
+	cr_assert_not_null(f, "%s", dmn.log);
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, s) != NULL;
+	fclose(f);
+	return n;
+}
+
+/*
+ * The daemon gets to a HELLO only after the client's reply timeout passed
+ * (it was stopped): the client has put every page back, unregistered and
+ * closed. The hand-over is dropped with one line, not served into
+ * unregistered ranges with a warning per page; the target keeps every byte.
+ */
+LAZY_TEST(hello_after_the_client_gave_up_is_dropped)
+{
+	const char *wargs[] = { "--anon", "16", NULL };
+	char path[128];
+	struct lazy_opts o = { .dir = path, .timeout_ms = 300, .out = stderr };
+	struct lazy_stats st;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	o.pid = wa.pid;
+	o.socket = dmn.sock;
+	snprintf(path, sizeof(path), "%s/img", tmp);
+	cr_assert_eq(kill(dmn.pid, SIGSTOP), 0);
+	cr_assert_lt(lazy_run(&o, &st), 0, "the hand-over must time out");
+	cr_assert_gt(st.lazy_pages, 1000, "nothing was dropped: nothing tested");
+	assert_untouched(&wa);
+	cr_assert_eq(kill(dmn.pid, SIGCONT), 0);
+	/* (On a daemon that serves it anyway, the warnings come within the 200 ms stale time.) */
+	log_waits_for_line("gave up before its reply");
+	usleep(500 * 1000);
+	cr_expect_eq(log_count("is no longer registered"), 0, "%d warnings, one per page; log in %s",
+		     log_count("is no longer registered"), dmn.log);
+	cr_expect_eq(log_count("gave up before its reply"), 1, "log in %s", dmn.log);
+	assert_untouched(&wa);
+	cr_assert_eq(kill(dmn.pid, 0), 0, "the daemon died");
 }
 
 /* uffd-inject killed after dropping the pages, before the hand-over: the

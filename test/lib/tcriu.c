@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "imgfix.h"
 #include "imgtask.h"
 #include "tcriu.h"
 
@@ -487,4 +488,36 @@ void tc_copy_dir(const char *src, const char *dst)
 	snprintf(cmd, sizeof(cmd), "cp -p %s/*.img %s/", src, dst);
 	if (system(cmd) != 0)
 		die("%s failed", cmd);
+}
+
+void tc_renumber(const char *src, const char *dst, const uint32_t *pids, size_t n)
+{
+	static const char *const kinds[] = { "core", "mm", "pagemap", "ids", "fs" };
+	uint32_t old[16];
+	char a[300], b[300];
+	int dfd;
+
+	if (tc_tasks(src, old, 16) != n)
+		die("%s: not %zu tasks", src, n);
+	tc_copy_dir(src, dst);
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+			snprintf(a, sizeof(a), "%s/%s-%u.img", dst, kinds[k], old[i]);
+			snprintf(b, sizeof(b), "%s/%s-%u.img.new", dst, kinds[k], pids[i]);
+			if (rename(a, b) < 0 && errno != ENOENT)
+				die("rename %s: %s", a, strerror(errno));
+		}
+	/* In two steps: a new number may be an old one. */
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+			snprintf(a, sizeof(a), "%s/%s-%u.img.new", dst, kinds[k], pids[i]);
+			snprintf(b, sizeof(b), "%s/%s-%u.img", dst, kinds[k], pids[i]);
+			if (rename(a, b) < 0 && errno != ENOENT)
+				die("rename %s: %s", a, strerror(errno));
+		}
+	dfd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		die("%s: %s", dst, strerror(errno));
+	fix_write_pstree(dfd, pids, n);
+	close(dfd);
 }

@@ -94,6 +94,12 @@ uint64_t tc_lazy_pages(const char *dir, uint32_t pid);
 /* The lazy VMAs (anonymous private, holding PE_LAZY pages) of PID; returns how many. */
 size_t tc_lazy_vmas(const char *dir, uint32_t pid, uint64_t (*vma)[2], size_t max);
 
+/*
+ * Copy the images of SRC to DST (made) with its N tasks renumbered to PIDS
+ * (same order): per-task files renamed, pstree.img rewritten (the first
+ * task the parent of the rest). For dumps of containers: pids 1, 6, ...
+ */
+void tc_renumber(const char *src, const char *dst, const uint32_t *pids, size_t n);
 /* Copy the *.img files of SRC into the directory DST (made). */
 void tc_copy_dir(const char *src, const char *dst);
 
