@@ -398,14 +398,43 @@ void target_fail(struct target *t, uint64_t addr, int ret, const char *what)
 	target_kill(t, "killed");
 }
 
-/* Learn a forked child's pid from the thread id of its first fault. */
+/* Is PID in the daemon's pid namespace? */
+static bool in_our_pidns(pid_t pid)
+{
+	char path[64], ours[64], theirs[64];
+	ssize_t n, m;
+
+	snprintf(path, sizeof(path), "/proc/%d/ns/pid", pid);
+	n = readlink(path, theirs, sizeof(theirs));
+	m = readlink("/proc/self/ns/pid", ours, sizeof(ours));
+	return n > 0 && n == m && !memcmp(ours, theirs, (size_t)n);
+}
+
+/*
+ * Learn a forked child's pid from the thread id of its first fault. The
+ * kernel gives that id as the faulting thread sees it, in its own pid
+ * namespace: it names the child here only if the parent lives in ours,
+ * and the process it names must be a child of that parent (a child made
+ * with CLONE_NEWPID reports 1, which here is the machine's init).
+ * Otherwise the proc connector tells the pid.
+ */
 static void target_set_pid_from_tid(struct target *t, pid_t tid)
 {
 	char path[64], val[32];
+	pid_t pid;
 
+	if (!t->parent_pid || !in_our_pidns(t->parent_pid))
+		return;
 	snprintf(path, sizeof(path), "/proc/%d/status", tid);
-	if (procinfo_field(path, "Tgid", val, sizeof(val)) == 0 && atoi(val) > 0)
-		target_set_pid(t, atoi(val));
+	if (procinfo_field(path, "Tgid", val, sizeof(val)) < 0 || (pid = atoi(val)) <= 0)
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	if (procinfo_field(path, "PPid", val, sizeof(val)) < 0 || atoi(val) != t->parent_pid) {
+		log_debug("%s thread id %d of a fault does not name a child of %d here: not used",
+			  t->pfx, tid, t->parent_pid);
+		return;
+	}
+	target_set_pid(t, pid);
 }
 
 /*

@@ -28,6 +28,7 @@
 
 #include "imgfix.h"
 #include "tcriu.h"
+#include "tserve.h"
 
 #define SINGLE		FIX_CRIU_DIR "/single"
 #define FORK3		FIX_CRIU_DIR "/fork3"
@@ -267,4 +268,88 @@ Test(pidns, task_forks_and_moves_memory, .init = setup, .fini = teardown, .timeo
 	expect_ok(&k);
 	cr_expect(tc_file_has(run.log, "(forked) served"), "the child was served; log in %s",
 		  run.log);
+}
+
+/* ---- a forked child in a pid namespace of its own ---- */
+
+#define NS_BASE	0x530000000000ull
+#define NS_SEED	0x1d1d1dull
+
+static const struct ts_area ns_area[] = { { NS_BASE, 1 << 20, 6 } };
+
+/* In the served process: fork a child into a new pid namespace (it is pid 1 there), which reads everything. */
+static int sc_fork_into_new_pidns(struct ts_child *c)
+{
+	pid_t pid;
+	int st;
+
+	if (unshare(CLONE_NEWPID) < 0)
+		return ts_fail("unshare(CLONE_NEWPID): %s", strerror(errno));
+	pid = fork();
+	if (pid < 0)
+		return ts_fail("fork: %s", strerror(errno));
+	if (pid == 0)
+		_exit(ts_check(ns_area[0].start, ns_area[0].len, ns_area[0].start, &ns_area[0],
+			       c->seed) ? 1 : 0);
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st))
+		return ts_fail("the child in its own pid namespace read wrong memory");
+	return ts_check(ns_area[0].start, ns_area[0].len, ns_area[0].start, &ns_area[0],
+			c->seed) != 0;
+}
+
+/* Does any line of FILE hold S? */
+static bool file_has(const char *file, const char *s)
+{
+	char line[1024];
+	bool found = false;
+	FILE *f = fopen(file, "re");
+
+	while (f && !found && fgets(line, sizeof(line), f))
+		found = strstr(line, s) != NULL;
+	if (f)
+		fclose(f);
+	return found;
+}
+
+/* Pid 1 of the sandbox: a daemon without the proc connector serves a process whose child is pid 1 of its own namespace. */
+static int nested_child(void *arg)
+{
+	struct ts_daemon d;
+	const char *args[] = { "--no-proc-connector", "--no-fill", NULL };
+	char imgdir[160];
+	struct ts_child c = { .d = &d, .areas = ns_area, .n = 1, .seed = NS_SEED };
+	pid_t pid;
+	int ret, bad = 0;
+
+	(void)arg;
+	ts_daemon_start(&d, args);
+	snprintf(imgdir, sizeof(imgdir), "%s/img", d.dir);
+	ts_write_images(imgdir, TS_IMAGE_ID, ns_area, 1, NS_SEED);
+	c.imgdir = imgdir;
+	pid = ts_child_start(&c, sc_fork_into_new_pidns);
+	ret = ts_child_wait(pid, 30000);
+	if (ret)
+		bad = fail("the served process or its child saw wrong memory (%d)", ret);
+	/* The child's faults say thread 1: here that is this sandbox's init, not the child. */
+	if (file_has(d.log, "pid 1 uffd"))
+		bad = fail("the daemon took pid 1 of the sandbox for the child (log %s)", d.log);
+	if (!ts_daemon_finish(&d, 10000))
+		bad = fail("the daemon did not exit cleanly");
+	return bad;
+}
+
+Test(pidns, forked_child_in_its_own_namespace_is_not_pid_1, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	int st = in_sandbox(nested_child, NULL);
+	char buf[512] = "";
+	FILE *f = fopen(result, "re");
+
+	if (f) {
+		if (!fgets(buf, sizeof(buf), f))
+			buf[0] = 0;
+		fclose(f);
+	}
+	cr_assert_eq(st, 0, "%s", buf);
+	run.passed = true;
 }
