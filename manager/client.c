@@ -16,6 +16,7 @@
 #include "manager.pb-c.h"
 #include "procinfo.h"
 #include "sender.h"
+#include "serve.h"
 #include "target.h"
 #include "uffd.h"
 #include "wire.h"
@@ -298,8 +299,8 @@ static void handle_hello(struct client *c, const Hello *h, int *fds, int nfds)
 	fds[2] = -1;
 	d->fds_in_use++;
 	t = target_create(d, hc.uffd, hc.pidfd, pid, h->image_id, img,
-			  h->has_flags && (h->flags & HELLO_F_REGISTERED), false, reason,
-			  sizeof(reason));
+			  h->has_flags && (h->flags & HELLO_F_REGISTERED), &serve_from_images,
+			  reason, sizeof(reason));
 	timage_put(d, img);
 	if (!t) {
 		refuse(c, reason);

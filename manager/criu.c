@@ -20,7 +20,9 @@
 #include "log.h"
 #include "procinfo.h"
 #include "remote.h"
+#include "rserve.h"
 #include "sender.h"
+#include "serve.h"
 #include "target.h"
 #include "uffd.h"
 
@@ -398,7 +400,8 @@ static int task_serve(struct criu *c, struct criu_task *t, int uffd, struct send
 	log_info("criu: pid %d (host %d): its record came from the process itself; serving it",
 		 t->pid, host);
 	tg = target_create(c->d, uffd, pidfd, host, (uint32_t)t->pid, t->img, true,
-			   c->d->remote != NULL, reason, sizeof(reason));
+			   c->d->remote ? &rserve_source : &serve_from_images, reason,
+			   sizeof(reason));
 	c->creating = NULL;
 	if (tg && t->state == CT_SERVING)
 		t->target_id = tg->id;
@@ -713,7 +716,7 @@ int criu_open(struct daemon *d, const struct criu_opts *o, char *why, size_t len
 	}
 	n = load_tasks(c, why, len);
 	if (n == 0 && o->ps_addr)
-		n = remote_open(d, o->ps_addr, o->ps_port, why, len);
+		n = remote_open(d, o->ps_addr, o->ps_port, &rserve_ops, why, len);
 	if (n < 0) {
 		criu_free(c);
 		return n;

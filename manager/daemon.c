@@ -1,6 +1,23 @@
 /* Daemon-wide decisions that the modules share. */
 #include "daemon.h"
-#include "released.h"
+
+static void settle_timer(struct timer *tm)
+{
+	daemon_check_done(container_of(tm, struct daemon, settle));
+}
+
+/* True (and a timer armed) while the last release is younger than DAEMON_SETTLE_NS. */
+static bool settling(struct daemon *d)
+{
+	uint64_t now = now_ns();
+
+	if (!d->nr_released || now - d->last_release_ns >= DAEMON_SETTLE_NS)
+		return false;
+	if (!d->settle.armed)
+		timer_arm(&d->loop, &d->settle, d->last_release_ns + DAEMON_SETTLE_NS - now,
+			  settle_timer);
+	return true;
+}
 
 void daemon_check_done(struct daemon *d)
 {
@@ -11,7 +28,7 @@ void daemon_check_done(struct daemon *d)
 	      (d->o.exit_when_done && d->had_target && !d->nr_clients)))
 		return;
 	/* Events picked up just before the last release must still be read. */
-	if (!released_settling(d))
+	if (!settling(d))
 		d->loop.stop = true;
 }
 

@@ -59,6 +59,7 @@ struct daemon {
 	unsigned nr_parked;		/* processes with faults parked on EAGAIN */
 	struct released *released;	/* fully served, read until they exit (released.h) */
 	unsigned nr_released;
+	uint64_t last_release_ns;	/* when released.c last took a uffd */
 	struct timer settle;		/* exit waits for the last release to settle */
 	struct client *clients;
 	unsigned nr_clients;
@@ -78,6 +79,9 @@ struct daemon {
 	/* Told when a process that was being served leaves (WHY: NULL when fully served). */
 	void (*target_ended)(struct daemon *d, const struct target *t, const char *why);
 };
+
+/* The daemon stops no sooner than this after the last release (released.h). */
+#define DAEMON_SETTLE_NS	(200 * 1000000ull)
 
 /* Stop the loop when there is nothing left to do (exit-when-done, draining). */
 void daemon_check_done(struct daemon *d);

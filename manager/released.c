@@ -111,30 +111,10 @@ int released_keep(struct daemon *d, int uffd, int pidfd, pid_t pid)
 	}
 	r->next = d->released;
 	d->released = r;
+	d->last_release_ns = r->since;
 	d->nr_released++;
 	d->fds_in_use += 2;
 	return 0;
-}
-
-static void settle_timer(struct timer *tm)
-{
-	struct daemon *d = container_of(tm, struct daemon, settle);
-
-	daemon_check_done(d);
-}
-
-bool released_settling(struct daemon *d)
-{
-	uint64_t now = now_ns(), last = 0;
-
-	for (struct released *r = d->released; r; r = r->next)
-		if (r->since > last)
-			last = r->since;
-	if (!last || now - last >= RELEASED_SETTLE_NS)
-		return false;
-	if (!d->settle.armed)
-		timer_arm(&d->loop, &d->settle, last + RELEASED_SETTLE_NS - now, settle_timer);
-	return true;
 }
 
 void released_close_all(struct daemon *d)

@@ -29,11 +29,10 @@
  * went in before the fork copied its page tables. Its new uffd is ours
  * alone; closing it releases it.
  *
- * When the daemon exits it must close these. Each is kept at least
- * RELEASED_SETTLE_NS after its ranges were unregistered, so that an event
- * picked up before that is read (the thread that picked it up holds no
- * lock the daemon waits for and queues it right away); see
- * released_settling().
+ * When the daemon exits it must close these. It stops no sooner than
+ * DAEMON_SETTLE_NS after the last release (daemon_check_done), so that an
+ * event picked up before that is read: the thread that picked it up holds
+ * no lock the daemon waits for and queues it right away.
  */
 #ifndef UFFD_RELEASED_H
 #define UFFD_RELEASED_H
@@ -43,8 +42,6 @@
 #include <sys/types.h>
 
 #include "loop.h"
-
-#define RELEASED_SETTLE_NS	(200 * 1000000ull)
 
 struct daemon;
 
@@ -65,13 +62,6 @@ struct released {
  * logs).
  */
 int released_keep(struct daemon *d, int uffd, int pidfd, pid_t pid);
-
-/*
- * At exit: true while a kept uffd was unregistered less than
- * RELEASED_SETTLE_NS ago; the daemon's loop runs on until then (a timer
- * calls daemon_check_done again).
- */
-bool released_settling(struct daemon *d);
 
 /* Read what is queued on every kept uffd one last time, then close them all. */
 void released_close_all(struct daemon *d);

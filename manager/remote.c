@@ -19,8 +19,6 @@
 #include "log.h"
 #include "pswire.h"
 #include "remote.h"
-#include "rserve.h"
-#include "target.h"
 
 #define PG		4096ull
 #define MAX_FLY		64	/* requests in flight */
@@ -31,6 +29,7 @@
 
 struct remote {
 	struct daemon *d;
+	const struct remote_ops *ops;
 	char name[300];		/* "page server HOST:PORT" */
 	int fd;
 	struct ev ev;
@@ -99,7 +98,8 @@ static void set_keepalive(int fd, unsigned timeout_ms)
 	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user));
 }
 
-int remote_open(struct daemon *d, const char *addr, const char *port, char *why, size_t len)
+int remote_open(struct daemon *d, const char *addr, const char *port,
+		const struct remote_ops *ops, char *why, size_t len)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *res, *ai;
@@ -143,6 +143,7 @@ int remote_open(struct daemon *d, const char *addr, const char *port, char *why,
 		return -ENOMEM;
 	}
 	r->d = d;
+	r->ops = ops;
 	r->fd = fd;
 	snprintf(r->name, sizeof(r->name), "page server %s:%s", addr, port);
 	rq_init(&r->q, MAX_FLY, REMOTE_BG_IDLE);
@@ -167,8 +168,8 @@ int remote_attach(struct daemon *d)
 }
 
 /*
- * The connection is gone (WHY): nothing more can be fetched. Every process
- * not fully served is killed (target_remote_lost): none may read zeros.
+ * The connection is gone (WHY): nothing more can be fetched. Whoever asked
+ * is told (remote_ops.lost), and kills every process not fully served.
  */
 static void remote_lost(struct remote *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -194,10 +195,10 @@ static void remote_lost(struct remote *r, const char *fmt, ...)
 	r->buf = NULL;
 	log_warnx("remote: lost the %s: %s (%u requests in flight, %u not sent); %" PRIu64 " pages had come",
 		  r->name, why, fly, pend, r->st.pages);
-	target_remote_lost(r->d, "killed: page server connection lost");
+	r->ops->lost(r->d, "killed: page server connection lost");
 }
 
-int remote_request(struct remote *r, uint64_t target_id, uint32_t pid, uint64_t addr,
+int remote_request(struct remote *r, uint64_t owner, uint32_t pid, uint64_t addr,
 		   uint64_t img, uint64_t nr, bool urgent)
 {
 	struct rreq *q;
@@ -209,7 +210,7 @@ int remote_request(struct remote *r, uint64_t target_id, uint32_t pid, uint64_t 
 	q = calloc(1, sizeof(*q));
 	if (!q)
 		return -ENOMEM;
-	*q = (struct rreq){ .target_id = target_id, .addr = addr, .img = img, .nr = nr,
+	*q = (struct rreq){ .target_id = owner, .addr = addr, .img = img, .nr = nr,
 			    .pid = pid, .urgent = urgent, .t0 = now_ns() };
 	rq_add(&r->q, q);
 	r->st.requests++;
@@ -325,11 +326,10 @@ static const char *answer_bad(const struct ps_hdr *h, const struct rreq *q)
 	return NULL;
 }
 
-/* A whole answer is in: hand its pages to the target that asked. */
+/* A whole answer is in: hand its pages to whoever asked. */
 static void answer_done(struct remote *r)
 {
 	struct rreq *q = rq_done(&r->q);
-	struct target *t = target_by_id(r->d, q->target_id);
 	uint64_t nr = r->want / PG;
 
 	r->t_answer = now_ns();
@@ -342,10 +342,7 @@ static void answer_done(struct remote *r)
 	}
 	log_debug("remote: pid %u 0x%" PRIx64 " +%" PRIu64 " pages (%" PRIu64 " asked, %s)", q->pid,
 		  q->img, nr, q->nr, q->urgent ? "fault" : "fill");
-	if (t)
-		target_remote_data(t, q->addr, q->img, r->buf, r->want);
-	else
-		free(r->buf);	/* it exited meanwhile */
+	r->ops->answer(r->d, q->target_id, q->addr, q->img, r->buf, r->want);
 	r->buf = NULL;
 	r->hdr_have = 0;
 	r->want = r->got = 0;

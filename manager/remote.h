@@ -3,11 +3,12 @@
  * page-server protocol, see pswire.h), not from pages-N.img. One connection
  * per daemon, non-blocking, in the daemon's event loop. Requests are queued
  * (rqueue.h) and sent several at a time; answers come back in order into a
- * buffer per answer, which goes to the target that asked (target.c places
- * it with UFFDIO_COPY).
+ * buffer per answer, which goes to whoever asked through remote_ops
+ * (rserve.c places it with UFFDIO_COPY). The connection knows nothing of
+ * the processes served.
  *
- * Losing the connection is final: every process not fully served is killed
- * (target_remote_lost), never woken with zeros. A server that stops
+ * Losing the connection is final, and reported (remote_ops.lost): every
+ * process not fully served is then killed, never woken with zeros. A server that stops
  * answering counts as lost: the oldest request in flight must be answered
  * within the timeout (--page-server-timeout), and keepalive probes and
  * TCP_USER_TIMEOUT let the kernel notice a dead path too.
@@ -43,12 +44,25 @@ struct remote_stats {
 };
 
 /*
+ * What the connection reports to whoever asked: it knows requests by the
+ * OWNER id given with them, nothing else of who asked.
+ */
+struct remote_ops {
+	/* LEN bytes in BUF (theirs from now on) answer OWNER's request for image address IMG, to go at ADDR. */
+	void (*answer)(struct daemon *d, uint64_t owner, uint64_t addr, uint64_t img,
+		       uint8_t *buf, uint64_t len);
+	/* The connection is gone for good (WHY): nothing more will come. */
+	void (*lost)(struct daemon *d, const char *why);
+};
+
+/*
  * Connect to the page server at ADDR:PORT (a blocking connect, with a
  * timeout) and give D its remote; remote_attach puts it in the loop.
- * Answers are due within D->o.ps_timeout_ms (0: REMOTE_TIMEOUT_MS).
- * 0, or -errno with WHY filled.
+ * Answers and loss go to OPS. Answers are due within D->o.ps_timeout_ms
+ * (0: REMOTE_TIMEOUT_MS). 0, or -errno with WHY filled.
  */
-int remote_open(struct daemon *d, const char *addr, const char *port, char *why, size_t len);
+int remote_open(struct daemon *d, const char *addr, const char *port,
+		const struct remote_ops *ops, char *why, size_t len);
 
 /* Watch the connection in D's loop (once the loop exists). 0 or -errno. */
 int remote_attach(struct daemon *d);
@@ -58,10 +72,10 @@ bool remote_alive(const struct remote *r);
 
 /*
  * Queue a GET for NR pages at image address IMG of image PID, to be placed
- * at ADDR in target TARGET_ID. Sent at the next remote_pump. 0, -ENOTCONN
- * (lost), -ENOMEM.
+ * at ADDR by OWNER (target_id in the queue). Sent at the next remote_pump.
+ * 0, -ENOTCONN (lost), -ENOMEM.
  */
-int remote_request(struct remote *r, uint64_t target_id, uint32_t pid, uint64_t addr,
+int remote_request(struct remote *r, uint64_t owner, uint32_t pid, uint64_t addr,
 		   uint64_t img, uint64_t nr, bool urgent);
 
 /* The queue, for the targets' questions (covered? next start? room?). */

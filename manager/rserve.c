@@ -11,13 +11,15 @@
 #include "remote.h"
 #include "rserve.h"
 #include "serve.h"
+
+static void on_lost(struct daemon *d, const char *why);
 /*
  * Place what is left of fetched data H where it still belongs: pages that
  * are missing and still have the image address it was asked for (a moved or
  * dropped page is skipped; a moved one is asked again at its new place).
  * False if it must wait for a drain (EAGAIN); H then holds the rest.
  */
-bool rserve_place_held(struct target *t, struct rheld *h)
+static bool place_held(struct target *t, struct rheld *h)
 {
 	uint64_t end = h->addr + h->len;
 
@@ -71,7 +73,7 @@ static bool held_covers(const struct target *t, uint64_t page)
  * covering it, moved ahead of background requests, or a new one from the
  * fault to the end of its window. The fill resumes from there.
  */
-enum uffd_class rserve_fault(struct target *t, uint64_t addr, bool *waiting)
+static enum uffd_class rserve_fault(struct target *t, uint64_t addr, bool *waiting)
 {
 	uint64_t page = addr & ~(PG - 1), w = t->d->o.fault_window, we, ns, n;
 	struct area *v = model_find(&t->map, page);
@@ -104,7 +106,7 @@ enum uffd_class rserve_fault(struct target *t, uint64_t addr, bool *waiting)
 	n = area_run(v, page, we - page, true);
 	ret = remote_request(r, t->id, t->image_id, page, area_img_addr(v, page), n / PG, true);
 	if (ret == -ENOTCONN) {
-		target_remote_lost(t->d, "killed: page server connection lost");
+		on_lost(t->d, "killed: page server connection lost");
 		return UC_GONE;
 	}
 	if (ret < 0) {
@@ -199,11 +201,18 @@ bool rserve_fill(struct daemon *d)
 	return false;	/* nothing for the idle hook: answers call us again */
 }
 
-void target_remote_data(struct target *t, uint64_t addr, uint64_t img, uint8_t *buf,
-			uint64_t len)
+/* An answer came for the process OWNER: hold it, then place what can be placed. */
+static void on_answer(struct daemon *d, uint64_t owner, uint64_t addr, uint64_t img,
+		      uint8_t *buf, uint64_t len)
 {
-	struct rheld *h = malloc(sizeof(*h)), **pp;
+	struct target *t = target_by_id(d, owner);
+	struct rheld *h, **pp;
 
+	if (!t) {
+		free(buf);	/* it exited meanwhile */
+		return;
+	}
+	h = malloc(sizeof(*h));
 	if (!h) {
 		/* The pages stay missing: faults and the fill ask again. */
 		log_warnx("%s out of memory holding %" PRIu64 " fetched bytes", t->pfx, len);
@@ -218,7 +227,8 @@ void target_remote_data(struct target *t, uint64_t addr, uint64_t img, uint8_t *
 	serve_faults(t);
 }
 
-void target_remote_lost(struct daemon *d, const char *why)
+/* The page server is gone: kill every process not fully served (WHY). */
+static void on_lost(struct daemon *d, const char *why)
 {
 	struct target *t, *next;
 
@@ -234,3 +244,27 @@ void target_remote_lost(struct daemon *d, const char *why)
 			target_abandon(t, "its pid is unknown, so it cannot be killed");
 	}
 }
+
+const struct remote_ops rserve_ops = { .answer = on_answer, .lost = on_lost };
+
+/* Place the answers held for T in order; false if one must wait for a drain again. */
+static bool place_all_held(struct target *t)
+{
+	while (t->held && !t->dead) {
+		struct rheld *h = t->held;
+
+		if (!place_held(t, h))
+			return false;
+		t->held = h->next;
+		free(h->buf);
+		free(h);
+	}
+	return true;
+}
+
+const struct page_source rserve_source = {
+	.name = "page server",
+	.remote = true,
+	.fault = rserve_fault,
+	.place_held = place_all_held,
+};

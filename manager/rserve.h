@@ -13,30 +13,17 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "remote.h"
 #include "target.h"
 #include "uffd.h"
 
-/*
- * Answer a fault at ADDR of T: a zero page where no data is to come;
- * otherwise *WAITING is set and a request covers it.
- */
-enum uffd_class rserve_fault(struct target *t, uint64_t addr, bool *waiting);
-
-/* Place what is still wanted of held answer H; false if it must wait for a drain. */
-bool rserve_place_held(struct target *t, struct rheld *h);
+/* Pages from the page server: a fault asks for its window, answers are placed when they come. */
+extern const struct page_source rserve_source;
 
 /* Queue background requests while there is room. */
 bool rserve_fill(struct daemon *d);
 
-/*
- * LEN bytes in BUF (owned from now on) came for image address IMG, asked
- * to be placed at ADDR. Place what is still missing there and still has
- * that image address; answer the faults waiting on it.
- */
-void target_remote_data(struct target *t, uint64_t addr, uint64_t img, uint8_t *buf,
-			uint64_t len);
-
-/* The page server is gone. Kill every process not fully served (WHY). */
-void target_remote_lost(struct daemon *d, const char *why);
+/* What the page server connection reports to: answers placed, loss ends the unserved. */
+extern const struct remote_ops rserve_ops;
 
 #endif

@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "rserve.h"
 #include "serve.h"
 
 #define RETRY_NS	(2 * 1000000ull)	/* parked faults are retried at least this often */
@@ -158,12 +157,14 @@ static void zero_holes(struct target *t, struct area *v, uint64_t addr, uint64_t
 }
 
 /* Serve one fault with a window around it: the faulting run first, woken; the rest quietly. */
-static enum uffd_class serve_fault(struct target *t, uint64_t addr)
+static enum uffd_class serve_fault(struct target *t, uint64_t addr, bool *waiting)
 {
 	uint64_t page = addr & ~(PG - 1), w = t->d->o.fault_window;
 	uint64_t ws, we, a;
 	struct area *v = model_find(&t->map, page);
 	enum uffd_class c;
+
+	(void)waiting;	/* the images are here: nothing waits */
 
 	if (!v || !area_is_missing(v, page)) {
 		c = serve_zero(t, page);
@@ -267,17 +268,8 @@ void serve_faults(struct target *t)
 	size_t i, keep = 0;
 	bool retry = false;
 
-	while (t->held && !t->dead) {
-		struct rheld *h = t->held;
-
-		if (!rserve_place_held(t, h)) {
-			retry = true;
-			break;
-		}
-		t->held = h->next;
-		free(h->buf);
-		free(h);
-	}
+	if (t->src->place_held)
+		retry = !t->src->place_held(t);
 	if (t->dead)
 		return;
 	for (i = 0; i < t->nr_faults; i++) {
@@ -289,7 +281,7 @@ void serve_faults(struct target *t)
 			t->faults[keep++] = f;
 			continue;
 		}
-		c = t->remote ? rserve_fault(t, f.addr, &waiting) : serve_fault(t, f.addr);
+		c = t->src->fault(t, f.addr, &waiting);
 		if (t->dead)
 			return;
 		if (waiting || c == UC_RETRY) {
@@ -362,3 +354,5 @@ int serve_queue_fault(struct target *t, const struct uffd_msg *m)
 	};
 	return 0;
 }
+
+const struct page_source serve_from_images = { .name = "images", .fault = serve_fault };

@@ -20,12 +20,15 @@
 
 #define PG	4096ull
 
+/* Pages from the images, each fault with a window of pages around it. */
+extern const struct page_source serve_from_images;
+
 /* Queue the fault M reports (one entry per page). 0, or -ENOMEM. */
 int serve_queue_fault(struct target *t, const struct uffd_msg *m);
 
 /*
- * Place fetched data held back by EAGAIN (remote mode), then serve the
- * queued faults in order; stop at the first that must wait for a drain and
+ * Place data held back for a drain (its source's place_held), then serve
+ * the queued faults in order; stop at the first that must wait for a drain and
  * park the rest. Releases the process once nothing is missing.
  */
 void serve_faults(struct target *t);

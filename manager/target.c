@@ -197,8 +197,8 @@ static int register_areas(struct target *t, char *reason, size_t len)
 }
 
 struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
-			     uint32_t image_id, struct timage *img, bool registered, bool remote,
-			     char *reason, size_t reason_len)
+			     uint32_t image_id, struct timage *img, bool registered,
+			     const struct page_source *src, char *reason, size_t reason_len)
 {
 	struct target *t = target_alloc(d, uffd, img);
 
@@ -206,7 +206,8 @@ struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
 		snprintf(reason, reason_len, "cannot watch the uffd: %s", strerror(errno));
 		return NULL;
 	}
-	t->remote = remote;
+	t->src = src;
+	t->remote = src->remote;
 	t->pid = pid;
 	t->image_id = image_id;
 	set_prefix(t);
@@ -466,6 +467,7 @@ static void on_fork(struct target *t, int child_uffd)
 		return;
 	}
 	c->live = true;
+	c->src = t->src;
 	c->remote = t->remote;
 	c->parent_pid = t->pid;
 	c->parent_id = t->id;

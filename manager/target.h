@@ -10,6 +10,7 @@
 #include "imgtask.h"
 #include "loop.h"
 #include "model.h"
+#include "uffd.h"
 
 #define TARGET_HIST	32
 
@@ -51,6 +52,23 @@ enum target_end {
 	TE_FAILED,	/* killed, abandoned or lost: it could not be served correctly */
 };
 
+struct target;
+
+/*
+ * Where a process's lazy pages come from: its images (serve.c's
+ * serve_from_images) or a page server (rserve.c's rserve_source). The
+ * caller that takes a process over picks it; a forked child keeps its
+ * parent's.
+ */
+struct page_source {
+	const char *name;
+	bool remote;		/* lazy pages need no data in the images */
+	/* Answer the fault at ADDR; *WAITING: its data is on its way (stay queued, not parked). */
+	enum uffd_class (*fault)(struct target *t, uint64_t addr, bool *waiting);
+	/* Place data held back for a drain (NULL: never any); false if it must wait again. */
+	bool (*place_held)(struct target *t);
+};
+
 struct target {
 	struct target *next;
 	struct daemon *d;
@@ -71,7 +89,8 @@ struct target {
 	struct timer retry;
 	uint64_t fill_cursor;
 	struct rheld *held;	/* remote mode: answers waiting for a drain */
-	bool remote;		/* its pages come from the page server, not its images */
+	const struct page_source *src;
+	bool remote;		/* src->remote: its pages come from the page server, not its images */
 	uint64_t ev_seq;	/* events applied to the model so far */
 	uint64_t stale_since;	/* ns of the first ENOENT no event explains yet, or 0 */
 	uint64_t stale_seq;	/* ev_seq at that time */
@@ -85,13 +104,13 @@ struct target {
 
 /*
  * Take over a process handed over by a client: build its model from IMG,
- * register its lazy ranges unless REGISTERED, and start serving, from the
- * images or, REMOTE, from the daemon's page server. On failure
- * returns NULL with REASON filled for the client; the fds stay the caller's.
+ * register its lazy ranges unless REGISTERED, and start serving its pages
+ * from SRC. On failure returns NULL with REASON filled for the client; the
+ * fds stay the caller's.
  */
 struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
-			     uint32_t image_id, struct timage *img, bool registered, bool remote,
-			     char *reason, size_t reason_len);
+			     uint32_t image_id, struct timage *img, bool registered,
+			     const struct page_source *src, char *reason, size_t reason_len);
 
 /*
  * Check that IMG can be served: build its model once, as target_create
