@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #include "remote.h"
-#include "target.h"
+#include "proc.h"
 #include "uffd.h"
 
 /* Pages from the page server: a fault asks for its window, answers are placed when they come. */

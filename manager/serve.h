@@ -15,7 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "target.h"
+#include "proc.h"
 #include "uffd.h"
 
 #define PG	4096ull

@@ -1,0 +1,207 @@
+/* One served process: its state, its images, and how it leaves (proc.h). */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "proc.h"
+#include "released.h"
+#include "uffd.h"
+
+struct timage *timage_get(struct timage *img)
+{
+	img->refs++;
+	return img;
+}
+void timage_put(struct daemon *d, struct timage *img)
+{
+	if (!img || --img->refs)
+		return;
+	img_task_free(&img->task, &d->pages);
+	if (img->dirfd >= 0) {
+		close(img->dirfd);
+		d->fds_in_use--;
+	}
+	free(img);
+}
+
+void target_set_prefix(struct target *t)
+{
+	if (t->pid)
+		snprintf(t->pfx, sizeof(t->pfx), "pid %d uffd %d:", t->pid, t->uffd);
+	else
+		snprintf(t->pfx, sizeof(t->pfx), "child of %d uffd %d:", t->parent_pid, t->uffd);
+}
+
+/* Free what the target owns, once the loop is done with this iteration. */
+static void target_free(void *p)
+{
+	struct target *t = p;
+
+	model_free(&t->map);
+	free(t->faults);
+	while (t->held) {
+		struct rheld *h = t->held;
+
+		t->held = h->next;
+		free(h->buf);
+		free(h);
+	}
+	free(t);
+}
+
+void target_destroy(struct target *t, const char *why)
+{
+	struct daemon *d = t->d;
+	struct target **pp;
+
+	if (t->dead)
+		return;
+	t->dead = true;
+	if (t->stale_dropped > 1)
+		log_warnx("%s %" PRIu64 " pages were dropped from the model in all: no longer registered, with no event saying why",
+			  t->pfx, t->stale_dropped);
+	if (why)
+		log_info("%s %s; %" PRIu64 " pages copied, %" PRIu64 " zeroed, %" PRIu64
+			 " not served", t->pfx, why, t->st.pages_copied, t->st.pages_zeroed,
+			 t->map.nr_missing);
+	timer_cancel(&d->loop, &t->retry);
+	if (t->parked)
+		d->nr_parked--;
+	t->parked = false;
+	loop_del(&d->loop, &t->uffd_ev);
+	if (t->pidfd >= 0) {
+		loop_del(&d->loop, &t->pid_ev);
+		close(t->pidfd);
+	}
+	if (t->uffd >= 0)
+		close(t->uffd);
+	for (pp = &d->targets; *pp; pp = &(*pp)->next) {
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	}
+	d->nr_targets--;
+	d->fds_in_use -= 2;
+	if (t->live && d->target_ended)
+		d->target_ended(d, t, why);
+	timage_put(d, t->img);
+	t->img = NULL;
+	loop_defer(&d->loop, target_free, t);
+	daemon_check_done(d);
+}
+
+/* Unregister the ranges the kernel still has registered for us, from smaps. */
+static void unregister_rest(struct target *t)
+{
+	char path[64], line[512];
+	unsigned long long s = 0, e = 0;
+	FILE *f;
+
+	if (!t->pid)
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/smaps", t->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long a, b;
+
+		if (sscanf(line, "%llx-%llx ", &a, &b) == 2) {
+			s = a;
+			e = b;
+		} else if (!strncmp(line, "VmFlags:", 8) && strstr(line, " um")) {
+			/* VM_UFFD_MISSING: grown tails the model never knew of. */
+			uffd_unregister(t->uffd, s, e - s);
+		}
+	}
+	fclose(f);
+}
+
+/* Every lazy page is in: unregister, close the uffd, forget the process. */
+void target_release(struct target *t)
+{
+	struct area *v;
+
+	if (t->nr_faults || t->held)
+		return;
+	for (v = model_first(&t->map, 0); v; v = model_next(&t->map, v))
+		uffd_unregister(t->uffd, v->start, v->end - v->start);
+	unregister_rest(t);
+	t->d->tot.served++;
+	t->end = TE_SERVED;
+	keeper_drop(&t->d->keeper, t->id);	/* nothing left to wait for */
+	log_info("%s fully served: %" PRIu64 " pages copied, %" PRIu64 " zeroed, %" PRIu64
+		 " faults", t->pfx, t->st.pages_copied, t->st.pages_zeroed, t->st.faults);
+	if (!t->parent_id && t->pidfd >= 0) {
+		/* It may hold a copy of its uffd: read it until it exits (released.h). */
+		int uffd = t->uffd, pidfd = t->pidfd, ret;
+
+		loop_del(&t->d->loop, &t->uffd_ev);
+		loop_del(&t->d->loop, &t->pid_ev);
+		t->uffd = -1;
+		t->pidfd = -1;
+		ret = released_keep(t->d, uffd, pidfd, t->pid);
+		if (ret < 0)
+			log_warnx("%s cannot go on reading its uffd (%s): a munmap, mremap, madvise or fork it began as it was released may wait for ever",
+				  t->pfx, strerror(-ret));
+	}
+	target_destroy(t, NULL);
+}
+
+void target_exited(struct target *t)
+{
+	t->d->tot.exited++;
+	keeper_drop(&t->d->keeper, t->id);	/* its memory is gone: nothing to wait for */
+	target_destroy(t, "exited");
+}
+
+void target_kill(struct target *t, const char *why)
+{
+	if (t->pidfd >= 0) {
+		syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0);
+		keeper_drop(&t->d->keeper, t->id);	/* it never runs again */
+	}
+	t->end = TE_FAILED;
+	t->d->tot.failed++;
+	target_destroy(t, why);
+}
+
+/* A result we cannot serve past: log it and take the process down rather than let it read zeros. */
+void target_fail(struct target *t, uint64_t addr, int ret, const char *what)
+{
+	log_warnx("%s %s at 0x%" PRIx64 " failed: %s; killing the process so it never reads wrong memory",
+		  t->pfx, what, addr, strerror(-ret));
+	target_kill(t, "killed");
+}
+
+/*
+ * Stop serving a process we cannot serve correctly, without closing its uffd:
+ * a closed uffd would let it read zeros where data was; kept open, it waits.
+ */
+void target_abandon(struct target *t, const char *why)
+{
+	log_warnx("%s %s: abandoning it (it will wait on its next missing page rather than read zeros)",
+		  t->pfx, why);
+	if (t->pidfd >= 0)
+		syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0);
+	loop_del(&t->d->loop, &t->uffd_ev);
+	t->uffd = -1;	/* leaked on purpose */
+	t->end = TE_FAILED;
+	t->d->tot.failed++;
+	target_destroy(t, "abandoned");
+}
+
+struct target *target_by_id(struct daemon *d, uint64_t id)
+{
+	for (struct target *t = d->targets; t; t = t->next)
+		if (t->id == id && !t->dead)
+			return t;
+	return NULL;
+}
