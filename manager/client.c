@@ -282,22 +282,13 @@ static void handle_hello(struct client *c, const Hello *h, int *fds, int nfds)
 		return;	/* its hang-up is read next, and closes the connection */
 	}
 
-	img = calloc(1, sizeof(*img));
+	img = timage_load(d, hc.dirfd, true, h->image_id, &err);
 	if (!img) {
-		refuse(c, "out of memory");
-		return;
-	}
-	img->dirfd = -1;
-	if (img_task_load(&img->task, hc.dirfd, h->image_id, &d->pages, &err) < 0) {
-		free(img);
 		refuse(c, err.msg);
 		return;
 	}
 	/* The images own the directory fd from here on; this function holds one reference. */
-	img->dirfd = hc.dirfd;
-	img->refs = 1;
 	fds[2] = -1;
-	d->fds_in_use++;
 	t = target_create(d, hc.uffd, hc.pidfd, pid, h->image_id, img,
 			  h->has_flags && (h->flags & HELLO_F_REGISTERED), &serve_from_images,
 			  reason, sizeof(reason));
@@ -308,7 +299,7 @@ static void handle_hello(struct client *c, const Hello *h, int *fds, int nfds)
 	}
 	/* The uffd and pidfd now belong to the target. */
 	fds[0] = fds[1] = -1;
-	if (reply_hello(c, true, NULL, t->dead ? 0 : t->st.pages_total) < 0 && !t->dead) {
+	if (reply_hello(c, true, NULL, t->st.pages_total) < 0) {
 		/* It gave up waiting: it puts its pages back itself; ours would find no range. */
 		target_destroy(t, "the client gave up before its reply (cannot deliver it): hand-over dropped");
 	}

@@ -74,7 +74,6 @@ struct criu {
 	bool pidfds;			/* the kernel names senders with SCM_PIDFD */
 	bool no_pidfds;			/* UFFD_MANAGER_NO_SCM_PIDFD: use SCM_CREDENTIALS */
 	struct sender word_from;	/* the sender of the pid word (kept until its uffd came) */
-	struct criu_task *creating;	/* inside target_create, which may end it at once */
 	struct criu_task *tasks;
 	size_t nr_tasks;
 	size_t nr_records;	/* records read, zombies included */
@@ -108,18 +107,13 @@ static void criu_free(struct criu *c)
 /* Load the images of one task and build its model once, to refuse bad images before serving. */
 static int task_load(struct criu *c, struct criu_task *t, char *why, size_t len)
 {
-	struct timage *img = calloc(1, sizeof(*img));
 	char reason[512] = "";
 	struct img_err err;
+	struct timage *img;
 
+	/* The directory is ours, shared by every task. */
+	img = timage_load(c->d, c->dirfd, false, t->pid, &err);
 	if (!img) {
-		snprintf(why, len, "out of memory");
-		return -ENOMEM;
-	}
-	img->dirfd = -1;	/* the directory is ours, shared by every task */
-	img->refs = 1;
-	if (img_task_load(&img->task, c->dirfd, t->pid, &c->d->pages, &err) < 0) {
-		free(img);
 		snprintf(why, len, "%s: %s", c->o.imgdir, err.msg);
 		return -EINVAL;
 	}
@@ -202,7 +196,7 @@ static void log_end(const struct target *tg, const char *why)
 static void criu_target_ended(struct daemon *d, const struct target *tg, const char *why)
 {
 	struct criu *c = d->criu;
-	struct criu_task *t = c->creating;
+	struct criu_task *t = NULL;
 
 	for (size_t i = 0; !t && i < c->nr_tasks; i++)
 		if (c->tasks[i].state == CT_SERVING && c->tasks[i].target_id == tg->id)
@@ -394,23 +388,18 @@ static int task_serve(struct criu *c, struct criu_task *t, int uffd, struct send
 		c->d->tot.failed++;
 		return 0;
 	}
-	/* Before target_create: a task with nothing lazy ends inside it. */
-	t->state = CT_SERVING;
-	c->creating = t;
 	log_info("criu: pid %d (host %d): its record came from the process itself; serving it",
 		 t->pid, host);
 	tg = target_create(c->d, uffd, pidfd, host, (uint32_t)t->pid, t->img, true,
 			   c->d->remote ? &rserve_source : &serve_from_images, reason,
 			   sizeof(reason));
-	c->creating = NULL;
-	if (tg && t->state == CT_SERVING)
-		t->target_id = tg->id;
 	if (!tg) {
-		t->state = CT_WAITING;
 		close(pidfd);
 		restore_broke(c, "pid %d (host %d): %s", t->pid, host, reason);
 		return -1;
 	}
+	t->state = CT_SERVING;
+	t->target_id = tg->id;
 	return 0;
 }
 

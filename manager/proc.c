@@ -198,6 +198,26 @@ void target_abandon(struct target *t, const char *why)
 	target_destroy(t, "abandoned");
 }
 
+struct timage *timage_load(struct daemon *d, int dirfd, bool own_dirfd, uint32_t image_id,
+			   struct img_err *err)
+{
+	struct timage *img = calloc(1, sizeof(*img));
+
+	if (!img) {
+		snprintf(err->msg, sizeof(err->msg), "out of memory loading image %u", image_id);
+		return NULL;
+	}
+	if (img_task_load(&img->task, dirfd, image_id, &d->pages, err) < 0) {
+		free(img);
+		return NULL;
+	}
+	img->refs = 1;
+	img->dirfd = own_dirfd ? dirfd : -1;
+	if (own_dirfd)
+		d->fds_in_use++;
+	return img;
+}
+
 struct target *target_by_id(struct daemon *d, uint64_t id)
 {
 	for (struct target *t = d->targets; t; t = t->next)

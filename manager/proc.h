@@ -141,6 +141,14 @@ void target_kill(struct target *t, const char *why);
 /* The live target with this id, or NULL. */
 struct target *target_by_id(struct daemon *d, uint64_t id);
 
+/*
+ * Load the images of IMAGE_ID from DIRFD (owned by the images from now on
+ * when OWN_DIRFD: closed with the last reference). One reference; NULL
+ * with ERR filled on failure (DIRFD stays the caller's).
+ */
+struct timage *timage_load(struct daemon *d, int dirfd, bool own_dirfd, uint32_t image_id,
+			   struct img_err *err);
+
 /* Take and drop a reference to the images of a hand-over (the last frees them). */
 struct timage *timage_get(struct timage *img);
 void timage_put(struct daemon *d, struct timage *img);

@@ -316,6 +316,19 @@ static void retry_timer(struct timer *tm)
 		serve_faults(t);
 }
 
+static void soon_timer(struct timer *tm)
+{
+	struct target *t = container_of(tm, struct target, retry);
+
+	if (!t->dead)
+		serve_faults(t);
+}
+
+void serve_soon(struct target *t)
+{
+	timer_arm(&t->d->loop, &t->retry, 0, soon_timer);
+}
+
 void serve_retry_parked(struct daemon *d)
 {
 	struct target *t, *next;

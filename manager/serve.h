@@ -33,6 +33,9 @@ int serve_queue_fault(struct target *t, const struct uffd_msg *m);
  */
 void serve_faults(struct target *t);
 
+/* Serve T from the loop soon (its next iteration): releases it if nothing is missing. */
+void serve_soon(struct target *t);
+
 /* Retry the parked faults of every process (after a drain). */
 void serve_retry_parked(struct daemon *d);
 

@@ -201,7 +201,7 @@ struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
 	log_info("%s serving image %u: %zu areas, %" PRIu64 " lazy pages", t->pfx, image_id,
 		 t->map.nr_areas, t->map.nr_missing);
 	if (t->map.nr_missing == 0)
-		target_release(t);
+		serve_soon(t);	/* nothing to serve: released from the loop, not under the caller */
 	else
 		d->loop.idle_pending = true;
 	return t;

@@ -17,8 +17,9 @@
 /*
  * Take over a process handed over by a client: build its model from IMG,
  * register its lazy ranges unless REGISTERED, and start serving its pages
- * from SRC. On failure returns NULL with REASON filled for the client; the
- * fds stay the caller's.
+ * from SRC. Returns the live target (one with nothing to serve is released
+ * from the loop afterwards, never inside this call), or NULL with REASON
+ * filled for the client; the fds then stay the caller's.
  */
 struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
 			     uint32_t image_id, struct timage *img, bool registered,
