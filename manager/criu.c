@@ -711,6 +711,7 @@ int criu_open(struct daemon *d, const struct criu_opts *o, char *why, size_t len
 		return n;
 	}
 	d->criu = c;
+	d->mode = MODE_CRIU;
 	d->fill_held = true;
 	d->hold_exit = true;
 	d->target_ended = criu_target_ended;

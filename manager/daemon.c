@@ -24,7 +24,7 @@ void daemon_check_done(struct daemon *d)
 	if (d->nr_targets || d->hold_exit)
 		return;
 	/* CRIU mode ends when the restore is over and nobody is left, even if nobody came. */
-	if (!(d->draining || d->criu ||
+	if (!(d->draining || d->mode == MODE_CRIU ||
 	      (d->o.exit_when_done && d->had_target && !d->nr_clients)))
 		return;
 	/* Events picked up just before the last release must still be read. */

@@ -17,6 +17,34 @@ struct criu;
 struct remote;
 struct released;
 
+/*
+ * The daemon's modes, and everything each changes (this is the one place
+ * that says so; the flags below carry it out):
+ *
+ * MODE_HANDOVER (uffd-manager): processes come by HELLO on the socket,
+ *   any number at any time, each served from its own images (client.c).
+ *   The fill runs unless --no-fill. The daemon runs until SIGTERM, or with
+ *   --exit-when-done (o.exit_when_done) until it has served one (had_target)
+ *   and no process or client is left.
+ * MODE_CRIU (uffd-manager criu): one restore connects on lazy-pages.socket
+ *   and hands over every task (criu.c, d->criu). No fill until the restore
+ *   says RSTF (fill_held); the daemon does not stop while tasks may still
+ *   come (hold_exit), and stops when the last process is gone, reporting
+ *   each task (target_ended). With --page-server the lazy pages come from
+ *   a page server (d->remote, the rserve_source of each task); hand-overs
+ *   on --socket are still served from their images.
+ * Draining (SIGTERM, in either mode): no new processes; the fill runs even
+ *   with --no-fill (in CRIU mode only after RSTF); the daemon stops when
+ *   no process is left.
+ * A process that leaves fully served is still read until it exits
+ * (released.c), and the daemon stops no sooner than DAEMON_SETTLE_NS after
+ * the last such release.
+ */
+enum daemon_mode {
+	MODE_HANDOVER,
+	MODE_CRIU,
+};
+
 struct daemon_opts {
 	const char *socket_path;
 	uint64_t fault_window;		/* bytes served around a fault */
@@ -45,6 +73,7 @@ struct daemon_totals {
 
 struct daemon {
 	struct daemon_opts o;
+	enum daemon_mode mode;
 	struct loop loop;
 	struct ev listen_ev;
 	bool accept_paused;	/* out of fds: the listen socket is not watched until a retry */
@@ -65,8 +94,9 @@ struct daemon {
 	unsigned nr_clients;
 	struct procconn *pc;
 	struct keeper keeper;		/* holds uffd copies in case we die (keeper.h) */
+	/* Mode state: see the table above. */
 	bool draining;			/* SIGTERM: finish serving, then exit */
-	bool had_target;
+	bool had_target;		/* HANDOVER --exit-when-done: one came */
 	uint64_t start_ns;
 	unsigned fd_limit;		/* RLIMIT_NOFILE soft limit after raising it */
 	unsigned fds_in_use;		/* estimate: base + clients + per target */

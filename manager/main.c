@@ -192,7 +192,7 @@ static void on_signal(struct ev *ev, uint32_t events)
 	while (read(d->signal_fd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo != SIGTERM && si.ssi_signo != SIGINT)
 			continue;
-		if (d->criu)
+		if (d->mode == MODE_CRIU)
 			criu_stop(d);
 		else
 			start_draining(d);
@@ -284,9 +284,9 @@ static int run_daemon(struct daemon *d, int ready_fd)
 		fatal("signalfd");
 
 	d->listen_fd = -1;
-	if (!d->criu || d->o.status_socket)
+	if (d->mode == MODE_HANDOVER || d->o.status_socket)
 		listen_manager(d);
-	if (d->criu && criu_listen(d, why, sizeof(why)) < 0)
+	if (d->mode == MODE_CRIU && criu_listen(d, why, sizeof(why)) < 0)
 		fatalx("criu: cannot listen: %s", why);
 	if (!d->o.no_procconn)
 		d->pc = procconn_open(d);
@@ -297,8 +297,8 @@ static int run_daemon(struct daemon *d, int ready_fd)
 		log_info("keeper pid %d holds a copy of every userfaultfd served",
 			 (int)d->keeper.pid);
 	log_info("listening on %s (fault window %" PRIu64 " KiB, fill %s, fd limit %u)",
-		 d->criu ? CRIU_SOCK_NAME : d->o.socket_path, d->o.fault_window >> 10,
-		 d->o.no_fill ? "off" : d->criu ? "after RSTF" : "on", d->fd_limit);
+		 d->mode == MODE_CRIU ? CRIU_SOCK_NAME : d->o.socket_path, d->o.fault_window >> 10,
+		 d->o.no_fill ? "off" : d->mode == MODE_CRIU ? "after RSTF" : "on", d->fd_limit);
 	if (ready_fd >= 0) {
 		if (write(ready_fd, "R", 1) != 1)
 			log_warn("--ready-fd %d", ready_fd);
@@ -318,7 +318,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 		if (d->unlink_socket)
 			unlink(d->o.socket_path);
 	}
-	if (d->criu)
+	if (d->mode == MODE_CRIU)
 		status = criu_finish(d);
 	loop_fini(&d->loop);
 	log_info("exiting: %" PRIu64 " processes served, %" PRIu64 " exited early, %" PRIu64
