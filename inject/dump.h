@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "dump_area.h"
 #include "procfs.h"
 #include "ptrace.h"
 #include "vma.pb-c.h"
@@ -31,13 +32,6 @@ struct dump_pe {
 	uint64_t vaddr;
 	uint64_t nr;
 	uint32_t flags;
-	uint32_t area;
-};
-
-/* [start, end), page aligned, in area AREA (where it matters). */
-struct dump_range {
-	uint64_t start;
-	uint64_t end;
 	uint32_t area;
 };
 
@@ -91,29 +85,5 @@ void dump_held_release(struct dump_held *h);
  * be given) receives the frozen target on success.
  */
 int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held *h);
-
-/* Is [addr, addr + len) inside one of the N sorted ranges R? */
-bool dump_range_has(const struct dump_range *r, size_t n, uint64_t addr);
-
-/* What the dump does with the pages of one area. */
-enum dump_kind {
-	DUMP_NONE,	/* no pages: shared mappings, vvar, vsyscall */
-	DUMP_ANON,	/* anonymous private: present and swapped pages, zero pages are holes */
-	DUMP_COW,	/* file private: only the pages that are not the file's (copied on write) */
-	DUMP_ALL,	/* the vdso: every present page */
-};
-
-struct dump_area {
-	enum dump_kind kind;
-	uint32_t pe_flags;	/* pagemap flags of its pages */
-	bool note_locked;	/* mlock()ed: dumped, but the images do not say so */
-};
-
-/*
- * Describe area V of /proc/PID/smaps as a vma_entry and say what to dump of
- * it. Returns 0, or -ENOTSUP with WHY saying what cannot be represented.
- */
-int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, char *why,
-		  size_t len);
 
 #endif

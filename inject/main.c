@@ -259,6 +259,92 @@ static int cmd_lazy(int argc, char **argv)
 	return lazy_run(&o, NULL) < 0 ? 1 : 0;
 }
 
+static const char restore_usage[] =
+	"usage: uffd-inject restore --images DIR [--socket S] [--eager] "
+	"[--stdio inherit|null|FILE]\n";
+
+static const char restore_help[] =
+	"\n"
+	"Bring back the single-threaded process dumped into DIR by\n"
+	"`uffd-inject dump --kill`: same address space, files, cwd, signal handlers\n"
+	"and mask, rseq and registers; only its pid differs. Its anonymous memory is\n"
+	"left empty and handed to uffd-manager, which serves it on demand; the pages\n"
+	"the kernel reads for others (argv, environment, auxv, the stack under the\n"
+	"stack pointer, rseq) are written before it runs. Prints the new pid.\n"
+	"\n"
+	"options:\n"
+	"  -D, --images DIR    the dump\n"
+	"  -s, --socket PATH   the manager's socket (default: uffd-manager's)\n"
+	"  -e, --eager         write every page before it runs; no manager needed\n"
+	"      --stdio WHAT    fds 0-2 that were not files: inherit ours (default),\n"
+	"                      null (/dev/null), or FILE (output appended to FILE)\n"
+	"  -h, --help          show this help\n"
+	"\n"
+	"Exit status: 0 restored (it runs), 1 failed (nothing is left running),\n"
+	"2 usage error. See uffd-inject(8).\n";
+
+static int cmd_restore(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "images", required_argument, NULL, 'D' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "eager", no_argument, NULL, 'e' },
+		{ "stdio", required_argument, NULL, 'S' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct restore_opts o = { .out = stdout };
+	char sock[108];
+	int c;
+
+	while ((c = getopt_long(argc, argv, "D:s:eh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'D':
+			o.dir = optarg;
+			break;
+		case 's':
+			o.socket = optarg;
+			break;
+		case 'e':
+			o.eager = true;
+			break;
+		case 'S':
+			if (!optarg[0]) {
+				fprintf(stderr, "uffd-inject restore: --stdio needs inherit, null or "
+					"a file\n%s", restore_usage);
+				return 2;
+			}
+			o.stdio = optarg;
+			break;
+		case 'h':
+			fputs(restore_usage, stdout);
+			fputs(restore_help, stdout);
+			return 0;
+		default:
+			fputs(restore_usage, stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "uffd-inject restore: unexpected argument '%s'\n%s", argv[optind],
+			restore_usage);
+		return 2;
+	}
+	if (!o.dir || !o.dir[0]) {
+		fprintf(stderr, "uffd-inject restore: --images is required\n%s", restore_usage);
+		return 2;
+	}
+	if (!o.eager && !o.socket) {
+		if (handover_default_socket(sock, sizeof(sock)) < 0) {
+			fprintf(stderr, "uffd-inject restore: no default manager socket: give "
+				"--socket, or --eager\n%s", restore_usage);
+			return 2;
+		}
+		o.socket = sock;
+	}
+	return restore_run(&o, NULL) < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	log_init("uffd-inject", LOG_LVL_INFO, 0);
@@ -277,7 +363,7 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "show"))
 		return cmd_show(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "restore"))
-		return restore_cmd(argc - 1, argv + 1);
+		return cmd_restore(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "dump"))
 		return cmd_dump(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "lazy"))

@@ -1,7 +1,9 @@
 /*
  * The ptrace engine: freeze every thread of a process, run system calls
  * inside it, and let it go exactly as it was. The architecture-specific part
- * (registers, the syscall instruction) lives in arch_x86_64.c.
+ * (registers, the syscall instruction) lives in arch_x86_64.c; seizing in
+ * ptrace_seize.c, running syscalls and memory access in ptrace_inject.c, the
+ * stops of each thread and detach in ptrace.c.
  */
 #ifndef UFFD_INJECT_PTRACE_H
 #define UFFD_INJECT_PTRACE_H

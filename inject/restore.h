@@ -34,7 +34,4 @@ struct restore_stats {
  */
 int restore_run(const struct restore_opts *o, struct restore_stats *st);
 
-/* The `restore` command line (ARGV[0] is "restore"). Returns the exit status. */
-int restore_cmd(int argc, char **argv);
-
 #endif

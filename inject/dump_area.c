@@ -1,0 +1,376 @@
+/*
+ * Area classification for a dump: see dump_area.h. The refusals name the
+ * area and the reason, for a person to read.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "dump_area.h"
+#include "imgtask.h"
+#include "pagemap.h"
+#include "ptrace.h"
+
+#define DUMP_PAGE	4096ull
+
+/* The eager ranges being gathered, and the areas they must lie in. */
+struct eager {
+	struct pt *pt;
+	const struct procfs_stat *stat;
+	size_t nauxv;
+	const VmaEntry *vmas;
+	size_t nvmas;
+	struct dump_range *r;
+	size_t n;
+};
+
+/* The madvise state CRIU keeps in vma_entry.madv: 1 << MADV_* per VmFlags code. */
+static uint64_t vmflags_madv(uint32_t f)
+{
+	uint64_t m = 0;
+
+	if (f & PFV_DC)
+		m |= 1ull << MADV_DONTFORK;
+	if (f & PFV_DD)
+		m |= 1ull << MADV_DONTDUMP;
+	if (f & PFV_MG)
+		m |= 1ull << MADV_MERGEABLE;
+	if (f & PFV_HG)
+		m |= 1ull << MADV_HUGEPAGE;
+	if (f & PFV_NH)
+		m |= 1ull << MADV_NOHUGEPAGE;
+	if (f & PFV_WF)
+		m |= 1ull << MADV_WIPEONFORK;
+	return m;
+}
+
+static bool has_suffix(const char *s, const char *suf)
+{
+	size_t n = strlen(s), k = strlen(suf);
+
+	return n >= k && !strcmp(s + n - k, suf);
+}
+
+int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, char *why,
+		  size_t len)
+{
+	static const VmaEntry init = VMA_ENTRY__INIT;
+	const char *name = v->name ? v->name : "";
+	bool shared = v->perms[3] == 's';
+	unsigned long long s = v->start, t = v->end;
+	uint64_t madv;
+
+	*e = init;
+	memset(a, 0, sizeof(*a));
+	e->start = v->start;
+	e->end = v->end;
+	e->pgoff = v->pgoff;
+	e->fd = -1;
+	e->prot = (v->perms[0] == 'r' ? PROT_READ : 0) | (v->perms[1] == 'w' ? PROT_WRITE : 0) |
+		  (v->perms[2] == 'x' ? PROT_EXEC : 0);
+	madv = vmflags_madv(v->vmflags);
+	if (madv) {
+		e->has_madv = 1;
+		e->madv = madv;
+	}
+	a->note_locked = v->vmflags & PFV_LO;
+
+	if (v->vmflags & PFV_HT)
+		goto refuse_ht;
+	if (v->vmflags & (PFV_UM | PFV_UW | PFV_UI)) {
+		snprintf(why, len, "0x%llx-0x%llx %s is registered with a userfaultfd "
+			 "(VmFlags: %s): its missing pages are known only to that fd's owner",
+			 s, t, name[0] ? name : "(anonymous)", v->vmflags_text);
+		return -ENOTSUP;
+	}
+	if (v->vmflags & PFV_SS) {
+		snprintf(why, len, "0x%llx-0x%llx is a shadow stack: not supported", s, t);
+		return -ENOTSUP;
+	}
+
+	/* The kernel's own areas: recorded so the layout is whole, never read. */
+	if (!strcmp(name, "[vvar]") || !strcmp(name, "[vvar_vclock]")) {
+		e->status = VMA_AREA_VVAR | VMA_ANON_PRIVATE;
+		e->flags = MAP_PRIVATE | MAP_ANONYMOUS;
+		return 0;
+	}
+	if (!strcmp(name, "[vsyscall]")) {
+		e->status = VMA_AREA_VSYSCALL | VMA_ANON_PRIVATE;
+		e->flags = MAP_PRIVATE | MAP_ANONYMOUS;
+		return 0;
+	}
+	if (!strcmp(name, "[vdso]")) {
+		e->status = VMA_AREA_REGULAR | VMA_AREA_VDSO | VMA_ANON_PRIVATE;
+		e->flags = MAP_PRIVATE | MAP_ANONYMOUS;
+		a->kind = DUMP_ALL;
+		a->pe_flags = PE_PRESENT;
+		return 0;
+	}
+	if (v->vmflags & (PFV_PF | PFV_IO | PFV_MM)) {
+		snprintf(why, len, "0x%llx-0x%llx %s maps device memory (VmFlags: %s): "
+			 "its contents cannot be dumped", s, t, name[0] ? name : "(no name)",
+			 v->vmflags_text);
+		return -ENOTSUP;
+	}
+	if (shared && (!strcmp(name, "/dev/zero (deleted)") || !strncmp(name, "[anon_shmem:", 12) ||
+		       !strncmp(name, "/SYSV", 5) || v->inode == 0)) {
+		snprintf(why, len, "0x%llx-0x%llx %s is shared anonymous memory "
+			 "(MAP_SHARED|MAP_ANONYMOUS or System V shm): not supported yet", s, t,
+			 name[0] ? name : "(no name)");
+		return -ENOTSUP;
+	}
+	if (name[0] == '[' && strcmp(name, "[heap]") && strcmp(name, "[stack]") &&
+	    strncmp(name, "[stack:", 7) && strncmp(name, "[anon:", 6)) {
+		snprintf(why, len, "0x%llx-0x%llx is the special mapping %s: not supported", s, t,
+			 name);
+		return -ENOTSUP;
+	}
+
+	if (v->inode == 0) {
+		/* Anonymous private: [heap], [stack], [anon:NAME] or nameless. */
+		e->status = VMA_AREA_REGULAR | VMA_ANON_PRIVATE;
+		e->flags = MAP_PRIVATE | MAP_ANONYMOUS;
+		if (!strcmp(name, "[heap]"))
+			e->status |= VMA_AREA_HEAP;
+		if (!strcmp(name, "[stack]")) {
+			e->status |= VMA_AREA_STACK;
+			e->flags |= MAP_GROWSDOWN;
+		}
+		if (v->vmflags & PFV_GD)
+			e->flags |= MAP_GROWSDOWN;
+		a->kind = DUMP_ANON;
+		/*
+		 * Never lazy: a forked child must see a wipe-on-fork area empty,
+		 * not the parent's pages; a sealed area cannot be dropped; a
+		 * droppable one cannot be registered with a userfaultfd.
+		 */
+		a->pe_flags = v->vmflags & (PFV_WF | PFV_SL | PFV_DP) ? PE_PRESENT :
+			      PE_LAZY | PE_PRESENT;
+		return 0;
+	}
+
+	e->shmid = v->inode;
+	if (shared) {
+		if (has_suffix(name, " (deleted)")) {
+			snprintf(why, len, "0x%llx-0x%llx is a shared mapping of the deleted file "
+				 "%s: its contents would be lost", s, t, name);
+			return -ENOTSUP;
+		}
+		e->status = VMA_AREA_REGULAR | VMA_FILE_SHARED;
+		e->flags = MAP_SHARED;
+		return 0;
+	}
+	e->status = VMA_AREA_REGULAR | VMA_FILE_PRIVATE;
+	e->flags = MAP_PRIVATE;
+	if (v->vmflags & PFV_GD)
+		e->flags |= MAP_GROWSDOWN;
+	a->kind = DUMP_COW;
+	a->pe_flags = PE_PRESENT;
+	return 0;
+
+refuse_ht:
+	snprintf(why, len, "0x%llx-0x%llx %s is hugetlb memory: not supported", s, t,
+		 name[0] ? name : "(no name)");
+	return -ENOTSUP;
+}
+
+int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locked,
+			   VmaEntry **vmas, struct dump_area **areas, char *why, size_t len)
+{
+	char what[512];
+
+	*vmas = calloc(m->n ? m->n : 1, sizeof(**vmas));
+	*areas = calloc(m->n ? m->n : 1, sizeof(**areas));
+	if (!*vmas || !*areas) {
+		snprintf(why, len, "out of memory");
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < m->n; i++) {
+		const struct procfs_vma *v = &m->v[i];
+		const struct dump_area *a = &(*areas)[i];
+
+		if (dump_classify(v, &(*vmas)[i], &(*areas)[i], what, sizeof(what)) < 0) {
+			snprintf(why, len, "cannot dump: %s", what);
+			return -ENOTSUP;
+		}
+		if (a->note_locked && no_locked) {
+			snprintf(why, len, "0x%" PRIx64 "-0x%" PRIx64 " %s is locked in memory "
+				 "(mlock): its pages cannot be handed over", v->start, v->end,
+				 v->name[0] ? v->name : "(anonymous)");
+			return -ENOTSUP;
+		}
+		if (a->note_locked)
+			fprintf(stderr, "uffd-inject: note: pid %d: 0x%" PRIx64 "-0x%" PRIx64
+				" %s is locked in memory; dumped, but the images do not record "
+				"the lock\n", (int)pid, v->start, v->end,
+				v->name[0] ? v->name : "(anonymous)");
+	}
+	return 0;
+}
+
+bool dump_range_has(const struct dump_range *r, size_t n, uint64_t addr)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (addr < r[mid].start)
+			hi = mid;
+		else if (addr >= r[mid].end)
+			lo = mid + 1;
+		else
+			return true;
+	}
+	return false;
+}
+
+static int range_cmp(const void *a, const void *b)
+{
+	const struct dump_range *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Add [START, END) rounded out to pages and clipped to the area holding ADDR. */
+static int eager_add(struct eager *eg, uint64_t addr, uint64_t start, uint64_t end)
+{
+	struct dump_range *nr;
+
+	start &= ~(DUMP_PAGE - 1);
+	end = (end + DUMP_PAGE - 1) & ~(DUMP_PAGE - 1);
+	for (size_t i = 0; i < eg->nvmas; i++) {
+		const VmaEntry *v = &eg->vmas[i];
+
+		if (addr < v->start || addr >= v->end)
+			continue;
+		if (start < v->start)
+			start = v->start;
+		if (end > v->end)
+			end = v->end;
+		if (start >= end)
+			return 0;
+		nr = realloc(eg->r, (eg->n + 1) * sizeof(*nr));
+		if (!nr)
+			return -ENOMEM;
+		eg->r = nr;
+		eg->r[eg->n++] = (struct dump_range){ start, end, (uint32_t)i };
+		return 0;
+	}
+	return 0;	/* not mapped: nothing to keep */
+}
+
+/* Count the strings in the target's argument and environment areas. */
+static uint64_t count_strings(struct eager *eg, uint64_t start, uint64_t end)
+{
+	uint8_t buf[4096];
+	uint64_t n = 0;
+
+	if (end - start > (8u << 20))	/* more than the kernel lets exec pass */
+		end = start + (8u << 20);
+	while (start < end) {
+		size_t k = end - start < sizeof(buf) ? end - start : sizeof(buf);
+
+		if (pt_read(eg->pt, start, buf, k) < 0)
+			return (end - start);	/* unreadable: assume the worst */
+		for (size_t i = 0; i < k; i++)
+			n += buf[i] == 0;
+		start += k;
+	}
+	return n;
+}
+
+/*
+ * Find the pages other processes read through the kernel, which must not
+ * wait for a page server: the argument, environment and auxiliary vector
+ * block at the top of the main stack (argc and the pointer arrays below
+ * start_stack included), the stack page under every thread's stack pointer
+ * and the one below it (signal frames), every thread's rseq area, and what
+ * the kernel writes at thread exit (clear_child_tid, the robust list).
+ */
+static int find_eager(struct eager *eg)
+{
+	const struct procfs_stat *st = eg->stat;
+	uint64_t lo, strings;
+	int ret;
+
+	if (st->arg_start && st->env_end > st->arg_start) {
+		/* Below start_stack lie argc, the argv and envp arrays, auxv,
+		 * the AT_RANDOM bytes and the platform strings. */
+		strings = count_strings(eg, st->arg_start, st->env_end);
+		lo = st->start_stack < st->arg_start ? st->start_stack : st->arg_start;
+		lo = lo > 8 * (strings + 3 + eg->nauxv) + 256 ? lo - 8 * (strings + 3 + eg->nauxv) - 256 : 0;
+		ret = eager_add(eg, st->arg_start, lo, st->env_end);
+		if (ret < 0)
+			return ret;
+	}
+	for (int i = 0; i < eg->pt->nr_threads; i++) {
+		struct __ptrace_rseq_configuration rc;
+		uint64_t sp, tls, head = 0;
+		size_t hlen = 0;
+
+		if (pt_thread_sp(eg->pt, i, &sp) == 0) {
+			ret = eager_add(eg, sp, sp - DUMP_PAGE, sp + 1);
+			if (ret < 0)
+				return ret;
+		}
+		/*
+		 * What the kernel writes as a thread exits, when a missing
+		 * page can no longer be waited for: the clear_child_tid word
+		 * and the robust futex list. glibc keeps both in its struct
+		 * pthread at the thread pointer; the list head is asked too.
+		 */
+		if (pt_thread_tls(eg->pt, i, &tls) == 0 && tls) {
+			ret = eager_add(eg, tls, tls, tls + 2 * DUMP_PAGE);
+			if (ret < 0)
+				return ret;
+		}
+		if (syscall(SYS_get_robust_list, eg->pt->th[i].tid, &head, &hlen) == 0 && head) {
+			ret = eager_add(eg, head, head, head + (hlen ? hlen : 24));
+			if (ret < 0)
+				return ret;
+		}
+		memset(&rc, 0, sizeof(rc));
+		if (ptrace(PTRACE_GET_RSEQ_CONFIGURATION, eg->pt->th[i].tid, sizeof(rc), &rc) > 0 &&
+		    rc.rseq_abi_pointer && rc.rseq_abi_size) {
+			ret = eager_add(eg, rc.rseq_abi_pointer, rc.rseq_abi_pointer,
+					rc.rseq_abi_pointer + rc.rseq_abi_size);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	/* Sort and merge. */
+	if (eg->n) {
+		size_t k = 0;
+
+		qsort(eg->r, eg->n, sizeof(*eg->r), range_cmp);
+		for (size_t i = 1; i < eg->n; i++) {
+			if (eg->r[i].start <= eg->r[k].end) {
+				if (eg->r[i].end > eg->r[k].end)
+					eg->r[k].end = eg->r[i].end;
+			} else {
+				eg->r[++k] = eg->r[i];
+			}
+		}
+		eg->n = k + 1;
+	}
+	return 0;
+}
+
+int dump_area_find_eager(struct pt *pt, const struct procfs_stat *st, size_t nauxv,
+			 const VmaEntry *vmas, size_t nvmas, struct dump_range **eager,
+			 size_t *neager)
+{
+	struct eager e = { pt, st, nauxv, vmas, nvmas, NULL, 0 };
+	int ret = find_eager(&e);
+
+	*eager = e.r;
+	*neager = e.n;
+	return ret;
+}

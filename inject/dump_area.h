@@ -1,0 +1,75 @@
+/*
+ * Which areas of a process a dump takes, and how. Each line of smaps becomes
+ * a vma_entry and a kind (no pages, anonymous, copied-on-write file pages,
+ * the vdso) with the pagemap flags its pages get; what restore or the manager
+ * could not bring back faithfully (hugetlb, device memory, shared anonymous
+ * memory, areas another userfaultfd owns, ...) is refused here, by name,
+ * before a page is read. Also which pages must stay resident because the
+ * kernel reads them for other processes (argv, environment, auxv, the stack
+ * under each thread, rseq, the robust list): never flagged lazy.
+ *
+ * Knows nothing about how pages are found or read, nor about image files.
+ */
+#ifndef UFFD_INJECT_DUMP_AREA_H
+#define UFFD_INJECT_DUMP_AREA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "procfs.h"
+#include "vma.pb-c.h"
+
+struct pt;
+
+/* [start, end), page aligned, in area AREA (where it matters). */
+struct dump_range {
+	uint64_t start;
+	uint64_t end;
+	uint32_t area;
+};
+
+/* Is [addr, addr + len) inside one of the N sorted ranges R? */
+bool dump_range_has(const struct dump_range *r, size_t n, uint64_t addr);
+
+/* What the dump does with the pages of one area. */
+enum dump_kind {
+	DUMP_NONE,	/* no pages: shared mappings, vvar, vsyscall */
+	DUMP_ANON,	/* anonymous private: present and swapped pages, zero pages are holes */
+	DUMP_COW,	/* file private: only the pages that are not the file's (copied on write) */
+	DUMP_ALL,	/* the vdso: every present page */
+};
+
+struct dump_area {
+	enum dump_kind kind;
+	uint32_t pe_flags;	/* pagemap flags of its pages */
+	bool note_locked;	/* mlock()ed: dumped, but the images do not say so */
+};
+
+/*
+ * Describe area V of /proc/PID/smaps as a vma_entry and say what to dump of
+ * it. Returns 0, or -ENOTSUP with WHY saying what cannot be represented.
+ */
+int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, char *why,
+		  size_t len);
+
+/*
+ * Classify every area of M (of process PID) into *VMAS and *AREAS, which the
+ * caller frees, even on failure. Refuses mlock()ed areas with NO_LOCKED, else
+ * notes them on stderr. Returns 0 or -errno with WHY.
+ */
+int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locked,
+			   VmaEntry **vmas, struct dump_area **areas, char *why, size_t len);
+
+/*
+ * Find the ranges of the NVMAS areas VMAS that must stay resident, from the
+ * seized threads of PT, its stat ST and the length of its auxv, into *EAGER
+ * (sorted, disjoint, each inside one area; the caller frees it, even on
+ * failure). Returns 0 or -ENOMEM.
+ */
+int dump_area_find_eager(struct pt *pt, const struct procfs_stat *st, size_t nauxv,
+			 const VmaEntry *vmas, size_t nvmas, struct dump_range **eager,
+			 size_t *neager);
+
+#endif

@@ -1,0 +1,553 @@
+/*
+ * The tracer side of a restore: see restore_build.h.
+ */
+#include <elf.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <unistd.h>
+
+#include "handover.h"
+#include "restore_build.h"
+#include "restore_plan.h"
+
+#ifndef NT_X86_XSTATE
+#define NT_X86_XSTATE	0x202
+#endif
+#ifndef PTRACE_SETSIGMASK
+#define PTRACE_SETSIGMASK	0x420b
+#endif
+#ifndef PTRACE_GET_RSEQ_CONFIGURATION
+#define PTRACE_GET_RSEQ_CONFIGURATION	0x420f
+#endif
+#ifndef PR_SET_MM_MAP
+#define PR_SET_MM_MAP	14
+#endif
+
+#define RS_WRITE_CHUNK	(64ull << 20)
+#define RS_ERESTARTNOINTR		513
+#define RS_ERESTART_RESTARTBLOCK	516
+
+struct prctl_mm_map_ {
+	uint64_t start_code, end_code, start_data, end_data, start_brk, brk, start_stack;
+	uint64_t arg_start, arg_end, env_start, env_end;
+	uint64_t auxv;
+	uint32_t auxv_size;
+	uint32_t exe_fd;
+};
+
+struct rseq_conf {
+	uint64_t rseq_abi_pointer;
+	uint32_t rseq_abi_size;
+	uint32_t signature;
+	uint32_t flags;
+	uint32_t pad;
+};
+
+/* Run NR in the helper; a failed call is a failed restore naming WHAT. */
+static int sys(struct rs *r, long *res, const char *what, long nr, long a1, long a2, long a3,
+	       long a4, long a5, long a6)
+{
+	long ret = 0;
+	int e = pt_syscall(&r->pt, &ret, nr, a1, a2, a3, a4, a5, a6);
+
+	r->st->syscalls++;
+	if (e < 0)
+		return rs_fail(r, e, "%s: cannot run it in the helper: %s", what, strerror(-e));
+	if (ret < 0 && ret > -4096)
+		return rs_fail(r, (int)-ret, "%s: %s", what, strerror((int)-ret));
+	if (res)
+		*res = ret;
+	return 0;
+}
+
+/* Unmap all the helper has but the trampoline and the special areas. */
+static int empty_helper(struct rs *r)
+{
+	struct procfs_maps m;
+	char why[256], what[96];
+	int ret;
+
+	memset(&m, 0, sizeof(m));
+	ret = restore_plan_read_maps(r->child, &m, why, sizeof(why));
+	if (ret < 0)
+		return rs_fail(r, ret, "%s", why);
+	for (size_t i = 0; i < m.n && ret == 0; i++) {
+		const struct procfs_vma *v = &m.v[i];
+		bool keep = v->start >= r->tramp && v->end <= r->tramp + 2 * RS_PAGE;
+
+		for (int k = 0; k < r->nsp; k++)
+			keep |= v->start == r->sp[k].from;
+		if (keep || v->start >= RS_TASK_TOP)
+			continue;
+		snprintf(what, sizeof(what), "munmap 0x%" PRIx64 "-0x%" PRIx64, v->start, v->end);
+		ret = sys(r, NULL, what, SYS_munmap, (long)v->start, (long)(v->end - v->start), 0,
+			  0, 0, 0);
+	}
+	procfs_maps_free(&m);
+	return ret;
+}
+
+/* Move the vdso and vvar areas to their dumped addresses (through a free spot if they overlap). */
+static int move_specials(struct rs *r)
+{
+	uint64_t lo = UINT64_MAX, hi = 0, span, tmp;
+	char what[96];
+	int ret;
+
+	for (int k = 0; k < r->nsp; k++) {
+		if (r->sp[k].to < lo)
+			lo = r->sp[k].to;
+		if (r->sp[k].to + r->sp[k].len > hi)
+			hi = r->sp[k].to + r->sp[k].len;
+	}
+	span = hi - lo;
+	/* First out of the way of every final place, just above the trampoline. */
+	tmp = r->tramp + (1ull << 20) - span - RS_PAGE;
+	if (span + 2 * RS_PAGE > (1ull << 20))
+		return rs_fail(r, ENOTSUP, "vdso/vvar areas are spread too far");
+	for (int k = 0; k < r->nsp; k++) {
+		uint64_t at = tmp + (r->sp[k].to - lo);
+
+		if (r->sp[k].from == r->sp[k].to)
+			continue;
+		snprintf(what, sizeof(what), "mremap vdso/vvar 0x%" PRIx64 " to 0x%" PRIx64,
+			 r->sp[k].from, at);
+		ret = sys(r, NULL, what, SYS_mremap, (long)r->sp[k].from, (long)r->sp[k].len,
+			  (long)r->sp[k].len, MREMAP_MAYMOVE | MREMAP_FIXED, (long)at, 0);
+		if (ret < 0)
+			return ret;
+		r->sp[k].from = at;
+	}
+	for (int k = 0; k < r->nsp; k++) {
+		if (r->sp[k].from == r->sp[k].to)
+			continue;
+		snprintf(what, sizeof(what), "mremap vdso/vvar to 0x%" PRIx64, r->sp[k].to);
+		ret = sys(r, NULL, what, SYS_mremap, (long)r->sp[k].from, (long)r->sp[k].len,
+			  (long)r->sp[k].len, MREMAP_MAYMOVE | MREMAP_FIXED, (long)r->sp[k].to, 0);
+		if (ret < 0)
+			return ret;
+		r->sp[k].from = r->sp[k].to;
+	}
+	return 0;
+}
+
+static uint64_t pg_down(uint64_t a)
+{
+	return a & ~(RS_PAGE - 1);
+}
+
+static uint64_t pg_up(uint64_t a)
+{
+	return (a + RS_PAGE - 1) & ~(RS_PAGE - 1);
+}
+
+/*
+ * The pages written before the process runs, besides every page that is not
+ * lazy: what the kernel reads for others (argv, env, auxv), the stack under
+ * the stack pointer, and the rseq area. Returns the ranges in OUT (up to 4).
+ */
+static int eager_extra(const struct rs *r, uint64_t out[][2])
+{
+	const MmEntry *mm = r->task.mm;
+	const ThreadCoreEntry *th = r->core->thread_core;
+	uint64_t sp = r->core->thread_info->gpregs->sp;
+	int n = 0;
+
+	out[n][0] = pg_down(sp - 256 > sp ? 0 : sp - 256);
+	out[n][1] = pg_up(sp + 1) + RS_PAGE;
+	n++;
+	if (mm->mm_start_stack && mm->mm_env_end > mm->mm_start_stack &&
+	    mm->mm_env_end - mm->mm_start_stack < (64ull << 20)) {
+		out[n][0] = pg_down(mm->mm_start_stack);
+		out[n][1] = pg_up(mm->mm_env_end);
+		n++;
+	}
+	if (mm->mm_arg_start < mm->mm_env_end) {
+		out[n][0] = pg_down(mm->mm_arg_start);
+		out[n][1] = pg_up(mm->mm_env_end);
+		n++;
+	}
+	if (th->uffd_rseq) {
+		out[n][0] = pg_down(th->uffd_rseq->rseq_abi_pointer);
+		out[n][1] = pg_up(th->uffd_rseq->rseq_abi_pointer + th->uffd_rseq->rseq_abi_size);
+		n++;
+	}
+	return n;
+}
+
+/* Sort the ranges of EXTRA by start and merge those that touch; returns how many are left. */
+static int merge_ranges(uint64_t x[][2], int n)
+{
+	int m = 0;
+
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && x[j][0] < x[j - 1][0]; j--) {
+			uint64_t t0 = x[j][0], t1 = x[j][1];
+
+			x[j][0] = x[j - 1][0];
+			x[j][1] = x[j - 1][1];
+			x[j - 1][0] = t0;
+			x[j - 1][1] = t1;
+		}
+	for (int i = 0; i < n; i++) {
+		if (x[i][0] >= x[i][1])
+			continue;
+		if (m && x[i][0] <= x[m - 1][1]) {
+			if (x[i][1] > x[m - 1][1])
+				x[m - 1][1] = x[i][1];
+			continue;
+		}
+		x[m][0] = x[i][0];
+		x[m][1] = x[i][1];
+		m++;
+	}
+	return m;
+}
+
+/* Write [A, A+LEN) of RUN into the process, in chunks. */
+static int put_pages(struct rs *r, const struct pm_run *run, uint64_t base, uint64_t a,
+		     uint64_t len)
+{
+	for (uint64_t n = 0; n < len; n += RS_WRITE_CHUNK) {
+		uint64_t k = len - n < RS_WRITE_CHUNK ? len - n : RS_WRITE_CHUNK;
+		int ret = pt_write(&r->pt, a + n, run->pf->base + run->off + (a - base) + n, k);
+
+		if (ret < 0)
+			return rs_fail(r, ret, "write pages at 0x%" PRIx64 ": %s", a + n,
+				     strerror(-ret));
+	}
+	r->st->eager_pages += len / RS_PAGE;
+	return 0;
+}
+
+/*
+ * Write the eager pages of area V (WRITE), or only say whether it has any
+ * (returns 1). Costs one step per pagemap run, whatever the size.
+ */
+static int for_eager(struct rs *r, const VmaEntry *v, bool write)
+{
+	uint64_t extra[4][2];
+	int nx = merge_ranges(extra, eager_extra(r, extra));
+	uint64_t a = v->start;
+	int ret;
+
+	while (a < v->end) {
+		struct pm_run run;
+		uint64_t len, done = 0;
+
+		pagemap_resolve(r->task.pm, a, v->end - a, &run);
+		len = run.len ? run.len : RS_PAGE;
+		if (run.src == PM_NODATA)
+			return rs_fail(r, ENOTSUP, "page 0x%" PRIx64 " is not in these images "
+				     "(a remote dump): not supported", a);
+		if (run.src != PM_DATA) {
+			a += len;
+			continue;
+		}
+		if (r->o->eager || !(run.flags & PE_LAZY)) {
+			if (!write)
+				return 1;
+			ret = put_pages(r, &run, a, a, len);
+			if (ret < 0)
+				return ret;
+			a += len;
+			continue;
+		}
+		/* Lazy: only where it meets the extra ranges. */
+		for (int i = 0; i < nx; i++) {
+			uint64_t s = extra[i][0] > a ? extra[i][0] : a;
+			uint64_t e = extra[i][1] < a + len ? extra[i][1] : a + len;
+
+			if (s >= e)
+				continue;
+			if (!write)
+				return 1;
+			ret = put_pages(r, &run, a, s, e - s);
+			if (ret < 0)
+				return ret;
+			done += e - s;
+		}
+		if (write)
+			r->st->lazy_pages += (len - done) / RS_PAGE;
+		a += len;
+	}
+	return 0;
+}
+
+static bool skip_area(const VmaEntry *v)
+{
+	return v->status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL);
+}
+
+/* Map every dumped area where it was. */
+static int map_areas(struct rs *r)
+{
+	const MmEntry *mm = r->task.mm;
+	char what[128];
+	int ret;
+
+	for (size_t i = 0; i < mm->n_vmas; i++) {
+		const VmaEntry *v = mm->vmas[i];
+		long flags = MAP_FIXED, fd = -1, res;
+		uint32_t prot = v->prot;
+
+		if (skip_area(v))
+			continue;
+		if (v->end >= RS_TASK_TOP || v->start >= v->end)
+			return rs_fail(r, ENOTSUP, "area 0x%" PRIx64 "-0x%" PRIx64 " is out of range",
+				     v->start, v->end);
+		if (v->status & VMA_ANON_SHARED)
+			return rs_fail(r, ENOTSUP, "area 0x%" PRIx64 " is shared anonymous memory: "
+				     "not supported", v->start);
+		ret = for_eager(r, v, false);
+		if (ret < 0)
+			return ret;
+		if (ret == 1 && !(prot & PROT_WRITE)) {
+			prot |= PROT_WRITE;
+			r->vma_wr[i] = true;
+		}
+		if (v->status & VMA_ANON_PRIVATE) {
+			flags |= MAP_PRIVATE | MAP_ANONYMOUS;
+		} else if (r->vma_mf[i] >= 0) {
+			flags |= v->status & VMA_FILE_SHARED ? MAP_SHARED : MAP_PRIVATE;
+			fd = r->rep.mapfd[r->vma_mf[i]];
+		} else {
+			return rs_fail(r, ENOTSUP, "area 0x%" PRIx64 ": unknown kind (status 0x%x)",
+				     v->start, v->status);
+		}
+		if (v->flags & MAP_GROWSDOWN)
+			flags |= MAP_GROWSDOWN;
+		for (size_t k = 0; k < r->core->tc->n_uffd_noreserve; k++)
+			if (r->core->tc->uffd_noreserve[k] == v->start)
+				flags |= MAP_NORESERVE;
+		snprintf(what, sizeof(what), "mmap 0x%" PRIx64 "-0x%" PRIx64 "%s%s", v->start,
+			 v->end, fd >= 0 ? " of " : "", fd >= 0 ? r->mf[r->vma_mf[i]].re->name : "");
+		ret = sys(r, &res, what, SYS_mmap, (long)v->start, (long)(v->end - v->start),
+			  (long)prot, flags, fd, fd >= 0 ? (long)v->pgoff : 0);
+		if (ret < 0)
+			return ret;
+		if ((uint64_t)res != v->start)
+			return rs_fail(r, EFAULT, "%s: mapped at 0x%lx", what, res);
+	}
+	return 0;
+}
+
+/* Write the eager pages, then give the areas their own protection and madvise state. */
+static int fill_areas(struct rs *r)
+{
+	const MmEntry *mm = r->task.mm;
+	char what[96];
+	int ret;
+
+	for (size_t i = 0; i < mm->n_vmas; i++) {
+		const VmaEntry *v = mm->vmas[i];
+
+		if (skip_area(v))
+			continue;
+		ret = for_eager(r, v, true);
+		if (ret < 0)
+			return ret;
+	}
+	for (size_t i = 0; i < mm->n_vmas; i++) {
+		const VmaEntry *v = mm->vmas[i];
+
+		if (skip_area(v))
+			continue;
+		if (r->vma_wr[i]) {
+			snprintf(what, sizeof(what), "mprotect 0x%" PRIx64, v->start);
+			ret = sys(r, NULL, what, SYS_mprotect, (long)v->start,
+				  (long)(v->end - v->start), (long)v->prot, 0, 0, 0);
+			if (ret < 0)
+				return ret;
+		}
+		for (int b = 0; v->has_madv && b < 64; b++) {
+			if (!(v->madv & (1ull << b)))
+				continue;
+			snprintf(what, sizeof(what), "madvise 0x%" PRIx64 " %d", v->start, b);
+			ret = sys(r, NULL, what, SYS_madvise, (long)v->start,
+				  (long)(v->end - v->start), b, 0, 0, 0);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	return 0;
+}
+
+/* The mm fields, the exe file, the saved auxv; close the files used for mapping. */
+static int set_mm(struct rs *r)
+{
+	const MmEntry *mm = r->task.mm;
+	const RegFileEntry *exe = rs_file_by_id(r, r->core->tc->uffd_exe_file_id);
+	uint64_t scratch = r->tramp + RS_PAGE;
+	struct prctl_mm_map_ m = {
+		.start_code = mm->mm_start_code, .end_code = mm->mm_end_code,
+		.start_data = mm->mm_start_data, .end_data = mm->mm_end_data,
+		.start_brk = mm->mm_start_brk, .brk = mm->mm_brk,
+		.start_stack = mm->mm_start_stack,
+		.arg_start = mm->mm_arg_start, .arg_end = mm->mm_arg_end,
+		.env_start = mm->mm_env_start, .env_end = mm->mm_env_end,
+		.exe_fd = (uint32_t)-1,
+	};
+	size_t auxn = mm->n_mm_saved_auxv;
+	char what[64];
+	int ret;
+
+	if (auxn * 8 > RS_PAGE - sizeof(m))
+		return rs_fail(r, EINVAL, "saved auxv too long (%zu words)", auxn);
+	for (int k = 0; k < r->nmf; k++)
+		if (r->mf[k].re->uffd_ino == exe->uffd_ino)
+			m.exe_fd = (uint32_t)r->rep.mapfd[k];
+	m.auxv = scratch + sizeof(m);
+	m.auxv_size = (uint32_t)(auxn * 8);
+	ret = pt_write(&r->pt, scratch, &m, sizeof(m));
+	if (ret == 0 && auxn)
+		ret = pt_write(&r->pt, m.auxv, mm->mm_saved_auxv, auxn * 8);
+	if (ret < 0)
+		return rs_fail(r, ret, "write the scratch page: %s", strerror(-ret));
+	ret = sys(r, NULL, "prctl(PR_SET_MM_MAP)", SYS_prctl, PR_SET_MM, PR_SET_MM_MAP,
+		  (long)scratch, sizeof(m), 0, 0);
+	if (ret < 0)
+		return ret;
+	for (int k = 0; k < r->nmf; k++) {
+		snprintf(what, sizeof(what), "close %d", r->rep.mapfd[k]);
+		ret = sys(r, NULL, what, SYS_close, r->rep.mapfd[k], 0, 0, 0, 0, 0);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+/* Drop the helper's own rseq registration (glibc's, in memory now gone); take the dumped one. */
+static int set_rseq(struct rs *r, bool dumped)
+{
+	const RseqEntry *rs = r->core->thread_core->uffd_rseq;
+	struct rseq_conf rc;
+
+	if (!dumped) {
+		if (ptrace(PTRACE_GET_RSEQ_CONFIGURATION, r->child, (void *)sizeof(rc), &rc) < 0 ||
+		    !rc.rseq_abi_pointer)
+			return 0;
+		return sys(r, NULL, "unregister the helper's rseq", SYS_rseq,
+			   (long)rc.rseq_abi_pointer, rc.rseq_abi_size, 1, rc.signature, 0, 0);
+	}
+	if (!rs)
+		return 0;
+	return sys(r, NULL, "rseq", SYS_rseq, (long)rs->rseq_abi_pointer, rs->rseq_abi_size, 0,
+		   rs->signature, 0, 0);
+}
+
+/* Hand the uffd to the manager, which registers the lazy areas. */
+static int hand_over(struct rs *r)
+{
+	const char *sock = r->o->socket;
+	struct handover h = {
+		.socket_path = sock,
+		.image_id = r->pid,
+		.features = RS_FEATURES,
+		.pidfd = r->pidfd,
+		.dirfd = r->dirfd,
+	};
+	char reason[512];
+	uint64_t lazy = 0;
+	int ret;
+
+	r->uffd = pt_getfd(&r->pt, r->rep.uffd);
+	if (r->uffd < 0)
+		return rs_fail(r, r->uffd, "pidfd_getfd of the uffd: %s", strerror(-r->uffd));
+	h.uffd = r->uffd;
+	ret = handover_send(&h, &lazy, reason, sizeof(reason));
+	if (ret < 0)
+		return rs_fail(r, ret, "hand-over to %s: %s", sock, reason);
+	return 0;
+}
+
+/* The dumped registers, FPU state and mask: the last thing before it runs. */
+static int set_regs(struct rs *r)
+{
+	const UserX86RegsEntry *g = r->core->thread_info->gpregs;
+	const ProtobufCBinaryData *xs = &r->core->thread_info->fpregs->uffd_xstate;
+	struct user_regs_struct u;
+	uint64_t mask = r->core->tc->blk_sigset;
+	struct iovec iov = { xs->data, xs->len };
+
+	memset(&u, 0, sizeof(u));
+	u.r15 = g->r15; u.r14 = g->r14; u.r13 = g->r13; u.r12 = g->r12;
+	u.rbp = g->bp; u.rbx = g->bx; u.r11 = g->r11; u.r10 = g->r10;
+	u.r9 = g->r9; u.r8 = g->r8; u.rax = g->ax; u.rcx = g->cx;
+	u.rdx = g->dx; u.rsi = g->si; u.rdi = g->di; u.orig_rax = g->orig_ax;
+	u.rip = g->ip; u.cs = g->cs; u.eflags = g->flags; u.rsp = g->sp;
+	u.ss = g->ss; u.fs_base = g->fs_base; u.gs_base = g->gs_base;
+	u.ds = g->ds; u.es = g->es; u.fs = g->fs; u.gs = g->gs;
+	/*
+	 * A sleep cut short with a restart block (nanosleep, poll, futex with a
+	 * timeout) continues from kernel state the helper does not have: run
+	 * the same call again instead, from its start.
+	 */
+	if ((long)u.orig_rax >= 0 && (long)u.rax == -RS_ERESTART_RESTARTBLOCK)
+		u.rax = (unsigned long long)-RS_ERESTARTNOINTR;
+	if (ptrace(PTRACE_SETREGS, r->child, NULL, &u) < 0)
+		return rs_fail(r, errno, "PTRACE_SETREGS: %s", strerror(errno));
+	if (ptrace(PTRACE_SETREGSET, r->child, (void *)NT_X86_XSTATE, &iov) < 0)
+		return rs_fail(r, errno, "PTRACE_SETREGSET NT_X86_XSTATE (%zu bytes): %s", xs->len,
+			     strerror(errno));
+	if (ptrace(PTRACE_SETSIGMASK, r->child, (void *)sizeof(mask), &mask) < 0)
+		return rs_fail(r, errno, "PTRACE_SETSIGMASK: %s", strerror(errno));
+	return 0;
+}
+
+int restore_build(struct rs *r)
+{
+	char why[512];
+	int ret;
+
+	ret = pt_seize(&r->pt, r->child, why, sizeof(why));
+	if (ret < 0)
+		return rs_fail(r, ret, "cannot seize the helper: %s", why);
+	r->seized = true;
+	r->pt.syscall_ip = r->tramp;
+	ret = set_rseq(r, false);
+	if (ret == 0)
+		ret = empty_helper(r);
+	if (ret == 0)
+		ret = move_specials(r);
+	if (ret == 0)
+		ret = map_areas(r);
+	if (ret == 0)
+		ret = fill_areas(r);
+	if (ret == 0)
+		ret = set_mm(r);
+	if (ret == 0)
+		ret = set_rseq(r, true);
+	if (ret == 0)
+		ret = sys(r, NULL, "prctl(PR_SET_PDEATHSIG)", SYS_prctl, PR_SET_PDEATHSIG,
+			  r->core->thread_core->has_pdeath_sig ?
+			  (long)r->core->thread_core->pdeath_sig : 0, 0, 0, 0, 0);
+	if (ret == 0 && !r->o->eager)
+		ret = hand_over(r);
+	/* The last syscall: it returns to a stop, not to the trampoline it leaves. */
+	if (ret == 0)
+		ret = sys(r, NULL, "munmap the trampoline", SYS_munmap, (long)r->tramp,
+			  2 * RS_PAGE, 0, 0, 0, 0);
+	if (ret == 0)
+		ret = set_regs(r);
+	/* Dumped in a group stop: stopped again before it runs an instruction. */
+	if (ret == 0 && r->core->tc->task_state == 3 && kill(r->child, SIGSTOP) < 0)
+		ret = rs_fail(r, errno, "SIGSTOP: %s", strerror(errno));
+	if (ret == 0) {
+		ret = pt_detach(&r->pt);
+		r->seized = false;
+		if (ret < 0)
+			return rs_fail(r, ret, "detach: %s", strerror(-ret));
+	}
+	return ret;
+}

@@ -1,0 +1,363 @@
+/*
+ * The helper process of a restore: see restore_helper.h. Everything before
+ * restore_helper_start() runs in the forked child, which reports a failure
+ * through the pipe and exits.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "restore_helper.h"
+
+#define RS_READY_MS	10000
+#define RS_MAX_FDS	1024
+
+/* The helper's fds while it moves them into place. */
+struct hs {
+	int wfd;			/* the pipe to us */
+	struct rs_report *rep;
+	int tmpfd[RS_MAX_FDS];		/* of each dumped fd, in r->fdi order */
+	bool is_dumped_fd[3];		/* fds 0-2 that were files */
+	int maxfd;			/* the highest dumped fd */
+	int stdio_fd;			/* --stdio, or -1 */
+	int hi;				/* every fd is moved at or above this */
+};
+
+static void report_fail(int wfd, struct rs_report *rep, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4), noreturn));
+
+/* In the helper: say why we fail and exit. */
+static void report_fail(int wfd, struct rs_report *rep, const char *fmt, ...)
+{
+	va_list ap;
+	ssize_t n;
+
+	rep->err = errno ? errno : EIO;
+	va_start(ap, fmt);
+	vsnprintf(rep->msg, sizeof(rep->msg), fmt, ap);
+	va_end(ap);
+	n = write(wfd, rep, sizeof(*rep));
+	(void)n;
+	_exit(1);
+}
+
+/* In the helper: move FD above HI (and off the low numbers); returns the new fd. */
+static int lift(int fd, int hi)
+{
+	int nfd = fcntl(fd, F_DUPFD, hi);
+
+	if (nfd >= 0)
+		close(fd);
+	return nfd;
+}
+
+/* Block every signal, die with us, and check the dump's fds fit. */
+static void helper_init(struct rs *r, struct hs *h)
+{
+	sigset_t all;
+
+	memset(h->rep, 0, sizeof(*h->rep));
+	h->rep->uffd = -1;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	errno = 0;
+	if (r->nfdi > sizeof(h->tmpfd) / sizeof(h->tmpfd[0]))
+		report_fail(h->wfd, h->rep, "too many open files in the dump (%zu)", r->nfdi);
+}
+
+/* Map the trampoline: a syscall instruction, then a scratch page. */
+static void map_trampoline(struct rs *r, struct hs *h)
+{
+	uint8_t *t;
+
+	t = mmap((void *)(uintptr_t)r->tramp, 2 * RS_PAGE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (t != (void *)(uintptr_t)r->tramp)
+		report_fail(h->wfd, h->rep, "mmap trampoline at 0x%" PRIx64 ": %s", r->tramp,
+			    strerror(errno));
+	memset(t, 0xcc, RS_PAGE);
+	t[0] = 0x0f;
+	t[1] = 0x05;
+	if (mprotect(t, RS_PAGE, PROT_READ | PROT_EXEC) < 0)
+		report_fail(h->wfd, h->rep, "mprotect trampoline: %s", strerror(errno));
+}
+
+/* Open every file first, anywhere: the dumped fds, the files to map, --stdio. */
+static void open_files(struct rs *r, struct hs *h)
+{
+	for (size_t i = 0; i < r->nfdi; i++) {
+		const RegFileEntry *re = rs_file_by_id(r, r->fdi[i]->id);
+		int fl = (int)(re->flags & ~(uint32_t)(O_CREAT | O_TRUNC | O_EXCL | O_CLOEXEC));
+
+		h->tmpfd[i] = open(re->name, fl | O_NOCTTY);
+		if (h->tmpfd[i] < 0)
+			report_fail(h->wfd, h->rep, "fd %u: open %s: %s", r->fdi[i]->fd, re->name,
+				    strerror(errno));
+		if (!S_ISCHR(re->mode) && !S_ISDIR(re->mode) &&
+		    lseek(h->tmpfd[i], (off_t)re->pos, SEEK_SET) < 0)
+			report_fail(h->wfd, h->rep, "fd %u: seek %s: %s", r->fdi[i]->fd, re->name,
+				    strerror(errno));
+		if ((int)r->fdi[i]->fd > h->maxfd)
+			h->maxfd = (int)r->fdi[i]->fd;
+		if (r->fdi[i]->fd <= 2)
+			h->is_dumped_fd[r->fdi[i]->fd] = true;
+	}
+	for (int k = 0; k < r->nmf; k++) {
+		h->rep->mapfd[k] = open(r->mf[k].re->name, (r->mf[k].rw ? O_RDWR : O_RDONLY));
+		if (h->rep->mapfd[k] < 0)
+			report_fail(h->wfd, h->rep, "open %s: %s", r->mf[k].re->name,
+				    strerror(errno));
+	}
+	if (r->o->stdio && strcmp(r->o->stdio, "inherit")) {
+		const char *p = strcmp(r->o->stdio, "null") ? r->o->stdio : "/dev/null";
+
+		h->stdio_fd = open(p, strcmp(p, "/dev/null") ? O_WRONLY | O_CREAT | O_APPEND :
+				   O_RDWR, 0600);
+		if (h->stdio_fd < 0)
+			report_fail(h->wfd, h->rep, "--stdio %s: %s", p, strerror(errno));
+	}
+}
+
+/* Lift every fd we hold above both what is open now and the highest dumped fd. */
+static void lift_all(struct hs *h, size_t nfdi, int nmf)
+{
+	struct dirent *de;
+	DIR *dir;
+
+	/* Everything open now is below some bound: find it. */
+	dir = opendir("/proc/self/fd");
+	if (!dir)
+		report_fail(h->wfd, h->rep, "/proc/self/fd: %s", strerror(errno));
+	while ((de = readdir(dir)))
+		if (de->d_name[0] != '.' && atoi(de->d_name) > h->hi)
+			h->hi = atoi(de->d_name);
+	closedir(dir);
+	if (h->maxfd > h->hi)
+		h->hi = h->maxfd;
+	h->hi++;
+	for (size_t i = 0; i < nfdi; i++)
+		if ((h->tmpfd[i] = lift(h->tmpfd[i], h->hi)) < 0)
+			report_fail(h->wfd, h->rep, "dup: %s", strerror(errno));
+	for (int k = 0; k < nmf; k++)
+		if ((h->rep->mapfd[k] = lift(h->rep->mapfd[k], h->hi)) < 0)
+			report_fail(h->wfd, h->rep, "dup: %s", strerror(errno));
+	if (h->stdio_fd >= 0 && (h->stdio_fd = lift(h->stdio_fd, h->hi)) < 0)
+		report_fail(h->wfd, h->rep, "dup: %s", strerror(errno));
+	if ((h->wfd = lift(h->wfd, h->hi)) < 0)
+		_exit(1);
+}
+
+/* Close every fd of ours below the lifted ones, and put the dumped fds at their numbers. */
+static void place_fds(struct rs *r, struct hs *h)
+{
+	/* Only stdio stays, when inherited. */
+	for (int fd = h->stdio_fd >= 0 ? 0 : 3; fd < h->hi; fd++)
+		close(fd);
+	for (size_t i = 0; i < r->nfdi; i++) {
+		int fl = r->fdi[i]->flags & FD_CLOEXEC ? O_CLOEXEC : 0;
+
+		if (dup3(h->tmpfd[i], (int)r->fdi[i]->fd, fl) < 0)
+			report_fail(h->wfd, h->rep, "dup3 to fd %u: %s", r->fdi[i]->fd,
+				    strerror(errno));
+		close(h->tmpfd[i]);
+	}
+}
+
+/* Of fds 0-2 that were not files, those it had get --stdio; the others stay closed. */
+static void set_stdio(struct rs *r, struct hs *h)
+{
+	const TaskCoreEntry *tc = r->core->tc;
+
+	for (int fd = 0; fd < 3; fd++)
+		if (!h->is_dumped_fd[fd] && tc->has_nonfile_stdio &&
+		    !(tc->nonfile_stdio & (1u << fd)))
+			close(fd);
+	if (h->stdio_fd < 0)
+		return;
+	for (int fd = 0; fd < 3; fd++) {
+		if (h->is_dumped_fd[fd] ||
+		    (tc->has_nonfile_stdio && !(tc->nonfile_stdio & (1u << fd))))
+			continue;
+		if (fd == 0 && strcmp(r->o->stdio, "null")) {
+			int nfd = open("/dev/null", O_RDONLY);
+
+			if (nfd >= 0 && nfd != 0) {
+				dup2(nfd, 0);
+				close(nfd);
+			}
+			continue;
+		}
+		dup2(h->stdio_fd, fd);
+	}
+	close(h->stdio_fd);
+}
+
+/* The userfaultfd the manager will serve, high and close-on-exec. */
+static void make_uffd(struct rs *r, struct hs *h)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = RS_FEATURES };
+	int u = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK), keep;
+	struct rlimit nofile;
+
+	if (u < 0 || ioctl(u, UFFDIO_API, &api) < 0)
+		report_fail(h->wfd, h->rep, "userfaultfd: %s", strerror(errno));
+	/* A copy of its own, high and close-on-exec: if the manager dies, faults
+	 * wait instead of reading zeros. */
+	keep = 1023;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur <= 1023)
+		keep = (int)nofile.rlim_cur - 1;
+	if (keep <= h->wfd + r->nmf + 1)
+		keep = h->wfd + r->nmf + 1;
+	h->rep->uffd = fcntl(u, F_DUPFD_CLOEXEC, keep);
+	if (h->rep->uffd < 0)
+		report_fail(h->wfd, h->rep, "dup uffd: %s", strerror(errno));
+	close(u);
+}
+
+/* cwd, umask, personality. */
+static void set_fs(struct rs *r, struct hs *h)
+{
+	const RegFileEntry *cwd = rs_file_by_id(r, r->fs->cwd_id);
+
+	if (cwd && chdir(cwd->name) < 0)
+		report_fail(h->wfd, h->rep, "chdir %s: %s", cwd->name, strerror(errno));
+	umask(r->fs->has_umask ? r->fs->umask : 022);
+	if (personality(r->core->tc->personality) < 0)
+		report_fail(h->wfd, h->rep, "personality: %s", strerror(errno));
+}
+
+/* Handlers: the kernel's own struct, so the dumped restorer stays. */
+static void set_sigactions(struct rs *r, struct hs *h)
+{
+	const TaskCoreEntry *tc = r->core->tc;
+
+	for (int sig = 1; sig <= CORE_NSIG; sig++) {
+		uint64_t ksa[4] = { 0, 0, 0, 0 };
+
+		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		for (size_t i = 0; i < tc->n_sigactions; i++) {
+			const SaEntry *s = tc->sigactions[i];
+
+			if (s->has_uffd_signo && (int)s->uffd_signo == sig) {
+				ksa[0] = s->sigaction;
+				ksa[1] = s->flags;
+				ksa[2] = s->restorer;
+				ksa[3] = s->mask;
+			}
+		}
+		if (syscall(SYS_rt_sigaction, sig, ksa, NULL, 8) < 0 && sig < 32)
+			report_fail(h->wfd, h->rep, "rt_sigaction %d: %s", sig, strerror(errno));
+	}
+}
+
+/* sigaltstack, tid address, robust list, comm. */
+static void set_thread(struct rs *r, struct hs *h)
+{
+	const TaskCoreEntry *tc = r->core->tc;
+	const ThreadCoreEntry *th = r->core->thread_core;
+
+	if (th->sas && !(th->sas->ss_flags & SS_DISABLE)) {
+		stack_t ss = { .ss_sp = (void *)(uintptr_t)th->sas->ss_sp,
+			       .ss_flags = (int)(th->sas->ss_flags & ~SS_ONSTACK),
+			       .ss_size = th->sas->ss_size };
+
+		if (sigaltstack(&ss, NULL) < 0)
+			report_fail(h->wfd, h->rep, "sigaltstack: %s", strerror(errno));
+	}
+	syscall(SYS_set_tid_address, r->core->thread_info->clear_tid_addr);
+	if (tc->has_uffd_robust_list && tc->uffd_robust_list &&
+	    syscall(SYS_set_robust_list, tc->uffd_robust_list, tc->uffd_robust_list_len) < 0)
+		report_fail(h->wfd, h->rep, "set_robust_list: %s", strerror(errno));
+	prctl(PR_SET_NAME, tc->comm, 0, 0, 0);
+}
+
+/* The helper: set up everything that needs no memory of the old process, then sleep. */
+static void helper(struct rs *r, int wfd)
+{
+	struct hs h = { .wfd = wfd, .rep = &r->rep, .maxfd = 2, .stdio_fd = -1, .hi = 3 };
+
+	helper_init(r, &h);
+	map_trampoline(r, &h);
+	open_files(r, &h);
+	lift_all(&h, r->nfdi, r->nmf);
+	place_fds(r, &h);
+	set_stdio(r, &h);
+	if (!r->o->eager)
+		make_uffd(r, &h);
+	set_fs(r, &h);
+	set_sigactions(r, &h);
+	set_thread(r, &h);
+
+	if (write(h.wfd, h.rep, sizeof(*h.rep)) != (ssize_t)sizeof(*h.rep))
+		_exit(1);
+	close(h.wfd);
+	for (;;)
+		pause();	/* every signal blocked: only ptrace wakes us */
+}
+
+/* Fork the helper and wait until it is ready. */
+int restore_helper_start(struct rs *r)
+{
+	struct pollfd p;
+	int pfd[2];
+	ssize_t n;
+
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return rs_fail(r, errno, "pipe: %s", strerror(errno));
+	fflush(NULL);
+	r->child = fork();
+	if (r->child < 0) {
+		close(pfd[0]);
+		close(pfd[1]);
+		return rs_fail(r, errno, "fork: %s", strerror(errno));
+	}
+	if (r->child == 0) {
+		close(pfd[0]);
+		helper(r, pfd[1]);
+	}
+	close(pfd[1]);
+	p.fd = pfd[0];
+	p.events = POLLIN;
+	if (poll(&p, 1, RS_READY_MS) <= 0) {
+		close(pfd[0]);
+		return rs_fail(r, ETIMEDOUT, "the helper did not get ready");
+	}
+	n = read(pfd[0], &r->rep, sizeof(r->rep));
+	if (n != (ssize_t)sizeof(r->rep)) {
+		close(pfd[0]);
+		return rs_fail(r, EIO, "the helper died while getting ready");
+	}
+	if (r->rep.err || r->rep.msg[0]) {
+		close(pfd[0]);
+		return rs_fail(r, r->rep.err ? r->rep.err : EIO, "%s", r->rep.msg);
+	}
+	/* End of file: it closed its end too, and has nothing left to do but sleep. */
+	if (poll(&p, 1, RS_READY_MS) <= 0 || read(pfd[0], &n, 1) != 0) {
+		close(pfd[0]);
+		return rs_fail(r, EIO, "the helper did not close its pipe");
+	}
+	close(pfd[0]);
+	r->pidfd = (int)syscall(SYS_pidfd_open, r->child, 0);
+	if (r->pidfd < 0)
+		return rs_fail(r, errno, "pidfd_open: %s", strerror(errno));
+	return 0;
+}

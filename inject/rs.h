@@ -1,0 +1,89 @@
+/*
+ * The state of one restore, shared by its steps: restore_plan.c fills it
+ * from the images (and checks them against this machine), restore_helper.c
+ * forks the helper from it, restore_build.c rebuilds the helper through the
+ * ptrace engine, and restore.c runs them in order and cleans up. Private to
+ * those files.
+ */
+#ifndef UFFD_INJECT_RS_H
+#define UFFD_INJECT_RS_H
+
+#include <linux/userfaultfd.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "core.pb-c.h"
+#include "files.pb-c.h"
+#include "imgtask.h"
+#include "pagemap.h"
+#include "ptrace.h"
+#include "restore.h"
+
+#define RS_PAGE		4096ull
+#define RS_MAX_MAPFILES	256
+#define RS_TASK_TOP	0x7ffffffff000ull	/* 47-bit user space */
+#define RS_FEATURES	(UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | \
+			 UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | \
+			 UFFD_FEATURE_THREAD_ID)
+
+/* What the helper tells us once it is ready (or why it failed). */
+struct rs_report {
+	int err;
+	int uffd;			/* its fd number in the helper, -1 if none */
+	int mapfd[RS_MAX_MAPFILES];	/* of each mapped file, in rs->mf order */
+	char msg[256];
+};
+
+/* A file to map: one per inode the areas use (and the exe). */
+struct rs_mapfile {
+	const RegFileEntry *re;
+	bool rw;
+};
+
+/* A special area (vvar, vvar_vclock, vdso): where the helper has it, where it goes. */
+struct rs_special {
+	uint64_t from, to, len;
+	bool vdso;
+};
+
+struct rs {
+	const struct restore_opts *o;
+	struct restore_stats *st;
+	int dirfd;
+	uint32_t pid;			/* as dumped */
+	struct pages_cache cache;
+	struct img_task task;
+	bool task_loaded;
+	CoreEntry *core;
+	FsEntry *fs;
+	FileEntry **files;
+	size_t nfiles;
+	FdinfoEntry **fdi;
+	size_t nfdi;
+	struct rs_mapfile mf[RS_MAX_MAPFILES];
+	int nmf;
+	int *vma_mf;			/* per VMA: index in mf, or -1 */
+	bool *vma_wr;			/* per VMA: mapped writable for the eager writes */
+	struct rs_special sp[8];
+	int nsp;
+	uint64_t tramp;			/* syscall insn page; tramp + RS_PAGE is the scratch page */
+	pid_t child;
+	int pidfd;
+	struct pt pt;
+	bool seized;
+	struct rs_report rep;
+	int uffd;			/* our copy */
+	struct timespec t0;
+	char why[1024];
+};
+
+/* Record why the restore failed (the first reason wins) and return -CODE. */
+int rs_fail(struct rs *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The regular file with id ID in files.img, or NULL. */
+const RegFileEntry *rs_file_by_id(const struct rs *r, uint32_t id);
+
+#endif
