@@ -504,6 +504,32 @@ static void accept_retry(struct timer *tm)
 	client_accept(d);
 }
 
+/*
+ * A connection over the cap: tell it why (a refusal, as to a HELLO) and
+ * close it. A flood of them logs a few lines a second and a count.
+ */
+static void refuse_flood(struct daemon *d, int fd, pid_t pid)
+{
+	HelloReply hr = HELLO_REPLY__INIT;
+	Reply r = REPLY__INIT;
+	char reason[160];
+	unsigned dropped;
+
+	snprintf(reason, sizeof(reason),
+		 "too many clients: %u connections and processes (--max-clients %u, plus 16 for status requests)",
+		 d->nr_clients + d->nr_targets, d->o.max_clients);
+	hr.ok = false;
+	hr.reason = reason;
+	r.hello = &hr;
+	if (wire_send(fd, &r.base, NULL, 0) < 0)
+		log_debug("connection from pid %d: refusal not sent", pid);
+	close(fd);
+	d->tot.refused++;
+	if (log_rl(&d->refuse_rl, &dropped))
+		log_warnx("connection from pid %d refused: %s (%u more refused since the last such line, not logged)",
+			  pid, reason, dropped);
+}
+
 void client_accept(struct daemon *d)
 {
 	while (d->listen_fd >= 0) {
@@ -544,8 +570,7 @@ void client_accept(struct daemon *d)
 			continue;
 		}
 		if (d->nr_clients + d->nr_targets >= d->o.max_clients + 16) {
-			log_warnx("connection from pid %d refused: too many clients", cred.pid);
-			close(fd);
+			refuse_flood(d, fd, cred.pid);
 			continue;
 		}
 		c = calloc(1, sizeof(*c));

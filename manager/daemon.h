@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "keeper.h"
+#include "log.h"
 #include "loop.h"
 #include "pages.h"
 
@@ -102,6 +103,7 @@ struct daemon {
 	unsigned fds_in_use;		/* estimate: base + clients + per target */
 	struct daemon_totals tot;
 	struct timer accept_retry;	/* after EMFILE */
+	struct log_rl refuse_rl;	/* refusals of connections over the cap */
 	struct criu *criu;		/* CRIU lazy-pages mode; NULL when serving hand-overs */
 	struct remote *remote;		/* remote mode: page data from a page server; else NULL */
 	bool hold_exit;			/* more processes may come: do not stop at the last one */

@@ -1,6 +1,7 @@
 /* Logging to stderr or syslog, one line per call. */
 #include <errno.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
@@ -107,4 +108,23 @@ void fatalx(const char *fmt, ...)
 	log_vemit(LOG_LVL_ERR, 0, fmt, ap);
 	va_end(ap);
 	exit(1);
+}
+
+bool log_rl(struct log_rl *rl, unsigned *dropped)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	if (ts.tv_sec != rl->sec) {
+		rl->sec = ts.tv_sec;
+		rl->n = 0;
+	}
+	if (rl->n >= LOG_RL_BURST) {
+		rl->dropped++;
+		return false;
+	}
+	rl->n++;
+	*dropped = rl->dropped;
+	rl->dropped = 0;
+	return true;
 }

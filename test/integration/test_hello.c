@@ -915,3 +915,79 @@ Test(accept, out_of_fds_backs_off, .timeout = 60)
 	ts_status_free(&s);
 	cr_expect(ts_daemon_finish(&dmn, 5000), "uffd-manager did not exit cleanly");
 }
+
+/* ---- a flood of connections over the cap ---- */
+
+static void flood_setup(void)
+{
+	static const char *const args[] = { "--max-clients", "1", NULL };
+
+	ts_daemon_start(&dmn, args);
+	snprintf(imgdir, sizeof(imgdir), "%s/img", dmn.dir);
+	ts_write_images(imgdir, TS_IMAGE_ID, areas, 1, SEED);
+}
+
+/* How many lines of the daemon's log hold S. */
+static int log_lines(const char *s)
+{
+	char line[1024];
+	int n = 0;
+	FILE *f = fopen(dmn.log, "re");
+
+	while (f && fgets(line, sizeof(line), f))
+		n += strstr(line, s) != NULL;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+#define FLOOD	400
+
+/*
+ * With --max-clients 1 the daemon holds 17 connections (1 + 16 for status
+ * requests); every one past that is told why it is refused, and the log
+ * gets a few lines a second, not one per connection. Then, the flood gone,
+ * a process is served.
+ */
+Test(flood, refusals_say_why_and_log_a_few_lines, .init = flood_setup, .fini = teardown,
+     .timeout = 120)
+{
+	static int held[FLOOD];
+	int told = 0, lines, n;
+	uint64_t t0 = ms_now(), secs;
+	char reason[512];
+
+	for (n = 0; n < FLOOD; n++) {
+		bool ok = true;
+
+		held[n] = conn_open();
+		if (n < 17)
+			continue;	/* held, idle: the daemon keeps them until their handshake ends */
+		cr_assert_eq(recv_reply(held[n], 3000, &ok, reason, sizeof(reason)), 1,
+			     "connection %d over the cap: no reply", n + 1);
+		cr_assert(!ok, "connection %d over the cap was accepted", n + 1);
+		cr_assert_not_null(strstr(reason, "too many clients"), "reason: %s", reason);
+		told++;
+	}
+	secs = (ms_now() - t0) / 1000 + 1;
+	cr_assert_eq(told, FLOOD - 17);
+	lines = log_lines("refused: too many clients");
+	cr_assert_leq((uint64_t)lines, (secs + 1) * 10, "%d log lines for %d refusals in %" PRIu64 " s",
+		      lines, told, secs);
+	cr_assert_geq(lines, 1);
+	for (n = 0; n < FLOOD; n++)
+		close(held[n]);
+	/* The daemon sees the hang-ups in its own time: until then a status request is over the cap too. */
+	for (n = 0; n < 300; n++) {
+		struct ts_status s;
+
+		if (ts_status_get(&dmn, &s) == 0) {
+			cr_assert_geq(s.tot->refused, (uint64_t)told);
+			ts_status_free(&s);
+			break;
+		}
+		usleep(10000);
+	}
+	cr_assert_lt(n, 300, "no status answer after the flood");
+	expect_still_serving();
+}
