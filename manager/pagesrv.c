@@ -362,17 +362,13 @@ static void conn_on_io(struct ev *ev, uint32_t events)
 }
 
 /*
- * Does C owe us something: its first request, the rest of one, reading an
- * answer, or hanging up after CLOSE? Between requests a lazy-pages client
- * may rightly be quiet for long (no fault); keepalive finds dead ones.
+ * Close connections with no progress either way for the idle timeout; look
+ * again soon while any are open. The clock restarts at every byte read or
+ * sent, so a client that asked, read its answer and went quiet is closed
+ * too: else a few such clients would hold every --max-clients slot for
+ * ever. A lazy-pages client quiet for longer than that (no fault, no fill)
+ * reconnects or is lost: --idle-timeout must exceed its longest pause.
  */
-static bool conn_owes(const struct psconn *c)
-{
-	return !c->stalled && (c->reqs == 0 || c->have || c->closing || c->out_off < c->out_len ||
-			       c->data_off < c->data_len);
-}
-
-/* Close connections that owed us something for the idle timeout; look again soon while any are open. */
 static void on_idle_timer(struct timer *tm)
 {
 	struct pagesrv *s = container_of(tm, struct pagesrv, idle_timer);
@@ -381,12 +377,14 @@ static void on_idle_timer(struct timer *tm)
 
 	for (c = s->conns; c; c = next) {
 		next = c->next;
-		if (conn_owes(c) && now - c->last >= s->idle_ns) {
+		if (!c->stalled && now - c->last >= s->idle_ns) {
 			char why[128];
 
 			snprintf(why, sizeof(why), "%s for %" PRIu64 " ms (--idle-timeout): closed",
 				 c->reqs == 0 ? "sent no request" : c->have ? "sent part of a request" :
-				 c->closing ? "did not hang up after CLOSE" : "did not read its answer",
+				 c->closing ? "did not hang up after CLOSE" :
+				 c->out_off < c->out_len || c->data_off < c->data_len ?
+					"did not read its answer" : "quiet since its last request",
 				 (now - c->last) / 1000000);
 			s->idle_closed++;
 			conn_close(c, why);

@@ -5,8 +5,9 @@
  * GET is answered with ADD_F and the data. Several clients, one after
  * another or at once, each a non-blocking connection in one event loop.
  * Out of fds or at --max-clients it stops accepting for a while instead of
- * spinning; a client that owes it a request or a read for --idle-timeout
- * is closed. No authentication: it warns when not bound to loopback.
+ * spinning; a client that makes no progress either way for --idle-timeout
+ * (no request, no read of its answer) is closed, whatever it did before.
+ * No authentication: it warns when not bound to loopback.
  */
 #ifndef UFFD_PAGESRV_H
 #define UFFD_PAGESRV_H
@@ -17,7 +18,7 @@
 /* Connections open at once (--max-clients); more wait in the listen backlog. */
 #define PAGESRV_MAX_CLIENTS	1024
 
-/* A connection that owes us a request, or stops reading an answer, this long is closed (--idle-timeout). */
+/* A connection quiet this long, in either direction, is closed (--idle-timeout). */
 #define PAGESRV_IDLE_MS		60000
 
 struct pagesrv_opts {

@@ -2,7 +2,8 @@
  * Hostile image dirs and idle page-server clients: a FIFO (or a directory)
  * where an image file should be is refused at once, naming the file and
  * what it is, while the daemon goes on serving others; `uffd-inject show`
- * does the same.
+ * does the same. A page-server client that goes quiet after a request is
+ * closed by --idle-timeout like one that never asked.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -26,6 +28,8 @@
 #include "handover.h"
 #include "imgfix.h"
 #include "imgtask.h"
+#include "pswire.h"
+#include "tcriu.h"
 #include "tserve.h"
 
 /* Outside 0x600000000000-0x640000000000, where ASan keeps its heap. */
@@ -269,4 +273,97 @@ Test(hostile_images, show_refuses_fifos_at_once, .timeout = 60)
 		cr_expect(strstr(err, want), "%s: stderr \"%s\"", files[i], err);
 		fix_tmp_remove(&tmp);
 	}
+}
+
+static struct tc_run run;
+
+static void ps_setup(void)
+{
+	tc_init(&run);
+}
+
+static void ps_teardown(void)
+{
+	tc_finish(&run);
+}
+
+/* Read exactly LEN bytes within 5 s; false on EOF or timeout. */
+static bool recv_all(int sk, void *buf, size_t len)
+{
+	struct pollfd p = { .fd = sk, .events = POLLIN };
+
+	for (size_t got = 0; got < len;) {
+		ssize_t n;
+
+		if (poll(&p, 1, 5000) != 1)
+			return false;
+		n = recv(sk, (uint8_t *)buf + got, len - got, 0);
+		if (n <= 0)
+			return false;
+		got += (size_t)n;
+	}
+	return true;
+}
+
+/*
+ * A client that asks once, reads its answer and goes quiet holds a slot:
+ * --idle-timeout closes it like one that never asked. Before, it was kept
+ * for ever, and a few such clients filled --max-clients for good.
+ */
+Test(hostile_pagesrv, quiet_after_a_request_is_closed, .init = ps_setup, .fini = ps_teardown,
+     .timeout = 30)
+{
+	const char *args[] = { "--idle-timeout", "200", "--max-clients", "1", NULL };
+	const char *dir = FIX_CRIU_DIR "/single";
+	uint8_t hb[PS_HDR_SIZE], b;
+	struct { struct ps_hdr h; } g;
+	struct img_task t;
+	struct pages_cache c = { 0 };
+	struct img_err e;
+	struct pollfd p;
+	uint64_t start = 0, t0;
+	uint32_t pid;
+	int sk, sk2, dfd;
+
+	cr_assert_eq(tc_tasks(dir, &pid, 1), 1);
+	dfd = fix_open_dir(dir);
+	cr_assert_eq(img_task_load(&t, dfd, pid, &c, &e), 0, "%s", e.msg);
+	for (size_t i = 0; i < t.pm->n && !start; i++)
+		if (t.pm->e[i].flags & PE_LAZY)
+			start = t.pm->e[i].start;
+	img_task_free(&t, &c);
+	close(dfd);
+	cr_assert(start);
+
+	cr_assert(tc_pagesrv_start(&run, dir, args), "log in %s", run.ps_log);
+	sk = tc_pagesrv_connect(&run);
+	g.h = (struct ps_hdr){ .cmd = ps_cmd(PS_IOV_GET, 0), .nr_pages = 1, .vaddr = start,
+			       .dst_id = pid };
+	ps_encode(hb, &g.h);
+	cr_assert_eq(send(sk, hb, sizeof(hb), MSG_NOSIGNAL), (ssize_t)sizeof(hb));
+	cr_assert(recv_all(sk, hb, sizeof(hb)), "no answer; log in %s", run.ps_log);
+	{
+		uint8_t page[4096];
+
+		cr_assert(recv_all(sk, page, sizeof(page)));
+	}
+	/* Now quiet: closed after about 200 ms. */
+	t0 = ms_now();
+	p = (struct pollfd){ .fd = sk, .events = POLLIN };
+	cr_expect_eq(poll(&p, 1, 3000), 1, "the quiet client must be closed; log in %s",
+		     run.ps_log);
+	cr_expect_eq(recv(sk, &b, 1, MSG_DONTWAIT), 0, "closed without a word");
+	cr_expect_geq(ms_now() - t0, 150, "not before its idle time");
+	cr_expect(tc_file_has(run.ps_log, "quiet since its last request for "), "log in %s",
+		  run.ps_log);
+	/* Its slot is free: the next client is served. */
+	sk2 = tc_pagesrv_connect(&run);
+	ps_encode(hb, &g.h);
+	cr_assert_eq(send(sk2, hb, sizeof(hb), MSG_NOSIGNAL), (ssize_t)sizeof(hb));
+	cr_expect(recv_all(sk2, hb, sizeof(hb)), "the slot must be free; log in %s", run.ps_log);
+	close(sk);
+	close(sk2);
+	cr_expect_eq(tc_pagesrv_stop(&run), 0);
+	cr_expect(tc_file_has(run.ps_log, ", 1 idle connections closed"), "log in %s", run.ps_log);
+	run.passed = true;
 }
