@@ -35,4 +35,18 @@ struct pagesrv_opts {
 /* Load the images, listen, serve until SIGTERM/SIGINT. Returns the exit status. */
 int pagesrv_run(const struct pagesrv_opts *o);
 
+/*
+ * The same in pieces, without a socket of its own or signals, for tests and
+ * fuzzers: load the images of O->imgdir (NULL after logging why), take a
+ * connected stream socket FD as a client named NAME (0 or -errno; the fd is
+ * the server's from then on), run one loop iteration of at most MAX_MS,
+ * count open connections, and free everything.
+ */
+struct pagesrv;
+struct pagesrv *pagesrv_new(const struct pagesrv_opts *o);
+int pagesrv_adopt(struct pagesrv *s, int fd, const char *name);
+int pagesrv_step(struct pagesrv *s, int max_ms);
+unsigned pagesrv_nr_open(const struct pagesrv *s);
+void pagesrv_free(struct pagesrv *s);
+
 #endif
