@@ -76,7 +76,7 @@ help:
 	@echo "make fuzz       build the libFuzzer harnesses (clang) into $(FUZZ_BUILD)/ and run"
 	@echo "                each for FUZZ_TIME seconds (default 60); fails on any finding"
 	@echo "make install    install binaries and man pages (PREFIX, DESTDIR)"
-	@echo "make clean      remove $(BUILD)/ and build-asan/"
+	@echo "make clean      remove $(BUILD)/, build-asan/ and $(FUZZ_BUILD)/"
 
 deps:
 	@scripts/deps
