@@ -237,9 +237,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		sanitize(name);
 		len = fz_u32(&in);
 		{
-			size_t have = len < in.n ? len : in.n;
+			unsigned type = (flags >> 2) & 7;
+			/* A sparse file's length counts pages, not bytes of the input. */
+			size_t have = type == 1 ? 0 : len < in.n ? len : in.n;
 
-			make_file(dirs[flags & 3], (flags >> 2) & 7, name, in.p, len, have);
+			make_file(dirs[flags & 3], type, name, in.p, len, have);
 			in.p += have;
 			in.n -= have;
 		}
