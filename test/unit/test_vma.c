@@ -1182,3 +1182,22 @@ Test(vma, unmap_rejects_bad_ranges)
 	cr_assert_eq(m.nr_areas, 0);
 	vmap_free(&m);
 }
+
+/*
+ * An area is capped (1 TiB): images are untrusted, and a 128 TiB VMA with
+ * one lazy page made the model calloc a 4 GiB bitmap (found by fuzz-images).
+ */
+Test(vma, huge_area_refused)
+{
+	struct vmap m;
+	uint64_t tib = VMA_MAX_AREA_PAGES * VMA_PAGE_SIZE;
+
+	vmap_init(&m);
+	cr_expect_eq(vmap_add(&m, 0x10000000000ull, 0x10000000000ull + 128 * tib, 0x10000000000ull),
+		     -E2BIG);
+	cr_expect_eq(vmap_add(&m, 0, tib + VMA_PAGE_SIZE, 0), -E2BIG);
+	cr_expect_eq(m.nr_areas, 0);
+	cr_expect_eq(vmap_add(&m, 0, tib, 0), 0, "1 TiB is allowed");
+	cr_expect_eq(vmap_mem_bytes(&m) >= tib / VMA_PAGE_SIZE / 8, true);
+	vmap_free(&m);
+}
