@@ -72,6 +72,12 @@ static void rm_under(int dirfd)
 	closedir(d);
 }
 
+/* Leave no empty scratch dir behind (libFuzzer ends with exit()). */
+static void remove_base(void)
+{
+	rmdir(base);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -87,6 +93,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 			abort();
 		}
 	}
+	atexit(remove_base);
 	devnull = fopen("/dev/null", "we");
 	if (!devnull)
 		abort();
