@@ -44,6 +44,8 @@ TESTLIB_O := $(patsubst %.c,$(BUILD)/%.o,$(wildcard test/lib/*.c))
 HELPERS	  := $(patsubst test/helpers/%.c,$(BUILD)/test/helpers/%,$(wildcard test/helpers/*.c))
 BENCH_O	  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard test/bench/*.c))
 BENCH	  := $(BUILD)/test/bench/uffd-bench
+FUZZERS	  := $(patsubst test/fuzz/fuzz_%.c,%,$(wildcard test/fuzz/fuzz_*.c))
+FUZZ_BINS := $(FUZZERS:%=$(BUILD)/test/fuzz/fuzz-%)
 
 LIBCOMMON  := $(BUILD)/libcommon.a
 LIBMANAGER := $(BUILD)/libmanager.a
@@ -55,7 +57,7 @@ MAN8	:= $(wildcard man/*.8)
 MAN5	:= $(wildcard man/*.5)
 
 .PHONY: all deps check test demo install uninstall asan clean help
-.PHONY: bench stress
+.PHONY: bench stress fuzz fuzz-build fuzz-regress fuzzers
 .DELETE_ON_ERROR:
 .SECONDARY: $(PB_C) $(PB_H)
 
@@ -71,8 +73,10 @@ help:
 	@echo "make stress     the release-race tests at full size: 600 processes per"
 	@echo "                test (3000) and 300 uffd-inject lazy hand-overs (STRESS_N=N)"
 	@echo "make asan       build and test with AddressSanitizer and UBSan"
+	@echo "make fuzz       build the libFuzzer harnesses (clang) into $(FUZZ_BUILD)/ and run"
+	@echo "                each for FUZZ_TIME seconds (default 60); fails on any finding"
 	@echo "make install    install binaries and man pages (PREFIX, DESTDIR)"
-	@echo "make clean      remove $(BUILD)/ and build-asan/"
+	@echo "make clean      remove $(BUILD)/, build-asan/ and $(FUZZ_BUILD)/"
 
 deps:
 	@scripts/deps
@@ -127,6 +131,7 @@ test: $(BINS) $(TESTS) $(HELPERS)
 		echo "== $$t"; \
 		UFFD_TEST_BUILD=$(abspath $(BUILD)) $$t $(CRITERION_ARGS); \
 	done
+	@$(MAKE) --no-print-directory fuzz-regress
 
 check: deps
 	@$(MAKE) --no-print-directory test
@@ -154,6 +159,56 @@ asan: deps
 	$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 		SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
+# libFuzzer harnesses (test/fuzz/): everything built again with clang and
+# the fuzzer's coverage, ASan and UBSan into $(FUZZ_BUILD)/. `make fuzz` runs
+# each for FUZZ_TIME seconds from its committed corpus (new inputs go to
+# $(FUZZ_BUILD)/corpus/, findings to $(FUZZ_BUILD)/artifacts/); `make check`
+# runs each over its committed corpus once, as a regression test.
+FUZZ_BUILD	?= build-fuzz
+FUZZ_CC		?= clang
+FUZZ_TIME	?= 60
+FUZZ_ARGS	?=
+FUZZ_ENV	= ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		  LSAN_OPTIONS=suppressions=$(CURDIR)/test/lsan.supp:print_suppressions=0
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) \
+		CFLAGS="-O1 -g -fno-omit-frame-pointer -Wno-gnu-variable-sized-type-not-at-end -Wno-format-nonliteral" \
+		SAN_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" \
+		fuzzers
+
+fuzzers: $(FUZZ_BINS)
+
+$(BUILD)/test/fuzz/fuzz-%: $(BUILD)/test/fuzz/fuzz_%.o $(LIBMANAGER) $(LIBINJECT) $(LIBCOMMON)
+	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@set -e; for f in $(FUZZERS); do \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$f $(FUZZ_BUILD)/artifacts; \
+		echo "== fuzz-$$f for $(FUZZ_TIME) s (log in $(FUZZ_BUILD)/fuzz-$$f.log)"; \
+		if ! $(FUZZ_ENV) $(FUZZ_BUILD)/test/fuzz/fuzz-$$f -max_total_time=$(FUZZ_TIME) \
+			-timeout=20 -max_len=65536 -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_BUILD)/artifacts/$$f- $(FUZZ_ARGS) \
+			$(FUZZ_BUILD)/corpus/$$f test/fuzz/corpus/$$f \
+			> $(FUZZ_BUILD)/fuzz-$$f.log 2>&1; then \
+			grep -A30 "^==[0-9]*==ERROR\|^fuzz:\|SUMMARY" $(FUZZ_BUILD)/fuzz-$$f.log | head -60; \
+			echo "fuzz-$$f: finding; see $(FUZZ_BUILD)/fuzz-$$f.log and $(FUZZ_BUILD)/artifacts/"; \
+			exit 1; \
+		fi; \
+		grep "stat::number_of_executed_units\|stat::peak_rss_mb" $(FUZZ_BUILD)/fuzz-$$f.log; \
+	done
+
+# Each harness over its committed corpus once (part of make test).
+fuzz-regress: fuzz-build
+	@set -e; for f in $(FUZZERS); do \
+		echo "== fuzz-$$f: corpus regression ($$(ls test/fuzz/corpus/$$f | wc -l) inputs)"; \
+		$(FUZZ_ENV) $(FUZZ_BUILD)/test/fuzz/fuzz-$$f -timeout=20 test/fuzz/corpus/$$f/* \
+			> $(FUZZ_BUILD)/regress-$$f.log 2>&1 || \
+			{ tail -40 $(FUZZ_BUILD)/regress-$$f.log; echo "fuzz-$$f: corpus regression failed"; exit 1; }; \
+	done
+
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
 	install -m 0755 $(BINS) $(DESTDIR)$(SBINDIR)/
@@ -171,6 +226,6 @@ uninstall:
 	rm -f $(DESTDIR)$(UNITDIR)/uffd-manager.socket $(DESTDIR)$(UNITDIR)/uffd-manager.service
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan $(FUZZ_BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

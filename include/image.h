@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include <protobuf-c/protobuf-c.h>
 
@@ -53,6 +54,14 @@ int img_open(struct img_reader *r, int dirfd, const char *name, uint32_t magic,
 /* The same, naming the file LABEL in errors (a path relative to the dump). */
 int img_open_as(struct img_reader *r, int dirfd, const char *name, const char *label,
 		uint32_t magic, struct img_err *err);
+
+/*
+ * Open NAME in DIRFD for reading, never blocking (a FIFO must not stall the
+ * caller), and only if it is a regular file: else "LABEL is a FIFO, not a
+ * regular file" in ERR. Returns the fd with *ST filled, -ENOENT, or -errno.
+ */
+int img_open_regular(int dirfd, const char *name, const char *label, struct stat *st,
+		     struct img_err *err);
 
 /* Open an in-memory image (tests, and files already read). Takes BUF. */
 int img_open_buf(struct img_reader *r, const char *name, uint8_t *buf, size_t len,

@@ -30,9 +30,13 @@ struct pages_cache {
 	uint64_t mapped_bytes;
 };
 
-/* Map NAME in DIRFD, or take another reference to it if already mapped. */
-int pages_get(struct pages_cache *c, int dirfd, const char *name, struct pages_file **out,
-	      struct img_err *err);
+/*
+ * Map NAME in DIRFD, or take another reference to it if already mapped.
+ * Errors name the file LABEL (a path relative to the dump). -ENOENT when
+ * it does not exist.
+ */
+int pages_get(struct pages_cache *c, int dirfd, const char *name, const char *label,
+	      struct pages_file **out, struct img_err *err);
 void pages_put(struct pages_cache *c, struct pages_file *pf);
 
 #endif

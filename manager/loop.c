@@ -138,32 +138,45 @@ static int next_timeout(struct loop *l)
 	return ms > 60000 ? 60000 : (int)ms;
 }
 
-int loop_run(struct loop *l)
+int loop_once(struct loop *l, int max_ms)
 {
 	struct epoll_event ee[LOOP_BATCH];
+	int timeout = l->idle_pending ? 0 : next_timeout(l);
+	int n;
 
+	if (max_ms >= 0 && (timeout < 0 || timeout > max_ms))
+		timeout = max_ms;
+	n = epoll_wait(l->epfd, ee, LOOP_BATCH, timeout);
+	if (n < 0 && errno != EINTR)
+		return -errno;
+	if (n < 0)
+		n = 0;
+	for (int i = 0; i < n; i++) {
+		struct ev *ev = ee[i].data.ptr;
+		uint32_t events = ee[i].events;
+
+		if (events & (EPOLLERR | EPOLLHUP))
+			events |= EPOLLIN;
+		if (!ev->dead)
+			ev->fn(ev, events);
+	}
+	run_timers(l);
+	if (l->before_sleep)
+		l->before_sleep(l);
+	/* Demand goes first: background work only when nothing was ready. */
+	if (n == 0 && l->idle_pending && l->idle)
+		l->idle_pending = l->idle(l);
+	run_deferred(l);
+	return n;
+}
+
+int loop_run(struct loop *l)
+{
 	while (!l->stop) {
-		int timeout = l->idle_pending ? 0 : next_timeout(l);
-		int n = epoll_wait(l->epfd, ee, LOOP_BATCH, timeout);
+		int n = loop_once(l, -1);
 
-		if (n < 0 && errno != EINTR)
-			return -errno;
-		for (int i = 0; i < n; i++) {
-			struct ev *ev = ee[i].data.ptr;
-			uint32_t events = ee[i].events;
-
-			if (events & (EPOLLERR | EPOLLHUP))
-				events |= EPOLLIN;
-			if (!ev->dead)
-				ev->fn(ev, events);
-		}
-		run_timers(l);
-		if (l->before_sleep)
-			l->before_sleep(l);
-		/* Demand goes first: background work only when nothing was ready. */
-		if (n == 0 && l->idle_pending && l->idle)
-			l->idle_pending = l->idle(l);
-		run_deferred(l);
+		if (n < 0)
+			return n;
 	}
 	return 0;
 }

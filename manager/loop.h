@@ -63,6 +63,12 @@ void timer_arm(struct loop *l, struct timer *t, uint64_t delay_ns, timer_fn fn);
 void timer_cancel(struct loop *l, struct timer *t);
 /* Run FN(P) once the current iteration is over. */
 void loop_defer(struct loop *l, void (*fn)(void *p), void *p);
+/*
+ * One iteration: wait for events at most MAX_MS (-1: until the next timer),
+ * run their handlers, due timers, the hooks and deferred frees. Returns the
+ * number of events handled or -errno. Lets tests and fuzzers drive the loop.
+ */
+int loop_once(struct loop *l, int max_ms);
 /* Run until loop.stop is set. Returns 0 or -errno on an epoll failure. */
 int loop_run(struct loop *l);
 

@@ -445,6 +445,8 @@ int model_add(struct model *m, uint64_t start, uint64_t end, uint64_t img)
 	if (!aligned(start) || !aligned(end) || !aligned(img) || start >= end ||
 	    img > UINT64_MAX - (end - start))
 		return -EINVAL;
+	if ((end - start) >> MODEL_PAGE_SHIFT > MODEL_MAX_AREA_PAGES)
+		return -E2BIG;
 	v = model_first(m, start);
 	if (v && v->start < end)
 		return -EEXIST;

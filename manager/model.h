@@ -24,6 +24,12 @@
 
 #define MODEL_PAGE_SHIFT	12
 #define MODEL_PAGE_SIZE	(1ull << MODEL_PAGE_SHIFT)
+/*
+ * The largest area, in pages (1 TiB: a 32 MiB bitmap). Images are untrusted:
+ * one 100-byte mm entry with a 128 TiB VMA would otherwise make the model
+ * allocate a 4 GiB bitmap. model_add refuses larger areas with -E2BIG.
+ */
+#define MODEL_MAX_AREA_PAGES	(1ull << 28)
 
 struct area;
 

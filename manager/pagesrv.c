@@ -362,17 +362,13 @@ static void conn_on_io(struct ev *ev, uint32_t events)
 }
 
 /*
- * Does C owe us something: its first request, the rest of one, reading an
- * answer, or hanging up after CLOSE? Between requests a lazy-pages client
- * may rightly be quiet for long (no fault); keepalive finds dead ones.
+ * Close connections with no progress either way for the idle timeout; look
+ * again soon while any are open. The clock restarts at every byte read or
+ * sent, so a client that asked, read its answer and went quiet is closed
+ * too: else a few such clients would hold every --max-clients slot for
+ * ever. A lazy-pages client quiet for longer than that (no fault, no fill)
+ * reconnects or is lost: --idle-timeout must exceed its longest pause.
  */
-static bool conn_owes(const struct psconn *c)
-{
-	return !c->stalled && (c->reqs == 0 || c->have || c->closing || c->out_off < c->out_len ||
-			       c->data_off < c->data_len);
-}
-
-/* Close connections that owed us something for the idle timeout; look again soon while any are open. */
 static void on_idle_timer(struct timer *tm)
 {
 	struct pagesrv *s = container_of(tm, struct pagesrv, idle_timer);
@@ -381,12 +377,14 @@ static void on_idle_timer(struct timer *tm)
 
 	for (c = s->conns; c; c = next) {
 		next = c->next;
-		if (conn_owes(c) && now - c->last >= s->idle_ns) {
+		if (!c->stalled && now - c->last >= s->idle_ns) {
 			char why[128];
 
 			snprintf(why, sizeof(why), "%s for %" PRIu64 " ms (--idle-timeout): closed",
 				 c->reqs == 0 ? "sent no request" : c->have ? "sent part of a request" :
-				 c->closing ? "did not hang up after CLOSE" : "did not read its answer",
+				 c->closing ? "did not hang up after CLOSE" :
+				 c->out_off < c->out_len || c->data_off < c->data_len ?
+					"did not read its answer" : "quiet since its last request",
 				 (now - c->last) / 1000000);
 			s->idle_closed++;
 			conn_close(c, why);
@@ -457,8 +455,7 @@ static void on_accept(struct ev *ev, uint32_t events)
 	struct pagesrv *s = container_of(ev, struct pagesrv, listen_ev);
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	char host[64] = "?", port[16] = "?";
-	struct psconn *c;
+	char host[64] = "?", port[16] = "?", name[80];
 	int fd;
 
 	(void)events;
@@ -480,26 +477,40 @@ static void on_accept(struct ev *ev, uint32_t events)
 	getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
 		    NI_NUMERICHOST | NI_NUMERICSERV);
 	conn_sockopts(fd);
-	c = calloc(1, sizeof(*c));
-	if (!c || loop_add(&s->loop, &c->ev, fd, EPOLLIN, conn_on_io) < 0) {
+	snprintf(name, sizeof(name), "client %s:%s", host, port);
+	if (pagesrv_adopt(s, fd, name) < 0) {
 		log_warn("page-server: cannot take a connection from %s:%s", host, port);
-		free(c);
 		close(fd);
 		return;
+	}
+	log_info("page-server: %s connected", name);
+	if (s->nr_open >= s->o.max_clients)
+		accept_pause(s, ACC_FULL, 0);
+}
+
+int pagesrv_adopt(struct pagesrv *s, int fd, const char *name)
+{
+	struct psconn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	if (loop_add(&s->loop, &c->ev, fd, EPOLLIN, conn_on_io) < 0) {
+		int e = errno;
+
+		free(c);
+		return -e;
 	}
 	c->s = s;
 	c->fd = fd;
 	c->last = now_ns();
-	snprintf(c->name, sizeof(c->name), "client %s:%s", host, port);
+	snprintf(c->name, sizeof(c->name), "%s", name);
 	c->next = s->conns;
 	s->conns = c;
 	s->nr_conns++;
 	s->nr_open++;
 	if (!s->idle_timer.armed)
 		timer_arm(&s->loop, &s->idle_timer, s->idle_ns / 4, on_idle_timer);
-	log_info("page-server: %s connected", c->name);
-	if (s->nr_open >= s->o.max_clients)
-		accept_pause(s, ACC_FULL, 0);
+	return 0;
 }
 
 static void on_signal(struct ev *ev, uint32_t events)
@@ -653,41 +664,82 @@ static int setup_signals(struct pagesrv *s)
 	return loop_add(&s->loop, &s->sig_ev, s->sig_fd, EPOLLIN, on_signal);
 }
 
+struct pagesrv *pagesrv_new(const struct pagesrv_opts *o)
+{
+	struct pagesrv *s = calloc(1, sizeof(*s));
+
+	if (!s) {
+		log_warnx("page-server: out of memory");
+		return NULL;
+	}
+	*s = (struct pagesrv){ .o = *o, .listen_fd = -1, .sig_fd = -1, .dirfd = -1 };
+	if (!s->o.max_clients)
+		s->o.max_clients = PAGESRV_MAX_CLIENTS;
+	s->idle_ns = (uint64_t)(s->o.idle_ms ? s->o.idle_ms : PAGESRV_IDLE_MS) * 1000000ull;
+	if (loop_init(&s->loop) < 0) {
+		log_warn("page-server: epoll_create1");
+		free(s);
+		return NULL;
+	}
+	if (load_tasks(s) < 0) {
+		pagesrv_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+int pagesrv_step(struct pagesrv *s, int max_ms)
+{
+	return loop_once(&s->loop, max_ms);
+}
+
+unsigned pagesrv_nr_open(const struct pagesrv *s)
+{
+	return s->nr_open;
+}
+
+void pagesrv_free(struct pagesrv *s)
+{
+	if (!s)
+		return;
+	s->loop.stop = true;
+	timer_cancel(&s->loop, &s->acc_retry);
+	timer_cancel(&s->loop, &s->idle_timer);
+	while (s->conns)
+		conn_close(s->conns, "the server is stopping");
+	loop_fini(&s->loop);
+	for (size_t i = 0; i < s->nr_tasks; i++)
+		img_task_free(&s->tasks[i], &s->cache);
+	free(s->tasks);
+	if (s->listen_fd >= 0)
+		close(s->listen_fd);
+	if (s->sig_fd >= 0)
+		close(s->sig_fd);
+	if (s->dirfd >= 0)
+		close(s->dirfd);
+	free(s);
+}
+
 int pagesrv_run(const struct pagesrv_opts *o)
 {
-	struct pagesrv s = { .o = *o, .listen_fd = -1, .sig_fd = -1, .dirfd = -1 };
+	struct pagesrv *s;
 	int status = 1;
+	unsigned fd_limit = raise_nofile();
 
-	if (!s.o.max_clients)
-		s.o.max_clients = PAGESRV_MAX_CLIENTS;
-	s.idle_ns = (uint64_t)(s.o.idle_ms ? s.o.idle_ms : PAGESRV_IDLE_MS) * 1000000ull;
-	s.fd_limit = raise_nofile();
-	if (loop_init(&s.loop) < 0)
-		fatal("epoll_create1");
-	if (setup_signals(&s) < 0) {
+	s = pagesrv_new(o);
+	if (!s)
+		return 1;
+	s->fd_limit = fd_limit;
+	if (setup_signals(s) < 0) {
 		log_warn("page-server: signals");
 		goto out;
 	}
-	if (load_tasks(&s) < 0 || listen_tcp(&s) < 0)
+	if (listen_tcp(s) < 0)
 		goto out;
-	status = loop_run(&s.loop) < 0;
+	status = loop_run(&s->loop) < 0;
 	log_info("page-server: stopping: %" PRIu64 " connections, %" PRIu64 " GETs answered, %" PRIu64 " pages sent, %" PRIu64 " requests refused, %" PRIu64 " idle connections closed",
-		 s.nr_conns, s.gets, s.pages, s.errors, s.idle_closed);
+		 s->nr_conns, s->gets, s->pages, s->errors, s->idle_closed);
 out:
-	s.loop.stop = true;
-	timer_cancel(&s.loop, &s.acc_retry);
-	timer_cancel(&s.loop, &s.idle_timer);
-	while (s.conns)
-		conn_close(s.conns, "the server is stopping");
-	loop_fini(&s.loop);
-	for (size_t i = 0; i < s.nr_tasks; i++)
-		img_task_free(&s.tasks[i], &s.cache);
-	free(s.tasks);
-	if (s.listen_fd >= 0)
-		close(s.listen_fd);
-	if (s.sig_fd >= 0)
-		close(s.sig_fd);
-	if (s.dirfd >= 0)
-		close(s.dirfd);
+	pagesrv_free(s);
 	return status;
 }

@@ -5,8 +5,9 @@
  * GET is answered with ADD_F and the data. Several clients, one after
  * another or at once, each a non-blocking connection in one event loop.
  * Out of fds or at --max-clients it stops accepting for a while instead of
- * spinning; a client that owes it a request or a read for --idle-timeout
- * is closed. No authentication: it warns when not bound to loopback.
+ * spinning; a client that makes no progress either way for --idle-timeout
+ * (no request, no read of its answer) is closed, whatever it did before.
+ * No authentication: it warns when not bound to loopback.
  */
 #ifndef UFFD_PAGESRV_H
 #define UFFD_PAGESRV_H
@@ -17,7 +18,7 @@
 /* Connections open at once (--max-clients); more wait in the listen backlog. */
 #define PAGESRV_MAX_CLIENTS	1024
 
-/* A connection that owes us a request, or stops reading an answer, this long is closed (--idle-timeout). */
+/* A connection quiet this long, in either direction, is closed (--idle-timeout). */
 #define PAGESRV_IDLE_MS		60000
 
 struct pagesrv_opts {
@@ -33,5 +34,19 @@ struct pagesrv_opts {
 
 /* Load the images, listen, serve until SIGTERM/SIGINT. Returns the exit status. */
 int pagesrv_run(const struct pagesrv_opts *o);
+
+/*
+ * The same in pieces, without a socket of its own or signals, for tests and
+ * fuzzers: load the images of O->imgdir (NULL after logging why), take a
+ * connected stream socket FD as a client named NAME (0 or -errno; the fd is
+ * the server's from then on), run one loop iteration of at most MAX_MS,
+ * count open connections, and free everything.
+ */
+struct pagesrv;
+struct pagesrv *pagesrv_new(const struct pagesrv_opts *o);
+int pagesrv_adopt(struct pagesrv *s, int fd, const char *name);
+int pagesrv_step(struct pagesrv *s, int max_ms);
+unsigned pagesrv_nr_open(const struct pagesrv *s);
+void pagesrv_free(struct pagesrv *s);
 
 #endif

@@ -528,7 +528,7 @@ void remote_close(struct daemon *d, bool done)
 	} else if (!r->lost) {
 		holder = hold_connection(r);
 		if (holder > 0)
-			log_warnx("remote: the restore did not finish: CLOSE not sent, so the source (criu dump --lazy-pages) is left frozen, waiting on this connection, now held by process %d (uffd-ps-hold). Retry the restore from the source's images, or end the holder (kill %d): the source then sees a reset, reports the transfer failed and resumes its tasks",
+			log_warnx("remote: the restore did not finish: CLOSE not sent, so the source (criu dump --lazy-pages) is left frozen, waiting on this connection, now held by process %d (uffd-ps-hold). End the holder (kill %d) to let the source resume: it then sees a reset, reports the transfer failed and resumes its tasks (its page server takes one connection, so another try needs a new dump)",
 				  (int)holder, (int)holder);
 		else
 			log_warnx("remote: the restore did not finish: CLOSE not sent; cannot keep the connection to the %s open (%s): resetting it, so that the source reports the transfer failed and resumes its tasks rather than ending them",

@@ -89,6 +89,7 @@ static int model_build(struct model *map, const struct img_task *task, uint32_t 
 {
 	const MmEntry *mm = task->mm;
 	const struct pagemap *pm = task->pm;
+	int ret;
 
 	if (!mm || !pm) {
 		snprintf(reason, len, "image %u has no memory images (a zombie?)", image_id);
@@ -110,9 +111,16 @@ static int model_build(struct model *map, const struct img_task *task, uint32_t 
 						 a, v->start, v->end, v->status);
 					return -EINVAL;
 				}
-				if (!lazy && model_add(map, v->start, v->end, v->start) < 0) {
-					snprintf(reason, len, "out of memory building the model");
-					return -ENOMEM;
+				if (!lazy && (ret = model_add(map, v->start, v->end, v->start)) < 0) {
+					if (ret == -E2BIG)
+						snprintf(reason, len,
+							 "lazy VMA 0x%" PRIx64 "-0x%" PRIx64 " has %" PRIu64 " pages, over the limit of %llu (1 TiB)",
+							 v->start, v->end, (v->end - v->start) / MODEL_PAGE_SIZE,
+							 (unsigned long long)MODEL_MAX_AREA_PAGES);
+					else
+						snprintf(reason, len, "cannot add the lazy VMA 0x%" PRIx64 "-0x%" PRIx64 " to the model: %s",
+							 v->start, v->end, strerror(-ret));
+					return ret;
 				}
 				lazy = true;
 				if (run.src == PM_NODATA && !remote) {

@@ -58,17 +58,68 @@ int img_errf(struct img_err *err, int code, const char *file, unsigned rec,
 	return -code;
 }
 
-/* Read the whole of FD into a fresh buffer, refusing files over the cap. */
-static int slurp(int fd, const char *name, uint8_t **bufp, size_t *lenp, struct img_err *err)
+/* What MODE is, for "X is a FIFO, not a regular file". */
+static const char *mode_name(mode_t mode)
 {
-	struct stat st;
+	switch (mode & S_IFMT) {
+	case S_IFDIR: return "directory";
+	case S_IFIFO: return "FIFO";
+	case S_IFLNK: return "symbolic link";
+	case S_IFSOCK: return "socket";
+	case S_IFCHR: return "character device";
+	case S_IFBLK: return "block device";
+	}
+	return "special file";
+}
+
+/* Refuse LABEL, of MODE: it is no regular file. */
+static int not_regular(struct img_err *err, const char *label, mode_t mode)
+{
+	if (err)
+		snprintf(err->msg, sizeof(err->msg), "%s is a %s, not a regular file", label,
+			 mode_name(mode));
+	return -EINVAL;
+}
+
+int img_open_regular(int dirfd, const char *name, const char *label, struct stat *st,
+		     struct img_err *err)
+{
+	struct stat ls;
+	int fd, e;
+
+	/*
+	 * O_NONBLOCK: opening a FIFO for reading would wait for a writer, and
+	 * stop the whole daemon with it. O_NOCTTY: a tty never becomes ours.
+	 */
+	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0) {
+		e = errno;
+		/* A symlink (ELOOP), a socket (ENXIO), ...: say what it is, not the errno. */
+		if (e != ENOENT && fstatat(dirfd, name, &ls, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    !S_ISREG(ls.st_mode))
+			return not_regular(err, label, ls.st_mode);
+		return img_errf(err, e, label, 0, "open: %s", strerror(e));
+	}
+	if (fstat(fd, st) < 0) {
+		e = errno;
+		close(fd);
+		return img_errf(err, e, label, 0, "stat: %s", strerror(e));
+	}
+	if (!S_ISREG(st->st_mode)) {
+		close(fd);
+		return not_regular(err, label, st->st_mode);
+	}
+	return fd;
+}
+
+/* Read the whole of FD (described by ST) into a fresh buffer, refusing files over the cap. */
+static int slurp(int fd, const struct stat *stp, const char *name, uint8_t **bufp, size_t *lenp,
+		 struct img_err *err)
+{
+	struct stat st = *stp;
 	uint8_t *buf;
 	size_t len = 0;
 
-	if (fstat(fd, &st) < 0)
-		return img_errf(err, errno, name, 0, "stat: %s", strerror(errno));
-	if (!S_ISREG(st.st_mode))
-		return img_errf(err, EINVAL, name, 0, "not a regular file");
 	if ((uint64_t)st.st_size > IMG_MAX_FILE)
 		return img_errf(err, EFBIG, name, 0, "%lld bytes, over the %u MiB limit",
 				(long long)st.st_size, IMG_MAX_FILE >> 20);
@@ -131,14 +182,15 @@ int img_open_as(struct img_reader *r, int dirfd, const char *name, const char *l
 		uint32_t magic, struct img_err *err)
 {
 	uint8_t *buf = NULL;
+	struct stat st;
 	size_t len = 0;
 	int fd, ret;
 
 	memset(r, 0, sizeof(*r));
-	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = img_open_regular(dirfd, name, label, &st, err);
 	if (fd < 0)
-		return img_errf(err, errno, label, 0, "open: %s", strerror(errno));
-	ret = slurp(fd, label, &buf, &len, err);
+		return fd;
+	ret = slurp(fd, &st, label, &buf, &len, err);
 	close(fd);
 	if (ret < 0)
 		return ret;

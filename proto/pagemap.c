@@ -143,10 +143,11 @@ static int open_pages(struct pagemap *pm, int dirfd, struct pages_cache *c, cons
 					(long long)st.st_size, pm->name);
 		return 0;
 	}
-	ret = pages_get(c, dirfd, file, &pm->pages, err);
+	ret = pages_get(c, dirfd, file, label, &pm->pages, err);
+	if (ret == -ENOENT)
+		return img_errf(err, EINVAL, label, 0, "needed by %s: missing", pm->name);
 	if (ret < 0)
-		return img_errf(err, ret == -ENOENT ? EINVAL : -ret, label, 0, "needed by %s: %s", pm->name,
-				ret == -ENOENT ? "missing" : strerror(-ret));
+		return ret;	/* ERR names the file and what is wrong with it */
 	if (pm->pages->size != want)
 		return img_errf(err, EINVAL, label, 0,
 				"%" PRIu64 " bytes, but %s has %" PRIu64 " present pages (%" PRIu64 " bytes)",

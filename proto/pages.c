@@ -11,27 +11,17 @@
 
 #include "pages.h"
 
-int pages_get(struct pages_cache *c, int dirfd, const char *name, struct pages_file **out,
-	      struct img_err *err)
+int pages_get(struct pages_cache *c, int dirfd, const char *name, const char *label,
+	      struct pages_file **out, struct img_err *err)
 {
 	struct pages_file *pf;
 	struct stat st;
 	void *base = NULL;
 	int fd;
 
-	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = img_open_regular(dirfd, name, label, &st, err);
 	if (fd < 0)
-		return img_errf(err, errno, name, 0, "open: %s", strerror(errno));
-	if (fstat(fd, &st) < 0) {
-		int e = errno;
-
-		close(fd);
-		return img_errf(err, e, name, 0, "stat: %s", strerror(e));
-	}
-	if (!S_ISREG(st.st_mode)) {
-		close(fd);
-		return img_errf(err, EINVAL, name, 0, "not a regular file");
-	}
+		return fd;
 	for (pf = c->head; pf; pf = pf->next) {
 		if (pf->dev == st.st_dev && pf->ino == st.st_ino && pf->size == (uint64_t)st.st_size) {
 			close(fd);
@@ -46,7 +36,7 @@ int pages_get(struct pages_cache *c, int dirfd, const char *name, struct pages_f
 			int e = errno;
 
 			close(fd);
-			return img_errf(err, e, name, 0, "mmap %lld bytes: %s",
+			return img_errf(err, e, label, 0, "mmap %lld bytes: %s",
 					(long long)st.st_size, strerror(e));
 		}
 	}
@@ -55,7 +45,7 @@ int pages_get(struct pages_cache *c, int dirfd, const char *name, struct pages_f
 	if (!pf) {
 		if (base)
 			munmap(base, st.st_size);
-		return img_errf(err, ENOMEM, name, 0, "out of memory");
+		return img_errf(err, ENOMEM, label, 0, "out of memory");
 	}
 	pf->dev = st.st_dev;
 	pf->ino = st.st_ino;

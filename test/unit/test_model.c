@@ -429,7 +429,7 @@ ParameterizedTest(struct rand_case *rc, vma, random_against_reference, .timeout 
  * and each -ENOMEM must leave the pages exactly as they were, and the areas
  * too (rolled back splits), unless an earlier best-effort merge went without.
  */
-Test(vma, enomem_leaves_model_intact, .timeout = 120)
+Test(model, enomem_leaves_model_intact, .timeout = 120)
 {
 	struct rng g = { 0xE40E40E4ull };
 	unsigned nomem = 0, worked = 0;
@@ -585,7 +585,7 @@ static void check_areas(const struct model *m, const struct ref_area *a, size_t 
 }
 
 /* 1000 random areas added in random order, found like a linear scan would; then half removed. */
-Test(vma, many_areas_against_brute_force)
+Test(model, many_areas_against_brute_force)
 {
 	static struct ref_area a[1000];
 	struct rng g = { 77 };
@@ -633,7 +633,7 @@ Test(vma, many_areas_against_brute_force)
 }
 
 /* Adding in address order is the worst case of an unbalanced tree; this one stays shallow. */
-Test(vma, sorted_inserts_stay_balanced)
+Test(model, sorted_inserts_stay_balanced)
 {
 	struct model m;
 
@@ -721,7 +721,7 @@ ParameterizedTest(struct cut *c, vma, split_at_any_page)
 }
 
 /* A chunk moved out and back becomes one area again, with the same bits and memory. */
-Test(vma, move_out_and_back_merges)
+Test(model, move_out_and_back_merges)
 {
 	struct model m;
 	struct ref r;
@@ -784,7 +784,7 @@ ParameterizedTest(struct shift *s, vma, remap_overlapping_itself)
 }
 
 /* A source that spans two areas and the gap between them, onto an area it partly replaces. */
-Test(vma, remap_across_areas_and_gap)
+Test(model, remap_across_areas_and_gap)
 {
 	struct model m;
 	struct ref r;
@@ -823,7 +823,7 @@ Test(vma, remap_across_areas_and_gap)
 }
 
 /* MREMAP_FIXED swap of two areas through a temporary address. */
-Test(vma, swap_two_areas_via_temp)
+Test(model, swap_two_areas_via_temp)
 {
 	struct model m;
 	struct ref r;
@@ -864,7 +864,7 @@ Test(vma, swap_two_areas_via_temp)
 }
 
 /* Clear and unmap over several areas and the gaps between them. */
-Test(vma, clear_and_unmap_across_areas)
+Test(model, clear_and_unmap_across_areas)
 {
 	struct model m;
 	struct ref r;
@@ -902,7 +902,7 @@ Test(vma, clear_and_unmap_across_areas)
 }
 
 /* A fork's copy changes alone; the parent's model keeps its pages. */
-Test(vma, clone_is_independent)
+Test(model, clone_is_independent)
 {
 	struct model m, c;
 	struct ref r, rc;
@@ -937,7 +937,7 @@ Test(vma, clone_is_independent)
 }
 
 /* One bit per page: a 1 GiB area costs 32 KiB and a node, also after a split. */
-Test(vma, one_gib_costs_32_kib)
+Test(model, one_gib_costs_32_kib)
 {
 	uint64_t base = 0x7e0000000000ull, gib = 1ull << 30, pages = gib / P, addr;
 	struct model m;
@@ -976,7 +976,7 @@ Test(vma, one_gib_costs_32_kib)
 }
 
 /* Bits keep their places through splits and moves of an area of a million pages. */
-Test(vma, large_area_shifts_word_at_a_time, .timeout = 60)
+Test(model, large_area_shifts_word_at_a_time, .timeout = 60)
 {
 	uint64_t n = 1ull << 20, base = 0x100000000ull;
 	static bool want[1ull << 20];
@@ -1065,7 +1065,7 @@ ParameterizedTest(struct run_case *c, vma, run_lengths)
 }
 
 /* Runs of an area with nothing missing, and with everything missing. */
-Test(vma, run_lengths_of_uniform_areas)
+Test(model, run_lengths_of_uniform_areas)
 {
 	struct model m;
 	struct area *v;
@@ -1089,7 +1089,7 @@ Test(vma, run_lengths_of_uniform_areas)
 }
 
 /* first/find/next at the edges of areas and of the address space. */
-Test(vma, lookups_at_edges)
+Test(model, lookups_at_edges)
 {
 	struct model m;
 	struct area *a, *b;
@@ -1166,7 +1166,7 @@ ParameterizedTest(struct bad_remap *b, vma, remap_rejects_bad_ranges)
 	model_free(&m);
 }
 
-Test(vma, unmap_rejects_bad_ranges)
+Test(model, unmap_rejects_bad_ranges)
 {
 	struct model m;
 
@@ -1180,5 +1180,24 @@ Test(vma, unmap_rejects_bad_ranges)
 	cr_assert_eq(model_unmap(&m, 0, UINT64_MAX & ~(P - 1)), 0);
 	cr_assert_eq(m.nr_pages, 0);
 	cr_assert_eq(m.nr_areas, 0);
+	model_free(&m);
+}
+
+/*
+ * An area is capped (1 TiB): images are untrusted, and a 128 TiB VMA with
+ * one lazy page made the model calloc a 4 GiB bitmap (found by fuzz-images).
+ */
+Test(model, huge_area_refused)
+{
+	struct model m;
+	uint64_t tib = MODEL_MAX_AREA_PAGES * MODEL_PAGE_SIZE;
+
+	model_init(&m);
+	cr_expect_eq(model_add(&m, 0x10000000000ull, 0x10000000000ull + 128 * tib, 0x10000000000ull),
+		     -E2BIG);
+	cr_expect_eq(model_add(&m, 0, tib + MODEL_PAGE_SIZE, 0), -E2BIG);
+	cr_expect_eq(m.nr_areas, 0);
+	cr_expect_eq(model_add(&m, 0, tib, 0), 0, "1 TiB is allowed");
+	cr_expect_eq(model_mem_bytes(&m) >= tib / MODEL_PAGE_SIZE / 8, true);
 	model_free(&m);
 }
