@@ -60,6 +60,7 @@ struct daemon_opts {
 	bool no_keeper;			/* no keeper process holding copies of the uffds */
 	bool status_socket;		/* CRIU mode: listen on socket_path too (status) */
 	unsigned ps_timeout_ms;		/* remote mode: an answer is due within this; 0: default */
+	unsigned ps_keepalive_ms;	/* remote mode: ask for a page when quiet this long; 0: never */
 };
 
 struct daemon_totals {

@@ -93,7 +93,7 @@ static void usage_criu(FILE *out)
 	fputs("usage: uffd-manager criu -D IMGDIR [-W WORKDIR] [--daemon] [--pidfile FILE]\n"
 	      "                         [--status-fd N] [-o LOG] [-v] [TUNING]\n"
 	      "                         [--page-server --address A --port P\n"
-	      "                          [--page-server-timeout MS]]\n"
+	      "                          [--page-server-timeout MS] [--page-server-keepalive MS]]\n"
 	      "\n"
 	      "Serve the lazy pages of `criu restore --lazy-pages` from the images in IMGDIR,\n"
 	      "in place of `criu lazy-pages`. Exits 0 once every lazy page of every task is\n"
@@ -116,6 +116,10 @@ static void usage_criu(FILE *out)
 	      "                             (default 10000); else the connection counts as\n"
 	      "                             lost: processes still missing pages are killed,\n"
 	      "                             named in the log, and the exit status is 1\n"
+	      "      --page-server-keepalive MS\n"
+	      "                             when nothing was asked for MS (default 20000),\n"
+	      "                             ask for one missing page, so that a page server\n"
+	      "                             that closes quiet clients keeps us; 0: never\n"
 	      "  -o, --log-file LOG         append the log to LOG (default: stderr; with\n"
 	      "                             --daemon and no -o, syslog)\n"
 	      "  -v, --verbose              debug log (-v4 and up too, as criu takes it)\n"
@@ -388,7 +392,7 @@ static void opt_verbose(struct daemon *d, const char *arg)
 static int cmd_criu(struct daemon *d, int argc, char **argv)
 {
 	enum { O_DAEMON = 256, O_PIDFILE, O_STATUS_FD, O_FILL_CHUNK, O_NO_FILL, O_NO_PROCCONN,
-	       O_PAGE_SERVER, O_ADDRESS, O_PORT, O_PS_TIMEOUT, O_NO_KEEPER };
+	       O_PAGE_SERVER, O_ADDRESS, O_PORT, O_PS_TIMEOUT, O_PS_KEEPALIVE, O_NO_KEEPER };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' },
 		{ "work-dir", required_argument, NULL, 'W' },
@@ -407,6 +411,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		{ "address", required_argument, NULL, O_ADDRESS },
 		{ "port", required_argument, NULL, O_PORT },
 		{ "page-server-timeout", required_argument, NULL, O_PS_TIMEOUT },
+		{ "page-server-keepalive", required_argument, NULL, O_PS_KEEPALIVE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -458,6 +463,14 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 			d->o.ps_timeout_ms = (unsigned)v;
 			ps_timeout = true;
 			break;
+		case O_PS_KEEPALIVE:
+			if (parse_size(optarg, &v) < 0 || v > 86400000) {
+				fprintf(stderr, "uffd-manager criu: --page-server-keepalive %s: want 0 to 86400000 ms\n", optarg);
+				return 2;
+			}
+			d->o.ps_keepalive_ms = (unsigned)v;
+			ps_timeout = true;
+			break;
 		case 'h':
 			usage_criu(stdout);
 			return 0;
@@ -482,7 +495,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		return 2;
 	}
 	if (ps_timeout && !remote) {
-		fputs("uffd-manager criu: --page-server-timeout goes with --page-server\n", stderr);
+		fputs("uffd-manager criu: --page-server-timeout and --page-server-keepalive go with --page-server\n", stderr);
 		return 2;
 	}
 	co.ps_addr = addr;
@@ -688,6 +701,7 @@ int main(int argc, char **argv)
 	d.o.max_clients = DEFAULT_MAX_CLIENTS;
 	d.o.handshake_ms = DEFAULT_HANDSHAKE_MS;
 	d.o.ps_timeout_ms = REMOTE_TIMEOUT_MS;
+	d.o.ps_keepalive_ms = REMOTE_KEEPALIVE_MS;
 	if (handover_default_socket(defpath, sizeof(defpath)) == 0)
 		d.o.socket_path = defpath;
 

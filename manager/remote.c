@@ -46,6 +46,8 @@ struct remote {
 	uint64_t timeout_ns;		/* --page-server-timeout */
 	uint64_t t_answer;		/* when the last answer was complete */
 	struct timer deadline;		/* on the oldest request in flight */
+	struct timer keepalive;		/* asks for something when quiet (remote_ops.idle) */
+	uint64_t t_request;		/* when the last request was queued */
 	struct remote_stats st;
 };
 
@@ -157,6 +159,21 @@ int remote_open(struct daemon *d, const char *addr, const char *port,
 	return 0;
 }
 
+/* Every REMOTE_KEEPALIVE_MS: a connection quiet that long asks for something. */
+static void remote_on_keepalive(struct timer *tm)
+{
+	struct remote *r = container_of(tm, struct remote, keepalive);
+	uint64_t every = (uint64_t)r->d->o.ps_keepalive_ms * 1000000ull;
+
+	if (r->lost)
+		return;
+	if (now_ns() - r->t_request >= every && !r->q.nr_fly && !r->q.nr_pend && r->ops->idle) {
+		r->ops->idle(r->d);
+		remote_pump(r->d);
+	}
+	timer_arm(&r->d->loop, &r->keepalive, every / 2, remote_on_keepalive);
+}
+
 int remote_attach(struct daemon *d)
 {
 	struct remote *r = d->remote;
@@ -164,6 +181,10 @@ int remote_attach(struct daemon *d)
 	if (loop_add(&d->loop, &r->ev, r->fd, EPOLLIN, remote_on_io) < 0)
 		return -errno;
 	d->fds_in_use++;
+	r->t_request = now_ns();
+	if (d->o.ps_keepalive_ms)
+		timer_arm(&d->loop, &r->keepalive, (uint64_t)d->o.ps_keepalive_ms * 500000ull,
+			  remote_on_keepalive);
 	return 0;
 }
 
@@ -186,6 +207,7 @@ static void remote_lost(struct remote *r, const char *fmt, ...)
 	va_end(ap);
 	r->lost = true;
 	timer_cancel(&r->d->loop, &r->deadline);
+	timer_cancel(&r->d->loop, &r->keepalive);
 	loop_del(&r->d->loop, &r->ev);
 	close(r->fd);
 	r->fd = -1;
@@ -212,6 +234,7 @@ int remote_request(struct remote *r, uint64_t owner, uint32_t pid, uint64_t addr
 		return -ENOMEM;
 	*q = (struct rreq){ .target_id = owner, .addr = addr, .img = img, .nr = nr,
 			    .pid = pid, .urgent = urgent, .t0 = now_ns() };
+	r->t_request = q->t0;
 	rq_add(&r->q, q);
 	r->st.requests++;
 	r->st.urgent += urgent;
@@ -539,6 +562,7 @@ void remote_close(struct daemon *d, bool done)
 		 r->st.requests - r->st.urgent, r->st.promoted, r->st.short_answers, r->st.max_fly,
 		 r->st.answered_urgent ? r->st.urgent_ns / 1e3 / r->st.answered_urgent : 0.0);
 	timer_cancel(&d->loop, &r->deadline);
+	timer_cancel(&d->loop, &r->keepalive);
 	if (!r->lost) {
 		loop_del(&d->loop, &r->ev);
 		close(r->fd);

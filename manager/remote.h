@@ -53,7 +53,16 @@ struct remote_ops {
 		       uint8_t *buf, uint64_t len);
 	/* The connection is gone for good (WHY): nothing more will come. */
 	void (*lost)(struct daemon *d, const char *why);
+	/*
+	 * Nothing was asked for --page-server-keepalive: ask for something small
+	 * (a page server may close a connection quiet for long, as ours does
+	 * after --idle-timeout), or nothing if all is served.
+	 */
+	void (*idle)(struct daemon *d);
 };
+
+/* The default of --page-server-keepalive (remote_ops.idle). */
+#define REMOTE_KEEPALIVE_MS	20000
 
 /*
  * Connect to the page server at ADDR:PORT (a blocking connect, with a

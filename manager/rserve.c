@@ -245,7 +245,26 @@ static void on_lost(struct daemon *d, const char *why)
 	}
 }
 
-const struct remote_ops rserve_ops = { .answer = on_answer, .lost = on_lost };
+/*
+ * The connection has been quiet for a while (--no-fill, or a process that
+ * faults rarely): ask for one missing page, so that a page server that
+ * closes quiet clients keeps this one. Nothing missing: nothing to keep.
+ */
+static void on_idle(struct daemon *d)
+{
+	for (struct target *t = d->targets; t; t = t->next) {
+		uint64_t a;
+
+		if (t->dead || !t->remote || t->held || !model_next_missing(&t->map, 0, &a))
+			continue;
+		log_debug("%s keep-alive: asking for 0x%" PRIx64, t->pfx, a);
+		remote_request(d->remote, t->id, t->image_id, a,
+			       area_img_addr(model_find(&t->map, a), a), 1, false);
+		return;
+	}
+}
+
+const struct remote_ops rserve_ops = { .answer = on_answer, .lost = on_lost, .idle = on_idle };
 
 /* Place the answers held for T in order; false if one must wait for a drain again. */
 static bool place_all_held(struct target *t)

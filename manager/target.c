@@ -115,7 +115,7 @@ static int model_build(struct model *map, const struct img_task *task, uint32_t 
 					if (ret == -E2BIG)
 						snprintf(reason, len,
 							 "lazy VMA 0x%" PRIx64 "-0x%" PRIx64 " has %" PRIu64 " pages, over the limit of %llu (1 TiB)",
-							 v->start, v->end, (v->end - v->start) / MODEL_PAGE_SIZE,
+							 v->start, v->end, (uint64_t)((v->end - v->start) / MODEL_PAGE_SIZE),
 							 (unsigned long long)MODEL_MAX_AREA_PAGES);
 					else
 						snprintf(reason, len, "cannot add the lazy VMA 0x%" PRIx64 "-0x%" PRIx64 " to the model: %s",

@@ -172,6 +172,48 @@ Test(criu_remote, fork_and_mremap_after_rstf, .init = setup, .fini = teardown, .
 	run.passed = true;
 }
 
+/*
+ * Our page server closes a client quiet for --idle-timeout. A remote daemon
+ * that fills nothing (--no-fill) while its task does not touch its memory
+ * is such a client: its keep-alive asks for a page when quiet, so the
+ * connection lives and the task, reading two seconds later, gets every
+ * byte. With the keep-alive off, the same run loses its connection.
+ */
+static void quiet_run(const char *keepalive, bool want_ok)
+{
+	const char *ps[] = { "--idle-timeout", "600", NULL };
+	const char *args[] = { "--no-fill", "--page-server-keepalive", keepalive, NULL };
+	const char *sim[] = { "--read-delay", "2000", NULL };
+	int st;
+
+	need_root();
+	start_remote(SINGLE, ps, args);
+	st = tc_sim_run(&run, SINGLE, sim, SIM_MS);
+	if (want_ok) {
+		cr_assert_eq(st, 0, "a task failed; see %s", run.simout);
+		cr_assert_eq(tc_daemon_exit_code(&run, EXIT_MS), 0, "log in %s", run.log);
+		cr_expect(tc_file_has(run.log, "keep-alive: asking for"), "log in %s", run.log);
+		cr_expect(!tc_file_has(run.ps_log, "quiet since"), "log in %s", run.ps_log);
+	} else {
+		cr_assert_neq(st, 0, "the task ran without its pages? see %s", run.simout);
+		cr_assert_eq(tc_daemon_exit_code(&run, EXIT_MS), 1, "log in %s", run.log);
+		cr_expect(tc_file_has(run.log, "remote: lost the page server"), "log in %s", run.log);
+	}
+	run.passed = true;
+}
+
+Test(criu_remote, keepalive_holds_a_quiet_connection, .init = setup, .fini = teardown,
+     .timeout = 90)
+{
+	quiet_run("150", true);
+}
+
+Test(criu_remote, without_keepalive_a_quiet_connection_is_closed, .init = setup,
+     .fini = teardown, .timeout = 90)
+{
+	quiet_run("0", false);
+}
+
 /* `uffd-manager status --json` against the daemon's --socket SOCK. */
 static void status_json(const char *sock, char *out, size_t len)
 {
