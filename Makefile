@@ -35,7 +35,7 @@ PB_C	:= $(PROTOS:proto/%.proto=$(BUILD)/proto/%.pb-c.c)
 PB_H	:= $(PB_C:.c=.h)
 PB_O	:= $(PB_C:.c=.o)
 
-COMMON_O  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard proto/*.c)) $(PB_O)
+COMMON_O  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard proto/*.c runtime/*.c)) $(PB_O)
 MANAGER_O := $(patsubst %.c,$(BUILD)/%.o,$(filter-out manager/main.c,$(wildcard manager/*.c)))
 INJECT_O  := $(patsubst %.c,$(BUILD)/%.o,$(filter-out inject/main.c,$(wildcard inject/*.c)))
 UNIT_O	  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard test/unit/*.c))

@@ -51,6 +51,7 @@
 #include "lazy.h"
 #include "manager.pb-c.h"
 #include "pagemap.h"
+#include "procfs.h"
 #include "ptrace.h"
 #include "wire.h"
 
@@ -160,25 +161,14 @@ static int check_manager(struct lz *z)
 	return lfail(z, e, "no manager at %s: %s", z->o->socket, strerror(e));
 }
 
-/* Parse "Name:   N kB" out of /proc/PID/status. Returns bytes, or 0. */
+/* "Name:   N kB" of /proc/PID/status, in bytes; 0 when absent. */
 static uint64_t status_bytes(pid_t pid, const char *name)
 {
-	char path[64], line[256];
-	size_t k = strlen(name);
-	uint64_t v = 0;
-	FILE *f;
+	char path[64];
+	long long kb;
 
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, name, k) && line[k] == ':') {
-			v = strtoull(line + k + 1, NULL, 10) * 1024;
-			break;
-		}
-	fclose(f);
-	return v;
+	return procfs_field_num(path, name, &kb) == 0 && kb > 0 ? (uint64_t)kb * 1024 : 0;
 }
 
 /* Run a syscall in the target; an injection failure becomes a message. */
@@ -196,23 +186,11 @@ static int tsys(struct lz *z, long *ret, const char *what, long nr, long a1, lon
 /* The features a userfaultfd has enabled, from the fdinfo of PID's fd FD; 0 if unknown. */
 static uint64_t uffd_fd_features(pid_t pid, int fd)
 {
-	char path[64], line[128];
-	uint64_t v = 0;
-	FILE *f;
+	char path[64];
+	uint64_t raw;
 
 	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)pid, fd);
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	/* "API:\t<api>:<features>:<ioctls>", in hex */
-	while (fgets(line, sizeof(line), f)) {
-		char *c = strchr(line, ':');
-
-		if (!strncmp(line, "API:", 4) && c && (c = strchr(c + 1, ':')))
-			v = strtoull(c + 1, NULL, 16);
-	}
-	fclose(f);
-	return v & ~(1ull << 31);	/* UFFD_FEATURE_INITIALIZED, internal */
+	return procfs_uffd_api(path, &raw) == 0 ? raw & ~PROCFS_UFFD_INITIALIZED : 0;
 }
 
 /*

@@ -46,6 +46,7 @@
 
 #include "arch.h"
 #include "log.h"
+#include "procfs.h"
 #include "ptrace.h"
 #include "ptrace_stop.h"
 
@@ -104,10 +105,11 @@ static const char *status_text(pid_t pid, pid_t tid, const char *name, char *buf
 /* A decimal field of the status file, or -1. */
 long long pt_status_field(pid_t pid, pid_t tid, const char *name)
 {
-	char buf[4096];
-	const char *v = status_text(pid, tid, name, buf, sizeof(buf));
+	char path[80];
+	long long v;
 
-	return v ? strtoll(v, NULL, 10) : -1;
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
+	return procfs_field_num(path, name, &v) == 0 ? v : -1;
 }
 
 /* A signal mask field of the status file (bit N-1 for signal N); false when unreadable. */

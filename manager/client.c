@@ -14,7 +14,7 @@
 #include "client.h"
 #include "log.h"
 #include "manager.pb-c.h"
-#include "procinfo.h"
+#include "procfs.h"
 #include "sender.h"
 #include "serve.h"
 #include "target.h"
@@ -49,7 +49,7 @@ static int proc_uids(pid_t pid, uid_t *ruid, uid_t *euid)
 	int ret;
 
 	snprintf(path, sizeof(path), "/proc/%d/status", pid);
-	ret = procinfo_field(path, "Uid", val, sizeof(val));
+	ret = procfs_field(path, "Uid", val, sizeof(val));
 	if (ret < 0)
 		return ret == -ENOENT ? -EINVAL : ret;
 	if (sscanf(val, "%u %u", &r, &e) != 2)

@@ -16,7 +16,7 @@
 
 #include "criuconn.h"
 #include "log.h"
-#include "procinfo.h"
+#include "procfs.h"
 #include "remote.h"
 #include "rserve.h"
 #include "serve.h"
@@ -24,7 +24,6 @@
 #include "uffd.h"
 
 #define CRIU_MAX_FDS	8	/* fds taken from one message, so that extras can be closed */
-#define UFFD_INITIALIZED (1ull << 31)	/* the kernel's "through UFFDIO_API" mark in fdinfo */
 
 static void criu_on_conn(struct ev *ev, uint32_t events);
 
@@ -94,22 +93,6 @@ static void fd_kind(int fd, char *buf, size_t len)
 		buf[n] = 0;
 }
 
-/* The raw features word of a uffd's fdinfo (with the kernel's initialized mark). */
-static int uffd_raw_features(int uffd, uint64_t *raw)
-{
-	char path[64], val[128];
-	unsigned long long api, feat;
-	int ret;
-
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", uffd);
-	ret = procinfo_field(path, "API", val, sizeof(val));
-	if (ret < 0)
-		return ret;
-	if (sscanf(val, "%llx:%llx:", &api, &feat) != 2)
-		return -EINVAL;
-	*raw = feat;
-	return 0;
-}
 
 /* Log the features of a task's uffd; warn about the events it will not report. */
 static void log_features(const struct criu_task *t, int uffd, uint64_t feat)
@@ -170,21 +153,23 @@ static int record_sender(struct criu *c, struct criu_task *t, struct sender *fd_
 static int task_serve(struct criu *c, struct criu_task *t, int uffd, struct sender *fd_from)
 {
 	char kind[128], reason[512] = "";
+	char fdinfo[64];
 	uint64_t raw;
 	struct target *tg;
 	int pidfd;
 	pid_t host;
 
 	fd_kind(uffd, kind, sizeof(kind));
-	if (strcmp(kind, "anon_inode:[userfaultfd]") || uffd_raw_features(uffd, &raw) < 0) {
+	snprintf(fdinfo, sizeof(fdinfo), "/proc/self/fdinfo/%d", uffd);
+	if (strcmp(kind, "anon_inode:[userfaultfd]") || procfs_uffd_api(fdinfo, &raw) < 0) {
 		criu_broke(c, "pid %d: the fd it sent is not a userfaultfd (%s)", t->pid, kind);
 		return -1;
 	}
-	if (!(raw & UFFD_INITIALIZED)) {
+	if (!(raw & PROCFS_UFFD_INITIALIZED)) {
 		criu_broke(c, "pid %d: its userfaultfd has not been through UFFDIO_API", t->pid);
 		return -1;
 	}
-	log_features(t, uffd, raw & ~UFFD_INITIALIZED);
+	log_features(t, uffd, raw & ~PROCFS_UFFD_INITIALIZED);
 	if (!t->img || !t->img->task.pm) {
 		criu_broke(c, "pid %d: the images hold no memory for it (no mm-%d.img, pagemap-%d.img): a zombie cannot send a uffd",
 			      t->pid, t->pid, t->pid);

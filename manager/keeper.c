@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "keeper.h"
+#include "procfs.h"
 #include "log.h"
 
 enum { KP_HOLD = 1, KP_PID, KP_DROP };
@@ -144,18 +145,11 @@ static void keeper_learn(struct kstate *s, size_t i)
 			s->e[s->n++] = (struct kentry){ 0, (int)m[k].arg.fork.ufd, -1 };
 		} else if (m[k].event == UFFD_EVENT_PAGEFAULT && s->e[i].pidfd < 0 &&
 			   m[k].arg.pagefault.feat.ptid) {
-			char path[64], line[128];
-			FILE *f;
-			long tgid = 0;
+			char path[64];
+			long long tgid = 0;
 
 			snprintf(path, sizeof(path), "/proc/%u/status", m[k].arg.pagefault.feat.ptid);
-			f = fopen(path, "re");
-			while (f && fgets(line, sizeof(line), f))
-				if (!strncmp(line, "Tgid:", 5))
-					tgid = strtol(line + 5, NULL, 10);
-			if (f)
-				fclose(f);
-			if (tgid > 0)
+			if (procfs_field_num(path, "Tgid", &tgid) == 0 && tgid > 0)
 				s->e[i].pidfd = (int)syscall(SYS_pidfd_open, (pid_t)tgid, 0);
 		}
 	}

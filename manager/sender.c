@@ -7,14 +7,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "procinfo.h"
+#include "procfs.h"
 #include "sender.h"
 
 /* A pid read from a /proc file line: >0, -ESRCH for -1 or 0 (gone, or not in our namespace). */
 static int read_pid(const char *path, const char *key, pid_t *pid)
 {
 	char val[128];
-	int ret = procinfo_field(path, key, val, sizeof(val));
+	int ret = procfs_field(path, key, val, sizeof(val));
 
 	if (ret < 0)
 		return ret;
@@ -130,7 +130,7 @@ pid_t sender_inner_pid(pid_t pid)
 	int ret;
 
 	snprintf(path, sizeof(path), "/proc/%d/status", pid);
-	ret = procinfo_field(path, "NSpid", val, sizeof(val));
+	ret = procfs_field(path, "NSpid", val, sizeof(val));
 	if (ret < 0)
 		return ret;
 	last = strrchr(val, '\t');
@@ -165,7 +165,7 @@ static int pidfd_from_cred(const struct sender *s, int *pidfd, pid_t *pid, char 
 	 */
 	ret = sender_check_process(fd, pid, why, len);
 	snprintf(path, sizeof(path), "/proc/%d/status", *pid);
-	if (ret == 0 && (procinfo_field(path, "Uid", val, sizeof(val)) < 0 ||
+	if (ret == 0 && (procfs_field(path, "Uid", val, sizeof(val)) < 0 ||
 			 sscanf(val, "%u", &ruid) != 1 || ruid != s->cred.uid)) {
 		snprintf(why, len, "pid %d is no longer the process that sent the message", *pid);
 		ret = -ESRCH;

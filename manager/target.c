@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "procinfo.h"
+#include "procfs.h"
 #include "serve.h"
 #include "target.h"
 #include "uffd.h"
@@ -268,10 +268,10 @@ static void target_set_pid_from_tid(struct target *t, pid_t tid)
 	if (!t->parent_pid || !in_our_pidns(t->parent_pid))
 		return;
 	snprintf(path, sizeof(path), "/proc/%d/status", tid);
-	if (procinfo_field(path, "Tgid", val, sizeof(val)) < 0 || (pid = atoi(val)) <= 0)
+	if (procfs_field(path, "Tgid", val, sizeof(val)) < 0 || (pid = atoi(val)) <= 0)
 		return;
 	snprintf(path, sizeof(path), "/proc/%d/status", pid);
-	if (procinfo_field(path, "PPid", val, sizeof(val)) < 0 || atoi(val) != t->parent_pid) {
+	if (procfs_field(path, "PPid", val, sizeof(val)) < 0 || atoi(val) != t->parent_pid) {
 		log_debug("%s thread id %d of a fault does not name a child of %d here: not used",
 			  t->pfx, tid, t->parent_pid);
 		return;

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#include "procinfo.h"
+#include "procfs.h"
 #include "uffd.h"
 
 struct uffd_result uffd_classify(int ret, int64_t out, uint64_t len)
@@ -110,18 +110,15 @@ int uffd_unregister(int uffd, uint64_t start, uint64_t len)
 
 int uffd_features(int uffd, uint64_t *features)
 {
-	char path[64], val[128];
-	unsigned long long api, feat;
+	char path[64];
+	uint64_t raw;
 	int ret;
 
-	/* The kernel prints "API:\t<api>:<features>:<ioctls>" for a userfaultfd. */
 	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", uffd);
-	ret = procinfo_field(path, "API", val, sizeof(val));
+	ret = procfs_uffd_api(path, &raw);
 	if (ret < 0)
-		return ret == -ENOENT ? -EINVAL : ret;
-	if (sscanf(val, "%llx:%llx:", &api, &feat) != 2)
-		return -EINVAL;
+		return ret;
 	/* Bit 31 is the kernel's private "initialized" mark, not a feature. */
-	*features = feat & ~(1ull << 31);
+	*features = raw & ~PROCFS_UFFD_INITIALIZED;
 	return 0;
 }

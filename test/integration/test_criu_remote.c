@@ -349,7 +349,7 @@ Test(criu_remote, timeout_needs_page_server, .init = setup, .fini = teardown, .t
 
 	cr_assert_not(tc_daemon_start(&run, SINGLE, a));
 	cr_expect_eq(tc_daemon_exit_code(&run, EXIT_MS), 2);
-	cr_expect(tc_file_has(run.err, "--page-server-timeout goes with --page-server"), "%s",
+	cr_expect(tc_file_has(run.err, "--page-server-timeout and --page-server-keepalive go with --page-server"), "%s",
 		  run.err);
 	cr_assert_not(tc_daemon_start(&run, SINGLE, b));
 	cr_expect_eq(tc_daemon_exit_code(&run, EXIT_MS), 2);

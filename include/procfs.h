@@ -1,15 +1,38 @@
 /*
- * What /proc says about a process: its memory areas (maps, smaps VmFlags),
- * the address-space fields of stat, the saved auxv and the thread list.
- * Every reader returns 0 or -errno and fills WHY (naming the pid and the
- * file) on failure.
+ * The one reader of /proc, for the daemon, uffd-inject and the tests: the
+ * "Key:\tvalue" lines of status and fdinfo files (a userfaultfd's API
+ * line among them), a process's memory areas (maps, smaps VmFlags), the
+ * address-space fields of stat, the saved auxv and the thread list. The
+ * process readers return 0 or -errno and fill WHY (naming the pid and the
+ * file) on failure. Knows nothing of what the callers do with it.
  */
-#ifndef UFFD_INJECT_PROCFS_H
-#define UFFD_INJECT_PROCFS_H
+#ifndef UFFD_PROCFS_H
+#define UFFD_PROCFS_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+/*
+ * Find the line of PATH that starts with KEY followed by ':' and copy what
+ * follows the colon and blanks into VAL. Returns 0, -ENOENT if no such line,
+ * or -errno if PATH cannot be read.
+ */
+int procfs_field(const char *path, const char *key, char *val, size_t len);
+
+/* The same, as a decimal number (the first one of the value: "N kB" gives N). */
+int procfs_field_num(const char *path, const char *key, long long *val);
+
+/*
+ * The features word of the userfaultfd whose fdinfo is PATH, from its
+ * "API:\t<api>:<features>:<ioctls>" line, with the kernel's private
+ * "initialized" mark (bit 31) kept in *RAW. Returns 0, -EINVAL if PATH is
+ * not a userfaultfd's fdinfo, or -errno.
+ */
+int procfs_uffd_api(const char *path, uint64_t *raw);
+
+/* The kernel's "through UFFDIO_API" mark in a userfaultfd's features word. */
+#define PROCFS_UFFD_INITIALIZED	(1ull << 31)
 
 /* smaps VmFlags codes we act on; others are kept only in the text. */
 #define PFV_SH	(1u << 0)	/* sh: shared */

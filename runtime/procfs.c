@@ -1,9 +1,10 @@
-/* Read the memory layout, stat fields, auxv and threads of a process from /proc. */
+/* The one /proc reader: key-value lines, areas, stat, auxv, threads (procfs.h). */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,57 @@
 
 /* smaps of a process at the default vm.max_map_count is about 70 MiB. */
 #define PROCFS_MAX_FILE	(512u << 20)
+
+int procfs_field(const char *path, const char *key, char *val, size_t len)
+{
+	size_t klen = strlen(key);
+	char line[512];
+	FILE *f = fopen(path, "re");
+	int ret = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char *v;
+
+		if (strncmp(line, key, klen) || line[klen] != ':')
+			continue;
+		v = line + klen + 1;
+		v += strspn(v, " \t");
+		v[strcspn(v, "\n")] = 0;
+		snprintf(val, len, "%s", v);
+		ret = 0;
+		break;
+	}
+	fclose(f);
+	return ret;
+}
+
+int procfs_field_num(const char *path, const char *key, long long *val)
+{
+	char buf[128], *end;
+	int ret = procfs_field(path, key, buf, sizeof(buf));
+
+	if (ret < 0)
+		return ret;
+	errno = 0;
+	*val = strtoll(buf, &end, 10);
+	return end == buf || errno ? -EINVAL : 0;
+}
+
+int procfs_uffd_api(const char *path, uint64_t *raw)
+{
+	unsigned long long api, feat;
+	char val[128];
+	int ret = procfs_field(path, "API", val, sizeof(val));
+
+	if (ret < 0)
+		return ret == -ENOENT ? -EINVAL : ret;
+	if (sscanf(val, "%llx:%llx:", &api, &feat) != 2)
+		return -EINVAL;
+	*raw = feat;
+	return 0;
+}
 
 /* Format WHY and return -CODE. */
 static int fail(char *why, size_t len, int code, const char *fmt, ...)
