@@ -47,6 +47,7 @@
 
 #include "arch.h"
 #include "log.h"
+#include "procfs.h"
 #include "ptrace.h"
 #include "ptrace_stop.h"
 
@@ -184,20 +185,19 @@ static int find_syscall_insn(struct pt *p)
 		if (!f)
 			return errno == ENOENT ? -ESRCH : -errno;
 		while (r && getline(&line, &cap, f) > 0) {
-			unsigned long start, end;
-			char perms[5];
-			int name = 0;
+			struct procfs_vma v;
 			bool vdso;
 
-			if (sscanf(line, "%lx-%lx %4s %*s %*s %*s %n", &start, &end, perms,
-				   &name) < 3 || perms[0] != 'r' || perms[2] != 'x')
+			line[strcspn(line, "\n")] = '\0';
+			if (procfs_parse_maps_line(line, &v) < 0 || v.perms[0] != 'r' ||
+			    v.perms[2] != 'x')
 				continue;
-			vdso = name && !strncmp(line + name, "[vdso]", 6);
-			if (name && !strncmp(line + name, "[vsyscall]", 10))
+			if (!strcmp(v.name, "[vsyscall]"))
 				continue;	/* emulated, not a real syscall insn */
+			vdso = !strcmp(v.name, "[vdso]");
 			if (vdso != (pass == 0))
 				continue;
-			r = scan_for_insn(p, start, end - start, &p->syscall_ip);
+			r = scan_for_insn(p, v.start, v.end - v.start, &p->syscall_ip);
 			if (r == -ESRCH) {
 				fclose(f);
 				free(line);
