@@ -27,6 +27,7 @@
 #include "files.pb-c.h"
 #include "image.h"
 #include "ptrace.h"
+#include "why.h"
 
 #ifndef NT_X86_XSTATE
 #define NT_X86_XSTATE	0x202
@@ -51,20 +52,6 @@ struct rseq_conf {
 	uint32_t flags;
 	uint32_t pad;
 };
-
-static int cfail(char *why, size_t len, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-/* Format WHY and return -CODE. */
-static int cfail(char *why, size_t len, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-	return -code;
-}
 
 static uint64_t ts_ns(const struct timespec *t)
 {
@@ -127,15 +114,15 @@ static int note_path(struct core *c, const char *what, const char *path, const s
 	size_t k = strlen(path);
 
 	if (k > 10 && !strcmp(path + k - 10, " (deleted)"))
-		return cfail(why, len, ENOTSUP, "%s %s: the file is deleted; restore needs it by "
+		return why_set(why, len, ENOTSUP, "%s %s: the file is deleted; restore needs it by "
 			     "name", what, path);
 	if (path[0] != '/' || stat(path, &ps) < 0 || ps.st_ino != st->st_ino ||
 	    ps.st_dev != st->st_dev)
-		return cfail(why, len, ENOTSUP, "%s %s is not reachable by that name from here "
+		return why_set(why, len, ENOTSUP, "%s %s is not reachable by that name from here "
 			     "(another mount namespace or a renamed file)", what, path);
 	f = add_file(c);
 	if (!f || !(f->path = strdup(path)))
-		return cfail(why, len, ENOMEM, "out of memory");
+		return why_set(why, len, ENOMEM, "out of memory");
 	f->dev = st->st_dev;
 	f->ino = st->st_ino;
 	f->size = (uint64_t)st->st_size;
@@ -189,7 +176,7 @@ static int collect_fds(struct core *c, char *why, size_t len)
 	snprintf(dpath, sizeof(dpath), "/proc/%d/fd", (int)c->pid);
 	d = opendir(dpath);
 	if (!d)
-		return cfail(why, len, errno, "%s: %s", dpath, strerror(errno));
+		return why_set(why, len, errno, "%s: %s", dpath, strerror(errno));
 	while (ret == 0 && (de = readdir(d))) {
 		char lpath[96], link[PATH_MAX];
 		struct stat st;
@@ -206,7 +193,7 @@ static int collect_fds(struct core *c, char *why, size_t len)
 		if (n < 0 || stat(lpath, &st) < 0 || fd_info(c->pid, fd, &pos, &flags) < 0) {
 			if (errno == ENOENT)
 				continue;	/* closed meanwhile: impossible while frozen */
-			ret = cfail(why, len, errno, "fd %d: %s", fd, strerror(errno));
+			ret = why_set(why, len, errno, "fd %d: %s", fd, strerror(errno));
 			break;
 		}
 		link[n] = '\0';
@@ -237,7 +224,7 @@ static int collect_fds(struct core *c, char *why, size_t len)
 		 */
 		if (!strcmp(link, "anon_inode:[userfaultfd]"))
 			continue;
-		ret = cfail(why, len, ENOTSUP, "fd %d is %s%s: only regular files, directories "
+		ret = why_set(why, len, ENOTSUP, "fd %d is %s%s: only regular files, directories "
 			    "and stdio can be restored", fd,
 			    S_ISSOCK(st.st_mode) ? "a socket " :
 			    S_ISFIFO(st.st_mode) ? "a pipe " :
@@ -269,7 +256,7 @@ static int collect_maps(struct core *c, const struct procfs_maps *maps, char *wh
 {
 	c->noreserve = calloc(maps->n + 1, sizeof(*c->noreserve));
 	if (!c->noreserve)
-		return cfail(why, len, ENOMEM, "out of memory");
+		return why_set(why, len, ENOMEM, "out of memory");
 	for (size_t i = 0; i < maps->n; i++) {
 		const struct procfs_vma *v = &maps->v[i];
 		struct stat st;
@@ -285,7 +272,7 @@ static int collect_maps(struct core *c, const struct procfs_maps *maps, char *wh
 		for (size_t k = 0; k < c->nf; k++) {
 			if (c->f[k].fd < 0 && c->f[k].ino == v->inode) {
 				if (strcmp(c->f[k].path, v->name))
-					return cfail(why, len, ENOTSUP, "two mapped files share inode "
+					return why_set(why, len, ENOTSUP, "two mapped files share inode "
 						     "%" PRIu64 " (%s, %s): not supported",
 						     v->inode, c->f[k].path, v->name);
 				seen = true;
@@ -296,7 +283,7 @@ static int collect_maps(struct core *c, const struct procfs_maps *maps, char *wh
 		snprintf(what, sizeof(what), "area 0x%" PRIx64 "-0x%" PRIx64 " maps", v->start,
 			 v->end);
 		if (stat(v->name, &st) < 0 || st.st_ino != v->inode)
-			return cfail(why, len, ENOTSUP, "%s %s, which is %s", what, v->name,
+			return why_set(why, len, ENOTSUP, "%s %s, which is %s", what, v->name,
 				     strstr(v->name, " (deleted)") ? "deleted" :
 				     "not reachable by that name from here");
 		ret = note_path(c, what, v->name, &st, NULL, why, len);
@@ -320,10 +307,10 @@ static int collect_fs(struct core *c, char *why, size_t len)
 		snprintf(lpath, sizeof(lpath), "/proc/%d/%s", (int)c->pid, names[i]);
 		n = readlink(lpath, link, sizeof(link) - 1);
 		if (n < 0 || stat(lpath, &st) < 0)
-			return cfail(why, len, errno, "%s: %s", lpath, strerror(errno));
+			return why_set(why, len, errno, "%s: %s", lpath, strerror(errno));
 		link[n] = '\0';
 		if (i == 2 && strcmp(link, "/"))
-			return cfail(why, len, ENOTSUP, "it runs chrooted in %s: not supported", link);
+			return why_set(why, len, ENOTSUP, "it runs chrooted in %s: not supported", link);
 		ret = note_path(c, names[i], link, &st, ids[i], why, len);
 		if (ret < 0)
 			return ret;
@@ -341,24 +328,24 @@ static int collect_proc(struct core *c, struct pt *pt, char *why, size_t len)
 	siginfo_t si;
 
 	if (pt->nr_threads != 1)
-		return cfail(why, len, ENOTSUP, "it has %d threads (thread %d is not the first): "
+		return why_set(why, len, ENOTSUP, "it has %d threads (thread %d is not the first): "
 			     "only single-threaded processes can be restored", pt->nr_threads,
 			     (int)pt->th[1].tid);
 	if (proc_small(c->pid, "status", st, sizeof(st)) < 0)
-		return cfail(why, len, errno, "/proc/%d/status: %s", (int)c->pid, strerror(errno));
+		return why_set(why, len, errno, "/proc/%d/status: %s", (int)c->pid, strerror(errno));
 	v = status_val(st, "Seccomp");
 	if (v && atoi(v) != 0)
-		return cfail(why, len, ENOTSUP, "it runs under seccomp (mode %d): not supported",
+		return why_set(why, len, ENOTSUP, "it runs under seccomp (mode %d): not supported",
 			     atoi(v));
 	v = status_val(st, "Uid");
 	if (!v || sscanf(v, "%u %u %u %u", &uid[0], &uid[1], &uid[2], &uid[3]) != 4)
-		return cfail(why, len, EIO, "/proc/%d/status: no Uid", (int)c->pid);
+		return why_set(why, len, EIO, "/proc/%d/status: no Uid", (int)c->pid);
 	v = status_val(st, "Gid");
 	if (!v || sscanf(v, "%u %u %u %u", &gid[0], &gid[1], &gid[2], &gid[3]) != 4)
-		return cfail(why, len, EIO, "/proc/%d/status: no Gid", (int)c->pid);
+		return why_set(why, len, EIO, "/proc/%d/status: no Gid", (int)c->pid);
 	for (int i = 0; i < 4; i++)
 		if (uid[i] != getuid() || gid[i] != getgid())
-			return cfail(why, len, ENOTSUP, "it runs as uid %u gid %u, not as this "
+			return why_set(why, len, ENOTSUP, "it runs as uid %u gid %u, not as this "
 				     "tool (uid %u gid %u): restore would change its credentials",
 				     uid[i], gid[i], getuid(), getgid());
 	/*
@@ -378,14 +365,14 @@ static int collect_proc(struct core *c, struct pt *pt, char *why, size_t len)
 	if ((v = status_val(st, "ShdPnd")))
 		shd = strtoull(v, NULL, 16);
 	if (pnd | shd)
-		return cfail(why, len, ENOTSUP, "it has pending signals (mask 0x%llx): they "
+		return why_set(why, len, ENOTSUP, "it has pending signals (mask 0x%llx): they "
 			     "would be lost", pnd | shd);
 	if (proc_small(c->pid, "timers", buf, sizeof(buf)) > 0)
-		return cfail(why, len, ENOTSUP, "it has POSIX timers (timer_create): not "
+		return why_set(why, len, ENOTSUP, "it has POSIX timers (timer_create): not "
 			     "supported");
 	snprintf(buf, sizeof(buf), "task/%d/children", (int)c->pid);
 	if (proc_small(c->pid, buf, st, sizeof(st)) > 0 && st[0] && st[0] != '\n')
-		return cfail(why, len, ENOTSUP, "it has child processes (%.40s): they would not "
+		return why_set(why, len, ENOTSUP, "it has child processes (%.40s): they would not "
 			     "be its children after restore", st);
 	if (proc_small(c->pid, "comm", buf, sizeof(buf)) > 0) {
 		buf[strcspn(buf, "\n")] = '\0';
@@ -406,21 +393,21 @@ static int collect_regs(struct core *c, struct pt *pt, char *why, size_t len)
 	long r;
 
 	if (ptrace(PTRACE_GETREGS, tid, NULL, &c->regs) < 0)
-		return cfail(why, len, errno, "PTRACE_GETREGS: %s", strerror(errno));
+		return why_set(why, len, errno, "PTRACE_GETREGS: %s", strerror(errno));
 	c->xstate = malloc(CORE_XSTATE_MAX);
 	if (!c->xstate)
-		return cfail(why, len, ENOMEM, "out of memory");
+		return why_set(why, len, ENOMEM, "out of memory");
 	iov.iov_base = c->xstate;
 	iov.iov_len = CORE_XSTATE_MAX;
 	if (ptrace(PTRACE_GETREGSET, tid, (void *)NT_X86_XSTATE, &iov) < 0)
-		return cfail(why, len, errno, "PTRACE_GETREGSET NT_X86_XSTATE: %s",
+		return why_set(why, len, errno, "PTRACE_GETREGSET NT_X86_XSTATE: %s",
 			     strerror(errno));
 	c->xstate_len = iov.iov_len;
 	if (ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof(c->sigmask), &c->sigmask) < 0)
-		return cfail(why, len, errno, "PTRACE_GETSIGMASK: %s", strerror(errno));
+		return why_set(why, len, errno, "PTRACE_GETSIGMASK: %s", strerror(errno));
 	r = ptrace(PTRACE_GET_RSEQ_CONFIGURATION, tid, (void *)sizeof(rc), &rc);
 	if (r < 0 && errno != EIO && errno != EINVAL)
-		return cfail(why, len, errno, "PTRACE_GET_RSEQ_CONFIGURATION: %s",
+		return why_set(why, len, errno, "PTRACE_GET_RSEQ_CONFIGURATION: %s",
 			     strerror(errno));
 	if (r >= 0 && rc.rseq_abi_pointer) {
 		c->has_rseq = true;
@@ -438,7 +425,7 @@ static int run(struct pt *pt, long *ret, long nr, long a1, long a2, long a3, lon
 	int r = pt_syscall(pt, ret, nr, a1, a2, a3, a4, 0, 0);
 
 	if (r < 0)
-		return cfail(why, len, -r, "cannot run syscall %ld in it: %s", nr, strerror(-r));
+		return why_set(why, len, -r, "cannot run syscall %ld in it: %s", nr, strerror(-r));
 	return 0;
 }
 
@@ -454,7 +441,7 @@ static int collect_syscalls(struct core *c, struct pt *pt, char *why, size_t len
 	if (r < 0)
 		return r;
 	if (ret < 0 && ret > -4096)
-		return cfail(why, len, (int)-ret, "mmap in it: %s", strerror((int)-ret));
+		return why_set(why, len, (int)-ret, "mmap in it: %s", strerror((int)-ret));
 	scratch = (uint64_t)ret;
 #define RUN(nr, a, b, cc, d) do { \
 		r = run(pt, &ret, nr, a, b, cc, d, why, len); \
@@ -478,7 +465,7 @@ static int collect_syscalls(struct core *c, struct pt *pt, char *why, size_t len
 
 		RUN(SYS_getitimer, which, (long)scratch, 0, 0);
 		if (ret == 0 && (buf[2] | buf[3])) {
-			r = cfail(why, len, ENOTSUP, "it has the interval timer %s armed: not "
+			r = why_set(why, len, ENOTSUP, "it has the interval timer %s armed: not "
 				  "supported", names[which]);
 			goto out;
 		}
@@ -557,11 +544,11 @@ static int write_msgs(int dirfd, const char *name, uint32_t magic,
 		ret = img_write(&w, msgs[i], &err);
 	if (ret < 0) {
 		img_abort(&w);
-		return cfail(why, len, -ret, "%s", err.msg);
+		return why_set(why, len, -ret, "%s", err.msg);
 	}
 	ret = img_finish(&w, &err);
 	if (ret < 0)
-		return cfail(why, len, -ret, "%s", err.msg);
+		return why_set(why, len, -ret, "%s", err.msg);
 	return 0;
 }
 
@@ -678,7 +665,7 @@ static int write_files(const struct core *c, int dirfd, const char *name, char *
 	int ret;
 
 	if (!fe || !re || !m) {
-		ret = cfail(why, len, ENOMEM, "out of memory");
+		ret = why_set(why, len, ENOMEM, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < c->nf; i++) {
@@ -724,7 +711,7 @@ static int write_fdinfo(const struct core *c, int dirfd, const char *name, char 
 	if (!fi || !m) {
 		free(fi);
 		free(m);
-		return cfail(why, len, ENOMEM, "out of memory");
+		return why_set(why, len, ENOMEM, "out of memory");
 	}
 	for (size_t i = 0; i < c->nf; i++) {
 		if (c->f[i].fd < 0)
@@ -778,10 +765,10 @@ int core_publish(const struct core *c, int dirfd, char *why, size_t len)
 	names(c, &n);
 	snprintf(fdi, sizeof(fdi), "%s.part", CORE_FDINFO_IMG);
 	if (renameat(dirfd, fdi, dirfd, CORE_FDINFO_IMG) < 0)
-		return cfail(why, len, errno, "%s: rename: %s", CORE_FDINFO_IMG, strerror(errno));
+		return why_set(why, len, errno, "%s: rename: %s", CORE_FDINFO_IMG, strerror(errno));
 	for (int i = 0; i < 3; i++)
 		if (renameat(dirfd, n.tmp[i], dirfd, n.name[i]) < 0)
-			return cfail(why, len, errno, "%s: rename: %s", n.name[i],
+			return why_set(why, len, errno, "%s: rename: %s", n.name[i],
 				     strerror(errno));
 	return 0;
 }

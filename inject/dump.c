@@ -24,6 +24,7 @@
 #include "dump_image.h"
 #include "dump_pages.h"
 #include "ptrace.h"
+#include "why.h"
 
 #define DUMP_PAGE	4096ull
 #define DUMP_KILL_WAIT	5000		/* ms to wait for a killed target to be gone */
@@ -85,16 +86,15 @@ static int dfail(struct dump *d, int code, const char *fmt, ...)
 
 static int dfail(struct dump *d, int code, const char *fmt, ...)
 {
+	char prefix[32];
 	va_list ap;
-	int n;
+	int ret;
 
-	if (!d->why[0]) {
-		n = snprintf(d->why, sizeof(d->why), "pid %d: ", (int)d->pid);
-		va_start(ap, fmt);
-		vsnprintf(d->why + n, sizeof(d->why) - n, fmt, ap);
-		va_end(ap);
-	}
-	return code > 0 ? -code : code;
+	snprintf(prefix, sizeof(prefix), "pid %d: ", (int)d->pid);
+	va_start(ap, fmt);
+	ret = why_vfirst(d->why, sizeof(d->why), code, prefix, fmt, ap);
+	va_end(ap);
+	return ret;
 }
 
 /* Open the pidfd first: it pins the identity of the target for the whole dump. */

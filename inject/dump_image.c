@@ -18,6 +18,7 @@
 #include "pagemap.h"
 #include "pagemap.pb-c.h"
 #include "pstree.pb-c.h"
+#include "why.h"
 
 /* Record why the images could not be written (the first reason wins), and return -CODE. */
 static int ifail(struct dump_image *im, int code, const char *fmt, ...)
@@ -26,13 +27,12 @@ static int ifail(struct dump_image *im, int code, const char *fmt, ...)
 static int ifail(struct dump_image *im, int code, const char *fmt, ...)
 {
 	va_list ap;
+	int ret;
 
-	if (!im->why[0]) {
-		va_start(ap, fmt);
-		vsnprintf(im->why, sizeof(im->why), fmt, ap);
-		va_end(ap);
-	}
-	return code > 0 ? -code : code;
+	va_start(ap, fmt);
+	ret = why_vfirst(im->why, sizeof(im->why), code, NULL, fmt, ap);
+	va_end(ap);
+	return ret;
 }
 
 int dump_image_open_dir(struct dump_image *im, const char *dir, pid_t pid)

@@ -16,6 +16,7 @@
 
 #include "dump_pages.h"
 #include "pagemap.h"
+#include "why.h"
 
 #ifndef PAGEMAP_SCAN
 /*
@@ -90,13 +91,12 @@ static int pfail(struct dump_pages *p, int code, const char *fmt, ...)
 static int pfail(struct dump_pages *p, int code, const char *fmt, ...)
 {
 	va_list ap;
+	int ret;
 
-	if (!p->why[0]) {
-		va_start(ap, fmt);
-		vsnprintf(p->why, sizeof(p->why), fmt, ap);
-		va_end(ap);
-	}
-	return code > 0 ? -code : code;
+	va_start(ap, fmt);
+	ret = why_vfirst(p->why, sizeof(p->why), code, NULL, fmt, ap);
+	va_end(ap);
+	return ret;
 }
 
 /* Does the 4 KiB page at P hold only zero bytes? Most data pages fail on word 0. */

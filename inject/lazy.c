@@ -54,6 +54,7 @@
 #include "procfs.h"
 #include "ptrace.h"
 #include "wire.h"
+#include "why.h"
 
 #define LZ_PAGE		4096ull
 #define LZ_FEATURES	(UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | \
@@ -104,16 +105,15 @@ static int lfail(struct lz *z, int code, const char *fmt, ...)
 
 static int lfail(struct lz *z, int code, const char *fmt, ...)
 {
+	char prefix[32];
 	va_list ap;
-	int k;
+	int ret;
 
-	if (z->why[0])	/* the first cause is the one to report */
-		return -code;
-	k = snprintf(z->why, sizeof(z->why), "pid %d: ", (int)z->o->pid);
+	snprintf(prefix, sizeof(prefix), "pid %d: ", (int)z->o->pid);
 	va_start(ap, fmt);
-	vsnprintf(z->why + k, sizeof(z->why) - k, fmt, ap);
+	ret = why_vfirst(z->why, sizeof(z->why), code, prefix, fmt, ap);
 	va_end(ap);
-	return -code;
+	return ret;
 }
 
 /* Does this kernel give a userfaultfd every event we need? Asked of our own. */

@@ -49,16 +49,15 @@
 #include "procfs.h"
 #include "ptrace.h"
 #include "ptrace_stop.h"
+#include "why.h"
 
 /* Fill WHY (if any) with the reason of a failure. */
 void pt_say(char *why, size_t len, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!why || !len)
-		return;
 	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
+	why_vset(why, len, 0, fmt, ap);
 	va_end(ap);
 }
 

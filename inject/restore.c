@@ -34,17 +34,17 @@
 #include "restore_helper.h"
 #include "restore_plan.h"
 #include "rs.h"
+#include "why.h"
 
 int rs_fail(struct rs *r, int code, const char *fmt, ...)
 {
 	va_list ap;
+	int ret;
 
-	if (!r->why[0]) {
-		va_start(ap, fmt);
-		vsnprintf(r->why, sizeof(r->why), fmt, ap);
-		va_end(ap);
-	}
-	return code > 0 ? -code : (code ? code : -EIO);
+	va_start(ap, fmt);
+	ret = why_vfirst(r->why, sizeof(r->why), code, NULL, fmt, ap);
+	va_end(ap);
+	return ret;
 }
 
 static double since(const struct timespec *t0)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "procfs.h"
+#include "why.h"
 
 /* smaps of a process at the default vm.max_map_count is about 70 MiB. */
 #define PROCFS_MAX_FILE	(512u << 20)
@@ -66,19 +67,6 @@ int procfs_uffd_api(const char *path, uint64_t *raw)
 	return 0;
 }
 
-/* Format WHY and return -CODE. */
-static int fail(char *why, size_t len, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *why, size_t len, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-	return -code;
-}
 
 /*
  * Read /proc/PID/NAME whole, NUL-terminated. A proc file has no size, so
@@ -94,12 +82,12 @@ static int slurp(pid_t pid, const char *name, char **out, size_t *lenp, char *wh
 	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, name);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return fail(why, wlen, errno, "%s: %s", path,
+		return why_set(why, wlen, errno, "%s: %s", path,
 			    errno == ENOENT ? "no such process" : strerror(errno));
 	buf = malloc(cap);
 	if (!buf) {
 		close(fd);
-		return fail(why, wlen, ENOMEM, "%s: out of memory", path);
+		return why_set(why, wlen, ENOMEM, "%s: out of memory", path);
 	}
 	for (;;) {
 		ssize_t n;
@@ -110,14 +98,14 @@ static int slurp(pid_t pid, const char *name, char **out, size_t *lenp, char *wh
 			if (cap >= PROCFS_MAX_FILE) {
 				free(buf);
 				close(fd);
-				return fail(why, wlen, EFBIG, "%s: over %u MiB", path,
+				return why_set(why, wlen, EFBIG, "%s: over %u MiB", path,
 					    PROCFS_MAX_FILE >> 20);
 			}
 			nb = realloc(buf, cap * 2);
 			if (!nb) {
 				free(buf);
 				close(fd);
-				return fail(why, wlen, ENOMEM, "%s: out of memory", path);
+				return why_set(why, wlen, ENOMEM, "%s: out of memory", path);
 			}
 			buf = nb;
 			cap *= 2;
@@ -130,7 +118,7 @@ static int slurp(pid_t pid, const char *name, char **out, size_t *lenp, char *wh
 
 			free(buf);
 			close(fd);
-			return fail(why, wlen, e, "%s: read: %s", path,
+			return why_set(why, wlen, e, "%s: read: %s", path,
 				    e == ESRCH ? "the process is gone" : strerror(e));
 		}
 		if (n == 0)
@@ -255,14 +243,14 @@ static int check_maps(pid_t pid, const struct procfs_maps *m, char *why, size_t 
 		struct procfs_vma v;
 
 		if (procfs_parse_maps_line(line, &v) < 0) {
-			ret = fail(why, len, EINVAL, "/proc/%d/maps: line %zu: cannot parse '%.80s'",
+			ret = why_set(why, len, EINVAL, "/proc/%d/maps: line %zu: cannot parse '%.80s'",
 				   (int)pid, i + 1, line);
 			break;
 		}
 		if (i >= m->n || v.start != m->v[i].start || v.end != m->v[i].end ||
 		    strcmp(v.perms, m->v[i].perms) || v.inode != m->v[i].inode ||
 		    v.pgoff != m->v[i].pgoff) {
-			ret = fail(why, len, EAGAIN,
+			ret = why_set(why, len, EAGAIN,
 				   "/proc/%d/maps and smaps disagree at line %zu (0x%llx-0x%llx): "
 				   "the address space changed while frozen",
 				   (int)pid, i + 1, (unsigned long long)v.start,
@@ -271,7 +259,7 @@ static int check_maps(pid_t pid, const struct procfs_maps *m, char *why, size_t 
 		}
 	}
 	if (ret == 0 && i != m->n)
-		ret = fail(why, len, EAGAIN,
+		ret = why_set(why, len, EAGAIN,
 			   "/proc/%d/maps has %zu areas, smaps %zu: the address space changed "
 			   "while frozen", (int)pid, i, m->n);
 	free(text);
@@ -301,7 +289,7 @@ int procfs_read_maps(pid_t pid, struct procfs_maps *m, char *why, size_t len)
 				struct procfs_vma *nv = realloc(m->v, ncap * sizeof(*nv));
 
 				if (!nv) {
-					ret = fail(why, len, ENOMEM, "/proc/%d/smaps: out of memory",
+					ret = why_set(why, len, ENOMEM, "/proc/%d/smaps: out of memory",
 						   (int)pid);
 					goto out;
 				}
@@ -309,14 +297,14 @@ int procfs_read_maps(pid_t pid, struct procfs_maps *m, char *why, size_t len)
 				cap = ncap;
 			}
 			if (procfs_parse_maps_line(line, &m->v[m->n]) < 0) {
-				ret = fail(why, len, EINVAL,
+				ret = why_set(why, len, EINVAL,
 					   "/proc/%d/smaps: line %zu: cannot parse '%.80s'", (int)pid,
 					   lineno, line);
 				goto out;
 			}
 			m->v[m->n].vmflags_text = "";
 			if (m->n && m->v[m->n].start < m->v[m->n - 1].end) {
-				ret = fail(why, len, EINVAL,
+				ret = why_set(why, len, EINVAL,
 					   "/proc/%d/smaps: line %zu: areas out of order", (int)pid,
 					   lineno);
 				goto out;
@@ -324,7 +312,7 @@ int procfs_read_maps(pid_t pid, struct procfs_maps *m, char *why, size_t len)
 			m->n++;
 		} else if (!strncmp(line, "VmFlags:", 8)) {
 			if (!m->n) {
-				ret = fail(why, len, EINVAL,
+				ret = why_set(why, len, EINVAL,
 					   "/proc/%d/smaps: line %zu: VmFlags before any area",
 					   (int)pid, lineno);
 				goto out;
@@ -404,10 +392,10 @@ int procfs_read_stat(pid_t pid, struct procfs_stat *st, char *why, size_t len)
 		return ret;
 	ret = procfs_parse_stat(text, st);
 	if (ret < 0)
-		fail(why, len, EINVAL, "/proc/%d/stat: cannot parse fields 3 to 51 of '%.120s'",
+		why_set(why, len, EINVAL, "/proc/%d/stat: cannot parse fields 3 to 51 of '%.120s'",
 		     (int)pid, text);
 	else if (!st->start_code && !st->end_code && !st->start_stack)
-		ret = fail(why, len, ESRCH,
+		ret = why_set(why, len, ESRCH,
 			   "/proc/%d/stat: no address space (a kernel thread, or exiting)",
 			   (int)pid);
 	free(text);
@@ -426,13 +414,13 @@ int procfs_read_auxv(pid_t pid, uint64_t **words, size_t *n, char *why, size_t l
 		return ret;
 	if (tlen == 0 || tlen % 16) {
 		free(text);
-		return fail(why, len, EINVAL, "/proc/%d/auxv: %zu bytes, not whole pairs of words",
+		return why_set(why, len, EINVAL, "/proc/%d/auxv: %zu bytes, not whole pairs of words",
 			    (int)pid, tlen);
 	}
 	w = malloc(tlen);
 	if (!w) {
 		free(text);
-		return fail(why, len, ENOMEM, "/proc/%d/auxv: out of memory", (int)pid);
+		return why_set(why, len, ENOMEM, "/proc/%d/auxv: out of memory", (int)pid);
 	}
 	memcpy(w, text, tlen);
 	free(text);
@@ -465,7 +453,7 @@ int procfs_read_tasks(pid_t pid, uint32_t **tids, size_t *n, char *why, size_t l
 	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
 	d = opendir(path);
 	if (!d)
-		return fail(why, len, errno, "%s: %s", path,
+		return why_set(why, len, errno, "%s: %s", path,
 			    errno == ENOENT ? "no such process" : strerror(errno));
 	while ((de = readdir(d))) {
 		char *e;
@@ -483,7 +471,7 @@ int procfs_read_tasks(pid_t pid, uint32_t **tids, size_t *n, char *why, size_t l
 			if (!nt) {
 				free(t);
 				closedir(d);
-				return fail(why, len, ENOMEM, "%s: out of memory", path);
+				return why_set(why, len, ENOMEM, "%s: out of memory", path);
 			}
 			t = nt;
 			cap = ncap;
@@ -493,7 +481,7 @@ int procfs_read_tasks(pid_t pid, uint32_t **tids, size_t *n, char *why, size_t l
 	closedir(d);
 	if (!cnt) {
 		free(t);
-		return fail(why, len, ESRCH, "%s: no threads (the process is exiting)", path);
+		return why_set(why, len, ESRCH, "%s: no threads (the process is exiting)", path);
 	}
 	qsort(t, cnt, sizeof(*t), cmp_u32);
 	for (size_t i = 0; i < cnt; i++)
@@ -504,7 +492,7 @@ int procfs_read_tasks(pid_t pid, uint32_t **tids, size_t *n, char *why, size_t l
 		}
 	if (t[0] != (uint32_t)pid) {
 		free(t);
-		return fail(why, len, ESRCH, "%s: the main thread is gone", path);
+		return why_set(why, len, ESRCH, "%s: the main thread is gone", path);
 	}
 	*tids = t;
 	*n = cnt;
