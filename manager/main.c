@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,6 +26,7 @@
 #include "serve.h"
 #include "remote.h"
 #include "status_client.h"
+#include "sysutil.h"
 #include "target.h"
 #include "version.h"
 
@@ -222,35 +222,13 @@ static void before_sleep(struct loop *l)
 	}
 }
 
-/* Raise RLIMIT_NOFILE to its hard limit: each served process costs fds. */
-static unsigned raise_nofile(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-		return 1024;
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-			getrlimit(RLIMIT_NOFILE, &rl);
-	}
-	return rl.rlim_cur > INT_MAX ? INT_MAX : (unsigned)rl.rlim_cur;
-}
-
 static int setup_signals(struct daemon *d)
 {
-	sigset_t set;
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
 
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-		return -errno;
-	d->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	d->signal_fd = sys_signalfd(sigs, 3);
 	if (d->signal_fd < 0)
-		return -errno;
+		return d->signal_fd;
 	return loop_add(&d->loop, &d->signal_ev, d->signal_fd, EPOLLIN, on_signal);
 }
 
@@ -278,7 +256,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	int ret, status = 0;
 
 	d->start_ns = now_ns();
-	d->fd_limit = raise_nofile();
+	d->fd_limit = sys_raise_nofile();
 	d->fds_in_use = 16;
 	if (loop_init(&d->loop) < 0)
 		fatal("epoll_create1");

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -22,6 +21,7 @@
 #include "loop.h"
 #include "pagesrv.h"
 #include "pswire.h"
+#include "sysutil.h"
 
 #define PG		4096ull
 #define BACKLOG		128
@@ -465,7 +465,7 @@ static void on_accept(struct ev *ev, uint32_t events)
 	}
 	fd = accept4(s->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0) {
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+		if (sys_accept_backoff(errno))
 			/* Level-triggered: watching on would spin. Wait for a close or the timer. */
 			accept_pause(s, ACC_BACKOFF, errno);
 		else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
@@ -577,21 +577,6 @@ static bool is_loopback(const struct sockaddr_storage *ss)
 	return false;
 }
 
-/* Raise RLIMIT_NOFILE to its hard limit: each client costs an fd. The soft limit after. */
-static unsigned raise_nofile(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-		return 0;
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-			getrlimit(RLIMIT_NOFILE, &rl);
-	}
-	return rl.rlim_cur > UINT32_MAX ? UINT32_MAX : (unsigned)rl.rlim_cur;
-}
-
 /* Listen on addr:port; tell the port on the status fd. 0 or -1 after logging why. */
 static int listen_tcp(struct pagesrv *s)
 {
@@ -650,15 +635,9 @@ static int listen_tcp(struct pagesrv *s)
 
 static int setup_signals(struct pagesrv *s)
 {
-	sigset_t set;
+	static const int sigs[] = { SIGTERM, SIGINT };
 
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-		return -1;
-	s->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	s->sig_fd = sys_signalfd(sigs, 2);
 	if (s->sig_fd < 0)
 		return -1;
 	return loop_add(&s->loop, &s->sig_ev, s->sig_fd, EPOLLIN, on_signal);
@@ -724,7 +703,7 @@ int pagesrv_run(const struct pagesrv_opts *o)
 {
 	struct pagesrv *s;
 	int status = 1;
-	unsigned fd_limit = raise_nofile();
+	unsigned fd_limit = sys_raise_nofile();
 
 	s = pagesrv_new(o);
 	if (!s)
