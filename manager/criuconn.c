@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "criuconn.h"
+#include "fdpass.h"
 #include "log.h"
 #include "procfs.h"
 #include "remote.h"
@@ -302,42 +303,21 @@ static void on_rstf(struct criu *c, uint32_t w)
  * CRIU_MAX_FDS, the rest cut: *CUT), and what the kernel says of their
  * sender into FROM. Returns bytes, 0 at EOF, or -errno.
  */
+/* The control messages that name the sender, for fdpass_recv. */
+static bool take_sender(void *arg, const struct cmsghdr *cm)
+{
+	return sender_take(arg, cm);
+}
+
 static ssize_t conn_recv(int fd, void *buf, size_t len, int *fds, int *nfds, bool *cut,
 			 struct sender *from)
 {
-	union {
-		struct cmsghdr h;
-		char b[CMSG_SPACE(sizeof(int) * CRIU_MAX_FDS) + SENDER_CMSG_SPACE];
-	} cbuf;
-	struct iovec iov = { .iov_base = buf, .iov_len = len };
-	struct msghdr mh = {
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = cbuf.b,
-		.msg_controllen = sizeof(cbuf.b),
-	};
-	struct cmsghdr *cm;
-	ssize_t n;
+	struct fdpass_in in = { .fds = fds, .max = CRIU_MAX_FDS, .other = take_sender,
+				.arg = from };
+	ssize_t n = fdpass_recv(fd, buf, len, MSG_DONTWAIT, &in);
 
-	*nfds = 0;
-	do
-		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-		size_t k;
-
-		if (sender_take(from, cm) || cm->cmsg_level != SOL_SOCKET ||
-		    cm->cmsg_type != SCM_RIGHTS)
-			continue;
-		k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		if (k > (size_t)(CRIU_MAX_FDS - *nfds))
-			k = CRIU_MAX_FDS - *nfds;
-		memcpy(fds + *nfds, CMSG_DATA(cm), k * sizeof(int));
-		*nfds += (int)k;
-	}
-	*cut = mh.msg_flags & MSG_CTRUNC;
+	*nfds = in.nfds;
+	*cut = in.cut;
 	return n;
 }
 

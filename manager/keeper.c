@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fdpass.h"
 #include "keeper.h"
 #include "procfs.h"
 #include "log.h"
@@ -58,27 +59,14 @@ static struct kentry *kentry_find(struct kstate *s, uint64_t id)
 /* One message from the daemon; false when it is gone. */
 static bool keeper_recv(struct kstate *s)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
 	struct keeper_msg m;
-	struct iovec iov = { &m, sizeof(m) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-			     .msg_controllen = sizeof(u.buf) };
-	struct cmsghdr *c;
 	struct kentry *e;
 	int fd = -1;
-	ssize_t n = recvmsg(s->sock, &mh, MSG_CMSG_CLOEXEC);
+	struct fdpass_in in = { .fds = &fd, .max = 1 };
+	ssize_t n = fdpass_recv(s->sock, &m, sizeof(m), 0, &in);
 
-	if (n < 0 && errno == EINTR)
-		return true;
 	if (n <= 0)
 		return false;
-	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-		    c->cmsg_len == CMSG_LEN(sizeof(int)))
-			memcpy(&fd, CMSG_DATA(c), sizeof(int));
 	if (n != sizeof(m)) {
 		if (fd >= 0)
 			close(fd);
@@ -259,36 +247,17 @@ int keeper_start(struct keeper *k)
 
 static void keeper_send(struct keeper *k, uint32_t op, uint64_t id, int fd)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
 	struct keeper_msg m = { .op = op, .id = id };
-	struct iovec iov = { &m, sizeof(m) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	ssize_t n;
 
 	if (!k->running)
 		return;
-	if (fd >= 0) {
-		struct cmsghdr *c;
-
-		memset(&u, 0, sizeof(u));
-		mh.msg_control = u.buf;
-		mh.msg_controllen = sizeof(u.buf);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
 	/* Never wait for it: a stopped keeper must not stall everyone we serve. */
-	do {
-		n = sendmsg(k->sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-	} while (n < 0 && errno == EINTR);
+	n = fdpass_send(k->sock, &m, sizeof(m), &fd, fd >= 0, MSG_DONTWAIT);
 	if (n < 0) {
+		errno = (int)-n;
 		log_warn("keeper (pid %d) is %s; processes now depend on this daemon alone",
-			 (int)k->pid, errno == EAGAIN ? "not keeping up" : "gone");
+			 (int)k->pid, n == -EAGAIN ? "not keeping up" : "gone");
 		close(k->sock);
 		k->running = false;
 	}
