@@ -12,12 +12,16 @@
  * for pages the source does not hold has no answer: it closes the
  * connection. At the end the client sends CLOSE (all other fields zero) and
  * reads an int32 status (0) back.
+ *
+ * Encoding and decoding need no socket; ps_hdr_recv gathers a header that
+ * arrives in pieces on a stream socket, for both sides.
  */
 #ifndef UFFD_PSWIRE_H
 #define UFFD_PSWIRE_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define PS_HDR_SIZE		32
 
@@ -67,6 +71,19 @@ void ps_encode(uint8_t buf[PS_HDR_SIZE], const struct ps_hdr *h);
 
 /* Read 32 wire bytes into H. The padding is ignored, as CRIU ignores it. */
 void ps_decode(const uint8_t buf[PS_HDR_SIZE], struct ps_hdr *h);
+
+/* A header arriving in pieces: complete when HAVE reaches PS_HDR_SIZE. */
+struct ps_hdr_in {
+	uint8_t b[PS_HDR_SIZE];
+	size_t have;
+};
+
+/*
+ * Read what SOCK has of the header into IN, without blocking (EINTR
+ * retried). Returns the bytes read, 0 at end of file, or -errno (-EAGAIN:
+ * nothing there now).
+ */
+ssize_t ps_hdr_recv(int sock, struct ps_hdr_in *in);
 
 /* The name of an op, for log lines ("GET", "ADD_F", ... or "op 0x1234"). */
 const char *ps_op_name(uint32_t op, char *buf, unsigned len);

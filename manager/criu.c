@@ -19,6 +19,7 @@
 #include "criuconn.h"
 #include "daemon.h"
 #include "log.h"
+#include "pagemap.h"
 #include "remote.h"
 #include "rserve.h"
 #include "target.h"
@@ -144,6 +145,34 @@ static void criu_target_ended(struct daemon *d, const struct target *tg, const c
 	snprintf(t->why, sizeof(t->why), "%s", why ? why : "served");
 }
 
+/*
+ * Remote mode's keep-alive: ask for a page of a process being served, else,
+ * before the restore has handed any over, for the first lazy page of a
+ * task's images (no process owns it: the answer is dropped).
+ */
+static void criu_keepalive(struct daemon *d)
+{
+	struct criu *c = d->criu;
+
+	if (!c || rserve_keepalive(d))
+		return;
+	for (size_t i = 0; i < c->nr_tasks; i++) {
+		const struct pagemap *pm = c->tasks[i].img ? c->tasks[i].img->task.pm : NULL;
+
+		for (size_t k = 0; pm && k < pm->n; k++) {
+			if (!(pm->e[k].flags & PE_LAZY))
+				continue;
+			log_debug("criu: keep-alive: asking for 0x%" PRIx64 " of pid %d", pm->e[k].start,
+				  c->tasks[i].pid);
+			remote_request(d->remote, 0, (uint32_t)c->tasks[i].pid, pm->e[k].start,
+				       pm->e[k].start, 1, false);
+			return;
+		}
+	}
+}
+
+static struct remote_ops criu_remote_ops;
+
 int criu_open(struct daemon *d, const struct criu_opts *o, char *why, size_t len)
 {
 	struct criu *c = calloc(1, sizeof(*c));
@@ -173,8 +202,10 @@ int criu_open(struct daemon *d, const struct criu_opts *o, char *why, size_t len
 		return n;
 	}
 	n = load_tasks(c, why, len);
+	criu_remote_ops = rserve_ops;
+	criu_remote_ops.idle = criu_keepalive;
 	if (n == 0 && o->ps_addr)
-		n = remote_open(d, o->ps_addr, o->ps_port, &rserve_ops, why, len);
+		n = remote_open(d, o->ps_addr, o->ps_port, &criu_remote_ops, why, len);
 	if (n < 0) {
 		criu_free(c);
 		return n;

@@ -39,8 +39,7 @@ struct psconn {
 	struct ev ev;
 	int fd;
 	char name[80];
-	uint8_t in[PS_HDR_SIZE];	/* the request being read */
-	size_t have;
+	struct ps_hdr_in in;		/* the request being read */
 	uint8_t out[PS_HDR_SIZE];	/* the answer's header (or CLOSE's status word) */
 	size_t out_off, out_len;
 	const uint8_t *data;		/* then its pages, from the mapped pages file */
@@ -221,8 +220,8 @@ static void on_request(struct psconn *c)
 	struct ps_hdr h;
 	int32_t status = 0;
 
-	ps_decode(c->in, &h);
-	c->have = 0;
+	ps_decode(c->in.b, &h);
+	c->in.have = 0;
 	c->reqs++;
 	if (c->closing) {
 		conn_refuse(c, &h, "a request after CLOSE");
@@ -334,26 +333,23 @@ static void conn_on_io(struct ev *ev, uint32_t events)
 			return;
 		}
 		set_want_out(c, false);
-		n = recv(c->fd, c->in + c->have, sizeof(c->in) - c->have, MSG_DONTWAIT);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN)
+		n = ps_hdr_recv(c->fd, &c->in);
+		if (n == -EAGAIN)
 			return;
 		if (n <= 0) {
 			char why[128];
 
 			if (n < 0)
-				snprintf(why, sizeof(why), "recv: %s", strerror(errno));
+				snprintf(why, sizeof(why), "recv: %s", strerror((int)-n));
 			else
 				snprintf(why, sizeof(why), "%s", c->closing ? "done (CLOSE, then hung up)" :
-					 c->have ? "hung up in the middle of a request" :
+					 c->in.have ? "hung up in the middle of a request" :
 						   "hung up without CLOSE");
 			conn_close(c, why);
 			return;
 		}
 		c->last = now_ns();
-		c->have += (size_t)n;
-		if (c->have == sizeof(c->in)) {
+		if (c->in.have == PS_HDR_SIZE) {
 			on_request(c);
 			if (c->dead || c->stalled)
 				return;
@@ -381,7 +377,7 @@ static void on_idle_timer(struct timer *tm)
 			char why[128];
 
 			snprintf(why, sizeof(why), "%s for %" PRIu64 " ms (--idle-timeout): closed",
-				 c->reqs == 0 ? "sent no request" : c->have ? "sent part of a request" :
+				 c->reqs == 0 ? "sent no request" : c->in.have ? "sent part of a request" :
 				 c->closing ? "did not hang up after CLOSE" :
 				 c->out_off < c->out_len || c->data_off < c->data_len ?
 					"did not read its answer" : "quiet since its last request",

@@ -38,8 +38,7 @@ struct remote {
 	struct rqueue q;
 	uint8_t out[OUT_HDRS * PS_HDR_SIZE];
 	size_t out_len, out_off;
-	uint8_t hdr[PS_HDR_SIZE];	/* the answer being read */
-	size_t hdr_have;
+	struct ps_hdr_in hdr;		/* the answer being read */
 	uint8_t *buf;			/* its data */
 	uint64_t want, got;
 	uint64_t t_open;
@@ -259,7 +258,7 @@ static void remote_on_deadline(struct timer *tm)
 		return;
 	remote_lost(r, "no answer within %" PRIu64 " ms to GET %" PRIu64 " pages at 0x%" PRIx64 " of pid %u%s",
 		    r->timeout_ns / 1000000, q->nr, q->img, q->pid,
-		    r->hdr_have ? " (the answer stopped in the middle)" : "");
+		    r->hdr.have ? " (the answer stopped in the middle)" : "");
 }
 
 /*
@@ -367,7 +366,7 @@ static void answer_done(struct remote *r)
 		  q->img, nr, q->nr, q->urgent ? "fault" : "fill");
 	r->ops->answer(r->d, q->target_id, q->addr, q->img, r->buf, r->want);
 	r->buf = NULL;
-	r->hdr_have = 0;
+	r->hdr.have = 0;
 	r->want = r->got = 0;
 	free(q);
 	r->d->loop.idle_pending = true;
@@ -377,33 +376,36 @@ static void answer_done(struct remote *r)
 static void remote_read(struct remote *r)
 {
 	for (;;) {
+		bool hdr = r->hdr.have < PS_HDR_SIZE;	/* this read is for the header */
 		ssize_t n;
 
-		if (r->hdr_have < PS_HDR_SIZE)
-			n = recv(r->fd, r->hdr + r->hdr_have, PS_HDR_SIZE - r->hdr_have, MSG_DONTWAIT);
-		else
+		if (hdr) {
+			n = ps_hdr_recv(r->fd, &r->hdr);
+		} else {
 			n = recv(r->fd, r->buf + r->got, r->want - r->got, MSG_DONTWAIT);
-		if (n < 0 && errno == EINTR)
+			if (n < 0)
+				n = -errno;
+		}
+		if (n == -EINTR)
 			continue;
-		if (n < 0 && errno == EAGAIN)
+		if (n == -EAGAIN)
 			return;
 		if (n < 0) {
-			remote_lost(r, "recv: %s", strerror(errno));
+			remote_lost(r, "recv: %s", strerror((int)-n));
 			return;
 		}
 		if (n == 0) {
 			remote_lost(r, "the server closed the connection%s",
-				    r->hdr_have ? " in the middle of an answer" : "");
+				    r->hdr.have ? " in the middle of an answer" : "");
 			return;
 		}
-		if (r->hdr_have < PS_HDR_SIZE) {
+		if (hdr) {
 			struct ps_hdr h;
 			const char *bad;
 
-			r->hdr_have += (size_t)n;
-			if (r->hdr_have < PS_HDR_SIZE)
+			if (r->hdr.have < PS_HDR_SIZE)
 				continue;
-			ps_decode(r->hdr, &h);
+			ps_decode(r->hdr.b, &h);
 			bad = answer_bad(&h, rq_head(&r->q));
 			if (bad) {
 				remote_lost(r, "protocol error: %s (cmd 0x%x, %" PRIu64 " pages at 0x%" PRIx64 ", dst_id %" PRIu64 ")",

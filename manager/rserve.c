@@ -248,9 +248,9 @@ static void on_lost(struct daemon *d, const char *why)
 /*
  * The connection has been quiet for a while (--no-fill, or a process that
  * faults rarely): ask for one missing page, so that a page server that
- * closes quiet clients keeps this one. Nothing missing: nothing to keep.
+ * closes quiet clients keeps this one. True if it asked.
  */
-static void on_idle(struct daemon *d)
+bool rserve_keepalive(struct daemon *d)
 {
 	for (struct target *t = d->targets; t; t = t->next) {
 		uint64_t a;
@@ -258,10 +258,15 @@ static void on_idle(struct daemon *d)
 		if (t->dead || !t->remote || t->held || !model_next_missing(&t->map, 0, &a))
 			continue;
 		log_debug("%s keep-alive: asking for 0x%" PRIx64, t->pfx, a);
-		remote_request(d->remote, t->id, t->image_id, a,
-			       area_img_addr(model_find(&t->map, a), a), 1, false);
-		return;
+		return remote_request(d->remote, t->id, t->image_id, a,
+				      area_img_addr(model_find(&t->map, a), a), 1, false) == 0;
 	}
+	return false;
+}
+
+static void on_idle(struct daemon *d)
+{
+	rserve_keepalive(d);
 }
 
 const struct remote_ops rserve_ops = { .answer = on_answer, .lost = on_lost, .idle = on_idle };

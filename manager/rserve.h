@@ -20,6 +20,9 @@
 /* Pages from the page server: a fault asks for its window, answers are placed when they come. */
 extern const struct page_source rserve_source;
 
+/* Ask for one missing page of some remote process (a keep-alive); true if it asked. */
+bool rserve_keepalive(struct daemon *d);
+
 /* Queue background requests while there is room. */
 bool rserve_fill(struct daemon *d);
 

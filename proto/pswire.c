@@ -1,4 +1,6 @@
 /* CRIU page-server header encoding. */
+#include <sys/socket.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -44,4 +46,17 @@ uint32_t ps_get_pid(uint64_t dst_id)
 {
 	/* A pid is a positive int (pid_max is at most 2^22). */
 	return dst_id && dst_id <= INT32_MAX ? (uint32_t)dst_id : 0;
+}
+
+ssize_t ps_hdr_recv(int sock, struct ps_hdr_in *in)
+{
+	ssize_t n;
+
+	do
+		n = recv(sock, in->b + in->have, PS_HDR_SIZE - in->have, MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	in->have += (size_t)n;
+	return n;
 }

@@ -32,6 +32,9 @@ int log_level(void)
 
 /* Emit one line at LEVEL; append the text of ERR when it is not 0. */
 static void log_vemit(int level, int err, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+
+static void log_vemit(int level, int err, const char *fmt, va_list ap)
 {
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 	char msg[1024];
