@@ -28,7 +28,6 @@
 
 static void client_on_read(struct ev *ev, uint32_t events);
 static int client_job(struct client *c, int dirfd, uint32_t image_id, char *reason, size_t len);
-static void client_loaded(struct daemon *d, struct loader_job *j);
 static void client_on_deadline(struct timer *tm);
 
 /* What /proc/self/fd says FD is. */
@@ -349,9 +348,9 @@ static int client_job(struct client *c, int dirfd, uint32_t image_id, char *reas
 	struct loader_job *j;
 	int ret;
 
-	if (!d->loader && (ret = loader_start(d, client_loaded)) < 0) {
-		snprintf(reason, len, "cannot start the image loader: %s", strerror(-ret));
-		return ret;
+	if (!d->loader) {
+		snprintf(reason, len, "the manager has no image loader thread (it could not start)");
+		return -ENOSYS;
 	}
 	j = calloc(1, sizeof(*j));
 	if (!j) {
@@ -378,8 +377,7 @@ static int client_job(struct client *c, int dirfd, uint32_t image_id, char *reas
 	return 0;
 }
 
-/* The loader is done with a client's images: take the process over, or refuse. */
-static void client_loaded(struct daemon *d, struct loader_job *j)
+void client_loaded(struct daemon *d, struct loader_job *j)
 {
 	struct client *c = j->owner;
 	char reason[512] = "";

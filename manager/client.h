@@ -40,6 +40,11 @@ struct client {
 /* Accept every pending connection on the listening socket. */
 void client_accept(struct daemon *d);
 
+struct loader_job;
+
+/* The loader is done with a client's images (loader.h's done hook): take the process over, or refuse. */
+void client_loaded(struct daemon *d, struct loader_job *j);
+
 /* Close and free a connection. */
 void client_close(struct client *c);
 

@@ -295,6 +295,10 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	d->listen_fd = -1;
 	if (d->mode == MODE_HANDOVER || d->o.status_socket)
 		listen_manager(d);
+	/* Now, not at the first HELLO: its fd is part of the daemon from the start. */
+	if (d->listen_fd >= 0 && (ret = loader_start(d, client_loaded)) < 0)
+		log_warnx("cannot start the image loader thread: %s (hand-overs will be refused)",
+			  strerror(-ret));
 	if (d->mode == MODE_CRIU && criu_listen(d, why, sizeof(why)) < 0)
 		fatalx("criu: cannot listen: %s", why);
 	if (!d->o.no_procconn)
