@@ -44,6 +44,9 @@ int img_list_tasks(int dirfd, uint32_t **pids, size_t *n, bool *from_pstree,
  */
 int img_task_load(struct img_task *t, int dirfd, uint32_t pid, struct pages_cache *c,
 		  struct img_err *err);
+/* The same, with at most MAX_ENTRIES pagemap entries in all (0: no limit). */
+int img_task_load_max(struct img_task *t, int dirfd, uint32_t pid, struct pages_cache *c,
+		      size_t max_entries, struct img_err *err);
 void img_task_free(struct img_task *t, struct pages_cache *c);
 
 /* Check the VMAs of MM (from file NAME) for order, alignment and overlap. */

@@ -63,6 +63,12 @@ struct pm_run {
  */
 int pagemap_load(struct pagemap **out, int dirfd, uint32_t pid, struct pages_cache *c,
 		 struct img_err *err);
+/*
+ * The same, refusing (-E2BIG, as the entry is read, before allocating for
+ * more) a chain of more than MAX_ENTRIES entries in all; 0: no limit.
+ */
+int pagemap_load_max(struct pagemap **out, int dirfd, uint32_t pid, struct pages_cache *c,
+		     size_t max_entries, struct img_err *err);
 void pagemap_free(struct pagemap *pm, struct pages_cache *c);
 
 /* The entry that holds ADDR, or NULL. O(log n). */

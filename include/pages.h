@@ -8,6 +8,7 @@
 #ifndef UFFD_PAGES_H
 #define UFFD_PAGES_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -23,12 +24,22 @@ struct pages_file {
 	char name[64];
 };
 
-/* The set of mapped pages files; owned by whoever serves (no globals). */
+/*
+ * The set of mapped pages files; owned by whoever serves (no globals).
+ * pages_get and pages_put may be called from two threads at once (the
+ * daemon's loader maps files while its loop drops them): LOCK guards the
+ * list, the counters and every refs. A zero-filled cache is ready to use
+ * (PTHREAD_MUTEX_INITIALIZER is all zeros in glibc; pages_cache_init says so
+ * explicitly).
+ */
 struct pages_cache {
+	pthread_mutex_t lock;
 	struct pages_file *head;
 	unsigned nr_files;
 	uint64_t mapped_bytes;
 };
+
+void pages_cache_init(struct pages_cache *c);
 
 /*
  * Map NAME in DIRFD, or take another reference to it if already mapped.

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "loader.h"
 #include "log.h"
 #include "manager.pb-c.h"
 #include "procfs.h"
@@ -26,6 +27,8 @@
 #define FD_HEADROOM	64
 
 static void client_on_read(struct ev *ev, uint32_t events);
+static int client_job(struct client *c, int dirfd, uint32_t image_id, char *reason, size_t len);
+static void client_on_deadline(struct timer *tm);
 
 /* What /proc/self/fd says FD is. */
 static int fd_kind(int fd, char *buf, size_t len)
@@ -147,6 +150,16 @@ void client_close(struct client *c)
 	if (c->dead)
 		return;
 	c->dead = true;
+	if (c->job) {
+		/* Its images are being read: the result is dropped when it comes back. */
+		c->job->owner = NULL;
+		c->job = NULL;
+		close(c->uffd);
+		close(c->pidfd);
+		d->fds_in_use -= 2;
+		log_warnx("%s hung up while its images were being read: hand-over dropped",
+			  c->pfx);
+	}
 	timer_cancel(&d->loop, &c->deadline);
 	loop_del(&d->loop, &c->ev);
 	close(c->fd);
@@ -243,10 +256,8 @@ static void handle_hello(struct client *c, const Hello *h, int *fds, int nfds)
 		.peer_uid = c->peer_uid,
 	};
 	char reason[512] = "";
-	struct img_err err;
-	struct timage *img;
-	struct target *t;
 	pid_t pid = 0;
+	int ret;
 
 	if (d->draining) {
 		refuse(c, "the manager is shutting down");
@@ -282,27 +293,127 @@ static void handle_hello(struct client *c, const Hello *h, int *fds, int nfds)
 		return;	/* its hang-up is read next, and closes the connection */
 	}
 
-	img = timage_load(d, hc.dirfd, true, h->image_id, &err);
-	if (!img) {
-		refuse(c, err.msg);
-		return;
-	}
-	/* The images own the directory fd from here on; this function holds one reference. */
-	fds[2] = -1;
-	t = target_create(d, hc.uffd, hc.pidfd, pid, h->image_id, img,
-			  h->has_flags && (h->flags & HELLO_F_REGISTERED), &serve_from_images,
-			  reason, sizeof(reason));
-	timage_put(d, img);
-	if (!t) {
+	ret = client_job(c, hc.dirfd, h->image_id, reason, sizeof(reason));
+	if (ret < 0) {
 		refuse(c, reason);
 		return;
 	}
-	/* The uffd and pidfd now belong to the target. */
-	fds[0] = fds[1] = -1;
-	if (reply_hello(c, true, NULL, t->st.pages_total) < 0) {
+	/* The loader has the directory, the client the uffd and pidfd, until it is done. */
+	c->uffd = hc.uffd;
+	c->pidfd = hc.pidfd;
+	c->pid = pid;
+	c->image_id = h->image_id;
+	c->registered = h->has_flags && (h->flags & HELLO_F_REGISTERED);
+	fds[0] = fds[1] = fds[2] = -1;
+	d->fds_in_use += 2;
+	timer_cancel(&d->loop, &c->deadline);	/* loading may take a while: no deadline meanwhile */
+}
+
+/* The supplementary groups of the client's socket peer (SO_PEERGROUPS), malloc'd. */
+static int peer_groups(int fd, gid_t **groups, size_t *n)
+{
+	socklen_t len = 64 * sizeof(gid_t);
+	gid_t *g = NULL;
+
+	for (;;) {
+		gid_t *ng = realloc(g, len ? len : sizeof(gid_t));
+
+		if (!ng) {
+			free(g);
+			return -ENOMEM;
+		}
+		g = ng;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) == 0)
+			break;
+		if (errno != ERANGE || len > 65536 * sizeof(gid_t)) {
+			int e = errno;
+
+			free(g);
+			return -e;
+		}
+	}
+	*groups = g;
+	*n = len / sizeof(gid_t);
+	return 0;
+}
+
+/*
+ * Give the loader thread the images of a hand-over to read, as the
+ * client's socket peer, and to build the model from: the loop goes on.
+ * DIRFD is the job's from here on (counted among the fds in use).
+ */
+static int client_job(struct client *c, int dirfd, uint32_t image_id, char *reason, size_t len)
+{
+	struct daemon *d = c->d;
+	struct loader_job *j;
+	int ret;
+
+	if (!d->loader) {
+		snprintf(reason, len, "the manager has no image loader thread (it could not start)");
+		return -ENOSYS;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		snprintf(reason, len, "out of memory");
+		return -ENOMEM;
+	}
+	ret = peer_groups(c->fd, &j->groups, &j->ngroups);
+	if (ret < 0) {
+		snprintf(reason, len, "cannot read the groups of the client (SO_PEERGROUPS): %s",
+			 strerror(-ret));
+		free(j);
+		return ret;
+	}
+	j->owner = c;
+	j->dirfd = dirfd;
+	j->image_id = image_id;
+	j->remote = serve_from_images.remote;
+	j->max_entries = d->o.max_image_entries;
+	j->uid = c->peer_uid;
+	j->gid = c->peer_gid;
+	d->fds_in_use++;
+	c->job = j;
+	loader_submit(d->loader, j);
+	return 0;
+}
+
+void client_loaded(struct daemon *d, struct loader_job *j)
+{
+	struct client *c = j->owner;
+	char reason[512] = "";
+	struct target *t = NULL;
+
+	if (!c) {
+		loader_job_free(d, j);	/* its client hung up meanwhile */
+		return;
+	}
+	c->job = NULL;
+	d->fds_in_use -= 2;	/* the uffd and pidfd: the target counts them, or they close */
+	log_info("%s image %u read and modelled in %" PRIu64 " ms (off the loop)", c->pfx,
+		 j->image_id, j->load_ns / 1000000);
+	if (j->ret < 0)
+		snprintf(reason, sizeof(reason), "%s", j->reason);
+	else if (d->draining)
+		snprintf(reason, sizeof(reason), "the manager is shutting down");
+	else if (d->nr_targets >= d->o.max_clients)
+		snprintf(reason, sizeof(reason), "already serving %u processes (the limit)",
+			 d->nr_targets);
+	else
+		t = target_adopt(d, c->uffd, c->pidfd, c->pid, c->image_id, j->img, &j->map,
+				 c->registered, &serve_from_images, reason, sizeof(reason));
+	loader_job_free(d, j);	/* the target holds its own reference to the images */
+	if (!t) {
+		close(c->uffd);
+		close(c->pidfd);
+		refuse(c, reason);
+	} else if (reply_hello(c, true, NULL, t->st.pages_total) < 0) {
 		/* It gave up waiting: it puts its pages back itself; ours would find no range. */
 		target_destroy(t, "the client gave up before its reply (cannot deliver it): hand-over dropped");
 	}
+	c->uffd = c->pidfd = -1;
+	/* Keep the connection a while, so that a second request is refused, not lost. */
+	timer_arm(&d->loop, &c->deadline, (uint64_t)d->o.handshake_ms * 1000000ull,
+		  client_on_deadline);
 }
 
 /* Queue M, packed, for sending. */
@@ -490,6 +601,8 @@ static void client_on_read(struct ev *ev, uint32_t events)
 			client_close(c);	/* refused: nothing queued */
 		return;
 	}
+	if (c->job)
+		return;	/* the deadline starts again once its images are read */
 	/* Keep the connection a while, so that a second request is refused, not lost. */
 	timer_arm(&c->d->loop, &c->deadline, (uint64_t)c->d->o.handshake_ms * 1000000ull,
 		  client_on_deadline);
@@ -582,6 +695,8 @@ void client_accept(struct daemon *d)
 		c->fd = fd;
 		c->peer_pid = cred.pid;
 		c->peer_uid = cred.uid;
+		c->peer_gid = cred.gid;
+		c->uffd = c->pidfd = -1;
 		snprintf(c->pfx, sizeof(c->pfx), "client pid %d:", cred.pid);
 		if (loop_add(&d->loop, &c->ev, fd, EPOLLIN, client_on_read) < 0) {
 			log_warn("%s epoll", c->pfx);

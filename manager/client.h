@@ -22,7 +22,14 @@ struct client {
 	int fd;
 	pid_t peer_pid;
 	uid_t peer_uid;
+	gid_t peer_gid;
 	bool answered;		/* one request per connection */
+	/* A HELLO whose images the loader reads (loader.h); the fds are held here meanwhile. */
+	struct loader_job *job;
+	int uffd, pidfd;
+	pid_t pid;
+	uint32_t image_id;
+	bool registered;
 	bool dead;
 	struct timer deadline;
 	struct client_out *out;	/* status replies not yet sent */
@@ -32,6 +39,11 @@ struct client {
 
 /* Accept every pending connection on the listening socket. */
 void client_accept(struct daemon *d);
+
+struct loader_job;
+
+/* The loader is done with a client's images (loader.h's done hook): take the process over, or refuse. */
+void client_loaded(struct daemon *d, struct loader_job *j);
 
 /* Close and free a connection. */
 void client_close(struct client *c);

@@ -17,6 +17,7 @@ struct procconn;
 struct criu;
 struct remote;
 struct released;
+struct loader;
 
 /*
  * The daemon's modes, and everything each changes (this is the one place
@@ -61,6 +62,7 @@ struct daemon_opts {
 	bool status_socket;		/* CRIU mode: listen on socket_path too (status) */
 	unsigned ps_timeout_ms;		/* remote mode: an answer is due within this; 0: default */
 	unsigned ps_keepalive_ms;	/* remote mode: ask for a page when quiet this long; 0: never */
+	uint64_t max_image_entries;	/* pagemap entries one hand-over may load; 0: no limit */
 };
 
 struct daemon_totals {
@@ -107,6 +109,7 @@ struct daemon {
 	struct log_rl refuse_rl;	/* refusals of connections over the cap */
 	struct criu *criu;		/* CRIU lazy-pages mode; NULL when serving hand-overs */
 	struct remote *remote;		/* remote mode: page data from a page server; else NULL */
+	struct loader *loader;		/* loads hand-overs off the loop (loader.h); NULL until one comes */
 	bool hold_exit;			/* more processes may come: do not stop at the last one */
 	bool fill_held;			/* no background fill yet (CRIU: until the restore says RSTF) */
 	/* Told when a process that was being served leaves (WHY: NULL when fully served). */

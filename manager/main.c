@@ -26,6 +26,7 @@
 #include "serve.h"
 #include "remote.h"
 #include "status_client.h"
+#include "loader.h"
 #include "sysutil.h"
 #include "target.h"
 #include "version.h"
@@ -34,6 +35,8 @@
 #define DEFAULT_FILL_CHUNK	(256u << 10)
 #define DEFAULT_MAX_CLIENTS	4096
 #define DEFAULT_HANDSHAKE_MS	5000
+/* About 100 MiB of pagemap decoded, 128 MiB of index: far more than real dumps have. */
+#define DEFAULT_MAX_IMAGE_ENTRIES	(4u << 20)
 
 static void usage(FILE *out)
 {
@@ -54,6 +57,8 @@ static void usage(FILE *out)
 	      "                             hand-overs are refused (default 4096)\n"
 	      "      --handshake-timeout MS a client must send its request within MS\n"
 	      "                             (default 5000)\n"
+	      "      --max-image-entries N  refuse a hand-over whose pagemaps hold more than N\n"
+	      "                             entries (default 4M; 0: no limit)\n"
 	      "      --ready-fd N           write one byte to fd N once listening, then close it\n"
 	      "      --no-proc-connector    learn forked children's pids only from the thread id\n"
 	      "                             of their first fault (no netlink subscription)\n"
@@ -268,6 +273,10 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	d->listen_fd = -1;
 	if (d->mode == MODE_HANDOVER || d->o.status_socket)
 		listen_manager(d);
+	/* Now, not at the first HELLO: its fd is part of the daemon from the start. */
+	if (d->listen_fd >= 0 && (ret = loader_start(d, client_loaded)) < 0)
+		log_warnx("cannot start the image loader thread: %s (hand-overs will be refused)",
+			  strerror(-ret));
 	if (d->mode == MODE_CRIU && criu_listen(d, why, sizeof(why)) < 0)
 		fatalx("criu: cannot listen: %s", why);
 	if (!d->o.no_procconn)
@@ -294,6 +303,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	released_close_all(d);
 	while (d->clients)
 		client_close(d->clients);
+	loader_stop(d);		/* after the clients: their jobs are dropped */
 	procconn_close(d->pc);
 	if (d->listen_fd >= 0) {
 		close(d->listen_fd);
@@ -651,7 +661,7 @@ static int cmd_status(int argc, char **argv, const char *defpath)
 int main(int argc, char **argv)
 {
 	enum { O_FILL_CHUNK = 256, O_NO_FILL, O_EXIT_DONE, O_MAX_CLIENTS, O_HANDSHAKE,
-	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN, O_NO_KEEPER };
+	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN, O_NO_KEEPER, O_MAX_ENTRIES };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "fault-window", required_argument, NULL, 'w' },
@@ -661,6 +671,7 @@ int main(int argc, char **argv)
 		{ "max-clients", required_argument, NULL, O_MAX_CLIENTS },
 		{ "handshake-timeout", required_argument, NULL, O_HANDSHAKE },
 		{ "ready-fd", required_argument, NULL, O_READY_FD },
+		{ "max-image-entries", required_argument, NULL, O_MAX_ENTRIES },
 		{ "syslog", no_argument, NULL, O_SYSLOG },
 		{ "no-proc-connector", no_argument, NULL, O_NO_PROCCONN },
 		{ "no-keeper", no_argument, NULL, O_NO_KEEPER },
@@ -678,6 +689,7 @@ int main(int argc, char **argv)
 	d.o.fill_chunk = DEFAULT_FILL_CHUNK;
 	d.o.max_clients = DEFAULT_MAX_CLIENTS;
 	d.o.handshake_ms = DEFAULT_HANDSHAKE_MS;
+	d.o.max_image_entries = DEFAULT_MAX_IMAGE_ENTRIES;
 	d.o.ps_timeout_ms = REMOTE_TIMEOUT_MS;
 	d.o.ps_keepalive_ms = REMOTE_KEEPALIVE_MS;
 	if (handover_default_socket(defpath, sizeof(defpath)) == 0)
@@ -722,6 +734,13 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			d.o.handshake_ms = v;
+			break;
+		case O_MAX_ENTRIES:
+			if (parse_size(optarg, &v) < 0 || v > (1ull << 40)) {
+				fprintf(stderr, "uffd-manager: --max-image-entries %s: want 0 to 1T\n", optarg);
+				return 2;
+			}
+			d.o.max_image_entries = v;
 			break;
 		case O_READY_FD:
 			if (parse_size(optarg, &v) < 0 || v > INT_MAX) {

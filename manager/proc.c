@@ -198,8 +198,8 @@ void target_abandon(struct target *t, const char *why)
 	target_destroy(t, "abandoned");
 }
 
-struct timage *timage_load(struct daemon *d, int dirfd, bool own_dirfd, uint32_t image_id,
-			   struct img_err *err)
+struct timage *timage_read(struct pages_cache *c, int dirfd, uint32_t image_id,
+			   size_t max_entries, struct img_err *err)
 {
 	struct timage *img = calloc(1, sizeof(*img));
 
@@ -207,14 +207,24 @@ struct timage *timage_load(struct daemon *d, int dirfd, bool own_dirfd, uint32_t
 		snprintf(err->msg, sizeof(err->msg), "out of memory loading image %u", image_id);
 		return NULL;
 	}
-	if (img_task_load(&img->task, dirfd, image_id, &d->pages, err) < 0) {
+	if (img_task_load_max(&img->task, dirfd, image_id, c, max_entries, err) < 0) {
 		free(img);
 		return NULL;
 	}
 	img->refs = 1;
-	img->dirfd = own_dirfd ? dirfd : -1;
-	if (own_dirfd)
+	img->dirfd = -1;
+	return img;
+}
+
+struct timage *timage_load(struct daemon *d, int dirfd, bool own_dirfd, uint32_t image_id,
+			   struct img_err *err)
+{
+	struct timage *img = timage_read(&d->pages, dirfd, image_id, d->o.max_image_entries, err);
+
+	if (img && own_dirfd) {
+		img->dirfd = dirfd;
 		d->fds_in_use++;
+	}
 	return img;
 }
 

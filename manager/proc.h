@@ -149,6 +149,14 @@ struct target *target_by_id(struct daemon *d, uint64_t id);
 struct timage *timage_load(struct daemon *d, int dirfd, bool own_dirfd, uint32_t image_id,
 			   struct img_err *err);
 
+/*
+ * The same without the daemon: any thread may call it (C is thread safe).
+ * At most MAX_ENTRIES pagemap entries (0: no limit). The images do not own
+ * DIRFD (img->dirfd is -1): the caller may give it to them.
+ */
+struct timage *timage_read(struct pages_cache *c, int dirfd, uint32_t image_id,
+			   size_t max_entries, struct img_err *err);
+
 /* Take and drop a reference to the images of a hand-over (the last frees them). */
 struct timage *timage_get(struct timage *img);
 void timage_put(struct daemon *d, struct timage *img);

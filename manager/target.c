@@ -80,15 +80,26 @@ static int target_watch_pid(struct target *t, int pidfd)
 	return ret;
 }
 
+/* Model bytes of an area of LEN bytes: its node and its bitmap, as model.c allocates them. */
+static uint64_t area_bytes(uint64_t len)
+{
+	uint64_t pages = len / MODEL_PAGE_SIZE;
+
+	return sizeof(struct area) + (pages + 63) / 64 * sizeof(uint64_t);
+}
+
 /*
  * Lazy areas of TASK into MAP: VMAs holding PE_LAZY pages, each page missing
  * if the images hold its data, or, REMOTE, if a page server is to send it.
+ * Refuses, by name, a model of more than TARGET_MAX_AREAS areas or
+ * TARGET_MAX_MODEL_BYTES bytes before allocating it.
  */
 static int model_build(struct model *map, const struct img_task *task, uint32_t image_id,
 		       bool remote, char *reason, size_t len)
 {
 	const MmEntry *mm = task->mm;
 	const struct pagemap *pm = task->pm;
+	uint64_t bytes = 0;
 	int ret;
 
 	if (!mm || !pm) {
@@ -110,6 +121,18 @@ static int model_build(struct model *map, const struct img_task *task, uint32_t 
 						 "lazy pages at 0x%" PRIx64 " in a VMA that is not anonymous private (0x%" PRIx64 "-0x%" PRIx64 ", status 0x%x)",
 						 a, v->start, v->end, v->status);
 					return -EINVAL;
+				}
+				if (!lazy && map->nr_areas >= TARGET_MAX_AREAS) {
+					snprintf(reason, len,
+						 "more than %u lazy areas (a fixed limit on what one hand-over may make the daemon allocate)",
+						 TARGET_MAX_AREAS);
+					return -E2BIG;
+				}
+				if (!lazy && (bytes += area_bytes(v->end - v->start)) > TARGET_MAX_MODEL_BYTES) {
+					snprintf(reason, len,
+						 "the memory model would take more than %llu MiB (a fixed limit on what one hand-over may make the daemon allocate)",
+						 TARGET_MAX_MODEL_BYTES >> 20);
+					return -E2BIG;
 				}
 				if (!lazy && (ret = model_add(map, v->start, v->end, v->start)) < 0) {
 					if (ret == -E2BIG)
@@ -138,11 +161,15 @@ static int model_build(struct model *map, const struct img_task *task, uint32_t 
 	return 0;
 }
 
-static int build_model(struct target *t, char *reason, size_t len)
+int timage_model(const struct timage *img, uint32_t image_id, bool remote, struct model *map,
+		 char *reason, size_t reason_len)
 {
-	int ret = model_build(&t->map, &t->img->task, t->image_id, t->remote, reason, len);
+	int ret;
 
-	t->st.pages_total = t->map.nr_missing;
+	model_init(map);
+	ret = model_build(map, &img->task, image_id, remote, reason, reason_len);
+	if (ret < 0)
+		model_free(map);
 	return ret;
 }
 
@@ -152,9 +179,8 @@ int timage_check(const struct timage *img, uint32_t image_id, bool remote, uint6
 	struct model m;
 	int ret;
 
-	model_init(&m);
-	ret = model_build(&m, &img->task, image_id, remote, reason, reason_len);
-	*lazy = m.nr_missing;
+	ret = timage_model(img, image_id, remote, &m, reason, reason_len);
+	*lazy = ret < 0 ? 0 : m.nr_missing;
 	model_free(&m);
 	return ret;
 }
@@ -182,10 +208,22 @@ struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
 			     uint32_t image_id, struct timage *img, bool registered,
 			     const struct page_source *src, char *reason, size_t reason_len)
 {
+	return target_adopt(d, uffd, pidfd, pid, image_id, img, NULL, registered, src, reason,
+			    reason_len);
+}
+
+struct target *target_adopt(struct daemon *d, int uffd, int pidfd, pid_t pid,
+			    uint32_t image_id, struct timage *img, struct model *built,
+			    bool registered, const struct page_source *src, char *reason,
+			    size_t reason_len)
+{
 	struct target *t = target_alloc(d, uffd, img);
+	int ret = 0;
 
 	if (!t) {
 		snprintf(reason, reason_len, "cannot watch the uffd: %s", strerror(errno));
+		if (built)
+			model_free(built);
 		return NULL;
 	}
 	t->src = src;
@@ -193,7 +231,16 @@ struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
 	t->pid = pid;
 	t->image_id = image_id;
 	target_set_prefix(t);
-	if (build_model(t, reason, reason_len) < 0 ||
+	if (built) {
+		/* Built by the loader thread: take it over, nothing is copied. */
+		t->map = *built;
+		model_init(built);
+	} else {
+		ret = model_build(&t->map, &t->img->task, t->image_id, t->remote, reason,
+				  reason_len);
+	}
+	t->st.pages_total = t->map.nr_missing;
+	if (ret < 0 ||
 	    (!registered && register_areas(t, reason, reason_len) < 0) ||
 	    target_watch_pid(t, pidfd) < 0) {
 		if (!reason[0])

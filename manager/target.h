@@ -26,6 +26,32 @@ struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
 			     const struct page_source *src, char *reason, size_t reason_len);
 
 /*
+ * The same with the model already built from IMG (timage_model, off the
+ * loop): BUILT is taken over (left empty), so nothing is built here.
+ */
+struct target *target_adopt(struct daemon *d, int uffd, int pidfd, pid_t pid,
+			    uint32_t image_id, struct timage *img, struct model *built,
+			    bool registered, const struct page_source *src, char *reason,
+			    size_t reason_len);
+
+/*
+ * What one hand-over may make the daemon allocate for its model, besides
+ * the pagemap entries (--max-image-entries). Fixed: 65536 lazy areas is
+ * more than a process may map by default (vm.max_map_count 65530), and
+ * 512 MiB of bitmaps covers 16 TiB of lazy memory at one bit a page.
+ */
+#define TARGET_MAX_AREAS	65536u
+#define TARGET_MAX_MODEL_BYTES	(512ull << 20)
+
+/*
+ * Build the model of IMG into MAP (initialised here), as target_create
+ * would: it touches nothing but IMG and MAP, so any thread may call it.
+ * Returns 0, or -errno with REASON filled and MAP empty.
+ */
+int timage_model(const struct timage *img, uint32_t image_id, bool remote, struct model *map,
+		 char *reason, size_t reason_len);
+
+/*
  * Check that IMG can be served: build its model once, as target_create
  * would, and forget it. REMOTE: the data comes from a page server, so lazy
  * pages need no data in the images. Returns 0 with *LAZY the pages to serve, or -errno

@@ -181,6 +181,12 @@ int img_check_pagemap_vmas(const struct pagemap *pm, const MmEntry *mm, struct i
 int img_task_load(struct img_task *t, int dirfd, uint32_t pid, struct pages_cache *c,
 		  struct img_err *err)
 {
+	return img_task_load_max(t, dirfd, pid, c, 0, err);
+}
+
+int img_task_load_max(struct img_task *t, int dirfd, uint32_t pid, struct pages_cache *c,
+		      size_t max_entries, struct img_err *err)
+{
 	char name[32];
 	int ret;
 
@@ -198,7 +204,7 @@ int img_task_load(struct img_task *t, int dirfd, uint32_t pid, struct pages_cach
 	if (!t->mm && faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
 		return 0;	/* a task without memory images: a zombie */
 	snprintf(name, sizeof(name), "mm-%u.img", pid);
-	ret = pagemap_load(&t->pm, dirfd, pid, c, err);
+	ret = pagemap_load_max(&t->pm, dirfd, pid, c, max_entries, err);
 	if (ret < 0)
 		goto fail;
 	if (!t->mm) {

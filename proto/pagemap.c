@@ -17,6 +17,8 @@ struct pm_chain {
 	ino_t ino[PAGEMAP_MAX_DEPTH + 1];
 	unsigned depth;
 	char prefix[PAGEMAP_MAX_DEPTH * 7 + 1];	/* "parent/parent/" for messages */
+	size_t max_entries;	/* over the whole chain; 0: no limit */
+	size_t nr_entries;	/* read so far, over the whole chain */
 };
 
 static int pagemap_load_chain(struct pagemap **out, int dirfd, uint32_t pid,
@@ -61,7 +63,8 @@ static int entry_from_record(const PagemapEntry *pe, const char *name, unsigned 
 }
 
 /* Read the head and entries of pagemap-PID.img into PM. */
-static int read_entries(struct pagemap *pm, int dirfd, const char *file, struct img_err *err)
+static int read_entries(struct pagemap *pm, int dirfd, const char *file, struct pm_chain *chain,
+			struct img_err *err)
 {
 	struct img_reader r;
 	ProtobufCMessage *m;
@@ -97,10 +100,19 @@ static int read_entries(struct pagemap *pm, int dirfd, const char *file, struct 
 				       p->start, p->end);
 			goto out;
 		}
+		/* Refused as it is read: the array grows by doubling, never past the cap. */
+		if (chain->max_entries && chain->nr_entries >= chain->max_entries) {
+			ret = img_errf(err, E2BIG, pm->name, r.rec,
+				       "more than %zu pagemap entries (the limit on what one hand-over may make the daemon allocate: --max-image-entries)",
+				       chain->max_entries);
+			goto out;
+		}
 		if (pm->n == cap) {
 			struct pm_entry *ne;
 
 			cap = cap ? cap * 2 : 64;
+			if (chain->max_entries && cap > chain->max_entries - chain->nr_entries + pm->n)
+				cap = chain->max_entries - chain->nr_entries + pm->n;
 			ne = realloc(pm->e, cap * sizeof(*ne));
 			if (!ne) {
 				ret = img_errf(err, ENOMEM, pm->name, r.rec, "out of memory");
@@ -118,6 +130,7 @@ static int read_entries(struct pagemap *pm, int dirfd, const char *file, struct 
 		if (e.flags & PE_PARENT)
 			pm->parent_pages += (e.end - e.start) / PAGE_SIZE_4K;
 		pm->e[pm->n++] = e;
+		chain->nr_entries++;
 	}
 out:
 	img_close(&r);
@@ -231,7 +244,7 @@ static int pagemap_load_chain(struct pagemap **out, int dirfd, uint32_t pid,
 	snprintf(pm->name, sizeof(pm->name), "%s%s", chain->prefix, file);
 	snprintf(prefix, sizeof(prefix), "%s", chain->prefix);
 
-	ret = read_entries(pm, dirfd, file, err);
+	ret = read_entries(pm, dirfd, file, chain, err);
 	if (ret == 0)
 		ret = open_pages(pm, dirfd, c, prefix, err);
 	if (ret == 0 && pm->parent_pages) {
@@ -257,7 +270,13 @@ static int pagemap_load_chain(struct pagemap **out, int dirfd, uint32_t pid,
 int pagemap_load(struct pagemap **out, int dirfd, uint32_t pid, struct pages_cache *c,
 		 struct img_err *err)
 {
-	struct pm_chain chain = { .depth = 0 };
+	return pagemap_load_max(out, dirfd, pid, c, 0, err);
+}
+
+int pagemap_load_max(struct pagemap **out, int dirfd, uint32_t pid, struct pages_cache *c,
+		     size_t max_entries, struct img_err *err)
+{
+	struct pm_chain chain = { .depth = 0, .max_entries = max_entries };
 	struct stat st;
 
 	if (fstat(dirfd, &st) < 0)

@@ -11,6 +11,31 @@
 
 #include "pages.h"
 
+void pages_cache_init(struct pages_cache *c)
+{
+	*c = (struct pages_cache){ .lock = PTHREAD_MUTEX_INITIALIZER };
+}
+
+/* Take another reference to the file mapped for ST, if any (under LOCK). */
+static struct pages_file *pages_find(struct pages_cache *c, const struct stat *st)
+{
+	struct pages_file *pf;
+
+	for (pf = c->head; pf; pf = pf->next) {
+		if (pf->dev == st->st_dev && pf->ino == st->st_ino &&
+		    pf->size == (uint64_t)st->st_size) {
+			pf->refs++;
+			return pf;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * The open and the mmap happen outside the lock (they may be slow, and the
+ * other thread's pages_put must not wait on them); a file mapped twice by a
+ * race is caught when the new one is added, and the loser unmapped.
+ */
 int pages_get(struct pages_cache *c, int dirfd, const char *name, const char *label,
 	      struct pages_file **out, struct img_err *err)
 {
@@ -22,13 +47,13 @@ int pages_get(struct pages_cache *c, int dirfd, const char *name, const char *la
 	fd = img_open_regular(dirfd, name, label, &st, err);
 	if (fd < 0)
 		return fd;
-	for (pf = c->head; pf; pf = pf->next) {
-		if (pf->dev == st.st_dev && pf->ino == st.st_ino && pf->size == (uint64_t)st.st_size) {
-			close(fd);
-			pf->refs++;
-			*out = pf;
-			return 0;
-		}
+	pthread_mutex_lock(&c->lock);
+	pf = pages_find(c, &st);
+	pthread_mutex_unlock(&c->lock);
+	if (pf) {
+		close(fd);
+		*out = pf;
+		return 0;
 	}
 	if (st.st_size > 0) {
 		base = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
@@ -53,11 +78,23 @@ int pages_get(struct pages_cache *c, int dirfd, const char *name, const char *la
 	pf->size = st.st_size;
 	pf->refs = 1;
 	snprintf(pf->name, sizeof(pf->name), "%s", name);
-	pf->next = c->head;
-	c->head = pf;
-	c->nr_files++;
-	c->mapped_bytes += pf->size;
-	*out = pf;
+	pthread_mutex_lock(&c->lock);
+	*out = pages_find(c, &st);
+	if (!*out) {
+		pf->next = c->head;
+		c->head = pf;
+		c->nr_files++;
+		c->mapped_bytes += pf->size;
+		*out = pf;
+		pf = NULL;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (pf) {
+		/* Mapped meanwhile by the other thread: keep that one. */
+		if (base)
+			munmap(base, st.st_size);
+		free(pf);
+	}
 	return 0;
 }
 
@@ -106,8 +143,13 @@ void pages_put(struct pages_cache *c, struct pages_file *pf)
 {
 	struct pages_file **pp;
 
-	if (!pf || --pf->refs)
+	if (!pf)
 		return;
+	pthread_mutex_lock(&c->lock);
+	if (--pf->refs) {
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
 	for (pp = &c->head; *pp; pp = &(*pp)->next) {
 		if (*pp == pf) {
 			*pp = pf->next;
@@ -116,6 +158,7 @@ void pages_put(struct pages_cache *c, struct pages_file *pf)
 	}
 	c->nr_files--;
 	c->mapped_bytes -= pf->size;
+	pthread_mutex_unlock(&c->lock);
 	if (pf->base)
 		unmap((void *)pf->base, pf->size);
 	free(pf);

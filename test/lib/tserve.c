@@ -1,5 +1,6 @@
 /* Integration test kit: daemon, images, served children. */
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/userfaultfd.h>
@@ -478,7 +479,14 @@ static int child_handover(struct ts_child *c)
 		}
 	}
 	pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-	dirfd = open(c->imgdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (c->as_uid) {
+		/* An unprivileged client: its socket peer credentials are these (the uffd was made as root). */
+		if (setgroups(0, NULL) < 0 || setresgid(c->as_uid, c->as_uid, c->as_uid) < 0 ||
+		    setresuid(c->as_uid, c->as_uid, c->as_uid) < 0)
+			return ts_fail("become uid %u: %s", (unsigned)c->as_uid, strerror(errno)) + 9;
+		prctl(PR_SET_PDEATHSIG, SIGKILL);	/* cleared by the change of credentials */
+	}
+	dirfd = open(c->imgdir, (c->path_fd ? O_PATH : O_RDONLY) | O_DIRECTORY | O_CLOEXEC);
 	if (pidfd < 0 || dirfd < 0)
 		return ts_fail("pidfd/dirfd: %s", strerror(errno)) + 9;
 	h.socket_path = c->d->sock;

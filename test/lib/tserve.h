@@ -90,6 +90,8 @@ struct ts_child {
 	uint64_t features;	/* 0 = the four events + THREAD_ID */
 	uint32_t flags;		/* HELLO flags */
 	bool keep_uffd;		/* keep a copy of the uffd, as uffd-inject lazy's target does */
+	uid_t as_uid;		/* non-zero: become this uid (and gid) after making the uffd and pidfd */
+	bool path_fd;		/* hand the image dir over as an O_PATH fd */
 	int uffd;		/* in the child, with keep_uffd: that copy */
 	void *arg;
 	int go[2];		/* parent -> child: proceed */

@@ -1,0 +1,346 @@
+/*
+ * Hand-overs are loaded off the event loop, within limits, as the client:
+ * a client whose pagemap is huge does not delay the faults of a process
+ * already served; a pagemap over --max-image-entries is refused by name;
+ * an unprivileged client cannot make the daemon read images it could not
+ * read itself, through its image dir fd or a `parent` link.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "handover.h"
+#include "imgfix.h"
+#include "pagemap.h"
+#include "tserve.h"
+
+/* Outside 0x600000000000-0x640000000000, where ASan keeps its heap. */
+#define BASE		0x540000000000ull
+#define BIG_BASE	0x100000000000ull
+#define SEED		0x10ad10ad10ad10adull
+#define FEATURES	(UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP |             \
+			 UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP |           \
+			 UFFD_FEATURE_THREAD_ID)
+#define NOBODY		65534u
+/* Pages A reads, one fault each, one a millisecond. */
+#define A_PAGES		2048u
+/* Under the default cap of 4M: today a load of this many froze the loop for about a second. */
+#define BIG_ENTRIES	4000000u
+/* The longest a fault of A may wait; before, it waited for the whole load of B. */
+#define MAX_FAULT_MS	250
+
+static uint64_t ns_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+/* Write an image dir of one task IMAGE_ID whose pagemap has N one-page non-lazy entries. */
+static void write_big_images(const char *dir, unsigned n)
+{
+	static const struct ts_area small = { BASE, 4096, 0 };
+	struct fix_pe *pe = calloc(n, sizeof(*pe));
+	struct fix_vma vma = { BIG_BASE, BIG_BASE + 2ull * n * 4096 };
+	int dfd;
+
+	cr_assert_not_null(pe);
+	ts_write_images(dir, TS_IMAGE_ID, &small, 1, SEED);	/* inventory, pstree */
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_geq(dfd, 0);
+	for (unsigned i = 0; i < n; i++)
+		pe[i] = (struct fix_pe){ BIG_BASE + 2ull * i * 4096, 1, PE_PRESENT, 0 };
+	fix_write_mm(dfd, TS_IMAGE_ID, &vma, 1);
+	fix_write_pagemap(dfd, TS_IMAGE_ID, 1, pe, n);
+	fix_truncate(dfd, "pages-1.img", (uint64_t)n * 4096);	/* sparse: never read */
+	close(dfd);
+	free(pe);
+}
+
+/* A hand-over, as a forked client saw it. */
+struct answer {
+	int ret;
+	char reason[512];
+};
+
+/* Hand a fresh process over with the images in DIR from a fork; returns where its answer comes. */
+static int handover_async(const struct ts_daemon *d, const char *dir, pid_t *pid)
+{
+	int p[2];
+
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	*pid = fork();
+	cr_assert_geq(*pid, 0);
+	if (*pid == 0) {
+		struct uffdio_api api = { .api = UFFD_API, .features = FEATURES };
+		struct handover h = { .socket_path = d->sock, .image_id = TS_IMAGE_ID,
+				      .features = FEATURES, .timeout_ms = 30000 };
+		struct answer a = { 0 };
+		uint64_t lazy;
+
+		close(p[0]);
+		h.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+		if (h.uffd < 0 || ioctl(h.uffd, UFFDIO_API, &api) < 0)
+			_exit(9);
+		h.pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+		h.dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (h.pidfd < 0 || h.dirfd < 0)
+			_exit(9);
+		a.ret = handover_send(&h, &lazy, a.reason, sizeof(a.reason));
+		if (write(p[1], &a, sizeof(a)) != sizeof(a))
+			_exit(9);
+		_exit(0);
+	}
+	close(p[1]);
+	return p[0];
+}
+
+/* What A measured, in memory shared with the test. */
+struct a_report {
+	uint64_t t_first, t_last;	/* ns, CLOCK_MONOTONIC */
+	uint64_t max_ns;		/* the longest single fault */
+	long bad;			/* bytes that differ from the images */
+};
+
+/* A: read one page a millisecond (each a fault: no fill, 4K window), timing each. */
+static int read_paced(struct ts_child *c)
+{
+	struct a_report *r = c->arg;
+	const volatile uint8_t *p = (const volatile uint8_t *)(uintptr_t)c->areas[0].start;
+
+	ts_wait_go(c);
+	r->t_first = ns_now();
+	for (unsigned i = 0; i < A_PAGES; i++) {
+		uint64_t t0 = ns_now(), dt;
+
+		(void)p[(uint64_t)i * 4096];
+		dt = ns_now() - t0;
+		if (dt > r->max_ns)
+			r->max_ns = dt;
+		usleep(1000);
+	}
+	r->t_last = ns_now();
+	r->bad = ts_check(c->areas[0].start, c->areas[0].len, c->areas[0].start, c->areas,
+			  c->seed);
+	return r->bad ? 1 : 0;
+}
+
+/*
+ * While B's 4M-entry pagemap is read and modelled, A goes on being served:
+ * no fault of A waits more than MAX_FAULT_MS, and B's answer comes while A
+ * is still reading (the loads overlapped). Before, every fault of A waited
+ * for the whole load (about a second here).
+ */
+Test(loader, big_pagemap_does_not_stall_others, .timeout = 120)
+{
+	static const char *const args[] = { "--no-fill", "-w", "4K", NULL };
+	static const struct ts_area area = { BASE, A_PAGES * 4096ull, 0 };
+	struct a_report *r = mmap(NULL, sizeof(*r), PROT_READ | PROT_WRITE,
+				  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char adir[192], bdir[192];
+	struct ts_daemon d;
+	struct ts_child a = { .d = &d, .areas = &area, .n = 1, .seed = SEED, .arg = r };
+	struct answer ans;
+	struct pollfd pf;
+	uint64_t t_b0, t_b1;
+	pid_t apid, bpid;
+	int fd;
+
+	cr_assert_neq(r, MAP_FAILED);
+	memset(r, 0, sizeof(*r));
+	ts_daemon_start(&d, args);
+	snprintf(adir, sizeof(adir), "%s/a", d.dir);
+	snprintf(bdir, sizeof(bdir), "%s/b", d.dir);
+	ts_write_images(adir, TS_IMAGE_ID, &area, 1, SEED);
+	write_big_images(bdir, BIG_ENTRIES);
+	a.imgdir = adir;
+	apid = ts_child_start(&a, read_paced);
+
+	t_b0 = ns_now();
+	fd = handover_async(&d, bdir, &bpid);
+	usleep(20000);	/* B's HELLO is in */
+	ts_say_go(&a);
+	pf = (struct pollfd){ .fd = fd, .events = POLLIN };
+	cr_assert_eq(poll(&pf, 1, 60000), 1, "B got no answer");
+	t_b1 = ns_now();
+	cr_assert_eq(read(fd, &ans, sizeof(ans)), (ssize_t)sizeof(ans));
+	close(fd);
+	cr_assert_eq(ts_child_wait(apid, 60000), 0, "A failed (%ld bytes differ)", r->bad);
+	ts_child_wait(bpid, 10000);
+	cr_log_info("B (%u entries) answered after %" PRIu64 " ms; A read %u pages in %" PRIu64
+		    " ms, longest fault %" PRIu64 " us", BIG_ENTRIES, (t_b1 - t_b0) / 1000000,
+		    A_PAGES, (r->t_last - r->t_first) / 1000000, r->max_ns / 1000);
+	fprintf(stderr, "loader/big_pagemap: B answered after %" PRIu64 " ms; longest fault of A %" PRIu64 " us\n",
+		(t_b1 - t_b0) / 1000000, r->max_ns / 1000);
+	cr_expect_eq(ans.ret, 0, "B refused: %s", ans.reason);
+	cr_expect_eq(r->bad, 0);
+	cr_expect_lt(r->max_ns, MAX_FAULT_MS * 1000000ull,
+		     "a fault of A waited %" PRIu64 " ms while B's images loaded", r->max_ns / 1000000);
+	cr_expect_gt(t_b1, r->t_first, "B's load was over before A began: nothing measured");
+	cr_expect(ts_daemon_finish(&d, 10000));
+	munmap(r, sizeof(*r));
+}
+
+/* A pagemap of more entries than --max-image-entries is refused, naming the limit. */
+Test(loader, entries_over_the_cap_refused_by_name, .timeout = 60)
+{
+	static const char *const args[] = { "--max-image-entries", "1000", NULL };
+	char bdir[192];
+	struct ts_daemon d;
+	struct answer ans;
+	struct pollfd pf;
+	pid_t bpid;
+	int fd;
+
+	ts_daemon_start(&d, args);
+	snprintf(bdir, sizeof(bdir), "%s/b", d.dir);
+	write_big_images(bdir, 1001);
+	fd = handover_async(&d, bdir, &bpid);
+	pf = (struct pollfd){ .fd = fd, .events = POLLIN };
+	cr_assert_eq(poll(&pf, 1, 20000), 1, "no answer");
+	cr_assert_eq(read(fd, &ans, sizeof(ans)), (ssize_t)sizeof(ans));
+	close(fd);
+	ts_child_wait(bpid, 10000);
+	cr_expect_lt(ans.ret, 0, "served");
+	cr_expect(strstr(ans.reason, "pagemap-4242.img") &&
+		  strstr(ans.reason, "more than 1000 pagemap entries") &&
+		  strstr(ans.reason, "--max-image-entries"), "reason: %s", ans.reason);
+	cr_expect(ts_daemon_finish(&d, 10000));
+}
+
+/* Let everyone read DIR and the files in it (the images are written 0600). */
+static void make_public(const char *dir)
+{
+	struct dirent *de;
+	DIR *dp = opendir(dir);
+	char path[512];
+
+	cr_assert_not_null(dp, "%s", dir);
+	while ((de = readdir(dp))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		chmod(path, 0644);
+	}
+	closedir(dp);
+	cr_assert_eq(chmod(dir, 0755), 0);
+}
+
+/* A daemon an unprivileged client can reach. */
+static void start_open_daemon(struct ts_daemon *d)
+{
+	ts_daemon_start(d, NULL);
+	cr_assert_eq(chmod(d->dir, 0755), 0);
+	cr_assert_eq(chmod(d->sock, 0666), 0);
+}
+
+static int touch_all(struct ts_child *c)
+{
+	return ts_check(c->areas[0].start, c->areas[0].len, c->areas[0].start, c->areas,
+			c->seed) ? 1 : 0;
+}
+
+static const struct ts_area cred_area = { BASE, 256 << 10, 5 };
+/* No holes: every page of the child's dump is in its parent. */
+static const struct ts_area full_area = { BASE, 256 << 10, 0 };
+
+/* Hand over A as uid NOBODY from IMGDIR (an O_PATH fd); returns the child's exit code. */
+static int handover_as_nobody(struct ts_daemon *d, const char *imgdir, const struct ts_area *a)
+{
+	struct ts_child c = { .d = d, .areas = a, .n = 1, .seed = SEED,
+			      .imgdir = imgdir, .as_uid = NOBODY, .path_fd = true };
+	pid_t pid;
+
+	signal(SIGPIPE, SIG_IGN);	/* a refused child is gone before its word to go */
+	pid = ts_child_start(&c, touch_all);
+	ts_say_go(&c);
+	return ts_child_wait(pid, 30000);
+}
+
+/*
+ * uid 65534 hands over an O_PATH fd of a root-owned 0700 image dir: refused,
+ * naming the file. Before, the daemon read it as root and served it.
+ */
+Test(loader_creds, unreadable_dir_refused, .timeout = 60)
+{
+	struct ts_daemon d;
+	char dir[192];
+
+	start_open_daemon(&d);
+	snprintf(dir, sizeof(dir), "%s/secret", d.dir);
+	ts_write_images(dir, TS_IMAGE_ID, &cred_area, 1, SEED);
+	cr_assert_eq(chmod(dir, 0700), 0);
+	cr_expect_neq(handover_as_nobody(&d, dir, &cred_area), 0, "served from a dir uid 65534 cannot read");
+	cr_expect(ts_log_has(&d, "mm-4242.img") && ts_log_has(&d, "Permission denied"),
+		  "the refusal names the file and the reason (log %s)", d.log);
+	cr_expect(ts_daemon_finish(&d, 10000));
+}
+
+/*
+ * A readable dir whose pages are all in its `parent`, a link into a root
+ * 0700 dir: refused. Before, the daemon followed it as root.
+ */
+Test(loader_creds, parent_link_into_unreadable_dir_refused, .timeout = 60)
+{
+	struct fix_pe pe = { full_area.start, full_area.len / 4096, PE_LAZY, FIX_INPARENT };
+	char top[192], secret[256], pub[256], link[300];
+	struct ts_daemon d;
+	int dfd;
+
+	start_open_daemon(&d);
+	snprintf(top, sizeof(top), "%s/imgs", d.dir);
+	cr_assert_eq(mkdir(top, 0755), 0);
+	snprintf(secret, sizeof(secret), "%s/secret", top);
+	snprintf(pub, sizeof(pub), "%s/pub", top);
+	ts_write_images(secret, TS_IMAGE_ID, &full_area, 1, SEED);
+	cr_assert_eq(chmod(secret, 0700), 0);
+	ts_write_images(pub, TS_IMAGE_ID, &full_area, 1, SEED);
+	dfd = open(pub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_geq(dfd, 0);
+	fix_write_pagemap(dfd, TS_IMAGE_ID, 1, &pe, 1);
+	fix_unlink(dfd, "pages-1.img");
+	fix_symlink(dfd, "parent", "../secret");
+	close(dfd);
+	make_public(pub);
+	snprintf(link, sizeof(link), "%s/parent", pub);
+
+	cr_expect_neq(handover_as_nobody(&d, pub, &full_area), 0, "served through a parent link uid 65534 cannot follow");
+	cr_expect(ts_log_has(&d, "parent") && ts_log_has(&d, "Permission denied"),
+		  "the refusal says why (log %s)", d.log);
+	/* The same images, with a parent it may read, are served: the refusal was the rights. */
+	make_public(secret);
+	cr_expect_eq(handover_as_nobody(&d, pub, &full_area), 0, "%s", link);
+	cr_expect(ts_daemon_finish(&d, 10000));
+}
+
+/* The same unprivileged client with images it may read is served, every byte compared. */
+Test(loader_creds, readable_images_served, .timeout = 60)
+{
+	struct ts_daemon d;
+	char top[192], dir[256];
+
+	start_open_daemon(&d);
+	snprintf(top, sizeof(top), "%s/imgs", d.dir);
+	cr_assert_eq(mkdir(top, 0755), 0);
+	snprintf(dir, sizeof(dir), "%s/pub", top);
+	ts_write_images(dir, TS_IMAGE_ID, &cred_area, 1, SEED);
+	make_public(dir);
+	cr_expect_eq(handover_as_nobody(&d, dir, &cred_area), 0);
+	cr_expect(ts_daemon_finish(&d, 10000));
+}
