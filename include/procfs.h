@@ -79,6 +79,9 @@ struct procfs_maps {
  * lists the same areas (the address space must hold still while we look).
  */
 int procfs_read_maps(pid_t pid, struct procfs_maps *m, char *why, size_t len);
+
+/* The same without the check against maps: for a process that may be changing its memory. */
+int procfs_read_smaps(pid_t pid, struct procfs_maps *m, char *why, size_t len);
 void procfs_maps_free(struct procfs_maps *m);
 
 /*

@@ -18,6 +18,7 @@
 #include "procfs.h"
 #include "sender.h"
 #include "serve.h"
+#include "sysutil.h"
 #include "target.h"
 #include "uffd.h"
 #include "wire.h"
@@ -204,17 +205,15 @@ static bool client_hung_up(const struct client *c)
 /* Does any area of PID carry a userfaultfd registration ("um" in its VmFlags)? */
 static bool has_registered_areas(pid_t pid)
 {
-	char path[64], line[512];
+	struct procfs_maps m;
+	char why[256];
 	bool found = false;
-	FILE *f;
 
-	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
-	f = fopen(path, "re");
-	if (!f)
+	if (procfs_read_smaps(pid, &m, why, sizeof(why)) < 0)
 		return false;
-	while (!found && fgets(line, sizeof(line), f))
-		found = !strncmp(line, "VmFlags:", 8) && strstr(line, " um");
-	fclose(f);
+	for (size_t i = 0; i < m.n && !found; i++)
+		found = m.v[i].vmflags & PFV_UM;
+	procfs_maps_free(&m);
 	return found;
 }
 
@@ -652,7 +651,7 @@ void client_accept(struct daemon *d)
 		int fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			if (sys_accept_backoff(errno)) {
 				/*
 				 * The listen socket stays readable: unwatched, or the
 				 * level-triggered loop would spin on it. Said once.

@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "proc.h"
+#include "procfs.h"
 #include "released.h"
 #include "uffd.h"
 
@@ -97,31 +98,28 @@ void target_destroy(struct target *t, const char *why)
 	daemon_check_done(d);
 }
 
-/* Unregister the ranges the kernel still has registered for us, from smaps. */
+/*
+ * Unregister the ranges the kernel still has registered for us, from smaps:
+ * VM_UFFD_MISSING ("um") areas the model never knew of, such as grown tails.
+ * If smaps cannot be read whole (a process changing its memory fast), a
+ * fault there later is answered by released.c with a zero page, as the
+ * model would.
+ */
 static void unregister_rest(struct target *t)
 {
-	char path[64], line[512];
-	unsigned long long s = 0, e = 0;
-	FILE *f;
+	struct procfs_maps m;
+	char why[256];
 
 	if (!t->pid)
 		return;
-	snprintf(path, sizeof(path), "/proc/%d/smaps", t->pid);
-	f = fopen(path, "re");
-	if (!f)
+	if (procfs_read_smaps(t->pid, &m, why, sizeof(why)) < 0) {
+		log_debug("%s %s", t->pfx, why);
 		return;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long long a, b;
-
-		if (sscanf(line, "%llx-%llx ", &a, &b) == 2) {
-			s = a;
-			e = b;
-		} else if (!strncmp(line, "VmFlags:", 8) && strstr(line, " um")) {
-			/* VM_UFFD_MISSING: grown tails the model never knew of. */
-			uffd_unregister(t->uffd, s, e - s);
-		}
 	}
-	fclose(f);
+	for (size_t i = 0; i < m.n; i++)
+		if (m.v[i].vmflags & PFV_UM)
+			uffd_unregister(t->uffd, m.v[i].start, m.v[i].end - m.v[i].start);
+	procfs_maps_free(&m);
 }
 
 /* Every lazy page is in: unregister, close the uffd, forget the process. */

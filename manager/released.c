@@ -60,7 +60,17 @@ static bool drain(struct released *r)
 				log_debug("pid %d (served): a fork picked up before release; its child needs nothing",
 					  r->pid);
 			} else if (m->event == UFFD_EVENT_PAGEFAULT) {
-				uffd_wake(r->uffd, m->arg.pagefault.address & ~(PG - 1), PG);
+				/*
+				 * Every page of the model is in, so a fault here is on memory
+				 * the images never held (an area still registered that
+				 * unregister_rest could not see): it reads zero, as
+				 * serve.c would answer it. Already there: just wake.
+				 */
+				uint64_t page = m->arg.pagefault.address & ~(PG - 1);
+				int64_t out;
+
+				if (uffd_zeropage(r->uffd, page, PG, true, &out) < 0)
+					uffd_wake(r->uffd, page, PG);
 			}
 		}
 		if ((size_t)n < sizeof(msgs))

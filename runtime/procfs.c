@@ -266,7 +266,7 @@ static int check_maps(pid_t pid, const struct procfs_maps *m, char *why, size_t 
 	return ret;
 }
 
-int procfs_read_maps(pid_t pid, struct procfs_maps *m, char *why, size_t len)
+int procfs_read_smaps(pid_t pid, struct procfs_maps *m, char *why, size_t len)
 {
 	char *line, *next;
 	size_t tlen, cap = 0, lineno = 0;
@@ -321,9 +321,18 @@ int procfs_read_maps(pid_t pid, struct procfs_maps *m, char *why, size_t len)
 			m->v[m->n - 1].vmflags = procfs_parse_vmflags(line + 8);
 		}
 	}
-	ret = check_maps(pid, m, why, len);
+	ret = 0;
 out:
 	if (ret < 0)
+		procfs_maps_free(m);
+	return ret;
+}
+
+int procfs_read_maps(pid_t pid, struct procfs_maps *m, char *why, size_t len)
+{
+	int ret = procfs_read_smaps(pid, m, why, len);
+
+	if (ret == 0 && (ret = check_maps(pid, m, why, len)) < 0)
 		procfs_maps_free(m);
 	return ret;
 }
