@@ -25,6 +25,7 @@ struct loader {
 	struct loader_job *ready, **ready_tail;
 	bool stop;
 	int efd;			/* the thread's "ready" doorbell, read on the loop */
+	unsigned pending;		/* submitted, not yet given back (loop only) */
 	struct ev ev;
 	/* The thread's own credentials, put back after every job. */
 	uid_t fsuid0;
@@ -162,6 +163,7 @@ static void loader_on_ready(struct ev *ev, uint32_t events)
 		struct loader_job *next = j->next;
 
 		j->next = NULL;
+		l->pending--;
 		l->done(l->d, j);
 		j = next;
 	}
@@ -212,8 +214,14 @@ fail:
 	return ret;
 }
 
+unsigned loader_pending(const struct loader *l)
+{
+	return l ? l->pending : 0;
+}
+
 void loader_submit(struct loader *l, struct loader_job *j)
 {
+	l->pending++;
 	j->next = NULL;
 	pthread_mutex_lock(&l->lock);
 	*l->todo_tail = j;

@@ -53,6 +53,9 @@ int loader_start(struct daemon *d, loader_done_fn done);
 /* Queue J (its DIRFD counted in d->fds_in_use by the caller). */
 void loader_submit(struct loader *l, struct loader_job *j);
 
+/* Jobs submitted and not yet given back to the done hook. */
+unsigned loader_pending(const struct loader *l);
+
 /* Free J and whatever it still holds (images, model, dirfd). On the loop only. */
 void loader_job_free(struct daemon *d, struct loader_job *j);
 

@@ -38,6 +38,7 @@
 #include "client.h"
 #include "daemon.h"
 #include "fuzz.h"
+#include "loader.h"
 #include "log.h"
 
 #define NR_MENU		12
@@ -112,6 +113,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		perror("fuzz: listen");
 		abort();
 	}
+	/* Images load on the daemon's loader thread, as in run_daemon. */
+	if (loader_start(&d, client_loaded) < 0)
+		abort();
 	return 0;
 }
 
@@ -174,9 +178,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int i = 0; i < 8 && loop_once(&d.loop, 0) > 0; i++)
 		while (recv(sk, sink, sizeof(sink), MSG_DONTWAIT) > 0)
 			;
+	/* A hand-over whose images are loading: wait for the loader to give it back. */
+	for (int i = 0; i < 2000 && loader_pending(d.loader); i++)
+		loop_once(&d.loop, 10);
+	for (int i = 0; i < 8 && loop_once(&d.loop, 0) > 0; i++)
+		while (recv(sk, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+			;
 	close(sk);
 	for (int i = 0; i < 8 && d.clients && loop_once(&d.loop, 0) >= 0; i++)
 		;
+	if (loader_pending(d.loader)) {
+		fprintf(stderr, "fuzz: the loader did not give a job back in 20 s\n");
+		abort();
+	}
 	while (d.clients)
 		client_close(d.clients);
 	loop_once(&d.loop, 0);
