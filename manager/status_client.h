@@ -1,6 +1,6 @@
 /* uffd-manager status: ask a running daemon and print what it says. */
-#ifndef UFFD_STATUS_H
-#define UFFD_STATUS_H
+#ifndef UFFD_STATUS_CLIENT_H
+#define UFFD_STATUS_CLIENT_H
 
 #include <stdio.h>
 
