@@ -25,11 +25,14 @@
 #define MODEL_PAGE_SHIFT	12
 #define MODEL_PAGE_SIZE	(1ull << MODEL_PAGE_SHIFT)
 /*
- * The largest area, in pages (1 TiB: a 32 MiB bitmap). Images are untrusted:
- * one 100-byte mm entry with a 128 TiB VMA would otherwise make the model
- * allocate a 4 GiB bitmap. model_add refuses larger areas with -E2BIG.
+ * The largest area, in pages: 128 TiB, the whole of x86-64's user address
+ * space (a 4 GiB bitmap, allocated lazily by the kernel). Real processes
+ * have sparse areas of many TiB (sanitizer shadows, runtime reservations:
+ * ASan's is 14 TiB), so the cap is no smaller; what one hand-over may make
+ * the daemon allocate is capped before that, by model size (target.h's
+ * TARGET_MAX_MODEL_BYTES). model_add refuses larger areas with -E2BIG.
  */
-#define MODEL_MAX_AREA_PAGES	(1ull << 28)
+#define MODEL_MAX_AREA_PAGES	(1ull << 35)
 
 struct area;
 

@@ -137,7 +137,7 @@ static int model_build(struct model *map, const struct img_task *task, uint32_t 
 				if (!lazy && (ret = model_add(map, v->start, v->end, v->start)) < 0) {
 					if (ret == -E2BIG)
 						snprintf(reason, len,
-							 "lazy VMA 0x%" PRIx64 "-0x%" PRIx64 " has %" PRIu64 " pages, over the limit of %llu (1 TiB)",
+							 "lazy VMA 0x%" PRIx64 "-0x%" PRIx64 " has %" PRIu64 " pages, over the limit of %llu (128 TiB)",
 							 v->start, v->end, (uint64_t)((v->end - v->start) / MODEL_PAGE_SIZE),
 							 (unsigned long long)MODEL_MAX_AREA_PAGES);
 					else
