@@ -20,6 +20,12 @@
  */
 int procfs_field(const char *path, const char *key, char *val, size_t len);
 
+/*
+ * In TEXT, a whole "Key:\tvalue" file already read: what follows "KEY:" on
+ * its line (blanks included), or NULL.
+ */
+const char *procfs_text_field(const char *text, const char *key);
+
 /* The same, as a decimal number (the first one of the value: "N kB" gives N). */
 int procfs_field_num(const char *path, const char *key, long long *val);
 

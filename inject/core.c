@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "core.h"
+#include "procfs.h"
 #include "core.pb-c.h"
 #include "files.pb-c.h"
 #include "image.h"
@@ -76,17 +77,6 @@ static ssize_t proc_small(pid_t pid, const char *name, char *buf, size_t cap)
 		buf[n] = '\0';
 	close(fd);
 	return n;
-}
-
-/* The value of "NAME:\t..." in a status text, or NULL. */
-static const char *status_val(const char *st, const char *name)
-{
-	size_t k = strlen(name);
-
-	for (const char *p = st; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-		if (!strncmp(p, name, k) && p[k] == ':')
-			return p + k + 1;
-	return NULL;
 }
 
 static struct core_file *add_file(struct core *c)
@@ -153,14 +143,14 @@ static int fd_info(pid_t pid, int fd, uint64_t *pos, uint32_t *flags)
 	snprintf(name, sizeof(name), "fdinfo/%d", fd);
 	if (proc_small(pid, name, buf, sizeof(buf)) < 0)
 		return -errno;
-	p = strstr(buf, "pos:");
+	p = procfs_text_field(buf, "pos");
 	if (!p)
 		return -EIO;
-	*pos = strtoull(p + 4, NULL, 10);
-	p = strstr(buf, "flags:");
+	*pos = strtoull(p, NULL, 10);
+	p = procfs_text_field(buf, "flags");
 	if (!p)
 		return -EIO;
-	*flags = (uint32_t)strtoul(p + 6, NULL, 8);
+	*flags = (uint32_t)strtoul(p, NULL, 8);
 	return 0;
 }
 
@@ -333,14 +323,14 @@ static int collect_proc(struct core *c, struct pt *pt, char *why, size_t len)
 			     (int)pt->th[1].tid);
 	if (proc_small(c->pid, "status", st, sizeof(st)) < 0)
 		return why_set(why, len, errno, "/proc/%d/status: %s", (int)c->pid, strerror(errno));
-	v = status_val(st, "Seccomp");
+	v = procfs_text_field(st, "Seccomp");
 	if (v && atoi(v) != 0)
 		return why_set(why, len, ENOTSUP, "it runs under seccomp (mode %d): not supported",
 			     atoi(v));
-	v = status_val(st, "Uid");
+	v = procfs_text_field(st, "Uid");
 	if (!v || sscanf(v, "%u %u %u %u", &uid[0], &uid[1], &uid[2], &uid[3]) != 4)
 		return why_set(why, len, EIO, "/proc/%d/status: no Uid", (int)c->pid);
-	v = status_val(st, "Gid");
+	v = procfs_text_field(st, "Gid");
 	if (!v || sscanf(v, "%u %u %u %u", &gid[0], &gid[1], &gid[2], &gid[3]) != 4)
 		return why_set(why, len, EIO, "/proc/%d/status: no Gid", (int)c->pid);
 	for (int i = 0; i < 4; i++)
@@ -358,11 +348,11 @@ static int collect_proc(struct core *c, struct pt *pt, char *why, size_t len)
 	    (si.si_signo == SIGSTOP || si.si_signo == SIGTSTP || si.si_signo == SIGTTIN ||
 	     si.si_signo == SIGTTOU))
 		c->stopped = true;
-	v = status_val(st, "Umask");
+	v = procfs_text_field(st, "Umask");
 	c->umask = v ? (uint32_t)strtoul(v, NULL, 8) : 022;
-	if ((v = status_val(st, "SigPnd")))
+	if ((v = procfs_text_field(st, "SigPnd")))
 		pnd = strtoull(v, NULL, 16);
-	if ((v = status_val(st, "ShdPnd")))
+	if ((v = procfs_text_field(st, "ShdPnd")))
 		shd = strtoull(v, NULL, 16);
 	if (pnd | shd)
 		return why_set(why, len, ENOTSUP, "it has pending signals (mask 0x%llx): they "

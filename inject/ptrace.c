@@ -90,15 +90,9 @@ ssize_t pt_proc_read(pid_t pid, pid_t tid, const char *file, char *buf, size_t l
 /* Find "NAME:" in /proc/PID/task/TID/status; its value text in BUF, or NULL. */
 static const char *status_text(pid_t pid, pid_t tid, const char *name, char *buf, size_t len)
 {
-	size_t n = strlen(name);
-	char *s;
-
 	if (pt_proc_read(pid, tid, "status", buf, len) < 0)
 		return NULL;
-	for (s = buf; s; s = strchr(s, '\n') ? strchr(s, '\n') + 1 : NULL)
-		if (!strncmp(s, name, n) && s[n] == ':')
-			return s + n + 1;
-	return NULL;
+	return procfs_text_field(buf, name);
 }
 
 /* A decimal field of the status file, or -1. */

@@ -41,6 +41,16 @@ int procfs_field(const char *path, const char *key, char *val, size_t len)
 	return ret;
 }
 
+const char *procfs_text_field(const char *text, const char *key)
+{
+	size_t k = strlen(key);
+
+	for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+		if (!strncmp(p, key, k) && p[k] == ':')
+			return p + k + 1;
+	return NULL;
+}
+
 int procfs_field_num(const char *path, const char *key, long long *val)
 {
 	char buf[128], *end;
