@@ -36,7 +36,7 @@
  * parts of the anon region (see fork_and_move) and answers "F ok" or "F WHAT";
  * 'C' moves the anon region's last 16 pages away and back and forks, over and
  * over, until the manager has released the region (see churn), and answers
- * "C ok ROUNDS" or "C WHAT";
+ * "C ok ROUNDS" or "C WHAT" ('c': the same without the forks);
  * 'W' checks the --wipeonfork area from a forked child (empty) and itself;
  * 'X' ends the --exiter thread and joins it; 'K' forks a child that after a
  * second checks every byte and exits (0: right, 1: not), unreaped, and
@@ -560,7 +560,7 @@ static int uffd_registered(const void *p)
  * once, round after round, until the region is seen unregistered (released)
  * and 300 rounds more; the data must be where it was ('v' checks it).
  */
-static const char *churn(struct wl *w, unsigned *rounds)
+static const char *churn(struct wl *w, unsigned *rounds, bool forks)
 {
 	size_t len = 16 * PAGE;
 	uint8_t *src = w->anon.p + w->anon.len - len;
@@ -579,6 +579,8 @@ static const char *churn(struct wl *w, unsigned *rounds)
 		if (mremap(src, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, tmp) != tmp ||
 		    mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, src) != src)
 			return "mremap failed";
+		if (!forks)
+			goto next;
 		pid = fork();
 		if (pid < 0)
 			return "fork failed";
@@ -586,6 +588,7 @@ static const char *churn(struct wl *w, unsigned *rounds)
 			_exit(0);
 		if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st))
 			return "the forked child did not exit 0";
+next:
 		if (after)
 			after++;
 		else if (*rounds % 16 == 0 && uffd_registered(w->anon.p) == 0)
@@ -758,14 +761,14 @@ int main(int argc, char **argv)
 		} else if (c == 'F') {
 			bad = w.moved ? "moved already" : fork_and_move(&w);
 			say("F %s\n", bad ? bad : "ok");
-		} else if (c == 'C') {
+		} else if (c == 'C' || c == 'c') {
 			unsigned rounds = 0;
 
-			bad = w.moved ? "moved already" : churn(&w, &rounds);
+			bad = w.moved ? "moved already" : churn(&w, &rounds, c == 'C');
 			if (bad)
-				say("C %s\n", bad);
+				say("%c %s\n", c, bad);
 			else
-				say("C ok %u\n", rounds);
+				say("%c ok %u\n", c, rounds);
 		} else if (c == 'W') {
 			bad = check_wipeonfork(&w);
 			say("W %s\n", bad ? bad : "ok");
