@@ -40,6 +40,12 @@ int procfs_uffd_api(const char *path, uint64_t *raw);
 /* The kernel's "through UFFDIO_API" mark in a userfaultfd's features word. */
 #define PROCFS_UFFD_INITIALIZED	(1ull << 31)
 
+/*
+ * What /proc/self/fd says our FD is ("anon_inode:[userfaultfd]", a path...),
+ * into BUF. Returns 0, or -errno with BUF saying "unreadable: ...".
+ */
+int procfs_fd_kind(int fd, char *buf, size_t len);
+
 /* smaps VmFlags codes we act on; others are kept only in the text. */
 #define PFV_SH	(1u << 0)	/* sh: shared */
 #define PFV_GD	(1u << 1)	/* gd: grows down */

@@ -31,20 +31,6 @@ static void client_on_read(struct ev *ev, uint32_t events);
 static int client_job(struct client *c, int dirfd, uint32_t image_id, char *reason, size_t len);
 static void client_on_deadline(struct timer *tm);
 
-/* What /proc/self/fd says FD is. */
-static int fd_kind(int fd, char *buf, size_t len)
-{
-	char path[64];
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = readlink(path, buf, len - 1);
-	if (n < 0)
-		return -errno;
-	buf[n] = 0;
-	return 0;
-}
-
 /* The real and effective uid of PID. */
 static int proc_uids(pid_t pid, uid_t *ruid, uid_t *euid)
 {
@@ -81,11 +67,11 @@ int hello_validate(const struct hello_check *h, pid_t *pid, char *reason, size_t
 			 h->nfds);
 		return -EINVAL;
 	}
-	if (fd_kind(h->uffd, kind, sizeof(kind)) < 0 || strcmp(kind, "anon_inode:[userfaultfd]")) {
+	if (procfs_fd_kind(h->uffd, kind, sizeof(kind)) < 0 || strcmp(kind, "anon_inode:[userfaultfd]")) {
 		snprintf(reason, len, "first fd is not a userfaultfd (%s)", kind);
 		return -EINVAL;
 	}
-	if (fd_kind(h->pidfd, kind, sizeof(kind)) < 0 ||
+	if (procfs_fd_kind(h->pidfd, kind, sizeof(kind)) < 0 ||
 	    (strcmp(kind, "anon_inode:[pidfd]") && strncmp(kind, "pidfd:", 6))) {
 		snprintf(reason, len, "second fd is not a pidfd (%s)", kind);
 		return -EINVAL;

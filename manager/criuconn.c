@@ -80,21 +80,6 @@ void criu_broke(struct criu *c, const char *fmt, ...)
 	daemon_check_done(c->d);
 }
 
-/* What /proc/self/fd says FD is. */
-static void fd_kind(int fd, char *buf, size_t len)
-{
-	char path[64];
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = readlink(path, buf, len - 1);
-	if (n < 0)
-		snprintf(buf, len, "unreadable: %s", strerror(errno));
-	else
-		buf[n] = 0;
-}
-
-
 /* Log the features of a task's uffd; warn about the events it will not report. */
 static void log_features(const struct criu_task *t, int uffd, uint64_t feat)
 {
@@ -160,7 +145,7 @@ static int task_serve(struct criu *c, struct criu_task *t, int uffd, struct send
 	int pidfd;
 	pid_t host;
 
-	fd_kind(uffd, kind, sizeof(kind));
+	procfs_fd_kind(uffd, kind, sizeof(kind));
 	snprintf(fdinfo, sizeof(fdinfo), "/proc/self/fdinfo/%d", uffd);
 	if (strcmp(kind, "anon_inode:[userfaultfd]") || procfs_uffd_api(fdinfo, &raw) < 0) {
 		criu_broke(c, "pid %d: the fd it sent is not a userfaultfd (%s)", t->pid, kind);

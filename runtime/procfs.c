@@ -41,6 +41,23 @@ int procfs_field(const char *path, const char *key, char *val, size_t len)
 	return ret;
 }
 
+int procfs_fd_kind(int fd, char *buf, size_t len)
+{
+	char path[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, buf, len - 1);
+	if (n < 0) {
+		int e = errno;
+
+		snprintf(buf, len, "unreadable: %s", strerror(e));
+		return -e;
+	}
+	buf[n] = 0;
+	return 0;
+}
+
 const char *procfs_text_field(const char *text, const char *key)
 {
 	size_t k = strlen(key);
