@@ -46,6 +46,16 @@ int procfs_uffd_api(const char *path, uint64_t *raw);
  */
 int procfs_fd_kind(int fd, char *buf, size_t len);
 
+/*
+ * The process a fault's thread id TID names, if it is a child of PARENT (a
+ * pid in our namespace); else 0. The kernel reports that id as the faulting
+ * thread sees it, in its own pid namespace: it names the same thread here
+ * only when PARENT lives in our namespace and the process found is
+ * PARENT's child (a child made with CLONE_NEWPID reports 1, which here is
+ * init).
+ */
+pid_t procfs_child_of_tid(pid_t parent, pid_t tid);
+
 /* smaps VmFlags codes we act on; others are kept only in the text. */
 #define PFV_SH	(1u << 0)	/* sh: shared */
 #define PFV_GD	(1u << 1)	/* gd: grows down */

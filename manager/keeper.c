@@ -22,7 +22,7 @@ enum { KP_HOLD = 1, KP_PID, KP_DROP };
 
 struct keeper_msg {
 	uint32_t op;
-	uint32_t pad;
+	int32_t parent;		/* KP_HOLD: the parent's pid, or 0 */
 	uint64_t id;
 };
 
@@ -30,6 +30,7 @@ struct kentry {
 	uint64_t id;
 	int uffd;
 	int pidfd;	/* -1 until the daemon knows the process */
+	pid_t parent;	/* its parent's pid, to check a fault's thread id against; 0: unknown */
 };
 
 /* The keeper's own state (in the forked process only). */
@@ -89,7 +90,7 @@ static bool keeper_recv(struct kstate *s)
 			s->e = ne;
 			s->cap = cap;
 		}
-		s->e[s->n++] = (struct kentry){ m.id, fd, -1 };
+		s->e[s->n++] = (struct kentry){ m.id, fd, -1, m.parent };
 		fd = -1;
 		break;
 	case KP_PID:
@@ -106,6 +107,18 @@ static bool keeper_recv(struct kstate *s)
 	if (fd >= 0)
 		close(fd);
 	return true;
+}
+
+/* The pid PIDFD names (its fdinfo's Pid), or 0. */
+static pid_t pidfd_pid(int pidfd)
+{
+	char path[64];
+	long long pid;
+
+	if (pidfd < 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
+	return procfs_field_num(path, "Pid", &pid) == 0 && pid > 0 ? (pid_t)pid : 0;
 }
 
 /*
@@ -130,15 +143,15 @@ static void keeper_learn(struct kstate *s, size_t i)
 				s->e = ne;
 				s->cap += 64;
 			}
-			s->e[s->n++] = (struct kentry){ 0, (int)m[k].arg.fork.ufd, -1 };
+			s->e[s->n++] = (struct kentry){ 0, (int)m[k].arg.fork.ufd, -1,
+							pidfd_pid(s->e[i].pidfd) };
 		} else if (m[k].event == UFFD_EVENT_PAGEFAULT && s->e[i].pidfd < 0 &&
 			   m[k].arg.pagefault.feat.ptid) {
-			char path[64];
-			long long tgid = 0;
+			pid_t pid = procfs_child_of_tid(s->e[i].parent,
+							(pid_t)m[k].arg.pagefault.feat.ptid);
 
-			snprintf(path, sizeof(path), "/proc/%u/status", m[k].arg.pagefault.feat.ptid);
-			if (procfs_field_num(path, "Tgid", &tgid) == 0 && tgid > 0)
-				s->e[i].pidfd = (int)syscall(SYS_pidfd_open, (pid_t)tgid, 0);
+			if (pid)
+				s->e[i].pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 		}
 	}
 }
@@ -245,9 +258,9 @@ int keeper_start(struct keeper *k)
 	return 0;
 }
 
-static void keeper_send(struct keeper *k, uint32_t op, uint64_t id, int fd)
+static void keeper_send(struct keeper *k, uint32_t op, uint64_t id, int fd, pid_t parent)
 {
-	struct keeper_msg m = { .op = op, .id = id };
+	struct keeper_msg m = { .op = op, .parent = parent, .id = id };
 	ssize_t n;
 
 	if (!k->running)
@@ -263,19 +276,19 @@ static void keeper_send(struct keeper *k, uint32_t op, uint64_t id, int fd)
 	}
 }
 
-void keeper_hold(struct keeper *k, uint64_t id, int uffd)
+void keeper_hold(struct keeper *k, uint64_t id, int uffd, pid_t parent)
 {
-	keeper_send(k, KP_HOLD, id, uffd);
+	keeper_send(k, KP_HOLD, id, uffd, parent);
 }
 
 void keeper_pid(struct keeper *k, uint64_t id, int pidfd)
 {
-	keeper_send(k, KP_PID, id, pidfd);
+	keeper_send(k, KP_PID, id, pidfd, 0);
 }
 
 void keeper_drop(struct keeper *k, uint64_t id)
 {
-	keeper_send(k, KP_DROP, id, -1);
+	keeper_send(k, KP_DROP, id, -1, 0);
 }
 
 void keeper_close(struct keeper *k)

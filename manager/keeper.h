@@ -29,8 +29,12 @@ struct keeper {
 /* Fork the keeper. 0, or -errno (the daemon then runs without one, and says so). */
 int keeper_start(struct keeper *k);
 
-/* Give the keeper a copy of UFFD for the process known as ID. */
-void keeper_hold(struct keeper *k, uint64_t id, int uffd);
+/*
+ * Give the keeper a copy of UFFD for the process known as ID, a child of
+ * PARENT (our pid; 0 when handed over, or unknown): with the daemon gone,
+ * the keeper trusts a fault's thread id only for a child of PARENT.
+ */
+void keeper_hold(struct keeper *k, uint64_t id, int uffd, pid_t parent);
 
 /* Tell it the pidfd of ID's process: it lets go when that process exits. */
 void keeper_pid(struct keeper *k, uint64_t id, int pidfd);

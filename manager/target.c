@@ -59,7 +59,6 @@ static struct target *target_alloc(struct daemon *d, int uffd, struct timage *im
 		return NULL;
 	}
 	t->id = ++d->next_target_id;
-	keeper_hold(&d->keeper, t->id, uffd);
 	t->next = d->targets;
 	d->targets = t;
 	d->nr_targets++;
@@ -230,6 +229,7 @@ struct target *target_adopt(struct daemon *d, int uffd, int pidfd, pid_t pid,
 	t->remote = src->remote;
 	t->pid = pid;
 	t->image_id = image_id;
+	keeper_hold(&d->keeper, t->id, uffd, 0);
 	target_set_prefix(t);
 	if (built) {
 		/* Built by the loader thread: take it over, nothing is copied. */
@@ -287,43 +287,20 @@ void target_set_pid(struct target *t, pid_t pid)
 	log_debug("%s pid learned", t->pfx);
 }
 
-/* Is PID in the daemon's pid namespace? */
-static bool in_our_pidns(pid_t pid)
-{
-	char path[64], ours[64], theirs[64];
-	ssize_t n, m;
-
-	snprintf(path, sizeof(path), "/proc/%d/ns/pid", pid);
-	n = readlink(path, theirs, sizeof(theirs));
-	m = readlink("/proc/self/ns/pid", ours, sizeof(ours));
-	return n > 0 && n == m && !memcmp(ours, theirs, (size_t)n);
-}
-
 /*
- * Learn a forked child's pid from the thread id of its first fault. The
- * kernel gives that id as the faulting thread sees it, in its own pid
- * namespace: it names the child here only if the parent lives in ours,
- * and the process it names must be a child of that parent (a child made
- * with CLONE_NEWPID reports 1, which here is the machine's init).
- * Otherwise the proc connector tells the pid.
+ * Learn a forked child's pid from the thread id of its first fault, if it
+ * names a child of the parent here (procfs_child_of_tid); else the proc
+ * connector tells the pid.
  */
 static void target_set_pid_from_tid(struct target *t, pid_t tid)
 {
-	char path[64], val[32];
-	pid_t pid;
+	pid_t pid = procfs_child_of_tid(t->parent_pid, tid);
 
-	if (!t->parent_pid || !in_our_pidns(t->parent_pid))
-		return;
-	snprintf(path, sizeof(path), "/proc/%d/status", tid);
-	if (procfs_field(path, "Tgid", val, sizeof(val)) < 0 || (pid = atoi(val)) <= 0)
-		return;
-	snprintf(path, sizeof(path), "/proc/%d/status", pid);
-	if (procfs_field(path, "PPid", val, sizeof(val)) < 0 || atoi(val) != t->parent_pid) {
+	if (pid)
+		target_set_pid(t, pid);
+	else
 		log_debug("%s thread id %d of a fault does not name a child of %d here: not used",
 			  t->pfx, tid, t->parent_pid);
-		return;
-	}
-	target_set_pid(t, pid);
 }
 
 /* A FORK event: a new process to serve, with a copy of the parent's model. */
@@ -341,6 +318,7 @@ static void on_fork(struct target *t, int child_uffd)
 	c->src = t->src;
 	c->remote = t->remote;
 	c->parent_pid = t->pid;
+	keeper_hold(&t->d->keeper, c->id, child_uffd, t->pid);
 	c->parent_id = t->id;
 	c->image_id = t->image_id;
 	c->fill_cursor = t->fill_cursor;

@@ -58,6 +58,28 @@ int procfs_fd_kind(int fd, char *buf, size_t len)
 	return 0;
 }
 
+pid_t procfs_child_of_tid(pid_t parent, pid_t tid)
+{
+	char path[64], ours[64], theirs[64];
+	long long tgid, ppid;
+	ssize_t n, m;
+
+	if (parent <= 0 || tid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/ns/pid", parent);
+	n = readlink(path, theirs, sizeof(theirs));
+	m = readlink("/proc/self/ns/pid", ours, sizeof(ours));
+	if (n <= 0 || n != m || memcmp(ours, theirs, (size_t)n))
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/status", tid);
+	if (procfs_field_num(path, "Tgid", &tgid) < 0 || tgid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%lld/status", tgid);
+	if (procfs_field_num(path, "PPid", &ppid) < 0 || ppid != parent)
+		return 0;
+	return (pid_t)tgid;
+}
+
 const char *procfs_text_field(const char *text, const char *key)
 {
 	size_t k = strlen(key);
