@@ -18,7 +18,7 @@ WARNINGS := -Wall -Wextra -Wformat=2 -Wshadow -Wmissing-prototypes \
 # protoc-c output is not ours to fix; keep it quiet but still checked.
 GEN_WARNINGS := -Wall -Wno-unused-parameter
 
-PKGS	  := libprotobuf-c libnl-3.0 libnl-genl-3.0 json-c
+PKGS	  := libprotobuf-c libnl-3.0 libnl-genl-3.0 json-c gnutls
 TEST_PKGS := criterion
 
 PKG_CFLAGS	= $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)

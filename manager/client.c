@@ -16,6 +16,7 @@
 #include "log.h"
 #include "manager.pb-c.h"
 #include "procfs.h"
+#include "remote.h"
 #include "sender.h"
 #include "serve.h"
 #include "sysutil.h"
@@ -514,6 +515,8 @@ static void handle_status(struct client *c)
 	tot.exited = d->tot.exited;
 	tot.has_watched = true;
 	tot.watched = d->nr_released;
+	if (d->remote)
+		remote_status_totals(d->remote, &tot);
 	r.totals = &tot;
 	if (queue_reply(c, &r.base, &cap) < 0) {
 		client_close(c);

@@ -205,7 +205,7 @@ int criu_open(struct daemon *d, const struct criu_opts *o, char *why, size_t len
 	criu_remote_ops = rserve_ops;
 	criu_remote_ops.idle = criu_keepalive;
 	if (n == 0 && o->ps_addr)
-		n = remote_open(d, o->ps_addr, o->ps_port, &criu_remote_ops, why, len);
+		n = remote_open(d, o->ps_addr, o->ps_port, &criu_remote_ops, &o->tls, why, len);
 	if (n < 0) {
 		criu_free(c);
 		return n;

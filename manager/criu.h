@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tls.h"
+
 struct daemon;
 
 /* The restore's "restore finished" word, sent as a host-endian u32. */
@@ -24,6 +26,7 @@ struct criu_opts {
 	int status_fd;		/* one byte here once listening; -1: none */
 	const char *ps_addr;	/* remote mode: the page server's address; NULL: local data */
 	const char *ps_port;
+	struct tls_opts tls;	/* remote mode: --tls and its options */
 };
 
 /*

@@ -62,6 +62,7 @@ struct daemon_opts {
 	bool status_socket;		/* CRIU mode: listen on socket_path too (status) */
 	unsigned ps_timeout_ms;		/* remote mode: an answer is due within this; 0: default */
 	unsigned ps_keepalive_ms;	/* remote mode: ask for a page when quiet this long; 0: never */
+	unsigned ps_grace_ms;		/* remote mode: reconnect this long before giving up; 0: at once */
 	uint64_t max_image_entries;	/* pagemap entries one hand-over may load; 0: no limit */
 };
 

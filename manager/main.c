@@ -29,6 +29,7 @@
 #include "loader.h"
 #include "sysutil.h"
 #include "target.h"
+#include "tls.h"
 #include "version.h"
 
 #define DEFAULT_WINDOW		(64u << 10)
@@ -93,12 +94,58 @@ static int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* --tls and its options (tls.h): the same on `criu --page-server` and `page-server`. */
+enum { O_TLS = 512, O_TLS_CACERT, O_TLS_CACRL, O_TLS_CERT, O_TLS_KEY, O_TLS_NO_CN };
+#define TLS_LONGOPTS							\
+	{ "tls", no_argument, NULL, O_TLS },				\
+	{ "tls-cacert", required_argument, NULL, O_TLS_CACERT },	\
+	{ "tls-cacrl", required_argument, NULL, O_TLS_CACRL },		\
+	{ "tls-cert", required_argument, NULL, O_TLS_CERT },		\
+	{ "tls-key", required_argument, NULL, O_TLS_KEY },		\
+	{ "tls-no-cn-verify", no_argument, NULL, O_TLS_NO_CN }
+
+static const char tls_help[] =
+	"      --tls                  TLS on the page-server connection (GnuTLS); both\n"
+	"                             sides show a certificate and check the other's\n"
+	"      --tls-cacert FILE      the CA that signed the peer's certificate (default\n"
+	"                             " TLS_DEF_CACERT "; without it the system's CAs\n"
+	"                             are trusted too)\n"
+	"      --tls-cacrl FILE       revoked certificates (default " TLS_DEF_CACRL ",\n"
+	"                             if readable)\n"
+	"      --tls-cert FILE        our certificate (default " TLS_DEF_CERT ")\n"
+	"      --tls-key FILE         its private key (default " TLS_DEF_KEY ")\n"
+	"      --tls-no-cn-verify     do not check that the peer's certificate names the\n"
+	"                             --address (as criu's option of that name)\n";
+
+/* One of TLS_LONGOPTS into T; false if C is not one of them. */
+static bool opt_tls(struct tls_opts *t, int c, const char *arg)
+{
+	static const char *const names[] = { "tls", "tls-cacert", "tls-cacrl", "tls-cert",
+					     "tls-key", "tls-no-cn-verify" };
+
+	if (c < O_TLS || c > O_TLS_NO_CN)
+		return false;
+	tls_opt(t, names[c - O_TLS], arg);
+	return true;
+}
+
+/* A --tls-* option without --tls is a mistake worth saying. 0, or 2 after saying it. */
+static int check_tls(const struct tls_opts *t, const char *cmd)
+{
+	if (!t->on && (t->cacert || t->cacrl || t->cert || t->key || t->no_cn_verify)) {
+		fprintf(stderr, "uffd-manager %s: --tls-cacert, --tls-cacrl, --tls-cert, --tls-key and --tls-no-cn-verify go with --tls\n", cmd);
+		return 2;
+	}
+	return 0;
+}
+
 static void usage_criu(FILE *out)
 {
 	fputs("usage: uffd-manager criu -D IMGDIR [-W WORKDIR] [--daemon] [--pidfile FILE]\n"
 	      "                         [--status-fd N] [-o LOG] [-v] [TUNING]\n"
 	      "                         [--page-server --address A --port P\n"
-	      "                          [--page-server-timeout MS] [--page-server-keepalive MS]]\n"
+	      "                          [--page-server-timeout MS] [--page-server-keepalive MS]\n"
+	      "                          [--page-server-grace MS] [--tls [--tls-cacert F] ...]]\n"
 	      "\n"
 	      "Serve the lazy pages of `criu restore --lazy-pages` from the images in IMGDIR,\n"
 	      "in place of `criu lazy-pages`. Exits 0 once every lazy page of every task is\n"
@@ -136,7 +183,12 @@ static void usage_criu(FILE *out)
 	      "      --no-keeper            no keeper process holding copies of the uffds\n"
 	      "  -h, --help                 this help\n"
 	      "\n"
-	      "See uffd-manager(8), section CRIU.\n", out);
+	      "      --page-server-grace MS if the connection breaks or stalls, the processes\n"
+	      "                             wait while it is made again, with back-off, for up\n"
+	      "                             to MS (default 60000); then, or at once with 0,\n"
+	      "                             every process still missing pages is killed\n", out);
+	fputs(tls_help, out);
+	fputs("\nSee uffd-manager(8), sections CRIU, PAGE SERVER and EXAMPLES.\n", out);
 }
 
 /* --fault-window: a power of two from 4K to 1G. */
@@ -380,7 +432,8 @@ static void opt_verbose(struct daemon *d, const char *arg)
 static int cmd_criu(struct daemon *d, int argc, char **argv)
 {
 	enum { O_DAEMON = 256, O_PIDFILE, O_STATUS_FD, O_FILL_CHUNK, O_NO_FILL, O_NO_PROCCONN,
-	       O_PAGE_SERVER, O_ADDRESS, O_PORT, O_PS_TIMEOUT, O_PS_KEEPALIVE, O_NO_KEEPER };
+	       O_PAGE_SERVER, O_ADDRESS, O_PORT, O_PS_TIMEOUT, O_PS_KEEPALIVE, O_NO_KEEPER,
+	       O_PS_GRACE };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' },
 		{ "work-dir", required_argument, NULL, 'W' },
@@ -400,6 +453,8 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		{ "port", required_argument, NULL, O_PORT },
 		{ "page-server-timeout", required_argument, NULL, O_PS_TIMEOUT },
 		{ "page-server-keepalive", required_argument, NULL, O_PS_KEEPALIVE },
+		{ "page-server-grace", required_argument, NULL, O_PS_GRACE },
+		TLS_LONGOPTS,
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -459,13 +514,29 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 			d->o.ps_keepalive_ms = (unsigned)v;
 			ps_timeout = true;
 			break;
+		case O_PS_GRACE:
+			if (parse_size(optarg, &v) < 0 || v > 86400000) {
+				fprintf(stderr, "uffd-manager criu: --page-server-grace %s: want 0 to 86400000 ms\n", optarg);
+				return 2;
+			}
+			d->o.ps_grace_ms = (unsigned)v;
+			ps_timeout = true;
+			break;
 		case 'h':
 			usage_criu(stdout);
 			return 0;
 		default:
+			if (opt_tls(&co.tls, c, optarg))
+				break;
 			usage_criu(stderr);
 			return 2;
 		}
+	}
+	if (check_tls(&co.tls, "criu"))
+		return 2;
+	if (co.tls.on && !remote) {
+		fputs("uffd-manager criu: --tls goes with --page-server\n", stderr);
+		return 2;
 	}
 	if (optind != argc) {
 		fprintf(stderr, "uffd-manager criu: unexpected argument '%s'\n", argv[optind]);
@@ -483,7 +554,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		return 2;
 	}
 	if (ps_timeout && !remote) {
-		fputs("uffd-manager criu: --page-server-timeout and --page-server-keepalive go with --page-server\n", stderr);
+		fputs("uffd-manager criu: --page-server-timeout, --page-server-keepalive and --page-server-grace go with --page-server\n", stderr);
 		return 2;
 	}
 	co.ps_addr = addr;
@@ -511,6 +582,8 @@ static void usage_pagesrv(FILE *out)
 {
 	fputs("usage: uffd-manager page-server -D IMGDIR [--address A] --port P [--status-fd N]\n"
 	      "                                [--max-clients N] [--idle-timeout MS] [-o LOG] [-v]\n"
+	      "                                [--tls [--tls-cacert F] [--tls-cacrl F] [--tls-cert F]\n"
+	      "                                 [--tls-key F] [--tls-no-cn-verify]]\n"
 	      "\n"
 	      "Serve the lazy pages of the dump in IMGDIR (and its parent chain) over TCP in\n"
 	      "CRIU's page-server protocol, to `uffd-manager criu --page-server` or `criu\n"
@@ -535,8 +608,13 @@ static void usage_pagesrv(FILE *out)
 	      "                             answer N + 1\n"
 	      "      --stall-after N        testing: after N answers on a connection, answer\n"
 	      "                             nothing more and keep it open\n"
-	      "  -h, --help                 this help\n"
+	      "  -h, --help                 this help\n", out);
+	fputs(tls_help, out);
+	fputs("                             (a client whose certificate our CA did not sign\n"
+	      "                             is refused; with --address, its certificate must\n"
+	      "                             name that address unless --tls-no-cn-verify)\n"
 	      "\n"
+	      "A client that comes back (after a cut) is served like a new one.\n"
 	      "See uffd-manager(8), section PAGE SERVER.\n", out);
 }
 
@@ -555,6 +633,7 @@ static int cmd_pagesrv(int argc, char **argv)
 		{ "stall-after", required_argument, NULL, O_STALL_AFTER },
 		{ "max-clients", required_argument, NULL, O_MAX_CLIENTS },
 		{ "idle-timeout", required_argument, NULL, O_IDLE },
+		TLS_LONGOPTS,
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -609,10 +688,14 @@ static int cmd_pagesrv(int argc, char **argv)
 			usage_pagesrv(stdout);
 			return 0;
 		default:
+			if (opt_tls(&po.tls, c, optarg))
+				break;
 			usage_pagesrv(stderr);
 			return 2;
 		}
 	}
+	if (check_tls(&po.tls, "page-server"))
+		return 2;
 	if (optind != argc || !po.imgdir || !po.port) {
 		fputs(optind != argc ? "uffd-manager page-server: unexpected argument\n" :
 				       "uffd-manager page-server: -D IMGDIR and --port P are required\n",
@@ -692,6 +775,7 @@ int main(int argc, char **argv)
 	d.o.max_image_entries = DEFAULT_MAX_IMAGE_ENTRIES;
 	d.o.ps_timeout_ms = REMOTE_TIMEOUT_MS;
 	d.o.ps_keepalive_ms = REMOTE_KEEPALIVE_MS;
+	d.o.ps_grace_ms = REMOTE_GRACE_MS;
 	if (handover_default_socket(defpath, sizeof(defpath)) == 0)
 		d.o.socket_path = defpath;
 

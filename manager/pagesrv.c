@@ -14,6 +14,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "imgtask.h"
@@ -22,6 +23,7 @@
 #include "pagesrv.h"
 #include "pswire.h"
 #include "sysutil.h"
+#include "tls.h"
 
 #define PG		4096ull
 #define BACKLOG		128
@@ -29,6 +31,7 @@
 #define KEEPIDLE_S	30			/* a dead client's fd is freed in about a minute */
 #define KEEPINTVL_S	10
 #define KEEPCNT		3
+#define BOUNCE		16384			/* TLS: one record's worth of pages at a time */
 
 struct pagesrv;
 
@@ -39,6 +42,10 @@ struct psconn {
 	struct ev ev;
 	int fd;
 	char name[80];
+	struct tls_sess *tls;		/* --tls; NULL: plain TCP */
+	bool handshaking;		/* TLS: nothing is read before the client's certificate is checked */
+	uint8_t *bounce;		/* TLS: pages copied out of the mapping for GnuTLS */
+	size_t b_len, b_off;
 	struct ps_hdr_in in;		/* the request being read */
 	uint8_t out[PS_HDR_SIZE];	/* the answer's header (or CLOSE's status word) */
 	size_t out_off, out_len;
@@ -66,6 +73,7 @@ struct pagesrv {
 	struct pages_cache cache;
 	struct img_task *tasks;
 	size_t nr_tasks;
+	struct tls_creds *creds;	/* --tls; NULL: plain TCP */
 	struct psconn *conns;
 	unsigned nr_open;		/* connections open now */
 	enum accept_state acc;
@@ -74,7 +82,7 @@ struct pagesrv {
 	struct timer idle_timer;	/* the idle sweep, while connections are open */
 	uint64_t idle_ns;
 	unsigned fd_limit;
-	uint64_t nr_conns, gets, pages, errors, idle_closed;
+	uint64_t nr_conns, gets, pages, errors, idle_closed, tls_refused;
 };
 
 static void conn_on_io(struct ev *ev, uint32_t events);
@@ -91,7 +99,56 @@ static struct img_task *task_find(const struct pagesrv *s, uint64_t pid)
 
 static void conn_free(void *p)
 {
-	free(p);
+	struct psconn *c = p;
+
+	tls_sess_free(c->tls);
+	free(c->bounce);
+	free(c);
+}
+
+/* Send on C: bytes, or -errno (-EAGAIN). MORE: the data follows (plain TCP only). */
+static ssize_t conn_send(struct psconn *c, const void *buf, size_t len, bool more)
+{
+	ssize_t n;
+
+	if (c->tls)
+		return tls_send(c->tls, buf, len);
+	do
+		n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT | (more ? MSG_MORE : 0));
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : n;
+}
+
+/* Receive on C: bytes, 0 at the end, or -errno (-EAGAIN). */
+static ssize_t conn_recv(struct psconn *c, void *buf, size_t len)
+{
+	ssize_t n;
+
+	if (c->tls)
+		return tls_recv(c->tls, buf, len);
+	do
+		n = recv(c->fd, buf, len, MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : n;
+}
+
+/* Read what C has of the request header (ps_hdr_recv, through TLS when on). */
+static ssize_t conn_recv_hdr(struct psconn *c)
+{
+	ssize_t n;
+
+	if (!c->tls)
+		return ps_hdr_recv(c->fd, &c->in);
+	n = tls_recv(c->tls, c->in.b + c->in.have, PS_HDR_SIZE - c->in.have);
+	if (n > 0)
+		c->in.have += (size_t)n;
+	return n;
+}
+
+/* The error of a failed send or recv, as text. */
+static const char *conn_err(const struct psconn *c, ssize_t n)
+{
+	return c->tls && n == -EPROTO ? tls_strerror(c->tls) : strerror((int)-n);
 }
 
 static void conn_close(struct psconn *c, const char *why)
@@ -255,6 +312,36 @@ static void on_request(struct psconn *c)
 	}
 }
 
+/*
+ * Under TLS the pages go through GnuTLS, which reads them in user space:
+ * copy them out of the mapping with the kernel first (a truncated pages file
+ * is then EFAULT here, as with plain send, never SIGBUS), one record's worth
+ * at a time, kept until GnuTLS took all of it.
+ */
+static ssize_t send_pages_tls(struct psconn *c)
+{
+	ssize_t n;
+
+	if (c->b_off == c->b_len) {
+		uint64_t left = c->data_len - c->data_off;
+		struct iovec local, remote;
+
+		if (!c->bounce && !(c->bounce = malloc(BOUNCE)))
+			return -ENOMEM;
+		local = (struct iovec){ c->bounce, left < BOUNCE ? left : BOUNCE };
+		remote = (struct iovec){ (void *)(c->data + c->data_off), local.iov_len };
+		n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+		if (n <= 0)
+			return n < 0 ? -errno : -EFAULT;
+		c->b_len = (size_t)n;
+		c->b_off = 0;
+	}
+	n = tls_send(c->tls, c->bounce + c->b_off, c->b_len - c->b_off);
+	if (n > 0)
+		c->b_off += (size_t)n;
+	return n;
+}
+
 /* Send what is pending. True when nothing is left. */
 static bool conn_flush(struct psconn *c)
 {
@@ -263,19 +350,17 @@ static bool conn_flush(struct psconn *c)
 
 		/* The kernel reads the mapped pages: a truncated file is EFAULT here, not SIGBUS. */
 		if (c->out_off < c->out_len)
-			n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT | (c->data_len ? MSG_MORE : 0));
+			n = conn_send(c, c->out + c->out_off, c->out_len - c->out_off, c->data_len != 0);
+		else if (c->tls)
+			n = send_pages_tls(c);
 		else
-			n = send(c->fd, c->data + c->data_off, c->data_len - c->data_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN)
+			n = conn_send(c, c->data + c->data_off, c->data_len - c->data_off, false);
+		if (n == -EAGAIN)
 			return false;
 		if (n <= 0) {
-			char why[128];
+			char why[160];
 
-			snprintf(why, sizeof(why), "send: %s", strerror(errno));
+			snprintf(why, sizeof(why), "send: %s", n ? conn_err(c, n) : "nothing sent");
 			conn_close(c, why);
 			return false;
 		}
@@ -288,6 +373,7 @@ static bool conn_flush(struct psconn *c)
 	if (c->dead)
 		return false;
 	c->data_len = c->data_off = 0;
+	c->b_len = c->b_off = 0;
 	if (c->cut) {
 		conn_close(c, "cut in the middle of an answer (--drop-after)");
 		return false;
@@ -305,18 +391,49 @@ static void set_want_out(struct psconn *c, bool on)
 		c->want_out = on;
 }
 
+/* TLS: go on with the handshake; true once the client's certificate is checked. */
+static bool conn_handshake(struct psconn *c)
+{
+	char why[512];
+	int ret = tls_handshake(c->tls, why, sizeof(why));
+
+	if (ret == -EAGAIN) {
+		bool w = tls_want_write(c->tls);
+
+		if (loop_mod(&c->s->loop, &c->ev, w ? EPOLLOUT : EPOLLIN) == 0)
+			c->want_out = w;
+		return false;
+	}
+	if (ret < 0) {
+		uint8_t sink[4096];
+
+		c->s->tls_refused++;
+		log_warnx("page-server: %s: refused: %s", c->name, why);
+		/* Read what it sent, so that our alert is not lost in a reset. */
+		while (recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+			;
+		shutdown(c->fd, SHUT_WR);
+		conn_close(c, "refused (TLS)");
+		return false;
+	}
+	c->handshaking = false;
+	c->last = now_ns();
+	log_info("page-server: %s: TLS handshake done, its certificate checked", c->name);
+	return true;
+}
+
 static void conn_on_io(struct ev *ev, uint32_t events)
 {
 	struct psconn *c = container_of(ev, struct psconn, ev);
 
 	(void)events;
+	if (c->handshaking && !conn_handshake(c))
+		return;
 	while (c->stalled) {
 		uint8_t sink[512];
-		ssize_t n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
+		ssize_t n = conn_recv(c, sink, sizeof(sink));
 
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN)
+		if (n == -EAGAIN)
 			return;
 		if (n <= 0) {
 			conn_close(c, "hung up while stalled (--stall-after)");
@@ -333,14 +450,14 @@ static void conn_on_io(struct ev *ev, uint32_t events)
 			return;
 		}
 		set_want_out(c, false);
-		n = ps_hdr_recv(c->fd, &c->in);
+		n = conn_recv_hdr(c);
 		if (n == -EAGAIN)
 			return;
 		if (n <= 0) {
-			char why[128];
+			char why[160];
 
 			if (n < 0)
-				snprintf(why, sizeof(why), "recv: %s", strerror((int)-n));
+				snprintf(why, sizeof(why), "recv: %s", conn_err(c, n));
 			else
 				snprintf(why, sizeof(why), "%s", c->closing ? "done (CLOSE, then hung up)" :
 					 c->in.have ? "hung up in the middle of a request" :
@@ -500,6 +617,20 @@ int pagesrv_adopt(struct pagesrv *s, int fd, const char *name)
 	c->fd = fd;
 	c->last = now_ns();
 	snprintf(c->name, sizeof(c->name), "%s", name);
+	if (s->creds) {
+		char why[512];
+
+		/* As criu: the client's certificate must name our --address, if we have one. */
+		c->tls = tls_sess_new(s->creds, fd, true,
+				      s->o.tls.no_cn_verify ? NULL : s->o.addr, why, sizeof(why));
+		if (!c->tls) {
+			loop_del(&s->loop, &c->ev);
+			free(c);
+			log_warnx("page-server: %s: %s", name, why);
+			return -ENOMEM;
+		}
+		c->handshaking = true;
+	}
 	c->next = s->conns;
 	s->conns = c;
 	s->nr_conns++;
@@ -615,10 +746,11 @@ static int listen_tcp(struct pagesrv *s)
 		log_warn("page-server: epoll");
 		return -1;
 	}
-	log_info("page-server: listening on %s port %s, serving the lazy pages of %s (up to %u clients, fd limit %u)",
-		 s->o.addr ? s->o.addr : "every address", port, s->o.imgdir, s->o.max_clients,
-		 s->fd_limit);
-	if (!is_loopback(&ss))
+	log_info("page-server: listening on %s port %s%s, serving the lazy pages of %s (up to %u clients, fd limit %u)",
+		 s->o.addr ? s->o.addr : "every address", port,
+		 s->creds ? " with TLS (client certificates required)" : "", s->o.imgdir,
+		 s->o.max_clients, s->fd_limit);
+	if (!is_loopback(&ss) && !s->creds)
 		log_warnx("page-server: warning: %s is not a loopback address and the protocol has no authentication: anyone who can reach port %s can read the dumped memory; use --address or a firewall",
 			  s->o.addr ? s->o.addr : "every address", port);
 	if (s->o.status_fd >= 0) {
@@ -656,6 +788,16 @@ struct pagesrv *pagesrv_new(const struct pagesrv_opts *o)
 		free(s);
 		return NULL;
 	}
+	if (s->o.tls.on) {
+		char why[512];
+
+		s->creds = tls_creds_load(&s->o.tls, why, sizeof(why));
+		if (!s->creds) {
+			log_warnx("page-server: %s", why);
+			pagesrv_free(s);
+			return NULL;
+		}
+	}
 	if (load_tasks(s) < 0) {
 		pagesrv_free(s);
 		return NULL;
@@ -686,6 +828,7 @@ void pagesrv_free(struct pagesrv *s)
 	for (size_t i = 0; i < s->nr_tasks; i++)
 		img_task_free(&s->tasks[i], &s->cache);
 	free(s->tasks);
+	tls_creds_free(s->creds);
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
 	if (s->sig_fd >= 0)
@@ -712,8 +855,8 @@ int pagesrv_run(const struct pagesrv_opts *o)
 	if (listen_tcp(s) < 0)
 		goto out;
 	status = loop_run(&s->loop) < 0;
-	log_info("page-server: stopping: %" PRIu64 " connections, %" PRIu64 " GETs answered, %" PRIu64 " pages sent, %" PRIu64 " requests refused, %" PRIu64 " idle connections closed",
-		 s->nr_conns, s->gets, s->pages, s->errors, s->idle_closed);
+	log_info("page-server: stopping: %" PRIu64 " connections, %" PRIu64 " GETs answered, %" PRIu64 " pages sent, %" PRIu64 " requests refused, %" PRIu64 " idle connections closed, %" PRIu64 " refused by TLS",
+		 s->nr_conns, s->gets, s->pages, s->errors, s->idle_closed, s->tls_refused);
 out:
 	pagesrv_free(s);
 	return status;

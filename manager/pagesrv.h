@@ -7,10 +7,15 @@
  * Out of fds or at --max-clients it stops accepting for a while instead of
  * spinning; a client that makes no progress either way for --idle-timeout
  * (no request, no read of its answer) is closed, whatever it did before.
- * No authentication: it warns when not bound to loopback.
+ * With --tls (tls.h) every connection is TLS and a client must show a
+ * certificate our CA signed; without it there is no authentication, and it
+ * warns when not bound to loopback. The server keeps no state between
+ * requests, so a client that comes back after a cut is served at once.
  */
 #ifndef UFFD_PAGESRV_H
 #define UFFD_PAGESRV_H
+
+#include "tls.h"
 
 /* The largest answer, in pages (4 MiB); larger GETs get fewer pages, as CRIU allows. */
 #define PAGESRV_MAX_PAGES	1024
@@ -30,6 +35,7 @@ struct pagesrv_opts {
 	unsigned stall_after;	/* testing: after N answers, answer nothing more, keep the connection (0: never) */
 	unsigned max_clients;	/* 0: PAGESRV_MAX_CLIENTS */
 	unsigned idle_ms;	/* 0: PAGESRV_IDLE_MS */
+	struct tls_opts tls;	/* --tls and its options */
 };
 
 /* Load the images, listen, serve until SIGTERM/SIGINT. Returns the exit status. */

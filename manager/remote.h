@@ -7,11 +7,22 @@
  * (rserve.c places it with UFFDIO_COPY). The connection knows nothing of
  * the processes served.
  *
- * Losing the connection is final, and reported (remote_ops.lost): every
- * process not fully served is then killed, never woken with zeros. A server that stops
- * answering counts as lost: the oldest request in flight must be answered
- * within the timeout (--page-server-timeout), and keepalive probes and
- * TCP_USER_TIMEOUT let the kernel notice a dead path too.
+ * With --tls the connection runs under TLS (tls.h), both certificates
+ * checked.
+ *
+ * A broken connection (reset, EOF, an error, or no answer within
+ * --page-server-timeout) is not the end while --page-server-grace lasts:
+ * the processes wait, never on zeros, while a new connection is made with
+ * back-off; the requests that were in flight are asked again on it, and
+ * the answer cut in the middle is dropped. Under TLS a connection silent
+ * for a second with answers due gets a new one made alongside, which takes
+ * over once its handshake is through (the old one is kept until then, in
+ * case it moves again). Every connection given up is reset, never closed
+ * cleanly: CRIU's page server takes a clean end for a finished transfer.
+ * Once the grace is over the loss is final, and reported
+ * (remote_ops.lost): every process not fully served is then killed.
+ * Keepalive probes and TCP_USER_TIMEOUT let the kernel notice a dead path
+ * too.
  */
 #ifndef UFFD_REMOTE_H
 #define UFFD_REMOTE_H
@@ -21,6 +32,7 @@
 #include <stdint.h>
 
 #include "rqueue.h"
+#include "tls.h"
 
 struct daemon;
 struct remote;
@@ -41,6 +53,22 @@ struct remote_stats {
 	uint64_t max_fly;
 	uint64_t urgent_ns;		/* sum of fault request round trips */
 	uint64_t answered_urgent;
+	uint64_t cuts;			/* breaks and stalls */
+	uint64_t reconnects;
+	uint64_t reasked;		/* requests asked again on a new connection */
+};
+
+/* The default of --page-server-grace. */
+#define REMOTE_GRACE_MS		60000
+
+/* What `uffd-manager status` shows of the connection. */
+struct remote_status {
+	const char *state;	/* "up", "stalled", "reconnecting", "lost", "none" */
+	char server[300];	/* HOST:PORT */
+	bool tls;
+	uint64_t reconnects;
+	uint64_t pages;
+	uint64_t down_ms;	/* how long it has been stalled or reconnecting */
 };
 
 /*
@@ -66,18 +94,30 @@ struct remote_ops {
 
 /*
  * Connect to the page server at ADDR:PORT (a blocking connect, with a
- * timeout) and give D its remote; remote_attach puts it in the loop.
- * Answers and loss go to OPS. Answers are due within D->o.ps_timeout_ms
- * (0: REMOTE_TIMEOUT_MS). 0, or -errno with WHY filled.
+ * timeout; with TLS->on the handshake and the check of the server's
+ * certificate too) and give D its remote; remote_attach puts it in the
+ * loop. Answers and loss go to OPS. Answers are due within
+ * D->o.ps_timeout_ms (0: REMOTE_TIMEOUT_MS); reconnects go on for
+ * D->o.ps_grace_ms. 0, or -errno with WHY filled.
  */
 int remote_open(struct daemon *d, const char *addr, const char *port,
-		const struct remote_ops *ops, char *why, size_t len);
+		const struct remote_ops *ops, const struct tls_opts *tls, char *why, size_t len);
 
 /* Watch the connection in D's loop (once the loop exists). 0 or -errno. */
 int remote_attach(struct daemon *d);
 
-/* Is the connection up (not lost)? */
+/* Is the connection not lost for good (it may be reconnecting)? */
 bool remote_alive(const struct remote *r);
+
+/* The connection's state as a word; R may be NULL ("none"). */
+const char *remote_state(const struct remote *r);
+
+/* Fill S for `status`; R may be NULL. */
+void remote_status(const struct remote *r, struct remote_status *s);
+
+/* Put the connection's state in the status totals T (its strings valid until the next call). */
+struct StatusTotals;
+void remote_status_totals(const struct remote *r, struct StatusTotals *t);
 
 /*
  * Queue a GET for NR pages at image address IMG of image PID, to be placed

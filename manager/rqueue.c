@@ -132,6 +132,32 @@ bool rq_bg_room(const struct rqueue *q)
 	return bg < q->max_fly_bg && q->nr_fly + q->nr_pend < q->max_fly;
 }
 
+void rq_requeue(struct rqueue *q)
+{
+	struct rreq *urg = NULL, **ut = &urg, *bg = NULL, **bt = &bg, *r;
+
+	while ((r = pop(&q->fly, &q->fly_tail))) {
+		r->sent = false;
+		r->t_sent = 0;
+		append(r->urgent ? &ut : &bt, r);
+		q->nr_pend++;
+	}
+	q->nr_fly = q->nr_fly_bg = 0;
+	/* In front of what was not sent yet, in the order they were sent. */
+	if (urg) {
+		*ut = q->urg;
+		if (!q->urg)
+			q->urg_tail = ut;
+		q->urg = urg;
+	}
+	if (bg) {
+		*bt = q->bg;
+		if (!q->bg)
+			q->bg_tail = bt;
+		q->bg = bg;
+	}
+}
+
 void rq_clear(struct rqueue *q)
 {
 	struct rreq **const heads[] = { &q->fly, &q->urg, &q->bg };

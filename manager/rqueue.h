@@ -61,6 +61,13 @@ bool rq_promote(struct rqueue *q, struct rreq *r);
 /* May a background request be queued now (background ones, queued or in flight, below their cap)? */
 bool rq_bg_room(const struct rqueue *q);
 
+/*
+ * The connection broke: every request in flight goes back in front of those
+ * not sent yet (fault requests with fault requests), to be asked again in
+ * the order they were sent.
+ */
+void rq_requeue(struct rqueue *q);
+
 /* Free every request; Q is empty afterwards. */
 void rq_clear(struct rqueue *q);
 

@@ -84,6 +84,17 @@ static json_object *totals_json(const StatusTotals *t)
 	add_u64(o, "mapped_bytes", t->mapped_bytes);
 	add_u64(o, "uptime_ms", t->uptime_ms);
 	add_int(o, "watched", t->watched);
+	if (t->page_server) {
+		json_object *ps = json_object_new_object();
+
+		json_object_object_add(ps, "address", json_object_new_string(t->page_server));
+		json_object_object_add(ps, "state", json_object_new_string(
+						    t->page_server_state ? t->page_server_state : "?"));
+		json_object_object_add(ps, "tls", json_object_new_boolean(t->page_server_tls));
+		add_u64(ps, "reconnects", t->page_server_reconnects);
+		add_u64(ps, "down_ms", t->page_server_down_ms);
+		json_object_object_add(o, "page_server", ps);
+	}
 	return o;
 }
 
@@ -173,6 +184,11 @@ int status_query(const char *socket_path, int json, FILE *out)
 					t->targets, t->clients, t->served, t->watched, t->exited, t->refused,
 					t->pages_copied, t->pages_zeroed, t->faults, t->mapped_bytes >> 20,
 					t->uptime_ms / 1000);
+			if (!json && t->page_server)
+				fprintf(out, "page server %s: %s%s, %" PRIu64 " reconnects%s\n",
+					t->page_server, t->page_server_state ? t->page_server_state : "?",
+					t->page_server_tls ? " (TLS)" : "", t->page_server_reconnects,
+					t->page_server_down_ms ? " (waiting for it)" : "");
 			done = 1;
 		}
 		reply__free_unpacked(r, NULL);

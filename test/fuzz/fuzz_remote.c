@@ -94,7 +94,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int sk, fds0;
 
 	fds0 = fz_lowest_free_fd();
-	if (remote_open(&d, "127.0.0.1", port, &ops, why, sizeof(why)) < 0) {
+	if (remote_open(&d, "127.0.0.1", port, &ops, NULL, why, sizeof(why)) < 0) {
 		fprintf(stderr, "fuzz: %s\n", why);
 		abort();
 	}

@@ -182,7 +182,9 @@ Test(criu_remote, fork_and_mremap_after_rstf, .init = setup, .fini = teardown, .
 static void quiet_run(const char *keepalive, bool want_ok)
 {
 	const char *ps[] = { "--idle-timeout", "600", NULL };
-	const char *args[] = { "--no-fill", "--page-server-keepalive", keepalive, NULL };
+	/* No grace: a closed connection is the end (else the daemon would come back, see test_migrate.c). */
+	const char *args[] = { "--no-fill", "--page-server-keepalive", keepalive,
+			       "--page-server-grace", "0", NULL };
 	const char *sim[] = { "--read-delay", "2000", NULL };
 	int st;
 
@@ -269,9 +271,15 @@ static void server_fails(const char *dir, const char *const *ps, const char *con
 	unsigned killed = 0;
 	char want[160];
 	int rc;
+	const char *a[16] = { "--page-server-grace", "0", NULL };
+	int na = 2;
 
+	/* No grace: the loss is final at once (reconnects are test_migrate.c's). */
+	for (int i = 0; args && args[i] && na < 15; i++)
+		a[na++] = args[i];
+	a[na] = NULL;
 	need_root();
-	start_remote(dir, ps, args);
+	start_remote(dir, ps, a);
 	cr_assert_eq(tc_sim_run(&run, dir, sim, SIM_MS), 1, "some task must have failed; see %s",
 		     run.simout);
 	rc = tc_daemon_exit_code(&run, EXIT_MS);
@@ -349,7 +357,7 @@ Test(criu_remote, timeout_needs_page_server, .init = setup, .fini = teardown, .t
 
 	cr_assert_not(tc_daemon_start(&run, SINGLE, a));
 	cr_expect_eq(tc_daemon_exit_code(&run, EXIT_MS), 2);
-	cr_expect(tc_file_has(run.err, "--page-server-timeout and --page-server-keepalive go with --page-server"), "%s",
+	cr_expect(tc_file_has(run.err, "--page-server-timeout, --page-server-keepalive and --page-server-grace go with --page-server"), "%s",
 		  run.err);
 	cr_assert_not(tc_daemon_start(&run, SINGLE, b));
 	cr_expect_eq(tc_daemon_exit_code(&run, EXIT_MS), 2);

@@ -207,3 +207,56 @@ Test(rqueue, promote_keeps_the_tail)
 	cr_expect_eq(rq_next(&q), c, "C was queued behind A, not lost");
 	rq_clear(&q);
 }
+
+/* A broken connection: what was in flight goes back in front, in the order it was sent. */
+Test(rqueue, requeue_after_a_cut)
+{
+	struct rqueue q;
+	struct rreq *f1 = req(1, 0x100000, 16, true), *b1 = req(1, 0x200000, 64, false);
+	struct rreq *f2 = req(2, 0x300000, 16, true), *b2 = req(1, 0x400000, 64, false);
+	struct rreq *f3 = req(3, 0x500000, 16, true), *b3 = req(1, 0x600000, 64, false);
+
+	rq_init(&q, 3, 4);
+	rq_add(&q, f1);
+	rq_add(&q, b1);
+	rq_add(&q, f2);
+	cr_assert_eq(rq_next(&q), f1);
+	cr_assert_eq(rq_next(&q), f2);
+	cr_assert_eq(rq_next(&q), b1);
+	/* Not sent yet: one of each kind. */
+	rq_add(&q, f3);
+	rq_add(&q, b2);
+	rq_add(&q, b3);
+	rq_requeue(&q);
+	cr_expect_eq(q.nr_fly, 0);
+	cr_expect_eq(q.nr_fly_bg, 0);
+	cr_expect_eq(q.nr_pend, 6);
+	cr_expect_null(rq_head(&q), "nothing in flight after a cut");
+	cr_expect_not(f1->sent);
+	cr_expect_not(b1->sent);
+	/* Still covered: a fault there waits for the request asked again. */
+	cr_expect_eq(rq_covers(&q, 1, 0x200000 + 4096), b1);
+	cr_expect_eq(rq_next(&q), f1);
+	cr_expect_eq(rq_next(&q), f2);
+	cr_expect_eq(rq_next(&q), f3);
+	cr_expect_null(rq_next(&q), "at most 3 in flight");
+	cr_expect_eq(rq_done(&q), f1);
+	cr_expect_eq(rq_next(&q), b1, "the background request sent before the cut goes first");
+	cr_expect_eq(rq_done(&q), f2);
+	cr_expect_eq(rq_next(&q), b2);
+	cr_expect_eq(rq_done(&q), f3);
+	cr_expect_eq(rq_next(&q), b3);
+	cr_expect_eq(q.nr_pend, 0);
+	/* A requeue of an empty flight changes nothing. */
+	while (rq_done(&q))
+		;
+	rq_requeue(&q);
+	cr_expect_eq(q.nr_pend, 0);
+	cr_expect_null(rq_next(&q));
+	free(f1);
+	free(f2);
+	free(f3);
+	free(b1);
+	free(b2);
+	free(b3);
+}
