@@ -848,6 +848,7 @@ static void remote_on_watch(struct timer *tm)
 		log_warnx("remote: the %s sent nothing for %.1f s with %u requests in flight; trying a new connection alongside",
 			  r->name, (now - (r->t_rx > q->t_sent ? r->t_rx : q->t_sent)) / 1e9,
 			  r->q.nr_fly);
+		now = r->down_since;
 	}
 	if (r->down_since && now - r->down_since >= r->grace_ns) {
 		remote_lost(r, "%s for %.1f s (--page-server-grace), %u reconnect attempts failed",

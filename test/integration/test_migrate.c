@@ -1,0 +1,352 @@
+/*
+ * A page-server connection that breaks or stalls, between two "hosts":
+ * network namespaces joined by a veth pair, made (and removed) by each test.
+ * The page server runs in one, the daemon and criu-sim (the restored tasks)
+ * in the other. Cuts and stalls are made there: the link dropped, the page
+ * server paused with SIGSTOP, killed and started again on the same port.
+ * Within --page-server-grace the tasks wait (they never read a zero where
+ * data was: criu-sim compares every lazy page with pages-N.img) while the
+ * daemon reconnects and asks again for what was in flight; past the grace
+ * the old ending applies: every task not fully served is killed.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "imgfix.h"
+#include "tcert.h"
+#include "tcriu.h"
+
+#define FORK3		FIX_CRIU_DIR "/fork3"
+#define SINGLE		FIX_CRIU_DIR "/single"
+#define SIM_MS		90000
+#define EXIT_MS		30000
+#define SRV_IP		"10.231.0.1"
+#define CLI_IP		"10.231.0.2"
+
+static struct tc_run run;
+static struct tc_certs certs;
+static char ns_srv[32], ns_cli[32], veth_srv[16], veth_cli[16];
+static bool have_ns;
+
+/* Run a shell command (ip); true if it exited 0. */
+static bool sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static bool sh(const char *fmt, ...)
+{
+	char cmd[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return system(cmd) == 0;
+}
+
+static void ms_sleep(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Enter the network namespace NAME (this test process and all it starts from now on). */
+static void enter_ns(const char *name)
+{
+	char path[96];
+	int fd;
+
+	snprintf(path, sizeof(path), "/run/netns/%s", name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+	cr_assert_eq(setns(fd, CLONE_NEWNET), 0, "setns %s: %s", name, strerror(errno));
+	close(fd);
+}
+
+/* Two namespaces, a veth pair between them, addresses up; unique names per test process. */
+static void net_make(void)
+{
+	unsigned id = (unsigned)getpid();
+
+	if (geteuid() != 0)
+		cr_skip_test("network namespaces and criu-sim need root");
+	if (system("ip -V >/dev/null 2>&1") != 0)
+		cr_skip_test("no ip(8) (package iproute2)");
+	snprintf(ns_srv, sizeof(ns_srv), "uffdmig-%u-s", id);
+	snprintf(ns_cli, sizeof(ns_cli), "uffdmig-%u-c", id);
+	snprintf(veth_srv, sizeof(veth_srv), "um%us", id % 1000000);
+	snprintf(veth_cli, sizeof(veth_cli), "um%uc", id % 1000000);
+	cr_assert(sh("ip netns add %s", ns_srv));
+	cr_assert(sh("ip netns add %s", ns_cli));
+	have_ns = true;
+	cr_assert(sh("ip -n %s link add %s type veth peer name %s netns %s", ns_srv, veth_srv,
+		     veth_cli, ns_cli));
+	cr_assert(sh("ip -n %s addr add %s/24 dev %s && ip -n %s link set %s up && ip -n %s link set lo up",
+		     ns_srv, SRV_IP, veth_srv, ns_srv, veth_srv, ns_srv));
+	cr_assert(sh("ip -n %s addr add %s/24 dev %s && ip -n %s link set %s up && ip -n %s link set lo up",
+		     ns_cli, CLI_IP, veth_cli, ns_cli, veth_cli, ns_cli));
+}
+
+/* Drop or restore the link (the server's end: nothing passes either way). */
+static void link_set(bool up)
+{
+	cr_assert(sh("ip -n %s link set %s %s", ns_srv, veth_srv, up ? "up" : "down"));
+}
+
+static void setup(void)
+{
+	tc_init(&run);
+	cr_assert(tc_certs_make(&certs, run.dir, SRV_IP), "certtool (package gnutls-bin)");
+	net_make();
+}
+
+static void teardown(void)
+{
+	tc_finish(&run);
+	if (have_ns) {
+		/* Removing the namespaces removes the veth pair. */
+		sh("ip netns del %s", ns_srv);
+		sh("ip netns del %s", ns_cli);
+		have_ns = false;
+	}
+}
+
+/* Start the page server in the server's namespace (on PORT: "0" for any), under TLS if TLS. */
+static void ps_start(const char *dir, const char *port, bool tls, const char *const *extra)
+{
+	const char *a[32] = { "--address", SRV_IP, "--port", port };
+	int n = 4;
+
+	if (tls)
+		n = tc_tls_args(a, n, certs.ca, certs.cert, certs.key);
+	for (int i = 0; extra && extra[i] && n < 31; i++)
+		a[n++] = extra[i];
+	a[n] = NULL;
+	enter_ns(ns_srv);
+	cr_assert(tc_pagesrv_start(&run, dir, a), "the page server did not start; log in %s",
+		  run.ps_log);
+	enter_ns(ns_cli);
+}
+
+/* Start the daemon in the client's namespace: remote mode on the page server, with ARGS. */
+static void daemon_start(const char *dir, bool tls, const char *const *args)
+{
+	const char *a[40] = { "--page-server", "--address", SRV_IP, "--port", run.ps_port,
+			      "--socket", NULL };
+	char sock[160];
+	int n = 6;
+
+	snprintf(sock, sizeof(sock), "%s/status.sock", run.dir);
+	a[n++] = sock;
+	if (tls)
+		n = tc_tls_args(a, n, certs.ca, certs.cert, certs.key);
+	for (int i = 0; args && args[i] && n < 39; i++)
+		a[n++] = args[i];
+	a[n] = NULL;
+	enter_ns(ns_cli);
+	cr_assert(tc_daemon_start(&run, dir, a), "uffd-manager criu did not start; log in %s",
+		  run.log);
+}
+
+/* `uffd-manager status --json` of the daemon into OUT. */
+static void status_json(char *out, size_t len)
+{
+	char cmd[512];
+	FILE *f;
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "%s/uffd-manager status --json --socket %s/status.sock",
+		 getenv("UFFD_TEST_BUILD") ? getenv("UFFD_TEST_BUILD") : TEST_BUILDDIR, run.dir);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	n = fread(out, 1, len - 1, f);
+	out[n] = 0;
+	pclose(f);
+}
+
+/* Lazy pages of every task of DIR, from the images. */
+static uint64_t total_lazy(const char *dir)
+{
+	uint32_t pids[16];
+	size_t n = tc_tasks(dir, pids, 16);
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < n; i++)
+		sum += tc_lazy_pages(dir, pids[i]);
+	return sum;
+}
+
+/* The run ends well: every task checked every byte, every lazy page placed once. */
+static void expect_all_served(const char *dir, pid_t sim)
+{
+	int st = tc_sim_wait(sim, SIM_MS);
+
+	cr_assert_eq(st, 0, "criu-sim: a task saw wrong memory or failed (%d); see %s", st,
+		     run.simout);
+	cr_expect_not(tc_file_has(run.simout, "differs from"), "%s", run.simout);
+	cr_assert_eq(tc_daemon_exit_code(&run, EXIT_MS), 0, "log in %s", run.log);
+	cr_expect(tc_file_has(run.log, "criu: done:"), "log in %s", run.log);
+	cr_expect_eq(tc_file_number(run.log, "processes served, 0 exited first; "),
+		     (double)total_lazy(dir), "every lazy page copied once; log in %s", run.log);
+}
+
+/*
+ * The link drops after the restore is done and before the tasks read
+ * (they wait 1 s): their faults wait through a 3 s cut; the daemon finds
+ * the connection silent, tries new ones (they fail while the link is down)
+ * and, once it is back, goes on: every byte right.
+ */
+static void link_drop(bool tls)
+{
+	const char *sim[] = { "--read-delay", "1000", NULL };
+	const char *args[] = { "--no-fill", "--page-server-timeout", "1500", NULL };
+	char st[8192];
+	pid_t sp;
+
+	ps_start(FORK3, "0", tls, NULL);
+	daemon_start(FORK3, tls, args);
+	sp = tc_sim_start(&run, FORK3, sim);
+	cr_assert(tc_file_wait(run.log, "criu: restore finished (RSTF)", 20000), "log in %s", run.log);
+	link_set(false);
+	ms_sleep(2500);
+	status_json(st, sizeof(st));
+	cr_expect(strstr(st, "\"state\":\"reconnecting\"") || strstr(st, "\"state\":\"stalled\""),
+		  "status during the cut: %s", st);
+	cr_expect_not(strstr(st, "\"down_ms\":0,"), "%s", st);
+	ms_sleep(500);
+	link_set(true);
+	expect_all_served(FORK3, sp);
+	cr_expect(tc_file_has(run.log, "reconnected to the page server " SRV_IP) ||
+		  tc_file_has(run.log, "answers again after"), "log in %s", run.log);
+	cr_expect(tc_file_has(run.log, " connection breaks or stalls, "), "log in %s", run.log);
+	cr_expect_not(tc_file_has(run.log, "remote: lost the page server"), "log in %s", run.log);
+	run.passed = true;
+}
+
+Test(migrate, link_drop_tls, .init = setup, .fini = teardown, .timeout = 120)
+{
+	link_drop(true);
+}
+
+Test(migrate, link_drop_plain, .init = setup, .fini = teardown, .timeout = 120)
+{
+	link_drop(false);
+}
+
+/*
+ * The page server is paused (SIGSTOP) while the tasks read, for 3 s: no
+ * reset, no EOF, only silence. Under TLS a new connection is tried
+ * alongside (its handshake cannot finish while the server sleeps); when the
+ * server goes on, one of the two serves the rest. Every byte right.
+ */
+Test(migrate, server_paused, .init = setup, .fini = teardown, .timeout = 120)
+{
+	const char *sim[] = { "--read-delay", "500", NULL };
+	const char *args[] = { "--no-fill", NULL };
+	pid_t sp;
+
+	ps_start(FORK3, "0", true, NULL);
+	daemon_start(FORK3, true, args);
+	sp = tc_sim_start(&run, FORK3, sim);
+	cr_assert(tc_file_wait(run.log, "criu: restore finished (RSTF)", 20000), "log in %s", run.log);
+	cr_assert_eq(kill(run.ps_pid, SIGSTOP), 0);
+	ms_sleep(3000);
+	cr_expect(tc_file_has(run.log, "sent nothing for"), "the stall was seen; log in %s", run.log);
+	cr_assert_eq(kill(run.ps_pid, SIGCONT), 0);
+	expect_all_served(FORK3, sp);
+	cr_expect(tc_file_has(run.log, "answers again after") ||
+		  tc_file_has(run.log, "reconnected to the page server"), "log in %s", run.log);
+	run.passed = true;
+}
+
+/*
+ * The page server is killed (SIGKILL) in the middle of the transfer and
+ * started again 2 s later on the same port: the daemon, refused meanwhile,
+ * reconnects to the new one, asks again for what was in flight and ends
+ * the session there (CLOSE). Every byte right.
+ */
+static void server_restarted(bool tls)
+{
+	const char *sim[] = { "--read-delay", "300", NULL };
+	const char *args[] = { "--fill-chunk", "64K", NULL };
+	/* The first server stalls after 20 answers, so the kill lands mid-transfer. */
+	const char *stall[] = { "--stall-after", "20", NULL };
+	char port[16], old_log[200];
+	pid_t sp;
+	int st;
+
+	ps_start(FORK3, "0", tls, stall);
+	snprintf(port, sizeof(port), "%s", run.ps_port);
+	daemon_start(FORK3, tls, args);
+	sp = tc_sim_start(&run, FORK3, sim);
+	cr_assert(tc_file_wait(run.ps_log, "stalling after 20 answers", 20000), "log in %s", run.ps_log);
+	kill(run.ps_pid, SIGKILL);
+	waitpid(run.ps_pid, &st, 0);
+	run.ps_pid = 0;
+	ms_sleep(2000);
+	cr_expect_eq(waitpid(sp, &st, WNOHANG), 0, "the tasks wait (not killed, not done)");
+	/* A new server, its own log, the same port. */
+	snprintf(old_log, sizeof(old_log), "%s.1", run.ps_log);
+	rename(run.ps_log, old_log);
+	ps_start(FORK3, port, tls, NULL);
+	cr_assert_str_eq(run.ps_port, port);
+	expect_all_served(FORK3, sp);
+	cr_expect(tc_file_has(run.log, "reconnected to the page server " SRV_IP), "log in %s", run.log);
+	cr_expect(tc_file_has(run.log, "requests asked again"), "log in %s", run.log);
+	cr_expect_eq(tc_pagesrv_stop(&run), 0);
+	cr_expect(tc_file_has(run.ps_log, "done (CLOSE, then hung up)"), "log in %s", run.ps_log);
+	cr_expect(tc_file_has(run.ps_log, "0 requests refused"), "log in %s", run.ps_log);
+	run.passed = true;
+}
+
+Test(migrate, server_killed_and_restarted_tls, .init = setup, .fini = teardown, .timeout = 120)
+{
+	server_restarted(true);
+}
+
+Test(migrate, server_killed_and_restarted_plain, .init = setup, .fini = teardown, .timeout = 120)
+{
+	server_restarted(false);
+}
+
+/*
+ * The page server dies for good: past --page-server-grace the old ending
+ * applies. Every task not fully served is killed and named, none read a
+ * zero where data was, and the daemon exits 1.
+ */
+Test(migrate, grace_runs_out, .init = setup, .fini = teardown, .timeout = 120)
+{
+	const char *sim[] = { "--read-delay", "300", NULL };
+	const char *args[] = { "--page-server-grace", "1500", "--fill-chunk", "64K", NULL };
+	const char *stall[] = { "--stall-after", "20", NULL };
+	pid_t sp;
+	int st;
+
+	ps_start(FORK3, "0", true, stall);
+	daemon_start(FORK3, true, args);
+	sp = tc_sim_start(&run, FORK3, sim);
+	cr_assert(tc_file_wait(run.ps_log, "stalling after 20 answers", 20000), "log in %s", run.ps_log);
+	kill(run.ps_pid, SIGKILL);
+	waitpid(run.ps_pid, &st, 0);
+	run.ps_pid = 0;
+	st = tc_sim_wait(sp, SIM_MS);
+	cr_assert_neq(st, 0, "the tasks ran without their pages? %s", run.simout);
+	cr_expect_not(tc_file_has(run.simout, "differs from"), "%s", run.simout);
+	cr_expect(tc_file_has(run.simout, "failed (wait status 0x9)"), "%s", run.simout);
+	cr_expect_eq(tc_daemon_exit_code(&run, EXIT_MS), 1, "log in %s", run.log);
+	cr_expect(tc_file_has(run.log, "(--page-server-grace), "), "log in %s", run.log);
+	cr_expect(tc_file_has(run.log, "lazy pages not served (killed: page server connection lost)"),
+		  "log in %s", run.log);
+	run.passed = true;
+}
