@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tls.h"
+
 struct handover {
 	const char *socket_path;
 	uint32_t image_id;
@@ -12,6 +14,8 @@ struct handover {
 	uint32_t flags;		/* HELLO_F_* */
 	int uffd, pidfd, dirfd;
 	int timeout_ms;		/* for the reply; 0 = 10 s */
+	const char *page_server;	/* "HOST:PORT": lazy data from there; NULL: the images */
+	const struct tls_opts *tls;	/* with page_server: TLS, or NULL */
 };
 
 /*

@@ -11,6 +11,7 @@
 #include "lazy.h"
 #include "log.h"
 #include "restore.h"
+#include "tls.h"
 #include "show.h"
 #include "version.h"
 
@@ -261,7 +262,10 @@ static int cmd_lazy(int argc, char **argv)
 
 static const char restore_usage[] =
 	"usage: uffd-inject restore --images DIR [--socket S] [--eager] "
-	"[--stdio inherit|null|FILE]\n";
+	"[--stdio inherit|null|FILE]\n"
+	"                           [--page-server HOST:PORT [--tls [--tls-cacert F]\n"
+	"                            [--tls-cacrl F] [--tls-cert F] [--tls-key F]\n"
+	"                            [--tls-no-cn-verify]]]\n";
 
 static const char restore_help[] =
 	"\n"
@@ -278,6 +282,20 @@ static const char restore_help[] =
 	"  -e, --eager         write every page before it runs; no manager needed\n"
 	"      --stdio WHAT    fds 0-2 that were not files: inherit ours (default),\n"
 	"                      null (/dev/null), or FILE (output appended to FILE)\n"
+	"      --page-server HOST:PORT\n"
+	"                      the manager fetches the lazy pages' data from this page\n"
+	"                      server (`uffd-manager page-server` on the source host,\n"
+	"                      criu's protocol) instead of the pages files; only the\n"
+	"                      pages written before the process runs come from DIR\n"
+	"      --tls           ... over TLS, as criu's options of the same names (files\n"
+	"                      read by the manager with your rights):\n"
+	"      --tls-cacert F  the CA that signed the server's certificate\n"
+	"                      (default /etc/pki/CA/cacert.pem)\n"
+	"      --tls-cacrl F   revoked certificates (default /etc/pki/CA/cacrl.pem)\n"
+	"      --tls-cert F    the certificate shown to the server\n"
+	"                      (default /etc/pki/criu/cert.pem)\n"
+	"      --tls-key F     its key (default /etc/pki/criu/private/key.pem)\n"
+	"      --tls-no-cn-verify  do not check that the server's certificate names HOST\n"
 	"  -h, --help          show this help\n"
 	"\n"
 	"Exit status: 0 restored (it runs), 1 failed (nothing is left running),\n"
@@ -290,10 +308,20 @@ static int cmd_restore(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "eager", no_argument, NULL, 'e' },
 		{ "stdio", required_argument, NULL, 'S' },
+		{ "page-server", required_argument, NULL, 'P' },
+		{ "tls", no_argument, NULL, 1000 },
+		{ "tls-cacert", required_argument, NULL, 1001 },
+		{ "tls-cacrl", required_argument, NULL, 1002 },
+		{ "tls-cert", required_argument, NULL, 1003 },
+		{ "tls-key", required_argument, NULL, 1004 },
+		{ "tls-no-cn-verify", no_argument, NULL, 1005 },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	static const char *const tls_names[] = { "tls", "tls-cacert", "tls-cacrl", "tls-cert",
+						 "tls-key", "tls-no-cn-verify" };
 	struct restore_opts o = { .out = stdout };
+	char abs[6][PATH_MAX];
 	char sock[108];
 	int c;
 
@@ -316,6 +344,21 @@ static int cmd_restore(int argc, char **argv)
 			}
 			o.stdio = optarg;
 			break;
+		case 'P':
+			if (!strrchr(optarg, ':') || strrchr(optarg, ':') == optarg ||
+			    !strrchr(optarg, ':')[1]) {
+				fprintf(stderr, "uffd-inject restore: --page-server %s: want HOST:PORT\n%s",
+					optarg, restore_usage);
+				return 2;
+			}
+			o.page_server = optarg;
+			break;
+		case 1000: case 1001: case 1002: case 1003: case 1004: case 1005:
+			/* The manager reads the files: give it absolute paths. */
+			if (optarg && optarg[0] != '/' && realpath(optarg, abs[c - 1000]))
+				optarg = abs[c - 1000];
+			tls_opt(&o.tls, tls_names[c - 1000], optarg);
+			break;
 		case 'h':
 			fputs(restore_usage, stdout);
 			fputs(restore_help, stdout);
@@ -332,6 +375,17 @@ static int cmd_restore(int argc, char **argv)
 	}
 	if (!o.dir || !o.dir[0]) {
 		fprintf(stderr, "uffd-inject restore: --images is required\n%s", restore_usage);
+		return 2;
+	}
+	if ((o.tls.on || o.tls.cacert || o.tls.cacrl || o.tls.cert || o.tls.key ||
+	     o.tls.no_cn_verify) && (!o.page_server || !o.tls.on)) {
+		fprintf(stderr, "uffd-inject restore: --tls goes with --page-server, and the --tls-* options with --tls\n%s",
+			restore_usage);
+		return 2;
+	}
+	if (o.page_server && o.eager) {
+		fprintf(stderr, "uffd-inject restore: --eager writes every page from DIR: no --page-server\n%s",
+			restore_usage);
 		return 2;
 	}
 	if (!o.eager && !o.socket) {

@@ -12,12 +12,16 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "tls.h"
+
 struct restore_opts {
 	const char *dir;
 	const char *socket;	/* the manager's (unused with eager) */
 	bool eager;		/* write every page now; no manager */
 	const char *stdio;	/* fds 0-2 that were not files: "inherit" (NULL), "null", or a path */
 	FILE *out;		/* the new pid and a summary; NULL for none */
+	const char *page_server;	/* "HOST:PORT": the manager fetches the lazy pages there */
+	struct tls_opts tls;	/* with page_server */
 };
 
 struct restore_stats {

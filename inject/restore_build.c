@@ -456,6 +456,8 @@ static int hand_over(struct rs *r)
 		.features = RS_FEATURES,
 		.pidfd = r->pidfd,
 		.dirfd = r->dirfd,
+		.page_server = r->o->page_server,
+		.tls = &r->o->tls,
 	};
 	char reason[512];
 	uint64_t lazy = 0;

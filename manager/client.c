@@ -17,6 +17,7 @@
 #include "manager.pb-c.h"
 #include "procfs.h"
 #include "remote.h"
+#include "rserve.h"
 #include "sender.h"
 #include "serve.h"
 #include "sysutil.h"
@@ -29,7 +30,7 @@
 #define FD_HEADROOM	64
 
 static void client_on_read(struct ev *ev, uint32_t events);
-static int client_job(struct client *c, int dirfd, uint32_t image_id, char *reason, size_t len);
+static int client_job(struct client *c, int dirfd, const Hello *h, char *reason, size_t len);
 static void client_on_deadline(struct timer *tm);
 
 /* The real and effective uid of PID. */
@@ -279,7 +280,7 @@ static void handle_hello(struct client *c, const Hello *h, int *fds, int nfds)
 		return;	/* its hang-up is read next, and closes the connection */
 	}
 
-	ret = client_job(c, hc.dirfd, h->image_id, reason, sizeof(reason));
+	ret = client_job(c, hc.dirfd, h, reason, sizeof(reason));
 	if (ret < 0) {
 		refuse(c, reason);
 		return;
@@ -328,8 +329,55 @@ static int peer_groups(int fd, gid_t **groups, size_t *n)
  * client's socket peer, and to build the model from: the loop goes on.
  * DIRFD is the job's from here on (counted among the fds in use).
  */
-static int client_job(struct client *c, int dirfd, uint32_t image_id, char *reason, size_t len)
+/*
+ * HELLO names a page server (uffd-inject restore --page-server): check and
+ * copy "HOST:PORT" and the TLS options into J. 0, or -EINVAL with REASON.
+ */
+static int job_page_server(struct loader_job *j, const Hello *h, char *reason, size_t len)
 {
+	const char *ps = h->page_server, *colon = strrchr(ps, ':');
+	const char *paths[4] = { h->tls_cacert, h->tls_cacrl, h->tls_cert, h->tls_key };
+	char **dst[4] = { (char **)&j->tls.cacert, (char **)&j->tls.cacrl, (char **)&j->tls.cert,
+			  (char **)&j->tls.key };
+	size_t hl = colon ? (size_t)(colon - ps) : 0;
+
+	if (!colon || !hl || hl > 255 || !colon[1] || strlen(colon + 1) > 5 ||
+	    strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
+		snprintf(reason, len, "page server \"%.300s\": want HOST:PORT", ps);
+		return -EINVAL;
+	}
+	if (ps[0] == '[' && ps[hl - 1] == ']') {	/* [v6]:port */
+		ps++;
+		hl -= 2;
+	}
+	j->ps_host = strndup(ps, hl);
+	j->ps_port = strdup(colon + 1);
+	if (!j->ps_host || !j->ps_port)
+		goto nomem;
+	if (!h->has_tls || !h->tls)
+		return 0;
+	j->tls.on = true;
+	j->tls.no_cn_verify = h->has_tls_no_cn_verify && h->tls_no_cn_verify;
+	for (int i = 0; i < 4; i++) {
+		if (!paths[i])
+			continue;
+		if (paths[i][0] != '/' || strlen(paths[i]) > 4095) {
+			snprintf(reason, len, "TLS file \"%.300s\": want an absolute path", paths[i]);
+			return -EINVAL;
+		}
+		*dst[i] = strdup(paths[i]);
+		if (!*dst[i])
+			goto nomem;
+	}
+	return 0;
+nomem:
+	snprintf(reason, len, "out of memory");
+	return -ENOMEM;
+}
+
+static int client_job(struct client *c, int dirfd, const Hello *h, char *reason, size_t len)
+{
+	uint32_t image_id = h->image_id;
 	struct daemon *d = c->d;
 	struct loader_job *j;
 	int ret;
@@ -350,10 +398,15 @@ static int client_job(struct client *c, int dirfd, uint32_t image_id, char *reas
 		free(j);
 		return ret;
 	}
+	j->dirfd = -1;
+	if (h->page_server && (ret = job_page_server(j, h, reason, len)) < 0) {
+		loader_job_free(d, j);
+		return ret;
+	}
 	j->owner = c;
 	j->dirfd = dirfd;
 	j->image_id = image_id;
-	j->remote = serve_from_images.remote;
+	j->remote = j->ps_host || serve_from_images.remote;
 	j->max_entries = d->o.max_image_entries;
 	j->uid = c->peer_uid;
 	j->gid = c->peer_gid;
@@ -384,9 +437,15 @@ void client_loaded(struct daemon *d, struct loader_job *j)
 	else if (d->nr_targets >= d->o.max_clients)
 		snprintf(reason, sizeof(reason), "already serving %u processes (the limit)",
 			 d->nr_targets);
-	else
+	else if (j->rem && rserve_adopt(d, j->rem, j->img, reason, sizeof(reason)) < 0)
+		t = NULL;
+	else {
+		/* Its own page server's connection is d->remotes' while a process of these images lives. */
+		j->rem = NULL;
 		t = target_adopt(d, c->uffd, c->pidfd, c->pid, c->image_id, j->img, &j->map,
-				 c->registered, &serve_from_images, reason, sizeof(reason));
+				 c->registered, j->ps_host ? &rserve_source : &serve_from_images,
+				 reason, sizeof(reason));
+	}
 	loader_job_free(d, j);	/* the target holds its own reference to the images */
 	if (!t) {
 		close(c->uffd);

@@ -150,11 +150,11 @@ static void criu_target_ended(struct daemon *d, const struct target *tg, const c
  * before the restore has handed any over, for the first lazy page of a
  * task's images (no process owns it: the answer is dropped).
  */
-static void criu_keepalive(struct daemon *d)
+static void criu_keepalive(struct daemon *d, struct remote *r)
 {
 	struct criu *c = d->criu;
 
-	if (!c || rserve_keepalive(d))
+	if (!c || rserve_keepalive(d, r))
 		return;
 	for (size_t i = 0; i < c->nr_tasks; i++) {
 		const struct pagemap *pm = c->tasks[i].img ? c->tasks[i].img->task.pm : NULL;

@@ -110,6 +110,7 @@ struct daemon {
 	struct log_rl refuse_rl;	/* refusals of connections over the cap */
 	struct criu *criu;		/* CRIU lazy-pages mode; NULL when serving hand-overs */
 	struct remote *remote;		/* remote mode: page data from a page server; else NULL */
+	struct remote *remotes;		/* hand-overs' own page servers (restore --page-server), rserve.c */
 	struct loader *loader;		/* loads hand-overs off the loop (loader.h); NULL until one comes */
 	bool hold_exit;			/* more processes may come: do not stop at the last one */
 	bool fill_held;			/* no background fill yet (CRIU: until the restore says RSTF) */

@@ -55,7 +55,7 @@ bool fill_step(struct daemon *d)
 
 	if (!daemon_fill_enabled(d))
 		return false;
-	if (d->remote)
+	if (d->remote || d->remotes)
 		rserve_fill(d);
 	/* The first process with work does a step, then goes to the back of the line. */
 	for (pp = &d->targets; (t = *pp); pp = &t->next)

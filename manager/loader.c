@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "loader.h"
+#include "remote.h"
+#include "rserve.h"
 #include "log.h"
 #include "target.h"
 
@@ -98,11 +100,19 @@ static void loader_run(struct loader *l, struct loader_job *j)
 		if (!j->img) {
 			j->ret = -EINVAL;
 			snprintf(j->reason, sizeof(j->reason), "%s", err.msg);
+		} else if (j->ps_host) {
+			/* Its page server, with its TLS files read as the client; a blocking connect. */
+			j->ret = remote_connect(l->d, j->ps_host, j->ps_port, &rserve_ops, &j->tls,
+						&j->rem, j->reason, sizeof(j->reason));
+			if (j->ret < 0) {
+				timage_put(l->d, j->img);
+				j->img = NULL;
+			}
 		}
 	}
 	if (switched)
 		creds_leave(l);
-	if (j->img) {
+	if (j->img && j->ret == 0) {
 		j->img->dirfd = j->dirfd;	/* the images own it from here on */
 		j->dirfd = -1;
 		j->ret = timage_model(j->img, j->image_id, j->remote, &j->map, j->reason,
@@ -235,6 +245,13 @@ void loader_job_free(struct daemon *d, struct loader_job *j)
 	if (!j)
 		return;
 	model_free(&j->map);
+	remote_free(j->rem, false);
+	free(j->ps_host);
+	free(j->ps_port);
+	free((char *)j->tls.cacert);
+	free((char *)j->tls.cacrl);
+	free((char *)j->tls.cert);
+	free((char *)j->tls.key);
 	timage_put(d, j->img);
 	if (j->dirfd >= 0) {
 		close(j->dirfd);

@@ -20,6 +20,7 @@
 
 #include "daemon.h"
 #include "model.h"
+#include "tls.h"
 #include "proc.h"
 
 struct loader_job {
@@ -34,11 +35,14 @@ struct loader_job {
 	gid_t gid;
 	gid_t *groups;		/* supplementary groups, malloc'd */
 	size_t ngroups;
+	char *ps_host, *ps_port;	/* HELLO's page server (malloc'd), or NULL: connected as the client */
+	struct tls_opts tls;	/* its TLS options (paths malloc'd), read as the client */
 	/* Out. */
 	int ret;		/* 0, or -errno with REASON filled */
 	char reason[512];
 	struct timage *img;	/* one reference, owning DIRFD */
 	struct model map;	/* built from IMG, for target_adopt */
+	struct remote *rem;	/* with ps_host: the connection, not yet in the loop */
 	uint64_t load_ns;	/* time the thread spent on it */
 };
 

@@ -25,6 +25,7 @@
 #include "released.h"
 #include "serve.h"
 #include "remote.h"
+#include "rserve.h"
 #include "status_client.h"
 #include "loader.h"
 #include "sysutil.h"
@@ -272,10 +273,11 @@ static void before_sleep(struct loop *l)
 	struct daemon *d = container_of(l, struct daemon, loop);
 
 	serve_retry_parked(d);
-	if (d->remote) {
+	if (d->remote || d->remotes) {
 		/* Keep background requests in flight; send what the faults asked for first. */
 		fill_step(d);
 		remote_pump(d);
+		rserve_gc(d);
 	}
 }
 

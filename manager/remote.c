@@ -45,6 +45,8 @@ struct link {
 };
 
 struct remote {
+	struct remote *next;	/* in d->remotes (hand-overs with a page server of their own) */
+	const void *img;	/* theirs: the images it serves (rserve.c's key) */
 	struct daemon *d;
 	const struct remote_ops *ops;
 	char name[300];		/* "page server HOST:PORT" */
@@ -80,6 +82,7 @@ struct remote {
 };
 
 static void remote_on_io(struct ev *ev, uint32_t events);
+static void pump_one(struct remote *r);
 static void att_on_io(struct ev *ev, uint32_t events);
 static void remote_lost(struct remote *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void link_break(struct remote *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -92,6 +95,21 @@ bool remote_alive(const struct remote *r)
 struct rqueue *remote_queue(struct remote *r)
 {
 	return &r->q;
+}
+
+void remote_set_img(struct remote *r, const void *img)
+{
+	r->img = img;
+}
+
+const void *remote_img(const struct remote *r)
+{
+	return r->img;
+}
+
+struct remote **remote_nextp(struct remote *r)
+{
+	return &r->next;
 }
 
 const char *remote_state(const struct remote *r)
@@ -264,6 +282,18 @@ static int handshake_timed(struct link *l, char *why, size_t len)
 int remote_open(struct daemon *d, const char *addr, const char *port,
 		const struct remote_ops *ops, const struct tls_opts *tls, char *why, size_t len)
 {
+	struct remote *r;
+	int ret = remote_connect(d, addr, port, ops, tls, &r, why, len);
+
+	if (ret == 0)
+		d->remote = r;
+	return ret;
+}
+
+int remote_connect(struct daemon *d, const char *addr, const char *port,
+		   const struct remote_ops *ops, const struct tls_opts *tls, struct remote **out,
+		   char *why, size_t len)
+{
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *res, *ai;
 	struct remote *r;
@@ -340,7 +370,7 @@ int remote_open(struct daemon *d, const char *addr, const char *port,
 	r->t_open = r->t_rx = now_ns();
 	r->grace_ns = (uint64_t)d->o.ps_grace_ms * 1000000ull;
 	r->stall_ns = STALL_MS * 1000000ull < r->timeout_ns ? STALL_MS * 1000000ull : r->timeout_ns;
-	d->remote = r;
+	*out = r;
 	log_info("remote: connected to the %s%s; lazy page data comes from it (answers due within %u ms), reconnecting for up to %u ms if the connection breaks",
 		 r->name, r->creds ? " over TLS (certificate checked)" : "", timeout_ms,
 		 d->o.ps_grace_ms);
@@ -357,8 +387,8 @@ static void remote_on_keepalive(struct timer *tm)
 		return;
 	if (r->cur.fd >= 0 && now_ns() - r->t_request >= every && !r->q.nr_fly &&
 	    !r->q.nr_pend && r->ops->idle) {
-		r->ops->idle(r->d);
-		remote_pump(r->d);
+		r->ops->idle(r->d, r);
+		pump_one(r);
 	}
 	timer_arm(&r->d->loop, &r->keepalive, every / 2, remote_on_keepalive);
 }
@@ -367,7 +397,12 @@ static void remote_on_watch(struct timer *tm);
 
 int remote_attach(struct daemon *d)
 {
-	struct remote *r = d->remote;
+	return remote_attach_r(d->remote);
+}
+
+int remote_attach_r(struct remote *r)
+{
+	struct daemon *d = r->d;
 
 	if (loop_add(&d->loop, &r->cur.ev, r->cur.fd, EPOLLIN, remote_on_io) < 0)
 		return -errno;
@@ -408,7 +443,7 @@ static void remote_lost(struct remote *r, const char *fmt, ...)
 	r->buf = NULL;
 	log_warnx("remote: lost the %s: %s (%u requests in flight, %u not sent); %" PRIu64 " pages had come",
 		  r->name, why, fly, pend, r->st.pages);
-	r->ops->lost(r->d, "killed: page server connection lost");
+	r->ops->lost(r->d, r, "killed: page server connection lost");
 }
 
 /* Forget the answer being read and put every request in flight back in the queue. */
@@ -534,7 +569,13 @@ static void set_want_out(struct remote *r, struct link *l, bool on)
 
 void remote_pump(struct daemon *d)
 {
-	struct remote *r = d->remote;
+	pump_one(d->remote);
+	for (struct remote *r = d->remotes; r; r = r->next)
+		pump_one(r);
+}
+
+static void pump_one(struct remote *r)
+{
 	bool idle;
 	struct rreq *q;
 
@@ -694,7 +735,7 @@ static void remote_on_io(struct ev *ev, uint32_t events)
 	if (events & EPOLLIN)
 		remote_read(r);
 	if (!r->lost && r->cur.fd >= 0 && (events & EPOLLOUT))
-		remote_pump(r->d);
+		pump_one(r);
 }
 
 /* An attempt failed (WHY): drop it and wait a little longer before the next. */
@@ -736,7 +777,7 @@ static void att_done(struct remote *r)
 	log_warnx("remote: reconnected to the %s%s after %.2f s (%u attempts); asking again for %u requests",
 		  r->name, r->cur.tls ? " (TLS, certificate checked)" : "", s, r->attempts,
 		  r->q.nr_pend);
-	remote_pump(r->d);
+	pump_one(r);
 }
 
 /* Step the attempt on L: the connect's result, then the TLS handshake. */
@@ -1022,12 +1063,19 @@ static pid_t hold_connection(struct remote *r)
 
 void remote_close(struct daemon *d, bool done)
 {
-	struct remote *r = d->remote;
+	remote_free(d->remote, done);
+	d->remote = NULL;
+}
+
+void remote_free(struct remote *r, bool done)
+{
+	struct daemon *d;
 	pid_t holder;
 	double s;
 
 	if (!r)
 		return;
+	d = r->d;
 	s = (now_ns() - r->t_open) / 1e9;
 	link_abort(r, &r->att);
 	if (done && !r->lost && r->cur.fd >= 0 && !r->q.nr_fly && r->out_off == r->out_len) {
@@ -1063,5 +1111,4 @@ void remote_close(struct daemon *d, bool done)
 	free(r->buf);
 	tls_creds_free(r->creds);
 	free(r);
-	d->remote = NULL;
 }

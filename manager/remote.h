@@ -79,14 +79,14 @@ struct remote_ops {
 	/* LEN bytes in BUF (theirs from now on) answer OWNER's request for image address IMG, to go at ADDR. */
 	void (*answer)(struct daemon *d, uint64_t owner, uint64_t addr, uint64_t img,
 		       uint8_t *buf, uint64_t len);
-	/* The connection is gone for good (WHY): nothing more will come. */
-	void (*lost)(struct daemon *d, const char *why);
+	/* The connection R is gone for good (WHY): nothing more will come. */
+	void (*lost)(struct daemon *d, struct remote *r, const char *why);
 	/*
 	 * Nothing was asked for --page-server-keepalive: ask for something small
 	 * (a page server may close a connection quiet for long, as ours does
 	 * after --idle-timeout), or nothing if all is served.
 	 */
-	void (*idle)(struct daemon *d);
+	void (*idle)(struct daemon *d, struct remote *r);
 };
 
 /* The default of --page-server-keepalive (remote_ops.idle). */
@@ -103,8 +103,18 @@ struct remote_ops {
 int remote_open(struct daemon *d, const char *addr, const char *port,
 		const struct remote_ops *ops, const struct tls_opts *tls, char *why, size_t len);
 
+/*
+ * The same, for a hand-over's own page server (uffd-inject restore
+ * --page-server): connect (from the loader thread: nothing of D's state is
+ * touched) and give the connection in *OUT, not D->remote.
+ */
+int remote_connect(struct daemon *d, const char *addr, const char *port,
+		   const struct remote_ops *ops, const struct tls_opts *tls, struct remote **out,
+		   char *why, size_t len);
+
 /* Watch the connection in D's loop (once the loop exists). 0 or -errno. */
 int remote_attach(struct daemon *d);
+int remote_attach_r(struct remote *r);
 
 /* Is the connection not lost for good (it may be reconnecting)? */
 bool remote_alive(const struct remote *r);
@@ -133,7 +143,7 @@ struct rqueue *remote_queue(struct remote *r);
 /* A fault waits on R: send it before background requests. */
 void remote_promote(struct remote *r, struct rreq *q);
 
-/* Send what the queue allows (called before the loop sleeps). */
+/* Send what the queues allow, D's remote's and every one of D->remotes (before the loop sleeps). */
 void remote_pump(struct daemon *d);
 
 /*
@@ -144,5 +154,13 @@ void remote_pump(struct daemon *d);
  * Safe on a lost connection or NULL.
  */
 void remote_close(struct daemon *d, bool done);
+
+/* The same for any connection (not D->remote's slot); safe on NULL. */
+void remote_free(struct remote *r, bool done);
+
+/* A hand-over's connection: its images (rserve.c's key), and the list of them in the daemon. */
+void remote_set_img(struct remote *r, const void *img);
+const void *remote_img(const struct remote *r);
+struct remote **remote_nextp(struct remote *r);
 
 #endif

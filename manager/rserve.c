@@ -12,7 +12,15 @@
 #include "rserve.h"
 #include "serve.h"
 
-static void on_lost(struct daemon *d, const char *why);
+static void on_lost(struct daemon *d, struct remote *r, const char *why);
+
+struct remote *rserve_remote(const struct target *t)
+{
+	for (struct remote *r = t->d->remotes; r; r = *remote_nextp(r))
+		if (remote_img(r) == t->img)
+			return r;
+	return t->d->remote;
+}
 /*
  * Place what is left of fetched data H where it still belongs: pages that
  * are missing and still have the image address it was asked for (a moved or
@@ -77,12 +85,18 @@ static enum uffd_class rserve_fault(struct target *t, uint64_t addr, bool *waiti
 {
 	uint64_t page = addr & ~(PG - 1), w = t->d->o.fault_window, we, ns, n;
 	struct area *v = model_find(&t->map, page);
-	struct remote *r = t->d->remote;
-	struct rqueue *q = remote_queue(r);
+	struct remote *r = rserve_remote(t);
+	struct rqueue *q;
 	struct rreq *cover;
 	enum uffd_class c;
 	int ret;
 
+	if (!r) {
+		/* Its connection is gone (freed): nothing can come. */
+		target_kill(t, "killed: page server connection lost");
+		return UC_GONE;
+	}
+	q = remote_queue(r);
 	if (!v || !area_is_missing(v, page)) {
 		c = serve_zero(t, page);
 		return c == UC_EXISTS || c == UC_PARTIAL ? UC_DONE : c;
@@ -106,7 +120,7 @@ static enum uffd_class rserve_fault(struct target *t, uint64_t addr, bool *waiti
 	n = area_run(v, page, we - page, true);
 	ret = remote_request(r, t->id, t->image_id, page, area_img_addr(v, page), n / PG, true);
 	if (ret == -ENOTCONN) {
-		on_lost(t->d, "killed: page server connection lost");
+		on_lost(t->d, r, "killed: page server connection lost");
 		return UC_GONE;
 	}
 	if (ret < 0) {
@@ -157,18 +171,18 @@ static bool next_uncovered(struct target *t, struct rqueue *q, uint64_t *addr, u
 	return false;
 }
 
-/* Remote mode: queue background requests while there is room, one process after another. */
-bool rserve_fill(struct daemon *d)
+/* Queue background requests on R while it has room, one of its processes after another. */
+static void fill_remote(struct daemon *d, struct remote *r)
 {
-	struct rqueue *q = remote_queue(d->remote);
+	struct rqueue *q = remote_queue(r);
 	bool any = true, faults = false;
 	struct target *f;
 
-	if (!remote_alive(d->remote))
-		return false;
+	if (!remote_alive(r))
+		return;
 	/* While faults wait, keep little background data ahead of them on the wire. */
 	for (f = d->targets; f && !faults; f = f->next)
-		faults = f->remote && f->nr_faults != 0;
+		faults = f->remote && f->nr_faults != 0 && rserve_remote(f) == r;
 	q->max_fly_bg = faults ? REMOTE_BG_BUSY : REMOTE_BG_IDLE;
 	while (any && rq_bg_room(q)) {
 		struct target **pp, *t;
@@ -180,11 +194,11 @@ bool rserve_fill(struct daemon *d)
 
 			/* Held data first: no more background for it until that is placed. */
 			if (t->dead || !t->remote || t->held || t->parked || !t->map.nr_missing ||
-			    !next_uncovered(t, q, &a, &n))
+			    rserve_remote(t) != r || !next_uncovered(t, q, &a, &n))
 				continue;
-			if (remote_request(d->remote, t->id, t->image_id, a,
+			if (remote_request(r, t->id, t->image_id, a,
 					   area_img_addr(model_find(&t->map, a), a), n / PG, false) < 0)
-				return false;
+				return;
 			t->fill_cursor = a + n;
 			/* To the back of the line. */
 			if (t->next) {
@@ -198,6 +212,15 @@ bool rserve_fill(struct daemon *d)
 			break;
 		}
 	}
+}
+
+/* Remote mode: queue background requests while there is room, on every connection. */
+bool rserve_fill(struct daemon *d)
+{
+	if (d->remote)
+		fill_remote(d, d->remote);
+	for (struct remote *r = d->remotes; r; r = *remote_nextp(r))
+		fill_remote(d, r);
 	return false;	/* nothing for the idle hook: answers call us again */
 }
 
@@ -227,14 +250,15 @@ static void on_answer(struct daemon *d, uint64_t owner, uint64_t addr, uint64_t 
 	serve_faults(t);
 }
 
-/* The page server is gone: kill every process not fully served (WHY). */
-static void on_lost(struct daemon *d, const char *why)
+/* The page server R is gone: kill every process of it not fully served (WHY). */
+static void on_lost(struct daemon *d, struct remote *r, const char *why)
 {
 	struct target *t, *next;
 
 	for (t = d->targets; t; t = next) {
 		next = t->next;
-		if (t->dead || !t->remote || (!t->map.nr_missing && !t->held))
+		if (t->dead || !t->remote || (!t->map.nr_missing && !t->held) ||
+		    rserve_remote(t) != r)
 			continue;
 		log_warnx("%s %" PRIu64 " lazy pages were not delivered; killing it so that it never reads zeros",
 			  t->pfx, t->map.nr_missing);
@@ -250,23 +274,58 @@ static void on_lost(struct daemon *d, const char *why)
  * faults rarely): ask for one missing page, so that a page server that
  * closes quiet clients keeps this one. True if it asked.
  */
-bool rserve_keepalive(struct daemon *d)
+bool rserve_keepalive(struct daemon *d, struct remote *r)
 {
 	for (struct target *t = d->targets; t; t = t->next) {
 		uint64_t a;
 
-		if (t->dead || !t->remote || t->held || !model_next_missing(&t->map, 0, &a))
+		if (t->dead || !t->remote || t->held || rserve_remote(t) != r ||
+		    !model_next_missing(&t->map, 0, &a))
 			continue;
 		log_debug("%s keep-alive: asking for 0x%" PRIx64, t->pfx, a);
-		return remote_request(d->remote, t->id, t->image_id, a,
+		return remote_request(r, t->id, t->image_id, a,
 				      area_img_addr(model_find(&t->map, a), a), 1, false) == 0;
 	}
 	return false;
 }
 
-static void on_idle(struct daemon *d)
+static void on_idle(struct daemon *d, struct remote *r)
 {
-	rserve_keepalive(d);
+	rserve_keepalive(d, r);
+}
+
+void rserve_gc(struct daemon *d)
+{
+	struct remote **pp = &d->remotes, *r;
+
+	while ((r = *pp)) {
+		struct target *t;
+
+		for (t = d->targets; t; t = t->next)
+			if (!t->dead && rserve_remote(t) == r)
+				break;
+		if (t) {
+			pp = remote_nextp(r);
+			continue;
+		}
+		/* No process of its images is left: say CLOSE if it never failed, and let go. */
+		*pp = *remote_nextp(r);
+		remote_free(r, remote_alive(r));
+	}
+}
+
+int rserve_adopt(struct daemon *d, struct remote *r, const void *img, char *why, size_t len)
+{
+	int ret = remote_attach_r(r);
+
+	if (ret < 0) {
+		snprintf(why, len, "epoll: %s", strerror(-ret));
+		return ret;
+	}
+	remote_set_img(r, img);
+	*remote_nextp(r) = d->remotes;
+	d->remotes = r;
+	return 0;
 }
 
 const struct remote_ops rserve_ops = { .answer = on_answer, .lost = on_lost, .idle = on_idle };

@@ -44,6 +44,17 @@ int handover_send(const struct handover *h, uint64_t *lazy, char *reason, size_t
 		hello.has_flags = 1;
 		hello.flags = h->flags;
 	}
+	if (h->page_server) {
+		hello.page_server = (char *)h->page_server;
+		if (h->tls && h->tls->on) {
+			hello.has_tls = hello.tls = 1;
+			hello.tls_cacert = (char *)h->tls->cacert;
+			hello.tls_cacrl = (char *)h->tls->cacrl;
+			hello.tls_cert = (char *)h->tls->cert;
+			hello.tls_key = (char *)h->tls->key;
+			hello.has_tls_no_cn_verify = hello.tls_no_cn_verify = h->tls->no_cn_verify;
+		}
+	}
 	req.hello = &hello;
 	ret = wire_send(fd, &req.base, fds, 3);
 	if (ret < 0) {

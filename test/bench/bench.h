@@ -94,5 +94,6 @@ void bench_resume(const struct bconf *c);
 /* Remove uffd-inject dumps a run interrupted inside bench_resume left behind. */
 void resume_cleanup(void);
 void bench_scale(const struct bconf *c);
+void bench_migrate(const struct bconf *c);
 
 #endif

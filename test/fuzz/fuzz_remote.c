@@ -40,9 +40,9 @@ static void drop_answer(struct daemon *dd, uint64_t owner, uint64_t addr, uint64
 	free(buf);
 }
 
-static void on_lost(struct daemon *dd, const char *why)
+static void on_lost(struct daemon *dd, struct remote *r, const char *why)
 {
-	(void)dd, (void)why;
+	(void)dd, (void)r, (void)why;
 }
 
 static const struct remote_ops ops = { .answer = drop_answer, .lost = on_lost };

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -203,7 +204,7 @@ static void expect_all_served(const char *dir, pid_t sim)
 
 /*
  * The link drops after the restore is done and before the tasks read
- * (they wait 1 s): their faults wait through a 3 s cut; the daemon finds
+ * (they wait 1 s): their faults wait through the cut; the daemon finds
  * the connection silent, tries new ones (they fail while the link is down)
  * and, once it is back, goes on: every byte right.
  */
@@ -211,7 +212,7 @@ static void link_drop(bool tls)
 {
 	const char *sim[] = { "--read-delay", "1000", NULL };
 	const char *args[] = { "--no-fill", "--page-server-timeout", "1500", NULL };
-	char st[8192];
+	static char st[65536];
 	pid_t sp;
 
 	ps_start(FORK3, "0", tls, NULL);
@@ -219,12 +220,17 @@ static void link_drop(bool tls)
 	sp = tc_sim_start(&run, FORK3, sim);
 	cr_assert(tc_file_wait(run.log, "criu: restore finished (RSTF)", 20000), "log in %s", run.log);
 	link_set(false);
-	ms_sleep(2500);
-	status_json(st, sizeof(st));
+	/* The link stays down until the daemon has noticed (status says so), and 1 s more. */
+	for (int i = 0; i < 300; i++) {
+		status_json(st, sizeof(st));
+		if (strstr(st, "\"state\":\"reconnecting\"") || strstr(st, "\"state\":\"stalled\""))
+			break;
+		ms_sleep(100);
+	}
 	cr_expect(strstr(st, "\"state\":\"reconnecting\"") || strstr(st, "\"state\":\"stalled\""),
 		  "status during the cut: %s", st);
-	cr_expect_not(strstr(st, "\"down_ms\":0,"), "%s", st);
-	ms_sleep(500);
+	cr_expect(strstr(st, "\"address\":\"" SRV_IP ":"), "%s", st);
+	ms_sleep(1000);
 	link_set(true);
 	expect_all_served(FORK3, sp);
 	cr_expect(tc_file_has(run.log, "reconnected to the page server " SRV_IP) ||
@@ -245,7 +251,7 @@ Test(migrate, link_drop_plain, .init = setup, .fini = teardown, .timeout = 120)
 }
 
 /*
- * The page server is paused (SIGSTOP) while the tasks read, for 3 s: no
+ * The page server is paused (SIGSTOP) while the tasks read: no
  * reset, no EOF, only silence. Under TLS a new connection is tried
  * alongside (its handshake cannot finish while the server sleeps); when the
  * server goes on, one of the two serves the rest. Every byte right.
@@ -261,8 +267,10 @@ Test(migrate, server_paused, .init = setup, .fini = teardown, .timeout = 120)
 	sp = tc_sim_start(&run, FORK3, sim);
 	cr_assert(tc_file_wait(run.log, "criu: restore finished (RSTF)", 20000), "log in %s", run.log);
 	cr_assert_eq(kill(run.ps_pid, SIGSTOP), 0);
-	ms_sleep(3000);
-	cr_expect(tc_file_has(run.log, "sent nothing for"), "the stall was seen; log in %s", run.log);
+	/* Paused until the daemon has seen the stall, and 1 s more. */
+	cr_expect(tc_file_wait(run.log, "sent nothing for", 30000), "the stall was seen; log in %s",
+		  run.log);
+	ms_sleep(1000);
 	cr_assert_eq(kill(run.ps_pid, SIGCONT), 0);
 	expect_all_served(FORK3, sp);
 	cr_expect(tc_file_has(run.log, "answers again after") ||
@@ -348,5 +356,247 @@ Test(migrate, grace_runs_out, .init = setup, .fini = teardown, .timeout = 120)
 	cr_expect(tc_file_has(run.log, "(--page-server-grace), "), "log in %s", run.log);
 	cr_expect(tc_file_has(run.log, "lazy pages not served (killed: page server connection lost)"),
 		  "log in %s", run.log);
+	run.passed = true;
+}
+
+/* ---- uffd-inject restore --page-server: one daemon, a local and a remote restore ---- */
+
+static const char *bdir(void)
+{
+	return getenv("UFFD_TEST_BUILD") ? getenv("UFFD_TEST_BUILD") : TEST_BUILDDIR;
+}
+
+/* Start rworkload counting into LOG with MIB of pattern; its pid once it said ready. */
+static pid_t rw_start(const char *log, const char *mib)
+{
+	char bin[256], line[256] = "";
+	int p[2];
+	pid_t pid;
+	FILE *f;
+
+	snprintf(bin, sizeof(bin), "%s/test/helpers/rworkload", bdir());
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int nul = open("/dev/null", O_RDWR);
+
+		dup2(nul, 0);
+		dup2(p[1], 1);
+		dup2(nul, 2);
+		close_range(3, ~0u, 0);
+		execl(bin, bin, "--log", log, "--mib", mib, "--tick", "50", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	f = fdopen(p[0], "r");
+	cr_assert(f && fgets(line, sizeof(line), f) && strstr(line, "ready pid="),
+		  "rworkload said: %s", line);
+	fclose(f);
+	return pid;
+}
+
+/* Run uffd-inject with ARGS; its exit code, stdout in OUT (stderr appended). */
+static int inject(const char *const *args, char *out, size_t len)
+{
+	char cmd[2048] = "";
+	size_t n;
+	FILE *f;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "%s/uffd-inject", bdir());
+	for (int i = 0; args[i]; i++) {
+		strncat(cmd, " '", sizeof(cmd) - strlen(cmd) - 1);
+		strncat(cmd, args[i], sizeof(cmd) - strlen(cmd) - 1);
+		strncat(cmd, "'", sizeof(cmd) - strlen(cmd) - 1);
+	}
+	strncat(cmd, " 2>&1", sizeof(cmd) - strlen(cmd) - 1);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	n = fread(out, 1, len - 1, f);
+	out[n] = 0;
+	st = pclose(f);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Dump PID (killed) into DIR. */
+static void dump_kill(pid_t pid, const char *dir)
+{
+	char ps[16], out[4096];
+	const char *a[] = { "dump", "--pid", ps, "--images", dir, "--kill", NULL };
+	int st;
+
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	cr_assert_eq(inject(a, out, sizeof(out)), 0, "dump: %s", out);
+	waitpid(pid, &st, 0);
+}
+
+/* Wait until FILE has S; false after MS. */
+static bool file_wait(const char *file, const char *s, int ms)
+{
+	return tc_file_wait(file, s, ms);
+}
+
+/*
+ * Two processes dumped; one daemon restores the first from its images and
+ * the second from a page server in the other namespace, over TLS, at the
+ * same time. Both verify every word of their region (rworkload's SIGUSR2)
+ * and count on; the daemon's log says the second's lazy pages all came
+ * from the page server, which was then told CLOSE.
+ */
+Test(migrate, restore_from_page_server, .init = setup, .fini = teardown, .timeout = 120)
+{
+	char d_loc[160], d_rem[160], l_loc[160], l_rem[160], out[4096], ps_addr[64], sock[160];
+	char o_loc[160], o_rem[160];
+	const char *ra[24];
+	pid_t w1, w2, p1, p2;
+	int n, st;
+
+	snprintf(d_loc, sizeof(d_loc), "%s/local", run.dir);
+	snprintf(d_rem, sizeof(d_rem), "%s/remote", run.dir);
+	snprintf(l_loc, sizeof(l_loc), "%s/local.log", run.dir);
+	snprintf(l_rem, sizeof(l_rem), "%s/remote.log", run.dir);
+	snprintf(o_loc, sizeof(o_loc), "%s/local.out", run.dir);
+	snprintf(o_rem, sizeof(o_rem), "%s/remote.out", run.dir);
+	snprintf(sock, sizeof(sock), "%s/m.sock", run.dir);
+	w1 = rw_start(l_loc, "32");
+	w2 = rw_start(l_rem, "64");
+	cr_assert(file_wait(l_loc, "count 3\n", 20000) && file_wait(l_rem, "count 3\n", 20000));
+	dump_kill(w1, d_loc);
+	dump_kill(w2, d_rem);
+	/* The page server has the second dump, on the other host. */
+	ps_start(d_rem, "0", true, NULL);
+	snprintf(ps_addr, sizeof(ps_addr), "%s:%s", SRV_IP, run.ps_port);
+	/* One daemon, handing-over mode, in the client's namespace. */
+	{
+		const char *da[] = { "--socket", sock, "-v", NULL };
+		char bin[256];
+		pid_t d;
+		int p[2];
+		char c;
+
+		snprintf(bin, sizeof(bin), "%s/uffd-manager", bdir());
+		cr_assert_eq(pipe(p), 0);
+		d = fork();
+		if (d == 0) {
+			int lf = open(run.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+			char fdarg[16];
+
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			dup2(lf, 2);
+			dup2(p[1], 9);
+			snprintf(fdarg, sizeof(fdarg), "9");
+			execl(bin, bin, da[0], da[1], da[2], "--ready-fd", fdarg, (char *)NULL);
+			_exit(127);
+		}
+		close(p[1]);
+		cr_assert_eq(read(p[0], &c, 1), 1, "the daemon did not start; log in %s", run.log);
+		close(p[0]);
+		run.pid = d;
+	}
+	/* Both restores at once on one daemon. */
+	{
+		const char *a[] = { "restore", "--images", d_loc, "--socket", sock, "--stdio", o_loc, NULL };
+
+		cr_assert_eq(inject(a, out, sizeof(out)), 0, "local restore: %s", out);
+		p1 = (pid_t)strtol(out, NULL, 10);
+	}
+	n = 0;
+	ra[n++] = "restore";
+	ra[n++] = "--images";
+	ra[n++] = d_rem;
+	ra[n++] = "--socket";
+	ra[n++] = sock;
+	ra[n++] = "--stdio";
+	ra[n++] = o_rem;
+	ra[n++] = "--page-server";
+	ra[n++] = ps_addr;
+	n = tc_tls_args(ra, n, certs.ca, certs.cert, certs.key);
+	ra[n] = NULL;
+	cr_assert_eq(inject(ra, out, sizeof(out)), 0, "remote restore: %s", out);
+	p2 = (pid_t)strtol(out, NULL, 10);
+	cr_assert_gt(p1, 0);
+	cr_assert_gt(p2, 0);
+	cr_assert(file_wait(run.log, "remote: fetched ", 30000), "log in %s", run.log);
+	/* Both check every word of their region and go on counting. */
+	cr_assert_eq(kill(p1, SIGUSR2), 0);
+	cr_assert_eq(kill(p2, SIGUSR2), 0);
+	cr_expect(file_wait(l_loc, "verify ok", 20000), "%s", l_loc);
+	cr_expect(file_wait(l_rem, "verify ok", 20000), "%s", l_rem);
+	cr_expect_not(tc_file_has(l_loc, "verify bad"), "%s", l_loc);
+	cr_expect_not(tc_file_has(l_rem, "verify bad"), "%s", l_rem);
+	/* 64 MiB of the second came from the page server, over TLS; the first's from its images. */
+	cr_expect_geq(tc_file_number(run.log, "remote: fetched "), 16384.0, "log in %s", run.log);
+	cr_expect(tc_file_has(run.log, "over TLS (certificate checked)"), "log in %s", run.log);
+	cr_expect(tc_file_wait(run.ps_log, "done (CLOSE, then hung up)", 10000), "%s", run.ps_log);
+	kill(p1, SIGKILL);
+	kill(p2, SIGKILL);
+	waitpid(p1, &st, 0);
+	waitpid(p2, &st, 0);
+	run.passed = true;
+}
+
+/* A restore naming a page server whose certificate its CA did not sign is refused, saying why. */
+Test(migrate, restore_refuses_untrusted_server, .init = setup, .fini = teardown, .timeout = 60)
+{
+	char d_rem[160], l_rem[160], out[4096], ps_addr[64], sock[160];
+	const char *ra[24];
+	pid_t w;
+	int n;
+
+	snprintf(d_rem, sizeof(d_rem), "%s/remote", run.dir);
+	snprintf(l_rem, sizeof(l_rem), "%s/remote.log", run.dir);
+	snprintf(sock, sizeof(sock), "%s/m.sock", run.dir);
+	w = rw_start(l_rem, "4");
+	cr_assert(file_wait(l_rem, "count 2\n", 20000));
+	dump_kill(w, d_rem);
+	/* The server shows the other CA's certificate. */
+	{
+		const char *a[16] = { "--address", SRV_IP, "--port", "0" };
+		int k = tc_tls_args(a, 4, certs.rogue_ca, certs.rogue_cert, certs.rogue_key);
+
+		a[k] = NULL;
+		enter_ns(ns_srv);
+		cr_assert(tc_pagesrv_start(&run, d_rem, a), "log in %s", run.ps_log);
+		enter_ns(ns_cli);
+	}
+	snprintf(ps_addr, sizeof(ps_addr), "%s:%s", SRV_IP, run.ps_port);
+	{
+		char bin[256], c;
+		int p[2];
+		pid_t d;
+
+		snprintf(bin, sizeof(bin), "%s/uffd-manager", bdir());
+		cr_assert_eq(pipe(p), 0);
+		d = fork();
+		if (d == 0) {
+			int lf = open(run.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			dup2(lf, 2);
+			dup2(p[1], 9);
+			execl(bin, bin, "--socket", sock, "--ready-fd", "9", (char *)NULL);
+			_exit(127);
+		}
+		close(p[1]);
+		cr_assert_eq(read(p[0], &c, 1), 1, "log in %s", run.log);
+		close(p[0]);
+		run.pid = d;
+	}
+	n = 0;
+	ra[n++] = "restore";
+	ra[n++] = "--images";
+	ra[n++] = d_rem;
+	ra[n++] = "--socket";
+	ra[n++] = sock;
+	ra[n++] = "--stdio";
+	ra[n++] = "null";
+	ra[n++] = "--page-server";
+	ra[n++] = ps_addr;
+	n = tc_tls_args(ra, n, certs.ca, certs.cert, certs.key);
+	ra[n] = NULL;
+	cr_assert_eq(inject(ra, out, sizeof(out)), 1, "the restore went on: %s", out);
+	cr_expect_not_null(strstr(out, "certificate is refused"), "%s", out);
+	cr_expect_not_null(strstr(out, SRV_IP), "%s", out);
 	run.passed = true;
 }
