@@ -57,7 +57,7 @@ MAN8	:= $(wildcard man/*.8)
 MAN5	:= $(wildcard man/*.5)
 
 .PHONY: all deps check test demo install uninstall asan clean help
-.PHONY: bench stress fuzz fuzz-build fuzz-regress fuzzers
+.PHONY: bench stress fuzz fuzz-build fuzz-regress fuzzers interop
 .DELETE_ON_ERROR:
 .SECONDARY: $(PB_C) $(PB_H)
 
@@ -75,6 +75,10 @@ help:
 	@echo "make asan       build and test with AddressSanitizer and UBSan"
 	@echo "make fuzz       build the libFuzzer harnesses (clang) into $(FUZZ_BUILD)/ and run"
 	@echo "                each for FUZZ_TIME seconds (default 60); fails on any finding"
+	@echo "make interop CRIU=/path/to/criu"
+	@echo "                post-copy over TLS with real CRIU on both ends of the daemon"
+	@echo "                (criu dump --lazy-pages --tls, criu restore --lazy-pages);"
+	@echo "                skips without CRIU"
 	@echo "make install    install binaries and man pages (PREFIX, DESTDIR)"
 	@echo "make clean      remove $(BUILD)/, build-asan/ and $(FUZZ_BUILD)/"
 
@@ -122,6 +126,10 @@ $(BUILD)/test/helpers/%: $(BUILD)/test/helpers/%.o $(TESTLIB_O) $(LIBCOMMON)
 
 $(BENCH): $(BENCH_O) $(TESTLIB_O) $(LIBCOMMON)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# Real CRIU against the daemon, by hand (scripts/interop): skips without CRIU=.
+interop: $(BINS) $(BUILD)/test/helpers/rworkload
+	@BUILD=$(BUILD) CRIU="$(CRIU)" scripts/interop
 
 # Criterion runs each test in its own process; -j2 fits this 2-core machine.
 CRITERION_ARGS ?= -j2

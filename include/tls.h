@@ -96,6 +96,9 @@ void tls_bye(struct tls_sess *s);
 
 void tls_sess_free(struct tls_sess *s);
 
+/* The protocol and cipher of S once its handshake is done, e.g. "(TLS1.3)-(ECDHE-SECP256R1)-..." (valid until the next call). */
+const char *tls_desc(const struct tls_sess *s);
+
 /* The last error of S as text (for log lines after a -EPROTO). */
 const char *tls_strerror(const struct tls_sess *s);
 

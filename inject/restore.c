@@ -30,6 +30,7 @@
 
 #include "procfs.h"
 #include "restore.h"
+#include "restore_remote.h"
 #include "restore_build.h"
 #include "restore_helper.h"
 #include "restore_plan.h"
@@ -66,6 +67,8 @@ static void cleanup(struct rs *r, bool ok)
 	}
 	if (r->uffd >= 0)
 		close(r->uffd);
+	rsr_close(r->ps);
+	r->ps = NULL;
 	if (r->pidfd >= 0)
 		close(r->pidfd);
 	if (r->dirfd >= 0)

@@ -18,6 +18,7 @@
 
 #include "handover.h"
 #include "restore_build.h"
+#include "restore_remote.h"
 #include "restore_plan.h"
 
 #ifndef NT_X86_XSTATE
@@ -34,6 +35,7 @@
 #endif
 
 #define RS_WRITE_CHUNK	(64ull << 20)
+#define RS_REMOTE_CHUNK	(4ull << 20)	/* --page-server: fetched and written at a time */
 #define RS_ERESTARTNOINTR		513
 #define RS_ERESTART_RESTARTBLOCK	516
 
@@ -231,6 +233,59 @@ static int put_pages(struct rs *r, const struct pm_run *run, uint64_t base, uint
 }
 
 /*
+ * Write [A, A+LEN), which the images hold no data of (a copy without pages
+ * files), fetched from --page-server.
+ */
+int rs_fetch(struct rs *r, uint64_t a, uint64_t len, uint8_t *buf)
+{
+	char why[600];
+	int ret = 0;
+
+	if (!r->ps && (ret = rsr_open(r->o->page_server, &r->o->tls, &r->ps, why, sizeof(why))) < 0)
+		return rs_fail(r, -ret, "%s", why);
+	ret = rsr_get(r->ps, r->pid, a, len / RS_PAGE, buf, why, sizeof(why));
+	return ret < 0 ? rs_fail(r, -ret, "%s", why) : 0;
+}
+
+static int put_remote(struct rs *r, uint64_t a, uint64_t len)
+{
+	uint8_t *buf;
+	int ret = 0;
+
+	buf = malloc(len < RS_REMOTE_CHUNK ? len : RS_REMOTE_CHUNK);
+	if (!buf)
+		return rs_fail(r, ENOMEM, "out of memory");
+	for (uint64_t n = 0; n < len && ret == 0; n += RS_REMOTE_CHUNK) {
+		uint64_t k = len - n < RS_REMOTE_CHUNK ? len - n : RS_REMOTE_CHUNK;
+
+		ret = rs_fetch(r, a + n, k, buf);
+		if (ret < 0)
+			break;
+		ret = pt_write(&r->pt, a + n, buf, k);
+		if (ret < 0)
+			ret = rs_fail(r, -ret, "write pages at 0x%" PRIx64 ": %s", a + n, strerror(-ret));
+	}
+	free(buf);
+	if (ret == 0)
+		r->st->eager_pages += len / RS_PAGE;
+	return ret;
+}
+
+/*
+ * Write [A, A+LEN) of RUN (at BASE). With --page-server, the pages the top
+ * image holds (or has no data for) come from the page server, and its pages
+ * file is never read (on the destination host it may be a sparse stand-in of
+ * the same size); pages held in a parent image (a pre-copy round, copied
+ * whole) come from there.
+ */
+static int put_run(struct rs *r, const struct pm_run *run, uint64_t base, uint64_t a, uint64_t len)
+{
+	if (r->o->page_server && (run->src == PM_NODATA || (run->flags & PE_PRESENT)))
+		return put_remote(r, a, len);
+	return put_pages(r, run, base, a, len);
+}
+
+/*
  * Write the eager pages of area V (WRITE), or only say whether it has any
  * (returns 1). Costs one step per pagemap run, whatever the size.
  */
@@ -247,17 +302,17 @@ static int for_eager(struct rs *r, const VmaEntry *v, bool write)
 
 		pagemap_resolve(r->task.pm, a, v->end - a, &run);
 		len = run.len ? run.len : RS_PAGE;
-		if (run.src == PM_NODATA)
+		if (run.src == PM_NODATA && !r->o->page_server)
 			return rs_fail(r, ENOTSUP, "page 0x%" PRIx64 " is not in these images "
-				     "(a remote dump): not supported", a);
-		if (run.src != PM_DATA) {
+				     "(a remote dump): restore it with --page-server", a);
+		if (run.src != PM_DATA && run.src != PM_NODATA) {
 			a += len;
 			continue;
 		}
 		if (r->o->eager || !(run.flags & PE_LAZY)) {
 			if (!write)
 				return 1;
-			ret = put_pages(r, &run, a, a, len);
+			ret = put_run(r, &run, a, a, len);
 			if (ret < 0)
 				return ret;
 			a += len;
@@ -272,7 +327,7 @@ static int for_eager(struct rs *r, const VmaEntry *v, bool write)
 				continue;
 			if (!write)
 				return 1;
-			ret = put_pages(r, &run, a, s, e - s);
+			ret = put_run(r, &run, a, s, e - s);
 			if (ret < 0)
 				return ret;
 			done += e - s;

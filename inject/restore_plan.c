@@ -257,11 +257,24 @@ int restore_plan_specials(struct rs *r, struct procfs_maps *own)
 			/* Pages it never touched are not in the dump: nothing to compare. */
 			pagemap_resolve(r->task.pm, r->sp[i].to + off, r->sp[i].len - off, &run);
 			n = run.len && run.len <= r->sp[i].len - off ? run.len : r->sp[i].len - off;
-			if (run.src == PM_DATA &&
-			    memcmp(run.pf->base + run.off,
-				   (const void *)(uintptr_t)(r->sp[i].from + off), n))
+			if (run.src == PM_DATA && r->o->page_server && (run.flags & PE_PRESENT)) {
+				/* The local pages file may be a stand-in: ask the page server. */
+				uint8_t *buf = malloc(n);
+				int ret = buf ? rs_fetch(r, r->sp[i].to + off, n, buf) :
+						rs_fail(r, ENOMEM, "out of memory");
+
+				if (ret == 0 && memcmp(buf, (const void *)(uintptr_t)(r->sp[i].from + off), n))
+					ret = rs_fail(r, ENOTSUP, "the dumped vdso differs from this "
+						      "kernel's: restore on the kernel that made the dump");
+				free(buf);
+				if (ret < 0)
+					return ret;
+			} else if (run.src == PM_DATA &&
+				   memcmp(run.pf->base + run.off,
+					  (const void *)(uintptr_t)(r->sp[i].from + off), n)) {
 				return rs_fail(r, ENOTSUP, "the dumped vdso differs from this "
 					     "kernel's: restore on the kernel that made the dump");
+			}
 			off += n;
 		}
 	}

@@ -76,12 +76,16 @@ struct rs {
 	bool seized;
 	struct rs_report rep;
 	int uffd;			/* our copy */
+	struct rsr *ps;			/* --page-server: for pages the images hold no data of */
 	struct timespec t0;
 	char why[1024];
 };
 
 /* Record why the restore failed (the first reason wins) and return -CODE. */
 int rs_fail(struct rs *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* --page-server: LEN bytes of the dumped pages at image address A, into BUF. 0 or -errno (rs_fail said why). */
+int rs_fetch(struct rs *r, uint64_t a, uint64_t len, uint8_t *buf);
 
 /* The regular file with id ID in files.img, or NULL. */
 const RegFileEntry *rs_file_by_id(const struct rs *r, uint32_t id);

@@ -584,7 +584,7 @@ static void usage_pagesrv(FILE *out)
 {
 	fputs("usage: uffd-manager page-server -D IMGDIR [--address A] --port P [--status-fd N]\n"
 	      "                                [--max-clients N] [--idle-timeout MS] [-o LOG] [-v]\n"
-	      "                                [--tls [--tls-cacert F] [--tls-cacrl F] [--tls-cert F]\n"
+	      "                                [--all-pages] [--tls [--tls-cacert F] [--tls-cacrl F] [--tls-cert F]\n"
 	      "                                 [--tls-key F] [--tls-no-cn-verify]]\n"
 	      "\n"
 	      "Serve the lazy pages of the dump in IMGDIR (and its parent chain) over TCP in\n"
@@ -610,6 +610,9 @@ static void usage_pagesrv(FILE *out)
 	      "                             answer N + 1\n"
 	      "      --stall-after N        testing: after N answers on a connection, answer\n"
 	      "                             nothing more and keep it open\n"
+	      "      --all-pages            answer GET for pages restored eagerly too (not only\n"
+	      "                             lazy ones): for `uffd-inject restore --page-server`\n"
+	      "                             from a copy of the dump without its pages files\n"
 	      "  -h, --help                 this help\n", out);
 	fputs(tls_help, out);
 	fputs("                             (a client whose certificate our CA did not sign\n"
@@ -623,7 +626,7 @@ static void usage_pagesrv(FILE *out)
 static int cmd_pagesrv(int argc, char **argv)
 {
 	enum { O_ADDRESS = 256, O_PORT, O_STATUS_FD, O_DROP_AFTER, O_STALL_AFTER, O_MAX_CLIENTS,
-	       O_IDLE };
+	       O_IDLE, O_ALL_PAGES };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' },
 		{ "address", required_argument, NULL, O_ADDRESS },
@@ -635,6 +638,7 @@ static int cmd_pagesrv(int argc, char **argv)
 		{ "stall-after", required_argument, NULL, O_STALL_AFTER },
 		{ "max-clients", required_argument, NULL, O_MAX_CLIENTS },
 		{ "idle-timeout", required_argument, NULL, O_IDLE },
+		{ "all-pages", no_argument, NULL, O_ALL_PAGES },
 		TLS_LONGOPTS,
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -685,6 +689,9 @@ static int cmd_pagesrv(int argc, char **argv)
 				return 2;
 			}
 			po.idle_ms = (unsigned)v;
+			break;
+		case O_ALL_PAGES:
+			po.all_pages = true;
 			break;
 		case 'h':
 			usage_pagesrv(stdout);

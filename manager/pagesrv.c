@@ -241,7 +241,7 @@ static void on_get(struct psconn *c, const struct ps_hdr *h)
 		return;
 	}
 	pagemap_resolve(t->pm, h->vaddr, nr * PG, &run);
-	if (!(run.flags & PE_LAZY)) {
+	if (!(run.flags & PE_LAZY) && !(s->o.all_pages && run.src == PM_DATA)) {
 		conn_refuse(c, h, "0x%" PRIx64 " is not a lazy page of pid %u (%s)", h->vaddr, pid,
 			    run.src == PM_HOLE ? "not in its pagemap" : "restored eagerly");
 		return;
@@ -418,7 +418,8 @@ static bool conn_handshake(struct psconn *c)
 	}
 	c->handshaking = false;
 	c->last = now_ns();
-	log_info("page-server: %s: TLS handshake done, its certificate checked", c->name);
+	log_info("page-server: %s: TLS handshake done, its certificate checked; %s", c->name,
+		 tls_desc(c->tls));
 	return true;
 }
 

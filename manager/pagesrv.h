@@ -36,6 +36,7 @@ struct pagesrv_opts {
 	unsigned max_clients;	/* 0: PAGESRV_MAX_CLIENTS */
 	unsigned idle_ms;	/* 0: PAGESRV_IDLE_MS */
 	struct tls_opts tls;	/* --tls and its options */
+	bool all_pages;		/* --all-pages: answer for pages restored eagerly too */
 };
 
 /* Load the images, listen, serve until SIGTERM/SIGINT. Returns the exit status. */

@@ -366,6 +366,8 @@ int remote_connect(struct daemon *d, const char *addr, const char *port,
 	}
 	r->ops = ops;
 	snprintf(r->name, sizeof(r->name), "page server %s:%s", addr, port);
+	if (r->cur.tls)
+		log_info("remote: page server %s:%s: TLS %s", addr, port, tls_desc(r->cur.tls));
 	rq_init(&r->q, MAX_FLY, REMOTE_BG_IDLE);
 	r->t_open = r->t_rx = now_ns();
 	r->grace_ns = (uint64_t)d->o.ps_grace_ms * 1000000ull;

@@ -302,6 +302,16 @@ void tls_sess_free(struct tls_sess *s)
 	free(s);
 }
 
+const char *tls_desc(const struct tls_sess *s)
+{
+	static __thread char buf[128];
+	char *d = gnutls_session_get_desc(s->g);
+
+	snprintf(buf, sizeof(buf), "%s", d ? d : "?");
+	gnutls_free(d);
+	return buf;
+}
+
 const char *tls_strerror(const struct tls_sess *s)
 {
 	static __thread char buf[160];

@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +41,17 @@ static struct tc_run run;
 static struct tc_certs certs;
 static char ns_srv[32], ns_cli[32], veth_srv[16], veth_cli[16];
 static bool have_ns;
+static int kids[16];	/* pidfds of processes a test started or restored: killed at teardown */
+static int nkids;
+
+/* Kill PID at teardown, through a pidfd: never another process that got its number. */
+static void own(pid_t pid)
+{
+	int fd = pid > 0 && nkids < 16 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+
+	if (fd >= 0)
+		kids[nkids++] = fd;
+}
 
 /* Run a shell command (ip); true if it exited 0. */
 static bool sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -114,6 +127,11 @@ static void setup(void)
 
 static void teardown(void)
 {
+	for (int i = 0; i < nkids; i++) {
+		syscall(SYS_pidfd_send_signal, kids[i], SIGKILL, NULL, 0);
+		close(kids[i]);
+	}
+	nkids = 0;
 	tc_finish(&run);
 	if (have_ns) {
 		/* Removing the namespaces removes the veth pair. */
@@ -390,6 +408,7 @@ static pid_t rw_start(const char *log, const char *mib)
 	}
 	close(p[1]);
 	f = fdopen(p[0], "r");
+	own(pid);
 	cr_assert(f && fgets(line, sizeof(line), f) && strstr(line, "ready pid="),
 		  "rworkload said: %s", line);
 	fclose(f);
@@ -464,8 +483,8 @@ Test(migrate, restore_from_page_server, .init = setup, .fini = teardown, .timeou
 	cr_assert(file_wait(l_loc, "count 3\n", 20000) && file_wait(l_rem, "count 3\n", 20000));
 	dump_kill(w1, d_loc);
 	dump_kill(w2, d_rem);
-	/* The page server has the second dump, on the other host. */
-	ps_start(d_rem, "0", true, NULL);
+	/* The page server has the second dump, on the other host (restore asks it for its eager pages too). */
+	ps_start(d_rem, "0", true, (const char *[]){ "--all-pages", NULL });
 	snprintf(ps_addr, sizeof(ps_addr), "%s:%s", SRV_IP, run.ps_port);
 	/* One daemon, handing-over mode, in the client's namespace. */
 	{
@@ -500,6 +519,7 @@ Test(migrate, restore_from_page_server, .init = setup, .fini = teardown, .timeou
 
 		cr_assert_eq(inject(a, out, sizeof(out)), 0, "local restore: %s", out);
 		p1 = (pid_t)strtol(out, NULL, 10);
+		own(p1);
 	}
 	n = 0;
 	ra[n++] = "restore";
@@ -515,6 +535,7 @@ Test(migrate, restore_from_page_server, .init = setup, .fini = teardown, .timeou
 	ra[n] = NULL;
 	cr_assert_eq(inject(ra, out, sizeof(out)), 0, "remote restore: %s", out);
 	p2 = (pid_t)strtol(out, NULL, 10);
+	own(p2);
 	cr_assert_gt(p1, 0);
 	cr_assert_gt(p2, 0);
 	cr_assert(file_wait(run.log, "remote: fetched ", 30000), "log in %s", run.log);
@@ -529,6 +550,10 @@ Test(migrate, restore_from_page_server, .init = setup, .fini = teardown, .timeou
 	cr_expect_geq(tc_file_number(run.log, "remote: fetched "), 16384.0, "log in %s", run.log);
 	cr_expect(tc_file_has(run.log, "over TLS (certificate checked)"), "log in %s", run.log);
 	cr_expect(tc_file_wait(run.ps_log, "done (CLOSE, then hung up)", 10000), "%s", run.ps_log);
+	/* Two connections: restore's own (its eager pages) and the daemon's. */
+	cr_expect_eq(tc_file_number(run.ps_log, "stopping: "), -1.0, "still serving");
+	cr_expect_eq(tc_pagesrv_stop(&run), 0);
+	cr_expect_eq(tc_file_number(run.ps_log, "stopping: "), 2.0, "%s", run.ps_log);
 	kill(p1, SIGKILL);
 	kill(p2, SIGKILL);
 	waitpid(p1, &st, 0);
@@ -598,5 +623,171 @@ Test(migrate, restore_refuses_untrusted_server, .init = setup, .fini = teardown,
 	cr_assert_eq(inject(ra, out, sizeof(out)), 1, "the restore went on: %s", out);
 	cr_expect_not_null(strstr(out, "certificate is refused"), "%s", out);
 	cr_expect_not_null(strstr(out, SRV_IP), "%s", out);
+	run.passed = true;
+}
+
+/* ---- scripts/migrate: host A is the server's namespace, host B the client's ---- */
+
+/* Start `uffd-manager` (hand-overs) in B's namespace on SOCK; its log is run.log. */
+static void b_daemon_start(const char *sock)
+{
+	char bin[256], c;
+	int p[2];
+	pid_t d;
+
+	snprintf(bin, sizeof(bin), "%s/uffd-manager", bdir());
+	cr_assert_eq(pipe(p), 0);
+	enter_ns(ns_cli);
+	d = fork();
+	if (d == 0) {
+		int lf = open(run.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(lf, 2);
+		dup2(p[1], 9);
+		execl(bin, bin, "--socket", sock, "--ready-fd", "9", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	cr_assert_eq(read(p[0], &c, 1), 1, "the daemon did not start; log in %s", run.log);
+	close(p[0]);
+	run.pid = d;
+}
+
+/* Run scripts/migrate in A's namespace for PID; its exit code, stdout in OUT, stderr in ERR (a file). */
+static int migrate_run(pid_t pid, const char *sock, const char *err, char *out, size_t len)
+{
+	char cmd[3000];
+	size_t n;
+	FILE *f;
+	int st;
+
+	snprintf(cmd, sizeof(cmd),
+		 "UFFD_INJECT=%s/uffd-inject UFFD_MANAGER=%s/uffd-manager ip netns exec %s "
+		 "%s/scripts/migrate --pid %d --images %s/a --b-images %s/b --address %s "
+		 "--netns-b %s --socket-b %s --timeout 120 "
+		 "--tls --tls-cacert %s --tls-cert %s --tls-key %s 2>%s",
+		 bdir(), bdir(), ns_srv, TEST_SRCDIR, (int)pid, run.dir, run.dir, SRV_IP, ns_cli,
+		 sock, certs.ca, certs.cert, certs.key, err);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	n = fread(out, 1, len - 1, f);
+	out[n] = 0;
+	st = pclose(f);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Do the "count N" lines of FILE go 1, 2, 3, ... without a gap or a repeat? Their last N in *LAST. */
+static bool counts_consecutive(const char *file, unsigned long *last)
+{
+	char line[256];
+	unsigned long want = 1, n;
+	FILE *f = fopen(file, "r");
+
+	*last = 0;
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "count %lu", &n) == 1) {
+			if (n != want) {
+				fclose(f);
+				return false;
+			}
+			*last = n;
+			want++;
+		}
+	fclose(f);
+	return true;
+}
+
+/* The number after S in FILE (a pid), or 0. */
+static pid_t pid_after(const char *file, const char *s)
+{
+	double v = tc_file_number(file, s);
+
+	return v > 0 ? (pid_t)v : 0;
+}
+
+/*
+ * scripts/migrate moves a running process from A to B: dumped on A, restored
+ * on B from a copy holding none of its pages, every page pulled from A over
+ * TLS; the process goes on counting on B, and checks every word of its region
+ * there; A's page server is gone and A's copy of the state removed once B's
+ * manager had every page.
+ */
+Test(migrate, script_moves_a_process, .init = setup, .fini = teardown, .timeout = 180)
+{
+	char log[160], sock[160], err[160], out[512], path[200];
+	unsigned long last;
+	pid_t w, np;
+	int rc, st;
+
+	snprintf(log, sizeof(log), "%s/work.log", run.dir);
+	snprintf(sock, sizeof(sock), "%s/b.sock", run.dir);
+	snprintf(err, sizeof(err), "%s/migrate.err", run.dir);
+	b_daemon_start(sock);
+	w = rw_start(log, "64");
+	cr_assert(file_wait(log, "count 3\n", 20000));
+	rc = migrate_run(w, sock, err, out, sizeof(out));
+	waitpid(w, &st, 0);	/* the dump ended it */
+	cr_assert_eq(rc, 0, "scripts/migrate failed (%d); see %s", rc, err);
+	np = (pid_t)strtol(out, NULL, 10);
+	own(np);
+	cr_assert_gt(np, 0, "it printed: %s", out);
+	cr_assert_neq(np, w);
+	/* It counts on from where it was (its counter is in the memory that moved), every word right. */
+	cr_assert(file_wait(log, "count 10\n", 20000), "%s", log);
+	cr_assert_eq(kill(np, SIGUSR2), 0);
+	cr_expect(file_wait(log, "verify ok", 20000), "%s", log);
+	cr_expect_not(tc_file_has(log, "verify bad"), "%s", log);
+	cr_expect(counts_consecutive(log, &last), "the count skipped or repeated: %s", log);
+	cr_expect_geq(last, 10);
+	/* All of its 64 MiB came from A: none was in B's copy. */
+	cr_expect(tc_file_has(run.log, "over TLS (certificate checked)"), "log in %s", run.log);
+	cr_expect_geq(tc_file_number(run.log, "remote: fetched "), 16384.0, "log in %s", run.log);
+	snprintf(path, sizeof(path), "%s/b/final/pages-1.img", run.dir);
+	{
+		struct stat sb;
+
+		cr_assert_eq(stat(path, &sb), 0, "%s", path);
+		cr_expect_eq(sb.st_blocks, 0, "B's pages file is a stand-in without data");
+	}
+	cr_expect(tc_file_has(err, "every page reached B"), "%s", err);
+	snprintf(path, sizeof(path), "%s/a/final", run.dir);
+	cr_expect_neq(access(path, F_OK), 0, "A's state is removed at the end");
+	kill(np, SIGKILL);
+	run.passed = true;
+}
+
+/*
+ * B cannot take the process (no manager there): scripts/migrate resumes it
+ * on A from the images it made, every page written, and exits 1; it goes on
+ * counting there with every word right.
+ */
+Test(migrate, script_failure_resumes_on_a, .init = setup, .fini = teardown, .timeout = 180)
+{
+	char log[160], sock[160], err[160], out[512];
+	unsigned long last;
+	pid_t w, np;
+	int rc, st;
+
+	snprintf(log, sizeof(log), "%s/work.log", run.dir);
+	snprintf(sock, sizeof(sock), "%s/nobody.sock", run.dir);
+	snprintf(err, sizeof(err), "%s/migrate.err", run.dir);
+	w = rw_start(log, "16");
+	cr_assert(file_wait(log, "count 3\n", 20000));
+	rc = migrate_run(w, sock, err, out, sizeof(out));
+	waitpid(w, &st, 0);
+	cr_assert_eq(rc, 1, "scripts/migrate: %d; see %s", rc, err);
+	cr_expect(tc_file_has(err, "restore on B: "), "%s", err);
+	np = pid_after(err, "resumed on A as pid ");
+	own(np);
+	cr_assert_gt(np, 0, "see %s", err);
+	cr_assert(file_wait(log, "count 8\n", 20000), "%s", log);
+	cr_assert_eq(kill(np, SIGUSR2), 0);
+	cr_expect(file_wait(log, "verify ok", 20000), "%s", log);
+	cr_expect_not(tc_file_has(log, "verify bad"), "%s", log);
+	cr_expect(counts_consecutive(log, &last), "the count skipped or repeated: %s", log);
+	kill(np, SIGKILL);
 	run.passed = true;
 }
