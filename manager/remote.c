@@ -1082,6 +1082,9 @@ void remote_free(struct remote *r, bool done)
 	link_abort(r, &r->att);
 	if (done && !r->lost && r->cur.fd >= 0 && !r->q.nr_fly && r->out_off == r->out_len) {
 		say_close(r);
+	} else if (!r->lost && r->cur.fd >= 0 && r->img) {
+		/* A hand-over's own server (ours): nothing to keep frozen; a reset ends it. */
+		link_abort(r, &r->cur);
 	} else if (!r->lost && r->cur.fd >= 0) {
 		holder = hold_connection(r);
 		if (holder > 0)
