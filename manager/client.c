@@ -554,6 +554,8 @@ static void handle_status(struct client *c)
 		}
 		st.has_model_bytes = true;
 		st.model_bytes = model_mem_bytes(&t->map);
+		if (t->remote)
+			remote_status_target(rserve_remote(t), &st);
 		r.target = &st;
 		if (queue_reply(c, &r.base, &cap) < 0) {
 			client_close(c);

@@ -152,6 +152,15 @@ void remote_status_totals(const struct remote *r, StatusTotals *t)
 	t->page_server_down_ms = s.down_ms;
 }
 
+void remote_status_target(const struct remote *r, StatusTarget *t)
+{
+	static __thread struct remote_status s;	/* the strings live until the reply is packed */
+
+	remote_status(r, &s);
+	t->page_server = s.server;
+	t->page_server_state = (char *)s.state;
+}
+
 /* Send on L: bytes, or -errno (-EAGAIN). */
 static ssize_t link_send(struct link *l, const void *buf, size_t len)
 {

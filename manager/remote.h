@@ -129,6 +129,10 @@ void remote_status(const struct remote *r, struct remote_status *s);
 struct StatusTotals;
 void remote_status_totals(const struct remote *r, struct StatusTotals *t);
 
+/* The same for one process whose pages come from R (may be NULL: "none"). */
+struct StatusTarget;
+void remote_status_target(const struct remote *r, struct StatusTarget *t);
+
 /*
  * Queue a GET for NR pages at image address IMG of image PID, to be placed
  * at ADDR by OWNER (target_id in the queue). Sent at the next remote_pump.

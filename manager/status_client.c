@@ -28,6 +28,9 @@ static void print_target_text(FILE *out, const StatusTarget *t)
 			if (t->fault_us_log2[i])
 				fprintf(out, " <%llu:%" PRIu64, 2ull << i, t->fault_us_log2[i]);
 	}
+	if (t->page_server)
+		fprintf(out, "  from %s (%s)", t->page_server,
+			t->page_server_state ? t->page_server_state : "?");
 	fputc('\n', out);
 }
 
@@ -63,6 +66,11 @@ static json_object *target_json(const StatusTarget *t)
 	add_u64(o, "enoent", t->enoent);
 	add_u64(o, "eexist", t->eexist);
 	add_u64(o, "model_bytes", t->model_bytes);
+	if (t->page_server) {
+		json_object_object_add(o, "page_server", json_object_new_string(t->page_server));
+		json_object_object_add(o, "page_server_state", json_object_new_string(
+					       t->page_server_state ? t->page_server_state : "?"));
+	}
 	for (size_t i = 0; i < t->n_fault_us_log2; i++)
 		json_object_array_add(hist, json_object_new_uint64(t->fault_us_log2[i]));
 	json_object_object_add(o, "fault_us_log2", hist);

@@ -178,20 +178,29 @@ static void daemon_start(const char *dir, bool tls, const char *const *args)
 		  run.log);
 }
 
-/* `uffd-manager status --json` of the daemon into OUT. */
-static void status_json(char *out, size_t len)
+/* `uffd-manager status --json --socket SOCK` into OUT. */
+static void status_json_at(const char *sock, char *out, size_t len)
 {
 	char cmd[512];
 	FILE *f;
 	size_t n;
 
-	snprintf(cmd, sizeof(cmd), "%s/uffd-manager status --json --socket %s/status.sock",
-		 getenv("UFFD_TEST_BUILD") ? getenv("UFFD_TEST_BUILD") : TEST_BUILDDIR, run.dir);
+	snprintf(cmd, sizeof(cmd), "%s/uffd-manager status --json --socket %s",
+		 getenv("UFFD_TEST_BUILD") ? getenv("UFFD_TEST_BUILD") : TEST_BUILDDIR, sock);
 	f = popen(cmd, "r");
 	cr_assert_not_null(f);
 	n = fread(out, 1, len - 1, f);
 	out[n] = 0;
 	pclose(f);
+}
+
+/* The same for the CRIU-mode daemon of the run. */
+static void status_json(char *out, size_t len)
+{
+	char sock[160];
+
+	snprintf(sock, sizeof(sock), "%s/status.sock", run.dir);
+	status_json_at(sock, out, len);
 }
 
 /* Lazy pages of every task of DIR, from the images. */
@@ -469,7 +478,7 @@ Test(migrate, restore_from_page_server, .init = setup, .fini = teardown, .timeou
 	char o_loc[160], o_rem[160];
 	const char *ra[24];
 	pid_t w1, w2, p1, p2;
-	int n, st;
+	int n;
 
 	snprintf(d_loc, sizeof(d_loc), "%s/local", run.dir);
 	snprintf(d_rem, sizeof(d_rem), "%s/remote", run.dir);
@@ -488,7 +497,8 @@ Test(migrate, restore_from_page_server, .init = setup, .fini = teardown, .timeou
 	snprintf(ps_addr, sizeof(ps_addr), "%s:%s", SRV_IP, run.ps_port);
 	/* One daemon, handing-over mode, in the client's namespace. */
 	{
-		const char *da[] = { "--socket", sock, "-v", NULL };
+		/* No fill: the processes stay served (and in status) until they read their memory. */
+		const char *da[] = { "--socket", sock, "-v", "--no-fill", NULL };
 		char bin[256];
 		pid_t d;
 		int p[2];
@@ -505,7 +515,7 @@ Test(migrate, restore_from_page_server, .init = setup, .fini = teardown, .timeou
 			dup2(lf, 2);
 			dup2(p[1], 9);
 			snprintf(fdarg, sizeof(fdarg), "9");
-			execl(bin, bin, da[0], da[1], da[2], "--ready-fd", fdarg, (char *)NULL);
+			execl(bin, bin, da[0], da[1], da[2], da[3], "--ready-fd", fdarg, (char *)NULL);
 			_exit(127);
 		}
 		close(p[1]);
@@ -538,7 +548,20 @@ Test(migrate, restore_from_page_server, .init = setup, .fini = teardown, .timeou
 	own(p2);
 	cr_assert_gt(p1, 0);
 	cr_assert_gt(p2, 0);
-	cr_assert(file_wait(run.log, "remote: fetched ", 30000), "log in %s", run.log);
+	/* status names the page server of the remote one, and of it alone (both still served: no fill). */
+	{
+		static char js[65536];
+		char want[128];
+		const char *hit;
+
+		status_json_at(sock, js, sizeof(js));
+		snprintf(want, sizeof(want), "\"page_server\":\"%s\",\"page_server_state\":\"up\"", ps_addr);
+		hit = strstr(js, want);
+		cr_expect_not_null(hit, "%s", js);
+		cr_expect_null(hit ? strstr(hit + 1, "\"page_server\":\"") : NULL,
+			       "only one process is served from a page server: %s", js);
+		cr_expect_not_null(strstr(js, "\"processes\":[{"), "%s", js);
+	}
 	/* Both check every word of their region and go on counting. */
 	cr_assert_eq(kill(p1, SIGUSR2), 0);
 	cr_assert_eq(kill(p2, SIGUSR2), 0);
@@ -546,18 +569,29 @@ Test(migrate, restore_from_page_server, .init = setup, .fini = teardown, .timeou
 	cr_expect(file_wait(l_rem, "verify ok", 20000), "%s", l_rem);
 	cr_expect_not(tc_file_has(l_loc, "verify bad"), "%s", l_loc);
 	cr_expect_not(tc_file_has(l_rem, "verify bad"), "%s", l_rem);
-	/* 64 MiB of the second came from the page server, over TLS; the first's from its images. */
-	cr_expect_geq(tc_file_number(run.log, "remote: fetched "), 16384.0, "log in %s", run.log);
+	/* Its 64 MiB region came from the page server, over TLS: status counts the pages placed. */
+	{
+		static char js[65536];
+		char key[32];
+		const char *o, *pp;
+
+		status_json_at(sock, js, sizeof(js));
+		snprintf(key, sizeof(key), "\"pid\":%d,", (int)p2);
+		o = strstr(js, key);
+		pp = o ? strstr(o, "\"pages_present\":") : NULL;
+		cr_assert_not_null(pp, "%s", js);
+		cr_expect_geq(strtoull(pp + 16, NULL, 10), 16384ull, "%s", js);
+	}
 	cr_expect(tc_file_has(run.log, "over TLS (certificate checked)"), "log in %s", run.log);
-	cr_expect(tc_file_wait(run.ps_log, "done (CLOSE, then hung up)", 10000), "%s", run.ps_log);
+	/* Once its process is gone, the daemon ends that connection with CLOSE. */
+	cr_assert_eq(kill(p2, SIGKILL), 0);
+	cr_expect(tc_file_wait(run.ps_log, "done (CLOSE, then hung up)", 20000), "%s", run.ps_log);
+	cr_expect(tc_file_wait(run.log, "remote: fetched ", 20000), "log in %s", run.log);
+	cr_expect_geq(tc_file_number(run.log, "remote: fetched "), 16384.0, "log in %s", run.log);
 	/* Two connections: restore's own (its eager pages) and the daemon's. */
-	cr_expect_eq(tc_file_number(run.ps_log, "stopping: "), -1.0, "still serving");
 	cr_expect_eq(tc_pagesrv_stop(&run), 0);
 	cr_expect_eq(tc_file_number(run.ps_log, "stopping: "), 2.0, "%s", run.ps_log);
 	kill(p1, SIGKILL);
-	kill(p2, SIGKILL);
-	waitpid(p1, &st, 0);
-	waitpid(p2, &st, 0);
 	run.passed = true;
 }
 
