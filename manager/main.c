@@ -61,6 +61,9 @@ static void usage(FILE *out)
 	      "                             (default 5000)\n"
 	      "      --max-image-entries N  refuse a hand-over whose pagemaps hold more than N\n"
 	      "                             entries (default 4M; 0: no limit)\n"
+	      "      --page-server-grace MS a hand-over served from a page server (uffd-inject\n"
+	      "                             restore --page-server) waits this long while a\n"
+	      "                             broken connection is made again (default 60000)\n"
 	      "      --ready-fd N           write one byte to fd N once listening, then close it\n"
 	      "      --no-proc-connector    learn forked children's pids only from the thread id\n"
 	      "                             of their first fault (no netlink subscription)\n"
@@ -764,6 +767,7 @@ int main(int argc, char **argv)
 		{ "handshake-timeout", required_argument, NULL, O_HANDSHAKE },
 		{ "ready-fd", required_argument, NULL, O_READY_FD },
 		{ "max-image-entries", required_argument, NULL, O_MAX_ENTRIES },
+		{ "page-server-grace", required_argument, NULL, 600 },	/* restore --page-server */
 		{ "syslog", no_argument, NULL, O_SYSLOG },
 		{ "no-proc-connector", no_argument, NULL, O_NO_PROCCONN },
 		{ "no-keeper", no_argument, NULL, O_NO_KEEPER },
@@ -834,6 +838,13 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			d.o.max_image_entries = v;
+			break;
+		case 600:	/* --page-server-grace, for hand-overs with a page server */
+			if (parse_size(optarg, &v) < 0 || v > 86400000) {
+				fprintf(stderr, "uffd-manager: --page-server-grace %s: want 0 to 86400000 ms\n", optarg);
+				return 2;
+			}
+			d.o.ps_grace_ms = (unsigned)v;
 			break;
 		case O_READY_FD:
 			if (parse_size(optarg, &v) < 0 || v > INT_MAX) {

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -662,8 +663,15 @@ Test(migrate, restore_refuses_untrusted_server, .init = setup, .fini = teardown,
 
 /* ---- scripts/migrate: host A is the server's namespace, host B the client's ---- */
 
-/* Start `uffd-manager` (hand-overs) in B's namespace on SOCK; its log is run.log. */
+/* Start `uffd-manager` (hand-overs) in B's namespace on SOCK, with ARGS (up to 3, NULL-ended); its log is run.log. */
+static void b_daemon_start_with(const char *sock, const char *const *args);
+
 static void b_daemon_start(const char *sock)
+{
+	b_daemon_start_with(sock, (const char *[]){ NULL });
+}
+
+static void b_daemon_start_with(const char *sock, const char *const *args)
 {
 	char bin[256], c;
 	int p[2];
@@ -679,7 +687,8 @@ static void b_daemon_start(const char *sock)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(lf, 2);
 		dup2(p[1], 9);
-		execl(bin, bin, "--socket", sock, "--ready-fd", "9", (char *)NULL);
+		execl(bin, bin, "--socket", sock, "--ready-fd", "9", "-v", args[0],
+		      args[0] ? args[1] : NULL, args[0] && args[1] ? args[2] : NULL, (char *)NULL);
 		_exit(127);
 	}
 	close(p[1]);
@@ -824,4 +833,92 @@ Test(migrate, script_failure_resumes_on_a, .init = setup, .fini = teardown, .tim
 	cr_expect(counts_consecutive(log, &last), "the count skipped or repeated: %s", log);
 	kill(np, SIGKILL);
 	run.passed = true;
+}
+
+/* ---- a restore from a page server that dies while the process still misses pages ---- */
+
+/*
+ * Restore (no fill: the pages wait for the process to read them) from a
+ * page server in A, then SIGKILL the server. With RESTART it comes back on
+ * the same port after the daemon has seen the break: the process, reading
+ * its region meanwhile, waits and gets every word right. Without, past the
+ * grace (1.5 s) the daemon kills the process: it never reads a zero.
+ */
+static void restore_server_dies(bool restart)
+{
+	char d[160], log[160], sock[160], out[4096], ps_addr[64], port[16];
+	const char *ra[24];
+	pid_t w, np;
+	int n, st, pfd;
+
+	snprintf(d, sizeof(d), "%s/dump", run.dir);
+	snprintf(log, sizeof(log), "%s/work.log", run.dir);
+	snprintf(sock, sizeof(sock), "%s/b.sock", run.dir);
+	w = rw_start(log, "32");
+	cr_assert(file_wait(log, "count 3\n", 20000));
+	dump_kill(w, d);
+	ps_start(d, "0", true, (const char *[]){ "--all-pages", NULL });
+	snprintf(port, sizeof(port), "%s", run.ps_port);
+	snprintf(ps_addr, sizeof(ps_addr), "%s:%s", SRV_IP, port);
+	/* No fill: the pages wait for the process to read them. */
+	b_daemon_start_with(sock, (const char *[]){ "--no-fill", "--page-server-grace",
+						    restart ? "60000" : "1500", NULL });
+	n = 0;
+	ra[n++] = "restore";
+	ra[n++] = "--images";
+	ra[n++] = d;
+	ra[n++] = "--socket";
+	ra[n++] = sock;
+	ra[n++] = "--stdio";
+	ra[n++] = "null";
+	ra[n++] = "--page-server";
+	ra[n++] = ps_addr;
+	n = tc_tls_args(ra, n, certs.ca, certs.cert, certs.key);
+	ra[n] = NULL;
+	cr_assert_eq(inject(ra, out, sizeof(out)), 0, "restore: %s", out);
+	np = (pid_t)strtol(out, NULL, 10);
+	own(np);
+	cr_assert_gt(np, 0, "%s", out);
+	pfd = (int)syscall(SYS_pidfd_open, np, 0);
+	cr_assert_geq(pfd, 0);
+	/* The server dies; the daemon sees its connection break. */
+	kill(run.ps_pid, SIGKILL);
+	waitpid(run.ps_pid, &st, 0);
+	run.ps_pid = 0;
+	cr_assert(tc_file_wait(run.log, "broke: ", 20000), "log in %s", run.log);
+	/* The process reads its whole region now: its faults wait. */
+	cr_assert_eq(kill(np, SIGUSR2), 0);
+	if (restart) {
+		char old[200];
+
+		cr_assert(tc_file_wait(run.log, "reconnect attempt 1 ", 20000), "log in %s", run.log);
+		snprintf(old, sizeof(old), "%s.1", run.ps_log);
+		rename(run.ps_log, old);
+		ps_start(d, port, true, (const char *[]){ "--all-pages", NULL });
+		cr_expect(file_wait(log, "verify ok", 30000), "%s", log);
+		cr_expect_not(tc_file_has(log, "verify bad"), "%s", log);
+		cr_expect(tc_file_has(run.log, "reconnected to the page server " SRV_IP), "log in %s",
+			  run.log);
+		cr_expect_eq(syscall(SYS_pidfd_send_signal, pfd, 0, NULL, 0), 0, "it runs on");
+	} else {
+		struct pollfd p = { .fd = pfd, .events = POLLIN };
+
+		cr_assert_eq(poll(&p, 1, 30000), 1, "the process was not ended; log in %s", run.log);
+		cr_expect(tc_file_has(run.log, "(--page-server-grace)"), "log in %s", run.log);
+		cr_expect(tc_file_has(run.log, "killing it so that it never reads zeros"), "log in %s",
+			  run.log);
+		cr_expect_not(tc_file_has(log, "verify"), "it read its memory after all: %s", log);
+	}
+	close(pfd);
+	run.passed = true;
+}
+
+Test(migrate, restore_server_killed_and_restarted, .init = setup, .fini = teardown, .timeout = 120)
+{
+	restore_server_dies(true);
+}
+
+Test(migrate, restore_server_gone_past_grace, .init = setup, .fini = teardown, .timeout = 120)
+{
+	restore_server_dies(false);
 }
