@@ -49,7 +49,8 @@ enum daemon_mode {
 
 struct daemon_opts {
 	const char *socket_path;
-	uint64_t fault_window;		/* bytes served around a fault */
+	uint64_t fault_window;		/* the most served around a fault */
+	bool fixed_window;		/* the whole aligned window at every fault */
 	uint64_t fill_chunk;		/* bytes per background step */
 	bool no_fill;
 	bool exit_when_done;

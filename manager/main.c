@@ -48,8 +48,10 @@ static void usage(FILE *out)
 	      "\n"
 	      "  -s, --socket PATH          listen here (default /run/uffd-manager/manager.sock\n"
 	      "                             for root, else $XDG_RUNTIME_DIR/uffd-manager.sock)\n"
-	      "  -w, --fault-window SIZE    serve this much around each fault, a power of two\n"
-	      "                             (default 64K)\n"
+	      "  -w, --fault-window SIZE    serve at most this much around a fault, a power\n"
+	      "                             of two (default 64K): sequential faults grow the\n"
+	      "                             window up to SIZE, a random one gets one page\n"
+	      "      --fixed-window         serve the whole aligned SIZE at every fault\n"
 	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
 	      "      --no-fill              serve on demand only\n"
 	      "      --exit-when-done       exit 0 once the last process is fully served\n"
@@ -129,7 +131,8 @@ static void usage_criu(FILE *out)
 	      "                             --daemon and no -o, syslog)\n"
 	      "  -v, --verbose              debug log (-v4 and up too, as criu takes it)\n"
 	      "  -s, --socket PATH          also listen here for `uffd-manager status`\n"
-	      "  -w, --fault-window SIZE    serve this much around each fault (default 64K)\n"
+	      "  -w, --fault-window SIZE    serve at most this much around a fault (default 64K)\n"
+	      "      --fixed-window         serve the whole aligned window at every fault\n"
 	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
 	      "      --no-fill              serve on demand only, even after RSTF\n"
 	      "      --no-proc-connector    do not subscribe to the proc connector\n"
@@ -380,7 +383,8 @@ static void opt_verbose(struct daemon *d, const char *arg)
 static int cmd_criu(struct daemon *d, int argc, char **argv)
 {
 	enum { O_DAEMON = 256, O_PIDFILE, O_STATUS_FD, O_FILL_CHUNK, O_NO_FILL, O_NO_PROCCONN,
-	       O_PAGE_SERVER, O_ADDRESS, O_PORT, O_PS_TIMEOUT, O_PS_KEEPALIVE, O_NO_KEEPER };
+	       O_PAGE_SERVER, O_ADDRESS, O_PORT, O_PS_TIMEOUT, O_PS_KEEPALIVE, O_NO_KEEPER,
+	       O_FIXED_WINDOW };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' },
 		{ "work-dir", required_argument, NULL, 'W' },
@@ -391,6 +395,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		{ "verbose", optional_argument, NULL, 'v' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "fault-window", required_argument, NULL, 'w' },
+		{ "fixed-window", no_argument, NULL, O_FIXED_WINDOW },
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
 		{ "no-fill", no_argument, NULL, O_NO_FILL },
 		{ "no-proc-connector", no_argument, NULL, O_NO_PROCCONN },
@@ -433,6 +438,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 			if (opt_window(d, optarg) < 0)
 				return 2;
 			break;
+		case O_FIXED_WINDOW: d->o.fixed_window = true; break;
 		case O_FILL_CHUNK:
 			if (opt_fill_chunk(d, optarg) < 0)
 				return 2;
@@ -661,10 +667,11 @@ static int cmd_status(int argc, char **argv, const char *defpath)
 int main(int argc, char **argv)
 {
 	enum { O_FILL_CHUNK = 256, O_NO_FILL, O_EXIT_DONE, O_MAX_CLIENTS, O_HANDSHAKE,
-	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN, O_NO_KEEPER, O_MAX_ENTRIES };
+	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN, O_NO_KEEPER, O_MAX_ENTRIES, O_FIXED_WINDOW };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "fault-window", required_argument, NULL, 'w' },
+		{ "fixed-window", no_argument, NULL, O_FIXED_WINDOW },
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
 		{ "no-fill", no_argument, NULL, O_NO_FILL },
 		{ "exit-when-done", no_argument, NULL, O_EXIT_DONE },
@@ -710,6 +717,9 @@ int main(int argc, char **argv)
 		case 'w':
 			if (opt_window(&d, optarg) < 0)
 				return 2;
+			break;
+		case O_FIXED_WINDOW:
+			d.o.fixed_window = true;
 			break;
 		case O_FILL_CHUNK:
 			if (opt_fill_chunk(&d, optarg) < 0)
