@@ -174,11 +174,11 @@ static void run_case(const struct bconf *c, const struct lcase *lc, long n, uint
 	memcpy(out, lat + WARMUP, n * sizeof(*out));
 }
 
-/* A daemon serving faults only, with WINDOW, pinned to CPU (-1: free). */
-static void manager_case(const struct bconf *c, const char *window, int cpu, long n,
+/* A daemon serving faults only, with EXTRA options (or none), pinned to CPU (-1: free). */
+static void manager_case(const struct bconf *c, const char *extra, int cpu, long n,
 			 uint64_t *out)
 {
-	const char *args[] = { "--no-fill", "--fault-window", window, NULL };
+	const char *args[] = { "--no-fill", extra, NULL };
 	struct bdaemon d;
 	struct lcase lc = { L_MANAGER, cpu, NULL };
 
@@ -244,9 +244,9 @@ void bench_latency(const struct bconf *c)
 			run_case(c, &(struct lcase){ L_FLOOR_BUF, x, NULL }, per, samp[S_FLOOR + x] + o);
 			run_case(c, &(struct lcase){ L_FLOOR_FILE, x, NULL }, per, samp[S_FFILE + x] + o);
 			run_case(c, &(struct lcase){ L_FLOOR_LOOP, x, NULL }, per, samp[S_FLOOP + x] + o);
-			manager_case(c, "4K", x, per, samp[S_MGR + x] + o);
+			manager_case(c, NULL, x, per, samp[S_MGR + x] + o);
 		}
-		manager_case(c, "64K", -1, per, samp[S_WIN] + o);
+		manager_case(c, "--fixed-window", -1, per, samp[S_WIN] + o);
 	}
 	for (int i = 0; i < S_N; i++)
 		m[i] = stats(samp[i], total);
@@ -269,7 +269,7 @@ void bench_latency(const struct bconf *c)
 			 (double)m[S_FLOOP + x].p99 / m[S_FLOOR + x].p99);
 		row("latency", what, v, vs);
 		fmt_us(v, sizeof(v), m[S_MGR + x]);
-		snprintf(what, sizeof(what), "uffd-manager --fault-window 4K, %s", place[x]);
+		snprintf(what, sizeof(what), "uffd-manager, default options (adaptive window), %s", place[x]);
 		snprintf(vs, sizeof(vs), "%.2fx / %.2fx floor (%.2fx / %.2fx daemon-shaped)",
 			 (double)m[S_MGR + x].med / m[S_FLOOR + x].med,
 			 (double)m[S_MGR + x].p99 / m[S_FLOOR + x].p99,
@@ -280,7 +280,7 @@ void bench_latency(const struct bconf *c)
 	fmt_us(v, sizeof(v), m[S_WIN]);
 	snprintf(vs, sizeof(vs), "%.2fx / %.2fx cross-core floor", (double)m[S_WIN].med / m[S_FLOOR + 1].med,
 		 (double)m[S_WIN].p99 / m[S_FLOOR + 1].p99);
-	row("latency", "uffd-manager, default 64K window, not pinned", v, vs);
+	row("latency", "uffd-manager --fixed-window (64K), not pinned", v, vs);
 	goal("fault latency median, same core (x floor)", (double)m[S_MGR].med / m[S_FLOOR].med, 1.2,
 	     true, NULL);
 	goal("fault latency median, cross core (x floor)",
