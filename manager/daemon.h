@@ -51,6 +51,7 @@ struct daemon_opts {
 	const char *socket_path;
 	uint64_t fault_window;		/* the most served around a fault */
 	bool fixed_window;		/* the whole aligned window at every fault */
+	unsigned spin_us;		/* loop.spin_ns, in us */
 	uint64_t fill_chunk;		/* bytes per background step */
 	bool no_fill;
 	bool exit_when_done;

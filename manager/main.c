@@ -33,6 +33,7 @@
 
 #define DEFAULT_WINDOW		(64u << 10)
 #define DEFAULT_FILL_CHUNK	(256u << 10)
+#define DEFAULT_SPIN_US		100
 #define DEFAULT_MAX_CLIENTS	4096
 #define DEFAULT_HANDSHAKE_MS	5000
 /* About 100 MiB of pagemap decoded, 128 MiB of index: far more than real dumps have. */
@@ -52,6 +53,9 @@ static void usage(FILE *out)
 	      "                             of two (default 64K): sequential faults grow the\n"
 	      "                             window up to SIZE, a random one gets one page\n"
 	      "      --fixed-window         serve the whole aligned SIZE at every fault\n"
+	      "      --spin USEC            while faults come at most USEC apart, poll for\n"
+	      "                             USEC after each instead of sleeping (default 100;\n"
+	      "                             0: always sleep)\n"
 	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
 	      "      --no-fill              serve on demand only\n"
 	      "      --exit-when-done       exit 0 once the last process is fully served\n"
@@ -133,6 +137,7 @@ static void usage_criu(FILE *out)
 	      "  -s, --socket PATH          also listen here for `uffd-manager status`\n"
 	      "  -w, --fault-window SIZE    serve at most this much around a fault (default 64K)\n"
 	      "      --fixed-window         serve the whole aligned window at every fault\n"
+	      "      --spin USEC            poll while faults come densely (default 100)\n"
 	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
 	      "      --no-fill              serve on demand only, even after RSTF\n"
 	      "      --no-proc-connector    do not subscribe to the proc connector\n"
@@ -152,6 +157,19 @@ static int opt_window(struct daemon *d, const char *arg)
 		return -1;
 	}
 	d->o.fault_window = v;
+	return 0;
+}
+
+/* --spin: microseconds, 0 to 10000. */
+static int opt_spin(struct daemon *d, const char *arg)
+{
+	uint64_t v;
+
+	if (parse_size(arg, &v) < 0 || v > 10000) {
+		fprintf(stderr, "uffd-manager: --spin %s: want microseconds from 0 to 10000\n", arg);
+		return -1;
+	}
+	d->o.spin_us = (unsigned)v;
 	return 0;
 }
 
@@ -270,6 +288,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 		fatal("epoll_create1");
 	d->loop.idle = on_idle;
 	d->loop.before_sleep = before_sleep;
+	d->loop.spin_ns = (uint64_t)d->o.spin_us * 1000;
 	if (setup_signals(d) < 0)
 		fatal("signalfd");
 
@@ -384,7 +403,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 {
 	enum { O_DAEMON = 256, O_PIDFILE, O_STATUS_FD, O_FILL_CHUNK, O_NO_FILL, O_NO_PROCCONN,
 	       O_PAGE_SERVER, O_ADDRESS, O_PORT, O_PS_TIMEOUT, O_PS_KEEPALIVE, O_NO_KEEPER,
-	       O_FIXED_WINDOW };
+	       O_FIXED_WINDOW, O_SPIN };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' },
 		{ "work-dir", required_argument, NULL, 'W' },
@@ -396,6 +415,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "fault-window", required_argument, NULL, 'w' },
 		{ "fixed-window", no_argument, NULL, O_FIXED_WINDOW },
+		{ "spin", required_argument, NULL, O_SPIN },
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
 		{ "no-fill", no_argument, NULL, O_NO_FILL },
 		{ "no-proc-connector", no_argument, NULL, O_NO_PROCCONN },
@@ -439,6 +459,10 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 				return 2;
 			break;
 		case O_FIXED_WINDOW: d->o.fixed_window = true; break;
+		case O_SPIN:
+			if (opt_spin(d, optarg) < 0)
+				return 2;
+			break;
 		case O_FILL_CHUNK:
 			if (opt_fill_chunk(d, optarg) < 0)
 				return 2;
@@ -667,11 +691,13 @@ static int cmd_status(int argc, char **argv, const char *defpath)
 int main(int argc, char **argv)
 {
 	enum { O_FILL_CHUNK = 256, O_NO_FILL, O_EXIT_DONE, O_MAX_CLIENTS, O_HANDSHAKE,
-	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN, O_NO_KEEPER, O_MAX_ENTRIES, O_FIXED_WINDOW };
+	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN, O_NO_KEEPER, O_MAX_ENTRIES, O_FIXED_WINDOW,
+	       O_SPIN };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "fault-window", required_argument, NULL, 'w' },
 		{ "fixed-window", no_argument, NULL, O_FIXED_WINDOW },
+		{ "spin", required_argument, NULL, O_SPIN },
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
 		{ "no-fill", no_argument, NULL, O_NO_FILL },
 		{ "exit-when-done", no_argument, NULL, O_EXIT_DONE },
@@ -694,6 +720,7 @@ int main(int argc, char **argv)
 
 	d.o.fault_window = DEFAULT_WINDOW;
 	d.o.fill_chunk = DEFAULT_FILL_CHUNK;
+	d.o.spin_us = DEFAULT_SPIN_US;
 	d.o.max_clients = DEFAULT_MAX_CLIENTS;
 	d.o.handshake_ms = DEFAULT_HANDSHAKE_MS;
 	d.o.max_image_entries = DEFAULT_MAX_IMAGE_ENTRIES;
@@ -720,6 +747,10 @@ int main(int argc, char **argv)
 			break;
 		case O_FIXED_WINDOW:
 			d.o.fixed_window = true;
+			break;
+		case O_SPIN:
+			if (opt_spin(&d, optarg) < 0)
+				return 2;
 			break;
 		case O_FILL_CHUNK:
 			if (opt_fill_chunk(&d, optarg) < 0)

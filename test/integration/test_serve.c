@@ -188,6 +188,67 @@ Test(serve, fixed_window_serves_the_whole_window, .timeout = 60, .fini = teardow
 	ts_status_free(&s);
 }
 
+/* CPU time PID has used, in ms (schedstat). */
+static uint64_t cpu_ms(pid_t pid)
+{
+	unsigned long long v = 0;
+	char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+	f = fopen(path, "r");
+	cr_assert(f, "open %s", path);
+	cr_assert_eq(fscanf(f, "%llu", &v), 1, "read %s", path);
+	fclose(f);
+	return v / 1000000;
+}
+
+/* Fault densely (sc_sparse), then hold still until told to go. */
+static int sc_sparse_then_wait(struct ts_child *c)
+{
+	int r = sc_sparse(c);
+
+	ts_wait_go(c);
+	return r;
+}
+
+/*
+ * The daemon polls after each fault while faults come densely (--spin), and
+ * never while nothing comes: with every fault answered and the process
+ * idle, the daemon uses (almost) no CPU over a second.
+ */
+Test(serve, no_polling_when_idle, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "--spin", "10000", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one_big, .n = 1, .seed = SEED, .imgdir = imgdir };
+	uint64_t before, after;
+	pid_t pid;
+
+	setup(one_big, 1, args);
+	pid = ts_child_start(&c, sc_sparse_then_wait);
+	for (int tries = 0;; tries++) {
+		struct ts_status s;
+		bool done;
+
+		cr_assert_lt(tries, 3000, "the faults were never all answered");
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		done = s.tot->faults == SPARSE_N;
+		ts_status_free(&s);
+		if (done)
+			break;
+		usleep(5000);
+	}
+	usleep(100 * 1000);
+	before = cpu_ms(dmn.pid);
+	usleep(1000 * 1000);
+	after = cpu_ms(dmn.pid);
+	ts_say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory (see its stderr)");
+	/* A loop that kept polling would have used most of the second. */
+	cr_expect_lt(after - before, 100, "the idle daemon used %" PRIu64 " ms of CPU in 1 s",
+		     after - before);
+}
+
 /* Wait to be told that the fill is done, then read without faulting. */
 static int sc_wait_then_check(struct ts_child *c)
 {
