@@ -52,6 +52,7 @@ struct daemon_opts {
 	uint64_t fault_window;		/* the most served around a fault */
 	bool fixed_window;		/* the whole aligned window at every fault */
 	unsigned spin_us;		/* loop.spin_ns, in us */
+	bool no_collapse;		/* no MADV_COLLAPSE of served blocks */
 	uint64_t fill_chunk;		/* bytes per background step */
 	bool no_fill;
 	bool exit_when_done;
@@ -112,6 +113,7 @@ struct daemon {
 	struct criu *criu;		/* CRIU lazy-pages mode; NULL when serving hand-overs */
 	struct remote *remote;		/* remote mode: page data from a page server; else NULL */
 	struct loader *loader;		/* loads hand-overs off the loop (loader.h); NULL until one comes */
+	struct collapser *collapse;	/* makes huge pages (collapse.h); NULL until needed */
 	bool hold_exit;			/* more processes may come: do not stop at the last one */
 	bool fill_held;			/* no background fill yet (CRIU: until the restore says RSTF) */
 	/* Told when a process that was being served leaves (WHY: NULL when fully served). */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "collapse.h"
 #include "criu.h"
 #include "daemon.h"
 #include "fill.h"
@@ -56,6 +57,7 @@ static void usage(FILE *out)
 	      "      --spin USEC            while faults come at most USEC apart, poll for\n"
 	      "                             USEC after each instead of sleeping (default 100;\n"
 	      "                             0: always sleep)\n"
+	      "      --no-collapse          no huge pages made of fully served 2 MiB blocks\n"
 	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
 	      "      --no-fill              serve on demand only\n"
 	      "      --exit-when-done       exit 0 once the last process is fully served\n"
@@ -138,6 +140,7 @@ static void usage_criu(FILE *out)
 	      "  -w, --fault-window SIZE    serve at most this much around a fault (default 64K)\n"
 	      "      --fixed-window         serve the whole aligned window at every fault\n"
 	      "      --spin USEC            poll while faults come densely (default 100)\n"
+	      "      --no-collapse          no huge pages made of fully served 2 MiB blocks\n"
 	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
 	      "      --no-fill              serve on demand only, even after RSTF\n"
 	      "      --no-proc-connector    do not subscribe to the proc connector\n"
@@ -326,6 +329,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	while (d->clients)
 		client_close(d->clients);
 	loader_stop(d);		/* after the clients: their jobs are dropped */
+	collapse_stop(d);
 	procconn_close(d->pc);
 	if (d->listen_fd >= 0) {
 		close(d->listen_fd);
@@ -403,7 +407,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 {
 	enum { O_DAEMON = 256, O_PIDFILE, O_STATUS_FD, O_FILL_CHUNK, O_NO_FILL, O_NO_PROCCONN,
 	       O_PAGE_SERVER, O_ADDRESS, O_PORT, O_PS_TIMEOUT, O_PS_KEEPALIVE, O_NO_KEEPER,
-	       O_FIXED_WINDOW, O_SPIN };
+	       O_FIXED_WINDOW, O_SPIN, O_NO_COLLAPSE };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' },
 		{ "work-dir", required_argument, NULL, 'W' },
@@ -416,6 +420,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		{ "fault-window", required_argument, NULL, 'w' },
 		{ "fixed-window", no_argument, NULL, O_FIXED_WINDOW },
 		{ "spin", required_argument, NULL, O_SPIN },
+		{ "no-collapse", no_argument, NULL, O_NO_COLLAPSE },
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
 		{ "no-fill", no_argument, NULL, O_NO_FILL },
 		{ "no-proc-connector", no_argument, NULL, O_NO_PROCCONN },
@@ -463,6 +468,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 			if (opt_spin(d, optarg) < 0)
 				return 2;
 			break;
+		case O_NO_COLLAPSE: d->o.no_collapse = true; break;
 		case O_FILL_CHUNK:
 			if (opt_fill_chunk(d, optarg) < 0)
 				return 2;
@@ -692,12 +698,13 @@ int main(int argc, char **argv)
 {
 	enum { O_FILL_CHUNK = 256, O_NO_FILL, O_EXIT_DONE, O_MAX_CLIENTS, O_HANDSHAKE,
 	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN, O_NO_KEEPER, O_MAX_ENTRIES, O_FIXED_WINDOW,
-	       O_SPIN };
+	       O_SPIN, O_NO_COLLAPSE };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "fault-window", required_argument, NULL, 'w' },
 		{ "fixed-window", no_argument, NULL, O_FIXED_WINDOW },
 		{ "spin", required_argument, NULL, O_SPIN },
+		{ "no-collapse", no_argument, NULL, O_NO_COLLAPSE },
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
 		{ "no-fill", no_argument, NULL, O_NO_FILL },
 		{ "exit-when-done", no_argument, NULL, O_EXIT_DONE },
@@ -751,6 +758,9 @@ int main(int argc, char **argv)
 		case O_SPIN:
 			if (opt_spin(&d, optarg) < 0)
 				return 2;
+			break;
+		case O_NO_COLLAPSE:
+			d.o.no_collapse = true;
 			break;
 		case O_FILL_CHUNK:
 			if (opt_fill_chunk(&d, optarg) < 0)

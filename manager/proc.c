@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "collapse.h"
 #include "log.h"
 #include "proc.h"
 #include "procfs.h"
@@ -119,6 +120,7 @@ static void unregister_rest(struct target *t)
 	for (size_t i = 0; i < m.n; i++)
 		if (m.v[i].vmflags & PFV_UM)
 			uffd_unregister(t->uffd, m.v[i].start, m.v[i].end - m.v[i].start);
+	collapse_target(t->d, t, &m);	/* unregistered: empty pages no longer block it */
 	procfs_maps_free(&m);
 }
 
