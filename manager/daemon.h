@@ -53,6 +53,7 @@ struct daemon_opts {
 	bool fixed_window;		/* the whole aligned window at every fault */
 	unsigned spin_us;		/* loop.spin_ns, in us */
 	bool no_collapse;		/* no MADV_COLLAPSE of served blocks */
+	const char *wset_dir;		/* working-set records (wset.h); NULL: none */
 	uint64_t fill_chunk;		/* bytes per background step */
 	bool no_fill;
 	bool exit_when_done;

@@ -58,6 +58,10 @@ static void usage(FILE *out)
 	      "                             USEC after each instead of sleeping (default 100;\n"
 	      "                             0: always sleep)\n"
 	      "      --no-collapse          no huge pages made of fully served 2 MiB blocks\n"
+	      "      --working-set-dir DIR  record the order of each image's first faults here,\n"
+	      "                             and fill those pages first when it comes again\n"
+	      "                             (default: working-sets beside the socket)\n"
+	      "      --no-working-set       neither record nor replay working sets\n"
 	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
 	      "      --no-fill              serve on demand only\n"
 	      "      --exit-when-done       exit 0 once the last process is fully served\n"
@@ -174,6 +178,17 @@ static int opt_spin(struct daemon *d, const char *arg)
 	}
 	d->o.spin_us = (unsigned)v;
 	return 0;
+}
+
+/* Beside the socket: DIR/working-sets for a socket DIR/NAME; NULL when it has no directory. */
+static const char *default_wset_dir(const char *sock, char *buf, size_t len)
+{
+	const char *slash = strrchr(sock, '/');
+
+	if (!slash || slash == sock || sock[0] != '/')
+		return NULL;
+	snprintf(buf, len, "%.*s/working-sets", (int)(slash - sock), sock);
+	return buf;
 }
 
 /* --fill-chunk: a multiple of 4K up to 1G. */
@@ -698,13 +713,15 @@ int main(int argc, char **argv)
 {
 	enum { O_FILL_CHUNK = 256, O_NO_FILL, O_EXIT_DONE, O_MAX_CLIENTS, O_HANDSHAKE,
 	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN, O_NO_KEEPER, O_MAX_ENTRIES, O_FIXED_WINDOW,
-	       O_SPIN, O_NO_COLLAPSE };
+	       O_SPIN, O_NO_COLLAPSE, O_WSET_DIR, O_NO_WSET };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "fault-window", required_argument, NULL, 'w' },
 		{ "fixed-window", no_argument, NULL, O_FIXED_WINDOW },
 		{ "spin", required_argument, NULL, O_SPIN },
 		{ "no-collapse", no_argument, NULL, O_NO_COLLAPSE },
+		{ "working-set-dir", required_argument, NULL, O_WSET_DIR },
+		{ "no-working-set", no_argument, NULL, O_NO_WSET },
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
 		{ "no-fill", no_argument, NULL, O_NO_FILL },
 		{ "exit-when-done", no_argument, NULL, O_EXIT_DONE },
@@ -721,7 +738,8 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct daemon d;
-	char defpath[108];
+	char defpath[108], wsdir[PATH_MAX];
+	bool no_wset = false;
 	int c, ready_fd = -1;
 	uint64_t v;
 
@@ -761,6 +779,12 @@ int main(int argc, char **argv)
 			break;
 		case O_NO_COLLAPSE:
 			d.o.no_collapse = true;
+			break;
+		case O_WSET_DIR:
+			d.o.wset_dir = optarg;
+			break;
+		case O_NO_WSET:
+			no_wset = true;
 			break;
 		case O_FILL_CHUNK:
 			if (opt_fill_chunk(&d, optarg) < 0)
@@ -832,6 +856,8 @@ int main(int argc, char **argv)
 		fputs("uffd-manager: no --socket given and XDG_RUNTIME_DIR is not set\n", stderr);
 		return 2;
 	}
+	if (!no_wset && !d.o.wset_dir)
+		d.o.wset_dir = default_wset_dir(d.o.socket_path, wsdir, sizeof(wsdir));
 	log_init("uffd-manager", LOG_LVL_WARN + 1 + d.o.verbose > LOG_LVL_DEBUG ? LOG_LVL_DEBUG :
 		 LOG_LVL_WARN + 1 + d.o.verbose, d.o.use_syslog);
 	return run_daemon(&d, ready_fd);

@@ -14,6 +14,7 @@
 #include "procfs.h"
 #include "released.h"
 #include "uffd.h"
+#include "wset.h"
 
 struct timage *timage_get(struct timage *img)
 {
@@ -65,6 +66,7 @@ void target_destroy(struct target *t, const char *why)
 	if (t->dead)
 		return;
 	t->dead = true;
+	wset_end(t);
 	if (t->stale_dropped > 1)
 		log_warnx("%s %" PRIu64 " pages were dropped from the model in all: no longer registered, with no event saying why",
 			  t->pfx, t->stale_dropped);

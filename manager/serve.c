@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "serve.h"
+#include "wset.h"
 
 #define RETRY_NS	(2 * 1000000ull)	/* parked faults are retried at least this often */
 #define STALE_NS	(200 * 1000000ull)	/* ENOENT with no event for this long: gone */
@@ -182,6 +183,31 @@ static uint64_t fault_window(const struct area *v, uint64_t page, uint64_t fill,
 }
 
 /*
+ * Replaying a working-set record (wset.h): after a fault at recorded image
+ * address IMG, place quietly what the record says the process touched next,
+ * up to a fill chunk, so that it finds those pages in rather than faulting on
+ * each (it reads faster than any fill can place ahead of it).
+ */
+static void serve_record_after(struct target *t, uint64_t img)
+{
+	uint64_t a, n, budget = t->d->o.fill_chunk;
+	size_t k;
+
+	if (!wset_find(t, img, &k))
+		return;
+	k++;
+	while (budget && !t->dead && (n = wset_next_from(t, &k, budget, &a))) {
+		uint64_t copied = t->st.pages_copied;
+		enum uffd_class c = serve_range(t, model_find(&t->map, a), a, n, false);
+
+		wset_placed(t, t->st.pages_copied - copied);
+		budget -= n < budget ? n : budget;
+		if (c != UC_DONE)
+			break;
+	}
+}
+
+/*
  * Serve one fault with a window around it: the faulting run first, woken;
  * the rest quietly. Adaptive (the default): the window starts at the fault
  * and grows with sequential faults (fault_window). Fixed: the aligned
@@ -192,6 +218,7 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr, bool *waitin
 	uint64_t page = addr & ~(PG - 1), w = t->d->o.fault_window;
 	uint64_t ws, we, a;
 	struct area *v = model_find(&t->map, page);
+	bool missing = v && area_is_missing(v, page);
 	enum uffd_class c;
 
 	(void)waiting;	/* the images are here: nothing waits */
@@ -205,12 +232,13 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr, bool *waitin
 	we = ws + w;
 	if (v && (we > v->end || we < ws))
 		we = v->end;
-	if (!v || !area_is_missing(v, page)) {
+	if (!missing) {
 		c = serve_zero(t, page);
 		/* Already there: a fault that raced with our own window; the window is done. */
 		if (c == UC_EXISTS || c == UC_PARTIAL)
 			return UC_DONE;
 	} else {
+		wset_note(t, area_img_addr(v, page));
 		c = serve_range(t, v, page, area_run(v, page, we - page, true), true);
 	}
 	if (c != UC_DONE || !v)
@@ -232,6 +260,8 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr, bool *waitin
 		}
 		a += n;
 	}
+	if (missing && t->ws)
+		serve_record_after(t, area_img_addr(v, page));
 	t->fill_cursor = we;
 	return t->dead ? UC_GONE : UC_DONE;
 }

@@ -98,5 +98,7 @@ void resume_cleanup(void);
 void bench_scale(const struct bconf *c);
 /* --- thp.c --- */
 void bench_thp(const struct bconf *c);
+/* --- wset.c --- */
+void bench_wset(const struct bconf *c);
 
 #endif
