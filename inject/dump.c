@@ -189,6 +189,21 @@ static int find_eager(struct dump *d)
 	return 0;
 }
 
+void dump_test_hook(const char *where, int pidfd)
+{
+	const char *at = getenv("UFFD_INJECT_TEST_DIE_AT");
+
+	if (at && !strcmp(at, where))
+		raise(SIGKILL);
+	at = getenv("UFFD_INJECT_TEST_KILL_TARGET_AT");
+	if (at && !strcmp(at, where) && pidfd >= 0) {
+		struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+
+		syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+		poll(&pfd, 1, 5000);
+	}
+}
+
 /* A page the running target took away while a round read it: copy it next round. */
 static void unreadable(void *ctx, uint64_t addr, uint64_t len)
 {
@@ -225,6 +240,7 @@ static int precopy_round(struct dump *d)
 	d->st->fresh_pages = d->pc.fresh_pages;
 	d->st->dropped_pages = d->pc.dropped_pages;
 	d->st->untracked = d->pc.untracked;
+	dump_test_hook("scanned", d->pidfd);
 	if (!d->o->predump)
 		precopy_disarm(&d->pc, &d->pt, &d->maps);
 	return 0;
@@ -533,8 +549,10 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	if (ret == 0)
 		ret = precopy_round(&d);
 	/* A round goes on reading while the target runs: it is tracked. */
-	if (ret == 0 && o->predump)
+	if (ret == 0 && o->predump) {
 		let_go(&d);
+		dump_test_hook("running", d.pidfd);
+	}
 	if (ret == 0 && o->kill) {
 		d.core_on = true;
 		ret = core_collect(&d.core, &d.pt, &d.maps, why, sizeof(why));
@@ -545,6 +563,8 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		st->threads = d.ntids;
 		ret = dump_pages_file(&d);
 	}
+	if (ret == 0 && d.pc_on)
+		dump_test_hook("copied", d.pidfd);
 	if (ret == 0)
 		ret = precopy_finish(&d);
 	if (ret < 0)

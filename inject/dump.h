@@ -91,6 +91,13 @@ struct dump_held {
 
 #define DUMP_SPAN_GAP	(64ull << 20)
 
+/*
+ * For the tests of what a killed uffd-inject leaves behind: die by SIGKILL
+ * at step WHERE when UFFD_INJECT_TEST_DIE_AT names it; SIGKILL the target
+ * PIDFD there when UFFD_INJECT_TEST_KILL_TARGET_AT does.
+ */
+void dump_test_hook(const char *where, int pidfd);
+
 /* Let the target go (if still held) and free H. */
 void dump_held_release(struct dump_held *h);
 

@@ -28,7 +28,7 @@ static void usage(FILE *out)
 	      "  pre-dump --pid PID --images DIR [--prev-images DIR0]\n"
 	      "                      copy its memory while it runs, tracking its writes,\n"
 	      "                      so that a later round or dump copies only those\n"
-	      "  lazy --pid PID --images DIR [--socket S]\n"
+	      "  lazy --pid PID --images DIR [--socket S] [--prev-images DIR0 | --pre-copy]\n"
 	      "                      dump a running process, then hand its memory to\n"
 	      "                      uffd-manager: it runs on while its pages come back\n"
 	      "  restore --images DIR [--socket S] [--eager] [--stdio inherit|null|FILE]\n"
@@ -264,7 +264,8 @@ static int cmd_predump(int argc, char **argv)
 }
 
 static const char lazy_usage[] =
-	"usage: uffd-inject lazy --pid PID --images DIR [--socket S] [--timeout MS]\n";
+	"usage: uffd-inject lazy --pid PID --images DIR [--socket S] [--timeout MS]\n"
+	"                        [--prev-images DIR0 | --pre-copy [--max-rounds N]]\n";
 
 static const char lazy_help[] =
 	"\n"
@@ -284,6 +285,15 @@ static const char lazy_help[] =
 	"                      /run/uffd-manager/manager.sock for root, else\n"
 	"                      $XDG_RUNTIME_DIR/uffd-manager.sock)\n"
 	"  -t, --timeout MS    wait this long for the manager's answer (default 10000)\n"
+	"  -P, --prev-images DIR0\n"
+	"                      the last round of `uffd-inject pre-dump`: while frozen,\n"
+	"                      copy only the pages written since; the rest is served\n"
+	"                      from DIR0's chain (DIR/parent links to it)\n"
+	"  -c, --pre-copy      do the pre-dump rounds first, into DIR/pre-1, DIR/pre-2,\n"
+	"                      ... while it runs, each copying what was written during\n"
+	"                      the one before, until that stops shrinking; then freeze\n"
+	"                      and hand over as with --prev-images\n"
+	"  -r, --max-rounds N  with --pre-copy: at most N rounds (1 to 32, default 8)\n"
 	"  -h, --help          show this help\n"
 	"\n"
 	"Exit status: 0 handed over, 1 failed (the process runs on with all of its\n"
@@ -296,6 +306,9 @@ static int cmd_lazy(int argc, char **argv)
 		{ "images", required_argument, NULL, 'D' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "prev-images", required_argument, NULL, 'P' },
+		{ "pre-copy", no_argument, NULL, 'c' },
+		{ "max-rounds", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -305,7 +318,7 @@ static int cmd_lazy(int argc, char **argv)
 	long v;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "p:D:s:t:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:D:s:t:P:cr:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			if (parse_pid(optarg, &o.pid) < 0) {
@@ -330,6 +343,27 @@ static int cmd_lazy(int argc, char **argv)
 			}
 			o.timeout_ms = (int)v;
 			break;
+		case 'P':
+			if (!optarg[0]) {
+				fprintf(stderr, "uffd-inject lazy: empty --prev-images\n%s",
+					lazy_usage);
+				return 2;
+			}
+			o.prev = optarg;
+			break;
+		case 'c':
+			o.pre_copy = true;
+			break;
+		case 'r':
+			errno = 0;
+			v = strtol(optarg, &e, 10);
+			if (errno || *e || v < 1 || v > 32) {
+				fprintf(stderr, "uffd-inject lazy: bad --max-rounds '%s' (1 to 32)\n%s",
+					optarg, lazy_usage);
+				return 2;
+			}
+			o.max_rounds = (unsigned)v;
+			break;
 		case 'h':
 			fputs(lazy_usage, stdout);
 			fputs(lazy_help, stdout);
@@ -347,6 +381,15 @@ static int cmd_lazy(int argc, char **argv)
 	if (!o.pid || !o.dir || !o.dir[0]) {
 		fprintf(stderr, "uffd-inject lazy: %s is required\n%s",
 			!o.pid ? "--pid" : "--images", lazy_usage);
+		return 2;
+	}
+	if (o.prev && o.pre_copy) {
+		fprintf(stderr, "uffd-inject lazy: --prev-images and --pre-copy exclude each "
+			"other\n%s", lazy_usage);
+		return 2;
+	}
+	if (o.max_rounds && !o.pre_copy) {
+		fprintf(stderr, "uffd-inject lazy: --max-rounds needs --pre-copy\n%s", lazy_usage);
 		return 2;
 	}
 	if (!o.socket) {

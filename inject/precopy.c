@@ -265,7 +265,10 @@ static int take_tracker(struct precopy *pc, struct pt *pt, const struct procfs_m
 	if (!pc->prev) {
 		precopy_disarm_all(pt, m);
 		ret = track_arm(pt, &pc->t, why, sizeof(why));
-		return ret < 0 ? cfail(pc, ret, "cannot track its writes: %s", why) : 0;
+		if (ret < 0)
+			return cfail(pc, ret, "cannot track its writes: %s", why);
+		dump_test_hook("armed", -1);
+		return 0;
 	}
 	for (size_t k = 0; k < f.n; k++)
 		if (f.ino[k] == pc->prev_ino) {
@@ -324,9 +327,17 @@ int precopy_scan(struct precopy *pc, struct pt *pt, const struct procfs_maps *m,
 			pc->untracked++;
 			continue;
 		}
-		/* New since round N (or moved, which drops the registration): register it. */
-		if (!(m->v[i].vmflags & PFV_UW) &&
-		    track_register(&pc->t, vmas[i].start, vmas[i].end) < 0) {
+		/*
+		 * New since round N (or moved, which drops the registration): register
+		 * it. Round 1 took every old tracker down: register everything.
+		 */
+		if ((!pc->prev || !(m->v[i].vmflags & PFV_UW)) &&
+		    (ret = track_register(&pc->t, vmas[i].start, vmas[i].end)) < 0) {
+			if (getenv("UFFD_INJECT_DEBUG"))
+				fprintf(stderr, "uffd-inject: pid %d: 0x%" PRIx64 "-0x%" PRIx64
+					" not tracked: %s\n", (int)pc->pid, vmas[i].start,
+					vmas[i].end, strerror(-ret));
+			ret = 0;
 			pc->untracked++;
 			continue;
 		}

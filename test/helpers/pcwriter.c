@@ -18,8 +18,9 @@
  *            every live slot and of the counters; log "verify ok N" or
  *            "verify bad slot S page P word W: got X want Y".
  *   SIGUSR2  make the next change of a fixed cycle and log "change KIND":
- *            new (a slot of 64 pages), grow (mremap, may move), move (mremap
- *            to another place), drop (MADV_DONTNEED of a third of a slot),
+ *            new (a slot of 64 pages), drop (MADV_DONTNEED of the middle
+ *            third of the last slot), grow (mremap, may move), move (mremap
+ *            to another place),
  *            protect (PROT_READ, then back), fork (a child that writes into
  *            every page, checks its own copy by replay and exits 0 or 3; the
  *            parent logs "fork ok" or "fork bad STATUS"), unmap (the last slot
@@ -179,10 +180,11 @@ static int apply(struct slot *s, const struct event *e, bool real)
 	switch (e->kind) {
 	case EV_NEW:
 	case EV_THP:
-		t->mem = real ? map_pages(e->a, e->kind == EV_THP) : calloc(e->a, PCW_PAGE);
+		/* The shadow maps too: its pages go back at the end, not into the heap. */
+		t->mem = map_pages(e->a, real && e->kind == EV_THP);
 		t->pages = e->a;
 		t->ctr_pages = PCW_MAXPAGES;
-		t->ctr = real ? map_ctr(t->ctr_pages) : calloc(t->ctr_pages, 8);
+		t->ctr = map_ctr(t->ctr_pages);
 		if (!t->mem || !t->ctr)
 			return -1;
 		/* Every page starts with data: most of it stays unwritten, in the parent. */
@@ -191,23 +193,15 @@ static int apply(struct slot *s, const struct event *e, bool real)
 				t->mem[p * PCW_WORDS + w] = mix(seed ^ ((uint64_t)e->slot << 48) ^
 							       (p << 12) ^ w);
 		return 0;
-	case EV_GROW:
-		if (real) {
-			void *p = mremap(t->mem, t->pages * PCW_PAGE, e->a * PCW_PAGE, MREMAP_MAYMOVE);
+	case EV_GROW: {
+		void *p = mremap(t->mem, t->pages * PCW_PAGE, e->a * PCW_PAGE, MREMAP_MAYMOVE);
 
-			if (p == MAP_FAILED)
-				return -1;
-			t->mem = p;
-		} else {
-			uint64_t *p = realloc(t->mem, e->a * PCW_PAGE);
-
-			if (!p)
-				return -1;
-			memset(p + t->pages * PCW_WORDS, 0, (e->a - t->pages) * PCW_PAGE);
-			t->mem = p;
-		}
+		if (p == MAP_FAILED)
+			return -1;
+		t->mem = p;
 		t->pages = e->a;
 		return 0;
+	}
 	case EV_MOVE:
 		if (real) {
 			/* Somewhere else: reserve a new place, move over it. */
@@ -236,13 +230,8 @@ static int apply(struct slot *s, const struct event *e, bool real)
 			return -1;
 		return 0;
 	case EV_UNMAP:
-		if (real) {
-			munmap(t->mem, t->pages * PCW_PAGE);
-			munmap(t->ctr, (t->ctr_pages * 8 + PCW_PAGE - 1) / PCW_PAGE * PCW_PAGE);
-		} else {
-			free(t->mem);
-			free(t->ctr);
-		}
+		munmap(t->mem, t->pages * PCW_PAGE);
+		munmap(t->ctr, (t->ctr_pages * 8 + PCW_PAGE - 1) / PCW_PAGE * PCW_PAGE);
 		t->mem = NULL;
 		t->ctr = NULL;
 		return 0;
@@ -298,17 +287,18 @@ static int verify(uint64_t n, char *why, size_t len)
 				}
 		}
 	}
-	for (int s = 0; s < PCW_SLOTS; s++) {
-		free(sh[s].mem);
-		free(sh[s].ctr);
-	}
+	for (int s = 0; s < PCW_SLOTS; s++)
+		if (sh[s].mem) {
+			munmap(sh[s].mem, sh[s].pages * PCW_PAGE);
+			munmap(sh[s].ctr, (sh[s].ctr_pages * 8 + PCW_PAGE - 1) / PCW_PAGE * PCW_PAGE);
+		}
 	return ret;
 }
 
 /* Record and make the next change of the cycle. */
 static void change(void)
 {
-	static const uint32_t cycle[] = { EV_NEW, EV_GROW, EV_DROP, EV_MOVE, EV_PROTECT, EV_FORK,
+	static const uint32_t cycle[] = { EV_NEW, EV_DROP, EV_GROW, EV_MOVE, EV_PROTECT, EV_FORK,
 					  EV_THP, EV_UNMAP };
 	static const char *const names[] = { "", "new", "grow", "move", "drop", "protect", "fork",
 					     "unmap", "thp" };
