@@ -100,5 +100,7 @@ void bench_scale(const struct bconf *c);
 void bench_thp(const struct bconf *c);
 /* --- wset.c --- */
 void bench_wset(const struct bconf *c);
+/* --- precopy.c: 8. pre-copy frozen times (issue 14) --- */
+void bench_precopy(const struct bconf *c);
 
 #endif

@@ -2,7 +2,7 @@
  * pcwriter: a target for the pre-copy tests that writes all the time and
  * can check every byte of its memory by itself.
  *
- *   pcwriter --log FILE [--pages N] [--seed S] [--hot H] [--thp]
+ *   pcwriter --log FILE [--pages N] [--seed S] [--hot H] [--thp] [--fast]
  *
  * It keeps up to PCW_SLOTS areas ("slots"; slot 0 has N pages, 1024 by
  * default; with --thp slot 0 is 2 MiB aligned and MADV_HUGEPAGE; every new
@@ -10,7 +10,7 @@
  * for ever: step n picks a live slot, a page and a word from a hash of
  * (seed, n) (with --hot H, among the first H pages of all slots only), writes a value made from n there and bumps that page's counter
  * (word 0 of the page, and the same count in a separate counter area), in
- * batches of 256 steps with a 1 ms sleep after each. Every change of layout
+ * batches of 256 steps with a 1 ms sleep after each (--fast: no sleep). Every change of layout
  * is logged in memory with the step it happened at, so the whole content of
  * every slot at step n follows from the seed and that log alone:
  *
@@ -48,7 +48,7 @@
 #define PCW_PAGE	4096u
 #define PCW_WORDS	(PCW_PAGE / 8)
 #define PCW_SLOTS	16
-#define PCW_MAXPAGES	(1u << 18)	/* per slot: 1 GiB */
+#define PCW_MAXPAGES	(1u << 21)	/* per slot: 8 GiB */
 #define PCW_EVENTS	4096
 #define PCW_BATCH	256
 
@@ -74,6 +74,7 @@ static unsigned nevents;
 static uint64_t step;
 static uint64_t seed = 1;
 static uint64_t hot;		/* steps write only the first HOT pages (0: all) */
+static bool fast;		/* no sleep between batches: writes as fast as it can */
 static unsigned next_change;
 static int logfd = -1;
 static volatile sig_atomic_t want_verify, want_change;
@@ -393,6 +394,8 @@ int main(int argc, char **argv)
 			seed = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--hot") && i + 1 < argc)
 			hot = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--fast"))
+			fast = true;
 		else if (!strcmp(argv[i], "--thp"))
 			thp = true;
 		else {
@@ -401,7 +404,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!log || !pages || pages > PCW_MAXPAGES / 2) {
-		fprintf(stderr, "usage: pcwriter --log FILE [--pages N] [--seed S] [--thp]\n");
+		fprintf(stderr, "usage: pcwriter --log FILE [--pages N] [--seed S] [--hot H] [--thp] "
+			"[--fast]\n");
 		return 2;
 	}
 	logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -437,6 +441,7 @@ int main(int argc, char **argv)
 			else
 				logf_("verify bad %s\n", why);
 		}
-		nanosleep(&ms, NULL);
+		if (!fast)
+			nanosleep(&ms, NULL);
 	}
 }
