@@ -204,6 +204,14 @@ void dump_test_hook(const char *where, int pidfd)
 	}
 }
 
+/* With UFFD_INJECT_DEBUG set: how long after the freeze step WHAT ended. */
+static void phase(const struct dump *d, const char *what)
+{
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: pid %d: %s at %.1f ms after the freeze\n",
+			(int)d->pid, what, since(&d->t_frozen) * 1e3);
+}
+
 /* A page the running target took away while a round read it: copy it next round. */
 static void unreadable(void *ctx, uint64_t addr, uint64_t len)
 {
@@ -241,8 +249,18 @@ static int precopy_round(struct dump *d)
 	d->st->dropped_pages = d->pc.dropped_pages;
 	d->st->untracked = d->pc.untracked;
 	dump_test_hook("scanned", d->pidfd);
-	if (!d->o->predump)
+	phase(d, "scanned");
+	/*
+	 * The last round ends the tracking. A hand-over registers the areas
+	 * itself: unregister now. A kill needs nothing. A dump that lets the
+	 * target go closes the target's copy now (one injected call) and
+	 * unregisters through ours once it runs again (a page-table walk the
+	 * freeze need not wait for); precopy_release() does it.
+	 */
+	if (d->o->hold)
 		precopy_disarm(&d->pc, &d->pt, &d->maps);
+	else if (!d->o->predump && !d->o->kill)
+		track_close_target(&d->pt, &d->pc.t);
 	return 0;
 }
 
@@ -511,6 +529,7 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		d.pc.pid = o->pid;
 		d.pc.prev = o->prev;
 		d.pc.dir = o->dir;
+		d.pc.last = !o->predump;
 		ret = precopy_load_prev(&d.pc);
 		if (ret < 0) {
 			dfail(&d, ret, "%s", d.pc.why);
@@ -546,8 +565,10 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		ret = classify_all(&d);
 	if (ret == 0)
 		ret = find_eager(&d);
+	phase(&d, "areas read");
 	if (ret == 0)
 		ret = precopy_round(&d);
+	phase(&d, "written set read");
 	/* A round goes on reading while the target runs: it is tracked. */
 	if (ret == 0 && o->predump) {
 		let_go(&d);
@@ -563,6 +584,7 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		st->threads = d.ntids;
 		ret = dump_pages_file(&d);
 	}
+	phase(&d, "pages copied");
 	if (ret == 0 && d.pc_on)
 		dump_test_hook("copied", d.pidfd);
 	if (ret == 0)
@@ -572,6 +594,8 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	/* Every byte is read: a target that goes on living need not wait for the disk. */
 	if (!o->kill && !o->hold)
 		let_go(&d);
+	if (d.pc_on && !o->predump && !o->hold && !o->kill)
+		precopy_unregister(&d.pc, &d.maps);
 	ret = write_images(&d);
 	if (ret == 0 && d.core_on && (ret = core_write(&d.core, d.img.dirfd, why, sizeof(why))) < 0)
 		dfail(&d, ret, "%s/%s", o->dir, why);

@@ -695,9 +695,13 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 		if (ret < 0)
 			goto out;
 	}
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: last round at %.1f ms\n", since(&z.t0) * 1e3);
 	ret = dump_run(&dopts, &dst, &z.h);
 	if (ret < 0)
 		return ret;	/* dump_run said why, and let the target go */
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: dumped at %.1f ms\n", since(&z.t0) * 1e3);
 	if (dopts.prev) {
 		st->final_pages = dst.pages;
 		st->parent_pages = dst.parent_pages;
@@ -721,7 +725,11 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 		goto out;
 	st->rss_before = status_bytes(o->pid, "VmRSS");
 	st->anon_before = status_bytes(o->pid, "RssAnon");
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: registered at %.1f ms\n", since(&z.t0) * 1e3);
 	ret = drop_pages(&z);
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: dropped at %.1f ms\n", since(&z.t0) * 1e3);
 	test_die_at("dropped");
 	st->rss_after = status_bytes(o->pid, "VmRSS");
 	st->anon_after = status_bytes(o->pid, "RssAnon");

@@ -191,7 +191,7 @@ static int scan_area(struct precopy *pc, int pmfd, const VmaEntry *v, uint32_t i
 	int ret;
 
 	pc->nreg = 0;
-	ret = track_scan(pmfd, v->start, v->end, &pc->reg, &pc->nreg, &pc->capreg, why,
+	ret = track_scan(pmfd, v->start, v->end, !pc->last, &pc->reg, &pc->nreg, &pc->capreg, why,
 			 sizeof(why));
 	if (ret == -EPERM)
 		return ret;
@@ -241,15 +241,24 @@ void precopy_disarm_all(struct pt *pt, const struct procfs_maps *m)
 	}
 }
 
-void precopy_disarm(struct precopy *pc, struct pt *pt, const struct procfs_maps *m)
+void precopy_unregister(struct precopy *pc, const struct procfs_maps *m)
 {
 	if (pc->t.ufd < 0)
 		return;
 	unregister_all(&pc->t, m);
 	for (size_t i = 0; i < m->n; i++)	/* and what this round registered */
-		if (pc->tracked && pc->tracked[i])
+		if (pc->tracked && pc->tracked[i] && !(m->v[i].vmflags & PFV_UW))
 			track_unregister(&pc->t, m->v[i].start, m->v[i].end);
-	track_close(pt, &pc->t);
+	close(pc->t.ufd);
+	pc->t.ufd = -1;
+}
+
+void precopy_disarm(struct precopy *pc, struct pt *pt, const struct procfs_maps *m)
+{
+	if (pc->t.ufd < 0)
+		return;
+	track_close_target(pt, &pc->t);
+	precopy_unregister(pc, m);
 }
 
 /* Take round N's tracker, or make a new one; mark round N as continued. */

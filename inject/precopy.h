@@ -45,6 +45,7 @@ struct precopy {
 	pid_t pid;
 	const char *prev;	/* round N's image dir; NULL: start a chain (round 1) */
 	const char *dir;	/* this round's dir, for messages and the .next file */
+	bool last;		/* the last round: read the written set, no reset */
 
 	/* What the round found; read by the caller. */
 	unsigned round;		/* 1 for a new chain */
@@ -92,6 +93,9 @@ int precopy_scan(struct precopy *pc, struct pt *pt, const struct procfs_maps *m,
  * register those areas themselves, and for the last round.
  */
 void precopy_disarm_all(struct pt *pt, const struct procfs_maps *m);
+
+/* Unregister the tracker's areas through our copy (the target may run), and close ours. */
+void precopy_unregister(struct precopy *pc, const struct procfs_maps *m);
 
 /* Unregister the tracker's areas and close it (the last round; PT frozen). */
 void precopy_disarm(struct precopy *pc, struct pt *pt, const struct procfs_maps *m);

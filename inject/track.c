@@ -232,13 +232,22 @@ void track_close(struct pt *pt, struct track *t)
 	t->ufd = -1;
 }
 
-int track_scan(int pmfd, uint64_t start, uint64_t end, struct track_region **r, size_t *n,
-	       size_t *cap, char *why, size_t len)
+void track_close_target(struct pt *pt, struct track *t)
+{
+	long r;
+
+	if (t->tfd >= 0 && pt && pt->th && !pt->gone)
+		pt_syscall(pt, &r, SYS_close, t->tfd, 0, 0, 0, 0, 0);
+	t->tfd = -1;
+}
+
+int track_scan(int pmfd, uint64_t start, uint64_t end, bool reset, struct track_region **r,
+	       size_t *n, size_t *cap, char *why, size_t len)
 {
 	struct page_region vec[256];
 	struct pm_scan_arg arg = {
 		.size = sizeof(arg),
-		.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+		.flags = (reset ? PM_SCAN_WP_MATCHING : 0) | PM_SCAN_CHECK_WPASYNC,
 		.start = start,
 		.end = end,
 		.vec = (uintptr_t)vec,

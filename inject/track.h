@@ -85,6 +85,9 @@ int track_mark_written(const struct track *t, uint64_t start, uint64_t end);
  */
 void track_close(struct pt *pt, struct track *t);
 
+/* Close only the target's copy (PT frozen); ours keeps the tracker alive. */
+void track_close_target(struct pt *pt, struct track *t);
+
 /* One page region of a scan: [start, end) with PAGE_IS_* categories. */
 struct track_region {
 	uint64_t start;
@@ -93,7 +96,8 @@ struct track_region {
 };
 
 /*
- * Read and reset the written set of [START, END) of the pagemap PMFD: every
+ * Read and reset (RESET; else only read, for a last round) the written set
+ * of [START, END) of the pagemap PMFD: every
  * present or swapped page is reported with its categories (PAGE_IS_WRITTEN,
  * PRESENT, SWAPPED, PFNZERO) and write-protected in the same step, under the
  * page table lock, so no write falls between the two. Pages not reported
@@ -102,7 +106,7 @@ struct track_region {
  * range is not registered with a write-protect-async userfaultfd (untracked),
  * or -errno with WHY.
  */
-int track_scan(int pmfd, uint64_t start, uint64_t end, struct track_region **r, size_t *n,
-	       size_t *cap, char *why, size_t len);
+int track_scan(int pmfd, uint64_t start, uint64_t end, bool reset, struct track_region **r,
+	       size_t *n, size_t *cap, char *why, size_t len);
 
 #endif

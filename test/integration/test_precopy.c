@@ -24,6 +24,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include "tserve.h"
@@ -260,6 +261,43 @@ static long num_before(const char *text, const char *s)
 	return strtol(p, NULL, 10);
 }
 
+/* How many userfaultfds PID holds, and how many of its areas are registered write-protect. */
+static void uffd_state(pid_t pid, int *nfds, int *nuw)
+{
+	char path[64], link[64], *b, *p;
+	struct dirent *de;
+	DIR *d;
+
+	*nfds = *nuw = 0;
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	cr_assert_not_null(d);
+	while ((de = readdir(d))) {
+		char lp[320];
+		ssize_t n;
+
+		snprintf(lp, sizeof(lp), "%s/%s", path, de->d_name);
+		n = readlink(lp, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = '\0';
+			*nfds += !strcmp(link, "anon_inode:[userfaultfd]");
+		}
+	}
+	closedir(d);
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	b = slurp(path);
+	for (p = b; (p = strstr(p, "VmFlags:")); p++) {
+		char *e = strchr(p, '\n');
+
+		if (e)
+			*e = '\0';
+		*nuw += strstr(p, " uw") != NULL;
+		if (e)
+			*e = '\n';
+	}
+	free(b);
+}
+
 /* pre-dump PID into tmp/DIR (after tmp/PREV if given); assert it worked; its output in OUT. */
 static void predump(pid_t pid, const char *dir, const char *prev, char *out, size_t olen)
 {
@@ -420,12 +458,15 @@ Test(precopy, lazy_prev_images_serves_the_chain, .init = setup, .fini = teardown
 	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
 			     "--prev-images", pv, NULL };
 	struct ts_status s;
+	int rc, nfds, nuw;
 	pid_t pid;
-	int rc;
 
 	daemon_on();
 	pid = pcw_start("w", args, log, sizeof(log));
 	predump(pid, "r1", NULL, out, sizeof(out));
+	uffd_state(pid, &nfds, &nuw);
+	cr_assert_eq(nfds, 1, "%d userfaultfds after round 1", nfds);
+	cr_assert_gt(nuw, 0, "nothing write-protect registered after round 1");
 	change(pid, log, 1);
 	predump(pid, "r2", "r1", out, sizeof(out));
 	change(pid, log, 2);
@@ -437,6 +478,10 @@ Test(precopy, lazy_prev_images_serves_the_chain, .init = setup, .fini = teardown
 	cr_log_info("lazy: %s", out);
 	cr_assert_not_null(strstr(out, "frozen"), "%s", out);
 	cr_assert_gt(num_before(out, "taken from the chain"), 4096, "%s", out);
+	/* The tracker is gone: only the kept copy of the hand-over's uffd, nothing write-protected. */
+	uffd_state(pid, &nfds, &nuw);
+	cr_assert_eq(nfds, 1, "%d userfaultfds", nfds);
+	cr_assert_eq(nuw, 0, "%d areas still write-protect registered", nuw);
 	verify(pid, log);
 	change(pid, log, 3);
 	verify(pid, log);
@@ -621,6 +666,33 @@ Test(precopy, target_exits_mid_round, .init = setup, .fini = teardown, .timeout 
 	cr_assert(strstr(err, "gone") || strstr(err, "No such process"), "%s", err);
 	snprintf(d, sizeof(d), "%s/r2/pagemap-%d.img", tmp, (int)pid);
 	cr_assert_neq(access(d, F_OK), 0, "a failed round left images");
+	waitpid(pid, NULL, 0);
+	forget(pid);
+}
+
+/* dump --prev-images without --kill: the target runs on untracked, as it was. */
+Test(precopy, dump_prev_images_ends_tracking, .init = setup, .fini = teardown, .timeout = 120)
+{
+	const char *args[] = { "--pages", "2048", "--hot", "64", NULL };
+	char log[128], out[4096], err[4096], ps[16], d[128], pv[128];
+	const char *da[] = { "dump", "--pid", ps, "--images", d, "--prev-images", pv, NULL };
+	int rc, nfds, nuw;
+	pid_t pid;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	change(pid, log, 2);
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/last", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	rc = tool(da, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "tracking ended"), "%s", out);
+	uffd_state(pid, &nfds, &nuw);
+	cr_assert_eq(nfds, 0, "%d userfaultfds left in it", nfds);
+	cr_assert_eq(nuw, 0, "%d areas still registered", nuw);
+	verify(pid, log);
+	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	forget(pid);
 }
