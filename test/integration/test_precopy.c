@@ -21,13 +21,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <dirent.h>
 #include <unistd.h>
 
+#include "manager.pb-c.h"
 #include "tserve.h"
+#include "wire.h"
 
 static char tmp[64];
 static pid_t kids[16];
@@ -695,4 +700,72 @@ Test(precopy, dump_prev_images_ends_tracking, .init = setup, .fini = teardown, .
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	forget(pid);
+}
+
+/* A "manager" that takes the probe, then refuses the HELLO (after the pages were dropped). */
+static void *refuser(void *arg)
+{
+	int lfd = *(int *)arg, fd, fds[WIRE_MAX_FDS], nfds;
+	uint8_t buf[WIRE_MAX_MSG];
+	Reply r = REPLY__INIT;
+	HelloReply hr = HELLO_REPLY__INIT;
+	ssize_t n;
+
+	for (int k = 0; k < 2; k++) {	/* lazy probes before the target is touched */
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			return NULL;
+		if (poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, 30000) > 0 &&
+		    (n = wire_recv(fd, buf, sizeof(buf), fds, &nfds, WIRE_MAX_FDS)) > 0) {
+			for (int i = 0; i < nfds; i++)
+				close(fds[i]);
+			hr.ok = 0;
+			hr.reason = "refused by the test";
+			r.hello = &hr;
+			wire_send(fd, &r.base, NULL, 0);
+			close(fd);
+			return NULL;
+		}
+		close(fd);
+	}
+	return NULL;
+}
+
+/* A refused hand-over of a chain puts every page back, from the parents too. */
+Test(precopy, refused_lazy_puts_the_chain_back, .init = setup, .fini = teardown, .timeout = 120)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "128", NULL };
+	char log[128], out[4096], err[4096], ps[16], d[128], pv[128];
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", a.sun_path,
+			     "--prev-images", pv, NULL };
+	int lfd, rc, nfds, nuw;
+	pthread_t th;
+	pid_t pid;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	change(pid, log, 2);	/* new, drop */
+	predump(pid, "r2", "r1", out, sizeof(out));
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s/refuse.sock", tmp);
+	lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	cr_assert_geq(lfd, 0);
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(lfd, 4), 0);
+	cr_assert_eq(pthread_create(&th, NULL, refuser, &lfd), 0);
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	snprintf(pv, sizeof(pv), "%s/r2", tmp);
+	rc = tool(la, out, sizeof(out), err, sizeof(err));
+	pthread_join(th, NULL);
+	close(lfd);
+	cr_assert_eq(rc, 1, "lazy exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(err, "refused by the test"), "%s", err);
+	cr_assert_not_null(strstr(err, "memory is back in place"), "%s", err);
+	uffd_state(pid, &nfds, &nuw);
+	cr_assert_eq(nfds, 0, "%d userfaultfds left", nfds);
+	cr_assert_eq(nuw, 0, "%d areas registered", nuw);
+	verify(pid, log);
+	change(pid, log, 4);
+	verify(pid, log);
 }
