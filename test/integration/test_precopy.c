@@ -769,3 +769,66 @@ Test(precopy, refused_lazy_puts_the_chain_back, .init = setup, .fini = teardown,
 	change(pid, log, 4);
 	verify(pid, log);
 }
+
+/* Transparent huge pages written between rounds: tracked per pmd, every byte right. */
+Test(precopy, thp_area_written_between_rounds, .init = setup, .fini = teardown, .timeout = 180)
+{
+	const char *args[] = { "--thp", "--pages", "2048", "--hot", "700", NULL };
+	char log[128], out[4096], path[64], *b, *p;
+	long huge = 0;
+	pid_t pid, r;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	b = slurp(path);
+	for (p = b; (p = strstr(p, "AnonHugePages:")); p++)
+		huge += strtol(p + 14, NULL, 10);
+	free(b);
+	if (huge == 0)
+		cr_log_warn("no huge page in the target (THP off here?): tracked as small pages");
+	predump(pid, "r1", NULL, out, sizeof(out));
+	predump(pid, "r2", "r1", out, sizeof(out));
+	verify(pid, log);
+	change(pid, log, 2);
+	predump(pid, "r3", "r2", out, sizeof(out));
+	dump_kill(pid, "last", "r3", out, sizeof(out));
+	r = restore("last", false);
+	verify(r, log);
+	end(r);
+}
+
+/* A tracked target can still be dumped plainly, and handed over without the chain. */
+Test(precopy, plain_dump_and_lazy_of_a_tracked_target, .init = setup, .fini = teardown,
+     .timeout = 180)
+{
+	const char *args[] = { "--pages", "2048", "--hot", "64", NULL };
+	char log[128], out[4096], err[4096], ps[16], d[128];
+	const char *da[] = { "dump", "--pid", ps, "--images", d, NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock, NULL };
+	int rc, nfds, nuw;
+	pid_t pid;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/plain", tmp);
+	rc = tool(da, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	/* The plain dump left the tracking alone: the chain goes on. */
+	uffd_state(pid, &nfds, &nuw);
+	cr_assert_eq(nfds, 1);
+	cr_assert_gt(nuw, 0);
+	predump(pid, "r2", "r1", out, sizeof(out));
+	cr_assert_gt(num_before(out, "left in the parent"), 1024, "%s", out);
+	/* lazy without the chain takes the tracker down and hands everything over. */
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	rc = tool(la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	uffd_state(pid, &nfds, &nuw);
+	cr_assert_eq(nfds, 1, "%d userfaultfds: the tracker is still there", nfds);
+	cr_assert_eq(nuw, 0);
+	verify(pid, log);
+	change(pid, log, 3);
+	verify(pid, log);
+}
