@@ -388,6 +388,9 @@ static void precopy_fail(struct dump *d)
 	if (!d->pc_on)
 		return;
 	precopy_abort(&d->pc, d->img.dirfd, d->pc_reset);
+	if (d->pc.t.ufd >= 0 && !d->o->kill)
+		fprintf(stderr, "uffd-inject: pid %d: its write tracking ended with this round; "
+			"start a new chain with pre-dump without --prev-images\n", (int)d->pid);
 	if (d->seized)
 		precopy_disarm(&d->pc, &d->pt, &d->maps);
 	else if (d->pc.t.ufd >= 0)

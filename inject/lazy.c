@@ -642,8 +642,8 @@ static int pre_copy_rounds(const struct lazy_opts *o, struct lazy_stats *st, cha
 				"copied (%" PRIu64 " written since the round before), %" PRIu64
 				" in the parent, %.3f s, frozen %.3f s\n", (int)o->pid, r, ds.pages,
 				ds.written_pages, ds.parent_pages, ds.total_s, ds.frozen_s);
-		/* Stop when copying no longer shrinks what the next round finds. */
-		if (r > 1 && w >= last)
+		/* Stop when a round no longer shrinks the written set by a tenth. */
+		if (r > 1 && w * 10 > last * 9)
 			break;
 		last = w;
 	}

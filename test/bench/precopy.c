@@ -225,7 +225,7 @@ static void fast_writer(const char *sock, uint64_t len)
 	row("pre-copy", what, v, "");
 	note("fast writer: the written set does not shrink from one round to the next (it "
 	     "writes its whole area faster than a round copies it); the rounds stop at the "
-	     "first that did not shrink it, and the frozen copy is that set");
+	     "first that did not shrink it by a tenth, and the frozen copy is that set");
 	kill_wait(pid);
 	rmdir_r(dir);
 	unlink(log);
