@@ -247,12 +247,13 @@ void bench_precopy(const struct bconf *c)
 		sizes[2] = 1ull << 30;
 	}
 	/* Images in memory when there is room: the figure is the tool's, not the disk's. */
-	if (statvfs("/dev/shm", &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize > 3 * sizes[2])
+	if (statvfs("/dev/shm", &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize > 2 * sizes[2])
 		snprintf(pcdir, sizeof(pcdir), "/dev/shm/uffd-bench-pc-%d", (int)getpid());
 	else
 		snprintf(pcdir, sizeof(pcdir), "%s/pc", c->dir);
 	if (mkdir(pcdir, 0700) < 0 && errno != EEXIST)
 		b_die("mkdir %s: %s", pcdir, strerror(errno));
+	printf("    images under %s, one case at a time\n", pcdir);
 	bd_start(&d, c, NULL);
 	for (int i = 0; i < 3; i++) {
 		const char *n = c->quick ? qnames[i] : names[i];
