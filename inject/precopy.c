@@ -1,6 +1,7 @@
 /*
  * One round of pre-copy: see precopy.h.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -261,6 +262,51 @@ void precopy_disarm(struct precopy *pc, struct pt *pt, const struct procfs_maps 
 	precopy_unregister(pc, m);
 }
 
+/*
+ * Refuse a target whose memory the kernel writes without a fault: pinned
+ * pages (io_uring fixed buffers, RDMA: VmPin), io_uring, Linux AIO rings.
+ * Their writes would never show in the written set, and a page left to the
+ * parent would then be stale.
+ */
+static int check_unfaulted_writes(struct precopy *pc, const struct procfs_maps *m)
+{
+	char path[64], link[64];
+	struct dirent *de;
+	long long kb = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pc->pid);
+	if (procfs_field_num(path, "VmPin", &kb) == 0 && kb > 0)
+		return cfail(pc, ENOTSUP, "it has pinned memory (VmPin %lld kB: io_uring buffers, "
+			     "RDMA, a device): the kernel writes there without a fault, so its "
+			     "writes cannot be tracked", kb);
+	for (size_t i = 0; i < m->n; i++)
+		if (m->v[i].name && !strncmp(m->v[i].name, "/[aio]", 6))
+			return cfail(pc, ENOTSUP, "it has a Linux AIO context (0x%" PRIx64 "): "
+				     "asynchronous I/O writes its buffers without a fault, so its "
+				     "writes cannot be tracked", m->v[i].start);
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pc->pid);
+	d = opendir(path);
+	if (!d)
+		return cfail(pc, errno, "%s: %s", path, strerror(errno));
+	while ((de = readdir(d))) {
+		char lp[320];
+		ssize_t n;
+
+		snprintf(lp, sizeof(lp), "%s/%s", path, de->d_name);
+		n = readlink(lp, link, sizeof(link) - 1);
+		link[n > 0 ? n : 0] = '\0';
+		if (!strcmp(link, "anon_inode:[io_uring]")) {
+			closedir(d);
+			return cfail(pc, ENOTSUP, "it uses io_uring (fd %s): the kernel writes its "
+				     "buffers without a fault, so its writes cannot be tracked",
+				     de->d_name);
+		}
+	}
+	closedir(d);
+	return 0;
+}
+
 /* Take round N's tracker, or make a new one; mark round N as continued. */
 static int take_tracker(struct precopy *pc, struct pt *pt, const struct procfs_maps *m)
 {
@@ -319,7 +365,9 @@ int precopy_scan(struct precopy *pc, struct pt *pt, const struct procfs_maps *m,
 	char path[64];
 	int pmfd, ret;
 
-	ret = take_tracker(pc, pt, m);
+	ret = check_unfaulted_writes(pc, m);
+	if (ret == 0)
+		ret = take_tracker(pc, pt, m);
 	if (ret < 0)
 		return ret;
 	pc->tracked = calloc(m->n ? m->n : 1, sizeof(*pc->tracked));

@@ -32,6 +32,7 @@
 
 #include "manager.pb-c.h"
 #include "tserve.h"
+#include "twork.h"
 #include "wire.h"
 
 static char tmp[64];
@@ -831,4 +832,28 @@ Test(precopy, plain_dump_and_lazy_of_a_tracked_target, .init = setup, .fini = te
 	verify(pid, log);
 	change(pid, log, 3);
 	verify(pid, log);
+}
+
+/* Memory the kernel writes without a fault (io_uring here) cannot be tracked: refused. */
+Test(precopy, refuses_io_uring, .init = setup, .fini = teardown, .timeout = 60)
+{
+	const char *wargs[] = { "--uring", NULL };
+	char why[256], out[4096], err[4096], ps[16], d[128];
+	const char *pa[] = { "pre-dump", "--pid", ps, "--images", d, NULL };
+	struct tw w;
+	int rc, nfds, nuw;
+
+	cr_assert_eq(tw_start(&w, wargs, why, sizeof(why)), 0, "%s", why);
+	kids[nkids++] = w.pid;
+	snprintf(ps, sizeof(ps), "%d", (int)w.pid);
+	snprintf(d, sizeof(d), "%s/r1", tmp);
+	rc = tool(pa, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 1, "pre-dump exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(err, "io_uring"), "%s", err);
+	cr_assert_neq(access(d, F_OK), 0, "a refused round left %s", d);
+	uffd_state(w.pid, &nfds, &nuw);
+	cr_assert_eq(nfds + nuw, 0, "a refused round left a tracker");
+	cr_assert_str_eq(tw_ask(&w, "v", 30000), "ok");
+	tw_stop(&w);
+	forget(w.pid);
 }
