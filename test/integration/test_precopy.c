@@ -639,6 +639,23 @@ Test(precopy, tool_killed_in_each_phase, .init = setup, .fini = teardown, .timeo
 			verify(pid, log);
 		}
 	}
+	/* The last round, a hand-over, killed after the scan and after the copy. */
+	daemon_on();
+	for (int k = 0; k < 2; k++) {
+		const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+				     "--prev-images", pv, NULL };
+
+		snprintf(tag, sizeof(tag), "lbase%d", k);
+		predump(pid, tag, NULL, out, sizeof(out));
+		snprintf(pv, sizeof(pv), "%s/%s", tmp, tag);
+		snprintf(d, sizeof(d), "%s/lazy%d", tmp, k);
+		snprintf(env, sizeof(env), "UFFD_INJECT_TEST_DIE_AT=%s", k ? "copied" : "scanned");
+		rc = tool_env(env, la, out, sizeof(out), err, sizeof(err));
+		cr_assert_eq(rc, 128 + SIGKILL, "lazy %d: exit %d: %s", k, rc, err);
+		verify(pid, log);
+		change(pid, log, 6);
+		verify(pid, log);
+	}
 	/* A chain starts over whatever was left, and tracks again. */
 	predump(pid, "fresh", NULL, out, sizeof(out));
 	change(pid, log, 1);
