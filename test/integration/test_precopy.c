@@ -412,6 +412,18 @@ static void chain(int rounds, const int *changes, long *dropped)
 	cr_assert_not_null(strstr(out, "tracking ended"), "%s", out);
 	if (num_before(out, "dropped") > 0)
 		*dropped += num_before(out, "dropped");
+	/* show counts the same pages in the parent, read through the chain. */
+	{
+		char d[128], sout[4096], serr[1024], want[64];
+		const char *sa[] = { "show", "--json", d, NULL };
+
+		snprintf(d, sizeof(d), "%s/last", tmp);
+		cr_assert_eq(tool(sa, sout, sizeof(sout), serr, sizeof(serr)), 0, "%s", serr);
+		snprintf(want, sizeof(want), "\"parent_pages\": %ld", parent);
+		if (!strstr(sout, want))
+			snprintf(want, sizeof(want), "\"parent_pages\":%ld", parent);
+		cr_assert_not_null(strstr(sout, want), "no %s in %s", want, sout);
+	}
 
 	cr_assert_eq(stat(log, &sb), 0);
 	r = restore("last", false);
