@@ -145,7 +145,8 @@ check: deps
 	@$(MAKE) --no-print-directory test
 
 bench: deps
-	@$(MAKE) --no-print-directory all $(BENCH) $(BUILD)/test/helpers/rworkload
+	@$(MAKE) --no-print-directory all $(BENCH) $(BUILD)/test/helpers/rworkload \
+		$(BUILD)/test/helpers/pcwriter
 	UFFD_TEST_BUILD=$(abspath $(BUILD)) $(BENCH) --md $(CURDIR)/BENCHMARKS.md
 
 # The release-race tests (test/integration/test_release.c) at full size.

@@ -23,6 +23,7 @@
 #include "dump_area.h"
 #include "dump_image.h"
 #include "dump_pages.h"
+#include "precopy.h"
 #include "ptrace.h"
 #include "why.h"
 
@@ -40,6 +41,9 @@ struct dump {
 	bool core_on;
 	struct dump_image img;	/* the files */
 	struct dump_pages pg;	/* the pages, and what was written about them */
+	struct precopy pc;	/* pre-copy: the tracker and the chain */
+	bool pc_on;
+	bool pc_reset;		/* the written set was reset: the previous round is spent */
 
 	struct procfs_maps maps;
 	struct procfs_stat stat;
@@ -162,8 +166,14 @@ static int classify_all(struct dump *d)
 	char why[640];
 	int ret;
 
-	ret = dump_area_classify_all(&d->maps, d->pid, d->o->no_locked, &d->vmas, &d->areas, why,
-				     sizeof(why));
+	struct track_found f;
+	bool allow_wp = d->pc_on;
+
+	/* Areas our own tracker write-protects are dumped as any others. */
+	if (!allow_wp && track_find(d->pid, &f, NULL, 0) == 0 && f.n)
+		allow_wp = true;
+	ret = dump_area_classify_all(&d->maps, d->pid, d->o->no_locked, allow_wp, &d->vmas,
+				     &d->areas, why, sizeof(why));
 	if (ret < 0)
 		return dfail(d, ret, "%s", why);
 	d->st->vmas = d->maps.n;
@@ -176,6 +186,93 @@ static int find_eager(struct dump *d)
 	if (dump_area_find_eager(&d->pt, &d->stat, d->nauxv, d->vmas, d->maps.n, &d->eager,
 				 &d->neager) < 0)
 		return dfail(d, ENOMEM, "out of memory");
+	return 0;
+}
+
+void dump_test_hook(const char *where, int pidfd)
+{
+	const char *at = getenv("UFFD_INJECT_TEST_DIE_AT");
+
+	if (at && !strcmp(at, where))
+		raise(SIGKILL);
+	at = getenv("UFFD_INJECT_TEST_KILL_TARGET_AT");
+	if (at && !strcmp(at, where) && pidfd >= 0) {
+		struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+
+		syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+		poll(&pfd, 1, 5000);
+	}
+}
+
+/* With UFFD_INJECT_DEBUG set: how long after the freeze step WHAT ended. */
+static void phase(const struct dump *d, const char *what)
+{
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: pid %d: %s at %.1f ms after the freeze\n",
+			(int)d->pid, what, since(&d->t_frozen) * 1e3);
+}
+
+/* A page the running target took away while a round read it: copy it next round. */
+static void unreadable(void *ctx, uint64_t addr, uint64_t len)
+{
+	struct dump *d = ctx;
+
+	d->st->skipped_pages += len / DUMP_PAGE;
+	track_mark_written(&d->pc.t, addr, addr + len);
+}
+
+/*
+ * Pre-copy, frozen: take the tracker, read and reset the written set. The
+ * last round takes the tracker down (a hand-over registers the areas
+ * itself); a hand-over without a chain takes down any tracker it finds.
+ */
+static int precopy_round(struct dump *d)
+{
+	int ret;
+
+	if (!d->pc_on) {
+		if (d->o->hold)
+			precopy_disarm_all(&d->pt, &d->maps);
+		return 0;
+	}
+	d->pc_reset = true;	/* from the first area scanned on */
+	ret = precopy_scan(&d->pc, &d->pt, &d->maps, d->vmas, d->areas);
+	if (ret < 0) {
+		if (!d->pc.marked && d->pc.prev)
+			d->pc_reset = false;	/* refused before any reset */
+		return dfail(d, ret, "%s", d->pc.why);
+	}
+	d->st->round = d->pc.round;
+	d->st->written_pages = d->pc.written_pages;
+	d->st->parent_pages = d->pc.parent_pages;
+	d->st->fresh_pages = d->pc.fresh_pages;
+	d->st->dropped_pages = d->pc.dropped_pages;
+	d->st->untracked = d->pc.untracked;
+	dump_test_hook("scanned", d->pidfd);
+	phase(d, "scanned");
+	/*
+	 * The last round ends the tracking. A hand-over registers the areas
+	 * itself: unregister now. A kill needs nothing. A dump that lets the
+	 * target go closes the target's copy now (one injected call) and
+	 * unregisters through ours once it runs again (a page-table walk the
+	 * freeze need not wait for); precopy_release() does it.
+	 */
+	if (d->o->hold)
+		precopy_disarm(&d->pc, &d->pt, &d->maps);
+	else if (!d->o->predump && !d->o->kill)
+		track_close_target(&d->pt, &d->pc.t);
+	return 0;
+}
+
+/* Add the pages the chain holds to the pagemap (and spans). */
+static int precopy_finish(struct dump *d)
+{
+	if (!d->pc_on)
+		return 0;
+	if (precopy_merge(&d->pc, d->areas, d->eager, d->neager, &d->pg.pe, &d->pg.npe,
+			  &d->pg.spans, &d->pg.nspans) < 0)
+		return dfail(d, ENOMEM, "out of memory");
+	d->st->entries = d->pg.npe;
 	return 0;
 }
 
@@ -196,6 +293,14 @@ static int dump_pages_file(struct dump *d)
 	p->pages_name = d->img.tmp[DUMP_F_PAGES];
 	p->interrupted = &dump_interrupted;
 	p->st = d->st;
+	if (d->pc_on) {
+		p->tracked = d->pc.tracked;
+		p->copy = d->pc.copy;
+		p->ncopy = d->pc.ncopy;
+		p->tolerant = d->o->predump;
+		p->unreadable = unreadable;
+		p->unreadable_ctx = d;
+	}
 	ret = dump_pages_open(p);
 	if (ret < 0)
 		return dfail(d, ret, "%s", p->why);
@@ -277,8 +382,26 @@ static void cleanup(struct dump *d)
 	dump_image_abort(&d->img);
 }
 
+/* A failed round leaves no tracker that could be taken for a chain's. */
+static void precopy_fail(struct dump *d)
+{
+	if (!d->pc_on)
+		return;
+	precopy_abort(&d->pc, d->img.dirfd, d->pc_reset);
+	if (d->pc.t.ufd >= 0 && !d->o->kill)
+		fprintf(stderr, "uffd-inject: pid %d: its write tracking ended with this round; "
+			"start a new chain with pre-dump without --prev-images\n", (int)d->pid);
+	if (d->seized)
+		precopy_disarm(&d->pc, &d->pt, &d->maps);
+	else if (d->pc.t.ufd >= 0)
+		/* Let go already: unregistered, its fd left inert in the target. */
+		for (size_t i = 0; i < d->maps.n; i++)
+			track_unregister(&d->pc.t, d->maps.v[i].start, d->maps.v[i].end);
+}
+
 static void release(struct dump *d)
 {
+	precopy_free(&d->pc);
 	core_free(&d->core);
 	dump_image_close(&d->img);
 	dump_pages_free(&d->pg);
@@ -313,6 +436,15 @@ static void summary(const struct dump *d)
 		st->read_s > 0 ? (double)(st->pages * DUMP_PAGE) / st->read_s / 1e6 : 0.0,
 		st->total_s > 0 ? (double)(st->pages * DUMP_PAGE) / st->total_s / 1e6 : 0.0,
 		d->o->kill ? "killed" : "left running");
+	if (d->pc_on)
+		fprintf(d->o->out,
+			"uffd-inject: round %u%s%s: %" PRIu64 " pages written since, %" PRIu64
+			" left in the parent, %" PRIu64 " unwritten but new to the chain, %"
+			PRIu64 " dropped, %" PRIu64 " to copy next round, %u areas copied "
+			"whole; %s\n", st->round, d->o->prev ? " after " : "",
+			d->o->prev ? d->o->prev : "", st->written_pages, st->parent_pages,
+			st->fresh_pages, st->dropped_pages, st->skipped_pages, st->untracked,
+			d->o->predump ? "writes tracked" : "tracking ended");
 }
 
 /* Hand the frozen target and what was written about it to the caller. */
@@ -386,9 +518,26 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	for (int i = 0; i < 3; i++)
 		sigaction(sigs[i], &sa, &old[i]);
 
+	d.pc.t.tfd = d.pc.t.ufd = -1;
 	if (o->hold && (!h || o->kill)) {
 		ret = dfail(&d, EINVAL, "hold needs somewhere to hand the target and no kill");
 		goto out;
+	}
+	if (o->predump && (o->hold || o->kill)) {
+		ret = dfail(&d, EINVAL, "a pre-dump round neither holds nor kills");
+		goto out;
+	}
+	if (o->predump || o->prev) {
+		d.pc_on = true;
+		d.pc.pid = o->pid;
+		d.pc.prev = o->prev;
+		d.pc.dir = o->dir;
+		d.pc.last = !o->predump;
+		ret = precopy_load_prev(&d.pc);
+		if (ret < 0) {
+			dfail(&d, ret, "%s", d.pc.why);
+			goto out;
+		}
 	}
 	if (o->pid <= 0 || o->pid == getpid()) {
 		ret = dfail(&d, EINVAL, "cannot dump %s", o->pid <= 0 ? "that" : "myself");
@@ -419,6 +568,15 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		ret = classify_all(&d);
 	if (ret == 0)
 		ret = find_eager(&d);
+	phase(&d, "areas read");
+	if (ret == 0)
+		ret = precopy_round(&d);
+	phase(&d, "written set read");
+	/* A round goes on reading while the target runs: it is tracked. */
+	if (ret == 0 && o->predump) {
+		let_go(&d);
+		dump_test_hook("running", d.pidfd);
+	}
 	if (ret == 0 && o->kill) {
 		d.core_on = true;
 		ret = core_collect(&d.core, &d.pt, &d.maps, why, sizeof(why));
@@ -429,16 +587,25 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		st->threads = d.ntids;
 		ret = dump_pages_file(&d);
 	}
+	phase(&d, "pages copied");
+	if (ret == 0 && d.pc_on)
+		dump_test_hook("copied", d.pidfd);
+	if (ret == 0)
+		ret = precopy_finish(&d);
 	if (ret < 0)
 		goto out;
 	/* Every byte is read: a target that goes on living need not wait for the disk. */
 	if (!o->kill && !o->hold)
 		let_go(&d);
+	if (d.pc_on && !o->predump && !o->hold && !o->kill)
+		precopy_unregister(&d.pc, &d.maps);
 	ret = write_images(&d);
 	if (ret == 0 && d.core_on && (ret = core_write(&d.core, d.img.dirfd, why, sizeof(why))) < 0)
 		dfail(&d, ret, "%s/%s", o->dir, why);
 	if (ret == 0 && d.core_on && (ret = core_publish(&d.core, d.img.dirfd, why, sizeof(why))) < 0)
 		dfail(&d, ret, "%s/%s", o->dir, why);
+	if (ret == 0 && d.pc_on && (ret = precopy_write_files(&d.pc, d.img.dirfd)) < 0)
+		dfail(&d, ret, "%s", d.pc.why);
 	if (ret == 0)
 		ret = publish(&d);
 	if (ret == 0 && o->kill)
@@ -450,10 +617,13 @@ out:
 		d.img.made_dir = false;
 	else if (d.core_on && d.img.dirfd >= 0)
 		core_abort(&d.core, d.img.dirfd);
+	if (ret < 0)
+		precopy_fail(&d);
 	cleanup(&d);	/* after publish() there are no temporary files left */
 	st->total_s = since(&d.t_start);
 	if (ret < 0)
-		fprintf(stderr, "uffd-inject: %s: %s\n", o->hold ? "lazy" : "dump",
+		fprintf(stderr, "uffd-inject: %s: %s\n", o->hold ? "lazy" : o->predump ?
+			"pre-dump" : "dump",
 			d.why[0] ? d.why : strerror(-ret));
 	else
 		summary(&d);

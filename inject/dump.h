@@ -24,6 +24,14 @@ struct dump_opts {
 	bool buffered;		/* write pages-1.img through the page cache, not O_DIRECT */
 	bool hold;		/* keep the target frozen and hand it to the caller (struct dump_held) */
 	bool no_locked;		/* refuse mlock()ed areas (their pages cannot be dropped) */
+	/*
+	 * Pre-copy (precopy.h). PREDUMP: a round that leaves the target running
+	 * and tracked (frozen only to read and reset the written set), starting
+	 * a chain, or continuing PREV. PREV without PREDUMP: the last round,
+	 * frozen throughout; the tracker is taken down.
+	 */
+	bool predump;
+	const char *prev;	/* the previous round's image dir, or NULL */
 	FILE *out;		/* where the summary goes; NULL for none */
 };
 
@@ -47,6 +55,14 @@ struct dump_stats {
 	double write_s;		/* spent writing pages-1.img (before the sync) */
 	double frozen_s;	/* from the freeze to the detach (or the kill) */
 	double total_s;
+	/* Pre-copy rounds only. */
+	unsigned round;		/* 1 for the first of a chain */
+	uint64_t written_pages;	/* the written set read (zero pages included) */
+	uint64_t parent_pages;	/* left to the previous round's images */
+	uint64_t fresh_pages;	/* present, unwritten, not in the chain: copied */
+	uint64_t dropped_pages;	/* in the chain, dropped since: holes now */
+	uint64_t skipped_pages;	/* could not be read while it ran: next round */
+	unsigned untracked;	/* areas copied whole */
 };
 
 /*
@@ -74,6 +90,13 @@ struct dump_held {
 };
 
 #define DUMP_SPAN_GAP	(64ull << 20)
+
+/*
+ * For the tests of what a killed uffd-inject leaves behind: die by SIGKILL
+ * at step WHERE when UFFD_INJECT_TEST_DIE_AT names it; SIGKILL the target
+ * PIDFD there when UFFD_INJECT_TEST_KILL_TARGET_AT does.
+ */
+void dump_test_hook(const char *where, int pidfd);
 
 /* Let the target go (if still held) and free H. */
 void dump_held_release(struct dump_held *h);

@@ -181,7 +181,7 @@ refuse_ht:
 }
 
 int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locked,
-			   VmaEntry **vmas, struct dump_area **areas, char *why, size_t len)
+			   bool allow_wp, VmaEntry **vmas, struct dump_area **areas, char *why, size_t len)
 {
 	char what[512];
 
@@ -195,7 +195,11 @@ int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locke
 		const struct procfs_vma *v = &m->v[i];
 		const struct dump_area *a = &(*areas)[i];
 
-		if (dump_classify(v, &(*vmas)[i], &(*areas)[i], what, sizeof(what)) < 0) {
+		struct procfs_vma vv = *v;
+
+		if (allow_wp)
+			vv.vmflags &= ~PFV_UW;
+		if (dump_classify(&vv, &(*vmas)[i], &(*areas)[i], what, sizeof(what)) < 0) {
 			snprintf(why, len, "cannot dump: %s", what);
 			return -ENOTSUP;
 		}

@@ -16,48 +16,8 @@
 
 #include "dump_pages.h"
 #include "pagemap.h"
+#include "pmscan.h"
 #include "why.h"
-
-#ifndef PAGEMAP_SCAN
-/*
- * The PAGEMAP_SCAN ioctl of /proc/PID/pagemap (Linux 6.7), as the kernel's
- * include/uapi/linux/fs.h defines it; Debian 12's headers predate it.
- */
-#define PAGEMAP_SCAN	_IOWR('f', 16, struct pm_scan_arg)
-
-#define PAGE_IS_WPALLOWED	(1 << 0)
-#define PAGE_IS_WRITTEN		(1 << 1)
-#define PAGE_IS_FILE		(1 << 2)
-#define PAGE_IS_PRESENT		(1 << 3)
-#define PAGE_IS_SWAPPED		(1 << 4)
-#define PAGE_IS_PFNZERO		(1 << 5)
-#define PAGE_IS_HUGE		(1 << 6)
-
-struct page_region {
-	uint64_t start;
-	uint64_t end;
-	uint64_t categories;
-};
-
-struct pm_scan_arg {
-	uint64_t size;
-	uint64_t flags;
-	uint64_t start;
-	uint64_t end;
-	uint64_t walk_end;
-	uint64_t vec;
-	uint64_t vec_len;
-	uint64_t max_pages;
-	uint64_t category_inverted;
-	uint64_t category_mask;
-	uint64_t category_anyof_mask;
-	uint64_t return_mask;
-};
-#endif
-
-#ifndef PAGE_IS_GUARD
-#define PAGE_IS_GUARD		(1 << 8)	/* Linux 6.14: MADV_GUARD_INSTALL markers */
-#endif
 
 /* /proc/PID/pagemap words (Documentation/admin-guide/mm/pagemap.rst). */
 #define PM_PRESENT	(1ull << 63)
@@ -141,6 +101,33 @@ static int mem_read(struct dump_pages *p, uint64_t addr, uint8_t *dst, uint64_t 
 	return 0;
 }
 
+/*
+ * Read LEN bytes at ADDR into the buffer at OFF page by page through
+ * /proc/PID/mem, marking the pages that cannot be read (the target runs:
+ * an area can go away under us) instead of failing.
+ */
+static int tolerant_read(struct dump_pages *p, uint64_t addr, uint64_t off, uint64_t len)
+{
+	if (p->memfd < 0) {
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/%d/mem", (int)p->pid);
+		p->memfd = open(path, O_RDONLY | O_CLOEXEC);
+		if (p->memfd < 0)
+			return pfail(p, errno, "%s: %s", path, strerror(errno));
+	}
+	for (uint64_t x = 0; x < len; x += DUMP_PAGE) {
+		ssize_t n;
+
+		do
+			n = pread(p->memfd, p->buf + off + x, DUMP_PAGE, (off_t)(addr + x));
+		while (n < 0 && errno == EINTR);
+		if (n != (ssize_t)DUMP_PAGE)
+			p->bad[(off + x) / DUMP_PAGE] = 1;
+	}
+	return 0;
+}
+
 /* Fill the buffer with the batch: process_vm_readv for all items at once, and
  * /proc/PID/mem for the rest of an item where it stops short. */
 static int read_batch(struct dump_pages *p)
@@ -181,8 +168,12 @@ static int read_batch(struct dump_pages *p)
 		if (first == p->nitems)
 			break;
 		/* Item FIRST stopped after GOT bytes: read its rest the other way. */
-		ret = mem_read(p, p->items[first].addr + got, p->buf + off + got,
-			       p->items[first].len - got);
+		if (p->tolerant)
+			ret = tolerant_read(p, p->items[first].addr + got, off + got,
+					    p->items[first].len - got);
+		else
+			ret = mem_read(p, p->items[first].addr + got, p->buf + off + got,
+				       p->items[first].len - got);
 		if (ret < 0)
 			break;
 		off += p->items[first].len;
@@ -379,6 +370,12 @@ static int flush_batch(struct dump_pages *p)
 		const struct dump_area *a = &p->areas[it->area];
 
 		for (uint64_t x = 0; x < it->len; x += DUMP_PAGE, off += DUMP_PAGE) {
+			if (p->bad[off / DUMP_PAGE]) {
+				p->bad[off / DUMP_PAGE] = 0;
+				if (p->unreadable)
+					p->unreadable(p->unreadable_ctx, it->addr + x, DUMP_PAGE);
+				continue;
+			}
 			/* A zero page of an anonymous area reads zero without us; in a
 			 * private file mapping it hides the file's page, so it stays. */
 			if (a->kind == DUMP_ANON && page_is_zero(p->buf + off)) {
@@ -616,6 +613,7 @@ int dump_pages_open(struct dump_pages *p)
 
 int dump_pages(struct dump_pages *p, int fd)
 {
+	size_t k = 0;
 	int ret;
 
 	ret = writer_start(&p->w, fd);
@@ -626,6 +624,17 @@ int dump_pages(struct dump_pages *p, int fd)
 	for (uint32_t i = 0; i < p->nvmas; i++) {
 		if (p->areas[i].kind == DUMP_NONE)
 			continue;
+		if (p->tracked && p->tracked[i]) {
+			/* Pre-copy: what precopy.c sorted out, not every page. */
+			while (k < p->ncopy && p->copy[k].area < i)
+				k++;
+			for (ret = 0; k < p->ncopy && p->copy[k].area == i && ret == 0; k++)
+				ret = add_range(p, i, p->copy[k].start,
+						p->copy[k].end - p->copy[k].start);
+			if (ret < 0)
+				return ret;
+			continue;
+		}
 		ret = p->use_scan ? scan_area(p, i) : pagemap_area(p, i);
 		if (ret == -ENOTTY) {	/* no PAGEMAP_SCAN here: before Linux 6.7 */
 			p->use_scan = false;

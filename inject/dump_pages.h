@@ -61,6 +61,18 @@ struct dump_pages {
 	const char *pages_name;		/* and the pages file's name in it */
 	const volatile sig_atomic_t *interrupted;	/* checked between batches */
 	struct dump_stats *st;		/* read_s, write_s, pages, holes, ... added to */
+	/*
+	 * Pre-copy (precopy.h): in areas marked TRACKED, read only the COPY
+	 * ranges (address order) instead of every page found. TOLERANT (the
+	 * target runs meanwhile): a page that cannot be read is left out and
+	 * given to UNREADABLE, instead of failing the dump.
+	 */
+	const bool *tracked;
+	const struct dump_range *copy;
+	size_t ncopy;
+	bool tolerant;
+	void (*unreadable)(void *ctx, uint64_t addr, uint64_t len);
+	void *unreadable_ctx;
 
 	/* What was written, in address order; the caller may take them. */
 	struct dump_pe *pe;
@@ -80,6 +92,7 @@ struct dump_pages {
 	struct dump_writer w;
 	uint8_t *buf;			/* the writer's buffer being filled */
 	struct iovec *riov;
+	uint8_t bad[DUMP_BATCH / 4096];	/* pages of the batch that could not be read */
 	struct dump_item *items;	/* the batch being gathered */
 	size_t nitems;
 	uint64_t batch;

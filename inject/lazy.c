@@ -26,6 +26,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
@@ -53,6 +54,7 @@
 #include "pagemap.h"
 #include "procfs.h"
 #include "ptrace.h"
+#include "track.h"
 #include "wire.h"
 #include "why.h"
 
@@ -242,6 +244,9 @@ static int survey_fds(struct lz *z)
 				     "write into pages after they are dropped", fd);
 		}
 		if (strcmp(link, "anon_inode:[userfaultfd]"))
+			continue;
+		/* A pre-copy tracker: the dump takes it down before we register. */
+		if (track_is_tracker(z->o->pid, (int)fd))
 			continue;
 		if (fd >= LZ_FD_CEIL / 2 && z->old_kept < 0 &&
 		    uffd_fd_features(z->o->pid, (int)fd) == LZ_FEATURES) {
@@ -480,28 +485,31 @@ static int undo(struct lz *z)
 	if (z->h.pt.gone)
 		return 0;	/* nothing left to put back */
 	if (z->dropped) {
-		struct stat sb;
-		uint8_t *map = MAP_FAILED;
-		uint64_t off = 0;
-		int fd = openat(z->h.dirfd, "pages-1.img", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		struct pages_cache cache;
+		struct pagemap *pm = NULL;
+		struct img_err err;
 
-		if (fd >= 0 && fstat(fd, &sb) == 0 && sb.st_size > 0)
-			map = mmap(NULL, sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-		if (fd >= 0)
-			close(fd);
-		if (map == MAP_FAILED) {
+		/* Through the pagemap: pages in the parent come from the chain. */
+		pages_cache_init(&cache);
+		if (pagemap_load(&pm, z->h.dirfd, (uint32_t)z->o->pid, &cache, &err) < 0) {
 			ret = -EIO;
 		} else {
 			for (size_t i = 0; i < z->h.npe && ret == 0; i++) {
-				uint64_t len = z->h.pe[i].nr * LZ_PAGE;
+				uint64_t a = z->h.pe[i].vaddr, end = a + z->h.pe[i].nr * LZ_PAGE;
 
-				if (off + len > (uint64_t)sb.st_size)
-					ret = -EIO;
-				else if (z->h.pe[i].flags & PE_LAZY)
-					ret = copy_in(z, z->h.pe[i].vaddr, map + off, len);
-				off += len;
+				while (ret == 0 && (z->h.pe[i].flags & PE_LAZY) && a < end) {
+					struct pm_run run;
+
+					pagemap_resolve(pm, a, end - a, &run);
+					if (run.src != PM_DATA || !run.pf || !run.pf->base ||
+					    run.off + run.len > run.pf->size || !run.len)
+						ret = -EIO;
+					else
+						ret = copy_in(z, a, run.pf->base + run.off, run.len);
+					a += run.len;
+				}
 			}
-			munmap(map, sb.st_size);
+			pagemap_free(pm, &cache);
 		}
 		if (ret < 0) {
 			fprintf(stderr, "uffd-inject: pid %d: cannot put its memory back from %s: "
@@ -583,18 +591,74 @@ static void summary(const struct lz *z, uint64_t served)
 		st->rss_before / 1048576.0, st->rss_after / 1048576.0,
 		st->anon_before / 1048576.0, st->anon_after / 1048576.0, st->dump_s,
 		st->frozen_s, st->total_s);
+	if (z->o->prev || z->o->pre_copy)
+		fprintf(z->o->out,
+			"uffd-inject: pre-copy: %u round%s before; frozen, %" PRIu64 " pages "
+			"copied, %" PRIu64 " taken from the chain\n", st->rounds,
+			st->rounds == 1 ? "" : "s", st->final_pages, st->parent_pages);
 	if (served != st->lazy_pages)
 		fprintf(z->o->out, "uffd-inject: note: the manager counts %" PRIu64
 			" pages to serve\n", served);
 }
 
+/*
+ * lazy --pre-copy: pre-dump rounds into DIR/pre-1, DIR/pre-2, ... while the
+ * target runs, each copying what was written during the one before, until
+ * the written set stops shrinking or MAX rounds are done. The last round's
+ * dir goes into PREV (PREV_LEN bytes). Returns 0 or -errno (said).
+ */
+static int pre_copy_rounds(const struct lazy_opts *o, struct lazy_stats *st, char *prev,
+			   size_t prev_len)
+{
+	unsigned max = o->max_rounds ? o->max_rounds : 8;
+	uint64_t last = UINT64_MAX;
+	char dir[PATH_MAX];
+
+	if (mkdir(o->dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "uffd-inject: lazy: %s: mkdir: %s\n", o->dir, strerror(errno));
+		return -errno;
+	}
+	prev[0] = '\0';
+	for (unsigned r = 1; r <= max; r++) {
+		struct dump_opts d = {
+			.pid = o->pid,
+			.dir = dir,
+			.predump = true,
+			.prev = prev[0] ? prev : NULL,
+		};
+		struct dump_stats ds;
+		uint64_t w;
+		int ret;
+
+		snprintf(dir, sizeof(dir), "%s/pre-%u", o->dir, r);
+		ret = dump_run(&d, &ds, NULL);
+		if (ret < 0)
+			return ret;	/* dump_run said why */
+		snprintf(prev, prev_len, "%s", dir);
+		st->rounds = r;
+		w = r == 1 ? ds.pages : ds.written_pages + ds.skipped_pages;
+		if (o->out)
+			fprintf(o->out, "uffd-inject: pid %d pre-copy round %u: %" PRIu64 " pages "
+				"copied (%" PRIu64 " written since the round before), %" PRIu64
+				" in the parent, %.3f s, frozen %.3f s\n", (int)o->pid, r, ds.pages,
+				ds.written_pages, ds.parent_pages, ds.total_s, ds.frozen_s);
+		/* Stop when a round no longer shrinks the written set by a tenth. */
+		if (r > 1 && w * 10 > last * 9)
+			break;
+		last = w;
+	}
+	return 0;
+}
+
 int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 {
+	char prev[PATH_MAX];
 	struct dump_opts dopts = {
 		.pid = o->pid,
 		.dir = o->dir,
 		.hold = true,
 		.no_locked = true,
+		.prev = o->prev,
 		.out = NULL,
 	};
 	sigset_t block, oldmask;
@@ -622,9 +686,26 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 		ret = survey_fds(&z);
 	if (ret < 0)
 		goto out;
+	if (o->pre_copy) {
+		ret = pre_copy_rounds(o, st, prev, sizeof(prev));
+		if (ret < 0)
+			return ret;
+		dopts.prev = prev;
+		ret = survey_fds(&z);	/* the tracker's fd was taken meanwhile */
+		if (ret < 0)
+			goto out;
+	}
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: last round at %.1f ms\n", since(&z.t0) * 1e3);
 	ret = dump_run(&dopts, &dst, &z.h);
 	if (ret < 0)
 		return ret;	/* dump_run said why, and let the target go */
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: dumped at %.1f ms\n", since(&z.t0) * 1e3);
+	if (dopts.prev) {
+		st->final_pages = dst.pages;
+		st->parent_pages = dst.parent_pages;
+	}
 	z.held = true;
 	st->dump_s = since(&z.t0);
 	/* From here the steps are short and must not be cut: a ^C waits for the end. */
@@ -644,7 +725,11 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 		goto out;
 	st->rss_before = status_bytes(o->pid, "VmRSS");
 	st->anon_before = status_bytes(o->pid, "RssAnon");
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: registered at %.1f ms\n", since(&z.t0) * 1e3);
 	ret = drop_pages(&z);
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: dropped at %.1f ms\n", since(&z.t0) * 1e3);
 	test_die_at("dropped");
 	st->rss_after = status_bytes(o->pid, "VmRSS");
 	st->anon_after = status_bytes(o->pid, "RssAnon");

@@ -15,6 +15,9 @@ struct lazy_opts {
 	const char *dir;	/* images: created if missing; must not hold a dump */
 	const char *socket;	/* the manager's socket */
 	int timeout_ms;		/* for the manager's answer; 0 = 10 s */
+	const char *prev;	/* the last pre-dump round: copy only what was written since */
+	bool pre_copy;		/* do the rounds first, into DIR/pre-N, then hand over */
+	unsigned max_rounds;	/* of pre_copy, the final one not counted; 0 = 8 */
 	FILE *out;		/* where the summary goes; NULL for none */
 };
 
@@ -30,6 +33,9 @@ struct lazy_stats {
 	double dump_s;		/* from the start to the images on disk */
 	double frozen_s;	/* from the freeze to the detach */
 	double total_s;
+	unsigned rounds;	/* pre-copy rounds done before the hand-over */
+	uint64_t final_pages;	/* pages copied while frozen (with a chain) */
+	uint64_t parent_pages;	/* pages the chain held */
 };
 
 /*

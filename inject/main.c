@@ -20,12 +20,16 @@ static void usage(FILE *out)
 	fputs("usage: uffd-inject COMMAND [OPTIONS]\n"
 	      "\n"
 	      "commands:\n"
-	      "  dump --pid PID --images DIR [--kill]\n"
+	      "  dump --pid PID --images DIR [--kill] [--prev-images DIR0]\n"
 	      "                      freeze a running process and write its memory to DIR\n"
 	      "                      as CRIU images; --kill ends it once they are on disk\n"
 	      "                      (and records what restore needs, refusing what it\n"
-	      "                      cannot bring back)\n"
-	      "  lazy --pid PID --images DIR [--socket S]\n"
+	      "                      cannot bring back); --prev-images: only what it wrote\n"
+	      "                      since the pre-dump into DIR0\n"
+	      "  pre-dump --pid PID --images DIR [--prev-images DIR0]\n"
+	      "                      copy its memory while it runs, tracking its writes,\n"
+	      "                      so that a later round or dump copies only those\n"
+	      "  lazy --pid PID --images DIR [--socket S] [--prev-images DIR0 | --pre-copy]\n"
 	      "                      dump a running process, then hand its memory to\n"
 	      "                      uffd-manager: it runs on while its pages come back\n"
 	      "  restore --images DIR [--socket S] [--eager] [--stdio inherit|null|FILE]\n"
@@ -73,7 +77,7 @@ static int cmd_show(int argc, char **argv)
 }
 
 static const char dump_usage[] =
-	"usage: uffd-inject dump --pid PID --images DIR [--kill]\n";
+	"usage: uffd-inject dump --pid PID --images DIR [--kill] [--prev-images DIR0]\n";
 
 static const char dump_help[] =
 	"\n"
@@ -93,6 +97,11 @@ static const char dump_help[] =
 	"                      files.img, fdinfo-1.img, fs-PID.img), and refuse,\n"
 	"                      before reading a page, a process restore cannot bring\n"
 	"                      back (threads, sockets, pipes, timers, ...)\n"
+	"  -P, --prev-images DIR0\n"
+	"                      the last round of `uffd-inject pre-dump`: copy only the\n"
+	"                      pages written since (while frozen) and mark the rest\n"
+	"                      as in the parent (PE_PARENT entries, DIR/parent links\n"
+	"                      to DIR0); the write tracking ends\n"
 	"  -h, --help          show this help\n"
 	"\n"
 	"Exit status: 0 dumped, 1 failed (the process is left running as it was and\n"
@@ -120,13 +129,14 @@ static int cmd_dump(int argc, char **argv)
 		{ "pid", required_argument, NULL, 'p' },
 		{ "images", required_argument, NULL, 'D' },
 		{ "kill", no_argument, NULL, 'k' },
+		{ "prev-images", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct dump_opts o = { .out = stdout };
 	int c;
 
-	while ((c = getopt_long(argc, argv, "p:D:kh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:D:kP:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			if (parse_pid(optarg, &o.pid) < 0) {
@@ -140,6 +150,14 @@ static int cmd_dump(int argc, char **argv)
 			break;
 		case 'k':
 			o.kill = true;
+			break;
+		case 'P':
+			if (!optarg[0]) {
+				fprintf(stderr, "uffd-inject dump: empty --prev-images\n%s",
+					dump_usage);
+				return 2;
+			}
+			o.prev = optarg;
 			break;
 		case 'h':
 			fputs(dump_usage, stdout);
@@ -163,8 +181,92 @@ static int cmd_dump(int argc, char **argv)
 	return dump_run(&o, NULL, NULL) < 0 ? 1 : 0;
 }
 
+static const char predump_usage[] =
+	"usage: uffd-inject pre-dump --pid PID --images DIR [--prev-images DIR0]\n";
+
+static const char predump_help[] =
+	"\n"
+	"One round of pre-copy: write the memory of process PID into DIR as CRIU\n"
+	"images while it runs, and track what it writes from then on, so that the\n"
+	"next round (pre-dump, dump or lazy with --prev-images DIR) copies only\n"
+	"that. The first round makes a userfaultfd inside the process (kept at a\n"
+	"high close-on-exec fd), registers its anonymous private areas in\n"
+	"write-protect mode (asynchronous: a write is never blocked) and copies\n"
+	"everything; a round with --prev-images copies what was written since\n"
+	"DIR0 and marks the rest as in the parent (PE_PARENT entries; DIR/parent\n"
+	"links to DIR0, as with criu pre-dump). The process is frozen only while\n"
+	"the written set is read and reset, one page-table walk; a page written\n"
+	"while it is copied is copied again next round. Each DIR0 can be\n"
+	"continued once (DIR0/uffd-track-PID.next names its successor).\n"
+	"\n"
+	"options:\n"
+	"  -p, --pid PID       the process (needs ptrace rights over it)\n"
+	"  -D, --images DIR    where to write this round (created; must hold no dump)\n"
+	"  -P, --prev-images DIR0\n"
+	"                      the previous round of the same chain\n"
+	"  -h, --help          show this help\n"
+	"\n"
+	"Exit status: 0 written, 1 failed (DIR without images; the process runs on,\n"
+	"its tracking ended: start again without --prev-images), 2 usage error.\n"
+	"See uffd-inject(8).\n";
+
+static int cmd_predump(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "pid", required_argument, NULL, 'p' },
+		{ "images", required_argument, NULL, 'D' },
+		{ "prev-images", required_argument, NULL, 'P' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct dump_opts o = { .out = stdout, .predump = true };
+	int c;
+
+	while ((c = getopt_long(argc, argv, "p:D:P:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			if (parse_pid(optarg, &o.pid) < 0) {
+				fprintf(stderr, "uffd-inject pre-dump: bad pid '%s'\n%s", optarg,
+					predump_usage);
+				return 2;
+			}
+			break;
+		case 'D':
+			o.dir = optarg;
+			break;
+		case 'P':
+			if (!optarg[0]) {
+				fprintf(stderr, "uffd-inject pre-dump: empty --prev-images\n%s",
+					predump_usage);
+				return 2;
+			}
+			o.prev = optarg;
+			break;
+		case 'h':
+			fputs(predump_usage, stdout);
+			fputs(predump_help, stdout);
+			return 0;
+		default:
+			fputs(predump_usage, stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "uffd-inject pre-dump: unexpected argument '%s'\n%s",
+			argv[optind], predump_usage);
+		return 2;
+	}
+	if (!o.pid || !o.dir || !o.dir[0]) {
+		fprintf(stderr, "uffd-inject pre-dump: %s is required\n%s",
+			!o.pid ? "--pid" : "--images", predump_usage);
+		return 2;
+	}
+	return dump_run(&o, NULL, NULL) < 0 ? 1 : 0;
+}
+
 static const char lazy_usage[] =
-	"usage: uffd-inject lazy --pid PID --images DIR [--socket S] [--timeout MS]\n";
+	"usage: uffd-inject lazy --pid PID --images DIR [--socket S] [--timeout MS]\n"
+	"                        [--prev-images DIR0 | --pre-copy [--max-rounds N]]\n";
 
 static const char lazy_help[] =
 	"\n"
@@ -184,6 +286,15 @@ static const char lazy_help[] =
 	"                      /run/uffd-manager/manager.sock for root, else\n"
 	"                      $XDG_RUNTIME_DIR/uffd-manager.sock)\n"
 	"  -t, --timeout MS    wait this long for the manager's answer (default 10000)\n"
+	"  -P, --prev-images DIR0\n"
+	"                      the last round of `uffd-inject pre-dump`: while frozen,\n"
+	"                      copy only the pages written since; the rest is served\n"
+	"                      from DIR0's chain (DIR/parent links to it)\n"
+	"  -c, --pre-copy      do the pre-dump rounds first, into DIR/pre-1, DIR/pre-2,\n"
+	"                      ... while it runs, each copying what was written during\n"
+	"                      the one before, until that shrinks by less than a tenth;\n"
+	"                      then freeze and hand over as with --prev-images\n"
+	"  -r, --max-rounds N  with --pre-copy: at most N rounds (1 to 32, default 8)\n"
 	"  -h, --help          show this help\n"
 	"\n"
 	"Exit status: 0 handed over, 1 failed (the process runs on with all of its\n"
@@ -196,6 +307,9 @@ static int cmd_lazy(int argc, char **argv)
 		{ "images", required_argument, NULL, 'D' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "prev-images", required_argument, NULL, 'P' },
+		{ "pre-copy", no_argument, NULL, 'c' },
+		{ "max-rounds", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -205,7 +319,7 @@ static int cmd_lazy(int argc, char **argv)
 	long v;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "p:D:s:t:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:D:s:t:P:cr:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			if (parse_pid(optarg, &o.pid) < 0) {
@@ -230,6 +344,27 @@ static int cmd_lazy(int argc, char **argv)
 			}
 			o.timeout_ms = (int)v;
 			break;
+		case 'P':
+			if (!optarg[0]) {
+				fprintf(stderr, "uffd-inject lazy: empty --prev-images\n%s",
+					lazy_usage);
+				return 2;
+			}
+			o.prev = optarg;
+			break;
+		case 'c':
+			o.pre_copy = true;
+			break;
+		case 'r':
+			errno = 0;
+			v = strtol(optarg, &e, 10);
+			if (errno || *e || v < 1 || v > 32) {
+				fprintf(stderr, "uffd-inject lazy: bad --max-rounds '%s' (1 to 32)\n%s",
+					optarg, lazy_usage);
+				return 2;
+			}
+			o.max_rounds = (unsigned)v;
+			break;
 		case 'h':
 			fputs(lazy_usage, stdout);
 			fputs(lazy_help, stdout);
@@ -247,6 +382,15 @@ static int cmd_lazy(int argc, char **argv)
 	if (!o.pid || !o.dir || !o.dir[0]) {
 		fprintf(stderr, "uffd-inject lazy: %s is required\n%s",
 			!o.pid ? "--pid" : "--images", lazy_usage);
+		return 2;
+	}
+	if (o.prev && o.pre_copy) {
+		fprintf(stderr, "uffd-inject lazy: --prev-images and --pre-copy exclude each "
+			"other\n%s", lazy_usage);
+		return 2;
+	}
+	if (o.max_rounds && !o.pre_copy) {
+		fprintf(stderr, "uffd-inject lazy: --max-rounds needs --pre-copy\n%s", lazy_usage);
 		return 2;
 	}
 	if (!o.socket) {
@@ -423,6 +567,8 @@ int main(int argc, char **argv)
 		return cmd_dump(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "lazy"))
 		return cmd_lazy(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "pre-dump"))
+		return cmd_predump(argc - 1, argv + 1);
 	fprintf(stderr, "uffd-inject: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;

@@ -49,7 +49,11 @@ enum daemon_mode {
 
 struct daemon_opts {
 	const char *socket_path;
-	uint64_t fault_window;		/* bytes served around a fault */
+	uint64_t fault_window;		/* the most served around a fault */
+	bool fixed_window;		/* the whole aligned window at every fault */
+	unsigned spin_us;		/* loop.spin_ns, in us */
+	bool no_collapse;		/* no MADV_COLLAPSE of served blocks */
+	const char *wset_dir;		/* working-set records (wset.h); NULL: none */
 	uint64_t fill_chunk;		/* bytes per background step */
 	bool no_fill;
 	bool exit_when_done;
@@ -112,6 +116,7 @@ struct daemon {
 	struct remote *remote;		/* remote mode: page data from a page server; else NULL */
 	struct remote *remotes;		/* hand-overs' own page servers (restore --page-server), rserve.c */
 	struct loader *loader;		/* loads hand-overs off the loop (loader.h); NULL until one comes */
+	struct collapser *collapse;	/* makes huge pages (collapse.h); NULL until needed */
 	bool hold_exit;			/* more processes may come: do not stop at the last one */
 	bool fill_held;			/* no background fill yet (CRIU: until the restore says RSTF) */
 	/* Told when a process that was being served leaves (WHY: NULL when fully served). */

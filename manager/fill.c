@@ -11,24 +11,56 @@
 #include "fill.h"
 #include "rserve.h"
 #include "serve.h"
-/* Serve one step of background fill for T; returns false if it has no more work. */
+#include "wset.h"
+
+/*
+ * Place T's recorded working set (wset.h) ahead of the process, in record
+ * order, in runs, up to a fill chunk's worth. Returns the class that stopped
+ * it (UC_DONE when the chunk or the record ran out); *DID says whether there
+ * was any, and *AT where the last run began.
+ */
+static enum uffd_class fill_ahead(struct target *t, bool *did, uint64_t *at)
+{
+	uint64_t a, n, budget = t->d->o.fill_chunk;
+	enum uffd_class c = UC_DONE;
+
+	while (budget && (n = wset_next(t, budget, &a))) {
+		uint64_t copied = t->st.pages_copied;
+
+		*did = true;
+		*at = a;
+		c = serve_range(t, model_find(&t->map, a), a, n, true);
+		wset_placed(t, t->st.pages_copied - copied);
+		budget -= n < budget ? n : budget;
+		if (c != UC_DONE || t->dead)
+			break;
+	}
+	return c;
+}
+
+/*
+ * Serve one step of background fill for T: its recorded working set first,
+ * then in address order from the cursor. Returns false if it has no more work.
+ */
 static bool fill_one(struct target *t)
 {
-	uint64_t a, n;
-	struct area *v;
-	enum uffd_class c;
+	bool ahead = false;
+	uint64_t a = 0, n;
+	enum uffd_class c = fill_ahead(t, &ahead, &a);
 
-	if (!model_next_missing(&t->map, t->fill_cursor, &a) &&
-	    !model_next_missing(&t->map, 0, &a)) {
-		target_release(t);
-		return false;
+	if (!ahead) {
+		if (!model_next_missing(&t->map, t->fill_cursor, &a) &&
+		    !model_next_missing(&t->map, 0, &a)) {
+			target_release(t);
+			return false;
+		}
+		n = area_run(model_find(&t->map, a), a, t->d->o.fill_chunk, true);
+		c = serve_range(t, model_find(&t->map, a), a, n, true);
+		if (!t->dead)
+			t->fill_cursor = a + n;
 	}
-	v = model_find(&t->map, a);
-	n = area_run(v, a, t->d->o.fill_chunk, true);
-	c = serve_range(t, v, a, n, true);
 	if (t->dead)
 		return false;
-	t->fill_cursor = a + n;
 	switch (c) {
 	case UC_GONE:
 		target_exited(t);

@@ -1,5 +1,6 @@
 /* The event loop. */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <time.h>
@@ -138,15 +139,61 @@ static int next_timeout(struct loop *l)
 	return ms > 60000 ? 60000 : (int)ms;
 }
 
-int loop_once(struct loop *l, int max_ms)
+void loop_hot(struct loop *l)
 {
-	struct epoll_event ee[LOOP_BATCH];
+	uint64_t now = now_ns();
+
+	l->hot_gap_ns = l->hot_ns ? now - l->hot_ns : UINT64_MAX;
+	l->hot_ns = now;
+}
+
+/*
+ * Poll for up to the spin window after the last hot work, if that work came
+ * densely and nothing is due sooner; 0 when the window passed with nothing.
+ */
+static int spin_wait(struct loop *l, struct epoll_event *ee, int max_ms)
+{
+	uint64_t t0 = now_ns(), end = l->hot_ns + l->spin_ns, now = t0;
+	int n = 0;
+
+	if (!l->spin_ns || l->hot_gap_ns > l->spin_ns || t0 >= end)
+		return 0;
+	if (l->timers && l->timers->when < end)
+		end = l->timers->when;
+	if (max_ms >= 0 && t0 + (uint64_t)max_ms * 1000000 < end)
+		end = t0 + (uint64_t)max_ms * 1000000;
+	l->spin.spins++;
+	while (now < end) {
+		n = epoll_wait(l->epfd, ee, LOOP_BATCH, 0);
+		if (n)
+			break;
+		sched_yield();
+		now = now_ns();
+	}
+	l->spin.ns += now_ns() - t0;
+	if (n > 0)
+		l->spin.hits++;
+	return n;
+}
+
+/* How long the next wait may sleep, in ms: 0 with background work, -1 for ever. */
+static int wait_ms(struct loop *l, int max_ms)
+{
 	int timeout = l->idle_pending ? 0 : next_timeout(l);
-	int n;
 
 	if (max_ms >= 0 && (timeout < 0 || timeout > max_ms))
 		timeout = max_ms;
-	n = epoll_wait(l->epfd, ee, LOOP_BATCH, timeout);
+	return timeout;
+}
+
+int loop_once(struct loop *l, int max_ms)
+{
+	struct epoll_event ee[LOOP_BATCH];
+	/* About to sleep: poll a while first if faults are coming densely. */
+	int n = wait_ms(l, max_ms) ? spin_wait(l, ee, max_ms) : 0;
+
+	if (n <= 0)
+		n = epoll_wait(l->epfd, ee, LOOP_BATCH, wait_ms(l, max_ms));
 	if (n < 0 && errno != EINTR)
 		return -errno;
 	if (n < 0)

@@ -45,6 +45,21 @@ struct loop {
 	/* Background work: called only when no event is ready; returns true while there is more. */
 	bool (*idle)(struct loop *l);
 	bool idle_pending;	/* set by anyone who gives the idle hook new work */
+	/*
+	 * Busy polling. Waking a sleeping thread costs more than a fault's whole
+	 * service on some machines, the more so across cores. While the work
+	 * that loop_hot() reports comes at most SPIN_NS apart, the loop polls
+	 * for up to SPIN_NS after the last of it instead of sleeping, yielding
+	 * the CPU between polls. Idle, it sleeps. 0: never poll.
+	 */
+	uint64_t spin_ns;
+	uint64_t hot_ns;	/* when loop_hot() was last called */
+	uint64_t hot_gap_ns;	/* between its last two calls */
+	struct loop_spin_stats {
+		uint64_t spins;		/* polling periods */
+		uint64_t hits;		/* ... that ended with an event */
+		uint64_t ns;		/* time spent polling */
+	} spin;
 };
 
 #define container_of(ptr, type, member)                                        \
@@ -69,6 +84,8 @@ void loop_defer(struct loop *l, void (*fn)(void *p), void *p);
  * number of events handled or -errno. Lets tests and fuzzers drive the loop.
  */
 int loop_once(struct loop *l, int max_ms);
+/* Latency-critical work was just done (a fault answered): see spin_ns. */
+void loop_hot(struct loop *l);
 /* Run until loop.stop is set. Returns 0 or -errno on an epoll failure. */
 int loop_run(struct loop *l);
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "collapse.h"
 #include "criu.h"
 #include "daemon.h"
 #include "fill.h"
@@ -35,6 +36,7 @@
 
 #define DEFAULT_WINDOW		(64u << 10)
 #define DEFAULT_FILL_CHUNK	(256u << 10)
+#define DEFAULT_SPIN_US		100
 #define DEFAULT_MAX_CLIENTS	4096
 #define DEFAULT_HANDSHAKE_MS	5000
 /* About 100 MiB of pagemap decoded, 128 MiB of index: far more than real dumps have. */
@@ -50,8 +52,18 @@ static void usage(FILE *out)
 	      "\n"
 	      "  -s, --socket PATH          listen here (default /run/uffd-manager/manager.sock\n"
 	      "                             for root, else $XDG_RUNTIME_DIR/uffd-manager.sock)\n"
-	      "  -w, --fault-window SIZE    serve this much around each fault, a power of two\n"
-	      "                             (default 64K)\n"
+	      "  -w, --fault-window SIZE    serve at most this much around a fault, a power\n"
+	      "                             of two (default 64K): sequential faults grow the\n"
+	      "                             window up to SIZE, a random one gets one page\n"
+	      "      --fixed-window         serve the whole aligned SIZE at every fault\n"
+	      "      --spin USEC            while faults come at most USEC apart, poll for\n"
+	      "                             USEC after each instead of sleeping (default 100;\n"
+	      "                             0: always sleep)\n"
+	      "      --no-collapse          no huge pages made of fully served 2 MiB blocks\n"
+	      "      --working-set-dir DIR  record the order of each image's first faults here,\n"
+	      "                             and fill those pages first when it comes again\n"
+	      "                             (default: working-sets beside the socket)\n"
+	      "      --no-working-set       neither record nor replay working sets\n"
 	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
 	      "      --no-fill              serve on demand only\n"
 	      "      --exit-when-done       exit 0 once the last process is fully served\n"
@@ -180,7 +192,10 @@ static void usage_criu(FILE *out)
 	      "                             --daemon and no -o, syslog)\n"
 	      "  -v, --verbose              debug log (-v4 and up too, as criu takes it)\n"
 	      "  -s, --socket PATH          also listen here for `uffd-manager status`\n"
-	      "  -w, --fault-window SIZE    serve this much around each fault (default 64K)\n"
+	      "  -w, --fault-window SIZE    serve at most this much around a fault (default 64K)\n"
+	      "      --fixed-window         serve the whole aligned window at every fault\n"
+	      "      --spin USEC            poll while faults come densely (default 100)\n"
+	      "      --no-collapse          no huge pages made of fully served 2 MiB blocks\n"
 	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
 	      "      --no-fill              serve on demand only, even after RSTF\n"
 	      "      --no-proc-connector    do not subscribe to the proc connector\n"
@@ -206,6 +221,30 @@ static int opt_window(struct daemon *d, const char *arg)
 	}
 	d->o.fault_window = v;
 	return 0;
+}
+
+/* --spin: microseconds, 0 to 10000. */
+static int opt_spin(struct daemon *d, const char *arg)
+{
+	uint64_t v;
+
+	if (parse_size(arg, &v) < 0 || v > 10000) {
+		fprintf(stderr, "uffd-manager: --spin %s: want microseconds from 0 to 10000\n", arg);
+		return -1;
+	}
+	d->o.spin_us = (unsigned)v;
+	return 0;
+}
+
+/* Beside the socket: DIR/working-sets for a socket DIR/NAME; NULL when it has no directory. */
+static const char *default_wset_dir(const char *sock, char *buf, size_t len)
+{
+	const char *slash = strrchr(sock, '/');
+
+	if (!slash || slash == sock || sock[0] != '/')
+		return NULL;
+	snprintf(buf, len, "%.*s/working-sets", (int)(slash - sock), sock);
+	return buf;
 }
 
 /* --fill-chunk: a multiple of 4K up to 1G. */
@@ -324,6 +363,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 		fatal("epoll_create1");
 	d->loop.idle = on_idle;
 	d->loop.before_sleep = before_sleep;
+	d->loop.spin_ns = (uint64_t)d->o.spin_us * 1000;
 	if (setup_signals(d) < 0)
 		fatal("signalfd");
 
@@ -361,6 +401,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	while (d->clients)
 		client_close(d->clients);
 	loader_stop(d);		/* after the clients: their jobs are dropped */
+	collapse_stop(d);
 	procconn_close(d->pc);
 	if (d->listen_fd >= 0) {
 		close(d->listen_fd);
@@ -438,7 +479,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 {
 	enum { O_DAEMON = 256, O_PIDFILE, O_STATUS_FD, O_FILL_CHUNK, O_NO_FILL, O_NO_PROCCONN,
 	       O_PAGE_SERVER, O_ADDRESS, O_PORT, O_PS_TIMEOUT, O_PS_KEEPALIVE, O_NO_KEEPER,
-	       O_PS_GRACE };
+	       O_FIXED_WINDOW, O_SPIN, O_NO_COLLAPSE, O_PS_GRACE };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' },
 		{ "work-dir", required_argument, NULL, 'W' },
@@ -449,6 +490,9 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		{ "verbose", optional_argument, NULL, 'v' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "fault-window", required_argument, NULL, 'w' },
+		{ "fixed-window", no_argument, NULL, O_FIXED_WINDOW },
+		{ "spin", required_argument, NULL, O_SPIN },
+		{ "no-collapse", no_argument, NULL, O_NO_COLLAPSE },
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
 		{ "no-fill", no_argument, NULL, O_NO_FILL },
 		{ "no-proc-connector", no_argument, NULL, O_NO_PROCCONN },
@@ -493,6 +537,12 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 			if (opt_window(d, optarg) < 0)
 				return 2;
 			break;
+		case O_FIXED_WINDOW: d->o.fixed_window = true; break;
+		case O_SPIN:
+			if (opt_spin(d, optarg) < 0)
+				return 2;
+			break;
+		case O_NO_COLLAPSE: d->o.no_collapse = true; break;
 		case O_FILL_CHUNK:
 			if (opt_fill_chunk(d, optarg) < 0)
 				return 2;
@@ -756,10 +806,16 @@ static int cmd_status(int argc, char **argv, const char *defpath)
 int main(int argc, char **argv)
 {
 	enum { O_FILL_CHUNK = 256, O_NO_FILL, O_EXIT_DONE, O_MAX_CLIENTS, O_HANDSHAKE,
-	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN, O_NO_KEEPER, O_MAX_ENTRIES };
+	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN, O_NO_KEEPER, O_MAX_ENTRIES, O_FIXED_WINDOW,
+	       O_SPIN, O_NO_COLLAPSE, O_WSET_DIR, O_NO_WSET };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "fault-window", required_argument, NULL, 'w' },
+		{ "fixed-window", no_argument, NULL, O_FIXED_WINDOW },
+		{ "spin", required_argument, NULL, O_SPIN },
+		{ "no-collapse", no_argument, NULL, O_NO_COLLAPSE },
+		{ "working-set-dir", required_argument, NULL, O_WSET_DIR },
+		{ "no-working-set", no_argument, NULL, O_NO_WSET },
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
 		{ "no-fill", no_argument, NULL, O_NO_FILL },
 		{ "exit-when-done", no_argument, NULL, O_EXIT_DONE },
@@ -777,12 +833,14 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct daemon d;
-	char defpath[108];
+	char defpath[108], wsdir[PATH_MAX];
+	bool no_wset = false;
 	int c, ready_fd = -1;
 	uint64_t v;
 
 	d.o.fault_window = DEFAULT_WINDOW;
 	d.o.fill_chunk = DEFAULT_FILL_CHUNK;
+	d.o.spin_us = DEFAULT_SPIN_US;
 	d.o.max_clients = DEFAULT_MAX_CLIENTS;
 	d.o.handshake_ms = DEFAULT_HANDSHAKE_MS;
 	d.o.max_image_entries = DEFAULT_MAX_IMAGE_ENTRIES;
@@ -807,6 +865,22 @@ int main(int argc, char **argv)
 		case 'w':
 			if (opt_window(&d, optarg) < 0)
 				return 2;
+			break;
+		case O_FIXED_WINDOW:
+			d.o.fixed_window = true;
+			break;
+		case O_SPIN:
+			if (opt_spin(&d, optarg) < 0)
+				return 2;
+			break;
+		case O_NO_COLLAPSE:
+			d.o.no_collapse = true;
+			break;
+		case O_WSET_DIR:
+			d.o.wset_dir = optarg;
+			break;
+		case O_NO_WSET:
+			no_wset = true;
 			break;
 		case O_FILL_CHUNK:
 			if (opt_fill_chunk(&d, optarg) < 0)
@@ -885,6 +959,8 @@ int main(int argc, char **argv)
 		fputs("uffd-manager: no --socket given and XDG_RUNTIME_DIR is not set\n", stderr);
 		return 2;
 	}
+	if (!no_wset && !d.o.wset_dir)
+		d.o.wset_dir = default_wset_dir(d.o.socket_path, wsdir, sizeof(wsdir));
 	log_init("uffd-manager", LOG_LVL_WARN + 1 + d.o.verbose > LOG_LVL_DEBUG ? LOG_LVL_DEBUG :
 		 LOG_LVL_WARN + 1 + d.o.verbose, d.o.use_syslog);
 	return run_daemon(&d, ready_fd);

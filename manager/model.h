@@ -51,6 +51,9 @@ struct area {
 	uint64_t img;		/* image address of start */
 	uint64_t *missing;	/* bit i: page start + i * 4096 is missing */
 	uint64_t nr_missing;
+	/* The fault window (serve.c): where the last window ended, and its size. */
+	uint64_t seq_next;
+	uint64_t seq_win;
 };
 
 /* All areas of one process. Zero-filled is the same as model_init(). */

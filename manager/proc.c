@@ -8,11 +8,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "collapse.h"
 #include "log.h"
 #include "proc.h"
 #include "procfs.h"
 #include "released.h"
 #include "uffd.h"
+#include "wset.h"
 
 struct timage *timage_get(struct timage *img)
 {
@@ -64,6 +66,7 @@ void target_destroy(struct target *t, const char *why)
 	if (t->dead)
 		return;
 	t->dead = true;
+	wset_end(t);
 	if (t->stale_dropped > 1)
 		log_warnx("%s %" PRIu64 " pages were dropped from the model in all: no longer registered, with no event saying why",
 			  t->pfx, t->stale_dropped);
@@ -119,6 +122,7 @@ static void unregister_rest(struct target *t)
 	for (size_t i = 0; i < m.n; i++)
 		if (m.v[i].vmflags & PFV_UM)
 			uffd_unregister(t->uffd, m.v[i].start, m.v[i].end - m.v[i].start);
+	collapse_target(t->d, t, &m);	/* unregistered: empty pages no longer block it */
 	procfs_maps_free(&m);
 }
 

@@ -107,6 +107,7 @@ struct target {
 	bool live;		/* announced: its end is reported to d->target_ended */
 	enum target_end end;
 	struct target_stats st;
+	struct wset *ws;	/* its working-set record (wset.h), or NULL */
 };
 
 /* "pid 1234 uffd 7:" (or "child of ..." while the pid is unknown) for log lines. */

@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "serve.h"
+#include "wset.h"
 
 #define RETRY_NS	(2 * 1000000ull)	/* parked faults are retried at least this often */
 #define STALE_NS	(200 * 1000000ull)	/* ENOENT with no event for this long: gone */
@@ -25,6 +26,7 @@ static void account_fault(struct target *t, uint64_t t0)
 		b++;
 	}
 	t->st.hist[b]++;
+	loop_hot(&t->d->loop);
 }
 
 /*
@@ -156,32 +158,95 @@ static void zero_holes(struct target *t, struct area *v, uint64_t addr, uint64_t
 	}
 }
 
-/* Serve one fault with a window around it: the faulting run first, woken; the rest quietly. */
+/*
+ * The window for a fault at PAGE of V, in bytes, from WMAX down to one page.
+ * A fault at or just past where the last window of V ended, or just past the
+ * background fill's cursor FILL (a scan that outran either), doubles the
+ * window; a fault a little before that end (a scan inside what the window
+ * skipped, or two threads interleaved) keeps its size; any other fault is
+ * random access and gets one page, because every page copied before the wake
+ * is latency that the faulting thread pays.
+ */
+static uint64_t fault_window(const struct area *v, uint64_t page, uint64_t fill, uint64_t wmax)
+{
+	uint64_t w = v->seq_win ? v->seq_win : PG, front = v->seq_next;
+
+	if (!front)
+		return PG;
+	if (fill > front && fill <= v->end)
+		front = fill;
+	if (page >= v->seq_next && page < front + 2 * w)
+		return w < wmax ? 2 * w : wmax;
+	if (page < v->seq_next && v->seq_next - page <= w)
+		return w;
+	return PG;
+}
+
+/*
+ * Replaying a working-set record (wset.h): after a fault at recorded image
+ * address IMG, place quietly what the record says the process touched next,
+ * up to a fill chunk, so that it finds those pages in rather than faulting on
+ * each (it reads faster than any fill can place ahead of it).
+ */
+static void serve_record_after(struct target *t, uint64_t img)
+{
+	uint64_t a, n, budget = t->d->o.fill_chunk;
+	size_t k;
+
+	if (!wset_find(t, img, &k))
+		return;
+	k++;
+	while (budget && !t->dead && (n = wset_next_from(t, &k, budget, &a))) {
+		uint64_t copied = t->st.pages_copied;
+		enum uffd_class c = serve_range(t, model_find(&t->map, a), a, n, false);
+
+		wset_placed(t, t->st.pages_copied - copied);
+		budget -= n < budget ? n : budget;
+		if (c != UC_DONE)
+			break;
+	}
+}
+
+/*
+ * Serve one fault with a window around it: the faulting run first, woken;
+ * the rest quietly. Adaptive (the default): the window starts at the fault
+ * and grows with sequential faults (fault_window). Fixed: the aligned
+ * window of --fault-window that holds the fault.
+ */
 static enum uffd_class serve_fault(struct target *t, uint64_t addr, bool *waiting)
 {
 	uint64_t page = addr & ~(PG - 1), w = t->d->o.fault_window;
 	uint64_t ws, we, a;
 	struct area *v = model_find(&t->map, page);
+	bool missing = v && area_is_missing(v, page);
 	enum uffd_class c;
 
 	(void)waiting;	/* the images are here: nothing waits */
 
-	if (!v || !area_is_missing(v, page)) {
+	if (v && !t->d->o.fixed_window) {
+		w = fault_window(v, page, t->fill_cursor, w);
+		ws = page;
+	} else {
+		ws = page & ~(w - 1);
+	}
+	we = ws + w;
+	if (v && (we > v->end || we < ws))
+		we = v->end;
+	if (!missing) {
 		c = serve_zero(t, page);
 		/* Already there: a fault that raced with our own window; the window is done. */
 		if (c == UC_EXISTS || c == UC_PARTIAL)
 			return UC_DONE;
 	} else {
-		c = serve_range(t, v, page, area_run(v, page, (page | (w - 1)) + 1 - page, true), true);
+		wset_note(t, area_img_addr(v, page));
+		c = serve_range(t, v, page, area_run(v, page, we - page, true), true);
 	}
 	if (c != UC_DONE || !v)
 		return c;
-	ws = page & ~(w - 1);
-	we = ws + w;
+	v->seq_next = we;
+	v->seq_win = w;
 	if (ws < v->start)
 		ws = v->start;
-	if (we > v->end || we < ws)
-		we = v->end;
 	/* Best effort for the rest of the window: the fault itself is answered. */
 	for (a = ws; a < we && !t->dead;) {
 		uint64_t n = area_run(v, a, we - a, true);
@@ -195,6 +260,8 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr, bool *waitin
 		}
 		a += n;
 	}
+	if (missing && t->ws)
+		serve_record_after(t, area_img_addr(v, page));
 	t->fill_cursor = we;
 	return t->dead ? UC_GONE : UC_DONE;
 }

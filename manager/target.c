@@ -16,6 +16,7 @@
 #include "serve.h"
 #include "target.h"
 #include "uffd.h"
+#include "wset.h"
 
 #define MSG_BATCH	64
 
@@ -255,6 +256,7 @@ struct target *target_adopt(struct daemon *d, int uffd, int pidfd, pid_t pid,
 	t->live = true;
 	log_info("%s serving image %u: %zu areas, %" PRIu64 " lazy pages", t->pfx, image_id,
 		 t->map.nr_areas, t->map.nr_missing);
+	wset_start(t);
 	if (t->map.nr_missing == 0)
 		serve_soon(t);	/* nothing to serve: released from the loop, not under the caller */
 	else

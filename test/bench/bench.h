@@ -64,6 +64,8 @@ bool bd_wait_served(const struct bdaemon *d, uint64_t served, int timeout_ms);
 /* CPU time (user + system) of PID in ns, and its VmRSS and RssAnon in KiB. */
 uint64_t b_cpu_ns(pid_t pid);
 void b_rss_kib(pid_t pid, long *rss, long *anon);
+/* Transparent huge pages not "never" in sysfs. */
+bool b_thp_usable(void);
 /* Resident pages of PID, from statm. */
 long b_statm_resident(pid_t pid);
 
@@ -94,6 +96,13 @@ void bench_resume(const struct bconf *c);
 /* Remove uffd-inject dumps a run interrupted inside bench_resume left behind. */
 void resume_cleanup(void);
 void bench_scale(const struct bconf *c);
+/* --- thp.c --- */
+void bench_thp(const struct bconf *c);
+/* --- wset.c --- */
+void bench_wset(const struct bconf *c);
+/* --- precopy.c: 8. pre-copy frozen times (issue 14) --- */
+void bench_precopy(const struct bconf *c);
+/* --- migrate.c: 9. post-copy across hosts, TLS and a cut (issue 15) --- */
 void bench_migrate(const struct bconf *c);
 
 #endif

@@ -367,11 +367,12 @@ static double lazy_run(const struct bconf *c, const char *const *args, double *r
 
 void bench_touch(const struct bconf *c)
 {
-	double lazy[16], res[16], eager[16], ecopy[16], wl[16], ho[16], dummy, dho;
+	double lazy[16], res[16], eager[16], ecopy[16], wl[16], wf[16], ho[16], dummy, dho;
 	double l, rr, e, ec;
 	char v[64], vs[128], what[128];
 	int n = c->fill_reps;
 	static const char *w1m[] = { "--fault-window", "1M", NULL };
+	static const char *fixed[] = { "--fixed-window", NULL };
 
 	sh = b_shared(sizeof(*sh));
 	printf("\n[3] touch-everything: read all %llu MiB right after hand-over (median of %d, not pinned)\n",
@@ -384,6 +385,7 @@ void bench_touch(const struct bconf *c)
 		eager[i] = (sh->t3 - sh->t0) / 1e6;
 		ecopy[i] = (sh->t1 - sh->t0) / 1e6;
 		wl[i] = lazy_run(c, w1m, &dummy, &dho);
+		wf[i] = lazy_run(c, fixed, &dummy, &dho);
 	}
 	l = median(lazy, n);
 	rr = median(res, n);
@@ -396,13 +398,17 @@ void bench_touch(const struct bconf *c)
 	row("touch", "(b) eager: raw UFFDIO_COPY of everything (4 MiB chunks), then the loop", v, vs);
 	snprintf(v, sizeof(v), "%.1f ms", l);
 	snprintf(vs, sizeof(vs), "%.2fx eager, %.2fx resident", l / e, l / rr);
-	row("touch", "uffd-manager, default options (64K window, fill on)", v, vs);
+	row("touch", "uffd-manager, default options (adaptive window up to 64K, fill on)", v, vs);
 	snprintf(what, sizeof(what), "    hand-over before it (not in the figure above)");
 	snprintf(v, sizeof(v), "%.2f ms", median(ho, n));
 	row("touch", what, v, "");
 	snprintf(v, sizeof(v), "%.1f ms", median(wl, n));
 	snprintf(vs, sizeof(vs), "%.2fx eager", median(wl, n) / e);
 	row("touch", "uffd-manager --fault-window 1M", v, vs);
+	snprintf(v, sizeof(v), "%.1f ms", median(wf, n));
+	snprintf(vs, sizeof(vs), "%.2fx eager; default options %.2fx this", median(wf, n) / e,
+		 l / median(wf, n));
+	row("touch", "uffd-manager --fixed-window (aligned 64K at every fault)", v, vs);
 	goal("touch-everything (x eager path)", l / e, 1.1, true, NULL);
 	munmap(sh, sizeof(*sh));
 }

@@ -23,7 +23,7 @@
 
 #define WARMUP	200
 
-enum lkind { L_ANON, L_FLOOR_BUF, L_FLOOR_FILE, L_FLOOR_LOOP, L_MANAGER };
+enum lkind { L_ANON, L_FLOOR_BUF, L_FLOOR_FILE, L_FLOOR_LOOP, L_FLOOR_SPIN, L_MANAGER };
 
 struct lcase {
 	enum lkind kind;
@@ -56,14 +56,17 @@ static long touch_all(long n, bool image)
 /*
  * The floor: read a fault, copy one page from BUF (or the image mapping),
  * forever. LOOP shapes it like the daemon's loop: epoll_wait, then reads
- * until EAGAIN, then the copy.
+ * until EAGAIN, then the copy. SPIN never sleeps: it polls a non-blocking
+ * read (the spinning floor; cross core only, where the faulter has its own CPU).
  */
 static void __attribute__((noreturn)) floor_handler(int uffd, const uint8_t *buf,
-						    const uint8_t *img, bool loop)
+						    const uint8_t *img, bool loop, bool spin)
 {
 	struct epoll_event ee = { .events = EPOLLIN };
 	int ep = -1;
 
+	if (spin && fcntl(uffd, F_SETFL, fcntl(uffd, F_GETFL) | O_NONBLOCK) < 0)
+		_exit(3);
 	if (loop) {
 		ep = epoll_create1(EPOLL_CLOEXEC);
 		if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, uffd, &ee) < 0 ||
@@ -83,7 +86,8 @@ static void __attribute__((noreturn)) floor_handler(int uffd, const uint8_t *buf
 			if (read(uffd, more, sizeof(more)) > 0)
 				_exit(4);	/* one faulting thread: never more than one message */
 		} else {
-			n = read(uffd, m, sizeof(m[0]));
+			while ((n = read(uffd, m, sizeof(m[0]))) < 0 && spin && errno == EAGAIN)
+				;
 		}
 		if (n < (ssize_t)sizeof(m[0])) {
 			if (n < 0 && errno != EINTR && errno != EAGAIN)
@@ -137,7 +141,7 @@ static int faulter(const struct bconf *c, const struct lcase *lc, long n)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		b_pin_self(lc->handler_cpu);
 		memset(buf, 0x5a, sizeof(buf));
-		if (lc->kind == L_FLOOR_FILE || lc->kind == L_FLOOR_LOOP) {
+		if (lc->kind == L_FLOOR_FILE || lc->kind == L_FLOOR_LOOP || lc->kind == L_FLOOR_SPIN) {
 			char path[400];
 			int fd;
 
@@ -147,7 +151,7 @@ static int faulter(const struct bconf *c, const struct lcase *lc, long n)
 			if (fd < 0 || img == MAP_FAILED)
 				_exit(2);
 		}
-		floor_handler(uffd, buf, img, lc->kind == L_FLOOR_LOOP);
+		floor_handler(uffd, buf, img, lc->kind == L_FLOOR_LOOP, lc->kind == L_FLOOR_SPIN);
 	}
 	bad = touch_all(n, lc->kind != L_FLOOR_BUF);
 	kill(h, SIGKILL);
@@ -174,11 +178,31 @@ static void run_case(const struct bconf *c, const struct lcase *lc, long n, uint
 	memcpy(out, lat + WARMUP, n * sizeof(*out));
 }
 
-/* A daemon serving faults only, with WINDOW, pinned to CPU (-1: free). */
-static void manager_case(const struct bconf *c, const char *window, int cpu, long n,
-			 uint64_t *out)
+/* CPU time PID has used, in ns (schedstat), or 0. */
+static uint64_t cpu_ns(pid_t pid)
 {
-	const char *args[] = { "--no-fill", "--fault-window", window, NULL };
+	unsigned long long v = 0;
+	char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+	f = fopen(path, "r");
+	if (f) {
+		if (fscanf(f, "%llu", &v) != 1)
+			v = 0;
+		fclose(f);
+	}
+	return v;
+}
+
+/*
+ * A daemon serving faults only, with up to two EXTRA options, pinned to CPU
+ * (-1: free); adds the CPU time it used to *USED.
+ */
+static void manager_case(const struct bconf *c, const char *x1, const char *x2, int cpu, long n,
+			 uint64_t *out, uint64_t *used)
+{
+	const char *args[] = { "--no-fill", x1, x2, NULL };
 	struct bdaemon d;
 	struct lcase lc = { L_MANAGER, cpu, NULL };
 
@@ -186,6 +210,7 @@ static void manager_case(const struct bconf *c, const char *window, int cpu, lon
 	b_pin_pid(d.pid, cpu);
 	lc.sock = d.sock;
 	run_case(c, &lc, n, out);
+	*used += cpu_ns(d.pid);
 	bd_stop(&d);
 }
 
@@ -209,7 +234,7 @@ static void fmt_us(char *buf, size_t len, struct mp m)
 }
 
 enum { S_ANON, S_FLOOR, S_FFILE = S_FLOOR + 2, S_FLOOP = S_FFILE + 2, S_MGR = S_FLOOP + 2,
-       S_WIN = S_MGR + 2, S_N };
+       S_WIN = S_MGR + 2, S_SPIN, S_NOSPIN, S_N };
 
 void bench_latency(const struct bconf *c)
 {
@@ -220,6 +245,8 @@ void bench_latency(const struct bconf *c)
 	struct mp m[S_N];
 	char v[64], vs[128], what[128];
 	static const char *place[2] = { "same core", "cross core" };
+	uint64_t dcpu[4] = { 0 };	/* daemon CPU: default same/cross core, --spin 0, fixed */
+	double per_fault;
 
 	pages = malloc(np * sizeof(*pages));
 	lat = b_shared((per + WARMUP) * sizeof(*lat));
@@ -244,9 +271,11 @@ void bench_latency(const struct bconf *c)
 			run_case(c, &(struct lcase){ L_FLOOR_BUF, x, NULL }, per, samp[S_FLOOR + x] + o);
 			run_case(c, &(struct lcase){ L_FLOOR_FILE, x, NULL }, per, samp[S_FFILE + x] + o);
 			run_case(c, &(struct lcase){ L_FLOOR_LOOP, x, NULL }, per, samp[S_FLOOP + x] + o);
-			manager_case(c, "4K", x, per, samp[S_MGR + x] + o);
+			manager_case(c, NULL, NULL, x, per, samp[S_MGR + x] + o, &dcpu[x]);
 		}
-		manager_case(c, "64K", -1, per, samp[S_WIN] + o);
+		run_case(c, &(struct lcase){ L_FLOOR_SPIN, 1, NULL }, per, samp[S_SPIN] + o);
+		manager_case(c, "--spin", "0", 1, per, samp[S_NOSPIN] + o, &dcpu[2]);
+		manager_case(c, "--fixed-window", NULL, -1, per, samp[S_WIN] + o, &dcpu[3]);
 	}
 	for (int i = 0; i < S_N; i++)
 		m[i] = stats(samp[i], total);
@@ -269,7 +298,7 @@ void bench_latency(const struct bconf *c)
 			 (double)m[S_FLOOP + x].p99 / m[S_FLOOR + x].p99);
 		row("latency", what, v, vs);
 		fmt_us(v, sizeof(v), m[S_MGR + x]);
-		snprintf(what, sizeof(what), "uffd-manager --fault-window 4K, %s", place[x]);
+		snprintf(what, sizeof(what), "uffd-manager, default options (adaptive window), %s", place[x]);
 		snprintf(vs, sizeof(vs), "%.2fx / %.2fx floor (%.2fx / %.2fx daemon-shaped)",
 			 (double)m[S_MGR + x].med / m[S_FLOOR + x].med,
 			 (double)m[S_MGR + x].p99 / m[S_FLOOR + x].p99,
@@ -277,14 +306,35 @@ void bench_latency(const struct bconf *c)
 			 (double)m[S_MGR + x].p99 / m[S_FLOOP + x].p99);
 		row("latency", what, v, vs);
 	}
+	fmt_us(v, sizeof(v), m[S_SPIN]);
+	row("latency", "(c) spinning floor: polls a non-blocking read, cross core", v, "spinning floor");
+	fmt_us(v, sizeof(v), m[S_MGR + 1]);
+	snprintf(vs, sizeof(vs), "%.2fx / %.2fx spinning floor", (double)m[S_MGR + 1].med / m[S_SPIN].med,
+		 (double)m[S_MGR + 1].p99 / m[S_SPIN].p99);
+	row("latency", "uffd-manager, default options (polls while faults are dense), cross core", v, vs);
+	fmt_us(v, sizeof(v), m[S_NOSPIN]);
+	snprintf(vs, sizeof(vs), "%.2fx / %.2fx floor", (double)m[S_NOSPIN].med / m[S_FLOOR + 1].med,
+		 (double)m[S_NOSPIN].p99 / m[S_FLOOR + 1].p99);
+	row("latency", "uffd-manager --spin 0 (always sleeps), cross core", v, vs);
+	per_fault = (double)(total + rounds * WARMUP);
+	for (int x = 0; x < 3; x++) {
+		static const char *cw[3] = { "default options, same core", "default options, cross core",
+					     "--spin 0, cross core" };
+
+		snprintf(v, sizeof(v), "%.1f us", dcpu[x] / per_fault / 1e3);
+		snprintf(what, sizeof(what), "    daemon CPU per fault, %s", cw[x]);
+		row("latency", what, v, x == 2 ? "baseline" : "");
+	}
 	fmt_us(v, sizeof(v), m[S_WIN]);
 	snprintf(vs, sizeof(vs), "%.2fx / %.2fx cross-core floor", (double)m[S_WIN].med / m[S_FLOOR + 1].med,
 		 (double)m[S_WIN].p99 / m[S_FLOOR + 1].p99);
-	row("latency", "uffd-manager, default 64K window, not pinned", v, vs);
+	row("latency", "uffd-manager --fixed-window (64K), not pinned", v, vs);
 	goal("fault latency median, same core (x floor)", (double)m[S_MGR].med / m[S_FLOOR].med, 1.2,
 	     true, NULL);
 	goal("fault latency median, cross core (x floor)",
 	     (double)m[S_MGR + 1].med / m[S_FLOOR + 1].med, 1.2, true, NULL);
+	goal("fault latency median, cross core (x spinning floor)",
+	     (double)m[S_MGR + 1].med / m[S_SPIN].med, 1.1, true, NULL);
 	goal("fault latency p99, same core (x floor)", (double)m[S_MGR].p99 / m[S_FLOOR].p99, 1.2,
 	     true, NULL);
 	goal("fault latency p99, cross core (x floor)",

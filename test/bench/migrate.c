@@ -1,5 +1,5 @@
 /*
- * 6. Migrate: post-copy of a whole process from a page server on another
+ * 9. Migrate: post-copy of a whole process from a page server on another
  * "host" (network namespaces joined by a veth pair, made here and removed
  * at the end), the way `criu restore --lazy-pages` takes it: criu-sim plays
  * the restore and reads (and compares) every byte while the daemon fetches
@@ -217,7 +217,7 @@ void bench_migrate(const struct bconf *c)
 	int reps = c->quick ? 2 : 3;
 	uint64_t mib = c->big >> 20;
 
-	printf("\n6. migrate: post-copy of %llu MiB from a page server across a veth pair\n",
+	printf("\n9. migrate: post-copy of %llu MiB from a page server across a veth pair\n",
 	       (unsigned long long)mib);
 	if (!net_make())
 		return;

@@ -263,6 +263,19 @@ long b_statm_resident(pid_t pid)
 	return res;
 }
 
+bool b_thp_usable(void)
+{
+	char buf[128] = "";
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+
+	if (f) {
+		if (!fgets(buf, sizeof(buf), f))
+			buf[0] = '\0';
+		fclose(f);
+	}
+	return strstr(buf, "[always]") || strstr(buf, "[madvise]");
+}
+
 int b_map_area(uint64_t len)
 {
 	void *p = mmap((void *)(uintptr_t)B_BASE, len, PROT_READ | PROT_WRITE,

@@ -796,6 +796,15 @@ Test(migrate, script_moves_a_process, .init = setup, .fini = teardown, .timeout 
 		cr_expect_eq(sb.st_blocks, 0, "B's pages file is a stand-in without data");
 	}
 	cr_expect(tc_file_has(err, "every page reached B"), "%s", err);
+	/* With pre-copy rounds (uffd-inject pre-dump), B's chain is B's own copy, not A's path. */
+	snprintf(path, sizeof(path), "%s/b/final/parent", run.dir);
+	if (tc_file_has(err, "pre-copy round 2")) {
+		char to[256] = "";
+		ssize_t k = readlink(path, to, sizeof(to) - 1);
+
+		cr_expect_gt(k, 0, "%s", path);
+		cr_expect_str_eq(to, "../pre-2");
+	}
 	snprintf(path, sizeof(path), "%s/a/final", run.dir);
 	cr_expect_neq(access(path, F_OK), 0, "A's state is removed at the end");
 	kill(np, SIGKILL);

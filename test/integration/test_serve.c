@@ -70,7 +70,7 @@ static const struct ts_area two_areas[] = {
 
 Test(serve, on_demand_every_byte, .timeout = 60, .fini = teardown)
 {
-	const char *args[] = { "--no-fill", NULL };
+	const char *args[] = { "--no-fill", "--fixed-window", NULL };
 	struct ts_child c = { .d = &dmn, .areas = two_areas, .n = 2, .seed = SEED, .imgdir = imgdir };
 	struct ts_status s;
 	pid_t pid;
@@ -83,10 +83,170 @@ Test(serve, on_demand_every_byte, .timeout = 60, .fini = teardown)
 	cr_expect_eq(s.tot->pages_copied, data_pages(two_areas, 2), "copied %" PRIu64 " want %" PRIu64,
 		     s.tot->pages_copied, data_pages(two_areas, 2));
 	cr_expect_gt(s.tot->faults, 0);
-	/* A 64 KiB window: far fewer faults than pages. */
+	/* A fixed 64 KiB window: far fewer faults than pages, even touched out of order. */
 	cr_expect_lt(s.tot->faults, data_pages(two_areas, 2) / 4, "faults %" PRIu64 " copied %" PRIu64 " zeroed %" PRIu64, s.tot->faults, s.tot->pages_copied, s.tot->pages_zeroed);
 	cr_expect_eq(s.n, 0, "a fully served process is released");
 	ts_status_free(&s);
+}
+
+/* Read every page of each area in address order, then compare every byte. */
+static int sc_scan(struct ts_child *c)
+{
+	long bad = 0;
+
+	for (int i = 0; i < c->n; i++) {
+		const struct ts_area *a = &c->areas[i];
+
+		for (uint64_t x = a->start; x < a->start + a->len; x += TS_PAGE)
+			(void)*(volatile uint64_t *)(uintptr_t)x;
+		bad += ts_check(a->start, a->len, a->start, a, c->seed);
+	}
+	return bad ? 1 : 0;
+}
+
+#define SPARSE_N	64	/* pages read by sc_sparse, each 1 MiB from the last */
+
+/* Read SPARSE_N pages 1 MiB apart, from the last down, then check each. */
+static int sc_sparse(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+	long bad = 0;
+
+	for (int k = SPARSE_N - 1; k >= 0; k--)
+		(void)*(volatile uint64_t *)(uintptr_t)(a->start + (uint64_t)k * MiB + 3 * TS_PAGE);
+	for (int k = 0; k < SPARSE_N; k++) {
+		uint64_t p = a->start + (uint64_t)k * MiB + 3 * TS_PAGE;
+
+		bad += ts_check(p, TS_PAGE, p, a, c->seed);
+	}
+	return bad ? 1 : 0;
+}
+
+static const struct ts_area one_big[] = {
+	{ BASE, SPARSE_N * MiB, 0 },
+};
+
+/* The adaptive window: a scan in address order grows it, so it faults far less than a page each. */
+Test(serve, adaptive_window_grows_on_a_scan, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c = { .d = &dmn, .areas = two_areas, .n = 2, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(two_areas, 2, args);
+	pid = ts_child_start(&c, sc_scan);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory (see its stderr)");
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	cr_expect_eq(s.tot->pages_copied, data_pages(two_areas, 2));
+	/*
+	 * Windows of 1, 2, 4, 8 pages, then 16: one fault per 16 pages, and
+	 * about as many again where the scan overtakes a window's quiet part.
+	 */
+	cr_expect_lt(s.tot->faults, data_pages(two_areas, 2) / 4, "faults %" PRIu64 " for %" PRIu64 " pages",
+		     s.tot->faults, data_pages(two_areas, 2));
+	ts_status_free(&s);
+}
+
+/* ...and faults far apart get one page each: nothing copied that was not asked for. */
+Test(serve, adaptive_window_one_page_on_random_faults, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one_big, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(one_big, 1, args);
+	pid = ts_child_start(&c, sc_sparse);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory (see its stderr)");
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	cr_expect_eq(s.tot->faults, SPARSE_N, "faults %" PRIu64, s.tot->faults);
+	cr_expect_eq(s.tot->pages_copied, SPARSE_N, "copied %" PRIu64 " pages for %d faults",
+		     s.tot->pages_copied, SPARSE_N);
+	ts_status_free(&s);
+}
+
+/*
+ * The same faults with --fixed-window: each brings its aligned 64 KiB, at
+ * least the 13 pages from the fault to the window's end before the wake (the
+ * 3 below may still be on their way when the child exits).
+ */
+Test(serve, fixed_window_serves_the_whole_window, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "--fixed-window", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one_big, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(one_big, 1, args);
+	pid = ts_child_start(&c, sc_sparse);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory (see its stderr)");
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	cr_expect_eq(s.tot->faults, SPARSE_N, "faults %" PRIu64, s.tot->faults);
+	cr_expect_geq(s.tot->pages_copied, SPARSE_N * 13, "copied %" PRIu64 " pages for %d faults",
+		     s.tot->pages_copied, SPARSE_N);
+	ts_status_free(&s);
+}
+
+/* CPU time PID has used, in ms (schedstat). */
+static uint64_t cpu_ms(pid_t pid)
+{
+	unsigned long long v = 0;
+	char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+	f = fopen(path, "r");
+	cr_assert(f, "open %s", path);
+	cr_assert_eq(fscanf(f, "%llu", &v), 1, "read %s", path);
+	fclose(f);
+	return v / 1000000;
+}
+
+/* Fault densely (sc_sparse), then hold still until told to go. */
+static int sc_sparse_then_wait(struct ts_child *c)
+{
+	int r = sc_sparse(c);
+
+	ts_wait_go(c);
+	return r;
+}
+
+/*
+ * The daemon polls after each fault while faults come densely (--spin), and
+ * never while nothing comes: with every fault answered and the process
+ * idle, the daemon uses (almost) no CPU over a second.
+ */
+Test(serve, no_polling_when_idle, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "--spin", "10000", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one_big, .n = 1, .seed = SEED, .imgdir = imgdir };
+	uint64_t before, after;
+	pid_t pid;
+
+	setup(one_big, 1, args);
+	pid = ts_child_start(&c, sc_sparse_then_wait);
+	for (int tries = 0;; tries++) {
+		struct ts_status s;
+		bool done;
+
+		cr_assert_lt(tries, 3000, "the faults were never all answered");
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		done = s.tot->faults == SPARSE_N;
+		ts_status_free(&s);
+		if (done)
+			break;
+		usleep(5000);
+	}
+	usleep(100 * 1000);
+	before = cpu_ms(dmn.pid);
+	usleep(1000 * 1000);
+	after = cpu_ms(dmn.pid);
+	ts_say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory (see its stderr)");
+	/* A loop that kept polling would have used most of the second. */
+	cr_expect_lt(after - before, 100, "the idle daemon used %" PRIu64 " ms of CPU in 1 s",
+		     after - before);
 }
 
 /* Wait to be told that the fill is done, then read without faulting. */

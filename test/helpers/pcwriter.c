@@ -1,0 +1,447 @@
+/*
+ * pcwriter: a target for the pre-copy tests that writes all the time and
+ * can check every byte of its memory by itself.
+ *
+ *   pcwriter --log FILE [--pages N] [--seed S] [--hot H] [--thp] [--fast]
+ *
+ * It keeps up to PCW_SLOTS areas ("slots"; slot 0 has N pages, 1024 by
+ * default; with --thp slot 0 is 2 MiB aligned and MADV_HUGEPAGE; every new
+ * slot starts with data in every page) and loops
+ * for ever: step n picks a live slot, a page and a word from a hash of
+ * (seed, n) (with --hot H, among the first H pages of all slots only), writes a value made from n there and bumps that page's counter
+ * (word 0 of the page, and the same count in a separate counter area), in
+ * batches of 256 steps with a 1 ms sleep after each (--fast: no sleep). Every change of layout
+ * is logged in memory with the step it happened at, so the whole content of
+ * every slot at step n follows from the seed and that log alone:
+ *
+ *   SIGUSR1  replay steps 0..n-1 into fresh memory and compare every byte of
+ *            every live slot and of the counters; log "verify ok N" or
+ *            "verify bad slot S page P word W: got X want Y".
+ *   SIGUSR2  make the next change of a fixed cycle and log "change KIND":
+ *            new (a slot of 64 pages), drop (MADV_DONTNEED of the middle
+ *            third of the last slot), grow (mremap, may move), move (mremap
+ *            to another place),
+ *            protect (PROT_READ, then back), fork (a child that writes into
+ *            every page, checks its own copy by replay and exits 0 or 3; the
+ *            parent logs "fork ok" or "fork bad STATUS"), unmap (the last slot
+ *            but 0), thp (a 2 MiB aligned slot with MADV_HUGEPAGE).
+ *   SIGTERM  default: dies.
+ *
+ * It prints "ready pid=P" on stdout at start. The log is a regular file
+ * opened O_APPEND, so a restored pcwriter goes on logging into it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PCW_PAGE	4096u
+#define PCW_WORDS	(PCW_PAGE / 8)
+#define PCW_SLOTS	16
+#define PCW_MAXPAGES	(1u << 21)	/* per slot: 8 GiB */
+#define PCW_EVENTS	4096
+#define PCW_BATCH	256
+
+enum { EV_NEW = 1, EV_GROW, EV_MOVE, EV_DROP, EV_PROTECT, EV_FORK, EV_UNMAP, EV_THP };
+
+struct slot {
+	uint64_t *mem;		/* NULL: dead */
+	uint64_t pages;
+	uint64_t *ctr;		/* a counter per page, in an area of its own */
+	uint64_t ctr_pages;	/* capacity of ctr, in entries */
+};
+
+struct event {
+	uint64_t step;
+	uint32_t kind;
+	uint32_t slot;
+	uint64_t a, b;		/* pages: new size, drop range */
+};
+
+static struct slot slots[PCW_SLOTS];
+static struct event events[PCW_EVENTS];
+static unsigned nevents;
+static uint64_t step;
+static uint64_t seed = 1;
+static uint64_t hot;		/* steps write only the first HOT pages (0: all) */
+static bool fast;		/* no sleep between batches: writes as fast as it can */
+static unsigned next_change;
+static int logfd = -1;
+static volatile sig_atomic_t want_verify, want_change;
+
+static void on_usr1(int s)
+{
+	(void)s;
+	want_verify = 1;
+}
+
+static void on_usr2(int s)
+{
+	(void)s;
+	want_change = 1;
+}
+
+static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void logf_(const char *fmt, ...)
+{
+	char b[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(b, sizeof(b), fmt, ap);
+	va_end(ap);
+	if (n > 0 && write(logfd, b, (size_t)n) != n)
+		_exit(101);
+}
+
+static uint64_t mix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/* Map PAGES pages for a slot (THP: 2 MiB aligned, MADV_HUGEPAGE). */
+static uint64_t *map_pages(uint64_t pages, bool thp)
+{
+	size_t len = pages * PCW_PAGE, al = 2u << 20;
+	uint8_t *p;
+
+	if (!thp) {
+		p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		return p == MAP_FAILED ? NULL : (uint64_t *)(void *)p;
+	}
+	p = mmap(NULL, len + al, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	uint8_t *a = (uint8_t *)(((uintptr_t)p + al - 1) & ~(uintptr_t)(al - 1));
+
+	if (a > p)
+		munmap(p, a - p);
+	munmap(a + len, (p + len + al) - (a + len));
+	madvise(a, len, MADV_HUGEPAGE);
+	return (uint64_t *)(void *)a;
+}
+
+static uint64_t *map_ctr(uint64_t entries)
+{
+	void *p = mmap(NULL, (entries * 8 + PCW_PAGE - 1) / PCW_PAGE * PCW_PAGE,
+		       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* The write of step N into the slots S (real or shadow). */
+static void do_step(struct slot *s, uint64_t n)
+{
+	uint64_t h = mix(seed ^ mix(n)), live = 0, pick, total = 0;
+
+	for (int i = 0; i < PCW_SLOTS; i++)
+		if (s[i].mem) {
+			live++;
+			total += s[i].pages;
+		}
+	if (!total)
+		return;
+	pick = h % (hot && hot < total ? hot : total);
+	for (int i = 0; i < PCW_SLOTS; i++) {
+		if (!s[i].mem)
+			continue;
+		if (pick < s[i].pages) {
+			uint64_t *pg = s[i].mem + pick * PCW_WORDS;
+			unsigned w = 1 + (unsigned)((h >> 40) % (PCW_WORDS - 1));
+
+			pg[w] = mix(n) | 1;
+			pg[0]++;
+			s[i].ctr[pick]++;
+			return;
+		}
+		pick -= s[i].pages;
+	}
+	(void)live;
+}
+
+/* Apply event E to the slots S; the real process (REAL) maps, the shadow allocates. */
+static int apply(struct slot *s, const struct event *e, bool real)
+{
+	struct slot *t = &s[e->slot];
+
+	switch (e->kind) {
+	case EV_NEW:
+	case EV_THP:
+		/* The shadow maps too: its pages go back at the end, not into the heap. */
+		t->mem = map_pages(e->a, real && e->kind == EV_THP);
+		t->pages = e->a;
+		t->ctr_pages = PCW_MAXPAGES;
+		t->ctr = map_ctr(t->ctr_pages);
+		if (!t->mem || !t->ctr)
+			return -1;
+		/* Every page starts with data: most of it stays unwritten, in the parent. */
+		for (uint64_t p = 0; p < t->pages; p++)
+			for (unsigned w = 1; w < PCW_WORDS; w += 7)
+				t->mem[p * PCW_WORDS + w] = mix(seed ^ ((uint64_t)e->slot << 48) ^
+							       (p << 12) ^ w);
+		return 0;
+	case EV_GROW: {
+		void *p = mremap(t->mem, t->pages * PCW_PAGE, e->a * PCW_PAGE, MREMAP_MAYMOVE);
+
+		if (p == MAP_FAILED)
+			return -1;
+		t->mem = p;
+		t->pages = e->a;
+		return 0;
+	}
+	case EV_MOVE:
+		if (real) {
+			/* Somewhere else: reserve a new place, move over it. */
+			void *to = mmap(NULL, t->pages * PCW_PAGE, PROT_NONE,
+					MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			void *p;
+
+			if (to == MAP_FAILED)
+				return -1;
+			p = mremap(t->mem, t->pages * PCW_PAGE, t->pages * PCW_PAGE,
+				   MREMAP_MAYMOVE | MREMAP_FIXED, to);
+			if (p == MAP_FAILED)
+				return -1;
+			t->mem = p;
+		}
+		return 0;
+	case EV_DROP:
+		if (real)
+			return madvise(t->mem + e->a * PCW_WORDS, (e->b - e->a) * PCW_PAGE,
+				       MADV_DONTNEED);
+		memset(t->mem + e->a * PCW_WORDS, 0, (e->b - e->a) * PCW_PAGE);
+		return 0;
+	case EV_PROTECT:
+		if (real && (mprotect(t->mem, t->pages * PCW_PAGE, PROT_READ) < 0 ||
+			     mprotect(t->mem, t->pages * PCW_PAGE, PROT_READ | PROT_WRITE) < 0))
+			return -1;
+		return 0;
+	case EV_UNMAP:
+		munmap(t->mem, t->pages * PCW_PAGE);
+		munmap(t->ctr, (t->ctr_pages * 8 + PCW_PAGE - 1) / PCW_PAGE * PCW_PAGE);
+		t->mem = NULL;
+		t->ctr = NULL;
+		return 0;
+	case EV_FORK:
+		return 0;	/* the child's writes stay in the child */
+	}
+	return -1;
+}
+
+/* Replay everything up to step N into a shadow and compare it with the slots. */
+static int verify(uint64_t n, char *why, size_t len)
+{
+	struct slot sh[PCW_SLOTS];
+	unsigned k = 0;
+	int ret = 0;
+
+	memset(sh, 0, sizeof(sh));
+	for (uint64_t i = 0; i <= n; i++) {
+		while (k < nevents && events[k].step == i)
+			if (apply(sh, &events[k++], false) < 0) {
+				snprintf(why, len, "replay of event %u failed", k - 1);
+				return -1;
+			}
+		if (i < n)
+			do_step(sh, i);
+	}
+	if (k != nevents) {
+		snprintf(why, len, "event %u of %u is at step %" PRIu64 ", after %" PRIu64, k,
+			 nevents, events[k].step, n);
+		return -1;
+	}
+	for (int s = 0; s < PCW_SLOTS && !ret; s++) {
+		if (!sh[s].mem != !slots[s].mem || sh[s].pages != slots[s].pages) {
+			snprintf(why, len, "slot %d: layout differs", s);
+			ret = -1;
+			break;
+		}
+		if (!sh[s].mem)
+			continue;
+		for (uint64_t p = 0; p < sh[s].pages && !ret; p++) {
+			if (sh[s].ctr[p] != slots[s].ctr[p]) {
+				snprintf(why, len, "slot %d page %" PRIu64 " counter: got %" PRIu64
+					 " want %" PRIu64, s, p, slots[s].ctr[p], sh[s].ctr[p]);
+				ret = -1;
+			}
+			for (unsigned w = 0; w < PCW_WORDS && !ret; w++)
+				if (sh[s].mem[p * PCW_WORDS + w] != slots[s].mem[p * PCW_WORDS + w]) {
+					snprintf(why, len, "slot %d page %" PRIu64 " word %u: got 0x%"
+						 PRIx64 " want 0x%" PRIx64, s, p, w,
+						 slots[s].mem[p * PCW_WORDS + w],
+						 sh[s].mem[p * PCW_WORDS + w]);
+					ret = -1;
+				}
+		}
+	}
+	for (int s = 0; s < PCW_SLOTS; s++)
+		if (sh[s].mem) {
+			munmap(sh[s].mem, sh[s].pages * PCW_PAGE);
+			munmap(sh[s].ctr, (sh[s].ctr_pages * 8 + PCW_PAGE - 1) / PCW_PAGE * PCW_PAGE);
+		}
+	return ret;
+}
+
+/* Record and make the next change of the cycle. */
+static void change(void)
+{
+	static const uint32_t cycle[] = { EV_NEW, EV_DROP, EV_GROW, EV_MOVE, EV_PROTECT, EV_FORK,
+					  EV_THP, EV_UNMAP };
+	static const char *const names[] = { "", "new", "grow", "move", "drop", "protect", "fork",
+					     "unmap", "thp" };
+	struct event e = { .step = step, .kind = cycle[next_change++ % 8] };
+	int last = 0, free_slot = -1;
+
+	for (int i = 0; i < PCW_SLOTS; i++) {
+		if (slots[i].mem)
+			last = i;
+		else if (free_slot < 0)
+			free_slot = i;
+	}
+	switch (e.kind) {
+	case EV_NEW:
+	case EV_THP:
+		if (free_slot < 0 || nevents == PCW_EVENTS) {
+			logf_("change %s skipped\n", names[e.kind]);
+			return;
+		}
+		e.slot = (uint32_t)free_slot;
+		e.a = e.kind == EV_THP ? 1024 : 64;
+		break;
+	case EV_GROW:
+		e.slot = (uint32_t)last;
+		e.a = slots[last].pages + 64;
+		break;
+	case EV_DROP:
+		e.slot = (uint32_t)last;
+		e.a = slots[last].pages / 3;
+		e.b = e.a + slots[last].pages / 3 + 1;
+		break;
+	case EV_UNMAP:
+		if (last == 0) {
+			logf_("change unmap skipped\n");
+			return;
+		}
+		e.slot = (uint32_t)last;
+		break;
+	default:
+		e.slot = (uint32_t)last;
+		break;
+	}
+	if (nevents == PCW_EVENTS) {
+		logf_("change %s skipped (log full)\n", names[e.kind]);
+		return;
+	}
+	if (apply(slots, &e, true) < 0) {
+		logf_("change %s failed: %s\n", names[e.kind], strerror(errno));
+		return;
+	}
+	events[nevents++] = e;
+	if (e.kind == EV_FORK) {
+		pid_t c = fork();
+		int st;
+
+		if (c == 0) {
+			char why[256];
+
+			for (int i = 0; i < PCW_SLOTS; i++)
+				for (uint64_t p = 0; slots[i].mem && p < slots[i].pages; p++)
+					slots[i].mem[p * PCW_WORDS + 1] ^= 1;
+			for (int i = 0; i < PCW_SLOTS; i++)
+				for (uint64_t p = 0; slots[i].mem && p < slots[i].pages; p++)
+					slots[i].mem[p * PCW_WORDS + 1] ^= 1;
+			_exit(verify(step, why, sizeof(why)) == 0 ? 0 : 3);
+		}
+		while (c > 0 && waitpid(c, &st, 0) < 0 && errno == EINTR)
+			;
+		if (c < 0)
+			logf_("fork bad: %s\n", strerror(errno));
+		else if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+			logf_("fork ok\n");
+		else
+			logf_("fork bad 0x%x\n", st);
+	}
+	logf_("change %s\n", names[e.kind]);
+}
+
+int main(int argc, char **argv)
+{
+	uint64_t pages = 1024;
+	const char *log = NULL;
+	bool thp = false;
+	struct sigaction sa;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--log") && i + 1 < argc)
+			log = argv[++i];
+		else if (!strcmp(argv[i], "--pages") && i + 1 < argc)
+			pages = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+			seed = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--hot") && i + 1 < argc)
+			hot = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--fast"))
+			fast = true;
+		else if (!strcmp(argv[i], "--thp"))
+			thp = true;
+		else {
+			fprintf(stderr, "pcwriter: bad argument %s\n", argv[i]);
+			return 2;
+		}
+	}
+	if (!log || !pages || pages > PCW_MAXPAGES / 2) {
+		fprintf(stderr, "usage: pcwriter --log FILE [--pages N] [--seed S] [--hot H] [--thp] "
+			"[--fast]\n");
+		return 2;
+	}
+	logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (logfd < 0)
+		return 2;
+	events[0] = (struct event){ 0, thp ? EV_THP : EV_NEW, 0, pages, 0 };
+	if (apply(slots, &events[0], true) < 0)
+		return 2;
+	nevents = 1;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_flags = SA_RESTART;
+	sa.sa_handler = on_usr1;
+	sigaction(SIGUSR1, &sa, NULL);
+	sa.sa_handler = on_usr2;
+	sigaction(SIGUSR2, &sa, NULL);
+	printf("ready pid=%d\n", (int)getpid());
+	fflush(stdout);
+	for (;;) {
+		struct timespec ms = { 0, 1000000 };
+
+		for (int i = 0; i < PCW_BATCH; i++)
+			do_step(slots, step++);
+		if (want_change) {
+			want_change = 0;
+			change();
+		}
+		if (want_verify) {
+			char why[256];
+
+			want_verify = 0;
+			if (verify(step, why, sizeof(why)) == 0)
+				logf_("verify ok %" PRIu64 "\n", step);
+			else
+				logf_("verify bad %s\n", why);
+		}
+		if (!fast)
+			nanosleep(&ms, NULL);
+	}
+}

@@ -1,0 +1,888 @@
+/*
+ * Pre-copy end to end: `uffd-inject pre-dump` rounds on a target that never
+ * stops writing (test/helpers/pcwriter.c: random words and per-page
+ * counters, a deterministic history it can replay to check every byte of
+ * its memory), then `dump --prev-images --kill` restored by `uffd-inject
+ * restore` (eagerly, and served by a uffd-manager started here), or `lazy
+ * --prev-images` / `lazy --pre-copy` handed to that manager. Between rounds
+ * the target makes new areas, grows, moves, drops (MADV_DONTNEED), and
+ * re-protects them, forks, maps THP; after every step it checks itself.
+ *
+ * This process becomes a child subreaper so that restored processes are
+ * ours to reap.
+ */
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include "manager.pb-c.h"
+#include "tserve.h"
+#include "twork.h"
+#include "wire.h"
+
+static char tmp[64];
+static pid_t kids[16];
+static int nkids;
+static int outs[16];
+static int nouts;
+static struct ts_daemon dmn;
+static bool dmn_on;
+
+static const char *build_dir(void)
+{
+	const char *b = getenv("UFFD_TEST_BUILD");
+
+	return b ? b : TEST_BUILDDIR;
+}
+
+static void setup(void)
+{
+	snprintf(tmp, sizeof(tmp), "/tmp/uffd-pctest-XXXXXX");
+	cr_assert_not_null(mkdtemp(tmp), "mkdtemp: %s", strerror(errno));
+	cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	nkids = nouts = 0;
+	dmn_on = false;
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	for (int i = 0; i < nkids; i++)
+		if (kids[i] > 0) {
+			kill(kids[i], SIGKILL);
+			waitpid(kids[i], NULL, 0);
+		}
+	for (int i = 0; i < nouts; i++)
+		close(outs[i]);
+	if (dmn_on)
+		ts_daemon_finish(&dmn, 5000);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
+	if (!getenv("UFFD_TEST_KEEP") && system(cmd)) {
+	}
+}
+
+static void forget(pid_t pid)
+{
+	for (int i = 0; i < nkids; i++)
+		if (kids[i] == pid)
+			kids[i] = 0;
+}
+
+/* Read a whole file into a NUL-terminated malloc'd buffer (empty if missing). */
+static char *slurp(const char *path)
+{
+	size_t cap = 4096, n = 0;
+	char *b = malloc(cap);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t k;
+
+	cr_assert_not_null(b);
+	while (fd >= 0 && (k = read(fd, b + n, cap - n - 1)) > 0) {
+		n += (size_t)k;
+		if (cap - n < 2) {
+			cap *= 2;
+			b = realloc(b, cap);
+			cr_assert_not_null(b);
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	b[n] = '\0';
+	return b;
+}
+
+/* How many times S occurs in the file at PATH. */
+static int count_in(const char *path, const char *s)
+{
+	char *b = slurp(path), *p = b;
+	int n = 0;
+
+	while ((p = strstr(p, s))) {
+		n++;
+		p += strlen(s);
+	}
+	free(b);
+	return n;
+}
+
+/* Start pcwriter with ARGS (its log in tmp/log.TAG); only fds 0-2, stdout a pipe. */
+static pid_t pcw_start(const char *tag, const char *const *args, char *log, size_t loglen)
+{
+	char bin[256], line[128];
+	const char *argv[20];
+	int p[2], n = 0;
+	size_t got = 0;
+	pid_t pid;
+
+	snprintf(bin, sizeof(bin), "%s/test/helpers/pcwriter", build_dir());
+	snprintf(log, loglen, "%s/log.%s", tmp, tag);
+	argv[n++] = bin;
+	argv[n++] = "--log";
+	argv[n++] = log;
+	for (int i = 0; args[i] && n < 19; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int nul = open("/dev/null", O_RDWR);
+
+		dup2(nul, 0);
+		dup2(p[1], 1);
+		dup2(nul, 2);
+		close_range(3, ~0u, 0);
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	close(p[1]);
+	kids[nkids++] = pid;
+	outs[nouts++] = p[0];
+	while (got < sizeof(line) - 1) {
+		struct pollfd pf = { p[0], POLLIN, 0 };
+
+		cr_assert_gt(poll(&pf, 1, 20000), 0, "pcwriter did not start");
+		cr_assert_eq(read(p[0], line + got, 1), 1, "pcwriter died at start");
+		if (line[got++] == '\n')
+			break;
+	}
+	line[got] = '\0';
+	cr_assert_not_null(strstr(line, "ready pid="), "pcwriter said: %s", line);
+	return pid;
+}
+
+/* Run uffd-inject with ARGS (ENV: one NAME=VALUE or NULL); output in OUT, ERR. Exit code. */
+static int tool_env(const char *env, const char *const *args, char *out, size_t olen, char *err,
+		    size_t elen)
+{
+	char bin[256], of[128], ef[128], *b;
+	const char *argv[24];
+	int n = 0, st;
+	pid_t pid;
+
+	snprintf(bin, sizeof(bin), "%s/uffd-inject", build_dir());
+	snprintf(of, sizeof(of), "%s/tool.out", tmp);
+	snprintf(ef, sizeof(ef), "%s/tool.err", tmp);
+	argv[n++] = bin;
+	for (int i = 0; args[i] && n < 23; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int o = open(of, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		int e = open(ef, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		dup2(o, 1);
+		dup2(e, 2);
+		close_range(3, ~0u, 0);
+		if (env)
+			putenv((char *)env);
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	b = slurp(of);
+	snprintf(out, olen, "%s", b);
+	free(b);
+	b = slurp(ef);
+	snprintf(err, elen, "%s", b);
+	free(b);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int tool(const char *const *args, char *out, size_t olen, char *err, size_t elen)
+{
+	return tool_env(NULL, args, out, olen, err, elen);
+}
+
+/* Wait until the file at PATH holds S at least N times; false after MS milliseconds. */
+static bool wait_count(const char *path, const char *s, int n, int ms)
+{
+	for (int i = 0; i < ms / 10; i++) {
+		if (count_in(path, s) >= n)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* Have PID check every byte of its memory; assert it says ok. */
+static void verify(pid_t pid, const char *log)
+{
+	int n = count_in(log, "verify ");
+	char *b, *last;
+
+	cr_assert_eq(kill(pid, SIGUSR1), 0);
+	cr_assert(wait_count(log, "verify ", n + 1, 60000), "pid %d does not answer", (int)pid);
+	b = slurp(log);
+	last = strrchr(b, '\n');
+	*last = '\0';
+	last = strrchr(b, '\n');
+	last = last ? last + 1 : b;
+	cr_assert_eq(strncmp(last, "verify ok", 9), 0, "pid %d: %s", (int)pid, last);
+	free(b);
+}
+
+/* Have PID make its next N changes of layout (see pcwriter.c). */
+static void change(pid_t pid, const char *log, int n)
+{
+	for (int i = 0; i < n; i++) {
+		int c = count_in(log, "change ");
+
+		cr_assert_eq(kill(pid, SIGUSR2), 0);
+		cr_assert(wait_count(log, "change ", c + 1, 20000), "no change");
+	}
+	cr_assert_eq(count_in(log, "failed"), 0, "%s", slurp(log));
+	cr_assert_eq(count_in(log, "fork bad"), 0, "%s", slurp(log));
+}
+
+/* A number after the text S in TEXT (the first occurrence), or -1. */
+static long num_before(const char *text, const char *s)
+{
+	const char *p = strstr(text, s);
+
+	if (!p)
+		return -1;
+	while (p > text && p[-1] == ' ')
+		p--;
+	while (p > text && p[-1] >= '0' && p[-1] <= '9')
+		p--;
+	return strtol(p, NULL, 10);
+}
+
+/* How many userfaultfds PID holds, and how many of its areas are registered write-protect. */
+static void uffd_state(pid_t pid, int *nfds, int *nuw)
+{
+	char path[64], link[64], *b, *p;
+	struct dirent *de;
+	DIR *d;
+
+	*nfds = *nuw = 0;
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	cr_assert_not_null(d);
+	while ((de = readdir(d))) {
+		char lp[320];
+		ssize_t n;
+
+		snprintf(lp, sizeof(lp), "%s/%s", path, de->d_name);
+		n = readlink(lp, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = '\0';
+			*nfds += !strcmp(link, "anon_inode:[userfaultfd]");
+		}
+	}
+	closedir(d);
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	b = slurp(path);
+	for (p = b; (p = strstr(p, "VmFlags:")); p++) {
+		char *e = strchr(p, '\n');
+
+		if (e)
+			*e = '\0';
+		*nuw += strstr(p, " uw") != NULL;
+		if (e)
+			*e = '\n';
+	}
+	free(b);
+}
+
+/* pre-dump PID into tmp/DIR (after tmp/PREV if given); assert it worked; its output in OUT. */
+static void predump(pid_t pid, const char *dir, const char *prev, char *out, size_t olen)
+{
+	char ps[16], d[128], pv[128], err[4096];
+	const char *args[] = { "pre-dump", "--pid", ps, "--images", d, prev ? "--prev-images" : NULL,
+			       pv, NULL };
+	int rc;
+
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/%s", tmp, dir);
+	snprintf(pv, sizeof(pv), "%s/%s", tmp, prev ? prev : "");
+	rc = tool(args, out, olen, err, sizeof(err));
+	cr_assert_eq(rc, 0, "pre-dump %s exit %d: %s", dir, rc, err);
+	cr_log_info("%s: %s", dir, strstr(out, "round") ? strstr(out, "round") : out);
+}
+
+/* The last round: dump --kill after tmp/PREV into tmp/DIR. */
+static void dump_kill(pid_t pid, const char *dir, const char *prev, char *out, size_t olen)
+{
+	char ps[16], d[128], pv[128], err[4096];
+	const char *args[] = { "dump", "--pid", ps, "--images", d, "--kill", "--prev-images", pv,
+			       NULL };
+	int rc, st;
+
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/%s", tmp, dir);
+	snprintf(pv, sizeof(pv), "%s/%s", tmp, prev);
+	rc = tool(args, out, olen, err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	forget(pid);
+}
+
+/* Restore tmp/DIR (served by the daemon, or --eager); returns the new pid. */
+static pid_t restore(const char *dir, bool served)
+{
+	char d[128], out[2048], err[2048];
+	const char *args[] = { "restore", "--images", d, "--stdio", "null",
+			       served ? "--socket" : "--eager", served ? dmn.sock : NULL, NULL };
+	pid_t pid;
+	int rc;
+
+	snprintf(d, sizeof(d), "%s/%s", tmp, dir);
+	rc = tool(args, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "restore exit %d: %s", rc, err);
+	pid = (pid_t)strtol(out, NULL, 10);
+	cr_assert_gt(pid, 0, "restore said: %s", out);
+	kids[nkids++] = pid;
+	return pid;
+}
+
+static void daemon_on(void)
+{
+	ts_daemon_start(&dmn, NULL);
+	dmn_on = true;
+}
+
+/* Kill a restored PID and reap it. */
+static void end(pid_t pid)
+{
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	waitpid(pid, NULL, 0);
+	forget(pid);
+}
+
+/*
+ * A chain of ROUNDS pre-dump rounds with CHANGES[r] layout changes before
+ * round r+1 (and the dump), then dump --kill, restored eagerly and by the
+ * daemon, both checked whole.
+ */
+static void chain(int rounds, const int *changes, long *dropped)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "256", NULL };
+	char log[128], out[4096], dir[16], prev[16];
+	struct timespec ts[2];
+	struct stat sb;
+	long parent, copied;
+	pid_t pid, r;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	*dropped = 0;
+	for (int i = 1; i <= rounds; i++) {
+		snprintf(dir, sizeof(dir), "r%d", i);
+		snprintf(prev, sizeof(prev), "r%d", i - 1);
+		predump(pid, dir, i > 1 ? prev : NULL, out, sizeof(out));
+		cr_assert_not_null(strstr(out, "writes tracked"), "%s", out);
+		if (i > 1) {
+			/* Most of slot 0 is never written: it stays in the parent. */
+			parent = num_before(out, "left in the parent");
+			cr_assert_gt(parent, 2048, "%s", out);
+			if (num_before(out, "dropped") > 0)
+				*dropped += num_before(out, "dropped");
+		}
+		verify(pid, log);
+		change(pid, log, changes ? changes[i - 1] : 0);
+		usleep(50000);
+	}
+	snprintf(prev, sizeof(prev), "r%d", rounds);
+	dump_kill(pid, "last", prev, out, sizeof(out));
+	cr_log_info("last: %s", out);
+	parent = num_before(out, "left in the parent");
+	copied = num_before(out, "pages (");
+	cr_assert_gt(parent, 2048, "%s", out);
+	cr_assert_lt(copied, parent, "the last round copied more than it left: %s", out);
+	cr_assert_not_null(strstr(out, "tracking ended"), "%s", out);
+	if (num_before(out, "dropped") > 0)
+		*dropped += num_before(out, "dropped");
+	/* show counts the same pages in the parent, read through the chain. */
+	{
+		char d[128], sout[4096], serr[1024], want[64];
+		const char *sa[] = { "show", "--json", d, NULL };
+
+		snprintf(d, sizeof(d), "%s/last", tmp);
+		cr_assert_eq(tool(sa, sout, sizeof(sout), serr, sizeof(serr)), 0, "%s", serr);
+		snprintf(want, sizeof(want), "\"parent_pages\": %ld", parent);
+		if (!strstr(sout, want))
+			snprintf(want, sizeof(want), "\"parent_pages\":%ld", parent);
+		cr_assert_not_null(strstr(sout, want), "no %s in %s", want, sout);
+	}
+
+	cr_assert_eq(stat(log, &sb), 0);
+	r = restore("last", false);
+	verify(r, log);
+	end(r);
+	/* The log as it was at the dump, so that restore takes it again. */
+	cr_assert_eq(truncate(log, sb.st_size), 0);
+	ts[0] = sb.st_atim;
+	ts[1] = sb.st_mtim;
+	cr_assert_eq(utimensat(AT_FDCWD, log, ts, 0), 0);
+	daemon_on();
+	r = restore("last", true);
+	verify(r, log);
+	end(r);
+}
+
+Test(precopy, chain_of_1, .init = setup, .fini = teardown, .timeout = 180)
+{
+	long dropped;
+
+	chain(1, NULL, &dropped);
+}
+
+Test(precopy, chain_of_2, .init = setup, .fini = teardown, .timeout = 180)
+{
+	static const int changes[] = { 1, 0 };	/* a new area between the rounds */
+	long dropped;
+
+	chain(2, changes, &dropped);
+}
+
+Test(precopy, chain_of_5_areas_change_between_rounds, .init = setup, .fini = teardown,
+     .timeout = 240)
+{
+	/* new | drop | grow, move | protect, fork | thp, unmap: see pcwriter.c */
+	static const int changes[] = { 1, 1, 2, 2, 2 };
+	long dropped;
+
+	chain(5, changes, &dropped);
+	/* The drop came after its area was in the chain: those pages became holes. */
+	cr_assert_gt(dropped, 0, "no dropped page seen");
+}
+
+/* A chain served to a process that goes on: lazy --prev-images. */
+Test(precopy, lazy_prev_images_serves_the_chain, .init = setup, .fini = teardown,
+     .timeout = 180)
+{
+	const char *args[] = { "--pages", "8192", "--hot", "512", NULL };
+	char log[128], out[4096], err[4096], ps[16], d[128], pv[128];
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--prev-images", pv, NULL };
+	struct ts_status s;
+	int rc, nfds, nuw;
+	pid_t pid;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	uffd_state(pid, &nfds, &nuw);
+	cr_assert_eq(nfds, 1, "%d userfaultfds after round 1", nfds);
+	cr_assert_gt(nuw, 0, "nothing write-protect registered after round 1");
+	change(pid, log, 1);
+	predump(pid, "r2", "r1", out, sizeof(out));
+	change(pid, log, 2);
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	snprintf(pv, sizeof(pv), "%s/r2", tmp);
+	rc = tool(la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_log_info("lazy: %s", out);
+	cr_assert_not_null(strstr(out, "frozen"), "%s", out);
+	cr_assert_gt(num_before(out, "taken from the chain"), 4096, "%s", out);
+	/* The tracker is gone: only the kept copy of the hand-over's uffd, nothing write-protected. */
+	uffd_state(pid, &nfds, &nuw);
+	cr_assert_eq(nfds, 1, "%d userfaultfds", nfds);
+	cr_assert_eq(nuw, 0, "%d areas still write-protect registered", nuw);
+	verify(pid, log);
+	change(pid, log, 3);
+	verify(pid, log);
+	/* The daemon served every lazy page, most of them from the parents. */
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	cr_assert_geq(s.tot->pages_copied, 8192, "copied %" PRIu64, s.tot->pages_copied);
+	ts_status_free(&s);
+}
+
+Test(precopy, lazy_pre_copy_does_the_rounds, .init = setup, .fini = teardown, .timeout = 180)
+{
+	const char *args[] = { "--pages", "8192", "--hot", "256", NULL };
+	char log[128], out[4096], err[4096], ps[16], d[128];
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--pre-copy", "--max-rounds", "3", NULL };
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	rc = tool(la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_log_info("lazy --pre-copy: %s", out);
+	cr_assert_not_null(strstr(out, "pre-copy round 1:"), "%s", out);
+	cr_assert_null(strstr(out, "pre-copy round 4:"), "more than --max-rounds: %s", out);
+	cr_assert_not_null(strstr(out, "frozen"), "%s", out);
+	cr_assert_gt(num_before(out, "taken from the chain"), 4096, "%s", out);
+	verify(pid, log);
+	change(pid, log, 8);
+	verify(pid, log);
+}
+
+/* CRIU's crit decodes every image of a chain; parent entries are PE_PARENT (1), lazy (3). */
+Test(precopy, crit_decodes_the_chain, .init = setup, .fini = teardown, .timeout = 120)
+{
+	const char *args[] = { "--pages", "2048", "--hot", "64", NULL };
+	static const char *const files[] = { "inventory.img", "pstree.img", "mm", "pagemap" };
+	char log[128], out[4096], cmd[512], name[64];
+	pid_t pid;
+
+	if (system("command -v crit >/dev/null 2>&1"))
+		cr_skip_test("crit is not installed (Debian: apt-get install criu python3-protobuf; "
+			     "make deps does it)");
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	predump(pid, "r2", "r1", out, sizeof(out));
+	for (int d = 1; d <= 2; d++)
+		for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+			FILE *p;
+			size_t n;
+			static char js[1 << 20];
+
+			if (strstr(files[f], ".img"))
+				snprintf(name, sizeof(name), "%s", files[f]);
+			else
+				snprintf(name, sizeof(name), "%s-%d.img", files[f], (int)pid);
+			snprintf(cmd, sizeof(cmd), "crit decode -i %s/r%d/%s 2>&1", tmp, d, name);
+			p = popen(cmd, "r");
+			cr_assert_not_null(p);
+			n = fread(js, 1, sizeof(js) - 1, p);
+			js[n] = '\0';
+			cr_assert_eq(pclose(p), 0, "%s: %s", cmd, js);
+			if (d == 2 && strstr(name, "pagemap"))
+				cr_assert(strstr(js, "\"flags\": 3}") || strstr(js, "\"flags\": 1}"),
+					  "no PE_PARENT entry in %s", js);
+		}
+	snprintf(cmd, sizeof(cmd), "%s/r2/parent", tmp);
+	cr_assert_eq(readlink(cmd, name, sizeof(name)) > 0, true, "no parent link");
+}
+
+/* A round resets the written set: the dir it continued cannot be continued again. */
+Test(precopy, refuses_a_continued_or_foreign_dir, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	const char *args[] = { "--pages", "1024", NULL };
+	char log[128], log2[128], out[4096], err[4096], ps[16], d[128], pv[128];
+	const char *pa[] = { "pre-dump", "--pid", ps, "--images", d, "--prev-images", pv, NULL };
+	const char *da[] = { "dump", "--pid", ps, "--images", d, "--prev-images", pv, NULL };
+	pid_t pid, other;
+	int rc;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	other = pcw_start("o", args, log2, sizeof(log2));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	predump(pid, "r2", "r1", out, sizeof(out));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/again", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	rc = tool(pa, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 1, "%s", err);
+	cr_assert_not_null(strstr(err, "was continued already"), "%s", err);
+	rc = tool(da, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 1, "%s", err);
+	cr_assert_not_null(strstr(err, "was continued already"), "%s", err);
+	/* Another process's chain: no record of it there. */
+	snprintf(ps, sizeof(ps), "%d", (int)other);
+	snprintf(pv, sizeof(pv), "%s/r2", tmp);
+	rc = tool(pa, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 1, "%s", err);
+	cr_assert_not_null(strstr(err, "uffd-track-"), "%s", err);
+	/* Refusals left no images and did not spend r2: it goes on. */
+	snprintf(d, sizeof(d), "%s/again/pstree.img", tmp);
+	cr_assert_neq(access(d, F_OK), 0);
+	predump(pid, "r3", "r2", out, sizeof(out));
+	verify(pid, log);
+	verify(other, log2);
+}
+
+/*
+ * uffd-inject SIGKILLed in each phase of a round: the target runs on,
+ * unblocked, every byte right, and a new chain can start over it.
+ */
+Test(precopy, tool_killed_in_each_phase, .init = setup, .fini = teardown, .timeout = 240)
+{
+	static const char *const phases[] = { "armed", "scanned", "running", "copied" };
+	const char *args[] = { "--pages", "2048", "--hot", "128", NULL };
+	char log[128], out[4096], err[4096], ps[16], d[128], pv[128], env[64], tag[32];
+	const char *pa[] = { "pre-dump", "--pid", ps, "--images", d, NULL, NULL, NULL };
+	pid_t pid, r;
+	int rc;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
+		/* Round 1 and a round 2 killed there. */
+		snprintf(env, sizeof(env), "UFFD_INJECT_TEST_DIE_AT=%s", phases[i]);
+		for (int round = 1; round <= 2; round++) {
+			snprintf(tag, sizeof(tag), "k%zu-%d", i, round);
+			snprintf(d, sizeof(d), "%s/%s", tmp, tag);
+			if (round == 2) {
+				snprintf(tag, sizeof(tag), "base%zu", i);
+				predump(pid, tag, NULL, out, sizeof(out));
+				snprintf(pv, sizeof(pv), "%s/%s", tmp, tag);
+				pa[5] = "--prev-images";
+				pa[6] = pv;
+			} else {
+				pa[5] = NULL;
+			}
+			if (round == 2 && !strcmp(phases[i], "armed"))
+				continue;	/* round 2 arms nothing */
+			rc = tool_env(env, pa, out, sizeof(out), err, sizeof(err));
+			cr_assert_eq(rc, 128 + SIGKILL, "%s round %d: exit %d: %s", phases[i],
+				     round, rc, err);
+			/* It runs: it answers, every byte right, its fork comes back. */
+			verify(pid, log);
+			change(pid, log, 6);
+			verify(pid, log);
+		}
+	}
+	/* The last round, a hand-over, killed after the scan and after the copy. */
+	daemon_on();
+	for (int k = 0; k < 2; k++) {
+		const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+				     "--prev-images", pv, NULL };
+
+		snprintf(tag, sizeof(tag), "lbase%d", k);
+		predump(pid, tag, NULL, out, sizeof(out));
+		snprintf(pv, sizeof(pv), "%s/%s", tmp, tag);
+		snprintf(d, sizeof(d), "%s/lazy%d", tmp, k);
+		snprintf(env, sizeof(env), "UFFD_INJECT_TEST_DIE_AT=%s", k ? "copied" : "scanned");
+		rc = tool_env(env, la, out, sizeof(out), err, sizeof(err));
+		cr_assert_eq(rc, 128 + SIGKILL, "lazy %d: exit %d: %s", k, rc, err);
+		verify(pid, log);
+		change(pid, log, 6);
+		verify(pid, log);
+	}
+	/* A chain starts over whatever was left, and tracks again. */
+	predump(pid, "fresh", NULL, out, sizeof(out));
+	change(pid, log, 1);
+	predump(pid, "fresh2", "fresh", out, sizeof(out));
+	cr_assert_gt(num_before(out, "left in the parent"), 1024, "not tracked: %s", out);
+	dump_kill(pid, "last", "fresh2", out, sizeof(out));
+	r = restore("last", false);
+	verify(r, log);
+	end(r);
+}
+
+/* The target exits while a round copies: the round fails naming it, no images left. */
+Test(precopy, target_exits_mid_round, .init = setup, .fini = teardown, .timeout = 120)
+{
+	const char *args[] = { "--pages", "2048", NULL };
+	char log[128], out[4096], err[4096], ps[16], d[128], pv[128];
+	const char *pa[] = { "pre-dump", "--pid", ps, "--images", d, "--prev-images", pv, NULL };
+	pid_t pid;
+	int rc;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/r2", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	rc = tool_env("UFFD_INJECT_TEST_KILL_TARGET_AT=running", pa, out, sizeof(out), err,
+		      sizeof(err));
+	cr_assert_eq(rc, 1, "exit %d: %s", rc, err);
+	snprintf(ps, sizeof(ps), "pid %d:", (int)pid);
+	cr_assert_not_null(strstr(err, ps), "%s", err);
+	cr_assert(strstr(err, "gone") || strstr(err, "No such process"), "%s", err);
+	snprintf(d, sizeof(d), "%s/r2/pagemap-%d.img", tmp, (int)pid);
+	cr_assert_neq(access(d, F_OK), 0, "a failed round left images");
+	waitpid(pid, NULL, 0);
+	forget(pid);
+}
+
+/* dump --prev-images without --kill: the target runs on untracked, as it was. */
+Test(precopy, dump_prev_images_ends_tracking, .init = setup, .fini = teardown, .timeout = 120)
+{
+	const char *args[] = { "--pages", "2048", "--hot", "64", NULL };
+	char log[128], out[4096], err[4096], ps[16], d[128], pv[128];
+	const char *da[] = { "dump", "--pid", ps, "--images", d, "--prev-images", pv, NULL };
+	int rc, nfds, nuw;
+	pid_t pid;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	change(pid, log, 2);
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/last", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	rc = tool(da, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "tracking ended"), "%s", out);
+	uffd_state(pid, &nfds, &nuw);
+	cr_assert_eq(nfds, 0, "%d userfaultfds left in it", nfds);
+	cr_assert_eq(nuw, 0, "%d areas still registered", nuw);
+	verify(pid, log);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	forget(pid);
+}
+
+/* A "manager" that takes the probe, then refuses the HELLO (after the pages were dropped). */
+static void *refuser(void *arg)
+{
+	int lfd = *(int *)arg, fd, fds[WIRE_MAX_FDS], nfds;
+	uint8_t buf[WIRE_MAX_MSG];
+	Reply r = REPLY__INIT;
+	HelloReply hr = HELLO_REPLY__INIT;
+	ssize_t n;
+
+	for (int k = 0; k < 2; k++) {	/* lazy probes before the target is touched */
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			return NULL;
+		if (poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, 30000) > 0 &&
+		    (n = wire_recv(fd, buf, sizeof(buf), fds, &nfds, WIRE_MAX_FDS)) > 0) {
+			for (int i = 0; i < nfds; i++)
+				close(fds[i]);
+			hr.ok = 0;
+			hr.reason = "refused by the test";
+			r.hello = &hr;
+			wire_send(fd, &r.base, NULL, 0);
+			close(fd);
+			return NULL;
+		}
+		close(fd);
+	}
+	return NULL;
+}
+
+/* A refused hand-over of a chain puts every page back, from the parents too. */
+Test(precopy, refused_lazy_puts_the_chain_back, .init = setup, .fini = teardown, .timeout = 120)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "128", NULL };
+	char log[128], out[4096], err[4096], ps[16], d[128], pv[128];
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", a.sun_path,
+			     "--prev-images", pv, NULL };
+	int lfd, rc, nfds, nuw;
+	pthread_t th;
+	pid_t pid;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	change(pid, log, 2);	/* new, drop */
+	predump(pid, "r2", "r1", out, sizeof(out));
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s/refuse.sock", tmp);
+	lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	cr_assert_geq(lfd, 0);
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(lfd, 4), 0);
+	cr_assert_eq(pthread_create(&th, NULL, refuser, &lfd), 0);
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	snprintf(pv, sizeof(pv), "%s/r2", tmp);
+	rc = tool(la, out, sizeof(out), err, sizeof(err));
+	pthread_join(th, NULL);
+	close(lfd);
+	cr_assert_eq(rc, 1, "lazy exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(err, "refused by the test"), "%s", err);
+	cr_assert_not_null(strstr(err, "memory is back in place"), "%s", err);
+	uffd_state(pid, &nfds, &nuw);
+	cr_assert_eq(nfds, 0, "%d userfaultfds left", nfds);
+	cr_assert_eq(nuw, 0, "%d areas registered", nuw);
+	verify(pid, log);
+	change(pid, log, 4);
+	verify(pid, log);
+}
+
+/* Transparent huge pages written between rounds: tracked per pmd, every byte right. */
+Test(precopy, thp_area_written_between_rounds, .init = setup, .fini = teardown, .timeout = 180)
+{
+	const char *args[] = { "--thp", "--pages", "2048", "--hot", "700", NULL };
+	char log[128], out[4096], path[64], *b, *p;
+	long huge = 0;
+	pid_t pid, r;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	b = slurp(path);
+	for (p = b; (p = strstr(p, "AnonHugePages:")); p++)
+		huge += strtol(p + 14, NULL, 10);
+	free(b);
+	if (huge == 0)
+		cr_log_warn("no huge page in the target (THP off here?): tracked as small pages");
+	predump(pid, "r1", NULL, out, sizeof(out));
+	predump(pid, "r2", "r1", out, sizeof(out));
+	verify(pid, log);
+	change(pid, log, 2);
+	predump(pid, "r3", "r2", out, sizeof(out));
+	dump_kill(pid, "last", "r3", out, sizeof(out));
+	r = restore("last", false);
+	verify(r, log);
+	end(r);
+}
+
+/* A tracked target can still be dumped plainly, and handed over without the chain. */
+Test(precopy, plain_dump_and_lazy_of_a_tracked_target, .init = setup, .fini = teardown,
+     .timeout = 180)
+{
+	const char *args[] = { "--pages", "2048", "--hot", "64", NULL };
+	char log[128], out[4096], err[4096], ps[16], d[128];
+	const char *da[] = { "dump", "--pid", ps, "--images", d, NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock, NULL };
+	int rc, nfds, nuw;
+	pid_t pid;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/plain", tmp);
+	rc = tool(da, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	/* The plain dump left the tracking alone: the chain goes on. */
+	uffd_state(pid, &nfds, &nuw);
+	cr_assert_eq(nfds, 1);
+	cr_assert_gt(nuw, 0);
+	predump(pid, "r2", "r1", out, sizeof(out));
+	cr_assert_gt(num_before(out, "left in the parent"), 1024, "%s", out);
+	/* lazy without the chain takes the tracker down and hands everything over. */
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	rc = tool(la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	uffd_state(pid, &nfds, &nuw);
+	cr_assert_eq(nfds, 1, "%d userfaultfds: the tracker is still there", nfds);
+	cr_assert_eq(nuw, 0);
+	verify(pid, log);
+	change(pid, log, 3);
+	verify(pid, log);
+}
+
+/* Memory the kernel writes without a fault (io_uring here) cannot be tracked: refused. */
+Test(precopy, refuses_io_uring, .init = setup, .fini = teardown, .timeout = 60)
+{
+	const char *wargs[] = { "--uring", NULL };
+	char why[256], out[4096], err[4096], ps[16], d[128];
+	const char *pa[] = { "pre-dump", "--pid", ps, "--images", d, NULL };
+	struct tw w;
+	int rc, nfds, nuw;
+
+	cr_assert_eq(tw_start(&w, wargs, why, sizeof(why)), 0, "%s", why);
+	kids[nkids++] = w.pid;
+	snprintf(ps, sizeof(ps), "%d", (int)w.pid);
+	snprintf(d, sizeof(d), "%s/r1", tmp);
+	rc = tool(pa, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 1, "pre-dump exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(err, "io_uring"), "%s", err);
+	cr_assert_neq(access(d, F_OK), 0, "a refused round left %s", d);
+	uffd_state(w.pid, &nfds, &nuw);
+	cr_assert_eq(nfds + nuw, 0, "a refused round left a tracker");
+	cr_assert_str_eq(tw_ask(&w, "v", 30000), "ok");
+	tw_stop(&w);
+	forget(w.pid);
+}

@@ -1,0 +1,118 @@
+/* Working-set records (wset.h): the file format, and the replay order against the model. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "model.h"
+#include "proc.h"
+#include "wset.h"
+
+#define PG	4096ull
+#define A	0x700000000000ull
+
+/* A record file's bytes for N addresses. */
+static size_t mk(uint8_t *buf, const uint64_t *img, uint64_t n)
+{
+	uint32_t v = 1;
+
+	memcpy(buf, "UFWS", 4);
+	memcpy(buf + 4, &v, 4);
+	memcpy(buf + 8, &n, 8);
+	memcpy(buf + 16, img, n * 8);
+	return 16 + n * 8;
+}
+
+Test(wset, parse_takes_a_good_record)
+{
+	uint64_t in[3] = { A, A + 5 * PG, A - PG }, *out;
+	uint8_t buf[64];
+	size_t n, len = mk(buf, in, 3);
+
+	cr_assert_eq(wset_parse(buf, len, &out, &n), 0);
+	cr_assert_eq(n, 3);
+	cr_expect_arr_eq(out, in, sizeof(in));
+	free(out);
+}
+
+Test(wset, parse_refuses_what_is_not_one)
+{
+	uint64_t in[2] = { A, A + PG }, *out = NULL;
+	uint8_t buf[64];
+	size_t n, len = mk(buf, in, 2);
+
+	cr_expect_eq(wset_parse(buf, 10, &out, &n), -EINVAL, "short");
+	cr_expect_eq(wset_parse(buf, len - 1, &out, &n), -EINVAL, "count and size disagree");
+	buf[0] = 'X';
+	cr_expect_eq(wset_parse(buf, len, &out, &n), -EINVAL, "magic");
+	buf[0] = 'U';
+	buf[4] = 2;
+	cr_expect_eq(wset_parse(buf, len, &out, &n), -EINVAL, "version");
+	buf[4] = 1;
+	in[1] = A + 100;
+	len = mk(buf, in, 2);
+	cr_expect_eq(wset_parse(buf, len, &out, &n), -EINVAL, "an address inside a page");
+	cr_expect_null(out);
+}
+
+/*
+ * Replay: a record written where wset_path() says, for images in a temp
+ * dir; then wset_next() gives the recorded pages that are still missing, in
+ * record order, consecutive ones in runs of at most MAX.
+ */
+Test(wset, replay_gives_missing_recorded_pages_in_order)
+{
+	static struct daemon d;
+	struct target t = { 0 };
+	struct timage img = { 0 };
+	char dir[] = "/tmp/wset-unit-XXXXXX", path[600];
+	uint64_t rec[] = { A + 5 * PG, A + 6 * PG, A + 7 * PG, A + 2 * PG, A + 9 * PG,
+			   A + 300 * PG /* outside the area */, A + 10 * PG, A + 11 * PG, A + 12 * PG };
+	uint8_t buf[256];
+	uint64_t a, n;
+	int fd;
+
+	cr_assert(mkdtemp(dir));
+	img.dirfd = open(dir, O_DIRECTORY | O_RDONLY);
+	img.task.pid = 1;
+	fd = openat(img.dirfd, "pagemap-1.img", O_CREAT | O_WRONLY, 0600);
+	cr_assert(fd >= 0);
+	close(fd);
+	d.o.wset_dir = dir;
+	t.d = &d;
+	t.img = &img;
+	snprintf(t.pfx, sizeof(t.pfx), "test:");
+	model_init(&t.map);
+	cr_assert_eq(model_add(&t.map, A, A + 64 * PG, A), 0);
+	model_mark_missing(&t.map, A, A + 64 * PG);
+	model_clear(&t.map, A + 9 * PG, A + 10 * PG);	/* already in: skipped */
+	cr_assert_eq(wset_path(dir, img.dirfd, 1, path, sizeof(path)), 0);
+	fd = open(path, O_CREAT | O_WRONLY, 0600);
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, buf, mk(buf, rec, 9)), (ssize_t)(16 + 9 * 8));
+	close(fd);
+
+	wset_start(&t);
+	cr_assert_not_null(t.ws, "the record was found");
+	n = wset_next(&t, 64 * PG, &a);
+	cr_expect(a == A + 5 * PG && n == 3 * PG, "first run: 5..7, got 0x%lx +%lu", a, n);
+	n = wset_next(&t, 64 * PG, &a);
+	cr_expect(a == A + 2 * PG && n == PG, "then page 2, got 0x%lx +%lu", a, n);
+	/* 9 is in, 300 is in no area: next comes 10..12, cut at MAX = 2 pages. */
+	n = wset_next(&t, 2 * PG, &a);
+	cr_expect(a == A + 10 * PG && n == 2 * PG, "then 10..11, got 0x%lx +%lu", a, n);
+	n = wset_next(&t, 2 * PG, &a);
+	cr_expect(a == A + 12 * PG && n == PG, "then 12, got 0x%lx +%lu", a, n);
+	cr_expect_eq(wset_next(&t, 64 * PG, &a), 0, "used up");
+	wset_end(&t);
+	cr_expect_null(t.ws);
+	model_free(&t.map);
+	unlink(path);
+	unlinkat(img.dirfd, "pagemap-1.img", 0);
+	close(img.dirfd);
+	rmdir(dir);
+}
