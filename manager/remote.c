@@ -1091,8 +1091,8 @@ void remote_free(struct remote *r, bool done)
 	link_abort(r, &r->att);
 	if (done && !r->lost && r->cur.fd >= 0 && !r->q.nr_fly && r->out_off == r->out_len) {
 		say_close(r);
-	} else if (!r->lost && r->cur.fd >= 0 && r->img) {
-		/* A hand-over's own server (ours): nothing to keep frozen; a reset ends it. */
+	} else if (!r->lost && r->cur.fd >= 0 && d->remote != r) {
+		/* A hand-over's own server (ours), or one never taken: nothing to keep frozen; a reset ends it. */
 		link_abort(r, &r->cur);
 	} else if (!r->lost && r->cur.fd >= 0) {
 		holder = hold_connection(r);
