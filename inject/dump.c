@@ -356,6 +356,30 @@ static void let_go(struct dump *d)
 	d->st->frozen_s = since(&d->t_frozen);
 }
 
+/*
+ * Leave the target stopped (group stop, as criu dump --leave-stopped): a
+ * SIGSTOP queued while every thread is held is taken on the way out of the
+ * ptrace stop, before a user instruction runs. Whoever asked for it kills
+ * the process or sends SIGCONT later.
+ */
+static int stop_target(struct dump *d)
+{
+	struct procfs_stat ps = { 0 };
+	char why[256];
+
+	if (syscall(SYS_pidfd_send_signal, d->pidfd, SIGSTOP, NULL, 0) < 0)
+		return dfail(d, errno, "SIGSTOP: %s (the images are complete)", strerror(errno));
+	let_go(d);
+	for (int i = 0; i < 1000; i++) {
+		if (procfs_read_stat(d->pid, &ps, why, sizeof(why)) < 0 || ps.state == 'T')
+			return 0;
+		usleep(1000);
+	}
+	fprintf(stderr, "uffd-inject: warning: pid %d: not seen stopped after the dump (state %c)\n",
+		(int)d->pid, ps.state);
+	return 0;
+}
+
 /* SIGKILL the target, let go of it, and wait until it is gone. */
 static int kill_target(struct dump *d)
 {
@@ -435,7 +459,7 @@ static void summary(const struct dump *d)
 		st->read_s, st->write_s, st->frozen_s, st->total_s,
 		st->read_s > 0 ? (double)(st->pages * DUMP_PAGE) / st->read_s / 1e6 : 0.0,
 		st->total_s > 0 ? (double)(st->pages * DUMP_PAGE) / st->total_s / 1e6 : 0.0,
-		d->o->kill ? "killed" : "left running");
+		d->o->kill ? "killed" : d->o->leave_stopped ? "left stopped (SIGSTOP)" : "left running");
 	if (d->pc_on)
 		fprintf(d->o->out,
 			"uffd-inject: round %u%s%s: %" PRIu64 " pages written since, %" PRIu64
@@ -523,6 +547,10 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		ret = dfail(&d, EINVAL, "hold needs somewhere to hand the target and no kill");
 		goto out;
 	}
+	if (o->leave_stopped && (o->kill || o->hold || o->predump)) {
+		ret = dfail(&d, EINVAL, "--leave-stopped goes with neither --kill nor a hold nor a pre-dump");
+		goto out;
+	}
 	if (o->predump && (o->hold || o->kill)) {
 		ret = dfail(&d, EINVAL, "a pre-dump round neither holds nor kills");
 		goto out;
@@ -577,7 +605,7 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		let_go(&d);
 		dump_test_hook("running", d.pidfd);
 	}
-	if (ret == 0 && o->kill) {
+	if (ret == 0 && (o->kill || o->leave_stopped)) {
 		d.core_on = true;
 		ret = core_collect(&d.core, &d.pt, &d.maps, why, sizeof(why));
 		if (ret < 0)
@@ -595,9 +623,9 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	if (ret < 0)
 		goto out;
 	/* Every byte is read: a target that goes on living need not wait for the disk. */
-	if (!o->kill && !o->hold)
+	if (!o->kill && !o->hold && !o->leave_stopped)
 		let_go(&d);
-	if (d.pc_on && !o->predump && !o->hold && !o->kill)
+	if (d.pc_on && !o->predump && !o->hold && !o->kill && !o->leave_stopped)
 		precopy_unregister(&d.pc, &d.maps);
 	ret = write_images(&d);
 	if (ret == 0 && d.core_on && (ret = core_write(&d.core, d.img.dirfd, why, sizeof(why))) < 0)
@@ -610,6 +638,11 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		ret = publish(&d);
 	if (ret == 0 && o->kill)
 		ret = kill_target(&d);
+	if (ret == 0 && o->leave_stopped) {
+		ret = stop_target(&d);
+		if (ret == 0 && d.pc_on)
+			precopy_unregister(&d.pc, &d.maps);	/* through our copy: it need not run */
+	}
 	if (ret == 0 && o->hold)
 		hold(&d, h);
 out:

@@ -20,6 +20,7 @@ struct dump_opts {
 	pid_t pid;
 	const char *dir;	/* created if missing; must not hold a dump */
 	bool kill;		/* SIGKILL the target once the images are synced */
+	bool leave_stopped;	/* ... or SIGSTOP it (for a migration: kill or SIGCONT it later) */
 	bool no_scan;		/* read /proc/PID/pagemap words instead of PAGEMAP_SCAN */
 	bool buffered;		/* write pages-1.img through the page cache, not O_DIRECT */
 	bool hold;		/* keep the target frozen and hand it to the caller (struct dump_held) */

@@ -77,7 +77,8 @@ static int cmd_show(int argc, char **argv)
 }
 
 static const char dump_usage[] =
-	"usage: uffd-inject dump --pid PID --images DIR [--kill] [--prev-images DIR0]\n";
+	"usage: uffd-inject dump --pid PID --images DIR [--kill | --leave-stopped]\n"
+	"                        [--prev-images DIR0]\n";
 
 static const char dump_help[] =
 	"\n"
@@ -85,7 +86,8 @@ static const char dump_help[] =
 	"write inventory.img, pstree.img, mm-PID.img, pagemap-PID.img and pages-1.img\n"
 	"into DIR (created if missing; it must not hold a dump already). Anonymous\n"
 	"private pages are marked lazy; those that read all zero are left out.\n"
-	"The process runs on afterwards, unchanged, unless --kill is given.\n"
+	"The process runs on afterwards, unchanged, unless --kill or --leave-stopped\n"
+	"is given.\n"
 	"\n"
 	"options:\n"
 	"  -p, --pid PID       the process to dump (needs ptrace rights over it)\n"
@@ -97,6 +99,9 @@ static const char dump_help[] =
 	"                      files.img, fdinfo-1.img, fs-PID.img), and refuse,\n"
 	"                      before reading a page, a process restore cannot bring\n"
 	"                      back (threads, sockets, pipes, timers, ...)\n"
+	"  -S, --leave-stopped as --kill, but stop the process (SIGSTOP) instead of\n"
+	"                      killing it: kill it once its copy runs elsewhere, or\n"
+	"                      resume it with SIGCONT (criu dump --leave-stopped)\n"
 	"  -P, --prev-images DIR0\n"
 	"                      the last round of `uffd-inject pre-dump`: copy only the\n"
 	"                      pages written since (while frozen) and mark the rest\n"
@@ -129,6 +134,7 @@ static int cmd_dump(int argc, char **argv)
 		{ "pid", required_argument, NULL, 'p' },
 		{ "images", required_argument, NULL, 'D' },
 		{ "kill", no_argument, NULL, 'k' },
+		{ "leave-stopped", no_argument, NULL, 'S' },
 		{ "prev-images", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -136,7 +142,7 @@ static int cmd_dump(int argc, char **argv)
 	struct dump_opts o = { .out = stdout };
 	int c;
 
-	while ((c = getopt_long(argc, argv, "p:D:kP:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:D:kSP:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			if (parse_pid(optarg, &o.pid) < 0) {
@@ -150,6 +156,9 @@ static int cmd_dump(int argc, char **argv)
 			break;
 		case 'k':
 			o.kill = true;
+			break;
+		case 'S':
+			o.leave_stopped = true;
 			break;
 		case 'P':
 			if (!optarg[0]) {
@@ -170,6 +179,11 @@ static int cmd_dump(int argc, char **argv)
 	}
 	if (optind != argc) {
 		fprintf(stderr, "uffd-inject dump: unexpected argument '%s'\n%s", argv[optind],
+			dump_usage);
+		return 2;
+	}
+	if (o.kill && o.leave_stopped) {
+		fprintf(stderr, "uffd-inject dump: --kill or --leave-stopped, not both\n%s",
 			dump_usage);
 		return 2;
 	}

@@ -341,9 +341,9 @@ Test(criu_remote, server_stalls, .init = setup, .fini = teardown, .timeout = 60)
 
 	server_fails(FORK3, ps, args, NULL, "stalling after 8 answers (--stall-after)",
 		     ": no answer within 300 ms to GET ");
-	/* Killed and reported within the deadline, not after the sim's own 60 s. */
+	/* Killed and reported at the deadline, not after the sim's own 60 s (a wide margin: a loaded machine is slow). */
 	s = (now_ns() - t0) / 1e9;
-	cr_expect_lt(s, 10.0, "%.1f s", s);
+	cr_expect_lt(s, 40.0, "%.1f s", s);
 	cr_expect(tc_file_has(run.log, "(answers due within 300 ms)"), "log in %s", run.log);
 	cr_expect(tc_file_has(run.ps_log, "hung up while stalled"), "the daemon hung up; log in %s",
 		  run.ps_log);

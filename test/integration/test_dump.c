@@ -909,7 +909,7 @@ Test(dump, usage_errors, .init = setup, .fini = teardown, .timeout = 30)
 	const char *badopt[] = { "dump", "--frobnicate", NULL };
 
 	cr_assert_eq(run_tool(help, out, sizeof(out), err, sizeof(err)), 0);
-	cr_assert_not_null(strstr(out, "usage: uffd-inject dump --pid PID --images DIR [--kill]"));
+	cr_assert_not_null(strstr(out, "usage: uffd-inject dump --pid PID --images DIR [--kill | --leave-stopped]"));
 	cr_assert_not_null(strstr(out, "--kill"));
 	cr_assert_eq(run_tool(nopid, out, sizeof(out), err, sizeof(err)), 2);
 	cr_assert_not_null(strstr(err, "--pid is required"), "%s", err);

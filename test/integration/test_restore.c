@@ -687,3 +687,58 @@ Test(restore, stopped_stays_stopped, .init = setup, .fini = teardown, .timeout =
 	cr_assert(wait_for(log, want, 10000), "no %s after SIGCONT", want);
 	stop(pid);
 }
+
+/*
+ * dump --leave-stopped (a migration's final freeze): the images restore as
+ * --kill's do, while the process waits stopped; SIGCONT resumes it unharmed.
+ */
+Test(restore, leave_stopped_then_resume_or_restore, .init = setup, .fini = teardown, .timeout = 120)
+{
+	char log[128], dir[128], ps[16], out[2048], err[2048], *b;
+	const char *args[] = { "--log", log, "--mib", "64", NULL };
+	const char *dump[] = { "dump", "--pid", ps, "--images", dir, "--leave-stopped", NULL };
+	unsigned long c0;
+	pid_t pid, copy;
+	int rc;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	pid = wl_start(args);
+	let_count(log, 3);
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	rc = tool(dump, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "left stopped (SIGSTOP)"), "%s", out);
+	cr_assert_eq(proc_state(pid), 'T', "state %c after the dump", proc_state(pid));
+	b = slurp(log, NULL);
+	c0 = last_count(b);
+	free(b);
+	usleep(200000);
+	b = slurp(log, NULL);
+	cr_assert_eq(last_count(b), c0, "it counted while stopped");
+	free(b);
+	/* The images are complete: a copy restores and has every byte. */
+	copy = restore(dir, NULL, "null", NULL, 0);
+	cr_assert_eq(kill(copy, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\n", 60000), "%s", slurp(log, NULL));
+	stop(copy);
+	/* And the original goes on where it stopped. */
+	cr_assert_eq(kill(pid, SIGCONT), 0);
+	cr_assert_eq(kill(pid, SIGUSR1), 0);
+	cr_assert(wait_for(log, "usr1 1\n", 10000), "the original did not resume: %s", slurp(log, NULL));
+	stop(pid);
+}
+
+/* --leave-stopped with --kill: a usage error, the process untouched. */
+Test(restore, leave_stopped_or_kill, .init = setup, .fini = teardown, .timeout = 60)
+{
+	char dir[128], ps[16], out[2048], err[2048];
+	const char *dump[] = { "dump", "--pid", ps, "--images", dir, "--kill", "--leave-stopped",
+			       NULL };
+
+	snprintf(ps, sizeof(ps), "%d", (int)getpid());	/* ours: refused before it is looked at */
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	cr_assert_eq(tool(dump, out, sizeof(out), err, sizeof(err)), 2);
+	cr_assert_not_null(strstr(err, "--kill or --leave-stopped, not both"), "%s", err);
+	cr_assert_neq(access(dir, F_OK), 0, "the image dir was made");
+}
