@@ -385,7 +385,8 @@ void client_loaded(struct daemon *d, struct loader_job *j)
 			 d->nr_targets);
 	else
 		t = target_adopt(d, c->uffd, c->pidfd, c->pid, c->image_id, j->img, &j->map,
-				 c->registered, &serve_from_images, reason, sizeof(reason));
+				 c->registered, &serve_from_images, j->uid, j->gid, reason,
+				 sizeof(reason));
 	loader_job_free(d, j);	/* the target holds its own reference to the images */
 	if (!t) {
 		close(c->uffd);
@@ -494,6 +495,10 @@ static void handle_status(struct client *c)
 		}
 		st.has_model_bytes = true;
 		st.model_bytes = model_mem_bytes(&t->map);
+		if (t->adopted) {
+			st.has_adopted = true;
+			st.adopted = t->adopted;
+		}
 		r.target = &st;
 		if (queue_reply(c, &r.base, &cap) < 0) {
 			client_close(c);
@@ -514,6 +519,12 @@ static void handle_status(struct client *c)
 	tot.exited = d->tot.exited;
 	tot.has_watched = true;
 	tot.watched = d->nr_released;
+	if (d->restarts) {
+		tot.has_adopted = true;
+		tot.adopted = d->tot.adopted;
+		tot.has_restarts = true;
+		tot.restarts = d->restarts;
+	}
 	r.totals = &tot;
 	if (queue_reply(c, &r.base, &cap) < 0) {
 		client_close(c);

@@ -105,6 +105,9 @@ struct target {
 	bool dead;
 	bool parked;		/* has faults waiting for a drain (counted in daemon.nr_parked) */
 	bool live;		/* announced: its end is reported to d->target_ended */
+	uint32_t slot1;		/* its counters' slot in the journal (index + 1), 0: none */
+	uint32_t adopted;	/* restarts of the daemon it went through */
+	bool recorded_end;	/* its end is in the journal already */
 	enum target_end end;
 	struct target_stats st;
 };

@@ -28,6 +28,8 @@ static void print_target_text(FILE *out, const StatusTarget *t)
 			if (t->fault_us_log2[i])
 				fprintf(out, " <%llu:%" PRIu64, 2ull << i, t->fault_us_log2[i]);
 	}
+	if (t->has_adopted && t->adopted)
+		fprintf(out, "  adopted (%u restarts)", t->adopted);
 	fputc('\n', out);
 }
 
@@ -63,6 +65,7 @@ static json_object *target_json(const StatusTarget *t)
 	add_u64(o, "enoent", t->enoent);
 	add_u64(o, "eexist", t->eexist);
 	add_u64(o, "model_bytes", t->model_bytes);
+	add_int(o, "adopted", t->has_adopted ? t->adopted : 0);
 	for (size_t i = 0; i < t->n_fault_us_log2; i++)
 		json_object_array_add(hist, json_object_new_uint64(t->fault_us_log2[i]));
 	json_object_object_add(o, "fault_us_log2", hist);
@@ -84,6 +87,8 @@ static json_object *totals_json(const StatusTotals *t)
 	add_u64(o, "mapped_bytes", t->mapped_bytes);
 	add_u64(o, "uptime_ms", t->uptime_ms);
 	add_int(o, "watched", t->watched);
+	add_u64(o, "adopted", t->has_adopted ? t->adopted : 0);
+	add_u64(o, "restarts", t->has_restarts ? t->restarts : 0);
 	return o;
 }
 
@@ -173,6 +178,9 @@ int status_query(const char *socket_path, int json, FILE *out)
 					t->targets, t->clients, t->served, t->watched, t->exited, t->refused,
 					t->pages_copied, t->pages_zeroed, t->faults, t->mapped_bytes >> 20,
 					t->uptime_ms / 1000);
+			if (!json && t->has_restarts && t->restarts)
+				fprintf(out, "restarted: %" PRIu64 " processes taken back from the daemon before (restart %" PRIu64 ")\n",
+					t->has_adopted ? t->adopted : 0, t->restarts);
 			done = 1;
 		}
 		reply__free_unpacked(r, NULL);
