@@ -59,6 +59,8 @@ struct bdaemon {
 };
 void bd_start(struct bdaemon *d, const struct bconf *c, const char *const *args);
 void bd_stop(struct bdaemon *d);
+/* Start another daemon on D's socket (the one before is gone); its log is a new file. */
+void bd_again(struct bdaemon *d, const char *const *args);
 /* Wait until the daemon has fully served SERVED processes; false on timeout. */
 bool bd_wait_served(const struct bdaemon *d, uint64_t served, int timeout_ms);
 /* CPU time (user + system) of PID in ns, and its VmRSS and RssAnon in KiB. */
@@ -94,5 +96,6 @@ void bench_resume(const struct bconf *c);
 /* Remove uffd-inject dumps a run interrupted inside bench_resume left behind. */
 void resume_cleanup(void);
 void bench_scale(const struct bconf *c);
+void bench_restart(const struct bconf *c);
 
 #endif

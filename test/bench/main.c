@@ -200,7 +200,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct bconf c = { 0 };
-	const char *md = NULL, *only = "12345", *q = getenv("BENCH_QUICK");
+	const char *md = NULL, *only = "123456", *q = getenv("BENCH_QUICK");
 	char mach[512], rev[64], when[64], cmd[128];
 	struct statvfs vfs;
 	uint64_t t0 = b_now(), busy0 = machine_busy_ns(), own0 = own_busy_ns(), other;
@@ -214,7 +214,7 @@ int main(int argc, char **argv)
 		case 'm': md = optarg; break;
 		case 'o': only = optarg; break;
 		default:
-			fprintf(stderr, "usage: uffd-bench [--quick] [--md FILE] [--only 12345]\n");
+			fprintf(stderr, "usage: uffd-bench [--quick] [--md FILE] [--only 123456]\n");
 			return 2;
 		}
 	}
@@ -273,6 +273,8 @@ int main(int argc, char **argv)
 		bench_resume(&c);
 	if (strchr(only, '5'))
 		bench_scale(&c);
+	if (strchr(only, '6'))
+		bench_restart(&c);
 
 	cleanup();
 	other = machine_busy_ns() - busy0;
