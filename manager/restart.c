@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/fsuid.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -33,6 +34,20 @@
 #define WAKE_START		0x10000ull
 #define WAKE_END		0x7ffffffff000ull
 #define SCAN_TRIES		3
+
+/* PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h), for headers older than that. */
+#ifndef PAGEMAP_SCAN
+#define PAGE_IS_PRESENT		(1 << 3)
+#define PAGE_IS_SWAPPED		(1 << 4)
+struct page_region {
+	uint64_t start, end, categories;
+};
+struct pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PAGEMAP_SCAN		_IOWR('f', 16, struct pm_scan_arg)
+#endif
 
 struct fdmap {
 	int old, new;
@@ -366,6 +381,75 @@ static int rebuild(struct adopt *a, const struct jentry *x, const struct timage 
 	return ret;
 }
 
+/* Add [S, E) to the ranges R (N pairs, CAP words), joining it to the last. false: out of memory. */
+static bool range_add(uint64_t **r, size_t *n, size_t *cap, uint64_t s, uint64_t e)
+{
+	if (*n && (*r)[*n - 1] == s) {
+		(*r)[*n - 1] = e;
+		return true;
+	}
+	if (*n + 2 > *cap) {
+		size_t c = *cap ? *cap * 2 : 256;
+		uint64_t *nr = realloc(*r, c * sizeof(**r));
+
+		if (!nr)
+			return false;
+		*r = nr;
+		*cap = c;
+	}
+	(*r)[(*n)++] = s;
+	(*r)[(*n)++] = e;
+	return true;
+}
+
+/*
+ * The present or swapped pages of [S, E) into R, with PAGEMAP_SCAN (only
+ * the page tables that exist are walked). -ENOTTY before Linux 6.7.
+ */
+static int scan_range(int fd, uint64_t s, uint64_t e, uint64_t **r, size_t *n, size_t *cap)
+{
+	struct page_region v[256];
+
+	while (s < e) {
+		struct pm_scan_arg a = {
+			.size = sizeof(a), .start = s, .end = e, .vec = (uintptr_t)v, .vec_len = 256,
+			.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+			.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+		};
+		int got = ioctl(fd, PAGEMAP_SCAN, &a);
+
+		if (got < 0)
+			return -errno;
+		for (int i = 0; i < got; i++)
+			if (!range_add(r, n, cap, v[i].start, v[i].end))
+				return -ENOMEM;
+		if (a.walk_end <= s)
+			break;
+		s = a.walk_end;
+	}
+	return 0;
+}
+
+/* The same from /proc/PID/pagemap entries, 8 bytes a page (older kernels). */
+static int read_range(int fd, uint64_t s, uint64_t e, uint64_t **r, size_t *n, size_t *cap)
+{
+	uint64_t buf[512];
+
+	for (uint64_t at = s; at < e;) {
+		uint64_t np = (e - at) / PG > 512 ? 512 : (e - at) / PG;
+		ssize_t got = pread(fd, buf, np * 8, (off_t)(at / PG * 8));
+
+		if (got <= 0)
+			return got < 0 ? -errno : 0;
+		for (ssize_t k = 0; k < got / 8; k++)
+			if ((buf[k] >> 62 & 3) && !range_add(r, n, cap, at + (uint64_t)k * PG,
+							       at + (uint64_t)(k + 1) * PG))
+				return -ENOMEM;
+		at += (uint64_t)got / 8 * PG;
+	}
+	return 0;
+}
+
 /*
  * Pages of T's model that the process has (present or swapped), in areas
  * registered with a uffd, into OUT as ranges. Returns how many, or -errno.
@@ -374,9 +458,10 @@ static ssize_t scan_present(struct target *t, uint64_t **out)
 {
 	struct procfs_maps m;
 	char path[64], why[256];
-	uint64_t *r = NULL, buf[512];
+	uint64_t *r = NULL;
 	size_t n = 0, cap = 0;
-	int fd;
+	bool use_scan = true;
+	int fd, ret = 0;
 
 	*out = NULL;
 	if (procfs_read_smaps(t->pid, &m, why, sizeof(why)) < 0)
@@ -387,46 +472,29 @@ static ssize_t scan_present(struct target *t, uint64_t **out)
 		procfs_maps_free(&m);
 		return -errno;
 	}
-	for (size_t i = 0; i < m.n; i++) {
+	for (size_t i = 0; i < m.n && ret == 0; i++) {
 		if (!(m.v[i].vmflags & PFV_UM))
 			continue;
-		for (struct area *v = model_first(&t->map, m.v[i].start); v && v->start < m.v[i].end;
-		     v = model_next(&t->map, v)) {
+		for (struct area *v = model_first(&t->map, m.v[i].start);
+		     v && v->start < m.v[i].end && ret == 0; v = model_next(&t->map, v)) {
 			uint64_t s = v->start > m.v[i].start ? v->start : m.v[i].start;
 			uint64_t e = v->end < m.v[i].end ? v->end : m.v[i].end;
 
-			for (uint64_t at = s; at < e;) {
-				uint64_t np = (e - at) / PG > 512 ? 512 : (e - at) / PG;
-				ssize_t got = pread(fd, buf, np * 8, (off_t)(at / PG * 8));
-
-				if (got <= 0)
-					break;
-				for (ssize_t k = 0; k < got / 8; k++) {
-					uint64_t pg = at + (uint64_t)k * PG;
-
-					if (!(buf[k] >> 62 & 3) || !area_is_missing(v, pg))
-						continue;
-					if (n && r[n - 1] == pg) {	/* extends the last range */
-						r[n - 1] = pg + PG;
-						continue;
-					}
-					if (n + 2 > cap) {
-						uint64_t *nr = realloc(r, (cap = cap ? cap * 2 : 256) * sizeof(*r));
-
-						if (!nr)
-							goto out;
-						r = nr;
-					}
-					r[n++] = pg;
-					r[n++] = pg + PG;
-				}
-				at += (uint64_t)got / 8 * PG;
+			if (!v->nr_missing)
+				continue;
+			ret = use_scan ? scan_range(fd, s, e, &r, &n, &cap) : -ENOTTY;
+			if (ret == -ENOTTY || ret == -EINVAL) {
+				use_scan = false;
+				ret = read_range(fd, s, e, &r, &n, &cap);
 			}
 		}
 	}
-out:
 	close(fd);
 	procfs_maps_free(&m);
+	if (ret < 0) {
+		free(r);
+		return ret;
+	}
 	*out = r;
 	return (ssize_t)n / 2;
 }

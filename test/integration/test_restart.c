@@ -94,6 +94,26 @@ static void replace_daemon(int sig, const char *bin, const char *const *args)
 
 static const struct ts_area one8[] = { { BASE, 8 * MiB, 7 } };
 
+/* The "N pages were in already" of the new daemon's log, or -1. */
+static long pages_in_already(void)
+{
+	char buf[1 << 16], *p;
+	FILE *f = fopen(dmn.log, "re");
+	size_t n;
+
+	if (!f)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	p = strstr(buf, " pages were in already");
+	if (!p)
+		return -1;
+	while (p > buf && p[-1] >= '0' && p[-1] <= '9')
+		p--;
+	return atol(p);
+}
+
 /*
  * What a process did before the daemon goes: it read the first quarter,
  * dropped [1/8, 3/8) (half of it read before, half never), moved
@@ -184,6 +204,9 @@ static void run_events_then_restart(int sig, const char *bin, const char *const 
 	ts_status_free(&s);
 	replace_daemon(sig, bin, args);
 	cr_assert(ts_log_has(&dmn, "took back 2 processes"), "the new daemon took back no processes");
+	/* The pages the processes had were found (pagemap), not copied again. */
+	cr_expect_geq(pages_in_already(), 256, "the scan found only %ld pages in already",
+		      pages_in_already());
 	/* Counters carried over, and the adoption said so. */
 	STATUS_UNTIL(s, s.n >= 1 && ts_status_pid(&s, pid));
 	{
