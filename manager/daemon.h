@@ -107,6 +107,7 @@ struct daemon {
 	struct timer journal_sync;	/* counters to the journal's slots (restart.h) */
 	char keeper_path[108];		/* the adoption socket (restart.h); "" when none */
 	struct stray *strays;		/* uffds no record named at a restart (restart.c) */
+	uint8_t die_in_read;		/* tests: SIGKILL ourselves right after a read returns this event */
 	/* Mode state: see the table above. */
 	bool draining;			/* SIGTERM: finish serving, then exit */
 	bool had_target;		/* HANDOVER --exit-when-done: one came */

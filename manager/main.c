@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/userfaultfd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,6 +214,8 @@ static void leave_to_next(struct daemon *d)
 	_exit(0);
 }
 
+static void restart_test_hooks(struct daemon *d);
+
 /*
  * Start the journal and the keeper (before any thread: the keeper is a
  * clone sharing our fd table), and in hand-over mode take back what the
@@ -225,6 +228,7 @@ static void restart_start(struct daemon *d)
 	int ret;
 
 	log_info("uffd-manager %s, pid %d", UFFD_VERSION, (int)getpid());
+	restart_test_hooks(d);
 	if (d->o.no_keeper) {
 		d->journal.fd = -1;
 	} else if ((ret = journal_create(&d->journal)) < 0) {
@@ -243,6 +247,18 @@ static void restart_start(struct daemon *d)
 	ret = restart_adopt(d, d->keeper_path, why, sizeof(why));
 	if (ret < 0)
 		log_warnx("restart: cannot take over from the keeper at %s: %s", d->keeper_path, why);
+}
+
+/* UFFD_TEST_DIE_IN_READ=remove|fork|remap|unmap: see RESTART in uffd-manager(8). */
+static void restart_test_hooks(struct daemon *d)
+{
+	const char *e = getenv("UFFD_TEST_DIE_IN_READ");
+
+	if (!e)
+		return;
+	d->die_in_read = !strcmp(e, "remove") ? UFFD_EVENT_REMOVE : !strcmp(e, "fork") ? UFFD_EVENT_FORK :
+			 !strcmp(e, "remap") ? UFFD_EVENT_REMAP : !strcmp(e, "unmap") ? UFFD_EVENT_UNMAP : 0;
+	log_warnx("UFFD_TEST_DIE_IN_READ=%s: this daemon kills itself inside its first read of such an event (a test)", e);
 }
 
 /* Listen on the adoption socket, for the daemon after us. */

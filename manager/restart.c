@@ -451,46 +451,38 @@ static int read_range(int fd, uint64_t s, uint64_t e, uint64_t **r, size_t *n, s
 }
 
 /*
- * Pages of T's model that the process has (present or swapped), in areas
- * registered with a uffd, into OUT as ranges. Returns how many, or -errno.
+ * Pages of T's model that the process has (present or swapped) into OUT
+ * as ranges. Returns how many, or -errno. A page the process has where the
+ * model has an area is that area's page, unless an mremap moved another
+ * there whose event is not read yet: settle_present throws such a scan
+ * away, and a move whose event comes later drops the model's bits at its
+ * destination anyway (model_remap), while pages at its source are gone.
  */
 static ssize_t scan_present(struct target *t, uint64_t **out)
 {
-	struct procfs_maps m;
-	char path[64], why[256];
+	char path[64];
 	uint64_t *r = NULL;
 	size_t n = 0, cap = 0;
 	bool use_scan = true;
 	int fd, ret = 0;
 
 	*out = NULL;
-	if (procfs_read_smaps(t->pid, &m, why, sizeof(why)) < 0)
-		return -EIO;
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", t->pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		procfs_maps_free(&m);
+	if (fd < 0)
 		return -errno;
-	}
-	for (size_t i = 0; i < m.n && ret == 0; i++) {
-		if (!(m.v[i].vmflags & PFV_UM))
+	for (struct area *v = model_first(&t->map, 0); v && ret >= 0; v = model_next(&t->map, v)) {
+		if (!v->nr_missing)
 			continue;
-		for (struct area *v = model_first(&t->map, m.v[i].start);
-		     v && v->start < m.v[i].end && ret == 0; v = model_next(&t->map, v)) {
-			uint64_t s = v->start > m.v[i].start ? v->start : m.v[i].start;
-			uint64_t e = v->end < m.v[i].end ? v->end : m.v[i].end;
-
-			if (!v->nr_missing)
-				continue;
-			ret = use_scan ? scan_range(fd, s, e, &r, &n, &cap) : -ENOTTY;
-			if (ret == -ENOTTY || ret == -EINVAL) {
-				use_scan = false;
-				ret = read_range(fd, s, e, &r, &n, &cap);
-			}
+		ret = use_scan ? scan_range(fd, v->start, v->end, &r, &n, &cap) : -ENOTTY;
+		if (ret == -ENOTTY || ret == -EINVAL) {
+			use_scan = false;
+			ret = read_range(fd, v->start, v->end, &r, &n, &cap);
 		}
+		if (ret < 0 && ret != -ENOMEM)
+			ret = 0;	/* not mapped there (any more): nothing it has */
 	}
 	close(fd);
-	procfs_maps_free(&m);
 	if (ret < 0) {
 		free(r);
 		return ret;

@@ -452,6 +452,17 @@ static unsigned record_batch(struct target *t, const struct uffd_msg *m, size_t 
 	return events;
 }
 
+/*
+ * Tests (UFFD_TEST_DIE_IN_READ, restart.h): die as a SIGKILL inside read(2)
+ * would leave us, with a read's messages copied out and nothing recorded.
+ */
+static void die_in_read(struct daemon *d, const struct uffd_msg *m, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (m[i].event == d->die_in_read)
+			raise(SIGKILL);
+}
+
 unsigned target_drain(struct target *t)
 {
 	struct uffd_msg buf[MSG_BATCH], *msgs;
@@ -469,6 +480,8 @@ unsigned target_drain(struct target *t)
 		 */
 		msgs = journal_read_begin(&t->d->journal, t->id, buf);
 		n = read(t->uffd, msgs, sizeof(buf));
+		if (n > 0 && t->d->die_in_read)
+			die_in_read(t->d, msgs, (size_t)n / sizeof(msgs[0]));
 		if (n > 0 && msgs != buf)
 			memcpy(buf, msgs, (size_t)n);	/* recording may move the journal */
 		if (n > 0)
@@ -549,6 +562,7 @@ struct target *target_restore(struct daemon *d, const struct target_restore_info
 	t->image_id = ri->image_id;
 	t->slot1 = ri->slot1;
 	t->adopted = ri->adopted;
+	t->pid_from_fault_only = !ri->pid;
 	t->map = *built;
 	model_init(built);
 	if (ri->st)
