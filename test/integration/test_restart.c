@@ -454,6 +454,8 @@ Test(restart, random_kills, .timeout = 1800, .fini = teardown)
 	unsigned seed = (unsigned)time(NULL);
 	char buf[1 << 16];
 	size_t have = 0;
+	const char *build = getenv("UFFD_TEST_BUILD");
+	char alt[256];
 
 	cr_log_info("random_kills: %d kills, seed %u", kills, seed);
 	setup(churn16, 1, nofill);
@@ -464,10 +466,16 @@ Test(restart, random_kills, .timeout = 1800, .fini = teardown)
 		pids[k] = ts_child_start(&c[k], sc_churn);
 	}
 	close(res[1]);
+	snprintf(alt, sizeof(alt), "%s/alt/uffd-manager", build ? build : TEST_BUILDDIR);
 	for (int k = 0; k < kills; k++) {
 		usleep(20000 + (useconds_t)(rand_r(&seed) % 200000));
-		/* The fill serves everything in milliseconds: on only in the last fifth. */
-		replace_daemon(SIGKILL, NULL, k >= kills - kills / 5 - 1 ? fill : nofill);
+		/*
+		 * Mostly SIGKILL; every fifth a planned restart (SIGUSR2), every
+		 * seventh the other build taking over. The fill serves everything
+		 * in milliseconds: on only in the last fifth.
+		 */
+		replace_daemon(k % 5 == 1 ? SIGUSR2 : SIGKILL, k % 7 == 3 ? alt : NULL,
+			       k >= kills - kills / 5 - 1 ? fill : nofill);
 	}
 	usleep(200000);
 	for (int k = 0; k < nproc; k++)
@@ -574,4 +582,45 @@ Test(restart, killed_inside_the_read_of_a_fork, .timeout = 120, .fini = teardown
 Test(restart, killed_inside_the_read_of_a_remap, .timeout = 120, .fini = teardown)
 {
 	run_die_in_read("remap");
+}
+
+/* A second daemon on the socket of one that lives takes nothing, and says why. */
+Test(restart, refused_while_the_daemon_lives, .timeout = 120, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one8, .n = 1, .seed = SEED, .imgdir = imgdir };
+	const char *build = getenv("UFFD_TEST_BUILD");
+	char bin[256], log[sizeof(dmn.log)];
+	struct ts_status s;
+	pid_t pid, second;
+	int st;
+
+	setup(one8, 1, args);
+	pid = ts_child_start(&c, sc_events_then_restart);
+	STATUS_UNTIL(s, s.n == 2);
+	ts_status_free(&s);
+	snprintf(bin, sizeof(bin), "%s/uffd-manager", build ? build : TEST_BUILDDIR);
+	snprintf(log, sizeof(log), "%.64s/second.log", dmn.dir);
+	second = fork();
+	if (second == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		dup2(fd, 2);
+		execl(bin, bin, "--socket", dmn.sock, "--no-fill", (char *)NULL);
+		_exit(127);
+	}
+	cr_assert_eq(waitpid(second, &st, 0), second);
+	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 1, "the second daemon: wait status %d", st);
+	{
+		struct ts_daemon d2 = dmn;
+
+		snprintf(d2.log, sizeof(d2.log), "%s", log);
+		cr_expect(ts_log_has(&d2, "another manager is listening"), "the second daemon did not say why");
+		cr_expect(!ts_log_has(&d2, "took back"), "the second daemon took processes from a live one");
+	}
+	/* The first serves on, untouched. */
+	STATUS_UNTIL(s, s.n == 2);
+	ts_status_free(&s);
+	ts_say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 60000), 0);
 }
