@@ -411,6 +411,14 @@ static void keeper_main(struct kstate *s)
 	}
 }
 
+/* Threads of ours (from /proc/self/task), or -1. */
+static int nr_threads(void)
+{
+	long long n;
+
+	return procfs_field_num("/proc/self/status", "Threads", &n) == 0 ? (int)n : -1;
+}
+
 int keeper_start(struct keeper *k, const struct journal *j)
 {
 	struct kstate s = { .lfd = -1, .jfd = j->fd };
@@ -428,7 +436,19 @@ int keeper_start(struct keeper *k, const struct journal *j)
 		return -e;
 	}
 	fcntl(dpidfd, F_SETFD, FD_CLOEXEC);
-	/* Like fork, but sharing the fd table: the daemon must be single-threaded here. */
+	/*
+	 * Like fork, but sharing the fd table. clone() runs no atfork handlers,
+	 * so no other thread may hold a lock the child could want (malloc's):
+	 * wait out a short-lived one (an unmap of a large image, runtime/pages.c).
+	 */
+	for (int i = 0; i < 200 && nr_threads() > 1; i++)
+		usleep(5000);
+	if (nr_threads() != 1) {
+		close(sv[0]);
+		close(sv[1]);
+		close(dpidfd);
+		return -EBUSY;
+	}
 	pid = (pid_t)syscall(SYS_clone, CLONE_FILES | SIGCHLD, NULL, NULL, NULL, NULL);
 	if (pid < 0) {
 		int e = errno;

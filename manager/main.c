@@ -71,10 +71,10 @@ static void usage(FILE *out)
 	      "  -h, --help                 this help\n"
 	      "  -V, --version              the version\n"
 	      "\n"
-	      "\n"
 	      "SIGTERM serves every process to the end, then exits. SIGUSR2 leaves at once:\n"
 	      "the keeper keeps every process, and the next uffd-manager started on the same\n"
-	      "socket takes them back (restart, upgrade). See RESTART in uffd-manager(8).\n"
+	      "socket takes them back (restart, upgrade): see RESTART in uffd-manager(8).\n"
+	      "\n"
 	      "See uffd-manager(8).\n", out);
 }
 
