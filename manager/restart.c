@@ -790,6 +790,8 @@ int restart_adopt(struct daemon *d, const char *kpath, char *why, size_t len)
 			a.ev[a.nev++] = i;
 	}
 	qsort_r(a.ev, a.nev, sizeof(*a.ev), cmp_ev, d->journal.log);
+	if (getenv("UFFD_TEST_DIE_IN_ADOPT"))
+		raise(SIGKILL);	/* a test: die holding everything, before the old keeper lets go */
 	/* Everything is in our table (shared with our keeper): the old keeper may go. */
 	if (write(conn, "T", 1) != 1) {
 		snprintf(why, len, "the keeper hung up before it let go");

@@ -624,3 +624,54 @@ Test(restart, refused_while_the_daemon_lives, .timeout = 120, .fini = teardown)
 	ts_say_go(&c);
 	cr_assert_eq(ts_child_wait(pid, 60000), 0);
 }
+
+/*
+ * A new daemon dies half way through the take-over (with everything the
+ * keeper sent in its table, before it says so): the old keeper keeps it
+ * all, and the next daemon takes over, every byte right.
+ */
+Test(restart, new_daemon_dies_taking_over, .timeout = 120, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one8, .n = 1, .seed = SEED, .imgdir = imgdir };
+	const char *build = getenv("UFFD_TEST_BUILD");
+	char bin[256], log[sizeof(dmn.log)];
+	struct ts_status s;
+	pid_t pid, half;
+	int st;
+
+	setup(one8, 1, args);
+	pid = ts_child_start(&c, sc_events_then_restart);
+	STATUS_UNTIL(s, s.n == 2 && ts_status_pid(&s, pid) && ts_status_pid(&s, pid)->ev_fork == 1);
+	ts_status_free(&s);
+	kill(dmn.pid, SIGKILL);
+	cr_assert_neq(ts_daemon_wait(&dmn, 10000), -1);
+	/* The daemon that dies half way. */
+	snprintf(bin, sizeof(bin), "%s/uffd-manager", build ? build : TEST_BUILDDIR);
+	snprintf(log, sizeof(log), "%.64s/half.log", dmn.dir);
+	half = fork();
+	if (half == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		dup2(fd, 2);
+		setenv("UFFD_TEST_DIE_IN_ADOPT", "1", 1);
+		execl(bin, bin, "--socket", dmn.sock, "--no-fill", "-v", (char *)NULL);
+		_exit(127);
+	}
+	cr_assert_eq(waitpid(half, &st, 0), half);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the half-way daemon: wait status %d", st);
+	{
+		struct ts_daemon d2 = dmn;
+		pid_t k;
+
+		snprintf(d2.log, sizeof(d2.log), "%s", log);
+		k = ts_keeper_pid(&d2);	/* its own keeper: ours to end if it lingers */
+		if (k > 0 && nkeepers < 512)
+			keepers[nkeepers++] = k;
+	}
+	ts_daemon_again(&dmn, NULL, args);
+	note_keeper();
+	cr_assert(ts_log_has(&dmn, "took back 2 processes"), "the next daemon took nothing back");
+	ts_say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 60000), 0);
+}
