@@ -387,6 +387,8 @@ void client_loaded(struct daemon *d, struct loader_job *j)
 		t = target_adopt(d, c->uffd, c->pidfd, c->pid, c->image_id, j->img, &j->map,
 				 c->registered, &serve_from_images, j->uid, j->gid, reason,
 				 sizeof(reason));
+	if (t)
+		target_journal_groups(t, j->groups, j->ngroups);
 	loader_job_free(d, j);	/* the target holds its own reference to the images */
 	if (!t) {
 		close(c->uffd);

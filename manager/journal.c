@@ -224,7 +224,10 @@ int journal_scan(const struct journal *j, struct jentry **out, size_t *nout)
 		x = jentry_find(e, n, r->id);
 		if (!x)
 			continue;
-		if (r->type == J_PID) {
+		if (r->type == J_GROUPS) {
+			for (int k = 0; k < r->fd[0] && k < 5 && x->ngroups < JOURNAL_GROUPS; k++)
+				x->groups[x->ngroups++] = (uint32_t)r->a[k];
+		} else if (r->type == J_PID) {
 			x->pidfd = r->fd[0];
 			x->pid = (pid_t)r->a[0];
 		} else if (r->type == J_RELEASED) {
@@ -249,6 +252,8 @@ int journal_scan(const struct journal *j, struct jentry **out, size_t *nout)
 			x->uid = p->uid;
 			x->gid = p->gid;
 			x->flags = p->flags;
+			x->ngroups = p->ngroups;
+			memcpy(x->groups, p->groups, sizeof(x->groups));
 		}
 	}
 	*out = e;

@@ -51,6 +51,7 @@ enum jrec_type {
 	J_UNMAP,	/* id; a: start, end */
 	J_RELEASED,	/* id: fully served, its uffd and pidfd read until it exits */
 	J_END,		/* id: gone; its fds are closed after this record */
+	J_GROUPS,	/* id: a hand-over's client's supplementary groups; fd[0]: how many in a (<= 5) */
 };
 
 /* J_HELLO flags. */
@@ -143,6 +144,9 @@ static inline uint64_t journal_nrec(const struct journal *j)
 	return j->h ? __atomic_load_n(&j->h->nrec, __ATOMIC_ACQUIRE) : 0;
 }
 
+/* Supplementary groups kept per hand-over; a client with more is read with these. */
+#define JOURNAL_GROUPS	32
+
 /* A process as the log tells it. */
 struct jentry {
 	uint64_t id;
@@ -152,6 +156,8 @@ struct jentry {
 	int uffd, pidfd, dirfd;	/* fd numbers in the writer's table, -1 */
 	pid_t pid, parent_pid;	/* 0: unknown */
 	uint32_t image_id, uid, gid, slot1, flags;
+	uint32_t ngroups;	/* the client's supplementary groups (J_GROUPS), at most JOURNAL_GROUPS */
+	uint32_t groups[JOURNAL_GROUPS];
 	enum { JE_LIVE, JE_RELEASED, JE_ENDED } state;
 };
 

@@ -289,10 +289,14 @@ static struct timage *load_as(struct adopt *a, const struct jentry *root, int di
 	bool sw = root->uid != 0 && geteuid() == 0;
 
 	if (sw) {
-		gid_t g = root->gid;
+		gid_t g[JOURNAL_GROUPS + 1];
+		size_t ng = 0;
 
+		g[ng++] = root->gid;
+		for (uint32_t k = 0; k < root->ngroups; k++)
+			g[ng++] = root->groups[k];
 		ng0 = getgroups(256, g0);
-		if (ng0 < 0 || syscall(SYS_setgroups, 1, &g) < 0) {
+		if (ng0 < 0 || syscall(SYS_setgroups, ng, g) < 0) {
 			snprintf(reason, len, "cannot take the client's groups: %s", strerror(errno));
 			return NULL;
 		}

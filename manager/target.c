@@ -525,6 +525,17 @@ static void target_on_uffd(struct ev *ev, uint32_t events)
 	target_drain(t);
 }
 
+void target_journal_groups(struct target *t, const gid_t *groups, size_t n)
+{
+	for (size_t i = 0; i < n && i < JOURNAL_GROUPS; i += 5) {
+		struct jrec r = { .type = J_GROUPS, .fd = { 0, -1, -1 }, .id = t->id };
+
+		for (size_t k = i; k < n && k < i + 5; k++)
+			r.a[r.fd[0]++] = groups[k];
+		target_journal(t->d, &r);
+	}
+}
+
 void target_sync_slot(struct target *t)
 {
 	struct jslot *s = journal_slot(&t->d->journal, t->slot1);

@@ -60,6 +60,9 @@ struct target *target_restore(struct daemon *d, const struct target_restore_info
  */
 unsigned target_drain(struct target *t);
 
+/* Record the supplementary groups of T's client, with which its images are read again after a restart. */
+void target_journal_groups(struct target *t, const gid_t *groups, size_t n);
+
 /* Copy T's counters to its journal slot (what status shows after a restart). */
 void target_sync_slot(struct target *t);
 

@@ -7,6 +7,7 @@
  * zero where the process dropped it), in the processes themselves.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -674,4 +676,72 @@ Test(restart, new_daemon_dies_taking_over, .timeout = 120, .fini = teardown)
 	cr_assert(ts_log_has(&dmn, "took back 2 processes"), "the next daemon took nothing back");
 	ts_say_go(&c);
 	cr_assert_eq(ts_child_wait(pid, 60000), 0);
+}
+
+#define NOBODY	65534
+
+/* Let everyone read DIR and the files in it (the images are written 0600). */
+static void set_mode(const char *dir, mode_t files, mode_t self)
+{
+	struct dirent *de;
+	DIR *dp = opendir(dir);
+	char path[512];
+
+	cr_assert_not_null(dp, "%s", dir);
+	while ((de = readdir(dp))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		chmod(path, files);
+	}
+	closedir(dp);
+	cr_assert_eq(chmod(dir, self), 0);
+}
+
+/*
+ * A client that is not root: the new daemon reads its images again as that
+ * client. Readable: taken back, every byte right. Made unreadable after the
+ * hand-over: killed, named, never served from what it could not read.
+ */
+static void run_as_nobody(bool readable)
+{
+	const char *args[] = { "--no-fill", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one8, .n = 1, .seed = SEED, .imgdir = imgdir,
+			      .as_uid = NOBODY };
+	struct ts_status s;
+	pid_t pid;
+	int ret;
+
+	setup(one8, 1, args);
+	cr_assert_eq(chmod(dmn.dir, 0755), 0);
+	cr_assert_eq(chmod(dmn.sock, 0666), 0);
+	set_mode(imgdir, 0644, 0755);
+	pid = ts_child_start(&c, sc_events_then_restart);
+	STATUS_UNTIL(s, s.n == 2 && ts_status_pid(&s, pid) && ts_status_pid(&s, pid)->ev_fork == 1);
+	ts_status_free(&s);
+	if (!readable)
+		set_mode(imgdir, 0600, 0700);	/* root's alone now */
+	replace_daemon(SIGKILL, NULL, args);
+	signal(SIGPIPE, SIG_IGN);	/* a killed child is gone before its word to go */
+	ts_say_go(&c);
+	ret = ts_child_wait(pid, 60000);
+	if (readable) {
+		cr_assert(ts_log_has(&dmn, "took back 2 processes"));
+		cr_assert_eq(ret, 0, "after the restart, as uid %d: every byte", NOBODY);
+	} else {
+		cr_expect_eq(ret, -SIGKILL, "a process whose images the new daemon cannot read as its client: exit %d", ret);
+		cr_expect(ts_log_has(&dmn, "its images cannot be read again") &&
+			  ts_log_has(&dmn, "Permission denied"),
+			  "the new daemon does not say why it killed the process");
+	}
+}
+
+Test(restart, client_not_root, .timeout = 120, .fini = teardown)
+{
+	run_as_nobody(true);
+}
+
+Test(restart, client_not_root_images_now_unreadable, .timeout = 120, .fini = teardown)
+{
+	run_as_nobody(false);
 }

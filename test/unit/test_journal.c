@@ -165,3 +165,22 @@ Test(journal, a_finished_read_leaves_nothing_to_settle, .init = jinit, .fini = j
 	buf = journal_read_begin(&j, 4, NULL);
 	cr_expect_eq(buf[0].event, 0);
 }
+
+/* A hand-over's client's groups, for reading its images again; its forks have them too. */
+Test(journal, groups_follow_the_hand_over, .init = jinit, .fini = jfini)
+{
+	struct jentry *e;
+	size_t n;
+
+	rec(J_HELLO, 1, 10, 11, 12, 100, 7, 1000ull | 2000ull << 32, 0, 1);
+	rec(J_GROUPS, 1, 5, -1, -1, 10, 11, 12, 13, 14);
+	rec(J_GROUPS, 1, 2, -1, -1, 15, 16, 99, 99, 99);
+	rec(J_FORK, 1, 20, -1, -1, 2, 0, 0, 0, 0);
+	cr_assert_eq(journal_scan(&j, &e, &n), 0);
+	cr_assert_eq(n, 2);
+	cr_expect_eq(e[0].ngroups, 7, "the count in each record is kept to");
+	cr_expect(e[0].groups[0] == 10 && e[0].groups[4] == 14 && e[0].groups[6] == 16);
+	cr_expect_eq(e[1].ngroups, 7);
+	cr_expect_eq(e[1].groups[5], 15);
+	free(e);
+}
