@@ -1,5 +1,7 @@
 /* The journal in a memfd, shared with the keeper (journal.h). */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -104,6 +106,17 @@ static int grow(struct journal *j)
 	/* The file is big enough before the header says so: a reader maps by the file's size. */
 	__atomic_store_n(&j->h->cap, cap, __ATOMIC_RELEASE);
 	return 0;
+}
+
+void journal_reset(struct journal *j)
+{
+	if (!j->h || !j->h->nrec)
+		return;
+	__atomic_store_n(&j->h->nrec, 0, __ATOMIC_RELEASE);
+	j->h->lost = 0;
+	/* The pages written so far go back to tmpfs; the mapping reads zero there. */
+	fallocate(j->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)LOG_OFF,
+		  (off_t)(j->size - LOG_OFF));
 }
 
 int journal_append(struct journal *j, const struct jrec *r)

@@ -109,6 +109,12 @@ int journal_open(struct journal *j, int fd);
 /* Unmap and close. */
 void journal_close(struct journal *j);
 
+/*
+ * Forget every record (the daemon serves nothing: a new one would have
+ * nothing to take back) and give the log's memory back. Ids go on.
+ */
+void journal_reset(struct journal *j);
+
 /* Append R. 0, or -ENOMEM when the memfd cannot grow (the caller says so loudly). */
 int journal_append(struct journal *j, const struct jrec *r);
 

@@ -98,6 +98,8 @@ void target_destroy(struct target *t, const char *why)
 	}
 	d->nr_targets--;
 	d->fds_in_use -= 2;
+	if (!d->nr_targets && !d->nr_released)
+		journal_reset(&d->journal);	/* nothing left for a new daemon to take back */
 	if (t->live && d->target_ended)
 		d->target_ended(d, t, why);
 	timage_put(d, t->img);

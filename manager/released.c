@@ -34,6 +34,8 @@ static void released_free(struct released *r)
 	close(r->pidfd);
 	d->nr_released--;
 	d->fds_in_use -= 2;
+	if (!d->nr_targets && !d->nr_released)
+		journal_reset(&d->journal);	/* nothing left for a new daemon to take back */
 	loop_defer(&d->loop, free, r);
 }
 

@@ -184,3 +184,23 @@ Test(journal, groups_follow_the_hand_over, .init = jinit, .fini = jfini)
 	cr_expect_eq(e[1].groups[5], 15);
 	free(e);
 }
+
+/* An idle daemon's journal starts again from nothing; ids go on. */
+Test(journal, reset_forgets_records_not_ids, .init = jinit, .fini = jfini)
+{
+	struct jentry *e;
+	size_t n;
+
+	for (uint64_t i = 1; i <= 50000; i++)
+		rec(J_REMOVE, i, -1, -1, -1, 0, 0x1000, 0, 0, 0);
+	j.h->next_id = 77;
+	journal_reset(&j);
+	cr_expect_eq(journal_nrec(&j), 0);
+	cr_expect_eq(j.h->next_id, 77);
+	cr_expect_eq(j.log[10].type, 0, "the log's pages are given back (read zero)");
+	rec(J_HELLO, 78, 1, 2, 3, 100, 1, 0, 0, 0);
+	cr_assert_eq(journal_scan(&j, &e, &n), 0);
+	cr_expect_eq(n, 1);
+	cr_expect_eq(e[0].id, 78);
+	free(e);
+}
