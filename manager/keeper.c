@@ -157,8 +157,8 @@ static int cmp_int(const void *a, const void *b)
 static void keeper_orphan(struct kstate *s)
 {
 	struct jentry *e = NULL;
-	size_t ne = 0, nf, nkeep = 0;
-	int *fds, *keep;
+	size_t ne = 0, nf, nkeep = 0, nended = 0;
+	int *fds, *keep, *ended;
 	bool clean = false;
 
 	s->orphan = true;
@@ -182,7 +182,8 @@ static void keeper_orphan(struct kstate *s)
 	}
 	nf = list_fds(&fds);
 	keep = calloc(3 * ne + 8, sizeof(int));
-	if (!keep)
+	ended = calloc(ne + 1, sizeof(int));
+	if (!keep || !ended)
 		_exit(1);	/* nothing can be decided: let go rather than hold at random */
 	keep[nkeep++] = s->jfd;
 	keep[nkeep++] = s->lfd;
@@ -191,6 +192,8 @@ static void keeper_orphan(struct kstate *s)
 	for (size_t i = 0; i < ne; i++) {
 		struct kheld *h;
 
+		if (e[i].state == JE_ENDED && e[i].uffd >= 0)
+			ended[nended++] = e[i].uffd;	/* its end recorded, its close not yet done */
 		if (e[i].state == JE_ENDED || e[i].uffd < 0)
 			continue;
 		keep[nkeep++] = e[i].uffd;
@@ -203,10 +206,18 @@ static void keeper_orphan(struct kstate *s)
 	}
 	free(e);
 	qsort(keep, nkeep, sizeof(int), cmp_int);
+	qsort(ended, nended, sizeof(int), cmp_int);
 	for (size_t i = 0; i < nf; i++) {
 		if (bsearch(&fds[i], keep, nkeep, sizeof(int), cmp_int))
 			continue;
-		if ((!clean || !s->have_journal) && is_uffd(fds[i])) {
+		/*
+		 * A uffd the journal names nowhere is kept after a crash (a fork
+		 * read in the daemon's last read is recorded by now, so this is
+		 * rare); one of a process whose end is recorded is closed: the
+		 * daemon died between that record and the close.
+		 */
+		if ((!clean || !s->have_journal) && is_uffd(fds[i]) &&
+		    !bsearch(&fds[i], ended, nended, sizeof(int), cmp_int)) {
 			s->nstray++;
 			continue;
 		}
@@ -214,6 +225,7 @@ static void keeper_orphan(struct kstate *s)
 	}
 	free(fds);
 	free(keep);
+	free(ended);
 	s->sock = -1;	/* closed with the rest */
 	if (s->n || s->nstray)
 		log_warnx("keeper: the daemon is gone; holding %zu processes (%zu userfaultfds no record names) so that they wait for their missing pages rather than read zeros%s",
