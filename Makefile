@@ -71,7 +71,8 @@ help:
 	@echo "make bench      deps, build, then the benchmarks; figures into BENCHMARKS.md"
 	@echo "                (BENCH_QUICK=1: a shorter run)"
 	@echo "make stress     the release-race tests at full size: 600 processes per"
-	@echo "                test (3000) and 300 uffd-inject lazy hand-overs (STRESS_N=N)"
+	@echo "                test (3000) and 300 uffd-inject lazy hand-overs (STRESS_N=N);"
+	@echo "                the daemon killed at $(STRESS_KILLS) random points (STRESS_KILLS=N)"
 	@echo "make asan       build and test with AddressSanitizer and UBSan"
 	@echo "make fuzz       build the libFuzzer harnesses (clang) into $(FUZZ_BUILD)/ and run"
 	@echo "                each for FUZZ_TIME seconds (default 60); fails on any finding"
@@ -134,7 +135,14 @@ interop: $(BINS) $(BUILD)/test/helpers/rworkload
 # Criterion runs each test in its own process; -j2 fits this 2-core machine.
 CRITERION_ARGS ?= -j2
 
-test: $(BINS) $(TESTS) $(HELPERS)
+# The daemon built again with another version (UFFD_ALT_BUILD): the restart
+# tests upgrade to it under running processes, a different build taking over.
+ALT := $(BUILD)/alt/uffd-manager
+
+$(ALT): $(wildcard manager/*.[ch] runtime/*.c proto/*.[ch] proto/*.proto include/*.h)
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/alt CPPFLAGS="$(CPPFLAGS) -DUFFD_ALT_BUILD=1" $(ALT)
+
+test: $(BINS) $(TESTS) $(HELPERS) $(ALT)
 	@set -e; for t in $(TESTS); do \
 		echo "== $$t"; \
 		UFFD_TEST_BUILD=$(abspath $(BUILD)) $$t $(CRITERION_ARGS); \
@@ -152,8 +160,13 @@ bench: deps
 # The release-race tests (test/integration/test_release.c) at full size.
 STRESS_N ?= 600
 
+# Daemon restarts under load (test/integration/test_restart.c): SIGKILLs.
+STRESS_KILLS ?= 100
+
 stress: deps
-	@$(MAKE) --no-print-directory $(BINS) $(BUILD)/test/integration-tests $(BUILD)/test/helpers/workload
+	@$(MAKE) --no-print-directory $(BINS) $(BUILD)/test/integration-tests $(BUILD)/test/helpers/workload $(ALT)
+	UFFD_RESTART_KILLS=$(STRESS_KILLS) UFFD_TEST_BUILD=$(abspath $(BUILD)) \
+		$(BUILD)/test/integration-tests --filter 'restart/random_kills' -j1
 	UFFD_RELEASE_N=$(STRESS_N) UFFD_TEST_BUILD=$(abspath $(BUILD)) \
 		$(BUILD)/test/integration-tests --filter 'release/*' -j1
 	UFFD_RELEASE_N=$$(( $(STRESS_N) / 2 )) UFFD_TEST_BUILD=$(abspath $(BUILD)) \

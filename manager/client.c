@@ -444,7 +444,9 @@ void client_loaded(struct daemon *d, struct loader_job *j)
 		j->rem = NULL;
 		t = target_adopt(d, c->uffd, c->pidfd, c->pid, c->image_id, j->img, &j->map,
 				 c->registered, j->ps_host ? &rserve_source : &serve_from_images,
-				 reason, sizeof(reason));
+				 j->uid, j->gid, reason, sizeof(reason));
+		if (t)
+			target_journal_groups(t, j->groups, j->ngroups);
 	}
 	loader_job_free(d, j);	/* the target holds its own reference to the images */
 	if (!t) {
@@ -556,6 +558,10 @@ static void handle_status(struct client *c)
 		st.model_bytes = model_mem_bytes(&t->map);
 		if (t->remote)
 			remote_status_target(rserve_remote(t), &st);
+		if (t->adopted) {
+			st.has_adopted = true;
+			st.adopted = t->adopted;
+		}
 		r.target = &st;
 		if (queue_reply(c, &r.base, &cap) < 0) {
 			client_close(c);
@@ -578,6 +584,12 @@ static void handle_status(struct client *c)
 	tot.watched = d->nr_released;
 	if (d->remote)
 		remote_status_totals(d->remote, &tot);
+	if (d->restarts) {
+		tot.has_adopted = true;
+		tot.adopted = d->tot.adopted;
+		tot.has_restarts = true;
+		tot.restarts = d->restarts;
+	}
 	r.totals = &tot;
 	if (queue_reply(c, &r.base, &cap) < 0) {
 		client_close(c);

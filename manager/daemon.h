@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "journal.h"
 #include "keeper.h"
 #include "log.h"
 #include "loop.h"
@@ -18,6 +19,7 @@ struct criu;
 struct remote;
 struct released;
 struct loader;
+struct stray;
 
 /*
  * The daemon's modes, and everything each changes (this is the one place
@@ -78,6 +80,7 @@ struct daemon_totals {
 	uint64_t pages_zeroed;
 	uint64_t faults;
 	uint64_t failed;		/* processes that could not be served correctly (killed, lost) */
+	uint64_t adopted;		/* processes taken back from a daemon before this one */
 };
 
 struct daemon {
@@ -103,6 +106,13 @@ struct daemon {
 	unsigned nr_clients;
 	struct procconn *pc;
 	struct keeper keeper;		/* holds uffd copies in case we die (keeper.h) */
+	struct journal journal;		/* what a new daemon needs to take over (journal.h); fd -1: none */
+	bool journal_full;		/* said once */
+	uint64_t restarts;		/* daemons before this one that served these processes */
+	struct timer journal_sync;	/* counters to the journal's slots (restart.h) */
+	char keeper_path[108];		/* the adoption socket (restart.h); "" when none */
+	struct stray *strays;		/* uffds no record named at a restart (restart.c) */
+	uint8_t die_in_read;		/* tests: SIGKILL ourselves right after a read returns this event */
 	/* Mode state: see the table above. */
 	bool draining;			/* SIGTERM: finish serving, then exit */
 	bool had_target;		/* HANDOVER --exit-when-done: one came */

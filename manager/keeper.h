@@ -1,16 +1,24 @@
 /*
- * The keeper: a small process the daemon forks at start, which holds a copy
- * of every userfaultfd the daemon serves, so that if the daemon dies, the
- * processes it was serving wait on their missing pages instead of reading
- * zeros (the kernel lets missing pages read as zeros once the last
- * reference to a userfaultfd is gone). This matters most for children
- * forked after a hand-over, whose userfaultfds exist only in the daemon.
+ * The keeper: a small process the daemon starts with clone(CLONE_FILES), so
+ * that it shares the daemon's fd table. Whatever the daemon holds, the
+ * keeper holds: every userfaultfd (a forked child's too, from the instant
+ * the kernel installs it while the daemon reads the FORK event: no window
+ * in which a child's uffd lives in the daemon alone), every pidfd, every
+ * image dir, and the journal (journal.h). If the daemon dies, the processes
+ * it served wait on their missing pages instead of reading zeros (the
+ * kernel lets missing pages read as zeros once the last reference to a
+ * userfaultfd is gone), and a new daemon can take them back (restart.h).
  *
- * The daemon tells it when a process is fully served (or killed): the copy
- * is closed. It closes a copy by itself when the process exits (a pidfd,
- * once the daemon knows the pid). With the daemon gone, it keeps the rest
- * until their processes exit, then exits itself. The daemon never waits for
- * it: a keeper that stops reading is let go (it keeps what it holds).
+ * With the daemon gone (its pidfd says so), the keeper reads the journal,
+ * closes every fd that serves nobody any more (sockets, so that clients see
+ * the daemon gone; page files; epoll), and keeps the uffds, pidfds and
+ * image dirs of the processes still served. A uffd the journal does not
+ * name is kept too after a crash (a fork read in the daemon's last read).
+ * It closes what belongs to a process that exits, learns a forked child's
+ * pid from its first fault (recording in the journal what it read), and
+ * waits on its adoption socket for a new daemon: one run by the same user
+ * (or root) gets everything, and once it says it holds it all, the keeper
+ * exits. It exits too once nothing is left to keep.
  */
 #ifndef UFFD_KEEPER_H
 #define UFFD_KEEPER_H
@@ -19,6 +27,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+struct journal;
+
 /* All zero: no keeper (the daemon's state is zero-initialized). */
 struct keeper {
 	bool running;
@@ -26,23 +36,29 @@ struct keeper {
 	pid_t pid;
 };
 
-/* Fork the keeper. 0, or -errno (the daemon then runs without one, and says so). */
-int keeper_start(struct keeper *k);
+/* Adoption messages, keeper to new daemon (restart.c), on a SOCK_SEQPACKET. */
+enum { KA_JOURNAL = 1, KA_FDS, KA_DONE };
+#define KA_BATCH	32	/* FDPASS_MAX */
+struct keeper_adopt_msg {
+	uint32_t op;
+	uint32_t n;		/* KA_FDS: fds attached */
+	int32_t old[KA_BATCH];	/* their numbers in the old table */
+};
 
 /*
- * Give the keeper a copy of UFFD for the process known as ID, a child of
- * PARENT (our pid; 0 when handed over, or unknown): with the daemon gone,
- * the keeper trusts a fault's thread id only for a child of PARENT.
+ * Start the keeper, sharing our fd table, with journal J (its fd in the
+ * table). Call while the daemon is single-threaded. 0, or -errno (the
+ * daemon then runs without one, and says so).
  */
-void keeper_hold(struct keeper *k, uint64_t id, int uffd, pid_t parent);
+int keeper_start(struct keeper *k, const struct journal *j);
 
-/* Tell it the pidfd of ID's process: it lets go when that process exits. */
-void keeper_pid(struct keeper *k, uint64_t id, int pidfd);
+/* Give the keeper its adoption socket (listening, an fd in the shared table). */
+void keeper_listen(struct keeper *k, int fd);
 
-/* ID's process needs no copy any more (fully served, or killed). */
-void keeper_drop(struct keeper *k, uint64_t id);
-
-/* Close our end: a keeper holding nothing exits; one holding copies goes on. */
-void keeper_close(struct keeper *k);
+/*
+ * The daemon exits on its own, having served or ended every process: mark
+ * the journal so, and close our end. The keeper exits once the daemon has.
+ */
+void keeper_close(struct keeper *k, struct journal *j);
 
 #endif

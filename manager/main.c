@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/userfaultfd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 #include "serve.h"
 #include "remote.h"
 #include "rserve.h"
+#include "restart.h"
 #include "status_client.h"
 #include "loader.h"
 #include "sysutil.h"
@@ -85,6 +87,10 @@ static void usage(FILE *out)
 	      "  -v, --verbose              debug log (every fork, pid learned, stale range)\n"
 	      "  -h, --help                 this help\n"
 	      "  -V, --version              the version\n"
+	      "\n"
+	      "SIGTERM serves every process to the end, then exits. SIGUSR2 leaves at once:\n"
+	      "the keeper keeps every process, and the next uffd-manager started on the same\n"
+	      "socket takes them back (restart, upgrade): see RESTART in uffd-manager(8).\n"
 	      "\n"
 	      "See uffd-manager(8).\n", out);
 }
@@ -287,6 +293,82 @@ static void start_draining(struct daemon *d)
 	daemon_check_done(d);
 }
 
+/*
+ * Restart (restart.h): SIGUSR2 leaves at once, everything still held by the
+ * keeper (which shares our fd table) for the next daemon on this socket;
+ * nothing is filled first. Not in CRIU mode (no daemon takes its tasks back).
+ */
+static void leave_to_next(struct daemon *d)
+{
+	if (!d->keeper.running || d->journal.fd < 0 || !d->keeper_path[0]) {
+		log_warnx("SIGUSR2: no keeper or journal to leave the processes to; ignored");
+		return;
+	}
+	log_info("SIGUSR2: leaving %u processes (and %u released) to the keeper (pid %d) for the next daemon on %s",
+		 d->nr_targets, d->nr_released, (int)d->keeper.pid, d->o.socket_path);
+	_exit(0);
+}
+
+static void restart_test_hooks(struct daemon *d);
+
+/*
+ * Start the journal and the keeper (before any thread: the keeper is a
+ * clone sharing our fd table), and in hand-over mode take back what the
+ * keeper of a daemon before us holds. Before listen: the old keeper has let
+ * go of the old listening socket by then.
+ */
+static void restart_start(struct daemon *d)
+{
+	char why[512] = "";
+	int ret;
+
+	log_info("uffd-manager %s, pid %d", UFFD_VERSION, (int)getpid());
+	restart_test_hooks(d);
+	if (d->o.no_keeper) {
+		d->journal.fd = -1;
+	} else if ((ret = journal_create(&d->journal)) < 0) {
+		log_warnx("cannot make the journal: %s; a new daemon could not take over", strerror(-ret));
+	} else if ((ret = keeper_start(&d->keeper, &d->journal)) < 0) {
+		log_warnx("cannot start the keeper: %s; if this daemon dies, the processes it "
+			  "serves may read zeros", strerror(-ret));
+	} else {
+		log_info("keeper pid %d holds a copy of every userfaultfd served", (int)d->keeper.pid);
+	}
+	if (d->mode != MODE_HANDOVER ||
+	    restart_keeper_path(d->o.socket_path, d->keeper_path, sizeof(d->keeper_path)) < 0) {
+		d->keeper_path[0] = 0;
+		return;
+	}
+	ret = restart_adopt(d, d->keeper_path, why, sizeof(why));
+	if (ret < 0)
+		log_warnx("restart: cannot take over from the keeper at %s: %s", d->keeper_path, why);
+}
+
+/* UFFD_TEST_DIE_IN_READ=remove|fork|remap|unmap: see RESTART in uffd-manager(8). */
+static void restart_test_hooks(struct daemon *d)
+{
+	const char *e = getenv("UFFD_TEST_DIE_IN_READ");
+
+	if (!e)
+		return;
+	d->die_in_read = !strcmp(e, "remove") ? UFFD_EVENT_REMOVE : !strcmp(e, "fork") ? UFFD_EVENT_FORK :
+			 !strcmp(e, "remap") ? UFFD_EVENT_REMAP : !strcmp(e, "unmap") ? UFFD_EVENT_UNMAP : 0;
+	log_warnx("UFFD_TEST_DIE_IN_READ=%s: this daemon kills itself inside its first read of such an event (a test)", e);
+}
+
+/* Listen on the adoption socket, for the daemon after us. */
+static void restart_ready(struct daemon *d)
+{
+	char why[512] = "";
+
+	if (!d->keeper_path[0] || !d->keeper.running)
+		return;
+	if (restart_listen(d, d->keeper_path, why, sizeof(why)) < 0) {
+		log_warnx("restart: cannot listen on %s: %s; a new daemon could not take over", d->keeper_path, why);
+		d->keeper_path[0] = 0;
+	}
+}
+
 static void on_signal(struct ev *ev, uint32_t events)
 {
 	struct daemon *d = container_of(ev, struct daemon, signal_ev);
@@ -294,6 +376,8 @@ static void on_signal(struct ev *ev, uint32_t events)
 
 	(void)events;
 	while (read(d->signal_fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGUSR2 && d->mode == MODE_HANDOVER)
+			leave_to_next(d);
 		if (si.ssi_signo != SIGTERM && si.ssi_signo != SIGINT)
 			continue;
 		if (d->mode == MODE_CRIU)
@@ -325,9 +409,9 @@ static void before_sleep(struct loop *l)
 
 static int setup_signals(struct daemon *d)
 {
-	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR2 };
 
-	d->signal_fd = sys_signalfd(sigs, 3);
+	d->signal_fd = sys_signalfd(sigs, 4);
 	if (d->signal_fd < 0)
 		return d->signal_fd;
 	return loop_add(&d->loop, &d->signal_ev, d->signal_fd, EPOLLIN, on_signal);
@@ -368,8 +452,10 @@ static int run_daemon(struct daemon *d, int ready_fd)
 		fatal("signalfd");
 
 	d->listen_fd = -1;
+	restart_start(d);
 	if (d->mode == MODE_HANDOVER || d->o.status_socket)
 		listen_manager(d);
+	restart_ready(d);
 	/* Now, not at the first HELLO: its fd is part of the daemon from the start. */
 	if (d->listen_fd >= 0 && (ret = loader_start(d, client_loaded)) < 0)
 		log_warnx("cannot start the image loader thread: %s (hand-overs will be refused)",
@@ -378,12 +464,6 @@ static int run_daemon(struct daemon *d, int ready_fd)
 		fatalx("criu: cannot listen: %s", why);
 	if (!d->o.no_procconn)
 		d->pc = procconn_open(d);
-	if (!d->o.no_keeper && (ret = keeper_start(&d->keeper)) < 0)
-		log_warnx("cannot start the keeper: %s; if this daemon dies, the processes it "
-			  "serves may read zeros", strerror(-ret));
-	else if (!d->o.no_keeper)
-		log_info("keeper pid %d holds a copy of every userfaultfd served",
-			 (int)d->keeper.pid);
 	log_info("listening on %s (fault window %" PRIu64 " KiB, fill %s, fd limit %u)",
 		 d->mode == MODE_CRIU ? CRIU_SOCK_NAME : d->o.socket_path, d->o.fault_window >> 10,
 		 d->o.no_fill ? "off" : d->mode == MODE_CRIU ? "after RSTF" : "on", d->fd_limit);
@@ -396,7 +476,6 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	ret = loop_run(&d->loop);
 	if (ret < 0)
 		log_warnx("event loop: %s", strerror(-ret));
-	keeper_close(&d->keeper);
 	released_close_all(d);
 	while (d->clients)
 		client_close(d->clients);
@@ -410,6 +489,10 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	}
 	if (d->mode == MODE_CRIU)
 		status = criu_finish(d);
+	/* Every process is served or gone: the keeper ends with us. */
+	if (d->keeper_path[0])
+		unlink(d->keeper_path);
+	keeper_close(&d->keeper, &d->journal);
 	loop_fini(&d->loop);
 	log_info("exiting: %" PRIu64 " processes served, %" PRIu64 " exited early, %" PRIu64
 		 " refused", d->tot.served, d->tot.exited, d->tot.refused);

@@ -13,6 +13,7 @@
 #include "proc.h"
 #include "procfs.h"
 #include "released.h"
+#include "target.h"
 #include "uffd.h"
 #include "wset.h"
 
@@ -74,6 +75,13 @@ void target_destroy(struct target *t, const char *why)
 		log_info("%s %s; %" PRIu64 " pages copied, %" PRIu64 " zeroed, %" PRIu64
 			 " not served", t->pfx, why, t->st.pages_copied, t->st.pages_zeroed,
 			 t->map.nr_missing);
+	/* Recorded before its fds close: their numbers may be reused at once. */
+	if (!t->recorded_end) {
+		struct jrec r = { .type = J_END, .fd = { -1, -1, -1 }, .id = t->id };
+
+		target_journal(d, &r);
+	}
+	journal_slot_put(&d->journal, t->slot1);
 	timer_cancel(&d->loop, &t->retry);
 	if (t->parked)
 		d->nr_parked--;
@@ -93,6 +101,8 @@ void target_destroy(struct target *t, const char *why)
 	}
 	d->nr_targets--;
 	d->fds_in_use -= 2;
+	if (!d->nr_targets && !d->nr_released)
+		journal_reset(&d->journal);	/* nothing left for a new daemon to take back */
 	if (t->live && d->target_ended)
 		d->target_ended(d, t, why);
 	timage_put(d, t->img);
@@ -138,18 +148,21 @@ void target_release(struct target *t)
 	unregister_rest(t);
 	t->d->tot.served++;
 	t->end = TE_SERVED;
-	keeper_drop(&t->d->keeper, t->id);	/* nothing left to wait for */
 	log_info("%s fully served: %" PRIu64 " pages copied, %" PRIu64 " zeroed, %" PRIu64
 		 " faults", t->pfx, t->st.pages_copied, t->st.pages_zeroed, t->st.faults);
 	if (!t->parent_id && t->pidfd >= 0) {
 		/* It may hold a copy of its uffd: read it until it exits (released.h). */
 		int uffd = t->uffd, pidfd = t->pidfd, ret;
 
+		struct jrec r = { .type = J_RELEASED, .fd = { -1, -1, -1 }, .id = t->id };
+
+		target_journal(t->d, &r);
+		t->recorded_end = true;
 		loop_del(&t->d->loop, &t->uffd_ev);
 		loop_del(&t->d->loop, &t->pid_ev);
 		t->uffd = -1;
 		t->pidfd = -1;
-		ret = released_keep(t->d, uffd, pidfd, t->pid);
+		ret = released_keep(t->d, uffd, pidfd, t->pid, t->id);
 		if (ret < 0)
 			log_warnx("%s cannot go on reading its uffd (%s): a munmap, mremap, madvise or fork it began as it was released may wait for ever",
 				  t->pfx, strerror(-ret));
@@ -160,7 +173,6 @@ void target_release(struct target *t)
 void target_exited(struct target *t)
 {
 	t->d->tot.exited++;
-	keeper_drop(&t->d->keeper, t->id);	/* its memory is gone: nothing to wait for */
 	target_destroy(t, "exited");
 }
 
@@ -168,7 +180,6 @@ void target_kill(struct target *t, const char *why)
 {
 	if (t->pidfd >= 0) {
 		syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0);
-		keeper_drop(&t->d->keeper, t->id);	/* it never runs again */
 	}
 	t->end = TE_FAILED;
 	t->d->tot.failed++;

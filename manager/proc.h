@@ -105,6 +105,15 @@ struct target {
 	bool dead;
 	bool parked;		/* has faults waiting for a drain (counted in daemon.nr_parked) */
 	bool live;		/* announced: its end is reported to d->target_ended */
+	uint32_t slot1;		/* its counters' slot in the journal (index + 1), 0: none */
+	uint32_t adopted;	/* restarts of the daemon it went through */
+	bool recorded_end;	/* its end is in the journal already */
+	/*
+	 * Taken back by a new daemon with its pid unknown: its fork's proc
+	 * connector event went to the daemon before, so the next one of its
+	 * parent's is another child's. Its pid comes from its first fault.
+	 */
+	bool pid_from_fault_only;
 	enum target_end end;
 	struct target_stats st;
 	struct wset *ws;	/* its working-set record (wset.h), or NULL */

@@ -28,7 +28,7 @@ static void on_fork(struct daemon *d, pid_t parent, pid_t child)
 
 	/* The list is newest first; the FORK events of one parent arrive in fork order. */
 	for (t = d->targets; t; t = t->next)
-		if (!t->pid && t->parent_pid == parent && !t->dead)
+		if (!t->pid && t->parent_pid == parent && !t->dead && !t->pid_from_fault_only)
 			oldest = t;
 	if (oldest)
 		target_set_pid(oldest, child);

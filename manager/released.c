@@ -9,6 +9,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "released.h"
+#include "target.h"
 #include "uffd.h"
 
 #define PG		4096ull
@@ -18,7 +19,9 @@ static void released_free(struct released *r)
 {
 	struct daemon *d = r->d;
 	struct released **pp;
+	struct jrec rec = { .type = J_END, .fd = { -1, -1, -1 }, .id = r->id };
 
+	target_journal(d, &rec);	/* before its fds close: their numbers may be reused */
 	for (pp = &d->released; *pp; pp = &(*pp)->next) {
 		if (*pp == r) {
 			*pp = r->next;
@@ -31,6 +34,8 @@ static void released_free(struct released *r)
 	close(r->pidfd);
 	d->nr_released--;
 	d->fds_in_use -= 2;
+	if (!d->nr_targets && !d->nr_released)
+		journal_reset(&d->journal);	/* nothing left for a new daemon to take back */
 	loop_defer(&d->loop, free, r);
 }
 
@@ -98,21 +103,27 @@ static void on_exit_(struct ev *ev, uint32_t events)
 	released_free(r);
 }
 
-int released_keep(struct daemon *d, int uffd, int pidfd, pid_t pid)
+int released_keep(struct daemon *d, int uffd, int pidfd, pid_t pid, uint64_t id)
 {
 	struct released *r = calloc(1, sizeof(*r));
 	int ret;
 
 	if (!r) {
+		struct jrec rec = { .type = J_END, .fd = { -1, -1, -1 }, .id = id };
+
+		target_journal(d, &rec);
 		close(uffd);
 		close(pidfd);
 		return -ENOMEM;
 	}
-	*r = (struct released){ .d = d, .uffd = uffd, .pidfd = pidfd, .pid = pid,
+	*r = (struct released){ .d = d, .uffd = uffd, .pidfd = pidfd, .pid = pid, .id = id,
 				.since = now_ns() };
 	if (loop_add(&d->loop, &r->uffd_ev, uffd, EPOLLIN, on_uffd) < 0 ||
 	    loop_add(&d->loop, &r->pid_ev, pidfd, EPOLLIN, on_exit_) < 0) {
+		struct jrec rec = { .type = J_END, .fd = { -1, -1, -1 }, .id = id };
+
 		ret = -errno;
+		target_journal(d, &rec);
 		loop_del(&d->loop, &r->uffd_ev);
 		close(uffd);
 		close(pidfd);

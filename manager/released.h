@@ -51,17 +51,19 @@ struct released {
 	struct ev uffd_ev, pid_ev;
 	int uffd, pidfd;
 	pid_t pid;
+	uint64_t id;		/* its id in the journal */
 	uint64_t since;		/* when its ranges were unregistered, ns */
 	uint64_t events;	/* read and let go since */
 };
 
 /*
  * Go on reading UFFD (its ranges already unregistered) until the process
- * PIDFD names exits. Takes both fds, whatever the outcome. Returns 0, or
+ * PIDFD names exits (ID: the process's id in the journal, which records
+ * its end). Takes both fds, whatever the outcome. Returns 0, or
  * -errno if it could not be watched (then both are closed: the caller
  * logs).
  */
-int released_keep(struct daemon *d, int uffd, int pidfd, pid_t pid);
+int released_keep(struct daemon *d, int uffd, int pidfd, pid_t pid, uint64_t id);
 
 /* Read what is queued on every kept uffd one last time, then close them all. */
 void released_close_all(struct daemon *d);

@@ -31,6 +31,8 @@ static void print_target_text(FILE *out, const StatusTarget *t)
 	if (t->page_server)
 		fprintf(out, "  from %s (%s)", t->page_server,
 			t->page_server_state ? t->page_server_state : "?");
+	if (t->has_adopted && t->adopted)
+		fprintf(out, "  adopted (%u restarts)", t->adopted);
 	fputc('\n', out);
 }
 
@@ -71,6 +73,7 @@ static json_object *target_json(const StatusTarget *t)
 		json_object_object_add(o, "page_server_state", json_object_new_string(
 					       t->page_server_state ? t->page_server_state : "?"));
 	}
+	add_int(o, "adopted", t->has_adopted ? t->adopted : 0);
 	for (size_t i = 0; i < t->n_fault_us_log2; i++)
 		json_object_array_add(hist, json_object_new_uint64(t->fault_us_log2[i]));
 	json_object_object_add(o, "fault_us_log2", hist);
@@ -103,6 +106,8 @@ static json_object *totals_json(const StatusTotals *t)
 		add_u64(ps, "down_ms", t->page_server_down_ms);
 		json_object_object_add(o, "page_server", ps);
 	}
+	add_u64(o, "adopted", t->has_adopted ? t->adopted : 0);
+	add_u64(o, "restarts", t->has_restarts ? t->restarts : 0);
 	return o;
 }
 
@@ -197,6 +202,9 @@ int status_query(const char *socket_path, int json, FILE *out)
 					t->page_server, t->page_server_state ? t->page_server_state : "?",
 					t->page_server_tls ? " (TLS)" : "", t->page_server_reconnects,
 					t->page_server_down_ms ? " (waiting for it)" : "");
+			if (!json && t->has_restarts && t->restarts)
+				fprintf(out, "restarted: %" PRIu64 " processes taken back from the daemon before (restart %" PRIu64 ")\n",
+					t->has_adopted ? t->adopted : 0, t->restarts);
 			done = 1;
 		}
 		reply__free_unpacked(r, NULL);

@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "journal.h"
 #include "log.h"
 #include "procfs.h"
 #include "serve.h"
@@ -18,7 +19,7 @@
 #include "uffd.h"
 #include "wset.h"
 
-#define MSG_BATCH	64
+#define MSG_BATCH	JOURNAL_RBUF	/* the journal's read buffer */
 
 static void target_on_uffd(struct ev *ev, uint32_t events);
 static void target_on_pidfd(struct ev *ev, uint32_t events);
@@ -41,8 +42,35 @@ static int fd_prepare(int fd)
 	return 0;
 }
 
-/* Allocate a target around UFFD and put it in the loop and the daemon's list. */
-static struct target *target_alloc(struct daemon *d, int uffd, struct timage *img)
+/* A new id for a process, kept in the journal too (a new daemon goes on from there). */
+static uint64_t target_new_id(struct daemon *d)
+{
+	uint64_t id = ++d->next_target_id;
+
+	if (d->journal.h)
+		d->journal.h->next_id = id;
+	return id;
+}
+
+/* Append a record of T's to the journal. */
+static void target_record(struct target *t, uint32_t type, int fd, uint64_t a0, uint64_t a1,
+			  uint64_t a2)
+{
+	struct jrec r = { .type = type, .fd = { fd, -1, -1 }, .id = t->id, .a = { a0, a1, a2 } };
+
+	target_journal(t->d, &r);
+}
+
+void target_journal(struct daemon *d, const struct jrec *r)
+{
+	if (journal_append(&d->journal, r) < 0 && !d->journal_full) {
+		d->journal_full = true;
+		log_warnx("the journal is full: a daemon started after this one dies could not rebuild the processes' memory, so it would kill them");
+	}
+}
+
+/* Allocate a target around UFFD (with id ID, or a new one) and put it in the loop and the daemon's list. */
+static struct target *target_alloc(struct daemon *d, int uffd, struct timage *img, uint64_t id)
 {
 	struct target *t = calloc(1, sizeof(*t));
 
@@ -59,7 +87,7 @@ static struct target *target_alloc(struct daemon *d, int uffd, struct timage *im
 		free(t);
 		return NULL;
 	}
-	t->id = ++d->next_target_id;
+	t->id = id ? id : target_new_id(d);
 	t->next = d->targets;
 	d->targets = t;
 	d->nr_targets++;
@@ -73,10 +101,8 @@ static int target_watch_pid(struct target *t, int pidfd)
 {
 	int ret = loop_add(&t->d->loop, &t->pid_ev, pidfd, EPOLLIN, target_on_pidfd);
 
-	if (ret == 0) {
+	if (ret == 0)
 		t->pidfd = pidfd;
-		keeper_pid(&t->d->keeper, t->id, pidfd);
-	}
 	return ret;
 }
 
@@ -208,16 +234,17 @@ struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
 			     uint32_t image_id, struct timage *img, bool registered,
 			     const struct page_source *src, char *reason, size_t reason_len)
 {
-	return target_adopt(d, uffd, pidfd, pid, image_id, img, NULL, registered, src, reason,
-			    reason_len);
+	return target_adopt(d, uffd, pidfd, pid, image_id, img, NULL, registered, src, 0, 0,
+			    reason, reason_len);
 }
 
 struct target *target_adopt(struct daemon *d, int uffd, int pidfd, pid_t pid,
 			    uint32_t image_id, struct timage *img, struct model *built,
-			    bool registered, const struct page_source *src, char *reason,
-			    size_t reason_len)
+			    bool registered, const struct page_source *src, uid_t uid, gid_t gid,
+			    char *reason, size_t reason_len)
 {
-	struct target *t = target_alloc(d, uffd, img);
+	struct target *t = target_alloc(d, uffd, img, 0);
+	struct jrec hello = { .type = J_HELLO };
 	int ret = 0;
 
 	if (!t) {
@@ -230,7 +257,6 @@ struct target *target_adopt(struct daemon *d, int uffd, int pidfd, pid_t pid,
 	t->remote = src->remote;
 	t->pid = pid;
 	t->image_id = image_id;
-	keeper_hold(&d->keeper, t->id, uffd, 0);
 	target_set_prefix(t);
 	if (built) {
 		/* Built by the loader thread: take it over, nothing is copied. */
@@ -248,12 +274,24 @@ struct target *target_adopt(struct daemon *d, int uffd, int pidfd, pid_t pid,
 			snprintf(reason, reason_len, "cannot watch the pidfd: %s", strerror(errno));
 		t->uffd = -1;	/* the caller still owns the fds */
 		t->pidfd = -1;
-		keeper_drop(&d->keeper, t->id);	/* refused: not ours to keep */
 		loop_del(&d->loop, &t->uffd_ev);
 		target_destroy(t, NULL);
 		return NULL;
 	}
 	t->live = true;
+	/* From here on a new daemon can take it back (restart.h). */
+	t->slot1 = journal_slot_get(&d->journal, t->id);
+	hello.id = t->id;
+	hello.fd[0] = uffd;
+	hello.fd[1] = pidfd;
+	hello.fd[2] = t->img->dirfd;
+	hello.a[0] = (uint64_t)pid;
+	hello.a[1] = image_id;
+	hello.a[2] = (uint64_t)uid | (uint64_t)gid << 32;
+	hello.a[3] = (src->remote ? JH_REMOTE : 0) | (d->mode == MODE_CRIU ? JH_CRIU : 0);
+	hello.a[4] = t->slot1;
+	target_journal(d, &hello);
+	target_sync_slot(t);
 	log_info("%s serving image %u: %zu areas, %" PRIu64 " lazy pages", t->pfx, image_id,
 		 t->map.nr_areas, t->map.nr_missing);
 	wset_start(t);
@@ -286,6 +324,7 @@ void target_set_pid(struct target *t, pid_t pid)
 			close(pidfd);
 		return;
 	}
+	target_record(t, J_PID, pidfd, (uint64_t)pid, 0, 0);
 	log_debug("%s pid learned", t->pfx);
 }
 
@@ -305,22 +344,23 @@ static void target_set_pid_from_tid(struct target *t, pid_t tid)
 			  t->pfx, tid, t->parent_pid);
 }
 
-/* A FORK event: a new process to serve, with a copy of the parent's model. */
-static void on_fork(struct target *t, int child_uffd)
+/* A FORK event: a new process to serve (id ID, recorded), with a copy of the parent's model. */
+static void on_fork(struct target *t, int child_uffd, uint64_t id, uint32_t slot1)
 {
-	struct target *c = target_alloc(t->d, child_uffd, t->img);
+	struct target *c = target_alloc(t->d, child_uffd, t->img, id);
 
 	if (!c) {
 		/* Closing it would let the child read zeros; keeping it unserved hangs the child. */
 		log_warn("%s cannot serve forked child (uffd %d)", t->pfx, child_uffd);
 		t->d->tot.failed++;
+		journal_slot_put(&t->d->journal, slot1);
 		return;
 	}
+	c->slot1 = slot1;
 	c->live = true;
 	c->src = t->src;
 	c->remote = t->remote;
 	c->parent_pid = t->pid;
-	keeper_hold(&t->d->keeper, c->id, child_uffd, t->pid);
 	c->parent_id = t->id;
 	c->image_id = t->image_id;
 	c->fill_cursor = t->fill_cursor;
@@ -336,8 +376,9 @@ static void on_fork(struct target *t, int child_uffd)
 		log_debug("%s no proc connector: child pid comes from its first fault", c->pfx);
 }
 
-/* Apply one event message to the model. */
-static void apply_msg(struct target *t, const struct uffd_msg *m)
+/* Apply one event message to the model (CHILD, SLOT1: recorded for a FORK's child). */
+static void apply_msg(struct target *t, const struct uffd_msg *m, uint64_t child,
+		      uint32_t slot1)
 {
 	switch (m->event) {
 	case UFFD_EVENT_PAGEFAULT:
@@ -352,7 +393,7 @@ static void apply_msg(struct target *t, const struct uffd_msg *m)
 	case UFFD_EVENT_FORK:
 		t->ev_seq++;
 		t->st.ev_fork++;
-		on_fork(t, (int)m->arg.fork.ufd);
+		on_fork(t, (int)m->arg.fork.ufd, child, slot1);
 		break;
 	case UFFD_EVENT_REMAP:
 		t->ev_seq++;
@@ -377,16 +418,77 @@ static void apply_msg(struct target *t, const struct uffd_msg *m)
 	}
 }
 
-/* Read every queued message, apply the events, then serve. */
-static void target_on_uffd(struct ev *ev, uint32_t events)
+/*
+ * Record the events of a batch just read, before anything relies on them:
+ * a FORK gets its child's id (and counter slot) here. Returns how many.
+ */
+static unsigned record_batch(struct target *t, const struct uffd_msg *m, size_t n,
+			     uint64_t *child, uint32_t *slot1)
 {
-	struct target *t = container_of(ev, struct target, uffd_ev);
-	struct uffd_msg msgs[MSG_BATCH];
+	unsigned events = 0;
 
-	(void)events;
+	for (size_t i = 0; i < n; i++) {
+		child[i] = 0;
+		slot1[i] = 0;
+		switch (m[i].event) {
+		case UFFD_EVENT_FORK:
+			child[i] = target_new_id(t->d);
+			slot1[i] = journal_slot_get(&t->d->journal, child[i]);
+			target_record(t, J_FORK, (int)m[i].arg.fork.ufd, child[i], slot1[i], 0);
+			break;
+		case UFFD_EVENT_REMAP:
+			target_record(t, J_REMAP, -1, m[i].arg.remap.from, m[i].arg.remap.to,
+				      m[i].arg.remap.len);
+			break;
+		case UFFD_EVENT_REMOVE:
+			target_record(t, J_REMOVE, -1, m[i].arg.remove.start, m[i].arg.remove.end, 0);
+			break;
+		case UFFD_EVENT_UNMAP:
+			target_record(t, J_UNMAP, -1, m[i].arg.remove.start, m[i].arg.remove.end, 0);
+			break;
+		default:
+			continue;
+		}
+		events++;
+	}
+	return events;
+}
+
+/*
+ * Tests (UFFD_TEST_DIE_IN_READ, restart.h): die as a SIGKILL inside read(2)
+ * would leave us, with a read's messages copied out and nothing recorded.
+ */
+static void die_in_read(struct daemon *d, const struct uffd_msg *m, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (m[i].event == d->die_in_read)
+			raise(SIGKILL);
+}
+
+unsigned target_drain(struct target *t)
+{
+	struct uffd_msg buf[MSG_BATCH], *msgs;
+	uint64_t child[MSG_BATCH];
+	uint32_t slot1[MSG_BATCH];
+	unsigned events = 0;
+
 	for (;;) {
-		ssize_t n = read(t->uffd, msgs, sizeof(msgs));
+		ssize_t n;
 
+		/*
+		 * A read completes the events it returns (the process goes on)
+		 * before they can be recorded: read them into the journal, so
+		 * that if we die before recording them the keeper does it.
+		 */
+		msgs = journal_read_begin(&t->d->journal, t->id, buf);
+		n = read(t->uffd, msgs, sizeof(buf));
+		if (n > 0 && t->d->die_in_read)
+			die_in_read(t->d, msgs, (size_t)n / sizeof(msgs[0]));
+		if (n > 0 && msgs != buf)
+			memcpy(buf, msgs, (size_t)n);	/* recording may move the journal */
+		if (n > 0)
+			events += record_batch(t, buf, (size_t)n / sizeof(buf[0]), child, slot1);
+		journal_read_end(&t->d->journal, n);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
@@ -396,21 +498,99 @@ static void target_on_uffd(struct ev *ev, uint32_t events)
 			t->end = TE_FAILED;
 			t->d->tot.failed++;
 			target_destroy(t, "lost its uffd");
-			return;
+			return events;
 		}
-		for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]) && !t->dead; i++)
-			apply_msg(t, &msgs[i]);
+		for (size_t i = 0; i < (size_t)n / sizeof(buf[0]) && !t->dead; i++)
+			apply_msg(t, &buf[i], child[i], slot1[i]);
 		if (t->dead)
-			return;
+			return events;
 		/*
 		 * A short read drained the queue: skip the read that would only
 		 * say EAGAIN (a syscall on every fault). Anything queued since
 		 * wakes the level-triggered epoll again.
 		 */
-		if ((size_t)n < sizeof(msgs))
+		if ((size_t)n < sizeof(buf))
 			break;
 	}
 	serve_faults(t);
+	if (!t->dead)
+		target_sync_slot(t);
+	return events;
+}
+
+/* Read every queued message, apply the events, then serve. */
+static void target_on_uffd(struct ev *ev, uint32_t events)
+{
+	struct target *t = container_of(ev, struct target, uffd_ev);
+
+	(void)events;
+	target_drain(t);
+}
+
+void target_journal_groups(struct target *t, const gid_t *groups, size_t n)
+{
+	for (size_t i = 0; i < n && i < JOURNAL_GROUPS; i += 5) {
+		struct jrec r = { .type = J_GROUPS, .fd = { 0, -1, -1 }, .id = t->id };
+
+		for (size_t k = i; k < n && k < i + 5; k++)
+			r.a[r.fd[0]++] = groups[k];
+		target_journal(t->d, &r);
+	}
+}
+
+void target_sync_slot(struct target *t)
+{
+	struct jslot *s = journal_slot(&t->d->journal, t->slot1);
+
+	if (!s || s->id != t->id)
+		return;
+	s->pages_total = t->st.pages_total;
+	s->pages_copied = t->st.pages_copied;
+	s->pages_zeroed = t->st.pages_zeroed;
+	s->faults = t->st.faults;
+	s->ev_fork = t->st.ev_fork;
+	s->ev_remap = t->st.ev_remap;
+	s->ev_remove = t->st.ev_remove;
+	s->ev_unmap = t->st.ev_unmap;
+	s->eagain = t->st.eagain;
+	s->enoent = t->st.enoent;
+	s->eexist = t->st.eexist;
+	s->adopted = t->adopted;
+}
+
+struct target *target_restore(struct daemon *d, const struct target_restore_info *ri,
+			      struct timage *img, struct model *built)
+{
+	struct target *t = target_alloc(d, ri->uffd, img, ri->id);
+
+	if (!t) {
+		model_free(built);
+		return NULL;
+	}
+	t->src = &serve_from_images;
+	t->remote = false;
+	t->pid = ri->pid;
+	t->parent_pid = ri->parent_pid;
+	t->parent_id = ri->parent_id;
+	t->image_id = ri->image_id;
+	t->slot1 = ri->slot1;
+	t->adopted = ri->adopted;
+	t->pid_from_fault_only = !ri->pid;
+	t->map = *built;
+	model_init(built);
+	if (ri->st)
+		t->st = *ri->st;
+	else
+		t->st.pages_total = t->map.nr_missing;
+	target_set_prefix(t);
+	if (ri->pidfd >= 0 && target_watch_pid(t, ri->pidfd) < 0) {
+		close(ri->pidfd);
+		log_warn("%s cannot watch its pidfd", t->pfx);
+	}
+	t->live = true;
+	target_sync_slot(t);
+	d->loop.idle_pending = true;
+	return t;
 }
 
 static void target_on_pidfd(struct ev *ev, uint32_t events)

@@ -31,8 +31,44 @@ struct target *target_create(struct daemon *d, int uffd, int pidfd, pid_t pid,
  */
 struct target *target_adopt(struct daemon *d, int uffd, int pidfd, pid_t pid,
 			    uint32_t image_id, struct timage *img, struct model *built,
-			    bool registered, const struct page_source *src, char *reason,
-			    size_t reason_len);
+			    bool registered, const struct page_source *src, uid_t uid, gid_t gid,
+			    char *reason, size_t reason_len);
+
+/* What a new daemon knows of a process it takes back (restart.c). */
+struct target_restore_info {
+	uint64_t id, parent_id;
+	int uffd, pidfd;	/* pidfd -1: pid unknown */
+	pid_t pid, parent_pid;
+	uint32_t image_id, slot1;
+	uint32_t adopted;	/* restarts it went through, this one included */
+	const struct target_stats *st;	/* counters carried over, or NULL */
+};
+
+/*
+ * Serve again a process a daemon before this one served: its ranges are
+ * registered, its model BUILT (taken over), its id and counters kept, its
+ * history already in the journal. Takes the fds (NULL: they are the
+ * caller's to close).
+ */
+struct target *target_restore(struct daemon *d, const struct target_restore_info *ri,
+			      struct timage *img, struct model *built);
+
+/*
+ * Read every queued message of T's uffd, record and apply the events, then
+ * serve. Returns the number of events (not faults) applied. T may be dead
+ * afterwards.
+ */
+unsigned target_drain(struct target *t);
+
+/* Record the supplementary groups of T's client, with which its images are read again after a restart. */
+void target_journal_groups(struct target *t, const gid_t *groups, size_t n);
+
+/* Copy T's counters to its journal slot (what status shows after a restart). */
+void target_sync_slot(struct target *t);
+
+struct jrec;
+/* Append R to the daemon's journal; a full journal is logged once. */
+void target_journal(struct daemon *d, const struct jrec *r);
 
 /*
  * What one hand-over may make the daemon allocate for its model, besides

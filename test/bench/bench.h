@@ -59,6 +59,8 @@ struct bdaemon {
 };
 void bd_start(struct bdaemon *d, const struct bconf *c, const char *const *args);
 void bd_stop(struct bdaemon *d);
+/* Start another daemon on D's socket (the one before is gone); its log is a new file. */
+void bd_again(struct bdaemon *d, const char *const *args);
 /* Wait until the daemon has fully served SERVED processes; false on timeout. */
 bool bd_wait_served(const struct bdaemon *d, uint64_t served, int timeout_ms);
 /* CPU time (user + system) of PID in ns, and its VmRSS and RssAnon in KiB. */
@@ -104,5 +106,7 @@ void bench_wset(const struct bconf *c);
 void bench_precopy(const struct bconf *c);
 /* --- migrate.c: 9. post-copy across hosts, TLS and a cut (issue 15) --- */
 void bench_migrate(const struct bconf *c);
+/* --- restart.c: a. restart, SIGKILL to the first fault served again (issue 16) --- */
+void bench_restart(const struct bconf *c);
 
 #endif

@@ -129,20 +129,37 @@ void b_shuffle(uint64_t *v, size_t n, uint64_t seed)
 	}
 }
 
+static void bd_spawn(struct bdaemon *d, const char *const *args);
+
 void bd_start(struct bdaemon *d, const struct bconf *c, const char *const *args)
 {
 	static int seq;
-	const char *build = getenv("UFFD_TEST_BUILD");
-	char bin[256];
-	const char *argv[40];
-	int p[2], n = 0;
-	char ch;
 
 	snprintf(d->dir, sizeof(d->dir), "%s/d%d", c->dir, ++seq);
 	if (mkdir(d->dir, 0700) < 0)
 		b_die("mkdir %s: %s", d->dir, strerror(errno));
 	snprintf(d->sock, sizeof(d->sock), "%s/m.sock", d->dir);
 	snprintf(d->log, sizeof(d->log), "%s/manager.log", d->dir);
+	bd_spawn(d, args);
+}
+
+void bd_again(struct bdaemon *d, const char *const *args)
+{
+	static int gen;
+
+	snprintf(d->log, sizeof(d->log), "%s/manager.%d.log", d->dir, ++gen);
+	bd_spawn(d, args);
+}
+
+/* Run the daemon on D's socket, its log to D's log; return once it listens. */
+static void bd_spawn(struct bdaemon *d, const char *const *args)
+{
+	const char *build = getenv("UFFD_TEST_BUILD");
+	char bin[256];
+	const char *argv[40];
+	int p[2], n = 0;
+	char ch;
+
 	snprintf(bin, sizeof(bin), "%s/uffd-manager", build ? build : TEST_BUILDDIR);
 	if (pipe2(p, O_CLOEXEC) < 0)
 		b_die("pipe");

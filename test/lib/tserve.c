@@ -186,7 +186,8 @@ static uint64_t ms_now(void)
 	return ts.tv_sec * 1000ull + ts.tv_nsec / 1000000;
 }
 
-void ts_daemon_start(struct ts_daemon *d, const char *const *args)
+/* Run BIN (build/uffd-manager when NULL) on D's socket, its log to D's log; wait until it listens. */
+static void daemon_spawn(struct ts_daemon *d, const char *binpath, const char *const *args)
 {
 	const char *build = getenv("UFFD_TEST_BUILD");
 	char bin[256], fdarg[16];
@@ -194,12 +195,10 @@ void ts_daemon_start(struct ts_daemon *d, const char *const *args)
 	int p[2], n = 0;
 	char c;
 
-	snprintf(d->dir, sizeof(d->dir), "/tmp/uffd-test-XXXXXX");
-	if (!mkdtemp(d->dir))
-		die("mkdtemp: %s", strerror(errno));
-	snprintf(d->sock, sizeof(d->sock), "%s/m.sock", d->dir);
-	snprintf(d->log, sizeof(d->log), "%s/manager.log", d->dir);
-	snprintf(bin, sizeof(bin), "%s/uffd-manager", build ? build : TEST_BUILDDIR);
+	if (binpath)
+		snprintf(bin, sizeof(bin), "%s", binpath);
+	else
+		snprintf(bin, sizeof(bin), "%s/uffd-manager", build ? build : TEST_BUILDDIR);
 	if (pipe2(p, O_CLOEXEC) < 0)
 		die("pipe");
 	snprintf(fdarg, sizeof(fdarg), "%d", 100);
@@ -237,6 +236,24 @@ void ts_daemon_start(struct ts_daemon *d, const char *const *args)
 		die("uffd-manager did not start");
 	}
 	close(p[0]);
+}
+
+void ts_daemon_start(struct ts_daemon *d, const char *const *args)
+{
+	snprintf(d->dir, sizeof(d->dir), "/tmp/uffd-test-XXXXXX");
+	if (!mkdtemp(d->dir))
+		die("mkdtemp: %s", strerror(errno));
+	snprintf(d->sock, sizeof(d->sock), "%s/m.sock", d->dir);
+	snprintf(d->log, sizeof(d->log), "%s/manager.log", d->dir);
+	d->gen = 0;
+	daemon_spawn(d, NULL, args);
+}
+
+void ts_daemon_again(struct ts_daemon *d, const char *bin, const char *const *args)
+{
+	d->gen++;
+	snprintf(d->log, sizeof(d->log), "%s/manager.%u.log", d->dir, d->gen);
+	daemon_spawn(d, bin, args);
 }
 
 int ts_daemon_wait(struct ts_daemon *d, int timeout_ms)

@@ -40,10 +40,16 @@ struct ts_daemon {
 	char dir[64];		/* temp dir: socket, images, log */
 	char sock[128];
 	char log[128];
+	unsigned gen;		/* daemons started on this socket before this one */
 };
 
 /* Start build/uffd-manager with extra ARGS (NULL-terminated), wait until it listens. */
 void ts_daemon_start(struct ts_daemon *d, const char *const *args);
+/*
+ * Start another daemon on D's socket (after the one before died or left):
+ * BIN, or build/uffd-manager when NULL. Its log is a new file, D->log.
+ */
+void ts_daemon_again(struct ts_daemon *d, const char *bin, const char *const *args);
 /* SIGTERM it and return its exit status (wait status), waiting at most TIMEOUT_MS. */
 int ts_daemon_stop(struct ts_daemon *d, int timeout_ms);
 /* Wait for it to exit on its own. Returns the wait status or -1 on timeout. */
