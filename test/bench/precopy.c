@@ -1,7 +1,7 @@
 /*
  * 8. Pre-copy (issue 14): the frozen time of `uffd-inject lazy --pre-copy`
  * and of `dump --prev-images` after one pre-dump round, for targets of
- * 64 MiB, 1 GiB and 4 GiB (64 MiB, 256 MiB, 1 GiB quick) that keep writing
+ * 64 MiB, 1 GiB and 4 GiB (64 MiB, 128 MiB, 512 MiB quick) that keep writing
  * a fixed 32 MiB hot set (test/helpers/pcwriter), against the full freeze
  * of today's `lazy` and `dump` on the same targets in the same run; and a
  * target that writes faster than pages can be copied: how the rounds go.
@@ -234,7 +234,7 @@ static void fast_writer(const char *sock, uint64_t len)
 void bench_precopy(const struct bconf *c)
 {
 	static const char *const names[] = { "64 MiB", "1 GiB", "4 GiB" };
-	static const char *const qnames[] = { "64 MiB", "256 MiB", "1 GiB" };
+	static const char *const qnames[] = { "64 MiB", "128 MiB", "512 MiB" };
 	uint64_t sizes[3] = { 64ull << 20, 1ull << 30, 4ull << 30 };
 	struct pcres r[3];
 	struct bdaemon d;
@@ -243,8 +243,8 @@ void bench_precopy(const struct bconf *c)
 
 	printf("\n8. pre-copy: frozen time with a 32 MiB hot set being written\n");
 	if (c->quick) {
-		sizes[1] = 256ull << 20;
-		sizes[2] = 1ull << 30;
+		sizes[1] = 128ull << 20;
+		sizes[2] = 512ull << 20;	/* a quick run stays under a minute */
 	}
 	/* Images in memory when there is room: the figure is the tool's, not the disk's. */
 	if (statvfs("/dev/shm", &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize > 2 * sizes[2])
@@ -276,19 +276,19 @@ void bench_precopy(const struct bconf *c)
 			 r[i].dump_prev / r[0].dump_prev);
 		row("pre-copy", what, val, vs);
 	}
-	goal(c->quick ? "pre-copy frozen 1 GiB / 64 MiB, lazy --pre-copy" :
+	goal(c->quick ? "pre-copy frozen 512 MiB / 64 MiB, lazy --pre-copy" :
 			"pre-copy frozen 4 GiB / 64 MiB, lazy --pre-copy",
 	     r[2].lazy_pc / r[0].lazy_pc, 1.2, true, NULL);
-	goal(c->quick ? "pre-copy frozen 1 GiB / 64 MiB, dump --prev-images" :
+	goal(c->quick ? "pre-copy frozen 512 MiB / 64 MiB, dump --prev-images" :
 			"pre-copy frozen 4 GiB / 64 MiB, dump --prev-images",
 	     r[2].dump_prev / r[0].dump_prev, 1.2, true, NULL);
-	goal(c->quick ? "lazy --pre-copy / full lazy frozen, 1 GiB" :
+	goal(c->quick ? "lazy --pre-copy / full lazy frozen, 512 MiB" :
 			"lazy --pre-copy / full lazy frozen, 4 GiB",
 	     r[2].lazy_pc / r[2].lazy_full, 0.1, true, NULL);
-	goal(c->quick ? "dump --prev-images / full dump frozen, 1 GiB" :
+	goal(c->quick ? "dump --prev-images / full dump frozen, 512 MiB" :
 			"dump --prev-images / full dump frozen, 4 GiB",
 	     r[2].dump_prev / r[2].dump_full, 0.1, true, NULL);
-	fast_writer(d.sock, c->quick ? 256ull << 20 : 1ull << 30);
+	fast_writer(d.sock, c->quick ? 128ull << 20 : 1ull << 30);
 	bd_stop(&d);
 	rmdir_r(pcdir);
 }
