@@ -933,3 +933,62 @@ Test(migrate, restore_server_gone_past_grace, .init = setup, .fini = teardown, .
 {
 	restore_server_dies(false);
 }
+
+/*
+ * A daemon that serves a restore from a page server dies; a new one on the
+ * same socket takes back its processes (issue 16), but not that one: it
+ * cannot be served from the local images (a stand-in may hold no data), so
+ * it is killed, named in the log, and never reads a zero.
+ */
+Test(migrate, restart_kills_a_page_server_restore, .init = setup, .fini = teardown, .timeout = 120)
+{
+	char d[160], log[160], sock[160], out[4096], ps_addr[64];
+	const char *ra[24];
+	struct pollfd p;
+	pid_t w, np;
+	int n, st, pfd;
+
+	snprintf(d, sizeof(d), "%s/dump", run.dir);
+	snprintf(log, sizeof(log), "%s/work.log", run.dir);
+	snprintf(sock, sizeof(sock), "%s/b.sock", run.dir);
+	w = rw_start(log, "32");
+	cr_assert(file_wait(log, "count 3\n", 20000));
+	dump_kill(w, d);
+	ps_start(d, "0", true, (const char *[]){ "--all-pages", NULL });
+	snprintf(ps_addr, sizeof(ps_addr), "%s:%s", SRV_IP, run.ps_port);
+	b_daemon_start_with(sock, (const char *[]){ "--no-fill", NULL });
+	n = 0;
+	ra[n++] = "restore";
+	ra[n++] = "--images";
+	ra[n++] = d;
+	ra[n++] = "--socket";
+	ra[n++] = sock;
+	ra[n++] = "--stdio";
+	ra[n++] = "null";
+	ra[n++] = "--page-server";
+	ra[n++] = ps_addr;
+	n = tc_tls_args(ra, n, certs.ca, certs.cert, certs.key);
+	ra[n] = NULL;
+	cr_assert_eq(inject(ra, out, sizeof(out)), 0, "restore: %s", out);
+	np = (pid_t)strtol(out, NULL, 10);
+	own(np);
+	cr_assert_gt(np, 0, "%s", out);
+	pfd = (int)syscall(SYS_pidfd_open, np, 0);
+	cr_assert_geq(pfd, 0);
+	/* The daemon dies; the process reads its region: its faults wait on the keeper. */
+	kill(run.pid, SIGKILL);
+	waitpid(run.pid, &st, 0);
+	run.pid = 0;
+	cr_assert_eq(kill(np, SIGUSR2), 0);
+	usleep(200000);
+	cr_expect_eq(syscall(SYS_pidfd_send_signal, pfd, 0, NULL, 0), 0, "it waits, alive");
+	/* A new daemon on the same socket. */
+	b_daemon_start_with(sock, (const char *[]){ "--no-fill", NULL });
+	p = (struct pollfd){ .fd = pfd, .events = POLLIN };
+	cr_assert_eq(poll(&p, 1, 30000), 1, "the process was not ended; log in %s", run.log);
+	cr_expect(tc_file_wait(run.log, "its pages come from a page server", 5000), "log in %s",
+		  run.log);
+	cr_expect_not(tc_file_has(log, "verify"), "it read its memory after all: %s", log);
+	close(pfd);
+	run.passed = true;
+}
