@@ -297,10 +297,12 @@ static int check_unfaulted_writes(struct precopy *pc, const struct procfs_maps *
 		n = readlink(lp, link, sizeof(link) - 1);
 		link[n > 0 ? n : 0] = '\0';
 		if (!strcmp(link, "anon_inode:[io_uring]")) {
-			closedir(d);
-			return cfail(pc, ENOTSUP, "it uses io_uring (fd %s): the kernel writes its "
-				     "buffers without a fault, so its writes cannot be tracked",
-				     de->d_name);
+			int ret = cfail(pc, ENOTSUP, "it uses io_uring (fd %s): the kernel writes "
+					"its buffers without a fault, so its writes cannot be "
+					"tracked", de->d_name);
+
+			closedir(d);	/* after: DE lives in D's buffer */
+			return ret;
 		}
 	}
 	closedir(d);
