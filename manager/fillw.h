@@ -14,20 +14,24 @@
  *
  * The rule that makes this safe: the loop never reads a uffd while a worker
  * may be placing pages through it, and takes in every report before it
- * reads (fillw_quiesce before every read). Two reasons:
+ * reads (fillw_quiesce before every read). Three reasons:
+ *  - A job must not outlive an event. Once a read has returned a REMOVE,
+ *    the process zaps the range and the kernel lets copies in again; a
+ *    piece begun then would put old data where the process dropped its
+ *    pages. After a REMAP, a job's addresses may be another area's, and a
+ *    piece would put this area's data there.
  *  - The model: the events a read returns are applied to a model that
  *    already holds everything placed before them. A report applied after a
  *    REMAP would clear pages at addresses that may hold another area's
  *    missing pages by then, and those would be served as zeros.
- *  - The kernel before 6.8: MADV_DONTNEED holds the mm only for reading,
- *    and nothing made its REMOVE wait for a copy in flight; such a copy
- *    could go on past the read and land after the zap that follows it,
- *    leaving old data where the process dropped its pages. Since 6.8 the
- *    event waits for copies in flight (map_changing_lock); on older kernels
- *    the quiesce does the same: a copy begun after the event is queued
- *    fails with EAGAIN (mmap_changing), one begun before ends before the
- *    read. UNMAP, REMAP and FORK take the mm for writing, which waits for
- *    copies in flight on any kernel.
+ *  - A piece in flight, before Linux 6.8: MADV_DONTNEED holds the mm only
+ *    for reading, and nothing made its REMOVE wait for a copy in flight,
+ *    which could land after the zap. Since 6.8 the event waits for copies
+ *    in flight (map_changing_lock). Waiting for the piece covers both: a
+ *    piece begun after the event is queued fails with EAGAIN
+ *    (mmap_changing), one begun before ends before the read. UNMAP, REMAP
+ *    and FORK take the mm for writing, which waits for copies in flight on
+ *    any kernel.
  * A worker looks for the stop between pieces of FILLW_PIECE bytes, so a
  * read waits at most one piece.
  */
