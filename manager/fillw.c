@@ -27,6 +27,7 @@ struct fw_seg {
 
 struct worker {
 	struct fillw_pool *p;
+	unsigned nap_us;	/* tests: sleep this long before each piece */
 	pthread_t th;
 	/* The job: written by the loop while W_IDLE, read by the worker while W_BUSY. */
 	struct target *t;	/* the loop's only */
@@ -86,6 +87,8 @@ static void run_job(struct worker *w)
 			uint64_t len = s->len - off < FILLW_PIECE ? s->len - off : FILLW_PIECE;
 			enum uffd_class c;
 
+			if (w->nap_us)
+				usleep(w->nap_us);
 			if (atomic_load(&w->stop))
 				return;
 			c = place(w, s->addr + off, s->src ? s->src + off : NULL, len, &adv);
@@ -242,6 +245,9 @@ static bool carve(struct worker *w, struct target *t, uint64_t a)
 		struct pm_run run;
 
 		pagemap_resolve(pm, area_img_addr(v, a), end - a, &run);
+		/* Data or zeros only: anything else is the loop's (serve_range knows it). */
+		if (run.src != PM_DATA && run.src != PM_HOLE)
+			break;
 		w->seg[w->nseg++] = (struct fw_seg){
 			.addr = a,
 			.len = run.len,
@@ -250,7 +256,7 @@ static bool carve(struct worker *w, struct target *t, uint64_t a)
 		a += run.len;
 	}
 	w->end = a;
-	return true;
+	return w->nseg > 0;
 }
 
 unsigned fillw_feed(struct daemon *d, struct target *t)
@@ -309,10 +315,13 @@ static void on_done(struct ev *ev, uint32_t events)
 int fillw_start(struct daemon *d, unsigned n)
 {
 	struct fillw_pool *p;
+	const char *nap = getenv("UFFD_TEST_FILLW_NAP_US");
 	int ret;
 
 	if (n <= 1)
 		return 0;
+	if (nap)
+		log_warnx("UFFD_TEST_FILLW_NAP_US=%s: fill workers sleep before each piece (a test)", nap);
 	if (!(p = calloc(1, sizeof(*p))))
 		return -ENOMEM;
 	p->d = d;
@@ -328,6 +337,7 @@ int fillw_start(struct daemon *d, unsigned n)
 	/* The signals the daemon takes through its signalfd are blocked here already, and so in them. */
 	for (unsigned i = 0; !ret && i < n - 1; i++) {
 		p->w[i].p = p;
+		p->w[i].nap_us = nap ? (unsigned)strtoul(nap, NULL, 10) : 0;
 		atomic_init(&p->w[i].state, W_IDLE);
 		if ((ret = -pthread_create(&p->w[i].th, NULL, worker_main, &p->w[i])) == 0)
 			p->n++;

@@ -425,8 +425,11 @@ Test(events, dontneed_with_fill, .timeout = 60, .fini = teardown)
  * a worker's copy is most likely in flight, over and over while the fill
  * runs. A copy that landed after the zap would leave data where the process
  * dropped it: every dropped page must read zero, every other the image.
+ * The workers nap before each piece (UFFD_TEST_FILLW_NAP_US), so that a job
+ * the daemon let run on past the read of a REMOVE would place its next
+ * piece after the zap: the case the quiesce before each read exists for.
  */
-static const struct ts_area storm_area[] = { { BASE, 128 * MiB, 3 } };
+static const struct ts_area storm_area[] = { { BASE, 128 * MiB, 0 } };
 
 static int sc_dontneed_storm(struct ts_child *c)
 {
@@ -453,13 +456,16 @@ static int sc_dontneed_storm(struct ts_child *c)
 			x ^= x >> 7;
 			x ^= x << 17;
 			s = i > 8 ? i - 8 + x % 8 : i;
-			n = 1 + (x >> 32) % 48;
+			/* Past a worker's next piece, into the rest of its job (up to 4 MiB). */
+			n = 1 + (x >> 32) % 1024;
 			if (s + n > np)
 				n = np - s;
 			if (madvise((void *)(uintptr_t)(a->start + s * TS_PAGE), n * TS_PAGE, MADV_DONTNEED) < 0)
 				return ts_fail("madvise: %s", strerror(errno));
 			memset(dropped + s, 1, n);
 			drops++;
+			/* Quiet a while: a job left running past the read would go on into the drop. */
+			usleep(1000);
 		}
 		if (in + 1 >= np)
 			break;
@@ -483,7 +489,9 @@ Test(events, dontneed_storm_with_fill_workers, .timeout = 120, .fini = teardown)
 	struct ts_status s;
 	pid_t pid;
 
+	setenv("UFFD_TEST_FILLW_NAP_US", "300", 1);
 	setup(storm_area, 1, args);
+	unsetenv("UFFD_TEST_FILLW_NAP_US");
 	for (int run = 0; run < 3; run++) {
 		pid = ts_child_start(&c, sc_dontneed_storm);
 		cr_assert_eq(ts_child_wait(pid, 60000), 0,
