@@ -30,20 +30,23 @@ static void account_fault(struct target *t, uint64_t t0)
 }
 
 /*
- * Place [ADDR, ADDR+LEN) with one ioctl: a copy from SRC, or zero pages when
- * SRC is NULL. Counts the outcome and sets *ADV to how far to move on: the
- * bytes placed, or the one page that was already there.
+ * Place [ADDR, ADDR+LEN) with one ioctl: a copy from SRC, zero pages when
+ * SRC is NULL, or poisoned pages when POISON. Counts the outcome and sets
+ * *ADV to how far to move on: the bytes placed, or the one page that was
+ * already there.
  */
-enum uffd_class serve_place(struct target *t, uint64_t addr, uint64_t len, const void *src,
-			     bool wake, uint64_t *adv)
+static enum uffd_class place(struct target *t, uint64_t addr, uint64_t len, const void *src,
+			     bool poison, bool wake, uint64_t *adv)
 {
+	const char *what = poison ? "UFFDIO_POISON" : src ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE";
 	struct uffd_result r;
 	int64_t out;
 	int ret;
 
 	for (;;) {
 		out = 0;
-		ret = src ? uffd_copy(t->uffd, addr, src, len, wake, &out) :
+		ret = poison ? uffd_poison(t->uffd, addr, len, wake, &out) :
+		      src ? uffd_copy(t->uffd, addr, src, len, wake, &out) :
 			    uffd_zeropage(t->uffd, addr, len, wake, &out);
 		r = uffd_classify(ret, out, len);
 		/*
@@ -60,7 +63,10 @@ enum uffd_class serve_place(struct target *t, uint64_t addr, uint64_t len, const
 	case UC_DONE:
 	case UC_PARTIAL:
 		*adv = r.done;
-		if (src) {
+		if (poison) {
+			t->st.pages_poisoned += r.done / PG;
+			t->d->tot.pages_poisoned += r.done / PG;
+		} else if (src) {
 			t->st.pages_copied += r.done / PG;
 			t->d->tot.pages_copied += r.done / PG;
 		} else {
@@ -72,7 +78,7 @@ enum uffd_class serve_place(struct target *t, uint64_t addr, uint64_t len, const
 		/* Someone else put this page there: it is in; wake its waiters. */
 		t->st.eexist++;
 		log_debug("%s EEXIST at 0x%" PRIx64 " (%s, %" PRIu64 " bytes)", t->pfx, addr,
-			  src ? "copy" : "zero", len);
+			  what, len);
 		uffd_wake(t->uffd, addr, PG);
 		*adv = PG;
 		break;
@@ -85,10 +91,16 @@ enum uffd_class serve_place(struct target *t, uint64_t addr, uint64_t len, const
 	case UC_GONE:
 		break;
 	case UC_BUG:
-		target_fail(t, addr, ret, src ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE");
+		target_fail(t, addr, ret, what);
 		break;
 	}
 	return r.cls;
+}
+
+enum uffd_class serve_place(struct target *t, uint64_t addr, uint64_t len, const void *src,
+			     bool wake, uint64_t *adv)
+{
+	return place(t, addr, len, src, false, wake, adv);
 }
 
 /* Did a placement leave the range in (fully, or past a page already there)? */
@@ -112,8 +124,9 @@ enum uffd_class serve_range(struct target *t, struct area *v, uint64_t addr,
 		uint64_t adv;
 
 		pagemap_resolve(pm, area_img_addr(v, addr), len, &run);
-		c = serve_place(t, addr, run.len, run.src == PM_DATA ? run.pf->base + run.off : NULL,
-			  wake, &adv);
+		/* A page unreadable at dump time faults with SIGBUS, as it did there. */
+		c = place(t, addr, run.len, run.src == PM_DATA ? run.pf->base + run.off : NULL,
+			  run.src == PM_POISON, wake, &adv);
 		model_clear(&t->map, addr, addr + adv);
 		addr += adv;
 		len -= adv;

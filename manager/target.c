@@ -178,7 +178,15 @@ static int model_build(struct model *map, const struct img_task *task, uint32_t 
 						 a);
 					return -EINVAL;
 				}
-				if (run.src == PM_DATA || run.src == PM_NODATA)
+				/* A page server has no way to say "poisoned": refuse
+				 * rather than let it answer with the stand-in zeros. */
+				if (run.src == PM_POISON && remote) {
+					snprintf(reason, len,
+						 "page 0x%" PRIx64 " is poisoned (unreadable at dump time): not supported with a page server",
+						 a);
+					return -ENOTSUP;
+				}
+				if (run.src == PM_DATA || run.src == PM_NODATA || run.src == PM_POISON)
 					model_mark_missing(map, a, a + run.len);
 			}
 			a += run.len;

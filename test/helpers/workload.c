@@ -4,7 +4,7 @@
  *
  *   workload [--anon MIB] [--full] [--file PATH] [--file-pages N] [--shared]
  *            [--threads N] [--lock] [--own-uffd] [--idle-uffd] [--wipeonfork]
- *            [--guard] [--exiter] [--clone-vm] [--uring] [--seed S]
+ *            [--guard] [--exiter] [--clone-vm] [--uring] [--poison] [--seed S]
  *
  * Regions:
  *   anon   anonymous private, MIB MiB (default 4). Page i holds the pattern,
@@ -43,12 +43,17 @@
  * answers "K PID"; 'q' exits 0. --idle-uffd makes
  * a userfaultfd with nothing registered, --guard a region with guard pages,
  * --clone-vm a process sharing our memory, --uring an io_uring instance.
+ * --poison poisons anon pages 5, 6 and 37 (UFFDIO_POISON through a
+ * userfaultfd of its own, then closed: the poison stays, as a hardware-
+ * poisoned page would; 'v' leaves them out) and 'B' touches each: "B sigbus
+ * N code C" when all N gave SIGBUS (C: the last si_code), else "B WHAT".
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -66,6 +71,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "uffd_compat.h"
 
 #define PAGE	4096ul
 #define WORDS	(PAGE / 8)
@@ -90,6 +97,18 @@ struct region {
 	uint8_t *p;
 	size_t len;
 };
+
+/* --poison: the anon pages poisoned. */
+static const size_t poison_pages[] = { 5, 6, 37 };
+static bool poisoned;
+
+static bool is_poisoned(size_t i)
+{
+	for (size_t k = 0; poisoned && k < sizeof(poison_pages) / sizeof(poison_pages[0]); k++)
+		if (poison_pages[k] == i)
+			return true;
+	return false;
+}
 
 struct wl {
 	uint64_t seed;
@@ -212,6 +231,9 @@ static void thread_check(const struct wl *w, size_t i)
 	const uint64_t *pg = (const uint64_t *)(const void *)(w->anon.p + i * PAGE);
 	bool data = anon_has_data(w, i);
 
+	if (is_poisoned(i))
+		return;
+
 	for (size_t k = 0; k < WORDS; k++)
 		if (pg[k] != (data ? pat(w->seed, (uint64_t)(uintptr_t)&pg[k]) : 0)) {
 			atomic_fetch_add(&thr_bad, 1);
@@ -286,6 +308,8 @@ static const char *verify(const struct wl *w)
 	for (size_t i = 0; !bad && i < w->anon.len / PAGE; i++) {
 		const uint8_t *pg = w->anon.p + i * PAGE;
 
+		if (is_poisoned(i))
+			continue;
 		bad = anon_has_data(w, i) ? check_pat(w, pg, PAGE, "anon") : check_zero(pg, PAGE, "anon");
 	}
 	if (!bad) {
@@ -409,6 +433,69 @@ static pid_t fork_waiter(const struct wl *w)
 		_exit(verify(w) ? 1 : 0);
 	}
 	return pid;
+}
+
+/* --poison: poison POISON_PAGES of the anon region through a userfaultfd, then close it. */
+static void make_poison(const struct wl *w)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register r = { .range = { (uintptr_t)w->anon.p, w->anon.len },
+				     .mode = UFFDIO_REGISTER_MODE_MISSING };
+	int u = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+	if (u < 0 || ioctl(u, UFFDIO_API, &api) < 0 || ioctl(u, UFFDIO_REGISTER, &r) < 0)
+		die("userfaultfd for --poison: %s", strerror(errno));
+	for (size_t k = 0; k < sizeof(poison_pages) / sizeof(poison_pages[0]); k++) {
+		uint8_t *pg = w->anon.p + poison_pages[k] * PAGE;
+		struct uffdio_poison p = { .range = { (uintptr_t)pg, PAGE } };
+
+		if (poison_pages[k] * PAGE >= w->anon.len)
+			die("--poison needs --anon of at least 1 MiB");
+		if (madvise(pg, PAGE, MADV_DONTNEED) < 0 || ioctl(u, UFFDIO_POISON, &p) < 0)
+			die("UFFDIO_POISON: %s", strerror(errno));
+	}
+	if (ioctl(u, UFFDIO_UNREGISTER, &r.range) < 0)
+		die("UFFDIO_UNREGISTER: %s", strerror(errno));
+	close(u);
+	poisoned = true;
+}
+
+static sigjmp_buf bus_jb;
+static volatile sig_atomic_t bus_code;
+
+static void on_bus(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	bus_code = si->si_code;
+	siglongjmp(bus_jb, 1);
+}
+
+/* 'B': every poisoned page must give SIGBUS when read. */
+static const char *touch_poison(const struct wl *w, unsigned *n)
+{
+	struct sigaction sa = { .sa_sigaction = on_bus, .sa_flags = SA_SIGINFO | SA_NODEFER }, old;
+	static char msg[96];
+	const char *bad = NULL;
+
+	if (!poisoned)
+		return "no --poison";
+	sigaction(SIGBUS, &sa, &old);
+	*n = 0;
+	for (size_t k = 0; !bad && k < sizeof(poison_pages) / sizeof(poison_pages[0]); k++) {
+		volatile uint8_t *pg = w->anon.p + poison_pages[k] * PAGE;
+
+		if (sigsetjmp(bus_jb, 1) == 0) {
+			uint8_t b = pg[k * 8];
+
+			snprintf(msg, sizeof(msg), "page %zu read 0x%02x, no SIGBUS", poison_pages[k], b);
+			bad = msg;
+		} else {
+			(*n)++;
+		}
+	}
+	sigaction(SIGBUS, &old, NULL);
+	return bad;
 }
 
 /* --own-uffd: a userfaultfd of our own on 4 written pages nobody touches again. */
@@ -628,6 +715,7 @@ int main(int argc, char **argv)
 	int threads = 0;
 	bool shared = false, lock = false, own_uffd = false, idle_uffd = false;
 	bool wipeonfork = false, guard = false, exiter = false, clone_vm = false, uring = false;
+	bool poison = false;
 	char r[8][96];
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -654,6 +742,8 @@ int main(int argc, char **argv)
 			clone_vm = true;
 		} else if (!strcmp(a, "--uring")) {
 			uring = true;
+		} else if (!strcmp(a, "--poison")) {
+			poison = true;
 		} else if (v && !strcmp(a, "--anon")) {
 			mib = strtoul(v, NULL, 0), i++;
 		} else if (v && !strcmp(a, "--file")) {
@@ -673,6 +763,8 @@ int main(int argc, char **argv)
 		die("--threads: 0 to 64");
 	w.threads = threads;
 	make_anon(&w, mib);
+	if (poison)
+		make_poison(&w);
 	w.none.len = 4 * PAGE;
 	w.none.p = map_anon(w.none.len, MAP_PRIVATE);
 	fill(w.seed, w.none.p, w.none.len);
@@ -775,6 +867,14 @@ int main(int argc, char **argv)
 		} else if (c == 'X') {
 			bad = stop_exiter();
 			say("X %s\n", bad ? bad : "ok");
+		} else if (c == 'B') {
+			unsigned nb = 0;
+
+			bad = touch_poison(&w, &nb);
+			if (bad)
+				say("B %s\n", bad);
+			else
+				say("B sigbus %u code %d\n", nb, (int)bus_code);
 		} else if (c == 'K') {
 			say("K %d\n", (int)fork_waiter(&w));
 		}

@@ -909,3 +909,52 @@ LAZY_TEST(refuses_target_short_of_fds)
 	cr_assert_lt(hand_over(&wa, "img", dmn.sock, &st), 0, "taken with 3 free fds");
 	assert_untouched(&wa);
 }
+
+/*
+ * Pages that cannot be read (poisoned, here with UFFDIO_POISON by the
+ * workload itself) are handed over as poisoned: every other byte right,
+ * each of them SIGBUS, as before the hand-over.
+ */
+LAZY_TEST(poisoned_pages_stay_poisoned)
+{
+	const char *wargs[] = { "--anon", "4", "--poison", NULL };
+	struct lazy_stats st;
+	struct ts_status s;
+	const StatusTotals *tot;
+	const char *line;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	line = ask(&wa, "B");
+	cr_assert_eq(strncmp(line, "B sigbus 3 code ", 16), 0, "before: %s", line);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	assert_free(wa.pid);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	line = ask(&wa, "B");
+	cr_assert_eq(strncmp(line, "B sigbus 3 code ", 16), 0, "after: %s", line);
+	tot = wait_served(&s, 1);
+	cr_assert_eq(tot->pages_poisoned, 3, "the manager poisoned %" PRIu64 " pages",
+		     tot->pages_poisoned);
+	cr_assert_eq(tot->pages_copied + 3, st.lazy_pages, "%" PRIu64 " copied, %" PRIu64 " lazy",
+		     tot->pages_copied, st.lazy_pages);
+	ts_status_free(&s);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+}
+
+/* A refused hand-over puts the poisoned pages back poisoned, the rest as they were. */
+LAZY_TEST(refused_handover_puts_poison_back)
+{
+	const char *dargs[] = { "--max-image-entries", "2", NULL };
+	const char *wargs[] = { "--anon", "4", "--poison", NULL };
+	struct lazy_stats st;
+	const char *line;
+
+	daemon_up(dargs);
+	start(&wa, wargs);
+	cr_assert_lt(hand_over(&wa, "img", dmn.sock, &st), 0, "not refused: nothing tested");
+	cr_assert_lt(st.anon_after, st.anon_before, "the pages were never dropped: nothing tested");
+	assert_free(wa.pid);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	line = ask(&wa, "B");
+	cr_assert_eq(strncmp(line, "B sigbus 3 code ", 16), 0, "%s", line);
+}

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pagemap.h"
 #include "tserve.h"
 
 static char tmp[64];
@@ -741,4 +742,91 @@ Test(restore, leave_stopped_or_kill, .init = setup, .fini = teardown, .timeout =
 	cr_assert_eq(tool(dump, out, sizeof(out), err, sizeof(err)), 2);
 	cr_assert_not_null(strstr(err, "--kill or --leave-stopped, not both"), "%s", err);
 	cr_assert_neq(access(dir, F_OK), 0, "the image dir was made");
+}
+
+/*
+ * The poisoned pages of a dump of rworkload --poison (pages 5, 6 and 37 of
+ * its region): recorded PE_POISON|PE_PRESENT|PE_LAZY with zeros standing in
+ * for them in the pages file, nowhere else.
+ */
+static void assert_poison_recorded(const char *dir, pid_t pid)
+{
+	struct pages_cache c = { 0 };
+	struct pagemap *pm = NULL;
+	struct img_err e = { "" };
+	uint64_t at[3];
+	size_t n = 0;
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	cr_assert_geq(dfd, 0);
+	cr_assert_eq(pagemap_load(&pm, dfd, (uint32_t)pid, &c, &e), 0, "%s", e.msg);
+	cr_assert_eq(pm->poison_pages, 3, "%" PRIu64 " poisoned pages recorded", pm->poison_pages);
+	for (size_t i = 0; i < pm->n; i++) {
+		const struct pm_entry *pe = &pm->e[i];
+
+		if (!(pe->flags & PE_POISON))
+			continue;
+		cr_assert_eq(pe->flags, PE_POISON | PE_PRESENT | PE_LAZY, "flags 0x%x", pe->flags);
+		for (uint64_t a = pe->start; a < pe->end; a += 4096) {
+			cr_assert_lt(n, 3);
+			at[n++] = a;
+			for (uint64_t k = 0; k < 4096; k++)
+				cr_assert_eq(pm->pages->base[pe->off + (a - pe->start) + k], 0,
+					     "stand-in of 0x%" PRIx64 " not zero", a);
+		}
+	}
+	cr_assert_eq(n, 3);
+	cr_assert(at[1] == at[0] + 4096 && at[2] == at[0] + 32 * 4096,
+		  "poisoned 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64, at[0], at[1], at[2]);
+	pagemap_free(pm, &c);
+	close(dfd);
+}
+
+/* Served lazily: every other byte right, each poisoned page SIGBUS, poisoned by the manager. */
+Test(restore, poisoned_pages_fault_sigbus_lazy, .init = setup, .fini = teardown, .timeout = 120)
+{
+	char log[128], dir[128], sum[512];
+	const char *args[] = { "--log", log, "--mib", "4", "--poison", NULL };
+	struct ts_status s;
+	uint64_t poisoned = 0;
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	daemon_start(NULL);
+	pid = wl_start(args);
+	let_count(log, 3);
+	dump_kill(pid, dir);
+	assert_poison_recorded(dir, pid);
+	pid = restore(dir, dmn.sock, "null", sum, sizeof(sum));
+	cr_assert_not_null(strstr(sum, " 0 poisoned"), "restore poisoned them itself: %s", sum);
+	cr_assert_eq(kill(pid, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\npoison sigbus 3 code ", 60000), "%s", slurp(log, NULL));
+	for (int i = 0; i < 500 && poisoned < 3; i++) {
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		poisoned = s.tot->has_pages_poisoned ? s.tot->pages_poisoned : 0;
+		ts_status_free(&s);
+		usleep(10000);
+	}
+	cr_assert_eq(poisoned, 3, "the manager poisoned %" PRIu64 " pages", poisoned);
+	stop(pid);
+}
+
+/* --eager: restore poisons them itself, no manager. */
+Test(restore, poisoned_pages_fault_sigbus_eager, .init = setup, .fini = teardown, .timeout = 120)
+{
+	char log[128], dir[128], sum[512];
+	const char *args[] = { "--log", log, "--mib", "4", "--poison", NULL };
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	pid = wl_start(args);
+	let_count(log, 3);
+	dump_kill(pid, dir);
+	pid = restore(dir, NULL, "null", sum, sizeof(sum));
+	cr_assert_not_null(strstr(sum, " 0 lazy, 3 poisoned"), "%s", sum);
+	cr_assert_eq(kill(pid, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\npoison sigbus 3 code ", 60000), "%s", slurp(log, NULL));
+	stop(pid);
 }
