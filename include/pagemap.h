@@ -87,5 +87,13 @@ const struct pm_entry *pagemap_find(const struct pagemap *pm, uint64_t addr);
 /* Describe the source of ADDR (page aligned) and how far it extends, up to LIMIT bytes. */
 void pagemap_resolve(const struct pagemap *pm, uint64_t addr, uint64_t limit, struct pm_run *run);
 
+/*
+ * Describe the SIZE bytes at ADDR as one source, for a huge page (hugetlb)
+ * that can only be placed whole: all data, back to back in one pages file
+ * (maybe over several entries), all holes, or all poisoned, with the same
+ * top-level flags throughout; RUN->len is then SIZE. -EINVAL when mixed.
+ */
+int pagemap_resolve_block(const struct pagemap *pm, uint64_t addr, uint64_t size,
+			  struct pm_run *run);
 
 #endif

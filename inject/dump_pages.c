@@ -110,12 +110,14 @@ static int frozen_read(struct dump_pages *p, uint32_t area, uint64_t addr, uint6
 			continue;
 		}
 		/* 0: its memory is gone (killed); other errors are ours. */
-		if (n == 0 || errno != EIO || p->areas[area].kind != DUMP_ANON)
+		if (n == 0 || errno != EIO || p->areas[area].kind != DUMP_ANON ||
+		    p->areas[area].hpage)
 			return pfail(p, n < 0 ? errno : EIO,
 				     "cannot read its memory at 0x%" PRIx64 ": %s%s",
 				     addr, n < 0 ? strerror(errno) : "end of file",
 				     n < 0 && errno == EIO ? " (an unreadable page outside anonymous "
-				     "private memory cannot be recorded as poisoned)" : "");
+				     "private memory, or in hugetlb memory, cannot be recorded as "
+				     "poisoned)" : "");
 		p->bad[off / DUMP_PAGE] = DUMP_BAD_POISON;
 		skip = DUMP_PAGE - off % DUMP_PAGE;
 		if (skip > len)
@@ -214,8 +216,9 @@ static int pe_add(struct dump_pages *p, uint64_t addr, uint32_t area, uint32_t e
 {
 	uint32_t flags = p->areas[area].pe_flags | extra;
 
-	/* Pages the kernel reads for others are never left to be served later. */
-	if ((flags & PE_LAZY) && dump_range_has(p->eager, p->neager, addr))
+	/* Pages the kernel reads for others are never left to be served later
+	 * (a huge page is lazy whole, or not at all: all of it, then). */
+	if ((flags & PE_LAZY) && !p->areas[area].hpage && dump_range_has(p->eager, p->neager, addr))
 		flags &= ~PE_LAZY;
 	struct dump_pe *last = p->npe ? &p->pe[p->npe - 1] : NULL;
 
@@ -420,7 +423,7 @@ static int flush_batch(struct dump_pages *p)
 			}
 			/* A zero page of an anonymous area reads zero without us; in a
 			 * private file mapping it hides the file's page, so it stays. */
-			if (a->kind == DUMP_ANON && page_is_zero(p->buf + off)) {
+			if (a->kind == DUMP_ANON && !a->hpage && page_is_zero(p->buf + off)) {
 				p->st->holes++;
 				continue;
 			}

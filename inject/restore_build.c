@@ -434,7 +434,9 @@ static int map_areas(struct rs *r)
 			r->vma_wr[i] = true;
 		}
 		if (v->status & VMA_ANON_PRIVATE) {
-			flags |= MAP_PRIVATE | MAP_ANONYMOUS;
+			/* Hugetlb as dumped: its huge page size in the flags. */
+			flags |= MAP_PRIVATE | MAP_ANONYMOUS |
+				 (v->flags & (VMA_MAP_HUGETLB | VMA_MAP_HUGE_MASK));
 		} else if (r->vma_mf[i] >= 0) {
 			flags |= v->status & VMA_FILE_SHARED ? MAP_SHARED : MAP_PRIVATE;
 			fd = r->rep.mapfd[r->vma_mf[i]];

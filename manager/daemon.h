@@ -95,6 +95,9 @@ struct daemon {
 	struct ev signal_ev;
 	int signal_fd;
 	struct pages_cache pages;
+	/* Zeros to copy a huge page from (hugetlb has no UFFDIO_ZEROPAGE); mapped on first use. */
+	const uint8_t *hzero;
+	uint64_t hzero_len;
 	struct target *targets;
 	unsigned nr_targets;
 	uint64_t next_target_id;

@@ -371,3 +371,22 @@ void pagemap_resolve(const struct pagemap *pm, uint64_t addr, uint64_t limit, st
 		run->src = PM_NODATA;
 	}
 }
+
+int pagemap_resolve_block(const struct pagemap *pm, uint64_t addr, uint64_t size,
+			  struct pm_run *run)
+{
+	uint64_t a;
+
+	pagemap_resolve(pm, addr, size, run);
+	for (a = addr + run->len; a < addr + size;) {
+		struct pm_run next;
+
+		pagemap_resolve(pm, a, addr + size - a, &next);
+		if (next.src != run->src || next.flags != run->flags ||
+		    (run->src == PM_DATA && (next.pf != run->pf || next.off != run->off + run->len)))
+			return -EINVAL;
+		run->len += next.len;
+		a += next.len;
+	}
+	return 0;
+}

@@ -4,6 +4,7 @@
  *
  *   rworkload --log PATH|- [--mib N] [--seed S] [--tick MS]
  *             [--thread] [--pipe] [--socket] [--eventfd] [--alarm] [--poison]
+ *             [--huge MIB]
  *
  * Every tick it appends "count N" to the log (- : to stdout). The last five
  * make it something restore cannot bring back (a second thread; a pipe, a
@@ -15,7 +16,11 @@
  *            and 37 of the region poisoned with UFFDIO_POISON through a
  *            userfaultfd of its own, closed at once; the check leaves them
  *            out) it then reads each and logs "poison sigbus N code C"
- *            when all N gave SIGBUS (C: the si_code), else "poison bad K"
+ *            when all N gave SIGBUS (C: the si_code), else "poison bad K";
+ *            with --huge (MIB MiB of MAP_PRIVATE|MAP_HUGETLB, 2 MiB pages:
+ *            huge page i holds the pattern when i%4 == 0, is written with
+ *            zeros when i%4 == 2, never touched otherwise) it checks that
+ *            too, first
  *   SIGHUP   the main loop forks; the child moves (mremap) the first MiB of the
  *            region elsewhere, checks all of it and exits; the parent moves the
  *            last MiB, checks everything, reaps the child and logs
@@ -47,6 +52,7 @@
 
 #define MIB	(1ul << 20)
 #define PAGE	4096ul
+#define HPAGE	(2ul << 20)
 
 /* --poison: the pages of the region poisoned. */
 static const size_t poison_pages[] = { 5, 6, 37 };
@@ -170,6 +176,26 @@ static uint64_t check_around(const uint8_t *base, size_t len, uint64_t seed)
 	return bad;
 }
 
+/* --huge: check MIB MiB of huge pages at P; returns the bad address or 0. */
+static uint64_t check_huge(const uint8_t *p, size_t mib, uint64_t seed)
+{
+	for (size_t i = 0; i < mib / 2; i++) {
+		const uint8_t *h = p + i * HPAGE;
+		uint64_t bad = 0;
+
+		if (i % 4 == 0) {
+			bad = check(h, HPAGE, (uint64_t)(uintptr_t)h, seed);
+		} else {
+			for (size_t k = 0; !bad && k < HPAGE; k++)
+				if (h[k])
+					bad = (uint64_t)(uintptr_t)(h + k);
+		}
+		if (bad)
+			return bad;
+	}
+	return 0;
+}
+
 static sigjmp_buf bus_jb;
 static volatile sig_atomic_t bus_code;
 
@@ -222,6 +248,8 @@ int main(int argc, char **argv)
 	long tick_ms = 10;
 	int thread = 0, with_pipe = 0, with_sock = 0, with_efd = 0, with_alarm = 0, pfd[2];
 	int poison = 0;
+	size_t huge_mib = 0;
+	uint8_t *huge = NULL;
 	struct sigaction sa;
 	uint8_t *base;
 	size_t len;
@@ -247,6 +275,8 @@ int main(int argc, char **argv)
 			with_alarm = 1;
 		else if (!strcmp(argv[i], "--poison"))
 			poison = 1;
+		else if (!strcmp(argv[i], "--huge") && i + 1 < argc)
+			huge_mib = strtoul(argv[++i], NULL, 0);
 		else {
 			fprintf(stderr, "rworkload: bad argument %s\n", argv[i]);
 			return 2;
@@ -274,6 +304,22 @@ int main(int argc, char **argv)
 	if (poison && make_poison(base, len) < 0) {
 		perror("--poison");
 		return 1;
+	}
+	if (huge_mib) {
+		huge = mmap(NULL, huge_mib * MIB, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+		if (huge == MAP_FAILED) {
+			perror("mmap MAP_HUGETLB");
+			return 1;
+		}
+		for (size_t i = 0; i < huge_mib / 2; i++) {
+			uint64_t *w = (uint64_t *)(void *)(huge + i * HPAGE);
+
+			for (size_t k = 0; i % 4 == 0 && k < HPAGE / 8; k++)
+				w[k] = pat(seed, (uint64_t)(uintptr_t)&w[k]);
+			if (i % 4 == 2)
+				memset(w, 0, HPAGE);
+		}
 	}
 
 	memset(&sa, 0, sizeof(sa));
@@ -312,8 +358,11 @@ int main(int argc, char **argv)
 		while (nanosleep(&t, &t) < 0 && errno == EINTR && !want_verify && !want_forkremap)
 			;
 		if (want_verify) {
-			uint64_t bad = poison ? check_around(base, len, seed) :
-				       check(base, len, (uint64_t)(uintptr_t)base, seed);
+			uint64_t bad = huge ? check_huge(huge, huge_mib, seed) : 0;
+
+			if (!bad)
+				bad = poison ? check_around(base, len, seed) :
+				      check(base, len, (uint64_t)(uintptr_t)base, seed);
 
 			want_verify = 0;
 			if (bad)

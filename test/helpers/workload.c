@@ -4,7 +4,8 @@
  *
  *   workload [--anon MIB] [--full] [--file PATH] [--file-pages N] [--shared]
  *            [--threads N] [--lock] [--own-uffd] [--idle-uffd] [--wipeonfork]
- *            [--guard] [--exiter] [--clone-vm] [--uring] [--poison] [--seed S]
+ *            [--guard] [--exiter] [--clone-vm] [--uring] [--poison] [--huge MIB]
+ *            [--seed S]
  *
  * Regions:
  *   anon   anonymous private, MIB MiB (default 4). Page i holds the pattern,
@@ -16,6 +17,9 @@
  *          pattern, mapped MAP_PRIVATE and read whole; pages i%4 == 1 then
  *          written with the pattern, pages i%8 == 6 with zeros (copies on write).
  *   shared with --shared: 1 MiB MAP_SHARED|MAP_ANONYMOUS, written.
+ *   huge   with --huge MIB: MIB MiB of MAP_PRIVATE|MAP_HUGETLB (2 MiB pages),
+ *          huge page i: the pattern when i%4 == 0, written with zeros when
+ *          i%4 == 2, never touched otherwise.
  *   thra, thrb  with --threads N: N pages each, just before and just after
  *          the anon region (one area); thread k writes its counter c
  *          to every word of page k of thra, then of page k of thrb, for c = 1, 2, ...
@@ -76,6 +80,7 @@
 
 #define PAGE	4096ul
 #define WORDS	(PAGE / 8)
+#define HPAGE	(2ul << 20)
 
 /* The pattern: splitmix64 of the seed and the address of the word. Must match test_dump.c. */
 static uint64_t pat(uint64_t seed, uint64_t addr)
@@ -113,7 +118,7 @@ static bool is_poisoned(size_t i)
 struct wl {
 	uint64_t seed;
 	bool full;
-	struct region anon, none, heap, file, shared, thra, thrb;
+	struct region anon, none, heap, file, shared, thra, thrb, huge;
 	int threads;
 	bool moved;		/* 'F' moved the anon region away */
 	struct region wof;	/* --wipeonfork: pattern, MADV_WIPEONFORK */
@@ -336,6 +341,9 @@ static const char *verify(const struct wl *w)
 	for (size_t i = 0; !bad && w->shared.p && i < w->shared.len; i += PAGE)
 		if (w->shared.p[i] != (uint8_t)(i / PAGE + 1))
 			bad = "shared";
+	for (size_t i = 0; !bad && w->huge.p && i < w->huge.len / HPAGE; i++)
+		bad = i % 4 ? check_zero(w->huge.p + i * HPAGE, HPAGE, "huge") :
+			      check_pat(w, w->huge.p + i * HPAGE, HPAGE, "huge");
 	return bad;
 }
 
@@ -716,6 +724,7 @@ int main(int argc, char **argv)
 	bool shared = false, lock = false, own_uffd = false, idle_uffd = false;
 	bool wipeonfork = false, guard = false, exiter = false, clone_vm = false, uring = false;
 	bool poison = false;
+	size_t huge_mib = 0;
 	char r[8][96];
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -744,6 +753,8 @@ int main(int argc, char **argv)
 			uring = true;
 		} else if (!strcmp(a, "--poison")) {
 			poison = true;
+		} else if (v && !strcmp(a, "--huge")) {
+			huge_mib = strtoul(v, NULL, 0), i++;
 		} else if (v && !strcmp(a, "--anon")) {
 			mib = strtoul(v, NULL, 0), i++;
 		} else if (v && !strcmp(a, "--file")) {
@@ -777,6 +788,19 @@ int main(int argc, char **argv)
 	fill(w.seed, w.heap.p, w.heap.len);
 	if (file)
 		make_file(&w, file, file_pages);
+	if (huge_mib) {
+		w.huge.len = huge_mib << 20;
+		w.huge.p = mmap(NULL, w.huge.len, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+		if (w.huge.p == MAP_FAILED)
+			die("mmap MAP_HUGETLB %zu MiB: %s", huge_mib, strerror(errno));
+		for (size_t i = 0; i < w.huge.len / HPAGE; i++) {
+			if (i % 4 == 0)
+				fill(w.seed, w.huge.p + i * HPAGE, HPAGE);
+			else if (i % 4 == 2)
+				memset(w.huge.p + i * HPAGE, 0, HPAGE);
+		}
+	}
 	if (shared) {
 		w.shared.len = 1 << 20;
 		w.shared.p = map_anon(w.shared.len, MAP_SHARED);

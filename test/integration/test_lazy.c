@@ -28,6 +28,7 @@
 #include "manager.pb-c.h"
 #include "tcriu.h"
 #include "tserve.h"
+#include "thuge.h"
 #include "twork.h"
 #include "wire.h"
 
@@ -957,4 +958,50 @@ LAZY_TEST(refused_handover_puts_poison_back)
 	cr_assert_str_eq(ask(&wa, "v"), "ok");
 	line = ask(&wa, "B");
 	cr_assert_eq(strncmp(line, "B sigbus 3 code ", 16), 0, "%s", line);
+}
+
+static bool huge_reserved;
+
+static void huge_teardown(void)
+{
+	teardown();
+	if (huge_reserved)
+		th_release(8);
+	huge_reserved = false;
+}
+
+/*
+ * Hugetlb memory (MAP_PRIVATE|MAP_HUGETLB, 2 MiB pages) is handed over,
+ * dropped and served back in whole huge pages (the kernel counts them), the
+ * never-touched ones as huge zero pages: every byte right.
+ */
+Test(lazy, hugetlb_served_in_huge_pages, .init = setup, .fini = huge_teardown, .timeout = 120)
+{
+	const char *wargs[] = { "--anon", "4", "--huge", "16", NULL };
+	struct lazy_stats st;
+	struct ts_status s;
+	const StatusTotals *tot;
+	char why[256];
+
+	if (!th_reserve(8, why, sizeof(why)))
+		cr_skip_test("needs 8 free 2 MiB huge pages: %s", why);
+	huge_reserved = true;
+	daemon_up(NULL);
+	start(&wa, wargs);
+	cr_assert_eq(tw_status_bytes(wa.pid, "HugetlbPages"), 8 * MIB, "4 huge pages touched: %" PRIu64,
+		     tw_status_bytes(wa.pid, "HugetlbPages"));
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	assert_free(wa.pid);
+	cr_assert_eq(tw_status_bytes(wa.pid, "HugetlbPages"), 0, "huge pages not dropped: %" PRIu64,
+		     tw_status_bytes(wa.pid, "HugetlbPages"));
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	/* Every huge page was read: the 4 with data or zeros written, and 4 zero ones. */
+	cr_assert_eq(tw_status_bytes(wa.pid, "HugetlbPages"), 16 * MIB, "%" PRIu64,
+		     tw_status_bytes(wa.pid, "HugetlbPages"));
+	tot = wait_served(&s, 1);
+	cr_assert_eq(tot->refused, 0);
+	cr_assert_geq(tot->pages_copied, st.lazy_pages, "%" PRIu64 " copied, %" PRIu64 " lazy",
+		      tot->pages_copied, st.lazy_pages);
+	ts_status_free(&s);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
 }

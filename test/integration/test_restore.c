@@ -24,8 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "imgtask.h"
 #include "pagemap.h"
+#include "thuge.h"
 #include "tserve.h"
+#include "twork.h"
 
 static char tmp[64];
 static pid_t kids[8];
@@ -828,5 +831,106 @@ Test(restore, poisoned_pages_fault_sigbus_eager, .init = setup, .fini = teardown
 	cr_assert_not_null(strstr(sum, " 0 lazy, 3 poisoned"), "%s", sum);
 	cr_assert_eq(kill(pid, SIGUSR2), 0);
 	cr_assert(wait_for(log, "verify ok\npoison sigbus 3 code ", 60000), "%s", slurp(log, NULL));
+	stop(pid);
+}
+
+static bool huge_reserved;
+
+static void huge_teardown(void)
+{
+	teardown();
+	if (huge_reserved)
+		th_release(8);
+	huge_reserved = false;
+}
+
+/*
+ * Dump rworkload --huge 16 (8 huge pages of 2 MiB: 2 with data, 2 written
+ * with zeros, 4 never touched) into DIR with --kill, and check the images
+ * have it in CRIU's form: MAP_HUGETLB and the page size in the VMA's flags,
+ * the 4 touched huge pages whole and lazy in the pagemap.
+ */
+static void dump_huge(const char *log, const char *dir)
+{
+	const char *args[] = { "--log", log, "--mib", "4", "--huge", "16", NULL };
+	struct pages_cache c = { 0 };
+	struct img_err e = { "" };
+	struct img_task task;
+	const VmaEntry *hv = NULL;
+	uint64_t present = 0;
+	char why[256];
+	pid_t pid;
+	int dfd;
+
+	if (!th_reserve(8, why, sizeof(why)))
+		cr_skip_test("needs 8 free 2 MiB huge pages: %s", why);
+	huge_reserved = true;
+	pid = wl_start(args);
+	let_count(log, 3);
+	dump_kill(pid, dir);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_geq(dfd, 0);
+	cr_assert_eq(img_task_load(&task, dfd, (uint32_t)pid, &c, &e), 0, "%s", e.msg);
+	for (size_t i = 0; i < task.mm->n_vmas; i++)
+		if (task.mm->vmas[i]->flags & VMA_MAP_HUGETLB)
+			hv = task.mm->vmas[i];
+	cr_assert_not_null(hv, "no hugetlb VMA in the dump");
+	cr_assert_eq(hv->end - hv->start, 16ull << 20);
+	cr_assert_eq(vma_hshift(hv->flags), 21, "flags 0x%x", hv->flags);
+	cr_assert_eq(hv->status, VMA_AREA_REGULAR | VMA_ANON_PRIVATE);
+	for (uint64_t a = hv->start; a < hv->end; a += 2ull << 20) {
+		struct pm_run run;
+
+		cr_assert_eq(pagemap_resolve_block(task.pm, a, 2ull << 20, &run), 0,
+			     "huge page 0x%" PRIx64 " only partly dumped", a);
+		if (run.src == PM_DATA) {
+			cr_assert_eq(run.flags, PE_LAZY | PE_PRESENT);
+			present++;
+		}
+	}
+	cr_assert_eq(present, 4, "%" PRIu64 " huge pages in the dump", present);
+	img_task_free(&task, &c);
+	close(dfd);
+}
+
+/* Restored lazily: served in whole huge pages, every byte right. */
+Test(restore, hugetlb_lazy, .init = setup, .fini = huge_teardown, .timeout = 120)
+{
+	char log[128], dir[128], sum[512];
+	struct ts_status s;
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	daemon_start(NULL);
+	dump_huge(log, dir);
+	pid = restore(dir, dmn.sock, "null", sum, sizeof(sum));
+	cr_assert_eq(kill(pid, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\n", 60000), "%s", slurp(log, NULL));
+	/* The check read every page: all 8 are huge pages again. */
+	cr_assert_eq(tw_status_bytes(pid, "HugetlbPages"), 16ull << 20, "%" PRIu64,
+		     tw_status_bytes(pid, "HugetlbPages"));
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	cr_assert_geq(s.tot->pages_copied, 4 * 512, "%" PRIu64 " pages copied",
+		      s.tot->pages_copied);
+	ts_status_free(&s);
+	stop(pid);
+}
+
+/* Restored with --eager: written before it runs, every byte right. */
+Test(restore, hugetlb_eager, .init = setup, .fini = huge_teardown, .timeout = 120)
+{
+	char log[128], dir[128], sum[512];
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	dump_huge(log, dir);
+	pid = restore(dir, NULL, "null", sum, sizeof(sum));
+	cr_assert_not_null(strstr(sum, " 0 lazy"), "%s", sum);
+	cr_assert_eq(kill(pid, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\n", 60000), "%s", slurp(log, NULL));
+	cr_assert_eq(tw_status_bytes(pid, "HugetlbPages"), 16ull << 20, "%" PRIu64,
+		     tw_status_bytes(pid, "HugetlbPages"));
 	stop(pid);
 }

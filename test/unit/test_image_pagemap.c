@@ -4,6 +4,7 @@
  * so a resolved offset is checked by the bytes it points at, not only by
  * its value.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <string.h>
 #include <unistd.h>
@@ -450,4 +451,40 @@ Test(image_pagemap, poison_resolves_as_poison_and_keeps_offsets)
 	pagemap_free(pm, &c);
 	close(cur);
 	close(prev);
+}
+
+/*
+ * A huge page resolves as one source only when all of it is: data back to
+ * back in one pages file (over several entries too), or all hole, or all
+ * poisoned, with one set of flags; anything mixed is -EINVAL.
+ */
+Test(image_pagemap, huge_blocks_resolve_whole_or_not_at_all)
+{
+	static const struct fix_pe pe[] = {
+		{ 0x200000, 256, PE_LAZY | PE_PRESENT, 0 },	/* block 1: two entries, */
+		{ 0x300000, 256, PE_LAZY | PE_PRESENT, 0 },	/* back to back */
+		{ 0x600000, 256, PE_LAZY | PE_PRESENT, 0 },	/* block 3: half of it */
+		{ 0x800000, 256, PE_LAZY | PE_PRESENT, 0 },	/* block 4: lazy half */
+		{ 0x900000, 256, PE_PRESENT, 0 },		/* and eager half */
+		{ 0xa00000, 512, PE_PRESENT | PE_POISON, 0 },	/* block 5: poisoned */
+	};
+	struct pages_cache c = { 0 };
+	struct pagemap *pm;
+	struct pm_run run;
+	const uint64_t H = 0x200000;
+
+	fix_write_memory(tmp.fd, 1, pe, 6);
+	pm = load(tmp.fd, &c);
+	cr_assert_eq(pagemap_resolve_block(pm, H, H, &run), 0);
+	cr_assert_eq(run.len, H);
+	assert_data(&run, pm->pages, 0, 1, H);
+	cr_assert_eq(pagemap_resolve_block(pm, 2 * H, H, &run), 0, "a whole hole");
+	cr_assert_eq(run.src, PM_HOLE);
+	cr_assert_eq(run.len, H);
+	cr_assert_eq(pagemap_resolve_block(pm, 3 * H, H, &run), -EINVAL, "half data, half hole");
+	cr_assert_eq(pagemap_resolve_block(pm, 4 * H, H, &run), -EINVAL, "half lazy");
+	cr_assert_eq(pagemap_resolve_block(pm, 5 * H, H, &run), 0);
+	cr_assert_eq(run.src, PM_POISON);
+	cr_assert_eq(run.len, H);
+	pagemap_free(pm, &c);
 }
