@@ -51,6 +51,8 @@
  * userfaultfd of its own, then closed: the poison stays, as a hardware-
  * poisoned page would; 'v' leaves them out) and 'B' touches each: "B sigbus
  * N code C" when all N gave SIGBUS (C: the last si_code), else "B WHAT".
+ * 'b' forks a child that does what 'v' and (with --poison) 'B' do, and
+ * answers "b ok" or "b WHAT" once it has exited.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -506,6 +508,30 @@ static const char *touch_poison(const struct wl *w, unsigned *n)
 	return bad;
 }
 
+/* 'b': a forked child checks every byte, and that every poisoned page gives SIGBUS. */
+static const char *child_check(const struct wl *w)
+{
+	int st;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return "fork failed";
+	if (pid == 0) {
+		unsigned n = 0;
+
+		if (verify(w))
+			_exit(1);
+		if (poisoned && (touch_poison(w, &n) || n != sizeof(poison_pages) / sizeof(poison_pages[0])))
+			_exit(2);
+		_exit(0);
+	}
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return "the child did not exit";
+	if (WEXITSTATUS(st) == 1)
+		return "the child read a wrong byte";
+	return WEXITSTATUS(st) ? "a poisoned page gave the child no SIGBUS" : NULL;
+}
+
 /* --own-uffd: a userfaultfd of our own on 4 written pages nobody touches again. */
 static void make_own_uffd(void)
 {
@@ -899,6 +925,9 @@ int main(int argc, char **argv)
 				say("B %s\n", bad);
 			else
 				say("B sigbus %u code %d\n", nb, (int)bus_code);
+		} else if (c == 'b') {
+			bad = child_check(&w);
+			say("b %s\n", bad ? bad : "ok");
 		} else if (c == 'K') {
 			say("K %d\n", (int)fork_waiter(&w));
 		}

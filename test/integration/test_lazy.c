@@ -1005,3 +1005,74 @@ Test(lazy, hugetlb_served_in_huge_pages, .init = setup, .fini = huge_teardown, .
 	ts_status_free(&s);
 	cr_assert_str_eq(ask(&wa, "v"), "ok");
 }
+
+/*
+ * A child forked after the hand-over, before any fill (--no-fill), gets
+ * its poisoned pages and whole huge pages from the manager through its own
+ * uffd (FORK event): every byte right, SIGBUS on each poisoned page, in
+ * the child and then in the parent; the manager poisoned them for both.
+ */
+Test(lazy, forked_child_served_poison_and_huge_pages, .init = setup, .fini = huge_teardown,
+     .timeout = 120)
+{
+	const char *dargs[] = { "--no-fill", NULL };
+	const char *wargs[] = { "--anon", "4", "--poison", "--huge", "8", NULL };
+	struct lazy_stats st;
+	struct ts_status s;
+	uint64_t poisoned = 0;
+	const char *line;
+	char why[256];
+
+	if (!th_reserve(8, why, sizeof(why)))
+		cr_skip_test("needs 8 free 2 MiB huge pages: %s", why);
+	huge_reserved = true;
+	daemon_up(dargs);
+	start(&wa, wargs);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	assert_free(wa.pid);
+	cr_assert_eq(tw_status_bytes(wa.pid, "HugetlbPages"), 0);
+	cr_assert_str_eq(ask(&wa, "b"), "b ok");
+	cr_assert_eq(tw_status_bytes(wa.pid, "HugetlbPages"), 0, "the child's faults filled the parent");
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	line = ask(&wa, "B");
+	cr_assert_eq(strncmp(line, "B sigbus 3 code ", 16), 0, "%s", line);
+	for (int i = 0; i < 500 && poisoned < 6; i++) {
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		poisoned = s.tot->has_pages_poisoned ? s.tot->pages_poisoned : 0;
+		ts_status_free(&s);
+		usleep(10000);
+	}
+	cr_assert_eq(poisoned, 6, "the manager poisoned %" PRIu64 " pages, not 3 for each", poisoned);
+}
+
+/*
+ * With pre-copy rounds (lazy --pre-copy), the poisoned pages cannot be read
+ * while the process runs (a round leaves them to the next), and the final,
+ * frozen round records them: handed over poisoned, every other byte right.
+ */
+LAZY_TEST(pre_copy_records_poisoned_pages)
+{
+	const char *wargs[] = { "--anon", "4", "--poison", NULL };
+	char pidarg[16], dir[128];
+	const char *args[] = { "lazy", "--pid", pidarg, "--images", dir, "--socket", dmn.sock,
+			       "--pre-copy", NULL };
+	struct ts_status s;
+	const char *line;
+	int rc;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	snprintf(pidarg, sizeof(pidarg), "%d", (int)wa.pid);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	rc = tw_run_tool(tmp, args, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "uffd-inject lazy --pre-copy failed (%d): %s", rc, err);
+	cr_assert_not_null(strstr(err, "0x") && strstr(err, "(poisoned)") ? err : NULL,
+			   "no poisoned page noted: %s", err);
+	assert_free(wa.pid);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	line = ask(&wa, "B");
+	cr_assert_eq(strncmp(line, "B sigbus 3 code ", 16), 0, "%s", line);
+	wait_served(&s, 1);
+	cr_assert_eq(s.tot->pages_poisoned, 3, "%" PRIu64, s.tot->pages_poisoned);
+	ts_status_free(&s);
+}
