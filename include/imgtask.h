@@ -25,6 +25,24 @@
 #define VMA_ANON_PRIVATE	(1u << 9)
 #define VMA_AREA_VVAR		(1u << 12)
 
+/*
+ * vma_entry.flags of a hugetlb area, as CRIU records them: MAP_HUGETLB and
+ * the log2 of its page size in bits 26-31 (MAP_HUGE_SHIFT).
+ */
+#define VMA_MAP_HUGETLB		0x40000u
+#define VMA_MAP_HUGE_SHIFT	26
+#define VMA_MAP_HUGE_MASK	(0x3fu << VMA_MAP_HUGE_SHIFT)
+
+/* The log2 of the page size of a hugetlb area with vma_entry.flags FLAGS; 0 if it is none. */
+static inline unsigned vma_hshift(uint32_t flags)
+{
+	unsigned s = (flags & VMA_MAP_HUGE_MASK) >> VMA_MAP_HUGE_SHIFT;
+
+	if (!(flags & VMA_MAP_HUGETLB))
+		return 0;
+	return s ? s : 21;	/* no size given: x86-64's default, 2 MiB */
+}
+
 struct img_task {
 	uint32_t pid;
 	MmEntry *mm;		/* NULL when the task has no mm-PID.img */

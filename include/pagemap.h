@@ -18,6 +18,14 @@
 #define PE_PARENT	(1u << 0)
 #define PE_LAZY		(1u << 1)
 #define PE_PRESENT	(1u << 2)
+/*
+ * Ours, not CRIU's (CRIU 4.2 uses bits 0-2 only; crit prints it as 0x8): the
+ * page could not be read at dump time (hardware poison, a swap read error)
+ * and must fault with SIGBUS. Always together with PE_PRESENT, with a page
+ * of zeros in the pages file in its place, so that CRIU, which does not
+ * know the bit, keeps its offsets into the pages file right.
+ */
+#define PE_POISON	(1u << 3)
 
 /* How far an incremental dump's `parent` links are followed. */
 #define PAGEMAP_MAX_DEPTH	64
@@ -25,7 +33,7 @@
 struct pm_entry {
 	uint64_t start;
 	uint64_t end;
-	uint32_t flags;		/* after the compat rules: PRESENT or PARENT or neither (then LAZY: data elsewhere), maybe with LAZY */
+	uint32_t flags;		/* after the compat rules: PRESENT or PARENT or neither (then LAZY: data elsewhere), maybe with LAZY; POISON only with PRESENT */
 	uint64_t off;		/* byte offset in the pages file, for PE_PRESENT */
 };
 
@@ -40,6 +48,7 @@ struct pagemap {
 	uint64_t present_pages;
 	uint64_t lazy_pages;
 	uint64_t parent_pages;
+	uint64_t poison_pages;
 };
 
 /* Where the bytes at an address come from. */
@@ -47,6 +56,7 @@ enum pm_src {
 	PM_HOLE,	/* not in the pagemap: the page was zero or never touched */
 	PM_DATA,	/* in PF at OFF (possibly found through parent links) */
 	PM_NODATA,	/* listed lazy, but its data is not in these images (remote dump) */
+	PM_POISON,	/* PE_POISON (possibly through parent links): SIGBUS on touch */
 };
 
 struct pm_run {
@@ -76,5 +86,14 @@ const struct pm_entry *pagemap_find(const struct pagemap *pm, uint64_t addr);
 
 /* Describe the source of ADDR (page aligned) and how far it extends, up to LIMIT bytes. */
 void pagemap_resolve(const struct pagemap *pm, uint64_t addr, uint64_t limit, struct pm_run *run);
+
+/*
+ * Describe the SIZE bytes at ADDR as one source, for a huge page (hugetlb)
+ * that can only be placed whole: all data, back to back in one pages file
+ * (maybe over several entries), all holes, or all poisoned, with the same
+ * top-level flags throughout; RUN->len is then SIZE. -EINVAL when mixed.
+ */
+int pagemap_resolve_block(const struct pagemap *pm, uint64_t addr, uint64_t size,
+			  struct pm_run *run);
 
 #endif

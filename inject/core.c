@@ -259,6 +259,9 @@ static int collect_maps(struct core *c, const struct procfs_maps *maps, char *wh
 
 		if (!v->inode || !v->name || v->name[0] != '/')
 			continue;
+		/* Anonymous hugetlb: memory, not a file (dump_area.c). */
+		if (has_vmflag(v->vmflags_text, "ht") && !strcmp(v->name, "/anon_hugepage (deleted)"))
+			continue;
 		for (size_t k = 0; k < c->nf; k++) {
 			if (c->f[k].fd < 0 && c->f[k].ino == v->inode) {
 				if (strcmp(c->f[k].path, v->name))

@@ -48,6 +48,7 @@ struct dump_stats {
 	uint64_t pages;		/* written to pages-1.img */
 	uint64_t lazy_pages;	/* of those, flagged LAZY|PRESENT */
 	uint64_t holes;		/* present pages left out because they read all zero */
+	uint64_t poisoned;	/* of the pages, unreadable ones recorded PE_POISON */
 	size_t vmas;
 	size_t entries;		/* pagemap entries, the head not counted */
 	size_t threads;

@@ -81,8 +81,23 @@ int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, 
 	}
 	a->note_locked = v->vmflags & PFV_LO;
 
-	if (v->vmflags & PFV_HT)
-		goto refuse_ht;
+	if (v->vmflags & PFV_HT) {
+		/*
+		 * Anonymous private hugetlb (MAP_HUGETLB|MAP_PRIVATE), as CRIU
+		 * records it: dumped and served in whole huge pages, whose size
+		 * dump_area_classify_all() reads from smaps. Shared hugetlb and
+		 * hugetlbfs files are refused.
+		 */
+		if (shared || strcmp(name, "/anon_hugepage (deleted)"))
+			goto refuse_ht;
+		e->status = VMA_AREA_REGULAR | VMA_ANON_PRIVATE;
+		e->flags = MAP_PRIVATE | MAP_ANONYMOUS | VMA_MAP_HUGETLB;
+		e->shmid = v->inode;
+		a->kind = DUMP_ANON;
+		a->hpage = 1;	/* the size comes later */
+		a->pe_flags = PE_LAZY | PE_PRESENT;
+		return 0;
+	}
 	if (v->vmflags & (PFV_UM | PFV_UW | PFV_UI)) {
 		snprintf(why, len, "0x%llx-0x%llx %s is registered with a userfaultfd "
 			 "(VmFlags: %s): its missing pages are known only to that fd's owner",
@@ -175,9 +190,35 @@ int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, 
 	return 0;
 
 refuse_ht:
-	snprintf(why, len, "0x%llx-0x%llx %s is hugetlb memory: not supported", s, t,
-		 name[0] ? name : "(no name)");
+	snprintf(why, len, "0x%llx-0x%llx %s is %s hugetlb memory: not supported (only "
+		 "anonymous private hugetlb is)", s, t, name[0] ? name : "(no name)",
+		 shared ? "shared" : "file-backed");
 	return -ENOTSUP;
+}
+
+/* The page size of PID's area at START, from the KernelPageSize line of smaps; 0 if unknown. */
+static uint64_t smaps_page_size(pid_t pid, uint64_t start)
+{
+	char path[64], line[512];
+	unsigned long long s, kb;
+	bool in = false;
+	uint64_t size = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%llx-", &s) == 1 && strchr(line, ' ') > strchr(line, '-'))
+			in = s == start;
+		else if (in && sscanf(line, "KernelPageSize: %llu kB", &kb) == 1) {
+			size = kb << 10;
+			break;
+		}
+	}
+	fclose(f);
+	return size;
 }
 
 int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locked,
@@ -202,6 +243,20 @@ int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locke
 		if (dump_classify(&vv, &(*vmas)[i], &(*areas)[i], what, sizeof(what)) < 0) {
 			snprintf(why, len, "cannot dump: %s", what);
 			return -ENOTSUP;
+		}
+		if (a->hpage) {
+			uint64_t hs = smaps_page_size(pid, v->start);
+			unsigned shift = hs ? (unsigned)__builtin_ctzll(hs) : 0;
+
+			if (!hs || (hs & (hs - 1)) || shift > 30 || shift <= 12 ||
+			    ((v->start | v->end) & (hs - 1))) {
+				snprintf(why, len, "cannot dump: 0x%" PRIx64 "-0x%" PRIx64 " is hugetlb "
+					 "memory of page size %" PRIu64 " (from smaps): not supported",
+					 v->start, v->end, hs);
+				return -ENOTSUP;
+			}
+			(*areas)[i].hpage = hs;
+			(*vmas)[i].flags |= shift << VMA_MAP_HUGE_SHIFT;
 		}
 		if (a->note_locked && no_locked) {
 			snprintf(why, len, "0x%" PRIx64 "-0x%" PRIx64 " %s is locked in memory "

@@ -2,7 +2,7 @@
  * Which areas of a process a dump takes, and how. Each line of smaps becomes
  * a vma_entry and a kind (no pages, anonymous, copied-on-write file pages,
  * the vdso) with the pagemap flags its pages get; what restore or the manager
- * could not bring back faithfully (hugetlb, device memory, shared anonymous
+ * could not bring back faithfully (shared or file hugetlb, device memory, shared anonymous
  * memory, areas another userfaultfd owns, ...) is refused here, by name,
  * before a page is read. Also which pages must stay resident because the
  * kernel reads them for other processes (argv, environment, auxv, the stack
@@ -45,6 +45,7 @@ struct dump_area {
 	enum dump_kind kind;
 	uint32_t pe_flags;	/* pagemap flags of its pages */
 	bool note_locked;	/* mlock()ed: dumped, but the images do not say so */
+	uint64_t hpage;		/* hugetlb: its page size (whole pages are dumped); else 0 */
 };
 
 /*

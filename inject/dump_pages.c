@@ -26,6 +26,8 @@
 #define PM_GUARD	(1ull << 58)	/* a guard region marker (reported as swapped) */
 
 #define DUMP_PAGE	4096ull
+#define DUMP_BAD_GONE	1		/* bad[]: unreadable while it ran (tolerant) */
+#define DUMP_BAD_POISON	2		/* bad[]: unreadable while frozen: poisoned */
 #define DUMP_REGIONS	4096		/* page_region slots per PAGEMAP_SCAN */
 #define DUMP_PMWORDS	8192		/* pagemap words per pread in the fallback */
 
@@ -73,9 +75,19 @@ static bool page_is_zero(const uint8_t *p)
 	return true;
 }
 
-/* Read LEN bytes at ADDR of the target through /proc/PID/mem, which can read
- * what process_vm_readv cannot (areas without PROT_READ). */
-static int mem_read(struct dump_pages *p, uint64_t addr, uint8_t *dst, uint64_t len)
+/* What a poisoned page stands in the pages file as (aligned for O_DIRECT). */
+static const uint8_t zero_page[DUMP_PAGE] __attribute__((aligned(DUMP_PAGE)));
+
+/*
+ * Read LEN bytes at ADDR of area AREA into the buffer at OFF through
+ * /proc/PID/mem (which reads what process_vm_readv cannot: areas without
+ * PROT_READ), with the target frozen. A page of an anonymous private area
+ * that cannot be read (EIO: hardware poison, a UFFDIO_POISON marker, a swap
+ * read error; the process itself would get SIGBUS there) is marked poisoned
+ * instead of failing the dump; anywhere else it fails the dump, naming it.
+ */
+static int frozen_read(struct dump_pages *p, uint32_t area, uint64_t addr, uint64_t off,
+		       uint64_t len)
 {
 	if (p->memfd < 0) {
 		char path[64];
@@ -86,17 +98,33 @@ static int mem_read(struct dump_pages *p, uint64_t addr, uint8_t *dst, uint64_t 
 			return pfail(p, errno, "%s: %s", path, strerror(errno));
 	}
 	while (len) {
-		ssize_t n = pread(p->memfd, dst, len, (off_t)addr);
+		ssize_t n = pread(p->memfd, p->buf + off, len, (off_t)addr);
+		uint64_t skip;
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
+		if (n > 0) {
+			addr += n;
+			off += n;
+			len -= n;
+			continue;
+		}
+		/* 0: its memory is gone (killed); other errors are ours. */
+		if (n == 0 || errno != EIO || p->areas[area].kind != DUMP_ANON ||
+		    p->areas[area].hpage)
 			return pfail(p, n < 0 ? errno : EIO,
-				     "cannot read its memory at 0x%" PRIx64 ": %s",
-				     addr, n < 0 ? strerror(errno) : "end of file");
-		addr += n;
-		dst += n;
-		len -= n;
+				     "cannot read its memory at 0x%" PRIx64 ": %s%s",
+				     addr, n < 0 ? strerror(errno) : "end of file",
+				     n < 0 && errno == EIO ? " (an unreadable page outside anonymous "
+				     "private memory, or in hugetlb memory, cannot be recorded as "
+				     "poisoned)" : "");
+		p->bad[off / DUMP_PAGE] = DUMP_BAD_POISON;
+		skip = DUMP_PAGE - off % DUMP_PAGE;
+		if (skip > len)
+			skip = len;
+		addr += skip;
+		off += skip;
+		len -= skip;
 	}
 	return 0;
 }
@@ -123,7 +151,7 @@ static int tolerant_read(struct dump_pages *p, uint64_t addr, uint64_t off, uint
 			n = pread(p->memfd, p->buf + off + x, DUMP_PAGE, (off_t)(addr + x));
 		while (n < 0 && errno == EINTR);
 		if (n != (ssize_t)DUMP_PAGE)
-			p->bad[(off + x) / DUMP_PAGE] = 1;
+			p->bad[(off + x) / DUMP_PAGE] = DUMP_BAD_GONE;
 	}
 	return 0;
 }
@@ -172,8 +200,8 @@ static int read_batch(struct dump_pages *p)
 			ret = tolerant_read(p, p->items[first].addr + got, off + got,
 					    p->items[first].len - got);
 		else
-			ret = mem_read(p, p->items[first].addr + got, p->buf + off + got,
-				       p->items[first].len - got);
+			ret = frozen_read(p, p->items[first].area, p->items[first].addr + got,
+					  off + got, p->items[first].len - got);
 		if (ret < 0)
 			break;
 		off += p->items[first].len;
@@ -183,13 +211,14 @@ static int read_batch(struct dump_pages *p)
 	return ret;
 }
 
-/* Add page ADDR of area AREA to the pagemap, extending the last entry when it can. */
-static int pe_add(struct dump_pages *p, uint64_t addr, uint32_t area)
+/* Add page ADDR of area AREA, with EXTRA flags, to the pagemap, extending the last entry when it can. */
+static int pe_add(struct dump_pages *p, uint64_t addr, uint32_t area, uint32_t extra)
 {
-	uint32_t flags = p->areas[area].pe_flags;
+	uint32_t flags = p->areas[area].pe_flags | extra;
 
-	/* Pages the kernel reads for others are never left to be served later. */
-	if ((flags & PE_LAZY) && dump_range_has(p->eager, p->neager, addr))
+	/* Pages the kernel reads for others are never left to be served later
+	 * (a huge page is lazy whole, or not at all: all of it, then). */
+	if ((flags & PE_LAZY) && !p->areas[area].hpage && dump_range_has(p->eager, p->neager, addr))
 		flags &= ~PE_LAZY;
 	struct dump_pe *last = p->npe ? &p->pe[p->npe - 1] : NULL;
 
@@ -370,6 +399,22 @@ static int flush_batch(struct dump_pages *p)
 		const struct dump_area *a = &p->areas[it->area];
 
 		for (uint64_t x = 0; x < it->len; x += DUMP_PAGE, off += DUMP_PAGE) {
+			if (p->bad[off / DUMP_PAGE] == DUMP_BAD_POISON) {
+				/* Recorded, with zeros standing in for it in the pages file. */
+				p->bad[off / DUMP_PAGE] = 0;
+				seg[nseg++] = (struct iovec){ (void *)(uintptr_t)zero_page, DUMP_PAGE };
+				ret = pe_add(p, it->addr + x, it->area, PE_POISON);
+				if (ret < 0)
+					return ret;
+				fprintf(stderr, "uffd-inject: note: pid %d: page 0x%" PRIx64 " cannot "
+					"be read (poisoned): recorded as such; it faults with SIGBUS "
+					"wherever it is served or restored\n", (int)p->pid, it->addr + x);
+				p->st->pages++;
+				p->st->poisoned++;
+				if (p->pe[p->npe - 1].flags & PE_LAZY)
+					p->st->lazy_pages++;
+				continue;
+			}
 			if (p->bad[off / DUMP_PAGE]) {
 				p->bad[off / DUMP_PAGE] = 0;
 				if (p->unreadable)
@@ -378,7 +423,7 @@ static int flush_batch(struct dump_pages *p)
 			}
 			/* A zero page of an anonymous area reads zero without us; in a
 			 * private file mapping it hides the file's page, so it stays. */
-			if (a->kind == DUMP_ANON && page_is_zero(p->buf + off)) {
+			if (a->kind == DUMP_ANON && !a->hpage && page_is_zero(p->buf + off)) {
 				p->st->holes++;
 				continue;
 			}
@@ -388,7 +433,7 @@ static int flush_batch(struct dump_pages *p)
 				seg[nseg - 1].iov_len += DUMP_PAGE;
 			else
 				seg[nseg++] = (struct iovec){ p->buf + off, DUMP_PAGE };
-			ret = pe_add(p, it->addr + x, it->area);
+			ret = pe_add(p, it->addr + x, it->area, 0);
 			if (ret < 0)
 				return ret;
 			p->st->pages++;

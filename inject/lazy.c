@@ -55,6 +55,7 @@
 #include "procfs.h"
 #include "ptrace.h"
 #include "track.h"
+#include "uffd_compat.h"
 #include "wire.h"
 #include "why.h"
 
@@ -473,6 +474,40 @@ static int copy_in(struct lz *z, uint64_t addr, const uint8_t *src, uint64_t len
 	return 0;
 }
 
+/* Poison LEN bytes at ADDR in the target again (a page it could not read at the dump). */
+static int poison_in(struct lz *z, uint64_t addr, uint64_t len)
+{
+	unsigned tries = 0;
+
+	while (len) {
+		struct uffdio_poison p = { .range = { addr, len } };
+
+		if (++tries > LZ_COPY_TRIES)
+			return -EAGAIN;
+		if (ioctl(z->ufd, UFFDIO_POISON, &p) == 0 || (errno == EAGAIN && p.updated > 0)) {
+			uint64_t done = p.updated > 0 ? (uint64_t)p.updated : len;
+
+			addr += done;
+			len -= done;
+			continue;
+		}
+		if (errno == EAGAIN)
+			continue;
+		if (errno != EEXIST)
+			return -errno;
+		/* A page in the range is there (it was never dropped): go page by page. */
+		for (uint64_t x = 0; x < len; x += LZ_PAGE) {
+			struct uffdio_poison q = { .range = { addr + x, LZ_PAGE } };
+
+			while (ioctl(z->ufd, UFFDIO_POISON, &q) < 0 && errno != EEXIST)
+				if (errno != EAGAIN || ++tries > LZ_COPY_TRIES)
+					return errno == EAGAIN ? -EAGAIN : -errno;
+		}
+		return 0;
+	}
+	return 0;
+}
+
 /*
  * Undo steps 2-4: put every dropped page back from the images, unregister,
  * close the target's fd. Returns 0, or -errno when pages could not be put
@@ -501,7 +536,9 @@ static int undo(struct lz *z)
 					struct pm_run run;
 
 					pagemap_resolve(pm, a, end - a, &run);
-					if (run.src != PM_DATA || !run.pf || !run.pf->base ||
+					if (run.src == PM_POISON && run.len)
+						ret = poison_in(z, a, run.len);
+					else if (run.src != PM_DATA || !run.pf || !run.pf->base ||
 					    run.off + run.len > run.pf->size || !run.len)
 						ret = -EIO;
 					else

@@ -136,10 +136,11 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 		if (o->out) {
 			fprintf(o->out, "%d\n", (int)r->child);
 			fprintf(o->out, "uffd-inject: restored %s (pid %u) as pid %d in %.1f ms: "
-				"%" PRIu64 " pages written, %" PRIu64 " lazy%s, %u syscalls\n",
+				"%" PRIu64 " pages written, %" PRIu64 " lazy%s, %" PRIu64 " poisoned, "
+				"%u syscalls\n",
 				o->dir, r->pid, (int)r->child, st->total_s * 1e3, st->eager_pages,
 				st->lazy_pages, o->eager ? "" : " (served by the manager)",
-				st->syscalls);
+				st->poisoned_pages, st->syscalls);
 			fflush(o->out);
 		}
 	} else {

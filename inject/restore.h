@@ -28,6 +28,7 @@ struct restore_stats {
 	pid_t pid;		/* of the restored process */
 	uint64_t eager_pages;	/* written before it ran */
 	uint64_t lazy_pages;	/* left to the manager */
+	uint64_t poisoned_pages;	/* poisoned here (PE_POISON, not lazy or --eager) */
 	unsigned syscalls;	/* run in the helper */
 	double total_s;		/* from the start to the process running */
 };

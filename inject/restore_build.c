@@ -3,11 +3,13 @@
  */
 #include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -20,6 +22,7 @@
 #include "restore_build.h"
 #include "restore_remote.h"
 #include "restore_plan.h"
+#include "uffd_compat.h"
 
 #ifndef NT_X86_XSTATE
 #define NT_X86_XSTATE	0x202
@@ -286,6 +289,56 @@ static int put_run(struct rs *r, const struct pm_run *run, uint64_t base, uint64
 }
 
 /*
+ * Poison [A, A+LEN), pages the dump could not read, so that a touch gives
+ * SIGBUS as it did where it was dumped: through a userfaultfd made in the
+ * process for this alone (registered, UFFDIO_POISON, unregistered, closed;
+ * the poison stays in the page table without it).
+ */
+static int put_poison(struct rs *r, uint64_t a, uint64_t len)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = { .range = { a, len }, .mode = UFFDIO_REGISTER_MODE_MISSING };
+	struct uffdio_range un = { a, len };
+	long tfd;
+	int ufd, ret;
+
+	ret = sys(r, &tfd, "userfaultfd (for poisoned pages)", SYS_userfaultfd,
+		  O_CLOEXEC | O_NONBLOCK, 0, 0, 0, 0, 0);
+	if (ret < 0)
+		return ret;
+	ufd = pt_getfd(&r->pt, (int)tfd);
+	if (ufd < 0) {
+		ret = rs_fail(r, -ufd, "pidfd_getfd of the poisoning userfaultfd: %s", strerror(-ufd));
+	} else if (ioctl(ufd, UFFDIO_API, &api) < 0 || ioctl(ufd, UFFDIO_REGISTER, &reg) < 0) {
+		ret = rs_fail(r, errno, "userfaultfd for the poisoned pages at 0x%" PRIx64 ": %s",
+			      a, strerror(errno));
+	} else {
+		for (uint64_t n = 0; n < len && ret == 0;) {
+			struct uffdio_poison p = { .range = { a + n, len - n } };
+
+			if (ioctl(ufd, UFFDIO_POISON, &p) == 0)
+				n = len;
+			else if (errno == EAGAIN && p.updated > 0)
+				n += (uint64_t)p.updated;
+			else
+				ret = rs_fail(r, errno, "UFFDIO_POISON 0x%" PRIx64 " +%" PRIu64 ": %s%s",
+					      a + n, len - n, strerror(errno),
+					      errno == EINVAL || errno == ENOTTY ?
+					      " (Linux 6.6 or later is needed for poisoned pages)" : "");
+		}
+		ioctl(ufd, UFFDIO_UNREGISTER, &un);
+	}
+	if (ufd >= 0)
+		close(ufd);
+	if (sys(r, NULL, "close the poisoning userfaultfd", SYS_close, tfd, 0, 0, 0, 0, 0) < 0 &&
+	    ret == 0)
+		ret = -EIO;
+	if (ret == 0)
+		r->st->poisoned_pages += len / RS_PAGE;
+	return ret;
+}
+
+/*
  * Write the eager pages of area V (WRITE), or only say whether it has any
  * (returns 1). Costs one step per pagemap run, whatever the size.
  */
@@ -305,6 +358,15 @@ static int for_eager(struct rs *r, const VmaEntry *v, bool write)
 		if (run.src == PM_NODATA && !r->o->page_server)
 			return rs_fail(r, ENOTSUP, "page 0x%" PRIx64 " is not in these images "
 				     "(a remote dump): restore it with --page-server", a);
+		/* Poisoned: the manager poisons lazy ones; the rest are poisoned here. */
+		if (run.src == PM_POISON) {
+			if (write && !r->o->eager && (run.flags & PE_LAZY))
+				r->st->lazy_pages += len / RS_PAGE;
+			else if (write && (ret = put_poison(r, a, len)) < 0)
+				return ret;
+			a += len;
+			continue;
+		}
 		if (run.src != PM_DATA && run.src != PM_NODATA) {
 			a += len;
 			continue;
@@ -372,7 +434,9 @@ static int map_areas(struct rs *r)
 			r->vma_wr[i] = true;
 		}
 		if (v->status & VMA_ANON_PRIVATE) {
-			flags |= MAP_PRIVATE | MAP_ANONYMOUS;
+			/* Hugetlb as dumped: its huge page size in the flags. */
+			flags |= MAP_PRIVATE | MAP_ANONYMOUS |
+				 (v->flags & (VMA_MAP_HUGETLB | VMA_MAP_HUGE_MASK));
 		} else if (r->vma_mf[i] >= 0) {
 			flags |= v->status & VMA_FILE_SHARED ? MAP_SHARED : MAP_PRIVATE;
 			fd = r->rep.mapfd[r->vma_mf[i]];

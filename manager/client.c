@@ -556,6 +556,8 @@ static void handle_status(struct client *c)
 		}
 		st.has_model_bytes = true;
 		st.model_bytes = model_mem_bytes(&t->map);
+		st.has_pages_poisoned = true;
+		st.pages_poisoned = t->st.pages_poisoned;
 		if (t->remote)
 			remote_status_target(rserve_remote(t), &st);
 		if (t->adopted) {
@@ -580,6 +582,8 @@ static void handle_status(struct client *c)
 	tot.uptime_ms = (now_ns() - d->start_ns) / 1000000;
 	tot.has_exited = true;
 	tot.exited = d->tot.exited;
+	tot.has_pages_poisoned = true;
+	tot.pages_poisoned = d->tot.pages_poisoned;
 	tot.has_watched = true;
 	tot.watched = d->nr_released;
 	if (d->remote)

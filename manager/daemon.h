@@ -79,6 +79,7 @@ struct daemon_totals {
 	uint64_t refused;
 	uint64_t pages_copied;
 	uint64_t pages_zeroed;
+	uint64_t pages_poisoned;
 	uint64_t faults;
 	uint64_t failed;		/* processes that could not be served correctly (killed, lost) */
 	uint64_t adopted;		/* processes taken back from a daemon before this one */
@@ -95,6 +96,9 @@ struct daemon {
 	struct ev signal_ev;
 	int signal_fd;
 	struct pages_cache pages;
+	/* Zeros to copy a huge page from (hugetlb has no UFFDIO_ZEROPAGE); mapped on first use. */
+	const uint8_t *hzero;
+	uint64_t hzero_len;
 	struct target *targets;
 	unsigned nr_targets;
 	uint64_t next_target_id;

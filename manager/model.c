@@ -315,7 +315,8 @@ static void area_detach(struct model *m, struct area *v)
 /* Whether B continues A both in the process and in the image. */
 static bool mergeable(const struct area *a, const struct area *b)
 {
-	return a->end == b->start && a->img + (a->end - a->start) == b->img;
+	return a->end == b->start && a->img + (a->end - a->start) == b->img &&
+	       a->hshift == b->hshift;
 }
 
 /* Absorb B, A's mergeable successor, into A. -ENOMEM leaves both as they were. */
@@ -377,6 +378,7 @@ static int area_split(struct model *m, uint64_t addr)
 	r = area_new(m, addr, v->end, v->img + (addr - v->start));
 	if (!r)
 		return -ENOMEM;
+	r->hshift = v->hshift;
 	if (v->nr_missing) {
 		bits_copy(r->missing, 0, v->missing, at, n);
 		r->nr_missing = bits_assign(v->missing, at, at + n, false);
@@ -440,10 +442,17 @@ void model_free(struct model *m)
 
 int model_add(struct model *m, uint64_t start, uint64_t end, uint64_t img)
 {
+	return model_add_sized(m, start, end, img, 0);
+}
+
+int model_add_sized(struct model *m, uint64_t start, uint64_t end, uint64_t img, unsigned hshift)
+{
+	uint64_t hmask = hshift ? (1ull << hshift) - 1 : 0;
 	struct area *v;
 
 	if (!aligned(start) || !aligned(end) || !aligned(img) || start >= end ||
-	    img > UINT64_MAX - (end - start))
+	    img > UINT64_MAX - (end - start) || (hshift && (hshift <= MODEL_PAGE_SHIFT ||
+	    hshift > 40 || ((start | end | img) & hmask))))
 		return -EINVAL;
 	if ((end - start) >> MODEL_PAGE_SHIFT > MODEL_MAX_AREA_PAGES)
 		return -E2BIG;
@@ -453,6 +462,7 @@ int model_add(struct model *m, uint64_t start, uint64_t end, uint64_t img)
 	v = area_new(m, start, end, img);
 	if (!v)
 		return -ENOMEM;
+	v->hshift = hshift;
 	area_attach(m, v);
 	settle_range(m, start, end);
 	return 0;
@@ -652,6 +662,7 @@ int model_clone(struct model *dst, const struct model *src)
 			model_free(dst);
 			return -ENOMEM;
 		}
+		c->hshift = v->hshift;
 		memcpy(c->missing, v->missing, c->link.cap * sizeof(uint64_t));
 		c->nr_missing = v->nr_missing;
 		area_attach(dst, c);

@@ -51,6 +51,11 @@ struct area {
 	uint64_t img;		/* image address of start */
 	uint64_t *missing;	/* bit i: page start + i * 4096 is missing */
 	uint64_t nr_missing;
+	/*
+	 * 0, or the log2 of the area's huge page size (hugetlb): its pages are
+	 * missing and placed only in whole, aligned huge pages.
+	 */
+	unsigned hshift;
 	/* The fault window (serve.c): where the last window ended, and its size. */
 	uint64_t seq_next;
 	uint64_t seq_win;
@@ -75,6 +80,12 @@ void model_free(struct model *m);
  * -EEXIST if it overlaps an area; -ENOMEM.
  */
 int model_add(struct model *m, uint64_t start, uint64_t end, uint64_t img);
+/*
+ * The same for a hugetlb area of pages of 1 << HSHIFT bytes (0: normal
+ * pages): START, END and IMG must be aligned to them (-EINVAL). It is
+ * never merged with an area of another page size.
+ */
+int model_add_sized(struct model *m, uint64_t start, uint64_t end, uint64_t img, unsigned hshift);
 
 /* Mark every page of [START, END) that lies in an area missing; return how many were not. */
 uint64_t model_mark_missing(struct model *m, uint64_t start, uint64_t end);

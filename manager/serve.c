@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -30,20 +31,23 @@ static void account_fault(struct target *t, uint64_t t0)
 }
 
 /*
- * Place [ADDR, ADDR+LEN) with one ioctl: a copy from SRC, or zero pages when
- * SRC is NULL. Counts the outcome and sets *ADV to how far to move on: the
- * bytes placed, or the one page that was already there.
+ * Place [ADDR, ADDR+LEN) with one ioctl: a copy from SRC, zero pages when
+ * SRC is NULL, or poisoned pages when POISON. Counts the outcome and sets
+ * *ADV to how far to move on: the bytes placed, or the one page that was
+ * already there.
  */
-enum uffd_class serve_place(struct target *t, uint64_t addr, uint64_t len, const void *src,
-			     bool wake, uint64_t *adv)
+static enum uffd_class place(struct target *t, uint64_t addr, uint64_t len, const void *src,
+			     bool poison, bool wake, uint64_t *adv)
 {
+	const char *what = poison ? "UFFDIO_POISON" : src ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE";
 	struct uffd_result r;
 	int64_t out;
 	int ret;
 
 	for (;;) {
 		out = 0;
-		ret = src ? uffd_copy(t->uffd, addr, src, len, wake, &out) :
+		ret = poison ? uffd_poison(t->uffd, addr, len, wake, &out) :
+		      src ? uffd_copy(t->uffd, addr, src, len, wake, &out) :
 			    uffd_zeropage(t->uffd, addr, len, wake, &out);
 		r = uffd_classify(ret, out, len);
 		/*
@@ -60,7 +64,10 @@ enum uffd_class serve_place(struct target *t, uint64_t addr, uint64_t len, const
 	case UC_DONE:
 	case UC_PARTIAL:
 		*adv = r.done;
-		if (src) {
+		if (poison) {
+			t->st.pages_poisoned += r.done / PG;
+			t->d->tot.pages_poisoned += r.done / PG;
+		} else if (src) {
 			t->st.pages_copied += r.done / PG;
 			t->d->tot.pages_copied += r.done / PG;
 		} else {
@@ -72,7 +79,7 @@ enum uffd_class serve_place(struct target *t, uint64_t addr, uint64_t len, const
 		/* Someone else put this page there: it is in; wake its waiters. */
 		t->st.eexist++;
 		log_debug("%s EEXIST at 0x%" PRIx64 " (%s, %" PRIu64 " bytes)", t->pfx, addr,
-			  src ? "copy" : "zero", len);
+			  what, len);
 		uffd_wake(t->uffd, addr, PG);
 		*adv = PG;
 		break;
@@ -85,16 +92,93 @@ enum uffd_class serve_place(struct target *t, uint64_t addr, uint64_t len, const
 	case UC_GONE:
 		break;
 	case UC_BUG:
-		target_fail(t, addr, ret, src ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE");
+		target_fail(t, addr, ret, what);
 		break;
 	}
 	return r.cls;
+}
+
+enum uffd_class serve_place(struct target *t, uint64_t addr, uint64_t len, const void *src,
+			     bool wake, uint64_t *adv)
+{
+	return place(t, addr, len, src, false, wake, adv);
 }
 
 /* Did a placement leave the range in (fully, or past a page already there)? */
 bool serve_placed(enum uffd_class c)
 {
 	return c == UC_DONE || c == UC_PARTIAL || c == UC_EXISTS;
+}
+
+/*
+ * LEN bytes of zeros to copy from, for hugetlb, which has no UFFDIO_ZEROPAGE:
+ * one read-only anonymous mapping, never written, so it costs no memory.
+ */
+static const void *huge_zero(struct daemon *d, uint64_t len)
+{
+	void *p;
+
+	if (d->hzero_len >= len)
+		return d->hzero;
+	p = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	if (d->hzero)
+		munmap((void *)d->hzero, d->hzero_len);
+	d->hzero = p;
+	d->hzero_len = len;
+	return p;
+}
+
+/* Place the huge page at B of hugetlb area V whole: its data, zeros or poison. */
+static enum uffd_class place_huge(struct target *t, struct area *v, uint64_t b, bool zero,
+				  bool wake)
+{
+	uint64_t hs = 1ull << v->hshift, adv;
+	const void *src = NULL;
+	struct pm_run run = { .src = PM_HOLE };
+	enum uffd_class c;
+
+	if (!zero && pagemap_resolve_block(t->img->task.pm, area_img_addr(v, b), hs, &run) < 0) {
+		/* Checked at load: a bug, not bad input. */
+		target_fail(t, b, -EINVAL, "a huge page of mixed sources");
+		return UC_BUG;
+	}
+	if (run.src == PM_DATA)
+		src = run.pf->base + run.off;
+	else if (run.src != PM_POISON && !(src = huge_zero(t->d, hs))) {
+		target_fail(t, b, -ENOMEM, "mmap of a huge zero page");
+		return UC_BUG;
+	}
+	c = place(t, b, hs, src, run.src == PM_POISON, wake, &adv);
+	if (c == UC_EXISTS)
+		uffd_wake(t->uffd, b, hs);	/* place() woke only its first page */
+	if (c == UC_PARTIAL)
+		c = UC_RETRY;	/* a huge page is never placed in part: place it again */
+	if (serve_placed(c))
+		model_clear(&t->map, b, b + hs);
+	return c;
+}
+
+/*
+ * Hugetlb: place every missing huge page of V that [ADDR, ADDR+LEN) touches,
+ * each whole and aligned (UFFDIO_COPY or UFFDIO_POISON of the huge page).
+ */
+static enum uffd_class serve_huge(struct target *t, struct area *v, uint64_t addr,
+				  uint64_t len, bool wake)
+{
+	uint64_t hs = 1ull << v->hshift, end = addr + len;
+
+	for (uint64_t b = addr & ~(hs - 1); b < end && b < v->end; b += hs) {
+		enum uffd_class c;
+
+		if (!area_is_missing(v, b))
+			continue;
+		c = place_huge(t, v, b, false, wake);
+		if (!serve_placed(c))
+			return c;
+	}
+	return UC_DONE;
 }
 
 /*
@@ -106,14 +190,17 @@ enum uffd_class serve_range(struct target *t, struct area *v, uint64_t addr,
 {
 	const struct pagemap *pm = t->img->task.pm;
 
+	if (v && v->hshift)
+		return serve_huge(t, v, addr, len, wake);
 	while (len) {
 		struct pm_run run;
 		enum uffd_class c;
 		uint64_t adv;
 
 		pagemap_resolve(pm, area_img_addr(v, addr), len, &run);
-		c = serve_place(t, addr, run.len, run.src == PM_DATA ? run.pf->base + run.off : NULL,
-			  wake, &adv);
+		/* A page unreadable at dump time faults with SIGBUS, as it did there. */
+		c = place(t, addr, run.len, run.src == PM_DATA ? run.pf->base + run.off : NULL,
+			  run.src == PM_POISON, wake, &adv);
 		model_clear(&t->map, addr, addr + adv);
 		addr += adv;
 		len -= adv;
@@ -143,6 +230,8 @@ static void zero_holes(struct target *t, struct area *v, uint64_t addr, uint64_t
 {
 	const struct pagemap *pm = t->img->task.pm;
 
+	if (v->hshift)
+		return;	/* no zero page for hugetlb; each faults on its own */
 	while (len && !t->dead) {
 		struct pm_run run;
 		uint64_t adv;
@@ -232,7 +321,11 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr, bool *waitin
 	we = ws + w;
 	if (v && (we > v->end || we < ws))
 		we = v->end;
-	if (!missing) {
+	if (!missing && v && v->hshift) {
+		/* A huge page dropped, or never with data: zeros, the whole huge page. */
+		c = place_huge(t, v, page & ~((1ull << v->hshift) - 1), true, true);
+		return c == UC_EXISTS ? UC_DONE : c;
+	} else if (!missing) {
 		c = serve_zero(t, page);
 		/* Already there: a fault that raced with our own window; the window is done. */
 		if (c == UC_EXISTS || c == UC_PARTIAL)

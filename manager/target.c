@@ -135,13 +135,36 @@ static int model_build(struct model *map, const struct img_task *task, uint32_t 
 	}
 	for (size_t i = 0; i < mm->n_vmas; i++) {
 		const VmaEntry *v = mm->vmas[i];
+		unsigned hshift = vma_hshift(v->flags);
 		bool lazy = false;
 		uint64_t a;
 
+		if (hshift && (hshift > 30 || ((v->start | v->end) & ((1ull << hshift) - 1)))) {
+			snprintf(reason, len, "hugetlb VMA 0x%" PRIx64 "-0x%" PRIx64 " (flags 0x%x): bad page size or alignment",
+				 v->start, v->end, v->flags);
+			return -EINVAL;
+		}
 		for (a = v->start; a < v->end;) {
 			struct pm_run run;
 
-			pagemap_resolve(pm, a, v->end - a, &run);
+			/*
+			 * A huge page is placed whole (UFFDIO_COPY of the huge page,
+			 * MISSING mode on hugetlb), so its pages must share one source.
+			 */
+			if (hshift && pagemap_resolve_block(pm, a, 1ull << hshift, &run) < 0) {
+				snprintf(reason, len,
+					 "huge page 0x%" PRIx64 " of hugetlb VMA 0x%" PRIx64 "-0x%" PRIx64 " is only partly in the images (or partly lazy, poisoned or in the parent)",
+					 a, v->start, v->end);
+				return -EINVAL;
+			}
+			if (!hshift)
+				pagemap_resolve(pm, a, v->end - a, &run);
+			if ((run.flags & PE_LAZY) && hshift && remote) {
+				snprintf(reason, len,
+					 "lazy pages at 0x%" PRIx64 " in a hugetlb VMA: not supported with a page server",
+					 a);
+				return -ENOTSUP;
+			}
 			if (run.flags & PE_LAZY) {
 				if (!lazy && !(v->status & VMA_ANON_PRIVATE)) {
 					snprintf(reason, len,
@@ -161,7 +184,7 @@ static int model_build(struct model *map, const struct img_task *task, uint32_t 
 						 TARGET_MAX_MODEL_BYTES >> 20);
 					return -E2BIG;
 				}
-				if (!lazy && (ret = model_add(map, v->start, v->end, v->start)) < 0) {
+				if (!lazy && (ret = model_add_sized(map, v->start, v->end, v->start, hshift)) < 0) {
 					if (ret == -E2BIG)
 						snprintf(reason, len,
 							 "lazy VMA 0x%" PRIx64 "-0x%" PRIx64 " has %" PRIu64 " pages, over the limit of %llu (128 TiB)",
@@ -179,7 +202,15 @@ static int model_build(struct model *map, const struct img_task *task, uint32_t 
 						 a);
 					return -EINVAL;
 				}
-				if (run.src == PM_DATA || run.src == PM_NODATA)
+				/* A page server has no way to say "poisoned": refuse
+				 * rather than let it answer with the stand-in zeros. */
+				if (run.src == PM_POISON && remote) {
+					snprintf(reason, len,
+						 "page 0x%" PRIx64 " is poisoned (unreadable at dump time): not supported with a page server",
+						 a);
+					return -ENOTSUP;
+				}
+				if (run.src == PM_DATA || run.src == PM_NODATA || run.src == PM_POISON)
 					model_mark_missing(map, a, a + run.len);
 			}
 			a += run.len;

@@ -84,6 +84,18 @@ int uffd_zeropage(int uffd, uint64_t dst, uint64_t len, bool wake, int64_t *out)
 	return ret;
 }
 
+int uffd_poison(int uffd, uint64_t dst, uint64_t len, bool wake, int64_t *out)
+{
+	struct uffdio_poison p = {
+		.range = { .start = dst, .len = len },
+		.mode = wake ? 0 : UFFDIO_POISON_MODE_DONTWAKE,
+	};
+	int ret = ioctl(uffd, UFFDIO_POISON, &p) ? -errno : 0;
+
+	*out = p.updated;
+	return ret;
+}
+
 int uffd_wake(int uffd, uint64_t start, uint64_t len)
 {
 	struct uffdio_range r = { .start = start, .len = len };

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include <linux/userfaultfd.h>
+#include "uffd_compat.h"
 
 /* Features a served process's uffd must have. */
 #define UFFD_NEEDED_FEATURES                                                   \
@@ -41,6 +42,12 @@ const char *uffd_class_name(enum uffd_class c);
 /* Copy LEN bytes from SRC to DST in the target; *OUT gets the kernel's count or -errno. */
 int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, bool wake, int64_t *out);
 int uffd_zeropage(int uffd, uint64_t dst, uint64_t len, bool wake, int64_t *out);
+/*
+ * Mark LEN bytes at DST poisoned (UFFDIO_POISON, Linux 6.6): a touch gives
+ * SIGBUS (BUS_MCEERR_AR with CONFIG_MEMORY_FAILURE, BUS_ADRERR without).
+ * Needs no feature at UFFDIO_API. *OUT as for a copy.
+ */
+int uffd_poison(int uffd, uint64_t dst, uint64_t len, bool wake, int64_t *out);
 int uffd_wake(int uffd, uint64_t start, uint64_t len);
 int uffd_register(int uffd, uint64_t start, uint64_t len);
 int uffd_unregister(int uffd, uint64_t start, uint64_t len);

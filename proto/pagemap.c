@@ -39,8 +39,12 @@ static int entry_from_record(const PagemapEntry *pe, const char *name, unsigned 
 	else
 		flags = pe->flags;
 
-	if (flags & ~(PE_PARENT | PE_LAZY | PE_PRESENT))
+	if (flags & ~(PE_PARENT | PE_LAZY | PE_PRESENT | PE_POISON))
 		return img_errf(err, EINVAL, name, rec, "unknown flags 0x%x", flags);
+	if ((flags & PE_POISON) && !(flags & PE_PRESENT))
+		return img_errf(err, EINVAL, name, rec,
+				"flags 0x%x: POISON without PRESENT (no stand-in page in the pages file)",
+				flags);
 	if ((flags & PE_PARENT) && (flags & PE_PRESENT))
 		return img_errf(err, EINVAL, name, rec, "flags 0x%x: both PARENT and PRESENT", flags);
 	if (!(flags & (PE_PARENT | PE_PRESENT | PE_LAZY)))
@@ -129,6 +133,8 @@ static int read_entries(struct pagemap *pm, int dirfd, const char *file, struct 
 			pm->lazy_pages += (e.end - e.start) / PAGE_SIZE_4K;
 		if (e.flags & PE_PARENT)
 			pm->parent_pages += (e.end - e.start) / PAGE_SIZE_4K;
+		if (e.flags & PE_POISON)
+			pm->poison_pages += (e.end - e.start) / PAGE_SIZE_4K;
 		pm->e[pm->n++] = e;
 		chain->nr_entries++;
 	}
@@ -346,7 +352,9 @@ void pagemap_resolve(const struct pagemap *pm, uint64_t addr, uint64_t limit, st
 	}
 	run->flags = e->flags;
 	run->len = e->end - addr < limit ? e->end - addr : limit;
-	if (e->flags & PE_PRESENT) {
+	if (e->flags & PE_POISON) {
+		run->src = PM_POISON;
+	} else if (e->flags & PE_PRESENT) {
 		run->src = PM_DATA;
 		run->pf = pm->pages;
 		run->off = e->off + (addr - e->start);
@@ -362,4 +370,23 @@ void pagemap_resolve(const struct pagemap *pm, uint64_t addr, uint64_t limit, st
 	} else {
 		run->src = PM_NODATA;
 	}
+}
+
+int pagemap_resolve_block(const struct pagemap *pm, uint64_t addr, uint64_t size,
+			  struct pm_run *run)
+{
+	uint64_t a;
+
+	pagemap_resolve(pm, addr, size, run);
+	for (a = addr + run->len; a < addr + size;) {
+		struct pm_run next;
+
+		pagemap_resolve(pm, a, addr + size - a, &next);
+		if (next.src != run->src || next.flags != run->flags ||
+		    (run->src == PM_DATA && (next.pf != run->pf || next.off != run->off + run->len)))
+			return -EINVAL;
+		run->len += next.len;
+		a += next.len;
+	}
+	return 0;
 }

@@ -3,7 +3,8 @@
  * log file open (written at its offset, not O_APPEND), and counts.
  *
  *   rworkload --log PATH|- [--mib N] [--seed S] [--tick MS]
- *             [--thread] [--pipe] [--socket] [--eventfd] [--alarm]
+ *             [--thread] [--pipe] [--socket] [--eventfd] [--alarm] [--poison]
+ *             [--huge MIB]
  *
  * Every tick it appends "count N" to the log (- : to stdout). The last five
  * make it something restore cannot bring back (a second thread; a pipe, a
@@ -11,7 +12,15 @@
  * the refusal. Signals:
  *   SIGUSR1  the handler logs "usr1 N" (N: how many it has seen)
  *   SIGUSR2  the main loop checks every word of the region and logs
- *            "verify ok" or "verify bad ADDR"
+ *            "verify ok" or "verify bad ADDR"; with --poison (pages 5, 6
+ *            and 37 of the region poisoned with UFFDIO_POISON through a
+ *            userfaultfd of its own, closed at once; the check leaves them
+ *            out) it then reads each and logs "poison sigbus N code C"
+ *            when all N gave SIGBUS (C: the si_code), else "poison bad K";
+ *            with --huge (MIB MiB of MAP_PRIVATE|MAP_HUGETLB, 2 MiB pages:
+ *            huge page i holds the pattern when i%4 == 0, is written with
+ *            zeros when i%4 == 2, never touched otherwise) it checks that
+ *            too, first
  *   SIGHUP   the main loop forks; the child moves (mremap) the first MiB of the
  *            region elsewhere, checks all of it and exits; the parent moves the
  *            last MiB, checks everything, reaps the child and logs
@@ -23,6 +32,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <inttypes.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -31,12 +41,22 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "uffd_compat.h"
+
 #define MIB	(1ul << 20)
+#define PAGE	4096ul
+#define HPAGE	(2ul << 20)
+
+/* --poison: the pages of the region poisoned. */
+static const size_t poison_pages[] = { 5, 6, 37 };
+#define NPOISON	(sizeof(poison_pages) / sizeof(poison_pages[0]))
 
 static int logfd = -1;
 static volatile sig_atomic_t usr1, want_verify, want_forkremap;
@@ -117,6 +137,101 @@ static uint64_t move_and_check(uint8_t *base, size_t len, size_t off, uint64_t s
 	return bad;
 }
 
+/* --poison: poison POISON_PAGES of BASE through a userfaultfd of our own, then close it. */
+static int make_poison(uint8_t *base, size_t len)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register r = { .range = { (uintptr_t)base, len },
+				     .mode = UFFDIO_REGISTER_MODE_MISSING };
+	int u = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+	if (u < 0 || ioctl(u, UFFDIO_API, &api) < 0 || ioctl(u, UFFDIO_REGISTER, &r) < 0)
+		return -1;
+	for (size_t k = 0; k < NPOISON; k++) {
+		struct uffdio_poison p = { .range = { (uintptr_t)base + poison_pages[k] * PAGE, PAGE } };
+
+		if (madvise(base + poison_pages[k] * PAGE, PAGE, MADV_DONTNEED) < 0 ||
+		    ioctl(u, UFFDIO_POISON, &p) < 0)
+			return -1;
+	}
+	if (ioctl(u, UFFDIO_UNREGISTER, &r.range) < 0)
+		return -1;
+	close(u);
+	return 0;
+}
+
+/* Check the region as check() does, leaving the poisoned pages out. */
+static uint64_t check_around(const uint8_t *base, size_t len, uint64_t seed)
+{
+	size_t at = 0;
+	uint64_t bad = 0;
+
+	for (size_t k = 0; !bad && k <= NPOISON; k++) {
+		size_t end = k < NPOISON ? poison_pages[k] * PAGE : len;
+
+		if (end > at)
+			bad = check(base + at, end - at, (uint64_t)(uintptr_t)base + at, seed);
+		at = end + PAGE;
+	}
+	return bad;
+}
+
+/* --huge: check MIB MiB of huge pages at P; returns the bad address or 0. */
+static uint64_t check_huge(const uint8_t *p, size_t mib, uint64_t seed)
+{
+	for (size_t i = 0; i < mib / 2; i++) {
+		const uint8_t *h = p + i * HPAGE;
+		uint64_t bad = 0;
+
+		if (i % 4 == 0) {
+			bad = check(h, HPAGE, (uint64_t)(uintptr_t)h, seed);
+		} else {
+			for (size_t k = 0; !bad && k < HPAGE; k++)
+				if (h[k])
+					bad = (uint64_t)(uintptr_t)(h + k);
+		}
+		if (bad)
+			return bad;
+	}
+	return 0;
+}
+
+static sigjmp_buf bus_jb;
+static volatile sig_atomic_t bus_code;
+
+static void on_bus(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	bus_code = si->si_code;
+	siglongjmp(bus_jb, 1);
+}
+
+/* Read every poisoned page; log what happened. */
+static void touch_poison(const uint8_t *base)
+{
+	struct sigaction sa, old;
+	volatile unsigned n = 0;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_bus;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+	sigaction(SIGBUS, &sa, &old);
+	for (volatile size_t k = 0; k < NPOISON; k++) {
+		if (sigsetjmp(bus_jb, 1) == 0) {
+			volatile uint8_t b = base[poison_pages[k] * PAGE + 8 * k];
+
+			(void)b;
+			sigaction(SIGBUS, &old, NULL);
+			logf_("poison bad %zu: read without SIGBUS\n", poison_pages[k]);
+			return;
+		}
+		n++;
+	}
+	sigaction(SIGBUS, &old, NULL);
+	logf_("poison sigbus %u code %d\n", n, (int)bus_code);
+}
+
 static void *sleeper(void *arg)
 {
 	(void)arg;
@@ -132,6 +247,9 @@ int main(int argc, char **argv)
 	uint64_t seed = 0x5eed, count = 0;
 	long tick_ms = 10;
 	int thread = 0, with_pipe = 0, with_sock = 0, with_efd = 0, with_alarm = 0, pfd[2];
+	int poison = 0;
+	size_t huge_mib = 0;
+	uint8_t *huge = NULL;
 	struct sigaction sa;
 	uint8_t *base;
 	size_t len;
@@ -155,6 +273,10 @@ int main(int argc, char **argv)
 			with_efd = 1;
 		else if (!strcmp(argv[i], "--alarm"))
 			with_alarm = 1;
+		else if (!strcmp(argv[i], "--poison"))
+			poison = 1;
+		else if (!strcmp(argv[i], "--huge") && i + 1 < argc)
+			huge_mib = strtoul(argv[++i], NULL, 0);
 		else {
 			fprintf(stderr, "rworkload: bad argument %s\n", argv[i]);
 			return 2;
@@ -179,6 +301,26 @@ int main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < len / 8; i++)
 		((uint64_t *)(void *)base)[i] = pat(seed, (uint64_t)(uintptr_t)base + i * 8);
+	if (poison && make_poison(base, len) < 0) {
+		perror("--poison");
+		return 1;
+	}
+	if (huge_mib) {
+		huge = mmap(NULL, huge_mib * MIB, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+		if (huge == MAP_FAILED) {
+			perror("mmap MAP_HUGETLB");
+			return 1;
+		}
+		for (size_t i = 0; i < huge_mib / 2; i++) {
+			uint64_t *w = (uint64_t *)(void *)(huge + i * HPAGE);
+
+			for (size_t k = 0; i % 4 == 0 && k < HPAGE / 8; k++)
+				w[k] = pat(seed, (uint64_t)(uintptr_t)&w[k]);
+			if (i % 4 == 2)
+				memset(w, 0, HPAGE);
+		}
+	}
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_usr1;
@@ -216,13 +358,19 @@ int main(int argc, char **argv)
 		while (nanosleep(&t, &t) < 0 && errno == EINTR && !want_verify && !want_forkremap)
 			;
 		if (want_verify) {
-			uint64_t bad = check(base, len, (uint64_t)(uintptr_t)base, seed);
+			uint64_t bad = huge ? check_huge(huge, huge_mib, seed) : 0;
+
+			if (!bad)
+				bad = poison ? check_around(base, len, seed) :
+				      check(base, len, (uint64_t)(uintptr_t)base, seed);
 
 			want_verify = 0;
 			if (bad)
 				logf_("verify bad 0x%" PRIx64 "\n", bad);
 			else
 				logf_("verify ok\n");
+			if (poison)
+				touch_poison(base);
 		}
 		if (want_forkremap) {
 			pid_t pid;

@@ -4,7 +4,8 @@
  *
  *   workload [--anon MIB] [--full] [--file PATH] [--file-pages N] [--shared]
  *            [--threads N] [--lock] [--own-uffd] [--idle-uffd] [--wipeonfork]
- *            [--guard] [--exiter] [--clone-vm] [--uring] [--seed S]
+ *            [--guard] [--exiter] [--clone-vm] [--uring] [--poison] [--huge MIB]
+ *            [--seed S]
  *
  * Regions:
  *   anon   anonymous private, MIB MiB (default 4). Page i holds the pattern,
@@ -16,6 +17,9 @@
  *          pattern, mapped MAP_PRIVATE and read whole; pages i%4 == 1 then
  *          written with the pattern, pages i%8 == 6 with zeros (copies on write).
  *   shared with --shared: 1 MiB MAP_SHARED|MAP_ANONYMOUS, written.
+ *   huge   with --huge MIB: MIB MiB of MAP_PRIVATE|MAP_HUGETLB (2 MiB pages),
+ *          huge page i: the pattern when i%4 == 0, written with zeros when
+ *          i%4 == 2, never touched otherwise.
  *   thra, thrb  with --threads N: N pages each, just before and just after
  *          the anon region (one area); thread k writes its counter c
  *          to every word of page k of thra, then of page k of thrb, for c = 1, 2, ...
@@ -43,12 +47,19 @@
  * answers "K PID"; 'q' exits 0. --idle-uffd makes
  * a userfaultfd with nothing registered, --guard a region with guard pages,
  * --clone-vm a process sharing our memory, --uring an io_uring instance.
+ * --poison poisons anon pages 5, 6 and 37 (UFFDIO_POISON through a
+ * userfaultfd of its own, then closed: the poison stays, as a hardware-
+ * poisoned page would; 'v' leaves them out) and 'B' touches each: "B sigbus
+ * N code C" when all N gave SIGBUS (C: the last si_code), else "B WHAT".
+ * 'b' forks a child that does what 'v' and (with --poison) 'B' do, and
+ * answers "b ok" or "b WHAT" once it has exited.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -67,8 +78,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "uffd_compat.h"
+
 #define PAGE	4096ul
 #define WORDS	(PAGE / 8)
+#define HPAGE	(2ul << 20)
 
 /* The pattern: splitmix64 of the seed and the address of the word. Must match test_dump.c. */
 static uint64_t pat(uint64_t seed, uint64_t addr)
@@ -91,10 +105,22 @@ struct region {
 	size_t len;
 };
 
+/* --poison: the anon pages poisoned. */
+static const size_t poison_pages[] = { 5, 6, 37 };
+static bool poisoned;
+
+static bool is_poisoned(size_t i)
+{
+	for (size_t k = 0; poisoned && k < sizeof(poison_pages) / sizeof(poison_pages[0]); k++)
+		if (poison_pages[k] == i)
+			return true;
+	return false;
+}
+
 struct wl {
 	uint64_t seed;
 	bool full;
-	struct region anon, none, heap, file, shared, thra, thrb;
+	struct region anon, none, heap, file, shared, thra, thrb, huge;
 	int threads;
 	bool moved;		/* 'F' moved the anon region away */
 	struct region wof;	/* --wipeonfork: pattern, MADV_WIPEONFORK */
@@ -212,6 +238,9 @@ static void thread_check(const struct wl *w, size_t i)
 	const uint64_t *pg = (const uint64_t *)(const void *)(w->anon.p + i * PAGE);
 	bool data = anon_has_data(w, i);
 
+	if (is_poisoned(i))
+		return;
+
 	for (size_t k = 0; k < WORDS; k++)
 		if (pg[k] != (data ? pat(w->seed, (uint64_t)(uintptr_t)&pg[k]) : 0)) {
 			atomic_fetch_add(&thr_bad, 1);
@@ -286,6 +315,8 @@ static const char *verify(const struct wl *w)
 	for (size_t i = 0; !bad && i < w->anon.len / PAGE; i++) {
 		const uint8_t *pg = w->anon.p + i * PAGE;
 
+		if (is_poisoned(i))
+			continue;
 		bad = anon_has_data(w, i) ? check_pat(w, pg, PAGE, "anon") : check_zero(pg, PAGE, "anon");
 	}
 	if (!bad) {
@@ -312,6 +343,9 @@ static const char *verify(const struct wl *w)
 	for (size_t i = 0; !bad && w->shared.p && i < w->shared.len; i += PAGE)
 		if (w->shared.p[i] != (uint8_t)(i / PAGE + 1))
 			bad = "shared";
+	for (size_t i = 0; !bad && w->huge.p && i < w->huge.len / HPAGE; i++)
+		bad = i % 4 ? check_zero(w->huge.p + i * HPAGE, HPAGE, "huge") :
+			      check_pat(w, w->huge.p + i * HPAGE, HPAGE, "huge");
 	return bad;
 }
 
@@ -409,6 +443,93 @@ static pid_t fork_waiter(const struct wl *w)
 		_exit(verify(w) ? 1 : 0);
 	}
 	return pid;
+}
+
+/* --poison: poison POISON_PAGES of the anon region through a userfaultfd, then close it. */
+static void make_poison(const struct wl *w)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register r = { .range = { (uintptr_t)w->anon.p, w->anon.len },
+				     .mode = UFFDIO_REGISTER_MODE_MISSING };
+	int u = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+	if (u < 0 || ioctl(u, UFFDIO_API, &api) < 0 || ioctl(u, UFFDIO_REGISTER, &r) < 0)
+		die("userfaultfd for --poison: %s", strerror(errno));
+	for (size_t k = 0; k < sizeof(poison_pages) / sizeof(poison_pages[0]); k++) {
+		uint8_t *pg = w->anon.p + poison_pages[k] * PAGE;
+		struct uffdio_poison p = { .range = { (uintptr_t)pg, PAGE } };
+
+		if (poison_pages[k] * PAGE >= w->anon.len)
+			die("--poison needs --anon of at least 1 MiB");
+		if (madvise(pg, PAGE, MADV_DONTNEED) < 0 || ioctl(u, UFFDIO_POISON, &p) < 0)
+			die("UFFDIO_POISON: %s", strerror(errno));
+	}
+	if (ioctl(u, UFFDIO_UNREGISTER, &r.range) < 0)
+		die("UFFDIO_UNREGISTER: %s", strerror(errno));
+	close(u);
+	poisoned = true;
+}
+
+static sigjmp_buf bus_jb;
+static volatile sig_atomic_t bus_code;
+
+static void on_bus(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	bus_code = si->si_code;
+	siglongjmp(bus_jb, 1);
+}
+
+/* 'B': every poisoned page must give SIGBUS when read. */
+static const char *touch_poison(const struct wl *w, unsigned *n)
+{
+	struct sigaction sa = { .sa_sigaction = on_bus, .sa_flags = SA_SIGINFO | SA_NODEFER }, old;
+	static char msg[96];
+	const char *bad = NULL;
+
+	if (!poisoned)
+		return "no --poison";
+	sigaction(SIGBUS, &sa, &old);
+	*n = 0;
+	for (size_t k = 0; !bad && k < sizeof(poison_pages) / sizeof(poison_pages[0]); k++) {
+		volatile uint8_t *pg = w->anon.p + poison_pages[k] * PAGE;
+
+		if (sigsetjmp(bus_jb, 1) == 0) {
+			uint8_t b = pg[k * 8];
+
+			snprintf(msg, sizeof(msg), "page %zu read 0x%02x, no SIGBUS", poison_pages[k], b);
+			bad = msg;
+		} else {
+			(*n)++;
+		}
+	}
+	sigaction(SIGBUS, &old, NULL);
+	return bad;
+}
+
+/* 'b': a forked child checks every byte, and that every poisoned page gives SIGBUS. */
+static const char *child_check(const struct wl *w)
+{
+	int st;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return "fork failed";
+	if (pid == 0) {
+		unsigned n = 0;
+
+		if (verify(w))
+			_exit(1);
+		if (poisoned && (touch_poison(w, &n) || n != sizeof(poison_pages) / sizeof(poison_pages[0])))
+			_exit(2);
+		_exit(0);
+	}
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return "the child did not exit";
+	if (WEXITSTATUS(st) == 1)
+		return "the child read a wrong byte";
+	return WEXITSTATUS(st) ? "a poisoned page gave the child no SIGBUS" : NULL;
 }
 
 /* --own-uffd: a userfaultfd of our own on 4 written pages nobody touches again. */
@@ -628,6 +749,8 @@ int main(int argc, char **argv)
 	int threads = 0;
 	bool shared = false, lock = false, own_uffd = false, idle_uffd = false;
 	bool wipeonfork = false, guard = false, exiter = false, clone_vm = false, uring = false;
+	bool poison = false;
+	size_t huge_mib = 0;
 	char r[8][96];
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -654,6 +777,10 @@ int main(int argc, char **argv)
 			clone_vm = true;
 		} else if (!strcmp(a, "--uring")) {
 			uring = true;
+		} else if (!strcmp(a, "--poison")) {
+			poison = true;
+		} else if (v && !strcmp(a, "--huge")) {
+			huge_mib = strtoul(v, NULL, 0), i++;
 		} else if (v && !strcmp(a, "--anon")) {
 			mib = strtoul(v, NULL, 0), i++;
 		} else if (v && !strcmp(a, "--file")) {
@@ -673,6 +800,8 @@ int main(int argc, char **argv)
 		die("--threads: 0 to 64");
 	w.threads = threads;
 	make_anon(&w, mib);
+	if (poison)
+		make_poison(&w);
 	w.none.len = 4 * PAGE;
 	w.none.p = map_anon(w.none.len, MAP_PRIVATE);
 	fill(w.seed, w.none.p, w.none.len);
@@ -685,6 +814,19 @@ int main(int argc, char **argv)
 	fill(w.seed, w.heap.p, w.heap.len);
 	if (file)
 		make_file(&w, file, file_pages);
+	if (huge_mib) {
+		w.huge.len = huge_mib << 20;
+		w.huge.p = mmap(NULL, w.huge.len, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+		if (w.huge.p == MAP_FAILED)
+			die("mmap MAP_HUGETLB %zu MiB: %s", huge_mib, strerror(errno));
+		for (size_t i = 0; i < w.huge.len / HPAGE; i++) {
+			if (i % 4 == 0)
+				fill(w.seed, w.huge.p + i * HPAGE, HPAGE);
+			else if (i % 4 == 2)
+				memset(w.huge.p + i * HPAGE, 0, HPAGE);
+		}
+	}
 	if (shared) {
 		w.shared.len = 1 << 20;
 		w.shared.p = map_anon(w.shared.len, MAP_SHARED);
@@ -775,6 +917,17 @@ int main(int argc, char **argv)
 		} else if (c == 'X') {
 			bad = stop_exiter();
 			say("X %s\n", bad ? bad : "ok");
+		} else if (c == 'B') {
+			unsigned nb = 0;
+
+			bad = touch_poison(&w, &nb);
+			if (bad)
+				say("B %s\n", bad);
+			else
+				say("B sigbus %u code %d\n", nb, (int)bus_code);
+		} else if (c == 'b') {
+			bad = child_check(&w);
+			say("b %s\n", bad ? bad : "ok");
 		} else if (c == 'K') {
 			say("K %d\n", (int)fork_waiter(&w));
 		}

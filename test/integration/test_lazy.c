@@ -28,6 +28,7 @@
 #include "manager.pb-c.h"
 #include "tcriu.h"
 #include "tserve.h"
+#include "thuge.h"
 #include "twork.h"
 #include "wire.h"
 
@@ -908,4 +909,170 @@ LAZY_TEST(refuses_target_short_of_fds)
 	cr_assert_eq(prlimit(wa.pid, RLIMIT_NOFILE, &rl, NULL), 0, "prlimit: %s", strerror(errno));
 	cr_assert_lt(hand_over(&wa, "img", dmn.sock, &st), 0, "taken with 3 free fds");
 	assert_untouched(&wa);
+}
+
+/*
+ * Pages that cannot be read (poisoned, here with UFFDIO_POISON by the
+ * workload itself) are handed over as poisoned: every other byte right,
+ * each of them SIGBUS, as before the hand-over.
+ */
+LAZY_TEST(poisoned_pages_stay_poisoned)
+{
+	const char *wargs[] = { "--anon", "4", "--poison", NULL };
+	struct lazy_stats st;
+	struct ts_status s;
+	const StatusTotals *tot;
+	const char *line;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	line = ask(&wa, "B");
+	cr_assert_eq(strncmp(line, "B sigbus 3 code ", 16), 0, "before: %s", line);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	assert_free(wa.pid);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	line = ask(&wa, "B");
+	cr_assert_eq(strncmp(line, "B sigbus 3 code ", 16), 0, "after: %s", line);
+	tot = wait_served(&s, 1);
+	cr_assert_eq(tot->pages_poisoned, 3, "the manager poisoned %" PRIu64 " pages",
+		     tot->pages_poisoned);
+	cr_assert_eq(tot->pages_copied + 3, st.lazy_pages, "%" PRIu64 " copied, %" PRIu64 " lazy",
+		     tot->pages_copied, st.lazy_pages);
+	ts_status_free(&s);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+}
+
+/* A refused hand-over puts the poisoned pages back poisoned, the rest as they were. */
+LAZY_TEST(refused_handover_puts_poison_back)
+{
+	const char *dargs[] = { "--max-image-entries", "2", NULL };
+	const char *wargs[] = { "--anon", "4", "--poison", NULL };
+	struct lazy_stats st;
+	const char *line;
+
+	daemon_up(dargs);
+	start(&wa, wargs);
+	cr_assert_lt(hand_over(&wa, "img", dmn.sock, &st), 0, "not refused: nothing tested");
+	cr_assert_lt(st.anon_after, st.anon_before, "the pages were never dropped: nothing tested");
+	assert_free(wa.pid);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	line = ask(&wa, "B");
+	cr_assert_eq(strncmp(line, "B sigbus 3 code ", 16), 0, "%s", line);
+}
+
+static bool huge_reserved;
+
+static void huge_teardown(void)
+{
+	teardown();
+	if (huge_reserved)
+		th_release(8);
+	huge_reserved = false;
+}
+
+/*
+ * Hugetlb memory (MAP_PRIVATE|MAP_HUGETLB, 2 MiB pages) is handed over,
+ * dropped and served back in whole huge pages (the kernel counts them), the
+ * never-touched ones as huge zero pages: every byte right.
+ */
+Test(lazy, hugetlb_served_in_huge_pages, .init = setup, .fini = huge_teardown, .timeout = 120)
+{
+	const char *wargs[] = { "--anon", "4", "--huge", "16", NULL };
+	struct lazy_stats st;
+	struct ts_status s;
+	const StatusTotals *tot;
+	char why[256];
+
+	if (!th_reserve(8, why, sizeof(why)))
+		cr_skip_test("needs 8 free 2 MiB huge pages: %s", why);
+	huge_reserved = true;
+	daemon_up(NULL);
+	start(&wa, wargs);
+	cr_assert_eq(tw_status_bytes(wa.pid, "HugetlbPages"), 8 * MIB, "4 huge pages touched: %" PRIu64,
+		     tw_status_bytes(wa.pid, "HugetlbPages"));
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	assert_free(wa.pid);
+	cr_assert_eq(tw_status_bytes(wa.pid, "HugetlbPages"), 0, "huge pages not dropped: %" PRIu64,
+		     tw_status_bytes(wa.pid, "HugetlbPages"));
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	/* Every huge page was read: the 4 with data or zeros written, and 4 zero ones. */
+	cr_assert_eq(tw_status_bytes(wa.pid, "HugetlbPages"), 16 * MIB, "%" PRIu64,
+		     tw_status_bytes(wa.pid, "HugetlbPages"));
+	tot = wait_served(&s, 1);
+	cr_assert_eq(tot->refused, 0);
+	cr_assert_geq(tot->pages_copied, st.lazy_pages, "%" PRIu64 " copied, %" PRIu64 " lazy",
+		      tot->pages_copied, st.lazy_pages);
+	ts_status_free(&s);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+}
+
+/*
+ * A child forked after the hand-over, before any fill (--no-fill), gets
+ * its poisoned pages and whole huge pages from the manager through its own
+ * uffd (FORK event): every byte right, SIGBUS on each poisoned page, in
+ * the child and then in the parent; the manager poisoned them for both.
+ */
+Test(lazy, forked_child_served_poison_and_huge_pages, .init = setup, .fini = huge_teardown,
+     .timeout = 120)
+{
+	const char *dargs[] = { "--no-fill", NULL };
+	const char *wargs[] = { "--anon", "4", "--poison", "--huge", "8", NULL };
+	struct lazy_stats st;
+	struct ts_status s;
+	uint64_t poisoned = 0;
+	const char *line;
+	char why[256];
+
+	if (!th_reserve(8, why, sizeof(why)))
+		cr_skip_test("needs 8 free 2 MiB huge pages: %s", why);
+	huge_reserved = true;
+	daemon_up(dargs);
+	start(&wa, wargs);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	assert_free(wa.pid);
+	cr_assert_eq(tw_status_bytes(wa.pid, "HugetlbPages"), 0);
+	cr_assert_str_eq(ask(&wa, "b"), "b ok");
+	cr_assert_eq(tw_status_bytes(wa.pid, "HugetlbPages"), 0, "the child's faults filled the parent");
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	line = ask(&wa, "B");
+	cr_assert_eq(strncmp(line, "B sigbus 3 code ", 16), 0, "%s", line);
+	for (int i = 0; i < 500 && poisoned < 6; i++) {
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		poisoned = s.tot->has_pages_poisoned ? s.tot->pages_poisoned : 0;
+		ts_status_free(&s);
+		usleep(10000);
+	}
+	cr_assert_eq(poisoned, 6, "the manager poisoned %" PRIu64 " pages, not 3 for each", poisoned);
+}
+
+/*
+ * With pre-copy rounds (lazy --pre-copy), the poisoned pages cannot be read
+ * while the process runs (a round leaves them to the next), and the final,
+ * frozen round records them: handed over poisoned, every other byte right.
+ */
+LAZY_TEST(pre_copy_records_poisoned_pages)
+{
+	const char *wargs[] = { "--anon", "4", "--poison", NULL };
+	char pidarg[16], dir[128];
+	const char *args[] = { "lazy", "--pid", pidarg, "--images", dir, "--socket", dmn.sock,
+			       "--pre-copy", NULL };
+	struct ts_status s;
+	const char *line;
+	int rc;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	snprintf(pidarg, sizeof(pidarg), "%d", (int)wa.pid);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	rc = tw_run_tool(tmp, args, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "uffd-inject lazy --pre-copy failed (%d): %s", rc, err);
+	cr_assert_not_null(strstr(err, "0x") && strstr(err, "(poisoned)") ? err : NULL,
+			   "no poisoned page noted: %s", err);
+	assert_free(wa.pid);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	line = ask(&wa, "B");
+	cr_assert_eq(strncmp(line, "B sigbus 3 code ", 16), 0, "%s", line);
+	wait_served(&s, 1);
+	cr_assert_eq(s.tot->pages_poisoned, 3, "%" PRIu64, s.tot->pages_poisoned);
+	ts_status_free(&s);
 }

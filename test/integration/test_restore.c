@@ -24,7 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "imgtask.h"
+#include "pagemap.h"
+#include "thuge.h"
 #include "tserve.h"
+#include "twork.h"
 
 static char tmp[64];
 static pid_t kids[8];
@@ -741,4 +745,192 @@ Test(restore, leave_stopped_or_kill, .init = setup, .fini = teardown, .timeout =
 	cr_assert_eq(tool(dump, out, sizeof(out), err, sizeof(err)), 2);
 	cr_assert_not_null(strstr(err, "--kill or --leave-stopped, not both"), "%s", err);
 	cr_assert_neq(access(dir, F_OK), 0, "the image dir was made");
+}
+
+/*
+ * The poisoned pages of a dump of rworkload --poison (pages 5, 6 and 37 of
+ * its region): recorded PE_POISON|PE_PRESENT|PE_LAZY with zeros standing in
+ * for them in the pages file, nowhere else.
+ */
+static void assert_poison_recorded(const char *dir, pid_t pid)
+{
+	struct pages_cache c = { 0 };
+	struct pagemap *pm = NULL;
+	struct img_err e = { "" };
+	uint64_t at[3];
+	size_t n = 0;
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	cr_assert_geq(dfd, 0);
+	cr_assert_eq(pagemap_load(&pm, dfd, (uint32_t)pid, &c, &e), 0, "%s", e.msg);
+	cr_assert_eq(pm->poison_pages, 3, "%" PRIu64 " poisoned pages recorded", pm->poison_pages);
+	for (size_t i = 0; i < pm->n; i++) {
+		const struct pm_entry *pe = &pm->e[i];
+
+		if (!(pe->flags & PE_POISON))
+			continue;
+		cr_assert_eq(pe->flags, PE_POISON | PE_PRESENT | PE_LAZY, "flags 0x%x", pe->flags);
+		for (uint64_t a = pe->start; a < pe->end; a += 4096) {
+			cr_assert_lt(n, 3);
+			at[n++] = a;
+			for (uint64_t k = 0; k < 4096; k++)
+				cr_assert_eq(pm->pages->base[pe->off + (a - pe->start) + k], 0,
+					     "stand-in of 0x%" PRIx64 " not zero", a);
+		}
+	}
+	cr_assert_eq(n, 3);
+	cr_assert(at[1] == at[0] + 4096 && at[2] == at[0] + 32 * 4096,
+		  "poisoned 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64, at[0], at[1], at[2]);
+	pagemap_free(pm, &c);
+	close(dfd);
+}
+
+/* Served lazily: every other byte right, each poisoned page SIGBUS, poisoned by the manager. */
+Test(restore, poisoned_pages_fault_sigbus_lazy, .init = setup, .fini = teardown, .timeout = 120)
+{
+	char log[128], dir[128], sum[512];
+	const char *args[] = { "--log", log, "--mib", "4", "--poison", NULL };
+	struct ts_status s;
+	uint64_t poisoned = 0;
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	daemon_start(NULL);
+	pid = wl_start(args);
+	let_count(log, 3);
+	dump_kill(pid, dir);
+	assert_poison_recorded(dir, pid);
+	pid = restore(dir, dmn.sock, "null", sum, sizeof(sum));
+	cr_assert_not_null(strstr(sum, " 0 poisoned"), "restore poisoned them itself: %s", sum);
+	cr_assert_eq(kill(pid, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\npoison sigbus 3 code ", 60000), "%s", slurp(log, NULL));
+	for (int i = 0; i < 500 && poisoned < 3; i++) {
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		poisoned = s.tot->has_pages_poisoned ? s.tot->pages_poisoned : 0;
+		ts_status_free(&s);
+		usleep(10000);
+	}
+	cr_assert_eq(poisoned, 3, "the manager poisoned %" PRIu64 " pages", poisoned);
+	stop(pid);
+}
+
+/* --eager: restore poisons them itself, no manager. */
+Test(restore, poisoned_pages_fault_sigbus_eager, .init = setup, .fini = teardown, .timeout = 120)
+{
+	char log[128], dir[128], sum[512];
+	const char *args[] = { "--log", log, "--mib", "4", "--poison", NULL };
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	pid = wl_start(args);
+	let_count(log, 3);
+	dump_kill(pid, dir);
+	pid = restore(dir, NULL, "null", sum, sizeof(sum));
+	cr_assert_not_null(strstr(sum, " 0 lazy, 3 poisoned"), "%s", sum);
+	cr_assert_eq(kill(pid, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\npoison sigbus 3 code ", 60000), "%s", slurp(log, NULL));
+	stop(pid);
+}
+
+static bool huge_reserved;
+
+static void huge_teardown(void)
+{
+	teardown();
+	if (huge_reserved)
+		th_release(8);
+	huge_reserved = false;
+}
+
+/*
+ * Dump rworkload --huge 16 (8 huge pages of 2 MiB: 2 with data, 2 written
+ * with zeros, 4 never touched) into DIR with --kill, and check the images
+ * have it in CRIU's form: MAP_HUGETLB and the page size in the VMA's flags,
+ * the 4 touched huge pages whole and lazy in the pagemap.
+ */
+static void dump_huge(const char *log, const char *dir)
+{
+	const char *args[] = { "--log", log, "--mib", "4", "--huge", "16", NULL };
+	struct pages_cache c = { 0 };
+	struct img_err e = { "" };
+	struct img_task task;
+	const VmaEntry *hv = NULL;
+	uint64_t present = 0;
+	char why[256];
+	pid_t pid;
+	int dfd;
+
+	if (!th_reserve(8, why, sizeof(why)))
+		cr_skip_test("needs 8 free 2 MiB huge pages: %s", why);
+	huge_reserved = true;
+	pid = wl_start(args);
+	let_count(log, 3);
+	dump_kill(pid, dir);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_geq(dfd, 0);
+	cr_assert_eq(img_task_load(&task, dfd, (uint32_t)pid, &c, &e), 0, "%s", e.msg);
+	for (size_t i = 0; i < task.mm->n_vmas; i++)
+		if (task.mm->vmas[i]->flags & VMA_MAP_HUGETLB)
+			hv = task.mm->vmas[i];
+	cr_assert_not_null(hv, "no hugetlb VMA in the dump");
+	cr_assert_eq(hv->end - hv->start, 16ull << 20);
+	cr_assert_eq(vma_hshift(hv->flags), 21, "flags 0x%x", hv->flags);
+	cr_assert_eq(hv->status, VMA_AREA_REGULAR | VMA_ANON_PRIVATE);
+	for (uint64_t a = hv->start; a < hv->end; a += 2ull << 20) {
+		struct pm_run run;
+
+		cr_assert_eq(pagemap_resolve_block(task.pm, a, 2ull << 20, &run), 0,
+			     "huge page 0x%" PRIx64 " only partly dumped", a);
+		if (run.src == PM_DATA) {
+			cr_assert_eq(run.flags, PE_LAZY | PE_PRESENT);
+			present++;
+		}
+	}
+	cr_assert_eq(present, 4, "%" PRIu64 " huge pages in the dump", present);
+	img_task_free(&task, &c);
+	close(dfd);
+}
+
+/* Restored lazily: served in whole huge pages, every byte right. */
+Test(restore, hugetlb_lazy, .init = setup, .fini = huge_teardown, .timeout = 120)
+{
+	char log[128], dir[128], sum[512];
+	struct ts_status s;
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	daemon_start(NULL);
+	dump_huge(log, dir);
+	pid = restore(dir, dmn.sock, "null", sum, sizeof(sum));
+	cr_assert_eq(kill(pid, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\n", 60000), "%s", slurp(log, NULL));
+	/* The check read every page: all 8 are huge pages again. */
+	cr_assert_eq(tw_status_bytes(pid, "HugetlbPages"), 16ull << 20, "%" PRIu64,
+		     tw_status_bytes(pid, "HugetlbPages"));
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	cr_assert_geq(s.tot->pages_copied, 4 * 512, "%" PRIu64 " pages copied",
+		      s.tot->pages_copied);
+	ts_status_free(&s);
+	stop(pid);
+}
+
+/* Restored with --eager: written before it runs, every byte right. */
+Test(restore, hugetlb_eager, .init = setup, .fini = huge_teardown, .timeout = 120)
+{
+	char log[128], dir[128], sum[512];
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	dump_huge(log, dir);
+	pid = restore(dir, NULL, "null", sum, sizeof(sum));
+	cr_assert_not_null(strstr(sum, " 0 lazy"), "%s", sum);
+	cr_assert_eq(kill(pid, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\n", 60000), "%s", slurp(log, NULL));
+	cr_assert_eq(tw_status_bytes(pid, "HugetlbPages"), 16ull << 20, "%" PRIu64,
+		     tw_status_bytes(pid, "HugetlbPages"));
+	stop(pid);
 }

@@ -368,7 +368,18 @@ static void build_unknown_flags(int top, int cur)
 	size_t n = std_pes(pe);
 
 	(void)top;
-	pe[4].flags = PE_PRESENT | 0x8;
+	pe[4].flags = PE_PRESENT | 0x10;
+	fix_write_memory(cur, 1, pe, n);
+}
+
+/* PE_POISON stands for a page of the pages file: never without PE_PRESENT. */
+static void build_poison_without_present(int top, int cur)
+{
+	struct fix_pe pe[8];
+	size_t n = std_pes(pe);
+
+	(void)top;
+	pe[4].flags = PE_LAZY | PE_POISON;
 	fix_write_memory(cur, 1, pe, n);
 }
 
@@ -591,7 +602,9 @@ static const struct mal_case cases[] = {
 	{ "in_parent with PRESENT", build_in_parent_present, CALL_TASK_LOAD, EINVAL, PM, 6,
 	  "both PARENT and PRESENT" },
 	{ "unknown flag bits", build_unknown_flags, CALL_TASK_LOAD, EINVAL, PM, 6,
-	  "unknown flags 0xc" },
+	  "unknown flags 0x14" },
+	{ "POISON without PRESENT", build_poison_without_present, CALL_TASK_LOAD, EINVAL, PM, 6,
+	  "flags 0xa: POISON without PRESENT" },
 	{ "flags 0", build_flags_zero, CALL_TASK_LOAD, EINVAL, PM, 6,
 	  "say nothing about the data" },
 	{ "parent link loop", build_parent_loop, CALL_TASK_LOAD, ELOOP, "parent/" PM, 0,

@@ -4,6 +4,7 @@
  * so a resolved offset is checked by the bytes it points at, not only by
  * its value.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <string.h>
 #include <unistd.h>
@@ -401,4 +402,89 @@ Test(image_pagemap, compat_encodings_follow_criu_rules)
 	pagemap_free(pm, &c);
 	close(cur);
 	close(prev);
+}
+
+/*
+ * PE_POISON pages (unreadable at dump time) resolve as PM_POISON, on their
+ * own and through a parent link, and their stand-in pages count in the
+ * pages file's offsets: the data after them is found where it is.
+ */
+Test(image_pagemap, poison_resolves_as_poison_and_keeps_offsets)
+{
+	static const struct fix_pe prev_pe[] = {
+		{ 0x10000, 2, PE_PRESENT, 0 },				/* pages 0-1 */
+		{ 0x12000, 1, PE_LAZY | PE_PRESENT | PE_POISON, 0 },	/* page 2 */
+		{ 0x13000, 2, PE_LAZY | PE_PRESENT, 0 },		/* pages 3-4 */
+	};
+	static const struct fix_pe cur_pe[] = {
+		{ 0x10000, 1, PE_PRESENT | PE_POISON, 0 },		/* page 0 */
+		{ 0x11000, 1, PE_PRESENT, 0 },				/* page 1 */
+		{ 0x12000, 3, PE_LAZY | PE_PARENT, 0 },
+	};
+	struct pages_cache c = { 0 };
+	struct pagemap *pm;
+	struct pm_run run;
+	int cur = fix_mkdir(tmp.fd, "cur"), prev = fix_mkdir(tmp.fd, "prev");
+
+	fix_write_memory(prev, 2, prev_pe, 3);
+	fix_write_memory(cur, 3, cur_pe, 3);
+	fix_symlink(cur, "parent", "../prev");
+	pm = load(cur, &c);
+	cr_assert_eq(pm->poison_pages, 1);
+	cr_assert_eq(pm->parent->poison_pages, 1);
+	cr_assert_eq(pm->present_pages, 2);
+
+	pagemap_resolve(pm, 0x10000, BIG, &run);
+	cr_assert_eq(run.src, PM_POISON);
+	cr_assert_eq(run.flags, PE_PRESENT | PE_POISON);
+	cr_assert_eq(run.len, PG, "a poison run ends with its entry");
+	pagemap_resolve(pm, 0x11000, BIG, &run);
+	assert_data(&run, pm->pages, PG, 3, 0x11000);
+	pagemap_resolve(pm, 0x12000, BIG, &run);
+	cr_assert_eq(run.src, PM_POISON, "poison in the parent: src %d", run.src);
+	cr_assert_eq(run.flags, PE_LAZY | PE_PARENT);
+	cr_assert_eq(run.len, PG);
+	pagemap_resolve(pm, 0x13000, BIG, &run);
+	assert_data(&run, pm->parent->pages, 3 * PG, 2, 0x13000);
+	cr_assert_eq(run.len, 2 * PG);
+
+	pagemap_free(pm, &c);
+	close(cur);
+	close(prev);
+}
+
+/*
+ * A huge page resolves as one source only when all of it is: data back to
+ * back in one pages file (over several entries too), or all hole, or all
+ * poisoned, with one set of flags; anything mixed is -EINVAL.
+ */
+Test(image_pagemap, huge_blocks_resolve_whole_or_not_at_all)
+{
+	static const struct fix_pe pe[] = {
+		{ 0x200000, 256, PE_LAZY | PE_PRESENT, 0 },	/* block 1: two entries, */
+		{ 0x300000, 256, PE_LAZY | PE_PRESENT, 0 },	/* back to back */
+		{ 0x600000, 256, PE_LAZY | PE_PRESENT, 0 },	/* block 3: half of it */
+		{ 0x800000, 256, PE_LAZY | PE_PRESENT, 0 },	/* block 4: lazy half */
+		{ 0x900000, 256, PE_PRESENT, 0 },		/* and eager half */
+		{ 0xa00000, 512, PE_PRESENT | PE_POISON, 0 },	/* block 5: poisoned */
+	};
+	struct pages_cache c = { 0 };
+	struct pagemap *pm;
+	struct pm_run run;
+	const uint64_t H = 0x200000;
+
+	fix_write_memory(tmp.fd, 1, pe, 6);
+	pm = load(tmp.fd, &c);
+	cr_assert_eq(pagemap_resolve_block(pm, H, H, &run), 0);
+	cr_assert_eq(run.len, H);
+	assert_data(&run, pm->pages, 0, 1, H);
+	cr_assert_eq(pagemap_resolve_block(pm, 2 * H, H, &run), 0, "a whole hole");
+	cr_assert_eq(run.src, PM_HOLE);
+	cr_assert_eq(run.len, H);
+	cr_assert_eq(pagemap_resolve_block(pm, 3 * H, H, &run), -EINVAL, "half data, half hole");
+	cr_assert_eq(pagemap_resolve_block(pm, 4 * H, H, &run), -EINVAL, "half lazy");
+	cr_assert_eq(pagemap_resolve_block(pm, 5 * H, H, &run), 0);
+	cr_assert_eq(run.src, PM_POISON);
+	cr_assert_eq(run.len, H);
+	pagemap_free(pm, &c);
 }

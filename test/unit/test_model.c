@@ -1203,3 +1203,44 @@ Test(model, huge_area_refused)
 	cr_expect_eq(model_mem_bytes(&m) >= 14 * tib / MODEL_PAGE_SIZE / 8, true);
 	model_free(&m);
 }
+
+/*
+ * A hugetlb area (model_add_sized) must be aligned to its page size, keeps
+ * that size through splits, moves and clones, and is never merged with a
+ * touching normal area of the next image address.
+ */
+Test(vma, hugetlb_areas_keep_their_page_size)
+{
+	const uint64_t H = 2ull << 20;
+	struct model m, c;
+	struct area *v;
+
+	model_init(&m);
+	model_init(&c);
+	cr_assert_eq(model_add_sized(&m, H + P, 3 * H, H + P, 21), -EINVAL, "unaligned start");
+	cr_assert_eq(model_add_sized(&m, H, 3 * H, H + P, 21), -EINVAL, "unaligned image address");
+	cr_assert_eq(model_add_sized(&m, H, 3 * H - P, H, 21), -EINVAL, "unaligned end");
+	cr_assert_eq(model_add_sized(&m, H, 3 * H, H, 12), -EINVAL, "a 4 KiB huge page");
+	cr_assert_eq(m.nr_areas, 0);
+	cr_assert_eq(model_add_sized(&m, H, 3 * H, H, 21), 0);
+	/* Touching in the process and the image: merged if it were the same size. */
+	cr_assert_eq(model_add(&m, 3 * H, 3 * H + 4 * P, 3 * H), 0);
+	cr_assert_eq(model_check(&m), 0);
+	cr_assert_eq(m.nr_areas, 2, "a hugetlb area merged with a normal one");
+	cr_assert_eq(model_find(&m, 2 * H)->hshift, 21);
+	cr_assert_eq(model_find(&m, 3 * H)->hshift, 0);
+	model_mark_missing(&m, H, 3 * H);
+	/* Move the second huge page away: both parts stay hugetlb. */
+	cr_assert_eq(model_remap(&m, 2 * H, 8 * H, H), 0);
+	cr_assert_eq(model_check(&m), 0);
+	v = model_find(&m, 8 * H);
+	cr_assert_not_null(v);
+	cr_assert_eq(v->hshift, 21);
+	cr_assert_eq(area_img_addr(v, 8 * H), 2 * H);
+	cr_assert_eq(model_find(&m, H)->hshift, 21);
+	cr_assert_eq(model_clone(&c, &m), 0);
+	cr_assert_eq(model_find(&c, 8 * H)->hshift, 21);
+	cr_assert_eq(model_find(&c, 3 * H)->hshift, 0);
+	model_free(&c);
+	model_free(&m);
+}

@@ -135,8 +135,8 @@ Test(track, moved_area_is_untracked_and_unprotected)
 Test(precopy, merge_parent_entries_split_by_eager_pages)
 {
 	static const struct dump_area areas[] = {
-		{ DUMP_ANON, PE_LAZY | PE_PRESENT, false },
-		{ DUMP_ANON, PE_PRESENT, false },
+		{ DUMP_ANON, PE_LAZY | PE_PRESENT, false, 0 },
+		{ DUMP_ANON, PE_PRESENT, false, 0 },
 	};
 	struct dump_range parent[] = {
 		{ 0x3000, 0x9000, 0 },
