@@ -725,6 +725,7 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		goto out;
 
 	preread(&d);
+	dump_pages_prealloc(&d.pg);	/* if it fails, dump_pages() tries again and says so */
 	ret = pt_seize(&d.pt, d.pid, why, sizeof(why));
 	if (ret < 0) {
 		char own[32];

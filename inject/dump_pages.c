@@ -272,6 +272,25 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
+/* Map the writer's buffers, faulted in, unless done already. 0 or -ENOMEM. */
+static int writer_mem(struct dump_writer *w)
+{
+	if (w->mem)
+		return 0;
+	w->mem = mmap(NULL, DUMP_NBUF * DUMP_BATCH, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (w->mem == MAP_FAILED) {
+		w->mem = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int dump_pages_prealloc(struct dump_pages *p)
+{
+	return writer_mem(&p->w);
+}
+
 /* Start the writer on FD, with every signal blocked in it (they are the main thread's). */
 static int writer_start(struct dump_writer *w, int fd)
 {
@@ -279,12 +298,8 @@ static int writer_start(struct dump_writer *w, int fd)
 	int ret;
 
 	w->fd = fd;
-	w->mem = mmap(NULL, DUMP_NBUF * DUMP_BATCH, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-	if (w->mem == MAP_FAILED) {
-		w->mem = NULL;
+	if (writer_mem(w) < 0)
 		return -ENOMEM;
-	}
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
 	sigfillset(&all);

@@ -100,6 +100,13 @@ struct dump_pages {
 	size_t capspans;
 };
 
+/*
+ * Map and fault in the writer's buffers (12 MiB), before the freeze: the
+ * page faults cost several ms, more on a VM whose host took back freed
+ * memory. Optional (dump_pages() does it otherwise). 0 or -ENOMEM.
+ */
+int dump_pages_prealloc(struct dump_pages *p);
+
 /* Open the target's pagemap and the buffers. Returns 0 or -errno with P->why. */
 int dump_pages_open(struct dump_pages *p);
 
