@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <linux/kcmp.h>
 #include <poll.h>
 #include <signal.h>
@@ -45,6 +46,7 @@ struct dump {
 	struct precopy pc;	/* pre-copy: the tracker and the chain */
 	bool pc_on;
 	bool pc_reset;		/* the written set was reset: the previous round is spent */
+	bool stopped;		/* --leave-stopped: stopped once the pages were read */
 
 	struct procfs_maps maps;
 	struct procfs_maps pre;	/* smaps read before the freeze (preread()) */
@@ -418,6 +420,53 @@ static int precopy_finish(struct dump *d)
 	return 0;
 }
 
+static void let_go(struct dump *d);
+static int stop_target(struct dump *d);
+
+/*
+ * Every page is read: the writes need not hold the target. Let it go (or
+ * stop it, with --leave-stopped) while dump_pages() waits for its writer.
+ */
+static void pages_read(void *ctx)
+{
+	struct dump *d = ctx;
+
+	phase(d, "pages read");
+	d->st->read_ahead = true;
+	if (!d->o->leave_stopped)
+		let_go(d);
+	else if (stop_target(d) == 0)
+		d->stopped = true;
+}
+
+/*
+ * Size the writer's ring for a dump that lets the target go (or stops it)
+ * once every page is read, so that the reads fit in it before the freeze
+ * ends (DUMP_NBUF_MAX at most; beyond it the reads wait for the writes as
+ * before): the last round of a chain reads about what the round before it
+ * copied, so twice that; any other dump at most the target's resident set.
+ */
+static unsigned read_ahead_ring(const struct dump *d)
+{
+	char path[PATH_MAX];
+	struct stat sb;
+	long long kb;
+	uint64_t n;
+
+	if (d->o->prev) {
+		snprintf(path, sizeof(path), "%s/pages-1.img", d->o->prev);
+		if (stat(path, &sb) < 0)
+			return DUMP_NBUF_MAX;
+		n = DUMP_NBUF + 2 * (uint64_t)sb.st_size / DUMP_BATCH + 1;
+	} else {
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)d->pid);
+		if (procfs_field_num(path, "VmRSS", &kb) < 0 || kb < 0)
+			return DUMP_NBUF;
+		n = DUMP_NBUF + (uint64_t)kb * 1024 / DUMP_BATCH + 1;
+	}
+	return n > DUMP_NBUF_MAX ? DUMP_NBUF_MAX : (unsigned)n;
+}
+
 /* Create the pages file and fill it with every page worth keeping, in address order. */
 static int dump_pages_file(struct dump *d)
 {
@@ -435,6 +484,10 @@ static int dump_pages_file(struct dump *d)
 	p->pages_name = d->img.tmp[DUMP_F_PAGES];
 	p->interrupted = &dump_interrupted;
 	p->st = d->st;
+	if (p->nbuf > DUMP_NBUF) {	/* sized by read_ahead_ring() */
+		p->read_done = pages_read;
+		p->read_done_ctx = d;
+	}
 	if (d->pc_on) {
 		p->tracked = d->pc.tracked;
 		p->copy = d->pc.copy;
@@ -603,6 +656,9 @@ static void summary(const struct dump *d)
 		st->read_s > 0 ? (double)(st->pages * DUMP_PAGE) / st->read_s / 1e6 : 0.0,
 		st->total_s > 0 ? (double)(st->pages * DUMP_PAGE) / st->total_s / 1e6 : 0.0,
 		d->o->kill ? "killed" : d->o->leave_stopped ? "left stopped (SIGSTOP)" : "left running");
+	if (st->read_ahead)
+		fprintf(d->o->out, "uffd-inject: pages read ahead of their writing: the target was "
+			"%s once the last one was read\n", d->o->leave_stopped ? "stopped" : "let go");
 	if (st->areas_read != DUMP_AREAS_FROZEN)
 		fprintf(d->o->out, "uffd-inject: VmFlags %s\n", st->areas_read == DUMP_AREAS_BEFORE ?
 			"read before the freeze (maps unchanged at it, VmFlags checked after)" :
@@ -725,6 +781,8 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		goto out;
 
 	preread(&d);
+	if (!o->predump && !o->kill && !o->hold)
+		d.pg.nbuf = read_ahead_ring(&d);
 	dump_pages_prealloc(&d.pg);	/* if it fails, dump_pages() tries again and says so */
 	ret = pt_seize(&d.pt, d.pid, why, sizeof(why));
 	if (ret < 0) {
@@ -788,7 +846,8 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		dfail(&d, ret, "%s", d.pc.why);
 	/* Stopped, the target holds still for the check of its VmFlags. */
 	if (ret == 0 && o->leave_stopped) {
-		ret = stop_target(&d);
+		if (!d.stopped)
+			ret = stop_target(&d);
 		if (ret == 0 && d.pc_on)
 			precopy_unregister(&d.pc, &d.maps);	/* through our copy: it need not run */
 		if (ret == 0 && (ret = recheck_flags(&d)) < 0)

@@ -64,6 +64,7 @@ struct dump_stats {
 	double frozen_s;	/* from the freeze to the detach (or the kill) */
 	double total_s;
 	enum dump_areas_read areas_read;
+	bool read_ahead;	/* let go (or stopped) once read, before the pages file was written */
 	/* Pre-copy rounds only. */
 	unsigned round;		/* 1 for the first of a chain */
 	uint64_t written_pages;	/* the written set read (zero pages included) */

@@ -732,6 +732,8 @@ Test(precopy, dump_prev_images_ends_tracking, .init = setup, .fini = teardown, .
 	rc = tool(da, out, sizeof(out), err, sizeof(err));
 	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
 	cr_assert_not_null(strstr(out, "tracking ended"), "%s", out);
+	cr_assert_not_null(strstr(out, "read ahead of their writing: the target was let go"),
+			   "%s", out);
 	uffd_state(pid, &nfds, &nuw);
 	cr_assert_eq(nfds, 0, "%d userfaultfds left in it", nfds);
 	cr_assert_eq(nuw, 0, "%d areas still registered", nuw);
@@ -944,6 +946,9 @@ Test(precopy, areas_read_before_the_freeze, .init = setup, .fini = teardown, .ti
 	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
 	cr_assert_not_null(strstr(out, "VmFlags read before the freeze"), "%s", out);
 	cr_assert_not_null(strstr(out, "left stopped"), "%s", out);
+	/* Stopped once every page was read, before the pages file was written. */
+	cr_assert_not_null(strstr(out, "read ahead of their writing: the target was stopped"),
+			   "%s", out);
 	restore_and_verify(pid, log);
 }
 
