@@ -46,7 +46,8 @@ struct dump {
 	struct precopy pc;	/* pre-copy: the tracker and the chain */
 	bool pc_on;
 	bool pc_reset;		/* the written set was reset: the previous round is spent */
-	bool stopped;		/* --leave-stopped: stopped once the pages were read */
+	bool stopped;		/* --leave-stopped: we stopped it (SIGCONT if the dump fails) */
+	bool was_stopped;	/* it was in a group stop before the dump: leave it so */
 
 	struct procfs_maps maps;
 	struct procfs_maps pre;	/* smaps read before the freeze (preread()) */
@@ -780,6 +781,12 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	if (ret < 0)
 		goto out;
 
+	if (o->leave_stopped) {
+		struct procfs_stat ps;
+
+		d.was_stopped = procfs_read_stat(d.pid, &ps, why, sizeof(why)) == 0 &&
+				ps.state == 'T';
+	}
 	preread(&d);
 	if (!o->predump && !o->kill && !o->hold)
 		d.pg.nbuf = read_ahead_ring(&d);
@@ -846,20 +853,23 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		dfail(&d, ret, "%s", d.pc.why);
 	/* Stopped, the target holds still for the check of its VmFlags. */
 	if (ret == 0 && o->leave_stopped) {
-		if (!d.stopped)
-			ret = stop_target(&d);
+		if (!d.stopped && (ret = stop_target(&d)) == 0)
+			d.stopped = true;
 		if (ret == 0 && d.pc_on)
 			precopy_unregister(&d.pc, &d.maps);	/* through our copy: it need not run */
-		if (ret == 0 && (ret = recheck_flags(&d)) < 0)
-			syscall(SYS_pidfd_send_signal, d.pidfd, SIGCONT, NULL, 0);
+		if (ret == 0)
+			ret = recheck_flags(&d);
 	}
-	if (ret == 0 && (ret = publish(&d)) < 0 && o->leave_stopped)
-		syscall(SYS_pidfd_send_signal, d.pidfd, SIGCONT, NULL, 0);
+	if (ret == 0)
+		ret = publish(&d);
 	if (ret == 0 && o->kill)
 		ret = kill_target(&d);
 	if (ret == 0 && o->hold)
 		hold(&d, h);
 out:
+	/* A failed dump leaves the target running, as it was (stopped if it was). */
+	if (ret < 0 && d.stopped && !d.was_stopped)
+		syscall(SYS_pidfd_send_signal, d.pidfd, SIGCONT, NULL, 0);
 	if (ret == 0)
 		d.img.made_dir = false;
 	else if (d.core_on && d.img.dirfd >= 0)
