@@ -1,17 +1,21 @@
 /*
  * Restore a process from images without CRIU.
  *
- * A forked helper prepares what needs no memory of the old process (open
- * files at their numbers, cwd, umask, signal handlers, sigaltstack, tid
- * address, robust list, comm, the userfaultfd), maps a two-page trampoline
- * (a syscall instruction and a scratch page) at an address free in both
- * layouts, blocks every signal and sleeps. We seize it and, through the
- * trampoline, unmap everything it had, move its vdso and vvar to the dumped
- * addresses, map every dumped area (files from the same files, anonymous
- * areas empty), write the eager pages, set the mm fields and rseq, hand the
- * userfaultfd to the manager, unmap the trampoline, install the dumped
- * registers, FPU state and signal mask, and let it go. It never runs a
- * user-space instruction of its own after it is seized.
+ * A helper, forked at the dumped pid when that is free, prepares what needs
+ * no memory of the old process (open files at their numbers, cwd, umask,
+ * signal handlers, the main thread's sigaltstack, tid address, robust list
+ * and comm, the userfaultfd), maps a two-page trampoline (a syscall
+ * instruction and a scratch page) at an address free in both layouts,
+ * blocks every signal and sleeps. We seize it and, through the trampoline,
+ * unmap everything it had, move its vdso and vvar to the dumped addresses,
+ * map every dumped area (files from the same files, anonymous areas empty),
+ * write the eager pages, set the mm fields, clone every other thread (at its
+ * dumped tid when free; each traced from birth, stopped before its first
+ * instruction) and give each its own sigaltstack, robust list, rseq and
+ * name, set the main thread's rseq, hand the userfaultfd to the manager,
+ * unmap the trampoline, install every thread's dumped registers, FPU state
+ * and signal mask, and let them go. No thread runs a user-space
+ * instruction of its own before all of that is done.
  *
  * This file runs the steps in order and cleans up: restore_plan.c reads the
  * images and plans, restore_helper.c is the helper, restore_build.c the
@@ -77,6 +81,10 @@ static void cleanup(struct rs *r, bool ok)
 		img_task_free(&r->task, &r->cache);
 	if (r->core)
 		core_entry__free_unpacked(r->core, NULL);
+	for (size_t i = 1; i < r->nth; i++)
+		if (r->th[i].core)
+			core_entry__free_unpacked(r->th[i].core, NULL);
+	free(r->th);
 	if (r->fs)
 		fs_entry__free_unpacked(r->fs, NULL);
 	for (size_t i = 0; i < r->nfiles; i++)
@@ -85,6 +93,7 @@ static void cleanup(struct rs *r, bool ok)
 		fdinfo_entry__free_unpacked(r->fdi[i], NULL);
 	free(r->files);
 	free(r->fdi);
+	free(r->extra);
 	free(r->vma_mf);
 	free(r->vma_wr);
 }
@@ -133,13 +142,20 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 	st->total_s = since(&r->t0);
 	if (ret == 0) {
 		st->pid = r->child;
+		for (size_t i = 0; i < r->nth; i++)
+			if (r->th[i].now != (pid_t)r->th[i].tid)
+				fprintf(stderr, "uffd-inject: restore: %s: %s %u is now %s %d (%u: %s)\n",
+					o->dir, i ? "thread" : "pid", r->th[i].tid,
+					i ? "tid" : "pid", (int)r->th[i].now, r->th[i].tid,
+					r->th[i].err == EEXIST ? "taken" : strerror(r->th[i].err));
 		if (o->out) {
 			fprintf(o->out, "%d\n", (int)r->child);
 			fprintf(o->out, "uffd-inject: restored %s (pid %u) as pid %d in %.1f ms: "
-				"%" PRIu64 " pages written, %" PRIu64 " lazy%s, %u syscalls\n",
+				"%" PRIu64 " pages written, %" PRIu64 " lazy%s, %u syscalls, "
+				"%u thread%s (%u not at the dumped tid)\n",
 				o->dir, r->pid, (int)r->child, st->total_s * 1e3, st->eager_pages,
 				st->lazy_pages, o->eager ? "" : " (served by the manager)",
-				st->syscalls);
+				st->syscalls, st->threads, st->threads == 1 ? "" : "s", st->moved);
 			fflush(o->out);
 		}
 	} else {

@@ -1,5 +1,5 @@
 /*
- * uffd-inject restore: bring back a single-threaded process dumped with
+ * uffd-inject restore: bring back a process and its threads dumped with
  * `uffd-inject dump --kill`, without CRIU: a forked helper is emptied and
  * rebuilt in place through the ptrace engine, its anonymous memory left
  * empty and handed to uffd-manager, which serves it on demand.
@@ -29,6 +29,8 @@ struct restore_stats {
 	uint64_t eager_pages;	/* written before it ran */
 	uint64_t lazy_pages;	/* left to the manager */
 	unsigned syscalls;	/* run in the helper */
+	unsigned threads;	/* brought back, the main one included */
+	unsigned moved;		/* of them, not at their dumped tid (it was taken) */
 	double total_s;		/* from the start to the process running */
 };
 

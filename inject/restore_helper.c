@@ -314,6 +314,29 @@ static void helper(struct rs *r, int wfd)
 		pause();	/* every signal blocked: only ptrace wakes us */
 }
 
+/*
+ * Fork at pid WANT (clone3 with set_tid, which needs CAP_SYS_ADMIN or
+ * CAP_CHECKPOINT_RESTORE over our pid namespace), or, when it is taken or
+ * not ours to ask, at any pid with *ERR saying why. This tool is
+ * single-threaded here, so the raw clone is a fork without atfork handlers,
+ * and the child runs only plain system calls and stdio until it is rebuilt.
+ */
+static pid_t fork_at(pid_t want, int *err)
+{
+	pid_t tid = want;
+	struct clone_args_ {
+		uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+		uint64_t set_tid, set_tid_size, cgroup;
+	} ca = { .exit_signal = SIGCHLD, .set_tid = (uintptr_t)&tid, .set_tid_size = 1 };
+	long ret = syscall(SYS_clone3, &ca, sizeof(ca));
+
+	*err = 0;
+	if (ret >= 0)
+		return (pid_t)ret;
+	*err = errno;
+	return fork();
+}
+
 /* Fork the helper and wait until it is ready. */
 int restore_helper_start(struct rs *r)
 {
@@ -324,7 +347,7 @@ int restore_helper_start(struct rs *r)
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return rs_fail(r, errno, "pipe: %s", strerror(errno));
 	fflush(NULL);
-	r->child = fork();
+	r->child = fork_at((pid_t)r->pid, &r->th[0].err);
 	if (r->child < 0) {
 		close(pfd[0]);
 		close(pfd[1]);
@@ -356,6 +379,7 @@ int restore_helper_start(struct rs *r)
 		return rs_fail(r, EIO, "the helper did not close its pipe");
 	}
 	close(pfd[0]);
+	r->th[0].now = r->child;
 	r->pidfd = (int)syscall(SYS_pidfd_open, r->child, 0);
 	if (r->pidfd < 0)
 		return rs_fail(r, errno, "pidfd_open: %s", strerror(errno));

@@ -24,6 +24,7 @@
 
 #define RS_PAGE		4096ull
 #define RS_MAX_MAPFILES	256
+#define RS_MAX_THREADS	1024
 #define RS_TASK_TOP	0x7ffffffff000ull	/* 47-bit user space */
 #define RS_FEATURES	(UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | \
 			 UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | \
@@ -49,6 +50,15 @@ struct rs_special {
 	bool vdso;
 };
 
+/* A thread to bring back: its record, the tid it had and the one it got. */
+struct rs_thread {
+	CoreEntry *core;	/* core-TID.img; th[0]'s is the main thread's, r->core */
+	uint32_t tid;		/* as dumped */
+	pid_t now;		/* as restored */
+	int pti;		/* its index among the threads the engine holds */
+	int err;		/* why it is not at its dumped tid (an errno), or 0 */
+};
+
 struct rs {
 	const struct restore_opts *o;
 	struct restore_stats *st;
@@ -57,7 +67,9 @@ struct rs {
 	struct pages_cache cache;
 	struct img_task task;
 	bool task_loaded;
-	CoreEntry *core;
+	CoreEntry *core;		/* the main thread's (th[0].core) */
+	struct rs_thread *th;		/* every thread, the main one first */
+	size_t nth;
 	FsEntry *fs;
 	FileEntry **files;
 	size_t nfiles;
@@ -70,6 +82,8 @@ struct rs {
 	struct rs_special sp[8];
 	int nsp;
 	uint64_t tramp;			/* syscall insn page; tramp + RS_PAGE is the scratch page */
+	uint64_t (*extra)[2];		/* lazy pages written all the same, merged ranges */
+	int nextra;
 	pid_t child;
 	int pidfd;
 	struct pt pt;
@@ -86,6 +100,9 @@ int rs_fail(struct rs *r, int code, const char *fmt, ...) __attribute__((format(
 
 /* --page-server: LEN bytes of the dumped pages at image address A, into BUF. 0 or -errno (rs_fail said why). */
 int rs_fetch(struct rs *r, uint64_t a, uint64_t len, uint8_t *buf);
+
+/* The rseq registration of a thread's record, or NULL. */
+const RseqEntry *rs_rseq(const CoreEntry *core);
 
 /* The regular file with id ID in files.img, or NULL. */
 const RegFileEntry *rs_file_by_id(const struct rs *r, uint32_t id);
