@@ -423,6 +423,7 @@ static int cmd_lazy(int argc, char **argv)
 static const char restore_usage[] =
 	"usage: uffd-inject restore --images DIR [--socket S] [--eager] "
 	"[--stdio inherit|null|FILE]\n"
+	"                           [--pidns]\n"
 	"                           [--page-server HOST:PORT [--tls [--tls-cacert F]\n"
 	"                            [--tls-cacrl F] [--tls-cert F] [--tls-key F]\n"
 	"                            [--tls-no-cn-verify]]]\n";
@@ -444,6 +445,9 @@ static const char restore_help[] =
 	"  -D, --images DIR    the dump\n"
 	"  -s, --socket PATH   the manager's socket (default: uffd-manager's)\n"
 	"  -e, --eager         write every page before it runs; no manager needed\n"
+	"      --pidns         in a new pid namespace, under an init of ours (its pid\n"
+	"                      1), so that the dumped pid and tids are free whatever\n"
+	"                      runs here; prints the pid in ours (needs CAP_SYS_ADMIN)\n"
 	"      --stdio WHAT    fds 0-2 that were not files: inherit ours (default),\n"
 	"                      null (/dev/null), or FILE (output appended to FILE)\n"
 	"      --page-server HOST:PORT\n"
@@ -474,6 +478,7 @@ static int cmd_restore(int argc, char **argv)
 		{ "eager", no_argument, NULL, 'e' },
 		{ "stdio", required_argument, NULL, 'S' },
 		{ "page-server", required_argument, NULL, 'P' },
+		{ "pidns", no_argument, NULL, 'n' },
 		{ "tls", no_argument, NULL, 1000 },
 		{ "tls-cacert", required_argument, NULL, 1001 },
 		{ "tls-cacrl", required_argument, NULL, 1002 },
@@ -500,6 +505,9 @@ static int cmd_restore(int argc, char **argv)
 			break;
 		case 'e':
 			o.eager = true;
+			break;
+		case 'n':
+			o.pidns = true;
 			break;
 		case 'S':
 			if (!optarg[0]) {

@@ -60,14 +60,36 @@ static double since(const struct timespec *t0)
 	return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/*
+ * Collect every child and tracee of ours once the half-built process is
+ * killed: the helper (our child, or --pidns init's), the threads it cloned,
+ * traced from birth (one we did not get to adopt included: its leader
+ * cannot be reaped before it), and the init. This tool has no others.
+ */
+static void reap_all(void)
+{
+	for (int i = 0; i < 5000; i++) {
+		pid_t w = waitpid(-1, NULL, __WALL | WNOHANG);
+
+		if (w < 0 && errno == ECHILD)
+			return;
+		if (w <= 0)
+			usleep(1000);
+	}
+}
+
 static void cleanup(struct rs *r, bool ok)
 {
-	if (!ok && r->child > 0) {
-		kill(r->child, SIGKILL);
+	if (!ok && (r->child > 0 || r->init > 0)) {
+		if (r->child > 0)
+			kill(r->child, SIGKILL);
+		/* Its init gone, a pid namespace loses every process in it. */
+		if (r->init > 0)
+			kill(r->init, SIGKILL);
 		if (r->seized)
 			pt_detach(&r->pt);
 		r->seized = false;
-		waitpid(r->child, NULL, 0);
+		reap_all();
 	}
 	if (r->uffd >= 0)
 		close(r->uffd);
@@ -141,7 +163,14 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 		ret = restore_build(r);
 	st->total_s = since(&r->t0);
 	if (ret == 0) {
+		char ns[64] = "";
+
 		st->pid = r->child;
+		st->nspid = r->th[0].now;
+		st->init = r->init;
+		if (o->pidns)
+			snprintf(ns, sizeof(ns), " (pid %d in a new pid namespace)",
+				 (int)r->th[0].now);
 		for (size_t i = 0; i < r->nth; i++)
 			if (r->th[i].now != (pid_t)r->th[i].tid)
 				fprintf(stderr, "uffd-inject: restore: %s: %s %u is now %s %d (%u: %s)\n",
@@ -150,10 +179,10 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 					r->th[i].err == EEXIST ? "taken" : strerror(r->th[i].err));
 		if (o->out) {
 			fprintf(o->out, "%d\n", (int)r->child);
-			fprintf(o->out, "uffd-inject: restored %s (pid %u) as pid %d in %.1f ms: "
+			fprintf(o->out, "uffd-inject: restored %s (pid %u) as pid %d%s in %.1f ms: "
 				"%" PRIu64 " pages written, %" PRIu64 " lazy%s, %u syscalls, "
 				"%u thread%s (%u not at the dumped tid)\n",
-				o->dir, r->pid, (int)r->child, st->total_s * 1e3, st->eager_pages,
+				o->dir, r->pid, (int)r->child, ns, st->total_s * 1e3, st->eager_pages,
 				st->lazy_pages, o->eager ? "" : " (served by the manager)",
 				st->syscalls, st->threads, st->threads == 1 ? "" : "s", st->moved);
 			fflush(o->out);

@@ -21,11 +21,14 @@ struct restore_opts {
 	const char *stdio;	/* fds 0-2 that were not files: "inherit" (NULL), "null", or a path */
 	FILE *out;		/* the new pid and a summary; NULL for none */
 	const char *page_server;	/* "HOST:PORT": the manager fetches the lazy pages there */
+	bool pidns;		/* into a new pid namespace, under an init of ours */
 	struct tls_opts tls;	/* with page_server */
 };
 
 struct restore_stats {
 	pid_t pid;		/* of the restored process */
+	pid_t nspid;		/* its pid in its own pid namespace (--pidns), else pid */
+	pid_t init;		/* --pidns: the namespace's init (its parent), else 0 */
 	uint64_t eager_pages;	/* written before it ran */
 	uint64_t lazy_pages;	/* left to the manager */
 	unsigned syscalls;	/* run in the helper */

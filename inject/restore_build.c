@@ -1,6 +1,7 @@
 /*
  * The tracer side of a restore: see restore_build.h.
  */
+#include <dirent.h>
 #include <elf.h>
 #include <errno.h>
 #include <sched.h>
@@ -572,6 +573,34 @@ struct clone_args_ {
 };
 
 /*
+ * The tid, in our pid namespace, of the thread the helper just cloned: the
+ * one in /proc/PID/task we do not hold yet (clone3 returned its tid in the
+ * helper's namespace, which --pidns makes another).
+ */
+static pid_t new_tid(struct rs *r)
+{
+	char path[64];
+	struct dirent *de;
+	pid_t found = -1;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)r->child);
+	d = opendir(path);
+	while (d && (de = readdir(d))) {
+		pid_t t = (pid_t)strtol(de->d_name, NULL, 10);
+		int i;
+
+		for (i = 0; t > 0 && i < r->pt.nr_threads && r->pt.th[i].tid != t; i++)
+			;
+		if (t > 0 && i == r->pt.nr_threads)
+			found = t;
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/*
  * Make the other threads: clone3 run in the helper through the trampoline,
  * each at its dumped tid when that is free (set_tid), else at any tid with
  * the reason kept. Each is born traced and stops in the kernel before its
@@ -623,7 +652,11 @@ static int make_threads(struct rs *r)
 				return e;
 		}
 		t->now = (pid_t)res;
-		t->pti = pt_adopt(&r->pt, t->now);
+		t->host = r->o->pidns ? new_tid(r) : t->now;
+		if (t->host <= 0)
+			return rs_fail(r, ESRCH, "thread %u (tid %d): not found in /proc/%d/task",
+				       t->tid, (int)t->now, (int)r->child);
+		t->pti = pt_adopt(&r->pt, t->host);
 		if (t->pti < 0)
 			return rs_fail(r, -t->pti, "thread %u (tid %d) did not stop at birth: %s",
 				       t->tid, (int)t->now, strerror(-t->pti));
@@ -708,7 +741,7 @@ static int set_regs(struct rs *r, const struct rs_thread *t)
 	struct user_regs_struct u;
 	uint64_t mask = th->has_blk_sigset ? th->blk_sigset : r->core->tc->blk_sigset;
 	struct iovec iov = { xs->data, xs->len };
-	pid_t tid = t->now;
+	pid_t tid = t->host;
 
 	memset(&u, 0, sizeof(u));
 	u.r15 = g->r15; u.r14 = g->r14; u.r13 = g->r13; u.r12 = g->r12;

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -69,12 +71,14 @@ static int lift(int fd, int hi)
 }
 
 /* Block every signal, die with us, and check the dump's fds fit. */
-static void helper_init(struct rs *r, struct hs *h)
+static void helper_init(struct rs *r, struct hs *h, int pid_err)
 {
 	sigset_t all;
 
 	memset(h->rep, 0, sizeof(*h->rep));
 	h->rep->uffd = -1;
+	h->rep->nspid = getpid();
+	h->rep->pid_err = pid_err;
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
@@ -290,12 +294,15 @@ static void set_thread(struct rs *r, struct hs *h)
 	prctl(PR_SET_NAME, tc->comm, 0, 0, 0);
 }
 
-/* The helper: set up everything that needs no memory of the old process, then sleep. */
-static void helper(struct rs *r, int wfd)
+/*
+ * The helper: set up everything that needs no memory of the old process,
+ * then sleep. PID_ERR: why it is not at the dumped pid, or 0.
+ */
+static void helper(struct rs *r, int wfd, int pid_err)
 {
 	struct hs h = { .wfd = wfd, .rep = &r->rep, .maxfd = 2, .stdio_fd = -1, .hi = 3 };
 
-	helper_init(r, &h);
+	helper_init(r, &h, pid_err);
 	map_trampoline(r, &h);
 	open_files(r, &h);
 	lift_all(&h, r->nfdi, r->nmf);
@@ -337,26 +344,104 @@ static pid_t fork_at(pid_t want, int *err)
 	return fork();
 }
 
-/* Fork the helper and wait until it is ready. */
+/*
+ * --pidns: the init of a new pid namespace (its pid 1): fork the helper at
+ * the dumped pid there, which is free unless it is 1, then reap every child
+ * (the restored process, and any orphan of it) and exit as the restored
+ * process did, which ends the namespace.
+ */
+static void pidns_init(struct rs *r, int wfd) __attribute__((noreturn));
+
+static void pidns_init(struct rs *r, int wfd)
+{
+	int err, st, code = 0;
+	pid_t h, w;
+
+	prctl(PR_SET_NAME, "uffd-pidns-init", 0, 0, 0);
+	h = fork_at((pid_t)r->pid, &err);
+	if (h == 0)
+		helper(r, wfd, err);
+	if (h < 0) {
+		memset(&r->rep, 0, sizeof(r->rep));
+		errno = errno ? errno : EIO;
+		report_fail(wfd, &r->rep, "fork in the new pid namespace: %s", strerror(errno));
+	}
+	close_range(0, ~0u, 0);
+	for (;;) {
+		w = wait(&st);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			break;
+		if (w == h)
+			code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	}
+	_exit(code);
+}
+
+/* Fork the init of a new pid namespace (clone3 with CLONE_NEWPID). */
+static pid_t fork_pidns(void)
+{
+	struct clone_args_ {
+		uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+	} ca = { .flags = CLONE_NEWPID, .exit_signal = SIGCHLD };
+	long ret = syscall(SYS_clone3, &ca, sizeof(ca));
+
+	return ret < 0 ? -1 : (pid_t)ret;
+}
+
+/* --pidns: the helper is the only child of the init; its pid in ours. */
+static pid_t pidns_helper(pid_t init)
+{
+	char path[64], buf[64];
+	long pid = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)init, (int)init);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n > 0) {
+		buf[n] = '\0';
+		pid = strtol(buf, NULL, 10);
+	}
+	return pid > 0 ? (pid_t)pid : -1;
+}
+
+/* Fork the helper (under a pid namespace's init with --pidns) and wait until it is ready. */
 int restore_helper_start(struct rs *r)
 {
 	struct pollfd p;
-	int pfd[2];
+	int pfd[2], err = 0;
+	pid_t f;
 	ssize_t n;
 
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return rs_fail(r, errno, "pipe: %s", strerror(errno));
 	fflush(NULL);
-	r->child = fork_at((pid_t)r->pid, &r->th[0].err);
-	if (r->child < 0) {
+	f = r->o->pidns ? fork_pidns() : fork_at((pid_t)r->pid, &err);
+	if (f < 0) {
+		err = errno;
 		close(pfd[0]);
 		close(pfd[1]);
-		return rs_fail(r, errno, "fork: %s", strerror(errno));
+		if (r->o->pidns)
+			return rs_fail(r, err, "clone3(CLONE_NEWPID): %s%s", strerror(err),
+				       err == EPERM ? " (--pidns needs CAP_SYS_ADMIN)" : "");
+		return rs_fail(r, err, "fork: %s", strerror(err));
 	}
-	if (r->child == 0) {
+	if (f == 0) {
 		close(pfd[0]);
-		helper(r, pfd[1]);
+		if (r->o->pidns)
+			pidns_init(r, pfd[1]);
+		helper(r, pfd[1], err);
 	}
+	if (r->o->pidns)
+		r->init = f;
+	else
+		r->child = f;
 	close(pfd[1]);
 	p.fd = pfd[0];
 	p.events = POLLIN;
@@ -379,7 +464,11 @@ int restore_helper_start(struct rs *r)
 		return rs_fail(r, EIO, "the helper did not close its pipe");
 	}
 	close(pfd[0]);
-	r->th[0].now = r->child;
+	if (r->o->pidns && (r->child = pidns_helper(r->init)) < 0)
+		return rs_fail(r, ESRCH, "the helper in the new pid namespace is gone");
+	r->th[0].now = r->rep.nspid;
+	r->th[0].host = r->child;
+	r->th[0].err = r->rep.pid_err;
 	r->pidfd = (int)syscall(SYS_pidfd_open, r->child, 0);
 	if (r->pidfd < 0)
 		return rs_fail(r, errno, "pidfd_open: %s", strerror(errno));

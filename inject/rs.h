@@ -35,6 +35,8 @@ struct rs_report {
 	int err;
 	int uffd;			/* its fd number in the helper, -1 if none */
 	int mapfd[RS_MAX_MAPFILES];	/* of each mapped file, in rs->mf order */
+	pid_t nspid;			/* its pid as it sees it (in its pid namespace) */
+	int pid_err;			/* why that is not the dumped pid, or 0 */
 	char msg[256];
 };
 
@@ -54,7 +56,8 @@ struct rs_special {
 struct rs_thread {
 	CoreEntry *core;	/* core-TID.img; th[0]'s is the main thread's, r->core */
 	uint32_t tid;		/* as dumped */
-	pid_t now;		/* as restored */
+	pid_t now;		/* as restored, in its pid namespace */
+	pid_t host;		/* the same in ours (they differ with --pidns) */
 	int pti;		/* its index among the threads the engine holds */
 	int err;		/* why it is not at its dumped tid (an errno), or 0 */
 };
@@ -84,7 +87,8 @@ struct rs {
 	uint64_t tramp;			/* syscall insn page; tramp + RS_PAGE is the scratch page */
 	uint64_t (*extra)[2];		/* lazy pages written all the same, merged ranges */
 	int nextra;
-	pid_t child;
+	pid_t child;			/* the helper, in our pid namespace */
+	pid_t init;			/* --pidns: the init of its namespace, or 0 */
 	int pidfd;
 	struct pt pt;
 	bool seized;

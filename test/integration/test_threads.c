@@ -645,3 +645,113 @@ Test(threads, crit_decodes_every_thread_core, .init = setup, .fini = teardown, .
 		free(out);
 	}
 }
+
+/* The last field of the NSpid line of /proc/PID/task/TID/status: its id in its own pid namespace. */
+static pid_t ns_tid(pid_t pid, pid_t tid)
+{
+	char path[96], *b, *p, *end;
+	long v = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)pid, (int)tid);
+	b = slurp(path);
+	p = strstr(b, "NSpid:");
+	cr_assert_not_null(p, "%s: no NSpid", path);
+	end = strchr(p, '\n');
+	for (char *q = p + 6; q && q < end; q = strpbrk(q, " \t")) {
+		while (*q == ' ' || *q == '\t')
+			q++;
+		if (q < end)
+			v = strtol(q, NULL, 10);
+	}
+	free(b);
+	return (pid_t)v;
+}
+
+/*
+ * --pidns: with the dumped pid and a tid taken here, the process comes back
+ * in a new pid namespace with every id as dumped, served lazily, each thread
+ * with its state; its init there is ours and goes when it goes.
+ */
+Test(threads, pidns_gives_back_every_dumped_id, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	char log[128], dir[128], out[2048], err[2048], path[96], *b, *pp;
+	const char *args[] = { "--log", log, "--mib", "4", NULL };
+	pid_t pid, tids[NTH], init, want[NTH], got[NTH];
+	int in, p[2], n = 0, st;
+	struct dirent *de;
+	struct ts_status s;
+	DIR *d;
+
+	if (!can_set_tid())
+		cr_skip_test("not root: a new pid namespace and given pids need CAP_SYS_ADMIN");
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	pid = wl_start(args, &in);
+	wait_started(log, pid, tids);
+	dump_kill(pid, dir, tids);
+	close(in);
+	cr_assert_eq(occupy(tids[0]), tids[0]);
+	cr_assert_eq(occupy(tids[3]), tids[3]);
+	ts_daemon_start(&dmn, NULL);
+	dmn_on = true;
+
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	{
+		const char *rargs[] = { "restore", "--images", dir, "--socket", dmn.sock,
+					"--pidns", NULL };
+		int rc = tool(rargs, p[0], out, sizeof(out), err, sizeof(err));
+
+		cr_assert_eq(rc, 0, "restore exit %d: %s", rc, err);
+	}
+	close(p[0]);
+	pid = (pid_t)strtol(out, NULL, 10);
+	cr_assert_gt(pid, 0, "%s", out);
+	kids[nkids++] = pid;
+	cr_assert_neq(pid, tids[0]);
+	snprintf(path, sizeof(path), "(pid %d in a new pid namespace)", (int)tids[0]);
+	cr_assert_not_null(strstr(out, path), "%s", out);
+	cr_assert_not_null(strstr(out, "6 threads (0 not at the dumped tid)"), "%s %s", out, err);
+	/* Its parent is the namespace's init, ours to reap once the tool is gone. */
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	b = slurp(path);
+	pp = strstr(b, "PPid:");
+	cr_assert_not_null(pp);
+	init = (pid_t)strtol(pp + 5, NULL, 10);
+	free(b);
+	cr_assert_gt(init, 1);
+	kids[nkids++] = init;
+	cr_assert_eq(ns_tid(init, init), 1, "the init is not pid 1 of the namespace");
+
+	/* Every thread has its dumped tid there. */
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	cr_assert_not_null(d);
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.' && n < NTH)
+			got[n++] = ns_tid(pid, (pid_t)strtol(de->d_name, NULL, 10));
+	closedir(d);
+	cr_assert_eq(n, NTH);
+	memcpy(want, tids, sizeof(want));
+	for (int i = 0; i < NTH; i++) {
+		int k;
+
+		for (k = 0; k < NTH && want[k] != got[i]; k++)
+			;
+		cr_assert_lt(k, NTH, "tid %d there was not dumped", (int)got[i]);
+		want[k] = -1;
+	}
+	check_all(log, pid, p[1], 1, 'd');
+	close(p[1]);
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	cr_assert_gt(s.tot->pages_copied, 0);
+	cr_assert_gt(s.tot->faults, 0);
+	ts_status_free(&s);
+
+	/* It ends, and its init with it. */
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(init, &st, 0), init);
+	forget(init);
+	forget(pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGKILL, "init status 0x%x", st);
+}
