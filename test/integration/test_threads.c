@@ -755,3 +755,37 @@ Test(threads, pidns_gives_back_every_dumped_id, .init = setup, .fini = teardown,
 	forget(pid);
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGKILL, "init status 0x%x", st);
 }
+
+/*
+ * dump --leave-stopped reads every thread's own state with syscalls run in
+ * that thread, blocked ones included: resumed with SIGCONT, each goes on
+ * with its state, its blocked call restarted (no EINTR), its memory whole.
+ */
+Test(threads, leave_stopped_then_every_thread_goes_on, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	char log[128], dir[128], ps[16], out[2048], err[2048], path[192], *b;
+	const char *args[] = { "--log", log, "--mib", "4", NULL };
+	const char *dargs[] = { "dump", "--pid", ps, "--images", dir, "--leave-stopped", NULL };
+	pid_t pid, tids[NTH];
+	int in, rc;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	pid = wl_start(args, &in);
+	wait_started(log, pid, tids);
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	rc = tool(dargs, -1, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	for (int i = 0; i < NTH; i++) {
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid, (int)tids[i]);
+		b = slurp(path);
+		cr_assert_not_null(strstr(b, ") T "), "thread %d not stopped: %s", (int)tids[i], b);
+		free(b);
+		snprintf(path, sizeof(path), "%s/core-%d.img", dir, (int)tids[i]);
+		cr_assert_eq(access(path, R_OK), 0, "%s is missing", path);
+	}
+	cr_assert_eq(kill(pid, SIGCONT), 0);
+	check_all(log, pid, in, 1, 'e');
+	close(in);
+}
