@@ -93,6 +93,9 @@ static void cleanup(struct rs *r, bool ok)
 	}
 	if (r->uffd >= 0)
 		close(r->uffd);
+	for (int i = 0; i < 2; i++)
+		if (r->keep[i] >= 0)
+			close(r->keep[i]);
 	rsr_close(r->ps);
 	r->ps = NULL;
 	if (r->pidfd >= 0)
@@ -140,6 +143,7 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 	r->o = o;
 	r->st = st;
 	r->dirfd = r->pidfd = r->uffd = -1;
+	r->keep[0] = r->keep[1] = -1;
 	clock_gettime(CLOCK_MONOTONIC, &r->t0);
 
 	ret = restore_plan_load(r);
@@ -161,6 +165,8 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 		ret = restore_helper_start(r);
 	if (ret == 0)
 		ret = restore_build(r);
+	if (ret == 0)
+		ret = restore_helper_release(r);
 	st->total_s = since(&r->t0);
 	if (ret == 0) {
 		char ns[64] = "";

@@ -20,6 +20,7 @@
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -348,14 +349,18 @@ static pid_t fork_at(pid_t want, int *err)
  * --pidns: the init of a new pid namespace (its pid 1): fork the helper at
  * the dumped pid there, which is free unless it is 1, then reap every child
  * (the restored process, and any orphan of it) and exit as the restored
- * process did, which ends the namespace.
+ * process did, which ends the namespace. It first waits for the tool to say
+ * the restore is done (a byte on KEEP, answered): if the tool dies or gives
+ * up first (end of file), it exits, and the namespace ends with it; before
+ * the helper is seized (PTRACE_O_EXITKILL) nothing else would end it.
  */
-static void pidns_init(struct rs *r, int wfd) __attribute__((noreturn));
+static void pidns_init(struct rs *r, int wfd, int keep) __attribute__((noreturn));
 
-static void pidns_init(struct rs *r, int wfd)
+static void pidns_init(struct rs *r, int wfd, int keep)
 {
 	int err, st, code = 0;
 	pid_t h, w;
+	char c;
 
 	prctl(PR_SET_NAME, "uffd-pidns-init", 0, 0, 0);
 	h = fork_at((pid_t)r->pid, &err);
@@ -366,6 +371,9 @@ static void pidns_init(struct rs *r, int wfd)
 		errno = errno ? errno : EIO;
 		report_fail(wfd, &r->rep, "fork in the new pid namespace: %s", strerror(errno));
 	}
+	close(wfd);
+	if (read(keep, &c, 1) != 1 || write(keep, &c, 1) != 1)
+		_exit(1);
 	close_range(0, ~0u, 0);
 	for (;;) {
 		w = wait(&st);
@@ -421,6 +429,12 @@ int restore_helper_start(struct rs *r)
 
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return rs_fail(r, errno, "pipe: %s", strerror(errno));
+	if (r->o->pidns && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, r->keep) < 0) {
+		err = errno;
+		close(pfd[0]);
+		close(pfd[1]);
+		return rs_fail(r, err, "socketpair: %s", strerror(err));
+	}
 	fflush(NULL);
 	f = r->o->pidns ? fork_pidns() : fork_at((pid_t)r->pid, &err);
 	if (f < 0) {
@@ -434,14 +448,19 @@ int restore_helper_start(struct rs *r)
 	}
 	if (f == 0) {
 		close(pfd[0]);
-		if (r->o->pidns)
-			pidns_init(r, pfd[1]);
+		if (r->o->pidns) {
+			close(r->keep[0]);
+			pidns_init(r, pfd[1], r->keep[1]);
+		}
 		helper(r, pfd[1], err);
 	}
-	if (r->o->pidns)
+	if (r->o->pidns) {
 		r->init = f;
-	else
+		close(r->keep[1]);
+		r->keep[1] = -1;
+	} else {
 		r->child = f;
+	}
 	close(pfd[1]);
 	p.fd = pfd[0];
 	p.events = POLLIN;
@@ -464,6 +483,9 @@ int restore_helper_start(struct rs *r)
 		return rs_fail(r, EIO, "the helper did not close its pipe");
 	}
 	close(pfd[0]);
+	if (getenv("UFFD_INJECT_TEST_DIE_AT") && !strcmp(getenv("UFFD_INJECT_TEST_DIE_AT"),
+							 "helper-ready"))
+		raise(SIGKILL);
 	if (r->o->pidns && (r->child = pidns_helper(r->init)) < 0)
 		return rs_fail(r, ESRCH, "the helper in the new pid namespace is gone");
 	r->th[0].now = r->rep.nspid;
@@ -472,5 +494,18 @@ int restore_helper_start(struct rs *r)
 	r->pidfd = (int)syscall(SYS_pidfd_open, r->child, 0);
 	if (r->pidfd < 0)
 		return rs_fail(r, errno, "pidfd_open: %s", strerror(errno));
+	return 0;
+}
+
+int restore_helper_release(struct rs *r)
+{
+	struct pollfd p = { .fd = r->keep[0], .events = POLLIN };
+	char c = 'k';
+
+	if (r->keep[0] < 0)
+		return 0;
+	if (write(r->keep[0], &c, 1) != 1 || poll(&p, 1, RS_READY_MS) != 1 ||
+	    read(r->keep[0], &c, 1) != 1)
+		return rs_fail(r, EIO, "the init of the new pid namespace did not answer");
 	return 0;
 }

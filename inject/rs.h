@@ -89,6 +89,7 @@ struct rs {
 	int nextra;
 	pid_t child;			/* the helper, in our pid namespace */
 	pid_t init;			/* --pidns: the init of its namespace, or 0 */
+	int keep[2];			/* --pidns: ours tells the init it may outlive us */
 	int pidfd;
 	struct pt pt;
 	bool seized;

@@ -789,3 +789,92 @@ Test(threads, leave_stopped_then_every_thread_goes_on, .init = setup, .fini = te
 	check_all(log, pid, in, 1, 'e');
 	close(in);
 }
+
+/* The pids of the children of PID (/proc/PID/task/PID/children), up to MAX. */
+static int children_of(pid_t pid, pid_t *out, int max)
+{
+	char path[96], *b, *p;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid, (int)pid);
+	b = slurp(path);
+	for (p = b; *p && n < max;) {
+		char *end;
+		long v = strtol(p, &end, 10);
+
+		if (end == p)
+			break;
+		out[n++] = (pid_t)v;
+		p = end;
+	}
+	free(b);
+	return n;
+}
+
+/*
+ * The tool killed once the helper is ready, before it is seized: nothing of
+ * the restore is left, with --pidns (its init sees the tool gone and ends
+ * the namespace) and without (the helper dies with its parent).
+ */
+static void tool_dies_early(bool pidns)
+{
+	char log[128], dir[128], bin[256];
+	const char *args[] = { "--log", log, "--mib", "2", NULL };
+	pid_t pid, tids[NTH], t, left[16];
+	int in, st, n;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	snprintf(bin, sizeof(bin), "%s/uffd-inject", build_dir());
+	pid = wl_start(args, &in);
+	wait_started(log, pid, tids);
+	dump_kill(pid, dir, tids);
+	close(in);
+	t = fork();
+	cr_assert_geq(t, 0);
+	if (t == 0) {
+		int nul = open("/dev/null", O_RDWR);
+
+		dup2(nul, 0);
+		dup2(nul, 1);
+		dup2(nul, 2);
+		close_range(3, ~0u, 0);
+		setenv("UFFD_INJECT_TEST_DIE_AT", "helper-ready", 1);
+		execl(bin, bin, "restore", "--images", dir, "--eager", "--stdio", "null",
+		      pidns ? "--pidns" : NULL, NULL);
+		_exit(127);
+	}
+	cr_assert_eq(waitpid(t, &st, 0), t);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the tool ended 0x%x", st);
+	/* What it left is ours now (subreaper): it must end by itself. */
+	for (int k = 0; k < 500 && (n = children_of(getpid(), left, 16)) > 0; k++) {
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		usleep(10000);
+	}
+	n = children_of(getpid(), left, 16);
+	for (int i = 0; i < n; i++) {
+		char path[64], *b;
+
+		snprintf(path, sizeof(path), "/proc/%d/comm", (int)left[i]);
+		b = slurp(path);
+		cr_log_error("left running: pid %d %s", (int)left[i], b);
+		free(b);
+		kids[nkids++] = left[i];
+	}
+	cr_assert_eq(n, 0, "%d processes of the restore were left", n);
+}
+
+Test(threads, tool_death_before_seize_leaves_nothing, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+	tool_dies_early(false);
+}
+
+Test(threads, tool_death_before_seize_leaves_nothing_pidns, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+	if (!can_set_tid())
+		cr_skip_test("not root: a new pid namespace needs CAP_SYS_ADMIN");
+	tool_dies_early(true);
+}
