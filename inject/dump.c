@@ -802,6 +802,12 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	}
 	d.seized = true;
 	clock_gettime(CLOCK_MONOTONIC, &d.t_frozen);
+	/* pt_seize puts a living leader first; a zombie one has no /proc/PID/maps to read. */
+	if (d.pt.th[0].tid != d.pid) {
+		ret = dfail(&d, ENOTSUP, "its main thread has exited (%d other threads run on): "
+			    "not supported", d.pt.nr_threads);
+		goto out;
+	}
 
 	ret = read_proc(&d);
 	if (ret == 0)
