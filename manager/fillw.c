@@ -8,6 +8,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fill.h"
@@ -17,6 +19,16 @@
 #include "serve.h"
 
 #define FW_SEGS		32	/* image runs in one job */
+/*
+ * Workers run at the lowest priority, so that a process woken from a fault
+ * and the loop take their CPU at once (at nice 0 a woken faulter could wait
+ * most of a time slice behind a worker: fault latency while filling was 10x
+ * the loop's alone). A loop that must wait for a worker's piece lends it
+ * nice 0 for the wait (with CAP_SYS_NICE; without it, it only yields), so
+ * a busy machine cannot starve the loop through it.
+ */
+#define FW_NICE		19
+#define FW_SPIN		256	/* pauses before the loop lends its priority */
 
 enum { W_IDLE, W_BUSY, W_DONE };
 
@@ -28,6 +40,7 @@ struct fw_seg {
 struct worker {
 	struct fillw_pool *p;
 	unsigned nap_us;	/* tests: sleep this long before each piece */
+	atomic_int tid;		/* its thread id, once it runs */
 	pthread_t th;
 	/* The job: written by the loop while W_IDLE, read by the worker while W_BUSY. */
 	struct target *t;	/* the loop's only */
@@ -77,6 +90,8 @@ static enum uffd_class place(struct worker *w, uint64_t addr, const uint8_t *src
 
 static void run_job(struct worker *w)
 {
+	unsigned retries = 0;
+
 	w->copied = w->zeroed = w->eexist = 0;
 	w->cls = UC_DONE;
 	w->upto = w->start;
@@ -92,6 +107,16 @@ static void run_job(struct worker *w)
 			if (atomic_load(&w->stop))
 				return;
 			c = place(w, s->addr + off, s->src ? s->src + off : NULL, len, &adv);
+			/*
+			 * Tests: a napping worker waits out EAGAIN (events pending)
+			 * instead of ending its job, as a worker that retried would:
+			 * only the quiesce before each read then keeps its next
+			 * piece from landing after the zap of a REMOVE.
+			 */
+			if (c == UC_RETRY && w->nap_us && retries++ < 1000) {
+				adv = 0;
+				continue;
+			}
 			if (c == UC_EXISTS)
 				w->eexist++;
 			else if (c == UC_DONE || c == UC_PARTIAL)
@@ -110,7 +135,11 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct fillw_pool *p = w->p;
 	uint64_t one = 1;
+	pid_t tid = (pid_t)syscall(SYS_gettid);
 
+	if (setpriority(PRIO_PROCESS, (id_t)tid, FW_NICE) < 0)
+		log_warn("fill worker: nice %d", FW_NICE);
+	atomic_store(&w->tid, tid);
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
 		while (atomic_load(&w->state) != W_BUSY && !p->quit)
@@ -166,6 +195,7 @@ static struct target *apply(struct worker *w)
 void fillw_quiesce(struct target *t)
 {
 	struct fillw_pool *p = t->d->fw;
+	bool lent = false;
 
 	if (!t->fw_jobs)
 		return;
@@ -175,13 +205,19 @@ void fillw_quiesce(struct target *t)
 		if (w->t != t)
 			continue;
 		atomic_store(&w->stop, true);
-		/* At most one piece: spin, and let the worker have the CPU if it shares ours. */
+		/* At most one piece: spin, then lend it our priority and let it have our CPU. */
 		for (unsigned k = 0; atomic_load_explicit(&w->state, memory_order_acquire) == W_BUSY; k++) {
-			if (k > 256)
-				sched_yield();
-			else
+			if (k < FW_SPIN) {
 				__builtin_ia32_pause();
+				continue;
+			}
+			if (k == FW_SPIN && !lent && atomic_load(&w->tid))
+				lent = setpriority(PRIO_PROCESS, (id_t)atomic_load(&w->tid), 0) == 0;
+			sched_yield();
 		}
+		if (lent)
+			setpriority(PRIO_PROCESS, (id_t)atomic_load(&w->tid), FW_NICE);
+		lent = false;
 		apply(w);
 	}
 }

@@ -121,6 +121,7 @@ struct target {
 	unsigned fw_jobs;	/* fill workers' jobs on it in flight (fillw.h) */
 	uint64_t fw_claimed;	/* the pages those jobs hold */
 	bool fw_hold;		/* a job ended short: no more jobs until the loop's own fill places pages */
+	uint64_t last_fault_ns;	/* when its last fault was read (fill workers wait for a quiet spell) */
 };
 
 /* "pid 1234 uffd 7:" (or "child of ..." while the pid is unknown) for log lines. */

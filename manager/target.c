@@ -414,6 +414,7 @@ static void apply_msg(struct target *t, const struct uffd_msg *m, uint64_t child
 {
 	switch (m->event) {
 	case UFFD_EVENT_PAGEFAULT:
+		t->last_fault_ns = now_ns();
 		t->st.faults++;
 		t->d->tot.faults++;
 		if (!t->pid && m->arg.pagefault.feat.ptid)

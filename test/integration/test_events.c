@@ -484,12 +484,13 @@ static int sc_dontneed_storm(struct ts_child *c)
 
 Test(events, dontneed_storm_with_fill_workers, .timeout = 120, .fini = teardown)
 {
-	const char *args[] = { "--fill-workers", "2", NULL };
+	/* The loop's own fill slowed to a page a step: most fronts are a worker's. */
+	const char *args[] = { "--fill-workers", "2", "--fill-chunk", "4K", NULL };
 	struct ts_child c = { .d = &dmn, .areas = storm_area, .n = 1, .seed = SEED, .imgdir = imgdir };
 	struct ts_status s;
 	pid_t pid;
 
-	setenv("UFFD_TEST_FILLW_NAP_US", "300", 1);
+	setenv("UFFD_TEST_FILLW_NAP_US", "50", 1);
 	setup(storm_area, 1, args);
 	unsetenv("UFFD_TEST_FILLW_NAP_US");
 	for (int run = 0; run < 3; run++) {
