@@ -221,8 +221,24 @@ static uint64_t smaps_page_size(pid_t pid, uint64_t start)
 	return size;
 }
 
+/*
+ * Is V shared memory whose contents only the process's mappings hold (shared
+ * anonymous, memfd or another deleted file, System V shm)? A hand-over
+ * leaves it resident; a dump refuses it (its contents would be lost).
+ */
+static bool shared_memory(const struct procfs_vma *v)
+{
+	const char *name = v->name ? v->name : "";
+
+	return v->perms[3] == 's' && !(v->vmflags & (PFV_HT | PFV_PF | PFV_IO | PFV_MM)) &&
+	       (v->inode == 0 || !strcmp(name, "/dev/zero (deleted)") ||
+		!strncmp(name, "[anon_shmem:", 12) || !strncmp(name, "/SYSV", 5) ||
+		has_suffix(name, " (deleted)"));
+}
+
 int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locked,
-			   bool allow_wp, VmaEntry **vmas, struct dump_area **areas, char *why, size_t len)
+			   bool allow_wp, bool resident_shared, VmaEntry **vmas,
+			   struct dump_area **areas, char *why, size_t len)
 {
 	char what[512];
 
@@ -240,7 +256,31 @@ int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locke
 
 		if (allow_wp)
 			vv.vmflags &= ~PFV_UW;
-		if (dump_classify(&vv, &(*vmas)[i], &(*areas)[i], what, sizeof(what)) < 0) {
+		if (resident_shared && shared_memory(&vv) &&
+		    !(vv.vmflags & (PFV_UM | PFV_UW | PFV_UI))) {
+			/*
+			 * A hand-over: the process keeps this memory, resident, and
+			 * its sharers see every write. Recorded as CRIU records
+			 * shared anonymous memory, with no pages: the manager does
+			 * not serve shared memory (yet), and restore refuses it.
+			 */
+			VmaEntry *e = &(*vmas)[i];
+			static const VmaEntry init = VMA_ENTRY__INIT;
+
+			*e = init;
+			e->start = v->start;
+			e->end = v->end;
+			e->pgoff = v->pgoff;
+			e->fd = -1;
+			e->shmid = v->inode;
+			e->prot = (v->perms[0] == 'r' ? PROT_READ : 0) |
+				  (v->perms[1] == 'w' ? PROT_WRITE : 0) |
+				  (v->perms[2] == 'x' ? PROT_EXEC : 0);
+			e->status = VMA_AREA_REGULAR | VMA_ANON_SHARED;
+			e->flags = MAP_SHARED | MAP_ANONYMOUS;
+			memset(&(*areas)[i], 0, sizeof((*areas)[i]));
+			(*areas)[i].note_locked = v->vmflags & PFV_LO;
+		} else if (dump_classify(&vv, &(*vmas)[i], &(*areas)[i], what, sizeof(what)) < 0) {
 			snprintf(why, len, "cannot dump: %s", what);
 			return -ENOTSUP;
 		}

@@ -59,10 +59,14 @@ int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, 
  * Classify every area of M (of process PID) into *VMAS and *AREAS, which the
  * caller frees, even on failure. Refuses mlock()ed areas with NO_LOCKED, else
  * notes them on stderr. ALLOW_WP: areas registered in write-protect mode (by
- * a pre-copy tracker) are taken as if they were not. Returns 0 or -errno with WHY.
+ * a pre-copy tracker) are taken as if they were not. RESIDENT_SHARED (a
+ * hand-over, where the process keeps running with its memory): shared
+ * memory (shared anonymous, memfd, System V; not hugetlb) is recorded in the
+ * layout only, without pages, instead of refused. Returns 0 or -errno with WHY.
  */
 int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locked,
-			   bool allow_wp, VmaEntry **vmas, struct dump_area **areas, char *why, size_t len);
+			   bool allow_wp, bool resident_shared, VmaEntry **vmas,
+			   struct dump_area **areas, char *why, size_t len);
 
 /*
  * Find the ranges of the NVMAS areas VMAS that must stay resident, from the

@@ -18,12 +18,14 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/resource.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "imgtask.h"
 #include "lazy.h"
 #include "manager.pb-c.h"
 #include "tcriu.h"
@@ -1075,4 +1077,51 @@ LAZY_TEST(pre_copy_records_poisoned_pages)
 	wait_served(&s, 1);
 	cr_assert_eq(s.tot->pages_poisoned, 3, "%" PRIu64, s.tot->pages_poisoned);
 	ts_status_free(&s);
+}
+
+/*
+ * Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS) no longer stops a
+ * hand-over: it stays resident in the process, recorded in the layout only
+ * (VMA_ANON_SHARED, its shmid, no pages), while the private memory is served
+ * lazily. A plain dump still refuses it (dump/refuses_shared_anon_untouched).
+ */
+LAZY_TEST(shared_memory_stays_resident)
+{
+	const char *wargs[] = { "--anon", "4", "--shared", NULL };
+	struct pages_cache c = { 0 };
+	struct img_err e = { "" };
+	struct img_task task;
+	struct lazy_stats st;
+	struct ts_status s;
+	const VmaEntry *sv = NULL;
+	char dir[128];
+	int dfd;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	assert_free(wa.pid);
+	cr_assert_geq(tw_status_bytes(wa.pid, "RssShmem"), 1 * MIB, "the shared memory was dropped: %" PRIu64,
+		      tw_status_bytes(wa.pid, "RssShmem"));
+	cr_assert_lt(st.anon_after, 2 * MIB, "the private memory was not handed over");
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_geq(dfd, 0);
+	cr_assert_eq(img_task_load(&task, dfd, (uint32_t)wa.pid, &c, &e), 0, "%s", e.msg);
+	for (size_t i = 0; i < task.mm->n_vmas; i++)
+		if (task.mm->vmas[i]->start == wa.shared.addr)
+			sv = task.mm->vmas[i];
+	cr_assert_not_null(sv, "no VMA at the shared region");
+	cr_assert_eq(sv->status, VMA_AREA_REGULAR | VMA_ANON_SHARED, "status 0x%x", sv->status);
+	cr_assert_eq(sv->flags, MAP_SHARED | MAP_ANONYMOUS, "flags 0x%x", sv->flags);
+	cr_assert_neq(sv->shmid, 0);
+	for (uint64_t a = sv->start; a < sv->end; a += 4096)
+		cr_assert_null(pagemap_find(task.pm, a), "a page of shared memory in the pagemap");
+	img_task_free(&task, &c);
+	close(dfd);
+	wait_served(&s, 1);
+	ts_status_free(&s);
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
 }
