@@ -32,12 +32,12 @@ static void account_fault(struct target *t, uint64_t t0)
 
 /*
  * Place [ADDR, ADDR+LEN) with one ioctl: a copy from SRC, zero pages when
- * SRC is NULL, or poisoned pages when POISON. Counts the outcome and sets
- * *ADV to how far to move on: the bytes placed, or the one page that was
- * already there.
+ * SRC is NULL, or poisoned pages when POISON, in pages of UNIT bytes (4 KiB,
+ * or a hugetlb page). Counts the outcome and sets *ADV to how far to move
+ * on: the bytes placed, or the one page that was already there.
  */
-static enum uffd_class place(struct target *t, uint64_t addr, uint64_t len, const void *src,
-			     bool poison, bool wake, uint64_t *adv)
+static enum uffd_class place(struct target *t, uint64_t addr, uint64_t len, uint64_t unit,
+			     const void *src, bool poison, bool wake, uint64_t *adv)
 {
 	const char *what = poison ? "UFFDIO_POISON" : src ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE";
 	struct uffd_result r;
@@ -55,9 +55,9 @@ static enum uffd_class place(struct target *t, uint64_t addr, uint64_t len, cons
 		 * keeps one area across kernel splits it never hears of
 		 * (mprotect, madvise): place less, down to the first page.
 		 */
-		if (r.cls != UC_STALE || len <= PG)
+		if (r.cls != UC_STALE || len <= unit)
 			break;
-		len = (len / 2) & ~(PG - 1);
+		len = (len / 2) & ~(unit - 1);
 	}
 	*adv = 0;
 	switch (r.cls) {
@@ -101,7 +101,7 @@ static enum uffd_class place(struct target *t, uint64_t addr, uint64_t len, cons
 enum uffd_class serve_place(struct target *t, uint64_t addr, uint64_t len, const void *src,
 			     bool wake, uint64_t *adv)
 {
-	return place(t, addr, len, src, false, wake, adv);
+	return place(t, addr, len, PG, src, false, wake, adv);
 }
 
 /* Did a placement leave the range in (fully, or past a page already there)? */
@@ -150,7 +150,7 @@ static enum uffd_class place_huge(struct target *t, struct area *v, uint64_t b, 
 		target_fail(t, b, -ENOMEM, "mmap of a huge zero page");
 		return UC_BUG;
 	}
-	c = place(t, b, hs, src, run.src == PM_POISON, wake, &adv);
+	c = place(t, b, hs, hs, src, run.src == PM_POISON, wake, &adv);
 	if (c == UC_EXISTS)
 		uffd_wake(t->uffd, b, hs);	/* place() woke only its first page */
 	if (c == UC_PARTIAL)
@@ -172,7 +172,9 @@ static enum uffd_class serve_huge(struct target *t, struct area *v, uint64_t add
 	for (uint64_t b = addr & ~(hs - 1); b < end && b < v->end; b += hs) {
 		enum uffd_class c;
 
-		if (!area_is_missing(v, b))
+		/* Any page of it missing (the model clears huge pages whole, but
+		 * never trust that to skip one for ever). */
+		if (!area_is_missing(v, b) && area_run(v, b, hs, false) == hs)
 			continue;
 		c = place_huge(t, v, b, false, wake);
 		if (!serve_placed(c))
@@ -199,7 +201,7 @@ enum uffd_class serve_range(struct target *t, struct area *v, uint64_t addr,
 
 		pagemap_resolve(pm, area_img_addr(v, addr), len, &run);
 		/* A page unreadable at dump time faults with SIGBUS, as it did there. */
-		c = place(t, addr, run.len, run.src == PM_DATA ? run.pf->base + run.off : NULL,
+		c = place(t, addr, run.len, PG, run.src == PM_DATA ? run.pf->base + run.off : NULL,
 			  run.src == PM_POISON, wake, &adv);
 		model_clear(&t->map, addr, addr + adv);
 		addr += adv;
@@ -387,11 +389,16 @@ bool serve_stale_for_good(struct target *t)
  */
 void serve_drop_stale(struct target *t, uint64_t a)
 {
+	struct area *v;
+
 	if (!t->stale_dropped++)
 		log_warnx("%s 0x%" PRIx64 " is no longer registered and no event says why; "
 			  "dropping that page from the model (more such pages are counted, not logged)",
 			  t->pfx, a);
-	model_clear(&t->map, a, a + PG);
+	v = model_find(&t->map, a);
+	if (v && v->hshift)	/* a huge page goes whole, or it would stay half missing */
+		a &= ~((1ull << v->hshift) - 1);
+	model_clear(&t->map, a, a + (v && v->hshift ? 1ull << v->hshift : PG));
 }
 
 /* Keep the daemon's count of processes with parked faults. */

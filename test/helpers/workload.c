@@ -5,7 +5,7 @@
  *   workload [--anon MIB] [--full] [--file PATH] [--file-pages N] [--shared]
  *            [--threads N] [--lock] [--own-uffd] [--idle-uffd] [--wipeonfork]
  *            [--guard] [--exiter] [--clone-vm] [--uring] [--poison] [--huge MIB]
- *            [--seed S]
+ *            [--huge-dontfork] [--seed S]
  *
  * Regions:
  *   anon   anonymous private, MIB MiB (default 4). Page i holds the pattern,
@@ -52,7 +52,9 @@
  * poisoned page would; 'v' leaves them out) and 'B' touches each: "B sigbus
  * N code C" when all N gave SIGBUS (C: the last si_code), else "B WHAT".
  * 'b' forks a child that does what 'v' and (with --poison) 'B' do, and
- * answers "b ok" or "b WHAT" once it has exited.
+ * answers "b ok" or "b WHAT" once it has exited. --huge-dontfork makes the
+ * huge region MADV_DONTFORK; 'Z' forks a child that only sleeps (it dies
+ * with us) and answers "Z PID".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -751,6 +753,7 @@ int main(int argc, char **argv)
 	bool wipeonfork = false, guard = false, exiter = false, clone_vm = false, uring = false;
 	bool poison = false;
 	size_t huge_mib = 0;
+	bool huge_dontfork = false;
 	char r[8][96];
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -779,6 +782,8 @@ int main(int argc, char **argv)
 			uring = true;
 		} else if (!strcmp(a, "--poison")) {
 			poison = true;
+		} else if (!strcmp(a, "--huge-dontfork")) {
+			huge_dontfork = true;
 		} else if (v && !strcmp(a, "--huge")) {
 			huge_mib = strtoul(v, NULL, 0), i++;
 		} else if (v && !strcmp(a, "--anon")) {
@@ -826,6 +831,8 @@ int main(int argc, char **argv)
 			else if (i % 4 == 2)
 				memset(w.huge.p + i * HPAGE, 0, HPAGE);
 		}
+		if (huge_dontfork && madvise(w.huge.p, w.huge.len, MADV_DONTFORK) < 0)
+			die("MADV_DONTFORK: %s", strerror(errno));
 	}
 	if (shared) {
 		w.shared.len = 1 << 20;
@@ -928,6 +935,15 @@ int main(int argc, char **argv)
 		} else if (c == 'b') {
 			bad = child_check(&w);
 			say("b %s\n", bad ? bad : "ok");
+		} else if (c == 'Z') {
+			pid_t z = fork();
+
+			if (z == 0) {
+				prctl(PR_SET_PDEATHSIG, SIGKILL);
+				for (;;)
+					pause();
+			}
+			say("Z %d\n", (int)z);
 		} else if (c == 'K') {
 			say("K %d\n", (int)fork_waiter(&w));
 		}

@@ -1125,3 +1125,36 @@ LAZY_TEST(shared_memory_stays_resident)
 	ts_status_free(&s);
 	cr_assert_str_eq(ask(&wa, "v"), "ok");
 }
+
+/*
+ * A child that did not inherit a hugetlb area (MADV_DONTFORK) has it in
+ * the model it got at the fork, but the kernel refuses every copy there
+ * (ENOENT, no event to explain it): the manager drops it from the child's
+ * model, a huge page at a time, and the child is fully served (it touches
+ * nothing; a half-dropped huge page would keep it unserved for ever).
+ */
+Test(lazy, dontfork_hugetlb_area_dropped_from_the_child, .init = setup, .fini = huge_teardown,
+     .timeout = 120)
+{
+	const char *wargs[] = { "--anon", "4", "--huge", "8", "--huge-dontfork", NULL };
+	struct lazy_stats st;
+	struct ts_status s;
+	const char *line;
+	char why[256];
+	int child = 0;
+
+	if (!th_reserve(8, why, sizeof(why)))
+		cr_skip_test("needs 8 free 2 MiB huge pages: %s", why);
+	huge_reserved = true;
+	daemon_up(NULL);
+	start(&wa, wargs);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	line = ask(&wa, "Z");
+	cr_assert_eq(sscanf(line, "Z %d", &child), 1, "%s", line);
+	cr_assert_gt(child, 0);
+	wait_served(&s, 2);
+	ts_status_free(&s);
+	cr_assert(ts_log_has(&dmn, "is no longer registered and no event says why"),
+		  "the child's hugetlb area was never found stale: nothing tested");
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+}
