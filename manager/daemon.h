@@ -57,6 +57,7 @@ struct daemon_opts {
 	bool no_collapse;		/* no MADV_COLLAPSE of served blocks */
 	const char *wset_dir;		/* working-set records (wset.h); NULL: none */
 	uint64_t fill_chunk;		/* bytes per background step */
+	unsigned fill_workers;		/* threads that fill, the loop counted (fillw.h) */
 	bool no_fill;
 	bool exit_when_done;
 	unsigned max_clients;		/* connections and served processes together */
@@ -131,6 +132,7 @@ struct daemon {
 	struct remote *remotes;		/* hand-overs' own page servers (restore --page-server), rserve.c */
 	struct loader *loader;		/* loads hand-overs off the loop (loader.h); NULL until one comes */
 	struct collapser *collapse;	/* makes huge pages (collapse.h); NULL until needed */
+	struct fillw_pool *fw;		/* the fill workers (fillw.h); NULL: the loop fills alone */
 	bool hold_exit;			/* more processes may come: do not stop at the last one */
 	bool fill_held;			/* no background fill yet (CRIU: until the restore says RSTF) */
 	/* Told when a process that was being served leaves (WHY: NULL when fully served). */

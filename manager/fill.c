@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "fill.h"
+#include "fillw.h"
 #include "rserve.h"
 #include "serve.h"
 #include "wset.h"
@@ -49,15 +50,19 @@ static bool fill_one(struct target *t)
 	enum uffd_class c = fill_ahead(t, &ahead, &a);
 
 	if (!ahead) {
-		if (!model_next_missing(&t->map, t->fill_cursor, &a) &&
-		    !model_next_missing(&t->map, 0, &a)) {
-			target_release(t);
+		if (!fillw_next(t, &a)) {
+			/* What is left is in the workers' hands: their reports release it. */
+			if (!t->fw_jobs)
+				target_release(t);
 			return false;
 		}
 		n = area_run(model_find(&t->map, a), a, t->d->o.fill_chunk, true);
+		n = fillw_clip(t, a, n);
 		c = serve_range(t, model_find(&t->map, a), a, n, true);
 		if (!t->dead)
 			t->fill_cursor = a + n;
+		if (c == UC_DONE)
+			t->fw_hold = false;
 	}
 	if (t->dead)
 		return false;
@@ -74,11 +79,26 @@ static bool fill_one(struct target *t)
 	default:
 		break;
 	}
-	if (t->map.nr_missing == 0 && !t->nr_faults) {
+	if (t->map.nr_missing == 0 && !t->nr_faults && !t->fw_jobs) {
 		target_release(t);
 		return false;
 	}
 	return true;
+}
+
+/* Whether T has background work the loop can do: missing pages that no worker holds. */
+static bool fill_wants(const struct target *t)
+{
+	return !t->remote && !t->nr_faults && t->map.nr_missing > t->fw_claimed;
+}
+
+void fill_feed(struct daemon *d)
+{
+	if (!d->fw || !daemon_fill_enabled(d))
+		return;
+	for (struct target *t = d->targets; t; t = t->next)
+		if (fill_wants(t) && !t->dead)
+			fillw_feed(d, t);
 }
 
 bool fill_step(struct daemon *d)
@@ -89,9 +109,10 @@ bool fill_step(struct daemon *d)
 		return false;
 	if (d->remote || d->remotes)
 		rserve_fill(d);
+	fill_feed(d);
 	/* The first process with work does a step, then goes to the back of the line. */
 	for (pp = &d->targets; (t = *pp); pp = &t->next)
-		if (!t->remote && !t->nr_faults && t->map.nr_missing)
+		if (fill_wants(t))
 			break;
 	if (!t)
 		return false;
@@ -105,7 +126,7 @@ bool fill_step(struct daemon *d)
 		t->next = NULL;
 	}
 	for (t = d->targets; t; t = t->next)
-		if (!t->remote && !t->nr_faults && t->map.nr_missing)
+		if (fill_wants(t))
 			return true;
 	return false;
 }

@@ -15,4 +15,7 @@
 /* Do one step of background fill on some process; false when none has work. */
 bool fill_step(struct daemon *d);
 
+/* Give the idle fill workers (fillw.h) jobs, from the processes with background work. */
+void fill_feed(struct daemon *d);
+
 #endif

@@ -16,6 +16,7 @@
 
 #include "client.h"
 #include "collapse.h"
+#include "fillw.h"
 #include "criu.h"
 #include "daemon.h"
 #include "fill.h"
@@ -67,6 +68,9 @@ static void usage(FILE *out)
 	      "                             (default: working-sets beside the socket)\n"
 	      "      --no-working-set       neither record nor replay working sets\n"
 	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
+	      "      --fill-workers N       threads that fill in the background, the event\n"
+	      "                             loop counted (1 to 8; default 2 with two CPUs or\n"
+	      "                             more, else 1)\n"
 	      "      --no-fill              serve on demand only\n"
 	      "      --exit-when-done       exit 0 once the last process is fully served\n"
 	      "      --max-clients N        processes served at once, forks included; more\n"
@@ -203,6 +207,7 @@ static void usage_criu(FILE *out)
 	      "      --spin USEC            poll while faults come densely (default 100)\n"
 	      "      --no-collapse          no huge pages made of fully served 2 MiB blocks\n"
 	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
+	      "      --fill-workers N       threads that fill, the event loop counted (default 2)\n"
 	      "      --no-fill              serve on demand only, even after RSTF\n"
 	      "      --no-proc-connector    do not subscribe to the proc connector\n"
 	      "      --no-keeper            no keeper process holding copies of the uffds\n"
@@ -251,6 +256,19 @@ static const char *default_wset_dir(const char *sock, char *buf, size_t len)
 		return NULL;
 	snprintf(buf, len, "%.*s/working-sets", (int)(slash - sock), sock);
 	return buf;
+}
+
+/* --fill-workers: 1 to FILLW_MAX. */
+static int opt_fill_workers(struct daemon *d, const char *arg)
+{
+	uint64_t v;
+
+	if (parse_size(arg, &v) < 0 || v < 1 || v > FILLW_MAX) {
+		fprintf(stderr, "uffd-manager: --fill-workers %s: want 1 to %d\n", arg, FILLW_MAX);
+		return -1;
+	}
+	d->o.fill_workers = (unsigned)v;
+	return 0;
 }
 
 /* --fill-chunk: a multiple of 4K up to 1G. */
@@ -460,13 +478,17 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	if (d->listen_fd >= 0 && (ret = loader_start(d, client_loaded)) < 0)
 		log_warnx("cannot start the image loader thread: %s (hand-overs will be refused)",
 			  strerror(-ret));
+	if ((ret = fillw_start(d, d->o.fill_workers)) < 0)
+		log_warnx("cannot start the fill workers: %s (the event loop fills alone)",
+			  strerror(-ret));
 	if (d->mode == MODE_CRIU && criu_listen(d, why, sizeof(why)) < 0)
 		fatalx("criu: cannot listen: %s", why);
 	if (!d->o.no_procconn)
 		d->pc = procconn_open(d);
-	log_info("listening on %s (fault window %" PRIu64 " KiB, fill %s, fd limit %u)",
+	log_info("listening on %s (fault window %" PRIu64 " KiB, fill %s with %u worker%s, fd limit %u)",
 		 d->mode == MODE_CRIU ? CRIU_SOCK_NAME : d->o.socket_path, d->o.fault_window >> 10,
-		 d->o.no_fill ? "off" : d->mode == MODE_CRIU ? "after RSTF" : "on", d->fd_limit);
+		 d->o.no_fill ? "off" : d->mode == MODE_CRIU ? "after RSTF" : "on",
+		 fillw_count(d), fillw_count(d) == 1 ? "" : "s", d->fd_limit);
 	if (ready_fd >= 0) {
 		if (write(ready_fd, "R", 1) != 1)
 			log_warn("--ready-fd %d", ready_fd);
@@ -481,6 +503,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 		client_close(d->clients);
 	loader_stop(d);		/* after the clients: their jobs are dropped */
 	collapse_stop(d);
+	fillw_stop(d);
 	procconn_close(d->pc);
 	if (d->listen_fd >= 0) {
 		close(d->listen_fd);
@@ -562,7 +585,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 {
 	enum { O_DAEMON = 256, O_PIDFILE, O_STATUS_FD, O_FILL_CHUNK, O_NO_FILL, O_NO_PROCCONN,
 	       O_PAGE_SERVER, O_ADDRESS, O_PORT, O_PS_TIMEOUT, O_PS_KEEPALIVE, O_NO_KEEPER,
-	       O_FIXED_WINDOW, O_SPIN, O_NO_COLLAPSE, O_PS_GRACE };
+	       O_FIXED_WINDOW, O_SPIN, O_NO_COLLAPSE, O_PS_GRACE, O_FILL_WORKERS };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' },
 		{ "work-dir", required_argument, NULL, 'W' },
@@ -577,6 +600,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		{ "spin", required_argument, NULL, O_SPIN },
 		{ "no-collapse", no_argument, NULL, O_NO_COLLAPSE },
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
+		{ "fill-workers", required_argument, NULL, O_FILL_WORKERS },
 		{ "no-fill", no_argument, NULL, O_NO_FILL },
 		{ "no-proc-connector", no_argument, NULL, O_NO_PROCCONN },
 		{ "no-keeper", no_argument, NULL, O_NO_KEEPER },
@@ -628,6 +652,10 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		case O_NO_COLLAPSE: d->o.no_collapse = true; break;
 		case O_FILL_CHUNK:
 			if (opt_fill_chunk(d, optarg) < 0)
+				return 2;
+			break;
+		case O_FILL_WORKERS:
+			if (opt_fill_workers(d, optarg) < 0)
 				return 2;
 			break;
 		case O_NO_FILL: d->o.no_fill = true; break;
@@ -890,7 +918,7 @@ int main(int argc, char **argv)
 {
 	enum { O_FILL_CHUNK = 256, O_NO_FILL, O_EXIT_DONE, O_MAX_CLIENTS, O_HANDSHAKE,
 	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN, O_NO_KEEPER, O_MAX_ENTRIES, O_FIXED_WINDOW,
-	       O_SPIN, O_NO_COLLAPSE, O_WSET_DIR, O_NO_WSET };
+	       O_SPIN, O_NO_COLLAPSE, O_WSET_DIR, O_NO_WSET, O_FILL_WORKERS };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "fault-window", required_argument, NULL, 'w' },
@@ -900,6 +928,7 @@ int main(int argc, char **argv)
 		{ "working-set-dir", required_argument, NULL, O_WSET_DIR },
 		{ "no-working-set", no_argument, NULL, O_NO_WSET },
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
+		{ "fill-workers", required_argument, NULL, O_FILL_WORKERS },
 		{ "no-fill", no_argument, NULL, O_NO_FILL },
 		{ "exit-when-done", no_argument, NULL, O_EXIT_DONE },
 		{ "max-clients", required_argument, NULL, O_MAX_CLIENTS },
@@ -923,6 +952,7 @@ int main(int argc, char **argv)
 
 	d.o.fault_window = DEFAULT_WINDOW;
 	d.o.fill_chunk = DEFAULT_FILL_CHUNK;
+	d.o.fill_workers = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 2 : 1;
 	d.o.spin_us = DEFAULT_SPIN_US;
 	d.o.max_clients = DEFAULT_MAX_CLIENTS;
 	d.o.handshake_ms = DEFAULT_HANDSHAKE_MS;
@@ -967,6 +997,10 @@ int main(int argc, char **argv)
 			break;
 		case O_FILL_CHUNK:
 			if (opt_fill_chunk(&d, optarg) < 0)
+				return 2;
+			break;
+		case O_FILL_WORKERS:
+			if (opt_fill_workers(&d, optarg) < 0)
 				return 2;
 			break;
 		case O_NO_FILL:

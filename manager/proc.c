@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "collapse.h"
+#include "fillw.h"
 #include "log.h"
 #include "proc.h"
 #include "procfs.h"
@@ -66,6 +67,7 @@ void target_destroy(struct target *t, const char *why)
 
 	if (t->dead)
 		return;
+	fillw_quiesce(t);	/* before its uffd, images and model go */
 	t->dead = true;
 	wset_end(t);
 	if (t->stale_dropped > 1)
@@ -143,6 +145,9 @@ void target_release(struct target *t)
 
 	if (t->nr_faults || t->held)
 		return;
+	fillw_quiesce(t);
+	if (t->map.nr_missing)
+		return;	/* a worker's job stopped short */
 	for (v = model_first(&t->map, 0); v; v = model_next(&t->map, v))
 		uffd_unregister(t->uffd, v->start, v->end - v->start);
 	unregister_rest(t);

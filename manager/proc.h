@@ -118,6 +118,9 @@ struct target {
 	enum target_end end;
 	struct target_stats st;
 	struct wset *ws;	/* its working-set record (wset.h), or NULL */
+	unsigned fw_jobs;	/* fill workers' jobs on it in flight (fillw.h) */
+	uint64_t fw_claimed;	/* the pages those jobs hold */
+	bool fw_hold;		/* a job ended short: no more jobs until the loop's own fill places pages */
 };
 
 /* "pid 1234 uffd 7:" (or "child of ..." while the pid is unknown) for log lines. */

@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fillw.h"
 #include "journal.h"
 #include "log.h"
 #include "procfs.h"
@@ -511,6 +512,7 @@ unsigned target_drain(struct target *t)
 		 * before they can be recorded: read them into the journal, so
 		 * that if we die before recording them the keeper does it.
 		 */
+		fillw_quiesce(t);	/* no copy of a worker may outlive this read (fillw.h) */
 		msgs = journal_read_begin(&t->d->journal, t->id, buf);
 		n = read(t->uffd, msgs, sizeof(buf));
 		if (n > 0 && t->d->die_in_read)

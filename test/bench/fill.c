@@ -1,6 +1,8 @@
 /*
  * 2. Fill throughput: the daemon's background fill of the big image against
- *    raw UFFDIO_COPY from an mmap of the same pages file.
+ *    raw UFFDIO_COPY from an mmap of the same pages file, with the event
+ *    loop alone and with a fill worker beside it; and the latency of faults
+ *    on pages not in yet while the fill runs, with one and with two.
  * 3. Touch-everything: a target reads all of it right after hand-over,
  *    against the same loop on resident memory and the eager path (raw copy
  *    of everything, then the loop).
@@ -240,16 +242,20 @@ static int fill_target(const struct bconf *c, const char *sock)
 		pause();
 }
 
-/* One manager fill: ns from the hand-over reply until every page is resident. */
-static uint64_t manager_fill(const struct bconf *c)
+/*
+ * One manager fill, with up to two EXTRA options, its event loop on CPU 1
+ * (-1: free): ns from the hand-over reply until every page is resident.
+ */
+static uint64_t manager_fill(const struct bconf *c, const char *x1, const char *x2, int cpu)
 {
+	const char *args[] = { x1, x2, NULL };
 	struct bdaemon d;
 	uint64_t end, limit;
 	long want;
 	pid_t pid;
 
-	bd_start(&d, c, NULL);
-	b_pin_pid(d.pid, 1);
+	bd_start(&d, c, args);
+	b_pin_pid(d.pid, cpu);
 	memset(sh, 0, sizeof(*sh));
 	pid = spawn(fill_target, c, d.sock);
 	limit = b_now() + 60000000000ull;
@@ -272,6 +278,118 @@ static uint64_t manager_fill(const struct bconf *c)
 	return end - sh->t0;
 }
 
+#define LF_MAX	4000	/* timed faults per run */
+
+/* Shared with the faulter of a latency-while-filling run. */
+struct lfsh {
+	volatile int ready;
+	volatile long n;
+	uint64_t ns[LF_MAX];
+};
+
+static struct lfsh *lf;
+
+/*
+ * Hand over, then touch pages in random order, timing each touch of a page
+ * mincore says is not in yet (a fault, unless the fill places it between
+ * the two), until LF_MAX faults or every page was tried.
+ */
+static int lat_fill_target(const struct bconf *c, const char *sock)
+{
+	uint64_t np = c->big / B_PAGE, *order = malloc(np * sizeof(*order));
+	char why[512];
+	int uffd;
+
+	b_pin_self(0);
+	if (!order || b_map_area(c->big) < 0)
+		return 10;
+	for (uint64_t i = 0; i < np; i++)
+		order[i] = i;
+	b_shuffle(order, np, 7);
+	uffd = b_uffd(B_FEATURES, true);
+	if (uffd < 0)
+		return 11;
+	if (b_handover(sock, c->bigimg, uffd, why, sizeof(why)) < 0) {
+		fprintf(stderr, "hand-over: %s\n", why);
+		return 12;
+	}
+	close(uffd);
+	for (uint64_t k = 0; k < np && lf->n < LF_MAX; k++) {
+		volatile uint64_t *p = (volatile uint64_t *)(uintptr_t)(B_BASE + order[k] * B_PAGE);
+		unsigned char in;
+		uint64_t t0;
+
+		if (mincore((void *)p, B_PAGE, &in) < 0 || (in & 1))
+			continue;
+		t0 = b_now();
+		(void)*p;
+		lf->ns[lf->n] = b_now() - t0;
+		lf->n++;
+	}
+	lf->ready = 1;
+	for (;;)
+		pause();
+}
+
+/* One run with --fill-workers W (the loop on CPU 1); the samples appended to OUT at *N. */
+static void lat_fill_run(const struct bconf *c, const char *w, uint64_t *out, size_t *n)
+{
+	const char *args[] = { "--fill-workers", w, NULL };
+	struct bdaemon d;
+	uint64_t limit;
+	pid_t pid;
+
+	bd_start(&d, c, args);
+	b_pin_pid(d.pid, 1);
+	memset(lf, 0, sizeof(*lf));
+	pid = spawn(lat_fill_target, c, d.sock);
+	limit = b_now() + 60000000000ull;
+	while (!lf->ready && b_now() < limit)
+		usleep(200);
+	if (!lf->ready)
+		b_die("the latency-while-filling target did not finish");
+	memcpy(out + *n, lf->ns, lf->n * sizeof(*out));
+	*n += lf->n;
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	bd_stop(&d);
+}
+
+/* Fault latency while the fill runs: the loop alone against loop and worker. */
+static void lat_fill(const struct bconf *c, int reps)
+{
+	uint64_t *s1 = malloc(reps * LF_MAX * sizeof(uint64_t));
+	uint64_t *s2 = malloc(reps * LF_MAX * sizeof(uint64_t));
+	uint64_t m1, m2, p1, p2;
+	size_t n1 = 0, n2 = 0;
+	char v[64], vs[96];
+
+	lf = b_shared(sizeof(*lf));
+	if (!s1 || !s2)
+		b_die("out of memory");
+	for (int i = 0; i < reps; i++) {
+		lat_fill_run(c, "1", s1, &n1);
+		lat_fill_run(c, "2", s2, &n2);
+	}
+	if (!n1 || !n2)
+		b_die("no fault was timed while the fill ran");
+	m1 = b_pct(s1, n1, 50);
+	p1 = b_pct(s1, n1, 99);
+	m2 = b_pct(s2, n2, 50);
+	p2 = b_pct(s2, n2, 99);
+	snprintf(v, sizeof(v), "%.2f / %.2f us", m1 / 1e3, p1 / 1e3);
+	snprintf(vs, sizeof(vs), "baseline (%zu faults)", n1);
+	row("fill", "fault latency while filling (median / p99), the loop alone", v, vs);
+	snprintf(v, sizeof(v), "%.2f / %.2f us", m2 / 1e3, p2 / 1e3);
+	snprintf(vs, sizeof(vs), "%.2fx / %.2fx (%zu faults)", (double)m2 / m1, (double)p2 / p1, n2);
+	row("fill", "    the same, loop + one fill worker", v, vs);
+	goal("fault latency while filling, two workers (x the loop alone, median)", (double)m2 / m1,
+	     1.1, true, NULL);
+	munmap(lf, sizeof(*lf));
+	free(s1);
+	free(s2);
+}
+
 static int cmp_dbl(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -287,7 +405,7 @@ static double median(double *v, int n)
 
 void bench_fill(const struct bconf *c)
 {
-	double raw[16], pop[16], mgr[16], r, m, p;
+	double raw[16], pop[16], mgr[16], mgr2[16], r, m, m2, p;
 	char v[64], vs[96], what[128];
 	int n = c->fill_reps;
 	struct raw rc = { FILL_CHUNK, 1, 0, false, false };
@@ -302,11 +420,13 @@ void bench_fill(const struct bconf *c)
 		raw[i] = c->big / ((sh->t1 - sh->t0) / 1e9) / 1e9;
 		raw_run(c, &rp);
 		pop[i] = c->big / ((sh->t1 - sh->t0) / 1e9) / 1e9;
-		mgr[i] = c->big / (manager_fill(c) / 1e9) / 1e9;
+		mgr[i] = c->big / (manager_fill(c, "--fill-workers", "1", 1) / 1e9) / 1e9;
+		mgr2[i] = c->big / (manager_fill(c, "--fill-workers", "2", -1) / 1e9) / 1e9;
 	}
 	b_pin_self(-1);
 	r = median(raw, n);
 	m = median(mgr, n);
+	m2 = median(mgr2, n);
 	p = median(pop, n);
 	snprintf(what, sizeof(what), "raw UFFDIO_COPY from a fresh mmap of the pages file, %u KiB",
 		 FILL_CHUNK >> 10);
@@ -317,9 +437,14 @@ void bench_fill(const struct bconf *c)
 	row("fill", "    the same, source mapping pre-faulted (MADV_POPULATE_READ, untimed)", v, vs);
 	snprintf(v, sizeof(v), "%.2f GB/s", m);
 	snprintf(vs, sizeof(vs), "%.2fx raw", m / r);
-	row("fill", "uffd-manager background fill (default 256K chunks)", v, vs);
+	row("fill", "uffd-manager background fill, the event loop alone (--fill-workers 1)", v, vs);
 	goal("fill throughput (x raw UFFDIO_COPY)", m / r, 0.9, false, NULL);
+	snprintf(v, sizeof(v), "%.2f GB/s", m2);
+	snprintf(vs, sizeof(vs), "%.2fx raw", m2 / r);
+	row("fill", "uffd-manager, loop + one fill worker (default: 2), unpinned", v, vs);
+	goal("fill with two workers (x raw single-thread UFFDIO_COPY)", m2 / r, 1.5, false, NULL);
 	munmap(sh, sizeof(*sh));
+	lat_fill(c, n);
 }
 
 /* Hand over, read everything, then read everything again (now resident). */

@@ -419,6 +419,90 @@ Test(events, dontneed_with_fill, .timeout = 60, .fini = teardown)
 	run_dontneed(args);
 }
 
+/*
+ * Fill workers (manager/fillw.h) against MADV_DONTNEED: drop small ranges
+ * just ahead of where pages are arriving (the fronts mincore shows), where
+ * a worker's copy is most likely in flight, over and over while the fill
+ * runs. A copy that landed after the zap would leave data where the process
+ * dropped it: every dropped page must read zero, every other the image.
+ * The workers nap before each piece (UFFD_TEST_FILLW_NAP_US), so that a job
+ * the daemon let run on past the read of a REMOVE would place its next
+ * piece after the zap: the case the quiesce before each read exists for.
+ */
+static const struct ts_area storm_area[] = { { BASE, 128 * MiB, 0 } };
+
+static int sc_dontneed_storm(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+	uint64_t np = a->len / TS_PAGE, x = 0x9e3779b97f4a7c15ull, drops = 0;
+	uint8_t *dropped = calloc(np, 1), *res = malloc(np);
+	long bad = 0;
+
+	if (!dropped || !res)
+		return ts_fail("out of memory");
+	for (int round = 0; round < 400; round++) {
+		uint64_t in = 0;
+
+		if (mincore((void *)(uintptr_t)a->start, a->len, res) < 0)
+			return ts_fail("mincore: %s", strerror(errno));
+		for (uint64_t i = 1; i < np; i++) {
+			uint64_t s, n;
+
+			in += res[i] & 1;
+			/* A front: in, then not yet in. Drop from a little behind it to a little past. */
+			if (!(res[i - 1] & 1) || (res[i] & 1))
+				continue;
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			s = i > 8 ? i - 8 + x % 8 : i;
+			/* Past a worker's next piece, into the rest of its job (up to 4 MiB). */
+			n = 1 + (x >> 32) % 1024;
+			if (s + n > np)
+				n = np - s;
+			if (madvise((void *)(uintptr_t)(a->start + s * TS_PAGE), n * TS_PAGE, MADV_DONTNEED) < 0)
+				return ts_fail("madvise: %s", strerror(errno));
+			memset(dropped + s, 1, n);
+			drops++;
+			/* Quiet a while: a job left running past the read would go on into the drop. */
+			usleep(1000);
+		}
+		if (in + 1 >= np)
+			break;
+	}
+	if (!drops)
+		return ts_fail("no fill front was ever seen: nothing was tested");
+	for (uint64_t i = 0; i < np; i++) {
+		uint64_t addr = a->start + i * TS_PAGE;
+
+		bad += dropped[i] ? ts_check_zero(addr, TS_PAGE) : ts_check(addr, TS_PAGE, addr, a, c->seed);
+	}
+	free(dropped);
+	free(res);
+	return bad != 0;
+}
+
+Test(events, dontneed_storm_with_fill_workers, .timeout = 120, .fini = teardown)
+{
+	const char *args[] = { "--fill-workers", "2", NULL };
+	struct ts_child c = { .d = &dmn, .areas = storm_area, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setenv("UFFD_TEST_FILLW_NAP_US", "300", 1);
+	setup(storm_area, 1, args);
+	unsetenv("UFFD_TEST_FILLW_NAP_US");
+	for (int run = 0; run < 3; run++) {
+		pid = ts_child_start(&c, sc_dontneed_storm);
+		cr_assert_eq(ts_child_wait(pid, 60000), 0,
+			     "run %d: a dropped page read data, or another page was wrong", run);
+	}
+	STATUS_UNTIL(s, s.n == 0);
+	cr_expect_eq(s.tot->served + s.tot->exited, 3);
+	cr_expect_gt(s.tot->pages_copied, 0);
+	ts_status_free(&s);
+}
+
 /* Unmap the middle of an area; the rest is intact; the hole really is unmapped. */
 static int sc_munmap(struct ts_child *c)
 {
