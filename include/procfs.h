@@ -102,6 +102,14 @@ struct procfs_maps {
  */
 int procfs_read_maps(pid_t pid, struct procfs_maps *m, char *why, size_t len);
 
+/*
+ * Check that /proc/PID/maps lists exactly the areas of M (same bounds,
+ * permissions, offset, device, inode and name): 0, or -EAGAIN with WHY
+ * naming the first difference. Reading maps walks no page table, so this
+ * costs the same at any size.
+ */
+int procfs_check_maps(pid_t pid, const struct procfs_maps *m, char *why, size_t len);
+
 /* The same without the check against maps: for a process that may be changing its memory. */
 int procfs_read_smaps(pid_t pid, struct procfs_maps *m, char *why, size_t len);
 void procfs_maps_free(struct procfs_maps *m);

@@ -311,36 +311,87 @@ static int collect_fs(struct core *c, char *why, size_t len)
 	return 0;
 }
 
+/* Read /proc/PID/task/TID/NAME into BUF. Returns the length or -errno. */
+static ssize_t task_small(pid_t pid, pid_t tid, const char *name, char *buf, size_t cap)
+{
+	char rel[96];
+
+	snprintf(rel, sizeof(rel), "task/%d/%s", (int)tid, name);
+	return proc_small(pid, rel, buf, cap);
+}
+
+/* What each thread's own /proc files tell: refuse what restore could not bring back. */
+static int check_thread(struct core *c, pid_t tid, char *why, size_t len)
+{
+	char st[8192];
+	const char *v;
+	unsigned uid[4], gid[4];
+	unsigned long long pnd = 0;
+
+	if (task_small(c->pid, tid, "status", st, sizeof(st)) < 0)
+		return why_set(why, len, errno, "/proc/%d/task/%d/status: %s", (int)c->pid,
+			     (int)tid, strerror(errno));
+	v = procfs_text_field(st, "Seccomp");
+	if (v && atoi(v) != 0)
+		return why_set(why, len, ENOTSUP, "thread %d runs under seccomp (mode %d): not "
+			     "supported", (int)tid, atoi(v));
+	v = procfs_text_field(st, "Uid");
+	if (!v || sscanf(v, "%u %u %u %u", &uid[0], &uid[1], &uid[2], &uid[3]) != 4)
+		return why_set(why, len, EIO, "/proc/%d/task/%d/status: no Uid", (int)c->pid,
+			     (int)tid);
+	v = procfs_text_field(st, "Gid");
+	if (!v || sscanf(v, "%u %u %u %u", &gid[0], &gid[1], &gid[2], &gid[3]) != 4)
+		return why_set(why, len, EIO, "/proc/%d/task/%d/status: no Gid", (int)c->pid,
+			     (int)tid);
+	for (int i = 0; i < 4; i++)
+		if (uid[i] != getuid() || gid[i] != getgid())
+			return why_set(why, len, ENOTSUP, "thread %d runs as uid %u gid %u, not as "
+				     "this tool (uid %u gid %u): restore would change its "
+				     "credentials", (int)tid, uid[i], gid[i], getuid(), getgid());
+	if ((v = procfs_text_field(st, "SigPnd")))
+		pnd = strtoull(v, NULL, 16);
+	if (pnd)
+		return why_set(why, len, ENOTSUP, "thread %d has pending signals (mask 0x%llx): "
+			     "they would be lost", (int)tid, pnd);
+	if (task_small(c->pid, tid, "children", st, sizeof(st)) > 0 && st[0] && st[0] != '\n')
+		return why_set(why, len, ENOTSUP, "it has child processes (%.40s): they would not "
+			     "be its children after restore", st);
+	return 0;
+}
+
 /* What /proc tells without touching the process; refusals first. */
 static int collect_proc(struct core *c, struct pt *pt, char *why, size_t len)
 {
 	char st[8192], buf[4096];
 	const char *v;
-	unsigned long long pnd = 0, shd = 0;
-	unsigned uid[4], gid[4];
+	unsigned long long shd = 0;
 	siginfo_t si;
+	int ret;
 
-	if (pt->nr_threads != 1)
-		return why_set(why, len, ENOTSUP, "it has %d threads (thread %d is not the first): "
-			     "only single-threaded processes can be restored", pt->nr_threads,
-			     (int)pt->th[1].tid);
+	/* pt_seize puts the leader first when it lives; a zombie one is not seized. */
+	if (pt->nr_threads < 1 || pt->th[0].tid != c->pid)
+		return why_set(why, len, ENOTSUP, "its main thread %d has exited (the others "
+			     "run on): restore needs the thread group leader", (int)c->pid);
+	if (pt->nr_threads > CORE_MAX_THREADS)
+		return why_set(why, len, ENOTSUP, "it has %d threads: restore takes at most %d",
+			     pt->nr_threads, CORE_MAX_THREADS);
+	c->th = calloc((size_t)pt->nr_threads, sizeof(*c->th));
+	if (!c->th)
+		return why_set(why, len, ENOMEM, "out of memory");
+	c->nth = (size_t)pt->nr_threads;
+	for (size_t i = 0; i < c->nth; i++) {
+		c->th[i].tid = pt->th[i].tid;
+		ret = check_thread(c, c->th[i].tid, why, len);
+		if (ret < 0)
+			return ret;
+		if (task_small(c->pid, c->th[i].tid, "comm", buf, sizeof(buf)) > 0) {
+			buf[strcspn(buf, "\n")] = '\0';
+			buf[sizeof(c->th[i].comm) - 1] = '\0';
+			memcpy(c->th[i].comm, buf, sizeof(c->th[i].comm));
+		}
+	}
 	if (proc_small(c->pid, "status", st, sizeof(st)) < 0)
 		return why_set(why, len, errno, "/proc/%d/status: %s", (int)c->pid, strerror(errno));
-	v = procfs_text_field(st, "Seccomp");
-	if (v && atoi(v) != 0)
-		return why_set(why, len, ENOTSUP, "it runs under seccomp (mode %d): not supported",
-			     atoi(v));
-	v = procfs_text_field(st, "Uid");
-	if (!v || sscanf(v, "%u %u %u %u", &uid[0], &uid[1], &uid[2], &uid[3]) != 4)
-		return why_set(why, len, EIO, "/proc/%d/status: no Uid", (int)c->pid);
-	v = procfs_text_field(st, "Gid");
-	if (!v || sscanf(v, "%u %u %u %u", &gid[0], &gid[1], &gid[2], &gid[3]) != 4)
-		return why_set(why, len, EIO, "/proc/%d/status: no Gid", (int)c->pid);
-	for (int i = 0; i < 4; i++)
-		if (uid[i] != getuid() || gid[i] != getgid())
-			return why_set(why, len, ENOTSUP, "it runs as uid %u gid %u, not as this "
-				     "tool (uid %u gid %u): restore would change its credentials",
-				     uid[i], gid[i], getuid(), getgid());
 	/*
 	 * /proc says 't' for any ptrace stop; the siginfo of the stop the
 	 * engine left it in tells a group stop (the stop signal) from its own
@@ -353,91 +404,88 @@ static int collect_proc(struct core *c, struct pt *pt, char *why, size_t len)
 		c->stopped = true;
 	v = procfs_text_field(st, "Umask");
 	c->umask = v ? (uint32_t)strtoul(v, NULL, 8) : 022;
-	if ((v = procfs_text_field(st, "SigPnd")))
-		pnd = strtoull(v, NULL, 16);
 	if ((v = procfs_text_field(st, "ShdPnd")))
 		shd = strtoull(v, NULL, 16);
-	if (pnd | shd)
+	if (shd)
 		return why_set(why, len, ENOTSUP, "it has pending signals (mask 0x%llx): they "
-			     "would be lost", pnd | shd);
+			     "would be lost", shd);
 	if (proc_small(c->pid, "timers", buf, sizeof(buf)) > 0)
 		return why_set(why, len, ENOTSUP, "it has POSIX timers (timer_create): not "
 			     "supported");
-	snprintf(buf, sizeof(buf), "task/%d/children", (int)c->pid);
-	if (proc_small(c->pid, buf, st, sizeof(st)) > 0 && st[0] && st[0] != '\n')
-		return why_set(why, len, ENOTSUP, "it has child processes (%.40s): they would not "
-			     "be its children after restore", st);
-	if (proc_small(c->pid, "comm", buf, sizeof(buf)) > 0) {
-		buf[strcspn(buf, "\n")] = '\0';
-		buf[sizeof(c->comm) - 1] = '\0';
-		memcpy(c->comm, buf, sizeof(c->comm));
-	}
+	memcpy(c->comm, c->th[0].comm, sizeof(c->comm));
 	if (proc_small(c->pid, "personality", buf, sizeof(buf)) > 0)
 		c->personality = (uint32_t)strtoul(buf, NULL, 16);
 	return 0;
 }
 
-/* Registers, FPU state, signal mask and rseq through ptrace. */
-static int collect_regs(struct core *c, struct pt *pt, char *why, size_t len)
+/* Registers, FPU state, signal mask and rseq of thread I through ptrace. */
+static int collect_regs(struct core_thread *t, struct pt *pt, int i, char *why, size_t len)
 {
-	pid_t tid = pt->th[0].tid;
+	pid_t tid = pt->th[i].tid;
 	struct rseq_conf rc;
 	struct iovec iov;
 	long r;
 
-	if (ptrace(PTRACE_GETREGS, tid, NULL, &c->regs) < 0)
-		return why_set(why, len, errno, "PTRACE_GETREGS: %s", strerror(errno));
-	c->xstate = malloc(CORE_XSTATE_MAX);
-	if (!c->xstate)
+	if (ptrace(PTRACE_GETREGS, tid, NULL, &t->regs) < 0)
+		return why_set(why, len, errno, "thread %d: PTRACE_GETREGS: %s", (int)tid,
+			     strerror(errno));
+	t->xstate = malloc(CORE_XSTATE_MAX);
+	if (!t->xstate)
 		return why_set(why, len, ENOMEM, "out of memory");
-	iov.iov_base = c->xstate;
+	iov.iov_base = t->xstate;
 	iov.iov_len = CORE_XSTATE_MAX;
 	if (ptrace(PTRACE_GETREGSET, tid, (void *)NT_X86_XSTATE, &iov) < 0)
-		return why_set(why, len, errno, "PTRACE_GETREGSET NT_X86_XSTATE: %s",
+		return why_set(why, len, errno, "thread %d: PTRACE_GETREGSET NT_X86_XSTATE: %s",
+			     (int)tid, strerror(errno));
+	t->xstate_len = iov.iov_len;
+	if (ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof(t->sigmask), &t->sigmask) < 0)
+		return why_set(why, len, errno, "thread %d: PTRACE_GETSIGMASK: %s", (int)tid,
 			     strerror(errno));
-	c->xstate_len = iov.iov_len;
-	if (ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof(c->sigmask), &c->sigmask) < 0)
-		return why_set(why, len, errno, "PTRACE_GETSIGMASK: %s", strerror(errno));
 	r = ptrace(PTRACE_GET_RSEQ_CONFIGURATION, tid, (void *)sizeof(rc), &rc);
 	if (r < 0 && errno != EIO && errno != EINVAL)
-		return why_set(why, len, errno, "PTRACE_GET_RSEQ_CONFIGURATION: %s",
-			     strerror(errno));
+		return why_set(why, len, errno, "thread %d: PTRACE_GET_RSEQ_CONFIGURATION: %s",
+			     (int)tid, strerror(errno));
 	if (r >= 0 && rc.rseq_abi_pointer) {
-		c->has_rseq = true;
-		c->rseq_ptr = rc.rseq_abi_pointer;
-		c->rseq_len = rc.rseq_abi_size;
-		c->rseq_sig = rc.signature;
+		t->has_rseq = true;
+		t->rseq_ptr = rc.rseq_abi_pointer;
+		t->rseq_len = rc.rseq_abi_size;
+		t->rseq_sig = rc.signature;
 	}
 	return 0;
 }
 
-/* Run syscall NR in the target; its result in *RET. */
-static int run(struct pt *pt, long *ret, long nr, long a1, long a2, long a3, long a4,
+/* Run syscall NR in thread I of the target; its result in *RET. */
+static int run(struct pt *pt, int i, long *ret, long nr, long a1, long a2, long a3, long a4,
 	       char *why, size_t len)
 {
-	int r = pt_syscall(pt, ret, nr, a1, a2, a3, a4, 0, 0);
+	int r = pt_syscall_in(pt, i, ret, nr, a1, a2, a3, a4, 0, 0);
 
 	if (r < 0)
-		return why_set(why, len, -r, "cannot run syscall %ld in it: %s", nr, strerror(-r));
+		return why_set(why, len, -r, "cannot run syscall %ld in thread %d: %s", nr,
+			     (int)pt->th[i].tid, strerror(-r));
 	return 0;
 }
 
-/* Signal handlers, timers, tid address, robust list, sigaltstack: read by syscalls in the target. */
+/*
+ * Signal handlers and timers (the process's), then the tid address, robust
+ * list, sigaltstack and parent-death signal of every thread: read by syscalls
+ * run in the target, each thread's in itself.
+ */
 static int collect_syscalls(struct core *c, struct pt *pt, char *why, size_t len)
 {
 	uint64_t scratch, buf[8];
 	long ret;
 	int r;
 
-	r = run(pt, &ret, SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE,
+	r = run(pt, 0, &ret, SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE,
 		MAP_PRIVATE | MAP_ANONYMOUS, why, len);
 	if (r < 0)
 		return r;
 	if (ret < 0 && ret > -4096)
 		return why_set(why, len, (int)-ret, "mmap in it: %s", strerror((int)-ret));
 	scratch = (uint64_t)ret;
-#define RUN(nr, a, b, cc, d) do { \
-		r = run(pt, &ret, nr, a, b, cc, d, why, len); \
+#define RUN(i, nr, a, b, cc, d) do { \
+		r = run(pt, i, &ret, nr, a, b, cc, d, why, len); \
 		if (r == 0 && ret >= 0) \
 			r = pt_read(pt, scratch, buf, sizeof(buf)); \
 		if (r < 0) goto out; \
@@ -446,7 +494,7 @@ static int collect_syscalls(struct core *c, struct pt *pt, char *why, size_t len
 	for (int sig = 1; sig <= CORE_NSIG; sig++) {
 		if (sig == SIGKILL || sig == SIGSTOP)
 			continue;
-		RUN(SYS_rt_sigaction, sig, 0, (long)scratch, 8);
+		RUN(0, SYS_rt_sigaction, sig, 0, (long)scratch, 8);
 		if (ret < 0)
 			continue;
 		/* Every signal in order, defaults too, as CRIU lists them. */
@@ -456,34 +504,38 @@ static int collect_syscalls(struct core *c, struct pt *pt, char *why, size_t len
 		static const char *const names[] = { "ITIMER_REAL (alarm, setitimer)",
 						     "ITIMER_VIRTUAL", "ITIMER_PROF" };
 
-		RUN(SYS_getitimer, which, (long)scratch, 0, 0);
+		RUN(0, SYS_getitimer, which, (long)scratch, 0, 0);
 		if (ret == 0 && (buf[2] | buf[3])) {
 			r = why_set(why, len, ENOTSUP, "it has the interval timer %s armed: not "
 				  "supported", names[which]);
 			goto out;
 		}
 	}
-	RUN(SYS_prctl, PR_GET_TID_ADDRESS, (long)scratch, 0, 0);
-	if (ret == 0)
-		c->tid_addr = buf[0];
-	RUN(SYS_get_robust_list, 0, (long)scratch, (long)scratch + 8, 0);
-	if (ret == 0) {
-		c->robust = buf[0];
-		c->robust_len = buf[1];
+	for (size_t i = 0; i < c->nth; i++) {
+		struct core_thread *t = &c->th[i];
+
+		RUN((int)i, SYS_prctl, PR_GET_TID_ADDRESS, (long)scratch, 0, 0);
+		if (ret == 0)
+			t->tid_addr = buf[0];
+		RUN((int)i, SYS_get_robust_list, 0, (long)scratch, (long)scratch + 8, 0);
+		if (ret == 0) {
+			t->robust = buf[0];
+			t->robust_len = buf[1];
+		}
+		RUN((int)i, SYS_sigaltstack, 0, (long)scratch, 0, 0);
+		if (ret == 0) {
+			t->ss_sp = buf[0];
+			t->ss_flags = (uint32_t)buf[1];
+			t->ss_size = buf[2];
+		}
+		RUN((int)i, SYS_prctl, PR_GET_PDEATHSIG, (long)scratch, 0, 0);
+		if (ret == 0)
+			t->pdeath = (uint32_t)buf[0];
 	}
-	RUN(SYS_sigaltstack, 0, (long)scratch, 0, 0);
-	if (ret == 0) {
-		c->ss_sp = buf[0];
-		c->ss_flags = (uint32_t)buf[1];
-		c->ss_size = buf[2];
-	}
-	RUN(SYS_prctl, PR_GET_PDEATHSIG, (long)scratch, 0, 0);
-	if (ret == 0)
-		c->pdeath = (uint32_t)buf[0];
 #undef RUN
 	r = 0;
 out:
-	if (run(pt, &ret, SYS_munmap, (long)scratch, 4096, 0, 0, why, len) < 0 && r == 0)
+	if (run(pt, 0, &ret, SYS_munmap, (long)scratch, 4096, 0, 0, why, len) < 0 && r == 0)
 		r = -EIO;
 	return r;
 }
@@ -502,8 +554,8 @@ int core_collect(struct core *c, struct pt *pt, const struct procfs_maps *maps, 
 		ret = collect_maps(c, maps, why, len);
 	if (ret == 0)
 		ret = collect_fs(c, why, len);
-	if (ret == 0)
-		ret = collect_regs(c, pt, why, len);
+	for (size_t i = 0; ret == 0 && i < c->nth; i++)
+		ret = collect_regs(&c->th[i], pt, (int)i, why, len);
 	if (ret == 0)
 		ret = collect_syscalls(c, pt, why, len);
 	return ret;
@@ -545,9 +597,12 @@ static int write_msgs(int dirfd, const char *name, uint32_t magic,
 	return 0;
 }
 
-static int write_core(const struct core *c, int dirfd, const char *name, char *why, size_t len)
+/* The core-TID.img of thread T; the task's own records too for the main thread. */
+static int write_core(const struct core *c, const struct core_thread *t, int dirfd,
+		      const char *name, char *why, size_t len)
 {
-	const struct user_regs_struct *g = &c->regs;
+	const struct user_regs_struct *g = &t->regs;
+	bool main_thread = t == &c->th[0];
 	CoreEntry ce = CORE_ENTRY__INIT;
 	ThreadInfoX86 ti = THREAD_INFO_X86__INIT;
 	UserX86RegsEntry gp = USER_X86_REGS_ENTRY__INIT;
@@ -559,7 +614,7 @@ static int write_core(const struct core *c, int dirfd, const char *name, char *w
 	SaEntry sa[CORE_NSIG], *sap[CORE_NSIG];
 	const ProtobufCMessage *m = &ce.base;
 	uint32_t st_space[32], xmm_space[64];
-	const uint8_t *fx = c->xstate;
+	const uint8_t *fx = t->xstate;
 
 	ce.mtype = 1;
 	gp.r15 = g->r15; gp.r14 = g->r14; gp.r13 = g->r13; gp.r12 = g->r12;
@@ -572,7 +627,7 @@ static int write_core(const struct core *c, int dirfd, const char *name, char *w
 	gp.has_mode = 1;
 	gp.mode = 1;
 	/* The legacy (fxsave) part of the xstate, as CRIU lays it out. */
-	if (c->xstate_len >= 512) {
+	if (t->xstate_len >= 512) {
 		uint16_t w16;
 		uint32_t w32;
 
@@ -592,16 +647,16 @@ static int write_core(const struct core *c, int dirfd, const char *name, char *w
 		fp.xmm_space = xmm_space;
 	}
 	fp.has_uffd_xstate = 1;
-	fp.uffd_xstate.data = c->xstate;
-	fp.uffd_xstate.len = c->xstate_len;
-	ti.clear_tid_addr = c->tid_addr;
+	fp.uffd_xstate.data = t->xstate;
+	fp.uffd_xstate.len = t->xstate_len;
+	ti.clear_tid_addr = t->tid_addr;
 	ti.gpregs = &gp;
 	ti.fpregs = &fp;
 	ce.thread_info = &ti;
 
 	tc.task_state = c->stopped ? 3 : 1;	/* CRIU's TASK_STOPPED, TASK_ALIVE */
 	tc.personality = c->personality;
-	tc.blk_sigset = c->sigmask;
+	tc.blk_sigset = t->sigmask;
 	tc.comm = (char *)c->comm;
 	for (int i = 0; i < c->nsa; i++) {
 		sa_entry__init(&sa[i]);
@@ -620,30 +675,33 @@ static int write_core(const struct core *c, int dirfd, const char *name, char *w
 	tc.has_uffd_umask = 1;
 	tc.uffd_umask = c->umask;
 	tc.has_uffd_robust_list = 1;
-	tc.uffd_robust_list = c->robust;
+	tc.uffd_robust_list = t->robust;
 	tc.has_uffd_robust_list_len = 1;
-	tc.uffd_robust_list_len = c->robust_len;
+	tc.uffd_robust_list_len = t->robust_len;
 	tc.has_nonfile_stdio = 1;
 	tc.nonfile_stdio = c->stdio;
 	tc.n_uffd_noreserve = c->nnoreserve;
 	tc.uffd_noreserve = c->noreserve;
-	ce.tc = &tc;
+	/* As CRIU: only the main thread's core holds the task's state. */
+	if (main_thread)
+		ce.tc = &tc;
 
-	th.futex_rla = c->robust;
-	th.futex_rla_len = (uint32_t)c->robust_len;
+	th.futex_rla = t->robust;
+	th.futex_rla_len = (uint32_t)t->robust_len;
 	th.has_blk_sigset = 1;
-	th.blk_sigset = c->sigmask;
-	sas.ss_sp = c->ss_sp;
-	sas.ss_size = c->ss_size;
-	sas.ss_flags = c->ss_flags;
+	th.blk_sigset = t->sigmask;
+	sas.ss_sp = t->ss_sp;
+	sas.ss_size = t->ss_size;
+	sas.ss_flags = t->ss_flags;
 	th.sas = &sas;
 	th.has_pdeath_sig = 1;
-	th.pdeath_sig = c->pdeath;
-	if (c->has_rseq) {
-		rs.rseq_abi_pointer = c->rseq_ptr;
-		rs.rseq_abi_size = c->rseq_len;
-		rs.signature = c->rseq_sig;
-		th.uffd_rseq = &rs;
+	th.pdeath_sig = t->pdeath;
+	th.comm = (char *)t->comm;
+	if (t->has_rseq) {
+		rs.rseq_abi_pointer = t->rseq_ptr;
+		rs.rseq_abi_size = t->rseq_len;
+		rs.signature = t->rseq_sig;
+		th.rseq_entry = &rs;
 	}
 	ce.thread_core = &th;
 	return write_msgs(dirfd, name, IMG_CORE_MAGIC, &m, 1, why, len);
@@ -723,17 +781,28 @@ static int write_fdinfo(const struct core *c, int dirfd, const char *name, char 
 	return ret;
 }
 
+/* The names of the core image of thread I > 0 (the main thread's is in struct core_names). */
+static void thread_names(const struct core *c, size_t i, char *name, char *tmp, size_t len)
+{
+	snprintf(name, len, "core-%d.img", (int)c->th[i].tid);
+	snprintf(tmp, len, "core-%d.img.part", (int)c->th[i].tid);
+}
+
 int core_write(const struct core *c, int dirfd, char *why, size_t len)
 {
 	FsEntry fs = FS_ENTRY__INIT;
 	const ProtobufCMessage *m = &fs.base;
 	struct core_names n;
-	char fdi[64];
+	char fdi[64], tn[48], tt[56];
 	int ret;
 
 	names(c, &n);
 	snprintf(fdi, sizeof(fdi), "%s.part", CORE_FDINFO_IMG);
-	ret = write_core(c, dirfd, n.tmp[0], why, len);
+	ret = write_core(c, &c->th[0], dirfd, n.tmp[0], why, len);
+	for (size_t i = 1; ret == 0 && i < c->nth; i++) {
+		thread_names(c, i, tn, tt, sizeof(tt));
+		ret = write_core(c, &c->th[i], dirfd, tt, why, len);
+	}
 	if (ret == 0)
 		ret = write_files(c, dirfd, n.tmp[1], why, len);
 	if (ret == 0)
@@ -753,12 +822,17 @@ int core_write(const struct core *c, int dirfd, char *why, size_t len)
 int core_publish(const struct core *c, int dirfd, char *why, size_t len)
 {
 	struct core_names n;
-	char fdi[64];
+	char fdi[64], tn[48], tt[56];
 
 	names(c, &n);
 	snprintf(fdi, sizeof(fdi), "%s.part", CORE_FDINFO_IMG);
 	if (renameat(dirfd, fdi, dirfd, CORE_FDINFO_IMG) < 0)
 		return why_set(why, len, errno, "%s: rename: %s", CORE_FDINFO_IMG, strerror(errno));
+	for (size_t i = 1; i < c->nth; i++) {
+		thread_names(c, i, tn, tt, sizeof(tt));
+		if (renameat(dirfd, tt, dirfd, tn) < 0)
+			return why_set(why, len, errno, "%s: rename: %s", tn, strerror(errno));
+	}
 	for (int i = 0; i < 3; i++)
 		if (renameat(dirfd, n.tmp[i], dirfd, n.name[i]) < 0)
 			return why_set(why, len, errno, "%s: rename: %s", n.name[i],
@@ -769,7 +843,7 @@ int core_publish(const struct core *c, int dirfd, char *why, size_t len)
 void core_abort(const struct core *c, int dirfd)
 {
 	struct core_names n;
-	char fdi[64];
+	char fdi[64], tn[48], tt[56];
 
 	names(c, &n);
 	snprintf(fdi, sizeof(fdi), "%s.part", CORE_FDINFO_IMG);
@@ -779,6 +853,11 @@ void core_abort(const struct core *c, int dirfd)
 		unlinkat(dirfd, n.tmp[i], 0);
 		unlinkat(dirfd, n.name[i], 0);
 	}
+	for (size_t i = 1; i < c->nth; i++) {
+		thread_names(c, i, tn, tt, sizeof(tt));
+		unlinkat(dirfd, tt, 0);
+		unlinkat(dirfd, tn, 0);
+	}
 }
 
 void core_free(struct core *c)
@@ -786,7 +865,9 @@ void core_free(struct core *c)
 	for (size_t i = 0; i < c->nf; i++)
 		free(c->f[i].path);
 	free(c->f);
-	free(c->xstate);
+	for (size_t i = 0; i < c->nth; i++)
+		free(c->th[i].xstate);
+	free(c->th);
 	free(c->noreserve);
 	memset(c, 0, sizeof(*c));
 }

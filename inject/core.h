@@ -21,6 +21,7 @@
 struct pt;
 
 #define CORE_NSIG		64
+#define CORE_MAX_THREADS	1024
 #define CORE_FILE_ID_BASE	1
 
 /* A file the process uses: an open fd (fd >= 0), a mapping, its exe or cwd. */
@@ -40,14 +41,13 @@ struct core_sigaction {
 	uint64_t handler, flags, restorer, mask;
 };
 
-struct core {
-	pid_t pid;
+/* What each thread has of its own (core-TID.img). */
+struct core_thread {
+	pid_t tid;
 	struct user_regs_struct regs;
 	uint8_t *xstate;	/* NT_X86_XSTATE regset */
 	size_t xstate_len;
 	uint64_t sigmask;
-	struct core_sigaction sa[CORE_NSIG];
-	int nsa;
 	bool has_rseq;
 	uint64_t rseq_ptr;
 	uint32_t rseq_len, rseq_sig;
@@ -56,6 +56,15 @@ struct core {
 	uint64_t ss_sp, ss_size;
 	uint32_t ss_flags;
 	uint32_t pdeath;
+	char comm[32];
+};
+
+struct core {
+	pid_t pid;
+	struct core_thread *th;	/* th[0] is the main thread (tid = pid) */
+	size_t nth;
+	struct core_sigaction sa[CORE_NSIG];
+	int nsa;
 	uint32_t personality;
 	uint32_t umask;
 	bool stopped;		/* in a group stop (SIGSTOP and friends) */
@@ -69,7 +78,7 @@ struct core {
 };
 
 /*
- * Collect the state of the seized single-threaded process PT (its areas in
+ * Collect the state of the seized process PT, every thread of it (its areas in
  * MAPS, already read). Returns 0, -ENOTSUP with WHY naming what restore could
  * not bring back (the process is left untouched), or another -errno.
  * Runs a few syscalls in the target (into a page it maps and unmaps again).

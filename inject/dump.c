@@ -8,12 +8,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <linux/kcmp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,8 +46,13 @@ struct dump {
 	struct precopy pc;	/* pre-copy: the tracker and the chain */
 	bool pc_on;
 	bool pc_reset;		/* the written set was reset: the previous round is spent */
+	bool stopped;		/* --leave-stopped: we stopped it (SIGCONT if the dump fails) */
+	bool was_stopped;	/* it was in a group stop before the dump: leave it so */
 
 	struct procfs_maps maps;
+	struct procfs_maps pre;	/* smaps read before the freeze (preread()) */
+	long long pre_locked;	/* and VmLck then */
+	bool allow_wp;		/* classified with write-protect registrations allowed */
 	struct procfs_stat stat;
 	uint64_t *auxv;
 	size_t nauxv;
@@ -114,10 +121,42 @@ static int open_target(struct dump *d)
 	return dfail(d, errno, "pidfd_open: %s", strerror(errno));
 }
 
+/* VmLck of PID in kB, or -1. */
+static long long locked_kb(pid_t pid)
+{
+	char path[64];
+	long long kb;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	return procfs_field_num(path, "VmLck", &kb) == 0 ? kb : -1;
+}
+
+/*
+ * Before the freeze, for a dump that lets the target go on: read smaps
+ * (its page-table walk costs about 14 ms per GiB resident) while the
+ * target still runs. read_proc() keeps it only if, frozen, /proc/PID/maps
+ * shows the very same areas and VmLck did not move; recheck_flags() reads
+ * smaps again after the target is let go (or stopped, with
+ * --leave-stopped), before anything is published, for the VmFlags changes
+ * that show in neither (madvise or mseal of a whole area).
+ */
+static void preread(struct dump *d)
+{
+	char why[512];
+
+	if (d->o->hold || d->o->kill)
+		return;	/* it is not let go (or dead) before the images are out */
+	if (procfs_read_smaps(d->pid, &d->pre, why, sizeof(why)) < 0)
+		return;	/* read again frozen, and fail there if it must */
+	d->pre_locked = locked_kb(d->pid);
+	d->st->areas_read = DUMP_AREAS_BEFORE;
+	dump_test_hook("preread", d->pidfd);
+}
+
 /* Read what /proc says, with the target frozen. */
 static int read_proc(struct dump *d)
 {
-	char why[512];
+	char why[512], changed[512] = "";
 	int ret;
 
 	ret = procfs_read_tasks(d->pid, &d->tids, &d->ntids, why, sizeof(why));
@@ -125,10 +164,100 @@ static int read_proc(struct dump *d)
 		ret = procfs_read_stat(d->pid, &d->stat, why, sizeof(why));
 	if (ret == 0)
 		ret = procfs_read_auxv(d->pid, &d->auxv, &d->nauxv, why, sizeof(why));
+	if (ret == 0 && d->st->areas_read == DUMP_AREAS_BEFORE) {
+		if (procfs_check_maps(d->pid, &d->pre, changed, sizeof(changed)) == 0 &&
+		    locked_kb(d->pid) == d->pre_locked) {
+			d->maps = d->pre;
+			memset(&d->pre, 0, sizeof(d->pre));
+			return 0;
+		}
+		if (getenv("UFFD_INJECT_DEBUG"))
+			fprintf(stderr, "uffd-inject: pid %d: areas read again frozen: %s\n",
+				(int)d->pid, changed[0] ? changed : "VmLck moved");
+		procfs_maps_free(&d->pre);
+		d->st->areas_read = DUMP_AREAS_AGAIN;
+	}
 	if (ret == 0)
 		ret = procfs_read_maps(d->pid, &d->maps, why, sizeof(why));
 	if (ret < 0)
 		return dfail(d, ret, "%s", why);
+	return 0;
+}
+
+/* The length of the VmFlags codes T, without the blanks that end them. */
+static int flags_len(const char *t)
+{
+	size_t n = strlen(t);
+
+	while (n && (t[n - 1] == ' ' || t[n - 1] == '\n'))
+		n--;
+	return (int)n;
+}
+
+/* Do two classifications of one area say the same? */
+static bool same_class(const VmaEntry *a, const struct dump_area *x, const VmaEntry *b,
+		       const struct dump_area *y)
+{
+	return a->status == b->status && a->flags == b->flags && a->has_madv == b->has_madv &&
+	       a->madv == b->madv && x->kind == y->kind && x->pe_flags == y->pe_flags &&
+	       x->note_locked == y->note_locked;
+}
+
+/*
+ * After the target is let go (before anything is published): read smaps
+ * again and classify every dumped area with the VmFlags it has now. An area
+ * that classifies otherwise than with the flags read before the freeze had
+ * them changed between that read and now, perhaps before the freeze, where
+ * no cheap check sees a madvise of a whole area: fail, the images could
+ * say the wrong thing. Areas unmapped since say nothing; a change that is
+ * undone within the same interval is the one thing this cannot see.
+ */
+static int recheck_flags(struct dump *d)
+{
+	struct procfs_maps now;
+	char why[512];
+	size_t j = 0;
+	int ret;
+
+	/*
+	 * A pre-dump round's areas decide nothing the chain keeps: the last
+	 * round classifies every area again, and only its mm image is restored.
+	 */
+	if (d->st->areas_read != DUMP_AREAS_BEFORE || d->o->predump)
+		return 0;
+	ret = procfs_read_smaps(d->pid, &now, why, sizeof(why));
+	if (ret == -ENOENT || ret == -ESRCH)
+		return 0;	/* gone since: its images are of its last moment */
+	if (ret < 0)
+		return dfail(d, ret, "cannot check its VmFlags after the freeze: %s", why);
+	for (size_t i = 0; i < d->maps.n; i++) {
+		const struct procfs_vma *v = &d->maps.v[i];
+
+		while (j < now.n && now.v[j].end <= v->start)
+			j++;
+		for (size_t k = j; k < now.n && now.v[k].start < v->end; k++) {
+			struct procfs_vma vv = *v;
+			struct dump_area a;
+			VmaEntry e;
+
+			vv.vmflags = now.v[k].vmflags;
+			if (d->allow_wp)
+				vv.vmflags &= ~PFV_UW;
+			if (dump_classify(&vv, &e, &a, why, sizeof(why)) == 0 &&
+			    same_class(&d->vmas[i], &d->areas[i], &e, &a))
+				continue;
+			ret = dfail(d, EAGAIN, "0x%" PRIx64 "-0x%" PRIx64 " %s: its VmFlags went "
+				    "from '%.*s' to '%.*s' between their read before the freeze and "
+				    "the check after it; the images might not say what it was "
+				    "when frozen: nothing written, dump it again",
+				    v->start, v->end, v->name[0] ? v->name : "(anonymous)",
+				    flags_len(v->vmflags_text), v->vmflags_text,
+				    flags_len(now.v[k].vmflags_text), now.v[k].vmflags_text);
+			procfs_maps_free(&now);
+			return ret;
+		}
+	}
+	procfs_maps_free(&now);
 	return 0;
 }
 
@@ -172,6 +301,7 @@ static int classify_all(struct dump *d)
 	/* Areas our own tracker write-protects are dumped as any others. */
 	if (!allow_wp && track_find(d->pid, &f, NULL, 0) == 0 && f.n)
 		allow_wp = true;
+	d->allow_wp = allow_wp;
 	ret = dump_area_classify_all(&d->maps, d->pid, d->o->no_locked, allow_wp, d->o->hold,
 				     &d->vmas, &d->areas, why, sizeof(why));
 	if (ret < 0)
@@ -195,6 +325,21 @@ void dump_test_hook(const char *where, int pidfd)
 
 	if (at && !strcmp(at, where))
 		raise(SIGKILL);
+	at = getenv("UFFD_INJECT_TEST_SIGNAL_AT");
+	if (at && !strcmp(at, where) && pidfd >= 0) {
+		const char *sig = getenv("UFFD_INJECT_TEST_SIGNAL");
+		const char *grow = getenv("UFFD_INJECT_TEST_WAIT_GROW");
+		struct stat s0, s1;
+
+		if (!sig || !grow || stat(grow, &s0) < 0)
+			return;
+		syscall(SYS_pidfd_send_signal, pidfd, atoi(sig), NULL, 0);
+		for (int i = 0; i < 4000; i++) {
+			if (stat(grow, &s1) == 0 && s1.st_size != s0.st_size)
+				break;
+			usleep(5000);
+		}
+	}
 	at = getenv("UFFD_INJECT_TEST_KILL_TARGET_AT");
 	if (at && !strcmp(at, where) && pidfd >= 0) {
 		struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
@@ -276,6 +421,53 @@ static int precopy_finish(struct dump *d)
 	return 0;
 }
 
+static void let_go(struct dump *d);
+static int stop_target(struct dump *d);
+
+/*
+ * Every page is read: the writes need not hold the target. Let it go (or
+ * stop it, with --leave-stopped) while dump_pages() waits for its writer.
+ */
+static void pages_read(void *ctx)
+{
+	struct dump *d = ctx;
+
+	phase(d, "pages read");
+	d->st->read_ahead = true;
+	if (!d->o->leave_stopped)
+		let_go(d);
+	else if (stop_target(d) == 0)
+		d->stopped = true;
+}
+
+/*
+ * Size the writer's ring for a dump that lets the target go (or stops it)
+ * once every page is read, so that the reads fit in it before the freeze
+ * ends (DUMP_NBUF_MAX at most; beyond it the reads wait for the writes as
+ * before): the last round of a chain reads about what the round before it
+ * copied, so twice that; any other dump at most the target's resident set.
+ */
+static unsigned read_ahead_ring(const struct dump *d)
+{
+	char path[PATH_MAX];
+	struct stat sb;
+	long long kb;
+	uint64_t n;
+
+	if (d->o->prev) {
+		snprintf(path, sizeof(path), "%s/pages-1.img", d->o->prev);
+		if (stat(path, &sb) < 0)
+			return DUMP_NBUF_MAX;
+		n = DUMP_NBUF + 2 * (uint64_t)sb.st_size / DUMP_BATCH + 1;
+	} else {
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)d->pid);
+		if (procfs_field_num(path, "VmRSS", &kb) < 0 || kb < 0)
+			return DUMP_NBUF;
+		n = DUMP_NBUF + (uint64_t)kb * 1024 / DUMP_BATCH + 1;
+	}
+	return n > DUMP_NBUF_MAX ? DUMP_NBUF_MAX : (unsigned)n;
+}
+
 /* Create the pages file and fill it with every page worth keeping, in address order. */
 static int dump_pages_file(struct dump *d)
 {
@@ -293,6 +485,10 @@ static int dump_pages_file(struct dump *d)
 	p->pages_name = d->img.tmp[DUMP_F_PAGES];
 	p->interrupted = &dump_interrupted;
 	p->st = d->st;
+	if (p->nbuf > DUMP_NBUF) {	/* sized by read_ahead_ring() */
+		p->read_done = pages_read;
+		p->read_done_ctx = d;
+	}
 	if (d->pc_on) {
 		p->tracked = d->pc.tracked;
 		p->copy = d->pc.copy;
@@ -437,6 +633,7 @@ static void release(struct dump *d)
 	free(d->auxv);
 	free(d->tids);
 	procfs_maps_free(&d->maps);
+	procfs_maps_free(&d->pre);
 }
 
 static void summary(const struct dump *d)
@@ -460,6 +657,13 @@ static void summary(const struct dump *d)
 		st->read_s > 0 ? (double)(st->pages * DUMP_PAGE) / st->read_s / 1e6 : 0.0,
 		st->total_s > 0 ? (double)(st->pages * DUMP_PAGE) / st->total_s / 1e6 : 0.0,
 		d->o->kill ? "killed" : d->o->leave_stopped ? "left stopped (SIGSTOP)" : "left running");
+	if (st->read_ahead)
+		fprintf(d->o->out, "uffd-inject: pages read ahead of their writing: the target was "
+			"%s once the last one was read\n", d->o->leave_stopped ? "stopped" : "let go");
+	if (st->areas_read != DUMP_AREAS_FROZEN)
+		fprintf(d->o->out, "uffd-inject: VmFlags %s\n", st->areas_read == DUMP_AREAS_BEFORE ?
+			"read before the freeze (maps unchanged at it, VmFlags checked after)" :
+			"read again at the freeze (the areas changed after the first read)");
 	if (d->pc_on)
 		fprintf(d->o->out,
 			"uffd-inject: round %u%s%s: %" PRIu64 " pages written since, %" PRIu64
@@ -577,6 +781,16 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	if (ret < 0)
 		goto out;
 
+	if (o->leave_stopped) {
+		struct procfs_stat ps;
+
+		d.was_stopped = procfs_read_stat(d.pid, &ps, why, sizeof(why)) == 0 &&
+				ps.state == 'T';
+	}
+	preread(&d);
+	if (!o->predump && !o->kill && !o->hold)
+		d.pg.nbuf = read_ahead_ring(&d);
+	dump_pages_prealloc(&d.pg);	/* if it fails, dump_pages() tries again and says so */
 	ret = pt_seize(&d.pt, d.pid, why, sizeof(why));
 	if (ret < 0) {
 		char own[32];
@@ -588,6 +802,12 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	}
 	d.seized = true;
 	clock_gettime(CLOCK_MONOTONIC, &d.t_frozen);
+	/* pt_seize puts a living leader first; a zombie one has no /proc/PID/maps to read. */
+	if (d.pt.th[0].tid != d.pid) {
+		ret = dfail(&d, ENOTSUP, "its main thread has exited (%d other threads run on): "
+			    "not supported", d.pt.nr_threads);
+		goto out;
+	}
 
 	ret = read_proc(&d);
 	if (ret == 0)
@@ -627,25 +847,35 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		let_go(&d);
 	if (d.pc_on && !o->predump && !o->hold && !o->kill && !o->leave_stopped)
 		precopy_unregister(&d.pc, &d.maps);
-	ret = write_images(&d);
+	if (!o->leave_stopped)
+		ret = recheck_flags(&d);
+	if (ret == 0)
+		ret = write_images(&d);
 	if (ret == 0 && d.core_on && (ret = core_write(&d.core, d.img.dirfd, why, sizeof(why))) < 0)
 		dfail(&d, ret, "%s/%s", o->dir, why);
 	if (ret == 0 && d.core_on && (ret = core_publish(&d.core, d.img.dirfd, why, sizeof(why))) < 0)
 		dfail(&d, ret, "%s/%s", o->dir, why);
 	if (ret == 0 && d.pc_on && (ret = precopy_write_files(&d.pc, d.img.dirfd)) < 0)
 		dfail(&d, ret, "%s", d.pc.why);
+	/* Stopped, the target holds still for the check of its VmFlags. */
+	if (ret == 0 && o->leave_stopped) {
+		if (!d.stopped && (ret = stop_target(&d)) == 0)
+			d.stopped = true;
+		if (ret == 0 && d.pc_on)
+			precopy_unregister(&d.pc, &d.maps);	/* through our copy: it need not run */
+		if (ret == 0)
+			ret = recheck_flags(&d);
+	}
 	if (ret == 0)
 		ret = publish(&d);
 	if (ret == 0 && o->kill)
 		ret = kill_target(&d);
-	if (ret == 0 && o->leave_stopped) {
-		ret = stop_target(&d);
-		if (ret == 0 && d.pc_on)
-			precopy_unregister(&d.pc, &d.maps);	/* through our copy: it need not run */
-	}
 	if (ret == 0 && o->hold)
 		hold(&d, h);
 out:
+	/* A failed dump leaves the target running, as it was (stopped if it was). */
+	if (ret < 0 && d.stopped && !d.was_stopped)
+		syscall(SYS_pidfd_send_signal, d.pidfd, SIGCONT, NULL, 0);
 	if (ret == 0)
 		d.img.made_dir = false;
 	else if (d.core_on && d.img.dirfd >= 0)

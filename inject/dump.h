@@ -44,6 +44,13 @@ struct dump_pe {
 	uint32_t area;
 };
 
+/* Where the dump's VmFlags came from. */
+enum dump_areas_read {
+	DUMP_AREAS_FROZEN,	/* smaps read with the target frozen */
+	DUMP_AREAS_BEFORE,	/* smaps read before the freeze, maps unchanged at it */
+	DUMP_AREAS_AGAIN,	/* read before, but maps or VmLck changed: read again frozen */
+};
+
 struct dump_stats {
 	uint64_t pages;		/* written to pages-1.img */
 	uint64_t lazy_pages;	/* of those, flagged LAZY|PRESENT */
@@ -57,6 +64,8 @@ struct dump_stats {
 	double write_s;		/* spent writing pages-1.img (before the sync) */
 	double frozen_s;	/* from the freeze to the detach (or the kill) */
 	double total_s;
+	enum dump_areas_read areas_read;
+	bool read_ahead;	/* let go (or stopped) once read, before the pages file was written */
 	/* Pre-copy rounds only. */
 	unsigned round;		/* 1 for the first of a chain */
 	uint64_t written_pages;	/* the written set read (zero pages included) */
@@ -96,7 +105,10 @@ struct dump_held {
 /*
  * For the tests of what a killed uffd-inject leaves behind: die by SIGKILL
  * at step WHERE when UFFD_INJECT_TEST_DIE_AT names it; SIGKILL the target
- * PIDFD there when UFFD_INJECT_TEST_KILL_TARGET_AT does.
+ * PIDFD there when UFFD_INJECT_TEST_KILL_TARGET_AT does. For the tests of
+ * a target that changes at a given step: when UFFD_INJECT_TEST_SIGNAL_AT
+ * names WHERE, send it signal UFFD_INJECT_TEST_SIGNAL and wait (up to 20 s)
+ * until the file UFFD_INJECT_TEST_WAIT_GROW grows (the target's log).
  */
 void dump_test_hook(const char *where, int pidfd);
 

@@ -283,7 +283,7 @@ static void *writer_main(void *arg)
 			pthread_cond_wait(&w->cv, &w->mu);
 		if (w->tail == w->head)
 			break;
-		i = w->tail % DUMP_NBUF;
+		i = w->tail % w->nbuf;
 		skip = w->err != 0;	/* after a failure, only drain */
 		pthread_mutex_unlock(&w->mu);
 		if (!skip) {
@@ -301,19 +301,35 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-/* Start the writer on FD, with every signal blocked in it (they are the main thread's). */
-static int writer_start(struct dump_writer *w, int fd)
+/* Map NBUF writer buffers, faulted in, unless done already. 0 or -ENOMEM. */
+static int writer_mem(struct dump_writer *w, unsigned nbuf)
 {
-	sigset_t all, old;
-	int ret;
-
-	w->fd = fd;
-	w->mem = mmap(NULL, DUMP_NBUF * DUMP_BATCH, PROT_READ | PROT_WRITE,
+	if (w->mem)
+		return 0;
+	w->nbuf = nbuf < DUMP_NBUF ? DUMP_NBUF : nbuf > DUMP_NBUF_MAX ? DUMP_NBUF_MAX : nbuf;
+	w->mem = mmap(NULL, (size_t)w->nbuf * DUMP_BATCH, PROT_READ | PROT_WRITE,
 		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	if (w->mem == MAP_FAILED) {
 		w->mem = NULL;
 		return -ENOMEM;
 	}
+	return 0;
+}
+
+int dump_pages_prealloc(struct dump_pages *p)
+{
+	return writer_mem(&p->w, p->nbuf);
+}
+
+/* Start the writer on FD, with every signal blocked in it (they are the main thread's). */
+static int writer_start(struct dump_writer *w, int fd, unsigned nbuf)
+{
+	sigset_t all, old;
+	int ret;
+
+	w->fd = fd;
+	if (writer_mem(w, nbuf) < 0)
+		return -ENOMEM;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
 	sigfillset(&all);
@@ -335,10 +351,10 @@ static uint8_t *writer_buf(struct dump_writer *w)
 	uint8_t *p = NULL;
 
 	pthread_mutex_lock(&w->mu);
-	while (w->head - w->tail == DUMP_NBUF && !w->err)
+	while (w->head - w->tail == w->nbuf && !w->err)
 		pthread_cond_wait(&w->cv, &w->mu);
 	if (!w->err)
-		p = w->mem + (w->head % DUMP_NBUF) * DUMP_BATCH;
+		p = w->mem + (w->head % w->nbuf) * DUMP_BATCH;
 	pthread_mutex_unlock(&w->mu);
 	return p;
 }
@@ -346,14 +362,14 @@ static uint8_t *writer_buf(struct dump_writer *w)
 /* The segment list of the buffer that writer_buf() returned. */
 static struct iovec *writer_segs(struct dump_writer *w)
 {
-	return w->seg[w->head % DUMP_NBUF];
+	return w->seg[w->head % w->nbuf];
 }
 
 /* Hand the buffer from writer_buf(), with its first N segments to write, to the writer. */
 static void writer_push(struct dump_writer *w, int n)
 {
 	pthread_mutex_lock(&w->mu);
-	w->nseg[w->head % DUMP_NBUF] = n;
+	w->nseg[w->head % w->nbuf] = n;
 	w->head++;
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
@@ -661,7 +677,7 @@ int dump_pages(struct dump_pages *p, int fd)
 	size_t k = 0;
 	int ret;
 
-	ret = writer_start(&p->w, fd);
+	ret = writer_start(&p->w, fd, p->nbuf);
 	if (ret < 0)
 		return pfail(p, ret, "cannot start the writer thread: %s", strerror(-ret));
 
@@ -692,6 +708,8 @@ int dump_pages(struct dump_pages *p, int fd)
 	ret = flush_batch(p);
 	if (ret < 0)
 		return ret;
+	if (p->read_done)
+		p->read_done(p->read_done_ctx);
 	ret = writer_stop(&p->w);
 	p->st->write_s = p->w.write_s;
 	if (ret < 0)
@@ -721,7 +739,7 @@ void dump_pages_free(struct dump_pages *p)
 		close(p->memfd);
 	writer_stop(&p->w);
 	if (p->w.mem)
-		munmap(p->w.mem, DUMP_NBUF * DUMP_BATCH);
+		munmap(p->w.mem, (size_t)p->w.nbuf * DUMP_BATCH);
 	free(p->riov);
 	free(p->items);
 	free(p->regions);

@@ -26,6 +26,7 @@
 
 #define DUMP_BATCH	(4ull << 20)	/* bytes per process_vm_readv: stays in cache */
 #define DUMP_NBUF	3		/* batch buffers shared with the writer thread */
+#define DUMP_NBUF_MAX	16		/* at most (64 MiB), when the reads may run ahead */
 #define DUMP_IOV	1024		/* IOV_MAX */
 
 struct dump_item;
@@ -38,9 +39,10 @@ struct dump_writer {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int fd;
-	uint8_t *mem;			/* DUMP_NBUF buffers of DUMP_BATCH bytes */
-	struct iovec seg[DUMP_NBUF][DUMP_IOV];	/* the kept runs of pages in each */
-	int nseg[DUMP_NBUF];
+	unsigned nbuf;
+	uint8_t *mem;			/* NBUF buffers of DUMP_BATCH bytes */
+	struct iovec seg[DUMP_NBUF_MAX][DUMP_IOV];	/* the kept runs of pages in each */
+	int nseg[DUMP_NBUF_MAX];
 	uint64_t head;			/* buffers handed over */
 	uint64_t tail;			/* buffers written (or skipped after an error) */
 	bool stop;
@@ -60,6 +62,17 @@ struct dump_pages {
 	const char *dir;		/* for messages: the image directory */
 	const char *pages_name;		/* and the pages file's name in it */
 	const volatile sig_atomic_t *interrupted;	/* checked between batches */
+	/*
+	 * NBUF buffers of DUMP_BATCH bytes (DUMP_NBUF if 0, at most
+	 * DUMP_NBUF_MAX) let the reads run that far ahead of the writes; all
+	 * are faulted in by dump_pages_prealloc(), before the freeze (reads
+	 * into memory not faulted in yet are slower than the writes here).
+	 * READ_DONE (if set) is called once the last page is read, before the
+	 * writer is waited for: the caller lets the target go there.
+	 */
+	unsigned nbuf;
+	void (*read_done)(void *ctx);
+	void *read_done_ctx;
 	struct dump_stats *st;		/* read_s, write_s, pages, holes, ... added to */
 	/*
 	 * Pre-copy (precopy.h): in areas marked TRACKED, read only the COPY
@@ -99,6 +112,13 @@ struct dump_pages {
 	size_t cappe;
 	size_t capspans;
 };
+
+/*
+ * Map and fault in the writer's buffers (P->nbuf of them), before the
+ * freeze: the page faults cost several ms, more on a VM whose host took
+ * back freed memory. Optional (dump_pages() does it otherwise). 0 or -ENOMEM.
+ */
+int dump_pages_prealloc(struct dump_pages *p);
 
 /* Open the target's pagemap and the buffers. Returns 0 or -errno with P->why. */
 int dump_pages_open(struct dump_pages *p);

@@ -94,11 +94,13 @@ static const char dump_help[] =
 	"  -D, --images DIR    where to write the images\n"
 	"  -k, --kill          SIGKILL the process once the images are complete and\n"
 	"                      synced to disk, and wait until it is gone; also write\n"
-	"                      what `uffd-inject restore` needs (registers, signal\n"
-	"                      handlers and mask, rseq, open files, cwd: core-PID.img,\n"
-	"                      files.img, fdinfo-1.img, fs-PID.img), and refuse,\n"
-	"                      before reading a page, a process restore cannot bring\n"
-	"                      back (threads, sockets, pipes, timers, ...)\n"
+	"                      what `uffd-inject restore` needs (every thread's\n"
+	"                      registers, signal mask, alternate stack, rseq, robust\n"
+	"                      list and tid address in core-TID.img; the handlers,\n"
+	"                      open files and cwd: files.img, fdinfo-1.img,\n"
+	"                      fs-PID.img), and refuse, before reading a page, a\n"
+	"                      process restore cannot bring back (sockets, pipes,\n"
+	"                      timers, an exited main thread, ...)\n"
 	"  -S, --leave-stopped as --kill, but stop the process (SIGSTOP) instead of\n"
 	"                      killing it: kill it once its copy runs elsewhere, or\n"
 	"                      resume it with SIGCONT (criu dump --leave-stopped)\n"
@@ -421,23 +423,31 @@ static int cmd_lazy(int argc, char **argv)
 static const char restore_usage[] =
 	"usage: uffd-inject restore --images DIR [--socket S] [--eager] "
 	"[--stdio inherit|null|FILE]\n"
+	"                           [--pidns]\n"
 	"                           [--page-server HOST:PORT [--tls [--tls-cacert F]\n"
 	"                            [--tls-cacrl F] [--tls-cert F] [--tls-key F]\n"
 	"                            [--tls-no-cn-verify]]]\n";
 
 static const char restore_help[] =
 	"\n"
-	"Bring back the single-threaded process dumped into DIR by\n"
-	"`uffd-inject dump --kill`: same address space, files, cwd, signal handlers\n"
-	"and mask, rseq and registers; only its pid differs. Its anonymous memory is\n"
-	"left empty and handed to uffd-manager, which serves it on demand; the pages\n"
-	"the kernel reads for others (argv, environment, auxv, the stack under the\n"
-	"stack pointer, rseq) are written before it runs. Prints the new pid.\n"
+	"Bring back the process dumped into DIR by `uffd-inject dump --kill`, every\n"
+	"thread of it: same address space, files, cwd, signal handlers; each thread\n"
+	"with its registers, FPU state, signal mask, alternate stack, rseq, robust\n"
+	"list and tid address, a thread blocked in a system call running it again.\n"
+	"The pid and tids are the dumped ones where they are free (else others, and\n"
+	"it says which). Its anonymous memory is left empty and handed to\n"
+	"uffd-manager, which serves the faults of all its threads on demand; the\n"
+	"pages the kernel reads for others (argv, environment, auxv, the stack under\n"
+	"each thread's stack pointer, rseq) are written before it runs. Prints the\n"
+	"new pid.\n"
 	"\n"
 	"options:\n"
 	"  -D, --images DIR    the dump\n"
 	"  -s, --socket PATH   the manager's socket (default: uffd-manager's)\n"
 	"  -e, --eager         write every page before it runs; no manager needed\n"
+	"      --pidns         in a new pid namespace, under an init of ours (its pid\n"
+	"                      1), so that the dumped pid and tids are free whatever\n"
+	"                      runs here; prints the pid in ours (needs CAP_SYS_ADMIN)\n"
 	"      --stdio WHAT    fds 0-2 that were not files: inherit ours (default),\n"
 	"                      null (/dev/null), or FILE (output appended to FILE)\n"
 	"      --page-server HOST:PORT\n"
@@ -468,6 +478,7 @@ static int cmd_restore(int argc, char **argv)
 		{ "eager", no_argument, NULL, 'e' },
 		{ "stdio", required_argument, NULL, 'S' },
 		{ "page-server", required_argument, NULL, 'P' },
+		{ "pidns", no_argument, NULL, 'n' },
 		{ "tls", no_argument, NULL, 1000 },
 		{ "tls-cacert", required_argument, NULL, 1001 },
 		{ "tls-cacrl", required_argument, NULL, 1002 },
@@ -494,6 +505,9 @@ static int cmd_restore(int argc, char **argv)
 			break;
 		case 'e':
 			o.eager = true;
+			break;
+		case 'n':
+			o.pidns = true;
 			break;
 		case 'S':
 			if (!optarg[0]) {

@@ -49,6 +49,18 @@ int pt_seize(struct pt *p, pid_t pid, char *why, size_t len);
 int pt_syscall(struct pt *p, long *ret, long nr, long a1, long a2, long a3, long a4, long a5,
 	       long a6);
 
+/* The same in held thread I (0 is the first). */
+int pt_syscall_in(struct pt *p, int i, long *ret, long nr, long a1, long a2, long a3, long a4,
+		  long a5, long a6);
+
+/*
+ * Hold thread TID too: one the target made with clone() while it was held
+ * with PTRACE_O_TRACECLONE, so auto-attached and bound for an event-stop
+ * before its first user instruction. Waits for that stop and keeps its
+ * registers as those it goes back to. Returns its index in P->th or -errno.
+ */
+int pt_adopt(struct pt *p, pid_t tid);
+
 /* Copy LEN bytes into / out of the target (process_vm_writev/readv). 0 or -errno (-EFAULT: unmapped). */
 int pt_write(struct pt *p, uint64_t addr, const void *buf, size_t len);
 int pt_read(struct pt *p, uint64_t addr, void *buf, size_t len);

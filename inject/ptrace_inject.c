@@ -52,13 +52,13 @@
 #include "ptrace_stop.h"
 
 /*
- * Put thread 0's own registers back and return it to an event-stop in
+ * Put thread I's own registers back and return it to an event-stop in
  * get_signal(), in front of the restart logic of whatever it was in. AT_ENTRY:
  * it is stopped at the entry of our syscall, which must not run.
  */
-static int put_back(struct pt *p, bool at_entry)
+static int put_back(struct pt *p, int i, bool at_entry)
 {
-	struct pt_tstate *st = p->th[0].st;
+	struct pt_tstate *st = p->th[i].st;
 	int r;
 
 	if (at_entry) {
@@ -66,13 +66,13 @@ static int put_back(struct pt *p, bool at_entry)
 
 		/* orig_rax = -1 at syscall entry: the kernel skips the call */
 		skip.r.orig_rax = (unsigned long long)-1;
-		r = arch_set_regs(p->th[0].tid, &skip);
+		r = arch_set_regs(p->th[i].tid, &skip);
 		if (r == 0)
-			r = pt_run_to(p, 0, PTRACE_SYSCALL, PT_STOP_SYSCALL, false);
+			r = pt_run_to(p, i, PTRACE_SYSCALL, PT_STOP_SYSCALL, false);
 		if (r)
 			return r;
 	}
-	r = arch_set_regs(p->th[0].tid, &st->regs);
+	r = arch_set_regs(p->th[i].tid, &st->regs);
 	if (r) {
 		if (r == -ESRCH)
 			p->gone = 1;
@@ -80,16 +80,16 @@ static int put_back(struct pt *p, bool at_entry)
 	}
 	if (st->stop == PT_STOP_EVENT)
 		return 0;
-	r = pt_req(p, 0, PTRACE_INTERRUPT, NULL, NULL);
+	r = pt_req(p, i, PTRACE_INTERRUPT, NULL, NULL);
 	if (r == 0)
-		r = pt_run_to(p, 0, PTRACE_CONT, PT_STOP_EVENT, false);
+		r = pt_run_to(p, i, PTRACE_CONT, PT_STOP_EVENT, false);
 	return r;
 }
 
-/* Run syscall NR(ARGS) once in thread 0; its result in *RES. */
-static int inject_once(struct pt *p, long nr, const long args[6], long *res)
+/* Run syscall NR(ARGS) once in thread I; its result in *RES. */
+static int inject_once(struct pt *p, int i, long nr, const long args[6], long *res)
 {
-	struct pt_thread *th = &p->th[0];
+	struct pt_thread *th = &p->th[i];
 	struct arch_regs call, out;
 	sigset_t block, old;
 	bool at_entry = false;
@@ -107,11 +107,11 @@ static int inject_once(struct pt *p, long nr, const long args[6], long *res)
 	r = arch_set_regs(th->tid, &call);
 	if (r == 0) {
 		/* the only leg where the thread passes get_signal() and takes signals */
-		r = pt_run_to(p, 0, PTRACE_SYSCALL, PT_STOP_SYSCALL, true);
+		r = pt_run_to(p, i, PTRACE_SYSCALL, PT_STOP_SYSCALL, true);
 		at_entry = r == 0;
 	}
 	if (r == 0) {
-		r = pt_run_to(p, 0, PTRACE_SYSCALL, PT_STOP_SYSCALL, false);
+		r = pt_run_to(p, i, PTRACE_SYSCALL, PT_STOP_SYSCALL, false);
 		if (r == 0)
 			at_entry = false;
 	}
@@ -125,7 +125,7 @@ static int inject_once(struct pt *p, long nr, const long args[6], long *res)
 		p->gone = 1;
 		r2 = -ESRCH;
 	} else {
-		r2 = put_back(p, at_entry);
+		r2 = put_back(p, i, at_entry);
 	}
 	/* ... to here */
 
@@ -221,16 +221,16 @@ static int find_syscall_insn(struct pt *p)
  * and low numbers first, so a flood of other signals cannot keep it waiting.
  * FROM 1: standard signals only. 0 when none fits.
  */
-int pt_syscall(struct pt *p, long *ret, long nr, long a1, long a2, long a3, long a4, long a5,
-	       long a6)
+int pt_syscall_in(struct pt *p, int i, long *ret, long nr, long a1, long a2, long a3, long a4,
+		  long a5, long a6)
 {
 	const long args[6] = { a1, a2, a3, a4, a5, a6 };
 	long res = 0;
 	int n, r;
 
-	if (!p->nr_threads)
+	if (i < 0 || i >= p->nr_threads)
 		return -EINVAL;
-	if (p->gone || p->th[0].st->gone || !p->th[0].stopped)
+	if (p->gone || p->th[i].st->gone || !p->th[i].stopped)
 		return -ESRCH;
 	if (!p->syscall_ip) {
 		r = find_syscall_insn(p);
@@ -242,10 +242,10 @@ int pt_syscall(struct pt *p, long *ret, long nr, long a1, long a2, long a3, long
 		if (r)
 			return r;
 	}
-	if (p->th[0].st->nheld >= PT_HELD_LIMIT)
+	if (p->th[i].st->nheld >= PT_HELD_LIMIT)
 		return -EAGAIN;	/* let pt_detach deliver what we hold first */
 	for (n = 0;; n++) {
-		r = inject_once(p, nr, args, &res);
+		r = inject_once(p, i, nr, args, &res);
 		if (r)
 			return r;
 		/* cut short by a signal (now held): our registers are gone, run it again */
@@ -254,6 +254,14 @@ int pt_syscall(struct pt *p, long *ret, long nr, long a1, long a2, long a3, long
 	}
 	*ret = arch_is_restart(res) ? -EINTR : res;
 	return 0;
+}
+
+int pt_syscall(struct pt *p, long *ret, long nr, long a1, long a2, long a3, long a4, long a5,
+	       long a6)
+{
+	if (!p->nr_threads)
+		return -EINVAL;
+	return pt_syscall_in(p, 0, ret, nr, a1, a2, a3, a4, a5, a6);
 }
 
 /* process_vm_readv/writev the whole of LEN, in chunks the kernel takes whole. */

@@ -214,6 +214,25 @@ static int seize_pass(struct pt *p, long *opts, int *added, int *dead, char *why
 	return r;
 }
 
+int pt_adopt(struct pt *p, pid_t tid)
+{
+	int i = add_thread(p, tid), r;
+
+	if (i < 0)
+		return i;
+	r = pt_wait_thread(p, i, PT_STOP_WAIT_MS);
+	if (r >= 0)
+		r = arch_get_regs(tid, &p->th[i].st->regs);
+	if (r < 0) {
+		/* not ours after all, or gone: nothing of it is kept */
+		if (p->th[i].stopped)
+			ptrace(PTRACE_DETACH, tid, NULL, NULL);
+		drop_thread(p, i);
+		return r;
+	}
+	return i;
+}
+
 int pt_seize(struct pt *p, pid_t pid, char *why, size_t len)
 {
 	long opts = PTRACE_O_TRACESYSGOOD;

@@ -1,17 +1,21 @@
 /*
  * Restore a process from images without CRIU.
  *
- * A forked helper prepares what needs no memory of the old process (open
- * files at their numbers, cwd, umask, signal handlers, sigaltstack, tid
- * address, robust list, comm, the userfaultfd), maps a two-page trampoline
- * (a syscall instruction and a scratch page) at an address free in both
- * layouts, blocks every signal and sleeps. We seize it and, through the
- * trampoline, unmap everything it had, move its vdso and vvar to the dumped
- * addresses, map every dumped area (files from the same files, anonymous
- * areas empty), write the eager pages, set the mm fields and rseq, hand the
- * userfaultfd to the manager, unmap the trampoline, install the dumped
- * registers, FPU state and signal mask, and let it go. It never runs a
- * user-space instruction of its own after it is seized.
+ * A helper, forked at the dumped pid when that is free, prepares what needs
+ * no memory of the old process (open files at their numbers, cwd, umask,
+ * signal handlers, the main thread's sigaltstack, tid address, robust list
+ * and comm, the userfaultfd), maps a two-page trampoline (a syscall
+ * instruction and a scratch page) at an address free in both layouts,
+ * blocks every signal and sleeps. We seize it and, through the trampoline,
+ * unmap everything it had, move its vdso and vvar to the dumped addresses,
+ * map every dumped area (files from the same files, anonymous areas empty),
+ * write the eager pages, set the mm fields, clone every other thread (at its
+ * dumped tid when free; each traced from birth, stopped before its first
+ * instruction) and give each its own sigaltstack, robust list, rseq and
+ * name, set the main thread's rseq, hand the userfaultfd to the manager,
+ * unmap the trampoline, install every thread's dumped registers, FPU state
+ * and signal mask, and let them go. No thread runs a user-space
+ * instruction of its own before all of that is done.
  *
  * This file runs the steps in order and cleans up: restore_plan.c reads the
  * images and plans, restore_helper.c is the helper, restore_build.c the
@@ -56,17 +60,42 @@ static double since(const struct timespec *t0)
 	return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/*
+ * Collect every child and tracee of ours once the half-built process is
+ * killed: the helper (our child, or --pidns init's), the threads it cloned,
+ * traced from birth (one we did not get to adopt included: its leader
+ * cannot be reaped before it), and the init. This tool has no others.
+ */
+static void reap_all(void)
+{
+	for (int i = 0; i < 5000; i++) {
+		pid_t w = waitpid(-1, NULL, __WALL | WNOHANG);
+
+		if (w < 0 && errno == ECHILD)
+			return;
+		if (w <= 0)
+			usleep(1000);
+	}
+}
+
 static void cleanup(struct rs *r, bool ok)
 {
-	if (!ok && r->child > 0) {
-		kill(r->child, SIGKILL);
+	if (!ok && (r->child > 0 || r->init > 0)) {
+		if (r->child > 0)
+			kill(r->child, SIGKILL);
+		/* Its init gone, a pid namespace loses every process in it. */
+		if (r->init > 0)
+			kill(r->init, SIGKILL);
 		if (r->seized)
 			pt_detach(&r->pt);
 		r->seized = false;
-		waitpid(r->child, NULL, 0);
+		reap_all();
 	}
 	if (r->uffd >= 0)
 		close(r->uffd);
+	for (int i = 0; i < 2; i++)
+		if (r->keep[i] >= 0)
+			close(r->keep[i]);
 	rsr_close(r->ps);
 	r->ps = NULL;
 	if (r->pidfd >= 0)
@@ -77,6 +106,10 @@ static void cleanup(struct rs *r, bool ok)
 		img_task_free(&r->task, &r->cache);
 	if (r->core)
 		core_entry__free_unpacked(r->core, NULL);
+	for (size_t i = 1; i < r->nth; i++)
+		if (r->th[i].core)
+			core_entry__free_unpacked(r->th[i].core, NULL);
+	free(r->th);
 	if (r->fs)
 		fs_entry__free_unpacked(r->fs, NULL);
 	for (size_t i = 0; i < r->nfiles; i++)
@@ -85,6 +118,7 @@ static void cleanup(struct rs *r, bool ok)
 		fdinfo_entry__free_unpacked(r->fdi[i], NULL);
 	free(r->files);
 	free(r->fdi);
+	free(r->extra);
 	free(r->vma_mf);
 	free(r->vma_wr);
 }
@@ -109,6 +143,7 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 	r->o = o;
 	r->st = st;
 	r->dirfd = r->pidfd = r->uffd = -1;
+	r->keep[0] = r->keep[1] = -1;
 	clock_gettime(CLOCK_MONOTONIC, &r->t0);
 
 	ret = restore_plan_load(r);
@@ -130,17 +165,33 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 		ret = restore_helper_start(r);
 	if (ret == 0)
 		ret = restore_build(r);
+	if (ret == 0)
+		ret = restore_helper_release(r);
 	st->total_s = since(&r->t0);
 	if (ret == 0) {
+		char ns[64] = "";
+
 		st->pid = r->child;
+		st->nspid = r->th[0].now;
+		st->init = r->init;
+		if (o->pidns)
+			snprintf(ns, sizeof(ns), " (pid %d in a new pid namespace)",
+				 (int)r->th[0].now);
+		for (size_t i = 0; i < r->nth; i++)
+			if (r->th[i].now != (pid_t)r->th[i].tid)
+				fprintf(stderr, "uffd-inject: restore: %s: %s %u is now %s %d (%u: %s)\n",
+					o->dir, i ? "thread" : "pid", r->th[i].tid,
+					i ? "tid" : "pid", (int)r->th[i].now, r->th[i].tid,
+					r->th[i].err == EEXIST ? "taken" : strerror(r->th[i].err));
 		if (o->out) {
 			fprintf(o->out, "%d\n", (int)r->child);
-			fprintf(o->out, "uffd-inject: restored %s (pid %u) as pid %d in %.1f ms: "
+			fprintf(o->out, "uffd-inject: restored %s (pid %u) as pid %d%s in %.1f ms: "
 				"%" PRIu64 " pages written, %" PRIu64 " lazy%s, %" PRIu64 " poisoned, "
-				"%u syscalls\n",
-				o->dir, r->pid, (int)r->child, st->total_s * 1e3, st->eager_pages,
+				"%u syscalls, %u thread%s (%u not at the dumped tid)\n",
+				o->dir, r->pid, (int)r->child, ns, st->total_s * 1e3, st->eager_pages,
 				st->lazy_pages, o->eager ? "" : " (served by the manager)",
-				st->poisoned_pages, st->syscalls);
+				st->poisoned_pages, st->syscalls, st->threads, st->threads == 1 ? "" : "s",
+				st->moved);
 			fflush(o->out);
 		}
 	} else {

@@ -1,10 +1,12 @@
 /*
  * The tracer side of a restore: see restore_build.h.
  */
+#include <dirent.h>
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,12 +60,12 @@ struct rseq_conf {
 	uint32_t pad;
 };
 
-/* Run NR in the helper; a failed call is a failed restore naming WHAT. */
-static int sys(struct rs *r, long *res, const char *what, long nr, long a1, long a2, long a3,
-	       long a4, long a5, long a6)
+/* Run NR in the helper's thread PTI; a failed call is a failed restore naming WHAT. */
+static int sys_in(struct rs *r, int pti, long *res, const char *what, long nr, long a1, long a2,
+		  long a3, long a4, long a5, long a6)
 {
 	long ret = 0;
-	int e = pt_syscall(&r->pt, &ret, nr, a1, a2, a3, a4, a5, a6);
+	int e = pt_syscall_in(&r->pt, pti, &ret, nr, a1, a2, a3, a4, a5, a6);
 
 	r->st->syscalls++;
 	if (e < 0)
@@ -73,6 +75,13 @@ static int sys(struct rs *r, long *res, const char *what, long nr, long a1, long
 	if (res)
 		*res = ret;
 	return 0;
+}
+
+/* The same in its main thread. */
+static int sys(struct rs *r, long *res, const char *what, long nr, long a1, long a2, long a3,
+	       long a4, long a5, long a6)
+{
+	return sys_in(r, 0, res, what, nr, a1, a2, a3, a4, a5, a6);
 }
 
 /* Unmap all the helper has but the trampoline and the special areas. */
@@ -158,34 +167,39 @@ static uint64_t pg_up(uint64_t a)
 
 /*
  * The pages written before the process runs, besides every page that is not
- * lazy: what the kernel reads for others (argv, env, auxv), the stack under
- * the stack pointer, and the rseq area. Returns the ranges in OUT (up to 4).
+ * lazy: what the kernel reads for others (argv, env, auxv), and of every
+ * thread the stack under its stack pointer and its rseq area. Into X (room
+ * for 2 + 2 * R->nth ranges); returns how many.
  */
-static int eager_extra(const struct rs *r, uint64_t out[][2])
+static int eager_extra(const struct rs *r, uint64_t x[][2])
 {
 	const MmEntry *mm = r->task.mm;
-	const ThreadCoreEntry *th = r->core->thread_core;
-	uint64_t sp = r->core->thread_info->gpregs->sp;
 	int n = 0;
 
-	out[n][0] = pg_down(sp - 256 > sp ? 0 : sp - 256);
-	out[n][1] = pg_up(sp + 1) + RS_PAGE;
-	n++;
 	if (mm->mm_start_stack && mm->mm_env_end > mm->mm_start_stack &&
 	    mm->mm_env_end - mm->mm_start_stack < (64ull << 20)) {
-		out[n][0] = pg_down(mm->mm_start_stack);
-		out[n][1] = pg_up(mm->mm_env_end);
+		x[n][0] = pg_down(mm->mm_start_stack);
+		x[n][1] = pg_up(mm->mm_env_end);
 		n++;
 	}
 	if (mm->mm_arg_start < mm->mm_env_end) {
-		out[n][0] = pg_down(mm->mm_arg_start);
-		out[n][1] = pg_up(mm->mm_env_end);
+		x[n][0] = pg_down(mm->mm_arg_start);
+		x[n][1] = pg_up(mm->mm_env_end);
 		n++;
 	}
-	if (th->uffd_rseq) {
-		out[n][0] = pg_down(th->uffd_rseq->rseq_abi_pointer);
-		out[n][1] = pg_up(th->uffd_rseq->rseq_abi_pointer + th->uffd_rseq->rseq_abi_size);
+	for (size_t i = 0; i < r->nth; i++) {
+		const CoreEntry *c = r->th[i].core;
+		const RseqEntry *rs = rs_rseq(c);
+		uint64_t sp = c->thread_info->gpregs->sp;
+
+		x[n][0] = pg_down(sp - 256 > sp ? 0 : sp - 256);
+		x[n][1] = pg_up(sp + 1) + RS_PAGE;
 		n++;
+		if (rs) {
+			x[n][0] = pg_down(rs->rseq_abi_pointer);
+			x[n][1] = pg_up(rs->rseq_abi_pointer + rs->rseq_abi_size);
+			n++;
+		}
 	}
 	return n;
 }
@@ -217,6 +231,16 @@ static int merge_ranges(uint64_t x[][2], int n)
 		m++;
 	}
 	return m;
+}
+
+/* Work out the extra eager ranges once, merged: for_eager runs twice per area. */
+static int plan_extra(struct rs *r)
+{
+	r->extra = calloc(2 + 2 * r->nth, sizeof(*r->extra));
+	if (!r->extra)
+		return rs_fail(r, ENOMEM, "out of memory");
+	r->nextra = merge_ranges(r->extra, eager_extra(r, r->extra));
+	return 0;
 }
 
 /* Write [A, A+LEN) of RUN into the process, in chunks. */
@@ -344,8 +368,8 @@ static int put_poison(struct rs *r, uint64_t a, uint64_t len)
  */
 static int for_eager(struct rs *r, const VmaEntry *v, bool write)
 {
-	uint64_t extra[4][2];
-	int nx = merge_ranges(extra, eager_extra(r, extra));
+	uint64_t (*extra)[2] = r->extra;
+	int nx = r->nextra;
 	uint64_t a = v->start;
 	int ret;
 
@@ -549,7 +573,7 @@ static int set_mm(struct rs *r)
 /* Drop the helper's own rseq registration (glibc's, in memory now gone); take the dumped one. */
 static int set_rseq(struct rs *r, bool dumped)
 {
-	const RseqEntry *rs = r->core->thread_core->uffd_rseq;
+	const RseqEntry *rs = rs_rseq(r->core);
 	struct rseq_conf rc;
 
 	if (!dumped) {
@@ -592,14 +616,196 @@ static int hand_over(struct rs *r)
 	return 0;
 }
 
-/* The dumped registers, FPU state and mask: the last thing before it runs. */
-static int set_regs(struct rs *r)
+/*
+ * The helper's ptrace options while we build it: a thread it clones is ours
+ * from birth, stopped before its first user instruction (TRACECLONE); and
+ * should this tool die before the end, the kernel kills the half-built
+ * process rather than letting any of its threads run (EXITKILL).
+ */
+static int trace_clones(struct rs *r)
 {
-	const UserX86RegsEntry *g = r->core->thread_info->gpregs;
-	const ProtobufCBinaryData *xs = &r->core->thread_info->fpregs->uffd_xstate;
+	long opts = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL;
+
+	if (ptrace(PTRACE_SETOPTIONS, r->child, NULL, (void *)opts) < 0)
+		return rs_fail(r, errno, "PTRACE_SETOPTIONS: %s", strerror(errno));
+	return 0;
+}
+
+struct clone_args_ {
+	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+	uint64_t set_tid, set_tid_size, cgroup;
+};
+
+/*
+ * The tid, in our pid namespace, of the thread the helper just cloned: the
+ * one in /proc/PID/task we do not hold yet (clone3 returned its tid in the
+ * helper's namespace, which --pidns makes another).
+ */
+static pid_t new_tid(struct rs *r)
+{
+	char path[64];
+	struct dirent *de;
+	pid_t found = -1;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)r->child);
+	d = opendir(path);
+	while (d && (de = readdir(d))) {
+		pid_t t = (pid_t)strtol(de->d_name, NULL, 10);
+		int i;
+
+		for (i = 0; t > 0 && i < r->pt.nr_threads && r->pt.th[i].tid != t; i++)
+			;
+		if (t > 0 && i == r->pt.nr_threads)
+			found = t;
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/*
+ * Make the other threads: clone3 run in the helper through the trampoline,
+ * each at its dumped tid when that is free (set_tid), else at any tid with
+ * the reason kept. Each is born traced and stops in the kernel before its
+ * first instruction (trace_clones); it waits there, with every signal
+ * blocked (the helper's mask), until set_regs gives it its own registers.
+ * Should it ever run on its own, it would meet the trampoline's int3 or,
+ * once that is gone, an unmapped page: a fault that kills the process.
+ */
+static int make_threads(struct rs *r)
+{
+	uint64_t scratch = r->tramp + RS_PAGE;
+
+	for (size_t i = 1; i < r->nth; i++) {
+		struct rs_thread *t = &r->th[i];
+		uint64_t ctid = t->core->thread_info->clear_tid_addr;
+		struct clone_args_ ca = {
+			.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD |
+				 CLONE_SYSVSEM | (ctid ? CLONE_CHILD_CLEARTID : 0),
+			.child_tid = ctid,
+			.set_tid = scratch + 256,
+			.set_tid_size = 1,
+		};
+		int32_t want = (int32_t)t->tid;
+		char what[64];
+		long res = 0;
+		int e;
+
+		e = pt_write(&r->pt, scratch + 256, &want, sizeof(want));
+		if (e == 0)
+			e = pt_write(&r->pt, scratch, &ca, sizeof(ca));
+		if (e < 0)
+			return rs_fail(r, e, "write the scratch page: %s", strerror(-e));
+		e = pt_syscall(&r->pt, &res, SYS_clone3, (long)scratch, sizeof(ca), 0, 0, 0, 0);
+		r->st->syscalls++;
+		if (e < 0)
+			return rs_fail(r, e, "clone3 of thread %u: cannot run it in the helper: %s",
+				       t->tid, strerror(-e));
+		snprintf(what, sizeof(what), "clone3 of thread %u", t->tid);
+		if (res < 0) {
+			/* Taken (EEXIST), or not ours to choose (EPERM): any tid will do. */
+			t->err = (int)-res;
+			ca.set_tid = 0;
+			ca.set_tid_size = 0;
+			e = pt_write(&r->pt, scratch, &ca, sizeof(ca));
+			if (e < 0)
+				return rs_fail(r, e, "write the scratch page: %s", strerror(-e));
+			e = sys(r, &res, what, SYS_clone3, (long)scratch, sizeof(ca), 0, 0, 0, 0);
+			if (e < 0)
+				return e;
+		}
+		t->now = (pid_t)res;
+		t->host = r->o->pidns ? new_tid(r) : t->now;
+		if (t->host <= 0)
+			return rs_fail(r, ESRCH, "thread %u (tid %d): not found in /proc/%d/task",
+				       t->tid, (int)t->now, (int)r->child);
+		t->pti = pt_adopt(&r->pt, t->host);
+		if (t->pti < 0)
+			return rs_fail(r, -t->pti, "thread %u (tid %d) did not stop at birth: %s",
+				       t->tid, (int)t->now, strerror(-t->pti));
+	}
+	return 0;
+}
+
+/*
+ * What a thread other than the main one had of its own besides registers:
+ * its alternate signal stack, robust list, rseq area, name and parent-death
+ * signal, set by system calls run in that thread (the main thread's are
+ * the helper's own doing, and set_rseq's).
+ */
+static int set_thread(struct rs *r, const struct rs_thread *t)
+{
+	const ThreadCoreEntry *th = t->core->thread_core;
+	const RseqEntry *rs = rs_rseq(t->core);
+	uint64_t scratch = r->tramp + RS_PAGE;
+	char what[96];
+	int ret = 0;
+
+	if (th->sas && !(th->sas->ss_flags & SS_DISABLE)) {
+		stack_t ss = { .ss_sp = (void *)(uintptr_t)th->sas->ss_sp,
+			       .ss_flags = (int)(th->sas->ss_flags & ~(uint32_t)SS_ONSTACK),
+			       .ss_size = th->sas->ss_size };
+
+		ret = pt_write(&r->pt, scratch, &ss, sizeof(ss));
+		if (ret < 0)
+			return rs_fail(r, ret, "write the scratch page: %s", strerror(-ret));
+		snprintf(what, sizeof(what), "thread %u: sigaltstack", t->tid);
+		ret = sys_in(r, t->pti, NULL, what, SYS_sigaltstack, (long)scratch, 0, 0, 0, 0, 0);
+	}
+	if (ret == 0 && th->futex_rla) {
+		snprintf(what, sizeof(what), "thread %u: set_robust_list", t->tid);
+		ret = sys_in(r, t->pti, NULL, what, SYS_set_robust_list, (long)th->futex_rla,
+			     th->futex_rla_len, 0, 0, 0, 0);
+	}
+	if (ret == 0 && rs) {
+		snprintf(what, sizeof(what), "thread %u: rseq", t->tid);
+		ret = sys_in(r, t->pti, NULL, what, SYS_rseq, (long)rs->rseq_abi_pointer,
+			     rs->rseq_abi_size, 0, rs->signature, 0, 0);
+	}
+	if (ret == 0 && th->comm && th->comm[0]) {
+		char comm[16];
+
+		snprintf(comm, sizeof(comm), "%s", th->comm);
+		ret = pt_write(&r->pt, scratch, comm, sizeof(comm));
+		if (ret < 0)
+			return rs_fail(r, ret, "write the scratch page: %s", strerror(-ret));
+		snprintf(what, sizeof(what), "thread %u: prctl(PR_SET_NAME)", t->tid);
+		ret = sys_in(r, t->pti, NULL, what, SYS_prctl, PR_SET_NAME, (long)scratch, 0, 0,
+			     0, 0);
+	}
+	if (ret == 0 && th->has_pdeath_sig && th->pdeath_sig) {
+		snprintf(what, sizeof(what), "thread %u: prctl(PR_SET_PDEATHSIG)", t->tid);
+		ret = sys_in(r, t->pti, NULL, what, SYS_prctl, PR_SET_PDEATHSIG,
+			     (long)th->pdeath_sig, 0, 0, 0, 0);
+	}
+	return ret;
+}
+
+/* Make the other threads and give each its own state. */
+static int make_all_threads(struct rs *r)
+{
+	int ret = make_threads(r);
+
+	for (size_t i = 1; ret == 0 && i < r->nth; i++)
+		ret = set_thread(r, &r->th[i]);
+	return ret;
+}
+
+/*
+ * Thread T's dumped registers, FPU state and signal mask: the last thing
+ * before it runs.
+ */
+static int set_regs(struct rs *r, const struct rs_thread *t)
+{
+	const CoreEntry *core = t->core;
+	const UserX86RegsEntry *g = core->thread_info->gpregs;
+	const ProtobufCBinaryData *xs = &core->thread_info->fpregs->uffd_xstate;
+	const ThreadCoreEntry *th = core->thread_core;
 	struct user_regs_struct u;
-	uint64_t mask = r->core->tc->blk_sigset;
+	uint64_t mask = th->has_blk_sigset ? th->blk_sigset : r->core->tc->blk_sigset;
 	struct iovec iov = { xs->data, xs->len };
+	pid_t tid = t->host;
 
 	memset(&u, 0, sizeof(u));
 	u.r15 = g->r15; u.r14 = g->r14; u.r13 = g->r13; u.r12 = g->r12;
@@ -611,18 +817,21 @@ static int set_regs(struct rs *r)
 	u.ds = g->ds; u.es = g->es; u.fs = g->fs; u.gs = g->gs;
 	/*
 	 * A sleep cut short with a restart block (nanosleep, poll, futex with a
-	 * timeout) continues from kernel state the helper does not have: run
-	 * the same call again instead, from its start.
+	 * timeout) continues from kernel state the new thread does not have:
+	 * run the same call again instead, from its start. Other restart codes
+	 * the kernel acts on itself as the thread leaves its stop, as it would
+	 * have in the dumped process.
 	 */
 	if ((long)u.orig_rax >= 0 && (long)u.rax == -RS_ERESTART_RESTARTBLOCK)
 		u.rax = (unsigned long long)-RS_ERESTARTNOINTR;
-	if (ptrace(PTRACE_SETREGS, r->child, NULL, &u) < 0)
-		return rs_fail(r, errno, "PTRACE_SETREGS: %s", strerror(errno));
-	if (ptrace(PTRACE_SETREGSET, r->child, (void *)NT_X86_XSTATE, &iov) < 0)
-		return rs_fail(r, errno, "PTRACE_SETREGSET NT_X86_XSTATE (%zu bytes): %s", xs->len,
-			     strerror(errno));
-	if (ptrace(PTRACE_SETSIGMASK, r->child, (void *)sizeof(mask), &mask) < 0)
-		return rs_fail(r, errno, "PTRACE_SETSIGMASK: %s", strerror(errno));
+	if (ptrace(PTRACE_SETREGS, tid, NULL, &u) < 0)
+		return rs_fail(r, errno, "thread %u: PTRACE_SETREGS: %s", t->tid, strerror(errno));
+	if (ptrace(PTRACE_SETREGSET, tid, (void *)NT_X86_XSTATE, &iov) < 0)
+		return rs_fail(r, errno, "thread %u: PTRACE_SETREGSET NT_X86_XSTATE (%zu bytes): "
+			       "%s", t->tid, xs->len, strerror(errno));
+	if (ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof(mask), &mask) < 0)
+		return rs_fail(r, errno, "thread %u: PTRACE_SETSIGMASK: %s", t->tid,
+			       strerror(errno));
 	return 0;
 }
 
@@ -636,7 +845,12 @@ int restore_build(struct rs *r)
 		return rs_fail(r, ret, "cannot seize the helper: %s", why);
 	r->seized = true;
 	r->pt.syscall_ip = r->tramp;
-	ret = set_rseq(r, false);
+	r->th[0].pti = 0;
+	ret = trace_clones(r);
+	if (ret == 0)
+		ret = plan_extra(r);
+	if (ret == 0)
+		ret = set_rseq(r, false);
 	if (ret == 0)
 		ret = empty_helper(r);
 	if (ret == 0)
@@ -647,6 +861,8 @@ int restore_build(struct rs *r)
 		ret = fill_areas(r);
 	if (ret == 0)
 		ret = set_mm(r);
+	if (ret == 0)
+		ret = make_all_threads(r);
 	if (ret == 0)
 		ret = set_rseq(r, true);
 	if (ret == 0)
@@ -659,8 +875,14 @@ int restore_build(struct rs *r)
 	if (ret == 0)
 		ret = sys(r, NULL, "munmap the trampoline", SYS_munmap, (long)r->tramp,
 			  2 * RS_PAGE, 0, 0, 0, 0);
-	if (ret == 0)
-		ret = set_regs(r);
+	/* Every thread stays stopped until the detach below. */
+	for (size_t i = 0; ret == 0 && i < r->nth; i++)
+		ret = set_regs(r, &r->th[i]);
+	if (ret == 0) {
+		r->st->threads = (unsigned)r->nth;
+		for (size_t i = 0; i < r->nth; i++)
+			r->st->moved += r->th[i].now != (pid_t)r->th[i].tid;
+	}
 	/* Dumped in a group stop: stopped again before it runs an instruction. */
 	if (ret == 0 && r->core->tc->task_state == 3 && kill(r->child, SIGSTOP) < 0)
 		ret = rs_fail(r, errno, "SIGSTOP: %s", strerror(errno));

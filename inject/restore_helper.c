@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,8 +20,10 @@
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -69,12 +72,14 @@ static int lift(int fd, int hi)
 }
 
 /* Block every signal, die with us, and check the dump's fds fit. */
-static void helper_init(struct rs *r, struct hs *h)
+static void helper_init(struct rs *r, struct hs *h, int pid_err)
 {
 	sigset_t all;
 
 	memset(h->rep, 0, sizeof(*h->rep));
 	h->rep->uffd = -1;
+	h->rep->nspid = getpid();
+	h->rep->pid_err = pid_err;
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
@@ -290,12 +295,15 @@ static void set_thread(struct rs *r, struct hs *h)
 	prctl(PR_SET_NAME, tc->comm, 0, 0, 0);
 }
 
-/* The helper: set up everything that needs no memory of the old process, then sleep. */
-static void helper(struct rs *r, int wfd)
+/*
+ * The helper: set up everything that needs no memory of the old process,
+ * then sleep. PID_ERR: why it is not at the dumped pid, or 0.
+ */
+static void helper(struct rs *r, int wfd, int pid_err)
 {
 	struct hs h = { .wfd = wfd, .rep = &r->rep, .maxfd = 2, .stdio_fd = -1, .hi = 3 };
 
-	helper_init(r, &h);
+	helper_init(r, &h, pid_err);
 	map_trampoline(r, &h);
 	open_files(r, &h);
 	lift_all(&h, r->nfdi, r->nmf);
@@ -314,25 +322,144 @@ static void helper(struct rs *r, int wfd)
 		pause();	/* every signal blocked: only ptrace wakes us */
 }
 
-/* Fork the helper and wait until it is ready. */
+/*
+ * Fork at pid WANT (clone3 with set_tid, which needs CAP_SYS_ADMIN or
+ * CAP_CHECKPOINT_RESTORE over our pid namespace), or, when it is taken or
+ * not ours to ask, at any pid with *ERR saying why. This tool is
+ * single-threaded here, so the raw clone is a fork without atfork handlers,
+ * and the child runs only plain system calls and stdio until it is rebuilt.
+ */
+static pid_t fork_at(pid_t want, int *err)
+{
+	pid_t tid = want;
+	struct clone_args_ {
+		uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+		uint64_t set_tid, set_tid_size, cgroup;
+	} ca = { .exit_signal = SIGCHLD, .set_tid = (uintptr_t)&tid, .set_tid_size = 1 };
+	long ret = syscall(SYS_clone3, &ca, sizeof(ca));
+
+	*err = 0;
+	if (ret >= 0)
+		return (pid_t)ret;
+	*err = errno;
+	return fork();
+}
+
+/*
+ * --pidns: the init of a new pid namespace (its pid 1): fork the helper at
+ * the dumped pid there, which is free unless it is 1, then reap every child
+ * (the restored process, and any orphan of it) and exit as the restored
+ * process did, which ends the namespace. It first waits for the tool to say
+ * the restore is done (a byte on KEEP, answered): if the tool dies or gives
+ * up first (end of file), it exits, and the namespace ends with it; before
+ * the helper is seized (PTRACE_O_EXITKILL) nothing else would end it.
+ */
+static void pidns_init(struct rs *r, int wfd, int keep) __attribute__((noreturn));
+
+static void pidns_init(struct rs *r, int wfd, int keep)
+{
+	int err, st, code = 0;
+	pid_t h, w;
+	char c;
+
+	prctl(PR_SET_NAME, "uffd-pidns-init", 0, 0, 0);
+	h = fork_at((pid_t)r->pid, &err);
+	if (h == 0)
+		helper(r, wfd, err);
+	if (h < 0) {
+		memset(&r->rep, 0, sizeof(r->rep));
+		errno = errno ? errno : EIO;
+		report_fail(wfd, &r->rep, "fork in the new pid namespace: %s", strerror(errno));
+	}
+	close(wfd);
+	if (read(keep, &c, 1) != 1 || write(keep, &c, 1) != 1)
+		_exit(1);
+	close_range(0, ~0u, 0);
+	for (;;) {
+		w = wait(&st);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			break;
+		if (w == h)
+			code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	}
+	_exit(code);
+}
+
+/* Fork the init of a new pid namespace (clone3 with CLONE_NEWPID). */
+static pid_t fork_pidns(void)
+{
+	struct clone_args_ {
+		uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+	} ca = { .flags = CLONE_NEWPID, .exit_signal = SIGCHLD };
+	long ret = syscall(SYS_clone3, &ca, sizeof(ca));
+
+	return ret < 0 ? -1 : (pid_t)ret;
+}
+
+/* --pidns: the helper is the only child of the init; its pid in ours. */
+static pid_t pidns_helper(pid_t init)
+{
+	char path[64], buf[64];
+	long pid = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)init, (int)init);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n > 0) {
+		buf[n] = '\0';
+		pid = strtol(buf, NULL, 10);
+	}
+	return pid > 0 ? (pid_t)pid : -1;
+}
+
+/* Fork the helper (under a pid namespace's init with --pidns) and wait until it is ready. */
 int restore_helper_start(struct rs *r)
 {
 	struct pollfd p;
-	int pfd[2];
+	int pfd[2], err = 0;
+	pid_t f;
 	ssize_t n;
 
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return rs_fail(r, errno, "pipe: %s", strerror(errno));
-	fflush(NULL);
-	r->child = fork();
-	if (r->child < 0) {
+	if (r->o->pidns && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, r->keep) < 0) {
+		err = errno;
 		close(pfd[0]);
 		close(pfd[1]);
-		return rs_fail(r, errno, "fork: %s", strerror(errno));
+		return rs_fail(r, err, "socketpair: %s", strerror(err));
 	}
-	if (r->child == 0) {
+	fflush(NULL);
+	f = r->o->pidns ? fork_pidns() : fork_at((pid_t)r->pid, &err);
+	if (f < 0) {
+		err = errno;
 		close(pfd[0]);
-		helper(r, pfd[1]);
+		close(pfd[1]);
+		if (r->o->pidns)
+			return rs_fail(r, err, "clone3(CLONE_NEWPID): %s%s", strerror(err),
+				       err == EPERM ? " (--pidns needs CAP_SYS_ADMIN)" : "");
+		return rs_fail(r, err, "fork: %s", strerror(err));
+	}
+	if (f == 0) {
+		close(pfd[0]);
+		if (r->o->pidns) {
+			close(r->keep[0]);
+			pidns_init(r, pfd[1], r->keep[1]);
+		}
+		helper(r, pfd[1], err);
+	}
+	if (r->o->pidns) {
+		r->init = f;
+		close(r->keep[1]);
+		r->keep[1] = -1;
+	} else {
+		r->child = f;
 	}
 	close(pfd[1]);
 	p.fd = pfd[0];
@@ -356,8 +483,29 @@ int restore_helper_start(struct rs *r)
 		return rs_fail(r, EIO, "the helper did not close its pipe");
 	}
 	close(pfd[0]);
+	if (getenv("UFFD_INJECT_TEST_DIE_AT") && !strcmp(getenv("UFFD_INJECT_TEST_DIE_AT"),
+							 "helper-ready"))
+		raise(SIGKILL);
+	if (r->o->pidns && (r->child = pidns_helper(r->init)) < 0)
+		return rs_fail(r, ESRCH, "the helper in the new pid namespace is gone");
+	r->th[0].now = r->rep.nspid;
+	r->th[0].host = r->child;
+	r->th[0].err = r->rep.pid_err;
 	r->pidfd = (int)syscall(SYS_pidfd_open, r->child, 0);
 	if (r->pidfd < 0)
 		return rs_fail(r, errno, "pidfd_open: %s", strerror(errno));
+	return 0;
+}
+
+int restore_helper_release(struct rs *r)
+{
+	struct pollfd p = { .fd = r->keep[0], .events = POLLIN };
+	char c = 'k';
+
+	if (r->keep[0] < 0)
+		return 0;
+	if (write(r->keep[0], &c, 1) != 1 || poll(&p, 1, RS_READY_MS) != 1 ||
+	    read(r->keep[0], &c, 1) != 1)
+		return rs_fail(r, EIO, "the init of the new pid namespace did not answer");
 	return 0;
 }

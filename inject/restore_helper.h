@@ -20,4 +20,7 @@
  */
 int restore_helper_start(struct rs *r);
 
+/* --pidns, the restore done: let the init outlive us. 0 or -errno (R->why). */
+int restore_helper_release(struct rs *r);
+
 #endif

@@ -14,10 +14,18 @@
 
 #include "core.h"
 #include "image.h"
+#include "pstree.pb-c.h"
 #include "restore_plan.h"
 
 #define RS_ASAN_LO	0x600000000000ull	/* kept clear for ASan builds of the tests */
 #define RS_ASAN_HI	0x640000000000ull
+
+const RseqEntry *rs_rseq(const CoreEntry *core)
+{
+	const ThreadCoreEntry *th = core->thread_core;
+
+	return th->rseq_entry ? th->rseq_entry : th->uffd_rseq;
+}
 
 const RegFileEntry *rs_file_by_id(const struct rs *r, uint32_t id)
 {
@@ -74,6 +82,84 @@ static int load_records(struct rs *r, const char *name, uint32_t magic,
 	return 0;
 }
 
+/* Is CORE (of file NAME) a thread record restore can install? */
+static int check_core(struct rs *r, const CoreEntry *core, const char *name)
+{
+	if (core->mtype != 1 || !core->thread_info || !core->thread_info->gpregs ||
+	    !core->thread_info->fpregs || !core->thread_core ||
+	    !core->thread_info->fpregs->has_uffd_xstate)
+		return rs_fail(r, EINVAL, "%s/%s: not an x86_64 core written by uffd-inject",
+			       r->o->dir, name);
+	return 0;
+}
+
+/*
+ * The threads of the process from its pstree.img record, the main thread
+ * first, each with its core-TID.img (the main one's is R->core already).
+ */
+static int load_threads(struct rs *r)
+{
+	PstreeEntry **ps = NULL, *me = NULL;
+	size_t nps = 0;
+	int ret;
+
+	ret = load_records(r, "pstree.img", IMG_PSTREE_MAGIC, &pstree_entry__descriptor,
+			   (ProtobufCMessage ***)&ps, &nps);
+	for (size_t i = 0; ret == 0 && i < nps; i++)
+		if (ps[i]->pid == r->pid)
+			me = ps[i];
+	if (ret == 0 && !me)
+		ret = rs_fail(r, EINVAL, "%s/pstree.img: no record of pid %u", r->o->dir, r->pid);
+	if (ret == 0 && me->n_threads > RS_MAX_THREADS)
+		ret = rs_fail(r, ENOTSUP, "%s/pstree.img: pid %u has %zu threads: restore takes at "
+			      "most %d", r->o->dir, r->pid, me->n_threads, RS_MAX_THREADS);
+	if (ret == 0) {
+		r->th = calloc(me->n_threads + 1, sizeof(*r->th));
+		if (!r->th)
+			ret = rs_fail(r, ENOMEM, "out of memory");
+	}
+	if (ret == 0) {
+		r->th[0] = (struct rs_thread){ .core = r->core, .tid = r->pid };
+		r->nth = 1;
+	}
+	for (size_t i = 0; ret == 0 && i < me->n_threads; i++) {
+		uint32_t tid = me->threads[i];
+		struct img_err err;
+		char name[64];
+
+		if (tid == r->pid)
+			continue;
+		for (size_t k = 0; k < r->nth; k++)
+			if (r->th[k].tid == tid)
+				tid = 0;
+		if (tid == 0 || tid > INT_MAX) {
+			ret = rs_fail(r, EINVAL, "%s/pstree.img: thread id %u of pid %u is listed "
+				      "twice or out of range", r->o->dir, me->threads[i], r->pid);
+			break;
+		}
+		snprintf(name, sizeof(name), "core-%u.img", tid);
+		ret = img_read_one(r->dirfd, name, IMG_CORE_MAGIC, &core_entry__descriptor,
+				   (ProtobufCMessage **)&r->th[r->nth].core, &err);
+		if (ret == -ENOENT)
+			ret = rs_fail(r, ENOENT, "%s/%s: missing: pstree.img lists thread %u of pid "
+				      "%u", r->o->dir, name, tid, r->pid);
+		else if (ret < 0)
+			ret = rs_fail(r, ret, "%s/%s", r->o->dir, err.msg);
+		if (ret < 0)
+			break;
+		r->th[r->nth].tid = tid;
+		r->nth++;
+		ret = check_core(r, r->th[r->nth - 1].core, name);
+	}
+	if (ret == 0 && me->n_threads && r->nth != me->n_threads)
+		ret = rs_fail(r, EINVAL, "%s/pstree.img: pid %u is not among its own threads",
+			      r->o->dir, r->pid);
+	for (size_t i = 0; i < nps; i++)
+		pstree_entry__free_unpacked(ps[i], NULL);
+	free(ps);
+	return ret;
+}
+
 /* Read every image and check it against itself and against this machine. */
 int restore_plan_load(struct rs *r)
 {
@@ -110,10 +196,15 @@ int restore_plan_load(struct rs *r)
 			     "it holds memory only", r->o->dir, name);
 	if (ret < 0)
 		return rs_fail(r, ret, "%s/%s", r->o->dir, err.msg);
-	if (r->core->mtype != 1 || !r->core->thread_info || !r->core->tc ||
-	    !r->core->thread_core || !r->core->thread_info->fpregs->has_uffd_xstate)
-		return rs_fail(r, EINVAL, "%s/%s: not an x86_64 core written by uffd-inject",
+	ret = check_core(r, r->core, name);
+	if (ret < 0)
+		return ret;
+	if (!r->core->tc)
+		return rs_fail(r, EINVAL, "%s/%s: the main thread's core has no task record",
 			     r->o->dir, name);
+	ret = load_threads(r);
+	if (ret < 0)
+		return ret;
 	snprintf(name, sizeof(name), "fs-%u.img", r->pid);
 	ret = img_read_one(r->dirfd, name, IMG_FS_MAGIC, &fs_entry__descriptor,
 			   (ProtobufCMessage **)&r->fs, &err);

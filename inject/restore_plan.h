@@ -1,7 +1,7 @@
 /*
  * Planning a restore from its images, before any process is made: read and
- * check every image (one single-threaded task, dumped with --kill, its core
- * an x86_64 one of ours), check that every file is the one dumped and
+ * check every image (one task, dumped with --kill, each of its threads with
+ * an x86_64 core of ours), check that every file is the one dumped and
  * unchanged, decide which file backs each area, match the dumped vdso and
  * vvar with this kernel's, and pick an address for the helper's trampoline
  * that is free both in the dumped layout and in ours.

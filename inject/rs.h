@@ -24,6 +24,7 @@
 
 #define RS_PAGE		4096ull
 #define RS_MAX_MAPFILES	256
+#define RS_MAX_THREADS	1024
 #define RS_TASK_TOP	0x7ffffffff000ull	/* 47-bit user space */
 #define RS_FEATURES	(UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | \
 			 UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | \
@@ -34,6 +35,8 @@ struct rs_report {
 	int err;
 	int uffd;			/* its fd number in the helper, -1 if none */
 	int mapfd[RS_MAX_MAPFILES];	/* of each mapped file, in rs->mf order */
+	pid_t nspid;			/* its pid as it sees it (in its pid namespace) */
+	int pid_err;			/* why that is not the dumped pid, or 0 */
 	char msg[256];
 };
 
@@ -49,6 +52,16 @@ struct rs_special {
 	bool vdso;
 };
 
+/* A thread to bring back: its record, the tid it had and the one it got. */
+struct rs_thread {
+	CoreEntry *core;	/* core-TID.img; th[0]'s is the main thread's, r->core */
+	uint32_t tid;		/* as dumped */
+	pid_t now;		/* as restored, in its pid namespace */
+	pid_t host;		/* the same in ours (they differ with --pidns) */
+	int pti;		/* its index among the threads the engine holds */
+	int err;		/* why it is not at its dumped tid (an errno), or 0 */
+};
+
 struct rs {
 	const struct restore_opts *o;
 	struct restore_stats *st;
@@ -57,7 +70,9 @@ struct rs {
 	struct pages_cache cache;
 	struct img_task task;
 	bool task_loaded;
-	CoreEntry *core;
+	CoreEntry *core;		/* the main thread's (th[0].core) */
+	struct rs_thread *th;		/* every thread, the main one first */
+	size_t nth;
 	FsEntry *fs;
 	FileEntry **files;
 	size_t nfiles;
@@ -70,7 +85,11 @@ struct rs {
 	struct rs_special sp[8];
 	int nsp;
 	uint64_t tramp;			/* syscall insn page; tramp + RS_PAGE is the scratch page */
-	pid_t child;
+	uint64_t (*extra)[2];		/* lazy pages written all the same, merged ranges */
+	int nextra;
+	pid_t child;			/* the helper, in our pid namespace */
+	pid_t init;			/* --pidns: the init of its namespace, or 0 */
+	int keep[2];			/* --pidns: ours tells the init it may outlive us */
 	int pidfd;
 	struct pt pt;
 	bool seized;
@@ -86,6 +105,9 @@ int rs_fail(struct rs *r, int code, const char *fmt, ...) __attribute__((format(
 
 /* --page-server: LEN bytes of the dumped pages at image address A, into BUF. 0 or -errno (rs_fail said why). */
 int rs_fetch(struct rs *r, uint64_t a, uint64_t len, uint8_t *buf);
+
+/* The rseq registration of a thread's record, or NULL. */
+const RseqEntry *rs_rseq(const CoreEntry *core);
 
 /* The regular file with id ID in files.img, or NULL. */
 const RegFileEntry *rs_file_by_id(const struct rs *r, uint32_t id);

@@ -96,8 +96,9 @@ void fill_feed(struct daemon *d)
 {
 	if (!d->fw || !daemon_fill_enabled(d))
 		return;
+	/* The working set first, in its order: workers only once a replay is done with. */
 	for (struct target *t = d->targets; t; t = t->next)
-		if (fill_wants(t) && !t->dead)
+		if (fill_wants(t) && !t->dead && !wset_replaying(t))
 			fillw_feed(d, t);
 }
 

@@ -233,7 +233,8 @@ static bool carve(struct worker *w, struct target *t, uint64_t a)
 {
 	const struct pagemap *pm = t->img->task.pm;
 	struct area *v = model_find(&t->map, a);
-	uint64_t n = v ? area_run(v, a, FILLW_JOB, true) : 0, end;
+	/* Hugetlb areas are placed in whole huge pages, by the loop (serve.c). */
+	uint64_t n = v && !v->hshift ? area_run(v, a, FILLW_JOB, true) : 0, end;
 
 	n = fillw_clip(t, a, n);
 	if (!n)

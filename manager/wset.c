@@ -247,6 +247,11 @@ uint64_t wset_next(struct target *t, uint64_t max, uint64_t *addr)
 	return run_from(t, &t->ws->pos, max, addr);
 }
 
+bool wset_replaying(const struct target *t)
+{
+	return t->ws && t->ws->mode == WS_REPLAY && t->ws->pos < t->ws->n;
+}
+
 bool wset_find(struct target *t, uint64_t img, size_t *k)
 {
 	struct wset *ws = t->ws;

@@ -58,6 +58,9 @@ bool wset_find(struct target *t, uint64_t img, size_t *k);
  */
 uint64_t wset_next_from(struct target *t, size_t *k, uint64_t max, uint64_t *addr);
 
+/* Whether T replays a record with entries the fill has not looked at yet. */
+bool wset_replaying(const struct target *t);
+
 /* PAGES of a run wset_next() or wset_next_from() gave were placed (before the process asked). */
 void wset_placed(struct target *t, uint64_t pages);
 

@@ -278,8 +278,7 @@ static int is_header(const char *line)
 	return isdigit((unsigned char)line[0]) || (line[0] >= 'a' && line[0] <= 'f');
 }
 
-/* Check that the areas of /proc/PID/maps are exactly those of M. */
-static int check_maps(pid_t pid, const struct procfs_maps *m, char *why, size_t len)
+int procfs_check_maps(pid_t pid, const struct procfs_maps *m, char *why, size_t len)
 {
 	char *text, *line, *save = NULL;
 	size_t tlen, i = 0;
@@ -298,10 +297,11 @@ static int check_maps(pid_t pid, const struct procfs_maps *m, char *why, size_t 
 		}
 		if (i >= m->n || v.start != m->v[i].start || v.end != m->v[i].end ||
 		    strcmp(v.perms, m->v[i].perms) || v.inode != m->v[i].inode ||
-		    v.pgoff != m->v[i].pgoff) {
+		    v.pgoff != m->v[i].pgoff || v.dev_major != m->v[i].dev_major ||
+		    v.dev_minor != m->v[i].dev_minor || strcmp(v.name, m->v[i].name)) {
 			ret = why_set(why, len, EAGAIN,
 				   "/proc/%d/maps and smaps disagree at line %zu (0x%llx-0x%llx): "
-				   "the address space changed while frozen",
+				   "the address space changed",
 				   (int)pid, i + 1, (unsigned long long)v.start,
 				   (unsigned long long)v.end);
 			break;
@@ -309,8 +309,8 @@ static int check_maps(pid_t pid, const struct procfs_maps *m, char *why, size_t 
 	}
 	if (ret == 0 && i != m->n)
 		ret = why_set(why, len, EAGAIN,
-			   "/proc/%d/maps has %zu areas, smaps %zu: the address space changed "
-			   "while frozen", (int)pid, i, m->n);
+			   "/proc/%d/maps has %zu areas, smaps %zu: the address space changed",
+			   (int)pid, i, m->n);
 	free(text);
 	return ret;
 }
@@ -381,7 +381,7 @@ int procfs_read_maps(pid_t pid, struct procfs_maps *m, char *why, size_t len)
 {
 	int ret = procfs_read_smaps(pid, m, why, len);
 
-	if (ret == 0 && (ret = check_maps(pid, m, why, len)) < 0)
+	if (ret == 0 && (ret = procfs_check_maps(pid, m, why, len)) < 0)
 		procfs_maps_free(m);
 	return ret;
 }

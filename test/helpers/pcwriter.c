@@ -25,6 +25,10 @@
  *            every page, checks its own copy by replay and exits 0 or 3; the
  *            parent logs "fork ok" or "fork bad STATUS"), unmap (the last slot
  *            but 0), thp (a 2 MiB aligned slot with MADV_HUGEPAGE).
+ *   SIGWINCH madvise(MADV_NOHUGEPAGE) the whole area (VMA) that holds the
+ *            start of slot 0, and log "flags nohugepage"; SIGURG: mlock() it,
+ *            and log "flags mlock" (VmFlags changes that leave
+ *            /proc/PID/maps as it was).
  *   SIGTERM  default: dies.
  *
  * It prints "ready pid=P" on stdout at start. The log is a regular file
@@ -77,7 +81,7 @@ static uint64_t hot;		/* steps write only the first HOT pages (0: all) */
 static bool fast;		/* no sleep between batches: writes as fast as it can */
 static unsigned next_change;
 static int logfd = -1;
-static volatile sig_atomic_t want_verify, want_change;
+static volatile sig_atomic_t want_verify, want_change, want_flags;
 
 static void on_usr1(int s)
 {
@@ -89,6 +93,31 @@ static void on_usr2(int s)
 {
 	(void)s;
 	want_change = 1;
+}
+
+static void on_flags(int s)
+{
+	want_flags = s;
+}
+
+/* The bounds of the area of /proc/self/maps that holds P; false if none. */
+static bool area_of(const void *p, uintptr_t *start, uintptr_t *end)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	unsigned long s, e;
+	char line[512];
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%lx-%lx", &s, &e) == 2 && (uintptr_t)p >= s && (uintptr_t)p < e) {
+			*start = s;
+			*end = e;
+			found = true;
+		}
+	fclose(f);
+	return found;
 }
 
 static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -421,6 +450,9 @@ int main(int argc, char **argv)
 	sigaction(SIGUSR1, &sa, NULL);
 	sa.sa_handler = on_usr2;
 	sigaction(SIGUSR2, &sa, NULL);
+	sa.sa_handler = on_flags;
+	sigaction(SIGWINCH, &sa, NULL);
+	sigaction(SIGURG, &sa, NULL);
 	printf("ready pid=%d\n", (int)getpid());
 	fflush(stdout);
 	for (;;) {
@@ -431,6 +463,18 @@ int main(int argc, char **argv)
 		if (want_change) {
 			want_change = 0;
 			change();
+		}
+		if (want_flags) {
+			bool lock = want_flags == SIGURG;
+			uintptr_t a, b;
+
+			want_flags = 0;
+			if (!area_of(slots[0].mem, &a, &b))
+				logf_("flags failed: slot 0 not in maps\n");
+			else if (lock ? mlock((void *)a, b - a) : madvise((void *)a, b - a, MADV_NOHUGEPAGE))
+				logf_("flags failed: %s\n", strerror(errno));
+			else
+				logf_("flags %s\n", lock ? "mlock" : "nohugepage");
 		}
 		if (want_verify) {
 			char why[256];

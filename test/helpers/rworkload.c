@@ -6,10 +6,10 @@
  *             [--thread] [--pipe] [--socket] [--eventfd] [--alarm] [--poison]
  *             [--huge MIB]
  *
- * Every tick it appends "count N" to the log (- : to stdout). The last five
- * make it something restore cannot bring back (a second thread; a pipe, a
- * socket or an eventfd at fd 3 or above; an armed ITIMER_REAL), for tests of
- * the refusal. Signals:
+ * Every tick it appends "count N" to the log (- : to stdout). --thread adds
+ * a second thread asleep in pause(). The last four make it something restore
+ * cannot bring back (a pipe, a socket or an eventfd at fd 3 or above; an
+ * armed ITIMER_REAL), for tests of the refusal. Signals:
  *   SIGUSR1  the handler logs "usr1 N" (N: how many it has seen)
  *   SIGUSR2  the main loop checks every word of the region and logs
  *            "verify ok" or "verify bad ADDR"; with --poison (pages 5, 6

@@ -167,9 +167,9 @@ static pid_t pcw_start(const char *tag, const char *const *args, char *log, size
 	return pid;
 }
 
-/* Run uffd-inject with ARGS (ENV: one NAME=VALUE or NULL); output in OUT, ERR. Exit code. */
-static int tool_env(const char *env, const char *const *args, char *out, size_t olen, char *err,
-		    size_t elen)
+/* Run uffd-inject with ARGS (ENVS: NAME=VALUE strings, NULL-terminated, or NULL); output in OUT, ERR. Exit code. */
+static int tool_envs(const char *const *envs, const char *const *args, char *out, size_t olen,
+		     char *err, size_t elen)
 {
 	char bin[256], of[128], ef[128], *b;
 	const char *argv[24];
@@ -192,8 +192,8 @@ static int tool_env(const char *env, const char *const *args, char *out, size_t 
 		dup2(o, 1);
 		dup2(e, 2);
 		close_range(3, ~0u, 0);
-		if (env)
-			putenv((char *)env);
+		for (int i = 0; envs && envs[i]; i++)
+			putenv((char *)envs[i]);
 		execv(bin, (char *const *)argv);
 		_exit(127);
 	}
@@ -205,6 +205,15 @@ static int tool_env(const char *env, const char *const *args, char *out, size_t 
 	snprintf(err, elen, "%s", b);
 	free(b);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* The same with one NAME=VALUE (or NULL). */
+static int tool_env(const char *env, const char *const *args, char *out, size_t olen, char *err,
+		    size_t elen)
+{
+	const char *envs[] = { env, NULL };
+
+	return tool_envs(envs, args, out, olen, err, elen);
 }
 
 static int tool(const char *const *args, char *out, size_t olen, char *err, size_t elen)
@@ -723,6 +732,8 @@ Test(precopy, dump_prev_images_ends_tracking, .init = setup, .fini = teardown, .
 	rc = tool(da, out, sizeof(out), err, sizeof(err));
 	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
 	cr_assert_not_null(strstr(out, "tracking ended"), "%s", out);
+	cr_assert_not_null(strstr(out, "read ahead of their writing: the target was let go"),
+			   "%s", out);
 	uffd_state(pid, &nfds, &nuw);
 	cr_assert_eq(nfds, 0, "%d userfaultfds left in it", nfds);
 	cr_assert_eq(nuw, 0, "%d areas still registered", nuw);
@@ -885,4 +896,143 @@ Test(precopy, refuses_io_uring, .init = setup, .fini = teardown, .timeout = 60)
 	cr_assert_str_eq(tw_ask(&w, "v", 30000), "ok");
 	tw_stop(&w);
 	forget(w.pid);
+}
+
+/*
+ * The areas are read before the freeze (smaps walks every page table) and
+ * checked at it against /proc/PID/maps. With UFFD_INJECT_TEST_SIGNAL_AT=preread
+ * the tool sends SIG to the target between that read and the freeze and
+ * waits until it logs the change. The last round, dump --prev-images
+ * --leave-stopped, into tmp/last; its exit code, output in OUT and ERR.
+ */
+static int last_round_with(pid_t pid, int sig, const char *log, char *out, size_t olen, char *err,
+			   size_t elen)
+{
+	char ps[16], d[128], pv[128], se[32], ge[160];
+	const char *envs[] = { "UFFD_INJECT_TEST_SIGNAL_AT=preread", se, ge, NULL };
+	const char *args[] = { "dump", "--pid", ps, "--images", d, "--leave-stopped",
+			       "--prev-images", pv, NULL };
+
+	predump(pid, "r1", NULL, out, olen);
+	verify(pid, log);
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/last", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	snprintf(se, sizeof(se), "UFFD_INJECT_TEST_SIGNAL=%d", sig);
+	snprintf(ge, sizeof(ge), "UFFD_INJECT_TEST_WAIT_GROW=%s", log);
+	return tool_envs(sig ? envs : NULL, args, out, olen, err, elen);
+}
+
+/* Kill the stopped original PID, restore tmp/last eagerly, have the copy check every byte. */
+static void restore_and_verify(pid_t pid, const char *log)
+{
+	pid_t r;
+
+	end(pid);
+	r = restore("last", false);
+	verify(r, log);
+	end(r);
+}
+
+Test(precopy, areas_read_before_the_freeze, .init = setup, .fini = teardown, .timeout = 120)
+{
+	const char *args[] = { "--pages", "2048", "--hot", "64", NULL };
+	char log[128], out[4096], err[4096];
+	pid_t pid;
+	int rc;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	rc = last_round_with(pid, 0, log, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "VmFlags read before the freeze"), "%s", out);
+	cr_assert_not_null(strstr(out, "left stopped"), "%s", out);
+	/* Stopped once every page was read, before the pages file was written. */
+	cr_assert_not_null(strstr(out, "read ahead of their writing: the target was stopped"),
+			   "%s", out);
+	restore_and_verify(pid, log);
+}
+
+Test(precopy, area_created_between_read_and_freeze, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	const char *args[] = { "--pages", "2048", "--hot", "64", NULL };
+	char log[128], out[4096], err[4096];
+	pid_t pid;
+	int rc;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	/* SIGUSR2: its first change maps a new slot of 64 pages, each with data. */
+	rc = last_round_with(pid, SIGUSR2, log, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	cr_assert_eq(count_in(log, "change new\n"), 1, "%s", slurp(log));
+	cr_assert_not_null(strstr(out, "VmFlags read again at the freeze"), "%s", out);
+	restore_and_verify(pid, log);
+}
+
+Test(precopy, area_unmapped_between_read_and_freeze, .init = setup, .fini = teardown,
+     .timeout = 180)
+{
+	const char *args[] = { "--pages", "2048", "--hot", "64", NULL };
+	char log[128], out[4096], err[4096];
+	pid_t pid;
+	int rc;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	change(pid, log, 7);	/* new, drop, grow, move, protect, fork, thp: next is unmap */
+	rc = last_round_with(pid, SIGUSR2, log, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	cr_assert_eq(count_in(log, "change unmap\n"), 1, "%s", slurp(log));
+	cr_assert_not_null(strstr(out, "VmFlags read again at the freeze"), "%s", out);
+	restore_and_verify(pid, log);
+}
+
+Test(precopy, mlock_between_read_and_freeze_reads_again, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	const char *args[] = { "--pages", "2048", "--hot", "64", NULL };
+	char log[128], out[4096], err[4096];
+	pid_t pid;
+	int rc;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	/* SIGURG: mlock() of slot 0, which leaves maps as it was; VmLck moves. */
+	rc = last_round_with(pid, SIGURG, log, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	cr_assert_eq(count_in(log, "flags mlock\n"), 1, "%s", slurp(log));
+	cr_assert_not_null(strstr(out, "VmFlags read again at the freeze"), "%s", out);
+	cr_assert_not_null(strstr(err, "is locked in memory"), "%s", err);
+	restore_and_verify(pid, log);
+}
+
+Test(precopy, madvise_between_read_and_freeze_fails_the_dump, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	const char *args[] = { "--pages", "2048", "--hot", "64", NULL };
+	char log[128], out[4096], err[4096], ps[16], d[128], path[200];
+	const char *again[] = { "dump", "--pid", ps, "--images", d, "--leave-stopped", NULL };
+	struct stat sb;
+	pid_t pid;
+	int rc;
+
+	pid = pcw_start("w", args, log, sizeof(log));
+	/*
+	 * SIGWINCH: madvise(MADV_NOHUGEPAGE) of the whole of slot 0: neither
+	 * maps nor VmLck shows it. The check after the stop must.
+	 */
+	rc = last_round_with(pid, SIGWINCH, log, out, sizeof(out), err, sizeof(err));
+	cr_assert_neq(rc, 0, "the dump did not see the change: %s", out);
+	cr_assert_eq(count_in(log, "flags nohugepage\n"), 1, "%s", slurp(log));
+	cr_assert_not_null(strstr(err, "its VmFlags went from"), "%s", err);
+	cr_assert_not_null(strstr(err, " nh"), "%s", err);
+	snprintf(path, sizeof(path), "%s/last/inventory.img", tmp);
+	cr_assert_neq(stat(path, &sb), 0, "images were published");
+	/* It was stopped for the check, and goes on after the refusal. */
+	verify(pid, log);
+	/* Dumped again, the change is in the images; the copy is whole. */
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/last", tmp);
+	rc = tool(again, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "VmFlags read before the freeze"), "%s", out);
+	restore_and_verify(pid, log);
 }

@@ -10,6 +10,7 @@
  */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -516,9 +517,41 @@ static void refused(const char *flag, const char *says)
 	cr_assert(wait_for(log, "verify ok\n", 20000), "%s", slurp(log, NULL));
 }
 
-Test(restore, refuses_second_thread, .init = setup, .fini = teardown, .timeout = 60)
+/* A second thread, asleep in pause(), no longer stops a dump: both come back. */
+Test(restore, second_thread_comes_back, .init = setup, .fini = teardown, .timeout = 60)
 {
-	refused("--thread", "it has 2 threads");
+	char log[128], dir[128], sum[512], want[32], path[64], *b;
+	const char *args[] = { "--log", log, "--mib", "8", "--thread", NULL };
+	unsigned long c0;
+	pid_t pid;
+	int n = 0;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	pid = wl_start(args);
+	let_count(log, 3);
+	dump_kill(pid, dir);
+	b = slurp(log, NULL);
+	c0 = last_count(b);
+	free(b);
+	pid = restore(dir, NULL, "null", sum, sizeof(sum));
+	cr_assert_not_null(strstr(sum, ", 2 threads ("), "%s", sum);
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	{
+		DIR *d = opendir(path);
+		struct dirent *de;
+
+		cr_assert_not_null(d);
+		while ((de = readdir(d)))
+			n += de->d_name[0] != '.';
+		closedir(d);
+	}
+	cr_assert_eq(n, 2, "%d threads after restore", n);
+	snprintf(want, sizeof(want), "count %lu\n", c0 + 2);
+	cr_assert(wait_for(log, want, 20000), "no %s after restore", want);
+	cr_assert_eq(kill(pid, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\n", 20000), "%s", slurp(log, NULL));
+	stop(pid);
 }
 
 Test(restore, refuses_pipe, .init = setup, .fini = teardown, .timeout = 60)

@@ -633,6 +633,75 @@ Test(ptrace, inject_getpid_and_gettid)
 	cr_assert_eq(counters(t, v), 4);
 }
 
+/* Each thread runs the syscall asked of it, and goes back to exactly the registers it had. */
+Test(ptrace, inject_in_every_thread)
+{
+	struct tgt *t = start_target(0, true, "counter", "3", NULL);
+	uint64_t v[MAX_THREADS + 1];
+	long ret = 0;
+	int n;
+
+	hello(t, &n);
+	seize(&P, t->pid);
+	cr_assert_eq(P.nr_threads, 4);
+	for (int i = 0; i < P.nr_threads; i++) {
+		struct user_regs_struct a, b;
+
+		cr_assert_eq(ptrace(PTRACE_GETREGS, P.th[i].tid, NULL, &a), 0);
+		cr_assert_eq(pt_syscall_in(&P, i, &ret, SYS_gettid, 0, 0, 0, 0, 0, 0), 0);
+		cr_assert_eq(ret, P.th[i].tid, "thread %d: gettid ran in %ld", i, ret);
+		cr_assert_eq(ptrace(PTRACE_GETREGS, P.th[i].tid, NULL, &b), 0);
+		cr_assert_arr_eq(&a, &b, sizeof(a), "thread %d: registers not put back", i);
+	}
+	cr_assert_eq(pt_syscall_in(&P, P.nr_threads, &ret, SYS_gettid, 0, 0, 0, 0, 0, 0), -EINVAL);
+	cr_assert_eq(pt_syscall_in(&P, -1, &ret, SYS_gettid, 0, 0, 0, 0, 0, 0), -EINVAL);
+	cr_assert_eq(pt_detach(&P), 0);
+	counters(t, v);
+	all_run_on(t, v, n);
+}
+
+/*
+ * A thread the target clones while held with PTRACE_O_TRACECLONE is adopted
+ * stopped at birth: its ip right after the syscall instruction, no
+ * instruction of its own run, and syscalls can be run in it.
+ */
+Test(ptrace, adopt_a_cloned_thread_before_it_runs)
+{
+	struct tgt *t = start_target(0, false, "counter", "1", NULL);
+	struct {
+		uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+	} ca = { .flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD };
+	struct user_regs_struct u;
+	long scratch, tid, ret = 0;
+	int n, i;
+
+	hello(t, &n);
+	seize(&P, t->pid);
+	cr_assert_eq(ptrace(PTRACE_SETOPTIONS, P.th[0].tid, NULL,
+			    (void *)(long)(PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE)), 0);
+	scratch = inject(&P, SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_gt(scratch, 0);
+	cr_assert_eq(pt_write(&P, (uint64_t)scratch, &ca, sizeof(ca)), 0);
+	tid = inject(&P, SYS_clone3, scratch, sizeof(ca), 0, 0, 0, 0);
+	cr_assert_gt(tid, 0, "clone3: %s", strerror((int)-tid));
+	i = pt_adopt(&P, (pid_t)tid);
+	cr_assert_eq(i, P.nr_threads - 1, "pt_adopt: %s", strerror(-i));
+	cr_assert_eq(P.th[i].tid, tid);
+	msleep(50);
+	cr_assert_eq(thread_state(t->pid, (pid_t)tid), 't');
+	cr_assert_eq(ptrace(PTRACE_GETREGS, (pid_t)tid, NULL, &u), 0);
+	cr_assert_eq(u.rip, P.syscall_ip + 2, "it ran: ip %llx", u.rip);
+	cr_assert_eq(u.rax, 0, "not the child's return of clone3");
+	cr_assert_eq(pt_syscall_in(&P, i, &ret, SYS_gettid, 0, 0, 0, 0, 0, 0), 0);
+	cr_assert_eq(ret, tid);
+	cr_assert_eq(pt_adopt(&P, t->pid + 100000), -ESRCH, "a stranger cannot be adopted");
+	cr_assert_eq(P.nr_threads, 3, "nothing of it kept");
+	/* Let go, it would run on the clone's registers: end the target instead. */
+	kill(t->pid, SIGKILL);
+	pt_detach(&P);
+}
+
 static void expect_mem(struct tgt *t, uint64_t addr, const uint8_t *want, size_t len)
 {
 	char line[LINE_MAX_], hex[3];
