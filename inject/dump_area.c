@@ -2,6 +2,7 @@
  * Area classification for a dump: see dump_area.h. The refusals name the
  * area and the reason, for a person to read.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -236,6 +237,77 @@ static bool shared_memory(const struct procfs_vma *v)
 		has_suffix(name, " (deleted)"));
 }
 
+/* Is V shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, reachable only through mappings)? */
+static bool shared_anon(const struct procfs_vma *v)
+{
+	const char *name = v->name ? v->name : "";
+
+	return v->perms[3] == 's' && v->inode &&
+	       (!strcmp(name, "/dev/zero (deleted)") || !strncmp(name, "[anon_shmem:", 12));
+}
+
+bool dump_area_mapped_elsewhere(pid_t pid, unsigned dev_major, unsigned dev_minor,
+				uint64_t inode)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	bool found = false;
+
+	if (!d)
+		return true;
+	while (!found && (de = readdir(d))) {
+		char path[64], line[512];
+		unsigned maj, min;
+		unsigned long long ino;
+		char *end;
+		long other = strtol(de->d_name, &end, 10);
+		FILE *f;
+
+		if (*end || other <= 0 || other == pid)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/maps", other);
+		f = fopen(path, "re");
+		if (!f)
+			continue;	/* gone meanwhile, or a kernel thread */
+		while (!found && fgets(line, sizeof(line), f)) {
+			if (sscanf(line, "%*x-%*x %*s %*x %x:%x %llu", &maj, &min, &ino) == 3 &&
+			    ino == inode && maj == dev_major && min == dev_minor)
+				found = true;
+			/* A line longer than the buffer: skip its tail. */
+			while (!strchr(line, '\n') && fgets(line, sizeof(line), f))
+				;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return found;
+}
+
+/*
+ * Can area I of M be served lazily as shared memory (DUMP_SHMEM)? Shared
+ * anonymous memory that no other process maps (its pages could not be
+ * taken from under a sharer that no userfaultfd watches), not locked, and
+ * every area of this process on the same object qualifies too (punching
+ * the object takes the pages from all of them). A memfd or System V
+ * segment can be reached without a mapping (read(2) on its fd, a later
+ * shmat()), where a punched page would read zero: they stay resident.
+ */
+static bool shmem_lazy(const struct procfs_maps *m, pid_t pid, size_t i)
+{
+	const struct procfs_vma *v = &m->v[i];
+
+	for (size_t k = 0; k < m->n; k++) {
+		const struct procfs_vma *u = &m->v[k];
+
+		if (u->inode != v->inode || u->dev_major != v->dev_major ||
+		    u->dev_minor != v->dev_minor)
+			continue;
+		if (!shared_anon(u) || (u->vmflags & (PFV_LO | PFV_UM | PFV_UW | PFV_UI)))
+			return false;
+	}
+	return !dump_area_mapped_elsewhere(pid, v->dev_major, v->dev_minor, v->inode);
+}
+
 int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locked,
 			   bool allow_wp, bool resident_shared, VmaEntry **vmas,
 			   struct dump_area **areas, char *why, size_t len)
@@ -259,10 +331,10 @@ int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locke
 		if (resident_shared && shared_memory(&vv) &&
 		    !(vv.vmflags & (PFV_UM | PFV_UW | PFV_UI))) {
 			/*
-			 * A hand-over: the process keeps this memory, resident, and
-			 * its sharers see every write. Recorded as CRIU records
-			 * shared anonymous memory, with no pages: the manager does
-			 * not serve shared memory (yet), and restore refuses it.
+			 * A hand-over. Recorded as CRIU records shared anonymous
+			 * memory. Served lazily when shmem_lazy() says it can be;
+			 * otherwise the process keeps it resident, with no pages in
+			 * the images, and its sharers see every write.
 			 */
 			VmaEntry *e = &(*vmas)[i];
 			static const VmaEntry init = VMA_ENTRY__INIT;
@@ -280,6 +352,10 @@ int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locke
 			e->flags = MAP_SHARED | MAP_ANONYMOUS;
 			memset(&(*areas)[i], 0, sizeof((*areas)[i]));
 			(*areas)[i].note_locked = v->vmflags & PFV_LO;
+			if (shmem_lazy(m, pid, i)) {
+				(*areas)[i].kind = DUMP_SHMEM;
+				(*areas)[i].pe_flags = PE_LAZY | PE_PRESENT;
+			}
 		} else if (dump_classify(&vv, &(*vmas)[i], &(*areas)[i], what, sizeof(what)) < 0) {
 			snprintf(why, len, "cannot dump: %s", what);
 			return -ENOTSUP;

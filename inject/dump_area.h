@@ -39,6 +39,14 @@ enum dump_kind {
 	DUMP_ANON,	/* anonymous private: present and swapped pages, zero pages are holes */
 	DUMP_COW,	/* file private: only the pages that are not the file's (copied on write) */
 	DUMP_ALL,	/* the vdso: every present page */
+	/*
+	 * Shared anonymous memory of a hand-over that no other process maps:
+	 * every page its shmem object holds (found in the object, not in the
+	 * page tables: a page can be there without being mapped here), zero
+	 * pages are holes; lazy.c punches them out of the object and registers
+	 * the area for MISSING and MINOR faults.
+	 */
+	DUMP_SHMEM,
 };
 
 struct dump_area {
@@ -47,6 +55,14 @@ struct dump_area {
 	bool note_locked;	/* mlock()ed: dumped, but the images do not say so */
 	uint64_t hpage;		/* hugetlb: its page size (whole pages are dumped); else 0 */
 };
+
+/*
+ * Does a process other than PID map the file DEV_MAJOR:DEV_MINOR INODE (as
+ * /proc/N/maps shows them)? Also true when /proc cannot be read: the
+ * answer must never be a wrong no. Reads every process's maps.
+ */
+bool dump_area_mapped_elsewhere(pid_t pid, unsigned dev_major, unsigned dev_minor,
+				uint64_t inode);
 
 /*
  * Describe area V of /proc/PID/smaps as a vma_entry and say what to dump of

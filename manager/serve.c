@@ -362,6 +362,55 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr, bool *waitin
 }
 
 /*
+ * A MINOR fault in shared memory: the page is in the shmem object (a sharer,
+ * maybe this process before a fork, put it there) but not mapped here. Map
+ * it as it is (UFFDIO_CONTINUE), whatever the model says: the object holds
+ * the newest bytes, which any sharer may have written since, so the image
+ * must never be copied there again (UFFDIO_COPY would fail with EEXIST
+ * anyway): the page leaves the model.
+ *
+ * The rule for shared areas, then: a MISSING fault means the page is not in
+ * the object, and is served as in private memory (UFFDIO_COPY from the
+ * image puts it in the object for every sharer; a page the model has no
+ * data for gets UFFDIO_ZEROPAGE); a MINOR fault means it is there, and is
+ * only mapped. A page is placed in the object once; EEXIST from a copy
+ * means a sharer was first, and the process then faults MINOR.
+ */
+static enum uffd_class serve_minor(struct target *t, uint64_t addr)
+{
+	uint64_t page = addr & ~(PG - 1);
+	struct uffd_result r;
+	int64_t out = 0;
+	int ret;
+
+	ret = uffd_continue(t->uffd, page, PG, true, &out);
+	if (ret == -EFAULT || ret == -EEXIST) {
+		/*
+		 * EEXIST: mapped already (two threads, one answer). EFAULT: the
+		 * page left the object meanwhile (MADV_REMOVE by a sharer): the
+		 * process faults again, MISSING this time.
+		 */
+		uffd_wake(t->uffd, page, PG);
+		if (ret == -EEXIST)
+			t->st.eexist++;
+		return UC_DONE;
+	}
+	r = uffd_classify(ret, out, PG);
+	if (r.cls == UC_DONE) {
+		t->st.pages_continued++;
+		t->d->tot.pages_continued++;
+		model_clear(&t->map, page, page + PG);
+	} else if (r.cls == UC_RETRY) {
+		t->st.eagain++;
+	} else if (r.cls == UC_STALE) {
+		t->st.enoent++;
+	} else if (r.cls == UC_BUG) {
+		target_fail(t, page, ret, "UFFDIO_CONTINUE");
+	}
+	return r.cls;
+}
+
+/*
  * ENOENT on one page that the model says is missing: is the page gone for
  * good? An mremap or munmap makes the kernel refuse the old place before
  * its event can be read, so ENOENT alone proves nothing: the pages must
@@ -448,7 +497,7 @@ void serve_faults(struct target *t)
 			t->faults[keep++] = f;
 			continue;
 		}
-		c = t->src->fault(t, f.addr, &waiting);
+		c = f.minor ? serve_minor(t, f.addr) : t->src->fault(t, f.addr, &waiting);
 		if (t->dead)
 			return;
 		if (waiting || c == UC_RETRY) {
@@ -531,6 +580,7 @@ int serve_queue_fault(struct target *t, const struct uffd_msg *m)
 		.addr = m->arg.pagefault.address,
 		.t0 = now_ns(),
 		.tid = m->arg.pagefault.feat.ptid,
+		.minor = m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR,
 	};
 	return 0;
 }

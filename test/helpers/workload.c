@@ -16,7 +16,10 @@
  *   file   with --file: PATH created with N pages (default 32) of the file
  *          pattern, mapped MAP_PRIVATE and read whole; pages i%4 == 1 then
  *          written with the pattern, pages i%8 == 6 with zeros (copies on write).
- *   shared with --shared: 1 MiB MAP_SHARED|MAP_ANONYMOUS, written.
+ *   shared with --shared: 1 MiB MAP_SHARED|MAP_ANONYMOUS (256 pages): page i
+ *          holds the shared pattern of generation 1, except i%8 == 5 never
+ *          touched and i%8 == 6 written with zeros. 'S' writes later
+ *          generations (see shared_fork); 'v' checks every word.
  *   huge   with --huge MIB: MIB MiB of MAP_PRIVATE|MAP_HUGETLB (2 MiB pages),
  *          huge page i: the pattern when i%4 == 0, written with zeros when
  *          i%4 == 2, never touched otherwise.
@@ -55,6 +58,11 @@
  * answers "b ok" or "b WHAT" once it has exited. --huge-dontfork makes the
  * huge region MADV_DONTFORK; 'Z' forks a child that only sleeps (it dies
  * with us) and answers "Z PID".
+ * 'S' (--shared): write generation 2 into shared pages i%8 == 1, fork a
+ * child that checks every word of every region and writes generation 3
+ * into pages i%8 == 2 and 5, then check what the child wrote; answers "S ok"
+ * or "S WHAT". 'D' (--shared): MADV_DONTNEED the whole shared region (its
+ * contents stay in the shmem object) and answer "D ok" or "D WHAT".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -126,6 +134,7 @@ struct wl {
 	int threads;
 	bool moved;		/* 'F' moved the anon region away */
 	struct region wof;	/* --wipeonfork: pattern, MADV_WIPEONFORK */
+	uint8_t sgen[256];	/* --shared: page i's generation, 0: zeros */
 };
 
 struct thr {
@@ -297,6 +306,40 @@ static const char *check_pat(const struct wl *w, const uint8_t *p, size_t len, c
 	return NULL;
 }
 
+/* Word K of shared page I in generation GEN (GEN 0: zero). */
+static uint64_t spat(const struct wl *w, size_t i, size_t k, unsigned gen)
+{
+	return gen ? pat(w->seed ^ (0x5A17ull << 40) ^ gen, i * PAGE + k * 8) : 0;
+}
+
+/* Write generation GEN into shared page I. */
+static void shared_write(struct wl *w, size_t i, unsigned gen)
+{
+	uint64_t *q = (uint64_t *)(void *)(w->shared.p + i * PAGE);
+
+	for (size_t k = 0; k < WORDS; k++)
+		q[k] = spat(w, i, k, gen);
+	w->sgen[i] = (uint8_t)gen;
+}
+
+/* Check every word of the shared region against sgen[]. */
+static const char *check_shared(const struct wl *w)
+{
+	static char msg[128];
+
+	for (size_t i = 0; w->shared.p && i < w->shared.len / PAGE; i++) {
+		const uint64_t *q = (const uint64_t *)(const void *)(w->shared.p + i * PAGE);
+
+		for (size_t k = 0; k < WORDS; k++)
+			if (q[k] != spat(w, i, k, w->sgen[i])) {
+				snprintf(msg, sizeof(msg), "shared page %zu word %zu (generation %u)",
+					 i, k, w->sgen[i]);
+				return msg;
+			}
+	}
+	return NULL;
+}
+
 static const char *check_zero(const uint8_t *p, size_t len, const char *what)
 {
 	static char msg[128];
@@ -342,9 +385,8 @@ static const char *verify(const struct wl *w)
 					bad = "file page";
 		}
 	}
-	for (size_t i = 0; !bad && w->shared.p && i < w->shared.len; i += PAGE)
-		if (w->shared.p[i] != (uint8_t)(i / PAGE + 1))
-			bad = "shared";
+	if (!bad)
+		bad = check_shared(w);
 	for (size_t i = 0; !bad && w->huge.p && i < w->huge.len / HPAGE; i++)
 		bad = i % 4 ? check_zero(w->huge.p + i * HPAGE, HPAGE, "huge") :
 			      check_pat(w, w->huge.p + i * HPAGE, HPAGE, "huge");
@@ -508,6 +550,38 @@ static const char *touch_poison(const struct wl *w, unsigned *n)
 	}
 	sigaction(SIGBUS, &old, NULL);
 	return bad;
+}
+
+/* 'S': parent and a child forked now write through the shared region, and each checks the other. */
+static const char *shared_fork(struct wl *w)
+{
+	size_t n = w->shared.len / PAGE;
+	int st;
+	pid_t pid;
+
+	if (!w->shared.p)
+		return "no --shared region";
+	for (size_t i = 1; i < n; i += 8)
+		shared_write(w, i, 2);
+	pid = fork();
+	if (pid < 0)
+		return "fork failed";
+	if (pid == 0) {
+		if (verify(w))
+			_exit(1);
+		for (size_t i = 0; i < n; i++)
+			if (i % 8 == 2 || i % 8 == 5)
+				shared_write(w, i, 3);
+		_exit(0);
+	}
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return "the child did not exit";
+	if (WEXITSTATUS(st))
+		return "the child read a wrong byte";
+	for (size_t i = 0; i < n; i++)
+		if (i % 8 == 2 || i % 8 == 5)
+			w->sgen[i] = 3;
+	return check_shared(w);
 }
 
 /* 'b': a forked child checks every byte, and that every poisoned page gives SIGBUS. */
@@ -837,8 +911,11 @@ int main(int argc, char **argv)
 	if (shared) {
 		w.shared.len = 1 << 20;
 		w.shared.p = map_anon(w.shared.len, MAP_SHARED);
-		for (size_t i = 0; i < w.shared.len; i += PAGE)
-			w.shared.p[i] = (uint8_t)(i / PAGE + 1);
+		for (size_t i = 0; i < w.shared.len / PAGE; i++)
+			if (i % 8 == 6)
+				memset(w.shared.p + i * PAGE, 0, PAGE);
+			else if (i % 8 != 5)
+				shared_write(&w, i, 1);
 	}
 	/* The system call itself: sanitizers make mlock() a no-op. */
 	if (lock && syscall(SYS_mlock, w.anon.p, w.anon.len) < 0)
@@ -935,6 +1012,13 @@ int main(int argc, char **argv)
 		} else if (c == 'b') {
 			bad = child_check(&w);
 			say("b %s\n", bad ? bad : "ok");
+		} else if (c == 'D') {
+			bad = !w.shared.p ? "no --shared region" :
+			      madvise(w.shared.p, w.shared.len, MADV_DONTNEED) ? strerror(errno) : NULL;
+			say("D %s\n", bad ? bad : "ok");
+		} else if (c == 'S') {
+			bad = shared_fork(&w);
+			say("S %s\n", bad ? bad : "ok");
 		} else if (c == 'Z') {
 			pid_t z = fork();
 
