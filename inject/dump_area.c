@@ -137,7 +137,8 @@ int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, 
 	if (shared && (!strcmp(name, "/dev/zero (deleted)") || !strncmp(name, "[anon_shmem:", 12) ||
 		       !strncmp(name, "/SYSV", 5) || v->inode == 0)) {
 		snprintf(why, len, "0x%llx-0x%llx %s is shared anonymous memory "
-			 "(MAP_SHARED|MAP_ANONYMOUS or System V shm): not supported yet", s, t,
+			 "(MAP_SHARED|MAP_ANONYMOUS or System V shm): dump and restore do not "
+			 "support it yet (`lazy` hands it over)", s, t,
 			 name[0] ? name : "(no name)");
 		return -ENOTSUP;
 	}
