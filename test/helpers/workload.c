@@ -62,7 +62,9 @@
  * child that checks every word of every region and writes generation 3
  * into pages i%8 == 2 and 5, then check what the child wrote; answers "S ok"
  * or "S WHAT". 'D' (--shared): MADV_DONTNEED the whole shared region (its
- * contents stay in the shmem object) and answer "D ok" or "D WHAT".
+ * contents stay in the shmem object) and answer "D ok" or "D WHAT". 'M'
+ * (--shared): move the shared region elsewhere with mremap (its pages go
+ * with it, in the same object) and answer "M ok" or "M WHAT".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -1016,6 +1018,16 @@ int main(int argc, char **argv)
 			bad = !w.shared.p ? "no --shared region" :
 			      madvise(w.shared.p, w.shared.len, MADV_DONTNEED) ? strerror(errno) : NULL;
 			say("D %s\n", bad ? bad : "ok");
+		} else if (c == 'M') {
+			void *to = mmap(NULL, w.shared.len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			void *q = to == MAP_FAILED || !w.shared.p ? MAP_FAILED :
+				  mremap(w.shared.p, w.shared.len, w.shared.len,
+					 MREMAP_MAYMOVE | MREMAP_FIXED, to);
+
+			if (q != MAP_FAILED)
+				w.shared.p = q;
+			say("M %s\n", q != MAP_FAILED ? "ok" : !w.shared.p ? "no --shared region" :
+			    strerror(errno));
 		} else if (c == 'S') {
 			bad = shared_fork(&w);
 			say("S %s\n", bad ? bad : "ok");
