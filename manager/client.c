@@ -567,6 +567,8 @@ static void handle_status(struct client *c)
 		st.pages_poisoned = t->st.pages_poisoned;
 		st.has_pages_continued = true;
 		st.pages_continued = t->st.pages_continued;
+		st.has_minor_faults = true;
+		st.minor_faults = t->st.minor_faults;
 		if (t->remote)
 			remote_status_target(rserve_remote(t), &st);
 		if (t->adopted) {
@@ -595,6 +597,8 @@ static void handle_status(struct client *c)
 	tot.pages_poisoned = d->tot.pages_poisoned;
 	tot.has_pages_continued = true;
 	tot.pages_continued = d->tot.pages_continued;
+	tot.has_minor_faults = true;
+	tot.minor_faults = d->tot.minor_faults;
 	tot.has_watched = true;
 	tot.watched = d->nr_released;
 	if (d->remote)

@@ -49,6 +49,7 @@ struct target_stats {
 	uint64_t pages_zeroed;
 	uint64_t pages_poisoned;	/* PE_POISON pages placed with UFFDIO_POISON */
 	uint64_t pages_continued;	/* shared memory pages mapped with UFFDIO_CONTINUE */
+	uint64_t minor_faults;		/* of the faults, minor ones */
 	uint64_t faults;
 	uint64_t ev_fork, ev_remap, ev_remove, ev_unmap;
 	uint64_t eagain, enoent, eexist;

@@ -362,6 +362,36 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr, bool *waitin
 }
 
 /*
+ * After a minor fault, map quietly the pages from A to the end of the fault
+ * window that the object holds too, stopping at the first it does not (or
+ * that is mapped already): a process reading memory a sharer placed then
+ * faults once a window, not once a page. UFFDIO_CONTINUE never puts data
+ * anywhere, so trying a page that is not in the object is harmless.
+ */
+static void continue_after(struct target *t, uint64_t a)
+{
+	struct area *v = model_find(&t->map, a - PG);
+	uint64_t e = (a - PG + t->d->o.fault_window) & ~(t->d->o.fault_window - 1);
+	struct uffd_result r;
+	int64_t out = 0;
+	int ret;
+
+	if (!v || !v->shared)
+		return;
+	if (e > v->end)
+		e = v->end;
+	if (a >= e)
+		return;
+	ret = uffd_continue(t->uffd, a, e - a, false, &out);
+	r = uffd_classify(ret == -EFAULT || ret == -EEXIST ? -EAGAIN : ret, out, e - a);
+	if (r.cls != UC_DONE && r.cls != UC_PARTIAL)
+		return;
+	t->st.pages_continued += r.done / PG;
+	t->d->tot.pages_continued += r.done / PG;
+	model_clear(&t->map, a, a + r.done);
+}
+
+/*
  * A MINOR fault in shared memory: the page is in the shmem object (a sharer,
  * maybe this process before a fork, put it there) but not mapped here. Map
  * it as it is (UFFDIO_CONTINUE), whatever the model says: the object holds
@@ -374,7 +404,10 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr, bool *waitin
  * image puts it in the object for every sharer; a page the model has no
  * data for gets UFFDIO_ZEROPAGE); a MINOR fault means it is there, and is
  * only mapped. A page is placed in the object once; EEXIST from a copy
- * means a sharer was first, and the process then faults MINOR.
+ * means a sharer was first, and the process then faults MINOR. A process
+ * that shares with no one faults MINOR too, now and then: on a page that a
+ * copy has put in the object and not yet mapped (seen here); the object
+ * holds the image's bytes by then, and mapping them is right.
  */
 static enum uffd_class serve_minor(struct target *t, uint64_t addr)
 {
@@ -383,6 +416,8 @@ static enum uffd_class serve_minor(struct target *t, uint64_t addr)
 	int64_t out = 0;
 	int ret;
 
+	t->st.minor_faults++;
+	t->d->tot.minor_faults++;
 	ret = uffd_continue(t->uffd, page, PG, true, &out);
 	if (ret == -EFAULT || ret == -EEXIST) {
 		/*
@@ -400,6 +435,7 @@ static enum uffd_class serve_minor(struct target *t, uint64_t addr)
 		t->st.pages_continued++;
 		t->d->tot.pages_continued++;
 		model_clear(&t->map, page, page + PG);
+		continue_after(t, page + PG);
 	} else if (r.cls == UC_RETRY) {
 		t->st.eagain++;
 	} else if (r.cls == UC_STALE) {

@@ -64,7 +64,8 @@
  * or "S WHAT". 'D' (--shared): MADV_DONTNEED the whole shared region (its
  * contents stay in the shmem object) and answer "D ok" or "D WHAT". 'M'
  * (--shared): move the shared region elsewhere with mremap (its pages go
- * with it, in the same object) and answer "M ok" or "M WHAT".
+ * with it, in the same object) and answer "M ok" or "M WHAT". 'r'
+ * (--shared): read every word of the shared region only; "r ok" or "r WHAT".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -1018,6 +1019,9 @@ int main(int argc, char **argv)
 			bad = !w.shared.p ? "no --shared region" :
 			      madvise(w.shared.p, w.shared.len, MADV_DONTNEED) ? strerror(errno) : NULL;
 			say("D %s\n", bad ? bad : "ok");
+		} else if (c == 'r') {
+			bad = w.shared.p ? check_shared(&w) : "no --shared region";
+			say("r %s\n", bad ? bad : "ok");
 		} else if (c == 'M') {
 			void *to = mmap(NULL, w.shared.len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 			void *q = to == MAP_FAILED || !w.shared.p ? MAP_FAILED :
