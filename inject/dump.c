@@ -302,8 +302,8 @@ static int classify_all(struct dump *d)
 	if (!allow_wp && track_find(d->pid, &f, NULL, 0) == 0 && f.n)
 		allow_wp = true;
 	d->allow_wp = allow_wp;
-	ret = dump_area_classify_all(&d->maps, d->pid, d->o->no_locked, allow_wp, &d->vmas,
-				     &d->areas, why, sizeof(why));
+	ret = dump_area_classify_all(&d->maps, d->pid, d->o->no_locked, allow_wp, d->o->hold,
+				     &d->vmas, &d->areas, why, sizeof(why));
 	if (ret < 0)
 		return dfail(d, ret, "%s", why);
 	d->st->vmas = d->maps.n;

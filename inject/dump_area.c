@@ -2,6 +2,7 @@
  * Area classification for a dump: see dump_area.h. The refusals name the
  * area and the reason, for a person to read.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -136,7 +137,8 @@ int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, 
 	if (shared && (!strcmp(name, "/dev/zero (deleted)") || !strncmp(name, "[anon_shmem:", 12) ||
 		       !strncmp(name, "/SYSV", 5) || v->inode == 0)) {
 		snprintf(why, len, "0x%llx-0x%llx %s is shared anonymous memory "
-			 "(MAP_SHARED|MAP_ANONYMOUS or System V shm): not supported yet", s, t,
+			 "(MAP_SHARED|MAP_ANONYMOUS or System V shm): dump and restore do not "
+			 "support it yet (`lazy` hands it over)", s, t,
 			 name[0] ? name : "(no name)");
 		return -ENOTSUP;
 	}
@@ -221,8 +223,95 @@ static uint64_t smaps_page_size(pid_t pid, uint64_t start)
 	return size;
 }
 
+/*
+ * Is V shared memory whose contents only the process's mappings hold (shared
+ * anonymous, memfd or another deleted file, System V shm)? A hand-over
+ * leaves it resident; a dump refuses it (its contents would be lost).
+ */
+static bool shared_memory(const struct procfs_vma *v)
+{
+	const char *name = v->name ? v->name : "";
+
+	return v->perms[3] == 's' && !(v->vmflags & (PFV_HT | PFV_PF | PFV_IO | PFV_MM)) &&
+	       (v->inode == 0 || !strcmp(name, "/dev/zero (deleted)") ||
+		!strncmp(name, "[anon_shmem:", 12) || !strncmp(name, "/SYSV", 5) ||
+		has_suffix(name, " (deleted)"));
+}
+
+/* Is V shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, reachable only through mappings)? */
+static bool shared_anon(const struct procfs_vma *v)
+{
+	const char *name = v->name ? v->name : "";
+
+	return v->perms[3] == 's' && v->inode &&
+	       (!strcmp(name, "/dev/zero (deleted)") || !strncmp(name, "[anon_shmem:", 12));
+}
+
+bool dump_area_mapped_elsewhere(pid_t pid, unsigned dev_major, unsigned dev_minor,
+				uint64_t inode)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	bool found = false;
+
+	if (!d)
+		return true;
+	while (!found && (de = readdir(d))) {
+		char path[64], line[512];
+		unsigned maj, min;
+		unsigned long long ino;
+		char *end;
+		long other = strtol(de->d_name, &end, 10);
+		FILE *f;
+
+		if (*end || other <= 0 || other == pid)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/maps", other);
+		f = fopen(path, "re");
+		if (!f)
+			continue;	/* gone meanwhile, or a kernel thread */
+		while (!found && fgets(line, sizeof(line), f)) {
+			if (sscanf(line, "%*x-%*x %*s %*x %x:%x %llu", &maj, &min, &ino) == 3 &&
+			    ino == inode && maj == dev_major && min == dev_minor)
+				found = true;
+			/* A line longer than the buffer: skip its tail. */
+			while (!strchr(line, '\n') && fgets(line, sizeof(line), f))
+				;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return found;
+}
+
+/*
+ * Can area I of M be served lazily as shared memory (DUMP_SHMEM)? Shared
+ * anonymous memory that no other process maps (its pages could not be
+ * taken from under a sharer that no userfaultfd watches), not locked, and
+ * every area of this process on the same object qualifies too (punching
+ * the object takes the pages from all of them). A memfd or System V
+ * segment can be reached without a mapping (read(2) on its fd, a later
+ * shmat()), where a punched page would read zero: they stay resident.
+ */
+static bool shmem_lazy(const struct procfs_maps *m, pid_t pid, size_t i)
+{
+	const struct procfs_vma *v = &m->v[i];
+
+	for (size_t k = 0; k < m->n; k++) {
+		const struct procfs_vma *u = &m->v[k];
+
+		if (u->inode != v->inode || u->dev_major != v->dev_major ||
+		    u->dev_minor != v->dev_minor)
+			continue;
+		if (!shared_anon(u) || (u->vmflags & (PFV_LO | PFV_UM | PFV_UW | PFV_UI)))
+			return false;
+	}
+	return !dump_area_mapped_elsewhere(pid, v->dev_major, v->dev_minor, v->inode);
+}
+
 int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locked,
-			   bool allow_wp, VmaEntry **vmas, struct dump_area **areas, char *why, size_t len)
+			   bool allow_wp, bool resident_shared, VmaEntry **vmas,
+			   struct dump_area **areas, char *why, size_t len)
 {
 	char what[512];
 
@@ -240,7 +329,35 @@ int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locke
 
 		if (allow_wp)
 			vv.vmflags &= ~PFV_UW;
-		if (dump_classify(&vv, &(*vmas)[i], &(*areas)[i], what, sizeof(what)) < 0) {
+		if (resident_shared && shared_memory(&vv) &&
+		    !(vv.vmflags & (PFV_UM | PFV_UW | PFV_UI))) {
+			/*
+			 * A hand-over. Recorded as CRIU records shared anonymous
+			 * memory. Served lazily when shmem_lazy() says it can be;
+			 * otherwise the process keeps it resident, with no pages in
+			 * the images, and its sharers see every write.
+			 */
+			VmaEntry *e = &(*vmas)[i];
+			static const VmaEntry init = VMA_ENTRY__INIT;
+
+			*e = init;
+			e->start = v->start;
+			e->end = v->end;
+			e->pgoff = v->pgoff;
+			e->fd = -1;
+			e->shmid = v->inode;
+			e->prot = (v->perms[0] == 'r' ? PROT_READ : 0) |
+				  (v->perms[1] == 'w' ? PROT_WRITE : 0) |
+				  (v->perms[2] == 'x' ? PROT_EXEC : 0);
+			e->status = VMA_AREA_REGULAR | VMA_ANON_SHARED;
+			e->flags = MAP_SHARED | MAP_ANONYMOUS;
+			memset(&(*areas)[i], 0, sizeof((*areas)[i]));
+			(*areas)[i].note_locked = v->vmflags & PFV_LO;
+			if (shmem_lazy(m, pid, i)) {
+				(*areas)[i].kind = DUMP_SHMEM;
+				(*areas)[i].pe_flags = PE_LAZY | PE_PRESENT;
+			}
+		} else if (dump_classify(&vv, &(*vmas)[i], &(*areas)[i], what, sizeof(what)) < 0) {
 			snprintf(why, len, "cannot dump: %s", what);
 			return -ENOTSUP;
 		}

@@ -39,6 +39,14 @@ enum dump_kind {
 	DUMP_ANON,	/* anonymous private: present and swapped pages, zero pages are holes */
 	DUMP_COW,	/* file private: only the pages that are not the file's (copied on write) */
 	DUMP_ALL,	/* the vdso: every present page */
+	/*
+	 * Shared anonymous memory of a hand-over that no other process maps:
+	 * every page its shmem object holds (found in the object, not in the
+	 * page tables: a page can be there without being mapped here), zero
+	 * pages are holes; lazy.c punches them out of the object and registers
+	 * the area for MISSING and MINOR faults.
+	 */
+	DUMP_SHMEM,
 };
 
 struct dump_area {
@@ -47,6 +55,14 @@ struct dump_area {
 	bool note_locked;	/* mlock()ed: dumped, but the images do not say so */
 	uint64_t hpage;		/* hugetlb: its page size (whole pages are dumped); else 0 */
 };
+
+/*
+ * Does a process other than PID map the file DEV_MAJOR:DEV_MINOR INODE (as
+ * /proc/N/maps shows them)? Also true when /proc cannot be read: the
+ * answer must never be a wrong no. Reads every process's maps.
+ */
+bool dump_area_mapped_elsewhere(pid_t pid, unsigned dev_major, unsigned dev_minor,
+				uint64_t inode);
 
 /*
  * Describe area V of /proc/PID/smaps as a vma_entry and say what to dump of
@@ -59,10 +75,14 @@ int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, 
  * Classify every area of M (of process PID) into *VMAS and *AREAS, which the
  * caller frees, even on failure. Refuses mlock()ed areas with NO_LOCKED, else
  * notes them on stderr. ALLOW_WP: areas registered in write-protect mode (by
- * a pre-copy tracker) are taken as if they were not. Returns 0 or -errno with WHY.
+ * a pre-copy tracker) are taken as if they were not. RESIDENT_SHARED (a
+ * hand-over, where the process keeps running with its memory): shared
+ * memory (shared anonymous, memfd, System V; not hugetlb) is recorded in the
+ * layout only, without pages, instead of refused. Returns 0 or -errno with WHY.
  */
 int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locked,
-			   bool allow_wp, VmaEntry **vmas, struct dump_area **areas, char *why, size_t len);
+			   bool allow_wp, bool resident_shared, VmaEntry **vmas,
+			   struct dump_area **areas, char *why, size_t len);
 
 /*
  * Find the ranges of the NVMAS areas VMAS that must stay resident, from the

@@ -439,7 +439,8 @@ static int flush_batch(struct dump_pages *p)
 			}
 			/* A zero page of an anonymous area reads zero without us; in a
 			 * private file mapping it hides the file's page, so it stays. */
-			if (a->kind == DUMP_ANON && !a->hpage && page_is_zero(p->buf + off)) {
+			if ((a->kind == DUMP_ANON || a->kind == DUMP_SHMEM) && !a->hpage &&
+			    page_is_zero(p->buf + off)) {
 				p->st->holes++;
 				continue;
 			}
@@ -603,6 +604,53 @@ static int scan_area(struct dump_pages *p, uint32_t i)
 	}
 }
 
+/*
+ * Find the pages of shared area I in its shmem object: SEEK_DATA/SEEK_HOLE
+ * on /proc/PID/map_files/START-END. Its page tables would miss the pages it
+ * does not map itself (written by a child, or dropped with MADV_DONTNEED),
+ * and the punch that follows takes every page of the object's range.
+ */
+static int shmem_area(struct dump_pages *p, uint32_t i)
+{
+	const VmaEntry *v = &p->vmas[i];
+	uint64_t from = v->pgoff, to = v->pgoff + (v->end - v->start);
+	char path[96];
+	int fd, ret = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)p->pid,
+		 v->start, v->end);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return pfail(p, errno, "%s (its shared memory object): %s", path, strerror(errno));
+	while (from < to && ret == 0) {
+		off_t d = lseek(fd, (off_t)from, SEEK_DATA), h;
+
+		if (d < 0 && errno == ENXIO)
+			break;
+		if (d < 0 || (h = lseek(fd, d, SEEK_HOLE)) < 0) {
+			ret = pfail(p, errno, "%s: SEEK_DATA/SEEK_HOLE at %" PRIu64 ": %s", path,
+				    from, strerror(errno));
+			break;
+		}
+		if ((uint64_t)d >= to)
+			break;
+		if ((uint64_t)h > to)
+			h = (off_t)to;
+		/* Whole pages: the object's size need not be page aligned at its end. */
+		d &= ~(off_t)(DUMP_PAGE - 1);
+		h = (h + (off_t)DUMP_PAGE - 1) & ~(off_t)(DUMP_PAGE - 1);
+		if ((uint64_t)h > to)
+			h = (off_t)to;
+		if ((uint64_t)d < from)
+			d = (off_t)from;
+		if (h > d)
+			ret = add_range(p, i, v->start + ((uint64_t)d - v->pgoff), (uint64_t)(h - d));
+		from = (uint64_t)h > from ? (uint64_t)h : from + DUMP_PAGE;
+	}
+	close(fd);
+	return ret;
+}
+
 /* Find the pages of area I from /proc/PID/pagemap words (kernels before 6.7). */
 static int pagemap_area(struct dump_pages *p, uint32_t i)
 {
@@ -692,6 +740,12 @@ int dump_pages(struct dump_pages *p, int fd)
 			for (ret = 0; k < p->ncopy && p->copy[k].area == i && ret == 0; k++)
 				ret = add_range(p, i, p->copy[k].start,
 						p->copy[k].end - p->copy[k].start);
+			if (ret < 0)
+				return ret;
+			continue;
+		}
+		if (p->areas[i].kind == DUMP_SHMEM) {
+			ret = shmem_area(p, i);
 			if (ret < 0)
 				return ret;
 			continue;

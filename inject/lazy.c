@@ -42,6 +42,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
@@ -88,6 +89,7 @@ struct lz {
 	int want_fd;		/* where that copy goes */
 	int old_kept;		/* the copy an earlier hand-over left, or -1 */
 	int ufd;		/* ours */
+	uint64_t features;	/* asked at UFFDIO_API: LZ_FEATURES, and MINOR_SHMEM for shared memory */
 	bool *reg;		/* area i is registered */
 	bool dropped;		/* pages were dropped: undo by serving them */
 	struct lz_reader rd;
@@ -278,6 +280,11 @@ static int make_uffd(struct lz *z)
 	long fd, kfd = -1, r;
 	int ret;
 
+	for (size_t i = 0; i < z->h.nvmas; i++)
+		if (z->h.areas[i].kind == DUMP_SHMEM)
+			api.features |= UFFD_FEATURE_MINOR_SHMEM;
+	z->features = api.features;
+
 	ret = tsys(z, &fd, "userfaultfd()", SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK, 0, 0);
 	if (ret < 0)
 		return ret;
@@ -306,7 +313,9 @@ static int make_uffd(struct lz *z)
 		return lfail(z, -z->ufd, "pidfd_getfd of its fd %d: %s", z->tfd,
 			     strerror(-z->ufd));
 	if (ioctl(z->ufd, UFFDIO_API, &api) < 0)
-		return lfail(z, errno, "UFFDIO_API on its userfaultfd: %s", strerror(errno));
+		return lfail(z, errno, "UFFDIO_API on its userfaultfd: %s%s", strerror(errno),
+			     errno == EINVAL && (api.features & UFFD_FEATURE_MINOR_SHMEM) ?
+			     " (its shared memory needs UFFD_FEATURE_MINOR_SHMEM, Linux 5.14)" : "");
 	return 0;
 }
 
@@ -320,7 +329,8 @@ static int register_areas(struct lz *z)
 		if (z->h.pe[i].flags & PE_LAZY) {
 			z->reg[z->h.pe[i].area] = true;
 			z->st->lazy_pages += z->h.pe[i].nr;
-		} else if (z->h.areas[z->h.pe[i].area].kind == DUMP_ANON) {
+		} else if (z->h.areas[z->h.pe[i].area].kind == DUMP_ANON ||
+			   z->h.areas[z->h.pe[i].area].kind == DUMP_SHMEM) {
 			z->st->eager_pages += z->h.pe[i].nr;
 		}
 	for (size_t i = 0; i < z->h.nvmas; i++) {
@@ -332,6 +342,9 @@ static int register_areas(struct lz *z)
 
 		if (!z->reg[i])
 			continue;
+		/* Shared memory: MINOR too, for pages in the object but not mapped (serve.c). */
+		if (z->h.areas[i].kind == DUMP_SHMEM)
+			r.mode |= UFFDIO_REGISTER_MODE_MINOR;
 		if (ioctl(z->ufd, UFFDIO_REGISTER, &r) < 0) {
 			int e = errno;
 
@@ -372,6 +385,56 @@ static void *reader_main(void *arg)
 		}
 	}
 	return NULL;
+}
+
+/*
+ * Step 4 for shared memory: punch the pages of V out of its shmem object
+ * (fallocate PUNCH_HOLE on /proc/PID/map_files), all but the resident ones.
+ * MADV_DONTNEED would only unmap them: the object would keep them and the
+ * process would find them again with no fault. The images hold every page
+ * the object had in this range (dump_pages.c read the object, not the page
+ * tables), and no other process maps it (dump_area.c), so from here a page
+ * is back only when the manager puts it there.
+ */
+static int punch_area(struct lz *z, const VmaEntry *v)
+{
+	char path[96];
+	uint64_t a = v->start;
+	struct stat st;
+	int fd, ret = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)z->o->pid,
+		 v->start, v->end);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return lfail(z, errno, "%s (its shared memory object): %s", path, strerror(errno));
+	/*
+	 * Asked again now that it is frozen: the dump looked before the freeze,
+	 * and a child forked since would share the object unwatched.
+	 */
+	if (fstat(fd, &st) < 0 || dump_area_mapped_elsewhere(z->o->pid, major(st.st_dev),
+							      minor(st.st_dev), st.st_ino)) {
+		close(fd);
+		return lfail(z, EBUSY, "another process maps its shared memory at 0x%" PRIx64
+			     "-0x%" PRIx64 " now (a child forked during the dump?): not handed "
+			     "over; try again", v->start, v->end);
+	}
+	while (a < v->end && ret == 0) {
+		uint64_t b;
+
+		while (a < v->end && dump_range_has(z->h.eager, z->h.neager, a))
+			a += LZ_PAGE;
+		b = a;
+		while (b < v->end && !dump_range_has(z->h.eager, z->h.neager, b))
+			b += LZ_PAGE;
+		if (b > a && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				       (off_t)(v->pgoff + (a - v->start)), (off_t)(b - a)) < 0)
+			ret = lfail(z, errno, "cannot punch 0x%" PRIx64 "-0x%" PRIx64 " out of its "
+				    "shared memory object: %s", a, b, strerror(errno));
+		a = b;
+	}
+	close(fd);
+	return ret;
 }
 
 /* Step 4: MADV_DONTNEED every anonymous area but its resident pages, inside the target. */
@@ -415,6 +478,9 @@ static int drop_pages(struct lz *z)
 			a = b;
 		}
 	}
+	for (size_t i = 0; i < z->h.nvmas && ret == 0; i++)
+		if (z->h.areas[i].kind == DUMP_SHMEM && z->reg[i])
+			ret = punch_area(z, &z->h.vmas[i]);
 	atomic_store(&z->rd.stop, true);
 	pthread_join(z->rd.th, NULL);
 	z->rd.started = false;
@@ -580,7 +646,7 @@ static int hand_over(struct lz *z, uint64_t *lazy)
 	struct handover ho = {
 		.socket_path = z->o->socket,
 		.image_id = (uint32_t)z->o->pid,
-		.features = LZ_FEATURES,
+		.features = z->features,
 		.flags = HELLO_F_REGISTERED,
 		.uffd = z->ufd,
 		.pidfd = z->h.pidfd,
@@ -770,6 +836,7 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 	test_die_at("dropped");
 	st->rss_after = status_bytes(o->pid, "VmRSS");
 	st->anon_after = status_bytes(o->pid, "RssAnon");
+	st->shmem_after = status_bytes(o->pid, "RssShmem");
 	if (ret == 0) {
 		wake_all(&z);
 		ret = hand_over(&z, &served);

@@ -28,6 +28,7 @@ struct lazy_stats {
 	uint64_t rss_after;
 	uint64_t anon_before;	/* RssAnon */
 	uint64_t anon_after;
+	uint64_t shmem_after;	/* RssShmem after the drop: shared memory punched out */
 	unsigned areas;		/* registered with the userfaultfd */
 	int kept_fd;		/* the target's own copy of the uffd */
 	double dump_s;		/* from the start to the images on disk */

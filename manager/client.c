@@ -291,6 +291,7 @@ static void handle_hello(struct client *c, const Hello *h, int *fds, int nfds)
 	c->pid = pid;
 	c->image_id = h->image_id;
 	c->registered = h->has_flags && (h->flags & HELLO_F_REGISTERED);
+	c->features = h->features;
 	fds[0] = fds[1] = fds[2] = -1;
 	d->fds_in_use += 2;
 	timer_cancel(&d->loop, &c->deadline);	/* loading may take a while: no deadline meanwhile */
@@ -421,6 +422,7 @@ void client_loaded(struct daemon *d, struct loader_job *j)
 	struct client *c = j->owner;
 	char reason[512] = "";
 	struct target *t = NULL;
+	const struct area *sv;
 
 	if (!c) {
 		loader_job_free(d, j);	/* its client hung up meanwhile */
@@ -437,6 +439,11 @@ void client_loaded(struct daemon *d, struct loader_job *j)
 	else if (d->nr_targets >= d->o.max_clients)
 		snprintf(reason, sizeof(reason), "already serving %u processes (the limit)",
 			 d->nr_targets);
+	else if (!(c->features & UFFD_FEATURE_MINOR_SHMEM) && (sv = model_first_shared(&j->map)))
+		snprintf(reason, sizeof(reason),
+			 "shared memory at 0x%" PRIx64 "-0x%" PRIx64 " is lazy, but the uffd lacks "
+			 "UFFD_FEATURE_MINOR_SHMEM (minor faults are how its sharers get its pages)",
+			 sv->start, sv->end);
 	else if (j->rem && rserve_adopt(d, j->rem, j->img, reason, sizeof(reason)) < 0)
 		t = NULL;
 	else {
@@ -558,6 +565,10 @@ static void handle_status(struct client *c)
 		st.model_bytes = model_mem_bytes(&t->map);
 		st.has_pages_poisoned = true;
 		st.pages_poisoned = t->st.pages_poisoned;
+		st.has_pages_continued = true;
+		st.pages_continued = t->st.pages_continued;
+		st.has_minor_faults = true;
+		st.minor_faults = t->st.minor_faults;
 		if (t->remote)
 			remote_status_target(rserve_remote(t), &st);
 		if (t->adopted) {
@@ -584,6 +595,10 @@ static void handle_status(struct client *c)
 	tot.exited = d->tot.exited;
 	tot.has_pages_poisoned = true;
 	tot.pages_poisoned = d->tot.pages_poisoned;
+	tot.has_pages_continued = true;
+	tot.pages_continued = d->tot.pages_continued;
+	tot.has_minor_faults = true;
+	tot.minor_faults = d->tot.minor_faults;
 	tot.has_watched = true;
 	tot.watched = d->nr_released;
 	if (d->remote)

@@ -30,6 +30,7 @@ struct client {
 	pid_t pid;
 	uint32_t image_id;
 	bool registered;
+	uint64_t features;	/* the uffd's, checked against HELLO */
 	bool dead;
 	struct timer deadline;
 	struct client_out *out;	/* status replies not yet sent */

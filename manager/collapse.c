@@ -207,7 +207,8 @@ void collapse_target(struct daemon *d, struct target *t, const struct procfs_map
 			uint64_t s = v->start > vma->start ? v->start : vma->start;
 			uint64_t e = v->end < vma->end ? v->end : vma->end;
 
-			if (s < e)
+			/* Shared memory's pages are its object's, under another THP policy. */
+			if (s < e && !v->shared)
 				n += collapse_blocks(s, e, vma->vmflags, mode, j->blocks + n, max - n);
 		}
 	}

@@ -269,10 +269,16 @@ static bool carve(struct worker *w, struct target *t, uint64_t a)
 {
 	const struct pagemap *pm = t->img->task.pm;
 	struct area *v = model_find(&t->map, a);
-	/* Hugetlb areas are placed in whole huge pages, by the loop (serve.c). */
-	uint64_t n = v && !v->hshift ? area_run(v, a, FILLW_JOB, true) : 0, end;
+	uint64_t n, end;
 
-	n = fillw_clip(t, a, n);
+	/*
+	 * Normal 4 KiB private pages only. Hugetlb pages go whole and shared
+	 * memory pages are the object's, met by every sharer (EEXIST is
+	 * normal there): both are the loop's (serve_range knows them).
+	 */
+	if (!v || v->hshift || v->shared)
+		return false;
+	n = fillw_clip(t, a, area_run(v, a, FILLW_JOB, true));
 	if (!n)
 		return false;
 	end = a + n;

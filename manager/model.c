@@ -316,7 +316,7 @@ static void area_detach(struct model *m, struct area *v)
 static bool mergeable(const struct area *a, const struct area *b)
 {
 	return a->end == b->start && a->img + (a->end - a->start) == b->img &&
-	       a->hshift == b->hshift;
+	       a->hshift == b->hshift && a->shared == b->shared;
 }
 
 /* Absorb B, A's mergeable successor, into A. -ENOMEM leaves both as they were. */
@@ -379,6 +379,7 @@ static int area_split(struct model *m, uint64_t addr)
 	if (!r)
 		return -ENOMEM;
 	r->hshift = v->hshift;
+	r->shared = v->shared;
 	if (v->nr_missing) {
 		bits_copy(r->missing, 0, v->missing, at, n);
 		r->nr_missing = bits_assign(v->missing, at, at + n, false);
@@ -440,12 +441,27 @@ void model_free(struct model *m)
 	model_init(m);
 }
 
+struct area *model_first_shared(const struct model *m)
+{
+	struct area *v;
+
+	for (v = model_first(m, 0); v && !v->shared; v = v->link.next)
+		;
+	return v;
+}
+
 int model_add(struct model *m, uint64_t start, uint64_t end, uint64_t img)
 {
 	return model_add_sized(m, start, end, img, 0);
 }
 
 int model_add_sized(struct model *m, uint64_t start, uint64_t end, uint64_t img, unsigned hshift)
+{
+	return model_add_kind(m, start, end, img, hshift, false);
+}
+
+int model_add_kind(struct model *m, uint64_t start, uint64_t end, uint64_t img, unsigned hshift,
+		   bool shared)
 {
 	uint64_t hmask = hshift ? (1ull << hshift) - 1 : 0;
 	struct area *v;
@@ -463,6 +479,7 @@ int model_add_sized(struct model *m, uint64_t start, uint64_t end, uint64_t img,
 	if (!v)
 		return -ENOMEM;
 	v->hshift = hshift;
+	v->shared = shared;
 	area_attach(m, v);
 	settle_range(m, start, end);
 	return 0;
@@ -500,6 +517,18 @@ uint64_t model_clear(struct model *m, uint64_t start, uint64_t end)
 		n += k;
 	}
 	m->nr_missing -= n;
+	return n;
+}
+
+uint64_t model_remove(struct model *m, uint64_t start, uint64_t end)
+{
+	struct area *v;
+	uint64_t n = 0;
+
+	for (v = model_first(m, start); v && v->start < end; v = v->link.next)
+		if (!v->shared)
+			n += model_clear(m, v->start > start ? v->start : start,
+					 v->end < end ? v->end : end);
 	return n;
 }
 
@@ -663,6 +692,7 @@ int model_clone(struct model *dst, const struct model *src)
 			return -ENOMEM;
 		}
 		c->hshift = v->hshift;
+		c->shared = v->shared;
 		memcpy(c->missing, v->missing, c->link.cap * sizeof(uint64_t));
 		c->nr_missing = v->nr_missing;
 		area_attach(dst, c);

@@ -56,6 +56,14 @@ struct area {
 	 * missing and placed only in whole, aligned huge pages.
 	 */
 	unsigned hshift;
+	/*
+	 * Shared memory (MAP_SHARED anonymous: a shmem object every sharer
+	 * maps). Its pages live in the object, not in this process: a page
+	 * placed for one sharer is there for all, so a fault says which it
+	 * is (serve.c): MISSING, not in the object (UFFDIO_COPY puts it
+	 * there), or MINOR, in the object but not mapped here (UFFDIO_CONTINUE).
+	 */
+	bool shared;
 	/* The fault window (serve.c): where the last window ended, and its size. */
 	uint64_t seq_next;
 	uint64_t seq_win;
@@ -87,11 +95,29 @@ int model_add(struct model *m, uint64_t start, uint64_t end, uint64_t img);
  */
 int model_add_sized(struct model *m, uint64_t start, uint64_t end, uint64_t img, unsigned hshift);
 
+/* The same, for an area of shared memory when SHARED (see struct area). */
+int model_add_kind(struct model *m, uint64_t start, uint64_t end, uint64_t img, unsigned hshift,
+		   bool shared);
+
+/* The first area of shared memory, or NULL. O(n). */
+struct area *model_first_shared(const struct model *m);
+
 /* Mark every page of [START, END) that lies in an area missing; return how many were not. */
 uint64_t model_mark_missing(struct model *m, uint64_t start, uint64_t end);
 
 /* Clear the missing bit over [START, END) (copied, or REMOVE event); return how many were set. */
 uint64_t model_clear(struct model *m, uint64_t start, uint64_t end);
+
+/*
+ * REMOVE event (MADV_DONTNEED, MADV_REMOVE) on [START, END): in private
+ * memory its pages read zero from now on, never filled from the image
+ * again. Shared memory keeps its missing pages: MADV_DONTNEED there only
+ * unmaps, the object keeps its contents, and what the image holds must
+ * still come back. (MADV_REMOVE, which also punches the object, makes the
+ * same event: see uffd-inject(8) for what that leaves.) Returns how many
+ * pages stopped being missing.
+ */
+uint64_t model_remove(struct model *m, uint64_t start, uint64_t end);
 
 /* The area containing ADDR, or NULL. O(log n). */
 struct area *model_find(const struct model *m, uint64_t addr);

@@ -32,6 +32,7 @@ struct fault {
 	uint64_t addr;
 	uint64_t t0;		/* when it was read, ns */
 	uint32_t tid;
+	bool minor;		/* UFFD_PAGEFAULT_FLAG_MINOR: in the shmem object, not mapped here */
 };
 
 /* Fetched data that could not be placed yet (EAGAIN: events pending). */
@@ -47,6 +48,8 @@ struct target_stats {
 	uint64_t pages_copied;
 	uint64_t pages_zeroed;
 	uint64_t pages_poisoned;	/* PE_POISON pages placed with UFFDIO_POISON */
+	uint64_t pages_continued;	/* shared memory pages mapped with UFFDIO_CONTINUE */
+	uint64_t minor_faults;		/* of the faults, minor ones */
 	uint64_t faults;
 	uint64_t ev_fork, ev_remap, ev_remove, ev_unmap;
 	uint64_t eagain, enoent, eexist;

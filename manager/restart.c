@@ -271,7 +271,7 @@ static int replay(struct adopt *a, uint64_t id, uint64_t limit, struct model *ma
 		if (r->type == J_REMAP)
 			ret = model_remap(map, r->a[0], r->a[1], r->a[2]);
 		else if (r->type == J_REMOVE)
-			model_clear(map, r->a[0], r->a[1]);
+			model_remove(map, r->a[0], r->a[1]);
 		else if (r->type == J_UNMAP)
 			ret = model_unmap(map, r->a[0], r->a[1]);
 	}

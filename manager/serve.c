@@ -32,12 +32,12 @@ static void account_fault(struct target *t, uint64_t t0)
 
 /*
  * Place [ADDR, ADDR+LEN) with one ioctl: a copy from SRC, zero pages when
- * SRC is NULL, or poisoned pages when POISON. Counts the outcome and sets
- * *ADV to how far to move on: the bytes placed, or the one page that was
- * already there.
+ * SRC is NULL, or poisoned pages when POISON, in pages of UNIT bytes (4 KiB,
+ * or a hugetlb page). Counts the outcome and sets *ADV to how far to move
+ * on: the bytes placed, or the one page that was already there.
  */
-static enum uffd_class place(struct target *t, uint64_t addr, uint64_t len, const void *src,
-			     bool poison, bool wake, uint64_t *adv)
+static enum uffd_class place(struct target *t, uint64_t addr, uint64_t len, uint64_t unit,
+			     const void *src, bool poison, bool wake, uint64_t *adv)
 {
 	const char *what = poison ? "UFFDIO_POISON" : src ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE";
 	struct uffd_result r;
@@ -55,9 +55,9 @@ static enum uffd_class place(struct target *t, uint64_t addr, uint64_t len, cons
 		 * keeps one area across kernel splits it never hears of
 		 * (mprotect, madvise): place less, down to the first page.
 		 */
-		if (r.cls != UC_STALE || len <= PG)
+		if (r.cls != UC_STALE || len <= unit)
 			break;
-		len = (len / 2) & ~(PG - 1);
+		len = (len / 2) & ~(unit - 1);
 	}
 	*adv = 0;
 	switch (r.cls) {
@@ -101,7 +101,7 @@ static enum uffd_class place(struct target *t, uint64_t addr, uint64_t len, cons
 enum uffd_class serve_place(struct target *t, uint64_t addr, uint64_t len, const void *src,
 			     bool wake, uint64_t *adv)
 {
-	return place(t, addr, len, src, false, wake, adv);
+	return place(t, addr, len, PG, src, false, wake, adv);
 }
 
 /* Did a placement leave the range in (fully, or past a page already there)? */
@@ -150,7 +150,7 @@ static enum uffd_class place_huge(struct target *t, struct area *v, uint64_t b, 
 		target_fail(t, b, -ENOMEM, "mmap of a huge zero page");
 		return UC_BUG;
 	}
-	c = place(t, b, hs, src, run.src == PM_POISON, wake, &adv);
+	c = place(t, b, hs, hs, src, run.src == PM_POISON, wake, &adv);
 	if (c == UC_EXISTS)
 		uffd_wake(t->uffd, b, hs);	/* place() woke only its first page */
 	if (c == UC_PARTIAL)
@@ -172,7 +172,9 @@ static enum uffd_class serve_huge(struct target *t, struct area *v, uint64_t add
 	for (uint64_t b = addr & ~(hs - 1); b < end && b < v->end; b += hs) {
 		enum uffd_class c;
 
-		if (!area_is_missing(v, b))
+		/* Any page of it missing (the model clears huge pages whole, but
+		 * never trust that to skip one for ever). */
+		if (!area_is_missing(v, b) && area_run(v, b, hs, false) == hs)
 			continue;
 		c = place_huge(t, v, b, false, wake);
 		if (!serve_placed(c))
@@ -199,7 +201,7 @@ enum uffd_class serve_range(struct target *t, struct area *v, uint64_t addr,
 
 		pagemap_resolve(pm, area_img_addr(v, addr), len, &run);
 		/* A page unreadable at dump time faults with SIGBUS, as it did there. */
-		c = place(t, addr, run.len, run.src == PM_DATA ? run.pf->base + run.off : NULL,
+		c = place(t, addr, run.len, PG, run.src == PM_DATA ? run.pf->base + run.off : NULL,
 			  run.src == PM_POISON, wake, &adv);
 		model_clear(&t->map, addr, addr + adv);
 		addr += adv;
@@ -360,6 +362,91 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr, bool *waitin
 }
 
 /*
+ * After a minor fault, map quietly the pages from A to the end of the fault
+ * window that the object holds too, stopping at the first it does not (or
+ * that is mapped already): a process reading memory a sharer placed then
+ * faults once a window, not once a page. UFFDIO_CONTINUE never puts data
+ * anywhere, so trying a page that is not in the object is harmless.
+ */
+static void continue_after(struct target *t, uint64_t a)
+{
+	struct area *v = model_find(&t->map, a - PG);
+	uint64_t e = (a - PG + t->d->o.fault_window) & ~(t->d->o.fault_window - 1);
+	struct uffd_result r;
+	int64_t out = 0;
+	int ret;
+
+	if (!v || !v->shared)
+		return;
+	if (e > v->end)
+		e = v->end;
+	if (a >= e)
+		return;
+	ret = uffd_continue(t->uffd, a, e - a, false, &out);
+	r = uffd_classify(ret == -EFAULT || ret == -EEXIST ? -EAGAIN : ret, out, e - a);
+	if (r.cls != UC_DONE && r.cls != UC_PARTIAL)
+		return;
+	t->st.pages_continued += r.done / PG;
+	t->d->tot.pages_continued += r.done / PG;
+	model_clear(&t->map, a, a + r.done);
+}
+
+/*
+ * A MINOR fault in shared memory: the page is in the shmem object (a sharer,
+ * maybe this process before a fork, put it there) but not mapped here. Map
+ * it as it is (UFFDIO_CONTINUE), whatever the model says: the object holds
+ * the newest bytes, which any sharer may have written since, so the image
+ * must never be copied there again (UFFDIO_COPY would fail with EEXIST
+ * anyway): the page leaves the model.
+ *
+ * The rule for shared areas, then: a MISSING fault means the page is not in
+ * the object, and is served as in private memory (UFFDIO_COPY from the
+ * image puts it in the object for every sharer; a page the model has no
+ * data for gets UFFDIO_ZEROPAGE); a MINOR fault means it is there, and is
+ * only mapped. A page is placed in the object once; EEXIST from a copy
+ * means a sharer was first, and the process then faults MINOR. A process
+ * that shares with no one faults MINOR too, now and then: on a page that a
+ * copy has put in the object and not yet mapped (seen here); the object
+ * holds the image's bytes by then, and mapping them is right.
+ */
+static enum uffd_class serve_minor(struct target *t, uint64_t addr)
+{
+	uint64_t page = addr & ~(PG - 1);
+	struct uffd_result r;
+	int64_t out = 0;
+	int ret;
+
+	t->st.minor_faults++;
+	t->d->tot.minor_faults++;
+	ret = uffd_continue(t->uffd, page, PG, true, &out);
+	if (ret == -EFAULT || ret == -EEXIST) {
+		/*
+		 * EEXIST: mapped already (two threads, one answer). EFAULT: the
+		 * page left the object meanwhile (MADV_REMOVE by a sharer): the
+		 * process faults again, MISSING this time.
+		 */
+		uffd_wake(t->uffd, page, PG);
+		if (ret == -EEXIST)
+			t->st.eexist++;
+		return UC_DONE;
+	}
+	r = uffd_classify(ret, out, PG);
+	if (r.cls == UC_DONE) {
+		t->st.pages_continued++;
+		t->d->tot.pages_continued++;
+		model_clear(&t->map, page, page + PG);
+		continue_after(t, page + PG);
+	} else if (r.cls == UC_RETRY) {
+		t->st.eagain++;
+	} else if (r.cls == UC_STALE) {
+		t->st.enoent++;
+	} else if (r.cls == UC_BUG) {
+		target_fail(t, page, ret, "UFFDIO_CONTINUE");
+	}
+	return r.cls;
+}
+
+/*
  * ENOENT on one page that the model says is missing: is the page gone for
  * good? An mremap or munmap makes the kernel refuse the old place before
  * its event can be read, so ENOENT alone proves nothing: the pages must
@@ -387,11 +474,16 @@ bool serve_stale_for_good(struct target *t)
  */
 void serve_drop_stale(struct target *t, uint64_t a)
 {
+	struct area *v;
+
 	if (!t->stale_dropped++)
 		log_warnx("%s 0x%" PRIx64 " is no longer registered and no event says why; "
 			  "dropping that page from the model (more such pages are counted, not logged)",
 			  t->pfx, a);
-	model_clear(&t->map, a, a + PG);
+	v = model_find(&t->map, a);
+	if (v && v->hshift)	/* a huge page goes whole, or it would stay half missing */
+		a &= ~((1ull << v->hshift) - 1);
+	model_clear(&t->map, a, a + (v && v->hshift ? 1ull << v->hshift : PG));
 }
 
 /* Keep the daemon's count of processes with parked faults. */
@@ -441,7 +533,7 @@ void serve_faults(struct target *t)
 			t->faults[keep++] = f;
 			continue;
 		}
-		c = t->src->fault(t, f.addr, &waiting);
+		c = f.minor ? serve_minor(t, f.addr) : t->src->fault(t, f.addr, &waiting);
 		if (t->dead)
 			return;
 		if (waiting || c == UC_RETRY) {
@@ -524,6 +616,7 @@ int serve_queue_fault(struct target *t, const struct uffd_msg *m)
 		.addr = m->arg.pagefault.address,
 		.t0 = now_ns(),
 		.tid = m->arg.pagefault.feat.ptid,
+		.minor = m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR,
 	};
 	return 0;
 }

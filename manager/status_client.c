@@ -58,6 +58,8 @@ static json_object *target_json(const StatusTarget *t)
 	add_u64(o, "pages_present", t->pages_copied);
 	add_u64(o, "pages_zero", t->pages_zeroed);
 	add_u64(o, "pages_poisoned", t->has_pages_poisoned ? t->pages_poisoned : 0);
+	add_u64(o, "pages_continued", t->has_pages_continued ? t->pages_continued : 0);
+	add_u64(o, "minor_faults", t->has_minor_faults ? t->minor_faults : 0);
 	add_u64(o, "pages_remaining", t->pages_remaining);
 	add_u64(o, "faults", t->faults);
 	add_u64(ev, "fork", t->ev_fork);
@@ -93,6 +95,8 @@ static json_object *totals_json(const StatusTotals *t)
 	add_u64(o, "pages_present", t->pages_copied);
 	add_u64(o, "pages_zero", t->pages_zeroed);
 	add_u64(o, "pages_poisoned", t->has_pages_poisoned ? t->pages_poisoned : 0);
+	add_u64(o, "pages_continued", t->has_pages_continued ? t->pages_continued : 0);
+	add_u64(o, "minor_faults", t->has_minor_faults ? t->minor_faults : 0);
 	add_u64(o, "faults", t->faults);
 	add_u64(o, "mapped_bytes", t->mapped_bytes);
 	add_u64(o, "uptime_ms", t->uptime_ms);

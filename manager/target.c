@@ -166,7 +166,15 @@ static int model_build(struct model *map, const struct img_task *task, uint32_t 
 				return -ENOTSUP;
 			}
 			if (run.flags & PE_LAZY) {
-				if (!lazy && !(v->status & VMA_ANON_PRIVATE)) {
+				bool shared = (v->status & VMA_ANON_SHARED) && !hshift;
+
+				if (!lazy && shared && remote) {
+					snprintf(reason, len,
+						 "lazy pages at 0x%" PRIx64 " in shared anonymous memory: not supported with a page server",
+						 a);
+					return -ENOTSUP;
+				}
+				if (!lazy && !(v->status & VMA_ANON_PRIVATE) && !shared) {
 					snprintf(reason, len,
 						 "lazy pages at 0x%" PRIx64 " in a VMA that is not anonymous private (0x%" PRIx64 "-0x%" PRIx64 ", status 0x%x)",
 						 a, v->start, v->end, v->status);
@@ -184,7 +192,8 @@ static int model_build(struct model *map, const struct img_task *task, uint32_t 
 						 TARGET_MAX_MODEL_BYTES >> 20);
 					return -E2BIG;
 				}
-				if (!lazy && (ret = model_add_sized(map, v->start, v->end, v->start, hshift)) < 0) {
+				if (!lazy && (ret = model_add_kind(map, v->start, v->end, v->start, hshift,
+									shared)) < 0) {
 					if (ret == -E2BIG)
 						snprintf(reason, len,
 							 "lazy VMA 0x%" PRIx64 "-0x%" PRIx64 " has %" PRIu64 " pages, over the limit of %llu (128 TiB)",
@@ -250,7 +259,7 @@ static int register_areas(struct target *t, char *reason, size_t len)
 	int ret;
 
 	for (v = model_first(&t->map, 0); v; v = model_next(&t->map, v)) {
-		ret = uffd_register(t->uffd, v->start, v->end - v->start);
+		ret = uffd_register(t->uffd, v->start, v->end - v->start, v->shared);
 		if (ret < 0) {
 			snprintf(reason, len, "cannot register 0x%" PRIx64 "-0x%" PRIx64 ": %s",
 				 v->start, v->end, strerror(-ret));
@@ -437,8 +446,7 @@ static void apply_msg(struct target *t, const struct uffd_msg *m, uint64_t child
 	case UFFD_EVENT_REMOVE:
 		t->ev_seq++;
 		t->st.ev_remove++;
-		/* Zero from now on, never filled from the image again. */
-		t->st.pages_zeroed += model_clear(&t->map, m->arg.remove.start, m->arg.remove.end);
+		t->st.pages_zeroed += model_remove(&t->map, m->arg.remove.start, m->arg.remove.end);
 		break;
 	case UFFD_EVENT_UNMAP:
 		t->ev_seq++;

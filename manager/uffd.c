@@ -96,6 +96,18 @@ int uffd_poison(int uffd, uint64_t dst, uint64_t len, bool wake, int64_t *out)
 	return ret;
 }
 
+int uffd_continue(int uffd, uint64_t dst, uint64_t len, bool wake, int64_t *out)
+{
+	struct uffdio_continue c = {
+		.range = { .start = dst, .len = len },
+		.mode = wake ? 0 : UFFDIO_CONTINUE_MODE_DONTWAKE,
+	};
+	int ret = ioctl(uffd, UFFDIO_CONTINUE, &c) ? -errno : 0;
+
+	*out = c.mapped;
+	return ret;
+}
+
 int uffd_wake(int uffd, uint64_t start, uint64_t len)
 {
 	struct uffdio_range r = { .start = start, .len = len };
@@ -103,11 +115,11 @@ int uffd_wake(int uffd, uint64_t start, uint64_t len)
 	return ioctl(uffd, UFFDIO_WAKE, &r) ? -errno : 0;
 }
 
-int uffd_register(int uffd, uint64_t start, uint64_t len)
+int uffd_register(int uffd, uint64_t start, uint64_t len, bool minor)
 {
 	struct uffdio_register r = {
 		.range = { .start = start, .len = len },
-		.mode = UFFDIO_REGISTER_MODE_MISSING,
+		.mode = UFFDIO_REGISTER_MODE_MISSING | (minor ? UFFDIO_REGISTER_MODE_MINOR : 0),
 	};
 
 	return ioctl(uffd, UFFDIO_REGISTER, &r) ? -errno : 0;

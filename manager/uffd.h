@@ -48,8 +48,15 @@ int uffd_zeropage(int uffd, uint64_t dst, uint64_t len, bool wake, int64_t *out)
  * Needs no feature at UFFDIO_API. *OUT as for a copy.
  */
 int uffd_poison(int uffd, uint64_t dst, uint64_t len, bool wake, int64_t *out);
+/*
+ * Map the pages of [DST, DST+LEN) that the shared memory object already
+ * holds (UFFDIO_CONTINUE, after a MINOR fault). *OUT: bytes mapped, as for
+ * a copy. -EEXIST: already mapped here; -EFAULT: not in the object (any more).
+ */
+int uffd_continue(int uffd, uint64_t dst, uint64_t len, bool wake, int64_t *out);
 int uffd_wake(int uffd, uint64_t start, uint64_t len);
-int uffd_register(int uffd, uint64_t start, uint64_t len);
+/* Register [START, START+LEN) for MISSING faults, and MINOR ones too when MINOR (shared memory). */
+int uffd_register(int uffd, uint64_t start, uint64_t len, bool minor);
 int uffd_unregister(int uffd, uint64_t start, uint64_t len);
 
 /*

@@ -5,7 +5,7 @@
  *   workload [--anon MIB] [--full] [--file PATH] [--file-pages N] [--shared]
  *            [--threads N] [--lock] [--own-uffd] [--idle-uffd] [--wipeonfork]
  *            [--guard] [--exiter] [--clone-vm] [--uring] [--poison] [--huge MIB]
- *            [--seed S]
+ *            [--huge-dontfork] [--seed S]
  *
  * Regions:
  *   anon   anonymous private, MIB MiB (default 4). Page i holds the pattern,
@@ -16,7 +16,10 @@
  *   file   with --file: PATH created with N pages (default 32) of the file
  *          pattern, mapped MAP_PRIVATE and read whole; pages i%4 == 1 then
  *          written with the pattern, pages i%8 == 6 with zeros (copies on write).
- *   shared with --shared: 1 MiB MAP_SHARED|MAP_ANONYMOUS, written.
+ *   shared with --shared: 1 MiB MAP_SHARED|MAP_ANONYMOUS (256 pages): page i
+ *          holds the shared pattern of generation 1, except i%8 == 5 never
+ *          touched and i%8 == 6 written with zeros. 'S' writes later
+ *          generations (see shared_fork); 'v' checks every word.
  *   huge   with --huge MIB: MIB MiB of MAP_PRIVATE|MAP_HUGETLB (2 MiB pages),
  *          huge page i: the pattern when i%4 == 0, written with zeros when
  *          i%4 == 2, never touched otherwise.
@@ -52,7 +55,17 @@
  * poisoned page would; 'v' leaves them out) and 'B' touches each: "B sigbus
  * N code C" when all N gave SIGBUS (C: the last si_code), else "B WHAT".
  * 'b' forks a child that does what 'v' and (with --poison) 'B' do, and
- * answers "b ok" or "b WHAT" once it has exited.
+ * answers "b ok" or "b WHAT" once it has exited. --huge-dontfork makes the
+ * huge region MADV_DONTFORK; 'Z' forks a child that only sleeps (it dies
+ * with us) and answers "Z PID".
+ * 'S' (--shared): write generation 2 into shared pages i%8 == 1, fork a
+ * child that checks every word of every region and writes generation 3
+ * into pages i%8 == 2 and 5, then check what the child wrote; answers "S ok"
+ * or "S WHAT". 'D' (--shared): MADV_DONTNEED the whole shared region (its
+ * contents stay in the shmem object) and answer "D ok" or "D WHAT". 'M'
+ * (--shared): move the shared region elsewhere with mremap (its pages go
+ * with it, in the same object) and answer "M ok" or "M WHAT". 'r'
+ * (--shared): read every word of the shared region only; "r ok" or "r WHAT".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -124,6 +137,7 @@ struct wl {
 	int threads;
 	bool moved;		/* 'F' moved the anon region away */
 	struct region wof;	/* --wipeonfork: pattern, MADV_WIPEONFORK */
+	uint8_t sgen[256];	/* --shared: page i's generation, 0: zeros */
 };
 
 struct thr {
@@ -295,6 +309,40 @@ static const char *check_pat(const struct wl *w, const uint8_t *p, size_t len, c
 	return NULL;
 }
 
+/* Word K of shared page I in generation GEN (GEN 0: zero). */
+static uint64_t spat(const struct wl *w, size_t i, size_t k, unsigned gen)
+{
+	return gen ? pat(w->seed ^ (0x5A17ull << 40) ^ gen, i * PAGE + k * 8) : 0;
+}
+
+/* Write generation GEN into shared page I. */
+static void shared_write(struct wl *w, size_t i, unsigned gen)
+{
+	uint64_t *q = (uint64_t *)(void *)(w->shared.p + i * PAGE);
+
+	for (size_t k = 0; k < WORDS; k++)
+		q[k] = spat(w, i, k, gen);
+	w->sgen[i] = (uint8_t)gen;
+}
+
+/* Check every word of the shared region against sgen[]. */
+static const char *check_shared(const struct wl *w)
+{
+	static char msg[128];
+
+	for (size_t i = 0; w->shared.p && i < w->shared.len / PAGE; i++) {
+		const uint64_t *q = (const uint64_t *)(const void *)(w->shared.p + i * PAGE);
+
+		for (size_t k = 0; k < WORDS; k++)
+			if (q[k] != spat(w, i, k, w->sgen[i])) {
+				snprintf(msg, sizeof(msg), "shared page %zu word %zu (generation %u)",
+					 i, k, w->sgen[i]);
+				return msg;
+			}
+	}
+	return NULL;
+}
+
 static const char *check_zero(const uint8_t *p, size_t len, const char *what)
 {
 	static char msg[128];
@@ -340,9 +388,8 @@ static const char *verify(const struct wl *w)
 					bad = "file page";
 		}
 	}
-	for (size_t i = 0; !bad && w->shared.p && i < w->shared.len; i += PAGE)
-		if (w->shared.p[i] != (uint8_t)(i / PAGE + 1))
-			bad = "shared";
+	if (!bad)
+		bad = check_shared(w);
 	for (size_t i = 0; !bad && w->huge.p && i < w->huge.len / HPAGE; i++)
 		bad = i % 4 ? check_zero(w->huge.p + i * HPAGE, HPAGE, "huge") :
 			      check_pat(w, w->huge.p + i * HPAGE, HPAGE, "huge");
@@ -506,6 +553,38 @@ static const char *touch_poison(const struct wl *w, unsigned *n)
 	}
 	sigaction(SIGBUS, &old, NULL);
 	return bad;
+}
+
+/* 'S': parent and a child forked now write through the shared region, and each checks the other. */
+static const char *shared_fork(struct wl *w)
+{
+	size_t n = w->shared.len / PAGE;
+	int st;
+	pid_t pid;
+
+	if (!w->shared.p)
+		return "no --shared region";
+	for (size_t i = 1; i < n; i += 8)
+		shared_write(w, i, 2);
+	pid = fork();
+	if (pid < 0)
+		return "fork failed";
+	if (pid == 0) {
+		if (verify(w))
+			_exit(1);
+		for (size_t i = 0; i < n; i++)
+			if (i % 8 == 2 || i % 8 == 5)
+				shared_write(w, i, 3);
+		_exit(0);
+	}
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return "the child did not exit";
+	if (WEXITSTATUS(st))
+		return "the child read a wrong byte";
+	for (size_t i = 0; i < n; i++)
+		if (i % 8 == 2 || i % 8 == 5)
+			w->sgen[i] = 3;
+	return check_shared(w);
 }
 
 /* 'b': a forked child checks every byte, and that every poisoned page gives SIGBUS. */
@@ -751,6 +830,7 @@ int main(int argc, char **argv)
 	bool wipeonfork = false, guard = false, exiter = false, clone_vm = false, uring = false;
 	bool poison = false;
 	size_t huge_mib = 0;
+	bool huge_dontfork = false;
 	char r[8][96];
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -779,6 +859,8 @@ int main(int argc, char **argv)
 			uring = true;
 		} else if (!strcmp(a, "--poison")) {
 			poison = true;
+		} else if (!strcmp(a, "--huge-dontfork")) {
+			huge_dontfork = true;
 		} else if (v && !strcmp(a, "--huge")) {
 			huge_mib = strtoul(v, NULL, 0), i++;
 		} else if (v && !strcmp(a, "--anon")) {
@@ -826,12 +908,17 @@ int main(int argc, char **argv)
 			else if (i % 4 == 2)
 				memset(w.huge.p + i * HPAGE, 0, HPAGE);
 		}
+		if (huge_dontfork && madvise(w.huge.p, w.huge.len, MADV_DONTFORK) < 0)
+			die("MADV_DONTFORK: %s", strerror(errno));
 	}
 	if (shared) {
 		w.shared.len = 1 << 20;
 		w.shared.p = map_anon(w.shared.len, MAP_SHARED);
-		for (size_t i = 0; i < w.shared.len; i += PAGE)
-			w.shared.p[i] = (uint8_t)(i / PAGE + 1);
+		for (size_t i = 0; i < w.shared.len / PAGE; i++)
+			if (i % 8 == 6)
+				memset(w.shared.p + i * PAGE, 0, PAGE);
+			else if (i % 8 != 5)
+				shared_write(&w, i, 1);
 	}
 	/* The system call itself: sanitizers make mlock() a no-op. */
 	if (lock && syscall(SYS_mlock, w.anon.p, w.anon.len) < 0)
@@ -928,6 +1015,35 @@ int main(int argc, char **argv)
 		} else if (c == 'b') {
 			bad = child_check(&w);
 			say("b %s\n", bad ? bad : "ok");
+		} else if (c == 'D') {
+			bad = !w.shared.p ? "no --shared region" :
+			      madvise(w.shared.p, w.shared.len, MADV_DONTNEED) ? strerror(errno) : NULL;
+			say("D %s\n", bad ? bad : "ok");
+		} else if (c == 'r') {
+			bad = w.shared.p ? check_shared(&w) : "no --shared region";
+			say("r %s\n", bad ? bad : "ok");
+		} else if (c == 'M') {
+			void *to = mmap(NULL, w.shared.len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			void *q = to == MAP_FAILED || !w.shared.p ? MAP_FAILED :
+				  mremap(w.shared.p, w.shared.len, w.shared.len,
+					 MREMAP_MAYMOVE | MREMAP_FIXED, to);
+
+			if (q != MAP_FAILED)
+				w.shared.p = q;
+			say("M %s\n", q != MAP_FAILED ? "ok" : !w.shared.p ? "no --shared region" :
+			    strerror(errno));
+		} else if (c == 'S') {
+			bad = shared_fork(&w);
+			say("S %s\n", bad ? bad : "ok");
+		} else if (c == 'Z') {
+			pid_t z = fork();
+
+			if (z == 0) {
+				prctl(PR_SET_PDEATHSIG, SIGKILL);
+				for (;;)
+					pause();
+			}
+			say("Z %d\n", (int)z);
 		} else if (c == 'K') {
 			say("K %d\n", (int)fork_waiter(&w));
 		}

@@ -1244,3 +1244,47 @@ Test(vma, hugetlb_areas_keep_their_page_size)
 	model_free(&c);
 	model_free(&m);
 }
+
+/*
+ * An area of shared memory (model_add_kind) keeps that kind through splits,
+ * moves and clones (a forked child serves the same object), and is never
+ * merged with a touching private area of the next image address.
+ */
+Test(vma, shared_areas_stay_shared)
+{
+	struct model m, c;
+	struct area *v;
+
+	model_init(&m);
+	model_init(&c);
+	cr_assert_eq(model_add_kind(&m, 16 * P, 32 * P, 16 * P, 0, true), 0);
+	cr_assert_eq(model_add(&m, 32 * P, 40 * P, 32 * P), 0);
+	cr_assert_eq(model_check(&m), 0);
+	cr_assert_eq(m.nr_areas, 2, "a shared area merged with a private one");
+	cr_assert(model_find(&m, 31 * P)->shared);
+	cr_assert(!model_find(&m, 32 * P)->shared);
+	cr_assert_eq(model_first_shared(&m), model_find(&m, 16 * P));
+	model_mark_missing(&m, 16 * P, 40 * P);
+	/* Move the middle of the shared area away: all three parts stay shared. */
+	cr_assert_eq(model_remap(&m, 20 * P, 100 * P, 4 * P), 0);
+	cr_assert_eq(model_check(&m), 0);
+	v = model_find(&m, 100 * P);
+	cr_assert_not_null(v);
+	cr_assert(v->shared);
+	cr_assert_eq(area_img_addr(v, 100 * P), 20 * P);
+	cr_assert(model_find(&m, 16 * P)->shared);
+	cr_assert(model_find(&m, 24 * P)->shared);
+	cr_assert_eq(model_clone(&c, &m), 0);
+	cr_assert(model_find(&c, 100 * P)->shared);
+	cr_assert(model_find(&c, 24 * P)->shared);
+	cr_assert(!model_find(&c, 32 * P)->shared);
+	/* REMOVE (MADV_DONTNEED) over both: the private pages become zero, the shared stay missing. */
+	cr_assert_eq(model_remove(&c, 16 * P, 40 * P), 8);
+	cr_assert(area_is_missing(model_find(&c, 24 * P), 24 * P));
+	cr_assert(!area_is_missing(model_find(&c, 33 * P), 33 * P));
+	cr_assert_eq(c.nr_missing, 16);
+	cr_assert_eq(model_check(&c), 0);
+	model_free(&c);
+	model_free(&m);
+	cr_assert_null(model_first_shared(&m));
+}

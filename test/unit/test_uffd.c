@@ -125,7 +125,7 @@ static void kernel_init(void)
 	cr_assert(region != MAP_FAILED && plain != MAP_FAILED && src != MAP_FAILED);
 	for (size_t i = 0; i < REGION_PAGES * PG; i++)
 		src[i] = (uint8_t)(i * 131 + i / PG * 7 + 1);	/* never all zero in a page */
-	cr_assert_eq(uffd_register(uffd, (uintptr_t)region, REGION_PAGES * PG), 0);
+	cr_assert_eq(uffd_register(uffd, (uintptr_t)region, REGION_PAGES * PG, false), 0);
 }
 
 static void kernel_fini(void)
@@ -312,7 +312,7 @@ Test(uffd_kernel, wrappers_return_negative_errno)
 	int64_t out = 0;
 
 	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
-	cr_assert_eq(uffd_register(p[0], (uintptr_t)plain, PG), -ENOTTY);
+	cr_assert_eq(uffd_register(p[0], (uintptr_t)plain, PG, false), -ENOTTY);
 	cr_assert_eq(uffd_copy(p[0], (uintptr_t)plain, src, PG, true, &out), -ENOTTY);
 	close(p[0]);
 	close(p[1]);
