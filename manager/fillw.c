@@ -30,6 +30,17 @@
 #define FW_NICE		19
 #define FW_SPIN		256	/* pauses before the loop lends its priority */
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#else
+	__asm__ __volatile__("" ::: "memory");
+#endif
+}
+
 enum { W_IDLE, W_BUSY, W_DONE };
 
 struct fw_seg {
@@ -52,6 +63,7 @@ struct worker {
 	uint64_t upto;		/* [start, upto) is in */
 	uint64_t copied, zeroed, eexist;	/* bytes, bytes, pages */
 	enum uffd_class cls;	/* what ended it early, UC_DONE if nothing */
+	int ret;		/* and its -errno */
 	atomic_int state;
 	atomic_bool stop;
 };
@@ -78,6 +90,7 @@ static enum uffd_class place(struct worker *w, uint64_t addr, const uint8_t *src
 		struct uffd_result r = uffd_classify(ret, out, len);
 
 		*adv = r.done;
+		w->ret = ret;
 		if (r.cls == UC_STALE && len > PG) {
 			len = (len / 2) & ~(PG - 1);
 			continue;
@@ -182,7 +195,10 @@ static struct target *apply(struct worker *w)
 	 */
 	if (w->cls != UC_DONE)
 		t->fw_hold = true;
-	if (w->cls != UC_DONE)
+	if (w->cls == UC_BUG)
+		log_warnx("%s fill worker: unexpected %s at 0x%" PRIx64 " (the loop places those pages itself)",
+			  t->pfx, strerror(-w->ret), w->upto);
+	else if (w->cls != UC_DONE)
 		log_debug("%s fill worker stopped at 0x%" PRIx64 " (%s) after %" PRIu64 " pages",
 			  t->pfx, w->upto, uffd_class_name(w->cls), pages);
 	t->fw_jobs--;
@@ -208,7 +224,7 @@ void fillw_quiesce(struct target *t)
 		/* At most one piece: spin, then lend it our priority and let it have our CPU. */
 		for (unsigned k = 0; atomic_load_explicit(&w->state, memory_order_acquire) == W_BUSY; k++) {
 			if (k < FW_SPIN) {
-				__builtin_ia32_pause();
+				cpu_relax();
 				continue;
 			}
 			if (k == FW_SPIN && !lent && atomic_load(&w->tid))
@@ -378,13 +394,26 @@ int fillw_start(struct daemon *d, unsigned n)
 	pthread_cond_init(&p->cv, NULL);
 	ret = loop_add(&d->loop, &p->ev, p->efd, EPOLLIN, on_done);
 	/* The signals the daemon takes through its signalfd are blocked here already, and so in them. */
+	/*
+	 * SCHED_OTHER whatever the daemon runs under (a real-time daemon's
+	 * workers would otherwise take the CPU from the processes it serves),
+	 * then nice 19 (worker_main).
+	 */
+	pthread_attr_t attr;
+	struct sched_param sp = { .sched_priority = 0 };
+
+	pthread_attr_init(&attr);
+	pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+	pthread_attr_setschedpolicy(&attr, SCHED_OTHER);
+	pthread_attr_setschedparam(&attr, &sp);
 	for (unsigned i = 0; !ret && i < n - 1; i++) {
 		p->w[i].p = p;
 		p->w[i].nap_us = nap ? (unsigned)strtoul(nap, NULL, 10) : 0;
 		atomic_init(&p->w[i].state, W_IDLE);
-		if ((ret = -pthread_create(&p->w[i].th, NULL, worker_main, &p->w[i])) == 0)
+		if ((ret = -pthread_create(&p->w[i].th, &attr, worker_main, &p->w[i])) == 0)
 			p->n++;
 	}
+	pthread_attr_destroy(&attr);
 	d->fw = p;
 	d->fds_in_use++;
 	if (ret < 0) {

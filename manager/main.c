@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/userfaultfd.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,8 +70,8 @@ static void usage(FILE *out)
 	      "      --no-working-set       neither record nor replay working sets\n"
 	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
 	      "      --fill-workers N       threads that fill in the background, the event\n"
-	      "                             loop counted (1 to 8; default 2 with two CPUs or\n"
-	      "                             more, else 1)\n"
+	      "                             loop counted (1 to 8; default 2 when it may run on\n"
+	      "                             two CPUs or more, else 1)\n"
 	      "      --no-fill              serve on demand only\n"
 	      "      --exit-when-done       exit 0 once the last process is fully served\n"
 	      "      --max-clients N        processes served at once, forks included; more\n"
@@ -256,6 +257,16 @@ static const char *default_wset_dir(const char *sock, char *buf, size_t len)
 		return NULL;
 	snprintf(buf, len, "%.*s/working-sets", (int)(slash - sock), sock);
 	return buf;
+}
+
+/* The CPUs this process may run on (its affinity), at least 1. */
+static int usable_cpus(void)
+{
+	cpu_set_t cs;
+
+	if (sched_getaffinity(0, sizeof(cs), &cs) < 0)
+		return (int)sysconf(_SC_NPROCESSORS_ONLN);
+	return CPU_COUNT(&cs) > 0 ? CPU_COUNT(&cs) : 1;
 }
 
 /* --fill-workers: 1 to FILLW_MAX. */
@@ -952,7 +963,7 @@ int main(int argc, char **argv)
 
 	d.o.fault_window = DEFAULT_WINDOW;
 	d.o.fill_chunk = DEFAULT_FILL_CHUNK;
-	d.o.fill_workers = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 2 : 1;
+	d.o.fill_workers = usable_cpus() >= 2 ? 2 : 1;
 	d.o.spin_us = DEFAULT_SPIN_US;
 	d.o.max_clients = DEFAULT_MAX_CLIENTS;
 	d.o.handshake_ms = DEFAULT_HANDSHAKE_MS;

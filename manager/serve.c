@@ -557,6 +557,13 @@ void serve_faults(struct target *t)
 		timer_arm(&t->d->loop, &t->retry, RETRY_NS, retry_timer);
 	else if (t->map.nr_missing == 0)
 		target_release(t);
+	else if (!keep && !t->remote)
+		/*
+		 * The fill skips a process with faults waiting, and stops asking
+		 * for idle time when no process has fill work: now that these are
+		 * answered, this one has again.
+		 */
+		t->d->loop.idle_pending = true;
 }
 
 /* The short timer that makes sure parked faults never wait for a drain that does not come. */
