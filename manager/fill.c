@@ -99,8 +99,8 @@ void fill_feed(struct daemon *d)
 	uint64_t now = now_ns();
 
 	/*
-	 * The working set first, in its order: workers only once a replay is
-	 * done with. And only for a process that has not faulted for a while:
+	 * The working set first, in its order: no workers for a process served
+	 * with a record. And only for one that has not faulted for a while:
 	 * while it faults, the loop serves and fills alone (with a worker
 	 * beside it, faults during the fill took 7-8x as long here, for a
 	 * reason not found; fillw.h).

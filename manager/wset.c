@@ -249,7 +249,7 @@ uint64_t wset_next(struct target *t, uint64_t max, uint64_t *addr)
 
 bool wset_replaying(const struct target *t)
 {
-	return t->ws && t->ws->mode == WS_REPLAY && t->ws->pos < t->ws->n;
+	return t->ws && t->ws->mode == WS_REPLAY;
 }
 
 bool wset_find(struct target *t, uint64_t img, size_t *k)

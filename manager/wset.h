@@ -58,7 +58,11 @@ bool wset_find(struct target *t, uint64_t img, size_t *k);
  */
 uint64_t wset_next_from(struct target *t, size_t *k, uint64_t max, uint64_t *addr);
 
-/* Whether T replays a record with entries the fill has not looked at yet. */
+/*
+ * Whether T is served with a record to replay (the fill workers leave such a
+ * process to the loop: with a worker beside the replay, measure 7's pass
+ * took 0.69-0.92x of no record instead of 0.21-0.27x).
+ */
 bool wset_replaying(const struct target *t);
 
 /* PAGES of a run wset_next() or wset_next_from() gave were placed (before the process asked). */
