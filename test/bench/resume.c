@@ -315,7 +315,8 @@ static bool restore_dump(const char *bin, const char *dir, uint64_t len)
  * restored process then checks every word of its memory (SIGUSR2) into
  * OUTF; <0 when anything failed.
  */
-static double restore_once(const char *bin, const char *dir, const char *sock, const char *outf)
+static double restore_once(const char *bin, const char *dir, const char *sock, const char *outf,
+			   uint64_t len)
 {
 	char line[64];
 	uint64_t t0, t1;
@@ -357,12 +358,14 @@ static double restore_once(const char *bin, const char *dir, const char *sock, c
 	kill(rp, SIGKILL);
 	waitpid(rp, NULL, 0);	/* ours: we are its subreaper */
 	/*
-	 * Let the daemon finish with it: unmapping the 4 GiB pages file it
-	 * populated takes ~80 ms, and the next restore of the same images
-	 * must map it again, which waits for that. Measured apart: this
-	 * times a restore, not the end of the one before.
+	 * Let the machine finish with it: the process's exit and the daemon's
+	 * unmapping of the pages file it populated take hundreds of ms at
+	 * 4 GiB on two CPUs, and a restore started meanwhile shares them (by
+	 * hand: 540-960 ms instead of 20 ms; measure 4 at 4 GiB was 2.86x 64
+	 * MiB with a 300 ms gap, 1.35x with 1.5 s). Measured apart: this times
+	 * a restore, not the end of the one before. 300 ms, plus 300 ms a GiB.
 	 */
-	usleep(300000);
+	usleep(300000 + (useconds_t)((len >> 20) * 300000 / 1024));
 	return ok ? (t1 - t0) / 1e6 : -1;
 }
 
@@ -390,11 +393,11 @@ static void bench_restore(const struct bconf *c, const char *bin)
 			continue;
 		}
 		for (int r = 0; r < reps; r++)
-			if ((x[r] = restore_once(bin, dir, d.sock, outf)) < 0)
+			if ((x[r] = restore_once(bin, dir, d.sock, outf, sizes[i])) < 0)
 				bad = 1;
 		qsort(x, reps, sizeof(double), cmp_dbl);
 		lazy[i] = bad ? -1 : x[reps / 2];
-		eager[i] = restore_once(bin, dir, NULL, outf);
+		eager[i] = restore_once(bin, dir, NULL, outf, sizes[i]);
 		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 		if (system(cmd)) {
 		}
