@@ -69,7 +69,8 @@ help:
 	@echo "make check      deps, build, then every test"
 	@echo "make demo       deps, build, then show the tools on real data"
 	@echo "make bench      deps, build, then the benchmarks; figures into BENCHMARKS.md"
-	@echo "                (BENCH_QUICK=1: a shorter run)"
+	@echo "                (BENCH_QUICK=1: a shorter run; CRIU=/path/to/criu adds criu"
+	@echo "                restore --lazy-pages with our daemon against criu's own)"
 	@echo "make stress     the release-race tests at full size: 600 processes per"
 	@echo "                test (3000) and 300 uffd-inject lazy hand-overs (STRESS_N=N);"
 	@echo "                the daemon killed at $(STRESS_KILLS) random points (STRESS_KILLS=N)"
@@ -155,7 +156,7 @@ check: deps
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH) $(BUILD)/test/helpers/rworkload \
 		$(BUILD)/test/helpers/pcwriter
-	UFFD_TEST_BUILD=$(abspath $(BUILD)) $(BENCH) --md $(CURDIR)/BENCHMARKS.md
+	UFFD_TEST_BUILD=$(abspath $(BUILD)) CRIU="$(CRIU)" $(BENCH) --md $(CURDIR)/BENCHMARKS.md
 
 # The release-race tests (test/integration/test_release.c) at full size.
 STRESS_N ?= 600

@@ -592,6 +592,25 @@ static void opt_verbose(struct daemon *d, const char *arg)
 		d->o.verbose++;
 }
 
+/*
+ * PATH as criu takes its -o and --pidfile: a relative one is in the work dir
+ * (-W, else -D), where `criu lazy-pages` would put it. NULL if too long.
+ */
+static const char *in_workdir(const struct criu_opts *co, const char *opt, const char *path,
+			      char *buf, size_t len)
+{
+	const char *dir = co->workdir ? co->workdir : co->imgdir;
+
+	if (path[0] == '/')
+		return path;
+	if ((size_t)snprintf(buf, len, "%s/%s", dir, path) >= len) {
+		fprintf(stderr, "uffd-manager criu: %s %s: the path in %s is too long\n", opt, path,
+			dir);
+		return NULL;
+	}
+	return buf;
+}
+
 static int cmd_criu(struct daemon *d, int argc, char **argv)
 {
 	enum { O_DAEMON = 256, O_PIDFILE, O_STATUS_FD, O_FILL_CHUNK, O_NO_FILL, O_NO_PROCCONN,
@@ -627,6 +646,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 	};
 	struct criu_opts co = { .status_fd = -1 };
 	const char *logfile = NULL, *addr = NULL, *port = NULL;
+	char logpath[PATH_MAX], pidpath[PATH_MAX];
 	bool bg = false, remote = false, ps_timeout = false;
 	char why[1024];
 	int c, ready_fd = -1, old_err = -1;
@@ -736,6 +756,11 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 	}
 	co.ps_addr = addr;
 	co.ps_port = port;
+	/* As criu's: a relative log or pidfile is in the work dir (else the images dir). */
+	if ((logfile && !(logfile = in_workdir(&co, "-o", logfile, logpath, sizeof(logpath)))) ||
+	    (co.pidfile &&
+	     !(co.pidfile = in_workdir(&co, "--pidfile", co.pidfile, pidpath, sizeof(pidpath)))))
+		return 2;
 	if (logfile && log_to_file(logfile, &old_err) < 0)
 		return 1;
 	log_init("uffd-manager", d->o.verbose ? LOG_LVL_DEBUG : LOG_LVL_INFO, bg && !logfile);

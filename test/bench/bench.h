@@ -46,6 +46,9 @@ void b_pin_pid(pid_t pid, int cpu);
 void b_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void *b_shared(size_t len);
 int b_cmp_u64(const void *a, const void *b);
+int b_cmp_dbl(const void *a, const void *b);
+/* Poll PATH (its first 64 KiB) until it holds S; false after TIMEOUT_MS. */
+bool b_file_has(const char *path, const char *s, int timeout_ms);
 /* Sort V and return its Pth percentile (0..100). */
 uint64_t b_pct(uint64_t *v, size_t n, double p);
 void b_shuffle(uint64_t *v, size_t n, uint64_t seed);
@@ -108,5 +111,7 @@ void bench_precopy(const struct bconf *c);
 void bench_migrate(const struct bconf *c);
 /* --- restart.c: a. restart, SIGKILL to the first fault served again (issue 16) --- */
 void bench_restart(const struct bconf *c);
+/* --- criu.c: b. criu restore --lazy-pages, our daemon against criu's (CRIU=) --- */
+void bench_criu(const struct bconf *c);
 
 #endif

@@ -390,16 +390,9 @@ static void lat_fill(const struct bconf *c, int reps)
 	free(s2);
 }
 
-static int cmp_dbl(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 static double median(double *v, int n)
 {
-	qsort(v, n, sizeof(*v), cmp_dbl);
+	qsort(v, n, sizeof(*v), b_cmp_dbl);
 	return v[n / 2];
 }
 

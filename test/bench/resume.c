@@ -25,13 +25,6 @@ struct rshm {
 
 static struct rshm *rs;
 
-static int cmp_dbl(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /* Milliseconds for one cooperative hand-over of LEN from IMGDIR, in a fresh child. */
 static double coop_once(const char *sock, const char *imgdir, uint64_t len)
 {
@@ -80,7 +73,7 @@ static void coop(const struct bconf *c, int n, char dirs[][400], const uint64_t 
 			v[i][r] = coop_once(d.sock, dirs[i], lens[i]);
 	bd_stop(&d);
 	for (int i = 0; i < n; i++) {
-		qsort(v[i], reps, sizeof(double), cmp_dbl);
+		qsort(v[i], reps, sizeof(double), b_cmp_dbl);
 		out[i] = v[i][reps / 2];
 	}
 }
@@ -237,27 +230,6 @@ static double inject_once(const struct bconf *c, const char *bin, const char *so
 	return ok ? (t1 - t0) / 1e6 : -1;
 }
 
-/* Wait until the file PATH holds S, at most TIMEOUT_MS. */
-static bool file_has(const char *path, const char *s, int timeout_ms)
-{
-	char buf[65536];
-
-	for (int i = 0; i < timeout_ms / 5; i++) {
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-
-		if (fd >= 0)
-			close(fd);
-		if (n > 0) {
-			buf[n] = '\0';
-			if (strstr(buf, s))
-				return true;
-		}
-		usleep(5000);
-	}
-	return false;
-}
-
 /*
  * Dump a process of LEN for `uffd-inject restore`: test/helpers/rworkload
  * (LEN of pattern data, counting on its stdout, a pipe) with dump --kill
@@ -350,8 +322,8 @@ static double restore_once(const char *bin, const char *dir, const char *sock, c
 	rp = (pid_t)strtol(line, NULL, 10);
 	if (!ok || rp <= 0)
 		return -1;
-	ok = kill(rp, SIGUSR2) == 0 && file_has(outf, "verify ", 120000) &&
-	     file_has(outf, "verify ok", 10);
+	ok = kill(rp, SIGUSR2) == 0 && b_file_has(outf, "verify ", 120000) &&
+	     b_file_has(outf, "verify ok", 10);
 	if (!ok)
 		fprintf(stderr, "uffd-bench: restore of %s: the process did not verify its memory\n",
 			dir);
@@ -369,36 +341,44 @@ static double restore_once(const char *bin, const char *dir, const char *sock, c
 	return ok ? (t1 - t0) / 1e6 : -1;
 }
 
-/* 4b. `uffd-inject restore`, lazy and eager, for 64 MiB, 1 GiB and 4 GiB (1 GiB quick). */
+/*
+ * 4b. `uffd-inject restore`, lazy and eager, for 64 MiB, 1 GiB and 4 GiB (1 GiB
+ * quick). The sizes take turns, round after round, so that whatever drifts
+ * through the run (the page cache, the writeback of the dumps, other load)
+ * weighs on every size alike instead of on the last one measured.
+ */
 static void bench_restore(const struct bconf *c, const char *bin)
 {
 	static const uint64_t sizes[3] = { 64ull << 20, 1ull << 30, 4ull << 30 };
 	static const char *names[3] = { "64 MiB", "1 GiB", "4 GiB" };
 	int nsz = c->quick ? 2 : 3, reps = c->quick ? 3 : 5;
-	double lazy[3] = { -1, -1, -1 }, eager[3] = { -1, -1, -1 };
-	char dir[400], outf[400], what[128], v[64], vs[64], cmd[500];
+	double lazy[3] = { -1, -1, -1 }, eager[3] = { -1, -1, -1 }, x[3][8];
+	char dir[3][400], outf[400], what[128], v[64], vs[64], cmd[420];
+	bool dumped[3] = { false, false, false }, bad[3] = { false, false, false };
 	struct bdaemon d;
 
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	bd_start(&d, c, NULL);
+	snprintf(outf, sizeof(outf), "%s/restored.out", c->dir);
 	for (int i = 0; i < nsz; i++) {
-		double x[8];
-		int bad = 0;
-
-		snprintf(dir, sizeof(dir), "%s/uffd-bench-inj-%d-rst%d", injdir(c), getpid(), i);
-		snprintf(outf, sizeof(outf), "%s/restored.out", c->dir);
-		if (!restore_dump(bin, dir, sizes[i])) {
+		snprintf(dir[i], sizeof(dir[i]), "%s/uffd-bench-inj-%d-rst%d", injdir(c), getpid(), i);
+		dumped[i] = restore_dump(bin, dir[i], sizes[i]);
+		if (!dumped[i])
 			note("could not dump a %s process for restore: its figures are left out",
 			     names[i]);
+	}
+	for (int r = 0; r < reps; r++)
+		for (int i = 0; i < nsz; i++)
+			if (dumped[i] &&
+			    (x[i][r] = restore_once(bin, dir[i], d.sock, outf, sizes[i])) < 0)
+				bad[i] = true;
+	for (int i = 0; i < nsz; i++) {
+		if (!dumped[i])
 			continue;
-		}
-		for (int r = 0; r < reps; r++)
-			if ((x[r] = restore_once(bin, dir, d.sock, outf, sizes[i])) < 0)
-				bad = 1;
-		qsort(x, reps, sizeof(double), cmp_dbl);
-		lazy[i] = bad ? -1 : x[reps / 2];
-		eager[i] = restore_once(bin, dir, NULL, outf, sizes[i]);
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+		qsort(x[i], reps, sizeof(double), b_cmp_dbl);
+		lazy[i] = bad[i] ? -1 : x[i][reps / 2];
+		eager[i] = restore_once(bin, dir[i], NULL, outf, sizes[i]);
+		snprintf(cmd, sizeof(cmd), "rm -rf %.400s", dir[i]);
 		if (system(cmd)) {
 		}
 	}
@@ -472,7 +452,7 @@ void bench_resume(const struct bconf *c)
 			for (int r = 0; r < n; r++)
 				if ((x[r] = inject_once(c, bin, d.sock, sizes[i], i)) < 0)
 					bad = 1;
-			qsort(x, n, sizeof(double), cmp_dbl);
+			qsort(x, n, sizeof(double), b_cmp_dbl);
 			ti[i] = bad ? -1 : x[n / 2];
 			snprintf(what, sizeof(what), "uffd-inject lazy of a live process (dump + hand-over), %s",
 				 names[i]);

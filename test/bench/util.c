@@ -101,6 +101,34 @@ int b_cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+int b_cmp_dbl(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Wait until the file PATH holds S, at most TIMEOUT_MS. */
+bool b_file_has(const char *path, const char *s, int timeout_ms)
+{
+	char buf[65536];
+
+	for (int i = 0; i < timeout_ms / 5; i++) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+		if (fd >= 0)
+			close(fd);
+		if (n > 0) {
+			buf[n] = '\0';
+			if (strstr(buf, s))
+				return true;
+		}
+		usleep(5000);
+	}
+	return false;
+}
+
 uint64_t b_pct(uint64_t *v, size_t n, double p)
 {
 	size_t i;

@@ -588,6 +588,39 @@ Test(criu, daemon_mode_returns_when_listening, .init = setup, .fini = teardown, 
 	run.passed = true;
 }
 
+/* As criu's: relative -o and --pidfile are in the work dir, wherever we run it from. */
+Test(criu, relative_log_and_pidfile_go_to_the_work_dir, .init = setup, .fini = teardown,
+     .timeout = 30)
+{
+	char cmd[600], pidfile[200], log[200];
+	const char *build = getenv("UFFD_TEST_BUILD") ? getenv("UFFD_TEST_BUILD") : TEST_BUILDDIR;
+	uint32_t pid;
+	FILE *f;
+	int dpid = 0, sk;
+
+	cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	tc_tasks(SINGLE, &pid, 1);
+	snprintf(pidfile, sizeof(pidfile), "%s/rel.pid", run.dir);
+	snprintf(log, sizeof(log), "%s/rel.log", run.dir);
+	snprintf(cmd, sizeof(cmd), "cd / && %s/uffd-manager criu --daemon --pidfile rel.pid -D %s "
+		 "-W %s -o rel.log", build, SINGLE, run.dir);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	f = fopen(pidfile, "r");
+	cr_assert_not_null(f, "no %s", pidfile);
+	cr_assert_eq(fscanf(f, "%d", &dpid), 1);
+	fclose(f);
+	run.pid = dpid;
+	cr_assert(tc_file_has(log, "listening"), "no log in %s", log);
+	cr_expect_neq(access("/rel.log", F_OK), 0, "a log in the cwd");
+	sk = tc_connect(&run);
+	tc_send_int(sk, -(int)pid);
+	tc_send_int(sk, RSTF);
+	close(sk);
+	cr_expect(tc_daemon_wait(&run, EXIT_MS) != -1, "log in %s", log);
+	cr_expect(access(pidfile, F_OK) != 0, "the pidfile is removed at exit");
+	run.passed = true;
+}
+
 Test(criu, sigterm_before_a_restore_connects, .init = setup, .fini = teardown, .timeout = 30)
 {
 	start(SINGLE, NULL);

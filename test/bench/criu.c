@@ -1,0 +1,296 @@
+/*
+ * b. `criu restore --lazy-pages` served by `uffd-manager criu` against the
+ * same restore served by CRIU's own `criu lazy-pages` (issue 17 item 6), in
+ * turns, from one `criu dump` of test/helpers/rworkload. Runs only with
+ * CRIU=/path/to/criu (`make bench CRIU=...`) and as root: nothing else in
+ * the bench needs CRIU.
+ *
+ * Per restore: the wall time of `criu restore` (what the user waits for),
+ * and from its start to the end of the process's first check of every word
+ * of its memory (SIGUSR2 sent as soon as criu returns), which waits for
+ * every page the daemon serves.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+struct bcriu {
+	const char *criu;
+	char mgr[300];
+	char img[160];
+	char wk[160];
+	char log[160];		/* the workload's log: "count", "verify ok" */
+	char out[160];		/* its stdout: "ready pid=" */
+	off_t log_len, out_len;	/* as dumped: criu checks the sizes of open files */
+};
+
+/* Wait for PID with a timeout; true if it exited 0. Kills it at the timeout. */
+static bool wait_exit(pid_t pid, int timeout_ms, int *status)
+{
+	int st = 0;
+
+	for (int i = 0; i < timeout_ms / 5; i++) {
+		pid_t w = waitpid(pid, &st, WNOHANG);
+
+		if (w == pid) {
+			if (status)
+				*status = st;
+			return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+		}
+		if (w < 0)
+			return false;
+		usleep(5000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	if (status)
+		*status = st;
+	return false;
+}
+
+/* Run ARGV with stdio on /dev/null (stdout to OUT if given); its pid. */
+static pid_t spawn(const char *const *argv, const char *out, bool session)
+{
+	pid_t p = fork();
+
+	if (p == 0) {
+		int null = open("/dev/null", O_RDWR);
+		int o = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600) : null;
+
+		if (session)
+			setsid();
+		dup2(null, 0);
+		dup2(o, 1);
+		dup2(null, 2);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	if (p < 0)
+		b_die("fork: %s", strerror(errno));
+	return p;
+}
+
+static bool has_socket(const char *path, int timeout_ms)
+{
+	struct stat st;
+
+	for (int i = 0; i < timeout_ms / 2; i++) {
+		if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+			return true;
+		usleep(2000);
+	}
+	return false;
+}
+
+/* Start the workload and `criu dump` it into k->img. */
+static bool dump(struct bcriu *k, const struct bconf *c, uint64_t mib)
+{
+	const char *build = getenv("UFFD_TEST_BUILD");
+	char wl[300], m[24], pidarg[24], line[256];
+	struct stat st;
+	pid_t w, d;
+	FILE *f;
+	int pid = 0;
+
+	snprintf(wl, sizeof(wl), "%s/test/helpers/rworkload", build ? build : TEST_BUILDDIR);
+	snprintf(m, sizeof(m), "%llu", (unsigned long long)mib);
+	{
+		const char *argv[] = { wl, "--log", k->log, "--mib", m, "--tick", "50", NULL };
+
+		w = spawn(argv, k->out, true);
+	}
+	if (!b_file_has(k->log, "count 2", 120000)) {
+		note("b: the workload did not start: %s", k->log);
+		kill(w, SIGKILL);
+		waitpid(w, NULL, 0);
+		return false;
+	}
+	f = fopen(k->out, "re");
+	if (f && fgets(line, sizeof(line), f))
+		sscanf(line, "ready pid=%d", &pid);
+	if (f)
+		fclose(f);
+	if (pid != w) {
+		note("b: the workload's ready line names pid %d, not %d", pid, (int)w);
+		kill(w, SIGKILL);
+		waitpid(w, NULL, 0);
+		return false;
+	}
+	snprintf(pidarg, sizeof(pidarg), "%d", pid);
+	{
+		const char *argv[] = { k->criu, "dump", "-t", pidarg, "-D", k->img, "-o", "dump.log",
+				       NULL };
+
+		d = spawn(argv, NULL, false);
+	}
+	/* criu kills the dumped task: reap it (a child of ours) either way. */
+	if (!wait_exit(d, 300000, NULL)) {
+		note("b: criu dump failed: see %s/dump.log", k->img);
+		kill(w, SIGKILL);
+		waitpid(w, NULL, 0);
+		return false;
+	}
+	waitpid(w, NULL, 0);
+	if (stat(k->log, &st) < 0)
+		return false;
+	k->log_len = st.st_size;
+	if (stat(k->out, &st) < 0)
+		return false;
+	k->out_len = st.st_size;
+	(void)c;
+	return true;
+}
+
+/*
+ * One restore served by CRIU's daemon (OURS false) or ours: the ms criu
+ * restore took (*wall) and to the end of the first full check (*pass).
+ */
+static bool restore_once(struct bcriu *k, bool ours, uint64_t mib, double *wall, double *pass)
+{
+	char sock[200], rpid[200], mlog[200], line[32];
+	const char *tag = ours ? "ours" : "criu";
+	uint64_t t0, t1, t2;
+	pid_t dm, r, rp = 0;
+	int fd, st;
+	bool ok;
+
+	if (truncate(k->log, k->log_len) < 0 || truncate(k->out, k->out_len) < 0)
+		b_die("truncate %s: %s", k->log, strerror(errno));
+	snprintf(sock, sizeof(sock), "%s/lazy-pages.socket", k->wk);
+	snprintf(rpid, sizeof(rpid), "%s/restored.pid", k->wk);
+	snprintf(mlog, sizeof(mlog), "%s/uffd-manager.log", k->wk);
+	unlink(sock);
+	unlink(rpid);
+	if (ours) {
+		const char *argv[] = { k->mgr, "criu", "-D", k->img, "-W", k->wk, "-o", mlog,
+				       NULL };
+
+		dm = spawn(argv, NULL, false);
+	} else {
+		const char *argv[] = { k->criu, "lazy-pages", "-D", k->img, "-W", k->wk, "-o",
+				       "lazy-pages.log", NULL };
+
+		dm = spawn(argv, NULL, false);
+	}
+	if (!has_socket(sock, 20000)) {
+		note("b: %s: the lazy-pages daemon did not listen on %s", tag, sock);
+		kill(dm, SIGKILL);
+		waitpid(dm, NULL, 0);
+		return false;
+	}
+	t0 = b_now();
+	{
+		const char *argv[] = { k->criu, "restore", "-D", k->img, "-W", k->wk, "--lazy-pages",
+				       "-d", "--pidfile", rpid, "-o", "restore.log", NULL };
+
+		r = spawn(argv, NULL, false);
+	}
+	ok = wait_exit(r, 60000, &st);
+	t1 = b_now();
+	fd = ok ? open(rpid, O_RDONLY | O_CLOEXEC) : -1;
+	if (fd >= 0) {
+		ssize_t n = read(fd, line, sizeof(line) - 1);
+
+		line[n > 0 ? n : 0] = '\0';
+		rp = (pid_t)atoi(line);
+		close(fd);
+	}
+	ok = ok && rp > 1 && kill(rp, SIGUSR2) == 0 && b_file_has(k->log, "verify ", 120000) &&
+	     b_file_has(k->log, "verify ok", 10);
+	t2 = b_now();
+	if (!ok)
+		note("b: %s: the restore or the restored process's check failed: see %s", tag,
+		     k->wk);
+	if (rp > 1) {
+		kill(rp, SIGKILL);
+		waitpid(rp, NULL, 0);	/* ours: we are the subreaper */
+	}
+	/* Both daemons exit once their task is gone or fully served. */
+	if (!wait_exit(dm, 20000, &st) && ok)
+		note("b: %s: the lazy-pages daemon did not exit 0 after its task (status 0x%x)",
+		     tag, st);
+	usleep(300000 + (useconds_t)(mib * 300000 / 1024));
+	*wall = (t1 - t0) / 1e6;
+	*pass = (t2 - t0) / 1e6;
+	return ok;
+}
+
+void bench_criu(const struct bconf *c)
+{
+	const char *build = getenv("UFFD_TEST_BUILD");
+	uint64_t mib = c->quick ? 256 : 1024;
+	int reps = c->quick ? 3 : 7, n[2] = { 0, 0 };
+	double wall[2][16], pass[2][16], mw[2], mp[2];
+	char what[160], v[64], vs[64];
+	struct bcriu k = { 0 };
+
+	printf("\n[b] criu restore --lazy-pages: served by uffd-manager criu and by criu lazy-pages\n");
+	k.criu = getenv("CRIU");
+	if (!k.criu || !*k.criu) {
+		note("b: left out: no CRIU=/path/to/criu (make bench CRIU=...)");
+		return;
+	}
+	if (access(k.criu, X_OK) < 0 || geteuid() != 0) {
+		note("b: left out: %s", geteuid() ? "criu needs root" : "CRIU= is not executable");
+		return;
+	}
+	snprintf(k.mgr, sizeof(k.mgr), "%s/uffd-manager", build ? build : TEST_BUILDDIR);
+	snprintf(k.img, sizeof(k.img), "%s/criu-img", c->dir);
+	snprintf(k.wk, sizeof(k.wk), "%s/criu-work", c->dir);
+	snprintf(k.log, sizeof(k.log), "%s/criu-work.log", c->dir);
+	snprintf(k.out, sizeof(k.out), "%s/criu-work.out", c->dir);
+	if (mkdir(k.img, 0700) < 0 || mkdir(k.wk, 0700) < 0)
+		b_die("mkdir %s: %s", k.img, strerror(errno));
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	if (!dump(&k, c, mib)) {
+		prctl(PR_SET_CHILD_SUBREAPER, 0);
+		return;
+	}
+	/* In turns, the first of each pair alternating: neither always goes first. */
+	for (int r = 0; r < reps; r++)
+		for (int j = 0; j < 2; j++) {
+			int who = (r + j) % 2;
+
+			if (restore_once(&k, who == 1, mib, &wall[who][n[who]], &pass[who][n[who]]))
+				n[who]++;
+		}
+	prctl(PR_SET_CHILD_SUBREAPER, 0);
+	for (int who = 0; who < 2; who++) {
+		if (n[who] < reps) {
+			note("b: %d of %d restores with %s failed: the comparison is left out",
+			     reps - n[who], reps, who ? "uffd-manager criu" : "criu lazy-pages");
+			return;
+		}
+		qsort(wall[who], reps, sizeof(double), b_cmp_dbl);
+		qsort(pass[who], reps, sizeof(double), b_cmp_dbl);
+		mw[who] = wall[who][reps / 2];
+		mp[who] = pass[who][reps / 2];
+	}
+	snprintf(what, sizeof(what), "criu restore --lazy-pages, %llu MiB, criu lazy-pages "
+		 "(median of %d)", (unsigned long long)mib, reps);
+	snprintf(v, sizeof(v), "%.1f ms", mw[0]);
+	row("criu", what, v, "baseline");
+	snprintf(what, sizeof(what), "criu restore --lazy-pages, %llu MiB, uffd-manager criu",
+		 (unsigned long long)mib);
+	snprintf(v, sizeof(v), "%.1f ms", mw[1]);
+	snprintf(vs, sizeof(vs), "%.2fx criu lazy-pages", mw[1] / mw[0]);
+	row("criu", what, v, vs);
+	snprintf(what, sizeof(what), "    restore start to the first full check, criu lazy-pages");
+	snprintf(v, sizeof(v), "%.0f ms", mp[0]);
+	row("criu", what, v, "baseline");
+	snprintf(what, sizeof(what), "    restore start to the first full check, uffd-manager criu");
+	snprintf(v, sizeof(v), "%.0f ms", mp[1]);
+	snprintf(vs, sizeof(vs), "%.2fx criu lazy-pages", mp[1] / mp[0]);
+	row("criu", what, v, vs);
+	goal("criu restore --lazy-pages wall, uffd-manager criu / criu lazy-pages", mw[1] / mw[0],
+	     1.0, true, NULL);
+}
