@@ -476,6 +476,22 @@ Test(precopy, chain_of_5_areas_change_between_rounds, .init = setup, .fini = tea
 	cr_assert_gt(dropped, 0, "no dropped page seen");
 }
 
+/*
+ * The same with the written set of every round read by two threads, each
+ * taking half of the tracked bytes (an area cut in two where the half
+ * falls), as large targets get it.
+ */
+Test(precopy, chain_of_5_scanned_by_two_threads, .init = setup, .fini = teardown,
+     .timeout = 240)
+{
+	static const int changes[] = { 1, 1, 2, 2, 2 };
+	long dropped;
+
+	cr_assert_eq(setenv("UFFD_INJECT_TEST_SCAN_SPLIT", "1", 1), 0);
+	chain(5, changes, &dropped);
+	cr_assert_gt(dropped, 0, "no dropped page seen");
+}
+
 /* A chain served to a process that goes on: lazy --prev-images. */
 Test(precopy, lazy_prev_images_serves_the_chain, .init = setup, .fini = teardown,
      .timeout = 180)
