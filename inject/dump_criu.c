@@ -313,6 +313,19 @@ void dump_criu_xsave(const uint8_t *xstate, size_t xstate_len, UserX86XsaveEntry
 	user_x86_xsave_entry__init(xs);
 	if (!xstate || xstate_len < XSTATE_HDR_OFF + 8)
 		return;
+	/*
+	 * As CRIU, the user CET state on a CPU with shadow stacks (CPUID 7.0
+	 * ECX bit 7): none in use (an area with a shadow stack is refused),
+	 * so both zero.
+	 */
+	{
+		unsigned eax, ebx, ecx, edx;
+
+		if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 7))) {
+			user_x86_cet_entry__init(&b->cet);
+			xs->cet = &b->cet;
+		}
+	}
 	memcpy(&xcr0, xstate + XSTATE_XCR0_OFF, 8);
 	memcpy(&xs->xstate_bv, xstate + XSTATE_HDR_OFF, 8);
 	for (size_t i = 0; i < sizeof(xfeatures) / sizeof(xfeatures[0]); i++) {
@@ -405,6 +418,8 @@ void dump_criu_core(const struct dump_criu *dc, size_t i, const uint8_t *xstate,
 
 	if (!tc)
 		return;
+	for (size_t k = 0; k < tc->n_sigactions; k++)
+		tc->sigactions[k]->has_compat_sigaction = 1;	/* false: 64-bit handlers */
 	task_timers_entry__init(&b->timers);
 	for (int k = 0; k < 3; k++)
 		itimer_entry__init(&b->itimer[k]);	/* armed itimers are refused at dump */
@@ -514,11 +529,21 @@ void dump_criu_abort(const struct dump_criu *dc, int dirfd)
 		unlinkat(dirfd, n.name[0], 0);
 }
 
-void dump_criu_inventory(InventoryEntry *inv, TaskKobjIdsEntry *root)
+void dump_criu_inventory(InventoryEntry *inv, struct dump_criu_inv_buf *b)
 {
-	kobj_ids(root, DUMP_CRIU_ROOT_KOBJ_ID);
+	char uuid[64];
+
+	kobj_ids(&b->root, DUMP_CRIU_ROOT_KOBJ_ID);
+	plugins_entry__init(&b->plugins);
+	inv->plugins_entry = &b->plugins;	/* none used: CRIU's restore then runs none */
+	/* A run id, as CRIU's (a UUID); it would name an nftables lock table. */
+	if (read_small("/proc/sys/kernel/random/uuid", uuid, sizeof(uuid)) > 0) {
+		uuid[strcspn(uuid, "\n")] = '\0';
+		snprintf(b->run_id, sizeof(b->run_id), "%s", uuid);
+		inv->dump_criu_run_id = b->run_id;
+	}
 	inv->has_fdinfo_per_id = inv->fdinfo_per_id = 1;
-	inv->root_ids = root;
+	inv->root_ids = &b->root;
 	inv->has_ns_per_id = inv->ns_per_id = 1;
 	inv->has_lsmtype = 1;
 	inv->lsmtype = 0;		/* NO_LSM: no profile is dumped */

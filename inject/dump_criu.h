@@ -120,6 +120,7 @@ struct dump_criu_core_buf {
 	uint32_t ymmh[64];
 	uint64_t bndreg[8], bndcsr[8], opmask[8], zmm_upper[64], hi16_zmm[128];
 	uint32_t pkru[2];
+	UserX86CetEntry cet;
 };
 
 /*
@@ -144,8 +145,15 @@ int dump_criu_publish(const struct dump_criu *dc, int dirfd, char *why, size_t l
 /* Remove what dump_criu_write and dump_criu_publish made. */
 void dump_criu_abort(const struct dump_criu *dc, int dirfd);
 
-/* Fill the inventory's fields CRIU 4.2 requires; ROOT is storage for root_ids. */
-void dump_criu_inventory(InventoryEntry *inv, TaskKobjIdsEntry *root);
+/* Storage for what dump_criu_inventory() hangs on an InventoryEntry. */
+struct dump_criu_inv_buf {
+	TaskKobjIdsEntry root;
+	PluginsEntry plugins;
+	char run_id[64];
+};
+
+/* Fill the inventory's fields CRIU 4.2 requires and writes (storage in B). */
+void dump_criu_inventory(InventoryEntry *inv, struct dump_criu_inv_buf *b);
 
 /* An mm record made CRIU-restorable: its own copies of the areas. */
 struct dump_criu_mm {

@@ -153,7 +153,7 @@ int dump_image_write_images(struct dump_image *im, const struct dump_image_task 
 	MmEntry mm = MM_ENTRY__INIT;
 	PstreeEntry ps = PSTREE_ENTRY__INIT;
 	InventoryEntry inv = INVENTORY_ENTRY__INIT;
-	TaskKobjIdsEntry root;
+	struct dump_criu_inv_buf ib;
 	struct dump_criu_mm cm = { 0 };
 	VmaEntry **vp;
 	int ret;
@@ -204,7 +204,7 @@ int dump_image_write_images(struct dump_image *im, const struct dump_image_task 
 		return ret;
 
 	inv.img_version = IMG_VERSION;
-	dump_criu_inventory(&inv, &root);
+	dump_criu_inventory(&inv, &ib);
 	ret = write_one(im, DUMP_F_INVENTORY, IMG_INVENTORY_MAGIC, &inv.base);
 	if (ret < 0)
 		return ret;
