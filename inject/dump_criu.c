@@ -303,6 +303,14 @@ static const struct {
 #define XSTATE_XCR0_OFF		464	/* the kernel's copy of XCR0 in the regset's sw bytes */
 #define XSTATE_HDR_OFF		512
 
+/* Does the CPU have shadow stacks (CPUID 7.0 ECX bit 7)? CRIU records the CET state then. */
+static bool cpu_has_shstk(void)
+{
+	unsigned eax, ebx, ecx, edx;
+
+	return __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 7));
+}
+
 void dump_criu_xsave(const uint8_t *xstate, size_t xstate_len, UserX86XsaveEntry *xs,
 		     struct dump_criu_core_buf *b)
 {
@@ -313,18 +321,10 @@ void dump_criu_xsave(const uint8_t *xstate, size_t xstate_len, UserX86XsaveEntry
 	user_x86_xsave_entry__init(xs);
 	if (!xstate || xstate_len < XSTATE_HDR_OFF + 8)
 		return;
-	/*
-	 * As CRIU, the user CET state on a CPU with shadow stacks (CPUID 7.0
-	 * ECX bit 7): none in use (an area with a shadow stack is refused),
-	 * so both zero.
-	 */
-	{
-		unsigned eax, ebx, ecx, edx;
-
-		if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 7))) {
-			user_x86_cet_entry__init(&b->cet);
-			xs->cet = &b->cet;
-		}
+	/* None in use (an area with a shadow stack is refused): both zero. */
+	if (cpu_has_shstk()) {
+		user_x86_cet_entry__init(&b->cet);
+		xs->cet = &b->cet;
 	}
 	memcpy(&xcr0, xstate + XSTATE_XCR0_OFF, 8);
 	memcpy(&xs->xstate_bv, xstate + XSTATE_HDR_OFF, 8);
