@@ -79,8 +79,9 @@ help:
 	@echo "                each for FUZZ_TIME seconds (default 60); fails on any finding"
 	@echo "make interop CRIU=/path/to/criu"
 	@echo "                post-copy over TLS with real CRIU on both ends of the daemon"
-	@echo "                (criu dump --lazy-pages --tls, criu restore --lazy-pages);"
-	@echo "                skips without CRIU"
+	@echo "                (criu dump --lazy-pages --tls, criu restore --lazy-pages), and"
+	@echo "                criu restore of uffd-inject dumps (--kill, a pre-dump chain,"
+	@echo "                --lazy-pages from uffd-manager criu); skips without CRIU"
 	@echo "make install    install binaries and man pages (PREFIX, DESTDIR)"
 	@echo "make clean      remove $(BUILD)/, build-asan/ and $(FUZZ_BUILD)/"
 
@@ -129,9 +130,11 @@ $(BUILD)/test/helpers/%: $(BUILD)/test/helpers/%.o $(TESTLIB_O) $(LIBCOMMON)
 $(BENCH): $(BENCH_O) $(TESTLIB_O) $(LIBCOMMON)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-# Real CRIU against the daemon, by hand (scripts/interop): skips without CRIU=.
+# Real CRIU against the daemon, by hand (scripts/interop), and restoring
+# uffd-inject's dumps (scripts/interop-restore): skips without CRIU=.
 interop: $(BINS) $(BUILD)/test/helpers/rworkload
 	@BUILD=$(BUILD) CRIU="$(CRIU)" scripts/interop
+	@BUILD=$(BUILD) CRIU="$(CRIU)" scripts/interop-restore
 
 # Criterion runs each test in its own process; -j2 fits this 2-core machine.
 CRITERION_ARGS ?= -j2

@@ -558,6 +558,8 @@ int core_collect(struct core *c, struct pt *pt, const struct procfs_maps *maps, 
 		ret = collect_regs(&c->th[i], pt, (int)i, why, len);
 	if (ret == 0)
 		ret = collect_syscalls(c, pt, why, len);
+	if (ret == 0)
+		ret = dump_criu_collect(&c->criu, pt, maps, why, len);
 	return ret;
 }
 
@@ -612,6 +614,7 @@ static int write_core(const struct core *c, const struct core_thread *t, int dir
 	ThreadSasEntry sas = THREAD_SAS_ENTRY__INIT;
 	RseqEntry rs = RSEQ_ENTRY__INIT;
 	SaEntry sa[CORE_NSIG], *sap[CORE_NSIG];
+	struct dump_criu_core_buf cb;
 	const ProtobufCMessage *m = &ce.base;
 	uint32_t st_space[32], xmm_space[64];
 	const uint8_t *fx = t->xstate;
@@ -682,6 +685,8 @@ static int write_core(const struct core *c, const struct core_thread *t, int dir
 	tc.nonfile_stdio = c->stdio;
 	tc.n_uffd_noreserve = c->nnoreserve;
 	tc.uffd_noreserve = c->noreserve;
+	tc.has_uffd_shmid_file_id = 1;
+	tc.uffd_shmid_file_id = 1;	/* dump_criu_mm() */
 	/* As CRIU: only the main thread's core holds the task's state. */
 	if (main_thread)
 		ce.tc = &tc;
@@ -704,6 +709,7 @@ static int write_core(const struct core *c, const struct core_thread *t, int dir
 		th.rseq_entry = &rs;
 	}
 	ce.thread_core = &th;
+	dump_criu_core(&c->criu, (size_t)(t - c->th), t->xstate, t->xstate_len, &ce, &cb);
 	return write_msgs(dirfd, name, IMG_CORE_MAGIC, &m, 1, why, len);
 }
 
@@ -814,6 +820,8 @@ int core_write(const struct core *c, int dirfd, char *why, size_t len)
 		fs.umask = c->umask;
 		ret = write_msgs(dirfd, n.tmp[2], IMG_FS_MAGIC, &m, 1, why, len);
 	}
+	if (ret == 0)
+		ret = dump_criu_write(&c->criu, dirfd, why, len);
 	if (ret < 0)
 		core_abort(c, dirfd);
 	return ret;
@@ -823,11 +831,14 @@ int core_publish(const struct core *c, int dirfd, char *why, size_t len)
 {
 	struct core_names n;
 	char fdi[64], tn[48], tt[56];
+	int ret;
 
 	names(c, &n);
 	snprintf(fdi, sizeof(fdi), "%s.part", CORE_FDINFO_IMG);
 	if (renameat(dirfd, fdi, dirfd, CORE_FDINFO_IMG) < 0)
 		return why_set(why, len, errno, "%s: rename: %s", CORE_FDINFO_IMG, strerror(errno));
+	if ((ret = dump_criu_publish(&c->criu, dirfd, why, len)) < 0)
+		return ret;
 	for (size_t i = 1; i < c->nth; i++) {
 		thread_names(c, i, tn, tt, sizeof(tt));
 		if (renameat(dirfd, tt, dirfd, tn) < 0)
@@ -846,6 +857,7 @@ void core_abort(const struct core *c, int dirfd)
 	char fdi[64], tn[48], tt[56];
 
 	names(c, &n);
+	dump_criu_abort(&c->criu, dirfd);
 	snprintf(fdi, sizeof(fdi), "%s.part", CORE_FDINFO_IMG);
 	unlinkat(dirfd, fdi, 0);
 	unlinkat(dirfd, CORE_FDINFO_IMG, 0);
@@ -869,5 +881,6 @@ void core_free(struct core *c)
 		free(c->th[i].xstate);
 	free(c->th);
 	free(c->noreserve);
+	dump_criu_free(&c->criu);
 	memset(c, 0, sizeof(*c));
 }

@@ -16,6 +16,7 @@
 #include <sys/types.h>
 #include <sys/user.h>
 
+#include "dump_criu.h"
 #include "procfs.h"
 
 struct pt;
@@ -75,6 +76,7 @@ struct core {
 	uint32_t exe_id, cwd_id, root_id;
 	uint64_t *noreserve;	/* starts of MAP_NORESERVE areas */
 	size_t nnoreserve;
+	struct dump_criu criu;	/* what real CRIU's restore needs besides (dump_criu.h) */
 };
 
 /*

@@ -523,6 +523,7 @@ static int write_images(struct dump *d)
 		.nvmas = d->maps.n,
 		.pe = d->pg.pe,
 		.npe = d->pg.npe,
+		.core = d->core_on ? &d->core : NULL,
 	};
 	int ret = dump_image_write_images(&d->img, &t);
 

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core.h"
+#include "dump_criu.h"
 #include "dump_image.h"
 #include "image.h"
 #include "imgtask.h"
@@ -151,6 +153,8 @@ int dump_image_write_images(struct dump_image *im, const struct dump_image_task 
 	MmEntry mm = MM_ENTRY__INIT;
 	PstreeEntry ps = PSTREE_ENTRY__INIT;
 	InventoryEntry inv = INVENTORY_ENTRY__INIT;
+	struct dump_criu_inv_buf ib;
+	struct dump_criu_mm cm = { 0 };
 	VmaEntry **vp;
 	int ret;
 
@@ -179,13 +183,18 @@ int dump_image_write_images(struct dump_image *im, const struct dump_image_task 
 	mm.mm_saved_auxv = t->auxv;
 	mm.n_vmas = t->nvmas;
 	mm.vmas = vp;
+	if (t->core && dump_criu_mm(t->core, &mm, t->vmas, t->nvmas, &cm) < 0) {
+		free(vp);
+		return ifail(im, ENOMEM, "out of memory");
+	}
 	ret = write_one(im, DUMP_F_MM, IMG_MM_MAGIC, &mm.base);
+	dump_criu_mm_free(&cm);
 	free(vp);
 	if (ret < 0)
 		return ret;
 
 	ps.pid = t->pid;
-	ps.ppid = t->stat->ppid;
+	ps.ppid = 0;	/* the root of what was dumped: CRIU takes no other as its root */
 	ps.pgid = t->stat->pgid;
 	ps.sid = t->stat->sid;
 	ps.n_threads = t->ntids;
@@ -195,6 +204,7 @@ int dump_image_write_images(struct dump_image *im, const struct dump_image_task 
 		return ret;
 
 	inv.img_version = IMG_VERSION;
+	dump_criu_inventory(&inv, &ib);
 	ret = write_one(im, DUMP_F_INVENTORY, IMG_INVENTORY_MAGIC, &inv.base);
 	if (ret < 0)
 		return ret;

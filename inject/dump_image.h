@@ -46,6 +46,9 @@ struct dump_image_task {
 	size_t nvmas;
 	const struct dump_pe *pe;	/* in address order */
 	size_t npe;
+	/* For a dump to restore: its state (core.h), which mm is made to match
+	 * for real CRIU (dump_criu_mm); NULL for a pre-dump round or a hand-over. */
+	const struct core *core;
 };
 
 /*

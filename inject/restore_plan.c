@@ -258,6 +258,7 @@ int restore_plan_areas(struct rs *r)
 {
 	const MmEntry *mm = r->task.mm;
 	const RegFileEntry *exe;
+	bool by_id = r->core->tc->has_uffd_shmid_file_id && r->core->tc->uffd_shmid_file_id;
 
 	r->vma_mf = calloc(mm->n_vmas + 1, sizeof(*r->vma_mf));
 	r->vma_wr = calloc(mm->n_vmas + 1, sizeof(*r->vma_wr));
@@ -271,10 +272,13 @@ int restore_plan_areas(struct rs *r)
 		r->vma_mf[i] = -1;
 		if (!(v->status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)))
 			continue;
-		re = file_by_ino(r, v->shmid);
+		/* As CRIU, the file's id in files.img; in older dumps, its inode. */
+		re = !by_id ? file_by_ino(r, v->shmid) :
+		     v->shmid <= UINT32_MAX ? rs_file_by_id(r, (uint32_t)v->shmid) : NULL;
 		if (!re)
 			return rs_fail(r, EINVAL, "area 0x%" PRIx64 "-0x%" PRIx64 ": no file record for "
-				     "inode %" PRIu64, v->start, v->end, v->shmid);
+				     "%s %" PRIu64, v->start, v->end, by_id ? "id" : "inode",
+				     v->shmid);
 		for (k = 0; k < r->nmf && r->mf[k].re != re; k++)
 			;
 		if (k == r->nmf) {
@@ -328,11 +332,16 @@ int restore_plan_specials(struct rs *r, struct procfs_maps *own)
 
 		if (!vdso && !vvar)
 			continue;
-		if (k == (size_t)r->nsp || r->sp[k].vdso != vdso || r->sp[k].len != v->end - v->start)
-			return rs_fail(r, ENOTSUP, "the dumped vdso/vvar areas differ from this "
-				     "kernel's (area 0x%" PRIx64 "-0x%" PRIx64 "): restore on the "
-				     "kernel that made the dump", v->start, v->end);
-		r->sp[k++].to = v->start;
+		/* One dumped vvar area may be this kernel's [vvar] and [vvar_vclock] (as CRIU has them). */
+		for (uint64_t off = 0; off < v->end - v->start; off += r->sp[k++].len) {
+			if (k == (size_t)r->nsp || r->sp[k].vdso != vdso ||
+			    r->sp[k].len > v->end - v->start - off || (vdso && off) ||
+			    (off && r->sp[k].from != r->sp[k - 1].from + r->sp[k - 1].len))
+				return rs_fail(r, ENOTSUP, "the dumped vdso/vvar areas differ from "
+					     "this kernel's (area 0x%" PRIx64 "-0x%" PRIx64 "): restore "
+					     "on the kernel that made the dump", v->start, v->end);
+			r->sp[k].to = v->start + off;
+		}
 	}
 	if (k != (size_t)r->nsp)
 		return rs_fail(r, ENOTSUP, "the dump has %zu vdso/vvar areas, this kernel %d: "
