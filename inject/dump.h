@@ -25,6 +25,7 @@ struct dump_opts {
 	bool buffered;		/* write pages-1.img through the page cache, not O_DIRECT */
 	bool hold;		/* keep the target frozen and hand it to the caller (struct dump_held) */
 	bool no_locked;		/* refuse mlock()ed areas (their pages cannot be dropped) */
+	bool tree;		/* PID and every descendant (with kill or leave_stopped) */
 	/*
 	 * Pre-copy (precopy.h). PREDUMP: a round that leaves the target running
 	 * and tracked (frozen only to read and reset the written set), starting

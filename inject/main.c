@@ -78,7 +78,7 @@ static int cmd_show(int argc, char **argv)
 
 static const char dump_usage[] =
 	"usage: uffd-inject dump --pid PID --images DIR [--kill | --leave-stopped]\n"
-	"                        [--prev-images DIR0]\n";
+	"                        [--tree] [--prev-images DIR0]\n";
 
 static const char dump_help[] =
 	"\n"
@@ -104,6 +104,15 @@ static const char dump_help[] =
 	"  -S, --leave-stopped as --kill, but stop the process (SIGSTOP) instead of\n"
 	"                      killing it: kill it once its copy runs elsewhere, or\n"
 	"                      resume it with SIGCONT (criu dump --leave-stopped)\n"
+	"  -t, --tree          with --kill or --leave-stopped: dump PID and every\n"
+	"                      descendant, all frozen together before any memory\n"
+	"                      is read; pstree.img holds one record per process,\n"
+	"                      parents first, each process its own core-TID.img,\n"
+	"                      mm-PID.img, pagemap-PID.img, fs-PID.img,\n"
+	"                      pages-N.img and fdinfo-N.img (N: its place in\n"
+	"                      pstree.img, from 1); refuses a zombie child, a child\n"
+	"                      in another pid namespace, and memory shared with\n"
+	"                      CLONE_VM, naming the pid\n"
 	"  -P, --prev-images DIR0\n"
 	"                      the last round of `uffd-inject pre-dump`: copy only the\n"
 	"                      pages written since (while frozen) and mark the rest\n"
@@ -137,6 +146,7 @@ static int cmd_dump(int argc, char **argv)
 		{ "images", required_argument, NULL, 'D' },
 		{ "kill", no_argument, NULL, 'k' },
 		{ "leave-stopped", no_argument, NULL, 'S' },
+		{ "tree", no_argument, NULL, 't' },
 		{ "prev-images", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -144,7 +154,7 @@ static int cmd_dump(int argc, char **argv)
 	struct dump_opts o = { .out = stdout };
 	int c;
 
-	while ((c = getopt_long(argc, argv, "p:D:kSP:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:D:kStP:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			if (parse_pid(optarg, &o.pid) < 0) {
@@ -161,6 +171,9 @@ static int cmd_dump(int argc, char **argv)
 			break;
 		case 'S':
 			o.leave_stopped = true;
+			break;
+		case 't':
+			o.tree = true;
 			break;
 		case 'P':
 			if (!optarg[0]) {
@@ -187,6 +200,11 @@ static int cmd_dump(int argc, char **argv)
 	if (o.kill && o.leave_stopped) {
 		fprintf(stderr, "uffd-inject dump: --kill or --leave-stopped, not both\n%s",
 			dump_usage);
+		return 2;
+	}
+	if (o.tree && ((!o.kill && !o.leave_stopped) || o.prev)) {
+		fprintf(stderr, "uffd-inject dump: --tree goes with --kill or --leave-stopped, "
+			"without --prev-images\n%s", dump_usage);
 		return 2;
 	}
 	if (!o.pid || !o.dir || !o.dir[0]) {
