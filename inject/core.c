@@ -356,7 +356,7 @@ static int check_thread(struct core *c, pid_t tid, char *why, size_t len)
 	if (!c->tree && task_small(c->pid, tid, "children", st, sizeof(st)) > 0 && st[0] &&
 	    st[0] != '\n')
 		return why_set(why, len, ENOTSUP, "it has child processes (%.40s): they would not "
-			     "be its children after restore", st);
+			     "be its children after restore (dump --tree takes them along)", st);
 	return 0;
 }
 

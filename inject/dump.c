@@ -768,12 +768,31 @@ static ino_t pidns_of(pid_t pid)
 	return stat(path, &sb) == 0 ? sb.st_ino : 0;
 }
 
+/* The state letter of PID from /proc/PID/stat (zombies too), or 0 if it is gone. */
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : 0;
+}
+
 /* Add PID (a child of the process at index PARENT, or the root) to the tree and freeze it. */
 static int tree_add(struct tree *t, pid_t pid, int parent)
 {
-	struct procfs_stat ps;
 	struct dump *d;
-	char why[512];
+	char why[512], state;
 	int ret;
 
 	if (t->n == TREE_MAX)
@@ -794,14 +813,17 @@ static int tree_add(struct tree *t, pid_t pid, int parent)
 	ret = open_target(d);
 	if (ret < 0)
 		return tfail(t, ret, "%s", d->why);
-	if (procfs_read_stat(pid, &ps, why, sizeof(why)) < 0)
-		return tfail(t, ESRCH, "pid %d: %s", (int)pid, why);
-	if (ps.state == 'Z' || ps.state == 'X')
+	state = proc_state(pid);
+	if (state == 'Z' || state == 'X')
 		return tfail(t, ENOTSUP, "pid %d (a child of %d) is a zombie, not yet reaped by its "
-			     "parent: restore cannot make one", (int)pid, (int)ps.ppid);
+			     "parent: restore cannot make one", (int)pid,
+			     parent >= 0 ? (int)t->d[parent].pid : 0);
+	if (!state)
+		return tfail(t, ESRCH, "pid %d: gone", (int)pid);
 	if (parent >= 0 && pidns_of(pid) != t->pidns)
 		return tfail(t, ENOTSUP, "pid %d (a child of %d) is in a pid namespace of its own: "
-			     "nested pid namespaces are not supported", (int)pid, (int)ps.ppid);
+			     "nested pid namespaces are not supported", (int)pid,
+			     (int)t->d[parent].pid);
 	ret = pt_seize(&d->pt, pid, why, sizeof(why));
 	if (ret < 0)
 		return tfail(t, ret, "pid %d: cannot freeze: %s", (int)pid, why);
@@ -884,7 +906,11 @@ static int tree_read(struct tree *t, size_t i)
 	return ret < 0 ? tfail(t, ret, "%s", d->why) : 0;
 }
 
-/* Write the images of every process; the root's pstree.img and files.img hold them all. */
+/*
+ * Write the images of every process; the root's pstree.img and files.img
+ * hold them all. The root's parent is recorded as 0, as CRIU does: it is
+ * not in the images (crit x DIR ps looks for it so).
+ */
 static int tree_write(struct tree *t)
 {
 	char why[512];
@@ -898,7 +924,7 @@ static int tree_write(struct tree *t)
 		const struct dump *d = &t->d[i];
 
 		t->procs[i] = (struct dump_image_proc){
-			.pid = d->pid, .ppid = d->parent < 0 ? d->stat.ppid : t->d[d->parent].pid,
+			.pid = d->pid, .ppid = d->parent < 0 ? 0 : t->d[d->parent].pid,
 			.pgid = d->stat.pgid, .sid = d->stat.sid, .tids = d->tids,
 			.ntids = d->ntids,
 		};

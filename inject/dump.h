@@ -120,7 +120,8 @@ void dump_held_release(struct dump_held *h);
  * Dump O->pid into O->dir. Errors are printed to stderr naming the pid and
  * the file at fault; the target is then let go as it was and the directory
  * left without images. Returns 0 or -errno. With O->hold, H (which must then
- * be given) receives the frozen target on success.
+ * be given) receives the frozen target on success. With O->tree, O->pid and
+ * every descendant, all frozen before any is read (ST: their sums).
  */
 int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held *h);
 

@@ -378,7 +378,10 @@ int restore_tree_run(const struct restore_opts *o, struct restore_stats *st)
 	memset(&x, 0, sizeof(x));
 	x.o = o;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	ret = load_pstree(&x);
+	ret = o->page_server ? tfail(&x, ENOTSUP, "--page-server restores one process; this "
+				     "directory holds a tree") : 0;
+	if (ret == 0)
+		ret = load_pstree(&x);
 	if (ret == 0)
 		ret = plan_tree(&x);
 	if (ret == 0)
