@@ -4,7 +4,7 @@
  * parent, modified differently on each side; each proves, when asked, that
  * it still has every byte, its parent, its process group and its session.
  *
- *   trworkload --log PATH [--mib N]
+ *   trworkload --log PATH [--mib N] [--c3-pipe] [--threads]
  *
  *   p   the root (index 0)
  *   c1  its child (1): leads a process group of its own (setpgid)
@@ -27,9 +27,15 @@
  * every child it has (logging "reaped by NAME code C" for each) and exits
  * with code 20 + its index; so SIGTERM to g1, c1, c2, c3 then p proves
  * that each parent is the parent of its children.
+ * --c3-pipe: c3 keeps a pipe open (which dump --kill refuses).
+ * --threads: every process runs a second thread that counts its 5 ms
+ * sleeps; a check then also logs "threads NAME n N ticking" once it has
+ * seen the count move (or "bad NAME thread stuck").
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -51,6 +57,8 @@ static uint8_t *shr, *own;
 static size_t shr_len, own_len;
 static volatile sig_atomic_t want_check, want_end;
 static int rdfd = -1;		/* the read end of the start-up pipe: the root's */
+static int c3_pipe;
+static int with_thread;
 
 static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -65,6 +73,45 @@ static void logf_(const char *fmt, ...)
 	va_end(ap);
 	if (write(logfd, b, (size_t)n) != n)
 		_exit(99);
+}
+
+static volatile unsigned long ticks;
+
+/* The second thread: counts its sleeps. */
+static void *ticker(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct timespec ts = { 0, 5 * 1000 * 1000 };
+
+		nanosleep(&ts, NULL);
+		ticks++;
+	}
+	return NULL;
+}
+
+/* The second thread must still be there and counting. */
+static void check_thread(void)
+{
+	unsigned long t0 = ticks;
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	for (int i = 0; i < 2000 && ticks == t0; i++) {
+		struct timespec ts = { 0, 1000 * 1000 };
+
+		nanosleep(&ts, NULL);
+	}
+	d = opendir("/proc/self/task");
+	while (d && (de = readdir(d)))
+		n += de->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	if (ticks == t0)
+		logf_("bad %s thread stuck\n", names[me]);
+	else
+		logf_("threads %s n %d ticking\n", names[me], n);
 }
 
 static uint64_t word(unsigned pat, size_t page, size_t w)
@@ -163,13 +210,21 @@ static void run(int ready)
 	pid_t w;
 
 	fill_own();
+	if (with_thread) {
+		pthread_t th;
+
+		if (pthread_create(&th, NULL, ticker, NULL))
+			_exit(94);
+	}
 	ids(b, sizeof(b));
-	logf_("start %s\n", b);
+	/* The pipe closed before "start": a dump that waits for it finds no pipe. */
 	if (ready >= 0) {
 		if (write(ready, "x", 1) != 1)
 			_exit(97);
 		close(ready);
-	} else {
+	}
+	logf_("start %s\n", b);
+	if (ready < 0) {
 		printf("ready pid=%d\n", (int)getpid());
 		fflush(stdout);
 	}
@@ -179,6 +234,8 @@ static void run(int ready)
 		nanosleep(&ts, NULL);
 		if (want_check) {
 			want_check = 0;
+			if (with_thread)
+				check_thread();
 			check();
 		}
 		if (want_end)
@@ -210,6 +267,12 @@ static pid_t spawn(int i, pid_t c1, int ready)
 		_exit(96);
 	if (i == 3 && setpgid(0, c1) < 0)
 		_exit(96);
+	if (i == 3 && c3_pipe) {
+		int q[2];
+
+		if (pipe(q) < 0)
+			_exit(96);
+	}
 	modify_shared();
 	if (i == 1) {
 		pid_t g = fork();
@@ -239,8 +302,12 @@ int main(int argc, char **argv)
 			log = argv[++i];
 		else if (!strcmp(argv[i], "--mib") && i + 1 < argc)
 			mib = strtoul(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--c3-pipe"))
+			c3_pipe = 1;
+		else if (!strcmp(argv[i], "--threads"))
+			with_thread = 1;
 		else {
-			fprintf(stderr, "usage: trworkload --log PATH [--mib N]\n");
+			fprintf(stderr, "usage: trworkload --log PATH [--mib N] [--c3-pipe] [--threads]\n");
 			return 2;
 		}
 	}
