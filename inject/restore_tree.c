@@ -340,6 +340,14 @@ static void kill_all(struct rtree *x)
 	}
 }
 
+/* Was any process of the tree made (its helper forked)? */
+static bool made_any(const struct rtree *x)
+{
+	const struct rs *r = x->t.r ? x->t.r[0] : NULL;
+
+	return r && (r->child > 0 || r->init > 0);
+}
+
 static void free_all(struct rtree *x, bool ok)
 {
 	struct rs_tree *t = &x->t;
@@ -394,8 +402,9 @@ int restore_tree_run(const struct restore_opts *o, struct restore_stats *st)
 	if (ret == 0)
 		report(&x, st);
 	else
-		fprintf(stderr, "uffd-inject: restore: %s: %s; every process of the tree killed\n",
-			o->dir, x.why[0] ? x.why : strerror(-ret));
+		fprintf(stderr, "uffd-inject: restore: %s: %s%s\n", o->dir,
+			x.why[0] ? x.why : strerror(-ret), made_any(&x) ?
+			"; every process of the tree killed" : "");
 	free_all(&x, ret == 0);
 	return ret;
 }
