@@ -934,3 +934,106 @@ Test(tree, every_process_with_its_threads, .init = setup, .fini = teardown, .tim
 	wait_served(NP, out);
 	end_tree(log, now, true);
 }
+
+/* CRIU's own dump of a tree (no uffd-inject cores): refused before any process is made, by pid. */
+Test(tree, criu_tree_is_refused_by_pid_before_anything_is_made, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+	char out[4096], err[2048];
+	const char *args[] = { "restore", "--images", TEST_SRCDIR "/test/data/criu-4.2/fork3",
+			       "--eager", NULL };
+	int rc = tool(args, out, sizeof(out), err, sizeof(err));
+
+	cr_assert_eq(rc, 1, "restore exit %d: %s %s", rc, out, err);
+	cr_assert_not_null(strstr(err, "fork3: pid 24800: "), "%s", err);
+	cr_assert_not_null(strstr(err, "not an x86_64 core written by uffd-inject"), "%s", err);
+	cr_assert_null(strstr(err, "killed"), "%s", err);
+	cr_assert_eq(out[0], '\0', "%s", out);
+}
+
+/*
+ * The whole round inside a throw-away pid namespace of its own (unshare
+ * -p -f --mount-proc, with its own /proc): the tree started there, dumped
+ * with --tree --kill, and restored with --pidns into a namespace nested in
+ * it, where every process gets its pid again; the script checks and ends
+ * the restored tree, and every id it logged is checked here.
+ */
+static const char unshare_script[] =
+	"set -u\n"
+	"B=$1; T=$2\n"
+	"wait_lines() { i=0; while [ \"$(grep -c \"^$1\" \"$T/log\" 2>/dev/null)\" -lt \"$2\" ]; do\n"
+	"  i=$((i+1)); [ $i -lt 3000 ] || exit \"$3\"; sleep 0.01; done; }\n"
+	"\"$B/test/helpers/trworkload\" --log \"$T/log\" --mib 2 >\"$T/wl.out\" 2>/dev/null </dev/null &\n"
+	"wait_lines 'start ' 5 11\n"
+	"root=$(sed -n 's/^ready pid=\\([0-9][0-9]*\\)$/\\1/p' \"$T/wl.out\")\n"
+	"case \"$root\" in ''|*[!0-9]*) exit 12;; esac\n"
+	"\"$B/uffd-inject\" dump --pid \"$root\" --images \"$T/img\" --kill --tree \\\n"
+	"  >\"$T/dump.out\" 2>\"$T/dump.err\" </dev/null || exit 13\n"
+	"\"$B/uffd-inject\" restore --images \"$T/img\" --eager --pidns --stdio null \\\n"
+	"  >\"$T/restore.out\" 2>\"$T/restore.err\" </dev/null || exit 14\n"
+	"pids=$(sed -n 's/.* as pid \\([0-9][0-9]*\\) (pid .*/\\1/p' \"$T/restore.out\")\n"
+	"n=0; for p in $pids; do case \"$p\" in *[!0-9]*) exit 15;; esac; n=$((n+1)); done\n"
+	"[ \"$n\" = 5 ] || exit 16\n"
+	"for p in $pids; do kill -USR2 \"$p\" || exit 17; done\n"
+	"wait_lines 'check ' 5 18\n"
+	"for p in $pids; do kill -TERM \"$p\" || exit 19; done\n"
+	"wait_lines 'reaped ' 4 20\n"
+	"exit 0\n";
+
+Test(tree, round_trip_inside_a_throwaway_pid_namespace, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	char log[128], path[160], *b;
+	const char *argv[] = { "unshare", "-p", "-f", "--mount-proc", "sh", "-c", unshare_script,
+			       "sh", build_dir(), tmp, NULL };
+	struct ids id[NP], want[NP];
+	int st;
+	pid_t pid;
+
+	if (!root())
+		cr_skip_test("not root: unshare -p needs CAP_SYS_ADMIN");
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int nul = open("/dev/null", O_RDWR);
+
+		dup2(nul, 0);
+		dup2(nul, 1);
+		close_range(3, ~0u, 0);
+		execvp("unshare", (char *const *)argv);
+		_exit(127);
+	}
+	own(pid);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	forget(pid);
+	snprintf(path, sizeof(path), "%s/restore.err", tmp);
+	b = slurp(path);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the script failed (status 0x%x): %s", st,
+		  b);
+	free(b);
+	for (int i = 0; i < NP; i++) {
+		cr_assert(ids_of(log, "start", names[i], &id[i]), "%s did not start", names[i]);
+		cr_assert_lt(id[i].pid, 100, "%s: pid %d: not in a fresh namespace?", names[i],
+			     (int)id[i].pid);
+	}
+	for (int i = 0; i < NP; i++) {
+		char w[96];
+
+		want[i] = in_ns(&id[i], id);
+		snprintf(w, sizeof(w), "check %s pid %d ppid %d pgid %d sid %d ok\n", names[i],
+			 (int)want[i].pid, (int)want[i].ppid, (int)want[i].pgid, (int)want[i].sid);
+		b = slurp(log);
+		cr_assert_not_null(strstr(b, w), "want '%.*s' in: %s", (int)strlen(w) - 1, w, b);
+		free(b);
+	}
+	b = slurp(log);
+	cr_assert_null(strstr(b, "bad "), "%s", b);
+	for (int i = 1; i < NP; i++) {
+		char w[64];
+
+		snprintf(w, sizeof(w), "reaped by %s code %d\n", i == G1 ? "c1" : "p", 20 + i);
+		cr_assert_not_null(strstr(b, w), "no '%.*s' in: %s", (int)strlen(w) - 1, w, b);
+	}
+	free(b);
+}
