@@ -875,7 +875,10 @@ static int tree_children(struct tree *t, size_t i)
 	return 0;
 }
 
-/* Read process I of the tree: areas, registers and files, then its pages into pages-(I+1).img. */
+/*
+ * Read process I of the tree: areas, registers and files (for a restore:
+ * with kill or leave_stopped), then its pages into pages-(I+1).img.
+ */
 static int tree_read(struct tree *t, size_t i)
 {
 	struct dump *d = &t->d[i];
@@ -889,7 +892,7 @@ static int tree_read(struct tree *t, size_t i)
 		ret = classify_all(d);
 	if (ret == 0)
 		ret = find_eager(d);
-	if (ret == 0) {
+	if (ret == 0 && (t->o->kill || t->o->leave_stopped)) {
 		d->core_on = true;
 		d->core.id_base = i ? core_last_id(&t->d[i - 1].core) + 1 : 0;
 		d->core.files_id = (uint32_t)i + 1;
@@ -939,7 +942,8 @@ static int tree_write(struct tree *t)
 		struct dump *d = &t->d[i];
 
 		ret = write_images(d);
-		if (ret == 0 && (ret = core_write(&d->core, d->img.dirfd, why, sizeof(why))) < 0)
+		if (ret == 0 && d->core_on &&
+		    (ret = core_write(&d->core, d->img.dirfd, why, sizeof(why))) < 0)
 			dfail(d, ret, "%s/%s", t->o->dir, why);
 		if (ret < 0)
 			tfail(t, ret, "%s", d->why);
@@ -954,7 +958,7 @@ static int tree_publish(struct tree *t)
 
 	for (size_t k = t->n; k-- > 0;) {
 		struct dump *d = &t->d[k];
-		int ret = core_publish(&d->core, d->img.dirfd, why, sizeof(why));
+		int ret = d->core_on ? core_publish(&d->core, d->img.dirfd, why, sizeof(why)) : 0;
 
 		if (ret < 0)
 			return tfail(t, ret, "pid %d: %s/%s", (int)d->pid, t->o->dir, why);
@@ -972,9 +976,7 @@ static int tree_run(const struct dump_opts *o, struct dump_stats *st)
 	struct tree t = { .o = o };
 	int ret = 0;
 
-	if (!o->kill && !o->leave_stopped)
-		ret = tfail(&t, EINVAL, "--tree goes with --kill or --leave-stopped");
-	else if (o->predump || o->prev || o->hold)
+	if (o->predump || o->prev || o->hold)
 		ret = tfail(&t, EINVAL, "--tree goes with neither pre-copy nor a hand-over");
 	else if (o->pid <= 0 || o->pid == getpid())
 		ret = tfail(&t, EINVAL, "cannot dump %s", o->pid <= 0 ? "that" : "myself");

@@ -104,15 +104,17 @@ static const char dump_help[] =
 	"  -S, --leave-stopped as --kill, but stop the process (SIGSTOP) instead of\n"
 	"                      killing it: kill it once its copy runs elsewhere, or\n"
 	"                      resume it with SIGCONT (criu dump --leave-stopped)\n"
-	"  -t, --tree          with --kill or --leave-stopped: dump PID and every\n"
-	"                      descendant, all frozen together before any memory\n"
-	"                      is read; pstree.img holds one record per process,\n"
-	"                      parents first, each process its own core-TID.img,\n"
-	"                      mm-PID.img, pagemap-PID.img, fs-PID.img,\n"
-	"                      pages-N.img and fdinfo-N.img (N: its place in\n"
-	"                      pstree.img, from 1); refuses a zombie child, a child\n"
-	"                      in another pid namespace, and memory shared with\n"
-	"                      CLONE_VM, naming the pid\n"
+	"  -t, --tree          dump PID and every descendant, all frozen together\n"
+	"                      before any memory is read; pstree.img holds one\n"
+	"                      record per process, parents first, each process its\n"
+	"                      own mm-PID.img, pagemap-PID.img and pages-N.img\n"
+	"                      (N: its place in pstree.img, from 1), and with\n"
+	"                      --kill or --leave-stopped its core-TID.img,\n"
+	"                      fs-PID.img and fdinfo-N.img (restore brings the\n"
+	"                      tree back); without them, every process is let go\n"
+	"                      once the images are written; refuses a zombie\n"
+	"                      child, a child in another pid namespace, and memory\n"
+	"                      shared with CLONE_VM, naming the pid\n"
 	"  -P, --prev-images DIR0\n"
 	"                      the last round of `uffd-inject pre-dump`: copy only the\n"
 	"                      pages written since (while frozen) and mark the rest\n"
@@ -202,9 +204,9 @@ static int cmd_dump(int argc, char **argv)
 			dump_usage);
 		return 2;
 	}
-	if (o.tree && ((!o.kill && !o.leave_stopped) || o.prev)) {
-		fprintf(stderr, "uffd-inject dump: --tree goes with --kill or --leave-stopped, "
-			"without --prev-images\n%s", dump_usage);
+	if (o.tree && o.prev) {
+		fprintf(stderr, "uffd-inject dump: --tree goes without --prev-images\n%s",
+			dump_usage);
 		return 2;
 	}
 	if (!o.pid || !o.dir || !o.dir[0]) {

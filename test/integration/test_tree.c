@@ -1037,3 +1037,47 @@ Test(tree, round_trip_inside_a_throwaway_pid_namespace, .init = setup, .fini = t
 	}
 	free(b);
 }
+
+/*
+ * dump --tree without --kill: memory images of every process (a pipe is no
+ * bar then), no restore records, and every process goes on untraced with
+ * every byte right.
+ */
+Test(tree, plain_dump_leaves_every_process_running, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	char log[128], dir[128], out[4096], err[2048], ps[16], path[256], *b;
+	const char *args[] = { "dump", "--pid", ps, "--images", dir, "--tree", NULL };
+	const char *sargs[] = { "show", dir, NULL };
+	struct ids id[NP];
+	pid_t now[NP];
+	int rc;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	wl_start_with(log, "--c3-pipe");
+	wait_started(log, id);
+	snprintf(ps, sizeof(ps), "%d", (int)id[P].pid);
+	rc = tool(args, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, ": 5 processes"), "%s", out);
+	cr_assert_eq(count_str(out, "target left running"), NP, "%s", out);
+	for (int i = 0; i < NP; i++) {
+		now[i] = id[i].pid;
+		snprintf(path, sizeof(path), "%s/pagemap-%d.img", dir, (int)id[i].pid);
+		cr_assert_eq(access(path, R_OK), 0, "%s is missing", path);
+		snprintf(path, sizeof(path), "%s/pages-%d.img", dir, i + 1);
+		cr_assert_eq(access(path, R_OK), 0, "%s is missing", path);
+		snprintf(path, sizeof(path), "%s/core-%d.img", dir, (int)id[i].pid);
+		cr_assert_neq(access(path, F_OK), 0, "%s without --kill", path);
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)now[i]);
+		b = slurp(path);
+		cr_assert_not_null(strstr(b, "TracerPid:\t0\n"), "%s: %s", names[i], b);
+		free(b);
+	}
+	rc = tool(sargs, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "show exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "5 tasks (from pstree.img)"), "%s", out);
+	check_all(log, now, id, 0);
+	end_tree(log, now, true);
+}
