@@ -961,10 +961,13 @@ Test(tree, criu_tree_is_refused_by_pid_before_anything_is_made, .init = setup, .
 static const char unshare_script[] =
 	"set -u\n"
 	"B=$1; T=$2\n"
-	"wait_lines() { i=0; while [ \"$(grep -c \"^$1\" \"$T/log\" 2>/dev/null)\" -lt \"$2\" ]; do\n"
+	"lines() { n=$(grep -c \"$1\" \"$2\" 2>/dev/null) || true; echo \"${n:-0}\"; }\n"
+	"wait_lines() { i=0; while [ \"$(lines \"^$1\" \"$T/log\")\" -lt \"$2\" ]; do\n"
 	"  i=$((i+1)); [ $i -lt 3000 ] || exit \"$3\"; sleep 0.01; done; }\n"
 	"\"$B/test/helpers/trworkload\" --log \"$T/log\" --mib 2 >\"$T/wl.out\" 2>/dev/null </dev/null &\n"
 	"wait_lines 'start ' 5 11\n"
+	"i=0; while [ \"$(lines '^ready pid=' \"$T/wl.out\")\" -lt 1 ]; do\n"
+	"  i=$((i+1)); [ $i -lt 3000 ] || exit 12; sleep 0.01; done\n"
 	"root=$(sed -n 's/^ready pid=\\([0-9][0-9]*\\)$/\\1/p' \"$T/wl.out\")\n"
 	"case \"$root\" in ''|*[!0-9]*) exit 12;; esac\n"
 	"\"$B/uffd-inject\" dump --pid \"$root\" --images \"$T/img\" --kill --tree \\\n"
@@ -1078,6 +1081,40 @@ Test(tree, plain_dump_leaves_every_process_running, .init = setup, .fini = teard
 	rc = tool(sargs, out, sizeof(out), err, sizeof(err));
 	cr_assert_eq(rc, 0, "show exit %d: %s", rc, err);
 	cr_assert_not_null(strstr(out, "5 tasks (from pstree.img)"), "%s", out);
+	check_all(log, now, id, 0);
+	end_tree(log, now, true);
+}
+
+/*
+ * A child stopped (SIGSTOP) when the tree is dumped comes back stopped,
+ * the others running; continued, it has every byte and its ids.
+ */
+Test(tree, a_stopped_child_comes_back_stopped, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	char log[128], dir[128], out[4096], err[2048];
+	const char *extra[] = { "--eager", "--stdio", "null", NULL };
+	struct ids id[NP];
+	pid_t now[NP];
+
+	if (!root())
+		cr_skip_test("not root: the dumped pids (clone3 set_tid) need CAP_SYS_ADMIN");
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	wl_start(log);
+	wait_started(log, id);
+	cr_assert_eq(kill(id[C2].pid, SIGSTOP), 0);
+	for (int k = 0; k < 2000 && state_of(id[C2].pid) != 'T'; k++)
+		usleep(10000);
+	cr_assert_eq(state_of(id[C2].pid), 'T');
+	dump_tree(id, dir);
+	restore(dir, extra, id, now, out, sizeof(out), err, sizeof(err));
+	for (int k = 0; k < 2000 && state_of(now[C2]) != 'T'; k++)
+		usleep(10000);
+	for (int i = 0; i < NP; i++)
+		cr_assert_eq(state_of(now[i]) == 'T', i == C2, "%s is in state %c", names[i],
+			     state_of(now[i]));
+	cr_assert_eq(kill(now[C2], SIGCONT), 0);
 	check_all(log, now, id, 0);
 	end_tree(log, now, true);
 }
