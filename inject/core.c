@@ -90,7 +90,7 @@ static struct core_file *add_file(struct core *c)
 		return NULL;
 	c->f = nf;
 	memset(&c->f[c->nf], 0, sizeof(c->f[0]));
-	c->f[c->nf].id = CORE_FILE_ID_BASE + (uint32_t)c->nf;
+	c->f[c->nf].id = (c->id_base ? c->id_base : CORE_FILE_ID_BASE) + (uint32_t)c->nf;
 	c->f[c->nf].fd = -1;
 	return &c->f[c->nf++];
 }
@@ -353,9 +353,10 @@ static int check_thread(struct core *c, pid_t tid, char *why, size_t len)
 	if (pnd)
 		return why_set(why, len, ENOTSUP, "thread %d has pending signals (mask 0x%llx): "
 			     "they would be lost", (int)tid, pnd);
-	if (task_small(c->pid, tid, "children", st, sizeof(st)) > 0 && st[0] && st[0] != '\n')
+	if (!c->tree && task_small(c->pid, tid, "children", st, sizeof(st)) > 0 && st[0] &&
+	    st[0] != '\n')
 		return why_set(why, len, ENOTSUP, "it has child processes (%.40s): they would not "
-			     "be its children after restore", st);
+			     "be its children after restore (dump --tree takes them along)", st);
 	return 0;
 }
 
@@ -543,9 +544,15 @@ out:
 int core_collect(struct core *c, struct pt *pt, const struct procfs_maps *maps, char *why,
 		 size_t len)
 {
+	uint32_t id_base = c->id_base, files_id = c->files_id;
+	bool elsewhere = c->files_elsewhere, tree = c->tree;
 	int ret;
 
 	memset(c, 0, sizeof(*c));
+	c->id_base = id_base;	/* set by a tree before */
+	c->files_id = files_id;
+	c->files_elsewhere = elsewhere;
+	c->tree = tree;
 	c->pid = pt->pid;
 	ret = collect_proc(c, pt, why, len);
 	if (ret == 0)
@@ -560,6 +567,9 @@ int core_collect(struct core *c, struct pt *pt, const struct procfs_maps *maps, 
 		ret = collect_syscalls(c, pt, why, len);
 	if (ret == 0)
 		ret = dump_criu_collect(&c->criu, pt, maps, why, len);
+	/* In a tree each process has ids of its own; the root writes the dump's images. */
+	c->criu.kobj = c->files_id ? c->files_id : DUMP_CRIU_FILES_ID;
+	c->criu.per_dump = !c->files_elsewhere;
 	return ret;
 }
 
@@ -569,6 +579,13 @@ struct core_names {
 	char name[3][48];
 	char tmp[3][56];
 };
+
+/* fdinfo-ID.img of C, and its temporary name. */
+static void fdinfo_names(const struct core *c, char *name, char *tmp, size_t len)
+{
+	snprintf(name, len, "fdinfo-%u.img", c->files_id ? c->files_id : 1);
+	snprintf(tmp, len, "fdinfo-%u.img.part", c->files_id ? c->files_id : 1);
+}
 
 static void names(const struct core *c, struct core_names *n)
 {
@@ -713,20 +730,45 @@ static int write_core(const struct core *c, const struct core_thread *t, int dir
 	return write_msgs(dirfd, name, IMG_CORE_MAGIC, &m, 1, why, len);
 }
 
+uint32_t core_last_id(const struct core *c)
+{
+	return (c->id_base ? c->id_base : CORE_FILE_ID_BASE) + (uint32_t)c->nf - 1;
+}
+
+/* The I-th file of C and of the cores of C->more after it. */
+static const struct core_file *nth_file(const struct core *c, size_t i)
+{
+	if (i < c->nf)
+		return &c->f[i];
+	i -= c->nf;
+	for (size_t k = 0; k < c->nmore; k++) {
+		if (i < c->more[k]->nf)
+			return &c->more[k]->f[i];
+		i -= c->more[k]->nf;
+	}
+	return NULL;
+}
+
 static int write_files(const struct core *c, int dirfd, const char *name, char *why, size_t len)
 {
-	FileEntry *fe = calloc(c->nf + 1, sizeof(*fe));
-	RegFileEntry *re = calloc(c->nf + 1, sizeof(*re));
+	size_t nf = c->nf;
+	FileEntry *fe;
+	RegFileEntry *re;
 	FownEntry fown = FOWN_ENTRY__INIT;
-	const ProtobufCMessage **m = calloc(c->nf + 1, sizeof(*m));
+	const ProtobufCMessage **m;
 	int ret;
 
+	for (size_t k = 0; k < c->nmore; k++)
+		nf += c->more[k]->nf;
+	fe = calloc(nf + 1, sizeof(*fe));
+	re = calloc(nf + 1, sizeof(*re));
+	m = calloc(nf + 1, sizeof(*m));
 	if (!fe || !re || !m) {
 		ret = why_set(why, len, ENOMEM, "out of memory");
 		goto out;
 	}
-	for (size_t i = 0; i < c->nf; i++) {
-		const struct core_file *f = &c->f[i];
+	for (size_t i = 0; i < nf; i++) {
+		const struct core_file *f = nth_file(c, i);
 
 		file_entry__init(&fe[i]);
 		reg_file_entry__init(&re[i]);
@@ -750,7 +792,7 @@ static int write_files(const struct core *c, int dirfd, const char *name, char *
 		fe[i].reg = &re[i];
 		m[i] = &fe[i].base;
 	}
-	ret = write_msgs(dirfd, name, IMG_FILES_MAGIC, m, c->nf, why, len);
+	ret = write_msgs(dirfd, name, IMG_FILES_MAGIC, m, nf, why, len);
 out:
 	free(fe);
 	free(re);
@@ -799,20 +841,20 @@ int core_write(const struct core *c, int dirfd, char *why, size_t len)
 	FsEntry fs = FS_ENTRY__INIT;
 	const ProtobufCMessage *m = &fs.base;
 	struct core_names n;
-	char fdi[64], tn[48], tt[56];
+	char fdi[64], fdt[64], tn[48], tt[56];
 	int ret;
 
 	names(c, &n);
-	snprintf(fdi, sizeof(fdi), "%s.part", CORE_FDINFO_IMG);
+	fdinfo_names(c, fdi, fdt, sizeof(fdi));
 	ret = write_core(c, &c->th[0], dirfd, n.tmp[0], why, len);
 	for (size_t i = 1; ret == 0 && i < c->nth; i++) {
 		thread_names(c, i, tn, tt, sizeof(tt));
 		ret = write_core(c, &c->th[i], dirfd, tt, why, len);
 	}
-	if (ret == 0)
+	if (ret == 0 && !c->files_elsewhere)
 		ret = write_files(c, dirfd, n.tmp[1], why, len);
 	if (ret == 0)
-		ret = write_fdinfo(c, dirfd, fdi, why, len);
+		ret = write_fdinfo(c, dirfd, fdt, why, len);
 	if (ret == 0) {
 		fs.cwd_id = c->cwd_id;
 		fs.root_id = c->root_id;
@@ -830,13 +872,13 @@ int core_write(const struct core *c, int dirfd, char *why, size_t len)
 int core_publish(const struct core *c, int dirfd, char *why, size_t len)
 {
 	struct core_names n;
-	char fdi[64], tn[48], tt[56];
+	char fdi[64], fdt[64], tn[48], tt[56];
 	int ret;
 
 	names(c, &n);
-	snprintf(fdi, sizeof(fdi), "%s.part", CORE_FDINFO_IMG);
-	if (renameat(dirfd, fdi, dirfd, CORE_FDINFO_IMG) < 0)
-		return why_set(why, len, errno, "%s: rename: %s", CORE_FDINFO_IMG, strerror(errno));
+	fdinfo_names(c, fdi, fdt, sizeof(fdi));
+	if (renameat(dirfd, fdt, dirfd, fdi) < 0)
+		return why_set(why, len, errno, "%s: rename: %s", fdi, strerror(errno));
 	if ((ret = dump_criu_publish(&c->criu, dirfd, why, len)) < 0)
 		return ret;
 	for (size_t i = 1; i < c->nth; i++) {
@@ -845,7 +887,8 @@ int core_publish(const struct core *c, int dirfd, char *why, size_t len)
 			return why_set(why, len, errno, "%s: rename: %s", tn, strerror(errno));
 	}
 	for (int i = 0; i < 3; i++)
-		if (renameat(dirfd, n.tmp[i], dirfd, n.name[i]) < 0)
+		if ((i != 1 || !c->files_elsewhere) &&
+		    renameat(dirfd, n.tmp[i], dirfd, n.name[i]) < 0)
 			return why_set(why, len, errno, "%s: rename: %s", n.name[i],
 				     strerror(errno));
 	return 0;
@@ -854,14 +897,16 @@ int core_publish(const struct core *c, int dirfd, char *why, size_t len)
 void core_abort(const struct core *c, int dirfd)
 {
 	struct core_names n;
-	char fdi[64], tn[48], tt[56];
+	char fdi[64], fdt[64], tn[48], tt[56];
 
 	names(c, &n);
 	dump_criu_abort(&c->criu, dirfd);
-	snprintf(fdi, sizeof(fdi), "%s.part", CORE_FDINFO_IMG);
+	fdinfo_names(c, fdi, fdt, sizeof(fdi));
+	unlinkat(dirfd, fdt, 0);
 	unlinkat(dirfd, fdi, 0);
-	unlinkat(dirfd, CORE_FDINFO_IMG, 0);
 	for (int i = 0; i < 3; i++) {
+		if (i == 1 && c->files_elsewhere)
+			continue;
 		unlinkat(dirfd, n.tmp[i], 0);
 		unlinkat(dirfd, n.name[i], 0);
 	}

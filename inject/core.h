@@ -77,7 +77,23 @@ struct core {
 	uint64_t *noreserve;	/* starts of MAP_NORESERVE areas */
 	size_t nnoreserve;
 	struct dump_criu criu;	/* what real CRIU's restore needs besides (dump_criu.h) */
+	/*
+	 * A process of a tree (dump --tree): set before core_collect. Its file
+	 * ids start at ID_BASE (0: CORE_FILE_ID_BASE), its fds go to
+	 * fdinfo-FILES_ID.img (0: 1), and files.img holds the files of the
+	 * root's core and of MORE (the other processes'), written with the
+	 * root's; the others write none (FILES_ELSEWHERE).
+	 */
+	uint32_t id_base;
+	uint32_t files_id;
+	bool files_elsewhere;
+	bool tree;		/* its children are dumped with it: allow them */
+	const struct core *const *more;
+	size_t nmore;
 };
+
+/* The last file id C uses (ID_BASE - 1 when it has none). */
+uint32_t core_last_id(const struct core *c);
 
 /*
  * Collect the state of the seized process PT, every thread of it (its areas in

@@ -6,6 +6,7 @@
  * the target go (or killing it, or holding it for the caller) at the end.
  */
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -68,6 +69,11 @@ struct dump {
 	struct timespec t_start;
 	struct timespec t_frozen;
 	char why[768];
+
+	/* dump --tree: the root's pstree.img holds every process */
+	const struct dump_image_proc *tree;
+	size_t ntree;
+	int parent;		/* index of its parent in the tree, -1 for the root */
 };
 
 /*
@@ -524,6 +530,8 @@ static int write_images(struct dump *d)
 		.pe = d->pg.pe,
 		.npe = d->pg.npe,
 		.core = d->core_on ? &d->core : NULL,
+		.tree = d->tree,
+		.ntree = d->ntree,
 	};
 	int ret = dump_image_write_images(&d->img, &t);
 
@@ -721,6 +729,349 @@ void dump_held_release(struct dump_held *h)
 	h->pidfd = h->dirfd = -1;
 }
 
+/* ---- dump --tree: the process and every descendant, frozen together ---- */
+
+#define TREE_MAX	1024	/* processes in one tree */
+
+struct tree {
+	const struct dump_opts *o;
+	struct dump *d;		/* parents before their children */
+	struct dump_stats *st;	/* one per process */
+	struct dump_image_proc *procs;
+	const struct core **more;	/* the cores of every process but the root */
+	size_t n;
+	ino_t pidns;		/* the root's pid namespace */
+	char why[1024];
+};
+
+/* Record why the tree failed (the first reason wins) and return -CODE. */
+static int tfail(struct tree *t, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int tfail(struct tree *t, int code, const char *fmt, ...)
+{
+	va_list ap;
+	int ret;
+
+	va_start(ap, fmt);
+	ret = why_vfirst(t->why, sizeof(t->why), code, NULL, fmt, ap);
+	va_end(ap);
+	return ret;
+}
+
+/* The inode of PID's pid namespace, or 0. */
+static ino_t pidns_of(pid_t pid)
+{
+	char path[64];
+	struct stat sb;
+
+	snprintf(path, sizeof(path), "/proc/%d/ns/pid", (int)pid);
+	return stat(path, &sb) == 0 ? sb.st_ino : 0;
+}
+
+/* The state letter of PID from /proc/PID/stat (zombies too), or 0 if it is gone. */
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : 0;
+}
+
+/* Add PID (a child of the process at index PARENT, or the root) to the tree and freeze it. */
+static int tree_add(struct tree *t, pid_t pid, int parent)
+{
+	struct dump *d;
+	char why[512], state;
+	int ret;
+
+	if (t->n == TREE_MAX)
+		return tfail(t, ENOTSUP, "pid %d: the tree has more than %d processes", (int)pid,
+			     TREE_MAX);
+	if (pid == getpid())
+		return tfail(t, EINVAL, "uffd-inject itself (pid %d) is in the tree of pid %d: "
+			     "run it from outside the tree", (int)pid, (int)t->d[0].pid);
+	d = &t->d[t->n];
+	d->o = t->o;
+	d->st = &t->st[t->n];
+	d->pid = pid;
+	d->parent = parent;
+	d->pidfd = d->img.dirfd = d->img.pagesfd = d->pg.pmfd = d->pg.memfd = -1;
+	d->pc.t.tfd = d->pc.t.ufd = -1;
+	clock_gettime(CLOCK_MONOTONIC, &d->t_start);
+	t->n++;
+	ret = open_target(d);
+	if (ret < 0)
+		return tfail(t, ret, "%s", d->why);
+	state = proc_state(pid);
+	if (state == 'Z' || state == 'X')
+		return tfail(t, ENOTSUP, "pid %d (a child of %d) is a zombie, not yet reaped by its "
+			     "parent: restore cannot make one", (int)pid,
+			     parent >= 0 ? (int)t->d[parent].pid : 0);
+	if (!state)
+		return tfail(t, ESRCH, "pid %d: gone", (int)pid);
+	if (parent >= 0 && pidns_of(pid) != t->pidns)
+		return tfail(t, ENOTSUP, "pid %d (a child of %d) is in a pid namespace of its own: "
+			     "nested pid namespaces are not supported", (int)pid,
+			     (int)t->d[parent].pid);
+	ret = pt_seize(&d->pt, pid, why, sizeof(why));
+	if (ret < 0)
+		return tfail(t, ret, "pid %d: cannot freeze: %s", (int)pid, why);
+	d->seized = true;
+	clock_gettime(CLOCK_MONOTONIC, &d->t_frozen);
+	if (d->pt.th[0].tid != pid)
+		return tfail(t, ENOTSUP, "pid %d: its main thread has exited (%d other threads run "
+			     "on): not supported", (int)pid, d->pt.nr_threads);
+	return 0;
+}
+
+/*
+ * Add the children of the frozen process I, those of every thread of it: a
+ * frozen process forks no more, so once every process is frozen in turn,
+ * parents first, none is missed.
+ */
+static int tree_children(struct tree *t, size_t i)
+{
+	for (int k = 0; k < t->d[i].pt.nr_threads; k++) {
+		char path[96], buf[8192], *p, *e;
+		ssize_t n;
+		int fd;
+
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)t->d[i].pid,
+			 (int)t->d[i].pt.th[k].tid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return tfail(t, errno, "%s: %s", path, strerror(errno));
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n < 0)
+			return tfail(t, errno, "%s: %s", path, strerror(errno));
+		if (n == sizeof(buf) - 1)
+			return tfail(t, ENOTSUP, "%s: too many children", path);
+		buf[n] = '\0';
+		for (p = buf; *p; p = e) {
+			long c = strtol(p, &e, 10);
+			int ret;
+
+			if (e == p)
+				break;
+			if (c <= 0 || c > INT_MAX)
+				return tfail(t, EINVAL, "%s: bad pid", path);
+			ret = tree_add(t, (pid_t)c, (int)i);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Read process I of the tree: areas, registers and files (for a restore:
+ * with kill or leave_stopped), then its pages into pages-(I+1).img.
+ */
+static int tree_read(struct tree *t, size_t i)
+{
+	struct dump *d = &t->d[i];
+	char why[512];
+	int ret;
+
+	ret = read_proc(d);
+	if (ret == 0)
+		ret = check_mm_shared(d);
+	if (ret == 0)
+		ret = classify_all(d);
+	if (ret == 0)
+		ret = find_eager(d);
+	if (ret == 0 && (t->o->kill || t->o->leave_stopped)) {
+		d->core_on = true;
+		d->core.id_base = i ? core_last_id(&t->d[i - 1].core) + 1 : 0;
+		d->core.files_id = (uint32_t)i + 1;
+		d->core.files_elsewhere = i > 0;
+		d->core.tree = true;
+		ret = core_collect(&d->core, &d->pt, &d->maps, why, sizeof(why));
+		if (ret < 0)
+			dfail(d, ret, "cannot dump for restore: %s", why);
+	}
+	if (ret == 0) {
+		d->st->threads = d->ntids;
+		ret = dump_pages_file(d);
+	}
+	return ret < 0 ? tfail(t, ret, "%s", d->why) : 0;
+}
+
+/*
+ * Write the images of every process; the root's pstree.img and files.img
+ * hold them all. The root's parent is recorded as 0, as CRIU does: it is
+ * not in the images (crit x DIR ps looks for it so).
+ */
+static int tree_write(struct tree *t)
+{
+	char why[512];
+	int ret = 0;
+
+	t->procs = calloc(t->n, sizeof(*t->procs));
+	t->more = calloc(t->n, sizeof(*t->more));
+	if (!t->procs || !t->more)
+		return tfail(t, ENOMEM, "out of memory");
+	for (size_t i = 0; i < t->n; i++) {
+		const struct dump *d = &t->d[i];
+
+		t->procs[i] = (struct dump_image_proc){
+			.pid = d->pid, .ppid = d->parent < 0 ? 0 : t->d[d->parent].pid,
+			.pgid = d->stat.pgid, .sid = d->stat.sid, .tids = d->tids,
+			.ntids = d->ntids,
+		};
+		if (i)
+			t->more[i - 1] = &t->d[i].core;
+	}
+	t->d[0].tree = t->procs;
+	t->d[0].ntree = t->n;
+	t->d[0].core.more = t->more;
+	t->d[0].core.nmore = t->n - 1;
+	for (size_t i = 0; ret == 0 && i < t->n; i++) {
+		struct dump *d = &t->d[i];
+
+		ret = write_images(d);
+		if (ret == 0 && d->core_on &&
+		    (ret = core_write(&d->core, d->img.dirfd, why, sizeof(why))) < 0)
+			dfail(d, ret, "%s/%s", t->o->dir, why);
+		if (ret < 0)
+			tfail(t, ret, "%s", d->why);
+	}
+	return ret;
+}
+
+/* Give every file its name, the root's last: its pstree.img makes the directory a dump. */
+static int tree_publish(struct tree *t)
+{
+	char why[512];
+
+	for (size_t k = t->n; k-- > 0;) {
+		struct dump *d = &t->d[k];
+		int ret = d->core_on ? core_publish(&d->core, d->img.dirfd, why, sizeof(why)) : 0;
+
+		if (ret < 0)
+			return tfail(t, ret, "pid %d: %s/%s", (int)d->pid, t->o->dir, why);
+		ret = publish(d);
+		if (ret < 0)
+			return tfail(t, ret, "%s", d->why);
+	}
+	return 0;
+}
+
+static int tree_run(const struct dump_opts *o, struct dump_stats *st)
+{
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	struct sigaction sa, old[3];
+	struct tree t = { .o = o };
+	int ret = 0;
+
+	if (o->predump || o->prev || o->hold)
+		ret = tfail(&t, EINVAL, "--tree goes with neither pre-copy nor a hand-over");
+	else if (o->pid <= 0 || o->pid == getpid())
+		ret = tfail(&t, EINVAL, "cannot dump %s", o->pid <= 0 ? "that" : "myself");
+	if (ret < 0) {
+		fprintf(stderr, "uffd-inject: dump: %s\n", t.why);
+		return ret;
+	}
+	t.d = calloc(TREE_MAX, sizeof(*t.d));
+	t.st = calloc(TREE_MAX, sizeof(*t.st));
+	if (!t.d || !t.st) {
+		free(t.d);
+		free(t.st);
+		fprintf(stderr, "uffd-inject: dump: out of memory\n");
+		return -ENOMEM;
+	}
+	dump_interrupted = 0;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	for (int i = 0; i < 3; i++)
+		sigaction(sigs[i], &sa, &old[i]);
+
+	t.pidns = pidns_of(o->pid);
+	ret = tree_add(&t, o->pid, -1);
+	/* Every thread of every process frozen before any memory is read. */
+	for (size_t i = 0; ret == 0 && i < t.n; i++)
+		ret = tree_children(&t, i);
+	for (size_t i = 0; ret == 0 && i < t.n; i++) {
+		struct dump *d = &t.d[i];
+
+		d->img.pages_id = (uint32_t)i + 1;
+		d->img.skip[DUMP_F_INVENTORY] = d->img.skip[DUMP_F_PSTREE] = i > 0;
+		d->img.made_dir = false;
+		ret = dump_image_open_dir(&d->img, o->dir, d->pid);
+		if (ret < 0)
+			tfail(&t, ret, "%s", d->img.why);
+	}
+	for (size_t i = 0; ret == 0 && i < t.n; i++)
+		ret = tree_read(&t, i);
+	if (ret == 0)
+		ret = tree_write(&t);
+	for (size_t i = 0; ret == 0 && o->leave_stopped && i < t.n; i++) {
+		if ((ret = stop_target(&t.d[i])) == 0)
+			t.d[i].stopped = true;
+		else
+			tfail(&t, ret, "%s", t.d[i].why);
+	}
+	if (ret == 0)
+		ret = tree_publish(&t);
+	for (size_t i = 0; ret == 0 && o->kill && i < t.n; i++)
+		if ((ret = kill_target(&t.d[i])) < 0)
+			tfail(&t, ret, "%s", t.d[i].why);
+
+	/* A failed dump leaves every process as it was, and no images. */
+	for (size_t i = t.n; i-- > 0;) {
+		struct dump *d = &t.d[i];
+
+		if (ret < 0 && d->stopped && d->pidfd >= 0)
+			syscall(SYS_pidfd_send_signal, d->pidfd, SIGCONT, NULL, 0);
+		if (ret < 0) {
+			dump_image_unpublish(&d->img);
+			if (d->core_on && d->img.dirfd >= 0)
+				core_abort(&d->core, d->img.dirfd);
+		}
+		if (i == 0 && ret == 0)
+			d->img.made_dir = false;
+		cleanup(d);
+		d->st->total_s = since(&d->t_start);
+	}
+	if (ret < 0)
+		fprintf(stderr, "uffd-inject: dump: %s\n", t.why[0] ? t.why : strerror(-ret));
+	for (size_t i = 0; i < t.n; i++) {
+		if (ret == 0)
+			summary(&t.d[i]);
+		st->pages += t.st[i].pages;
+		st->lazy_pages += t.st[i].lazy_pages;
+		st->holes += t.st[i].holes;
+		st->threads += t.st[i].threads;
+		st->vmas += t.st[i].vmas;
+		st->entries += t.st[i].entries;
+		release(&t.d[i]);
+	}
+	if (ret == 0 && o->out)
+		fprintf(o->out, "uffd-inject: tree of pid %d dumped to %s: %zu process%s\n",
+			(int)o->pid, o->dir, t.n, t.n == 1 ? "" : "es");
+	for (int i = 0; i < 3; i++)
+		sigaction(sigs[i], &old[i], NULL);
+	free(t.procs);
+	free(t.more);
+	free(t.d);
+	free(t.st);
+	return ret;
+}
+
 int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held *h)
 {
 	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
@@ -733,6 +1084,8 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	if (!st)
 		st = &local;
 	memset(st, 0, sizeof(*st));
+	if (o->tree)
+		return tree_run(o, st);
 	memset(&d, 0, sizeof(d));
 	d.o = o;
 	d.st = st;

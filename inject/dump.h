@@ -25,6 +25,7 @@ struct dump_opts {
 	bool buffered;		/* write pages-1.img through the page cache, not O_DIRECT */
 	bool hold;		/* keep the target frozen and hand it to the caller (struct dump_held) */
 	bool no_locked;		/* refuse mlock()ed areas (their pages cannot be dropped) */
+	bool tree;		/* PID and every descendant (with kill or leave_stopped) */
 	/*
 	 * Pre-copy (precopy.h). PREDUMP: a round that leaves the target running
 	 * and tracked (frozen only to read and reset the written set), starting
@@ -119,7 +120,8 @@ void dump_held_release(struct dump_held *h);
  * Dump O->pid into O->dir. Errors are printed to stderr naming the pid and
  * the file at fault; the target is then let go as it was and the directory
  * left without images. Returns 0 or -errno. With O->hold, H (which must then
- * be given) receives the frozen target on success.
+ * be given) receives the frozen target on success. With O->tree, O->pid and
+ * every descendant, all frozen before any is read (ST: their sums).
  */
 int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held *h);
 

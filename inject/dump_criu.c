@@ -488,7 +488,7 @@ int dump_criu_write(const struct dump_criu *dc, int dirfd, char *why, size_t len
 	int ret;
 
 	names(dc, &n);
-	kobj_ids(&ids, DUMP_CRIU_FILES_ID);
+	kobj_ids(&ids, dc->kobj ? dc->kobj : DUMP_CRIU_FILES_ID);
 	mono.tv_sec = (uint64_t)dc->monotonic.tv_sec;
 	mono.tv_nsec = (uint64_t)dc->monotonic.tv_nsec;
 	boot.tv_sec = (uint64_t)dc->boottime.tv_sec;
@@ -496,9 +496,9 @@ int dump_criu_write(const struct dump_criu *dc, int dirfd, char *why, size_t len
 	te.monotonic = &mono;
 	te.boottime = &boot;
 	ret = write_one(dirfd, n.tmp[0], IMG_IDS_MAGIC, &ids.base, why, len);
-	if (ret == 0)
+	if (ret == 0 && dc->per_dump)
 		ret = write_one(dirfd, n.tmp[1], IMG_TIMENS_MAGIC, &te.base, why, len);
-	if (ret == 0)
+	if (ret == 0 && dc->per_dump)
 		ret = write_one(dirfd, n.tmp[2], IMG_SECCOMP_MAGIC, &se.base, why, len);
 	if (ret < 0)
 		dump_criu_abort(dc, dirfd);
@@ -510,7 +510,7 @@ int dump_criu_publish(const struct dump_criu *dc, int dirfd, char *why, size_t l
 	struct names n;
 
 	names(dc, &n);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < (dc->per_dump ? 3 : 1); i++)
 		if (renameat(dirfd, n.tmp[i], dirfd, n.name[i]) < 0)
 			return why_set(why, len, errno, "%s: rename: %s", n.name[i],
 				     strerror(errno));
@@ -522,7 +522,7 @@ void dump_criu_abort(const struct dump_criu *dc, int dirfd)
 	struct names n;
 
 	names(dc, &n);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < (dc->per_dump ? 3 : 1); i++)
 		unlinkat(dirfd, n.tmp[i], 0);
 	/* Only the process's own file: the dump's may be another's (a CRIU dump beside). */
 	if (dc->pid > 0)

@@ -81,6 +81,8 @@ struct dump_criu_fmode {
 
 struct dump_criu {
 	pid_t pid;
+	uint32_t kobj;		/* its ids (mm, files, fs, sighand): its files_id */
+	bool per_dump;		/* it writes the dump's timens and seccomp images (the root) */
 	struct dump_criu_thread *th;	/* in the order of the core's threads */
 	size_t nth;
 	uint64_t rlim[DUMP_CRIU_NLIMITS][2];	/* cur, max */

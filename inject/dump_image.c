@@ -47,7 +47,9 @@ int dump_image_open_dir(struct dump_image *im, const char *dir, pid_t pid)
 	im->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (im->dirfd < 0)
 		return ifail(im, errno, "%s: %s", dir, strerror(errno));
-	snprintf(im->name[DUMP_F_PAGES], sizeof(im->name[0]), "pages-1.img");
+	if (!im->pages_id)
+		im->pages_id = 1;
+	snprintf(im->name[DUMP_F_PAGES], sizeof(im->name[0]), "pages-%u.img", im->pages_id);
 	snprintf(im->name[DUMP_F_MM], sizeof(im->name[0]), "mm-%d.img", (int)pid);
 	snprintf(im->name[DUMP_F_INVENTORY], sizeof(im->name[0]), "inventory.img");
 	snprintf(im->name[DUMP_F_PAGEMAP], sizeof(im->name[0]), "pagemap-%d.img", (int)pid);
@@ -90,7 +92,7 @@ static int write_pagemap(struct dump_image *im, const struct dump_image_task *t)
 	struct img_err err;
 	int ret;
 
-	head.pages_id = 1;
+	head.pages_id = im->pages_id;
 	ret = img_create(&w, im->dirfd, im->tmp[DUMP_F_PAGEMAP], IMG_PAGEMAP_MAGIC, &err);
 	if (ret < 0)
 		return ifail(im, ret, "%s/%s", im->dir, err.msg);
@@ -147,6 +149,37 @@ static int write_one(struct dump_image *im, int f, uint32_t magic, const Protobu
 	return 0;
 }
 
+/* Write pstree.img of a tree: one record per process, in the order given (parents first). */
+static int write_tree(struct dump_image *im, const struct dump_image_proc *p, size_t n)
+{
+	PstreeEntry *ps = calloc(n, sizeof(*ps));
+	struct img_writer w;
+	struct img_err err;
+	int ret;
+
+	if (!ps)
+		return ifail(im, ENOMEM, "out of memory");
+	ret = img_create(&w, im->dirfd, im->tmp[DUMP_F_PSTREE], IMG_PSTREE_MAGIC, &err);
+	if (ret == 0)
+		im->made[DUMP_F_PSTREE] = true;
+	for (size_t i = 0; ret == 0 && i < n; i++) {
+		pstree_entry__init(&ps[i]);
+		ps[i].pid = (uint32_t)p[i].pid;
+		ps[i].ppid = (uint32_t)p[i].ppid;
+		ps[i].pgid = (uint32_t)p[i].pgid;
+		ps[i].sid = (uint32_t)p[i].sid;
+		ps[i].n_threads = p[i].ntids;
+		ps[i].threads = p[i].tids;
+		ret = img_write(&w, &ps[i].base, &err);
+		if (ret < 0)
+			img_abort(&w);
+	}
+	if (ret == 0)
+		ret = img_finish(&w, &err);
+	free(ps);
+	return ret < 0 ? ifail(im, ret, "%s/%s", im->dir, err.msg) : 0;
+}
+
 /* Write mm, pstree and inventory; sync the pages file. */
 int dump_image_write_images(struct dump_image *im, const struct dump_image_task *t)
 {
@@ -193,21 +226,27 @@ int dump_image_write_images(struct dump_image *im, const struct dump_image_task 
 	if (ret < 0)
 		return ret;
 
-	ps.pid = t->pid;
-	ps.ppid = 0;	/* the root of what was dumped: CRIU takes no other as its root */
-	ps.pgid = t->stat->pgid;
-	ps.sid = t->stat->sid;
-	ps.n_threads = t->ntids;
-	ps.threads = t->tids;
-	ret = write_one(im, DUMP_F_PSTREE, IMG_PSTREE_MAGIC, &ps.base);
+	if (t->ntree)
+		ret = write_tree(im, t->tree, t->ntree);
+	else if (!im->skip[DUMP_F_PSTREE]) {
+		ps.pid = t->pid;
+		ps.ppid = 0;	/* the root of what was dumped: CRIU takes no other as its root */
+		ps.pgid = t->stat->pgid;
+		ps.sid = t->stat->sid;
+		ps.n_threads = t->ntids;
+		ps.threads = t->tids;
+		ret = write_one(im, DUMP_F_PSTREE, IMG_PSTREE_MAGIC, &ps.base);
+	}
 	if (ret < 0)
 		return ret;
 
-	inv.img_version = IMG_VERSION;
-	dump_criu_inventory(&inv, &ib);
-	ret = write_one(im, DUMP_F_INVENTORY, IMG_INVENTORY_MAGIC, &inv.base);
-	if (ret < 0)
-		return ret;
+	if (!im->skip[DUMP_F_INVENTORY]) {
+		inv.img_version = IMG_VERSION;
+		dump_criu_inventory(&inv, &ib);
+		ret = write_one(im, DUMP_F_INVENTORY, IMG_INVENTORY_MAGIC, &inv.base);
+		if (ret < 0)
+			return ret;
+	}
 
 	if (fsync(im->pagesfd) < 0)
 		return ifail(im, errno, "%s/%s: fsync: %s", im->dir, im->tmp[DUMP_F_PAGES],
@@ -227,21 +266,36 @@ int dump_image_publish(struct dump_image *im)
 	int i;
 
 	for (i = 0; i < DUMP_F_NR; i++) {
+		if (!im->made[i])
+			continue;	/* a tree's pstree and inventory: the root's */
 		if (renameat(im->dirfd, im->tmp[i], im->dirfd, im->name[i]) < 0) {
 			int e = errno;
 
 			ifail(im, e, "%s/%s: rename: %s", im->dir, im->name[i], strerror(e));
 			/* Take back what was already in place: no partial dump. */
 			while (--i >= 0)
-				renameat(im->dirfd, im->name[i], im->dirfd, im->tmp[i]);
+				if (im->made[i])
+					renameat(im->dirfd, im->name[i], im->dirfd, im->tmp[i]);
 			return -e;
 		}
 	}
+	for (i = 0; i < DUMP_F_NR; i++)
+		im->published |= im->made[i];
 	for (i = 0; i < DUMP_F_NR; i++)
 		im->made[i] = false;
 	if (fsync(im->dirfd) < 0)
 		return ifail(im, errno, "%s: fsync: %s", im->dir, strerror(errno));
 	return 0;
+}
+
+void dump_image_unpublish(struct dump_image *im)
+{
+	if (!im->published || im->dirfd < 0)
+		return;
+	for (int i = 0; i < DUMP_F_NR; i++)
+		if (!im->skip[i])
+			unlinkat(im->dirfd, im->name[i], 0);
+	im->published = false;
 }
 
 void dump_image_abort(struct dump_image *im)

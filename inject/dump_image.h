@@ -29,6 +29,9 @@ struct dump_image {
 	int pagesfd;		/* -1 until dump_image_create_pages() */
 	bool made_dir;		/* we created the directory: remove it if we fail */
 	bool made[DUMP_F_NR];	/* temporary file exists */
+	bool skip[DUMP_F_NR];	/* not this process's to write (a tree's inventory, pstree) */
+	bool published;		/* renamed into place (a tree takes them back if it fails) */
+	uint32_t pages_id;	/* pages-ID.img; 0 means 1 */
 	char name[DUMP_F_NR][48];	/* final names */
 	char tmp[DUMP_F_NR][56];
 	char why[768];		/* why it failed (the first reason wins) */
@@ -49,13 +52,27 @@ struct dump_image_task {
 	/* For a dump to restore: its state (core.h), which mm is made to match
 	 * for real CRIU (dump_criu_mm); NULL for a pre-dump round or a hand-over. */
 	const struct core *core;
+	/* A tree (dump --tree): pstree.img gets one record per process, parents first. */
+	const struct dump_image_proc *tree;
+	size_t ntree;
+};
+
+/* A process of a tree, as pstree.img records it. */
+struct dump_image_proc {
+	pid_t pid, ppid, pgid, sid;
+	uint32_t *tids;
+	size_t ntids;
 };
 
 /*
  * Create DIR if it is missing, open it, name the files of PID's dump, and
  * refuse a directory that already holds a dump. 0 or -errno with IM->why.
+ * Set IM->pages_id and IM->skip before, for a process of a tree.
  */
 int dump_image_open_dir(struct dump_image *im, const char *dir, pid_t pid);
+
+/* Take back the final names a failed tree had already given (dump_image_publish). */
+void dump_image_unpublish(struct dump_image *im);
 
 /* Create the temporary pages file, O_DIRECT unless BUFFERED. 0 or -errno with IM->why. */
 int dump_image_create_pages(struct dump_image *im, bool buffered);

@@ -78,7 +78,7 @@ static int cmd_show(int argc, char **argv)
 
 static const char dump_usage[] =
 	"usage: uffd-inject dump --pid PID --images DIR [--kill | --leave-stopped]\n"
-	"                        [--prev-images DIR0]\n";
+	"                        [--tree] [--prev-images DIR0]\n";
 
 static const char dump_help[] =
 	"\n"
@@ -104,6 +104,17 @@ static const char dump_help[] =
 	"  -S, --leave-stopped as --kill, but stop the process (SIGSTOP) instead of\n"
 	"                      killing it: kill it once its copy runs elsewhere, or\n"
 	"                      resume it with SIGCONT (criu dump --leave-stopped)\n"
+	"  -t, --tree          dump PID and every descendant, all frozen together\n"
+	"                      before any memory is read; pstree.img holds one\n"
+	"                      record per process, parents first, each process its\n"
+	"                      own mm-PID.img, pagemap-PID.img and pages-N.img\n"
+	"                      (N: its place in pstree.img, from 1), and with\n"
+	"                      --kill or --leave-stopped its core-TID.img,\n"
+	"                      fs-PID.img and fdinfo-N.img (restore brings the\n"
+	"                      tree back); without them, every process is let go\n"
+	"                      once the images are written; refuses a zombie\n"
+	"                      child, a child in another pid namespace, and memory\n"
+	"                      shared with CLONE_VM, naming the pid\n"
 	"  -P, --prev-images DIR0\n"
 	"                      the last round of `uffd-inject pre-dump`: copy only the\n"
 	"                      pages written since (while frozen) and mark the rest\n"
@@ -137,6 +148,7 @@ static int cmd_dump(int argc, char **argv)
 		{ "images", required_argument, NULL, 'D' },
 		{ "kill", no_argument, NULL, 'k' },
 		{ "leave-stopped", no_argument, NULL, 'S' },
+		{ "tree", no_argument, NULL, 't' },
 		{ "prev-images", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -144,7 +156,7 @@ static int cmd_dump(int argc, char **argv)
 	struct dump_opts o = { .out = stdout };
 	int c;
 
-	while ((c = getopt_long(argc, argv, "p:D:kSP:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:D:kStP:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			if (parse_pid(optarg, &o.pid) < 0) {
@@ -161,6 +173,9 @@ static int cmd_dump(int argc, char **argv)
 			break;
 		case 'S':
 			o.leave_stopped = true;
+			break;
+		case 't':
+			o.tree = true;
 			break;
 		case 'P':
 			if (!optarg[0]) {
@@ -186,6 +201,11 @@ static int cmd_dump(int argc, char **argv)
 	}
 	if (o.kill && o.leave_stopped) {
 		fprintf(stderr, "uffd-inject dump: --kill or --leave-stopped, not both\n%s",
+			dump_usage);
+		return 2;
+	}
+	if (o.tree && o.prev) {
+		fprintf(stderr, "uffd-inject dump: --tree goes without --prev-images\n%s",
 			dump_usage);
 		return 2;
 	}
@@ -440,6 +460,12 @@ static const char restore_help[] =
 	"pages the kernel reads for others (argv, environment, auxv, the stack under\n"
 	"each thread's stack pointer, rseq) are written before it runs. Prints the\n"
 	"new pid.\n"
+	"A tree (dump --tree) comes back whole: each process's helper is forked by\n"
+	"its parent's, so every parent is the parent of its children again, with\n"
+	"pids, process groups and sessions as recorded; each process is handed over\n"
+	"on its own (or written, --eager), all are let go together once every one\n"
+	"is built, and if any fails every one is killed. Prints the root's pid,\n"
+	"then a line per process: its dumped pid and its pid now.\n"
 	"\n"
 	"options:\n"
 	"  -D, --images DIR    the dump\n"

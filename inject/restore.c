@@ -22,6 +22,7 @@
  * rebuild through the ptrace engine. Their shared state is struct rs (rs.h).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -38,6 +39,7 @@
 #include "restore_build.h"
 #include "restore_helper.h"
 #include "restore_plan.h"
+#include "restore_tree.h"
 #include "rs.h"
 #include "why.h"
 
@@ -78,7 +80,7 @@ static void reap_all(void)
 	}
 }
 
-static void cleanup(struct rs *r, bool ok)
+void rs_release(struct rs *r, bool ok)
 {
 	if (!ok && (r->child > 0 || r->init > 0)) {
 		if (r->child > 0)
@@ -123,6 +125,24 @@ static void cleanup(struct rs *r, bool ok)
 	free(r->vma_wr);
 }
 
+/* Does DIR hold more than one process (a dump --tree)? Errors are left to the plan. */
+static bool holds_tree(const char *dir)
+{
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct img_err err;
+	uint32_t *pids = NULL;
+	size_t n = 0;
+	bool from_pstree = false;
+
+	if (dirfd < 0)
+		return false;
+	if (img_list_tasks(dirfd, &pids, &n, &from_pstree, &err) < 0)
+		n = 0;
+	close(dirfd);
+	free(pids);
+	return n > 1 && from_pstree;
+}
+
 int restore_run(const struct restore_opts *o, struct restore_stats *st)
 {
 	struct restore_stats local;
@@ -134,6 +154,8 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 	if (!st)
 		st = &local;
 	memset(st, 0, sizeof(*st));
+	if (holds_tree(o->dir))
+		return restore_tree_run(o, st);
 	r = calloc(1, sizeof(*r));
 	if (!r) {
 		fprintf(stderr, "uffd-inject: restore: out of memory\n");
@@ -198,7 +220,7 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 		fprintf(stderr, "uffd-inject: restore: %s: %s\n", o->dir,
 			r->why[0] ? r->why : strerror(-ret));
 	}
-	cleanup(r, ret == 0);
+	rs_release(r, ret == 0);
 	free(r);
 	return ret;
 }

@@ -886,7 +886,7 @@ int restore_build(struct rs *r)
 	/* Dumped in a group stop: stopped again before it runs an instruction. */
 	if (ret == 0 && r->core->tc->task_state == 3 && kill(r->child, SIGSTOP) < 0)
 		ret = rs_fail(r, errno, "SIGSTOP: %s", strerror(errno));
-	if (ret == 0) {
+	if (ret == 0 && !r->hold) {
 		ret = pt_detach(&r->pt);
 		r->seized = false;
 		if (ret < 0)

@@ -295,6 +295,65 @@ static void set_thread(struct rs *r, struct hs *h)
 	prctl(PR_SET_NAME, tc->comm, 0, 0, 0);
 }
 
+static pid_t fork_at(pid_t want, int *err);
+static void helper(struct rs *r, int wfd, int pid_err) __attribute__((noreturn));
+
+/* The pid as restored of the leader of the group process I joins. */
+static pid_t leader_now(const struct rs_tree *t, int i)
+{
+	return t->now[t->leader[i]];
+}
+
+/*
+ * A process of a tree: take its session or process group as recorded, then
+ * fork its children (each the helper of its own process, at its dumped pid
+ * where free), in pstree order, and keep no report pipe but its own. A
+ * session leader calls setsid() before it forks anyone; a group leader is
+ * in its group before the children that join it are forked, and a child
+ * joining the group of a sibling forked before it is put there by its
+ * parent as well as by itself (as a shell does), so neither waits for the
+ * other.
+ */
+static void tree_fork(struct rs *r, struct hs *h)
+{
+	struct rs_tree *t = r->tree;
+	int i = r->idx;
+
+	/* First: our parent may not have written it before it forked us. */
+	t->now[i] = getpid();
+	if (t->setsid[i]) {
+		if (setsid() < 0)
+			report_fail(h->wfd, h->rep, "setsid: %s", strerror(errno));
+	} else if (t->leader[i] >= 0 && getpgrp() != leader_now(t, i) &&
+		   setpgid(0, leader_now(t, i)) < 0) {
+		report_fail(h->wfd, h->rep, "setpgid into the group of pid %u (now pid %d): %s",
+			    t->r[t->leader[i]]->pid, (int)leader_now(t, i), strerror(errno));
+	}
+	for (size_t c = 0; c < t->n; c++) {
+		int err;
+		pid_t p;
+
+		if (t->parent[c] != i)
+			continue;
+		p = fork_at((pid_t)t->r[c]->pid, &err);
+		if (p < 0)
+			report_fail(h->wfd, h->rep, "fork of the helper of pid %u: %s", t->r[c]->pid,
+				    strerror(errno));
+		if (p == 0) {
+			errno = 0;
+			helper(t->r[c], t->pipe[c][1], err);
+		}
+		t->now[c] = p;
+		if (!t->setsid[c] && t->leader[c] >= 0)
+			setpgid(p, leader_now(t, c));	/* it does so too: either may come first */
+	}
+	for (size_t j = 0; j < t->n; j++) {
+		close(t->pipe[j][0]);
+		if ((int)j != i)
+			close(t->pipe[j][1]);
+	}
+}
+
 /*
  * The helper: set up everything that needs no memory of the old process,
  * then sleep. PID_ERR: why it is not at the dumped pid, or 0.
@@ -304,6 +363,8 @@ static void helper(struct rs *r, int wfd, int pid_err)
 	struct hs h = { .wfd = wfd, .rep = &r->rep, .maxfd = 2, .stdio_fd = -1, .hi = 3 };
 
 	helper_init(r, &h, pid_err);
+	if (r->tree)
+		tree_fork(r, &h);
 	map_trampoline(r, &h);
 	open_files(r, &h);
 	lift_all(&h, r->nfdi, r->nmf);
@@ -345,6 +406,20 @@ static pid_t fork_at(pid_t want, int *err)
 	return fork();
 }
 
+/* Close the write ends of the report pipes (every helper's, for a tree) in the forker. */
+static void close_writers(struct rs *r, int wfd)
+{
+	if (!r->tree) {
+		close(wfd);
+		return;
+	}
+	for (size_t j = 0; j < r->tree->n; j++)
+		if (r->tree->pipe[j][1] >= 0) {
+			close(r->tree->pipe[j][1]);
+			r->tree->pipe[j][1] = -1;
+		}
+}
+
 /*
  * --pidns: the init of a new pid namespace (its pid 1): fork the helper at
  * the dumped pid there, which is free unless it is 1, then reap every child
@@ -371,7 +446,7 @@ static void pidns_init(struct rs *r, int wfd, int keep)
 		errno = errno ? errno : EIO;
 		report_fail(wfd, &r->rep, "fork in the new pid namespace: %s", strerror(errno));
 	}
-	close(wfd);
+	close_writers(r, wfd);
 	if (read(keep, &c, 1) != 1 || write(keep, &c, 1) != 1)
 		_exit(1);
 	close_range(0, ~0u, 0);
@@ -419,20 +494,59 @@ static pid_t pidns_helper(pid_t init)
 	return pid > 0 ? (pid_t)pid : -1;
 }
 
+/* Read the helper's report from RFD (and close it): 0, or -errno with why it failed. */
+static int await_report(struct rs *r, int rfd)
+{
+	struct pollfd p = { .fd = rfd, .events = POLLIN };
+	ssize_t n;
+	char c;
+
+	if (poll(&p, 1, RS_READY_MS) <= 0) {
+		close(rfd);
+		return rs_fail(r, ETIMEDOUT, "the helper did not get ready");
+	}
+	n = read(rfd, &r->rep, sizeof(r->rep));
+	if (n != (ssize_t)sizeof(r->rep)) {
+		close(rfd);
+		return rs_fail(r, EIO, "the helper died while getting ready");
+	}
+	if (r->rep.err || r->rep.msg[0]) {
+		close(rfd);
+		return rs_fail(r, r->rep.err ? r->rep.err : EIO, "%s", r->rep.msg);
+	}
+	/* End of file: it closed its end too, and has nothing left to do but sleep. */
+	if (poll(&p, 1, RS_READY_MS) <= 0 || read(rfd, &c, 1) != 0) {
+		close(rfd);
+		return rs_fail(r, EIO, "the helper did not close its pipe");
+	}
+	close(rfd);
+	return 0;
+}
+
+/* Its pids in its own namespace and in ours, and a pidfd. */
+static int ready(struct rs *r)
+{
+	r->th[0].now = r->rep.nspid;
+	r->th[0].host = r->child;
+	r->th[0].err = r->rep.pid_err;
+	r->pidfd = (int)syscall(SYS_pidfd_open, r->child, 0);
+	if (r->pidfd < 0)
+		return rs_fail(r, errno, "pidfd_open: %s", strerror(errno));
+	return 0;
+}
+
 /* Fork the helper (under a pid namespace's init with --pidns) and wait until it is ready. */
 int restore_helper_start(struct rs *r)
 {
-	struct pollfd p;
-	int pfd[2], err = 0;
+	int own[2], *pfd = r->tree ? r->tree->pipe[0] : own, err = 0, ret;
 	pid_t f;
-	ssize_t n;
 
-	if (pipe2(pfd, O_CLOEXEC) < 0)
+	if (!r->tree && pipe2(pfd, O_CLOEXEC) < 0)
 		return rs_fail(r, errno, "pipe: %s", strerror(errno));
 	if (r->o->pidns && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, r->keep) < 0) {
 		err = errno;
 		close(pfd[0]);
-		close(pfd[1]);
+		close_writers(r, pfd[1]);
 		return rs_fail(r, err, "socketpair: %s", strerror(err));
 	}
 	fflush(NULL);
@@ -440,7 +554,7 @@ int restore_helper_start(struct rs *r)
 	if (f < 0) {
 		err = errno;
 		close(pfd[0]);
-		close(pfd[1]);
+		close_writers(r, pfd[1]);
 		if (r->o->pidns)
 			return rs_fail(r, err, "clone3(CLONE_NEWPID): %s%s", strerror(err),
 				       err == EPERM ? " (--pidns needs CAP_SYS_ADMIN)" : "");
@@ -452,6 +566,7 @@ int restore_helper_start(struct rs *r)
 			close(r->keep[0]);
 			pidns_init(r, pfd[1], r->keep[1]);
 		}
+		errno = 0;
 		helper(r, pfd[1], err);
 	}
 	if (r->o->pidns) {
@@ -461,40 +576,77 @@ int restore_helper_start(struct rs *r)
 	} else {
 		r->child = f;
 	}
-	close(pfd[1]);
-	p.fd = pfd[0];
-	p.events = POLLIN;
-	if (poll(&p, 1, RS_READY_MS) <= 0) {
-		close(pfd[0]);
-		return rs_fail(r, ETIMEDOUT, "the helper did not get ready");
-	}
-	n = read(pfd[0], &r->rep, sizeof(r->rep));
-	if (n != (ssize_t)sizeof(r->rep)) {
-		close(pfd[0]);
-		return rs_fail(r, EIO, "the helper died while getting ready");
-	}
-	if (r->rep.err || r->rep.msg[0]) {
-		close(pfd[0]);
-		return rs_fail(r, r->rep.err ? r->rep.err : EIO, "%s", r->rep.msg);
-	}
-	/* End of file: it closed its end too, and has nothing left to do but sleep. */
-	if (poll(&p, 1, RS_READY_MS) <= 0 || read(pfd[0], &n, 1) != 0) {
-		close(pfd[0]);
-		return rs_fail(r, EIO, "the helper did not close its pipe");
-	}
-	close(pfd[0]);
+	close_writers(r, pfd[1]);
+	ret = await_report(r, pfd[0]);
+	pfd[0] = -1;
+	if (ret < 0)
+		return ret;
 	if (getenv("UFFD_INJECT_TEST_DIE_AT") && !strcmp(getenv("UFFD_INJECT_TEST_DIE_AT"),
 							 "helper-ready"))
 		raise(SIGKILL);
 	if (r->o->pidns && (r->child = pidns_helper(r->init)) < 0)
 		return rs_fail(r, ESRCH, "the helper in the new pid namespace is gone");
-	r->th[0].now = r->rep.nspid;
-	r->th[0].host = r->child;
-	r->th[0].err = r->rep.pid_err;
-	r->pidfd = (int)syscall(SYS_pidfd_open, r->child, 0);
-	if (r->pidfd < 0)
-		return rs_fail(r, errno, "pidfd_open: %s", strerror(errno));
-	return 0;
+	return ready(r);
+}
+
+/* The last pid of the NSpid line of /proc/PID/status (its pid in its own namespace), or -1. */
+static pid_t ns_pid(pid_t pid)
+{
+	char path[64], buf[4096], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	p = strstr(buf, "\nNSpid:");
+	if (!p)
+		return -1;
+	p[strcspn(p + 1, "\n") + 1] = '\0';
+	p = strrchr(p, '\t') ? strrchr(p, '\t') : strrchr(p, ' ');
+	return p ? (pid_t)strtol(p + 1, NULL, 10) : -1;
+}
+
+int restore_helper_await(struct rs *r, pid_t parent)
+{
+	char path[64], buf[8192], *p, *e;
+	ssize_t n;
+	int fd, ret;
+
+	ret = await_report(r, r->tree->pipe[r->idx][0]);
+	r->tree->pipe[r->idx][0] = -1;
+	if (ret < 0)
+		return ret;
+	if (!r->o->pidns) {
+		r->child = r->rep.nspid;	/* in our namespace: the same number */
+		return ready(r);
+	}
+	/* In the new namespace: the child of PARENT (ours) that has that pid there. */
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)parent, (int)parent);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return rs_fail(r, errno, "%s: %s", path, strerror(errno));
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	for (p = buf; *p; p = e) {
+		long c = strtol(p, &e, 10);
+
+		if (e == p)
+			break;
+		if (c > 0 && ns_pid((pid_t)c) == r->rep.nspid) {
+			r->child = (pid_t)c;
+			return ready(r);
+		}
+	}
+	return rs_fail(r, ESRCH, "its helper (pid %d in the new namespace) is not among the "
+		       "children of %d", (int)r->rep.nspid, (int)parent);
 }
 
 int restore_helper_release(struct rs *r)

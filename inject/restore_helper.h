@@ -20,6 +20,12 @@
  */
 int restore_helper_start(struct rs *r);
 
+/*
+ * A process of a tree but the root: wait until its helper, forked by its
+ * parent's helper (PARENT, in our pid namespace), is ready. 0 or -errno.
+ */
+int restore_helper_await(struct rs *r, pid_t parent);
+
 /* --pidns, the restore done: let the init outlive us. 0 or -errno (R->why). */
 int restore_helper_release(struct rs *r);
 

@@ -176,11 +176,12 @@ int restore_plan_load(struct rs *r)
 	ret = img_list_tasks(r->dirfd, &pids, &n, &from_pstree, &err);
 	if (ret < 0)
 		return rs_fail(r, ret, "%s/%s", r->o->dir, err.msg);
-	if (n != 1) {
+	if (n != 1 && !r->tree) {
 		free(pids);
 		return rs_fail(r, ENOTSUP, "%s holds %zu processes: restore takes one", r->o->dir, n);
 	}
-	r->pid = pids[0];
+	if (!r->tree)
+		r->pid = pids[0];	/* a tree's process has its pid already */
 	free(pids);
 	ret = img_task_load(&r->task, r->dirfd, r->pid, &r->cache, &err);
 	if (ret < 0)
@@ -212,15 +213,16 @@ int restore_plan_load(struct rs *r)
 		return rs_fail(r, ret, "%s/%s", r->o->dir, err.msg);
 	ret = load_records(r, CORE_FILES_IMG, IMG_FILES_MAGIC, &file_entry__descriptor,
 			   (ProtobufCMessage ***)&r->files, &r->nfiles);
+	snprintf(name, sizeof(name), "fdinfo-%u.img", r->files_id ? r->files_id : 1);
 	if (ret == 0)
-		ret = load_records(r, CORE_FDINFO_IMG, IMG_FDINFO_MAGIC, &fdinfo_entry__descriptor,
+		ret = load_records(r, name, IMG_FDINFO_MAGIC, &fdinfo_entry__descriptor,
 				   (ProtobufCMessage ***)&r->fdi, &r->nfdi);
 	if (ret < 0)
 		return ret;
 	for (size_t i = 0; i < r->nfdi; i++)
 		if (!rs_file_by_id(r, r->fdi[i]->id) || r->fdi[i]->fd > INT_MAX / 2)
 			return rs_fail(r, EINVAL, "%s/%s: fd %u names no file", r->o->dir,
-				     CORE_FDINFO_IMG, r->fdi[i]->fd);
+				     name, r->fdi[i]->fd);
 	return 0;
 }
 

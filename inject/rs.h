@@ -62,8 +62,30 @@ struct rs_thread {
 	int err;		/* why it is not at its dumped tid (an errno), or 0 */
 };
 
+/*
+ * A tree (restore_tree.c): every process's struct rs, in pstree order
+ * (parents first), and how each is made. The helpers fork one another,
+ * each its own children, so NOW is written by a parent's helper before it
+ * forks the next child, and read by the children it forks after.
+ */
+struct rs_tree {
+	struct rs **r;
+	size_t n;
+	int *parent;			/* index of its parent, -1 for the root */
+	int *leader;			/* of its process group: RS_PG_* or an index */
+	bool *setsid;			/* it led its session: setsid() */
+	pid_t *now;			/* its pid as restored, in the helpers' namespace */
+	int (*pipe)[2];			/* each helper's report to us */
+};
+
+#define RS_PG_INHERIT	(-1)		/* its parent's group (the root: ours) */
+
 struct rs {
 	const struct restore_opts *o;
+	struct rs_tree *tree;		/* a process of a tree, or NULL */
+	int idx;			/* its index in the tree */
+	uint32_t files_id;		/* its fds in fdinfo-FILES_ID.img (0: 1) */
+	bool hold;			/* left stopped and traced once built: the tree lets go */
 	struct restore_stats *st;
 	int dirfd;
 	uint32_t pid;			/* as dumped */
@@ -99,6 +121,9 @@ struct rs {
 	struct timespec t0;
 	char why[1024];
 };
+
+/* Free what R holds; when not OK, kill the half-built process first (restore.c). */
+void rs_release(struct rs *r, bool ok);
 
 /* Record why the restore failed (the first reason wins) and return -CODE. */
 int rs_fail(struct rs *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
