@@ -22,6 +22,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "arch.h"
 #include "core.h"
 #include "procfs.h"
 #include "core.pb-c.h"
@@ -646,6 +647,33 @@ static int write_core(const struct core *c, const struct core_thread *t, int dir
 	gp.ds = g->ds; gp.es = g->es; gp.fs = g->fs; gp.gs = g->gs;
 	gp.has_mode = 1;
 	gp.mode = 1;
+	/*
+	 * A thread stopped in a system call the kernel would restart: CRIU's
+	 * restore returns to it with the registers as they are (a sigreturn, no
+	 * restart), so its dump rewrites them: run the call again (ax back to
+	 * the call's number, ip back over the 2-byte syscall instruction), or
+	 * EINTR for a restart block. Written the same way here; the registers as
+	 * they were stay beside, for uffd-inject restore, which lets the kernel
+	 * restart the call.
+	 */
+	if ((int64_t)g->orig_rax >= 0) {
+		switch ((int64_t)g->rax) {
+		case -ARCH_ERESTARTSYS:
+		case -ARCH_ERESTARTNOINTR:
+		case -ARCH_ERESTARTNOHAND:
+			gp.ax = g->orig_rax;
+			gp.ip = g->rip - 2;
+			break;
+		case -ARCH_ERESTART_RESTARTBLOCK:
+			gp.ax = (uint64_t)-EINTR;
+			break;
+		}
+		if (gp.ax != g->rax || gp.ip != g->rip) {
+			gp.has_uffd_stopped_ax = gp.has_uffd_stopped_ip = 1;
+			gp.uffd_stopped_ax = g->rax;
+			gp.uffd_stopped_ip = g->rip;
+		}
+	}
 	/* The legacy (fxsave) part of the xstate, as CRIU lays it out. */
 	if (t->xstate_len >= 512) {
 		uint16_t w16;

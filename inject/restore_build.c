@@ -813,6 +813,11 @@ static int set_regs(struct rs *r, const struct rs_thread *t)
 	u.r9 = g->r9; u.r8 = g->r8; u.rax = g->ax; u.rcx = g->cx;
 	u.rdx = g->dx; u.rsi = g->si; u.rdi = g->di; u.orig_rax = g->orig_ax;
 	u.rip = g->ip; u.cs = g->cs; u.eflags = g->flags; u.rsp = g->sp;
+	/* ax and ip as the thread stopped, where the dump rewrote them for CRIU. */
+	if (g->has_uffd_stopped_ax && g->has_uffd_stopped_ip) {
+		u.rax = g->uffd_stopped_ax;
+		u.rip = g->uffd_stopped_ip;
+	}
 	u.ss = g->ss; u.fs_base = g->fs_base; u.gs_base = g->gs_base;
 	u.ds = g->ds; u.es = g->es; u.fs = g->fs; u.gs = g->gs;
 	/*

@@ -431,8 +431,40 @@ static void check_thread_info(const ThreadInfoX86 *ti)
 		cr_assert_eq(ti->tls[i]->entry_number, (uint32_t)(DUMP_CRIU_TLS_MIN + i));
 }
 
+/*
+ * A thread stopped in a system call to restart: ax and ip as CRIU's dump
+ * writes them (the call again, or EINTR for a restart block), the stopped
+ * ones beside. Returns whether they were rewritten.
+ */
+static bool check_syscall_regs(const UserX86RegsEntry *g)
+{
+	int64_t ax;
+
+	cr_assert_eq(g->has_uffd_stopped_ax, g->has_uffd_stopped_ip);
+	if (!g->has_uffd_stopped_ax) {
+		ax = (int64_t)g->ax;
+		cr_assert(g->orig_ax > INT64_MAX || (ax != -512 && ax != -513 && ax != -514 &&
+						     ax != -516),
+			  "ax %" PRId64 " left for CRIU to return", ax);
+		return false;
+	}
+	ax = (int64_t)g->uffd_stopped_ax;
+	cr_assert_leq(g->orig_ax, (uint64_t)INT64_MAX, "rewritten outside a system call");
+	if (ax == -516) {
+		cr_assert_eq((int64_t)g->ax, -EINTR);
+		cr_assert_eq(g->ip, g->uffd_stopped_ip);
+	} else {
+		cr_assert(ax == -512 || ax == -513 || ax == -514, "stopped ax %" PRId64, ax);
+		cr_assert_eq(g->ax, g->orig_ax, "the call is made again");
+		cr_assert_eq(g->ip, g->uffd_stopped_ip - 2, "over the syscall instruction");
+	}
+	return true;
+}
+
 static void check_cores(const char *dir, const struct before *b)
 {
+	int rewritten = 0;
+
 	for (int i = 0; i < b->nth; i++) {
 		char name[64];
 		CoreEntry *ce;
@@ -448,6 +480,7 @@ static void check_cores(const char *dir, const struct before *b)
 		cr_assert_eq(th->sched_policy, (uint32_t)b->policy[i]);
 		cr_assert_eq(th->sched_nice, b->nice[i]);
 		check_thread_info(ce->thread_info);
+		rewritten += check_syscall_regs(ce->thread_info->gpregs);
 		if (i) {
 			cr_assert_null(ce->tc, "only the main thread's core holds the task's");
 			protobuf_c_message_free_unpacked(&ce->base, NULL);
@@ -469,6 +502,8 @@ static void check_cores(const char *dir, const struct before *b)
 		cr_assert(ce->tc->has_uffd_shmid_file_id && ce->tc->uffd_shmid_file_id);
 		protobuf_c_message_free_unpacked(&ce->base, NULL);
 	}
+	/* The second thread sleeps in pause(): a call CRIU must make again. */
+	cr_assert_geq(rewritten, 1, "no thread stopped in a system call was rewritten");
 }
 
 static void check_mm(const char *dir, pid_t pid, const struct before *b)
