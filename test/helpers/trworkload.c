@@ -27,6 +27,7 @@
  * every child it has (logging "reaped by NAME code C" for each) and exits
  * with code 20 + its index; so SIGTERM to g1, c1, c2, c3 then p proves
  * that each parent is the parent of its children.
+ * It closes every fd above 2 it inherits.
  * --c3-pipe: c3 keeps a pipe open (which dump --kill refuses).
  * --threads: every process runs a second thread that counts its 5 ms
  * sleeps; a check then also logs "threads NAME n N ticking" once it has
@@ -297,6 +298,7 @@ int main(int argc, char **argv)
 	pid_t c1;
 	char c;
 
+	close_range(3, ~0u, 0);	/* nothing inherited that a dump would refuse */
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--log") && i + 1 < argc)
 			log = argv[++i];
