@@ -132,7 +132,7 @@ $(BENCH): $(BENCH_O) $(TESTLIB_O) $(LIBCOMMON)
 
 # Real CRIU against the daemon, by hand (scripts/interop), and restoring
 # uffd-inject's dumps (scripts/interop-restore): skips without CRIU=.
-interop: $(BINS) $(BUILD)/test/helpers/rworkload
+interop: $(BINS) $(BUILD)/test/helpers/rworkload $(BUILD)/test/helpers/trworkload
 	@BUILD=$(BUILD) CRIU="$(CRIU)" scripts/interop
 	@BUILD=$(BUILD) CRIU="$(CRIU)" scripts/interop-restore
 
