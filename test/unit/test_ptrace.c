@@ -436,7 +436,7 @@ static long inject(struct pt *p, long nr, long a1, long a2, long a3, long a4, lo
 	return ret;
 }
 
-/* Does /proc/PID/maps have a mapping starting at ADDR? */
+/* Does /proc/PID/maps have a mapping holding ADDR? */
 static bool mapped_at(pid_t pid, uint64_t addr)
 {
 	char path[64], line[512];
@@ -446,9 +446,14 @@ static bool mapped_at(pid_t pid, uint64_t addr)
 	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
 	f = fopen(path, "r");
 	cr_assert_not_null(f);
-	while (fgets(line, sizeof(line), f))
-		if (strtoull(line, NULL, 16) == addr)
+	/* In an area, not at its start: a new mapping may merge with its neighbour. */
+	while (fgets(line, sizeof(line), f)) {
+		char *end;
+		uint64_t s = strtoull(line, &end, 16), e = strtoull(end + 1, NULL, 16);
+
+		if (s <= addr && addr < e)
 			found = true;
+	}
 	fclose(f);
 	return found;
 }
