@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -821,6 +822,16 @@ static int tree_add(struct tree *t, pid_t pid, int parent)
 			     parent >= 0 ? (int)t->d[parent].pid : 0);
 	if (!state)
 		return tfail(t, ESRCH, "pid %d: gone", (int)pid);
+	d->was_stopped = state == 'T';	/* --leave-stopped: a failure leaves it stopped */
+	if (parent >= 0) {
+		struct procfs_stat ps;
+
+		/* Our pidfd names the process we listed, not one that took its pid since. */
+		if (procfs_read_stat(pid, &ps, why, sizeof(why)) < 0 ||
+		    ps.ppid != t->d[parent].pid)
+			return tfail(t, EAGAIN, "pid %d left the children of pid %d as the tree was "
+				     "frozen: dump again", (int)pid, (int)t->d[parent].pid);
+	}
 	if (parent >= 0 && pidns_of(pid) != t->pidns)
 		return tfail(t, ENOTSUP, "pid %d (a child of %d) is in a pid namespace of its own: "
 			     "nested pid namespaces are not supported", (int)pid,
@@ -841,7 +852,7 @@ static int tree_add(struct tree *t, pid_t pid, int parent)
  * frozen process forks no more, so once every process is frozen in turn,
  * parents first, none is missed.
  */
-static int tree_children(struct tree *t, size_t i)
+static int tree_children(struct tree *t, size_t i, bool check)
 {
 	for (int k = 0; k < t->d[i].pt.nr_threads; k++) {
 		char path[96], buf[8192], *p, *e;
@@ -868,6 +879,18 @@ static int tree_children(struct tree *t, size_t i)
 				break;
 			if (c <= 0 || c > INT_MAX)
 				return tfail(t, EINVAL, "%s: bad pid", path);
+			if (check) {
+				/* Every child there now must be one we froze as its child. */
+				size_t j = 0;
+
+				while (j < t->n && !(t->d[j].pid == (pid_t)c && t->d[j].parent == (int)i))
+					j++;
+				if (j == t->n)
+					return tfail(t, EAGAIN, "pid %d: a child of pid %d came or moved "
+						     "as the tree was frozen: dump again", (int)c,
+						     (int)t->d[i].pid);
+				continue;
+			}
 			ret = tree_add(t, (pid_t)c, (int)i);
 			if (ret < 0)
 				return ret;
@@ -975,6 +998,8 @@ static int tree_run(const struct dump_opts *o, struct dump_stats *st)
 	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
 	struct sigaction sa, old[3];
 	struct tree t = { .o = o };
+	struct rlimit nofile;
+	bool killed = false;
 	int ret = 0;
 
 	if (o->predump || o->prev || o->hold)
@@ -1000,11 +1025,22 @@ static int tree_run(const struct dump_opts *o, struct dump_stats *st)
 	for (int i = 0; i < 3; i++)
 		sigaction(sigs[i], &sa, &old[i]);
 
+	/* Four fds a process (pidfd, dir, pages, pagemap): the hard limit, not 1024. */
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
 	t.pidns = pidns_of(o->pid);
 	ret = tree_add(&t, o->pid, -1);
 	/* Every thread of every process frozen before any memory is read. */
 	for (size_t i = 0; ret == 0 && i < t.n; i++)
-		ret = tree_children(&t, i);
+		ret = tree_children(&t, i, false);
+	/*
+	 * Listed while not yet frozen, a process could fork (CLONE_PARENT too) or
+	 * lose a child behind our back: all frozen now, read every list again.
+	 */
+	for (size_t i = 0; ret == 0 && i < t.n; i++)
+		ret = tree_children(&t, i, true);
 	for (size_t i = 0; ret == 0 && i < t.n; i++) {
 		struct dump *d = &t.d[i];
 
@@ -1027,22 +1063,38 @@ static int tree_run(const struct dump_opts *o, struct dump_stats *st)
 	}
 	if (ret == 0)
 		ret = tree_publish(&t);
-	for (size_t i = 0; ret == 0 && o->kill && i < t.n; i++)
-		if ((ret = kill_target(&t.d[i])) < 0)
-			tfail(&t, ret, "%s", t.d[i].why);
+	/*
+	 * Published: from the first SIGKILL on, the images stay whatever
+	 * happens (as with one process). Every process gets it before we wait
+	 * for any, so none runs on while another is waited for.
+	 */
+	if (ret == 0 && o->kill) {
+		killed = true;
+		for (size_t i = 0; i < t.n; i++)
+			if (syscall(SYS_pidfd_send_signal, t.d[i].pidfd, SIGKILL, NULL, 0) < 0 &&
+			    errno != ESRCH && ret == 0)
+				ret = tfail(&t, errno, "pid %d: kill: %s (the images are complete)",
+					    (int)t.d[i].pid, strerror(errno));
+		for (size_t i = 0; i < t.n; i++) {
+			int r = kill_target(&t.d[i]);
+
+			if (r < 0 && ret == 0)
+				ret = tfail(&t, r, "%s", t.d[i].why);
+		}
+	}
 
 	/* A failed dump leaves every process as it was, and no images. */
 	for (size_t i = t.n; i-- > 0;) {
 		struct dump *d = &t.d[i];
 
-		if (ret < 0 && d->stopped && d->pidfd >= 0)
+		if (ret < 0 && d->stopped && !d->was_stopped && d->pidfd >= 0)
 			syscall(SYS_pidfd_send_signal, d->pidfd, SIGCONT, NULL, 0);
-		if (ret < 0) {
+		if (ret < 0 && !killed) {
 			dump_image_unpublish(&d->img);
 			if (d->core_on && d->img.dirfd >= 0)
 				core_abort(&d->core, d->img.dirfd);
 		}
-		if (i == 0 && ret == 0)
+		if (i == 0 && (ret == 0 || killed))
 			d->img.made_dir = false;
 		cleanup(d);
 		d->st->total_s = since(&d->t_start);

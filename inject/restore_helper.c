@@ -81,6 +81,10 @@ static void helper_init(struct rs *r, struct hs *h, int pid_err)
 	h->rep->nspid = getpid();
 	h->rep->pid_err = pid_err;
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/* A tree's helper whose parent helper died before the prctl: nobody waits for it. */
+	if (r->tree && r->tree->parent[r->idx] >= 0 &&
+	    getppid() != r->tree->now[r->tree->parent[r->idx]])
+		_exit(1);
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
 	errno = 0;
@@ -546,6 +550,7 @@ int restore_helper_start(struct rs *r)
 	if (r->o->pidns && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, r->keep) < 0) {
 		err = errno;
 		close(pfd[0]);
+		pfd[0] = -1;	/* a tree's: free_all() closes what is left */
 		close_writers(r, pfd[1]);
 		return rs_fail(r, err, "socketpair: %s", strerror(err));
 	}
@@ -554,6 +559,7 @@ int restore_helper_start(struct rs *r)
 	if (f < 0) {
 		err = errno;
 		close(pfd[0]);
+		pfd[0] = -1;
 		close_writers(r, pfd[1]);
 		if (r->o->pidns)
 			return rs_fail(r, err, "clone3(CLONE_NEWPID): %s%s", strerror(err),

@@ -269,10 +269,16 @@ static int build_all(struct rtree *x)
 			return tfail(x, EIO, "pid %u: failed on purpose (UFFD_INJECT_TEST_TREE_FAIL_AT)",
 				     t->r[i]->pid);
 	}
-	for (size_t i = 0; i < t->n; i++) {
+	/*
+	 * Children first: a parent runs only once its children are let go, so
+	 * what it does to them (a signal, a wait) finds them running. One that
+	 * is already gone (ESRCH: another process of the tree killed it) was
+	 * let go: its end is the tree's business, not a failed restore.
+	 */
+	for (size_t i = t->n; i-- > 0;) {
 		ret = pt_detach(&t->r[i]->pt);
 		t->r[i]->seized = false;
-		if (ret < 0)
+		if (ret < 0 && ret != -ESRCH)
 			return tfail(x, ret, "pid %u: detach: %s", t->r[i]->pid, strerror(-ret));
 	}
 	return restore_helper_release(t->r[0]) < 0 ?
