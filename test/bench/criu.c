@@ -228,7 +228,7 @@ void bench_criu(const struct bconf *c)
 {
 	const char *build = getenv("UFFD_TEST_BUILD");
 	uint64_t mib = c->quick ? 256 : 1024;
-	int reps = c->quick ? 3 : 7, n[2] = { 0, 0 };
+	int reps = c->quick ? 3 : 15, n[2] = { 0, 0 };
 	double wall[2][16], pass[2][16], mw[2], mp[2];
 	char what[160], v[64], vs[64];
 	struct bcriu k = { 0 };
