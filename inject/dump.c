@@ -1061,6 +1061,9 @@ static int tree_run(const struct dump_opts *o, struct dump_stats *st)
 		else
 			tfail(&t, ret, "%s", t.d[i].why);
 	}
+	/* UFFD_INJECT_TEST_TREE_DUMP_FAIL: fail after the stop, before publishing (tests). */
+	if (ret == 0 && getenv("UFFD_INJECT_TEST_TREE_DUMP_FAIL"))
+		ret = tfail(&t, EIO, "failed on purpose (UFFD_INJECT_TEST_TREE_DUMP_FAIL)");
 	if (ret == 0)
 		ret = tree_publish(&t);
 	/*
@@ -1078,6 +1081,9 @@ static int tree_run(const struct dump_opts *o, struct dump_stats *st)
 		for (size_t i = 0; i < t.n; i++) {
 			int r = kill_target(&t.d[i]);
 
+			/* UFFD_INJECT_TEST_TREE_KILL_FAIL: as if the second outlived its SIGKILL. */
+			if (r == 0 && i == 1 && getenv("UFFD_INJECT_TEST_TREE_KILL_FAIL"))
+				r = dfail(&t.d[i], ETIMEDOUT, "still there (on purpose)");
 			if (r < 0 && ret == 0)
 				ret = tfail(&t, r, "%s", t.d[i].why);
 		}

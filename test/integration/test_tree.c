@@ -1089,6 +1089,98 @@ Test(tree, plain_dump_leaves_every_process_running, .init = setup, .fini = teard
  * A child stopped (SIGSTOP) when the tree is dumped comes back stopped,
  * the others running; continued, it has every byte and its ids.
  */
+/*
+ * dump --tree --leave-stopped that fails once every process is stopped
+ * (after the stop, before the images are published): every process goes on
+ * as it was, the one stopped before the dump still stopped, and no image
+ * is left.
+ */
+Test(tree, a_failed_leave_stopped_leaves_a_stopped_child_stopped, .init = setup,
+     .fini = teardown, .timeout = 120)
+{
+	char log[128], dir[128], out[4096], err[2048], ps[16];
+	const char *args[] = { "dump", "--pid", ps, "--images", dir, "--leave-stopped", "--tree",
+			       NULL };
+	struct ids id[NP];
+	pid_t now[NP];
+	int rc;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	wl_start(log);
+	wait_started(log, id);
+	cr_assert_eq(kill(id[C2].pid, SIGSTOP), 0);
+	for (int k = 0; k < 2000 && state_of(id[C2].pid) != 'T'; k++)
+		usleep(10000);
+	cr_assert_eq(state_of(id[C2].pid), 'T');
+	snprintf(ps, sizeof(ps), "%d", (int)id[P].pid);
+	cr_assert_eq(setenv("UFFD_INJECT_TEST_TREE_DUMP_FAIL", "1", 1), 0);
+	rc = tool(args, out, sizeof(out), err, sizeof(err));
+	unsetenv("UFFD_INJECT_TEST_TREE_DUMP_FAIL");
+	cr_assert_eq(rc, 1, "dump exit %d: %s", rc, out);
+	cr_assert_not_null(strstr(err, "failed on purpose"), "%s", err);
+	cr_assert_neq(access(dir, F_OK), 0, "%s was left behind", dir);
+	/* SIGCONT to those the dump stopped is sent, not yet acted on: wait for it. */
+	for (int i = 0; i < NP; i++) {
+		now[i] = id[i].pid;
+		for (int k = 0; k < 500 && i != C2 && state_of(now[i]) == 'T'; k++)
+			usleep(10000);
+		cr_assert_eq(state_of(now[i]) == 'T', i == C2, "%s is in state %c", names[i],
+			     state_of(now[i]));
+	}
+	cr_assert_eq(kill(now[C2], SIGCONT), 0);
+	check_all(log, now, id, 0);
+	end_tree(log, now, true);
+}
+
+/*
+ * dump --tree --kill where a process seems to outlive its SIGKILL: the dump
+ * fails, but every process got its SIGKILL and the images, published
+ * before it, stay whole: the tree is restored from them.
+ */
+Test(tree, a_failed_kill_keeps_the_images, .init = setup, .fini = teardown, .timeout = 120)
+{
+	char log[128], dir[128], out[4096], err[2048], ps[16], path[200];
+	const char *args[] = { "dump", "--pid", ps, "--images", dir, "--kill", "--tree", NULL };
+	const char *extra[] = { "--eager", "--stdio", "null", NULL };
+	struct ids id[NP];
+	pid_t now[NP];
+	int rc, st;
+
+	if (!root())
+		cr_skip_test("not root: the dumped pids (clone3 set_tid) need CAP_SYS_ADMIN");
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	wl_start(log);
+	wait_started(log, id);
+	snprintf(ps, sizeof(ps), "%d", (int)id[P].pid);
+	cr_assert_eq(setenv("UFFD_INJECT_TEST_TREE_KILL_FAIL", "1", 1), 0);
+	rc = tool(args, out, sizeof(out), err, sizeof(err));
+	unsetenv("UFFD_INJECT_TEST_TREE_KILL_FAIL");
+	cr_assert_eq(rc, 1, "dump exit %d: %s", rc, out);
+	cr_assert_not_null(strstr(err, "still there (on purpose)"), "%s", err);
+	snprintf(path, sizeof(path), "%s/pstree.img", dir);
+	cr_assert_eq(access(path, F_OK), 0, "the images were taken back: %s", err);
+	/* Every one got its SIGKILL: reap them (the root is our child, the rest our orphans). */
+	cr_assert_eq(waitpid(id[P].pid, &st, 0), id[P].pid);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	forget(id[P].pid);
+	for (int i = 1; i < NP; i++) {
+		for (int k = 0; k < 2000; k++) {
+			pid_t w = waitpid(id[i].pid, &st, WNOHANG);
+
+			if (w == id[i].pid || (w < 0 && kill(id[i].pid, 0) < 0 && errno == ESRCH))
+				break;
+			usleep(10000);
+		}
+		cr_assert(kill(id[i].pid, 0) < 0 && errno == ESRCH, "%s (pid %d) outlived the dump",
+			  names[i], (int)id[i].pid);
+	}
+	restore(dir, extra, id, now, out, sizeof(out), err, sizeof(err));
+	check_all(log, now, id, 0);
+	end_tree(log, now, true);
+}
+
 Test(tree, a_stopped_child_comes_back_stopped, .init = setup, .fini = teardown,
      .timeout = 120)
 {
