@@ -18,6 +18,10 @@
 #define IMG_PAGEMAP_MAGIC	0x56084025u
 #define IMG_CORE_MAGIC		0x55053847u
 #define IMG_MM_MAGIC		0x57492820u
+/* pagemap-shmem-SHMID.img: CRIU gives it the pagemap's magic. */
+#define IMG_SHMEM_PAGEMAP_MAGIC	IMG_PAGEMAP_MAGIC
+/* memfd.img: one memfd_inode_entry per memfd object. */
+#define IMG_MEMFD_INODE_MAGIC	0x48453499u
 
 /* CRIU's image version, written to inventory.img. */
 #define IMG_VERSION		2
