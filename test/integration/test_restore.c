@@ -1462,3 +1462,156 @@ Test(restore, shm_crafted_tree_eager, .init = setup, .fini = teardown, .timeout 
 {
 	shm_crafted_tree(false);
 }
+
+/* Rewrite record file NAME of DIR through EDIT (each record in turn). */
+static void shm_edit(const char *dir, const char *name, uint32_t magic,
+		     const ProtobufCMessageDescriptor *d, void (*edit)(ProtobufCMessage *m))
+{
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ProtobufCMessage **m;
+	size_t n;
+
+	cr_assert_geq(dirfd, 0);
+	m = shm_get(dirfd, name, magic, d, 0, &n);
+	for (size_t i = 0; i < n; i++)
+		edit(m[i]);
+	shm_put(dirfd, name, magic, m, n);
+	for (size_t i = 0; i < n; i++)
+		protobuf_c_message_free_unpacked(m[i], NULL);
+	free(m);
+	close(dirfd);
+}
+
+static void to_sysv(ProtobufCMessage *m)
+{
+	MmEntry *mm = (MmEntry *)m;
+
+	for (size_t i = 0; i < mm->n_vmas; i++)
+		if (mm->vmas[i]->start == SHM_ADDR_A) {
+			mm->vmas[i]->status = VMA_AREA_REGULAR | VMA_AREA_SYSVIPC | VMA_ANON_SHARED;
+			mm->vmas[i]->shmid = 32769;
+		}
+}
+
+static void to_hugetlb(ProtobufCMessage *m)
+{
+	MemfdInodeEntry *me = (MemfdInodeEntry *)m;
+
+	if (me->shmid == SHM_ID_M) {
+		me->has_hugetlb_flag = true;
+		me->hugetlb_flag = 0x4;	/* MFD_HUGETLB */
+	}
+}
+
+/* A crafted dump that restore must refuse with WANT in its message, nothing left running. */
+static void shm_refused(void (*breakit)(const char *dir, pid_t pid), const char *want,
+			bool page_server)
+{
+	char log[128], dir[128], out[2048], err[2048];
+	const char *args[] = { "--log", log, "--mib", "4", NULL };
+	const char *rargs[16];
+	pid_t pid;
+	int rc, n = 0;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	pid = wl_start(args);
+	let_count(log, 2);
+	dump_kill(pid, dir);
+	shm_craft(dir, pid, "fdinfo-1.img", true);
+	breakit(dir, pid);
+	rargs[n++] = "restore";
+	rargs[n++] = "--images";
+	rargs[n++] = dir;
+	rargs[n++] = "--eager";
+	if (page_server) {
+		n--;
+		rargs[n++] = "--page-server";
+		rargs[n++] = "127.0.0.1:1";
+		rargs[n++] = "--socket";
+		rargs[n++] = "/nonexistent";
+	}
+	rargs[n] = NULL;
+	rc = tool(rargs, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 1, "restore exit %d: %s %s", rc, out, err);
+	cr_assert_not_null(strstr(err, want), "stderr: %s", err);
+	/* Nothing was made: no process runs from the dump, no helper is left. */
+	cr_assert_eq(kill(pid, 0), -1, "pid %d runs", (int)pid);
+}
+
+static void break_sysv(const char *dir, pid_t pid)
+{
+	char name[64];
+
+	snprintf(name, sizeof(name), "mm-%d.img", (int)pid);
+	shm_edit(dir, name, IMG_MM_MAGIC, &mm_entry__descriptor, to_sysv);
+}
+
+static void break_hugetlb(const char *dir, pid_t pid)
+{
+	(void)pid;
+	shm_edit(dir, "memfd.img", IMG_MEMFD_INODE_MAGIC, &memfd_inode_entry__descriptor,
+		 to_hugetlb);
+}
+
+static void break_nothing(const char *dir, pid_t pid)
+{
+	(void)dir;
+	(void)pid;
+}
+
+Test(restore, shm_refuses_sysv_by_address, .init = setup, .fini = teardown, .timeout = 60)
+{
+	shm_refused(break_sysv, "area 0x500000000000-0x50000002e000 is System V shared memory "
+		    "(shmid 32769): not supported", false);
+}
+
+Test(restore, shm_refuses_hugetlb_memfd_by_name, .init = setup, .fini = teardown, .timeout = 60)
+{
+	shm_refused(break_hugetlb, "maps the hugetlb memfd \"tmfd\" (shmid 778): not supported",
+		    false);
+}
+
+Test(restore, shm_refuses_page_server, .init = setup, .fini = teardown, .timeout = 60)
+{
+	shm_refused(break_nothing, "shared memory (memfd.img) with --page-server: not supported",
+		    true);
+}
+
+/*
+ * A daemon that dies with the shared areas half served: the one that takes
+ * over serves the rest of them (the hand-over's HELLO_F_SHM_LAZY is in its
+ * journal), never zeros.
+ */
+Test(restore, shm_crafted_lazy_across_daemon_restart, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	char log[128], dir[128];
+	const char *args[] = { "--log", log, "--mib", "4", NULL };
+	const char *dargs[] = { "--no-fill", NULL };
+	static uint64_t buf[512];
+	pid_t pid;
+	int st;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	pid = wl_start(args);
+	let_count(log, 2);
+	dump_kill(pid, dir);
+	shm_craft(dir, pid, "fdinfo-1.img", true);
+	daemon_start(dargs);
+	pid = restore(dir, dmn.sock, "null", NULL, 0);
+	shm_left_empty(pid);
+	for (uint64_t k = 2; k < SHM_A / 2; k++) {
+		shm_read(pid, SHM_ADDR_A + (k - 2) * SHM_PG, buf, SHM_PG);
+		shm_cmp(1, k, buf, "anon area, first daemon");
+	}
+	kill(dmn.pid, SIGKILL);
+	st = ts_daemon_wait(&dmn, 10000);
+	cr_assert_neq(st, -1, "the daemon did not die");
+	ts_daemon_again(&dmn, NULL, dargs);
+	shm_verify(pid);
+	cr_assert_eq(kill(pid, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\n", 60000), "%s", slurp(log, NULL));
+	stop(pid);
+}
