@@ -202,7 +202,8 @@ static int file_modes(struct dump_criu *dc, const struct procfs_maps *maps, char
 		char path[96];
 		struct stat st;
 
-		if (!v->inode || !v->name || v->name[0] != '/')
+		if (!v->inode || !v->name ||
+		    (v->name[0] != '/' && strncmp(v->name, "[anon_shmem:", 12)))
 			continue;
 		snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)dc->pid,
 			 (uint64_t)v->start, (uint64_t)v->end);
