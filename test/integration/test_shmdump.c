@@ -23,6 +23,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "files.pb-c.h"
 #include "image.h"
 #include "imgtask.h"
@@ -655,3 +657,89 @@ Test(shmdump, predump_still_refuses_shared_memory, .init = setup, .fini = teardo
 	cr_assert_eq(waitpid(wl, &st, WNOHANG), 0, "the workload is gone");
 }
 
+/* The pages of object K that hold data (what show counts present). */
+static uint64_t present_of(unsigned k, bool fork2)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < shmwl_pages(k); i++)
+		n += shmwl_seed(k, i, fork2) != 0;
+	return n;
+}
+
+Test(shmdump, show_counts_each_object_once, .init = setup, .fini = teardown, .timeout = 120)
+{
+	const char *args[] = { "dump", "--tree", "--kill", "--pid", NULL, "--images", NULL, NULL };
+	const char *show[] = { "show", "--json", NULL, NULL };
+	char dir[128], pid[16], err[4096], out[8192], path[192];
+	struct json_object *all, *arr;
+	struct wlview v;
+	unsigned seen = 0;
+	pid_t p;
+	FILE *f;
+	size_t n;
+	int rc;
+
+	start("fork2");
+	p = wl;
+	view(p, &v);
+	snprintf(pid, sizeof(pid), "%d", (int)p);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	args[4] = pid;
+	args[6] = dir;
+	rc = tool(args, err, sizeof(err));
+	cr_assert_eq(rc, 0, "exit %d: %s", rc, err);
+	cr_assert(reaped_killed(p));
+	wl = 0;
+	/* show's stdout: run it with stdout to a file. */
+	snprintf(path, sizeof(path), "%s/show.json", tmp);
+	{
+		char bin[512];
+		pid_t c;
+		int st;
+
+		snprintf(bin, sizeof(bin), "%s/uffd-inject", build_dir());
+		show[2] = dir;
+		c = fork();
+		cr_assert_geq(c, 0);
+		if (c == 0) {
+			int o = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+			dup2(o, 1);
+			execl(bin, "uffd-inject", show[0], show[1], show[2], (char *)NULL);
+			_exit(127);
+		}
+		cr_assert_eq(waitpid(c, &st, 0), c);
+		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "show: status 0x%x", st);
+	}
+	f = fopen(path, "r");
+	cr_assert_not_null(f);
+	n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = 0;
+	fclose(f);
+	all = json_tokener_parse(out);
+	cr_assert_not_null(all, "show: %s", out);
+	cr_assert(json_object_object_get_ex(all, "shmem", &arr), "no shmem in %s", out);
+	cr_assert_eq(json_object_array_length(arr), SHMWL_NOBJ, "%s", out);
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		struct json_object *o = json_object_array_get_idx(arr, i), *x;
+		uint64_t shmid, present;
+		int k;
+
+		cr_assert(json_object_object_get_ex(o, "shmid", &x));
+		shmid = json_object_get_uint64(x);
+		k = obj_of(&v, shmid);
+		cr_assert_geq(k, 0, "shmid %" PRIu64, shmid);
+		cr_assert(!(seen & (1u << k)));
+		seen |= 1u << k;
+		cr_assert(json_object_object_get_ex(o, "present_pages", &x));
+		present = json_object_get_uint64(x);
+		cr_assert_eq(present, present_of((unsigned)k, true), "object %d: %" PRIu64 " present",
+			     k, present);
+		cr_assert(json_object_object_get_ex(o, "size", &x));
+		cr_assert_eq(json_object_get_uint64(x), shmwl_pages((unsigned)k) * SHMWL_PAGE);
+		cr_assert(json_object_object_get_ex(o, "pages_id", &x));
+		cr_assert_gt(json_object_get_uint64(x), 2, "pages id of a process");
+	}
+	json_object_put(all);
+}
