@@ -677,6 +677,17 @@ static void summary(const struct dump *d)
 		st->read_s > 0 ? (double)(st->pages * DUMP_PAGE) / st->read_s / 1e6 : 0.0,
 		st->total_s > 0 ? (double)(st->pages * DUMP_PAGE) / st->total_s / 1e6 : 0.0,
 		d->o->kill ? "killed" : d->o->leave_stopped ? "left stopped (SIGSTOP)" : "left running");
+	if (d->shm.n) {
+		uint64_t pages = 0, holes = 0;
+
+		for (size_t i = 0; i < d->shm.n; i++) {
+			pages += d->shm.o[i].pages;
+			holes += d->shm.o[i].holes;
+		}
+		fprintf(d->o->out, "uffd-inject: shared memory: %zu object%s (memfd.img), %" PRIu64
+			" pages in their own pages files, %" PRIu64 " zero pages left as holes\n",
+			d->shm.n, d->shm.n == 1 ? "" : "s", pages, holes);
+	}
 	if (st->read_ahead)
 		fprintf(d->o->out, "uffd-inject: pages read ahead of their writing: the target was "
 			"%s once the last one was read\n", d->o->leave_stopped ? "stopped" : "let go");

@@ -507,13 +507,19 @@ Test(shmdump, kill_records_each_object_once_with_every_byte, .init = setup, .fin
 	check_records(dir, wl ? wl : (pid_t)atoi(pid), 1, &v, ids, true);
 }
 
-Test(shmdump, tree_records_each_shared_object_once, .init = setup, .fini = teardown,
-     .timeout = 120)
+/*
+ * dump --tree of shmwl fork2 with HOW (--kill, --leave-stopped or NULL):
+ * each object once for the parent and the child, every byte, the records of
+ * both (with a restore's images only).
+ */
+static void tree_case(const char *how)
 {
-	const char *args[] = { "dump", "--tree", "--kill", "--pid", NULL, "--images", NULL, NULL };
-	char dir[128], pid[16], err[4096];
+	const char *args[] = { "dump", "--tree", "--pid", NULL, "--images", NULL, how, NULL };
+	char dir[128], pid[16], err[4096], path[64];
 	struct wlview v, vc;
 	uint32_t ids[SHMWL_NOBJ];
+	bool core = how != NULL;
+	struct stat st;
 	pid_t p, c;
 	int rc;
 
@@ -526,16 +532,44 @@ Test(shmdump, tree_records_each_shared_object_once, .init = setup, .fini = teard
 	cr_assert_eq(memcmp(v.o, vc.o, sizeof(v.o)), 0, "the child maps other objects");
 	snprintf(pid, sizeof(pid), "%d", (int)p);
 	snprintf(dir, sizeof(dir), "%s/img", tmp);
-	args[4] = pid;
-	args[6] = dir;
+	args[3] = pid;
+	args[5] = dir;
 	rc = tool(args, err, sizeof(err));
 	cr_assert_eq(rc, 0, "exit %d: %s", rc, err);
-	cr_assert(reaped_killed(p));
-	wl = 0;
-	/* Each object once for the two processes; pages ids after the two processes'. */
-	check_objects(dir, &v, 0xf, true, 2, ids);
-	check_records(dir, p, 1, &v, ids, true);
-	check_records(dir, c, 2, &vc, ids, true);
+	if (how && !strcmp(how, "--kill")) {
+		cr_assert(reaped_killed(p));
+		wl = 0;
+	} else {
+		snprintf(path, sizeof(path), "/proc/%d", (int)c);
+		cr_assert_eq(stat(path, &st), 0, "the child is gone");
+	}
+	/*
+	 * Each object once for the two processes; pages ids after the two
+	 * processes'. Without a restore's images, only the mapped ones.
+	 */
+	check_objects(dir, &v, core ? 0xf : 0x7, true, 2, ids);
+	if (core) {
+		check_records(dir, p, 1, &v, ids, true);
+		check_records(dir, c, 2, &vc, ids, true);
+	}
+}
+
+Test(shmdump, tree_records_each_shared_object_once, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	tree_case("--kill");
+}
+
+Test(shmdump, tree_leave_stopped_records_each_shared_object_once, .init = setup,
+     .fini = teardown, .timeout = 120)
+{
+	tree_case("--leave-stopped");
+}
+
+Test(shmdump, plain_tree_dump_records_the_mapped_objects_once, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	tree_case(NULL);
 }
 
 Test(shmdump, plain_dump_records_mapped_objects_and_leaves_it_running, .init = setup,
