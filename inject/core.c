@@ -318,7 +318,8 @@ static int collect_maps(struct core *c, const struct procfs_maps *maps, char *wh
 		if (has_vmflag(v->vmflags_text, "ht") && !strcmp(v->name, "/anon_hugepage (deleted)"))
 			continue;
 		for (size_t k = 0; k < c->nf; k++) {
-			if (c->f[k].fd < 0 && c->f[k].ino == v->inode) {
+			/* A memfd's inode number may be a file's on another device. */
+			if (c->f[k].fd < 0 && !c->f[k].memfd && c->f[k].ino == v->inode) {
 				if (strcmp(c->f[k].path, v->name))
 					return why_set(why, len, ENOTSUP, "two mapped files share inode "
 						     "%" PRIu64 " (%s, %s): not supported",

@@ -31,6 +31,7 @@
 #include "mm.pb-c.h"
 #include "pagemap.h"
 #include "pagemap.pb-c.h"
+#include "core.h"
 #include "shmwl.h"
 
 #define F_SEAL_SEAL_	1
@@ -776,4 +777,38 @@ Test(shmdump, show_counts_each_object_once, .init = setup, .fini = teardown, .ti
 		cr_assert_gt(json_object_get_uint64(x), 2, "pages id of a process");
 	}
 	json_object_put(all);
+}
+
+/*
+ * A memfd (on the shmem device) and a mapped file (on a disk) may have the
+ * same inode number: each area must name its own file in files.img.
+ */
+Test(shmdump, memfd_and_file_of_one_inode_number_keep_their_ids)
+{
+	struct core_file f[2] = {
+		{ .id = 1, .fd = -1, .ino = 77, .dev = 0x801 },
+		{ .id = 2, .fd = -1, .ino = 77, .dev = 1, .memfd = true, .inode_id = 1 },
+	};
+	VmaEntry v[2] = { VMA_ENTRY__INIT, VMA_ENTRY__INIT };
+	struct dump_criu_mm b;
+	MmEntry mm = MM_ENTRY__INIT;
+	struct core c;
+
+	memset(&c, 0, sizeof(c));
+	c.f = f;
+	c.nf = 2;
+	v[0].start = 0x1000;
+	v[0].end = 0x2000;
+	v[0].shmid = 77;
+	v[0].status = VMA_AREA_REGULAR | VMA_FILE_PRIVATE;
+	v[1].start = 0x3000;
+	v[1].end = 0x4000;
+	v[1].shmid = 77;
+	v[1].status = MEMFD_STATUS;
+	cr_assert_eq(dump_criu_mm(&c, &mm, v, 2, &b), 0);
+	cr_assert_eq(mm.n_vmas, 2);
+	cr_assert_eq(mm.vmas[0]->shmid, 1, "the file's area names file %" PRIu64, mm.vmas[0]->shmid);
+	cr_assert_eq(mm.vmas[1]->shmid, 2, "the memfd's area names file %" PRIu64,
+		     mm.vmas[1]->shmid);
+	dump_criu_mm_free(&b);
 }
