@@ -24,6 +24,7 @@
 #define SHM_PAGE	4096ull
 #define SHM_CHUNK	(1ull << 20)	/* bytes read at a time */
 #define SHM_TMPFS_MAGIC	0x01021994
+#define SHM_HUGETLBFS_MAGIC	0x958458f6
 
 #ifndef F_GET_SEALS
 #define F_GET_SEALS	1034
@@ -73,7 +74,7 @@ static void memfd_name(const char *link, char *name, size_t len)
 }
 
 /* Open the object at SRC (WHAT and LINK for messages) and add it unless known. */
-static int add(struct dump_shmem *s, pid_t pid, const char *src, const char *what,
+static int add(struct dump_shmem *s, const char *src, const char *what,
 	       const char *link, bool anon)
 {
 	struct dump_shmem_obj *o, *no;
@@ -83,14 +84,13 @@ static int add(struct dump_shmem *s, pid_t pid, const char *src, const char *wha
 
 	fd = open(src, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return why_set(s->why, sizeof(s->why), errno, "pid %d: %s %s: cannot open %s: %s",
-			       (int)pid, what, link, src, strerror(errno));
+		return why_set(s->why, sizeof(s->why), errno, "%s %s: cannot open %s: %s", what,
+			       link, src, strerror(errno));
 	if (fstat(fd, &st) < 0 || fstatfs(fd, &sfs) < 0) {
 		int e = errno;
 
 		close(fd);
-		return why_set(s->why, sizeof(s->why), e, "pid %d: %s: %s", (int)pid, src,
-			       strerror(e));
+		return why_set(s->why, sizeof(s->why), e, "%s: %s", src, strerror(e));
 	}
 	if (dump_shmem_find(s, st.st_dev, st.st_ino)) {
 		close(fd);
@@ -98,14 +98,15 @@ static int add(struct dump_shmem *s, pid_t pid, const char *src, const char *wha
 	}
 	if (!S_ISREG(st.st_mode) || sfs.f_type != SHM_TMPFS_MAGIC) {
 		close(fd);
-		return why_set(s->why, sizeof(s->why), ENOTSUP, "pid %d: %s %s is not a shmem "
-			       "object (a hugetlb memfd?): not supported", (int)pid, what, link);
+		return why_set(s->why, sizeof(s->why), ENOTSUP, "%s %s is %s: not supported (only "
+			       "shmem memfds and shared anonymous memory are)", what, link,
+			       sfs.f_type == SHM_HUGETLBFS_MAGIC ? "a hugetlb memfd" :
+			       "not a shmem object");
 	}
 	if (s->n >= DUMP_SHMEM_MAX) {
 		close(fd);
-		return why_set(s->why, sizeof(s->why), ENOTSUP, "pid %d: %s %s: more than %d "
-			       "shared memory objects in one dump", (int)pid, what, link,
-			       DUMP_SHMEM_MAX);
+		return why_set(s->why, sizeof(s->why), ENOTSUP, "%s %s: more than %d shared "
+			       "memory objects in one dump", what, link, DUMP_SHMEM_MAX);
 	}
 	no = realloc(s->o, (s->n + 1) * sizeof(*no));
 	if (!no) {
@@ -161,7 +162,7 @@ static int collect_fds(struct dump_shmem *s, pid_t pid)
 		if (strncmp(link, "/memfd:", 7))
 			continue;
 		snprintf(what, sizeof(what), "fd %s", de->d_name);
-		ret = add(s, pid, lpath, what, link, false);
+		ret = add(s, lpath, what, link, false);
 	}
 	closedir(d);
 	return ret;
@@ -180,7 +181,7 @@ int dump_shmem_collect(struct dump_shmem *s, pid_t pid, const struct procfs_maps
 		snprintf(src, sizeof(src), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)pid,
 			 v->start, v->end);
 		snprintf(what, sizeof(what), "area 0x%" PRIx64 "-0x%" PRIx64, v->start, v->end);
-		ret = add(s, pid, src, what, v->name, strncmp(v->name, "/memfd:", 7) != 0);
+		ret = add(s, src, what, v->name, strncmp(v->name, "/memfd:", 7) != 0);
 		if (ret < 0)
 			return ret;
 	}

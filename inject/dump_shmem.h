@@ -60,7 +60,7 @@ bool dump_shmem_area(const struct procfs_vma *v);
  * Add the objects of process PID: those of its areas in MAPS that
  * dump_shmem_area() takes, and with FDS the memfds open at its descriptors.
  * Already known objects are not added twice. 0 or -errno with S->why naming
- * the pid and the area or fd.
+ * the area or fd (the caller names the pid).
  */
 int dump_shmem_collect(struct dump_shmem *s, pid_t pid, const struct procfs_maps *maps,
 		       bool fds);

@@ -21,7 +21,8 @@
  * SEED_CHILD (it maps nothing of its own) before READY is written.
  * MODE private also maps M MAP_PRIVATE (pages 0-3) and writes page 1 of it
  * (the copy, SEED_PRIVATE): the object keeps its own page 1. MODE sysv
- * attaches a System V segment instead of all this.
+ * attaches a System V segment instead of all this, MODE hugefd only opens a
+ * hugetlb memfd.
  */
 #include <fcntl.h>
 #include <stdint.h>
@@ -83,6 +84,13 @@ int main(int argc, char **argv)
 		shmctl(id, IPC_RMID, NULL);	/* gone with its last user */
 		memset(s, 0x5a, 16 * SHMWL_PAGE);
 		if (ready(argv[2], 0))
+			return 1;
+		for (;;)
+			pause();
+	}
+	if (!strcmp(argv[1], "hugefd")) {
+		/* A hugetlb memfd (no huge page needed to create it), open only. */
+		if (memfd_create("shmwl-huge", MFD_HUGETLB) < 0 || ready(argv[2], 0))
 			return 1;
 		for (;;)
 			pause();

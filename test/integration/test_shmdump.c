@@ -674,6 +674,27 @@ Test(shmdump, refuses_sysv_shm_by_pid_and_address, .init = setup, .fini = teardo
 	cr_assert_eq(waitpid(wl, &st, WNOHANG), 0, "the workload is gone");
 }
 
+Test(shmdump, refuses_a_hugetlb_memfd_by_pid_and_fd, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+	const char *args[] = { "dump", "--kill", "--pid", NULL, "--images", NULL, NULL };
+	char dir[128], pid[16], err[4096], want[64];
+	int rc, st;
+
+	start("hugefd");
+	snprintf(pid, sizeof(pid), "%d", (int)wl);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	args[3] = pid;
+	args[5] = dir;
+	rc = tool(args, err, sizeof(err));
+	cr_assert_eq(rc, 1, "exit %d: %s", rc, err);
+	snprintf(want, sizeof(want), "pid %d: cannot dump: fd 3 /memfd:shmwl-huge", (int)wl);
+	cr_assert_not_null(strstr(err, want), "stderr: %s", err);
+	cr_assert_not_null(strstr(err, "is a hugetlb memfd"), "stderr: %s", err);
+	cr_assert_eq(access(dir, F_OK), -1, "the refused dump left %s", dir);
+	cr_assert_eq(waitpid(wl, &st, WNOHANG), 0, "the workload is gone");
+}
+
 Test(shmdump, predump_still_refuses_shared_memory, .init = setup, .fini = teardown,
      .timeout = 60)
 {
