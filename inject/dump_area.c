@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "dump_area.h"
+#include "dump_shmem.h"
 #include "imgtask.h"
 #include "pagemap.h"
 #include "ptrace.h"
@@ -134,12 +135,26 @@ int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, 
 			 v->vmflags_text);
 		return -ENOTSUP;
 	}
-	if (shared && (!strcmp(name, "/dev/zero (deleted)") || !strncmp(name, "[anon_shmem:", 12) ||
-		       !strncmp(name, "/SYSV", 5) || v->inode == 0)) {
-		snprintf(why, len, "0x%llx-0x%llx %s is shared anonymous memory "
-			 "(MAP_SHARED|MAP_ANONYMOUS or System V shm): dump and restore do not "
-			 "support it yet (`lazy` hands it over)", s, t,
-			 name[0] ? name : "(no name)");
+	if (shared && dump_shmem_area(v)) {
+		/*
+		 * Shared anonymous memory or a memfd, recorded as CRIU 4.2 does:
+		 * a memfd file (shmid becomes its files.img id) whose object's
+		 * contents dump_shmem.c writes once for the whole dump.
+		 */
+		e->status = VMA_AREA_REGULAR | VMA_FILE_SHARED | VMA_AREA_MEMFD;
+		e->flags = MAP_SHARED;
+		e->shmid = v->inode;
+		return 0;
+	}
+	if (shared && !strncmp(name, "/SYSV", 5)) {
+		snprintf(why, len, "0x%llx-0x%llx %s is System V shared memory: not supported "
+			 "(CRIU restores it from images of the ipc namespace, which are not "
+			 "dumped; `lazy` hands it over)", s, t, name);
+		return -ENOTSUP;
+	}
+	if (shared && v->inode == 0) {
+		snprintf(why, len, "0x%llx-0x%llx %s is shared memory of no file: not supported",
+			 s, t, name[0] ? name : "(no name)");
 		return -ENOTSUP;
 	}
 	if (name[0] == '[' && strcmp(name, "[heap]") && strcmp(name, "[stack]") &&
@@ -184,6 +199,8 @@ int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, 
 		return 0;
 	}
 	e->status = VMA_AREA_REGULAR | VMA_FILE_PRIVATE;
+	if (dump_shmem_area(v))
+		e->status |= VMA_AREA_MEMFD;	/* a memfd mapped private: its file is the memfd */
 	e->flags = MAP_PRIVATE;
 	if (v->vmflags & PFV_GD)
 		e->flags |= MAP_GROWSDOWN;
@@ -360,6 +377,9 @@ int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locke
 		} else if (dump_classify(&vv, &(*vmas)[i], &(*areas)[i], what, sizeof(what)) < 0) {
 			snprintf(why, len, "cannot dump: %s", what);
 			return -ENOTSUP;
+		} else if (resident_shared) {
+			/* A hand-over records a memfd mapped private as any private file. */
+			(*vmas)[i].status &= ~VMA_AREA_MEMFD;
 		}
 		if (a->hpage) {
 			uint64_t hs = smaps_page_size(pid, v->start);

@@ -2,8 +2,8 @@
  * Which areas of a process a dump takes, and how. Each line of smaps becomes
  * a vma_entry and a kind (no pages, anonymous, copied-on-write file pages,
  * the vdso) with the pagemap flags its pages get; what restore or the manager
- * could not bring back faithfully (shared or file hugetlb, device memory, shared anonymous
- * memory, areas another userfaultfd owns, ...) is refused here, by name,
+ * could not bring back faithfully (shared or file hugetlb, device memory, System V
+ * shm, areas another userfaultfd owns, ...) is refused here, by name,
  * before a page is read. Also which pages must stay resident because the
  * kernel reads them for other processes (argv, environment, auxv, the stack
  * under each thread, rseq, the robust list): never flagged lazy.
