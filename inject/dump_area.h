@@ -65,6 +65,13 @@ bool dump_area_mapped_elsewhere(pid_t pid, unsigned dev_major, unsigned dev_mino
 				uint64_t inode);
 
 /*
+ * Does any process but this one (the target included) hold the file
+ * DEV_MAJOR:DEV_MINOR INODE open at a descriptor? Also true when /proc
+ * cannot be read. Stats every descriptor of every process.
+ */
+bool dump_area_open_anywhere(unsigned dev_major, unsigned dev_minor, uint64_t inode);
+
+/*
  * Describe area V of /proc/PID/smaps as a vma_entry and say what to dump of
  * it. Returns 0, or -ENOTSUP with WHY saying what cannot be represented.
  */
