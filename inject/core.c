@@ -18,12 +18,14 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "arch.h"
 #include "core.h"
+#include "dump_shmem.h"
 #include "procfs.h"
 #include "core.pb-c.h"
 #include "files.pb-c.h"
@@ -155,6 +157,28 @@ static int fd_info(pid_t pid, int fd, uint64_t *pos, uint32_t *flags)
 	return 0;
 }
 
+/* A memfd file for the shared memory object DEV, INO (PATH as /proc shows it). */
+static int note_memfd(struct core *c, const char *what, const char *path, uint64_t dev,
+		      uint64_t ino, char *why, size_t len)
+{
+	const struct dump_shmem_obj *o = dump_shmem_find(c->shm, dev, ino);
+	struct core_file *f;
+
+	if (!o)
+		return why_set(why, len, ENOTSUP, "%s %s: a shared memory object the dump did "
+			       "not collect", what, path);
+	f = add_file(c);
+	if (!f || !(f->path = strdup(path)))
+		return why_set(why, len, ENOMEM, "out of memory");
+	f->memfd = true;
+	f->inode_id = o->inode_id;
+	f->dev = dev;
+	f->ino = ino;
+	f->size = o->size;
+	f->mode = o->mode;
+	return 0;
+}
+
 /* Every open fd: regular files, directories and /dev/null-like devices are kept; stdio of
  * another kind is left to restore's --stdio; anything else is refused. */
 static int collect_fds(struct core *c, char *why, size_t len)
@@ -188,6 +212,21 @@ static int collect_fds(struct core *c, char *why, size_t len)
 			break;
 		}
 		link[n] = '\0';
+		if (!strncmp(link, "/memfd:", 7)) {
+			char what[32];
+
+			snprintf(what, sizeof(what), "fd %d:", fd);
+			ret = note_memfd(c, what, link, st.st_dev, st.st_ino, why, len);
+			if (ret == 0) {
+				struct core_file *f = &c->f[c->nf - 1];
+
+				f->fd = fd;
+				f->cloexec = flags & O_CLOEXEC;
+				f->flags = flags & ~(uint32_t)O_CLOEXEC;
+				f->pos = pos;
+			}
+			continue;
+		}
 		if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) ||
 		    (S_ISCHR(st.st_mode) && is_plain_chardev(link))) {
 			char what[32];
@@ -258,13 +297,29 @@ static int collect_maps(struct core *c, const struct procfs_maps *maps, char *wh
 		if (has_vmflag(v->vmflags_text, "nr"))
 			c->noreserve[c->nnoreserve++] = v->start;
 
+		if (dump_shmem_area(v)) {
+			uint64_t dev = makedev(v->dev_major, v->dev_minor);
+
+			for (size_t k = 0; k < c->nf; k++)
+				if (c->f[k].fd < 0 && c->f[k].memfd && c->f[k].ino == v->inode &&
+				    c->f[k].dev == dev)
+					seen = true;
+			snprintf(what, sizeof(what), "area 0x%" PRIx64 "-0x%" PRIx64 " maps",
+				 v->start, v->end);
+			if (!seen && (ret = note_memfd(c, what, v->name, dev, v->inode, why,
+						       len)) < 0)
+				return ret;
+			continue;
+		}
+
 		if (!v->inode || !v->name || v->name[0] != '/')
 			continue;
 		/* Anonymous hugetlb: memory, not a file (dump_area.c). */
 		if (has_vmflag(v->vmflags_text, "ht") && !strcmp(v->name, "/anon_hugepage (deleted)"))
 			continue;
 		for (size_t k = 0; k < c->nf; k++) {
-			if (c->f[k].fd < 0 && c->f[k].ino == v->inode) {
+			/* A memfd's inode number may be a file's on another device. */
+			if (c->f[k].fd < 0 && !c->f[k].memfd && c->f[k].ino == v->inode) {
 				if (strcmp(c->f[k].path, v->name))
 					return why_set(why, len, ENOTSUP, "two mapped files share inode "
 						     "%" PRIu64 " (%s, %s): not supported",
@@ -547,6 +602,7 @@ int core_collect(struct core *c, struct pt *pt, const struct procfs_maps *maps, 
 {
 	uint32_t id_base = c->id_base, files_id = c->files_id;
 	bool elsewhere = c->files_elsewhere, tree = c->tree;
+	const struct dump_shmem *shm = c->shm;
 	int ret;
 
 	memset(c, 0, sizeof(*c));
@@ -554,6 +610,7 @@ int core_collect(struct core *c, struct pt *pt, const struct procfs_maps *maps, 
 	c->files_id = files_id;
 	c->files_elsewhere = elsewhere;
 	c->tree = tree;
+	c->shm = shm;
 	c->pid = pt->pid;
 	ret = collect_proc(c, pt, why, len);
 	if (ret == 0)
@@ -782,6 +839,7 @@ static int write_files(const struct core *c, int dirfd, const char *name, char *
 	size_t nf = c->nf;
 	FileEntry *fe;
 	RegFileEntry *re;
+	MemfdFileEntry *me;
 	FownEntry fown = FOWN_ENTRY__INIT;
 	const ProtobufCMessage **m;
 	int ret;
@@ -790,14 +848,30 @@ static int write_files(const struct core *c, int dirfd, const char *name, char *
 		nf += c->more[k]->nf;
 	fe = calloc(nf + 1, sizeof(*fe));
 	re = calloc(nf + 1, sizeof(*re));
+	me = calloc(nf + 1, sizeof(*me));
 	m = calloc(nf + 1, sizeof(*m));
-	if (!fe || !re || !m) {
+	if (!fe || !re || !me || !m) {
 		ret = why_set(why, len, ENOMEM, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < nf; i++) {
 		const struct core_file *f = nth_file(c, i);
 
+		if (f->memfd) {
+			/* CRIU's memfd_file_entry: the object is in memfd.img. */
+			file_entry__init(&fe[i]);
+			memfd_file_entry__init(&me[i]);
+			me[i].id = f->id;
+			me[i].flags = f->flags;
+			me[i].pos = f->pos;
+			me[i].fown = &fown;
+			me[i].inode_id = f->inode_id;
+			fe[i].type = CORE_FD_MEMFD;
+			fe[i].id = f->id;
+			fe[i].memfd = &me[i];
+			m[i] = &fe[i].base;
+			continue;
+		}
 		file_entry__init(&fe[i]);
 		reg_file_entry__init(&re[i]);
 		re[i].id = f->id;
@@ -824,6 +898,7 @@ static int write_files(const struct core *c, int dirfd, const char *name, char *
 out:
 	free(fe);
 	free(re);
+	free(me);
 	free(m);
 	return ret;
 }
@@ -846,7 +921,7 @@ static int write_fdinfo(const struct core *c, int dirfd, const char *name, char 
 		fdinfo_entry__init(&fi[n]);
 		fi[n].id = c->f[i].id;
 		fi[n].flags = c->f[i].cloexec ? FD_CLOEXEC : 0;
-		fi[n].type = 1;
+		fi[n].type = c->f[i].memfd ? CORE_FD_MEMFD : 1;
 		fi[n].fd = (uint32_t)c->f[i].fd;
 		m[n] = &fi[n].base;
 		n++;

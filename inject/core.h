@@ -20,6 +20,7 @@
 #include "procfs.h"
 
 struct pt;
+struct dump_shmem;
 
 #define CORE_NSIG		64
 #define CORE_MAX_THREADS	1024
@@ -35,6 +36,8 @@ struct core_file {
 	char *path;
 	uint64_t dev, ino, size, mtime_ns;
 	uint32_t mode;
+	bool memfd;		/* a memfd or shared anonymous memory (dump_shmem.h) */
+	uint32_t inode_id;	/* then: its object in memfd.img */
 };
 
 struct core_sigaction {
@@ -88,6 +91,8 @@ struct core {
 	uint32_t files_id;
 	bool files_elsewhere;
 	bool tree;		/* its children are dumped with it: allow them */
+	/* The dump's shared memory objects (set before core_collect): memfd files. */
+	const struct dump_shmem *shm;
 	const struct core *const *more;
 	size_t nmore;
 };
@@ -115,6 +120,7 @@ void core_free(struct core *c);
 
 /* File names of the records. */
 #define CORE_FILES_IMG		"files.img"
+#define CORE_FD_MEMFD		18	/* file_entry.type and fdinfo_entry.type of a memfd */
 #define CORE_FDINFO_IMG		"fdinfo-1.img"
 #define IMG_FILES_MAGIC		0x56303138u
 #define IMG_FDINFO_MAGIC	0x56213732u

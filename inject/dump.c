@@ -27,6 +27,8 @@
 #include "dump_area.h"
 #include "dump_image.h"
 #include "dump_pages.h"
+#include "dump_shmem.h"
+#include "imgtask.h"
 #include "precopy.h"
 #include "ptrace.h"
 #include "why.h"
@@ -45,6 +47,7 @@ struct dump {
 	bool core_on;
 	struct dump_image img;	/* the files */
 	struct dump_pages pg;	/* the pages, and what was written about them */
+	struct dump_shmem shm;	/* its shared memory objects (a tree's are the tree's) */
 	struct precopy pc;	/* pre-copy: the tracker and the chain */
 	bool pc_on;
 	bool pc_reset;		/* the written set was reset: the previous round is spent */
@@ -313,6 +316,12 @@ static int classify_all(struct dump *d)
 				     &d->vmas, &d->areas, why, sizeof(why));
 	if (ret < 0)
 		return dfail(d, ret, "%s", why);
+	for (size_t i = 0; d->pc_on && i < d->maps.n; i++)
+		if (d->vmas[i].status & VMA_AREA_MEMFD)
+			return dfail(d, ENOTSUP, "cannot dump: 0x%" PRIx64 "-0x%" PRIx64 " %s is "
+				     "shared memory (shared anonymous or a memfd): pre-copy rounds do "
+				     "not support it (a plain dump does; `lazy` hands it over)",
+				     d->vmas[i].start, d->vmas[i].end, d->maps.v[i].name);
 	d->st->vmas = d->maps.n;
 	return 0;
 }
@@ -635,6 +644,7 @@ static void release(struct dump *d)
 	core_free(&d->core);
 	dump_image_close(&d->img);
 	dump_pages_free(&d->pg);
+	dump_shmem_free(&d->shm);
 	if (d->pidfd >= 0)
 		close(d->pidfd);
 	free(d->eager);
@@ -667,6 +677,17 @@ static void summary(const struct dump *d)
 		st->read_s > 0 ? (double)(st->pages * DUMP_PAGE) / st->read_s / 1e6 : 0.0,
 		st->total_s > 0 ? (double)(st->pages * DUMP_PAGE) / st->total_s / 1e6 : 0.0,
 		d->o->kill ? "killed" : d->o->leave_stopped ? "left stopped (SIGSTOP)" : "left running");
+	if (d->shm.n) {
+		uint64_t pages = 0, holes = 0;
+
+		for (size_t i = 0; i < d->shm.n; i++) {
+			pages += d->shm.o[i].pages;
+			holes += d->shm.o[i].holes;
+		}
+		fprintf(d->o->out, "uffd-inject: shared memory: %zu object%s (memfd.img), %" PRIu64
+			" pages in their own pages files, %" PRIu64 " zero pages left as holes\n",
+			d->shm.n, d->shm.n == 1 ? "" : "s", pages, holes);
+	}
 	if (st->read_ahead)
 		fprintf(d->o->out, "uffd-inject: pages read ahead of their writing: the target was "
 			"%s once the last one was read\n", d->o->leave_stopped ? "stopped" : "let go");
@@ -916,8 +937,13 @@ static int tree_read(struct tree *t, size_t i)
 		ret = classify_all(d);
 	if (ret == 0)
 		ret = find_eager(d);
+	/* The tree's shared memory objects are the root's: each once for all. */
+	if (ret == 0 && (ret = dump_shmem_collect(&t->d[0].shm, d->pid, &d->maps,
+						  t->o->kill || t->o->leave_stopped)) < 0)
+		dfail(d, ret, "cannot dump: %s", t->d[0].shm.why);
 	if (ret == 0 && (t->o->kill || t->o->leave_stopped)) {
 		d->core_on = true;
+		d->core.shm = &t->d[0].shm;
 		d->core.id_base = i ? core_last_id(&t->d[i - 1].core) + 1 : 0;
 		d->core.files_id = (uint32_t)i + 1;
 		d->core.files_elsewhere = i > 0;
@@ -979,6 +1005,9 @@ static int tree_write(struct tree *t)
 static int tree_publish(struct tree *t)
 {
 	char why[512];
+
+	if (dump_shmem_publish(&t->d[0].shm, t->d[0].img.dirfd, t->o->dir) < 0)
+		return tfail(t, -EIO, "%s", t->d[0].shm.why);
 
 	for (size_t k = t->n; k-- > 0;) {
 		struct dump *d = &t->d[k];
@@ -1053,6 +1082,10 @@ static int tree_run(const struct dump_opts *o, struct dump_stats *st)
 	}
 	for (size_t i = 0; ret == 0 && i < t.n; i++)
 		ret = tree_read(&t, i);
+	/* Pages ids 1..n are the processes'; the objects' come after. */
+	if (ret == 0 && (ret = dump_shmem_write(&t.d[0].shm, t.d[0].img.dirfd, o->dir,
+						(uint32_t)t.n + 1)) < 0)
+		tfail(&t, ret, "%s", t.d[0].shm.why);
 	if (ret == 0)
 		ret = tree_write(&t);
 	for (size_t i = 0; ret == 0 && o->leave_stopped && i < t.n; i++) {
@@ -1099,6 +1132,8 @@ static int tree_run(const struct dump_opts *o, struct dump_stats *st)
 			dump_image_unpublish(&d->img);
 			if (d->core_on && d->img.dirfd >= 0)
 				core_abort(&d->core, d->img.dirfd);
+			if (i == 0 && d->img.dirfd >= 0)
+				dump_shmem_abort(&d->shm, d->img.dirfd);
 		}
 		if (i == 0 && (ret == 0 || killed))
 			d->img.made_dir = false;
@@ -1237,12 +1272,19 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		let_go(&d);
 		dump_test_hook("running", d.pidfd);
 	}
+	/* Shared memory objects, read whole while frozen (before a read-ahead lets go). */
+	if (ret == 0 && !o->hold && !d.pc_on &&
+	    (ret = dump_shmem_collect(&d.shm, d.pid, &d.maps, o->kill || o->leave_stopped)) < 0)
+		dfail(&d, ret, "cannot dump: %s", d.shm.why);
 	if (ret == 0 && (o->kill || o->leave_stopped)) {
 		d.core_on = true;
+		d.core.shm = &d.shm;
 		ret = core_collect(&d.core, &d.pt, &d.maps, why, sizeof(why));
 		if (ret < 0)
 			dfail(&d, ret, "cannot dump for restore: %s", why);
 	}
+	if (ret == 0 && (ret = dump_shmem_write(&d.shm, d.img.dirfd, o->dir, 2)) < 0)
+		dfail(&d, ret, "%s", d.shm.why);
 	if (ret == 0) {
 		st->threads = d.ntids;
 		ret = dump_pages_file(&d);
@@ -1278,6 +1320,8 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		if (ret == 0)
 			ret = recheck_flags(&d);
 	}
+	if (ret == 0 && (ret = dump_shmem_publish(&d.shm, d.img.dirfd, o->dir)) < 0)
+		dfail(&d, ret, "%s", d.shm.why);
 	if (ret == 0)
 		ret = publish(&d);
 	if (ret == 0 && o->kill)
@@ -1292,6 +1336,8 @@ out:
 		d.img.made_dir = false;
 	else if (d.core_on && d.img.dirfd >= 0)
 		core_abort(&d.core, d.img.dirfd);
+	if (ret < 0 && d.img.dirfd >= 0)
+		dump_shmem_abort(&d.shm, d.img.dirfd);
 	if (ret < 0)
 		precopy_fail(&d);
 	cleanup(&d);	/* after publish() there are no temporary files left */

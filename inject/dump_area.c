@@ -8,12 +8,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "dump_area.h"
+#include "dump_shmem.h"
 #include "imgtask.h"
 #include "pagemap.h"
 #include "ptrace.h"
@@ -134,12 +138,26 @@ int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, 
 			 v->vmflags_text);
 		return -ENOTSUP;
 	}
-	if (shared && (!strcmp(name, "/dev/zero (deleted)") || !strncmp(name, "[anon_shmem:", 12) ||
-		       !strncmp(name, "/SYSV", 5) || v->inode == 0)) {
-		snprintf(why, len, "0x%llx-0x%llx %s is shared anonymous memory "
-			 "(MAP_SHARED|MAP_ANONYMOUS or System V shm): dump and restore do not "
-			 "support it yet (`lazy` hands it over)", s, t,
-			 name[0] ? name : "(no name)");
+	if (shared && dump_shmem_area(v)) {
+		/*
+		 * Shared anonymous memory or a memfd, recorded as CRIU 4.2 does:
+		 * a memfd file (shmid becomes its files.img id) whose object's
+		 * contents dump_shmem.c writes once for the whole dump.
+		 */
+		e->status = VMA_AREA_REGULAR | VMA_FILE_SHARED | VMA_AREA_MEMFD;
+		e->flags = MAP_SHARED;
+		e->shmid = v->inode;
+		return 0;
+	}
+	if (shared && !strncmp(name, "/SYSV", 5)) {
+		snprintf(why, len, "0x%llx-0x%llx %s is System V shared memory: not supported "
+			 "(CRIU restores it from images of the ipc namespace, which are not "
+			 "dumped; `lazy` hands it over)", s, t, name);
+		return -ENOTSUP;
+	}
+	if (shared && v->inode == 0) {
+		snprintf(why, len, "0x%llx-0x%llx %s is shared memory of no file: not supported",
+			 s, t, name[0] ? name : "(no name)");
 		return -ENOTSUP;
 	}
 	if (name[0] == '[' && strcmp(name, "[heap]") && strcmp(name, "[stack]") &&
@@ -184,6 +202,8 @@ int dump_classify(const struct procfs_vma *v, VmaEntry *e, struct dump_area *a, 
 		return 0;
 	}
 	e->status = VMA_AREA_REGULAR | VMA_FILE_PRIVATE;
+	if (dump_shmem_area(v))
+		e->status |= VMA_AREA_MEMFD;	/* a memfd mapped private: its file is the memfd */
 	e->flags = MAP_PRIVATE;
 	if (v->vmflags & PFV_GD)
 		e->flags |= MAP_GROWSDOWN;
@@ -284,18 +304,87 @@ bool dump_area_mapped_elsewhere(pid_t pid, unsigned dev_major, unsigned dev_mino
 	return found;
 }
 
+bool dump_area_open_anywhere(unsigned dev_major, unsigned dev_minor, uint64_t inode)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	bool found = false;
+	long self = (long)getpid();
+
+	if (!d)
+		return true;
+	while (!found && (de = readdir(d))) {
+		char path[64];
+		char *end;
+		long other = strtol(de->d_name, &end, 10);
+		struct dirent *fe;
+		DIR *fd;
+
+		if (*end || other <= 0 || other == self)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/fd", other);
+		fd = opendir(path);
+		if (!fd)
+			continue;	/* gone meanwhile, or a kernel thread */
+		while (!found && (fe = readdir(fd))) {
+			struct stat st;
+
+			if (fe->d_name[0] == '.')
+				continue;
+			/* The file the descriptor names (stat follows the magic link). */
+			if (fstatat(dirfd(fd), fe->d_name, &st, 0) == 0 && st.st_ino == inode &&
+			    major(st.st_dev) == dev_major && minor(st.st_dev) == dev_minor)
+				found = true;
+		}
+		closedir(fd);
+	}
+	closedir(d);
+	return found;
+}
+
+/* Is V a memfd mapped shared (its name "/memfd:NAME (deleted)")? */
+static bool shared_memfd(const struct procfs_vma *v)
+{
+	return v->perms[3] == 's' && v->inode && v->name && !strncmp(v->name, "/memfd:", 7);
+}
+
+/*
+ * May the memfd under area V of PID have its pages punched and copied back
+ * by the manager? Not when writes are sealed (F_SEAL_WRITE or
+ * F_SEAL_FUTURE_WRITE: no punch, and a read-only sharer's data is final), nor
+ * when the seals cannot be read.
+ */
+static bool memfd_unsealed(pid_t pid, const struct procfs_vma *v)
+{
+	char path[96];
+	int fd, seals;
+
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)pid,
+		 v->start, v->end);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	seals = fcntl(fd, F_GET_SEALS);
+	close(fd);
+	return seals >= 0 && !(seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE));
+}
+
 /*
  * Can area I of M be served lazily as shared memory (DUMP_SHMEM)? Shared
- * anonymous memory that no other process maps (its pages could not be
- * taken from under a sharer that no userfaultfd watches), not locked, and
- * every area of this process on the same object qualifies too (punching
- * the object takes the pages from all of them). A memfd or System V
- * segment can be reached without a mapping (read(2) on its fd, a later
- * shmat()), where a punched page would read zero: they stay resident.
+ * anonymous memory, or a memfd mapped shared, that no other process maps
+ * (its pages could not be taken from under a sharer that no userfaultfd
+ * watches), not locked, and every area of this process on the same object
+ * qualifies too (punching the object takes the pages from all of them). A
+ * memfd must also be open at no descriptor, in this process or any other
+ * (read(2) of a punched page gives zeros, with no fault to serve), and not
+ * sealed against writes. System V segments can be reached without a
+ * mapping (a later shmat()): they stay resident, as do memfds that fail
+ * these checks.
  */
 static bool shmem_lazy(const struct procfs_maps *m, pid_t pid, size_t i)
 {
 	const struct procfs_vma *v = &m->v[i];
+	bool memfd = false;
 
 	for (size_t k = 0; k < m->n; k++) {
 		const struct procfs_vma *u = &m->v[k];
@@ -303,9 +392,16 @@ static bool shmem_lazy(const struct procfs_maps *m, pid_t pid, size_t i)
 		if (u->inode != v->inode || u->dev_major != v->dev_major ||
 		    u->dev_minor != v->dev_minor)
 			continue;
-		if (!shared_anon(u) || (u->vmflags & (PFV_LO | PFV_UM | PFV_UW | PFV_UI)))
+		if (u->vmflags & (PFV_LO | PFV_UM | PFV_UW | PFV_UI))
+			return false;
+		if (shared_memfd(u))
+			memfd = true;
+		else if (!shared_anon(u))
 			return false;
 	}
+	if (memfd && (!memfd_unsealed(pid, v) ||
+		      dump_area_open_anywhere(v->dev_major, v->dev_minor, v->inode)))
+		return false;
 	return !dump_area_mapped_elsewhere(pid, v->dev_major, v->dev_minor, v->inode);
 }
 
@@ -360,6 +456,9 @@ int dump_area_classify_all(const struct procfs_maps *m, pid_t pid, bool no_locke
 		} else if (dump_classify(&vv, &(*vmas)[i], &(*areas)[i], what, sizeof(what)) < 0) {
 			snprintf(why, len, "cannot dump: %s", what);
 			return -ENOTSUP;
+		} else if (resident_shared) {
+			/* A hand-over records a memfd mapped private as any private file. */
+			(*vmas)[i].status &= ~VMA_AREA_MEMFD;
 		}
 		if (a->hpage) {
 			uint64_t hs = smaps_page_size(pid, v->start);

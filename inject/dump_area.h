@@ -2,8 +2,8 @@
  * Which areas of a process a dump takes, and how. Each line of smaps becomes
  * a vma_entry and a kind (no pages, anonymous, copied-on-write file pages,
  * the vdso) with the pagemap flags its pages get; what restore or the manager
- * could not bring back faithfully (shared or file hugetlb, device memory, shared anonymous
- * memory, areas another userfaultfd owns, ...) is refused here, by name,
+ * could not bring back faithfully (shared or file hugetlb, device memory, System V
+ * shm, areas another userfaultfd owns, ...) is refused here, by name,
  * before a page is read. Also which pages must stay resident because the
  * kernel reads them for other processes (argv, environment, auxv, the stack
  * under each thread, rseq, the robust list): never flagged lazy.
@@ -63,6 +63,13 @@ struct dump_area {
  */
 bool dump_area_mapped_elsewhere(pid_t pid, unsigned dev_major, unsigned dev_minor,
 				uint64_t inode);
+
+/*
+ * Does any process but this one (the target included) hold the file
+ * DEV_MAJOR:DEV_MINOR INODE open at a descriptor? Also true when /proc
+ * cannot be read. Stats every descriptor of every process.
+ */
+bool dump_area_open_anywhere(unsigned dev_major, unsigned dev_minor, uint64_t inode);
 
 /*
  * Describe area V of /proc/PID/smaps as a vma_entry and say what to dump of

@@ -202,7 +202,8 @@ static int file_modes(struct dump_criu *dc, const struct procfs_maps *maps, char
 		char path[96];
 		struct stat st;
 
-		if (!v->inode || !v->name || v->name[0] != '/')
+		if (!v->inode || !v->name ||
+		    (v->name[0] != '/' && strncmp(v->name, "[anon_shmem:", 12)))
 			continue;
 		snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)dc->pid,
 			 (uint64_t)v->start, (uint64_t)v->end);
@@ -551,14 +552,18 @@ void dump_criu_inventory(InventoryEntry *inv, struct dump_criu_inv_buf *b)
 	inv->network_lock_method = 0;	/* iptables, never used: no sockets are dumped */
 }
 
-/* The files.img id of the file whose inode is INO (a mapped file's record first). */
-static uint32_t file_id(const struct core *c, uint64_t ino)
+/*
+ * The files.img id of the file whose inode is INO (a mapped file's record
+ * first), a memfd's if MEMFD, else a regular file's: the two live on
+ * different devices and may share an inode number.
+ */
+static uint32_t file_id(const struct core *c, uint64_t ino, bool memfd)
 {
 	for (size_t i = 0; i < c->nf; i++)
-		if (c->f[i].fd < 0 && c->f[i].ino == ino)
+		if (c->f[i].fd < 0 && c->f[i].ino == ino && c->f[i].memfd == memfd)
 			return c->f[i].id;
 	for (size_t i = 0; i < c->nf; i++)
-		if (c->f[i].ino == ino)
+		if (c->f[i].ino == ino && c->f[i].memfd == memfd)
 			return c->f[i].id;
 	return 0;
 }
@@ -590,7 +595,7 @@ int dump_criu_mm(const struct core *c, MmEntry *mm, const VmaEntry *vmas, size_t
 			v->status |= VMA_AREA_REGULAR;
 		}
 		if (v->status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)) {
-			v->shmid = file_id(c, v->shmid);
+			v->shmid = file_id(c, v->shmid, v->status & VMA_AREA_MEMFD);
 			for (size_t k = 0; k < dc->nfmode; k++) {
 				if (dc->fmode[k].start == v->start) {
 					v->has_fdflags = 1;

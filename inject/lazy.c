@@ -398,7 +398,7 @@ static void *reader_main(void *arg)
  */
 static int punch_area(struct lz *z, const VmaEntry *v)
 {
-	char path[96];
+	char path[96], link[16] = "";
 	uint64_t a = v->start;
 	struct stat st;
 	int fd, ret = 0;
@@ -418,6 +418,14 @@ static int punch_area(struct lz *z, const VmaEntry *v)
 		return lfail(z, EBUSY, "another process maps its shared memory at 0x%" PRIx64
 			     "-0x%" PRIx64 " now (a child forked during the dump?): not handed "
 			     "over; try again", v->start, v->end);
+	}
+	/* A memfd: and still open at no descriptor (one may have been passed meanwhile). */
+	if (readlink(path, link, sizeof(link) - 1) > 7 && !strncmp(link, "/memfd:", 7) &&
+	    dump_area_open_anywhere(major(st.st_dev), minor(st.st_dev), st.st_ino)) {
+		close(fd);
+		return lfail(z, EBUSY, "its memfd at 0x%" PRIx64 "-0x%" PRIx64 " is open at a "
+			     "descriptor now (a read(2) of a punched page would give zeros): not "
+			     "handed over; try again", v->start, v->end);
 	}
 	while (a < v->end && ret == 0) {
 		uint64_t b;

@@ -9,7 +9,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "files.pb-c.h"
+#include "image.h"
 #include "imgtask.h"
+#include "pagemap.h"
+#include "pagemap.pb-c.h"
 #include "inventory.pb-c.h"
 #include "show.h"
 
@@ -26,6 +30,108 @@ static json_object *task_json(const struct img_task *t)
 	json_object_object_add(o, "parent_pages",
 			       json_object_new_uint64(t->pm ? t->pm->parent_pages : 0));
 	return o;
+}
+
+/* Count the entries and present pages of pagemap-shmem-SHMID.img; 0 or -errno with ERR. */
+static int shmem_pages(int dirfd, uint64_t shmid, size_t *entries, uint64_t *present,
+		       uint32_t *pages_id, struct img_err *err)
+{
+	char name[64];
+	struct img_reader r;
+	ProtobufCMessage *m;
+	int ret;
+
+	*entries = 0;
+	*present = 0;
+	snprintf(name, sizeof(name), "pagemap-shmem-%" PRIu64 ".img", shmid);
+	ret = img_open(&r, dirfd, name, IMG_SHMEM_PAGEMAP_MAGIC, err);
+	if (ret == -ENOENT)
+		return 0;	/* no pages: every page a hole */
+	if (ret < 0)
+		return ret;
+	ret = img_next(&r, &pagemap_head__descriptor, &m, err);
+	if (ret == 0)
+		ret = img_errf(err, EINVAL, name, 1, "missing: the file has no pagemap_head record");
+	if (ret > 0) {
+		*pages_id = ((PagemapHead *)m)->pages_id;
+		protobuf_c_message_free_unpacked(m, NULL);
+	}
+	while (ret > 0 && (ret = img_next(&r, &pagemap_entry__descriptor, &m, err)) > 0) {
+		const PagemapEntry *e = (const PagemapEntry *)m;
+		uint64_t nr = e->has_nr_pages ? e->nr_pages : e->compat_nr_pages;
+
+		(*entries)++;
+		if (!e->has_flags || (e->flags & PE_PRESENT))
+			*present += nr;
+		protobuf_c_message_free_unpacked(m, NULL);
+	}
+	img_close(&r);
+	return ret;
+}
+
+/*
+ * Report the shared memory objects of memfd.img (shared anonymous memory and
+ * memfds, each once for the whole dump) and their pages. 0 (also when there
+ * is no memfd.img), or 1 after saying what is wrong.
+ */
+static int show_shmem(int dirfd, const char *path, json_object *all, FILE *out)
+{
+	struct img_reader r;
+	struct img_err err;
+	ProtobufCMessage *m;
+	json_object *arr = NULL;
+	bool head = false;
+	int ret;
+
+	ret = img_open(&r, dirfd, "memfd.img", IMG_MEMFD_INODE_MAGIC, &err);
+	if (ret == -ENOENT)
+		return 0;
+	if (ret < 0) {
+		fprintf(stderr, "uffd-inject: %s/%s\n", path, err.msg);
+		return 1;
+	}
+	if (all) {
+		arr = json_object_new_array();
+		json_object_object_add(all, "shmem", arr);
+	}
+	while ((ret = img_next(&r, &memfd_inode_entry__descriptor, &m, &err)) > 0) {
+		const MemfdInodeEntry *e = (const MemfdInodeEntry *)m;
+		size_t entries;
+		uint64_t present;
+		uint32_t pages_id = 0;
+
+		ret = shmem_pages(dirfd, e->shmid, &entries, &present, &pages_id, &err);
+		if (ret < 0) {
+			protobuf_c_message_free_unpacked(m, NULL);
+			break;
+		}
+		if (arr) {
+			json_object *o = json_object_new_object();
+
+			json_object_object_add(o, "shmid", json_object_new_uint64(e->shmid));
+			json_object_object_add(o, "name", json_object_new_string(e->name));
+			json_object_object_add(o, "size", json_object_new_uint64(e->size));
+			json_object_object_add(o, "seals", json_object_new_uint64(e->seals));
+			json_object_object_add(o, "pages_id", json_object_new_uint64(pages_id));
+			json_object_object_add(o, "entries", json_object_new_uint64(entries));
+			json_object_object_add(o, "present_pages", json_object_new_uint64(present));
+			json_object_array_add(arr, o);
+		} else {
+			if (!head)
+				fprintf(out, "shared memory (memfd.img):\n%10s %12s %8s %10s  %s\n",
+					"SHMID", "SIZE", "ENTRIES", "PRESENT", "NAME");
+			head = true;
+			fprintf(out, "%10u %12" PRIu64 " %8zu %10" PRIu64 "  %s\n", e->shmid, e->size,
+				entries, present, e->name);
+		}
+		protobuf_c_message_free_unpacked(m, NULL);
+	}
+	img_close(&r);
+	if (ret < 0) {
+		fprintf(stderr, "uffd-inject: %s/%s\n", path, err.msg);
+		return 1;
+	}
+	return 0;
 }
 
 int show_images(const char *path, int json, FILE *out)
@@ -103,6 +209,8 @@ int show_images(const char *path, int json, FILE *out)
 				t.pm ? "" : "  (no memory images: zombie)");
 		img_task_free(&t, &cache);
 	}
+	if (show_shmem(dirfd, path, all, out))
+		failed = 1;
 	if (json) {
 		fprintf(out, "%s\n", json_object_to_json_string_ext(
 				     all, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));

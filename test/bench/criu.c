@@ -9,6 +9,16 @@
  * and from its start to the end of the process's first check of every word
  * of its memory (SIGUSR2 sent as soon as criu returns), which waits for
  * every page the daemon serves.
+ *
+ * Two ways, each in turns: with the restore started the moment the daemon
+ * listens (back to back), and IDLE_GAP_US later (the goal's figure). Back
+ * to back favours CRIU's daemon for a reason outside either daemon: `criu
+ * lazy-pages` runs criu's own kernel checks (kerndat) just before it
+ * listens, and `criu restore` starts with the same checks, which run faster
+ * on a machine that has just run them. Measured here: running `criu check`
+ * before starting uffd-manager took the back-to-back ratio from 1.43x to
+ * 1.14x, with no change to uffd-manager. After the same idle gap for both,
+ * what is left is the time criu spends on the daemon.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +32,9 @@
 #include <unistd.h>
 
 #include "bench.h"
+
+/* The pause between the daemon listening and the restore, in the goal's figure. */
+#define IDLE_GAP_US	300000
 
 struct bcriu {
 	const char *criu;
@@ -151,10 +164,12 @@ static bool dump(struct bcriu *k, const struct bconf *c, uint64_t mib)
 }
 
 /*
- * One restore served by CRIU's daemon (OURS false) or ours: the ms criu
- * restore took (*wall) and to the end of the first full check (*pass).
+ * One restore served by CRIU's daemon (OURS false) or ours, started GAP_US
+ * after the daemon listens: the ms criu restore took (*wall) and to the end
+ * of the first full check (*pass).
  */
-static bool restore_once(struct bcriu *k, bool ours, uint64_t mib, double *wall, double *pass)
+static bool restore_once(struct bcriu *k, bool ours, useconds_t gap_us, uint64_t mib,
+			 double *wall, double *pass)
 {
 	char sock[200], rpid[200], mlog[200], line[32];
 	const char *tag = ours ? "ours" : "criu";
@@ -187,6 +202,8 @@ static bool restore_once(struct bcriu *k, bool ours, uint64_t mib, double *wall,
 		waitpid(dm, NULL, 0);
 		return false;
 	}
+	if (gap_us)
+		usleep(gap_us);
 	t0 = b_now();
 	{
 		const char *argv[] = { k->criu, "restore", "-D", k->img, "-W", k->wk, "--lazy-pages",
@@ -228,9 +245,10 @@ void bench_criu(const struct bconf *c)
 {
 	const char *build = getenv("UFFD_TEST_BUILD");
 	uint64_t mib = c->quick ? 256 : 1024;
-	int reps = c->quick ? 3 : 15, n[2] = { 0, 0 };
-	double wall[2][16], pass[2][16], mw[2], mp[2];
-	char what[160], v[64], vs[64];
+	int reps = c->quick ? 3 : 15, n[4] = { 0, 0, 0, 0 };
+	/* [v]: v & 1 ours, v & 2 after the idle gap. */
+	double wall[4][16], pass[4][16], mw[4], mp[4];
+	static const char *const how[2] = { "back to back", "after 300 ms idle" };
 	struct bcriu k = { 0 };
 
 	printf("\n[b] criu restore --lazy-pages: served by uffd-manager criu and by criu lazy-pages\n");
@@ -255,42 +273,51 @@ void bench_criu(const struct bconf *c)
 		prctl(PR_SET_CHILD_SUBREAPER, 0);
 		return;
 	}
-	/* In turns, the first of each pair alternating: neither always goes first. */
+	/* In turns, the four kinds taking each place in the round by rotation. */
 	for (int r = 0; r < reps; r++)
-		for (int j = 0; j < 2; j++) {
-			int who = (r + j) % 2;
+		for (int j = 0; j < 4; j++) {
+			int v = (r + j) % 4;
 
-			if (restore_once(&k, who == 1, mib, &wall[who][n[who]], &pass[who][n[who]]))
-				n[who]++;
+			if (restore_once(&k, v & 1, v & 2 ? IDLE_GAP_US : 0, mib, &wall[v][n[v]],
+					 &pass[v][n[v]]))
+				n[v]++;
 		}
 	prctl(PR_SET_CHILD_SUBREAPER, 0);
-	for (int who = 0; who < 2; who++) {
-		if (n[who] < reps) {
-			note("b: %d of %d restores with %s failed: the comparison is left out",
-			     reps - n[who], reps, who ? "uffd-manager criu" : "criu lazy-pages");
+	for (int v = 0; v < 4; v++) {
+		if (n[v] < reps) {
+			note("b: %d of %d restores with %s, %s, failed: the comparison is left out",
+			     reps - n[v], reps, v & 1 ? "uffd-manager criu" : "criu lazy-pages",
+			     how[v >> 1]);
 			return;
 		}
-		qsort(wall[who], reps, sizeof(double), b_cmp_dbl);
-		qsort(pass[who], reps, sizeof(double), b_cmp_dbl);
-		mw[who] = wall[who][reps / 2];
-		mp[who] = pass[who][reps / 2];
+		qsort(wall[v], reps, sizeof(double), b_cmp_dbl);
+		qsort(pass[v], reps, sizeof(double), b_cmp_dbl);
+		mw[v] = wall[v][reps / 2];
+		mp[v] = pass[v][reps / 2];
 	}
-	snprintf(what, sizeof(what), "criu restore --lazy-pages, %llu MiB, criu lazy-pages "
-		 "(median of %d)", (unsigned long long)mib, reps);
-	snprintf(v, sizeof(v), "%.1f ms", mw[0]);
-	row("criu", what, v, "baseline");
-	snprintf(what, sizeof(what), "criu restore --lazy-pages, %llu MiB, uffd-manager criu",
-		 (unsigned long long)mib);
-	snprintf(v, sizeof(v), "%.1f ms", mw[1]);
-	snprintf(vs, sizeof(vs), "%.2fx criu lazy-pages", mw[1] / mw[0]);
-	row("criu", what, v, vs);
-	snprintf(what, sizeof(what), "    restore start to the first full check, criu lazy-pages");
-	snprintf(v, sizeof(v), "%.0f ms", mp[0]);
-	row("criu", what, v, "baseline");
-	snprintf(what, sizeof(what), "    restore start to the first full check, uffd-manager criu");
-	snprintf(v, sizeof(v), "%.0f ms", mp[1]);
-	snprintf(vs, sizeof(vs), "%.2fx criu lazy-pages", mp[1] / mp[0]);
-	row("criu", what, v, vs);
-	goal("criu restore --lazy-pages wall, uffd-manager criu / criu lazy-pages", mw[1] / mw[0],
-	     1.0, true, NULL);
+	for (int g = 1; g >= 0; g--) {
+		char what[160], val[64], vs[64];
+		int base = 2 * g, ours = 2 * g + 1;
+
+		snprintf(what, sizeof(what), "criu restore --lazy-pages, %llu MiB, %s, criu lazy-pages "
+			 "(median of %d)", (unsigned long long)mib, how[g], reps);
+		snprintf(val, sizeof(val), "%.1f ms", mw[base]);
+		row("criu", what, val, "baseline");
+		snprintf(what, sizeof(what), "criu restore --lazy-pages, %llu MiB, %s, uffd-manager criu",
+			 (unsigned long long)mib, how[g]);
+		snprintf(val, sizeof(val), "%.1f ms", mw[ours]);
+		snprintf(vs, sizeof(vs), "%.2fx criu lazy-pages", mw[ours] / mw[base]);
+		row("criu", what, val, vs);
+		snprintf(what, sizeof(what), "    restore start to the first full check, %s, "
+			 "criu lazy-pages", how[g]);
+		snprintf(val, sizeof(val), "%.0f ms", mp[base]);
+		row("criu", what, val, "baseline");
+		snprintf(what, sizeof(what), "    restore start to the first full check, %s, "
+			 "uffd-manager criu", how[g]);
+		snprintf(val, sizeof(val), "%.0f ms", mp[ours]);
+		snprintf(vs, sizeof(vs), "%.2fx criu lazy-pages", mp[ours] / mp[base]);
+		row("criu", what, val, vs);
+	}
+	goal("criu restore --lazy-pages wall after 300 ms idle, uffd-manager criu / criu lazy-pages",
+	     mw[3] / mw[2], 1.0, true, NULL);
 }

@@ -3,6 +3,7 @@
  * are, then answers commands on stdin until it is told to quit or stdin closes.
  *
  *   workload [--anon MIB] [--full] [--file PATH] [--file-pages N] [--shared]
+ *            [--shared-memfd | --shared-memfd-open | --shared-memfd-sealed]
  *            [--threads N] [--lock] [--own-uffd] [--idle-uffd] [--wipeonfork]
  *            [--guard] [--exiter] [--clone-vm] [--uring] [--poison] [--huge MIB]
  *            [--huge-dontfork] [--seed S]
@@ -19,7 +20,13 @@
  *   shared with --shared: 1 MiB MAP_SHARED|MAP_ANONYMOUS (256 pages): page i
  *          holds the shared pattern of generation 1, except i%8 == 5 never
  *          touched and i%8 == 6 written with zeros. 'S' writes later
- *          generations (see shared_fork); 'v' checks every word.
+ *          generations (see shared_fork); 'v' checks every word. With
+ *          --shared-memfd the region is a memfd ("wl-shared") mapped
+ *          MAP_SHARED instead, its descriptor closed once mapped; with
+ *          --shared-memfd-open the same, its descriptor kept open at fd 9;
+ *          with --shared-memfd-sealed the same as --shared-memfd, sealed
+ *          with F_SEAL_FUTURE_WRITE once written (the mapping stays
+ *          writable).
  *   huge   with --huge MIB: MIB MiB of MAP_PRIVATE|MAP_HUGETLB (2 MiB pages),
  *          huge page i: the pattern when i%4 == 0, written with zeros when
  *          i%4 == 2, never touched otherwise.
@@ -827,6 +834,8 @@ int main(int argc, char **argv)
 	size_t mib = 4, file_pages = 32;
 	int threads = 0;
 	bool shared = false, lock = false, own_uffd = false, idle_uffd = false;
+	int shared_memfd = 0;	/* 1: a memfd, closed once mapped; 2: kept open at fd 9; 3: sealed */
+	int sealfd = -1;
 	bool wipeonfork = false, guard = false, exiter = false, clone_vm = false, uring = false;
 	bool poison = false;
 	size_t huge_mib = 0;
@@ -841,6 +850,15 @@ int main(int argc, char **argv)
 			w.full = true;
 		} else if (!strcmp(a, "--shared")) {
 			shared = true;
+		} else if (!strcmp(a, "--shared-memfd")) {
+			shared = true;
+			shared_memfd = 1;
+		} else if (!strcmp(a, "--shared-memfd-open")) {
+			shared = true;
+			shared_memfd = 2;
+		} else if (!strcmp(a, "--shared-memfd-sealed")) {
+			shared = true;
+			shared_memfd = 3;
 		} else if (!strcmp(a, "--lock")) {
 			lock = true;
 		} else if (!strcmp(a, "--own-uffd")) {
@@ -913,12 +931,32 @@ int main(int argc, char **argv)
 	}
 	if (shared) {
 		w.shared.len = 1 << 20;
-		w.shared.p = map_anon(w.shared.len, MAP_SHARED);
+		if (shared_memfd) {
+			int mfd = memfd_create("wl-shared", MFD_CLOEXEC |
+					       (shared_memfd == 3 ? MFD_ALLOW_SEALING : 0));
+
+			if (mfd < 0 || ftruncate(mfd, (off_t)w.shared.len) < 0)
+				die("memfd wl-shared: %s", strerror(errno));
+			w.shared.p = mmap(NULL, w.shared.len, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+			if (w.shared.p == MAP_FAILED)
+				die("mmap memfd: %s", strerror(errno));
+			if (shared_memfd == 2 && mfd != 9 && dup2(mfd, 9) < 0)
+				die("dup2 9: %s", strerror(errno));
+			if (shared_memfd == 3)
+				sealfd = mfd;
+			else if (mfd != 9)
+				close(mfd);
+		} else {
+			w.shared.p = map_anon(w.shared.len, MAP_SHARED);
+		}
 		for (size_t i = 0; i < w.shared.len / PAGE; i++)
 			if (i % 8 == 6)
 				memset(w.shared.p + i * PAGE, 0, PAGE);
 			else if (i % 8 != 5)
 				shared_write(&w, i, 1);
+		if (sealfd >= 0 && (fcntl(sealfd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) < 0 ||
+				    close(sealfd) < 0))
+			die("F_SEAL_FUTURE_WRITE: %s", strerror(errno));
 	}
 	/* The system call itself: sanitizers make mlock() a no-op. */
 	if (lock && syscall(SYS_mlock, w.anon.p, w.anon.len) < 0)

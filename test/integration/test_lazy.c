@@ -1136,10 +1136,10 @@ static void load_shared_vma(const struct tw *w, const char *dir, struct img_task
  * touched it faults MISSING and gets from the image. Every word is checked
  * by the child and, after the child's writes, by the parent.
  */
-LAZY_TEST(shared_anon_served_lazily_to_a_forked_child)
+static void shared_served_lazily_to_a_forked_child(const char *kind)
 {
 	const char *dargs[] = { "--no-fill", NULL };
-	const char *wargs[] = { "--anon", "4", "--shared", NULL };
+	const char *wargs[] = { "--anon", "4", kind, NULL };
 	struct pages_cache c = { 0 };
 	struct img_task task;
 	struct lazy_stats st;
@@ -1182,6 +1182,78 @@ LAZY_TEST(shared_anon_served_lazily_to_a_forked_child)
 	cr_assert_geq(s.tot->faults, 32 + 1);
 	ts_status_free(&s);
 	cr_assert_str_eq(ask(&wa, "S"), "S ok");
+}
+
+LAZY_TEST(shared_anon_served_lazily_to_a_forked_child)
+{
+	shared_served_lazily_to_a_forked_child("--shared");
+}
+
+/*
+ * The same with a memfd mapped shared whose descriptor the process closed:
+ * only its mapping reaches the object, so it is handed over and served
+ * like shared anonymous memory.
+ */
+LAZY_TEST(shared_memfd_served_lazily_to_a_forked_child)
+{
+	shared_served_lazily_to_a_forked_child("--shared-memfd");
+}
+
+/*
+ * A memfd sealed against writes (F_SEAL_FUTURE_WRITE) cannot be punched,
+ * so it stays resident too; the process goes on writing through the
+ * mapping it had, and every word stays right.
+ */
+LAZY_TEST(shared_memfd_sealed_against_writes_stays_resident)
+{
+	const char *wargs[] = { "--anon", "4", "--shared-memfd-sealed", NULL };
+	struct lazy_stats st;
+	struct ts_status s;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	cr_assert_geq(tw_status_bytes(wa.pid, "RssShmem"), 224 * 4096ull,
+		      "the memfd's pages were punched: RssShmem %" PRIu64,
+		      tw_status_bytes(wa.pid, "RssShmem"));
+	cr_assert_lt(st.anon_after, 2 * MIB, "the private memory was not handed over");
+	cr_assert_str_eq(ask(&wa, "S"), "S ok");
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	wait_served(&s, 1);
+	ts_status_free(&s);
+}
+
+/*
+ * A memfd the process also holds open at a descriptor (fd 9) stays
+ * resident: a read(2) of a punched page would give zeros with no fault for
+ * the manager to serve. It is recorded in the layout only, and every word
+ * stays right through a fork and writes from both sides.
+ */
+LAZY_TEST(shared_memfd_open_at_a_descriptor_stays_resident)
+{
+	const char *wargs[] = { "--anon", "4", "--shared-memfd-open", NULL };
+	struct pages_cache c = { 0 };
+	struct img_task task;
+	struct lazy_stats st;
+	struct ts_status s;
+	const VmaEntry *sv;
+
+	daemon_up(NULL);
+	start(&wa, wargs);
+	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
+	/* 224 of its 256 pages were ever touched. */
+	cr_assert_geq(tw_status_bytes(wa.pid, "RssShmem"), 224 * 4096ull,
+		      "the memfd's pages were punched: RssShmem %" PRIu64,
+		      tw_status_bytes(wa.pid, "RssShmem"));
+	cr_assert_lt(st.anon_after, 2 * MIB, "the private memory was not handed over");
+	load_shared_vma(&wa, "img", &task, &c, &sv);
+	for (uint64_t a = sv->start; a < sv->end; a += 4096)
+		cr_assert_null(pagemap_find(task.pm, a), "a page of the memfd in the pagemap");
+	img_task_free(&task, &c);
+	cr_assert_str_eq(ask(&wa, "S"), "S ok");
+	cr_assert_str_eq(ask(&wa, "v"), "ok");
+	wait_served(&s, 1);
+	ts_status_free(&s);
 }
 
 /*
