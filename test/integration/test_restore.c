@@ -1006,6 +1006,13 @@ Test(restore, hugetlb_eager, .init = setup, .fini = huge_teardown, .timeout = 12
 #define SHM_ID_A	777u
 #define SHM_ID_M	778u
 
+/*
+ * The memfd: held open at SHM_FD and mapped private too (else reachable
+ * through its shared area only), its seals.
+ */
+static bool shm_no_fd;
+static uint32_t shm_seals = 2 | 4;	/* F_SEAL_SHRINK | F_SEAL_GROW */
+
 static uint64_t shm_word(unsigned obj, uint64_t page, uint64_t w)
 {
 	uint64_t x = ((uint64_t)obj << 40) ^ (page << 16) ^ w ^ 0x5eed;
@@ -1126,7 +1133,7 @@ static void shm_craft(const char *dir, pid_t pid, const char *fdinfo, bool objec
 	ie[1].name = "tmfd";
 	ie[1].size = SHM_M * SHM_PG;
 	ie[1].shmid = SHM_ID_M;
-	ie[1].seals = 2 | 4;	/* F_SEAL_SHRINK | F_SEAL_GROW */
+	ie[1].seals = shm_seals;
 	ie[1].inode_id = 2;
 	shm_put(dirfd, "memfd.img", IMG_MEMFD_INODE_MAGIC, im, 2);
 	shm_contents(dirfd, 1, SHM_ID_A, 90, SHM_A, false);
@@ -1155,7 +1162,7 @@ task:
 	fdi.type = SHM_FD_TYPE_MEMFD;
 	fdi.fd = SHM_FD;
 	dm[nd] = &fdi.base;
-	shm_put(dirfd, fdinfo, IMG_FDINFO_MAGIC, dm, nd + 1);
+	shm_put(dirfd, fdinfo, IMG_FDINFO_MAGIC, dm, nd + (shm_no_fd ? 0 : 1));
 
 	snprintf(name, sizeof(name), "mm-%d.img", (int)pid);
 	cr_assert_eq(img_read_one(dirfd, name, IMG_MM_MAGIC, &mm_entry__descriptor,
@@ -1189,14 +1196,15 @@ task:
 		if (i == mm->n_vmas || (nv == i && mm->vmas[i]->start > SHM_ADDR_A)) {
 			vv[nv++] = &va;
 			vv[nv++] = &vm;
-			vv[nv++] = &vp;
+			if (!shm_no_fd)
+				vv[nv++] = &vp;
 		}
 		if (i < mm->n_vmas)
 			vv[nv++] = mm->vmas[i];
-		if (nv == mm->n_vmas + 3)
+		if (nv == mm->n_vmas + (shm_no_fd ? 2 : 3))
 			break;
 	}
-	cr_assert_eq(nv, mm->n_vmas + 3);
+	cr_assert_eq(nv, mm->n_vmas + (shm_no_fd ? 2 : 3));
 	{
 		VmaEntry **old = mm->vmas;
 		size_t on = mm->n_vmas;
@@ -1252,10 +1260,12 @@ static void shm_verify(pid_t pid)
 		shm_read(pid, SHM_ADDR_M + k * SHM_PG, buf, SHM_PG);
 		shm_cmp(2, k, buf, "memfd area");
 	}
-	for (uint64_t k = 1; k < 5; k++) {
+	for (uint64_t k = 1; k < 5 && !shm_no_fd; k++) {
 		shm_read(pid, SHM_ADDR_P + (k - 1) * SHM_PG, buf, SHM_PG);
 		shm_cmp(2, k, buf, "memfd mapped private");
 	}
+	if (shm_no_fd)
+		goto maps;
 	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, SHM_FD);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
@@ -1270,13 +1280,15 @@ static void shm_verify(pid_t pid)
 	cr_assert_not_null(strstr(maps, "pos:\t8199\n"), "%s", maps);
 	cr_assert_not_null(strstr(maps, "flags:\t0100002\n"), "O_RDWR|O_LARGEFILE: %s", maps);
 	free(maps);
+maps:
 	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
 	maps = slurp(path, NULL);
 	cr_assert_not_null(strstr(maps, "500000000000-50000002e000 rw-s 00002000 00:01"), "%s", maps);
 	cr_assert_not_null(strstr(maps, "/dev/zero (deleted)"), "%s", maps);
 	cr_assert_not_null(strstr(maps, "500010000000-500010012000 rw-s 00000000 00:01"), "%s", maps);
 	cr_assert_not_null(strstr(maps, "/memfd:tmfd (deleted)"), "%s", maps);
-	cr_assert_not_null(strstr(maps, "500010100000-500010104000 r--p 00001000 00:01"), "%s", maps);
+	cr_assert(shm_no_fd || strstr(maps, "500010100000-500010104000 r--p 00001000 00:01"), "%s",
+		  maps);
 	free(maps);
 }
 
@@ -1610,6 +1622,219 @@ Test(restore, shm_crafted_lazy_across_daemon_restart, .init = setup, .fini = tea
 	st = ts_daemon_wait(&dmn, 10000);
 	cr_assert_neq(st, -1, "the daemon did not die");
 	ts_daemon_again(&dmn, NULL, dargs);
+	shm_verify(pid);
+	cr_assert_eq(kill(pid, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\n", 60000), "%s", slurp(log, NULL));
+	stop(pid);
+}
+
+/*
+ * End to end, with the dump side: shmworkload (test/helpers/shmworkload.c),
+ * one process or a parent and a child sharing shared anonymous memory and a
+ * memfd (held open, longer than its mapping, mapped private too), dumped
+ * with dump --kill (--tree --kill), restored lazily (no fill: the manager
+ * serves the shared areas as they are read) or with --eager. Every process
+ * checks every byte of both objects itself, through its areas and the fd;
+ * then a write by the child is seen by the parent.
+ */
+
+/* The address of the area whose maps line names WHAT in PID, or 0. */
+static uint64_t area_named(pid_t pid, const char *what, uint64_t *end)
+{
+	char path[64], *b, *l;
+	uint64_t a = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	b = slurp(path, NULL);
+	for (l = strtok(b, "\n"); l; l = strtok(NULL, "\n"))
+		if (strstr(l, what) && sscanf(l, "%" SCNx64 "-%" SCNx64, &a, end) == 2)
+			break;
+	free(b);
+	return a;
+}
+
+/* How many times S is in the file PATH. */
+static int count_in(const char *path, const char *s)
+{
+	char *b = slurp(path, NULL), *p = b;
+	int n = 0;
+
+	while ((p = strstr(p, s)) != NULL) {
+		n++;
+		p += strlen(s);
+	}
+	free(b);
+	return n;
+}
+
+/* Wait until process NAME answered its Nth check; it must have found every byte right. */
+static void wait_check(const char *log, const char *name, int n)
+{
+	char ok[64], bad[64];
+
+	snprintf(ok, sizeof(ok), "check %s ok\n", name);
+	snprintf(bad, sizeof(bad), "bad %s ", name);
+	for (int i = 0; i < 6000 && count_in(log, ok) + count_in(log, bad) < n; i++)
+		usleep(10000);
+	cr_assert_eq(count_in(log, bad), 0, "%s", slurp(log, NULL));
+	cr_assert_eq(count_in(log, ok), n, "%s", slurp(log, NULL));
+}
+
+static void shm_e2e(bool lazy, bool fork)
+{
+	char log[128], dir[128], ps[16], out[4096], err[4096], path[96];
+	const char *wargs[] = { "--log", log, "--pages", "64", fork ? "--fork" : NULL, NULL };
+	const char *dargs[] = { "dump", "--pid", ps, "--images", dir, "--kill",
+				fork ? "--tree" : NULL, NULL };
+	const char *nofill[] = { "--no-fill", NULL };
+	const char *rargs[12];
+	pid_t wl, parent = 0, child = 0;
+	uint64_t a, e;
+	struct ts_status s;
+	char *p;
+	int rc, st, fd;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	wl = wl_start_bin("shmworkload", wargs);
+	snprintf(ps, sizeof(ps), "%d", (int)wl);
+	rc = tool(dargs, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	cr_assert_eq(waitpid(wl, &st, 0), wl);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	for (int i = 0; i < nkids; i++)
+		if (kids[i] == wl)
+			kids[i] = 0;
+	if (lazy)
+		daemon_start(nofill);
+	restore_args(rargs, dir, lazy ? dmn.sock : NULL, "null");
+	rc = tool(rargs, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "restore exit %d: %s", rc, err);
+	cr_log_info("%s", out);
+	parent = (pid_t)strtol(out, NULL, 10);
+	cr_assert_gt(parent, 0, "%s", out);
+	kids[nkids++] = parent;
+	for (p = out; fork && (p = strstr(p, " as pid ")) != NULL; p++) {
+		pid_t now = (pid_t)strtol(p + 8, NULL, 10);
+
+		if (now != parent) {
+			child = now;
+			kids[nkids++] = child;
+		}
+	}
+	cr_assert(!fork || child > 0, "%s", out);
+
+	/* Lazily: the anon object holds nothing of its area yet (its own file never faults). */
+	a = area_named(parent, "/dev/zero (deleted)", &e);
+	cr_assert_neq(a, 0, "no /dev/zero area");
+	if (lazy) {
+		snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)parent,
+			 a, e);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+		errno = 0;
+		cr_assert_eq(lseek(fd, 2 * 4096, SEEK_DATA), -1, "the area's pages are in already");
+		cr_assert_eq(errno, ENXIO);
+		close(fd);
+	}
+
+	/* Each checks every byte itself: the parent first, the child then (minor faults). */
+	cr_assert_eq(kill(parent, SIGUSR2), 0);
+	wait_check(log, "parent", 1);
+	if (fork) {
+		cr_assert_eq(kill(child, SIGUSR2), 0);
+		wait_check(log, "child", 1);
+	}
+	if (lazy) {
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		/* 62 pages mapped, 8 of them never touched: 54 copied, holes zeroed. */
+		cr_assert_geq(s.tot->pages_copied, 54, "copied %" PRIu64, s.tot->pages_copied);
+		if (fork)
+			cr_assert_geq(s.tot->pages_continued, 54, "the child got %" PRIu64
+				      " pages by UFFDIO_CONTINUE", s.tot->pages_continued);
+		ts_status_free(&s);
+	}
+	if (!fork) {
+		cr_assert_eq(kill(parent, SIGTERM), 0);
+		cr_assert_eq(waitpid(parent, &st, 0), parent);
+		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 20, "status 0x%x", st);
+		for (int i = 0; i < nkids; i++)
+			if (kids[i] == parent)
+				kids[i] = 0;
+		return;
+	}
+	/* Still shared: the child writes, the parent sees it. */
+	cr_assert_eq(kill(child, SIGUSR1), 0);
+	cr_assert(wait_for(log, "wrote child\n", 20000));
+	cr_assert_eq(kill(parent, SIGUSR1), 0);
+	cr_assert_eq(kill(parent, SIGUSR2), 0);
+	cr_assert_eq(kill(child, SIGUSR2), 0);
+	wait_check(log, "parent", 2);
+	wait_check(log, "child", 2);
+	/* The parent is the child's parent again. */
+	cr_assert_eq(kill(child, SIGTERM), 0);
+	cr_assert_eq(kill(parent, SIGTERM), 0);
+	cr_assert(wait_for(log, "reaped code 21\n", 20000), "%s", slurp(log, NULL));
+	cr_assert_eq(waitpid(parent, &st, 0), parent);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 20, "status 0x%x", st);
+	for (int i = 0; i < nkids; i++)
+		if (kids[i] == parent || kids[i] == child)
+			kids[i] = 0;
+}
+
+Test(restore, shm_dumped_lazy, .init = setup, .fini = teardown, .timeout = 120)
+{
+	shm_e2e(true, false);
+}
+
+Test(restore, shm_dumped_eager, .init = setup, .fini = teardown, .timeout = 120)
+{
+	shm_e2e(false, false);
+}
+
+Test(restore, shm_dumped_tree_lazy, .init = setup, .fini = teardown, .timeout = 120)
+{
+	shm_e2e(true, true);
+}
+
+Test(restore, shm_dumped_tree_eager, .init = setup, .fini = teardown, .timeout = 120)
+{
+	shm_e2e(false, true);
+}
+
+/*
+ * A memfd no descriptor reaches but sealed against writes (F_SEAL_FUTURE_WRITE,
+ * which forbids new writable mappings): written whole before the process
+ * runs, even lazily, and sealed only once its writable shared area is
+ * mapped. The anon object beside it is still left to the manager.
+ */
+Test(restore, shm_crafted_write_sealed_memfd_is_filled, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	char log[128], dir[128], path[96];
+	const char *args[] = { "--log", log, "--mib", "4", NULL };
+	const char *dargs[] = { "--no-fill", NULL };
+	pid_t pid;
+	int fd;
+
+	shm_no_fd = true;
+	shm_seals = 0x10 | 0x2 | 0x1;	/* F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK | F_SEAL_SEAL */
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	pid = wl_start(args);
+	let_count(log, 2);
+	dump_kill(pid, dir);
+	shm_craft(dir, pid, "fdinfo-1.img", true);
+	daemon_start(dargs);
+	pid = restore(dir, dmn.sock, "null", NULL, 0);
+	shm_left_empty(pid);
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", (int)pid, SHM_ADDR_M,
+		 SHM_ADDR_M + (SHM_M - 2) * SHM_PG);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+	cr_assert_eq(lseek(fd, 0, SEEK_DATA), 0, "the sealed memfd was left empty");
+	cr_assert_eq(fcntl(fd, F_GET_SEALS), 0x13);
+	close(fd);
 	shm_verify(pid);
 	cr_assert_eq(kill(pid, SIGUSR2), 0);
 	cr_assert(wait_for(log, "verify ok\n", 60000), "%s", slurp(log, NULL));
