@@ -1680,7 +1680,8 @@ static void wait_check(const char *log, const char *name, int n)
 	cr_assert_eq(count_in(log, ok), n, "%s", slurp(log, NULL));
 }
 
-static void shm_e2e(bool lazy, bool fork)
+/* FILL: the manager fills in the background, and both processes check at once. */
+static void shm_e2e_fill(bool lazy, bool fork, bool fill)
 {
 	char log[128], dir[128], ps[16], out[4096], err[4096], path[96];
 	const char *wargs[] = { "--log", log, "--pages", "64", fork ? "--fork" : NULL, NULL };
@@ -1706,7 +1707,7 @@ static void shm_e2e(bool lazy, bool fork)
 		if (kids[i] == wl)
 			kids[i] = 0;
 	if (lazy)
-		daemon_start(nofill);
+		daemon_start(fill ? NULL : nofill);
 	restore_args(rargs, dir, lazy ? dmn.sock : NULL, "null");
 	rc = tool(rargs, out, sizeof(out), err, sizeof(err));
 	cr_assert_eq(rc, 0, "restore exit %d: %s", rc, err);
@@ -1725,6 +1726,14 @@ static void shm_e2e(bool lazy, bool fork)
 	cr_assert(!fork || child > 0, "%s", out);
 
 	/* Lazily: the anon object holds nothing of its area yet (its own file never faults). */
+	if (fill) {
+		/* Both at once, while the fill copies into the same objects. */
+		cr_assert_eq(kill(parent, SIGUSR2), 0);
+		cr_assert_eq(kill(child, SIGUSR2), 0);
+		wait_check(log, "parent", 1);
+		wait_check(log, "child", 1);
+		goto shared;
+	}
 	a = area_named(parent, "/dev/zero (deleted)", &e);
 	cr_assert_neq(a, 0, "no /dev/zero area");
 	if (lazy) {
@@ -1763,6 +1772,7 @@ static void shm_e2e(bool lazy, bool fork)
 				kids[i] = 0;
 		return;
 	}
+shared:
 	/* Still shared: the child writes, the parent sees it. */
 	cr_assert_eq(kill(child, SIGUSR1), 0);
 	cr_assert(wait_for(log, "wrote child\n", 20000));
@@ -1780,6 +1790,17 @@ static void shm_e2e(bool lazy, bool fork)
 	for (int i = 0; i < nkids; i++)
 		if (kids[i] == parent || kids[i] == child)
 			kids[i] = 0;
+}
+
+static void shm_e2e(bool lazy, bool fork)
+{
+	shm_e2e_fill(lazy, fork, false);
+}
+
+Test(restore, shm_dumped_tree_lazy_filled_while_both_read, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	shm_e2e_fill(true, true, true);
 }
 
 Test(restore, shm_dumped_lazy, .init = setup, .fini = teardown, .timeout = 120)
