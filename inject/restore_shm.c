@@ -46,13 +46,13 @@ int rs_shm_obj(const struct rs *r, const void *vma)
 	return f ? (int)f->obj : -1;
 }
 
-/* What object K of S is, for messages. */
+/* What kind of object O is, for messages. */
 static const char *what(const struct shm_obj *o)
 {
 	return o->anon ? "shared anonymous memory" : "memfd";
 }
 
-/* Check the areas of R that use shared memory; note what they mas-> */
+/* Check the areas of R that use shared memory; note what they map. */
 static int plan_areas(struct rs_shm *s, struct rs *r)
 {
 	const MmEntry *mm = r->task.mm;
@@ -130,6 +130,8 @@ static size_t merge(struct rs_shm_span *sp, size_t n)
 {
 	size_t m = 0;
 
+	if (n < 2)
+		return n;	/* and SP may be NULL: no qsort */
 	qsort(sp, n, sizeof(*sp), cmp_span);
 	for (size_t i = 0; i < n; i++) {
 		if (m && sp[i].s <= sp[m - 1].e) {
