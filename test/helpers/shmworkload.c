@@ -11,6 +11,8 @@
  *       its first N/2 pages mapped shared; page N/2 is written through the
  *       fd only (no mapping covers it) and page N/2 + 1 never: the object is
  *       longer than its mapping. Sealed F_SEAL_SHRINK|F_SEAL_GROW.
+ * fdo:  a memfd "shmwl-fdonly" of FDO_PAGES pages open at fd 8 (close-on-exec),
+ *       never mapped, written through the fd but for page 1 (a hole).
  * priv: the memfd's pages 0-3 mapped MAP_PRIVATE too, its page 1 written
  *       there (a copy of its own, SEED_PRIVATE; the object keeps its page).
  * In both, pages i % 8 == 3 are never touched (read zero) and pages
@@ -41,6 +43,9 @@
 
 #define PAGE		4096ul
 #define MFD		7
+#define FDO		8
+#define FDO_PAGES	3
+#define SEED_FDO	7
 #define MFD_POS		(3 * PAGE + 5)
 #define SEED_ANON	1
 #define SEED_MFD	2
@@ -157,6 +162,18 @@ static void check(void)
 		}
 		if (!page_ok(buf, k, seed, "memfd-by-fd"))
 			return;
+	}
+	for (size_t k = 0; k < FDO_PAGES; k++) {
+		if (pread(FDO, buf, PAGE, (off_t)(k * PAGE)) != (ssize_t)PAGE) {
+			logf_("bad %s pread fd-only page %zu: %s\n", name, k, strerror(errno));
+			return;
+		}
+		if (!page_ok(buf, k, k == 1 ? 0 : SEED_FDO, "fd-only"))
+			return;
+	}
+	if (fcntl(FDO, F_GETFD) != FD_CLOEXEC) {
+		logf_("bad %s fd-only fd flags\n", name);
+		return;
 	}
 	if (lseek(MFD, 0, SEEK_CUR) != (off_t)MFD_POS) {
 		logf_("bad %s fd offset %lld\n", name, (long long)lseek(MFD, 0, SEEK_CUR));
@@ -284,6 +301,18 @@ int main(int argc, char **argv)
 		if (k % 8 != 3 && (!fork_mode || k % 8 != 6))
 			fill(mem, k, seed_of(SEED_MFD, k));
 	fill(priv, 1, SEED_PRIVATE);	/* after the object's page 1: a copy of its own */
+	fd = memfd_create("shmwl-fdonly", MFD_CLOEXEC);
+	if (fd < 0 || dup3(fd, FDO, O_CLOEXEC) != FDO || ftruncate(FDO, FDO_PAGES * PAGE) < 0)
+		return 1;
+	close(fd);
+	for (size_t k = 0; k < FDO_PAGES; k += 2) {
+		static uint64_t pg[PAGE / 8];
+
+		for (size_t w = 0; w < PAGE / 8; w++)
+			pg[w] = word(SEED_FDO, k, w);
+		if (pwrite(FDO, pg, PAGE, (off_t)(k * PAGE)) != (ssize_t)PAGE)
+			return 1;
+	}
 	{
 		static uint64_t pg[PAGE / 8];
 
