@@ -972,7 +972,7 @@ int core_write(const struct core *c, int dirfd, char *why, size_t len)
 	return ret;
 }
 
-int core_publish(const struct core *c, int dirfd, char *why, size_t len)
+int core_publish(struct core *c, int dirfd, char *why, size_t len)
 {
 	struct core_names n;
 	char fdi[64], fdt[64], tn[48], tt[56];

@@ -609,7 +609,8 @@ static int kill_target(struct dump *d)
 		d->seized = false;
 	}
 	if (ret == 0 && poll(&pfd, 1, DUMP_KILL_WAIT) == 0)
-		ret = dfail(d, ETIMEDOUT, "still there %d ms after SIGKILL", DUMP_KILL_WAIT);
+		ret = dfail(d, ETIMEDOUT, "still there %d ms after SIGKILL (the images are complete)",
+			    DUMP_KILL_WAIT);
 	return ret;
 }
 
@@ -1172,6 +1173,7 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	struct dump_stats local;
 	struct dump d;
 	char why[512];
+	bool published = false;
 	int ret;
 
 	if (!st)
@@ -1320,25 +1322,33 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		if (ret == 0)
 			ret = recheck_flags(&d);
 	}
+	/* UFFD_INJECT_TEST_DUMP_FAIL_PUBLISH: fail with the cores published, the rest not (tests). */
+	if (ret == 0 && d.core_on && getenv("UFFD_INJECT_TEST_DUMP_FAIL_PUBLISH"))
+		ret = dfail(&d, EIO, "failed on purpose (UFFD_INJECT_TEST_DUMP_FAIL_PUBLISH)");
 	if (ret == 0 && (ret = dump_shmem_publish(&d.shm, d.img.dirfd, o->dir)) < 0)
 		dfail(&d, ret, "%s", d.shm.why);
-	if (ret == 0)
-		ret = publish(&d);
+	if (ret == 0 && (ret = publish(&d)) == 0)
+		published = true;
+	/* From here the images are complete and stay, whatever happens (kill says so). */
 	if (ret == 0 && o->kill)
 		ret = kill_target(&d);
+	/* UFFD_INJECT_TEST_KILL_FAIL: as if the target outlived its SIGKILL (tests). */
+	if (ret == 0 && o->kill && getenv("UFFD_INJECT_TEST_KILL_FAIL"))
+		ret = dfail(&d, ETIMEDOUT, "still there after SIGKILL (on purpose; the images "
+			    "are complete)");
 	if (ret == 0 && o->hold)
 		hold(&d, h);
 out:
 	/* A failed dump leaves the target running, as it was (stopped if it was). */
 	if (ret < 0 && d.stopped && !d.was_stopped)
 		syscall(SYS_pidfd_send_signal, d.pidfd, SIGCONT, NULL, 0);
-	if (ret == 0)
+	if (ret == 0 || published)
 		d.img.made_dir = false;
 	else if (d.core_on && d.img.dirfd >= 0)
 		core_abort(&d.core, d.img.dirfd);
-	if (ret < 0 && d.img.dirfd >= 0)
+	if (ret < 0 && !published && d.img.dirfd >= 0)
 		dump_shmem_abort(&d.shm, d.img.dirfd);
-	if (ret < 0)
+	if (ret < 0 && !published)
 		precopy_fail(&d);
 	cleanup(&d);	/* after publish() there are no temporary files left */
 	st->total_s = since(&d.t_start);
