@@ -319,9 +319,11 @@ static int classify_all(struct dump *d)
 	for (size_t i = 0; d->pc_on && i < d->maps.n; i++)
 		if (d->vmas[i].status & VMA_AREA_MEMFD)
 			return dfail(d, ENOTSUP, "cannot dump: 0x%" PRIx64 "-0x%" PRIx64 " %s is "
-				     "shared memory (shared anonymous or a memfd): pre-copy rounds do "
-				     "not support it (a plain dump does; `lazy` hands it over)",
-				     d->vmas[i].start, d->vmas[i].end, d->maps.v[i].name);
+				     "%s: pre-copy rounds do not support it (a plain dump does; "
+				     "`lazy` hands it over)", d->vmas[i].start, d->vmas[i].end,
+				     d->maps.v[i].name, d->vmas[i].status & VMA_FILE_PRIVATE ?
+				     "a private mapping of a memfd (its pages not copied on write "
+				     "are the memfd's)" : "shared memory (shared anonymous or a memfd)");
 	d->st->vmas = d->maps.n;
 	return 0;
 }
@@ -1083,6 +1085,16 @@ static int tree_run(const struct dump_opts *o, struct dump_stats *st)
 	}
 	for (size_t i = 0; ret == 0 && i < t.n; i++)
 		ret = tree_read(&t, i);
+	if (ret == 0 && t.d[0].shm.n) {
+		pid_t *pids = calloc(t.n, sizeof(*pids));
+
+		for (size_t i = 0; pids && i < t.n; i++)
+			pids[i] = t.d[i].pid;
+		ret = pids ? dump_shmem_check_users(&t.d[0].shm, pids, t.n) : -ENOMEM;
+		if (ret < 0)
+			tfail(&t, ret, "cannot dump: %s", pids ? t.d[0].shm.why : "out of memory");
+		free(pids);
+	}
 	/* Pages ids 1..n are the processes'; the objects' come after. */
 	if (ret == 0 && (ret = dump_shmem_write(&t.d[0].shm, t.d[0].img.dirfd, o->dir,
 						(uint32_t)t.n + 1)) < 0)
@@ -1172,6 +1184,7 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	struct sigaction sa, old[3];
 	struct dump_stats local;
 	struct dump d;
+	struct rlimit nofile;
 	char why[512];
 	bool published = false;
 	int ret;
@@ -1194,6 +1207,11 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	sigemptyset(&sa.sa_mask);
 	for (int i = 0; i < 3; i++)
 		sigaction(sigs[i], &sa, &old[i]);
+	/* One fd a shared memory object, held until it is written: the hard limit. */
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
 
 	d.pc.t.tfd = d.pc.t.ufd = -1;
 	if (o->hold && (!h || o->kill)) {
@@ -1277,6 +1295,8 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	/* Shared memory objects, read whole while frozen (before a read-ahead lets go). */
 	if (ret == 0 && !o->hold && !d.pc_on &&
 	    (ret = dump_shmem_collect(&d.shm, d.pid, &d.maps, o->kill || o->leave_stopped)) < 0)
+		dfail(&d, ret, "cannot dump: %s", d.shm.why);
+	if (ret == 0 && (ret = dump_shmem_check_users(&d.shm, &d.pid, 1)) < 0)
 		dfail(&d, ret, "cannot dump: %s", d.shm.why);
 	if (ret == 0 && (o->kill || o->leave_stopped)) {
 		d.core_on = true;
