@@ -166,7 +166,8 @@ static int note_memfd(struct core *c, const char *what, const char *path, uint64
 
 	if (!o)
 		return why_set(why, len, ENOTSUP, "%s %s: a shared memory object the dump did "
-			       "not collect", what, path);
+			       "not collect (the last dump of a pre-copy chain, --prev-images, "
+			       "does not record shared memory: dump without it)", what, path);
 	f = add_file(c);
 	if (!f || !(f->path = strdup(path)))
 		return why_set(why, len, ENOMEM, "out of memory");
@@ -972,7 +973,7 @@ int core_write(const struct core *c, int dirfd, char *why, size_t len)
 	return ret;
 }
 
-int core_publish(const struct core *c, int dirfd, char *why, size_t len)
+int core_publish(struct core *c, int dirfd, char *why, size_t len)
 {
 	struct core_names n;
 	char fdi[64], fdt[64], tn[48], tt[56];

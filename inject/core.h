@@ -112,7 +112,7 @@ int core_collect(struct core *c, struct pt *pt, const struct procfs_maps *maps, 
 /* Write the records into DIRFD as NAME.part files. Returns 0 or -errno with WHY. */
 int core_write(const struct core *c, int dirfd, char *why, size_t len);
 /* Rename them into place (before the dump's own pagemap and pstree). */
-int core_publish(const struct core *c, int dirfd, char *why, size_t len);
+int core_publish(struct core *c, int dirfd, char *why, size_t len);
 /* Remove what core_write and core_publish made (a failed dump). */
 void core_abort(const struct core *c, int dirfd);
 

@@ -319,9 +319,11 @@ static int classify_all(struct dump *d)
 	for (size_t i = 0; d->pc_on && i < d->maps.n; i++)
 		if (d->vmas[i].status & VMA_AREA_MEMFD)
 			return dfail(d, ENOTSUP, "cannot dump: 0x%" PRIx64 "-0x%" PRIx64 " %s is "
-				     "shared memory (shared anonymous or a memfd): pre-copy rounds do "
-				     "not support it (a plain dump does; `lazy` hands it over)",
-				     d->vmas[i].start, d->vmas[i].end, d->maps.v[i].name);
+				     "%s: pre-copy rounds do not support it (a plain dump does; "
+				     "`lazy` hands it over)", d->vmas[i].start, d->vmas[i].end,
+				     d->maps.v[i].name, d->vmas[i].status & VMA_FILE_PRIVATE ?
+				     "a private mapping of a memfd (its pages not copied on write "
+				     "are the memfd's)" : "shared memory (shared anonymous or a memfd)");
 	d->st->vmas = d->maps.n;
 	return 0;
 }
@@ -609,7 +611,8 @@ static int kill_target(struct dump *d)
 		d->seized = false;
 	}
 	if (ret == 0 && poll(&pfd, 1, DUMP_KILL_WAIT) == 0)
-		ret = dfail(d, ETIMEDOUT, "still there %d ms after SIGKILL", DUMP_KILL_WAIT);
+		ret = dfail(d, ETIMEDOUT, "still there %d ms after SIGKILL (the images are complete)",
+			    DUMP_KILL_WAIT);
 	return ret;
 }
 
@@ -1082,6 +1085,16 @@ static int tree_run(const struct dump_opts *o, struct dump_stats *st)
 	}
 	for (size_t i = 0; ret == 0 && i < t.n; i++)
 		ret = tree_read(&t, i);
+	if (ret == 0 && t.d[0].shm.n) {
+		pid_t *pids = calloc(t.n, sizeof(*pids));
+
+		for (size_t i = 0; pids && i < t.n; i++)
+			pids[i] = t.d[i].pid;
+		ret = pids ? dump_shmem_check_users(&t.d[0].shm, pids, t.n) : -ENOMEM;
+		if (ret < 0)
+			tfail(&t, ret, "cannot dump: %s", pids ? t.d[0].shm.why : "out of memory");
+		free(pids);
+	}
 	/* Pages ids 1..n are the processes'; the objects' come after. */
 	if (ret == 0 && (ret = dump_shmem_write(&t.d[0].shm, t.d[0].img.dirfd, o->dir,
 						(uint32_t)t.n + 1)) < 0)
@@ -1171,7 +1184,9 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	struct sigaction sa, old[3];
 	struct dump_stats local;
 	struct dump d;
+	struct rlimit nofile;
 	char why[512];
+	bool published = false;
 	int ret;
 
 	if (!st)
@@ -1192,6 +1207,11 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	sigemptyset(&sa.sa_mask);
 	for (int i = 0; i < 3; i++)
 		sigaction(sigs[i], &sa, &old[i]);
+	/* One fd a shared memory object, held until it is written: the hard limit. */
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
 
 	d.pc.t.tfd = d.pc.t.ufd = -1;
 	if (o->hold && (!h || o->kill)) {
@@ -1276,6 +1296,8 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	if (ret == 0 && !o->hold && !d.pc_on &&
 	    (ret = dump_shmem_collect(&d.shm, d.pid, &d.maps, o->kill || o->leave_stopped)) < 0)
 		dfail(&d, ret, "cannot dump: %s", d.shm.why);
+	if (ret == 0 && (ret = dump_shmem_check_users(&d.shm, &d.pid, 1)) < 0)
+		dfail(&d, ret, "cannot dump: %s", d.shm.why);
 	if (ret == 0 && (o->kill || o->leave_stopped)) {
 		d.core_on = true;
 		d.core.shm = &d.shm;
@@ -1320,25 +1342,33 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 		if (ret == 0)
 			ret = recheck_flags(&d);
 	}
+	/* UFFD_INJECT_TEST_DUMP_FAIL_PUBLISH: fail with the cores published, the rest not (tests). */
+	if (ret == 0 && d.core_on && getenv("UFFD_INJECT_TEST_DUMP_FAIL_PUBLISH"))
+		ret = dfail(&d, EIO, "failed on purpose (UFFD_INJECT_TEST_DUMP_FAIL_PUBLISH)");
 	if (ret == 0 && (ret = dump_shmem_publish(&d.shm, d.img.dirfd, o->dir)) < 0)
 		dfail(&d, ret, "%s", d.shm.why);
-	if (ret == 0)
-		ret = publish(&d);
+	if (ret == 0 && (ret = publish(&d)) == 0)
+		published = true;
+	/* From here the images are complete and stay, whatever happens (kill says so). */
 	if (ret == 0 && o->kill)
 		ret = kill_target(&d);
+	/* UFFD_INJECT_TEST_KILL_FAIL: as if the target outlived its SIGKILL (tests). */
+	if (ret == 0 && o->kill && getenv("UFFD_INJECT_TEST_KILL_FAIL"))
+		ret = dfail(&d, ETIMEDOUT, "still there after SIGKILL (on purpose; the images "
+			    "are complete)");
 	if (ret == 0 && o->hold)
 		hold(&d, h);
 out:
 	/* A failed dump leaves the target running, as it was (stopped if it was). */
 	if (ret < 0 && d.stopped && !d.was_stopped)
 		syscall(SYS_pidfd_send_signal, d.pidfd, SIGCONT, NULL, 0);
-	if (ret == 0)
+	if (ret == 0 || published)
 		d.img.made_dir = false;
 	else if (d.core_on && d.img.dirfd >= 0)
 		core_abort(&d.core, d.img.dirfd);
-	if (ret < 0 && d.img.dirfd >= 0)
+	if (ret < 0 && !published && d.img.dirfd >= 0)
 		dump_shmem_abort(&d.shm, d.img.dirfd);
-	if (ret < 0)
+	if (ret < 0 && !published)
 		precopy_fail(&d);
 	cleanup(&d);	/* after publish() there are no temporary files left */
 	st->total_s = since(&d.t_start);

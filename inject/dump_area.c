@@ -267,79 +267,145 @@ static bool shared_anon(const struct procfs_vma *v)
 	       (!strcmp(name, "/dev/zero (deleted)") || !strncmp(name, "[anon_shmem:", 12));
 }
 
-bool dump_area_mapped_elsewhere(pid_t pid, unsigned dev_major, unsigned dev_minor,
-				uint64_t inode)
+static bool in_set(const pid_t *set, size_t n, long pid)
 {
-	DIR *d = opendir("/proc");
-	struct dirent *de;
-	bool found = false;
+	for (size_t i = 0; i < n; i++)
+		if (set[i] == pid)
+			return true;
+	return false;
+}
 
+/* The object of O (N of them) at MAJ:MIN INO, or -1. */
+static long obj_index(const struct dump_area_obj *o, size_t n, unsigned maj, unsigned min,
+		      uint64_t ino)
+{
+	for (size_t i = 0; i < n; i++)
+		if (o[i].ino == ino && o[i].dev_major == maj && o[i].dev_minor == min)
+			return (long)i;
+	return -1;
+}
+
+/* Can a descriptor whose /proc link reads LINK be shmem memory? */
+static bool shmem_link(const char *link)
+{
+	return !strncmp(link, "/memfd:", 7) || !strncmp(link, "/dev/zero", 9) ||
+	       !strncmp(link, "/[anon_shmem:", 13) || !strncmp(link, "[anon_shmem:", 12);
+}
+
+/*
+ * May a process whose /proc entry failed with E be passed over? When it is
+ * gone (ENOENT, ESRCH), and when this tool may not look at it (EACCES,
+ * EPERM: an LSM or another user namespace guards it, as some machines' pid
+ * 1): a process root cannot inspect is taken to share nothing with the
+ * target, as the man page says. Any other error stops the scan.
+ */
+static bool unreadable_ok(int e)
+{
+	return e == ENOENT || e == ESRCH || e == EACCES || e == EPERM;
+}
+
+/* Process OTHER's maps: does one of O map? -errno when they cannot be read. */
+static long scan_maps(long other, const struct dump_area_obj *o, size_t n)
+{
+	char path[64], line[512];
+	unsigned maj, min;
+	unsigned long long ino;
+	long found = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/maps", other);
+	f = fopen(path, "re");
+	if (!f)
+		return unreadable_ok(errno) ? -1 : -errno;
+	while (found < 0 && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%*x-%*x %*s %*x %x:%x %llu", &maj, &min, &ino) == 3 && ino)
+			found = obj_index(o, n, maj, min, ino);
+		/* A line longer than the buffer: skip its tail. */
+		while (!strchr(line, '\n') && fgets(line, sizeof(line), f))
+			;
+	}
+	fclose(f);
+	return found;
+}
+
+/* Process OTHER's descriptors: does one hold one of O open? -errno when unreadable. */
+static long scan_fds(long other, const struct dump_area_obj *o, size_t n)
+{
+	char path[64];
+	struct dirent *fe;
+	long found = -1;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%ld/fd", other);
+	d = opendir(path);
 	if (!d)
-		return true;
-	while (!found && (de = readdir(d))) {
-		char path[64], line[512];
-		unsigned maj, min;
-		unsigned long long ino;
-		char *end;
-		long other = strtol(de->d_name, &end, 10);
-		FILE *f;
+		return unreadable_ok(errno) ? -1 : -errno;
+	while (found < 0 && (fe = readdir(d))) {
+		char link[64];
+		ssize_t k;
+		struct stat st;
 
-		if (*end || other <= 0 || other == pid)
+		if (fe->d_name[0] == '.')
 			continue;
-		snprintf(path, sizeof(path), "/proc/%ld/maps", other);
-		f = fopen(path, "re");
-		if (!f)
-			continue;	/* gone meanwhile, or a kernel thread */
-		while (!found && fgets(line, sizeof(line), f)) {
-			if (sscanf(line, "%*x-%*x %*s %*x %x:%x %llu", &maj, &min, &ino) == 3 &&
-			    ino == inode && maj == dev_major && min == dev_minor)
-				found = true;
-			/* A line longer than the buffer: skip its tail. */
-			while (!strchr(line, '\n') && fgets(line, sizeof(line), f))
-				;
-		}
-		fclose(f);
+		k = readlinkat(dirfd(d), fe->d_name, link, sizeof(link) - 1);
+		if (k <= 0)
+			continue;	/* closed meanwhile */
+		link[k] = '\0';
+		/* Only shmem is stat'ed: a hung NFS or FUSE file elsewhere cannot stall us. */
+		if (shmem_link(link) && fstatat(dirfd(d), fe->d_name, &st, 0) == 0)
+			found = obj_index(o, n, major(st.st_dev), minor(st.st_dev), st.st_ino);
 	}
 	closedir(d);
 	return found;
 }
 
-bool dump_area_open_anywhere(unsigned dev_major, unsigned dev_minor, uint64_t inode)
+pid_t dump_area_shmem_user(const struct dump_area_obj *o, size_t n, const pid_t *skip,
+			   size_t nskip, unsigned what, size_t *which)
 {
 	DIR *d = opendir("/proc");
 	struct dirent *de;
-	bool found = false;
 	long self = (long)getpid();
+	pid_t user = 0;
 
 	if (!d)
-		return true;
-	while (!found && (de = readdir(d))) {
-		char path[64];
+		return -errno;
+	while (user == 0 && (de = readdir(d))) {
 		char *end;
 		long other = strtol(de->d_name, &end, 10);
-		struct dirent *fe;
-		DIR *fd;
+		bool skipped = in_set(skip, nskip, other);
+		long k = -1;
 
 		if (*end || other <= 0 || other == self)
 			continue;
-		snprintf(path, sizeof(path), "/proc/%ld/fd", other);
-		fd = opendir(path);
-		if (!fd)
-			continue;	/* gone meanwhile, or a kernel thread */
-		while (!found && (fe = readdir(fd))) {
-			struct stat st;
-
-			if (fe->d_name[0] == '.')
-				continue;
-			/* The file the descriptor names (stat follows the magic link). */
-			if (fstatat(dirfd(fd), fe->d_name, &st, 0) == 0 && st.st_ino == inode &&
-			    major(st.st_dev) == dev_major && minor(st.st_dev) == dev_minor)
-				found = true;
+		if ((what & DUMP_AREA_MAPS) && !skipped)
+			k = scan_maps(other, o, n);
+		if (k == -1 && (what & DUMP_AREA_FDS) && (!skipped || (what & DUMP_AREA_FDS_ALL)))
+			k = scan_fds(other, o, n);
+		if (k < -1)
+			user = (pid_t)k;
+		else if (k >= 0) {
+			user = (pid_t)other;
+			if (which)
+				*which = (size_t)k;
 		}
-		closedir(fd);
 	}
 	closedir(d);
-	return found;
+	return user;
+}
+
+bool dump_area_mapped_elsewhere(pid_t pid, unsigned dev_major, unsigned dev_minor,
+				uint64_t inode)
+{
+	struct dump_area_obj o = { dev_major, dev_minor, inode };
+
+	return dump_area_shmem_user(&o, 1, &pid, 1, DUMP_AREA_MAPS, NULL) != 0;
+}
+
+bool dump_area_open_anywhere(unsigned dev_major, unsigned dev_minor, uint64_t inode)
+{
+	struct dump_area_obj o = { dev_major, dev_minor, inode };
+
+	return dump_area_shmem_user(&o, 1, NULL, 0, DUMP_AREA_FDS, NULL) != 0;
 }
 
 /* Is V a memfd mapped shared (its name "/memfd:NAME (deleted)")? */

@@ -56,6 +56,31 @@ struct dump_area {
 	uint64_t hpage;		/* hugetlb: its page size (whole pages are dumped); else 0 */
 };
 
+/* A shared memory object, as /proc/N/maps names it. */
+struct dump_area_obj {
+	unsigned dev_major, dev_minor;
+	uint64_t ino;
+};
+
+#define DUMP_AREA_MAPS		1u	/* look at the processes' mappings */
+#define DUMP_AREA_FDS		2u	/* and at their descriptors */
+#define DUMP_AREA_FDS_ALL	4u	/* the descriptors of the SKIP processes too */
+
+/*
+ * The first process, other than this one and the SKIP ones (NSKIP), that
+ * maps or holds open at a descriptor one of the N objects O (WHAT says which
+ * to look at): its pid, with *WHICH (if not NULL) the object's index; 0 if
+ * none; -errno when /proc, or a process's maps or descriptors, cannot be
+ * read (then nobody can say the object is unused), except for processes
+ * this tool may not look at (EACCES, EPERM), which are passed over. A
+ * descriptor is stat'ed
+ * only when its link names shmem memory (a memfd, /dev/zero, anon_shmem), so
+ * a hung file system elsewhere cannot stall the scan. Not seen: a memfd
+ * queued in a socket, sent but not yet received.
+ */
+pid_t dump_area_shmem_user(const struct dump_area_obj *o, size_t n, const pid_t *skip,
+			   size_t nskip, unsigned what, size_t *which);
+
 /*
  * Does a process other than PID map the file DEV_MAJOR:DEV_MINOR INODE (as
  * /proc/N/maps shows them)? Also true when /proc cannot be read: the
@@ -65,9 +90,9 @@ bool dump_area_mapped_elsewhere(pid_t pid, unsigned dev_major, unsigned dev_mino
 				uint64_t inode);
 
 /*
- * Does any process but this one (the target included) hold the file
- * DEV_MAJOR:DEV_MINOR INODE open at a descriptor? Also true when /proc
- * cannot be read. Stats every descriptor of every process.
+ * Does any process but this one (the target included) hold the shmem
+ * object DEV_MAJOR:DEV_MINOR INODE open at a descriptor? Also true when
+ * /proc or a process's descriptors cannot be read.
  */
 bool dump_area_open_anywhere(unsigned dev_major, unsigned dev_minor, uint64_t inode);
 

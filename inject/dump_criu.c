@@ -506,15 +506,17 @@ int dump_criu_write(const struct dump_criu *dc, int dirfd, char *why, size_t len
 	return ret;
 }
 
-int dump_criu_publish(const struct dump_criu *dc, int dirfd, char *why, size_t len)
+int dump_criu_publish(struct dump_criu *dc, int dirfd, char *why, size_t len)
 {
 	struct names n;
 
 	names(dc, &n);
-	for (int i = 0; i < (dc->per_dump ? 3 : 1); i++)
+	for (int i = 0; i < (dc->per_dump ? 3 : 1); i++) {
 		if (renameat(dirfd, n.tmp[i], dirfd, n.name[i]) < 0)
 			return why_set(why, len, errno, "%s: rename: %s", n.name[i],
 				     strerror(errno));
+		dc->published |= 1u << i;
+	}
 	return 0;
 }
 
@@ -528,6 +530,10 @@ void dump_criu_abort(const struct dump_criu *dc, int dirfd)
 	/* Only the process's own file: the dump's may be another's (a CRIU dump beside). */
 	if (dc->pid > 0)
 		unlinkat(dirfd, n.name[0], 0);
+	/* The dump's files: only once they are the ones this dump gave their names. */
+	for (int i = 1; i < 3; i++)
+		if (dc->published & (1u << i))
+			unlinkat(dirfd, n.name[i], 0);
 }
 
 void dump_criu_inventory(InventoryEntry *inv, struct dump_criu_inv_buf *b)

@@ -83,6 +83,7 @@ struct dump_criu {
 	pid_t pid;
 	uint32_t kobj;		/* its ids (mm, files, fs, sighand): its files_id */
 	bool per_dump;		/* it writes the dump's timens and seccomp images (the root) */
+	unsigned published;	/* bit I: its file I (ids, timens, seccomp) has its final name */
 	struct dump_criu_thread *th;	/* in the order of the core's threads */
 	size_t nth;
 	uint64_t rlim[DUMP_CRIU_NLIMITS][2];	/* cur, max */
@@ -143,7 +144,7 @@ void dump_criu_xsave(const uint8_t *xstate, size_t xstate_len, UserX86XsaveEntry
  */
 int dump_criu_write(const struct dump_criu *dc, int dirfd, char *why, size_t len);
 /* Rename them into place. */
-int dump_criu_publish(const struct dump_criu *dc, int dirfd, char *why, size_t len);
+int dump_criu_publish(struct dump_criu *dc, int dirfd, char *why, size_t len);
 /* Remove what dump_criu_write and dump_criu_publish made. */
 void dump_criu_abort(const struct dump_criu *dc, int dirfd);
 

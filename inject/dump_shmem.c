@@ -14,6 +14,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "dump_area.h"
 #include "dump_shmem.h"
 #include "files.pb-c.h"
 #include "image.h"
@@ -83,9 +84,14 @@ static int add(struct dump_shmem *s, const char *src, const char *what,
 	int fd, seals;
 
 	fd = open(src, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return why_set(s->why, sizeof(s->why), errno, "%s %s: cannot open %s: %s", what,
-			       link, src, strerror(errno));
+	if (fd < 0) {
+		int e = errno;
+
+		return why_set(s->why, sizeof(s->why), e, "%s %s: cannot open %s: %s%s", what,
+			       link, src, strerror(e), e == EPERM || e == EACCES ?
+			       " (reading a shared memory object through /proc needs root or "
+			       "CAP_CHECKPOINT_RESTORE)" : "");
+	}
 	if (fstat(fd, &st) < 0 || fstatfs(fd, &sfs) < 0) {
 		int e = errno;
 
@@ -186,6 +192,38 @@ int dump_shmem_collect(struct dump_shmem *s, pid_t pid, const struct procfs_maps
 			return ret;
 	}
 	return fds ? collect_fds(s, pid) : 0;
+}
+
+int dump_shmem_check_users(struct dump_shmem *s, const pid_t *pids, size_t n)
+{
+	struct dump_area_obj *o;
+	size_t which = 0;
+	pid_t u;
+
+	if (!s->n)
+		return 0;
+	o = calloc(s->n, sizeof(*o));
+	if (!o)
+		return why_set(s->why, sizeof(s->why), ENOMEM, "out of memory");
+	for (size_t i = 0; i < s->n; i++)
+		o[i] = (struct dump_area_obj){ major(s->o[i].dev), minor(s->o[i].dev), s->o[i].ino };
+	u = dump_area_shmem_user(o, s->n, pids, n, DUMP_AREA_MAPS | DUMP_AREA_FDS, &which);
+	free(o);
+	if (u < 0)
+		return why_set(s->why, sizeof(s->why), -u, "cannot tell whether a process this dump "
+			       "does not freeze uses its shared memory: reading /proc: %s",
+			       strerror(-u));
+	if (u > 0) {
+		const struct dump_shmem_obj *b = &s->o[which];
+
+		return why_set(s->why, sizeof(s->why), EBUSY, "%s%s (inode %" PRIu64 ", at %s) is "
+			       "also mapped or open in pid %d, which this dump does not freeze: it "
+			       "could change while it is read, and a restore would not share it "
+			       "with pid %d (dump a tree that holds both, with --tree)",
+			       b->anon ? "shared anonymous memory" : "memfd:",
+			       b->anon ? "" : b->name, b->ino, b->src, (int)u, (int)u);
+	}
+	return 0;
 }
 
 static void names(const struct dump_shmem_obj *o, char name[2][64], char tmp[2][72])

@@ -70,6 +70,13 @@ const struct dump_shmem_obj *dump_shmem_find(const struct dump_shmem *s, uint64_
 					     uint64_t ino);
 
 /*
+ * Refuse (-EBUSY, S->why naming the object and the pid) objects that a
+ * process outside PIDS (N of them: the processes this dump freezes) maps or
+ * holds open: they could change while read, and a restore would part them.
+ */
+int dump_shmem_check_users(struct dump_shmem *s, const pid_t *pids, size_t n);
+
+/*
  * Read every object whole and write memfd.img, pagemap-shmem-INO.img and
  * pages-ID.img (IDs from FIRST_PAGES_ID on) as NAME.part into DIRFD (DIR for
  * messages). Nothing is written when there is no object. 0 or -errno with S->why.

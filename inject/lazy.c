@@ -388,6 +388,27 @@ static void *reader_main(void *arg)
 }
 
 /*
+ * Must the page at A of shared area V stay in its object? When it is eager
+ * (resident) there, or in any other area of this process on the same object
+ * at the same offset: punching through V would take it from that one too.
+ */
+static bool eager_in_object(const struct lz *z, const VmaEntry *v, uint64_t a)
+{
+	uint64_t off = v->pgoff + (a - v->start);
+
+	for (size_t i = 0; i < z->h.nvmas; i++) {
+		const VmaEntry *w = &z->h.vmas[i];
+
+		if (z->h.areas[i].kind != DUMP_SHMEM || w->shmid != v->shmid ||
+		    off < w->pgoff || off - w->pgoff >= w->end - w->start)
+			continue;
+		if (dump_range_has(z->h.eager, z->h.neager, w->start + (off - w->pgoff)))
+			return true;
+	}
+	return false;
+}
+
+/*
  * Step 4 for shared memory: punch the pages of V out of its shmem object
  * (fallocate PUNCH_HOLE on /proc/PID/map_files), all but the resident ones.
  * MADV_DONTNEED would only unmap them: the object would keep them and the
@@ -430,10 +451,10 @@ static int punch_area(struct lz *z, const VmaEntry *v)
 	while (a < v->end && ret == 0) {
 		uint64_t b;
 
-		while (a < v->end && dump_range_has(z->h.eager, z->h.neager, a))
+		while (a < v->end && eager_in_object(z, v, a))
 			a += LZ_PAGE;
 		b = a;
-		while (b < v->end && !dump_range_has(z->h.eager, z->h.neager, b))
+		while (b < v->end && !eager_in_object(z, v, b))
 			b += LZ_PAGE;
 		if (b > a && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				       (off_t)(v->pgoff + (a - v->start)), (off_t)(b - a)) < 0)

@@ -45,8 +45,9 @@ static int shmem_pages(int dirfd, uint64_t shmid, size_t *entries, uint64_t *pre
 	*present = 0;
 	snprintf(name, sizeof(name), "pagemap-shmem-%" PRIu64 ".img", shmid);
 	ret = img_open(&r, dirfd, name, IMG_SHMEM_PAGEMAP_MAGIC, err);
-	if (ret == -ENOENT)
-		return 0;	/* no pages: every page a hole */
+	if (ret == -ENOENT)	/* both CRIU and uffd-inject write one for every object */
+		return img_errf(err, ENOENT, name, 0, "missing: memfd.img names the object, but "
+				"its contents are not in the dump");
 	if (ret < 0)
 		return ret;
 	ret = img_next(&r, &pagemap_head__descriptor, &m, err);

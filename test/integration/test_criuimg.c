@@ -696,6 +696,116 @@ Test(criuimg, kill_dump_holds_what_criu_restores, .init = setup, .fini = teardow
 	restore_and_verify(dir, log);
 }
 
+/* The names of the files in DIR, sorted, one per line, in BUF. */
+static void list_dir(const char *dir, char *buf, size_t cap)
+{
+	struct dirent **de;
+	int n = scandir(dir, &de, NULL, alphasort);
+	size_t k = 0;
+
+	cr_assert_geq(n, 0, "%s: %s", dir, strerror(errno));
+	buf[0] = '\0';
+	for (int i = 0; i < n; i++) {
+		if (de[i]->d_name[0] != '.' && k < cap)
+			k += (size_t)snprintf(buf + k, cap - k, "%s\n", de[i]->d_name);
+		free(de[i]);
+	}
+	free(de);
+}
+
+/* Write "-PID.img" for every "-<PID>.img" in the list BUF. */
+static void pid_names(char *buf, pid_t pid)
+{
+	char a[24];
+	size_t la;
+
+	snprintf(a, sizeof(a), "-%d.img", (int)pid);
+	la = strlen(a);
+	for (char *p = buf; (p = strstr(p, a));) {
+		memmove(p + 8, p + la, strlen(p + la) + 1);
+		memcpy(p, "-PID.img", 8);
+		p += 8;
+	}
+}
+
+/*
+ * A dump that fails with its cores (and the dump's timens-0.img and
+ * seccomp.img) already under their final names, before the rest is
+ * published, takes all of them back: the directory is as empty as it was,
+ * and the process runs on.
+ */
+Test(criuimg, a_failed_publish_leaves_no_file, .init = setup, .fini = teardown, .timeout = 60)
+{
+	char log[128], dir[128], ps[16], out[2048], err[2048], names[4096];
+	const char *wargs[] = { "--log", log, "--mib", "4", "--tick", "20", NULL };
+	const char *args[] = { "dump", "--pid", ps, "--images", dir, "--kill", NULL };
+	pid_t pid;
+	int rc;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	cr_assert_eq(mkdir(dir, 0700), 0);
+	pid = wl_start(wargs);
+	cr_assert(wait_for(log, "count 2\n", 20000), "the workload does not count");
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	cr_assert_eq(setenv("UFFD_INJECT_TEST_DUMP_FAIL_PUBLISH", "1", 1), 0);
+	rc = tool(args, out, sizeof(out), err, sizeof(err));
+	unsetenv("UFFD_INJECT_TEST_DUMP_FAIL_PUBLISH");
+	cr_assert_eq(rc, 1, "dump exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(err, "failed on purpose"), "%s", err);
+	list_dir(dir, names, sizeof(names));
+	cr_assert_str_eq(names, "", "left in the directory:\n%s", names);
+	cr_assert_eq(kill(pid, 0), 0, "the process did not run on");
+	cr_assert(wait_for(log, "count 5\n", 20000), "the process does not count on");
+}
+
+/*
+ * A dump whose target seems to outlive its SIGKILL fails, but its images
+ * were complete before the SIGKILL and stay so: every file a dump writes
+ * is there, and the process comes back from them with every word right.
+ */
+Test(criuimg, a_failed_kill_keeps_the_images, .init = setup, .fini = teardown, .timeout = 120)
+{
+	char log[128], dir[128], ref[128], ps[16], out[2048], err[2048];
+	static char names[4096], want[4096];
+	const char *wargs[] = { "--log", log, "--mib", "8", "--tick", "20", NULL };
+	const char *args[] = { "dump", "--pid", ps, "--images", dir, "--kill", NULL };
+	pid_t pid;
+	int rc, st;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	snprintf(ref, sizeof(ref), "%s/ref", tmp);
+	/* What a dump that does not fail leaves, for the names. */
+	pid = wl_start(wargs);
+	cr_assert(wait_for(log, "count 2\n", 20000), "the workload does not count");
+	dump_kill(pid, ref);
+	close(out_fd);
+	out_fd = -1;
+	list_dir(ref, want, sizeof(want));
+	pid_names(want, pid);
+	cr_assert_not_null(strstr(want, "timens-0.img\n"), "%s", want);
+
+	cr_assert_eq(truncate(log, 0), 0);
+	pid = wl_start(wargs);
+	cr_assert(wait_for(log, "count 2\n", 20000), "the workload does not count");
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	cr_assert_eq(setenv("UFFD_INJECT_TEST_KILL_FAIL", "1", 1), 0);
+	rc = tool(args, out, sizeof(out), err, sizeof(err));
+	unsetenv("UFFD_INJECT_TEST_KILL_FAIL");
+	cr_assert_eq(rc, 1, "dump exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(err, "on purpose"), "%s", err);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "wait status 0x%x", st);
+	forget(pid);
+	list_dir(dir, names, sizeof(names));
+	/* The same files as the dump that did not fail, the pid in their names aside. */
+	pid_names(names, pid);
+	cr_assert_str_eq(names, want, "files after the failed kill:\n%s\nafter a dump:\n%s", names,
+			 want);
+	restore_and_verify(dir, log);
+}
+
 /*
  * Rewrite the dump in DIR of PID to the form dumps had before: file areas
  * named by inode, [vvar] and [vvar_vclock] as two areas (as this kernel has

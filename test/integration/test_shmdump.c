@@ -595,6 +595,49 @@ Test(shmdump, plain_dump_records_mapped_objects_and_leaves_it_running, .init = s
 	check_objects(dir, &v, (1u << SHMWL_A) | (1u << SHMWL_N) | (1u << SHMWL_M), false, 1, ids);
 }
 
+/*
+ * The child alone, without --tree: its parent, which this dump does not
+ * freeze, maps the same objects, so they could change while read and a
+ * restore would part them. Refused, naming the parent; nothing written,
+ * both run on.
+ */
+Test(shmdump, an_object_shared_outside_the_dump_is_refused_by_pid, .init = setup,
+     .fini = teardown, .timeout = 120)
+{
+	const char *args[] = { "dump", "--pid", NULL, "--images", NULL, "--leave-stopped", NULL };
+	char dir[128], pid[16], err[4096], want[64], path[64];
+	struct stat st;
+	int rc;
+
+	start("fork2");
+	cr_assert_gt(wchild, 0);
+	snprintf(pid, sizeof(pid), "%d", (int)wchild);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	args[2] = pid;
+	args[4] = dir;
+	rc = tool(args, err, sizeof(err));
+	cr_assert_eq(rc, 1, "exit %d: %s", rc, err);
+	snprintf(want, sizeof(want), "also mapped or open in pid %d,", (int)wl);
+	cr_assert_not_null(strstr(err, want), "%s", err);
+	cr_assert_not_null(strstr(err, "--tree"), "%s", err);
+	cr_assert_neq(access(dir, F_OK), 0, "%s was left behind", dir);
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)wchild);
+	cr_assert_eq(stat(path, &st), 0, "the child is gone");
+	for (int i = 0;; i++) {
+		char b[512], *r;
+		FILE *f = fopen(path, "r");
+
+		cr_assert_not_null(f);
+		r = fgets(b, sizeof(b), f) ? strrchr(b, ')') : NULL;
+		fclose(f);
+		cr_assert_not_null(r);
+		if (r[2] != 'T' && r[2] != 't')
+			break;
+		cr_assert_lt(i, 500, "the child was left stopped");
+		usleep(10000);
+	}
+}
+
 Test(shmdump, private_memfd_mapping_is_a_memfd_file, .init = setup, .fini = teardown,
      .timeout = 120)
 {
@@ -619,6 +662,31 @@ Test(shmdump, private_memfd_mapping_is_a_memfd_file, .init = setup, .fini = tear
 	/* The object keeps its own page 1: the private copy is the process's. */
 	check_objects(dir, &v, 0xf, false, 1, ids);
 	check_records(dir, wl, 1, &v, ids, true);
+	/* And that copy is in the process's own pagemap, every byte of it. */
+	{
+		struct pages_cache c = { 0 };
+		struct img_err e = { "" };
+		struct img_task task;
+		struct pm_run run;
+		uint64_t at = 0;
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		for (size_t i = 0; i < v.na; i++)
+			if (v.a[i].priv)
+				at = v.a[i].start + SHMWL_PAGE;
+		cr_assert_geq(dfd, 0);
+		cr_assert_neq(at, 0);
+		cr_assert_eq(img_task_load(&task, dfd, (uint32_t)wl, &c, &e), 0, "%s", e.msg);
+		close(dfd);
+		pagemap_resolve(task.pm, at, SHMWL_PAGE, &run);
+		cr_assert_eq(run.src, PM_DATA, "the private copy at 0x%" PRIx64 " is not in the "
+			     "pagemap (source %d)", at, (int)run.src);
+		cr_assert_geq(run.len, SHMWL_PAGE);
+		for (size_t b = 0; b < SHMWL_PAGE; b++)
+			cr_assert_eq(run.pf->base[run.off + b], 0xc5, "byte %zu of the private copy",
+				     b);
+		img_task_free(&task, &c);
+	}
 }
 
 Test(shmdump, crit_decodes_every_new_file, .init = setup, .fini = teardown, .timeout = 120)
