@@ -9,6 +9,7 @@
 #include "image.h"
 #include "mm.pb-c.h"
 #include "pagemap.h"
+#include "shm.h"
 
 /* Refuse image dirs that claim more tasks than any real tree has. */
 #define IMG_MAX_TASKS	(1u << 20)
@@ -49,7 +50,16 @@ struct img_task {
 	uint32_t pid;
 	MmEntry *mm;		/* NULL when the task has no mm-PID.img */
 	struct pagemap *pm;	/* NULL when it has no pagemap-PID.img (a zombie) */
+	/*
+	 * The shared memory objects of the dir, when its areas map any
+	 * (VMA_AREA_MEMFD): PM holds their contents too, at the addresses
+	 * each area maps them (img_task_load_opts).
+	 */
+	struct shm_set *shm;
 };
+
+/* img_task_load_opts flags. */
+#define IMG_LOAD_SHM_LAZY	(1u << 0)	/* entries of lazy objects (shm.h) get PE_LAZY */
 
 /*
  * List the task pids of DIRFD: from pstree.img in tree order, or, without
@@ -67,7 +77,20 @@ int img_task_load(struct img_task *t, int dirfd, uint32_t pid, struct pages_cach
 /* The same, with at most MAX_ENTRIES pagemap entries in all (0: no limit). */
 int img_task_load_max(struct img_task *t, int dirfd, uint32_t pid, struct pages_cache *c,
 		      size_t max_entries, struct img_err *err);
+/*
+ * The same, with FLAGS (IMG_LOAD_*). The contents of the shared memory
+ * objects that its shared memfd areas map (pagemap-shmem-SHMID.img, at
+ * offsets in the object) become entries of T->pm at the addresses of the
+ * areas: START + (offset - pgoff), PE_PRESENT, and PE_LAZY with
+ * IMG_LOAD_SHM_LAZY when the object may be served lazily. CRIU never
+ * writes pages of such an area in pagemap-PID.img: that is refused.
+ */
+int img_task_load_opts(struct img_task *t, int dirfd, uint32_t pid, struct pages_cache *c,
+		       size_t max_entries, unsigned flags, struct img_err *err);
 void img_task_free(struct img_task *t, struct pages_cache *c);
+
+/* The object area V maps (a shared memfd area of T), or NULL. */
+const struct shm_obj *img_task_shm_obj(const struct img_task *t, const VmaEntry *v);
 
 /* Check the VMAs of MM (from file NAME) for order, alignment and overlap. */
 int img_check_vmas(const MmEntry *mm, const char *name, struct img_err *err);

@@ -34,6 +34,7 @@ struct pm_entry {
 	uint64_t start;
 	uint64_t end;
 	uint32_t flags;		/* after the compat rules: PRESENT or PARENT or neither (then LAZY: data elsewhere), maybe with LAZY; POISON only with PRESENT */
+	uint32_t xpf;		/* 0: the data is in the pagemap's own pages file; K: in xpf[K-1] (shared memory) */
 	uint64_t off;		/* byte offset in the pages file, for PE_PRESENT */
 };
 
@@ -45,6 +46,14 @@ struct pagemap {
 	size_t n;
 	struct pages_file *pages;	/* NULL when no entry is PE_PRESENT */
 	struct pagemap *parent;		/* the same task in the parent dump, if needed */
+	/*
+	 * The pages files of the shared memory objects its areas map (imgtask.c
+	 * adds their entries, at the addresses the areas give them); not owned:
+	 * they live as long as the task's shm set.
+	 */
+	const struct pages_file **xpf;
+	uint32_t nxpf;
+	uint64_t shm_pages;		/* of those entries (not in present_pages) */
 	uint64_t present_pages;
 	uint64_t lazy_pages;
 	uint64_t parent_pages;
@@ -80,6 +89,15 @@ int pagemap_load(struct pagemap **out, int dirfd, uint32_t pid, struct pages_cac
 int pagemap_load_max(struct pagemap **out, int dirfd, uint32_t pid, struct pages_cache *c,
 		     size_t max_entries, struct img_err *err);
 void pagemap_free(struct pagemap *pm, struct pages_cache *c);
+
+/*
+ * Load pagemap-shmem-SHMID.img, the contents of one shared memory object
+ * (CRIU 4.2): entries at byte offsets in the object, PE_PRESENT only, each
+ * inside the object's SIZE bytes; with its pages file. At most MAX_ENTRIES
+ * entries (0: no limit). -ENOENT when the file does not exist.
+ */
+int pagemap_load_shmem(struct pagemap **out, int dirfd, uint32_t shmid, uint64_t size,
+		       struct pages_cache *c, size_t max_entries, struct img_err *err);
 
 /* The entry that holds ADDR, or NULL. O(log n). */
 const struct pm_entry *pagemap_find(const struct pagemap *pm, uint64_t addr);

@@ -14,6 +14,12 @@
 
 /* hello.flags */
 #define HELLO_F_REGISTERED	(1u << 0)	/* the client registered the lazy ranges itself */
+/*
+ * The client left the shared memory objects of the images empty where they
+ * may be served lazily (shm.h: reachable through mappings only, not write
+ * sealed): serve them, in every area that maps them (MISSING|MINOR).
+ */
+#define HELLO_F_SHM_LAZY	(1u << 1)
 
 #define WIRE_MAX_MSG		4096	/* largest packet either side accepts */
 #define WIRE_MAX_FDS		3	/* most fds a packet may carry */

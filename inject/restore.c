@@ -147,6 +147,7 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 {
 	struct restore_stats local;
 	struct procfs_maps own;
+	struct rs_shm *shm = NULL;
 	struct rs *r;
 	char why[256];
 	int ret;
@@ -166,6 +167,7 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 	r->st = st;
 	r->dirfd = r->pidfd = r->uffd = -1;
 	r->keep[0] = r->keep[1] = -1;
+	r->features = RS_FEATURES;
 	clock_gettime(CLOCK_MONOTONIC, &r->t0);
 
 	ret = restore_plan_load(r);
@@ -173,6 +175,8 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 		ret = restore_plan_check_files(r);
 	if (ret == 0)
 		ret = restore_plan_areas(r);
+	if (ret == 0)
+		ret = rs_shm_plan(&shm, &r, 1);
 	if (ret == 0) {
 		ret = restore_plan_read_maps(getpid(), &own, why, sizeof(why));
 		if (ret < 0)
@@ -183,6 +187,9 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 	if (ret == 0)
 		ret = restore_plan_trampoline(r, &own);
 	procfs_maps_free(&own);
+	/* Before the helper is forked: it inherits them. */
+	if (ret == 0 && shm)
+		ret = rs_shm_make(shm, r);
 	if (ret == 0)
 		ret = restore_helper_start(r);
 	if (ret == 0)
@@ -190,6 +197,8 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 	if (ret == 0)
 		ret = restore_helper_release(r);
 	st->total_s = since(&r->t0);
+	if (shm)
+		st->eager_pages += shm->written;
 	if (ret == 0) {
 		char ns[64] = "";
 
@@ -221,6 +230,7 @@ int restore_run(const struct restore_opts *o, struct restore_stats *st)
 			r->why[0] ? r->why : strerror(-ret));
 	}
 	rs_release(r, ret == 0);
+	rs_shm_free(shm);
 	free(r);
 	return ret;
 }

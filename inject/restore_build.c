@@ -25,6 +25,7 @@
 #include "restore_remote.h"
 #include "restore_plan.h"
 #include "uffd_compat.h"
+#include "wire.h"
 
 #ifndef NT_X86_XSTATE
 #define NT_X86_XSTATE	0x202
@@ -430,17 +431,51 @@ static bool skip_area(const VmaEntry *v)
 	return v->status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL);
 }
 
+/*
+ * Map area V of shared memory object K (restore_shm.h) where it was, and
+ * count its pages the manager will serve.
+ */
+static int map_shm(struct rs *r, const VmaEntry *v, int k)
+{
+	const struct shm_obj *o = &r->shm->set->obj[k];
+	long flags = MAP_FIXED | MAP_SHARED, res;
+	char what[128];
+	int ret;
+
+	if (v->flags & MAP_NORESERVE)
+		flags |= MAP_NORESERVE;
+	snprintf(what, sizeof(what), "mmap 0x%" PRIx64 "-0x%" PRIx64 " of %s \"%.40s\" at 0x%"
+		 PRIx64, v->start, v->end, o->anon ? "shared anonymous memory" : "memfd", o->name,
+		 v->pgoff);
+	ret = sys(r, &res, what, SYS_mmap, (long)v->start, (long)(v->end - v->start),
+		  (long)v->prot, flags, r->rep.shmfd[k], (long)v->pgoff);
+	if (ret < 0)
+		return ret;
+	if ((uint64_t)res != v->start)
+		return rs_fail(r, EFAULT, "%s: mapped at 0x%lx", what, res);
+	for (uint64_t a = v->start; a < v->end;) {
+		struct pm_run run;
+
+		pagemap_resolve(r->task.pm, a, v->end - a, &run);
+		if (run.src == PM_DATA && (run.flags & PE_LAZY))
+			r->st->lazy_pages += run.len / RS_PAGE;
+		a += run.len;
+	}
+	return 0;
+}
+
 /* Map every dumped area where it was. */
 static int map_areas(struct rs *r)
 {
 	const MmEntry *mm = r->task.mm;
-	char what[128];
+	char what[384];
 	int ret;
 
 	for (size_t i = 0; i < mm->n_vmas; i++) {
 		const VmaEntry *v = mm->vmas[i];
 		long flags = MAP_FIXED, fd = -1, res;
 		uint32_t prot = v->prot;
+		int shm;
 
 		if (skip_area(v))
 			continue;
@@ -450,6 +485,14 @@ static int map_areas(struct rs *r)
 		if (v->status & VMA_ANON_SHARED)
 			return rs_fail(r, ENOTSUP, "area 0x%" PRIx64 " is shared anonymous memory: "
 				     "not supported", v->start);
+		shm = rs_shm_obj(r, v);
+		if (shm >= 0 && (v->status & VMA_FILE_SHARED)) {
+			/* The object made for the whole restore: its contents are in it, or lazy. */
+			ret = map_shm(r, v, shm);
+			if (ret < 0)
+				return ret;
+			continue;
+		}
 		ret = for_eager(r, v, false);
 		if (ret < 0)
 			return ret;
@@ -461,6 +504,10 @@ static int map_areas(struct rs *r)
 			/* Hugetlb as dumped: its huge page size in the flags. */
 			flags |= MAP_PRIVATE | MAP_ANONYMOUS |
 				 (v->flags & (VMA_MAP_HUGETLB | VMA_MAP_HUGE_MASK));
+		} else if (shm >= 0) {
+			/* A memfd mapped private: the object made for the restore, copied on write. */
+			flags |= MAP_PRIVATE;
+			fd = r->rep.shmfd[shm];
 		} else if (r->vma_mf[i] >= 0) {
 			flags |= v->status & VMA_FILE_SHARED ? MAP_SHARED : MAP_PRIVATE;
 			fd = r->rep.mapfd[r->vma_mf[i]];
@@ -474,7 +521,8 @@ static int map_areas(struct rs *r)
 			if (r->core->tc->uffd_noreserve[k] == v->start)
 				flags |= MAP_NORESERVE;
 		snprintf(what, sizeof(what), "mmap 0x%" PRIx64 "-0x%" PRIx64 "%s%s", v->start,
-			 v->end, fd >= 0 ? " of " : "", fd >= 0 ? r->mf[r->vma_mf[i]].re->name : "");
+			 v->end, fd >= 0 ? " of " : "", fd < 0 ? "" : shm >= 0 ?
+			 r->shm->set->obj[shm].name : r->mf[r->vma_mf[i]].re->name);
 		ret = sys(r, &res, what, SYS_mmap, (long)v->start, (long)(v->end - v->start),
 			  (long)prot, flags, fd, fd >= 0 ? (long)v->pgoff : 0);
 		if (ret < 0)
@@ -495,7 +543,7 @@ static int fill_areas(struct rs *r)
 	for (size_t i = 0; i < mm->n_vmas; i++) {
 		const VmaEntry *v = mm->vmas[i];
 
-		if (skip_area(v))
+		if (skip_area(v) || (rs_shm_obj(r, v) >= 0 && (v->status & VMA_FILE_SHARED)))
 			continue;
 		ret = for_eager(r, v, true);
 		if (ret < 0)
@@ -567,6 +615,14 @@ static int set_mm(struct rs *r)
 		if (ret < 0)
 			return ret;
 	}
+	for (int k = 0; k < RS_MAX_SHM; k++) {
+		if (r->rep.shmfd[k] < 0)
+			continue;
+		snprintf(what, sizeof(what), "close %d (shared memory)", r->rep.shmfd[k]);
+		ret = sys(r, NULL, what, SYS_close, r->rep.shmfd[k], 0, 0, 0, 0, 0);
+		if (ret < 0)
+			return ret;
+	}
 	return 0;
 }
 
@@ -596,7 +652,9 @@ static int hand_over(struct rs *r)
 	struct handover h = {
 		.socket_path = sock,
 		.image_id = r->pid,
-		.features = RS_FEATURES,
+		.features = r->features,
+		/* Its shared memory was left empty where the images allow it (restore_shm.h). */
+		.flags = r->shm ? HELLO_F_SHM_LAZY : 0,
 		.pidfd = r->pidfd,
 		.dirfd = r->dirfd,
 		.page_server = r->o->page_server,
@@ -888,6 +946,9 @@ int restore_build(struct rs *r)
 		for (size_t i = 0; i < r->nth; i++)
 			r->st->moved += r->th[i].now != (pid_t)r->th[i].tid;
 	}
+	/* One process: the seals that forbid new writable mappings, now that it has its own. */
+	if (ret == 0 && r->shm && !r->tree)
+		ret = rs_shm_seal_late(r->shm, r);
 	/* Dumped in a group stop: stopped again before it runs an instruction. */
 	if (ret == 0 && r->core->tc->task_state == 3 && kill(r->child, SIGSTOP) < 0)
 		ret = rs_fail(r, errno, "SIGSTOP: %s", strerror(errno));

@@ -114,7 +114,24 @@ static void open_files(struct rs *r, struct hs *h)
 {
 	for (size_t i = 0; i < r->nfdi; i++) {
 		const RegFileEntry *re = rs_file_by_id(r, r->fdi[i]->id);
-		int fl = (int)(re->flags & ~(uint32_t)(O_CREAT | O_TRUNC | O_EXCL | O_CLOEXEC));
+		const struct shm_file *sf;
+		int fl;
+
+		if ((int)r->fdi[i]->fd > h->maxfd)
+			h->maxfd = (int)r->fdi[i]->fd;
+		if (r->fdi[i]->fd <= 2)
+			h->is_dumped_fd[r->fdi[i]->fd] = true;
+		if (!re) {
+			/* A memfd: the open file we made, shared with every process that had it. */
+			sf = r->shm ? shm_file_by_id(r->shm->set, r->fdi[i]->id) : NULL;
+			h->tmpfd[i] = sf ? dup(r->shm->ffd[sf - r->shm->set->file]) : -1;
+			if (h->tmpfd[i] < 0)
+				report_fail(h->wfd, h->rep, "fd %u: the memfd of file id %u: %s",
+					    r->fdi[i]->fd, r->fdi[i]->id, sf ? strerror(errno) :
+					    "not made");
+			continue;
+		}
+		fl = (int)(re->flags & ~(uint32_t)(O_CREAT | O_TRUNC | O_EXCL | O_CLOEXEC));
 
 		h->tmpfd[i] = open(re->name, fl | O_NOCTTY);
 		if (h->tmpfd[i] < 0)
@@ -124,15 +141,19 @@ static void open_files(struct rs *r, struct hs *h)
 		    lseek(h->tmpfd[i], (off_t)re->pos, SEEK_SET) < 0)
 			report_fail(h->wfd, h->rep, "fd %u: seek %s: %s", r->fdi[i]->fd, re->name,
 				    strerror(errno));
-		if ((int)r->fdi[i]->fd > h->maxfd)
-			h->maxfd = (int)r->fdi[i]->fd;
-		if (r->fdi[i]->fd <= 2)
-			h->is_dumped_fd[r->fdi[i]->fd] = true;
 	}
 	for (int k = 0; k < r->nmf; k++) {
 		h->rep->mapfd[k] = open(r->mf[k].re->name, (r->mf[k].rw ? O_RDWR : O_RDONLY));
 		if (h->rep->mapfd[k] < 0)
 			report_fail(h->wfd, h->rep, "open %s: %s", r->mf[k].re->name,
+				    strerror(errno));
+	}
+	/* The shared memory objects, to map (the fds are ours, inherited: take copies). */
+	for (size_t k = 0; k < RS_MAX_SHM; k++) {
+		h->rep->shmfd[k] = -1;
+		if (r->shm && k < r->shm->set->nobj && r->shm->fd[k] >= 0 &&
+		    (h->rep->shmfd[k] = dup(r->shm->fd[k])) < 0)
+			report_fail(h->wfd, h->rep, "dup of shared memory object %zu: %s", k,
 				    strerror(errno));
 	}
 	if (r->o->stdio && strcmp(r->o->stdio, "inherit")) {
@@ -167,6 +188,9 @@ static void lift_all(struct hs *h, size_t nfdi, int nmf)
 			report_fail(h->wfd, h->rep, "dup: %s", strerror(errno));
 	for (int k = 0; k < nmf; k++)
 		if ((h->rep->mapfd[k] = lift(h->rep->mapfd[k], h->hi)) < 0)
+			report_fail(h->wfd, h->rep, "dup: %s", strerror(errno));
+	for (int k = 0; k < RS_MAX_SHM; k++)
+		if (h->rep->shmfd[k] >= 0 && (h->rep->shmfd[k] = lift(h->rep->shmfd[k], h->hi)) < 0)
 			report_fail(h->wfd, h->rep, "dup: %s", strerror(errno));
 	if (h->stdio_fd >= 0 && (h->stdio_fd = lift(h->stdio_fd, h->hi)) < 0)
 		report_fail(h->wfd, h->rep, "dup: %s", strerror(errno));
@@ -222,7 +246,7 @@ static void set_stdio(struct rs *r, struct hs *h)
 /* The userfaultfd the manager will serve, high and close-on-exec. */
 static void make_uffd(struct rs *r, struct hs *h)
 {
-	struct uffdio_api api = { .api = UFFD_API, .features = RS_FEATURES };
+	struct uffdio_api api = { .api = UFFD_API, .features = r->features };
 	int u = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK), keep;
 	struct rlimit nofile;
 

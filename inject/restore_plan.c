@@ -35,6 +35,16 @@ const RegFileEntry *rs_file_by_id(const struct rs *r, uint32_t id)
 	return NULL;
 }
 
+/* Is ID a MEMFD record of files.img (a memfd, served by restore_shm.c)? */
+static bool is_memfd(const struct rs *r, uint32_t id)
+{
+	for (size_t i = 0; i < r->nfiles; i++)
+		if (r->files[i]->id == id && r->files[i]->type == SHM_FD_TYPE_MEMFD &&
+		    r->files[i]->memfd)
+			return true;
+	return false;
+}
+
 static const RegFileEntry *file_by_ino(const struct rs *r, uint64_t ino)
 {
 	for (size_t i = 0; i < r->nfiles; i++)
@@ -183,7 +193,9 @@ int restore_plan_load(struct rs *r)
 	if (!r->tree)
 		r->pid = pids[0];	/* a tree's process has its pid already */
 	free(pids);
-	ret = img_task_load(&r->task, r->dirfd, r->pid, &r->cache, &err);
+	/* Lazy shared memory is counted as such (the manager loads it the same way). */
+	ret = img_task_load_opts(&r->task, r->dirfd, r->pid, &r->cache, 0,
+				 r->o->eager ? 0 : IMG_LOAD_SHM_LAZY, &err);
 	if (ret < 0)
 		return rs_fail(r, ret, "%s/%s", r->o->dir, err.msg);
 	r->task_loaded = true;
@@ -220,7 +232,9 @@ int restore_plan_load(struct rs *r)
 	if (ret < 0)
 		return ret;
 	for (size_t i = 0; i < r->nfdi; i++)
-		if (!rs_file_by_id(r, r->fdi[i]->id) || r->fdi[i]->fd > INT_MAX / 2)
+		if ((!rs_file_by_id(r, r->fdi[i]->id) &&
+		     !(r->fdi[i]->type == SHM_FD_TYPE_MEMFD && is_memfd(r, r->fdi[i]->id))) ||
+		    r->fdi[i]->fd > INT_MAX / 2)
 			return rs_fail(r, EINVAL, "%s/%s: fd %u names no file", r->o->dir,
 				     name, r->fdi[i]->fd);
 	return 0;
@@ -233,6 +247,8 @@ int restore_plan_check_files(struct rs *r)
 		const RegFileEntry *re = r->files[i]->reg;
 		struct stat st;
 
+		if (!re && r->files[i]->type == SHM_FD_TYPE_MEMFD && r->files[i]->memfd)
+			continue;	/* a memfd: restore_shm.c */
 		if (!re)
 			return rs_fail(r, EINVAL, "%s/%s: a file record without a regular file",
 				     r->o->dir, CORE_FILES_IMG);
@@ -272,7 +288,9 @@ int restore_plan_areas(struct rs *r)
 		int k;
 
 		r->vma_mf[i] = -1;
-		if (!(v->status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)))
+		/* Shared memory (a memfd record) is restore_shm.c's. */
+		if (!(v->status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)) ||
+		    (v->status & VMA_AREA_MEMFD))
 			continue;
 		/* As CRIU, the file's id in files.img; in older dumps, its inode. */
 		re = !by_id ? file_by_ino(r, v->shmid) :

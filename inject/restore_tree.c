@@ -37,6 +37,7 @@ struct rtree {
 	PstreeEntry **ps;
 	size_t nps;
 	struct restore_stats *st;	/* one per process */
+	struct rs_shm *shm;		/* the shared memory of them all, or NULL */
 	char why[1024];
 };
 
@@ -208,6 +209,7 @@ static int plan_all(struct rtree *x, struct timespec t0)
 		r->pid = x->ps[i]->pid;
 		r->files_id = (uint32_t)i + 1;
 		r->hold = true;
+		r->features = RS_FEATURES;
 		ret = restore_plan_load(r);
 		if (ret == 0)
 			ret = restore_plan_check_files(r);
@@ -216,6 +218,12 @@ static int plan_all(struct rtree *x, struct timespec t0)
 		if (ret < 0)
 			return tfail(x, ret, "pid %u: %s", r->pid, r->why);
 	}
+	ret = rs_shm_plan(&x->shm, x->t.r, x->t.n);
+	for (size_t i = 0; ret < 0 && i < x->t.n; i++)
+		if (x->t.r[i]->why[0])
+			return tfail(x, ret, "pid %u: %s", x->t.r[i]->pid, x->t.r[i]->why);
+	if (ret < 0)
+		return tfail(x, ret, "shared memory: %s", strerror(-ret));
 	/* Every helper is a fork of ours, made after this: our layout is theirs. */
 	ret = restore_plan_read_maps(getpid(), &own, why, sizeof(why));
 	if (ret < 0)
@@ -269,6 +277,9 @@ static int build_all(struct rtree *x)
 			return tfail(x, EIO, "pid %u: failed on purpose (UFFD_INJECT_TEST_TREE_FAIL_AT)",
 				     t->r[i]->pid);
 	}
+	/* The seals that forbid new writable mappings, now that every process has its own. */
+	if (x->shm && (ret = rs_shm_seal_late(x->shm, t->r[0])) < 0)
+		return tfail(x, ret, "%s", t->r[0]->why);
 	/*
 	 * Children first: a parent runs only once its children are let go, so
 	 * what it does to them (a signal, a wait) finds them running. One that
@@ -291,6 +302,9 @@ static void report(struct rtree *x, struct restore_stats *st)
 	const struct restore_opts *o = x->o;
 	struct rs_tree *t = &x->t;
 
+	/* The pages written into the shared objects, once for the tree: the root's. */
+	if (x->shm)
+		t->r[0]->st->eager_pages += x->shm->written;
 	for (size_t i = 0; i < t->n; i++) {
 		struct rs *r = t->r[i];
 
@@ -374,6 +388,7 @@ static void free_all(struct rtree *x, bool ok)
 	for (size_t i = 0; i < x->nps; i++)
 		pstree_entry__free_unpacked(x->ps[i], NULL);
 	free(x->ps);
+	rs_shm_free(x->shm);
 	free(t->r);
 	free(t->parent);
 	free(t->leader);
@@ -400,6 +415,9 @@ int restore_tree_run(const struct restore_opts *o, struct restore_stats *st)
 		ret = plan_tree(&x);
 	if (ret == 0)
 		ret = plan_all(&x, t0);
+	/* Once, before any helper is forked: they all inherit them. */
+	if (ret == 0 && x.shm && (ret = rs_shm_make(x.shm, x.t.r[0])) < 0)
+		tfail(&x, ret, "%s", x.t.r[0]->why);
 	if (ret == 0)
 		ret = make_helpers(&x);
 	if (ret == 0)

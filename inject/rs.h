@@ -21,11 +21,13 @@
 #include "pagemap.h"
 #include "ptrace.h"
 #include "restore.h"
+#include "restore_shm.h"
 
 #define RS_PAGE		4096ull
 #define RS_MAX_MAPFILES	256
 #define RS_MAX_THREADS	1024
 #define RS_TASK_TOP	0x7ffffffff000ull	/* 47-bit user space */
+#define RS_MAX_SHM	64	/* shared memory objects (memfd.img) */
 #define RS_FEATURES	(UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | \
 			 UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | \
 			 UFFD_FEATURE_THREAD_ID)
@@ -35,6 +37,7 @@ struct rs_report {
 	int err;
 	int uffd;			/* its fd number in the helper, -1 if none */
 	int mapfd[RS_MAX_MAPFILES];	/* of each mapped file, in rs->mf order */
+	int shmfd[RS_MAX_SHM];		/* of each shared memory object (rs->shm), or -1 */
 	pid_t nspid;			/* its pid as it sees it (in its pid namespace) */
 	int pid_err;			/* why that is not the dumped pid, or 0 */
 	char msg[256];
@@ -86,6 +89,8 @@ struct rs {
 	int idx;			/* its index in the tree */
 	uint32_t files_id;		/* its fds in fdinfo-FILES_ID.img (0: 1) */
 	bool hold;			/* left stopped and traced once built: the tree lets go */
+	struct rs_shm *shm;		/* the restore's shared memory (one for a tree), or NULL */
+	uint64_t features;		/* of its userfaultfd: RS_FEATURES, and MINOR_SHMEM when it maps lazy shared memory */
 	struct restore_stats *st;
 	int dirfd;
 	uint32_t pid;			/* as dumped */

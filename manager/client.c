@@ -409,6 +409,7 @@ static int client_job(struct client *c, int dirfd, const Hello *h, char *reason,
 	j->image_id = image_id;
 	j->remote = j->ps_host || serve_from_images.remote;
 	j->max_entries = d->o.max_image_entries;
+	j->load_flags = h->has_flags && (h->flags & HELLO_F_SHM_LAZY) ? IMG_LOAD_SHM_LAZY : 0;
 	j->uid = c->peer_uid;
 	j->gid = c->peer_gid;
 	d->fds_in_use++;

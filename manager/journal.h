@@ -57,6 +57,7 @@ enum jrec_type {
 /* J_HELLO flags. */
 #define JH_REMOTE	1u	/* pages from a page server */
 #define JH_CRIU		2u	/* a task of `uffd-manager criu` */
+#define JH_SHM_LAZY	4u	/* its shared memory objects are served too (HELLO_F_SHM_LAZY) */
 
 struct jrec {
 	uint32_t type;

@@ -96,7 +96,8 @@ static void loader_run(struct loader *l, struct loader_job *j)
 				 (unsigned)j->uid, (unsigned)j->gid, strerror(-ret));
 		j->ret = ret;
 	} else {
-		j->img = timage_read(&l->d->pages, j->dirfd, j->image_id, j->max_entries, &err);
+		j->img = timage_read(&l->d->pages, j->dirfd, j->image_id, j->max_entries,
+				     j->load_flags, &err);
 		if (!j->img) {
 			j->ret = -EINVAL;
 			snprintf(j->reason, sizeof(j->reason), "%s", err.msg);

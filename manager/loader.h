@@ -31,6 +31,7 @@ struct loader_job {
 	uint32_t image_id;
 	bool remote;
 	size_t max_entries;	/* pagemap entries, 0: no limit */
+	unsigned load_flags;	/* IMG_LOAD_* */
 	uid_t uid;
 	gid_t gid;
 	gid_t *groups;		/* supplementary groups, malloc'd */

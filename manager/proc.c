@@ -217,7 +217,7 @@ void target_abandon(struct target *t, const char *why)
 }
 
 struct timage *timage_read(struct pages_cache *c, int dirfd, uint32_t image_id,
-			   size_t max_entries, struct img_err *err)
+			   size_t max_entries, unsigned load_flags, struct img_err *err)
 {
 	struct timage *img = calloc(1, sizeof(*img));
 
@@ -225,10 +225,11 @@ struct timage *timage_read(struct pages_cache *c, int dirfd, uint32_t image_id,
 		snprintf(err->msg, sizeof(err->msg), "out of memory loading image %u", image_id);
 		return NULL;
 	}
-	if (img_task_load_max(&img->task, dirfd, image_id, c, max_entries, err) < 0) {
+	if (img_task_load_opts(&img->task, dirfd, image_id, c, max_entries, load_flags, err) < 0) {
 		free(img);
 		return NULL;
 	}
+	img->load_flags = load_flags;
 	img->refs = 1;
 	img->dirfd = -1;
 	return img;
@@ -237,7 +238,7 @@ struct timage *timage_read(struct pages_cache *c, int dirfd, uint32_t image_id,
 struct timage *timage_load(struct daemon *d, int dirfd, bool own_dirfd, uint32_t image_id,
 			   struct img_err *err)
 {
-	struct timage *img = timage_read(&d->pages, dirfd, image_id, d->o.max_image_entries, err);
+	struct timage *img = timage_read(&d->pages, dirfd, image_id, d->o.max_image_entries, 0, err);
 
 	if (img && own_dirfd) {
 		img->dirfd = dirfd;

@@ -25,6 +25,7 @@
 struct timage {
 	unsigned refs;
 	int dirfd;
+	unsigned load_flags;	/* IMG_LOAD_*, as read */
 	struct img_task task;
 };
 
@@ -169,11 +170,12 @@ struct timage *timage_load(struct daemon *d, int dirfd, bool own_dirfd, uint32_t
 
 /*
  * The same without the daemon: any thread may call it (C is thread safe).
- * At most MAX_ENTRIES pagemap entries (0: no limit). The images do not own
+ * At most MAX_ENTRIES pagemap entries (0: no limit); LOAD_FLAGS as
+ * img_task_load_opts takes them. The images do not own
  * DIRFD (img->dirfd is -1): the caller may give it to them.
  */
 struct timage *timage_read(struct pages_cache *c, int dirfd, uint32_t image_id,
-			   size_t max_entries, struct img_err *err);
+			   size_t max_entries, unsigned load_flags, struct img_err *err);
 
 /* Take and drop a reference to the images of a hand-over (the last frees them). */
 struct timage *timage_get(struct timage *img);

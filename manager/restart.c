@@ -303,7 +303,8 @@ static struct timage *load_as(struct adopt *a, const struct jentry *root, int di
 		setfsgid(root->gid);
 		setfsuid(root->uid);
 	}
-	img = timage_read(&a->d->pages, dirfd, root->image_id, a->d->o.max_image_entries, &err);
+	img = timage_read(&a->d->pages, dirfd, root->image_id, a->d->o.max_image_entries,
+			  root->flags & JH_SHM_LAZY ? IMG_LOAD_SHM_LAZY : 0, &err);
 	if (sw) {
 		setfsuid(0);
 		setfsgid(getegid());

@@ -166,7 +166,10 @@ static int model_build(struct model *map, const struct img_task *task, uint32_t 
 				return -ENOTSUP;
 			}
 			if (run.flags & PE_LAZY) {
-				bool shared = (v->status & VMA_ANON_SHARED) && !hshift;
+				/* Anonymous (a hand-over's), or a memfd object's (a restore's). */
+				bool shared = (v->status & VMA_ANON_SHARED ||
+					       (v->status & (VMA_AREA_MEMFD | VMA_FILE_SHARED)) ==
+					       (VMA_AREA_MEMFD | VMA_FILE_SHARED)) && !hshift;
 
 				if (!lazy && shared && remote) {
 					snprintf(reason, len,
@@ -329,7 +332,8 @@ struct target *target_adopt(struct daemon *d, int uffd, int pidfd, pid_t pid,
 	hello.a[0] = (uint64_t)pid;
 	hello.a[1] = image_id;
 	hello.a[2] = (uint64_t)uid | (uint64_t)gid << 32;
-	hello.a[3] = (src->remote ? JH_REMOTE : 0) | (d->mode == MODE_CRIU ? JH_CRIU : 0);
+	hello.a[3] = (src->remote ? JH_REMOTE : 0) | (d->mode == MODE_CRIU ? JH_CRIU : 0) |
+		     (img->load_flags & IMG_LOAD_SHM_LAZY ? JH_SHM_LAZY : 0);
 	hello.a[4] = t->slot1;
 	target_journal(d, &hello);
 	target_sync_slot(t);

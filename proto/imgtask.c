@@ -187,6 +187,135 @@ int img_task_load(struct img_task *t, int dirfd, uint32_t pid, struct pages_cach
 int img_task_load_max(struct img_task *t, int dirfd, uint32_t pid, struct pages_cache *c,
 		      size_t max_entries, struct img_err *err)
 {
+	return img_task_load_opts(t, dirfd, pid, c, max_entries, 0, err);
+}
+
+static bool shm_area(const VmaEntry *v)
+{
+	return (v->status & VMA_AREA_MEMFD) && (v->status & VMA_FILE_SHARED);
+}
+
+const struct shm_obj *img_task_shm_obj(const struct img_task *t, const VmaEntry *v)
+{
+	const struct shm_file *f;
+
+	if (!t->shm || !shm_area(v) || v->shmid > UINT32_MAX)
+		return NULL;
+	f = shm_file_by_id(t->shm, (uint32_t)v->shmid);
+	return f ? &t->shm->obj[f->obj] : NULL;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+	const struct pm_entry *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Append to PM the entries of object K (O) that area V maps, at its addresses. */
+static int add_area_entries(struct pagemap *pm, size_t *cap, const VmaEntry *v,
+			    const struct shm_obj *o, uint32_t k, uint32_t flags, size_t max_entries,
+			    struct img_err *err)
+{
+	uint64_t len = v->end - v->start, a = v->pgoff;
+
+	while (a < v->pgoff + len) {
+		struct pm_run run;
+
+		pagemap_resolve(o->pm, a, v->pgoff + len - a, &run);
+		if (run.src == PM_DATA) {
+			if (max_entries && pm->n >= max_entries)
+				return img_errf(err, E2BIG, pm->name, 0,
+						"more than %zu pagemap entries with those of the "
+						"shared memory its areas map (--max-image-entries)",
+						max_entries);
+			if (pm->n == *cap) {
+				size_t ncap = *cap ? *cap * 2 : 64;
+				struct pm_entry *ne = realloc(pm->e, ncap * sizeof(*ne));
+
+				if (!ne)
+					return img_errf(err, ENOMEM, pm->name, 0, "out of memory");
+				pm->e = ne;
+				*cap = ncap;
+			}
+			pm->e[pm->n++] = (struct pm_entry){
+				.start = v->start + (a - v->pgoff),
+				.end = v->start + (a - v->pgoff) + run.len,
+				.flags = flags, .xpf = k + 1, .off = run.off,
+			};
+			pm->shm_pages += run.len / PAGE_SIZE_4K;
+			if (flags & PE_LAZY)
+				pm->lazy_pages += run.len / PAGE_SIZE_4K;
+		}
+		a += run.len;
+	}
+	return 0;
+}
+
+/*
+ * The contents of the shared memory that T's areas map, into T->pm at their
+ * addresses (see img_task_load_opts).
+ */
+static int add_shm(struct img_task *t, int dirfd, struct pages_cache *c, size_t max_entries,
+		   unsigned flags, struct img_err *err)
+{
+	const MmEntry *mm = t->mm;
+	struct pagemap *pm = t->pm;
+	size_t cap = pm->n, n0 = pm->n, i;
+	char name[32];
+	int ret;
+
+	for (i = 0; i < mm->n_vmas && !shm_area(mm->vmas[i]); i++)
+		;
+	if (i == mm->n_vmas)
+		return 0;
+	snprintf(name, sizeof(name), "mm-%u.img", t->pid);
+	ret = shm_load(&t->shm, dirfd, c, max_entries, err);
+	if (ret < 0)
+		return ret;
+	pm->xpf = calloc(t->shm->nobj + 1, sizeof(*pm->xpf));
+	if (!pm->xpf)
+		return img_errf(err, ENOMEM, name, 0, "out of memory");
+	pm->nxpf = (uint32_t)t->shm->nobj;
+	for (size_t k = 0; k < t->shm->nobj; k++)
+		pm->xpf[k] = t->shm->obj[k].pm->pages;
+	for (i = 0; i < mm->n_vmas; i++) {
+		const VmaEntry *v = mm->vmas[i];
+		const struct shm_obj *o;
+
+		if (!shm_area(v))
+			continue;
+		o = img_task_shm_obj(t, v);
+		if (!o)
+			return img_errf(err, EINVAL, name, 1, "vma %zu 0x%" PRIx64 "-0x%" PRIx64
+					": maps memfd file id %" PRIu64 ", which files.img and "
+					"memfd.img do not describe", i, v->start, v->end, v->shmid);
+		if (v->pgoff % PAGE_SIZE_4K || v->pgoff > SHM_MAX_SIZE)
+			return img_errf(err, EINVAL, name, 1, "vma %zu 0x%" PRIx64 "-0x%" PRIx64
+					": offset 0x%" PRIx64 " in \"%s\" is not page aligned or "
+					"too large", i, v->start, v->end, v->pgoff, o->name);
+		ret = add_area_entries(pm, &cap, v, o, (uint32_t)(o - t->shm->obj),
+				       PE_PRESENT | ((flags & IMG_LOAD_SHM_LAZY) && o->lazy ?
+						     PE_LAZY : 0), max_entries, err);
+		if (ret < 0)
+			return ret;
+	}
+	if (pm->n == n0)
+		return 0;
+	qsort(pm->e, pm->n, sizeof(*pm->e), cmp_entry);
+	for (i = 1; i < pm->n; i++)
+		if (pm->e[i].start < pm->e[i - 1].end)
+			return img_errf(err, EINVAL, pm->name, 0, "entry 0x%" PRIx64 "-0x%" PRIx64
+					" overlaps 0x%" PRIx64 "-0x%" PRIx64 " of an area of shared "
+					"memory (a memfd's pages are in pagemap-shmem-SHMID.img only)",
+					pm->e[i - 1].start, pm->e[i - 1].end, pm->e[i].start,
+					pm->e[i].end);
+	return 0;
+}
+
+int img_task_load_opts(struct img_task *t, int dirfd, uint32_t pid, struct pages_cache *c,
+		       size_t max_entries, unsigned flags, struct img_err *err)
+{
 	char name[32];
 	int ret;
 
@@ -212,6 +341,8 @@ int img_task_load_max(struct img_task *t, int dirfd, uint32_t pid, struct pages_
 		goto fail;
 	}
 	ret = img_check_pagemap_vmas(t->pm, t->mm, err);
+	if (ret == 0)
+		ret = add_shm(t, dirfd, c, max_entries, flags, err);
 	if (ret < 0)
 		goto fail;
 	return 0;
@@ -225,6 +356,8 @@ void img_task_free(struct img_task *t, struct pages_cache *c)
 	if (t->mm)
 		protobuf_c_message_free_unpacked(&t->mm->base, NULL);
 	pagemap_free(t->pm, c);
+	shm_free(t->shm, c);
 	t->mm = NULL;
 	t->pm = NULL;
+	t->shm = NULL;
 }

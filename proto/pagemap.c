@@ -88,7 +88,7 @@ static int read_entries(struct pagemap *pm, int dirfd, const char *file, struct 
 	protobuf_c_message_free_unpacked(m, NULL);
 
 	while ((ret = img_next(&r, &pagemap_entry__descriptor, &m, err)) > 0) {
-		struct pm_entry e;
+		struct pm_entry e = { 0 };
 
 		ret = entry_from_record((PagemapEntry *)m, pm->name, r.rec, &e, err);
 		protobuf_c_message_free_unpacked(m, NULL);
@@ -299,9 +299,49 @@ void pagemap_free(struct pagemap *pm, struct pages_cache *c)
 
 		pages_put(c, pm->pages);
 		free(pm->e);
+		free(pm->xpf);
 		free(pm);
 		pm = parent;
 	}
+}
+
+int pagemap_load_shmem(struct pagemap **out, int dirfd, uint32_t shmid, uint64_t size,
+		       struct pages_cache *c, size_t max_entries, struct img_err *err)
+{
+	struct pm_chain chain = { .max_entries = max_entries };
+	struct pagemap *pm;
+	char file[48];
+	int ret;
+
+	*out = NULL;
+	pm = calloc(1, sizeof(*pm));
+	if (!pm)
+		return img_errf(err, ENOMEM, "pagemap", 0, "out of memory");
+	pm->pid = shmid;
+	snprintf(file, sizeof(file), "pagemap-shmem-%u.img", shmid);
+	snprintf(pm->name, sizeof(pm->name), "%s", file);
+	ret = read_entries(pm, dirfd, file, &chain, err);
+	for (size_t i = 0; ret == 0 && i < pm->n; i++) {
+		const struct pm_entry *e = &pm->e[i];
+
+		/* CRIU writes its contents whole: no parent, nothing lazy, no stand-ins. */
+		if (e->flags != PE_PRESENT)
+			ret = img_errf(err, ENOTSUP, pm->name, (unsigned)i + 2,
+				       "offset 0x%" PRIx64 ": flags 0x%x (only PE_PRESENT is "
+				       "supported in shared memory contents)", e->start, e->flags);
+		else if (e->end > ((size + PAGE_SIZE_4K - 1) & ~(PAGE_SIZE_4K - 1)))
+			ret = img_errf(err, EINVAL, pm->name, (unsigned)i + 2,
+				       "offsets 0x%" PRIx64 "-0x%" PRIx64 " run past the object's "
+				       "%" PRIu64 " bytes", e->start, e->end, size);
+	}
+	if (ret == 0)
+		ret = open_pages(pm, dirfd, c, "", err);
+	if (ret < 0) {
+		pagemap_free(pm, c);
+		return ret;
+	}
+	*out = pm;
+	return 0;
 }
 
 const struct pm_entry *pagemap_find(const struct pagemap *pm, uint64_t addr)
@@ -356,7 +396,7 @@ void pagemap_resolve(const struct pagemap *pm, uint64_t addr, uint64_t limit, st
 		run->src = PM_POISON;
 	} else if (e->flags & PE_PRESENT) {
 		run->src = PM_DATA;
-		run->pf = pm->pages;
+		run->pf = e->xpf ? pm->xpf[e->xpf - 1] : pm->pages;
 		run->off = e->off + (addr - e->start);
 	} else if (e->flags & PE_PARENT) {
 		struct pm_run up;

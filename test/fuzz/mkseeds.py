@@ -91,12 +91,15 @@ def rec(name, body=b'', depth=0, kind=REG, length=None):
         length = len(body)
     return bytes([depth | kind << 2]) + name.encode() + b'\0' + struct.pack('<I', length) + body
 
-def dump_seed(d, skip=()):
-    """A CRIU dump as records: small files whole, pages files sparse."""
+def dump_seed(d, skip=(), shm=False):
+    """A CRIU dump as records: small files whole, pages files sparse.
+    SHM: with the records of its shared memory (memfd, files, fdinfo)."""
     out = b''
     for f in sorted(os.listdir(d)):
         if f in skip or not (f.startswith(('pagemap-', 'mm-', 'pages-')) or
-                             f in ('pstree.img', 'inventory.img')):
+                             f in ('pstree.img', 'inventory.img') or
+                             (shm and (f.startswith('fdinfo-') or
+                                       f in ('memfd.img', 'files.img')))):
             continue
         p = os.path.join(d, f)
         if f.startswith('pages-'):
@@ -132,6 +135,8 @@ def image_seeds():
     fork3 = os.path.join(DATA, 'fork3')
     seeds['single'] = dump_seed(single)
     seeds['fork3'] = dump_seed(fork3)
+    seeds['shm-single'] = dump_seed(os.path.join(DATA, 'shm-single'), shm=True)
+    seeds['shm-fork2'] = dump_seed(os.path.join(DATA, 'shm-fork2'), shm=True)
     seeds['single-no-pstree'] = dump_seed(single, skip=('pstree.img', 'inventory.img'))
     base = dump_seed(single)
     pid = [f for f in os.listdir(single) if f.startswith('pagemap-')][0][8:-4]

@@ -19,20 +19,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "files.pb-c.h"
 #include "imgtask.h"
+#include "mm.pb-c.h"
 #include "pagemap.h"
+#include "pagemap.pb-c.h"
+#include "shm.h"
 #include "thuge.h"
 #include "tserve.h"
 #include "twork.h"
 
 static char tmp[64];
-static pid_t kids[8];
+static pid_t kids[16];
 static int nkids;
 static int outs[8];	/* read ends of the workloads' stdout, kept open */
 static int nouts;
@@ -146,7 +152,7 @@ static unsigned long last_count(const char *text)
  * Start rworkload with ARGS, stdout a pipe (read for its "ready" line), no
  * other fd of ours. Returns its pid.
  */
-static pid_t wl_start(const char *const *args)
+static pid_t wl_start_bin(const char *prog, const char *const *args)
 {
 	char bin[256], line[256];
 	const char *argv[16];
@@ -154,7 +160,7 @@ static pid_t wl_start(const char *const *args)
 	size_t got = 0;
 	pid_t pid;
 
-	snprintf(bin, sizeof(bin), "%s/test/helpers/rworkload", build_dir());
+	snprintf(bin, sizeof(bin), "%s/test/helpers/%s", build_dir(), prog);
 	argv[n++] = bin;
 	for (int i = 0; args[i] && n < 15; i++)
 		argv[n++] = args[i];
@@ -189,6 +195,11 @@ static pid_t wl_start(const char *const *args)
 	/* Kept open: with --log - it writes there until the dump. */
 	outs[nouts++] = p[0];
 	return pid;
+}
+
+static pid_t wl_start(const char *const *args)
+{
+	return wl_start_bin("rworkload", args);
 }
 
 /* Start uffd-inject with ARGS, its stdout and stderr into files named after TAG. */
@@ -965,5 +976,888 @@ Test(restore, hugetlb_eager, .init = setup, .fini = huge_teardown, .timeout = 12
 	cr_assert(wait_for(log, "verify ok\n", 60000), "%s", slurp(log, NULL));
 	cr_assert_eq(tw_status_bytes(pid, "HugetlbPages"), 16ull << 20, "%" PRIu64,
 		     tw_status_bytes(pid, "HugetlbPages"));
+	stop(pid);
+}
+
+/*
+ * Shared memory in CRIU 4.2's records, restored from a dump of rworkload
+ * that the test extends by hand with two objects (what `uffd-inject dump`
+ * and CRIU write): shared anonymous memory of SHM_A pages, mapped from its
+ * page 2 on, its pages i % 8 == 3 holes (no entry); and a memfd "tmfd" of
+ * SHM_M pages, open at fd SHM_FD at offset SHM_POS, its first SHM_M - 2
+ * pages mapped (page SHM_M - 2 has data only the fd reaches, the last is a
+ * hole), its holes dumped as pages of zeros as CRIU does. The restored
+ * process never touches them: the test reads both areas through
+ * process_vm_readv (which faults and waits, as the process would) and the
+ * memfd through /proc/PID/fd, every byte, and writes through one area to
+ * see it in the object.
+ */
+#define SHM_PG		4096ull
+#define SHM_A		48	/* anon object pages */
+#define SHM_M		20	/* memfd object pages */
+#define SHM_FD		100
+#define SHM_POS		(2 * SHM_PG + 7)
+#define SHM_ADDR_A	0x500000000000ull
+#define SHM_ADDR_M	0x500010000000ull
+#define SHM_ADDR_P	0x500010100000ull	/* the memfd mapped private */
+#define SHM_FILE_A	9001u
+#define SHM_FILE_M	9002u
+#define SHM_FILE_FD	9003u
+#define SHM_ID_A	777u
+#define SHM_ID_M	778u
+
+/*
+ * The memfd: held open at SHM_FD and mapped private too (else reachable
+ * through its shared area only), its seals.
+ */
+static bool shm_no_fd;
+static uint32_t shm_seals = 2 | 4;	/* F_SEAL_SHRINK | F_SEAL_GROW */
+
+static uint64_t shm_word(unsigned obj, uint64_t page, uint64_t w)
+{
+	uint64_t x = ((uint64_t)obj << 40) ^ (page << 16) ^ w ^ 0x5eed;
+
+	x *= 0x9e3779b97f4a7c15ull;
+	return x ^ (x >> 31);
+}
+
+/* Does page K of object OBJ (1 anon, 2 memfd) hold data? */
+static bool shm_has(unsigned obj, uint64_t k)
+{
+	if (obj == 1)
+		return k % 8 != 3;
+	return k % 8 != 3 && k != SHM_M - 1;
+}
+
+static void shm_put(int dirfd, const char *name, uint32_t magic, ProtobufCMessage **m, size_t n)
+{
+	struct img_writer w;
+	struct img_err err = { "" };
+
+	cr_assert_eq(img_create(&w, dirfd, name, magic, &err), 0, "%s", err.msg);
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(img_write(&w, m[i], &err), 0, "%s", err.msg);
+	cr_assert_eq(img_finish(&w, &err), 0, "%s", err.msg);
+}
+
+/* Every record of NAME, and room for EXTRA more. */
+static ProtobufCMessage **shm_get(int dirfd, const char *name, uint32_t magic,
+				  const ProtobufCMessageDescriptor *d, size_t extra, size_t *n)
+{
+	ProtobufCMessage **v = calloc(256 + extra, sizeof(*v)), *m;
+	struct img_reader r;
+	struct img_err err = { "" };
+	int ret;
+
+	*n = 0;
+	cr_assert_eq(img_open(&r, dirfd, name, magic, &err), 0, "%s", err.msg);
+	while ((ret = img_next(&r, d, &m, &err)) > 0 && *n < 256)
+		v[(*n)++] = m;
+	cr_assert_eq(ret, 0, "%s", err.msg);
+	img_close(&r);
+	return v;
+}
+
+/* The contents of object OBJ: pagemap-shmem-ID.img and pages-PAGES_ID.img. */
+static void shm_contents(int dirfd, unsigned obj, uint32_t id, uint32_t pages_id, uint64_t pages,
+			 bool zeros_as_data)
+{
+	PagemapHead head = PAGEMAP_HEAD__INIT;
+	PagemapEntry pe[64];
+	ProtobufCMessage *m[65];
+	static uint64_t buf[64 * 512];
+	size_t n = 0, np = 0;
+	char name[64];
+
+	head.pages_id = pages_id;
+	m[n++] = &head.base;
+	for (uint64_t k = 0; k < pages; k++) {
+		if (!shm_has(obj, k) && !zeros_as_data)
+			continue;
+		for (uint64_t w = 0; w < 512; w++)
+			buf[np * 512 + w] = shm_has(obj, k) ? shm_word(obj, k, w) : 0;
+		np++;
+		pagemap_entry__init(&pe[n - 1]);
+		pe[n - 1].vaddr = k * SHM_PG;
+		pe[n - 1].has_nr_pages = true;
+		pe[n - 1].nr_pages = 1;
+		pe[n - 1].has_flags = true;
+		pe[n - 1].flags = PE_PRESENT;
+		m[n] = &pe[n - 1].base;
+		n++;
+	}
+	snprintf(name, sizeof(name), "pagemap-shmem-%u.img", id);
+	shm_put(dirfd, name, IMG_PAGEMAP_MAGIC, m, n);
+	snprintf(name, sizeof(name), "pages-%u.img", pages_id);
+	{
+		int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+		cr_assert_geq(fd, 0);
+		cr_assert_eq(write(fd, buf, np * SHM_PG), (ssize_t)(np * SHM_PG));
+		close(fd);
+	}
+}
+
+/*
+ * Add both objects to the dump of PID in DIR: its areas and its fd (in
+ * FDINFO); with OBJECTS, the objects themselves and their files too (once
+ * per dump).
+ */
+static void shm_craft(const char *dir, pid_t pid, const char *fdinfo, bool objects)
+{
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	MemfdInodeEntry ie[2];
+	ProtobufCMessage *im[2], **fm, **dm;
+	FileEntry fe[3];
+	MemfdFileEntry mf[3];
+	FownEntry fown = FOWN_ENTRY__INIT;
+	FdinfoEntry fdi = FDINFO_ENTRY__INIT;
+	VmaEntry va = VMA_ENTRY__INIT, vm = VMA_ENTRY__INIT, vp = VMA_ENTRY__INIT, **vv;
+	MmEntry *mm;
+	struct img_err err = { "" };
+	char name[64];
+	size_t nf = 0, nd, nv;
+
+	cr_assert_geq(dirfd, 0);
+	for (int i = 0; i < 2; i++) {
+		memfd_inode_entry__init(&ie[i]);
+		im[i] = &ie[i].base;
+	}
+	if (!objects)
+		goto task;
+	ie[0].name = SHM_ANON_NAME;
+	ie[0].size = SHM_A * SHM_PG;
+	ie[0].shmid = SHM_ID_A;
+	ie[0].seals = 1;	/* F_SEAL_SEAL, as such memory has */
+	ie[0].inode_id = 1;
+	ie[1].name = "tmfd";
+	ie[1].size = SHM_M * SHM_PG;
+	ie[1].shmid = SHM_ID_M;
+	ie[1].seals = shm_seals;
+	ie[1].inode_id = 2;
+	shm_put(dirfd, "memfd.img", IMG_MEMFD_INODE_MAGIC, im, 2);
+	shm_contents(dirfd, 1, SHM_ID_A, 90, SHM_A, false);
+	shm_contents(dirfd, 2, SHM_ID_M, 91, SHM_M - 1, true);
+
+	fm = shm_get(dirfd, "files.img", IMG_FILES_MAGIC, &file_entry__descriptor, 3, &nf);
+	for (int i = 0; i < 3; i++) {
+		file_entry__init(&fe[i]);
+		memfd_file_entry__init(&mf[i]);
+		fe[i].type = SHM_FD_TYPE_MEMFD;
+		fe[i].id = mf[i].id = SHM_FILE_A + (uint32_t)i;
+		fe[i].memfd = &mf[i];
+		mf[i].fown = &fown;
+		mf[i].flags = i == 2 ? O_RDWR : 0;
+		mf[i].pos = i == 2 ? SHM_POS : 0;
+		mf[i].inode_id = i == 0 ? 1 : 2;
+		fm[nf + (size_t)i] = &fe[i].base;
+	}
+	shm_put(dirfd, "files.img", IMG_FILES_MAGIC, fm, nf + 3);
+	for (size_t i = 0; i < nf; i++)
+		protobuf_c_message_free_unpacked(fm[i], NULL);
+	free(fm);
+task:
+	dm = shm_get(dirfd, fdinfo, IMG_FDINFO_MAGIC, &fdinfo_entry__descriptor, 1, &nd);
+	fdi.id = SHM_FILE_FD;
+	fdi.type = SHM_FD_TYPE_MEMFD;
+	fdi.fd = SHM_FD;
+	dm[nd] = &fdi.base;
+	shm_put(dirfd, fdinfo, IMG_FDINFO_MAGIC, dm, nd + (shm_no_fd ? 0 : 1));
+
+	snprintf(name, sizeof(name), "mm-%d.img", (int)pid);
+	cr_assert_eq(img_read_one(dirfd, name, IMG_MM_MAGIC, &mm_entry__descriptor,
+				  (ProtobufCMessage **)&mm, &err), 0, "%s", err.msg);
+	va.start = SHM_ADDR_A;
+	va.end = SHM_ADDR_A + (SHM_A - 2) * SHM_PG;
+	va.pgoff = 2 * SHM_PG;
+	vm.start = SHM_ADDR_M;
+	vm.end = SHM_ADDR_M + (SHM_M - 2) * SHM_PG;
+	vm.pgoff = 0;
+	for (VmaEntry *v = &va; v; v = v == &va ? &vm : NULL) {
+		v->shmid = v == &va ? SHM_FILE_A : SHM_FILE_M;
+		v->prot = PROT_READ | PROT_WRITE;
+		v->flags = MAP_SHARED;
+		v->status = VMA_AREA_REGULAR | VMA_FILE_SHARED | VMA_AREA_MEMFD;
+		v->fd = -1;
+	}
+	/* The memfd mapped private too, its pages 1-4 (no copy of its own). */
+	vp.start = SHM_ADDR_P;
+	vp.end = SHM_ADDR_P + 4 * SHM_PG;
+	vp.pgoff = SHM_PG;
+	vp.shmid = SHM_FILE_M;
+	vp.prot = PROT_READ;
+	vp.flags = MAP_PRIVATE;
+	vp.status = VMA_AREA_REGULAR | VMA_FILE_PRIVATE | VMA_AREA_MEMFD;
+	vp.fd = -1;
+	/* In address order: both lie below the stack and above the rest. */
+	vv = calloc(mm->n_vmas + 3, sizeof(*vv));
+	nv = 0;
+	for (size_t i = 0; i <= mm->n_vmas; i++) {
+		if (i == mm->n_vmas || (nv == i && mm->vmas[i]->start > SHM_ADDR_A)) {
+			vv[nv++] = &va;
+			vv[nv++] = &vm;
+			if (!shm_no_fd)
+				vv[nv++] = &vp;
+		}
+		if (i < mm->n_vmas)
+			vv[nv++] = mm->vmas[i];
+		if (nv == mm->n_vmas + (shm_no_fd ? 2 : 3))
+			break;
+	}
+	cr_assert_eq(nv, mm->n_vmas + (shm_no_fd ? 2 : 3));
+	{
+		VmaEntry **old = mm->vmas;
+		size_t on = mm->n_vmas;
+		ProtobufCMessage *m1 = &mm->base;
+
+		mm->vmas = vv;
+		mm->n_vmas = nv;
+		shm_put(dirfd, name, IMG_MM_MAGIC, &m1, 1);
+		mm->vmas = old;
+		mm->n_vmas = on;
+	}
+	mm_entry__free_unpacked(mm, NULL);
+	free(vv);
+	for (size_t i = 0; i < nd; i++)
+		protobuf_c_message_free_unpacked(dm[i], NULL);
+	free(dm);
+	close(dirfd);
+}
+
+/* Read LEN bytes at A of PID (faulting as the process would). */
+static void shm_read(pid_t pid, uint64_t a, void *buf, size_t len)
+{
+	struct iovec l = { buf, len }, r = { (void *)(uintptr_t)a, len };
+
+	cr_assert_eq(process_vm_readv(pid, &l, 1, &r, 1, 0), (ssize_t)len,
+		     "process_vm_readv 0x%" PRIx64 ": %s", a, strerror(errno));
+}
+
+/* Compare page K of object OBJ with BUF. */
+static void shm_cmp(unsigned obj, uint64_t k, const uint64_t *buf, const char *how)
+{
+	for (uint64_t w = 0; w < 512; w++) {
+		uint64_t want = shm_has(obj, k) ? shm_word(obj, k, w) : 0;
+
+		if (buf[w] != want)
+			cr_assert_fail("%s: object %u page %" PRIu64 " word %" PRIu64 ": %016" PRIx64
+				       ", want %016" PRIx64, how, obj, k, w, buf[w], want);
+	}
+}
+
+/* Every byte of both objects, through the areas and through the fd; the maps lines. */
+static void shm_verify(pid_t pid)
+{
+	static uint64_t buf[512];
+	char path[64], *maps;
+	int fd;
+
+	for (uint64_t k = 2; k < SHM_A; k++) {
+		shm_read(pid, SHM_ADDR_A + (k - 2) * SHM_PG, buf, SHM_PG);
+		shm_cmp(1, k, buf, "anon area");
+	}
+	for (uint64_t k = 0; k < SHM_M - 2; k++) {
+		shm_read(pid, SHM_ADDR_M + k * SHM_PG, buf, SHM_PG);
+		shm_cmp(2, k, buf, "memfd area");
+	}
+	for (uint64_t k = 1; k < 5 && !shm_no_fd; k++) {
+		shm_read(pid, SHM_ADDR_P + (k - 1) * SHM_PG, buf, SHM_PG);
+		shm_cmp(2, k, buf, "memfd mapped private");
+	}
+	if (shm_no_fd)
+		goto maps;
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, SHM_FD);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+	for (uint64_t k = 0; k < SHM_M; k++) {
+		cr_assert_eq(pread(fd, buf, SHM_PG, (off_t)(k * SHM_PG)), (ssize_t)SHM_PG);
+		shm_cmp(2, k, buf, "memfd fd");
+	}
+	cr_assert_eq(fcntl(fd, F_GET_SEALS), 2 | 4);
+	close(fd);
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)pid, SHM_FD);
+	maps = slurp(path, NULL);
+	cr_assert_not_null(strstr(maps, "pos:\t8199\n"), "%s", maps);
+	cr_assert_not_null(strstr(maps, "flags:\t0100002\n"), "O_RDWR|O_LARGEFILE: %s", maps);
+	free(maps);
+maps:
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	maps = slurp(path, NULL);
+	cr_assert_not_null(strstr(maps, "500000000000-50000002e000 rw-s 00002000 00:01"), "%s", maps);
+	cr_assert_not_null(strstr(maps, "/dev/zero (deleted)"), "%s", maps);
+	cr_assert_not_null(strstr(maps, "500010000000-500010012000 rw-s 00000000 00:01"), "%s", maps);
+	cr_assert_not_null(strstr(maps, "/memfd:tmfd (deleted)"), "%s", maps);
+	cr_assert(shm_no_fd || strstr(maps, "500010100000-500010104000 r--p 00001000 00:01"), "%s",
+		  maps);
+	free(maps);
+}
+
+/* A write through the area lands in the object: the fd reads it. */
+static void shm_write_through(pid_t pid)
+{
+	static uint64_t w[512], r[512];
+	struct iovec l = { w, sizeof(w) }, rem = { (void *)(uintptr_t)(SHM_ADDR_M + 4 * SHM_PG), sizeof(w) };
+	char path[64];
+	int fd;
+
+	for (int i = 0; i < 512; i++)
+		w[i] = 0xabcdef00ull + (uint64_t)i;
+	cr_assert_eq(process_vm_writev(pid, &l, 1, &rem, 1, 0), (ssize_t)sizeof(w));
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, SHM_FD);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert_eq(pread(fd, r, sizeof(r), 4 * SHM_PG), (ssize_t)sizeof(r));
+	close(fd);
+	cr_assert_arr_eq(r, w, sizeof(w), "the write through the area is not in the memfd");
+}
+
+/*
+ * Lazily restored, the anon object holds nothing of what its area maps (the
+ * manager serves it as it is read), and what no area maps (its pages 0 and
+ * 1), which restore wrote. Looked at through the object's own file, which
+ * never faults.
+ */
+static void shm_left_empty(pid_t pid)
+{
+	static uint64_t buf[512];
+	char path[96];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", (int)pid, SHM_ADDR_A,
+		 SHM_ADDR_A + (SHM_A - 2) * SHM_PG);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+	errno = 0;
+	cr_assert_eq(lseek(fd, 2 * SHM_PG, SEEK_DATA), -1, "the area's part of the object has data");
+	cr_assert_eq(errno, ENXIO);
+	for (uint64_t k = 0; k < 2; k++) {
+		cr_assert_eq(pread(fd, buf, SHM_PG, (off_t)(k * SHM_PG)), (ssize_t)SHM_PG);
+		shm_cmp(1, k, buf, "anon object outside its area");
+	}
+	close(fd);
+}
+
+static void shm_crafted(bool lazy)
+{
+	char log[128], dir[128], sum[512];
+	const char *args[] = { "--log", log, "--mib", "4", NULL };
+	const char *dargs[] = { "--no-fill", NULL };
+	struct ts_status s;
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	pid = wl_start(args);
+	let_count(log, 2);
+	dump_kill(pid, dir);
+	shm_craft(dir, pid, "fdinfo-1.img", true);
+	if (lazy)
+		daemon_start(dargs);
+	pid = restore(dir, lazy ? dmn.sock : NULL, "null", sum, sizeof(sum));
+	cr_log_info("%s", sum);
+	if (lazy)
+		shm_left_empty(pid);
+	shm_verify(pid);
+	if (lazy) {
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		/* Every data page of the area: 46 pages mapped, 6 of them holes. */
+		cr_assert_geq(s.tot->pages_copied, 40, "copied %" PRIu64, s.tot->pages_copied);
+		ts_status_free(&s);
+	}
+	shm_write_through(pid);
+	/* The workload itself is unharmed: every byte of its own memory. */
+	cr_assert_eq(kill(pid, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\n", 60000), "%s", slurp(log, NULL));
+	stop(pid);
+}
+
+Test(restore, shm_crafted_lazy, .init = setup, .fini = teardown, .timeout = 120)
+{
+	shm_crafted(true);
+}
+
+Test(restore, shm_crafted_eager, .init = setup, .fini = teardown, .timeout = 120)
+{
+	shm_crafted(false);
+}
+
+/*
+ * A tree (trworkload: five processes) dumped with --tree --kill, the first
+ * two processes given both objects (the same files: one open memfd file
+ * shared, as after a fork): each sees every byte, and a write through the
+ * area of one is read through the area of the other. Lazily, served with
+ * no fill: the second process reads what the first placed, by minor faults.
+ */
+static void shm_crafted_tree(bool lazy)
+{
+	char log[128], dir[128], ps[16], out[4096], err[4096], *p;
+	const char *wargs[] = { "--log", log, "--mib", "1", NULL };
+	const char *dargs[] = { "dump", "--pid", ps, "--images", dir, "--tree", "--kill", NULL };
+	const char *nofill[] = { "--no-fill", NULL };
+	const char *rargs[12];
+	static uint64_t w[512], r[512];
+	struct iovec l = { w, sizeof(w) }, rl = { r, sizeof(r) }, rem;
+	pid_t root, now[2] = { 0, 0 };
+	uint32_t *pids;
+	struct img_err ierr;
+	struct ts_status s;
+	bool from_pstree;
+	size_t n;
+	int dirfd, rc, st;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	root = wl_start_bin("trworkload", wargs);
+	snprintf(ps, sizeof(ps), "%d", (int)root);
+	rc = tool(dargs, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	cr_assert_eq(waitpid(root, &st, 0), root);
+	for (int i = 0; i < nkids; i++)
+		if (kids[i] == root)
+			kids[i] = 0;
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_eq(img_list_tasks(dirfd, &pids, &n, &from_pstree, &ierr), 0, "%s", ierr.msg);
+	close(dirfd);
+	cr_assert_eq(n, 5);
+	shm_craft(dir, (pid_t)pids[0], "fdinfo-1.img", true);
+	shm_craft(dir, (pid_t)pids[1], "fdinfo-2.img", false);
+	if (lazy)
+		daemon_start(nofill);
+	restore_args(rargs, dir, lazy ? dmn.sock : NULL, "null");
+	rc = tool(rargs, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "restore exit %d: %s", rc, err);
+	cr_log_info("%s", out);
+	/* Every process of the tree is ours to end; the first two are the sharers. */
+	for (p = out; (p = strstr(p, "(pid ")) != NULL; p++) {
+		unsigned dumped = (unsigned)strtoul(p + 5, NULL, 10);
+		char *as = strstr(p, " as pid ");
+		pid_t pid;
+
+		cr_assert_not_null(as);
+		pid = (pid_t)strtol(as + 8, NULL, 10);
+		kids[nkids++] = pid;
+		for (int i = 0; i < 2; i++)
+			if (dumped == pids[i])
+				now[i] = pid;
+	}
+	free(pids);
+	cr_assert(now[0] > 0 && now[1] > 0, "%s", out);
+	if (lazy)
+		shm_left_empty(now[1]);
+	shm_verify(now[0]);
+	shm_verify(now[1]);
+	if (lazy) {
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		cr_assert_geq(s.tot->pages_copied, 40, "copied %" PRIu64, s.tot->pages_copied);
+		cr_assert_geq(s.tot->pages_continued, 40, "the second sharer got %" PRIu64
+			      " pages by UFFDIO_CONTINUE", s.tot->pages_continued);
+		ts_status_free(&s);
+	}
+	/* Still one object each: a write by one is seen by the other. */
+	for (int i = 0; i < 512; i++)
+		w[i] = 0x1234000000ull + (uint64_t)i;
+	for (uint64_t a = SHM_ADDR_A + 9 * SHM_PG; a; a = a == SHM_ADDR_A + 9 * SHM_PG ?
+	     SHM_ADDR_M + 5 * SHM_PG : 0) {
+		rem = (struct iovec){ (void *)(uintptr_t)a, sizeof(w) };
+		cr_assert_eq(process_vm_writev(now[1], &l, 1, &rem, 1, 0), (ssize_t)sizeof(w));
+		cr_assert_eq(process_vm_readv(now[0], &rl, 1, &rem, 1, 0), (ssize_t)sizeof(r));
+		cr_assert_arr_eq(r, w, sizeof(w), "0x%" PRIx64 ": the write of one sharer is not "
+				 "seen by the other", a);
+	}
+}
+
+Test(restore, shm_crafted_tree_lazy, .init = setup, .fini = teardown, .timeout = 120)
+{
+	shm_crafted_tree(true);
+}
+
+Test(restore, shm_crafted_tree_eager, .init = setup, .fini = teardown, .timeout = 120)
+{
+	shm_crafted_tree(false);
+}
+
+/* Rewrite record file NAME of DIR through EDIT (each record in turn). */
+static void shm_edit(const char *dir, const char *name, uint32_t magic,
+		     const ProtobufCMessageDescriptor *d, void (*edit)(ProtobufCMessage *m))
+{
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ProtobufCMessage **m;
+	size_t n;
+
+	cr_assert_geq(dirfd, 0);
+	m = shm_get(dirfd, name, magic, d, 0, &n);
+	for (size_t i = 0; i < n; i++)
+		edit(m[i]);
+	shm_put(dirfd, name, magic, m, n);
+	for (size_t i = 0; i < n; i++)
+		protobuf_c_message_free_unpacked(m[i], NULL);
+	free(m);
+	close(dirfd);
+}
+
+static void to_sysv(ProtobufCMessage *m)
+{
+	MmEntry *mm = (MmEntry *)m;
+
+	for (size_t i = 0; i < mm->n_vmas; i++)
+		if (mm->vmas[i]->start == SHM_ADDR_A) {
+			mm->vmas[i]->status = VMA_AREA_REGULAR | VMA_AREA_SYSVIPC | VMA_ANON_SHARED;
+			mm->vmas[i]->shmid = 32769;
+		}
+}
+
+static void to_hugetlb(ProtobufCMessage *m)
+{
+	MemfdInodeEntry *me = (MemfdInodeEntry *)m;
+
+	if (me->shmid == SHM_ID_M) {
+		me->has_hugetlb_flag = true;
+		me->hugetlb_flag = 0x4;	/* MFD_HUGETLB */
+	}
+}
+
+/* A crafted dump that restore must refuse with WANT in its message, nothing left running. */
+static void shm_refused(void (*breakit)(const char *dir, pid_t pid), const char *want,
+			bool page_server)
+{
+	char log[128], dir[128], out[2048], err[2048];
+	const char *args[] = { "--log", log, "--mib", "4", NULL };
+	const char *rargs[16];
+	pid_t pid;
+	int rc, n = 0;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	pid = wl_start(args);
+	let_count(log, 2);
+	dump_kill(pid, dir);
+	shm_craft(dir, pid, "fdinfo-1.img", true);
+	breakit(dir, pid);
+	rargs[n++] = "restore";
+	rargs[n++] = "--images";
+	rargs[n++] = dir;
+	rargs[n++] = "--eager";
+	if (page_server) {
+		n--;
+		rargs[n++] = "--page-server";
+		rargs[n++] = "127.0.0.1:1";
+		rargs[n++] = "--socket";
+		rargs[n++] = "/nonexistent";
+	}
+	rargs[n] = NULL;
+	rc = tool(rargs, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 1, "restore exit %d: %s %s", rc, out, err);
+	cr_assert_not_null(strstr(err, want), "stderr: %s", err);
+	/* Nothing was made: no process runs from the dump, no helper is left. */
+	cr_assert_eq(kill(pid, 0), -1, "pid %d runs", (int)pid);
+}
+
+static void break_sysv(const char *dir, pid_t pid)
+{
+	char name[64];
+
+	snprintf(name, sizeof(name), "mm-%d.img", (int)pid);
+	shm_edit(dir, name, IMG_MM_MAGIC, &mm_entry__descriptor, to_sysv);
+}
+
+static void break_hugetlb(const char *dir, pid_t pid)
+{
+	(void)pid;
+	shm_edit(dir, "memfd.img", IMG_MEMFD_INODE_MAGIC, &memfd_inode_entry__descriptor,
+		 to_hugetlb);
+}
+
+static void break_nothing(const char *dir, pid_t pid)
+{
+	(void)dir;
+	(void)pid;
+}
+
+Test(restore, shm_refuses_sysv_by_address, .init = setup, .fini = teardown, .timeout = 60)
+{
+	shm_refused(break_sysv, "area 0x500000000000-0x50000002e000 is System V shared memory "
+		    "(shmid 32769): not supported", false);
+}
+
+Test(restore, shm_refuses_hugetlb_memfd_by_name, .init = setup, .fini = teardown, .timeout = 60)
+{
+	shm_refused(break_hugetlb, "maps the hugetlb memfd \"tmfd\" (shmid 778): not supported",
+		    false);
+}
+
+Test(restore, shm_refuses_page_server, .init = setup, .fini = teardown, .timeout = 60)
+{
+	shm_refused(break_nothing, "shared memory (memfd.img) with --page-server: not supported",
+		    true);
+}
+
+/*
+ * A daemon that dies with the shared areas half served: the one that takes
+ * over serves the rest of them (the hand-over's HELLO_F_SHM_LAZY is in its
+ * journal), never zeros.
+ */
+Test(restore, shm_crafted_lazy_across_daemon_restart, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	char log[128], dir[128];
+	const char *args[] = { "--log", log, "--mib", "4", NULL };
+	const char *dargs[] = { "--no-fill", NULL };
+	static uint64_t buf[512];
+	pid_t pid;
+	int st;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	pid = wl_start(args);
+	let_count(log, 2);
+	dump_kill(pid, dir);
+	shm_craft(dir, pid, "fdinfo-1.img", true);
+	daemon_start(dargs);
+	pid = restore(dir, dmn.sock, "null", NULL, 0);
+	shm_left_empty(pid);
+	for (uint64_t k = 2; k < SHM_A / 2; k++) {
+		shm_read(pid, SHM_ADDR_A + (k - 2) * SHM_PG, buf, SHM_PG);
+		shm_cmp(1, k, buf, "anon area, first daemon");
+	}
+	kill(dmn.pid, SIGKILL);
+	st = ts_daemon_wait(&dmn, 10000);
+	cr_assert_neq(st, -1, "the daemon did not die");
+	ts_daemon_again(&dmn, NULL, dargs);
+	shm_verify(pid);
+	cr_assert_eq(kill(pid, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\n", 60000), "%s", slurp(log, NULL));
+	stop(pid);
+}
+
+/*
+ * End to end, with the dump side: shmworkload (test/helpers/shmworkload.c),
+ * one process or a parent and a child sharing shared anonymous memory and a
+ * memfd (held open, longer than its mapping, mapped private too), dumped
+ * with dump --kill (--tree --kill), restored lazily (no fill: the manager
+ * serves the shared areas as they are read) or with --eager. Every process
+ * checks every byte of both objects itself, through its areas and the fd;
+ * then a write by the child is seen by the parent.
+ */
+
+/* The address of the area whose maps line names WHAT in PID, or 0. */
+static uint64_t area_named(pid_t pid, const char *what, uint64_t *end)
+{
+	char path[64], *b, *l;
+	uint64_t a = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	b = slurp(path, NULL);
+	for (l = strtok(b, "\n"); l; l = strtok(NULL, "\n"))
+		if (strstr(l, what) && sscanf(l, "%" SCNx64 "-%" SCNx64, &a, end) == 2)
+			break;
+	free(b);
+	return a;
+}
+
+/* How many times S is in the file PATH. */
+static int count_in(const char *path, const char *s)
+{
+	char *b = slurp(path, NULL), *p = b;
+	int n = 0;
+
+	while ((p = strstr(p, s)) != NULL) {
+		n++;
+		p += strlen(s);
+	}
+	free(b);
+	return n;
+}
+
+/* Wait until process NAME answered its Nth check; it must have found every byte right. */
+static void wait_check(const char *log, const char *name, int n)
+{
+	char ok[64], bad[64];
+
+	snprintf(ok, sizeof(ok), "check %s ok\n", name);
+	snprintf(bad, sizeof(bad), "bad %s ", name);
+	for (int i = 0; i < 6000 && count_in(log, ok) + count_in(log, bad) < n; i++)
+		usleep(10000);
+	cr_assert_eq(count_in(log, bad), 0, "%s", slurp(log, NULL));
+	cr_assert_eq(count_in(log, ok), n, "%s", slurp(log, NULL));
+}
+
+/* FILL: the manager fills in the background, and both processes check at once. */
+static void shm_e2e_fill(bool lazy, bool fork, bool fill)
+{
+	char log[128], dir[128], ps[16], out[4096], err[4096], path[96];
+	const char *wargs[] = { "--log", log, "--pages", "64", fork ? "--fork" : NULL, NULL };
+	const char *dargs[] = { "dump", "--pid", ps, "--images", dir, "--kill",
+				fork ? "--tree" : NULL, NULL };
+	const char *nofill[] = { "--no-fill", NULL };
+	const char *rargs[12];
+	pid_t wl, parent = 0, child = 0;
+	uint64_t a, e;
+	struct ts_status s;
+	char *p;
+	int rc, st, fd;
+
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	wl = wl_start_bin("shmworkload", wargs);
+	snprintf(ps, sizeof(ps), "%d", (int)wl);
+	rc = tool(dargs, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "dump exit %d: %s", rc, err);
+	cr_assert_eq(waitpid(wl, &st, 0), wl);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	for (int i = 0; i < nkids; i++)
+		if (kids[i] == wl)
+			kids[i] = 0;
+	if (lazy)
+		daemon_start(fill ? NULL : nofill);
+	restore_args(rargs, dir, lazy ? dmn.sock : NULL, "null");
+	rc = tool(rargs, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "restore exit %d: %s", rc, err);
+	cr_log_info("%s", out);
+	parent = (pid_t)strtol(out, NULL, 10);
+	cr_assert_gt(parent, 0, "%s", out);
+	kids[nkids++] = parent;
+	for (p = out; fork && (p = strstr(p, " as pid ")) != NULL; p++) {
+		pid_t now = (pid_t)strtol(p + 8, NULL, 10);
+
+		if (now != parent) {
+			child = now;
+			kids[nkids++] = child;
+		}
+	}
+	cr_assert(!fork || child > 0, "%s", out);
+
+	/* Lazily: the anon object holds nothing of its area yet (its own file never faults). */
+	if (fill) {
+		/* Both at once, while the fill copies into the same objects. */
+		cr_assert_eq(kill(parent, SIGUSR2), 0);
+		cr_assert_eq(kill(child, SIGUSR2), 0);
+		wait_check(log, "parent", 1);
+		wait_check(log, "child", 1);
+		goto shared;
+	}
+	a = area_named(parent, "/dev/zero (deleted)", &e);
+	cr_assert_neq(a, 0, "no /dev/zero area");
+	if (lazy) {
+		snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)parent,
+			 a, e);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+		errno = 0;
+		cr_assert_eq(lseek(fd, 2 * 4096, SEEK_DATA), -1, "the area's pages are in already");
+		cr_assert_eq(errno, ENXIO);
+		close(fd);
+	}
+
+	/* Each checks every byte itself: the parent first, the child then (minor faults). */
+	cr_assert_eq(kill(parent, SIGUSR2), 0);
+	wait_check(log, "parent", 1);
+	if (fork) {
+		cr_assert_eq(kill(child, SIGUSR2), 0);
+		wait_check(log, "child", 1);
+	}
+	if (lazy) {
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		/* 62 pages mapped, 8 of them never touched: 54 copied, holes zeroed. */
+		cr_assert_geq(s.tot->pages_copied, 54, "copied %" PRIu64, s.tot->pages_copied);
+		if (fork)
+			cr_assert_geq(s.tot->pages_continued, 54, "the child got %" PRIu64
+				      " pages by UFFDIO_CONTINUE", s.tot->pages_continued);
+		ts_status_free(&s);
+	}
+	if (!fork) {
+		cr_assert_eq(kill(parent, SIGTERM), 0);
+		cr_assert_eq(waitpid(parent, &st, 0), parent);
+		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 20, "status 0x%x", st);
+		for (int i = 0; i < nkids; i++)
+			if (kids[i] == parent)
+				kids[i] = 0;
+		return;
+	}
+shared:
+	/* Still shared: the child writes, the parent sees it. */
+	cr_assert_eq(kill(child, SIGUSR1), 0);
+	cr_assert(wait_for(log, "wrote child\n", 20000));
+	cr_assert_eq(kill(parent, SIGUSR1), 0);
+	cr_assert_eq(kill(parent, SIGUSR2), 0);
+	cr_assert_eq(kill(child, SIGUSR2), 0);
+	wait_check(log, "parent", 2);
+	wait_check(log, "child", 2);
+	/* The parent is the child's parent again. */
+	cr_assert_eq(kill(child, SIGTERM), 0);
+	cr_assert_eq(kill(parent, SIGTERM), 0);
+	cr_assert(wait_for(log, "reaped code 21\n", 20000), "%s", slurp(log, NULL));
+	cr_assert_eq(waitpid(parent, &st, 0), parent);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 20, "status 0x%x", st);
+	for (int i = 0; i < nkids; i++)
+		if (kids[i] == parent || kids[i] == child)
+			kids[i] = 0;
+}
+
+static void shm_e2e(bool lazy, bool fork)
+{
+	shm_e2e_fill(lazy, fork, false);
+}
+
+Test(restore, shm_dumped_tree_lazy_filled_while_both_read, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	shm_e2e_fill(true, true, true);
+}
+
+Test(restore, shm_dumped_lazy, .init = setup, .fini = teardown, .timeout = 120)
+{
+	shm_e2e(true, false);
+}
+
+Test(restore, shm_dumped_eager, .init = setup, .fini = teardown, .timeout = 120)
+{
+	shm_e2e(false, false);
+}
+
+Test(restore, shm_dumped_tree_lazy, .init = setup, .fini = teardown, .timeout = 120)
+{
+	shm_e2e(true, true);
+}
+
+Test(restore, shm_dumped_tree_eager, .init = setup, .fini = teardown, .timeout = 120)
+{
+	shm_e2e(false, true);
+}
+
+/*
+ * A memfd no descriptor reaches but sealed against writes (F_SEAL_FUTURE_WRITE,
+ * which forbids new writable mappings): written whole before the process
+ * runs, even lazily, and sealed only once its writable shared area is
+ * mapped. The anon object beside it is still left to the manager.
+ */
+Test(restore, shm_crafted_write_sealed_memfd_is_filled, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	char log[128], dir[128], path[96];
+	const char *args[] = { "--log", log, "--mib", "4", NULL };
+	const char *dargs[] = { "--no-fill", NULL };
+	pid_t pid;
+	int fd;
+
+	shm_no_fd = true;
+	shm_seals = 0x10 | 0x2 | 0x1;	/* F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK | F_SEAL_SEAL */
+	snprintf(log, sizeof(log), "%s/log", tmp);
+	snprintf(dir, sizeof(dir), "%s/img", tmp);
+	pid = wl_start(args);
+	let_count(log, 2);
+	dump_kill(pid, dir);
+	shm_craft(dir, pid, "fdinfo-1.img", true);
+	daemon_start(dargs);
+	pid = restore(dir, dmn.sock, "null", NULL, 0);
+	shm_left_empty(pid);
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", (int)pid, SHM_ADDR_M,
+		 SHM_ADDR_M + (SHM_M - 2) * SHM_PG);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+	cr_assert_eq(lseek(fd, 0, SEEK_DATA), 0, "the sealed memfd was left empty");
+	cr_assert_eq(fcntl(fd, F_GET_SEALS), 0x13);
+	close(fd);
+	shm_verify(pid);
+	cr_assert_eq(kill(pid, SIGUSR2), 0);
+	cr_assert(wait_for(log, "verify ok\n", 60000), "%s", slurp(log, NULL));
 	stop(pid);
 }
