@@ -217,12 +217,17 @@ int rs_shm_plan(struct rs_shm **out, struct rs **r, size_t n)
 		rs_shm_free(s);
 		return ret;
 	}
-	/* A process that maps lazy shared memory faults MINOR on pages a sharer placed. */
+	/*
+	 * A process that maps lazy shared memory faults MINOR on pages a sharer
+	 * placed. Lazy as the manager sees it (shm_load's rule): an object also
+	 * mapped private is written whole here, but the manager still serves its
+	 * shared areas (each page found in it is mapped with UFFDIO_CONTINUE).
+	 */
 	for (size_t i = 0; i < n; i++)
 		for (size_t v = 0; v < r[i]->task.mm->n_vmas; v++) {
 			int k = rs_shm_obj(r[i], r[i]->task.mm->vmas[v]);
 
-			if (k >= 0 && s->lazy[k] &&
+			if (k >= 0 && !r[i]->o->eager && s->set->obj[k].lazy &&
 			    (r[i]->task.mm->vmas[v]->status & VMA_FILE_SHARED))
 				r[i]->features |= UFFD_FEATURE_MINOR_SHMEM;
 		}

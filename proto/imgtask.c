@@ -270,7 +270,11 @@ static int add_shm(struct img_task *t, int dirfd, struct pages_cache *c, size_t 
 	if (i == mm->n_vmas)
 		return 0;
 	snprintf(name, sizeof(name), "mm-%u.img", t->pid);
-	ret = shm_load(&t->shm, dirfd, c, max_entries, err);
+	/* The cap counts the task's own entries too. */
+	if (max_entries && pm->n >= max_entries)
+		return img_errf(err, E2BIG, name, 0, "more than %zu pagemap entries in all",
+				max_entries);
+	ret = shm_load(&t->shm, dirfd, c, max_entries ? max_entries - pm->n : 0, err);
 	if (ret < 0)
 		return ret;
 	pm->xpf = calloc(t->shm->nobj + 1, sizeof(*pm->xpf));

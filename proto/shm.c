@@ -71,6 +71,12 @@ static int load_objects(struct shm_set *s, int dirfd, struct pages_cache *c, siz
 		protobuf_c_message_free_unpacked(m, NULL);
 		if (ret < 0)
 			break;
+		/* 0 would mean no limit: the cap reached is the cap passed. */
+		if (max_entries && entries >= max_entries) {
+			ret = img_errf(err, E2BIG, r.name, r.rec, "object \"%s\" (shmid %u): more "
+				       "than %zu pagemap entries in all", o.name, o.shmid, max_entries);
+			break;
+		}
 		ret = pagemap_load_shmem(&o.pm, dirfd, o.shmid, o.size, c,
 					 max_entries ? max_entries - entries : 0, err);
 		if (ret == -ENOENT)
@@ -91,6 +97,13 @@ static int load_objects(struct shm_set *s, int dirfd, struct pages_cache *c, siz
 	}
 	img_close(&r);
 	return ret;
+}
+
+static int cmp_file(const void *a, const void *b)
+{
+	uint32_t x = ((const struct shm_file *)a)->id, y = ((const struct shm_file *)b)->id;
+
+	return x < y ? -1 : x > y;
 }
 
 /* The MEMFD records of files.img. */
@@ -124,8 +137,6 @@ static int load_files(struct shm_set *s, int dirfd, struct img_err *err)
 		if (ret == 0 && k == s->nobj)
 			ret = img_errf(err, EINVAL, r.name, r.rec, "file id %u: memfd inode %u is "
 				       "not in memfd.img", fe->id, mf->inode_id);
-		if (ret == 0 && shm_file_by_id(s, fe->id))
-			ret = img_errf(err, EINVAL, r.name, r.rec, "file id %u listed twice", fe->id);
 		if (ret == 0 && s->nfile >= SHM_MAX_FILES)
 			ret = img_errf(err, E2BIG, r.name, r.rec, "more than %d memfd files",
 				       SHM_MAX_FILES);
@@ -143,6 +154,13 @@ static int load_files(struct shm_set *s, int dirfd, struct img_err *err)
 			break;
 		s->file[s->nfile++] = f;
 	}
+	/* Sorted by id, for shm_file_by_id: a file listed twice is next to itself. */
+	if (ret == 0 && s->nfile > 1)
+		qsort(s->file, s->nfile, sizeof(*s->file), cmp_file);
+	for (size_t i = 1; ret == 0 && i < s->nfile; i++)
+		if (s->file[i].id == s->file[i - 1].id)
+			ret = img_errf(err, EINVAL, r.name, 0, "file id %u listed twice",
+				       s->file[i].id);
 	img_close(&r);
 	return ret;
 }
@@ -244,8 +262,7 @@ void shm_free(struct shm_set *s, struct pages_cache *c)
 
 const struct shm_file *shm_file_by_id(const struct shm_set *s, uint32_t id)
 {
-	for (size_t i = 0; i < s->nfile; i++)
-		if (s->file[i].id == id)
-			return &s->file[i];
-	return NULL;
+	struct shm_file key = { .id = id };
+
+	return s->nfile ? bsearch(&key, s->file, s->nfile, sizeof(*s->file), cmp_file) : NULL;
 }

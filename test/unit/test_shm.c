@@ -252,6 +252,40 @@ Test(shm, no_memfd_img_is_an_empty_set)
 	close(dirfd);
 }
 
+/*
+ * The cap on pagemap entries counts the objects' entries too, and reached
+ * exactly it still holds: shm-single's two objects have one entry each, so
+ * a cap of 1 stops at the second (0 would mean no cap); the task's own
+ * entries count against it.
+ */
+Test(shm, the_entry_cap_holds_across_objects_and_the_task)
+{
+	struct pages_cache c;
+	struct img_err err = { "" };
+	struct shm_set *s;
+	struct img_task t;
+	int dirfd = fix_open_dir(FIX_CRIU_DIR "/shm-single");
+
+	pages_cache_init(&c);
+	cr_assert_eq(shm_load(&s, dirfd, &c, 2, &err), 0, "%s", err.msg);
+	cr_assert_eq(s->nobj, 2);
+	shm_free(s, &c);
+	cr_assert_eq(shm_load(&s, dirfd, &c, 1, &err), -E2BIG, "a cap of 1 took both objects");
+	cr_assert_not_null(strstr(err.msg, "more than 1 pagemap entries"), "%s", err.msg);
+	cr_assert_eq(img_task_load_max(&t, dirfd, 2519, &c, 0, &err), 0, "%s", err.msg);
+	{
+		size_t all = t.pm->n;
+
+		img_task_free(&t, &c);
+		cr_assert_eq(img_task_load_max(&t, dirfd, 2519, &c, all, &err), 0, "%s", err.msg);
+		img_task_free(&t, &c);
+		cr_assert_lt(img_task_load_max(&t, dirfd, 2519, &c, all - 1, &err), 0,
+			     "a cap one short of the %zu entries was not enforced", all);
+	}
+	cr_assert_eq(c.nr_files, 0, "pages files left mapped");
+	close(dirfd);
+}
+
 /* ---- broken copies of shm-single ---- */
 
 static struct fix_tmp tmp;
@@ -359,6 +393,18 @@ static void no_memfd(ProtobufCMessage *m, size_t idx)
 	}
 }
 
+/* MEMFD file 8 given the id of MEMFD file 3 (and its memfd record too). */
+static void dup_file(ProtobufCMessage *m, size_t idx)
+{
+	FileEntry *fe = (FileEntry *)m;
+
+	(void)idx;
+	if (fe->id == 8) {
+		fe->id = 3;
+		fe->memfd->id = 3;
+	}
+}
+
 static void fd_unknown(ProtobufCMessage *m, size_t idx)
 {
 	if (idx == 3)
@@ -458,6 +504,11 @@ static void b_nomemfd(void)
 	rewrite("files.img", IMG_FILES_MAGIC, NULL, &file_entry__descriptor, no_memfd);
 }
 
+static void b_dupfile(void)
+{
+	rewrite("files.img", IMG_FILES_MAGIC, NULL, &file_entry__descriptor, dup_file);
+}
+
 static void b_fd(void)
 {
 	rewrite("fdinfo-2.img", IMG_FDINFO_MAGIC, NULL, &fdinfo_entry__descriptor, fd_unknown);
@@ -508,6 +559,7 @@ static const struct shm_case cases[] = {
 	{ "lazy contents", b_lazy, ENOTSUP, "pagemap-shmem-26678.img", "only PE_PRESENT" },
 	{ "file of no object", b_inode, EINVAL, "files.img", "memfd inode 99 is not in memfd.img" },
 	{ "MEMFD file without its record", b_nomemfd, EINVAL, "files.img", "without its memfd record" },
+	{ "file id listed twice", b_dupfile, EINVAL, "files.img", "file id 3 listed twice" },
 	{ "fd of no file", b_fd, EINVAL, "fdinfo-2.img", "memfd file id 77 is not in files.img" },
 	{ "area of no file", b_vma, EINVAL, "mm-2519.img", "maps memfd file id 55" },
 	{ "area at an unaligned offset", b_pgoff, EINVAL, "mm-2519.img", "not page aligned" },
