@@ -547,6 +547,7 @@ int grave_finish(struct grave *g, int ms, struct pt *held)
 			pt_detach(pt);
 		g->stop_s = since(&t1);
 		g->stub = 0;
+		g->foreign = true;
 		return gfail(g, ESRCH, "its memory is not the one handed over any more (exec?)");
 	}
 	ret = pt_read(pt, g->stub + GRAVE_PAGE, &g->dropped, sizeof(g->dropped));

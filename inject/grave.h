@@ -75,6 +75,7 @@ struct grave {
 	double wait_s;		/* from grave_finish's call to the dropper's end */
 	double stop_s;		/* the one thread stopped to unmap the stub */
 	long dropped;		/* the dropper's munmap result (1: never ran) */
+	bool foreign;		/* the stub's address was not ours any more (exec): left alone */
 	char why[512];
 };
 

@@ -905,7 +905,8 @@ static void summary(const struct lz *z, uint64_t served)
 			st->grave_areas, st->grave_areas == 1 ? "" : "s",
 			(double)(st->grave_pages * LZ_PAGE) / (1 << 20), st->grave_base,
 			st->grave_base + st->grave_len, st->dropper_s, st->stop_s, st->stub,
-			st->stub_left ? ", which stays" : "");
+			st->stub_left ? ", which stays" : st->stub_foreign ? ", which went with "
+			"its memory: it exec'd" : "");
 	else
 		fprintf(z->o->out, "uffd-inject: drop: in the freeze (%s)\n",
 			st->drop_skip ? st->drop_skip : "no graveyard");
@@ -1124,6 +1125,7 @@ out:
 	st->grave_areas = (unsigned)z.g.n;
 	st->drop_skip = z.g.skip;
 	st->stub_left = z.g.stub != 0;
+	st->stub_foreign = z.g.foreign;
 	st->total_s = since(&z.t0);
 	free(z.reg);
 	grave_free(&z.g);

@@ -34,7 +34,8 @@
  * --sleeper: a second thread whose stack is a 4 MiB area of its own, the
  * lower 3 MiB of it filled with a pattern first (checked by every verify),
  * which blocks every signal and sleeps: its stack top, TLS and rseq area
- * lie in a big area. --seccomp: an allow-everything seccomp filter. With
+ * lie in a big area. --seccomp: an allow-everything seccomp filter.
+ * --exec-on-hup: on SIGHUP, log "exec" and become `sleep 600`. With
  * PCW_FORK_MAPS=PATH in the environment, each fork child copies its
  * /proc/self/maps there before it checks its memory.
  *
@@ -148,6 +149,17 @@ static int allow_all_seccomp(void)
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return -1;
 	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
+
+static void on_hup(int s)
+{
+	static const char line[] = "exec\n";
+
+	(void)s;
+	if (write(logfd, line, sizeof(line) - 1) < 0) {
+	}
+	execl("/bin/sleep", "sleep", "600", (char *)NULL);
+	_exit(4);
 }
 
 /* In a fork child: copy /proc/self/maps to PCW_FORK_MAPS, if set. */
@@ -500,7 +512,7 @@ int main(int argc, char **argv)
 {
 	uint64_t pages = 1024;
 	const char *log = NULL;
-	bool thp = false, with_sleeper = false, with_seccomp = false;
+	bool thp = false, with_sleeper = false, with_seccomp = false, exec_on_hup = false;
 	struct sigaction sa;
 
 	for (int i = 1; i < argc; i++) {
@@ -520,6 +532,8 @@ int main(int argc, char **argv)
 			with_sleeper = true;
 		else if (!strcmp(argv[i], "--seccomp"))
 			with_seccomp = true;
+		else if (!strcmp(argv[i], "--exec-on-hup"))
+			exec_on_hup = true;
 		else {
 			fprintf(stderr, "pcwriter: bad argument %s\n", argv[i]);
 			return 2;
@@ -527,7 +541,7 @@ int main(int argc, char **argv)
 	}
 	if (!log || !pages || pages > PCW_MAXPAGES / 2) {
 		fprintf(stderr, "usage: pcwriter --log FILE [--pages N] [--seed S] [--hot H] [--thp] "
-			"[--fast] [--sleeper] [--seccomp]\n");
+			"[--fast] [--sleeper] [--seccomp] [--exec-on-hup]\n");
 		return 2;
 	}
 	logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -550,6 +564,10 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_flags;
 	sigaction(SIGWINCH, &sa, NULL);
 	sigaction(SIGURG, &sa, NULL);
+	if (exec_on_hup) {
+		sa.sa_handler = on_hup;
+		sigaction(SIGHUP, &sa, NULL);
+	}
 	printf("ready pid=%d\n", (int)getpid());
 	fflush(stdout);
 	for (;;) {

@@ -707,6 +707,9 @@ LAZY_TEST(tool_killed_target_waits)
 			kept = fd;
 	cr_assert_gt(kept, 100, "no kept uffd up high in the target");
 	cr_assert(has_uffd_areas(wa.pid), "the areas are not registered");
+	/* Moved out: freed by the thread added to it, which may still be at it. */
+	for (int i = 0; i < 1000 && tw_status_bytes(wa.pid, "RssAnon") >= 2 * MIB; i++)
+		usleep(10000);
 	cr_assert_lt(tw_status_bytes(wa.pid, "RssAnon"), 2 * MIB, "the pages were not dropped");
 
 	cr_assert_eq(write(wa.in, "v", 1), 1);

@@ -1376,3 +1376,45 @@ Test(precopy, lazy_fork_while_the_graveyard_lives, .init = setup, .fini = teardo
 	change(pid, log, 3);
 	verify(pid, log);
 }
+
+/*
+ * The target execs while the dropper runs (made to sleep first): exec ends
+ * the dropper with the old memory; the stub's address means nothing in the
+ * new one, and uffd-inject leaves it alone. The new program runs on.
+ */
+Test(precopy, lazy_exec_while_the_graveyard_lives, .init = setup, .fini = teardown,
+     .timeout = 180)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "256", "--exec-on-hup", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128], pv[128], grow[160], exe[256];
+	char link[64];
+	const char *envs[] = { "UFFD_INJECT_TEST_DROPPER_DELAY_MS=1500",
+			       "UFFD_INJECT_TEST_SIGNAL_AT=thawed", "UFFD_INJECT_TEST_SIGNAL=1",
+			       grow, NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--prev-images", pv, NULL };
+	ssize_t n;
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	snprintf(grow, sizeof(grow), "UFFD_INJECT_TEST_WAIT_GROW=%s", log);
+	rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_log_info("lazy: %s%s", out, err);
+	cr_assert_eq(count_in(log, "exec"), 1, "%s", slurp(log));
+	/* The dropper ended with the old memory, and its code too: nothing touched. */
+	cr_assert_not_null(strstr(out, "which went with its memory: it exec'd"), "%s", out);
+	snprintf(link, sizeof(link), "/proc/%d/exe", (int)pid);
+	n = readlink(link, exe, sizeof(exe) - 1);
+	cr_assert_gt(n, 0);
+	exe[n] = '\0';
+	cr_assert_not_null(strstr(exe, "sleep"), "it runs %s", exe);
+	cr_assert_eq(kill(pid, 0), 0, "the new program died");
+	cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "the new program ended");
+}
