@@ -165,7 +165,8 @@ int grave_plan(struct grave *g, const struct dump_held *h)
 		    (v->flags & MAP_GROWSDOWN) || (v->status & 2 /* VMA_AREA_STACK */) ||
 		    h->guarded[i] || lazy[i] < GRAVE_MIN_PAGES)
 			continue;
-		g->p[g->n++] = (struct grave_piece){ v->start, v->end, 0, (uint32_t)i, lazy[i] };
+		g->p[g->n++] = (struct grave_piece){ v->start, v->end, 0, (uint32_t)i, lazy[i],
+			v->has_madv && (v->madv & (1ull << MADV_DONTFORK)) };
 	}
 	free(lazy);
 	if (!g->n)
@@ -220,7 +221,15 @@ int grave_put_back(struct grave *g, struct pt *pt, size_t k)
 	if (r < 0)
 		return gfail(g, (int)-r, "cannot move 0x%" PRIx64 "-0x%" PRIx64 " back from the "
 			     "graveyard: %s", p->start, p->end, strerror((int)-r));
-	return 0;
+	/* It comes back with the graveyard's MADV_DONTFORK: a child must get it again. */
+	if (p->dontfork)
+		return 0;
+	ret = tsys(g, pt, &r, "madvise()", SYS_madvise, (long)p->start,
+		   (long)(p->end - p->start), MADV_DOFORK, 0, 0, 0);
+	if (ret == 0 && r < 0)
+		ret = gfail(g, (int)-r, "madvise(MADV_DOFORK) of 0x%" PRIx64 "-0x%" PRIx64 ": %s",
+			    p->start, p->end, strerror((int)-r));
+	return ret;
 }
 
 int grave_reserve(struct grave *g, struct pt *pt)

@@ -58,6 +58,7 @@ struct grave_piece {
 	uint64_t at;
 	uint32_t area;		/* its index in the held dump's areas */
 	uint64_t pages;		/* its lazy pages, as the dump found them */
+	bool dontfork;		/* it was MADV_DONTFORK before (the graveyard is) */
 };
 
 struct grave {
@@ -111,7 +112,8 @@ uint64_t grave_where(const struct grave *g, uint64_t addr);
 
 /*
  * Frozen: move piece K back to its place (replacing the empty area: for a
- * failed hand-over, before the area was registered anywhere). 0 or -errno.
+ * failed hand-over, before the area was registered anywhere), forked again
+ * unless it was MADV_DONTFORK before. 0 or -errno.
  */
 int grave_put_back(struct grave *g, struct pt *pt, size_t k);
 

@@ -326,6 +326,9 @@ static int make_uffd(struct lz *z)
 /* Step 3: register every area that holds lazy pages. */
 static int register_areas(struct lz *z)
 {
+	/* Tests: a failure after big areas were moved, before they are registered. */
+	if (getenv("UFFD_INJECT_TEST_FAIL_REGISTER"))
+		return lfail(z, EIO, "failed on purpose (UFFD_INJECT_TEST_FAIL_REGISTER)");
 	z->reg = calloc(z->h.nvmas ? z->h.nvmas : 1, sizeof(*z->reg));
 	if (!z->reg)
 		return lfail(z, ENOMEM, "out of memory");

@@ -1418,3 +1418,42 @@ Test(precopy, lazy_exec_while_the_graveyard_lives, .init = setup, .fini = teardo
 	cr_assert_eq(kill(pid, 0), 0, "the new program died");
 	cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "the new program ended");
 }
+
+/*
+ * A hand-over that fails after big areas were moved but before they were
+ * registered (test hook): the pages are moved straight back, the areas fork
+ * as before (the graveyard's MADV_DONTFORK does not stay on them), nothing
+ * of ours is left, every byte right.
+ */
+Test(precopy, lazy_failing_after_the_move_moves_back, .init = setup, .fini = teardown,
+     .timeout = 180)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "256", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128], pv[128];
+	const char *envs[] = { "UFFD_INJECT_TEST_FAIL_REGISTER=1", "UFFD_INJECT_DEBUG=1", NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--prev-images", pv, NULL };
+	uint64_t a, b, stub;
+	int rc, nfds, nuw;
+	pid_t pid;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 1, "lazy exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(err, "failed on purpose"), "%s", err);
+	cr_assert_not_null(strstr(err, "memory is back in place"), "%s", err);
+	grave_of(err, &a, &b, &stub);
+	cr_assert(!mapped(pid, a, b), "the graveyard is still mapped");
+	uffd_state(pid, &nfds, &nuw);
+	cr_assert_eq(nfds, 0, "%d userfaultfds left", nfds);
+	cr_assert_eq(nuw, 0, "%d areas registered", nuw);
+	verify(pid, log);
+	change(pid, log, 8);	/* a fork among them: its child checks its copy */
+	cr_assert_eq(count_in(log, "fork ok"), 1, "%s", slurp(log));
+	verify(pid, log);
+}
