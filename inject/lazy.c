@@ -326,9 +326,10 @@ static int make_uffd(struct lz *z)
 /* Step 3: register every area that holds lazy pages. */
 static int register_areas(struct lz *z)
 {
-	/* Tests: a failure after big areas were moved, before they are registered. */
-	if (getenv("UFFD_INJECT_TEST_FAIL_REGISTER"))
-		return lfail(z, EIO, "failed on purpose (UFFD_INJECT_TEST_FAIL_REGISTER)");
+	/* Tests: the Nth registration fails, after big areas were moved. */
+	const char *fail = getenv("UFFD_INJECT_TEST_FAIL_REGISTER");
+	int fail_at = fail ? atoi(fail) : 0, n = 0;
+
 	z->reg = calloc(z->h.nvmas ? z->h.nvmas : 1, sizeof(*z->reg));
 	if (!z->reg)
 		return lfail(z, ENOMEM, "out of memory");
@@ -352,10 +353,12 @@ static int register_areas(struct lz *z)
 		/* Shared memory: MINOR too, for pages in the object but not mapped (serve.c). */
 		if (z->h.areas[i].kind == DUMP_SHMEM)
 			r.mode |= UFFDIO_REGISTER_MODE_MINOR;
-		if (ioctl(z->ufd, UFFDIO_REGISTER, &r) < 0) {
-			int e = errno;
+		if (++n == fail_at || ioctl(z->ufd, UFFDIO_REGISTER, &r) < 0) {
+			int e = n == fail_at ? EIO : errno;
 
-			z->reg[i] = false;
+			/* Neither this one nor the ones after it: undo() goes by reg[]. */
+			for (size_t j = i; j < z->h.nvmas; j++)
+				z->reg[j] = false;
 			return lfail(z, e, "cannot register 0x%" PRIx64 "-0x%" PRIx64 ": %s%s",
 				     v->start, v->end, strerror(e),
 				     e == EBUSY ? " (another userfaultfd has it)" : "");
@@ -630,6 +633,8 @@ static void exitkill(struct lz *z, bool on)
 		return;
 	if (pt_exitkill(&z->h.pt, on) == 0 || !on)
 		z->exitkill = on;
+	else
+		pt_exitkill(&z->h.pt, false);	/* none half set: it would die for nothing */
 }
 
 static int bury(struct lz *z, const char *skip);
@@ -1084,6 +1089,7 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 	st->rss_after = status_bytes(o->pid, "VmRSS");
 	st->anon_after = status_bytes(o->pid, "RssAnon");
 	st->shmem_after = status_bytes(o->pid, "RssShmem");
+	st->huge_after = status_bytes(o->pid, "HugetlbPages");
 	if (ret == 0) {
 		wake_all(&z);
 		ret = hand_over(&z, &served);

@@ -34,6 +34,7 @@ struct lazy_stats {
 	uint64_t anon_before;	/* RssAnon */
 	uint64_t anon_after;
 	uint64_t shmem_after;	/* RssShmem after the drop: shared memory punched out */
+	uint64_t huge_after;	/* HugetlbPages after the drop, frozen (never moved out) */
 	unsigned areas;		/* registered with the userfaultfd */
 	int kept_fd;		/* the target's own copy of the uffd */
 	double dump_s;		/* from the start to the images on disk */

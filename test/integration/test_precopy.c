@@ -1420,17 +1420,18 @@ Test(precopy, lazy_exec_while_the_graveyard_lives, .init = setup, .fini = teardo
 }
 
 /*
- * A hand-over that fails after big areas were moved but before they were
- * registered (test hook): the pages are moved straight back, the areas fork
+ * A hand-over that fails after big areas were moved, at the first, second
+ * or third registration (test hook): areas registered get their pages back
+ * from the images, the others straight from the graveyard; the areas fork
  * as before (the graveyard's MADV_DONTFORK does not stay on them), nothing
  * of ours is left, every byte right.
  */
 Test(precopy, lazy_failing_after_the_move_moves_back, .init = setup, .fini = teardown,
-     .timeout = 180)
+     .timeout = 240)
 {
 	const char *args[] = { "--pages", "4096", "--hot", "256", NULL };
-	char log[128], out[8192], err[8192], ps[16], d[128], pv[128];
-	const char *envs[] = { "UFFD_INJECT_TEST_FAIL_REGISTER=1", "UFFD_INJECT_DEBUG=1", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128], pv[128], env[64], tag[16];
+	const char *envs[] = { env, "UFFD_INJECT_DEBUG=1", NULL };
 	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
 			     "--prev-images", pv, NULL };
 	uint64_t a, b, stub;
@@ -1438,22 +1439,27 @@ Test(precopy, lazy_failing_after_the_move_moves_back, .init = setup, .fini = tea
 	pid_t pid;
 
 	daemon_on();
-	pid = pcw_start("w", args, log, sizeof(log));
-	predump(pid, "r1", NULL, out, sizeof(out));
-	snprintf(ps, sizeof(ps), "%d", (int)pid);
-	snprintf(d, sizeof(d), "%s/lazy", tmp);
-	snprintf(pv, sizeof(pv), "%s/r1", tmp);
-	rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
-	cr_assert_eq(rc, 1, "lazy exit %d: %s", rc, err);
-	cr_assert_not_null(strstr(err, "failed on purpose"), "%s", err);
-	cr_assert_not_null(strstr(err, "memory is back in place"), "%s", err);
-	grave_of(err, &a, &b, &stub);
-	cr_assert(!mapped(pid, a, b), "the graveyard is still mapped");
-	uffd_state(pid, &nfds, &nuw);
-	cr_assert_eq(nfds, 0, "%d userfaultfds left", nfds);
-	cr_assert_eq(nuw, 0, "%d areas registered", nuw);
-	verify(pid, log);
-	change(pid, log, 8);	/* a fork among them: its child checks its copy */
-	cr_assert_eq(count_in(log, "fork ok"), 1, "%s", slurp(log));
-	verify(pid, log);
+	for (int k = 1; k <= 3; k++) {
+		snprintf(tag, sizeof(tag), "w%d", k);
+		pid = pcw_start(tag, args, log, sizeof(log));
+		snprintf(tag, sizeof(tag), "r%d", k);
+		predump(pid, tag, NULL, out, sizeof(out));
+		snprintf(ps, sizeof(ps), "%d", (int)pid);
+		snprintf(d, sizeof(d), "%s/lazy%d", tmp, k);
+		snprintf(pv, sizeof(pv), "%s/%s", tmp, tag);
+		snprintf(env, sizeof(env), "UFFD_INJECT_TEST_FAIL_REGISTER=%d", k);
+		rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+		cr_assert_eq(rc, 1, "%d: lazy exit %d: %s", k, rc, err);
+		cr_assert_not_null(strstr(err, "cannot register"), "%s", err);
+		cr_assert_not_null(strstr(err, "memory is back in place"), "%s", err);
+		grave_of(err, &a, &b, &stub);
+		cr_assert(!mapped(pid, a, b), "%d: the graveyard is still mapped", k);
+		uffd_state(pid, &nfds, &nuw);
+		cr_assert_eq(nfds, 0, "%d: %d userfaultfds left", k, nfds);
+		cr_assert_eq(nuw, 0, "%d: %d areas registered", k, nuw);
+		verify(pid, log);
+		change(pid, log, 8);	/* a fork among them: its child checks its copy */
+		cr_assert_eq(count_in(log, "fork ok"), 1, "%s", slurp(log));
+		verify(pid, log);
+	}
 }
