@@ -36,7 +36,8 @@
 
 #define GRAVE_PAGE	4096ull
 #define GRAVE_HUGE	(2ull << 20)
-#define GRAVE_NONCE	88	/* where the nonce starts in the code page */
+#define GRAVE_NONCE	160	/* where the nonce starts in the code page */
+#define GRAVE_CHUNK	(64u << 20)	/* bytes the dropper empties per MADV_DONTNEED */
 #define GRAVE_SENTINEL	1	/* the data word before the dropper writes munmap's result */
 
 /* Threads made like pthread_create's, without its TLS and tid bookkeeping. */
@@ -329,7 +330,9 @@ int grave_dig(struct grave *g, struct pt *pt)
 static size_t stub_code(uint8_t *c, uint64_t grave, uint64_t len, uint64_t result,
 			uint64_t sleep)
 {
-	size_t n = 0, jnz;
+	uint32_t chunk = GRAVE_CHUNK;
+	size_t n = 0, jnz, loop;
+	uint64_t end;
 
 	c[n++] = 0x0f; c[n++] = 0x05;			/* syscall (clone) */
 	c[n++] = 0x48; c[n++] = 0x85; c[n++] = 0xc0;	/* test rax, rax */
@@ -342,6 +345,36 @@ static size_t stub_code(uint8_t *c, uint64_t grave, uint64_t len, uint64_t resul
 		c[n++] = 0xb8; c[n++] = SYS_nanosleep; c[n++] = 0; c[n++] = 0; c[n++] = 0;
 		c[n++] = 0x0f; c[n++] = 0x05;		/* syscall (nanosleep) */
 	}
+	/*
+	 * Empty it a chunk at a time first: MADV_DONTNEED holds the target's
+	 * mmap lock for reading at most, where a munmap of the whole graveyard
+	 * would hold it for writing while it frees every page, and stall the
+	 * target's own mmap, munmap and fork all that time. The munmap of the
+	 * emptied graveyard is then quick. Errors are left to the munmap.
+	 */
+	c[n++] = 0x48; c[n++] = 0xbf;			/* mov rdi, grave */
+	memcpy(c + n, &grave, 8);
+	n += 8;
+	c[n++] = 0x49; c[n++] = 0xb8;			/* mov r8, grave + len */
+	end = grave + len;
+	memcpy(c + n, &end, 8);
+	n += 8;
+	loop = n;
+	c[n++] = 0x4c; c[n++] = 0x89; c[n++] = 0xc6;	/* mov rsi, r8 */
+	c[n++] = 0x48; c[n++] = 0x29; c[n++] = 0xfe;	/* sub rsi, rdi */
+	c[n++] = 0x48; c[n++] = 0x81; c[n++] = 0xfe;	/* cmp rsi, GRAVE_CHUNK */
+	memcpy(c + n, &chunk, 4);
+	n += 4;
+	c[n++] = 0x76; c[n++] = 5;			/* jbe over the next */
+	c[n++] = 0xbe;					/* mov esi, GRAVE_CHUNK */
+	memcpy(c + n, &chunk, 4);
+	n += 4;
+	c[n++] = 0xba; c[n++] = MADV_DONTNEED; c[n++] = 0; c[n++] = 0; c[n++] = 0; /* mov edx, */
+	c[n++] = 0xb8; c[n++] = SYS_madvise; c[n++] = 0; c[n++] = 0; c[n++] = 0; /* mov eax, */
+	c[n++] = 0x0f; c[n++] = 0x05;			/* syscall (madvise; rdi, rsi kept) */
+	c[n++] = 0x48; c[n++] = 0x01; c[n++] = 0xf7;	/* add rdi, rsi */
+	c[n++] = 0x4c; c[n++] = 0x39; c[n++] = 0xc7;	/* cmp rdi, r8 */
+	c[n++] = 0x72; c[n] = (uint8_t)(loop - (n + 1)); n++;	/* jb loop */
 	c[n++] = 0x48; c[n++] = 0xbf;			/* mov rdi, grave */
 	memcpy(c + n, &grave, 8);
 	n += 8;
@@ -356,6 +389,8 @@ static size_t stub_code(uint8_t *c, uint64_t grave, uint64_t len, uint64_t resul
 	c[n++] = 0x31; c[n++] = 0xff;			/* xor edi, edi */
 	c[n++] = 0xb8; c[n++] = SYS_exit; c[n++] = 0; c[n++] = 0; c[n++] = 0; /* mov eax, */
 	c[n++] = 0x0f; c[n++] = 0x05;			/* syscall (exit: this thread only) */
+	if (n - (jnz + 1) > 127)
+		return SIZE_MAX;	/* past a short jump: taken as too long */
 	c[jnz] = (uint8_t)(n - (jnz + 1));
 	c[n++] = 0x0f; c[n++] = 0x0b;			/* ud2 */
 	return n;

@@ -19,8 +19,10 @@
  * The graveyard is freed after the thaw, by the target itself: another
  * process cannot free its pages (process_madvise refuses MADV_DONTNEED). A
  * thread is added to the frozen target with an injected clone(), running a
- * stub of a few instructions in a page of its own: munmap(graveyard), its
- * result into a data page, exit(0); every signal blocked (it inherits the
+ * stub of a few instructions in a page of its own: MADV_DONTNEED of the
+ * graveyard in 64 MiB steps (so the target's own mmap, munmap and fork
+ * wait for one step at most), munmap(graveyard), its result into a data
+ * page, exit(0); every signal blocked (it inherits the
  * mask set on the injecting thread around the clone), untraced (we do not
  * trace clones). It runs while the target runs. Once it has exited, one
  * thread of the target is stopped for a moment to unmap the stub, after
@@ -48,7 +50,7 @@
 #include "dump.h"
 
 #define GRAVE_MIN_PAGES	512	/* lazy pages an area needs to be moved (2 MiB) */
-#define GRAVE_CODE	112	/* bytes of the stub we write and check */
+#define GRAVE_CODE	192	/* bytes of the stub we write and check */
 #define GRAVE_WAIT_MS	60000	/* for the dropper, after the thaw */
 
 /* An area moved: [start, end) now lies at AT in the graveyard. */
