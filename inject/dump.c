@@ -414,15 +414,15 @@ static int precopy_round(struct dump *d)
 	dump_test_hook("scanned", d->pidfd);
 	phase(d, "scanned");
 	/*
-	 * The last round ends the tracking. A hand-over registers the areas
-	 * itself: unregister now. A kill needs nothing. A dump that lets the
-	 * target go closes the target's copy now (one injected call) and
-	 * unregisters through ours once it runs again (a page-table walk the
-	 * freeze need not wait for); precopy_release() does it.
+	 * The last round ends the tracking. A hand-over gets the tracker still
+	 * armed (hold()): unregistering walks every page table of its areas,
+	 * which is cheap only once their pages are moved away (lazy.c). A kill
+	 * needs nothing. A dump that lets the target go closes the target's
+	 * copy now (one injected call) and unregisters through ours once it
+	 * runs again (a page-table walk the freeze need not wait for);
+	 * precopy_unregister() does it.
 	 */
-	if (d->o->hold)
-		precopy_disarm(&d->pc, &d->pt, &d->maps);
-	else if (!d->o->predump && !d->o->kill)
+	if (!d->o->hold && !d->o->predump && !d->o->kill)
 		track_close_target(&d->pt, &d->pc.t);
 	return 0;
 }
@@ -709,6 +709,19 @@ static void summary(const struct dump *d)
 			d->o->predump ? "writes tracked" : "tracking ended");
 }
 
+/* Does the VmFlags text T (two-letter codes, space separated) hold CODE? */
+static bool has_flag(const char *t, const char *code)
+{
+	for (; t && *t; t += strspn(t, " ")) {
+		size_t n = strcspn(t, " \n");
+
+		if (n == strlen(code) && !strncmp(t, code, n))
+			return true;
+		t += n;
+	}
+	return false;
+}
+
 /* Hand the frozen target and what was written about it to the caller. */
 static void hold(struct dump *d, struct dump_held *h)
 {
@@ -735,10 +748,42 @@ static void hold(struct dump *d, struct dump_held *h)
 	d->pg.spans = NULL;
 	h->nspans = d->pg.nspans;
 	h->frozen_at = (double)d->t_frozen.tv_sec + d->t_frozen.tv_nsec / 1e9;
+	/* Areas that may hold guard markers (VmFlags "gu", Linux 6.18): moving loses them. */
+	h->guarded = calloc(d->maps.n ? d->maps.n : 1, sizeof(*h->guarded));
+	for (size_t i = 0; h->guarded && i < d->maps.n; i++)
+		h->guarded[i] = has_flag(d->maps.v[i].vmflags_text, "gu");
+	/* The tracker, still armed, with what it holds: the caller takes it down. */
+	h->track = d->pc.t;
+	d->pc.t.ufd = d->pc.t.tfd = -1;
+	h->ntrack = 0;
+	if (h->track.ufd >= 0) {
+		h->trackr = calloc(d->maps.n ? d->maps.n : 1, sizeof(*h->trackr));
+		for (size_t i = 0; h->trackr && i < d->maps.n; i++)
+			if ((d->maps.v[i].vmflags & PFV_UW) || (d->pc.tracked && d->pc.tracked[i]))
+				h->trackr[h->ntrack++] = (struct dump_range){
+					d->maps.v[i].start, d->maps.v[i].end, (uint32_t)i };
+		if (!h->trackr)	/* no list to do it later by: now, as before */
+			dump_held_untrack(h);
+	}
+}
+
+void dump_held_untrack(struct dump_held *h)
+{
+	if (h->track.ufd < 0)
+		return;
+	track_close_target(h->pt.th ? &h->pt : NULL, &h->track);
+	for (size_t i = 0; i < h->ntrack; i++)
+		track_unregister(&h->track, h->trackr[i].start, h->trackr[i].end);
+	close(h->track.ufd);
+	h->track.ufd = -1;
+	free(h->trackr);
+	h->trackr = NULL;
+	h->ntrack = 0;
 }
 
 void dump_held_release(struct dump_held *h)
 {
+	dump_held_untrack(h);	/* before the target runs: its copy goes in the freeze */
 	if (h->pt.th)
 		pt_detach(&h->pt);
 	if (h->pidfd >= 0)
@@ -750,8 +795,10 @@ void dump_held_release(struct dump_held *h)
 	free(h->pe);
 	free(h->eager);
 	free(h->spans);
+	free(h->guarded);
 	memset(h, 0, sizeof(*h));
 	h->pidfd = h->dirfd = -1;
+	h->track.ufd = h->track.tfd = -1;
 }
 
 /* ---- dump --tree: the process and every descendant, frozen together ---- */

@@ -14,6 +14,7 @@
 #include "dump_area.h"
 #include "procfs.h"
 #include "ptrace.h"
+#include "track.h"
 #include "vma.pb-c.h"
 
 struct dump_opts {
@@ -99,6 +100,15 @@ struct dump_held {
 	struct dump_range *spans;
 	size_t nspans;
 	double frozen_at;	/* CLOCK_MONOTONIC seconds of the freeze */
+	bool *guarded;		/* per area: VmFlags say it may hold guard markers (NULL: unknown) */
+	/*
+	 * The last round of a chain: its tracker, still armed (track.ufd >= 0),
+	 * and the areas it holds. Take it down with dump_held_untrack() before
+	 * registering those areas elsewhere; dump_held_release() does it too.
+	 */
+	struct track track;
+	struct dump_range *trackr;
+	size_t ntrack;
 };
 
 #define DUMP_SPAN_GAP	(64ull << 20)
@@ -112,6 +122,12 @@ struct dump_held {
  * until the file UFFD_INJECT_TEST_WAIT_GROW grows (the target's log).
  */
 void dump_test_hook(const char *where, int pidfd);
+
+/*
+ * Take H's tracker down, if any: close the target's copy (an injected call:
+ * H must still hold it), unregister its areas and close ours.
+ */
+void dump_held_untrack(struct dump_held *h);
 
 /* Let the target go (if still held) and free H. */
 void dump_held_release(struct dump_held *h);

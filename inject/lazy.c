@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "dump.h"
+#include "grave.h"
 #include "handover.h"
 #include "lazy.h"
 #include "manager.pb-c.h"
@@ -74,6 +75,7 @@ struct lz_reader {
 	bool started;
 	int fd;
 	atomic_bool stop;
+	int wake[2];		/* a pipe: written to stop it at once, not at its next poll */
 	uint64_t removes;
 	uint64_t faults;	/* a process that read the target meanwhile: woken at the end */
 	uint64_t others;
@@ -92,6 +94,8 @@ struct lz {
 	uint64_t features;	/* asked at UFFDIO_API: LZ_FEATURES, and MINOR_SHMEM for shared memory */
 	bool *reg;		/* area i is registered */
 	bool dropped;		/* pages were dropped: undo by serving them */
+	struct grave g;		/* big areas moved out of the way (grave.h) */
+	bool exitkill;		/* the target dies with us: a move is not registered yet */
 	struct lz_reader rd;
 	struct timespec t0;
 	char why[768];
@@ -322,6 +326,10 @@ static int make_uffd(struct lz *z)
 /* Step 3: register every area that holds lazy pages. */
 static int register_areas(struct lz *z)
 {
+	/* Tests: the Nth registration fails, after big areas were moved. */
+	const char *fail = getenv("UFFD_INJECT_TEST_FAIL_REGISTER");
+	int fail_at = fail ? atoi(fail) : 0, n = 0;
+
 	z->reg = calloc(z->h.nvmas ? z->h.nvmas : 1, sizeof(*z->reg));
 	if (!z->reg)
 		return lfail(z, ENOMEM, "out of memory");
@@ -345,10 +353,12 @@ static int register_areas(struct lz *z)
 		/* Shared memory: MINOR too, for pages in the object but not mapped (serve.c). */
 		if (z->h.areas[i].kind == DUMP_SHMEM)
 			r.mode |= UFFDIO_REGISTER_MODE_MINOR;
-		if (ioctl(z->ufd, UFFDIO_REGISTER, &r) < 0) {
-			int e = errno;
+		if (++n == fail_at || ioctl(z->ufd, UFFDIO_REGISTER, &r) < 0) {
+			int e = n == fail_at ? EIO : errno;
 
-			z->reg[i] = false;
+			/* Neither this one nor the ones after it: undo() goes by reg[]. */
+			for (size_t j = i; j < z->h.nvmas; j++)
+				z->reg[j] = false;
 			return lfail(z, e, "cannot register 0x%" PRIx64 "-0x%" PRIx64 ": %s%s",
 				     v->start, v->end, strerror(e),
 				     e == EBUSY ? " (another userfaultfd has it)" : "");
@@ -364,10 +374,11 @@ static void *reader_main(void *arg)
 	struct uffd_msg m[64];
 
 	while (!atomic_load(&r->stop)) {
-		struct pollfd p = { .fd = r->fd, .events = POLLIN };
+		struct pollfd p[2] = { { .fd = r->fd, .events = POLLIN },
+				       { .fd = r->wake[0], .events = POLLIN } };
 		ssize_t n;
 
-		if (poll(&p, 1, 20) <= 0)
+		if (poll(p, 2, 20) <= 0 || !(p[0].revents & POLLIN))
 			continue;
 		n = read(r->fd, m, sizeof(m));
 		if (n < 0) {
@@ -473,9 +484,14 @@ static int drop_pages(struct lz *z)
 
 	z->rd.fd = z->ufd;
 	atomic_store(&z->rd.stop, false);
+	if (pipe2(z->rd.wake, O_CLOEXEC) < 0)
+		return lfail(z, errno, "pipe: %s", strerror(errno));
 	ret = pthread_create(&z->rd.th, NULL, reader_main, &z->rd);
-	if (ret)
+	if (ret) {
+		close(z->rd.wake[0]);
+		close(z->rd.wake[1]);
 		return lfail(z, ret, "cannot start the event reader: %s", strerror(ret));
+	}
 	z->rd.started = true;
 	z->dropped = true;
 	ret = 0;
@@ -488,6 +504,8 @@ static int drop_pages(struct lz *z)
 		if (z->h.areas[v->area].kind != DUMP_ANON ||
 		    !(z->h.areas[v->area].pe_flags & PE_LAZY))
 			continue;
+		if (grave_has(&z->g, v->area))
+			continue;	/* empty already: its pages are in the graveyard */
 		while (a < v->end && ret == 0) {
 			uint64_t b = a;
 			long r;
@@ -511,7 +529,12 @@ static int drop_pages(struct lz *z)
 		if (z->h.areas[i].kind == DUMP_SHMEM && z->reg[i])
 			ret = punch_area(z, &z->h.vmas[i]);
 	atomic_store(&z->rd.stop, true);
+	if (write(z->rd.wake[1], "", 1) < 0) {
+		/* it still sees the flag within its poll's 20 ms */
+	}
 	pthread_join(z->rd.th, NULL);
+	close(z->rd.wake[0]);
+	close(z->rd.wake[1]);
 	z->rd.started = false;
 	if (ret == 0 && z->rd.err)
 		ret = lfail(z, z->rd.err, "reading its userfaultfd: %s", strerror(z->rd.err));
@@ -603,6 +626,142 @@ static int poison_in(struct lz *z, uint64_t addr, uint64_t len)
 	return 0;
 }
 
+/* Have the target die with us, or no longer (pt_exitkill). */
+static void exitkill(struct lz *z, bool on)
+{
+	if (z->exitkill == on || !z->h.pt.th || z->h.pt.gone)
+		return;
+	if (pt_exitkill(&z->h.pt, on) == 0 || !on)
+		z->exitkill = on;
+	else
+		pt_exitkill(&z->h.pt, false);	/* none half set: it would die for nothing */
+}
+
+static int bury(struct lz *z, const char *skip);
+
+/*
+ * Step 4, first half, for big areas (grave.h): move their pages into a
+ * graveyard while a tracker may still hold them, so that taking the tracker
+ * down and dropping the pages cost nothing in the freeze. From the first
+ * move to the registration of the last moved area, nothing makes the target
+ * wait for those pages: should we die there, it would read zeros. So the
+ * kernel kills it with us until then (exitkill), and put_eager() ends that.
+ */
+static int move_out(struct lz *z)
+{
+	int ret = grave_plan(&z->g, &z->h);
+
+	if (ret < 0)
+		return lfail(z, -ret, "out of memory");
+	if (ret == 0)
+		return 0;
+	ret = grave_reserve(&z->g, &z->h.pt);
+	if (ret < 0)
+		return lfail(z, -ret, "%s", z->g.why);
+	z->st->grave_base = z->g.base;
+	z->st->grave_len = z->g.len;
+	dump_test_hook("graveyard", -1);
+	if (!z->g.n)
+		return 0;	/* no room */
+	exitkill(z, true);
+	if (!z->exitkill) {
+		z->g.n = 0;
+		return bury(z, "PTRACE_O_EXITKILL could not be set");
+	}
+	z->dropped = true;	/* from the first move on, undo() puts pages back */
+	ret = grave_dig(&z->g, &z->h.pt);
+	if (ret < 0)
+		return lfail(z, -ret, "%s", z->g.why);
+	if (!z->g.n)
+		exitkill(z, false);	/* nothing moved */
+	z->st->grave_areas = (unsigned)z->g.n;
+	z->st->grave_pages = z->g.moved_pages;
+	z->st->grave_base = z->g.base;
+	z->st->grave_len = z->g.len;
+	return 0;
+}
+
+/*
+ * Step 4, second half: the pages of moved areas that must stay resident
+ * (the argument block, the stack under each thread, rseq...: never lazy)
+ * are read from the graveyard and placed where they were.
+ */
+static int put_eager(struct lz *z)
+{
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	int ret = 0;
+
+	for (size_t i = 0; i < z->h.neager && ret == 0; i++) {
+		const struct dump_range *r = &z->h.eager[i];
+		uint64_t from = grave_where(&z->g, r->start), len = r->end - r->start;
+
+		if (!from)
+			continue;
+		if (len > cap) {
+			uint8_t *b = realloc(buf, len);
+
+			if (!b) {
+				ret = lfail(z, ENOMEM, "out of memory");
+				break;
+			}
+			buf = b;
+			cap = len;
+		}
+		ret = pt_read(&z->h.pt, from, buf, len);
+		if (ret < 0) {
+			ret = lfail(z, -ret, "reading 0x%" PRIx64 "-0x%" PRIx64 " back from the "
+				    "graveyard: %s", r->start, r->end, strerror(-ret));
+			break;
+		}
+		ret = copy_in(z, r->start, buf, len);
+		if (ret < 0)
+			ret = lfail(z, -ret, "putting 0x%" PRIx64 "-0x%" PRIx64 " back: %s",
+				    r->start, r->end, strerror(-ret));
+	}
+	free(buf);
+	if (ret == 0)
+		exitkill(z, false);	/* registered, and what stays resident is there */
+	return ret;
+}
+
+/* The graveyard's end in the freeze (the fall-back): unmap it; say why in SKIP. */
+static int bury(struct lz *z, const char *skip)
+{
+	int ret;
+
+	if (!z->g.len && !z->g.stub)
+		return 0;
+	if (skip && !z->g.skip)
+		z->g.skip = skip;
+	ret = grave_bury(&z->g, &z->h.pt);
+	if (ret < 0)
+		return lfail(z, -ret, "%s", z->g.why);
+	return 0;
+}
+
+/* Place the dropper's code and start it; on failure, the graveyard goes now. */
+static int start_dropper(struct lz *z)
+{
+	const char *skip = "the dropper's code could not be placed";
+	int ret = grave_stub(&z->g, &z->h.pt);
+
+	z->st->stub = z->g.stub;
+	if (ret == 0) {
+		skip = "the thread to free it could not be started";
+		ret = grave_start(&z->g, &z->h.pt);
+	}
+	if (ret == 0) {
+		dump_test_hook("dropper", -1);
+		return 0;
+	}
+	if (z->h.pt.gone)
+		return lfail(z, ESRCH, "the process exited during the hand-over");
+	fprintf(stderr, "uffd-inject: pid %d: %s: the graveyard is freed in the freeze\n",
+		(int)z->o->pid, z->g.why);
+	return bury(z, skip);
+}
+
 /*
  * Undo steps 2-4: put every dropped page back from the images, unregister,
  * close the target's fd. Returns 0, or -errno when pages could not be put
@@ -614,6 +773,23 @@ static int undo(struct lz *z)
 
 	if (z->h.pt.gone)
 		return 0;	/* nothing left to put back */
+	/* Moved areas not registered yet: their pages go straight back. */
+	for (size_t k = z->g.n; k-- > 0;) {
+		struct grave_piece *p = &z->g.p[k];
+
+		if (z->reg && z->reg[p->area])
+			continue;
+		if (grave_put_back(&z->g, &z->h.pt, k) < 0) {
+			/* Empty and watched by nothing: it must not run like that. */
+			fprintf(stderr, "uffd-inject: pid %d: %s; killing it rather than let it "
+				"read zeros where its memory was\n", (int)z->o->pid, z->g.why);
+			syscall(SYS_pidfd_send_signal, z->h.pidfd, SIGKILL, NULL, 0);
+			return -EIO;
+		}
+		memmove(p, p + 1, (z->g.n - k - 1) * sizeof(*p));
+		z->g.n--;
+	}
+	exitkill(z, false);
 	if (z->dropped) {
 		struct pages_cache cache;
 		struct pagemap *pm = NULL;
@@ -627,7 +803,12 @@ static int undo(struct lz *z)
 			for (size_t i = 0; i < z->h.npe && ret == 0; i++) {
 				uint64_t a = z->h.pe[i].vaddr, end = a + z->h.pe[i].nr * LZ_PAGE;
 
-				while (ret == 0 && (z->h.pe[i].flags & PE_LAZY) && a < end) {
+				uint32_t ar = z->h.pe[i].area;
+				/* Moved areas lost every page, not only the lazy ones. */
+				bool lost = z->reg && z->reg[ar] && (grave_has(&z->g, ar) ||
+					     (z->h.pe[i].flags & PE_LAZY));
+
+				while (ret == 0 && lost && a < end) {
 					struct pm_run run;
 
 					pagemap_resolve(pm, a, end - a, &run);
@@ -666,6 +847,12 @@ static int undo(struct lz *z)
 		if (pt_syscall(&z->h.pt, &r, SYS_close, z->tfd, 0, 0, 0, 0, 0) == 0)
 			z->tfd = -1;
 	}
+	/* A dropper started: let it finish, then take its code out, all before the thaw. */
+	if (z->g.dropper && grave_finish(&z->g, GRAVE_WAIT_MS, &z->h.pt) < 0 && z->g.stub)
+		fprintf(stderr, "uffd-inject: pid %d: warning: %s\n", (int)z->o->pid, z->g.why);
+	if (!z->g.dropper && bury(z, NULL) < 0)
+		fprintf(stderr, "uffd-inject: pid %d: %s; its memory is in place, the graveyard "
+			"at 0x%" PRIx64 " stays\n", (int)z->o->pid, z->g.why, z->g.base);
 	return 0;
 }
 
@@ -717,12 +904,27 @@ static void summary(const struct lz *z, uint64_t served)
 		(int)z->o->pid, z->o->socket, st->lazy_pages,
 		(double)(st->lazy_pages * LZ_PAGE) / (1 << 20), st->areas, st->eager_pages,
 		st->kept_fd);
+	if (st->grave_areas)
+		fprintf(z->o->out,
+			"uffd-inject: drop: %u area%s (%.1f MiB of lazy pages) moved out of the "
+			"way in the freeze (to 0x%" PRIx64 "-0x%" PRIx64 "), freed by a thread of "
+			"its own after it (done %.3f s later); one thread stopped %.6f s to remove "
+			"that thread's code (0x%" PRIx64 ")%s\n",
+			st->grave_areas, st->grave_areas == 1 ? "" : "s",
+			(double)(st->grave_pages * LZ_PAGE) / (1 << 20), st->grave_base,
+			st->grave_base + st->grave_len, st->dropper_s, st->stop_s, st->stub,
+			st->stub_left ? ", which stays" : st->stub_foreign ? ", which went with "
+			"its memory: it exec'd" : "");
+	else
+		fprintf(z->o->out, "uffd-inject: drop: in the freeze (%s)\n",
+			st->drop_skip ? st->drop_skip : "no graveyard");
 	fprintf(z->o->out,
 		"uffd-inject: RSS %.1f MiB -> %.1f MiB (anonymous %.1f MiB -> %.1f MiB); "
-		"dump %.3f s, frozen %.3f s, total %.3f s\n",
+		"dump %.3f s, frozen %.3f s%s, total %.3f s\n",
 		st->rss_before / 1048576.0, st->rss_after / 1048576.0,
 		st->anon_before / 1048576.0, st->anon_after / 1048576.0, st->dump_s,
-		st->frozen_s, st->total_s);
+		st->frozen_s + st->stop_s, st->stop_s > 0 ? " (one thread's stop after the thaw "
+		"included)" : "", st->total_s);
 	if (z->o->prev || z->o->pre_copy)
 		fprintf(z->o->out,
 			"uffd-inject: pre-copy: %u round%s before; frozen, %" PRIu64 " pages "
@@ -808,6 +1010,7 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 	z.st = st;
 	z.tfd = z.ufd = -1;
 	st->kept_fd = -1;
+	grave_init(&z.g, o->pid);
 	clock_gettime(CLOCK_MONOTONIC, &z.t0);
 
 	/* Everything that can be refused is asked before the target is touched. */
@@ -851,21 +1054,42 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 	ret = survey_fds(&z);	/* again, frozen now: nothing can change under us */
 	if (ret == 0)
 		ret = make_uffd(&z);
-	if (ret == 0)
-		ret = register_areas(&z);
 	if (ret < 0)
 		goto out;
 	st->rss_before = status_bytes(o->pid, "VmRSS");
 	st->anon_before = status_bytes(o->pid, "RssAnon");
+	/* Big areas out of the way first: the tracker's areas are cheap to free once empty. */
+	ret = move_out(&z);
+	test_die_at("moved");
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: %zu areas moved at %.1f ms (graveyard 0x%" PRIx64
+			"-0x%" PRIx64 ")\n", z.g.n, since(&z.t0) * 1e3, z.g.base, z.g.base + z.g.len);
+	if (ret == 0)
+		dump_held_untrack(&z.h);
+	if (ret == 0)
+		ret = register_areas(&z);
+	if (ret == 0)
+		ret = put_eager(&z);
+	if (ret < 0)
+		goto out;
 	if (getenv("UFFD_INJECT_DEBUG"))
 		fprintf(stderr, "uffd-inject: registered at %.1f ms\n", since(&z.t0) * 1e3);
 	ret = drop_pages(&z);
 	if (getenv("UFFD_INJECT_DEBUG"))
 		fprintf(stderr, "uffd-inject: dropped at %.1f ms\n", since(&z.t0) * 1e3);
+	/*
+	 * The thread that frees the graveyard, started now: from here nothing
+	 * needs the graveyard (a refusal puts pages back from the images), so
+	 * should we die, it is freed all the same. If it cannot be started, the
+	 * graveyard goes in the freeze, as the drop used to.
+	 */
+	if (ret == 0 && z.g.n)
+		ret = start_dropper(&z);
 	test_die_at("dropped");
 	st->rss_after = status_bytes(o->pid, "VmRSS");
 	st->anon_after = status_bytes(o->pid, "RssAnon");
 	st->shmem_after = status_bytes(o->pid, "RssShmem");
+	st->huge_after = status_bytes(o->pid, "HugetlbPages");
 	if (ret == 0) {
 		wake_all(&z);
 		ret = hand_over(&z, &served);
@@ -894,8 +1118,26 @@ out:
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		st->frozen_s = (double)t.tv_sec + t.tv_nsec / 1e9 - frozen_at;
 	}
+	if (ret == 0 && z.g.dropper) {
+		int pidfd = (int)syscall(SYS_pidfd_open, o->pid, 0);
+
+		dump_test_hook("thawed", pidfd);	/* tests: die, or have it fork, here */
+		if (pidfd >= 0)
+			close(pidfd);
+		if (grave_finish(&z.g, GRAVE_WAIT_MS, NULL) < 0 && z.g.stub)
+			fprintf(stderr, "uffd-inject: pid %d: warning: %s\n", (int)o->pid, z.g.why);
+		st->dropper_s = z.g.wait_s;
+		st->stop_s = z.g.stop_s;
+		st->rss_after = status_bytes(o->pid, "VmRSS");
+		st->anon_after = status_bytes(o->pid, "RssAnon");
+	}
+	st->grave_areas = (unsigned)z.g.n;
+	st->drop_skip = z.g.skip;
+	st->stub_left = z.g.stub != 0;
+	st->stub_foreign = z.g.foreign;
 	st->total_s = since(&z.t0);
 	free(z.reg);
+	grave_free(&z.g);
 	if (z.held)
 		pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
 	if (ret < 0)

@@ -6,6 +6,7 @@
 #ifndef UFFD_INJECT_LAZY_H
 #define UFFD_INJECT_LAZY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
@@ -24,11 +25,16 @@ struct lazy_opts {
 struct lazy_stats {
 	uint64_t lazy_pages;	/* handed to the manager */
 	uint64_t eager_pages;	/* anonymous pages kept resident */
-	uint64_t rss_before;	/* bytes of the target's RSS, frozen, before and after */
+	/*
+	 * Bytes of the target's RSS, frozen, before and after the drop (with a
+	 * graveyard: once it is freed, so with what the manager served since).
+	 */
+	uint64_t rss_before;
 	uint64_t rss_after;
 	uint64_t anon_before;	/* RssAnon */
 	uint64_t anon_after;
 	uint64_t shmem_after;	/* RssShmem after the drop: shared memory punched out */
+	uint64_t huge_after;	/* HugetlbPages after the drop, frozen (never moved out) */
 	unsigned areas;		/* registered with the userfaultfd */
 	int kept_fd;		/* the target's own copy of the uffd */
 	double dump_s;		/* from the start to the images on disk */
@@ -37,6 +43,18 @@ struct lazy_stats {
 	unsigned rounds;	/* pre-copy rounds done before the hand-over */
 	uint64_t final_pages;	/* pages copied while frozen (with a chain) */
 	uint64_t parent_pages;	/* pages the chain held */
+	/* The drop out of the freeze (grave.h). */
+	unsigned grave_areas;	/* areas moved out of the way; 0: all dropped in the freeze */
+	uint64_t grave_pages;	/* their lazy pages */
+	const char *drop_skip;	/* why not (a static string), or NULL */
+	uint64_t grave_base;	/* where the graveyard was in the target, and its length */
+	uint64_t grave_len;
+	uint64_t stub;		/* the dropper's two pages; still there if stub_left */
+	bool stub_left;
+	bool stub_foreign;	/* it exec'd meanwhile: the stub went with its old memory */
+	double dropper_s;	/* from the thaw's end to the graveyard freed */
+	double stop_s;		/* one thread stopped, after, to remove the dropper's code:
+				 * not in frozen_s; the summary adds it */
 };
 
 /*

@@ -299,6 +299,15 @@ int pt_run_to(struct pt *p, int i, int req, enum pt_stop want, bool flood)
 	return -EIO;
 }
 
+/*
+ * A signal to queue to thread I so that, resumed, it enters a
+ * signal-delivery-stop we can use: not blocked by it (it is stopped, its mask
+ * cannot change) and, for a standard signal, not already pending for it (it
+ * would merge). Real-time signals first (FROM 32), as they never merge, the
+ * lowest first: the kernel takes the thread's own queue before the process's
+ * and low numbers first, so a flood of other signals cannot keep it waiting.
+ * FROM 1: standard signals only. 0 when none fits.
+ */
 static int pick_carrier(struct pt *p, int i, int from)
 {
 	uint64_t blk, pnd;

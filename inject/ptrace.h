@@ -8,6 +8,7 @@
 #ifndef UFFD_INJECT_PTRACE_H
 #define UFFD_INJECT_PTRACE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -27,6 +28,7 @@ struct pt {
 	uint64_t syscall_ip;	/* address of a syscall instruction in the target */
 	int pidfd;		/* of the target, for pidfd_getfd */
 	int gone;		/* the target died: every call returns -ESRCH */
+	long opts;		/* the PTRACE_O_ options every thread was seized with */
 };
 
 /*
@@ -52,6 +54,34 @@ int pt_syscall(struct pt *p, long *ret, long nr, long a1, long a2, long a3, long
 /* The same in held thread I (0 is the first). */
 int pt_syscall_in(struct pt *p, int i, long *ret, long nr, long a1, long a2, long a3, long a4,
 		  long a5, long a6);
+
+/*
+ * Seize and stop only thread TID of process PID, leaving the others to run
+ * (for one short injected call). P is as after pt_seize, with one thread and
+ * no pidfd. Returns 0 or -errno with WHY; -ESRCH when the thread is gone.
+ */
+int pt_seize_thread(struct pt *p, pid_t pid, pid_t tid, char *why, size_t len);
+
+/*
+ * Have the kernel SIGKILL the target should this process die while it holds
+ * it (ON; PTRACE_O_EXITKILL on every held thread), or no longer. For the
+ * steps where a target let go half way would read wrong memory: killed is
+ * better than corrupted. 0 or -errno.
+ */
+int pt_exitkill(struct pt *p, bool on);
+
+/*
+ * Run syscall NR(ARGS) in held thread I with the syscall instruction at IP,
+ * one the caller put in the target (its own code: a thread made by clone()
+ * there goes on after it). Otherwise as pt_syscall.
+ */
+int pt_syscall_at(struct pt *p, int i, uint64_t ip, long *ret, long nr, const long args[6]);
+
+/*
+ * Read (OLD) and/or set (SET) the blocked-signal mask of held thread I, bit
+ * N-1 for signal N (PTRACE_GETSIGMASK / PTRACE_SETSIGMASK). 0 or -errno.
+ */
+int pt_sigmask(struct pt *p, int i, uint64_t *old, const uint64_t *set);
 
 /*
  * Hold thread TID too: one the target made with clone() while it was held

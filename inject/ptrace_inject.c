@@ -86,8 +86,8 @@ static int put_back(struct pt *p, int i, bool at_entry)
 	return r;
 }
 
-/* Run syscall NR(ARGS) once in thread I; its result in *RES. */
-static int inject_once(struct pt *p, int i, long nr, const long args[6], long *res)
+/* Run syscall NR(ARGS) once in thread I, at the instruction at IP; its result in *RES. */
+static int inject_once(struct pt *p, int i, uint64_t ip, long nr, const long args[6], long *res)
 {
 	struct pt_thread *th = &p->th[i];
 	struct arch_regs call, out;
@@ -95,7 +95,7 @@ static int inject_once(struct pt *p, int i, long nr, const long args[6], long *r
 	bool at_entry = false;
 	int r, r2;
 
-	arch_syscall_regs(&call, &th->st->regs, p->syscall_ip, nr, args);
+	arch_syscall_regs(&call, &th->st->regs, ip, nr, args);
 	sigemptyset(&block);
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGTERM);
@@ -117,7 +117,7 @@ static int inject_once(struct pt *p, int i, long nr, const long args[6], long *r
 	}
 	if (r == 0)
 		r = arch_get_regs(th->tid, &out);
-	if (r == 0 && arch_ip(&out) != p->syscall_ip + ARCH_SYSCALL_INSN_LEN)
+	if (r == 0 && arch_ip(&out) != ip + ARCH_SYSCALL_INSN_LEN)
 		r = -EIO;
 	if (r == 0)
 		*res = arch_syscall_ret(&out);
@@ -212,19 +212,9 @@ static int find_syscall_insn(struct pt *p)
 	return r ? -ENOEXEC : 0;
 }
 
-/*
- * A signal to queue to thread I so that, resumed, it enters a
- * signal-delivery-stop we can use: not blocked by it (it is stopped, its mask
- * cannot change) and, for a standard signal, not already pending for it (it
- * would merge). Real-time signals first (FROM 32), as they never merge, the
- * lowest first: the kernel takes the thread's own queue before the process's
- * and low numbers first, so a flood of other signals cannot keep it waiting.
- * FROM 1: standard signals only. 0 when none fits.
- */
-int pt_syscall_in(struct pt *p, int i, long *ret, long nr, long a1, long a2, long a3, long a4,
-		  long a5, long a6)
+/* Run NR(ARGS) in held thread I at IP (0: the syscall instruction found in the target). */
+static int run(struct pt *p, int i, uint64_t ip, long *ret, long nr, const long args[6])
 {
-	const long args[6] = { a1, a2, a3, a4, a5, a6 };
 	long res = 0;
 	int n, r;
 
@@ -232,7 +222,7 @@ int pt_syscall_in(struct pt *p, int i, long *ret, long nr, long a1, long a2, lon
 		return -EINVAL;
 	if (p->gone || p->th[i].st->gone || !p->th[i].stopped)
 		return -ESRCH;
-	if (!p->syscall_ip) {
+	if (!ip && !p->syscall_ip) {
 		r = find_syscall_insn(p);
 		if (r && arch_get_regs(p->th[0].tid, &(struct arch_regs){ 0 }) == -ESRCH) {
 			/* no maps to search: it was killed */
@@ -242,10 +232,12 @@ int pt_syscall_in(struct pt *p, int i, long *ret, long nr, long a1, long a2, lon
 		if (r)
 			return r;
 	}
+	if (!ip)
+		ip = p->syscall_ip;
 	if (p->th[i].st->nheld >= PT_HELD_LIMIT)
 		return -EAGAIN;	/* let pt_detach deliver what we hold first */
 	for (n = 0;; n++) {
-		r = inject_once(p, i, nr, args, &res);
+		r = inject_once(p, i, ip, nr, args, &res);
 		if (r)
 			return r;
 		/* cut short by a signal (now held): our registers are gone, run it again */
@@ -254,6 +246,21 @@ int pt_syscall_in(struct pt *p, int i, long *ret, long nr, long a1, long a2, lon
 	}
 	*ret = arch_is_restart(res) ? -EINTR : res;
 	return 0;
+}
+
+int pt_syscall_in(struct pt *p, int i, long *ret, long nr, long a1, long a2, long a3, long a4,
+		  long a5, long a6)
+{
+	const long args[6] = { a1, a2, a3, a4, a5, a6 };
+
+	return run(p, i, 0, ret, nr, args);
+}
+
+int pt_syscall_at(struct pt *p, int i, uint64_t ip, long *ret, long nr, const long args[6])
+{
+	if (!ip)
+		return -EINVAL;
+	return run(p, i, ip, ret, nr, args);
 }
 
 int pt_syscall(struct pt *p, long *ret, long nr, long a1, long a2, long a3, long a4, long a5,
@@ -335,5 +342,34 @@ int pt_thread_sp(struct pt *p, int i, uint64_t *sp)
 	if (p->th[i].st->gone)
 		return -ESRCH;
 	*sp = arch_sp(&p->th[i].st->regs);
+	return 0;
+}
+
+#ifndef PTRACE_GETSIGMASK
+#define PTRACE_GETSIGMASK	0x420a
+#define PTRACE_SETSIGMASK	0x420b
+#endif
+
+int pt_sigmask(struct pt *p, int i, uint64_t *old, const uint64_t *set)
+{
+	uint64_t m;
+	int r;
+
+	if (i < 0 || i >= p->nr_threads)
+		return -EINVAL;
+	if (p->gone || p->th[i].st->gone || !p->th[i].stopped)
+		return -ESRCH;
+	if (old) {
+		r = pt_req(p, i, PTRACE_GETSIGMASK, (void *)sizeof(m), &m);
+		if (r)
+			return r;
+		*old = m;
+	}
+	if (set) {
+		m = *set;
+		r = pt_req(p, i, PTRACE_SETSIGMASK, (void *)sizeof(m), &m);
+		if (r)
+			return r;
+	}
 	return 0;
 }

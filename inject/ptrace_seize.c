@@ -312,6 +312,7 @@ int pt_seize(struct pt *p, pid_t pid, char *why, size_t len)
 			p->th[i] = t;
 		}
 	}
+	p->opts = opts;
 	if (log_level() >= LOG_LVL_DEBUG) {
 		const struct arch_regs *rg = &p->th[0].st->regs;
 
@@ -330,3 +331,44 @@ fail:
 	return r;
 }
 
+
+int pt_seize_thread(struct pt *p, pid_t pid, pid_t tid, char *why, size_t len)
+{
+	long opts = PTRACE_O_TRACESYSGOOD;
+	int r;
+
+	memset(p, 0, sizeof(*p));
+	p->pid = pid;
+	p->pidfd = -1;
+	if (pid <= 0 || tid <= 0 || pid == getpid()) {
+		pt_say(why, len, "pid %d thread %d: not one to seize", pid, tid);
+		return -EINVAL;
+	}
+	r = seize_thread(p, tid, &opts, why, len);
+	if (r == 0) {
+		pt_say(why, len, "pid %d: thread %d exited", pid, tid);
+		r = -ESRCH;
+	}
+	if (r < 0) {
+		if (p->th)
+			pt_detach(p);
+		return r;
+	}
+	p->opts = opts;
+	return 0;
+}
+
+int pt_exitkill(struct pt *p, bool on)
+{
+	long opts = p->opts | (on ? PTRACE_O_EXITKILL : 0);
+	int i, r, ret = 0;
+
+	for (i = 0; i < p->nr_threads; i++) {
+		if (p->th[i].st->gone || !p->th[i].stopped)
+			continue;
+		r = pt_req(p, i, PTRACE_SETOPTIONS, NULL, (void *)opts);
+		if (r && !ret)
+			ret = r;
+	}
+	return ret;
+}

@@ -7,7 +7,10 @@
  * target that writes faster than pages can be copied: how the rounds go.
  *
  * Every figure is the frozen time the tool prints itself (from the freeze
- * to the detach or the hand-over).
+ * to the detach or the hand-over); for lazy, that includes the moment one
+ * thread is stopped after the thaw to remove the code of the thread that
+ * freed the graveyard (the drop out of the freeze, inject/grave.h), also
+ * shown on its own row.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -136,8 +139,18 @@ static void rmdir_r(const char *d)
 /* What one size gives: frozen ms of each way. */
 struct pcres {
 	double lazy_full, lazy_pc, dump_full, dump_prev;
+	double lazy_pc_stop;	/* ms of it: one thread stopped after the thaw (-1: none) */
+	bool lazy_pc_grave;	/* its drop went out of the freeze */
 	int rounds;
 };
+
+/* The one-thread stop after the thaw the tool printed in OUT, in ms, or -1. */
+static double stop_ms(const char *out)
+{
+	const char *p = strstr(out, "one thread stopped ");
+
+	return p ? atof(p + 19) * 1e3 : -1;
+}
 
 static void one_size(const struct bconf *c, const char *sock, uint64_t len, struct pcres *r)
 {
@@ -167,6 +180,8 @@ static void one_size(const struct bconf *c, const char *sock, uint64_t len, stru
 	lz[7] = "--pre-copy";
 	r->lazy_pc = inject(lz, out, sizeof(out)) == 0 ? frozen_ms(out) : -1;
 	r->rounds = (p = strstr(out, "pre-copy: ")) ? atoi(p + 10) : 0;
+	r->lazy_pc_stop = stop_ms(out);
+	r->lazy_pc_grave = strstr(out, "drop: in the freeze") == NULL && r->lazy_pc_stop >= 0;
 	lz[7] = NULL;
 	kill_wait(pid);
 	rmdir_r(dir);
@@ -267,6 +282,11 @@ void bench_precopy(const struct bconf *c)
 		snprintf(vs, sizeof(vs), "%.2fx full; %.2fx 64 MiB", r[i].lazy_pc / r[i].lazy_full,
 			 r[i].lazy_pc / r[0].lazy_pc);
 		row("pre-copy", what, val, vs);
+		snprintf(what, sizeof(what), "lazy --pre-copy: of it, one thread stopped after the "
+			 "thaw to unmap the dropper, %s", n);
+		snprintf(val, sizeof(val), "%.2f ms", r[i].lazy_pc_stop);
+		row("pre-copy", what, r[i].lazy_pc_grave ? val : "-",
+		    r[i].lazy_pc_grave ? "drop out of the freeze" : "drop in the freeze");
 		snprintf(what, sizeof(what), "dump (everything copied frozen), %s", n);
 		snprintf(val, sizeof(val), "%.1f ms", r[i].dump_full);
 		row("pre-copy", what, val, "");

@@ -31,6 +31,14 @@
  *            /proc/PID/maps as it was).
  *   SIGTERM  default: dies.
  *
+ * --sleeper: a second thread whose stack is a 4 MiB area of its own, the
+ * lower 3 MiB of it filled with a pattern first (checked by every verify),
+ * which blocks every signal and sleeps: its stack top, TLS and rseq area
+ * lie in a big area. --seccomp: an allow-everything seccomp filter.
+ * --exec-on-hup: on SIGHUP, log "exec" and become `sleep 600`. With
+ * PCW_FORK_MAPS=PATH in the environment, each fork child copies its
+ * /proc/self/maps there before it checks its memory.
+ *
  * It prints "ready pid=P" on stdout at start. The log is a regular file
  * opened O_APPEND, so a restored pcwriter goes on logging into it.
  */
@@ -44,7 +52,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -82,6 +95,93 @@ static bool fast;		/* no sleep between batches: writes as fast as it can */
 static unsigned next_change;
 static int logfd = -1;
 static volatile sig_atomic_t want_verify, want_change, want_flags;
+
+#define PCW_SLEEPER	(4u << 20)	/* the sleeper thread's stack area */
+#define PCW_SLEEPER_PAT	(3u << 20)	/* its lower part, a pattern */
+static uint64_t *sleeper;
+
+static void *sleeper_main(void *arg)
+{
+	sigset_t all;
+
+	(void)arg;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	for (;;)
+		sleep(1000);
+	return NULL;
+}
+
+/* Start the sleeper thread on a stack of its own, its lower part a pattern. */
+static int start_sleeper(void)
+{
+	pthread_attr_t a;
+	pthread_t th;
+
+	sleeper = mmap(NULL, PCW_SLEEPER, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+	if (sleeper == MAP_FAILED)
+		return -1;
+	for (size_t k = 0; k < PCW_SLEEPER_PAT / 8; k++)
+		sleeper[k] = (seed * 0x9e3779b97f4a7c15ull) ^ (k * 0xbf58476d1ce4e5b9ull) ^ 0x51ee9;
+	if (pthread_attr_init(&a) || pthread_attr_setstack(&a, sleeper, PCW_SLEEPER) ||
+	    pthread_create(&th, &a, sleeper_main, NULL))
+		return -1;
+	return 0;
+}
+
+/* The sleeper's pattern intact? */
+static bool sleeper_ok(void)
+{
+	for (size_t k = 0; sleeper && k < PCW_SLEEPER_PAT / 8; k++)
+		if (sleeper[k] != ((seed * 0x9e3779b97f4a7c15ull) ^ (k * 0xbf58476d1ce4e5b9ull) ^
+				   0x51ee9))
+			return false;
+	return true;
+}
+
+/* A seccomp filter that allows everything: the target has one, nothing more. */
+static int allow_all_seccomp(void)
+{
+	struct sock_filter f[] = { BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW) };
+	struct sock_fprog prog = { .len = 1, .filter = f };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -1;
+	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
+
+static void on_hup(int s)
+{
+	static const char line[] = "exec\n";
+
+	(void)s;
+	if (write(logfd, line, sizeof(line) - 1) < 0) {
+	}
+	execl("/bin/sleep", "sleep", "600", (char *)NULL);
+	_exit(4);
+}
+
+/* In a fork child: copy /proc/self/maps to PCW_FORK_MAPS, if set. */
+static void fork_maps(void)
+{
+	const char *to = getenv("PCW_FORK_MAPS");
+	char buf[4096];
+	int in, out;
+	ssize_t n;
+
+	if (!to)
+		return;
+	in = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	while (in >= 0 && out >= 0 && (n = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			break;
+	if (in >= 0)
+		close(in);
+	if (out >= 0)
+		close(out);
+}
 
 static void on_usr1(int s)
 {
@@ -387,13 +487,14 @@ static void change(void)
 		if (c == 0) {
 			char why[256];
 
+			fork_maps();
 			for (int i = 0; i < PCW_SLOTS; i++)
 				for (uint64_t p = 0; slots[i].mem && p < slots[i].pages; p++)
 					slots[i].mem[p * PCW_WORDS + 1] ^= 1;
 			for (int i = 0; i < PCW_SLOTS; i++)
 				for (uint64_t p = 0; slots[i].mem && p < slots[i].pages; p++)
 					slots[i].mem[p * PCW_WORDS + 1] ^= 1;
-			_exit(verify(step, why, sizeof(why)) == 0 ? 0 : 3);
+			_exit(verify(step, why, sizeof(why)) == 0 && sleeper_ok() ? 0 : 3);
 		}
 		while (c > 0 && waitpid(c, &st, 0) < 0 && errno == EINTR)
 			;
@@ -411,7 +512,7 @@ int main(int argc, char **argv)
 {
 	uint64_t pages = 1024;
 	const char *log = NULL;
-	bool thp = false;
+	bool thp = false, with_sleeper = false, with_seccomp = false, exec_on_hup = false;
 	struct sigaction sa;
 
 	for (int i = 1; i < argc; i++) {
@@ -427,6 +528,12 @@ int main(int argc, char **argv)
 			fast = true;
 		else if (!strcmp(argv[i], "--thp"))
 			thp = true;
+		else if (!strcmp(argv[i], "--sleeper"))
+			with_sleeper = true;
+		else if (!strcmp(argv[i], "--seccomp"))
+			with_seccomp = true;
+		else if (!strcmp(argv[i], "--exec-on-hup"))
+			exec_on_hup = true;
 		else {
 			fprintf(stderr, "pcwriter: bad argument %s\n", argv[i]);
 			return 2;
@@ -434,7 +541,7 @@ int main(int argc, char **argv)
 	}
 	if (!log || !pages || pages > PCW_MAXPAGES / 2) {
 		fprintf(stderr, "usage: pcwriter --log FILE [--pages N] [--seed S] [--hot H] [--thp] "
-			"[--fast]\n");
+			"[--fast] [--sleeper] [--seccomp] [--exec-on-hup]\n");
 		return 2;
 	}
 	logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -444,6 +551,10 @@ int main(int argc, char **argv)
 	if (apply(slots, &events[0], true) < 0)
 		return 2;
 	nevents = 1;
+	if (with_sleeper && start_sleeper() < 0)
+		return 2;
+	if (with_seccomp && allow_all_seccomp() < 0)
+		return 2;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_flags = SA_RESTART;
 	sa.sa_handler = on_usr1;
@@ -453,6 +564,10 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_flags;
 	sigaction(SIGWINCH, &sa, NULL);
 	sigaction(SIGURG, &sa, NULL);
+	if (exec_on_hup) {
+		sa.sa_handler = on_hup;
+		sigaction(SIGHUP, &sa, NULL);
+	}
 	printf("ready pid=%d\n", (int)getpid());
 	fflush(stdout);
 	for (;;) {
@@ -480,7 +595,9 @@ int main(int argc, char **argv)
 			char why[256];
 
 			want_verify = 0;
-			if (verify(step, why, sizeof(why)) == 0)
+			if (!sleeper_ok())
+				logf_("verify bad: the sleeper's stack area changed\n");
+			else if (verify(step, why, sizeof(why)) == 0)
 				logf_("verify ok %" PRIu64 "\n", step);
 			else
 				logf_("verify bad %s\n", why);

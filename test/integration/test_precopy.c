@@ -1060,3 +1060,406 @@ Test(precopy, madvise_between_read_and_freeze_fails_the_dump, .init = setup, .fi
 	cr_assert_not_null(strstr(out, "VmFlags read before the freeze"), "%s", out);
 	restore_and_verify(pid, log);
 }
+
+/* ---- the drop out of the freeze: big areas moved to a graveyard, freed after the thaw ---- */
+
+static void daemon_with(const char *const *args)
+{
+	ts_daemon_start(&dmn, args);
+	dmn_on = true;
+}
+
+/*
+ * The graveyard [*A, *B) and the dropper's code *STUB that uffd-inject's
+ * TEXT names (its summary line, or its debug line when it died first).
+ */
+static void grave_of(const char *text, uint64_t *a, uint64_t *b, uint64_t *stub)
+{
+	const char *p = strstr(text, "(to 0x");
+
+	*a = *b = *stub = 0;
+	if (p)
+		cr_assert_eq(sscanf(p, "(to 0x%" SCNx64 "-0x%" SCNx64, a, b), 2);
+	else if ((p = strstr(text, "(graveyard 0x")))
+		cr_assert_eq(sscanf(p, "(graveyard 0x%" SCNx64 "-0x%" SCNx64, a, b), 2);
+	cr_assert_gt(*b, *a, "no graveyard named in: %s", text);
+	if ((p = strstr(text, "code (0x")))
+		cr_assert_eq(sscanf(p, "code (0x%" SCNx64, stub), 1);
+}
+
+/* Does any line of the maps file PATH overlap [A, B)? */
+static bool maps_overlap(const char *path, uint64_t a, uint64_t b)
+{
+	char *m = slurp(path), *line = m;
+	bool hit = false;
+
+	while (line && *line) {
+		uint64_t s, e;
+
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64, &s, &e) == 2 && s < b && e > a)
+			hit = true;
+		line = strchr(line, '\n');
+		line = line ? line + 1 : NULL;
+	}
+	free(m);
+	return hit;
+}
+
+static bool mapped(pid_t pid, uint64_t a, uint64_t b)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	return maps_overlap(path, a, b);
+}
+
+/* Wait up to MS for [A, B) to leave PID's maps. */
+static bool unmapped_within(pid_t pid, uint64_t a, uint64_t b, int ms)
+{
+	for (int i = 0; i < ms / 10; i++) {
+		if (!mapped(pid, a, b))
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* The stack pointer of PID's thread other than the main one (pcwriter --sleeper). */
+static uint64_t sleeper_sp(pid_t pid)
+{
+	char path[96], *b, *p;
+	struct dirent *de;
+	uint64_t sp = 0;
+	pid_t tid = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	cr_assert_not_null(d);
+	while ((de = readdir(d)))
+		if (atoi(de->d_name) > 0 && atoi(de->d_name) != pid)
+			tid = atoi(de->d_name);
+	closedir(d);
+	cr_assert_gt(tid, 0, "no sleeper thread");
+	/* "NR ARG1 .. ARG6 SP PC" once it sleeps in a syscall ("running" before) */
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/syscall", (int)pid, (int)tid);
+	for (int i = 0; i < 500 && !sp; i++) {
+		b = slurp(path);
+		p = b;
+		for (int f = 0; f < 7 && p; f++) {
+			p = strchr(p, ' ');
+			p = p ? p + 1 : NULL;
+		}
+		if (p)
+			sp = strtoull(p, NULL, 0);
+		free(b);
+		if (!sp)
+			usleep(10000);
+	}
+	cr_assert_gt(sp, 0, "%s: no stack pointer", path);
+	return sp;
+}
+
+/* Is the page at ADDR of PID present (its pagemap word)? */
+static bool present(pid_t pid, uint64_t addr)
+{
+	char path[64];
+	uint64_t w = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, &w, 8, (off_t)(addr / 4096 * 8)), 8);
+	close(fd);
+	return w >> 63;
+}
+
+/*
+ * lazy --pre-copy of a target whose big areas go to the graveyard: every
+ * byte right, the graveyard and the dropper's code gone afterwards, RssAnon
+ * down (no fill brings pages back), and the pages that must stay resident
+ * (the sleeper thread's stack top, in a moved area) there, without a fault.
+ */
+Test(precopy, lazy_moves_big_areas_out_of_the_freeze, .init = setup, .fini = teardown,
+     .timeout = 180)
+{
+	const char *args[] = { "--pages", "16384", "--hot", "256", "--sleeper", NULL };
+	const char *dargs[] = { "--no-fill", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128];
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--pre-copy", "--max-rounds", "3", NULL };
+	uint64_t a, b, stub, before, sp;
+	pid_t pid;
+	int rc;
+
+	daemon_with(dargs);
+	pid = pcw_start("w", args, log, sizeof(log));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	before = tw_status_bytes(pid, "RssAnon");
+	sp = sleeper_sp(pid);
+	rc = tool(la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_log_info("lazy --pre-copy: %s", out);
+	/*
+	 * Slot 0 (64 MiB) and the sleeper's stack area (4 MiB; the kernel may
+	 * have merged the two), not the counters (128 KiB).
+	 */
+	cr_assert(strstr(out, "drop: 1 area ") || strstr(out, "drop: 2 areas"), "%s", out);
+	grave_of(out, &a, &b, &stub);
+	cr_assert(!mapped(pid, a, b), "the graveyard 0x%" PRIx64 "-0x%" PRIx64 " is mapped", a, b);
+	cr_assert(!mapped(pid, stub, stub + 8192), "the dropper's code is mapped");
+	cr_assert_null(strstr(out, "which stays"), "%s", out);
+	cr_assert(present(pid, sp), "the sleeper's stack page 0x%" PRIx64 " is not resident", sp);
+	cr_assert_lt(tw_status_bytes(pid, "RssAnon"), before / 4, "RssAnon %" PRIu64 " from %"
+		     PRIu64, tw_status_bytes(pid, "RssAnon"), before);
+	verify(pid, log);
+	change(pid, log, 8);
+	verify(pid, log);
+}
+
+/* The drop stays in the freeze when asked (test hook) and for a seccomp'd target. */
+Test(precopy, lazy_drop_falls_back_into_the_freeze, .init = setup, .fini = teardown,
+     .timeout = 180)
+{
+	const char *plain[] = { "--pages", "8192", "--hot", "256", NULL };
+	const char *filtered[] = { "--pages", "8192", "--hot", "256", "--seccomp", NULL };
+	char log[128], log2[128], out[8192], err[8192], ps[16], d[128];
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--pre-copy", "--max-rounds", "2", NULL };
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	pid = pcw_start("w", plain, log, sizeof(log));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	rc = tool_env("UFFD_INJECT_TEST_NO_GRAVEYARD=1", la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "drop: in the freeze (UFFD_INJECT_TEST_NO_GRAVEYARD"),
+			   "%s", out);
+	verify(pid, log);
+	change(pid, log, 8);
+	verify(pid, log);
+
+	pid = pcw_start("s", filtered, log2, sizeof(log2));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy2", tmp);
+	rc = tool(la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "drop: in the freeze (it has a seccomp filter"), "%s", out);
+	verify(pid, log2);
+	change(pid, log2, 8);
+	verify(pid, log2);
+}
+
+/*
+ * uffd-inject SIGKILLed at each step of the drop out of the freeze:
+ *   graveyard  reserved, nothing moved: the target runs on, all of it there;
+ *   moved      areas moved, not yet registered: the kernel kills the target
+ *              with us (it must never run on empty areas);
+ *   dropper, dropped  the dropper started, no manager has the target: it
+ *              waits on its missing pages, and the graveyard is freed;
+ *   thawed     handed over and running: served, every byte right, the
+ *              graveyard freed; the dropper's 8 KiB stay (documented).
+ */
+Test(precopy, lazy_drop_tool_killed_in_each_phase, .init = setup, .fini = teardown,
+     .timeout = 300)
+{
+	static const char *const phases[] = { "graveyard", "moved", "dropper", "dropped",
+					      "thawed" };
+	const char *args[] = { "--pages", "4096", "--hot", "256", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128], pv[128], env[64], tag[32];
+	const char *envs[] = { env, "UFFD_INJECT_DEBUG=1", NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--prev-images", pv, NULL };
+	uint64_t a, b, stub;
+	pid_t pid;
+	int rc, st;
+
+	daemon_on();
+	for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
+		snprintf(tag, sizeof(tag), "w%zu", i);
+		pid = pcw_start(tag, args, log, sizeof(log));
+		snprintf(tag, sizeof(tag), "r%zu", i);
+		predump(pid, tag, NULL, out, sizeof(out));
+		snprintf(ps, sizeof(ps), "%d", (int)pid);
+		snprintf(pv, sizeof(pv), "%s/%s", tmp, tag);
+		snprintf(d, sizeof(d), "%s/lazy%zu", tmp, i);
+		snprintf(env, sizeof(env), "UFFD_INJECT_TEST_DIE_AT=%s", phases[i]);
+		rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+		cr_assert_eq(rc, 128 + SIGKILL, "%s: exit %d: %s", phases[i], rc, err);
+		if (!strcmp(phases[i], "graveyard")) {
+			verify(pid, log);
+			change(pid, log, 6);
+			verify(pid, log);
+			continue;
+		}
+		if (!strcmp(phases[i], "moved")) {
+			pid_t w = 0;
+
+			for (int k = 0; k < 2000 && w == 0; k++) {
+				w = waitpid(pid, &st, WNOHANG);
+				if (w == 0)
+					usleep(10000);
+			}
+			cr_assert_eq(w, pid, "moved: the target was not killed with the tool: %s",
+				     slurp(log));
+			forget(pid);
+			cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s: status 0x%x",
+				  phases[i], st);
+			cr_assert_eq(count_in(log, "bad"), 0, "%s", slurp(log));
+			continue;
+		}
+		grave_of(err, &a, &b, &stub);
+		cr_assert(unmapped_within(pid, a, b, 20000), "%s: the graveyard 0x%" PRIx64
+			  "-0x%" PRIx64 " was not freed", phases[i], a, b);
+		if (!strcmp(phases[i], "thawed")) {
+			verify(pid, log);
+			change(pid, log, 6);
+			verify(pid, log);
+			continue;
+		}
+		/* Nobody serves it: it waits on its pages, it never reads a zero. */
+		{
+			int n = count_in(log, "verify ");
+
+			cr_assert_eq(kill(pid, SIGUSR1), 0);
+			cr_assert(!wait_count(log, "verify ", n + 1, 1000),
+				  "%s: it answered with nobody serving it: %s", phases[i], slurp(log));
+		}
+	}
+}
+
+/*
+ * A fork while the graveyard lives (the dropper made to sleep first): the
+ * child gets no copy of it (MADV_DONTFORK), and both have every byte right.
+ */
+Test(precopy, lazy_fork_while_the_graveyard_lives, .init = setup, .fini = teardown,
+     .timeout = 180)
+{
+	const char *args[] = { "--pages", "8192", "--hot", "256", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128], pv[128], grow[160], maps[160];
+	const char *envs[] = { "UFFD_INJECT_TEST_DROPPER_DELAY_MS=1500",
+			       "UFFD_INJECT_TEST_SIGNAL_AT=thawed", "UFFD_INJECT_TEST_SIGNAL=12",
+			       grow, NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--prev-images", pv, NULL };
+	uint64_t a, b, stub;
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	snprintf(maps, sizeof(maps), "%s/fork-maps", tmp);
+	cr_assert_eq(setenv("PCW_FORK_MAPS", maps, 1), 0);
+	pid = pcw_start("w", args, log, sizeof(log));
+	unsetenv("PCW_FORK_MAPS");
+	predump(pid, "r1", NULL, out, sizeof(out));
+	change(pid, log, 5);	/* new, drop, grow, move, protect: the next one forks */
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	snprintf(grow, sizeof(grow), "UFFD_INJECT_TEST_WAIT_GROW=%s", log);
+	rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_log_info("lazy: %s", out);
+	grave_of(out, &a, &b, &stub);
+	cr_assert(wait_count(log, "change fork", 1, 60000), "no fork: %s", slurp(log));
+	cr_assert_eq(count_in(log, "fork ok"), 1, "%s", slurp(log));
+	cr_assert_gt(strlen(slurp(maps)), 0, "the child wrote no maps");
+	cr_assert(!maps_overlap(maps, a, b), "the child holds the graveyard 0x%" PRIx64 "-0x%"
+		  PRIx64 ":\n%s", a, b, slurp(maps));
+	cr_assert(!maps_overlap(maps, stub, stub + 8192), "the child holds the dropper's code");
+	cr_assert(!mapped(pid, a, b));
+	verify(pid, log);
+	change(pid, log, 3);
+	verify(pid, log);
+}
+
+/*
+ * The target execs while the dropper runs (made to sleep first): exec ends
+ * the dropper with the old memory; the stub's address means nothing in the
+ * new one, and uffd-inject leaves it alone. The new program runs on.
+ */
+Test(precopy, lazy_exec_while_the_graveyard_lives, .init = setup, .fini = teardown,
+     .timeout = 180)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "256", "--exec-on-hup", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128], pv[128], grow[160], exe[256];
+	char link[64];
+	const char *envs[] = { "UFFD_INJECT_TEST_DROPPER_DELAY_MS=1500",
+			       "UFFD_INJECT_TEST_SIGNAL_AT=thawed", "UFFD_INJECT_TEST_SIGNAL=1",
+			       grow, NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--prev-images", pv, NULL };
+	ssize_t n;
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	snprintf(grow, sizeof(grow), "UFFD_INJECT_TEST_WAIT_GROW=%s", log);
+	rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_log_info("lazy: %s%s", out, err);
+	cr_assert_eq(count_in(log, "exec"), 1, "%s", slurp(log));
+	/* The dropper ended with the old memory, and its code too: nothing touched. */
+	cr_assert_not_null(strstr(out, "which went with its memory: it exec'd"), "%s", out);
+	snprintf(link, sizeof(link), "/proc/%d/exe", (int)pid);
+	n = readlink(link, exe, sizeof(exe) - 1);
+	cr_assert_gt(n, 0);
+	exe[n] = '\0';
+	cr_assert_not_null(strstr(exe, "sleep"), "it runs %s", exe);
+	cr_assert_eq(kill(pid, 0), 0, "the new program died");
+	cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "the new program ended");
+}
+
+/*
+ * A hand-over that fails after big areas were moved, at the first, second
+ * or third registration (test hook): areas registered get their pages back
+ * from the images, the others straight from the graveyard; the areas fork
+ * as before (the graveyard's MADV_DONTFORK does not stay on them), nothing
+ * of ours is left, every byte right.
+ */
+Test(precopy, lazy_failing_after_the_move_moves_back, .init = setup, .fini = teardown,
+     .timeout = 240)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "256", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128], pv[128], env[64], tag[16];
+	const char *envs[] = { env, "UFFD_INJECT_DEBUG=1", NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--prev-images", pv, NULL };
+	uint64_t a, b, stub;
+	int rc, nfds, nuw;
+	pid_t pid;
+
+	daemon_on();
+	for (int k = 1; k <= 3; k++) {
+		snprintf(tag, sizeof(tag), "w%d", k);
+		pid = pcw_start(tag, args, log, sizeof(log));
+		snprintf(tag, sizeof(tag), "r%d", k);
+		predump(pid, tag, NULL, out, sizeof(out));
+		snprintf(ps, sizeof(ps), "%d", (int)pid);
+		snprintf(d, sizeof(d), "%s/lazy%d", tmp, k);
+		snprintf(pv, sizeof(pv), "%s/%s", tmp, tag);
+		snprintf(env, sizeof(env), "UFFD_INJECT_TEST_FAIL_REGISTER=%d", k);
+		rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+		cr_assert_eq(rc, 1, "%d: lazy exit %d: %s", k, rc, err);
+		cr_assert_not_null(strstr(err, "cannot register"), "%s", err);
+		cr_assert_not_null(strstr(err, "memory is back in place"), "%s", err);
+		grave_of(err, &a, &b, &stub);
+		cr_assert(!mapped(pid, a, b), "%d: the graveyard is still mapped", k);
+		uffd_state(pid, &nfds, &nuw);
+		cr_assert_eq(nfds, 0, "%d: %d userfaultfds left", k, nfds);
+		cr_assert_eq(nuw, 0, "%d: %d areas registered", k, nuw);
+		verify(pid, log);
+		change(pid, log, 8);	/* a fork among them: its child checks its copy */
+		cr_assert_eq(count_in(log, "fork ok"), 1, "%s", slurp(log));
+		verify(pid, log);
+	}
+}
