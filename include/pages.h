@@ -49,6 +49,7 @@ struct pages_cache {
 	struct pages_file *pq_head, *pq_tail;
 	uint64_t prefaulted;	/* bytes it mapped, all files */
 	unsigned pq_nap_us;	/* tests: sleep this long after each chunk */
+	uint64_t pq_fault_ns;	/* the last fault served (pages_note_fault); atomic */
 };
 
 void pages_cache_init(struct pages_cache *c);
@@ -71,6 +72,16 @@ void pages_put(struct pages_cache *c, struct pages_file *pf);
  * stops when PF has no other user; a file is queued once. Any thread.
  */
 void pages_prefault(struct pages_cache *c, const struct pages_file *pf);
+/*
+ * A fault was served at NOW_NS (CLOCK_MONOTONIC): the prefault worker waits
+ * until they stop coming. It runs at idle priority, but a loop that yields
+ * its CPU while it polls for the next fault would hand it that CPU.
+ */
+static inline void pages_note_fault(struct pages_cache *c, uint64_t now_ns)
+{
+	__atomic_store_n(&c->pq_fault_ns, now_ns, __ATOMIC_RELAXED);
+}
+
 /* Stop the prefault worker, if started, and drop what it holds. */
 void pages_prefault_stop(struct pages_cache *c);
 

@@ -390,7 +390,7 @@ static void restart_test_hooks(struct daemon *d)
 
 /*
  * UFFD_TEST_PREFAULT_NAP_US=N: the prefault worker sleeps N us after each
- * MiB, so that tests and the bench can fault while it runs.
+ * step (256 KiB), so that tests can act while it runs.
  */
 static void prefault_test_hooks(struct daemon *d)
 {
@@ -399,7 +399,7 @@ static void prefault_test_hooks(struct daemon *d)
 	if (!e)
 		return;
 	d->pages.pq_nap_us = (unsigned)strtoul(e, NULL, 10);
-	log_warnx("UFFD_TEST_PREFAULT_NAP_US=%s: the prefault worker sleeps after each MiB (a test)", e);
+	log_warnx("UFFD_TEST_PREFAULT_NAP_US=%s: the prefault worker sleeps after each step (a test)", e);
 }
 
 /* Listen on the adoption socket, for the daemon after us. */

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,25 @@ static int sc_wait_then_check(struct ts_child *c)
 	return ts_check(BASE, AREA, BASE, &c->areas[0], c->seed) ? 1 : 0;
 }
 
+/*
+ * Fault on one page over and over (drop it, read it again: a zero page
+ * each time after the first) until told to stop.
+ */
+static int sc_fault_until_go(struct ts_child *c)
+{
+	struct pollfd pfd = { .fd = c->go[0], .events = POLLIN };
+
+	for (long i = 0;; i++) {
+		(void)*(volatile uint64_t *)(uintptr_t)BASE;
+		if (madvise((void *)(uintptr_t)BASE, TS_PAGE, MADV_DONTNEED) < 0)
+			return ts_fail("madvise: %m");
+		if (i % 64 == 0 && poll(&pfd, 1, 0) > 0)
+			break;
+	}
+	ts_wait_go(c);
+	return 0;
+}
+
 /* Return at once: the process exits right after its hand-over. */
 static int sc_leave(struct ts_child *c)
 {
@@ -170,7 +190,7 @@ Test(prefault, none_with_no_prefault, .timeout = 60, .fini = teardown)
 /*
  * A process that leaves while its file is being mapped: the worker stops
  * there (its reference is the last) rather than map the rest for no one.
- * It sleeps 20 ms a MiB here, so that 16 MiB would take 320 ms.
+ * It sleeps 20 ms a step (256 KiB) here, so that 16 MiB would take 1.3 s.
  */
 Test(prefault, stops_when_the_process_leaves, .timeout = 60, .fini = teardown)
 {
@@ -185,4 +205,43 @@ Test(prefault, stops_when_the_process_leaves, .timeout = 60, .fini = teardown)
 	cr_assert_eq(ts_child_wait(pid, 30000), 0);
 	cr_assert(log_wait("prefault stopped"), "the prefault went on after the process left");
 	cr_expect_not(ts_log_has(&dmn, "prefault done"));
+}
+
+/*
+ * While faults come, the prefault waits: it would otherwise take the CPU a
+ * polling loop yields between faults. Once they stop, it maps the file.
+ * Its steps take 1 ms here (it naps), so that in 300 ms it would map the
+ * whole file (64 steps) were it not waiting; a few steps may still come in
+ * gaps between faults when this machine is busy.
+ */
+Test(prefault, waits_while_faults_come, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "-v", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one_area, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	uint64_t faults = 0;
+	long rss0, rss;
+	pid_t pid;
+
+	setenv("UFFD_TEST_PREFAULT_NAP_US", "1000", 1);
+	setup(args);
+	unsetenv("UFFD_TEST_PREFAULT_NAP_US");
+	pid = ts_child_start(&c, sc_fault_until_go);
+	for (int tries = 0; faults < 2000; tries++) {
+		cr_assert_lt(tries, 2000, "the process never faulted densely");
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		faults = s.tot->faults;
+		ts_status_free(&s);
+		usleep(5000);
+	}
+	/* It may have begun between the hand-over and the first fault. */
+	rss0 = map_rss_kib(dmn.pid, "pages-1.img");
+	usleep(300 * 1000);	/* 16 MiB take a few ms to map when nothing holds it back */
+	rss = map_rss_kib(dmn.pid, "pages-1.img");
+	cr_expect_lt(rss - rss0, (long)(AREA >> 11),
+		     "the daemon mapped %ld KiB more of the file while faults came", rss - rss0);
+	cr_expect_not(ts_log_has(&dmn, "prefault done"));
+	ts_say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0);
+	cr_assert(log_wait("prefault"), "no prefault once the faults stopped");
 }
