@@ -201,19 +201,65 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
+/* Whether the worker should drop PF: its users are gone (the queue's is the last reference), or it must quit. */
+static bool pq_drop(struct pages_cache *c, const struct pages_file *pf)
+{
+	bool drop;
+
+	pthread_mutex_lock(&c->lock);
+	drop = pf->refs == 1 || c->pq_quit;
+	pthread_mutex_unlock(&c->lock);
+	return drop;
+}
+
 /*
- * Wait while faults come: until none was served for PAGES_PQ_QUIET_NS, or
- * the worker is told to quit. The prefault is for later faults; it must
- * not take a moment from the ones being served.
+ * Take out of the queue, and drop, the files behind the head that no one
+ * uses any more: the head may wait long (pq_wait_quiet), and they must not
+ * stay mapped meanwhile.
  */
-static void pq_wait_quiet(struct pages_cache *c)
+static void pq_sweep(struct pages_cache *c)
+{
+	struct pages_file *prev, *pf, *gone = NULL;
+
+	pthread_mutex_lock(&c->lock);
+	for (prev = c->pq_head; prev && (pf = prev->pq_next);) {
+		if (pf->refs > 1) {
+			prev = pf;
+			continue;
+		}
+		prev->pq_next = pf->pq_next;
+		if (c->pq_tail == pf)
+			c->pq_tail = prev;
+		pf->pq_next = gone;
+		gone = pf;
+	}
+	pthread_mutex_unlock(&c->lock);
+	while ((pf = gone)) {
+		gone = pf->pq_next;
+		pf->pq_next = NULL;
+		log_debug("pages %s: prefault stopped, %llu of %llu MiB mapped (in the page cache)",
+			  pf->name, (unsigned long long)(pf->pq_mapped >> 20),
+			  (unsigned long long)(pf->size >> 20));
+		pages_put(c, pf);
+	}
+}
+
+/*
+ * Wait while faults come: until none was served for PAGES_PQ_QUIET_NS.
+ * The prefault is for later faults; it must not take a moment from the ones
+ * being served. False if PF should be dropped meanwhile (pq_drop): faults
+ * of other processes must not keep a file mapped that no one uses.
+ */
+static bool pq_wait_quiet(struct pages_cache *c, const struct pages_file *pf)
 {
 	for (;;) {
 		uint64_t last = __atomic_load_n(&c->pq_fault_ns, __ATOMIC_RELAXED), now = mono_ns();
 
-		if (!last || now - last >= PAGES_PQ_QUIET_NS ||
-		    __atomic_load_n(&c->pq_quit, __ATOMIC_RELAXED))
-			return;
+		if (pq_drop(c, pf))
+			return false;
+		if (!last || now - last >= PAGES_PQ_QUIET_NS)
+			return true;
+		pq_sweep(c);
 		usleep((PAGES_PQ_QUIET_NS - (now - last)) / 1000 + 1);
 	}
 }
@@ -234,8 +280,7 @@ static uint64_t *cached_now(struct pages_cache *c, const struct pages_file *pf)
 		uint64_t len = pf->size - off < PAGES_PQ_CHUNK ? pf->size - off : PAGES_PQ_CHUNK;
 		uint64_t first = off / PAGES_PQ_PAGE;
 
-		pq_wait_quiet(c);
-		if (mincore((void *)(pf->base + off), len, vec) < 0) {
+		if (!pq_wait_quiet(c, pf) || mincore((void *)(pf->base + off), len, vec) < 0) {
 			free(bits);
 			return NULL;
 		}
@@ -316,8 +361,8 @@ static void *prefault_main(void *arg)
 			pthread_mutex_unlock(&c->lock);
 			cached = cached_now(c, pf);
 			pthread_mutex_lock(&c->lock);
-			if (!cached)
-				pf->pq_off = pf->size;	/* give it up */
+			if (!cached && pf->refs > 1 && !c->pq_quit)
+				pf->pq_off = pf->size;	/* out of memory, or mincore failed: give it up */
 		}
 		/* Done, or the queue's is the only reference left: its users are gone. */
 		if (pf->pq_off >= pf->size || pf->refs == 1) {
@@ -336,8 +381,7 @@ static void *prefault_main(void *arg)
 		off = pf->pq_off;
 		len = pf->size - off < PAGES_PQ_CHUNK ? pf->size - off : PAGES_PQ_CHUNK;
 		pthread_mutex_unlock(&c->lock);
-		pq_wait_quiet(c);
-		done = prefault_chunk(pf, cached, off, len);
+		done = pq_wait_quiet(c, pf) ? prefault_chunk(pf, cached, off, len) : 0;
 		if (c->pq_nap_us)
 			usleep(c->pq_nap_us);
 		pthread_mutex_lock(&c->lock);
@@ -388,7 +432,7 @@ void pages_prefault_stop(struct pages_cache *c)
 	struct pages_file *left;
 
 	pthread_mutex_lock(&c->lock);
-	__atomic_store_n(&c->pq_quit, true, __ATOMIC_RELAXED);	/* pq_wait_quiet reads it unlocked */
+	c->pq_quit = true;
 	pthread_cond_signal(&c->pq_cv);
 	pthread_mutex_unlock(&c->lock);
 	if (c->pq_started)

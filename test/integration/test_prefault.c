@@ -245,3 +245,41 @@ Test(prefault, waits_while_faults_come, .timeout = 60, .fini = teardown)
 	cr_assert_eq(ts_child_wait(pid, 30000), 0);
 	cr_assert(log_wait("prefault"), "no prefault once the faults stopped");
 }
+
+/*
+ * A file whose process left is dropped even while the worker waits on
+ * another's faults: those must not keep a file mapped that no one uses.
+ * A faults densely on its image (its prefault, slowed to 1 ms a step,
+ * waits); B hands over another image dir and leaves at once.
+ */
+Test(prefault, a_file_no_one_uses_is_dropped_while_others_fault, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "-v", NULL };
+	struct ts_child a = { .d = &dmn, .areas = one_area, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_child b = { .d = &dmn, .areas = one_area, .n = 1, .seed = SEED };
+	char imgdir2[200];
+	struct ts_status s;
+	uint64_t faults = 0;
+	pid_t pa, pb;
+
+	setenv("UFFD_TEST_PREFAULT_NAP_US", "1000", 1);
+	setup(args);
+	unsetenv("UFFD_TEST_PREFAULT_NAP_US");
+	snprintf(imgdir2, sizeof(imgdir2), "%s/img2", dmn.dir);
+	ts_write_images(imgdir2, TS_IMAGE_ID, one_area, 1, SEED);
+	b.imgdir = imgdir2;
+	pa = ts_child_start(&a, sc_fault_until_go);
+	for (int tries = 0; faults < 2000; tries++) {
+		cr_assert_lt(tries, 2000, "the process never faulted densely");
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		faults = s.tot->faults;
+		ts_status_free(&s);
+		usleep(5000);
+	}
+	pb = ts_child_start(&b, sc_leave);
+	cr_assert_eq(ts_child_wait(pb, 30000), 0);
+	cr_expect(log_wait("prefault stopped"), "B's file stayed queued while A faulted");
+	cr_expect_not(ts_log_has(&dmn, "prefault done"), "A's prefault ran while it faulted");
+	ts_say_go(&a);
+	cr_assert_eq(ts_child_wait(pa, 30000), 0);
+}
