@@ -10,16 +10,6 @@
 #include "loop.h"
 
 #define LOOP_BATCH	64
-/*
- * How long the hot fd (loop.h) may be served without epoll looking at the
- * others, by default: at most this much, plus one handler's run, is added
- * to what any other fd waits while one process faults back to back.
- */
-#define LOOP_HOT_SHARE_NS	(50 * 1000ull)
-/* Tries of the hot fd left out after one that found nothing (a process across cores, busy between faults). */
-#define LOOP_HOT_BACKOFF	8
-/* While spinning, one poll in this many is an epoll_wait; the others read the hot fd. */
-#define LOOP_SPIN_EPOLL		4
 
 uint64_t now_ns(void)
 {
@@ -31,7 +21,7 @@ uint64_t now_ns(void)
 
 int loop_init(struct loop *l)
 {
-	*l = (struct loop){ .hot_share_ns = LOOP_HOT_SHARE_NS };
+	*l = (struct loop){ 0 };
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	return l->epfd < 0 ? -errno : 0;
 }
@@ -78,8 +68,6 @@ void loop_del(struct loop *l, struct ev *ev)
 	if (ev->fd >= 0 && !ev->dead)
 		epoll_ctl(l->epfd, EPOLL_CTL_DEL, ev->fd, NULL);
 	ev->dead = true;
-	if (l->hot_ev == ev)
-		l->hot_ev = NULL;	/* its owner is freed at the end of the iteration */
 }
 
 void timer_cancel(struct loop *l, struct timer *t)
@@ -151,61 +139,21 @@ static int next_timeout(struct loop *l)
 	return ms > 60000 ? 60000 : (int)ms;
 }
 
-void loop_hot(struct loop *l, struct ev *ev)
+void loop_hot(struct loop *l)
 {
 	uint64_t now = now_ns();
 
 	l->hot_gap_ns = l->hot_ns ? now - l->hot_ns : UINT64_MAX;
 	l->hot_ns = now;
-	if (ev && ev->poll && !ev->dead) {
-		if (l->hot_ev != ev)
-			l->hot_skip = 0;
-		l->hot_ev = ev;
-		l->hot_fresh = true;
-	}
-}
-
-/*
- * Once after hot work, try the hot fd's poll hook instead of epoll, unless
- * epoll last looked at the others hot_share_ns ago or more. True if it
- * had work (its handler ran): the iteration needs no epoll_wait.
- */
-static bool hot_try(struct loop *l)
-{
-	struct ev *ev = l->hot_ev;
-
-	if (!l->hot_fresh || !ev || ev->dead)
-		return false;
-	l->hot_fresh = false;
-	if (l->hot_skip) {
-		l->hot_skip--;
-		return false;
-	}
-	if (l->hot_ns - l->polled_ns >= l->hot_share_ns)
-		return false;
-	l->hot.tries++;
-	if (!ev->poll(ev)) {
-		/* Nothing yet: the process runs elsewhere; a miss costs a syscall per fault. */
-		l->hot_skip = LOOP_HOT_BACKOFF;
-		return false;
-	}
-	l->hot.hits++;
-	return true;
 }
 
 /*
  * Poll for up to the spin window after the last hot work, if that work came
  * densely and nothing is due sooner; 0 when the window passed with nothing.
- * Most polls try the hot fd alone: when it has work, that spares the
- * epoll_wait before its read. Every LOOP_SPIN_EPOLL-th poll, and every poll
- * once epoll has not looked for hot_share_ns, asks epoll about every fd.
- * -1: the hot fd had work, and its handler ran.
  */
 static int spin_wait(struct loop *l, struct epoll_event *ee, int max_ms)
 {
 	uint64_t t0 = now_ns(), end = l->hot_ns + l->spin_ns, now = t0;
-	struct ev *hot = l->hot_ev;
-	unsigned polls = 0;
 	int n = 0;
 
 	if (!l->spin_ns || l->hot_gap_ns > l->spin_ns || t0 >= end)
@@ -216,26 +164,14 @@ static int spin_wait(struct loop *l, struct epoll_event *ee, int max_ms)
 		end = t0 + (uint64_t)max_ms * 1000000;
 	l->spin.spins++;
 	while (now < end) {
-		if (hot && !hot->dead && ++polls % LOOP_SPIN_EPOLL &&
-		    now - l->polled_ns < l->hot_share_ns) {
-			l->hot.tries++;
-			if (hot->poll(hot)) {
-				l->hot.hits++;
-				n = -1;
-				break;
-			}
-		} else {
-			l->hot.waits++;
-			n = epoll_wait(l->epfd, ee, LOOP_BATCH, 0);
-			l->polled_ns = now;
-			if (n)
-				break;
-		}
+		n = epoll_wait(l->epfd, ee, LOOP_BATCH, 0);
+		if (n)
+			break;
 		sched_yield();
 		now = now_ns();
 	}
 	l->spin.ns += now_ns() - t0;
-	if (n)
+	if (n > 0)
 		l->spin.hits++;
 	return n;
 }
@@ -250,36 +186,14 @@ static int wait_ms(struct loop *l, int max_ms)
 	return timeout;
 }
 
-/* The rest of an iteration that handled N events: timers, hooks, deferred frees. */
-static int loop_after(struct loop *l, int n)
-{
-	run_timers(l);
-	if (l->before_sleep)
-		l->before_sleep(l);
-	/* Demand goes first: background work only when nothing was ready. */
-	if (n == 0 && l->idle_pending && l->idle)
-		l->idle_pending = l->idle(l);
-	run_deferred(l);
-	return n;
-}
-
 int loop_once(struct loop *l, int max_ms)
 {
 	struct epoll_event ee[LOOP_BATCH];
-	int n = 0;
-
-	if (hot_try(l))
-		return loop_after(l, 1);
 	/* About to sleep: poll a while first if faults are coming densely. */
-	if (wait_ms(l, max_ms))
-		n = spin_wait(l, ee, max_ms);
-	if (n < 0)
-		return loop_after(l, 1);
-	if (n == 0) {
-		l->hot.waits++;
+	int n = wait_ms(l, max_ms) ? spin_wait(l, ee, max_ms) : 0;
+
+	if (n <= 0)
 		n = epoll_wait(l->epfd, ee, LOOP_BATCH, wait_ms(l, max_ms));
-	}
-	l->polled_ns = now_ns();
 	if (n < 0 && errno != EINTR)
 		return -errno;
 	if (n < 0)
@@ -293,7 +207,14 @@ int loop_once(struct loop *l, int max_ms)
 		if (!ev->dead)
 			ev->fn(ev, events);
 	}
-	return loop_after(l, n);
+	run_timers(l);
+	if (l->before_sleep)
+		l->before_sleep(l);
+	/* Demand goes first: background work only when nothing was ready. */
+	if (n == 0 && l->idle_pending && l->idle)
+		l->idle_pending = l->idle(l);
+	run_deferred(l);
+	return n;
 }
 
 int loop_run(struct loop *l)

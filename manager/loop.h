@@ -16,12 +16,6 @@ typedef void (*ev_fn)(struct ev *ev, uint32_t events);
 struct ev {
 	int fd;
 	ev_fn fn;
-	/*
-	 * Optional, set by the owner: do what FN would if the fd is ready,
-	 * without waiting; true if it was (see loop_hot). Never reset by
-	 * loop_add.
-	 */
-	bool (*poll)(struct ev *ev);
 	bool dead;		/* removed: ignore events still in the batch */
 };
 
@@ -66,24 +60,6 @@ struct loop {
 		uint64_t hits;		/* ... that ended with an event */
 		uint64_t ns;		/* time spent polling */
 	} spin;
-	/*
-	 * The fd of the last hot work, tried first (its poll hook) instead of
-	 * an epoll_wait: a process whose fault was just answered usually
-	 * faults again before the loop looks, at once when it shares the
-	 * loop's CPU (the wake-up hands it the CPU). Every fd is polled
-	 * through epoll at least every HOT_SHARE_NS all the same (50 us by
-	 * default, set by loop_init).
-	 */
-	struct ev *hot_ev;
-	uint64_t hot_share_ns;
-	bool hot_fresh;		/* hot work done since the hot fd was last tried */
-	unsigned hot_skip;	/* tries to leave out after a miss */
-	uint64_t polled_ns;	/* the last epoll_wait */
-	struct loop_hot_stats {
-		uint64_t waits;		/* epoll_wait calls, the spin's too */
-		uint64_t tries;		/* hot fd tried without epoll */
-		uint64_t hits;		/* ... and it had work */
-	} hot;
 };
 
 #define container_of(ptr, type, member)                                        \
@@ -108,8 +84,8 @@ void loop_defer(struct loop *l, void (*fn)(void *p), void *p);
  * number of events handled or -errno. Lets tests and fuzzers drive the loop.
  */
 int loop_once(struct loop *l, int max_ms);
-/* Latency-critical work was just done (a fault answered) for EV, or NULL: see spin_ns, hot_ev. */
-void loop_hot(struct loop *l, struct ev *ev);
+/* Latency-critical work was just done (a fault answered): see spin_ns. */
+void loop_hot(struct loop *l);
 /* Run until loop.stop is set. Returns 0 or -errno on an epoll failure. */
 int loop_run(struct loop *l);
 

@@ -547,10 +547,6 @@ static int run_daemon(struct daemon *d, int ready_fd)
 		unlink(d->keeper_path);
 	keeper_close(&d->keeper, &d->journal);
 	loop_fini(&d->loop);
-	log_debug("loop: %" PRIu64 " epoll waits; hot fd tried %" PRIu64 " times, %" PRIu64
-		  " with work; %" PRIu64 " spins, %" PRIu64 " ended by an event",
-		  d->loop.hot.waits, d->loop.hot.tries, d->loop.hot.hits, d->loop.spin.spins,
-		  d->loop.spin.hits);
 	log_info("exiting: %" PRIu64 " processes served, %" PRIu64 " exited early, %" PRIu64
 		 " refused", d->tot.served, d->tot.exited, d->tot.refused);
 	return ret < 0 ? 1 : status;

@@ -23,7 +23,6 @@
 #define MSG_BATCH	JOURNAL_RBUF	/* the journal's read buffer */
 
 static void target_on_uffd(struct ev *ev, uint32_t events);
-static bool target_poll_uffd(struct ev *ev);
 static void target_on_pidfd(struct ev *ev, uint32_t events);
 static void target_set_pid_from_tid(struct target *t, pid_t tid);
 
@@ -83,7 +82,6 @@ static struct target *target_alloc(struct daemon *d, int uffd, struct timage *im
 	t->pidfd = -1;
 	t->img = timage_get(img);
 	model_init(&t->map);
-	t->uffd_ev.poll = target_poll_uffd;
 	if (fd_prepare(uffd) < 0 ||
 	    loop_add(&d->loop, &t->uffd_ev, uffd, EPOLLIN, target_on_uffd) < 0) {
 		timage_put(d, t->img);
@@ -515,19 +513,13 @@ static void die_in_read(struct daemon *d, const struct uffd_msg *m, size_t n)
 			raise(SIGKILL);
 }
 
-/*
- * Read every queued message, apply the events, then serve; returns the
- * number of events. With ONLY_IF_ANY, a queue found empty is left at that
- * (*ANY false): nothing new to apply, and parked faults have their timer.
- */
-static unsigned drain(struct target *t, bool only_if_any, bool *any)
+unsigned target_drain(struct target *t)
 {
 	struct uffd_msg buf[MSG_BATCH], *msgs;
 	uint64_t child[MSG_BATCH];
 	uint32_t slot1[MSG_BATCH];
 	unsigned events = 0;
 
-	*any = false;
 	for (;;) {
 		ssize_t n;
 
@@ -548,8 +540,6 @@ static unsigned drain(struct target *t, bool only_if_any, bool *any)
 		journal_read_end(&t->d->journal, n);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && errno == EAGAIN && only_if_any && !*any)
-			return 0;
 		if (n < 0 && errno == EAGAIN)
 			break;
 		if (n <= 0) {
@@ -559,7 +549,6 @@ static unsigned drain(struct target *t, bool only_if_any, bool *any)
 			target_destroy(t, "lost its uffd");
 			return events;
 		}
-		*any = true;
 		for (size_t i = 0; i < (size_t)n / sizeof(buf[0]) && !t->dead; i++)
 			apply_msg(t, &buf[i], child[i], slot1[i]);
 		if (t->dead)
@@ -576,30 +565,6 @@ static unsigned drain(struct target *t, bool only_if_any, bool *any)
 	if (!t->dead)
 		target_sync_slot(t);
 	return events;
-}
-
-unsigned target_drain(struct target *t)
-{
-	bool any;
-
-	return drain(t, false, &any);
-}
-
-/*
- * The loop's hot-fd hook (loop.h): drain T's uffd if anything is queued.
- * On one CPU the process whose fault was just answered has faulted again
- * by now, so this read replaces an epoll_wait on every fault.
- */
-static bool target_poll_uffd(struct ev *ev)
-{
-	struct target *t = container_of(ev, struct target, uffd_ev);
-	bool any;
-
-	/* Its read would stop T's fill workers first, for what may be nothing: leave it to epoll. */
-	if (t->fw_jobs)
-		return false;
-	drain(t, true, &any);
-	return any;
 }
 
 /* Read every queued message, apply the events, then serve. */
