@@ -22,6 +22,11 @@ struct pages_file {
 	uint64_t size;
 	unsigned refs;
 	char name[64];
+	/* The prefault worker's (pages_prefault), under the cache's lock: */
+	bool pq_seen;			/* queued once: never again */
+	struct pages_file *pq_next;	/* in the queue */
+	uint64_t pq_off;		/* done up to here */
+	uint64_t pq_mapped;		/* bytes it mapped (they were in the page cache) */
 };
 
 /*
@@ -37,6 +42,14 @@ struct pages_cache {
 	struct pages_file *head;
 	unsigned nr_files;
 	uint64_t mapped_bytes;
+	/* The prefault worker, started by the first pages_prefault: */
+	pthread_cond_t pq_cv;
+	pthread_t pq_thread;
+	bool pq_started, pq_quit;
+	struct pages_file *pq_head, *pq_tail;
+	uint64_t prefaulted;	/* bytes it mapped, all files */
+	unsigned pq_nap_us;	/* tests: sleep this long after each chunk */
+	uint64_t pq_fault_ns;	/* the last fault served (pages_note_fault); atomic */
 };
 
 void pages_cache_init(struct pages_cache *c);
@@ -49,5 +62,27 @@ void pages_cache_init(struct pages_cache *c);
 int pages_get(struct pages_cache *c, int dirfd, const char *name, const char *label,
 	      struct pages_file **out, struct img_err *err);
 void pages_put(struct pages_cache *c, struct pages_file *pf);
+
+/*
+ * Map ahead, on a thread of its own at idle priority, the pages of PF that
+ * are in the page cache (never a page from disk): a UFFDIO_COPY from a page
+ * this process never touched takes the kernel's slow path (the copy fails
+ * with faults disabled and is done again after a fault in our own mm), on
+ * every fault. Costs page tables: 2 MiB per GiB mapped. Goes in chunks,
+ * stops when PF has no other user; a file is queued once. Any thread.
+ */
+void pages_prefault(struct pages_cache *c, const struct pages_file *pf);
+/*
+ * A fault was served at NOW_NS (CLOCK_MONOTONIC): the prefault worker waits
+ * until they stop coming. It runs at idle priority, but a loop that yields
+ * its CPU while it polls for the next fault would hand it that CPU.
+ */
+static inline void pages_note_fault(struct pages_cache *c, uint64_t now_ns)
+{
+	__atomic_store_n(&c->pq_fault_ns, now_ns, __ATOMIC_RELAXED);
+}
+
+/* Stop the prefault worker, if started, and drop what it holds. */
+void pages_prefault_stop(struct pages_cache *c);
 
 #endif

@@ -55,6 +55,7 @@ struct daemon_opts {
 	bool fixed_window;		/* the whole aligned window at every fault */
 	unsigned spin_us;		/* loop.spin_ns, in us */
 	bool no_collapse;		/* no MADV_COLLAPSE of served blocks */
+	bool no_prefault;		/* no pages_prefault of the images */
 	const char *wset_dir;		/* working-set records (wset.h); NULL: none */
 	uint64_t fill_chunk;		/* bytes per background step */
 	unsigned fill_workers;		/* threads that fill, the loop counted (fillw.h) */

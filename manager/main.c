@@ -64,6 +64,8 @@ static void usage(FILE *out)
 	      "                             USEC after each instead of sleeping (default 100;\n"
 	      "                             0: always sleep)\n"
 	      "      --no-collapse          no huge pages made of fully served 2 MiB blocks\n"
+	      "      --no-prefault          do not map the images' cached pages ahead (saves\n"
+	      "                             2 MiB of page tables per GiB of images)\n"
 	      "      --working-set-dir DIR  record the order of each image's first faults here,\n"
 	      "                             and fill those pages first when it comes again\n"
 	      "                             (default: working-sets beside the socket)\n"
@@ -207,6 +209,7 @@ static void usage_criu(FILE *out)
 	      "      --fixed-window         serve the whole aligned window at every fault\n"
 	      "      --spin USEC            poll while faults come densely (default 100)\n"
 	      "      --no-collapse          no huge pages made of fully served 2 MiB blocks\n"
+	      "      --no-prefault          do not map the images' cached pages ahead\n"
 	      "      --fill-chunk SIZE      bytes per background fill step (default 256K)\n"
 	      "      --fill-workers N       threads that fill, the event loop counted (default 2)\n"
 	      "      --no-fill              serve on demand only, even after RSTF\n"
@@ -385,6 +388,20 @@ static void restart_test_hooks(struct daemon *d)
 	log_warnx("UFFD_TEST_DIE_IN_READ=%s: this daemon kills itself inside its first read of such an event (a test)", e);
 }
 
+/*
+ * UFFD_TEST_PREFAULT_NAP_US=N: the prefault worker sleeps N us after each
+ * step (256 KiB), so that tests can act while it runs.
+ */
+static void prefault_test_hooks(struct daemon *d)
+{
+	const char *e = getenv("UFFD_TEST_PREFAULT_NAP_US");
+
+	if (!e)
+		return;
+	d->pages.pq_nap_us = (unsigned)strtoul(e, NULL, 10);
+	log_warnx("UFFD_TEST_PREFAULT_NAP_US=%s: the prefault worker sleeps after each step (a test)", e);
+}
+
 /* Listen on the adoption socket, for the daemon after us. */
 static void restart_ready(struct daemon *d)
 {
@@ -477,6 +494,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	d->loop.idle = on_idle;
 	d->loop.before_sleep = before_sleep;
 	d->loop.spin_ns = (uint64_t)d->o.spin_us * 1000;
+	prefault_test_hooks(d);
 	if (setup_signals(d) < 0)
 		fatal("signalfd");
 
@@ -515,6 +533,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	loader_stop(d);		/* after the clients: their jobs are dropped */
 	collapse_stop(d);
 	fillw_stop(d);
+	pages_prefault_stop(&d->pages);
 	procconn_close(d->pc);
 	if (d->listen_fd >= 0) {
 		close(d->listen_fd);
@@ -615,7 +634,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 {
 	enum { O_DAEMON = 256, O_PIDFILE, O_STATUS_FD, O_FILL_CHUNK, O_NO_FILL, O_NO_PROCCONN,
 	       O_PAGE_SERVER, O_ADDRESS, O_PORT, O_PS_TIMEOUT, O_PS_KEEPALIVE, O_NO_KEEPER,
-	       O_FIXED_WINDOW, O_SPIN, O_NO_COLLAPSE, O_PS_GRACE, O_FILL_WORKERS };
+	       O_FIXED_WINDOW, O_SPIN, O_NO_COLLAPSE, O_PS_GRACE, O_FILL_WORKERS, O_NO_PREFAULT };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' },
 		{ "work-dir", required_argument, NULL, 'W' },
@@ -629,6 +648,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 		{ "fixed-window", no_argument, NULL, O_FIXED_WINDOW },
 		{ "spin", required_argument, NULL, O_SPIN },
 		{ "no-collapse", no_argument, NULL, O_NO_COLLAPSE },
+		{ "no-prefault", no_argument, NULL, O_NO_PREFAULT },
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
 		{ "fill-workers", required_argument, NULL, O_FILL_WORKERS },
 		{ "no-fill", no_argument, NULL, O_NO_FILL },
@@ -681,6 +701,7 @@ static int cmd_criu(struct daemon *d, int argc, char **argv)
 				return 2;
 			break;
 		case O_NO_COLLAPSE: d->o.no_collapse = true; break;
+		case O_NO_PREFAULT: d->o.no_prefault = true; break;
 		case O_FILL_CHUNK:
 			if (opt_fill_chunk(d, optarg) < 0)
 				return 2;
@@ -954,13 +975,14 @@ int main(int argc, char **argv)
 {
 	enum { O_FILL_CHUNK = 256, O_NO_FILL, O_EXIT_DONE, O_MAX_CLIENTS, O_HANDSHAKE,
 	       O_READY_FD, O_SYSLOG, O_NO_PROCCONN, O_NO_KEEPER, O_MAX_ENTRIES, O_FIXED_WINDOW,
-	       O_SPIN, O_NO_COLLAPSE, O_WSET_DIR, O_NO_WSET, O_FILL_WORKERS };
+	       O_SPIN, O_NO_COLLAPSE, O_WSET_DIR, O_NO_WSET, O_FILL_WORKERS, O_NO_PREFAULT };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "fault-window", required_argument, NULL, 'w' },
 		{ "fixed-window", no_argument, NULL, O_FIXED_WINDOW },
 		{ "spin", required_argument, NULL, O_SPIN },
 		{ "no-collapse", no_argument, NULL, O_NO_COLLAPSE },
+		{ "no-prefault", no_argument, NULL, O_NO_PREFAULT },
 		{ "working-set-dir", required_argument, NULL, O_WSET_DIR },
 		{ "no-working-set", no_argument, NULL, O_NO_WSET },
 		{ "fill-chunk", required_argument, NULL, O_FILL_CHUNK },
@@ -1024,6 +1046,9 @@ int main(int argc, char **argv)
 			break;
 		case O_NO_COLLAPSE:
 			d.o.no_collapse = true;
+			break;
+		case O_NO_PREFAULT:
+			d.o.no_prefault = true;
 			break;
 		case O_WSET_DIR:
 			d.o.wset_dir = optarg;

@@ -35,6 +35,17 @@ void timage_put(struct daemon *d, struct timage *img)
 	free(img);
 }
 
+void timage_prefault(struct daemon *d, const struct timage *img)
+{
+	if (d->o.no_prefault)
+		return;
+	for (const struct pagemap *pm = img->task.pm; pm; pm = pm->parent) {
+		pages_prefault(&d->pages, pm->pages);
+		for (uint32_t i = 0; i < pm->nxpf; i++)
+			pages_prefault(&d->pages, pm->xpf[i]);
+	}
+}
+
 void target_set_prefix(struct target *t)
 {
 	if (t->pid)

@@ -177,6 +177,12 @@ struct timage *timage_load(struct daemon *d, int dirfd, bool own_dirfd, uint32_t
 struct timage *timage_read(struct pages_cache *c, int dirfd, uint32_t image_id,
 			   size_t max_entries, unsigned load_flags, struct img_err *err);
 
+/*
+ * Have the pages files that IMG's pagemaps copy from mapped ahead, off the
+ * loop (pages_prefault), unless --no-prefault.
+ */
+void timage_prefault(struct daemon *d, const struct timage *img);
+
 /* Take and drop a reference to the images of a hand-over (the last frees them). */
 struct timage *timage_get(struct timage *img);
 void timage_put(struct daemon *d, struct timage *img);

@@ -28,6 +28,7 @@ static void account_fault(struct target *t, uint64_t t0)
 	}
 	t->st.hist[b]++;
 	loop_hot(&t->d->loop);
+	pages_note_fault(&t->d->pages, t->d->loop.hot_ns);
 }
 
 /*

@@ -340,10 +340,13 @@ struct target *target_adopt(struct daemon *d, int uffd, int pidfd, pid_t pid,
 	log_info("%s serving image %u: %zu areas, %" PRIu64 " lazy pages", t->pfx, image_id,
 		 t->map.nr_areas, t->map.nr_missing);
 	wset_start(t);
-	if (t->map.nr_missing == 0)
+	if (t->map.nr_missing == 0) {
 		serve_soon(t);	/* nothing to serve: released from the loop, not under the caller */
-	else
+	} else {
 		d->loop.idle_pending = true;
+		if (!t->remote)
+			timage_prefault(d, t->img);
+	}
 	return t;
 }
 
@@ -636,6 +639,7 @@ struct target *target_restore(struct daemon *d, const struct target_restore_info
 	t->live = true;
 	target_sync_slot(t);
 	d->loop.idle_pending = true;
+	timage_prefault(d, t->img);
 	return t;
 }
 

@@ -2,18 +2,26 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "pages.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ	22
+#endif
 
 void pages_cache_init(struct pages_cache *c)
 {
-	*c = (struct pages_cache){ .lock = PTHREAD_MUTEX_INITIALIZER };
+	*c = (struct pages_cache){ .lock = PTHREAD_MUTEX_INITIALIZER,
+				   .pq_cv = PTHREAD_COND_INITIALIZER };
 }
 
 /* Take another reference to the file mapped for ST, if any (under LOCK). */
@@ -173,4 +181,272 @@ void pages_put(struct pages_cache *c, struct pages_file *pf)
 	if (pf->base)
 		unmap((void *)pf->base, pf->size);
 	free(pf);
+}
+
+/*
+ * The prefault worker's step: 256 KiB, about 5 us of populating here. A
+ * thread of the daemon that gives up its CPU (the loop polling for the
+ * next fault yields between polls) may hand it to the worker for that long.
+ */
+#define PAGES_PQ_CHUNK	(256ull << 10)
+#define PAGES_PQ_PAGE	4096ull
+/* No step within this long of a served fault (pages_note_fault). */
+#define PAGES_PQ_QUIET_NS	(2 * 1000000ull)
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+/* Whether the worker should drop PF: its users are gone (the queue's is the last reference), or it must quit. */
+static bool pq_drop(struct pages_cache *c, const struct pages_file *pf)
+{
+	bool drop;
+
+	pthread_mutex_lock(&c->lock);
+	drop = pf->refs == 1 || c->pq_quit;
+	pthread_mutex_unlock(&c->lock);
+	return drop;
+}
+
+/*
+ * Take out of the queue, and drop, the files behind the head that no one
+ * uses any more: the head may wait long (pq_wait_quiet), and they must not
+ * stay mapped meanwhile.
+ */
+static void pq_sweep(struct pages_cache *c)
+{
+	struct pages_file *prev, *pf, *gone = NULL;
+
+	pthread_mutex_lock(&c->lock);
+	for (prev = c->pq_head; prev && (pf = prev->pq_next);) {
+		if (pf->refs > 1) {
+			prev = pf;
+			continue;
+		}
+		prev->pq_next = pf->pq_next;
+		if (c->pq_tail == pf)
+			c->pq_tail = prev;
+		pf->pq_next = gone;
+		gone = pf;
+	}
+	pthread_mutex_unlock(&c->lock);
+	while ((pf = gone)) {
+		gone = pf->pq_next;
+		pf->pq_next = NULL;
+		log_debug("pages %s: prefault stopped, %llu of %llu MiB mapped (in the page cache)",
+			  pf->name, (unsigned long long)(pf->pq_mapped >> 20),
+			  (unsigned long long)(pf->size >> 20));
+		pages_put(c, pf);
+	}
+}
+
+/*
+ * Wait while faults come: until none was served for PAGES_PQ_QUIET_NS.
+ * The prefault is for later faults; it must not take a moment from the ones
+ * being served. False if PF should be dropped meanwhile (pq_drop): faults
+ * of other processes must not keep a file mapped that no one uses.
+ */
+static bool pq_wait_quiet(struct pages_cache *c, const struct pages_file *pf)
+{
+	for (;;) {
+		uint64_t last = __atomic_load_n(&c->pq_fault_ns, __ATOMIC_RELAXED), now = mono_ns();
+
+		if (pq_drop(c, pf))
+			return false;
+		if (!last || now - last >= PAGES_PQ_QUIET_NS)
+			return true;
+		pq_sweep(c);
+		usleep((PAGES_PQ_QUIET_NS - (now - last)) / 1000 + 1);
+	}
+}
+
+/*
+ * Which pages of PF are in the page cache now, one bit a page (mincore a
+ * chunk at a time); NULL if out of memory or mincore failed.
+ */
+static uint64_t *cached_now(struct pages_cache *c, const struct pages_file *pf)
+{
+	uint64_t n = (pf->size + PAGES_PQ_PAGE - 1) / PAGES_PQ_PAGE;
+	uint64_t *bits = calloc((n + 63) / 64, sizeof(uint64_t));
+	unsigned char vec[PAGES_PQ_CHUNK / PAGES_PQ_PAGE];
+
+	if (!bits)
+		return NULL;
+	for (uint64_t off = 0; off < pf->size; off += PAGES_PQ_CHUNK) {
+		uint64_t len = pf->size - off < PAGES_PQ_CHUNK ? pf->size - off : PAGES_PQ_CHUNK;
+		uint64_t first = off / PAGES_PQ_PAGE;
+
+		if (!pq_wait_quiet(c, pf) || mincore((void *)(pf->base + off), len, vec) < 0) {
+			free(bits);
+			return NULL;
+		}
+		for (uint64_t i = 0; i < (len + PAGES_PQ_PAGE - 1) / PAGES_PQ_PAGE; i++)
+			if (vec[i] & 1)
+				bits[(first + i) / 64] |= 1ull << ((first + i) % 64);
+	}
+	return bits;
+}
+
+static bool bit(const uint64_t *bits, uint64_t i)
+{
+	return bits[i / 64] >> (i % 64) & 1;
+}
+
+/*
+ * Map the pages of [OFF, OFF+LEN) of PF that were in the page cache when
+ * the worker took it up (CACHED); returns the bytes mapped. Only those: a
+ * page brought in since may be one of readahead's, whose first touch
+ * starts the next readahead, and the next, through a cold file. A page of
+ * CACHED evicted since is read back: one page.
+ */
+static uint64_t prefault_chunk(const struct pages_file *pf, const uint64_t *cached,
+			       uint64_t off, uint64_t len)
+{
+	uint64_t i = off / PAGES_PQ_PAGE, end = (off + len + PAGES_PQ_PAGE - 1) / PAGES_PQ_PAGE;
+	uint64_t j, done = 0;
+
+	while (i < end) {
+		if (!bit(cached, i)) {
+			i++;
+			continue;
+		}
+		for (j = i; j < end && bit(cached, j); j++)
+			;
+		/* EFAULT: the file shrank under us; its users will get EFAULT too. */
+		if (madvise((void *)(pf->base + i * PAGES_PQ_PAGE), (j - i) * PAGES_PQ_PAGE,
+			    MADV_POPULATE_READ) == 0)
+			done += (j - i) * PAGES_PQ_PAGE;
+		i = j;
+	}
+	return done;
+}
+
+/* Take the head of the queue off it (under LOCK). */
+static struct pages_file *pq_pop(struct pages_cache *c)
+{
+	struct pages_file *pf = c->pq_head;
+
+	c->pq_head = pf->pq_next;
+	if (!c->pq_head)
+		c->pq_tail = NULL;
+	pf->pq_next = NULL;
+	return pf;
+}
+
+static void *prefault_main(void *arg)
+{
+	struct pages_cache *c = arg;
+	struct sched_param sp = { 0 };
+	uint64_t *cached = NULL;	/* of the file at the head of the queue */
+
+	/*
+	 * Only when no other thread wants this CPU: a process woken from a
+	 * fault, and the loop that serves it, always run first.
+	 */
+	pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+	pthread_mutex_lock(&c->lock);
+	while (!c->pq_quit) {
+		struct pages_file *pf = c->pq_head;
+		uint64_t off, len, done;
+
+		if (!pf) {
+			pthread_cond_wait(&c->pq_cv, &c->lock);
+			continue;
+		}
+		if (!cached && pf->refs > 1 && pf->pq_off < pf->size) {
+			pthread_mutex_unlock(&c->lock);
+			cached = cached_now(c, pf);
+			pthread_mutex_lock(&c->lock);
+			if (!cached && pf->refs > 1 && !c->pq_quit)
+				pf->pq_off = pf->size;	/* out of memory, or mincore failed: give it up */
+		}
+		/* Done, or the queue's is the only reference left: its users are gone. */
+		if (pf->pq_off >= pf->size || pf->refs == 1) {
+			free(cached);
+			cached = NULL;
+			pq_pop(c);
+			log_debug("pages %s: prefault %s, %llu of %llu MiB mapped (in the page cache)",
+				  pf->name, pf->pq_off >= pf->size ? "done" : "stopped",
+				  (unsigned long long)(pf->pq_mapped >> 20),
+				  (unsigned long long)(pf->size >> 20));
+			pthread_mutex_unlock(&c->lock);
+			pages_put(c, pf);
+			pthread_mutex_lock(&c->lock);
+			continue;
+		}
+		off = pf->pq_off;
+		len = pf->size - off < PAGES_PQ_CHUNK ? pf->size - off : PAGES_PQ_CHUNK;
+		pthread_mutex_unlock(&c->lock);
+		done = pq_wait_quiet(c, pf) ? prefault_chunk(pf, cached, off, len) : 0;
+		if (c->pq_nap_us)
+			usleep(c->pq_nap_us);
+		pthread_mutex_lock(&c->lock);
+		pf->pq_off = off + len;
+		pf->pq_mapped += done;
+		c->prefaulted += done;
+	}
+	pthread_mutex_unlock(&c->lock);
+	free(cached);
+	return NULL;
+}
+
+void pages_prefault(struct pages_cache *c, const struct pages_file *cpf)
+{
+	/* The reference count is the cache's, guarded by its lock: not the caller's const. */
+	struct pages_file *pf = (struct pages_file *)cpf;
+
+	if (!pf || !pf->base)
+		return;
+	pthread_mutex_lock(&c->lock);
+	if (pf->pq_seen || c->pq_quit) {
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	if (!c->pq_started) {
+		int ret = pthread_create(&c->pq_thread, NULL, prefault_main, c);
+
+		if (ret) {
+			pthread_mutex_unlock(&c->lock);
+			log_debug("pages: no prefault thread: %s", strerror(ret));
+			return;
+		}
+		c->pq_started = true;
+	}
+	pf->pq_seen = true;
+	pf->refs++;
+	if (c->pq_tail)
+		c->pq_tail->pq_next = pf;
+	else
+		c->pq_head = pf;
+	c->pq_tail = pf;
+	pthread_cond_signal(&c->pq_cv);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void pages_prefault_stop(struct pages_cache *c)
+{
+	struct pages_file *left;
+
+	pthread_mutex_lock(&c->lock);
+	c->pq_quit = true;
+	pthread_cond_signal(&c->pq_cv);
+	pthread_mutex_unlock(&c->lock);
+	if (c->pq_started)
+		pthread_join(c->pq_thread, NULL);
+	c->pq_started = false;
+	pthread_mutex_lock(&c->lock);
+	left = c->pq_head;
+	c->pq_head = c->pq_tail = NULL;
+	pthread_mutex_unlock(&c->lock);
+	while (left) {
+		struct pages_file *pf = left;
+
+		left = pf->pq_next;
+		pf->pq_next = NULL;
+		pages_put(c, pf);
+	}
 }

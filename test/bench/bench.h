@@ -69,6 +69,8 @@ bool bd_wait_served(const struct bdaemon *d, uint64_t served, int timeout_ms);
 /* CPU time (user + system) of PID in ns, and its VmRSS and RssAnon in KiB. */
 uint64_t b_cpu_ns(pid_t pid);
 void b_rss_kib(pid_t pid, long *rss, long *anon);
+/* PID's page tables (VmPTE), in KiB; -1 if unknown. */
+long b_pte_kib(pid_t pid);
 /* Transparent huge pages not "never" in sysfs. */
 bool b_thp_usable(void);
 /* Resident pages of PID, from statm. */

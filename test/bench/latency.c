@@ -2,7 +2,10 @@
  * 1. Fault service latency: first touches of random pages, timed one by one,
  * on plain anonymous memory, under the floor handler (a process that only
  * reads the message and UFFDIO_COPYs a buffer) and under uffd-manager; the
- * handler on the faulter's core and on the other core.
+ * handler on the faulter's core and on the other core. The daemon maps the
+ * images' cached pages ahead (prefault) off the loop; right after a hand-over
+ * that is still going on, so it is measured both ways: touching at once,
+ * and once the daemon's page tables say the image is mapped.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,12 +26,15 @@
 
 #define WARMUP	200
 
-enum lkind { L_ANON, L_FLOOR_BUF, L_FLOOR_FILE, L_FLOOR_LOOP, L_FLOOR_SPIN, L_MANAGER };
+enum lkind { L_ANON, L_FLOOR_BUF, L_FLOOR_FILE, L_FLOOR_POP, L_FLOOR_LOOP, L_FLOOR_SPIN,
+	     L_MANAGER };
 
 struct lcase {
 	enum lkind kind;
 	int handler_cpu;	/* floor handler or daemon; the faulter is on CPU 0 */
 	const char *sock;	/* L_MANAGER */
+	pid_t daemon;		/* L_MANAGER with SETTLE */
+	bool settle;		/* touch only once the daemon has mapped the image */
 };
 
 static uint64_t *pages;		/* page indices, in touch order */
@@ -105,6 +111,24 @@ static void __attribute__((noreturn)) floor_handler(int uffd, const uint8_t *buf
 	}
 }
 
+/*
+ * Wait until PID's page tables could map LEN bytes of image (its prefault
+ * is done), or stop growing for 200 ms (a daemon that does not prefault),
+ * 5 s at most. VmPTE counts every page table of the daemon: a lower bound
+ * on what it mapped.
+ */
+static void wait_prefaulted(pid_t pid, uint64_t len)
+{
+	long want = (long)(len / B_PAGE * 8 / 1024) * 95 / 100, last = -1, pte;
+	int still = 0;
+
+	for (int i = 0; i < 5000 && (pte = b_pte_kib(pid)) < want && still < 200; i++) {
+		still = pte == last ? still + 1 : 0;
+		last = pte;
+		usleep(1000);
+	}
+}
+
 /* The faulter process for one case; returns its exit code. */
 static int faulter(const struct bconf *c, const struct lcase *lc, long n)
 {
@@ -125,6 +149,8 @@ static int faulter(const struct bconf *c, const struct lcase *lc, long n)
 			return 11;
 		}
 		close(uffd);
+		if (lc->settle)
+			wait_prefaulted(lc->daemon, c->big);
 		return touch_all(n, true) ? 14 : 0;
 	}
 	/* Floor: no fork event (features off), so the handler can be our own child. */
@@ -141,7 +167,7 @@ static int faulter(const struct bconf *c, const struct lcase *lc, long n)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		b_pin_self(lc->handler_cpu);
 		memset(buf, 0x5a, sizeof(buf));
-		if (lc->kind == L_FLOOR_FILE || lc->kind == L_FLOOR_LOOP || lc->kind == L_FLOOR_SPIN) {
+		if (lc->kind != L_FLOOR_BUF) {
 			char path[400];
 			int fd;
 
@@ -149,6 +175,10 @@ static int faulter(const struct bconf *c, const struct lcase *lc, long n)
 			fd = open(path, O_RDONLY | O_CLOEXEC);
 			img = mmap(NULL, c->big, PROT_READ, MAP_SHARED, fd, 0);
 			if (fd < 0 || img == MAP_FAILED)
+				_exit(2);
+			/* Before its first read: the faulter's first touch (warm-up) waits for it. */
+			if (lc->kind == L_FLOOR_POP &&
+			    madvise((void *)img, c->big, MADV_POPULATE_READ) < 0)
 				_exit(2);
 		}
 		floor_handler(uffd, buf, img, lc->kind == L_FLOOR_LOOP, lc->kind == L_FLOOR_SPIN);
@@ -178,6 +208,14 @@ static void run_case(const struct bconf *c, const struct lcase *lc, long n, uint
 	memcpy(out, lat + WARMUP, n * sizeof(*out));
 }
 
+/* Run a case of KIND with no daemon, the handler on CPU. */
+static void floor_case(const struct bconf *c, enum lkind kind, int cpu, long n, uint64_t *out)
+{
+	struct lcase lc = { .kind = kind, .handler_cpu = cpu };
+
+	run_case(c, &lc, n, out);
+}
+
 /* CPU time PID has used, in ns (schedstat), or 0. */
 static uint64_t cpu_ns(pid_t pid)
 {
@@ -197,18 +235,20 @@ static uint64_t cpu_ns(pid_t pid)
 
 /*
  * A daemon serving faults only, with up to two EXTRA options, pinned to CPU
- * (-1: free); adds the CPU time it used to *USED.
+ * (-1: free); adds the CPU time it used to *USED. SETTLE: the touches begin
+ * once it has mapped the image (wait_prefaulted).
  */
 static void manager_case(const struct bconf *c, const char *x1, const char *x2, int cpu, long n,
-			 uint64_t *out, uint64_t *used)
+			 bool settle, uint64_t *out, uint64_t *used)
 {
 	const char *args[] = { "--no-fill", x1, x2, NULL };
 	struct bdaemon d;
-	struct lcase lc = { L_MANAGER, cpu, NULL };
+	struct lcase lc = { .kind = L_MANAGER, .handler_cpu = cpu, .settle = settle };
 
 	bd_start(&d, c, args);
 	b_pin_pid(d.pid, cpu);
 	lc.sock = d.sock;
+	lc.daemon = d.pid;
 	run_case(c, &lc, n, out);
 	*used += cpu_ns(d.pid);
 	bd_stop(&d);
@@ -233,8 +273,8 @@ static void fmt_us(char *buf, size_t len, struct mp m)
 	snprintf(buf, len, "%.2f / %.2f us", m.med / 1e3, m.p99 / 1e3);
 }
 
-enum { S_ANON, S_FLOOR, S_FFILE = S_FLOOR + 2, S_FLOOP = S_FFILE + 2, S_MGR = S_FLOOP + 2,
-       S_WIN = S_MGR + 2, S_SPIN, S_NOSPIN, S_N };
+enum { S_ANON, S_FLOOR, S_FFILE = S_FLOOR + 2, S_FPOP = S_FFILE + 2, S_FLOOP = S_FPOP + 2,
+       S_MGR = S_FLOOP + 2, S_SETTLED = S_MGR + 2, S_WIN = S_SETTLED + 2, S_SPIN, S_NOSPIN, S_N };
 
 void bench_latency(const struct bconf *c)
 {
@@ -245,7 +285,7 @@ void bench_latency(const struct bconf *c)
 	struct mp m[S_N];
 	char v[64], vs[128], what[128];
 	static const char *place[2] = { "same core", "cross core" };
-	uint64_t dcpu[4] = { 0 };	/* daemon CPU: default same/cross core, --spin 0, fixed */
+	uint64_t dcpu[6] = { 0 };	/* daemon CPU: default same/cross core, --spin 0, fixed, settled */
 	double per_fault;
 
 	pages = malloc(np * sizeof(*pages));
@@ -266,16 +306,18 @@ void bench_latency(const struct bconf *c)
 	for (int r = 0; r < rounds; r++) {
 		long o = r * per;
 
-		run_case(c, &(struct lcase){ L_ANON, 0, NULL }, per, samp[S_ANON] + o);
+		floor_case(c, L_ANON, 0, per, samp[S_ANON] + o);
 		for (int x = 0; x < 2; x++) {
-			run_case(c, &(struct lcase){ L_FLOOR_BUF, x, NULL }, per, samp[S_FLOOR + x] + o);
-			run_case(c, &(struct lcase){ L_FLOOR_FILE, x, NULL }, per, samp[S_FFILE + x] + o);
-			run_case(c, &(struct lcase){ L_FLOOR_LOOP, x, NULL }, per, samp[S_FLOOP + x] + o);
-			manager_case(c, NULL, NULL, x, per, samp[S_MGR + x] + o, &dcpu[x]);
+			floor_case(c, L_FLOOR_BUF, x, per, samp[S_FLOOR + x] + o);
+			floor_case(c, L_FLOOR_FILE, x, per, samp[S_FFILE + x] + o);
+			floor_case(c, L_FLOOR_POP, x, per, samp[S_FPOP + x] + o);
+			floor_case(c, L_FLOOR_LOOP, x, per, samp[S_FLOOP + x] + o);
+			manager_case(c, NULL, NULL, x, per, false, samp[S_MGR + x] + o, &dcpu[x]);
+			manager_case(c, NULL, NULL, x, per, true, samp[S_SETTLED + x] + o, &dcpu[4 + x]);
 		}
-		run_case(c, &(struct lcase){ L_FLOOR_SPIN, 1, NULL }, per, samp[S_SPIN] + o);
-		manager_case(c, "--spin", "0", 1, per, samp[S_NOSPIN] + o, &dcpu[2]);
-		manager_case(c, "--fixed-window", NULL, -1, per, samp[S_WIN] + o, &dcpu[3]);
+		floor_case(c, L_FLOOR_SPIN, 1, per, samp[S_SPIN] + o);
+		manager_case(c, "--spin", "0", 1, per, false, samp[S_NOSPIN] + o, &dcpu[2]);
+		manager_case(c, "--fixed-window", NULL, -1, per, false, samp[S_WIN] + o, &dcpu[3]);
 	}
 	for (int i = 0; i < S_N; i++)
 		m[i] = stats(samp[i], total);
@@ -291,6 +333,12 @@ void bench_latency(const struct bconf *c)
 		snprintf(vs, sizeof(vs), "%.2fx / %.2fx floor", (double)m[S_FFILE + x].med / m[S_FLOOR + x].med,
 			 (double)m[S_FFILE + x].p99 / m[S_FLOOR + x].p99);
 		row("latency", what, v, vs);
+		fmt_us(v, sizeof(v), m[S_FPOP + x]);
+		snprintf(what, sizeof(what), "    floor copying from the image mmap, pre-faulted (MADV_POPULATE_READ), %s",
+			 place[x]);
+		snprintf(vs, sizeof(vs), "%.2fx / %.2fx floor", (double)m[S_FPOP + x].med / m[S_FLOOR + x].med,
+			 (double)m[S_FPOP + x].p99 / m[S_FLOOR + x].p99);
+		row("latency", what, v, vs);
 		fmt_us(v, sizeof(v), m[S_FLOOP + x]);
 		snprintf(what, sizeof(what), "    the same + epoll_wait + read to EAGAIN (daemon-shaped), %s",
 			 place[x]);
@@ -304,6 +352,15 @@ void bench_latency(const struct bconf *c)
 			 (double)m[S_MGR + x].p99 / m[S_FLOOR + x].p99,
 			 (double)m[S_MGR + x].med / m[S_FLOOP + x].med,
 			 (double)m[S_MGR + x].p99 / m[S_FLOOP + x].p99);
+		row("latency", what, v, vs);
+		fmt_us(v, sizeof(v), m[S_SETTLED + x]);
+		snprintf(what, sizeof(what), "uffd-manager, default options, touching once it mapped the image, %s",
+			 place[x]);
+		snprintf(vs, sizeof(vs), "%.2fx / %.2fx floor (%.2fx / %.2fx pre-faulted floor)",
+			 (double)m[S_SETTLED + x].med / m[S_FLOOR + x].med,
+			 (double)m[S_SETTLED + x].p99 / m[S_FLOOR + x].p99,
+			 (double)m[S_SETTLED + x].med / m[S_FPOP + x].med,
+			 (double)m[S_SETTLED + x].p99 / m[S_FPOP + x].p99);
 		row("latency", what, v, vs);
 	}
 	fmt_us(v, sizeof(v), m[S_SPIN]);
@@ -331,6 +388,8 @@ void bench_latency(const struct bconf *c)
 	row("latency", "uffd-manager --fixed-window (64K), not pinned", v, vs);
 	goal("fault latency median, same core (x floor)", (double)m[S_MGR].med / m[S_FLOOR].med, 1.2,
 	     true, NULL);
+	goal("fault latency median, same core, image mapped (x floor)",
+	     (double)m[S_SETTLED].med / m[S_FLOOR].med, 1.2, true, NULL);
 	goal("fault latency median, cross core (x floor)",
 	     (double)m[S_MGR + 1].med / m[S_FLOOR + 1].med, 1.2, true, NULL);
 	goal("fault latency median, cross core (x spinning floor)",

@@ -297,6 +297,16 @@ void b_rss_kib(pid_t pid, long *rss, long *anon)
 		*anon = atol(p + 8);
 }
 
+long b_pte_kib(pid_t pid)
+{
+	char path[64], buf[8192], *p;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	if (slurp(path, buf, sizeof(buf)) < 0 || !(p = strstr(buf, "VmPTE:")))
+		return -1;
+	return atol(p + 6);
+}
+
 long b_statm_resident(pid_t pid)
 {
 	char path[64], buf[256];

@@ -1,0 +1,285 @@
+/*
+ * The daemon maps the cached pages of the images ahead (pages_prefault), so
+ * that a fault's UFFDIO_COPY never takes the kernel's slow path: only pages
+ * already in the page cache, off the loop, and only while someone uses them.
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tserve.h"
+
+#define BASE	0x510000000000ull	/* clear of ASan's heap at 0x6000...-0x6400... */
+#define SEED	0x9efa017ull
+#define MiB	(1ull << 20)
+#define AREA	(16 * MiB)
+
+static struct ts_daemon dmn;
+static char imgdir[160], pages[200];
+
+static const struct ts_area one_area[] = {
+	{ BASE, AREA, 0 },
+};
+
+/* Start a daemon with ARGS and the images of one_area. */
+static void setup(const char *const *args)
+{
+	ts_daemon_start(&dmn, args);
+	snprintf(imgdir, sizeof(imgdir), "%s/img", dmn.dir);
+	ts_write_images(imgdir, TS_IMAGE_ID, one_area, 1, SEED);
+	snprintf(pages, sizeof(pages), "%s/pages-1.img", imgdir);
+}
+
+static void teardown(void)
+{
+	cr_expect(ts_daemon_finish(&dmn, 10000), "uffd-manager did not exit cleanly");
+}
+
+/* Rss in KiB of PID's mappings of a file named NAME; 0 if it maps none. */
+static long map_rss_kib(pid_t pid, const char *name)
+{
+	char path[64], line[512];
+	size_t nl = strlen(name);
+	unsigned long a, b;
+	bool in = false;
+	long rss = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	f = fopen(path, "re");
+	cr_assert_not_null(f, "%s", path);
+	while (fgets(line, sizeof(line), f)) {
+		size_t n = strcspn(line, "\n");
+
+		line[n] = 0;
+		if (sscanf(line, "%lx-%lx ", &a, &b) == 2)
+			in = n > nl && line[n - nl - 1] == '/' && !strcmp(line + n - nl, name);
+		else if (in && !strncmp(line, "Rss:", 4))
+			rss += atol(line + 4);
+	}
+	fclose(f);
+	return rss;
+}
+
+/* Pages of PATH in the page cache (mincore through a mapping that touches none). */
+static long cached_pages(const char *path)
+{
+	unsigned char vec[AREA / 4096];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	long n = 0;
+	void *p;
+
+	cr_assert_geq(fd, 0, "%s", path);
+	p = mmap(NULL, AREA, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	cr_assert_neq(p, MAP_FAILED);
+	cr_assert_eq(mincore(p, AREA, vec), 0);
+	munmap(p, AREA);
+	for (size_t i = 0; i < sizeof(vec); i++)
+		n += vec[i] & 1;
+	return n;
+}
+
+/* Wait (20 s at most) for the daemon's log to say S. */
+static bool log_wait(const char *s)
+{
+	for (int i = 0; i < 4000; i++) {
+		if (ts_log_has(&dmn, s))
+			return true;
+		usleep(5000);
+	}
+	return false;
+}
+
+/* Wait for the word, then read every page and compare every byte. */
+static int sc_wait_then_check(struct ts_child *c)
+{
+	ts_wait_go(c);
+	for (uint64_t x = BASE; x < BASE + AREA; x += TS_PAGE)
+		(void)*(volatile uint64_t *)(uintptr_t)x;
+	return ts_check(BASE, AREA, BASE, &c->areas[0], c->seed) ? 1 : 0;
+}
+
+/*
+ * Fault on one page over and over (drop it, read it again: a zero page
+ * each time after the first) until told to stop.
+ */
+static int sc_fault_until_go(struct ts_child *c)
+{
+	struct pollfd pfd = { .fd = c->go[0], .events = POLLIN };
+
+	for (long i = 0;; i++) {
+		(void)*(volatile uint64_t *)(uintptr_t)BASE;
+		if (madvise((void *)(uintptr_t)BASE, TS_PAGE, MADV_DONTNEED) < 0)
+			return ts_fail("madvise: %m");
+		if (i % 64 == 0 && poll(&pfd, 1, 0) > 0)
+			break;
+	}
+	ts_wait_go(c);
+	return 0;
+}
+
+/* Return at once: the process exits right after its hand-over. */
+static int sc_leave(struct ts_child *c)
+{
+	(void)c;
+	return 0;
+}
+
+/*
+ * With half of the pages file in the page cache, the daemon maps that half
+ * (its Rss on the file) and reads nothing from disk: the file has as many
+ * cached pages after as before. The process then reads the image's bytes.
+ */
+Test(prefault, maps_the_cached_pages_and_reads_none, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "-v", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one_area, .n = 1, .seed = SEED, .imgdir = imgdir };
+	static char buf[MiB];
+	long cached, rss;
+	pid_t pid;
+	int fd;
+
+	setup(args);
+	fd = open(pages, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	/* Out of the page cache, then its first half back in, without readahead. */
+	cr_assert_eq(fsync(fd), 0);
+	cr_assert_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+	cr_assert_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM), 0);
+	for (off_t off = 0; off < (off_t)(AREA / 2); off += sizeof(buf))
+		cr_assert_eq(pread(fd, buf, sizeof(buf), off), (ssize_t)sizeof(buf));
+	close(fd);
+	cached = cached_pages(pages);
+	cr_assert_geq(cached, (long)(AREA / 2 / 4096), "%ld pages cached after reading half", cached);
+	cr_assert_lt(cached, (long)(AREA / 4096), "the whole file stayed cached: cannot test");
+
+	pid = ts_child_start(&c, sc_wait_then_check);
+	cr_assert(log_wait("prefault done"), "the prefault never finished");
+	rss = map_rss_kib(dmn.pid, "pages-1.img");
+	cr_expect_eq(rss, cached * 4, "the daemon maps %ld KiB of the file, %ld KiB are cached", rss,
+		     cached * 4);
+	cr_expect_eq(cached_pages(pages), cached, "the prefault read pages from disk");
+	ts_say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory (see its stderr)");
+}
+
+/* --no-prefault: the daemon maps nothing of the file before a fault asks. */
+Test(prefault, none_with_no_prefault, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "--no-prefault", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one_area, .n = 1, .seed = SEED, .imgdir = imgdir };
+	pid_t pid;
+
+	setup(args);
+	cr_assert_eq(cached_pages(pages), (long)(AREA / 4096), "the images just written are cached");
+	pid = ts_child_start(&c, sc_wait_then_check);
+	usleep(300 * 1000);	/* the prefault of 16 MiB takes a few ms when on */
+	cr_expect_eq(map_rss_kib(dmn.pid, "pages-1.img"), 0);
+	ts_say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory (see its stderr)");
+}
+
+/*
+ * A process that leaves while its file is being mapped: the worker stops
+ * there (its reference is the last) rather than map the rest for no one.
+ * It sleeps 20 ms a step (256 KiB) here, so that 16 MiB would take 1.3 s.
+ */
+Test(prefault, stops_when_the_process_leaves, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "-v", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one_area, .n = 1, .seed = SEED, .imgdir = imgdir };
+	pid_t pid;
+
+	setenv("UFFD_TEST_PREFAULT_NAP_US", "20000", 1);
+	setup(args);
+	unsetenv("UFFD_TEST_PREFAULT_NAP_US");
+	pid = ts_child_start(&c, sc_leave);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0);
+	cr_assert(log_wait("prefault stopped"), "the prefault went on after the process left");
+	cr_expect_not(ts_log_has(&dmn, "prefault done"));
+}
+
+/*
+ * While faults come, the prefault waits: it would otherwise take the CPU a
+ * polling loop yields between faults. Once they stop, it maps the file.
+ * Its steps take 1 ms here (it naps), so that in 300 ms it would map the
+ * whole file (64 steps) were it not waiting; a few steps may still come in
+ * gaps between faults when this machine is busy.
+ */
+Test(prefault, waits_while_faults_come, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "-v", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one_area, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	uint64_t faults = 0;
+	long rss0, rss;
+	pid_t pid;
+
+	setenv("UFFD_TEST_PREFAULT_NAP_US", "1000", 1);
+	setup(args);
+	unsetenv("UFFD_TEST_PREFAULT_NAP_US");
+	pid = ts_child_start(&c, sc_fault_until_go);
+	for (int tries = 0; faults < 2000; tries++) {
+		cr_assert_lt(tries, 2000, "the process never faulted densely");
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		faults = s.tot->faults;
+		ts_status_free(&s);
+		usleep(5000);
+	}
+	/* It may have begun between the hand-over and the first fault. */
+	rss0 = map_rss_kib(dmn.pid, "pages-1.img");
+	usleep(300 * 1000);	/* 16 MiB take a few ms to map when nothing holds it back */
+	rss = map_rss_kib(dmn.pid, "pages-1.img");
+	cr_expect_lt(rss - rss0, (long)(AREA >> 11),
+		     "the daemon mapped %ld KiB more of the file while faults came", rss - rss0);
+	cr_expect_not(ts_log_has(&dmn, "prefault done"));
+	ts_say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0);
+	cr_assert(log_wait("prefault"), "no prefault once the faults stopped");
+}
+
+/*
+ * A file whose process left is dropped even while the worker waits on
+ * another's faults: those must not keep a file mapped that no one uses.
+ * A faults densely on its image (its prefault, slowed to 1 ms a step,
+ * waits); B hands over another image dir and leaves at once.
+ */
+Test(prefault, a_file_no_one_uses_is_dropped_while_others_fault, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "-v", NULL };
+	struct ts_child a = { .d = &dmn, .areas = one_area, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_child b = { .d = &dmn, .areas = one_area, .n = 1, .seed = SEED };
+	char imgdir2[200];
+	struct ts_status s;
+	uint64_t faults = 0;
+	pid_t pa, pb;
+
+	setenv("UFFD_TEST_PREFAULT_NAP_US", "1000", 1);
+	setup(args);
+	unsetenv("UFFD_TEST_PREFAULT_NAP_US");
+	snprintf(imgdir2, sizeof(imgdir2), "%s/img2", dmn.dir);
+	ts_write_images(imgdir2, TS_IMAGE_ID, one_area, 1, SEED);
+	b.imgdir = imgdir2;
+	pa = ts_child_start(&a, sc_fault_until_go);
+	for (int tries = 0; faults < 2000; tries++) {
+		cr_assert_lt(tries, 2000, "the process never faulted densely");
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		faults = s.tot->faults;
+		ts_status_free(&s);
+		usleep(5000);
+	}
+	pb = ts_child_start(&b, sc_leave);
+	cr_assert_eq(ts_child_wait(pb, 30000), 0);
+	cr_expect(log_wait("prefault stopped"), "B's file stayed queued while A faulted");
+	cr_expect_not(ts_log_has(&dmn, "prefault done"), "A's prefault ran while it faulted");
+	ts_say_go(&a);
+	cr_assert_eq(ts_child_wait(pa, 30000), 0);
+}
