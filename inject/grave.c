@@ -451,6 +451,78 @@ static bool thread_of(pid_t pid, pid_t tid)
 	return access(path, F_OK) == 0;
 }
 
+/* Does PT hold thread TID? */
+static bool held_by(const struct pt *pt, pid_t tid)
+{
+	for (int i = 0; i < pt->nr_threads; i++)
+		if (pt->th[i].tid == tid)
+			return true;
+	return false;
+}
+
+/*
+ * Thread TID of PID as its own pid namespace numbers it (the last NSpid
+ * field), and whether it is a zombie; -1 when it cannot be read (gone, or a
+ * kernel before 4.1 without NSpid).
+ */
+static pid_t inner_tid(pid_t pid, pid_t tid, bool *zombie)
+{
+	char path[80], line[256];
+	pid_t inner = -1;
+	FILE *f;
+
+	*zombie = false;
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)pid, (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char *p = line + 6, *end;
+
+		if (!strncmp(line, "State:", 6))
+			*zombie = strchr(line, 'Z') || strchr(line, 'X');
+		if (strncmp(line, "NSpid:", 6))
+			continue;
+		for (long v; (v = strtol(p, &end, 10)), end != p; p = end)
+			inner = (pid_t)v;
+	}
+	fclose(f);
+	return inner;
+}
+
+/*
+ * The dropper's thread id as we see it, from the one clone() returned in the
+ * target: in a pid namespace of its own (a container) they differ, and the
+ * inner one names nothing here, or someone else. Every other thread of the
+ * target is frozen in PT, so the dropper is the thread not held there (not
+ * a zombie leader: its NSpid, when shown, must end with INNER). 0: none
+ * (it has exited already).
+ */
+static pid_t host_tid(const struct grave *g, const struct pt *pt, pid_t inner)
+{
+	char path[64];
+	struct dirent *de;
+	pid_t found = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)g->pid);
+	d = opendir(path);
+	while (d && (de = readdir(d))) {
+		pid_t t = (pid_t)atoi(de->d_name);
+		bool zombie;
+		pid_t in;
+
+		if (t <= 0 || held_by(pt, t))
+			continue;
+		in = inner_tid(g->pid, t, &zombie);
+		if (in == inner || (in < 0 && !zombie))
+			found = t;
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
 int grave_start(struct grave *g, struct pt *pt)
 {
 	const long args[6] = { GRAVE_CLONE, 0, 0, 0, 0, 0 };
@@ -473,7 +545,13 @@ int grave_start(struct grave *g, struct pt *pt)
 			     strerror(-r2));
 	if (tid <= 0)
 		return gfail(g, (int)-tid, "clone() of the dropper thread: %s", strerror((int)-tid));
-	g->dropper = (pid_t)tid;
+	g->inner = (pid_t)tid;
+	tid = host_tid(g, pt, (pid_t)tid);
+	g->dropper = tid ? (pid_t)tid : g->inner;
+	if (!tid) {
+		g->dead = 1;	/* ended already; grave_finish checks its word all the same */
+		return 0;
+	}
 	/*
 	 * Its end must be known for sure: its code is unmapped only then. It
 	 * may be done already, and its tid taken by another process (not by
@@ -595,6 +673,18 @@ int grave_finish(struct grave *g, int ms, struct pt *held)
 		return gfail(g, ESRCH, "its memory is not the one handed over any more (exec?)");
 	}
 	ret = pt_read(pt, g->stub + GRAVE_PAGE, &g->dropped, sizeof(g->dropped));
+	if (ret == 0 && g->dropped == GRAVE_SENTINEL) {
+		/*
+		 * No result yet: whatever we were told, the dropper still runs
+		 * its code (or was never seen to end). Its 8 KiB stay rather
+		 * than pull the code from under it; the graveyard is its own.
+		 */
+		if (!held)
+			pt_detach(pt);
+		g->stop_s = since(&t1);
+		return gfail(g, EBUSY, "its dropper thread %d has not written its result; the "
+			     "dropper's 8 KiB at 0x%" PRIx64 " stay", (int)g->dropper, g->stub);
+	}
 	/*
 	 * The dropper's munmap failed: the graveyard is still there, whole,
 	 * ours (nothing can have been mapped into it). Any other word but 0

@@ -121,22 +121,23 @@ static int count_in(const char *path, const char *s)
 	return n;
 }
 
-/* Start pcwriter with ARGS (its log in tmp/log.TAG); only fds 0-2, stdout a pipe. */
-static pid_t pcw_start(const char *tag, const char *const *args, char *log, size_t loglen)
+/*
+ * Run ARGV, a pcwriter command line, with "--log tmp/log.TAG" added (LOG
+ * gets the path); only fds 0-2, stdout a pipe; wait for its "ready".
+ */
+static pid_t pcw_exec(const char *tag, const char *const *args, char *log, size_t loglen)
 {
-	char bin[256], line[128];
-	const char *argv[20];
+	char line[128];
+	const char *argv[24];
 	int p[2], n = 0;
 	size_t got = 0;
 	pid_t pid;
 
-	snprintf(bin, sizeof(bin), "%s/test/helpers/pcwriter", build_dir());
 	snprintf(log, loglen, "%s/log.%s", tmp, tag);
-	argv[n++] = bin;
+	for (int i = 0; args[i] && n < 21; i++)
+		argv[n++] = args[i];
 	argv[n++] = "--log";
 	argv[n++] = log;
-	for (int i = 0; args[i] && n < 19; i++)
-		argv[n++] = args[i];
 	argv[n] = NULL;
 	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
 	pid = fork();
@@ -148,7 +149,7 @@ static pid_t pcw_start(const char *tag, const char *const *args, char *log, size
 		dup2(p[1], 1);
 		dup2(nul, 2);
 		close_range(3, ~0u, 0);
-		execv(bin, (char *const *)argv);
+		execv(argv[0], (char *const *)argv);
 		_exit(127);
 	}
 	close(p[1]);
@@ -164,6 +165,50 @@ static pid_t pcw_start(const char *tag, const char *const *args, char *log, size
 	}
 	line[got] = '\0';
 	cr_assert_not_null(strstr(line, "ready pid="), "pcwriter said: %s", line);
+	return pid;
+}
+
+/* Start pcwriter with ARGS (its log in tmp/log.TAG). */
+static pid_t pcw_start(const char *tag, const char *const *args, char *log, size_t loglen)
+{
+	const char *argv[20];
+	char bin[256];
+	int n = 0;
+
+	snprintf(bin, sizeof(bin), "%s/test/helpers/pcwriter", build_dir());
+	argv[n++] = bin;
+	for (int i = 0; args[i] && n < 19; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	return pcw_exec(tag, argv, log, loglen);
+}
+
+/*
+ * pcwriter in a pid namespace of its own, as in a container: `unshare -p -f`
+ * forks it as the namespace's init. Returns its pid as we see it (it says
+ * "ready pid=1"); both it and unshare are ours to kill at the end.
+ */
+static pid_t pcw_start_ns(const char *tag, const char *const *args, char *log, size_t loglen)
+{
+	const char *argv[20] = { "/usr/bin/unshare", "-p", "-f" };
+	char bin[256], path[96], *kids_of;
+	pid_t mid, pid;
+	int n = 3;
+
+	if (geteuid() != 0)
+		cr_skip_test("not root: unshare -p needs CAP_SYS_ADMIN");
+	snprintf(bin, sizeof(bin), "%s/test/helpers/pcwriter", build_dir());
+	argv[n++] = bin;
+	for (int i = 0; args[i] && n < 19; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	mid = pcw_exec(tag, argv, log, loglen);
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)mid, (int)mid);
+	kids_of = slurp(path);
+	pid = (pid_t)atoi(kids_of);
+	free(kids_of);
+	cr_assert_gt(pid, 1, "no child of unshare %d", (int)mid);
+	kids[nkids++] = pid;
 	return pid;
 }
 
@@ -1462,4 +1507,49 @@ Test(precopy, lazy_failing_after_the_move_moves_back, .init = setup, .fini = tea
 		cr_assert_eq(count_in(log, "fork ok"), 1, "%s", slurp(log));
 		verify(pid, log);
 	}
+}
+
+/*
+ * A target in a pid namespace of its own (a container): clone() in it gives
+ * the dropper a tid of that namespace, which names nothing here or another
+ * task. The dropper must be watched under its tid as we see it, and its
+ * code left until it has ended: made to sleep first, a dropper taken for
+ * ended would have its code unmapped under it and kill the target.
+ */
+Test(precopy, lazy_drop_in_a_pid_namespace, .init = setup, .fini = teardown, .timeout = 180)
+{
+	const char *args[] = { "--pages", "16384", "--hot", "256", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128], pv[128];
+	const char *envs[] = { "UFFD_INJECT_TEST_DROPPER_DELAY_MS=1000", NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--prev-images", pv, NULL };
+	uint64_t a, b, stub;
+	char *st;
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	pid = pcw_start_ns("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_log_info("lazy: %s%s", out, err);
+	cr_assert_not_null(strstr(out, "drop: 1 area "), "%s", out);
+	cr_assert_null(strstr(out, "which stays"), "%s%s", out, err);
+	grave_of(out, &a, &b, &stub);
+	cr_assert_gt(stub, 0, "%s", out);
+	cr_assert(!mapped(pid, a, b), "the graveyard 0x%" PRIx64 "-0x%" PRIx64 " is mapped", a, b);
+	cr_assert(!mapped(pid, stub, stub + 8192), "the dropper's code is mapped");
+	usleep(200000);	/* a dropper still running would fault about now */
+	snprintf(d, sizeof(d), "/proc/%d/stat", (int)pid);
+	st = slurp(d);
+	cr_assert(strstr(st, ") S ") || strstr(st, ") R "), "the target died: %s %s", st,
+		  slurp(log));
+	free(st);
+	verify(pid, log);
+	change(pid, log, 8);
+	verify(pid, log);
 }
