@@ -259,13 +259,50 @@ int grave_reserve(struct grave *g, struct pt *pt)
 	return 0;
 }
 
+/*
+ * Move one area to AT with mremap in the frozen target; *RET its result.
+ * Tests: UFFD_INJECT_TEST_FAIL_MOVE=K fails the Kth as the kernel can, the
+ * destination unmapped first, then ENOMEM.
+ */
+static int move_one(struct grave *g, struct pt *pt, long *r, uint64_t start, uint64_t len,
+		    uint64_t at, int *nth)
+{
+	const char *fail = getenv("UFFD_INJECT_TEST_FAIL_MOVE");
+	int ret;
+
+	if (fail && ++*nth == atoi(fail)) {
+		ret = tsys(g, pt, r, "munmap()", SYS_munmap, (long)at, (long)len, 0, 0, 0, 0);
+		*r = -ENOMEM;
+		return ret;
+	}
+	return tsys(g, pt, r, "mremap()", SYS_mremap, (long)start, (long)len, (long)len,
+		    MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, (long)at, 0);
+}
+
+/* Undo grave_dig: every piece back where it was, no graveyard; the drop goes on in the freeze. */
+static int dig_undo(struct grave *g, struct pt *pt, const char *skip)
+{
+	int ret;
+
+	while (g->n) {
+		ret = grave_put_back(g, pt, g->n - 1);
+		if (ret < 0)
+			return ret;
+		g->n--;
+	}
+	g->moved_pages = 0;
+	g->skip = skip;
+	return unreserve(g, pt);
+}
+
 int grave_dig(struct grave *g, struct pt *pt)
 {
 	char first[160] = "";
+	bool holed = false;
 	uint64_t cur;
 	size_t kept = 0;
+	int ret, nth = 0;
 	long r;
-	int ret;
 
 	if (!g->n || !g->len)
 		return 0;
@@ -276,17 +313,32 @@ int grave_dig(struct grave *g, struct pt *pt)
 
 		p.at = cur + (p.start & (GRAVE_HUGE - 1));
 		cur = up(p.at + len, GRAVE_HUGE);
-		ret = tsys(g, pt, &r, "mremap()", SYS_mremap, (long)p.start, (long)len, (long)len,
-			   MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, (long)p.at, 0);
+		ret = move_one(g, pt, &r, p.start, len, p.at, &nth);
 		if (ret < 0) {
 			g->n = kept;	/* what is moved so far */
 			return ret;
 		}
 		if (r < 0 && r > -4096) {
-			/* Left where it is, dropped in the freeze; its place stays reserved. */
 			if (!first[0])
 				snprintf(first, sizeof(first), "mremap of 0x%" PRIx64 "-0x%" PRIx64
 					 ": %s", p.start, p.end, strerror((int)-r));
+			/*
+			 * Left where it is, dropped in the freeze. But mremap
+			 * with MREMAP_FIXED unmaps the destination before its
+			 * last checks (the map count, the charge under strict
+			 * overcommit): [at, at + len) may be a hole in the
+			 * graveyard now, where the target's next mmap could
+			 * land and the dropper would free it. Reserved again
+			 * while frozen, nothing else can have taken it.
+			 */
+			ret = tsys(g, pt, &r, "mmap()", SYS_mmap, (long)p.at, (long)len, PROT_NONE,
+				   MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+			if (ret < 0) {
+				g->n = kept;
+				return ret;
+			}
+			if (r < 0 && r > -4096)
+				holed = true;
 			continue;
 		}
 		g->p[kept++] = p;
@@ -299,22 +351,19 @@ int grave_dig(struct grave *g, struct pt *pt)
 		g->skip = "no area could be moved (mremap failed)";
 		return unreserve(g, pt);
 	}
+	/* A graveyard with a hole must not outlive the freeze: the dropper would free the hole. */
+	if (holed) {
+		snprintf(g->why, sizeof(g->why), "%s; its place could not be reserved again", first);
+		return dig_undo(g, pt, "a failed move left a hole in the graveyard");
+	}
 	/* A fork before the dropper is through must not copy the graveyard into the child. */
 	ret = tsys(g, pt, &r, "madvise()", SYS_madvise, (long)g->base, (long)g->len,
 		   MADV_DONTFORK, 0, 0, 0);
 	if (ret < 0)
 		return ret;
 	if (r < 0) {
-		/* Everything back where it was; the drop goes on in the freeze. */
 		snprintf(g->why, sizeof(g->why), "madvise(MADV_DONTFORK): %s", strerror((int)-r));
-		while (g->n) {
-			ret = grave_put_back(g, pt, g->n - 1);
-			if (ret < 0)
-				return ret;
-			g->n--;
-		}
-		g->skip = "the graveyard could not be kept from forks";
-		return unreserve(g, pt);
+		return dig_undo(g, pt, "the graveyard could not be kept from forks");
 	}
 	return 0;
 }

@@ -16,7 +16,8 @@
  *
  *   SIGUSR1  replay steps 0..n-1 into fresh memory and compare every byte of
  *            every live slot and of the counters; log "verify ok N" or
- *            "verify bad slot S page P word W: got X want Y".
+ *            "verify bad slot S page P word W: got X want Y" (or "verify bad
+ *            slot S: not mapped whole" when part of a slot was unmapped).
  *   SIGUSR2  make the next change of a fixed cycle and log "change KIND":
  *            new (a slot of 64 pages), drop (MADV_DONTNEED of the middle
  *            third of the last slot), grow (mremap, may move), move (mremap
@@ -371,13 +372,25 @@ static int apply(struct slot *s, const struct event *e, bool real)
 	return -1;
 }
 
-/* Replay everything up to step N into a shadow and compare it with the slots. */
+/*
+ * Replay everything up to step N into a shadow and compare it with the slots.
+ * First, every slot and counter area must still be mapped whole (msync says
+ * ENOMEM otherwise): the shadow's own maps could land where one was lost,
+ * and be read in its place.
+ */
 static int verify(uint64_t n, char *why, size_t len)
 {
 	struct slot sh[PCW_SLOTS];
 	unsigned k = 0;
 	int ret = 0;
 
+	for (int s = 0; s < PCW_SLOTS; s++)
+		if (slots[s].mem && (msync(slots[s].mem, slots[s].pages * PCW_PAGE, MS_ASYNC) < 0 ||
+				     msync(slots[s].ctr, (slots[s].ctr_pages * 8 + PCW_PAGE - 1) /
+					   PCW_PAGE * PCW_PAGE, MS_ASYNC) < 0)) {
+			snprintf(why, len, "slot %d: not mapped whole: %s", s, strerror(errno));
+			return -1;
+		}
 	memset(sh, 0, sizeof(sh));
 	for (uint64_t i = 0; i <= n; i++) {
 		while (k < nevents && events[k].step == i)

@@ -1553,3 +1553,45 @@ Test(precopy, lazy_drop_in_a_pid_namespace, .init = setup, .fini = teardown, .ti
 	change(pid, log, 8);
 	verify(pid, log);
 }
+
+/*
+ * A move that fails the way mremap(MREMAP_FIXED) can, its destination
+ * unmapped before the error (test hook: the first of two moves): the hole
+ * is reserved again in the freeze, so the areas the target maps after the
+ * thaw (a new slot, while the dropper is made to sleep first) do not land
+ * in the graveyard, to be emptied and unmapped by the dropper.
+ */
+Test(precopy, lazy_failed_move_leaves_no_hole, .init = setup, .fini = teardown,
+     .timeout = 180)
+{
+	/* Two areas to move: slot 0 (THP, kept apart) and its counters with the sleeper's stack. */
+	const char *args[] = { "--pages", "4096", "--hot", "256", "--thp", "--sleeper", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128], pv[128], grow[160];
+	const char *envs[] = { "UFFD_INJECT_TEST_FAIL_MOVE=1",
+			       "UFFD_INJECT_TEST_DROPPER_DELAY_MS=1500",
+			       "UFFD_INJECT_TEST_SIGNAL_AT=thawed", "UFFD_INJECT_TEST_SIGNAL=12",
+			       grow, NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--prev-images", pv, NULL };
+	uint64_t a, b, stub;
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	snprintf(grow, sizeof(grow), "UFFD_INJECT_TEST_WAIT_GROW=%s", log);
+	rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_log_info("lazy: %s%s", out, err);
+	cr_assert_not_null(strstr(out, "drop: 1 area "), "%s", out);
+	grave_of(out, &a, &b, &stub);
+	cr_assert(wait_count(log, "change new", 1, 20000), "no new slot: %s", slurp(log));
+	cr_assert(!mapped(pid, a, b), "the graveyard 0x%" PRIx64 "-0x%" PRIx64 " is mapped", a, b);
+	verify(pid, log);
+	change(pid, log, 8);
+	verify(pid, log);
+}
