@@ -1070,21 +1070,23 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 		ret = register_areas(&z);
 	if (ret == 0)
 		ret = put_eager(&z);
+	/*
+	 * The thread that frees the graveyard, started as soon as nothing
+	 * needs it (a refusal puts pages back from the images): PTRACE_O_EXITKILL
+	 * is off from put_eager on, and should we die before the dropper runs,
+	 * the graveyard would stay in the target for good. If it cannot be
+	 * started, the graveyard goes in the freeze, as the drop used to.
+	 */
+	if (ret == 0 && z.g.n)
+		ret = start_dropper(&z);
 	if (ret < 0)
 		goto out;
+	test_die_at("eager");
 	if (getenv("UFFD_INJECT_DEBUG"))
 		fprintf(stderr, "uffd-inject: registered at %.1f ms\n", since(&z.t0) * 1e3);
 	ret = drop_pages(&z);
 	if (getenv("UFFD_INJECT_DEBUG"))
 		fprintf(stderr, "uffd-inject: dropped at %.1f ms\n", since(&z.t0) * 1e3);
-	/*
-	 * The thread that frees the graveyard, started now: from here nothing
-	 * needs the graveyard (a refusal puts pages back from the images), so
-	 * should we die, it is freed all the same. If it cannot be started, the
-	 * graveyard goes in the freeze, as the drop used to.
-	 */
-	if (ret == 0 && z.g.n)
-		ret = start_dropper(&z);
 	test_die_at("dropped");
 	st->rss_after = status_bytes(o->pid, "VmRSS");
 	st->anon_after = status_bytes(o->pid, "RssAnon");

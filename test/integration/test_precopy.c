@@ -1304,7 +1304,8 @@ Test(precopy, lazy_drop_falls_back_into_the_freeze, .init = setup, .fini = teard
  *   graveyard  reserved, nothing moved: the target runs on, all of it there;
  *   moved      areas moved, not yet registered: the kernel kills the target
  *              with us (it must never run on empty areas);
- *   dropper, dropped  the dropper started, no manager has the target: it
+ *   dropper, eager, dropped  the dropper started (eager: before the other
+ *              areas' pages are dropped), no manager has the target: it
  *              waits on its missing pages, and the graveyard is freed;
  *   thawed     handed over and running: served, every byte right, the
  *              graveyard freed; the dropper's 8 KiB stay (documented).
@@ -1312,8 +1313,8 @@ Test(precopy, lazy_drop_falls_back_into_the_freeze, .init = setup, .fini = teard
 Test(precopy, lazy_drop_tool_killed_in_each_phase, .init = setup, .fini = teardown,
      .timeout = 300)
 {
-	static const char *const phases[] = { "graveyard", "moved", "dropper", "dropped",
-					      "thawed" };
+	static const char *const phases[] = { "graveyard", "moved", "dropper", "eager",
+					      "dropped", "thawed" };
 	const char *args[] = { "--pages", "4096", "--hot", "256", NULL };
 	char log[128], out[8192], err[8192], ps[16], d[128], pv[128], env[64], tag[32];
 	const char *envs[] = { env, "UFFD_INJECT_DEBUG=1", NULL };
