@@ -89,6 +89,7 @@ void grave_init(struct grave *g, pid_t pid)
 	g->pid = pid;
 	g->dfd = -1;
 	g->dropped = GRAVE_SENTINEL;
+	g->wait_s = -1;
 }
 
 /* Can we wait for one thread's end (pidfd_open with PIDFD_THREAD, Linux 6.9)? */
@@ -702,7 +703,8 @@ int grave_finish(struct grave *g, int ms, struct pt *held)
 				     "(is it stopped?); the dropper's 8 KiB at 0x%" PRIx64 " stay",
 				     (int)g->dropper, ms, g->stub);
 	}
-	g->wait_s = since(&t0);
+	if (g->dfd >= 0)
+		g->wait_s = since(&t0);	/* else not waited for: it had ended at its start */
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (!held) {
 		ret = stop_one(g, pt);

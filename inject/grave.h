@@ -78,7 +78,7 @@ struct grave {
 	int dfd;		/* its pidfd (PIDFD_THREAD), -1 */
 	int dead;		/* it had ended when started (1), or cannot be watched (-1) */
 	const char *skip;	/* why it is not used, for the summary; NULL when it is */
-	double wait_s;		/* from grave_finish's call to the dropper's end */
+	double wait_s;		/* from grave_finish's call to the dropper's end; -1: not waited for */
 	double stop_s;		/* the one thread stopped to unmap the stub */
 	long dropped;		/* the dropper's munmap result (1: never ran) */
 	bool foreign;		/* the stub's address was not ours any more (exec): left alone */

@@ -894,6 +894,7 @@ static void test_die_at(const char *where)
 static void summary(const struct lz *z, uint64_t served)
 {
 	const struct lazy_stats *st = z->st;
+	char stop[64] = "";
 
 	if (!z->o->out)
 		return;
@@ -904,27 +905,35 @@ static void summary(const struct lz *z, uint64_t served)
 		(int)z->o->pid, z->o->socket, st->lazy_pages,
 		(double)(st->lazy_pages * LZ_PAGE) / (1 << 20), st->areas, st->eager_pages,
 		st->kept_fd);
-	if (st->grave_areas)
+	if (st->grave_areas) {
+		char done[48] = "it had ended at the thaw";
+
+		/* No wait, no figure: it was not seen to run after the thaw. */
+		if (st->dropper_s >= 0)
+			snprintf(done, sizeof(done), "done %.3f s later", st->dropper_s);
 		fprintf(z->o->out,
 			"uffd-inject: drop: %u area%s (%.1f MiB of lazy pages) moved out of the "
 			"way in the freeze (to 0x%" PRIx64 "-0x%" PRIx64 "), freed by a thread of "
-			"its own after it (done %.3f s later); one thread stopped %.6f s to remove "
+			"its own after it (%s); one thread stopped %.6f s to remove "
 			"that thread's code (0x%" PRIx64 ")%s\n",
 			st->grave_areas, st->grave_areas == 1 ? "" : "s",
 			(double)(st->grave_pages * LZ_PAGE) / (1 << 20), st->grave_base,
-			st->grave_base + st->grave_len, st->dropper_s, st->stop_s, st->stub,
+			st->grave_base + st->grave_len, done, st->stop_s, st->stub,
 			st->stub_left ? ", which stays" : st->stub_foreign ? ", which went with "
 			"its memory: it exec'd" : "");
-	else
+	} else {
 		fprintf(z->o->out, "uffd-inject: drop: in the freeze (%s)\n",
 			st->drop_skip ? st->drop_skip : "no graveyard");
+	}
+	/* The one-thread stop after the thaw is no freeze of the whole process: apart. */
+	if (st->stop_s > 0)
+		snprintf(stop, sizeof(stop), " (and one thread %.6f s after the thaw)", st->stop_s);
 	fprintf(z->o->out,
 		"uffd-inject: RSS %.1f MiB -> %.1f MiB (anonymous %.1f MiB -> %.1f MiB); "
 		"dump %.3f s, frozen %.3f s%s, total %.3f s\n",
 		st->rss_before / 1048576.0, st->rss_after / 1048576.0,
 		st->anon_before / 1048576.0, st->anon_after / 1048576.0, st->dump_s,
-		st->frozen_s + st->stop_s, st->stop_s > 0 ? " (one thread's stop after the thaw "
-		"included)" : "", st->total_s);
+		st->frozen_s, stop, st->total_s);
 	if (z->o->prev || z->o->pre_copy)
 		fprintf(z->o->out,
 			"uffd-inject: pre-copy: %u round%s before; frozen, %" PRIu64 " pages "

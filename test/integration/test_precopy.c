@@ -1256,6 +1256,8 @@ Test(precopy, lazy_moves_big_areas_out_of_the_freeze, .init = setup, .fini = tea
 	cr_assert(!mapped(pid, a, b), "the graveyard 0x%" PRIx64 "-0x%" PRIx64 " is mapped", a, b);
 	cr_assert(!mapped(pid, stub, stub + 8192), "the dropper's code is mapped");
 	cr_assert_null(strstr(out, "which stays"), "%s", out);
+	/* The one-thread stop after the thaw is printed apart from the freeze. */
+	cr_assert_not_null(strstr(out, "s (and one thread 0."), "%s", out);
 	cr_assert(present(pid, sp), "the sleeper's stack page 0x%" PRIx64 " is not resident", sp);
 	cr_assert_lt(tw_status_bytes(pid, "RssAnon"), before / 4, "RssAnon %" PRIu64 " from %"
 		     PRIu64, tw_status_bytes(pid, "RssAnon"), before);
