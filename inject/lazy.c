@@ -355,7 +355,22 @@ static int register_areas(struct lz *z)
 			r.mode |= UFFDIO_REGISTER_MODE_MINOR;
 		if (++n == fail_at || ioctl(z->ufd, UFFDIO_REGISTER, &r) < 0) {
 			int e = n == fail_at ? EIO : errno;
+			struct uffdio_range all = r.range;
 
+			/* Tests: a registration that fails half way, as a VMA split can. */
+			if (n == fail_at && getenv("UFFD_INJECT_TEST_FAIL_REGISTER_HALF")) {
+				r.range.len = r.range.len / 2 & ~(LZ_PAGE - 1);
+				ioctl(z->ufd, UFFDIO_REGISTER, &r);
+			}
+			/*
+			 * The kernel registers area by area: a failure can leave
+			 * the first part of this one registered. Taken down
+			 * whole, so that reg[] tells the truth to undo(), whose
+			 * move back from the graveyard would otherwise unmap a
+			 * registered part and wait for ever on an UNMAP event
+			 * nobody reads.
+			 */
+			ioctl(z->ufd, UFFDIO_UNREGISTER, &all);
 			/* Neither this one nor the ones after it: undo() goes by reg[]. */
 			for (size_t j = i; j < z->h.nvmas; j++)
 				z->reg[j] = false;

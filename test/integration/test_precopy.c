@@ -1469,7 +1469,8 @@ Test(precopy, lazy_exec_while_the_graveyard_lives, .init = setup, .fini = teardo
 
 /*
  * A hand-over that fails after big areas were moved, at the first, second
- * or third registration (test hook): areas registered get their pages back
+ * or third registration (test hook), cleanly or half way through (the first
+ * half of that area registered): areas registered get their pages back
  * from the images, the others straight from the graveyard; the areas fork
  * as before (the graveyard's MADV_DONTFORK does not stay on them), nothing
  * of ours is left, every byte right.
@@ -1479,7 +1480,7 @@ Test(precopy, lazy_failing_after_the_move_moves_back, .init = setup, .fini = tea
 {
 	const char *args[] = { "--pages", "4096", "--hot", "256", NULL };
 	char log[128], out[8192], err[8192], ps[16], d[128], pv[128], env[64], tag[16];
-	const char *envs[] = { env, "UFFD_INJECT_DEBUG=1", NULL };
+	const char *envs[] = { env, "UFFD_INJECT_DEBUG=1", NULL, NULL };
 	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
 			     "--prev-images", pv, NULL };
 	uint64_t a, b, stub;
@@ -1487,24 +1488,29 @@ Test(precopy, lazy_failing_after_the_move_moves_back, .init = setup, .fini = tea
 	pid_t pid;
 
 	daemon_on();
-	for (int k = 1; k <= 3; k++) {
-		snprintf(tag, sizeof(tag), "w%d", k);
+	for (int i = 0; i < 6; i++) {
+		int k = i % 3 + 1;
+
+		/* The last three fail half way through, the first half registered. */
+		if (i == 3)
+			envs[2] = "UFFD_INJECT_TEST_FAIL_REGISTER_HALF=1";
+		snprintf(tag, sizeof(tag), "w%d", i);
 		pid = pcw_start(tag, args, log, sizeof(log));
-		snprintf(tag, sizeof(tag), "r%d", k);
+		snprintf(tag, sizeof(tag), "r%d", i);
 		predump(pid, tag, NULL, out, sizeof(out));
 		snprintf(ps, sizeof(ps), "%d", (int)pid);
-		snprintf(d, sizeof(d), "%s/lazy%d", tmp, k);
+		snprintf(d, sizeof(d), "%s/lazy%d", tmp, i);
 		snprintf(pv, sizeof(pv), "%s/%s", tmp, tag);
 		snprintf(env, sizeof(env), "UFFD_INJECT_TEST_FAIL_REGISTER=%d", k);
 		rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
-		cr_assert_eq(rc, 1, "%d: lazy exit %d: %s", k, rc, err);
+		cr_assert_eq(rc, 1, "%d: lazy exit %d: %s", i, rc, err);
 		cr_assert_not_null(strstr(err, "cannot register"), "%s", err);
 		cr_assert_not_null(strstr(err, "memory is back in place"), "%s", err);
 		grave_of(err, &a, &b, &stub);
-		cr_assert(!mapped(pid, a, b), "%d: the graveyard is still mapped", k);
+		cr_assert(!mapped(pid, a, b), "%d: the graveyard is still mapped", i);
 		uffd_state(pid, &nfds, &nuw);
-		cr_assert_eq(nfds, 0, "%d: %d userfaultfds left", k, nfds);
-		cr_assert_eq(nuw, 0, "%d: %d areas registered", k, nuw);
+		cr_assert_eq(nfds, 0, "%d: %d userfaultfds left", i, nfds);
+		cr_assert_eq(nuw, 0, "%d: %d areas registered", i, nuw);
 		verify(pid, log);
 		change(pid, log, 8);	/* a fork among them: its child checks its copy */
 		cr_assert_eq(count_in(log, "fork ok"), 1, "%s", slurp(log));
