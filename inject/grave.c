@@ -138,7 +138,7 @@ int grave_plan(struct grave *g, const struct dump_held *h)
 		g->skip = "this kernel cannot wait for one thread (no PIDFD_THREAD)";
 		return 0;
 	}
-	if (!h->guarded || !guards_shown()) {
+	if (!h->guarded || !guards_shown() || !h->merged) {
 		g->skip = "this kernel does not show guard regions in VmFlags";
 		return 0;
 	}
@@ -160,12 +160,14 @@ int grave_plan(struct grave *g, const struct dump_held *h)
 		 * areas with lazy pages. Not hugetlb (other alignment rules), not
 		 * a stack that grows down (a move makes the kernel see another
 		 * stack), not one that may hold guard markers (they would move
-		 * with the pages and the area lose them), and not a small one:
-		 * dropping it in the freeze costs less than moving it.
+		 * with the pages and the area lose them), not one KSM may merge
+		 * (a move unmerges every shared page first, copying each, in
+		 * the freeze), and not a small one: dropping it in the freeze
+		 * costs less than moving it.
 		 */
 		if (a->kind != DUMP_ANON || !(a->pe_flags & PE_LAZY) || a->hpage ||
 		    (v->flags & MAP_GROWSDOWN) || (v->status & 2 /* VMA_AREA_STACK */) ||
-		    h->guarded[i] || lazy[i] < GRAVE_MIN_PAGES)
+		    h->guarded[i] || h->merged[i] || lazy[i] < GRAVE_MIN_PAGES)
 			continue;
 		g->p[g->n++] = (struct grave_piece){ v->start, v->end, 0, (uint32_t)i, lazy[i],
 			v->has_madv && (v->madv & (1ull << MADV_DONTFORK)) };

@@ -36,6 +36,7 @@
  * lower 3 MiB of it filled with a pattern first (checked by every verify),
  * which blocks every signal and sleeps: its stack top, TLS and rseq area
  * lie in a big area. --seccomp: an allow-everything seccomp filter.
+ * --ksm: slot 0 MADV_MERGEABLE.
  * --exec-on-hup: on SIGHUP, log "exec" and become `sleep 600`. With
  * PCW_FORK_MAPS=PATH in the environment, each fork child copies its
  * /proc/self/maps there before it checks its memory.
@@ -526,6 +527,7 @@ int main(int argc, char **argv)
 	uint64_t pages = 1024;
 	const char *log = NULL;
 	bool thp = false, with_sleeper = false, with_seccomp = false, exec_on_hup = false;
+	bool ksm = false;
 	struct sigaction sa;
 
 	for (int i = 1; i < argc; i++) {
@@ -545,6 +547,8 @@ int main(int argc, char **argv)
 			with_sleeper = true;
 		else if (!strcmp(argv[i], "--seccomp"))
 			with_seccomp = true;
+		else if (!strcmp(argv[i], "--ksm"))
+			ksm = true;
 		else if (!strcmp(argv[i], "--exec-on-hup"))
 			exec_on_hup = true;
 		else {
@@ -554,7 +558,8 @@ int main(int argc, char **argv)
 	}
 	if (!log || !pages || pages > PCW_MAXPAGES / 2) {
 		fprintf(stderr, "usage: pcwriter --log FILE [--pages N] [--seed S] [--hot H] [--thp] "
-			"[--fast] [--sleeper] [--seccomp] [--exec-on-hup]\n");
+			"[--fast] [--sleeper] [--seccomp] [--ksm] "
+			"[--exec-on-hup]\n");
 		return 2;
 	}
 	logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -565,6 +570,8 @@ int main(int argc, char **argv)
 		return 2;
 	nevents = 1;
 	if (with_sleeper && start_sleeper() < 0)
+		return 2;
+	if (ksm && madvise(slots[0].mem, slots[0].pages * PCW_PAGE, MADV_MERGEABLE) < 0)
 		return 2;
 	if (with_seccomp && allow_all_seccomp() < 0)
 		return 2;

@@ -1266,12 +1266,16 @@ Test(precopy, lazy_moves_big_areas_out_of_the_freeze, .init = setup, .fini = tea
 	verify(pid, log);
 }
 
-/* The drop stays in the freeze when asked (test hook) and for a seccomp'd target. */
+/*
+ * The drop stays in the freeze when asked (test hook), for a seccomp'd
+ * target, and for KSM areas.
+ */
 Test(precopy, lazy_drop_falls_back_into_the_freeze, .init = setup, .fini = teardown,
      .timeout = 180)
 {
 	const char *plain[] = { "--pages", "8192", "--hot", "256", NULL };
 	const char *filtered[] = { "--pages", "8192", "--hot", "256", "--seccomp", NULL };
+	const char *mergeable[] = { "--pages", "8192", "--hot", "256", "--ksm", NULL };
 	char log[128], log2[128], out[8192], err[8192], ps[16], d[128];
 	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
 			     "--pre-copy", "--max-rounds", "2", NULL };
@@ -1296,6 +1300,17 @@ Test(precopy, lazy_drop_falls_back_into_the_freeze, .init = setup, .fini = teard
 	rc = tool(la, out, sizeof(out), err, sizeof(err));
 	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
 	cr_assert_not_null(strstr(out, "drop: in the freeze (it has a seccomp filter"), "%s", out);
+	verify(pid, log2);
+	change(pid, log2, 8);
+	verify(pid, log2);
+
+	/* KSM: a move would unmerge every shared page first, in the freeze. */
+	pid = pcw_start("k", mergeable, log2, sizeof(log2));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy4", tmp);
+	rc = tool(la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "drop: in the freeze (no area holds 2 MiB"), "%s", out);
 	verify(pid, log2);
 	change(pid, log2, 8);
 	verify(pid, log2);
