@@ -118,19 +118,46 @@ static bool guards_shown(void)
 	return major > 6 || (major == 6 && (minor < 13 || minor >= 18));
 }
 
+/*
+ * Has any thread of PID a seccomp filter (or cannot it be told)? Filters
+ * are per thread: the dropper inherits the one of the thread that runs its
+ * clone(), and the thread stopped to unmap its code may be any.
+ */
+static bool any_seccomp(pid_t pid)
+{
+	char path[96];
+	struct dirent *de;
+	bool any = false;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return true;
+	while (!any && (de = readdir(d))) {
+		long long sc;
+
+		if (atoi(de->d_name) <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)pid, atoi(de->d_name));
+		/* A thread gone meanwhile has no say (the target is frozen: it exited before). */
+		if (procfs_field_num(path, "Seccomp", &sc) == 0 && sc != 0)
+			any = true;
+	}
+	closedir(d);
+	return any;
+}
+
 int grave_plan(struct grave *g, const struct dump_held *h)
 {
-	char path[64];
 	uint64_t *lazy;
-	long long sc;
 
 	if (getenv("UFFD_INJECT_TEST_NO_GRAVEYARD")) {
 		g->skip = "UFFD_INJECT_TEST_NO_GRAVEYARD is set";
 		return 0;
 	}
 	/* The dropper's munmap and exit would meet the filter, which may kill the process. */
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)g->pid);
-	if (procfs_field_num(path, "Seccomp", &sc) < 0 || sc != 0) {
+	if (any_seccomp(g->pid)) {
 		g->skip = "it has a seccomp filter, which a thread added to it would run under";
 		return 0;
 	}

@@ -36,7 +36,7 @@
  * Not used (the drop stays in the freeze, as before) for small areas,
  * hugetlb and grow-down stacks, areas that may hold guard markers (a move
  * would take them away), KSM areas (a move unmerges their pages, in the
- * freeze), a target with a seccomp filter (the dropper's
+ * freeze), a target with a seccomp filter in any thread (the dropper's
  * calls would meet it: PTRACE_O_SUSPEND_SECCOMP covers only traced
  * threads), a kernel without PIDFD_THREAD, and whenever the reservation,
  * a move, the stub or the clone fails (ENOMEM under strict overcommit, as

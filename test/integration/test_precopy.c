@@ -1268,13 +1268,15 @@ Test(precopy, lazy_moves_big_areas_out_of_the_freeze, .init = setup, .fini = tea
 
 /*
  * The drop stays in the freeze when asked (test hook), for a seccomp'd
- * target, and for KSM areas.
+ * target (its first thread, or another one only), and for KSM areas.
  */
 Test(precopy, lazy_drop_falls_back_into_the_freeze, .init = setup, .fini = teardown,
      .timeout = 180)
 {
 	const char *plain[] = { "--pages", "8192", "--hot", "256", NULL };
 	const char *filtered[] = { "--pages", "8192", "--hot", "256", "--seccomp", NULL };
+	const char *sleeper_filtered[] = { "--pages", "8192", "--hot", "256", "--seccomp-sleeper",
+					   NULL };
 	const char *mergeable[] = { "--pages", "8192", "--hot", "256", "--ksm", NULL };
 	char log[128], log2[128], out[8192], err[8192], ps[16], d[128];
 	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
@@ -1297,6 +1299,17 @@ Test(precopy, lazy_drop_falls_back_into_the_freeze, .init = setup, .fini = teard
 	pid = pcw_start("s", filtered, log2, sizeof(log2));
 	snprintf(ps, sizeof(ps), "%d", (int)pid);
 	snprintf(d, sizeof(d), "%s/lazy2", tmp);
+	rc = tool(la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "drop: in the freeze (it has a seccomp filter"), "%s", out);
+	verify(pid, log2);
+	change(pid, log2, 8);
+	verify(pid, log2);
+
+	/* A filter in one thread but the first: filters are per thread. */
+	pid = pcw_start("t", sleeper_filtered, log2, sizeof(log2));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy3", tmp);
 	rc = tool(la, out, sizeof(out), err, sizeof(err));
 	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
 	cr_assert_not_null(strstr(out, "drop: in the freeze (it has a seccomp filter"), "%s", out);
