@@ -697,6 +697,49 @@ static int move_out(struct lz *z)
 }
 
 /*
+ * Put the part of the resident range [START, END) that lies in moved piece K
+ * back in place from the graveyard, through *BUF (*CAP bytes).
+ */
+static int put_range(struct lz *z, size_t k, uint64_t start, uint64_t end, uint8_t **buf,
+		     size_t *cap)
+{
+	const struct grave_piece *p = &z->g.p[k];
+	uint64_t from, len;
+	int ret;
+
+	/*
+	 * The dump merges ranges that touch, across the bounds of areas:
+	 * clipped to the piece, or the read would run past it in the
+	 * graveyard (into another piece, or the unmapped gap between them).
+	 */
+	if (start < p->start)
+		start = p->start;
+	if (end > p->end)
+		end = p->end;
+	if (start >= end)
+		return 0;
+	from = p->at + (start - p->start);
+	len = end - start;
+	if (len > *cap) {
+		uint8_t *b = realloc(*buf, len);
+
+		if (!b)
+			return lfail(z, ENOMEM, "out of memory");
+		*buf = b;
+		*cap = len;
+	}
+	ret = pt_read(&z->h.pt, from, *buf, len);
+	if (ret < 0)
+		return lfail(z, -ret, "reading 0x%" PRIx64 "-0x%" PRIx64 " back from the "
+			     "graveyard: %s", start, end, strerror(-ret));
+	ret = copy_in(z, start, *buf, len);
+	if (ret < 0)
+		return lfail(z, -ret, "putting 0x%" PRIx64 "-0x%" PRIx64 " back: %s", start, end,
+			     strerror(-ret));
+	return 0;
+}
+
+/*
  * Step 4, second half: the pages of moved areas that must stay resident
  * (the argument block, the stack under each thread, rseq...: never lazy)
  * are read from the graveyard and placed where they were.
@@ -707,33 +750,16 @@ static int put_eager(struct lz *z)
 	size_t cap = 0;
 	int ret = 0;
 
-	for (size_t i = 0; i < z->h.neager && ret == 0; i++) {
-		const struct dump_range *r = &z->h.eager[i];
-		uint64_t from = grave_where(&z->g, r->start), len = r->end - r->start;
-
-		if (!from)
-			continue;
-		if (len > cap) {
-			uint8_t *b = realloc(buf, len);
-
-			if (!b) {
-				ret = lfail(z, ENOMEM, "out of memory");
-				break;
-			}
-			buf = b;
-			cap = len;
-		}
-		ret = pt_read(&z->h.pt, from, buf, len);
-		if (ret < 0) {
-			ret = lfail(z, -ret, "reading 0x%" PRIx64 "-0x%" PRIx64 " back from the "
-				    "graveyard: %s", r->start, r->end, strerror(-ret));
-			break;
-		}
-		ret = copy_in(z, r->start, buf, len);
-		if (ret < 0)
-			ret = lfail(z, -ret, "putting 0x%" PRIx64 "-0x%" PRIx64 " back: %s",
-				    r->start, r->end, strerror(-ret));
-	}
+	for (size_t i = 0; i < z->h.neager && ret == 0; i++)
+		for (size_t k = 0; k < z->g.n && ret == 0; k++)
+			ret = put_range(z, k, z->h.eager[i].start, z->h.eager[i].end, &buf, &cap);
+	/*
+	 * Tests: a resident range that runs one page past the end of the
+	 * first moved area, as the dump's merge of touching ranges can make.
+	 */
+	if (ret == 0 && z->g.n && getenv("UFFD_INJECT_TEST_EAGER_ACROSS"))
+		ret = put_range(z, 0, z->g.p[0].end - LZ_PAGE, z->g.p[0].end + LZ_PAGE, &buf,
+				&cap);
 	free(buf);
 	if (ret == 0)
 		exitkill(z, false);	/* registered, and what stays resident is there */

@@ -1632,3 +1632,34 @@ Test(precopy, lazy_failed_move_leaves_no_hole, .init = setup, .fini = teardown,
 	change(pid, log, 8);
 	verify(pid, log);
 }
+
+/*
+ * A resident range that runs past the end of a moved area, as the dump's
+ * merge of touching ranges across areas makes (test hook: one page each
+ * side of the first moved area's end): only the part in the area comes back
+ * from the graveyard; the read does not run past it there.
+ */
+Test(precopy, lazy_eager_range_across_a_moved_area, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "256", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128], pv[128];
+	const char *envs[] = { "UFFD_INJECT_TEST_EAGER_ACROSS=1", NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--prev-images", pv, NULL };
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "drop: 1 area "), "%s", out);
+	verify(pid, log);
+	change(pid, log, 8);
+	verify(pid, log);
+}
