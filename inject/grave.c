@@ -562,8 +562,11 @@ static pid_t inner_tid(pid_t pid, pid_t tid, bool *zombie)
 			*zombie = strchr(line, 'Z') || strchr(line, 'X');
 		if (strncmp(line, "NSpid:", 6))
 			continue;
-		for (long v; (v = strtol(p, &end, 10)), end != p; p = end)
+		/* "NSpid:\t12345\t7": ours first, the innermost namespace's last */
+		for (long v = strtol(p, &end, 10); end != p; v = strtol(p, &end, 10)) {
 			inner = (pid_t)v;
+			p = end;
+		}
 	}
 	fclose(f);
 	return inner;
