@@ -752,6 +752,10 @@ static void hold(struct dump *d, struct dump_held *h)
 	h->guarded = calloc(d->maps.n ? d->maps.n : 1, sizeof(*h->guarded));
 	for (size_t i = 0; h->guarded && i < d->maps.n; i++)
 		h->guarded[i] = has_flag(d->maps.v[i].vmflags_text, "gu");
+	/* KSM areas (VmFlags "mg"): a move unmerges their shared pages, in the freeze. */
+	h->merged = calloc(d->maps.n ? d->maps.n : 1, sizeof(*h->merged));
+	for (size_t i = 0; h->merged && i < d->maps.n; i++)
+		h->merged[i] = has_flag(d->maps.v[i].vmflags_text, "mg");
 	/* The tracker, still armed, with what it holds: the caller takes it down. */
 	h->track = d->pc.t;
 	d->pc.t.ufd = d->pc.t.tfd = -1;
@@ -796,6 +800,7 @@ void dump_held_release(struct dump_held *h)
 	free(h->eager);
 	free(h->spans);
 	free(h->guarded);
+	free(h->merged);
 	memset(h, 0, sizeof(*h));
 	h->pidfd = h->dirfd = -1;
 	h->track.ufd = h->track.tfd = -1;

@@ -101,6 +101,7 @@ struct dump_held {
 	size_t nspans;
 	double frozen_at;	/* CLOCK_MONOTONIC seconds of the freeze */
 	bool *guarded;		/* per area: VmFlags say it may hold guard markers (NULL: unknown) */
+	bool *merged;		/* per area: VmFlags say KSM may merge its pages (NULL: unknown) */
 	/*
 	 * The last round of a chain: its tracker, still armed (track.ufd >= 0),
 	 * and the areas it holds. Take it down with dump_held_untrack() before

@@ -89,6 +89,7 @@ void grave_init(struct grave *g, pid_t pid)
 	g->pid = pid;
 	g->dfd = -1;
 	g->dropped = GRAVE_SENTINEL;
+	g->wait_s = -1;
 }
 
 /* Can we wait for one thread's end (pidfd_open with PIDFD_THREAD, Linux 6.9)? */
@@ -117,19 +118,46 @@ static bool guards_shown(void)
 	return major > 6 || (major == 6 && (minor < 13 || minor >= 18));
 }
 
+/*
+ * Has any thread of PID a seccomp filter (or cannot it be told)? Filters
+ * are per thread: the dropper inherits the one of the thread that runs its
+ * clone(), and the thread stopped to unmap its code may be any.
+ */
+static bool any_seccomp(pid_t pid)
+{
+	char path[96];
+	struct dirent *de;
+	bool any = false;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return true;
+	while (!any && (de = readdir(d))) {
+		long long sc;
+
+		if (atoi(de->d_name) <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)pid, atoi(de->d_name));
+		/* A thread gone meanwhile has no say (the target is frozen: it exited before). */
+		if (procfs_field_num(path, "Seccomp", &sc) == 0 && sc != 0)
+			any = true;
+	}
+	closedir(d);
+	return any;
+}
+
 int grave_plan(struct grave *g, const struct dump_held *h)
 {
-	char path[64];
 	uint64_t *lazy;
-	long long sc;
 
 	if (getenv("UFFD_INJECT_TEST_NO_GRAVEYARD")) {
 		g->skip = "UFFD_INJECT_TEST_NO_GRAVEYARD is set";
 		return 0;
 	}
 	/* The dropper's munmap and exit would meet the filter, which may kill the process. */
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)g->pid);
-	if (procfs_field_num(path, "Seccomp", &sc) < 0 || sc != 0) {
+	if (any_seccomp(g->pid)) {
 		g->skip = "it has a seccomp filter, which a thread added to it would run under";
 		return 0;
 	}
@@ -137,7 +165,7 @@ int grave_plan(struct grave *g, const struct dump_held *h)
 		g->skip = "this kernel cannot wait for one thread (no PIDFD_THREAD)";
 		return 0;
 	}
-	if (!h->guarded || !guards_shown()) {
+	if (!h->guarded || !guards_shown() || !h->merged) {
 		g->skip = "this kernel does not show guard regions in VmFlags";
 		return 0;
 	}
@@ -159,12 +187,14 @@ int grave_plan(struct grave *g, const struct dump_held *h)
 		 * areas with lazy pages. Not hugetlb (other alignment rules), not
 		 * a stack that grows down (a move makes the kernel see another
 		 * stack), not one that may hold guard markers (they would move
-		 * with the pages and the area lose them), and not a small one:
-		 * dropping it in the freeze costs less than moving it.
+		 * with the pages and the area lose them), not one KSM may merge
+		 * (a move unmerges every shared page first, copying each, in
+		 * the freeze), and not a small one: dropping it in the freeze
+		 * costs less than moving it.
 		 */
 		if (a->kind != DUMP_ANON || !(a->pe_flags & PE_LAZY) || a->hpage ||
 		    (v->flags & MAP_GROWSDOWN) || (v->status & 2 /* VMA_AREA_STACK */) ||
-		    h->guarded[i] || lazy[i] < GRAVE_MIN_PAGES)
+		    h->guarded[i] || h->merged[i] || lazy[i] < GRAVE_MIN_PAGES)
 			continue;
 		g->p[g->n++] = (struct grave_piece){ v->start, v->end, 0, (uint32_t)i, lazy[i],
 			v->has_madv && (v->madv & (1ull << MADV_DONTFORK)) };
@@ -259,13 +289,50 @@ int grave_reserve(struct grave *g, struct pt *pt)
 	return 0;
 }
 
+/*
+ * Move one area to AT with mremap in the frozen target; *RET its result.
+ * Tests: UFFD_INJECT_TEST_FAIL_MOVE=K fails the Kth as the kernel can, the
+ * destination unmapped first, then ENOMEM.
+ */
+static int move_one(struct grave *g, struct pt *pt, long *r, uint64_t start, uint64_t len,
+		    uint64_t at, int *nth)
+{
+	const char *fail = getenv("UFFD_INJECT_TEST_FAIL_MOVE");
+	int ret;
+
+	if (fail && ++*nth == atoi(fail)) {
+		ret = tsys(g, pt, r, "munmap()", SYS_munmap, (long)at, (long)len, 0, 0, 0, 0);
+		*r = -ENOMEM;
+		return ret;
+	}
+	return tsys(g, pt, r, "mremap()", SYS_mremap, (long)start, (long)len, (long)len,
+		    MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, (long)at, 0);
+}
+
+/* Undo grave_dig: every piece back where it was, no graveyard; the drop goes on in the freeze. */
+static int dig_undo(struct grave *g, struct pt *pt, const char *skip)
+{
+	int ret;
+
+	while (g->n) {
+		ret = grave_put_back(g, pt, g->n - 1);
+		if (ret < 0)
+			return ret;
+		g->n--;
+	}
+	g->moved_pages = 0;
+	g->skip = skip;
+	return unreserve(g, pt);
+}
+
 int grave_dig(struct grave *g, struct pt *pt)
 {
 	char first[160] = "";
+	bool holed = false;
 	uint64_t cur;
 	size_t kept = 0;
+	int ret, nth = 0;
 	long r;
-	int ret;
 
 	if (!g->n || !g->len)
 		return 0;
@@ -276,17 +343,32 @@ int grave_dig(struct grave *g, struct pt *pt)
 
 		p.at = cur + (p.start & (GRAVE_HUGE - 1));
 		cur = up(p.at + len, GRAVE_HUGE);
-		ret = tsys(g, pt, &r, "mremap()", SYS_mremap, (long)p.start, (long)len, (long)len,
-			   MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, (long)p.at, 0);
+		ret = move_one(g, pt, &r, p.start, len, p.at, &nth);
 		if (ret < 0) {
 			g->n = kept;	/* what is moved so far */
 			return ret;
 		}
 		if (r < 0 && r > -4096) {
-			/* Left where it is, dropped in the freeze; its place stays reserved. */
 			if (!first[0])
 				snprintf(first, sizeof(first), "mremap of 0x%" PRIx64 "-0x%" PRIx64
 					 ": %s", p.start, p.end, strerror((int)-r));
+			/*
+			 * Left where it is, dropped in the freeze. But mremap
+			 * with MREMAP_FIXED unmaps the destination before its
+			 * last checks (the map count, the charge under strict
+			 * overcommit): [at, at + len) may be a hole in the
+			 * graveyard now, where the target's next mmap could
+			 * land and the dropper would free it. Reserved again
+			 * while frozen, nothing else can have taken it.
+			 */
+			ret = tsys(g, pt, &r, "mmap()", SYS_mmap, (long)p.at, (long)len, PROT_NONE,
+				   MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+			if (ret < 0) {
+				g->n = kept;
+				return ret;
+			}
+			if (r < 0 && r > -4096)
+				holed = true;
 			continue;
 		}
 		g->p[kept++] = p;
@@ -299,22 +381,19 @@ int grave_dig(struct grave *g, struct pt *pt)
 		g->skip = "no area could be moved (mremap failed)";
 		return unreserve(g, pt);
 	}
+	/* A graveyard with a hole must not outlive the freeze: the dropper would free the hole. */
+	if (holed) {
+		snprintf(g->why, sizeof(g->why), "%s; its place could not be reserved again", first);
+		return dig_undo(g, pt, "a failed move left a hole in the graveyard");
+	}
 	/* A fork before the dropper is through must not copy the graveyard into the child. */
 	ret = tsys(g, pt, &r, "madvise()", SYS_madvise, (long)g->base, (long)g->len,
 		   MADV_DONTFORK, 0, 0, 0);
 	if (ret < 0)
 		return ret;
 	if (r < 0) {
-		/* Everything back where it was; the drop goes on in the freeze. */
 		snprintf(g->why, sizeof(g->why), "madvise(MADV_DONTFORK): %s", strerror((int)-r));
-		while (g->n) {
-			ret = grave_put_back(g, pt, g->n - 1);
-			if (ret < 0)
-				return ret;
-			g->n--;
-		}
-		g->skip = "the graveyard could not be kept from forks";
-		return unreserve(g, pt);
+		return dig_undo(g, pt, "the graveyard could not be kept from forks");
 	}
 	return 0;
 }
@@ -451,6 +530,81 @@ static bool thread_of(pid_t pid, pid_t tid)
 	return access(path, F_OK) == 0;
 }
 
+/* Does PT hold thread TID? */
+static bool held_by(const struct pt *pt, pid_t tid)
+{
+	for (int i = 0; i < pt->nr_threads; i++)
+		if (pt->th[i].tid == tid)
+			return true;
+	return false;
+}
+
+/*
+ * Thread TID of PID as its own pid namespace numbers it (the last NSpid
+ * field), and whether it is a zombie; -1 when it cannot be read (gone, or a
+ * kernel before 4.1 without NSpid).
+ */
+static pid_t inner_tid(pid_t pid, pid_t tid, bool *zombie)
+{
+	char path[80], line[256];
+	pid_t inner = -1;
+	FILE *f;
+
+	*zombie = false;
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)pid, (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char *p = line + 6, *end;
+
+		if (!strncmp(line, "State:", 6))
+			*zombie = strchr(line, 'Z') || strchr(line, 'X');
+		if (strncmp(line, "NSpid:", 6))
+			continue;
+		/* "NSpid:\t12345\t7": ours first, the innermost namespace's last */
+		for (long v = strtol(p, &end, 10); end != p; v = strtol(p, &end, 10)) {
+			inner = (pid_t)v;
+			p = end;
+		}
+	}
+	fclose(f);
+	return inner;
+}
+
+/*
+ * The dropper's thread id as we see it, from the one clone() returned in the
+ * target: in a pid namespace of its own (a container) they differ, and the
+ * inner one names nothing here, or someone else. Every other thread of the
+ * target is frozen in PT, so the dropper is the thread not held there (not
+ * a zombie leader: its NSpid, when shown, must end with INNER). 0: none
+ * (it has exited already).
+ */
+static pid_t host_tid(const struct grave *g, const struct pt *pt, pid_t inner)
+{
+	char path[64];
+	struct dirent *de;
+	pid_t found = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)g->pid);
+	d = opendir(path);
+	while (d && (de = readdir(d))) {
+		pid_t t = (pid_t)atoi(de->d_name);
+		bool zombie;
+		pid_t in;
+
+		if (t <= 0 || held_by(pt, t))
+			continue;
+		in = inner_tid(g->pid, t, &zombie);
+		if (in == inner || (in < 0 && !zombie))
+			found = t;
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
 int grave_start(struct grave *g, struct pt *pt)
 {
 	const long args[6] = { GRAVE_CLONE, 0, 0, 0, 0, 0 };
@@ -473,7 +627,13 @@ int grave_start(struct grave *g, struct pt *pt)
 			     strerror(-r2));
 	if (tid <= 0)
 		return gfail(g, (int)-tid, "clone() of the dropper thread: %s", strerror((int)-tid));
-	g->dropper = (pid_t)tid;
+	g->inner = (pid_t)tid;
+	tid = host_tid(g, pt, (pid_t)tid);
+	g->dropper = tid ? (pid_t)tid : g->inner;
+	if (!tid) {
+		g->dead = 1;	/* ended already; grave_finish checks its word all the same */
+		return 0;
+	}
 	/*
 	 * Its end must be known for sure: its code is unmapped only then. It
 	 * may be done already, and its tid taken by another process (not by
@@ -575,7 +735,8 @@ int grave_finish(struct grave *g, int ms, struct pt *held)
 				     "(is it stopped?); the dropper's 8 KiB at 0x%" PRIx64 " stay",
 				     (int)g->dropper, ms, g->stub);
 	}
-	g->wait_s = since(&t0);
+	if (g->dfd >= 0)
+		g->wait_s = since(&t0);	/* else not waited for: it had ended at its start */
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (!held) {
 		ret = stop_one(g, pt);
@@ -595,6 +756,18 @@ int grave_finish(struct grave *g, int ms, struct pt *held)
 		return gfail(g, ESRCH, "its memory is not the one handed over any more (exec?)");
 	}
 	ret = pt_read(pt, g->stub + GRAVE_PAGE, &g->dropped, sizeof(g->dropped));
+	if (ret == 0 && g->dropped == GRAVE_SENTINEL) {
+		/*
+		 * No result yet: whatever we were told, the dropper still runs
+		 * its code (or was never seen to end). Its 8 KiB stay rather
+		 * than pull the code from under it; the graveyard is its own.
+		 */
+		if (!held)
+			pt_detach(pt);
+		g->stop_s = since(&t1);
+		return gfail(g, EBUSY, "its dropper thread %d has not written its result; the "
+			     "dropper's 8 KiB at 0x%" PRIx64 " stay", (int)g->dropper, g->stub);
+	}
 	/*
 	 * The dropper's munmap failed: the graveyard is still there, whole,
 	 * ours (nothing can have been mapped into it). Any other word but 0

@@ -24,7 +24,9 @@
  * wait for one step at most), munmap(graveyard), its result into a data
  * page, exit(0); every signal blocked (it inherits the
  * mask set on the injecting thread around the clone), untraced (we do not
- * trace clones). It runs while the target runs. Once it has exited, one
+ * trace clones). It runs while the target runs. Its tid is the one thread
+ * of the target we do not hold (what clone() returns is its number in the
+ * target's pid namespace, which may not be ours). Once it has exited, one
  * thread of the target is stopped for a moment to unmap the stub, after
  * checking that the stub is still ours (same address, same bytes: our
  * nonce): an exec meanwhile kills the dropper and leaves a new mm where that
@@ -33,7 +35,8 @@
  *
  * Not used (the drop stays in the freeze, as before) for small areas,
  * hugetlb and grow-down stacks, areas that may hold guard markers (a move
- * would take them away), a target with a seccomp filter (the dropper's
+ * would take them away), KSM areas (a move unmerges their pages, in the
+ * freeze), a target with a seccomp filter in any thread (the dropper's
  * calls would meet it: PTRACE_O_SUSPEND_SECCOMP covers only traced
  * threads), a kernel without PIDFD_THREAD, and whenever the reservation,
  * a move, the stub or the clone fails (ENOMEM under strict overcommit, as
@@ -71,11 +74,12 @@ struct grave {
 	uint64_t moved_pages;	/* lazy pages of the moved areas (as the dump found them) */
 	uint64_t stub;		/* the dropper's code page, its data page after it; 0: none */
 	uint8_t code[GRAVE_CODE];	/* what the code page starts with */
-	pid_t dropper;		/* its thread id; 0: not started */
+	pid_t dropper;		/* its thread id (ours: see inner); 0: not started */
+	pid_t inner;		/* the same as clone() in the target gave it (its pid namespace's) */
 	int dfd;		/* its pidfd (PIDFD_THREAD), -1 */
 	int dead;		/* it had ended when started (1), or cannot be watched (-1) */
 	const char *skip;	/* why it is not used, for the summary; NULL when it is */
-	double wait_s;		/* from grave_finish's call to the dropper's end */
+	double wait_s;		/* from grave_finish's call to the dropper's end; -1: not waited for */
 	double stop_s;		/* the one thread stopped to unmap the stub */
 	long dropped;		/* the dropper's munmap result (1: never ran) */
 	bool foreign;		/* the stub's address was not ours any more (exec): left alone */
@@ -139,7 +143,8 @@ int grave_bury(struct grave *g, struct pt *pt);
  * (HELD) or else in one thread of it stopped for the purpose, check that
  * the stub is ours and unmap it (and the graveyard, should the dropper's
  * munmap have failed). 0; -ESRCH when the target exited or exec'd (nothing
- * to do); -ETIMEDOUT or -errno with g->why when the stub is left in place.
+ * to do); -ETIMEDOUT, -EBUSY (its result word not written: it may still
+ * run the stub) or -errno with g->why when the stub is left in place.
  */
 int grave_finish(struct grave *g, int ms, struct pt *held);
 

@@ -355,7 +355,22 @@ static int register_areas(struct lz *z)
 			r.mode |= UFFDIO_REGISTER_MODE_MINOR;
 		if (++n == fail_at || ioctl(z->ufd, UFFDIO_REGISTER, &r) < 0) {
 			int e = n == fail_at ? EIO : errno;
+			struct uffdio_range all = r.range;
 
+			/* Tests: a registration that fails half way, as a VMA split can. */
+			if (n == fail_at && getenv("UFFD_INJECT_TEST_FAIL_REGISTER_HALF")) {
+				r.range.len = r.range.len / 2 & ~(LZ_PAGE - 1);
+				ioctl(z->ufd, UFFDIO_REGISTER, &r);
+			}
+			/*
+			 * The kernel registers area by area: a failure can leave
+			 * the first part of this one registered. Taken down
+			 * whole, so that reg[] tells the truth to undo(), whose
+			 * move back from the graveyard would otherwise unmap a
+			 * registered part and wait for ever on an UNMAP event
+			 * nobody reads.
+			 */
+			ioctl(z->ufd, UFFDIO_UNREGISTER, &all);
 			/* Neither this one nor the ones after it: undo() goes by reg[]. */
 			for (size_t j = i; j < z->h.nvmas; j++)
 				z->reg[j] = false;
@@ -682,6 +697,49 @@ static int move_out(struct lz *z)
 }
 
 /*
+ * Put the part of the resident range [START, END) that lies in moved piece K
+ * back in place from the graveyard, through *BUF (*CAP bytes).
+ */
+static int put_range(struct lz *z, size_t k, uint64_t start, uint64_t end, uint8_t **buf,
+		     size_t *cap)
+{
+	const struct grave_piece *p = &z->g.p[k];
+	uint64_t from, len;
+	int ret;
+
+	/*
+	 * The dump merges ranges that touch, across the bounds of areas:
+	 * clipped to the piece, or the read would run past it in the
+	 * graveyard (into another piece, or the unmapped gap between them).
+	 */
+	if (start < p->start)
+		start = p->start;
+	if (end > p->end)
+		end = p->end;
+	if (start >= end)
+		return 0;
+	from = p->at + (start - p->start);
+	len = end - start;
+	if (len > *cap) {
+		uint8_t *b = realloc(*buf, len);
+
+		if (!b)
+			return lfail(z, ENOMEM, "out of memory");
+		*buf = b;
+		*cap = len;
+	}
+	ret = pt_read(&z->h.pt, from, *buf, len);
+	if (ret < 0)
+		return lfail(z, -ret, "reading 0x%" PRIx64 "-0x%" PRIx64 " back from the "
+			     "graveyard: %s", start, end, strerror(-ret));
+	ret = copy_in(z, start, *buf, len);
+	if (ret < 0)
+		return lfail(z, -ret, "putting 0x%" PRIx64 "-0x%" PRIx64 " back: %s", start, end,
+			     strerror(-ret));
+	return 0;
+}
+
+/*
  * Step 4, second half: the pages of moved areas that must stay resident
  * (the argument block, the stack under each thread, rseq...: never lazy)
  * are read from the graveyard and placed where they were.
@@ -692,33 +750,16 @@ static int put_eager(struct lz *z)
 	size_t cap = 0;
 	int ret = 0;
 
-	for (size_t i = 0; i < z->h.neager && ret == 0; i++) {
-		const struct dump_range *r = &z->h.eager[i];
-		uint64_t from = grave_where(&z->g, r->start), len = r->end - r->start;
-
-		if (!from)
-			continue;
-		if (len > cap) {
-			uint8_t *b = realloc(buf, len);
-
-			if (!b) {
-				ret = lfail(z, ENOMEM, "out of memory");
-				break;
-			}
-			buf = b;
-			cap = len;
-		}
-		ret = pt_read(&z->h.pt, from, buf, len);
-		if (ret < 0) {
-			ret = lfail(z, -ret, "reading 0x%" PRIx64 "-0x%" PRIx64 " back from the "
-				    "graveyard: %s", r->start, r->end, strerror(-ret));
-			break;
-		}
-		ret = copy_in(z, r->start, buf, len);
-		if (ret < 0)
-			ret = lfail(z, -ret, "putting 0x%" PRIx64 "-0x%" PRIx64 " back: %s",
-				    r->start, r->end, strerror(-ret));
-	}
+	for (size_t i = 0; i < z->h.neager && ret == 0; i++)
+		for (size_t k = 0; k < z->g.n && ret == 0; k++)
+			ret = put_range(z, k, z->h.eager[i].start, z->h.eager[i].end, &buf, &cap);
+	/*
+	 * Tests: a resident range that runs one page past the end of the
+	 * first moved area, as the dump's merge of touching ranges can make.
+	 */
+	if (ret == 0 && z->g.n && getenv("UFFD_INJECT_TEST_EAGER_ACROSS"))
+		ret = put_range(z, 0, z->g.p[0].end - LZ_PAGE, z->g.p[0].end + LZ_PAGE, &buf,
+				&cap);
 	free(buf);
 	if (ret == 0)
 		exitkill(z, false);	/* registered, and what stays resident is there */
@@ -894,6 +935,7 @@ static void test_die_at(const char *where)
 static void summary(const struct lz *z, uint64_t served)
 {
 	const struct lazy_stats *st = z->st;
+	char stop[64] = "";
 
 	if (!z->o->out)
 		return;
@@ -904,27 +946,35 @@ static void summary(const struct lz *z, uint64_t served)
 		(int)z->o->pid, z->o->socket, st->lazy_pages,
 		(double)(st->lazy_pages * LZ_PAGE) / (1 << 20), st->areas, st->eager_pages,
 		st->kept_fd);
-	if (st->grave_areas)
+	if (st->grave_areas) {
+		char done[48] = "it had ended at the thaw";
+
+		/* No wait, no figure: it was not seen to run after the thaw. */
+		if (st->dropper_s >= 0)
+			snprintf(done, sizeof(done), "done %.3f s later", st->dropper_s);
 		fprintf(z->o->out,
 			"uffd-inject: drop: %u area%s (%.1f MiB of lazy pages) moved out of the "
 			"way in the freeze (to 0x%" PRIx64 "-0x%" PRIx64 "), freed by a thread of "
-			"its own after it (done %.3f s later); one thread stopped %.6f s to remove "
+			"its own after it (%s); one thread stopped %.6f s to remove "
 			"that thread's code (0x%" PRIx64 ")%s\n",
 			st->grave_areas, st->grave_areas == 1 ? "" : "s",
 			(double)(st->grave_pages * LZ_PAGE) / (1 << 20), st->grave_base,
-			st->grave_base + st->grave_len, st->dropper_s, st->stop_s, st->stub,
+			st->grave_base + st->grave_len, done, st->stop_s, st->stub,
 			st->stub_left ? ", which stays" : st->stub_foreign ? ", which went with "
 			"its memory: it exec'd" : "");
-	else
+	} else {
 		fprintf(z->o->out, "uffd-inject: drop: in the freeze (%s)\n",
 			st->drop_skip ? st->drop_skip : "no graveyard");
+	}
+	/* The one-thread stop after the thaw is no freeze of the whole process: apart. */
+	if (st->stop_s > 0)
+		snprintf(stop, sizeof(stop), " (and one thread %.6f s after the thaw)", st->stop_s);
 	fprintf(z->o->out,
 		"uffd-inject: RSS %.1f MiB -> %.1f MiB (anonymous %.1f MiB -> %.1f MiB); "
 		"dump %.3f s, frozen %.3f s%s, total %.3f s\n",
 		st->rss_before / 1048576.0, st->rss_after / 1048576.0,
 		st->anon_before / 1048576.0, st->anon_after / 1048576.0, st->dump_s,
-		st->frozen_s + st->stop_s, st->stop_s > 0 ? " (one thread's stop after the thaw "
-		"included)" : "", st->total_s);
+		st->frozen_s, stop, st->total_s);
 	if (z->o->prev || z->o->pre_copy)
 		fprintf(z->o->out,
 			"uffd-inject: pre-copy: %u round%s before; frozen, %" PRIu64 " pages "
@@ -1070,21 +1120,23 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 		ret = register_areas(&z);
 	if (ret == 0)
 		ret = put_eager(&z);
+	/*
+	 * The thread that frees the graveyard, started as soon as nothing
+	 * needs it (a refusal puts pages back from the images): PTRACE_O_EXITKILL
+	 * is off from put_eager on, and should we die before the dropper runs,
+	 * the graveyard would stay in the target for good. If it cannot be
+	 * started, the graveyard goes in the freeze, as the drop used to.
+	 */
+	if (ret == 0 && z.g.n)
+		ret = start_dropper(&z);
 	if (ret < 0)
 		goto out;
+	test_die_at("eager");
 	if (getenv("UFFD_INJECT_DEBUG"))
 		fprintf(stderr, "uffd-inject: registered at %.1f ms\n", since(&z.t0) * 1e3);
 	ret = drop_pages(&z);
 	if (getenv("UFFD_INJECT_DEBUG"))
 		fprintf(stderr, "uffd-inject: dropped at %.1f ms\n", since(&z.t0) * 1e3);
-	/*
-	 * The thread that frees the graveyard, started now: from here nothing
-	 * needs the graveyard (a refusal puts pages back from the images), so
-	 * should we die, it is freed all the same. If it cannot be started, the
-	 * graveyard goes in the freeze, as the drop used to.
-	 */
-	if (ret == 0 && z.g.n)
-		ret = start_dropper(&z);
 	test_die_at("dropped");
 	st->rss_after = status_bytes(o->pid, "VmRSS");
 	st->anon_after = status_bytes(o->pid, "RssAnon");

@@ -52,9 +52,9 @@ struct lazy_stats {
 	uint64_t stub;		/* the dropper's two pages; still there if stub_left */
 	bool stub_left;
 	bool stub_foreign;	/* it exec'd meanwhile: the stub went with its old memory */
-	double dropper_s;	/* from the thaw's end to the graveyard freed */
+	double dropper_s;	/* from the thaw's end to the graveyard freed; -1: not waited for */
 	double stop_s;		/* one thread stopped, after, to remove the dropper's code:
-				 * not in frozen_s; the summary adds it */
+				 * not in frozen_s; the summary prints it beside */
 };
 
 /*

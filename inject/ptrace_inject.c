@@ -14,8 +14,10 @@
  * SIGTRAP to SIG_DFL in the target, and a tracer that dies leaves the step
  * flag set, so the target would die of the next trap.
  *
- * The tool dying. The target never gets PTRACE_O_EXITKILL: if we die, the
- * kernel detaches it (clearing our traps and the syscall-trace flag, and
+ * The tool dying. The target gets PTRACE_O_EXITKILL only where a caller
+ * asks for it (pt_exitkill: lazy's moves into the graveyard, where a target
+ * let go would run on empty areas). Otherwise, if we die, the kernel
+ * detaches it (clearing our traps and the syscall-trace flag, and
  * waking it with TIF_SIGPENDING so that its restart logic still runs) and it
  * goes on as after pt_detach, except that signals we held are lost. That is
  * harmless except in one window per injected syscall, from the
@@ -23,9 +25,11 @@
  * registers back (two resumes, two waits and a GETREGS: tens of
  * microseconds). A SIGKILL of the tool inside it leaves the thread to run
  * our syscall and then go on at the vdso with foreign registers, which will
- * crash it. SIGINT, SIGTERM, SIGHUP and SIGQUIT are blocked in the calling
- * thread across the window, so a Ctrl-C takes effect only once the
- * registers are back; SIGKILL cannot be blocked, and a signal taken by
+ * crash it (pt_syscall_at: the caller's own code goes on after its
+ * instruction instead; for lazy's dropper, the thread that ran the clone()
+ * meets the ud2 after it and dies of SIGILL, taking the process). SIGINT,
+ * SIGTERM, SIGHUP and SIGQUIT are blocked in the calling thread across the
+ * window, so a Ctrl-C takes effect only once the registers are back; SIGKILL cannot be blocked, and a signal taken by
  * another thread of a multi-threaded tool is not covered.
  */
 #include <dirent.h>

@@ -344,6 +344,9 @@ int pt_seize_thread(struct pt *p, pid_t pid, pid_t tid, char *why, size_t len)
 		pt_say(why, len, "pid %d thread %d: not one to seize", pid, tid);
 		return -EINVAL;
 	}
+	/* as pt_seize: its own filter would see the call we run in it (EPERM: without) */
+	if (pt_status_field(pid, tid, "Seccomp") > 0)
+		opts |= PTRACE_O_SUSPEND_SECCOMP;
 	r = seize_thread(p, tid, &opts, why, len);
 	if (r == 0) {
 		pt_say(why, len, "pid %d: thread %d exited", pid, tid);

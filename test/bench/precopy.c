@@ -7,10 +7,10 @@
  * target that writes faster than pages can be copied: how the rounds go.
  *
  * Every figure is the frozen time the tool prints itself (from the freeze
- * to the detach or the hand-over); for lazy, that includes the moment one
+ * to the detach or the hand-over); for lazy, the moment one
  * thread is stopped after the thaw to remove the code of the thread that
- * freed the graveyard (the drop out of the freeze, inject/grave.h), also
- * shown on its own row.
+ * freed the graveyard (the drop out of the freeze, inject/grave.h), which
+ * the tool prints apart, is added, and also shown on its own row.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -152,6 +152,14 @@ static double stop_ms(const char *out)
 	return p ? atof(p + 19) * 1e3 : -1;
 }
 
+/* lazy's frozen time in OUT with the one-thread stop after the thaw, which it prints apart. */
+static double lazy_frozen_ms(const char *out)
+{
+	double f = frozen_ms(out), s = stop_ms(out);
+
+	return f >= 0 && s > 0 ? f + s : f;
+}
+
 static void one_size(const struct bconf *c, const char *sock, uint64_t len, struct pcres *r)
 {
 	char log[260], dir[260], d0[260], pid_s[16], out[8192];
@@ -170,7 +178,7 @@ static void one_size(const struct bconf *c, const char *sock, uint64_t len, stru
 	/* Today's lazy: everything copied frozen. */
 	pid = writer(len, PC_HOT_PAGES, false, log);
 	snprintf(pid_s, sizeof(pid_s), "%d", (int)pid);
-	r->lazy_full = inject(lz, out, sizeof(out)) == 0 ? frozen_ms(out) : -1;
+	r->lazy_full = inject(lz, out, sizeof(out)) == 0 ? lazy_frozen_ms(out) : -1;
 	kill_wait(pid);
 	rmdir_r(dir);
 
@@ -178,7 +186,7 @@ static void one_size(const struct bconf *c, const char *sock, uint64_t len, stru
 	pid = writer(len, PC_HOT_PAGES, false, log);
 	snprintf(pid_s, sizeof(pid_s), "%d", (int)pid);
 	lz[7] = "--pre-copy";
-	r->lazy_pc = inject(lz, out, sizeof(out)) == 0 ? frozen_ms(out) : -1;
+	r->lazy_pc = inject(lz, out, sizeof(out)) == 0 ? lazy_frozen_ms(out) : -1;
 	r->rounds = (p = strstr(out, "pre-copy: ")) ? atoi(p + 10) : 0;
 	r->lazy_pc_stop = stop_ms(out);
 	r->lazy_pc_grave = strstr(out, "drop: in the freeze") == NULL && r->lazy_pc_stop >= 0;

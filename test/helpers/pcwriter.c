@@ -16,7 +16,8 @@
  *
  *   SIGUSR1  replay steps 0..n-1 into fresh memory and compare every byte of
  *            every live slot and of the counters; log "verify ok N" or
- *            "verify bad slot S page P word W: got X want Y".
+ *            "verify bad slot S page P word W: got X want Y" (or "verify bad
+ *            slot S: not mapped whole" when part of a slot was unmapped).
  *   SIGUSR2  make the next change of a fixed cycle and log "change KIND":
  *            new (a slot of 64 pages), drop (MADV_DONTNEED of the middle
  *            third of the last slot), grow (mremap, may move), move (mremap
@@ -34,7 +35,9 @@
  * --sleeper: a second thread whose stack is a 4 MiB area of its own, the
  * lower 3 MiB of it filled with a pattern first (checked by every verify),
  * which blocks every signal and sleeps: its stack top, TLS and rseq area
- * lie in a big area. --seccomp: an allow-everything seccomp filter.
+ * lie in a big area. --seccomp: an allow-everything seccomp filter
+ * (--seccomp-sleeper: in the sleeper thread only). --ksm: slot 0
+ * MADV_MERGEABLE.
  * --exec-on-hup: on SIGHUP, log "exec" and become `sleep 600`. With
  * PCW_FORK_MAPS=PATH in the environment, each fork child copies its
  * /proc/self/maps there before it checks its memory.
@@ -100,20 +103,23 @@ static volatile sig_atomic_t want_verify, want_change, want_flags;
 #define PCW_SLEEPER_PAT	(3u << 20)	/* its lower part, a pattern */
 static uint64_t *sleeper;
 
+static int allow_all_seccomp(void);
+static volatile int sleeper_ready;	/* 1 set up, -1 its filter failed */
+
 static void *sleeper_main(void *arg)
 {
 	sigset_t all;
 
-	(void)arg;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	sleeper_ready = arg && allow_all_seccomp() < 0 ? -1 : 1;
 	for (;;)
 		sleep(1000);
 	return NULL;
 }
 
-/* Start the sleeper thread on a stack of its own, its lower part a pattern. */
-static int start_sleeper(void)
+/* Start the sleeper thread on a stack of its own, its lower part a pattern; FILTER: with a seccomp filter. */
+static int start_sleeper(bool filter)
 {
 	pthread_attr_t a;
 	pthread_t th;
@@ -125,9 +131,11 @@ static int start_sleeper(void)
 	for (size_t k = 0; k < PCW_SLEEPER_PAT / 8; k++)
 		sleeper[k] = (seed * 0x9e3779b97f4a7c15ull) ^ (k * 0xbf58476d1ce4e5b9ull) ^ 0x51ee9;
 	if (pthread_attr_init(&a) || pthread_attr_setstack(&a, sleeper, PCW_SLEEPER) ||
-	    pthread_create(&th, &a, sleeper_main, NULL))
+	    pthread_create(&th, &a, sleeper_main, filter ? "" : NULL))
 		return -1;
-	return 0;
+	while (!sleeper_ready)
+		usleep(1000);
+	return sleeper_ready < 0 ? -1 : 0;
 }
 
 /* The sleeper's pattern intact? */
@@ -371,13 +379,25 @@ static int apply(struct slot *s, const struct event *e, bool real)
 	return -1;
 }
 
-/* Replay everything up to step N into a shadow and compare it with the slots. */
+/*
+ * Replay everything up to step N into a shadow and compare it with the slots.
+ * First, every slot and counter area must still be mapped whole (msync says
+ * ENOMEM otherwise): the shadow's own maps could land where one was lost,
+ * and be read in its place.
+ */
 static int verify(uint64_t n, char *why, size_t len)
 {
 	struct slot sh[PCW_SLOTS];
 	unsigned k = 0;
 	int ret = 0;
 
+	for (int s = 0; s < PCW_SLOTS; s++)
+		if (slots[s].mem && (msync(slots[s].mem, slots[s].pages * PCW_PAGE, MS_ASYNC) < 0 ||
+				     msync(slots[s].ctr, (slots[s].ctr_pages * 8 + PCW_PAGE - 1) /
+					   PCW_PAGE * PCW_PAGE, MS_ASYNC) < 0)) {
+			snprintf(why, len, "slot %d: not mapped whole: %s", s, strerror(errno));
+			return -1;
+		}
 	memset(sh, 0, sizeof(sh));
 	for (uint64_t i = 0; i <= n; i++) {
 		while (k < nevents && events[k].step == i)
@@ -513,6 +533,7 @@ int main(int argc, char **argv)
 	uint64_t pages = 1024;
 	const char *log = NULL;
 	bool thp = false, with_sleeper = false, with_seccomp = false, exec_on_hup = false;
+	bool sleeper_seccomp = false, ksm = false;
 	struct sigaction sa;
 
 	for (int i = 1; i < argc; i++) {
@@ -532,6 +553,10 @@ int main(int argc, char **argv)
 			with_sleeper = true;
 		else if (!strcmp(argv[i], "--seccomp"))
 			with_seccomp = true;
+		else if (!strcmp(argv[i], "--seccomp-sleeper"))
+			with_sleeper = sleeper_seccomp = true;
+		else if (!strcmp(argv[i], "--ksm"))
+			ksm = true;
 		else if (!strcmp(argv[i], "--exec-on-hup"))
 			exec_on_hup = true;
 		else {
@@ -541,7 +566,8 @@ int main(int argc, char **argv)
 	}
 	if (!log || !pages || pages > PCW_MAXPAGES / 2) {
 		fprintf(stderr, "usage: pcwriter --log FILE [--pages N] [--seed S] [--hot H] [--thp] "
-			"[--fast] [--sleeper] [--seccomp] [--exec-on-hup]\n");
+			"[--fast] [--sleeper] [--seccomp] [--seccomp-sleeper] [--ksm] "
+			"[--exec-on-hup]\n");
 		return 2;
 	}
 	logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -551,7 +577,9 @@ int main(int argc, char **argv)
 	if (apply(slots, &events[0], true) < 0)
 		return 2;
 	nevents = 1;
-	if (with_sleeper && start_sleeper() < 0)
+	if (with_sleeper && start_sleeper(sleeper_seccomp) < 0)
+		return 2;
+	if (ksm && madvise(slots[0].mem, slots[0].pages * PCW_PAGE, MADV_MERGEABLE) < 0)
 		return 2;
 	if (with_seccomp && allow_all_seccomp() < 0)
 		return 2;

@@ -121,22 +121,23 @@ static int count_in(const char *path, const char *s)
 	return n;
 }
 
-/* Start pcwriter with ARGS (its log in tmp/log.TAG); only fds 0-2, stdout a pipe. */
-static pid_t pcw_start(const char *tag, const char *const *args, char *log, size_t loglen)
+/*
+ * Run ARGV, a pcwriter command line, with "--log tmp/log.TAG" added (LOG
+ * gets the path); only fds 0-2, stdout a pipe; wait for its "ready".
+ */
+static pid_t pcw_exec(const char *tag, const char *const *args, char *log, size_t loglen)
 {
-	char bin[256], line[128];
-	const char *argv[20];
+	char line[128];
+	const char *argv[24];
 	int p[2], n = 0;
 	size_t got = 0;
 	pid_t pid;
 
-	snprintf(bin, sizeof(bin), "%s/test/helpers/pcwriter", build_dir());
 	snprintf(log, loglen, "%s/log.%s", tmp, tag);
-	argv[n++] = bin;
+	for (int i = 0; args[i] && n < 21; i++)
+		argv[n++] = args[i];
 	argv[n++] = "--log";
 	argv[n++] = log;
-	for (int i = 0; args[i] && n < 19; i++)
-		argv[n++] = args[i];
 	argv[n] = NULL;
 	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
 	pid = fork();
@@ -148,7 +149,7 @@ static pid_t pcw_start(const char *tag, const char *const *args, char *log, size
 		dup2(p[1], 1);
 		dup2(nul, 2);
 		close_range(3, ~0u, 0);
-		execv(bin, (char *const *)argv);
+		execv(argv[0], (char *const *)argv);
 		_exit(127);
 	}
 	close(p[1]);
@@ -164,6 +165,50 @@ static pid_t pcw_start(const char *tag, const char *const *args, char *log, size
 	}
 	line[got] = '\0';
 	cr_assert_not_null(strstr(line, "ready pid="), "pcwriter said: %s", line);
+	return pid;
+}
+
+/* Start pcwriter with ARGS (its log in tmp/log.TAG). */
+static pid_t pcw_start(const char *tag, const char *const *args, char *log, size_t loglen)
+{
+	const char *argv[20];
+	char bin[256];
+	int n = 0;
+
+	snprintf(bin, sizeof(bin), "%s/test/helpers/pcwriter", build_dir());
+	argv[n++] = bin;
+	for (int i = 0; args[i] && n < 19; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	return pcw_exec(tag, argv, log, loglen);
+}
+
+/*
+ * pcwriter in a pid namespace of its own, as in a container: `unshare -p -f`
+ * forks it as the namespace's init. Returns its pid as we see it (it says
+ * "ready pid=1"); both it and unshare are ours to kill at the end.
+ */
+static pid_t pcw_start_ns(const char *tag, const char *const *args, char *log, size_t loglen)
+{
+	const char *argv[20] = { "/usr/bin/unshare", "-p", "-f" };
+	char bin[256], path[96], *kids_of;
+	pid_t mid, pid;
+	int n = 3;
+
+	if (geteuid() != 0)
+		cr_skip_test("not root: unshare -p needs CAP_SYS_ADMIN");
+	snprintf(bin, sizeof(bin), "%s/test/helpers/pcwriter", build_dir());
+	argv[n++] = bin;
+	for (int i = 0; args[i] && n < 19; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	mid = pcw_exec(tag, argv, log, loglen);
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)mid, (int)mid);
+	kids_of = slurp(path);
+	pid = (pid_t)atoi(kids_of);
+	free(kids_of);
+	cr_assert_gt(pid, 1, "no child of unshare %d", (int)mid);
+	kids[nkids++] = pid;
 	return pid;
 }
 
@@ -1211,6 +1256,8 @@ Test(precopy, lazy_moves_big_areas_out_of_the_freeze, .init = setup, .fini = tea
 	cr_assert(!mapped(pid, a, b), "the graveyard 0x%" PRIx64 "-0x%" PRIx64 " is mapped", a, b);
 	cr_assert(!mapped(pid, stub, stub + 8192), "the dropper's code is mapped");
 	cr_assert_null(strstr(out, "which stays"), "%s", out);
+	/* The one-thread stop after the thaw is printed apart from the freeze. */
+	cr_assert_not_null(strstr(out, "s (and one thread 0."), "%s", out);
 	cr_assert(present(pid, sp), "the sleeper's stack page 0x%" PRIx64 " is not resident", sp);
 	cr_assert_lt(tw_status_bytes(pid, "RssAnon"), before / 4, "RssAnon %" PRIu64 " from %"
 		     PRIu64, tw_status_bytes(pid, "RssAnon"), before);
@@ -1219,12 +1266,18 @@ Test(precopy, lazy_moves_big_areas_out_of_the_freeze, .init = setup, .fini = tea
 	verify(pid, log);
 }
 
-/* The drop stays in the freeze when asked (test hook) and for a seccomp'd target. */
+/*
+ * The drop stays in the freeze when asked (test hook), for a seccomp'd
+ * target (its first thread, or another one only), and for KSM areas.
+ */
 Test(precopy, lazy_drop_falls_back_into_the_freeze, .init = setup, .fini = teardown,
      .timeout = 180)
 {
 	const char *plain[] = { "--pages", "8192", "--hot", "256", NULL };
 	const char *filtered[] = { "--pages", "8192", "--hot", "256", "--seccomp", NULL };
+	const char *sleeper_filtered[] = { "--pages", "8192", "--hot", "256", "--seccomp-sleeper",
+					   NULL };
+	const char *mergeable[] = { "--pages", "8192", "--hot", "256", "--ksm", NULL };
 	char log[128], log2[128], out[8192], err[8192], ps[16], d[128];
 	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
 			     "--pre-copy", "--max-rounds", "2", NULL };
@@ -1252,6 +1305,28 @@ Test(precopy, lazy_drop_falls_back_into_the_freeze, .init = setup, .fini = teard
 	verify(pid, log2);
 	change(pid, log2, 8);
 	verify(pid, log2);
+
+	/* A filter in one thread but the first: filters are per thread. */
+	pid = pcw_start("t", sleeper_filtered, log2, sizeof(log2));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy3", tmp);
+	rc = tool(la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "drop: in the freeze (it has a seccomp filter"), "%s", out);
+	verify(pid, log2);
+	change(pid, log2, 8);
+	verify(pid, log2);
+
+	/* KSM: a move would unmerge every shared page first, in the freeze. */
+	pid = pcw_start("k", mergeable, log2, sizeof(log2));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy4", tmp);
+	rc = tool(la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "drop: in the freeze (no area holds 2 MiB"), "%s", out);
+	verify(pid, log2);
+	change(pid, log2, 8);
+	verify(pid, log2);
 }
 
 /*
@@ -1259,7 +1334,8 @@ Test(precopy, lazy_drop_falls_back_into_the_freeze, .init = setup, .fini = teard
  *   graveyard  reserved, nothing moved: the target runs on, all of it there;
  *   moved      areas moved, not yet registered: the kernel kills the target
  *              with us (it must never run on empty areas);
- *   dropper, dropped  the dropper started, no manager has the target: it
+ *   dropper, eager, dropped  the dropper started (eager: before the other
+ *              areas' pages are dropped), no manager has the target: it
  *              waits on its missing pages, and the graveyard is freed;
  *   thawed     handed over and running: served, every byte right, the
  *              graveyard freed; the dropper's 8 KiB stay (documented).
@@ -1267,8 +1343,8 @@ Test(precopy, lazy_drop_falls_back_into_the_freeze, .init = setup, .fini = teard
 Test(precopy, lazy_drop_tool_killed_in_each_phase, .init = setup, .fini = teardown,
      .timeout = 300)
 {
-	static const char *const phases[] = { "graveyard", "moved", "dropper", "dropped",
-					      "thawed" };
+	static const char *const phases[] = { "graveyard", "moved", "dropper", "eager",
+					      "dropped", "thawed" };
 	const char *args[] = { "--pages", "4096", "--hot", "256", NULL };
 	char log[128], out[8192], err[8192], ps[16], d[128], pv[128], env[64], tag[32];
 	const char *envs[] = { env, "UFFD_INJECT_DEBUG=1", NULL };
@@ -1421,7 +1497,8 @@ Test(precopy, lazy_exec_while_the_graveyard_lives, .init = setup, .fini = teardo
 
 /*
  * A hand-over that fails after big areas were moved, at the first, second
- * or third registration (test hook): areas registered get their pages back
+ * or third registration (test hook), cleanly or half way through (the first
+ * half of that area registered): areas registered get their pages back
  * from the images, the others straight from the graveyard; the areas fork
  * as before (the graveyard's MADV_DONTFORK does not stay on them), nothing
  * of ours is left, every byte right.
@@ -1431,7 +1508,7 @@ Test(precopy, lazy_failing_after_the_move_moves_back, .init = setup, .fini = tea
 {
 	const char *args[] = { "--pages", "4096", "--hot", "256", NULL };
 	char log[128], out[8192], err[8192], ps[16], d[128], pv[128], env[64], tag[16];
-	const char *envs[] = { env, "UFFD_INJECT_DEBUG=1", NULL };
+	const char *envs[] = { env, "UFFD_INJECT_DEBUG=1", NULL, NULL };
 	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
 			     "--prev-images", pv, NULL };
 	uint64_t a, b, stub;
@@ -1439,27 +1516,150 @@ Test(precopy, lazy_failing_after_the_move_moves_back, .init = setup, .fini = tea
 	pid_t pid;
 
 	daemon_on();
-	for (int k = 1; k <= 3; k++) {
-		snprintf(tag, sizeof(tag), "w%d", k);
+	for (int i = 0; i < 6; i++) {
+		int k = i % 3 + 1;
+
+		/* The last three fail half way through, the first half registered. */
+		if (i == 3)
+			envs[2] = "UFFD_INJECT_TEST_FAIL_REGISTER_HALF=1";
+		snprintf(tag, sizeof(tag), "w%d", i);
 		pid = pcw_start(tag, args, log, sizeof(log));
-		snprintf(tag, sizeof(tag), "r%d", k);
+		snprintf(tag, sizeof(tag), "r%d", i);
 		predump(pid, tag, NULL, out, sizeof(out));
 		snprintf(ps, sizeof(ps), "%d", (int)pid);
-		snprintf(d, sizeof(d), "%s/lazy%d", tmp, k);
+		snprintf(d, sizeof(d), "%s/lazy%d", tmp, i);
 		snprintf(pv, sizeof(pv), "%s/%s", tmp, tag);
 		snprintf(env, sizeof(env), "UFFD_INJECT_TEST_FAIL_REGISTER=%d", k);
 		rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
-		cr_assert_eq(rc, 1, "%d: lazy exit %d: %s", k, rc, err);
+		cr_assert_eq(rc, 1, "%d: lazy exit %d: %s", i, rc, err);
 		cr_assert_not_null(strstr(err, "cannot register"), "%s", err);
 		cr_assert_not_null(strstr(err, "memory is back in place"), "%s", err);
 		grave_of(err, &a, &b, &stub);
-		cr_assert(!mapped(pid, a, b), "%d: the graveyard is still mapped", k);
+		cr_assert(!mapped(pid, a, b), "%d: the graveyard is still mapped", i);
 		uffd_state(pid, &nfds, &nuw);
-		cr_assert_eq(nfds, 0, "%d: %d userfaultfds left", k, nfds);
-		cr_assert_eq(nuw, 0, "%d: %d areas registered", k, nuw);
+		cr_assert_eq(nfds, 0, "%d: %d userfaultfds left", i, nfds);
+		cr_assert_eq(nuw, 0, "%d: %d areas registered", i, nuw);
 		verify(pid, log);
 		change(pid, log, 8);	/* a fork among them: its child checks its copy */
 		cr_assert_eq(count_in(log, "fork ok"), 1, "%s", slurp(log));
 		verify(pid, log);
 	}
+}
+
+/*
+ * A target in a pid namespace of its own (a container): clone() in it gives
+ * the dropper a tid of that namespace, which names nothing here or another
+ * task. The dropper must be watched under its tid as we see it, and its
+ * code left until it has ended: made to sleep first, a dropper taken for
+ * ended would have its code unmapped under it and kill the target.
+ */
+Test(precopy, lazy_drop_in_a_pid_namespace, .init = setup, .fini = teardown, .timeout = 180)
+{
+	const char *args[] = { "--pages", "16384", "--hot", "256", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128], pv[128];
+	const char *envs[] = { "UFFD_INJECT_TEST_DROPPER_DELAY_MS=1000", NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--prev-images", pv, NULL };
+	uint64_t a, b, stub;
+	char *st;
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	pid = pcw_start_ns("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_log_info("lazy: %s%s", out, err);
+	cr_assert_not_null(strstr(out, "drop: 1 area "), "%s", out);
+	cr_assert_null(strstr(out, "which stays"), "%s%s", out, err);
+	grave_of(out, &a, &b, &stub);
+	cr_assert_gt(stub, 0, "%s", out);
+	cr_assert(!mapped(pid, a, b), "the graveyard 0x%" PRIx64 "-0x%" PRIx64 " is mapped", a, b);
+	cr_assert(!mapped(pid, stub, stub + 8192), "the dropper's code is mapped");
+	usleep(200000);	/* a dropper still running would fault about now */
+	snprintf(d, sizeof(d), "/proc/%d/stat", (int)pid);
+	st = slurp(d);
+	cr_assert(strstr(st, ") S ") || strstr(st, ") R "), "the target died: %s %s", st,
+		  slurp(log));
+	free(st);
+	verify(pid, log);
+	change(pid, log, 8);
+	verify(pid, log);
+}
+
+/*
+ * A move that fails the way mremap(MREMAP_FIXED) can, its destination
+ * unmapped before the error (test hook: the first of two moves): the hole
+ * is reserved again in the freeze, so the areas the target maps after the
+ * thaw (a new slot, while the dropper is made to sleep first) do not land
+ * in the graveyard, to be emptied and unmapped by the dropper.
+ */
+Test(precopy, lazy_failed_move_leaves_no_hole, .init = setup, .fini = teardown,
+     .timeout = 180)
+{
+	/* Two areas to move: slot 0 (THP, kept apart) and its counters with the sleeper's stack. */
+	const char *args[] = { "--pages", "4096", "--hot", "256", "--thp", "--sleeper", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128], pv[128], grow[160];
+	const char *envs[] = { "UFFD_INJECT_TEST_FAIL_MOVE=1",
+			       "UFFD_INJECT_TEST_DROPPER_DELAY_MS=1500",
+			       "UFFD_INJECT_TEST_SIGNAL_AT=thawed", "UFFD_INJECT_TEST_SIGNAL=12",
+			       grow, NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--prev-images", pv, NULL };
+	uint64_t a, b, stub;
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	snprintf(grow, sizeof(grow), "UFFD_INJECT_TEST_WAIT_GROW=%s", log);
+	rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_log_info("lazy: %s%s", out, err);
+	cr_assert_not_null(strstr(out, "drop: 1 area "), "%s", out);
+	grave_of(out, &a, &b, &stub);
+	cr_assert(wait_count(log, "change new", 1, 20000), "no new slot: %s", slurp(log));
+	cr_assert(!mapped(pid, a, b), "the graveyard 0x%" PRIx64 "-0x%" PRIx64 " is mapped", a, b);
+	verify(pid, log);
+	change(pid, log, 8);
+	verify(pid, log);
+}
+
+/*
+ * A resident range that runs past the end of a moved area, as the dump's
+ * merge of touching ranges across areas makes (test hook: one page each
+ * side of the first moved area's end): only the part in the area comes back
+ * from the graveyard; the read does not run past it there.
+ */
+Test(precopy, lazy_eager_range_across_a_moved_area, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "256", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128], pv[128];
+	const char *envs[] = { "UFFD_INJECT_TEST_EAGER_ACROSS=1", NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			     "--prev-images", pv, NULL };
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	predump(pid, "r1", NULL, out, sizeof(out));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "drop: 1 area "), "%s", out);
+	verify(pid, log);
+	change(pid, log, 8);
+	verify(pid, log);
 }
