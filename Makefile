@@ -157,8 +157,7 @@ check: deps
 	@$(MAKE) --no-print-directory test
 
 bench: deps
-	@$(MAKE) --no-print-directory all $(BENCH) $(BUILD)/test/helpers/rworkload \
-		$(BUILD)/test/helpers/pcwriter
+	@$(MAKE) --no-print-directory all $(BENCH) $(HELPERS)
 	UFFD_TEST_BUILD=$(abspath $(BUILD)) CRIU="$(CRIU)" $(BENCH) --md $(CURDIR)/BENCHMARKS.md
 
 # The release-race tests (test/integration/test_release.c) at full size.
