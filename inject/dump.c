@@ -1495,8 +1495,10 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	if (ret == 0 && o->kill && getenv("UFFD_INJECT_TEST_KILL_FAIL"))
 		ret = dfail(&d, ETIMEDOUT, "still there after SIGKILL (on purpose; the images "
 			    "are complete)");
-	if (ret == 0 && o->hold)
+	if (ret == 0 && o->hold) {
+		phase(&d, "images out");
 		hold(&d, h);
+	}
 out:
 	/* A failed dump leaves the target running, as it was (stopped if it was). */
 	if (ret < 0 && d.stopped && !d.was_stopped)
