@@ -675,6 +675,8 @@ static int move_out(struct lz *z)
 		return lfail(z, -ret, "%s", z->g.why);
 	z->st->grave_base = z->g.base;
 	z->st->grave_len = z->g.len;
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: graveyard reserved at %.1f ms\n", since(&z->t0) * 1e3);
 	dump_test_hook("graveyard", -1);
 	if (!z->g.n)
 		return 0;	/* no room */
@@ -1111,6 +1113,8 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 		ret = make_uffd(&z);
 	if (ret < 0)
 		goto out;
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: uffd made at %.1f ms\n", since(&z.t0) * 1e3);
 	st->rss_before = status_bytes(o->pid, "VmRSS");
 	st->anon_before = status_bytes(o->pid, "RssAnon");
 	/* Big areas out of the way first: the tracker's areas are cheap to free once empty. */
@@ -1121,6 +1125,8 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 			"-0x%" PRIx64 ")\n", z.g.n, since(&z.t0) * 1e3, z.g.base, z.g.base + z.g.len);
 	if (ret == 0)
 		dump_held_untrack(&z.h);
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: tracker down at %.1f ms\n", since(&z.t0) * 1e3);
 	if (ret == 0)
 		ret = register_areas(&z);
 	if (ret == 0)
