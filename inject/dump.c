@@ -149,13 +149,40 @@ static long long locked_kb(pid_t pid)
  * smaps again after the target is let go (or stopped, with
  * --leave-stopped), before anything is published, for the VmFlags changes
  * that show in neither (madvise or mseal of a whole area).
+ *
+ * A hand-over (hold) reads them before the freeze too, though its images
+ * are out before the thaw and nothing can be taken back after it. What a
+ * VmFlags change between this read and the freeze does to it, by flag:
+ *   gu (a guard marker installed): the one that could make a process read
+ *      wrong bytes here, as a move into the graveyard would take the
+ *      markers away (a guard page would then be served as a zero page).
+ *      The freeze's own walk of every anonymous area (precopy.c's last
+ *      scan, or dump_pages.c's) meets any marker there and says so
+ *      (hold(): guarded), at no cost: such an area is not moved.
+ *   lo (mlock): VmLck moves, read_proc() reads smaps again frozen.
+ *   wf (wipe-on-fork): the area is served lazily where it would have
+ *      stayed resident, and a child forked later faults there to the
+ *      manager, which serves it the parent's pages instead of zeros. So
+ *      does an area made wipe-on-fork right after the thaw (the manager
+ *      does not look at the flag; measured: the child's fault reaches the
+ *      handler), so the read before the freeze adds no new way to get it
+ *      wrong; dump_held_recheck() warns after the thaw.
+ *   sl (mseal): a sealed area cannot be moved (mremap fails: dropped in
+ *      the freeze instead) and, read-only, not dropped either (the hand-over
+ *      fails and puts everything back); a writable one is served correctly.
+ *   um, uw, ui (another userfaultfd): the registration of a lazy area fails
+ *      with EBUSY and the hand-over is undone; others are not touched.
+ *   mg (KSM): a moved area is unmerged by the move, in the freeze: slower.
+ *   hg, nh, dd, dc: only the mm image's madvise record, which the manager
+ *      does not read (it reads hg and nh live before a collapse); a change
+ *      after the thaw leaves the images just as behind.
  */
 static void preread(struct dump *d)
 {
 	char why[512];
 
-	if (d->o->hold || d->o->kill)
-		return;	/* it is not let go (or dead) before the images are out */
+	if (d->o->kill)
+		return;	/* dead before the images are out: frozen costs the same */
 	if (procfs_read_smaps(d->pid, &d->pre, why, sizeof(why)) < 0)
 		return;	/* read again frozen, and fail there if it must */
 	d->pre_locked = locked_kb(d->pid);
@@ -232,8 +259,10 @@ static int recheck_flags(struct dump *d)
 	/*
 	 * A pre-dump round's areas decide nothing the chain keeps: the last
 	 * round classifies every area again, and only its mm image is restored.
+	 * A hand-over is still frozen here: it looks after the thaw instead
+	 * (dump_held_recheck()).
 	 */
-	if (d->st->areas_read != DUMP_AREAS_BEFORE || d->o->predump)
+	if (d->st->areas_read != DUMP_AREAS_BEFORE || d->o->predump || d->o->hold)
 		return 0;
 	ret = procfs_read_smaps(d->pid, &now, why, sizeof(why));
 	if (ret == -ENOENT || ret == -ESRCH)
@@ -748,10 +777,17 @@ static void hold(struct dump *d, struct dump_held *h)
 	d->pg.spans = NULL;
 	h->nspans = d->pg.nspans;
 	h->frozen_at = (double)d->t_frozen.tv_sec + d->t_frozen.tv_nsec / 1e9;
-	/* Areas that may hold guard markers (VmFlags "gu", Linux 6.18): moving loses them. */
+	/*
+	 * Areas that may hold guard markers (VmFlags "gu", Linux 6.18): moving
+	 * loses them. Read before the freeze, the flags miss a marker placed
+	 * since; the freeze's walk of the area met it, if there is one.
+	 */
 	h->guarded = calloc(d->maps.n ? d->maps.n : 1, sizeof(*h->guarded));
 	for (size_t i = 0; h->guarded && i < d->maps.n; i++)
-		h->guarded[i] = has_flag(d->maps.v[i].vmflags_text, "gu");
+		h->guarded[i] = has_flag(d->maps.v[i].vmflags_text, "gu") ||
+				(d->pg.guarded && d->pg.guarded[i]) ||
+				(d->pc.guarded && d->pc.guarded[i]);
+
 	/* KSM areas (VmFlags "mg"): a move unmerges their shared pages, in the freeze. */
 	h->merged = calloc(d->maps.n ? d->maps.n : 1, sizeof(*h->merged));
 	for (size_t i = 0; h->merged && i < d->maps.n; i++)
@@ -768,6 +804,11 @@ static void hold(struct dump *d, struct dump_held *h)
 					d->maps.v[i].start, d->maps.v[i].end, (uint32_t)i };
 		if (!h->trackr)	/* no list to do it later by: now, as before */
 			dump_held_untrack(h);
+	}
+	/* Read before the freeze: dump_held_recheck() looks again after the thaw. */
+	if (d->st->areas_read == DUMP_AREAS_BEFORE) {
+		h->pre = d->maps;
+		memset(&d->maps, 0, sizeof(d->maps));
 	}
 }
 
@@ -801,9 +842,55 @@ void dump_held_release(struct dump_held *h)
 	free(h->spans);
 	free(h->guarded);
 	free(h->merged);
+	procfs_maps_free(&h->pre);
 	memset(h, 0, sizeof(*h));
 	h->pidfd = h->dirfd = -1;
 	h->track.ufd = h->track.tfd = -1;
+}
+
+/*
+ * The VmFlags a hand-over acts on or records, as madvise, mseal and mlock
+ * set them; not the userfaultfd ones, which the hand-over itself changes.
+ */
+#define HELD_FLAGS	(PFV_WF | PFV_SL | PFV_DP | PFV_LO | PFV_DC | PFV_DD | PFV_MG | PFV_HG | \
+			 PFV_NH)
+
+int dump_held_recheck(pid_t pid, const struct procfs_maps *pre, char *why, size_t len)
+{
+	struct procfs_maps now;
+	size_t j = 0;
+	int ret;
+
+	if (!pre->n)
+		return 0;
+	ret = procfs_read_smaps(pid, &now, why, len);
+	if (ret == -ENOENT || ret == -ESRCH)
+		return 0;	/* gone since */
+	if (ret < 0)
+		return ret;
+	for (size_t i = 0; i < pre->n && ret == 0; i++) {
+		const struct procfs_vma *v = &pre->v[i];
+
+		while (j < now.n && now.v[j].end <= v->start)
+			j++;
+		for (size_t k = j; k < now.n && now.v[k].start < v->end && ret == 0; k++) {
+			uint32_t diff = (v->vmflags ^ now.v[k].vmflags) & HELD_FLAGS;
+
+			if (!diff)
+				continue;
+			ret = why_set(why, len, EAGAIN, "pid %d: 0x%" PRIx64 "-0x%" PRIx64 " %s: its "
+				      "VmFlags went from '%.*s' to '%.*s' between their read before "
+				      "the freeze and the check after the thaw; the hand-over went "
+				      "by the first%s", (int)pid, v->start, v->end,
+				      v->name[0] ? v->name : "(anonymous)", flags_len(v->vmflags_text),
+				      v->vmflags_text, flags_len(now.v[k].vmflags_text),
+				      now.v[k].vmflags_text, (diff & now.v[k].vmflags & PFV_WF) ?
+				      ": it is wipe-on-fork now and served lazily, so a child it "
+				      "forks would be served its pages there, not zeros" : "");
+		}
+	}
+	procfs_maps_free(&now);
+	return ret;
 }
 
 /* ---- dump --tree: the process and every descendant, frozen together ---- */
@@ -1408,8 +1495,10 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	if (ret == 0 && o->kill && getenv("UFFD_INJECT_TEST_KILL_FAIL"))
 		ret = dfail(&d, ETIMEDOUT, "still there after SIGKILL (on purpose; the images "
 			    "are complete)");
-	if (ret == 0 && o->hold)
+	if (ret == 0 && o->hold) {
+		phase(&d, "images out");
 		hold(&d, h);
+	}
 out:
 	/* A failed dump leaves the target running, as it was (stopped if it was). */
 	if (ret < 0 && d.stopped && !d.was_stopped)

@@ -102,6 +102,7 @@ struct dump_held {
 	double frozen_at;	/* CLOCK_MONOTONIC seconds of the freeze */
 	bool *guarded;		/* per area: VmFlags say it may hold guard markers (NULL: unknown) */
 	bool *merged;		/* per area: VmFlags say KSM may merge its pages (NULL: unknown) */
+	struct procfs_maps pre;	/* the areas as read before the freeze (n 0: read frozen) */
 	/*
 	 * The last round of a chain: its tracker, still armed (track.ufd >= 0),
 	 * and the areas it holds. Take it down with dump_held_untrack() before
@@ -132,6 +133,16 @@ void dump_held_untrack(struct dump_held *h);
 
 /* Let the target go (if still held) and free H. */
 void dump_held_release(struct dump_held *h);
+
+/*
+ * After the thaw of a hand-over whose areas were read before the freeze
+ * (PRE, taken from a dump_held): read PID's smaps again and compare the
+ * VmFlags that madvise, mseal and mlock set. 0 when none moved (or PRE is
+ * empty, or PID is gone); -EAGAIN with WHY naming the first area that
+ * changed since that read (before the freeze or after the thaw: this
+ * cannot tell), or another -errno with WHY when smaps cannot be read.
+ */
+int dump_held_recheck(pid_t pid, const struct procfs_maps *pre, char *why, size_t len);
 
 /*
  * Dump O->pid into O->dir. Errors are printed to stderr naming the pid and

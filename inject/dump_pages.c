@@ -543,11 +543,12 @@ static int scan_area(struct dump_pages *p, uint32_t i)
 		arg.category_inverted = PAGE_IS_FILE;
 		arg.category_mask = PAGE_IS_FILE;
 	}
-	/* Guard markers count as swapped: leave them out (reading one fails). */
-	if (!p->scan_no_guard) {
-		arg.category_inverted |= PAGE_IS_GUARD;
-		arg.category_mask |= PAGE_IS_GUARD;
-	}
+	/*
+	 * Guard markers count as swapped: reported apart, to be left out
+	 * (reading one fails) and noted (lazy must not move such an area).
+	 */
+	if (!p->scan_no_guard)
+		arg.return_mask |= PAGE_IS_GUARD;
 	for (;;) {
 		long n = ioctl(p->pmfd, PAGEMAP_SCAN, &arg);
 		uint64_t next;
@@ -557,8 +558,7 @@ static int scan_area(struct dump_pages *p, uint32_t i)
 		if (n < 0 && errno == EINVAL && !p->scan_no_guard) {
 			/* Before Linux 6.14: no such category, and no guard regions either. */
 			p->scan_no_guard = true;
-			arg.category_inverted &= ~(uint64_t)PAGE_IS_GUARD;
-			arg.category_mask &= ~(uint64_t)PAGE_IS_GUARD;
+			arg.return_mask &= ~(uint64_t)PAGE_IS_GUARD;
 			continue;
 		}
 		if (n < 0 && !p->scan_tried && (errno == ENOTTY || errno == EINVAL))
@@ -578,6 +578,11 @@ static int scan_area(struct dump_pages *p, uint32_t i)
 					     "-0x%" PRIx64 " outside 0x%" PRIx64 "-0x%" PRIx64,
 					     (uint64_t)r->start, (uint64_t)r->end,
 					     v->start, v->end);
+			if (r->categories & PAGE_IS_GUARD) {
+				if (p->guarded)
+					p->guarded[i] = true;
+				continue;
+			}
 			if ((r->categories & PAGE_IS_PFNZERO) && a->kind == DUMP_ANON) {
 				p->st->holes += (r->end - r->start) / DUMP_PAGE;
 				continue;
@@ -683,6 +688,9 @@ static int pagemap_area(struct dump_pages *p, uint32_t i)
 			bool take = (w & (PM_PRESENT | PM_SWAPPED)) && !(w & PM_GUARD) &&
 				    !(a->kind == DUMP_COW && (w & PM_FILE));
 
+			if ((w & PM_GUARD) && p->guarded)
+				p->guarded[i] = true;
+
 			if (take && run_len && run + run_len == addr) {
 				run_len += DUMP_PAGE;
 				continue;
@@ -714,8 +722,9 @@ int dump_pages_open(struct dump_pages *p)
 	p->riov = calloc(DUMP_IOV, sizeof(*p->riov));
 	p->items = calloc(DUMP_IOV, sizeof(*p->items));
 	p->regions = calloc(DUMP_REGIONS, sizeof(*p->regions));
+	p->guarded = calloc(p->nvmas ? p->nvmas : 1, sizeof(*p->guarded));
 	p->pmwords = calloc(DUMP_PMWORDS, sizeof(*p->pmwords));
-	if (!p->riov || !p->items || !p->regions || !p->pmwords)
+	if (!p->riov || !p->items || !p->regions || !p->guarded || !p->pmwords)
 		return pfail(p, ENOMEM, "out of memory");
 	return 0;
 }
@@ -797,6 +806,8 @@ void dump_pages_free(struct dump_pages *p)
 	free(p->riov);
 	free(p->items);
 	free(p->regions);
+	free(p->guarded);
+	p->guarded = NULL;
 	free(p->pmwords);
 	free(p->pe);
 	free(p->spans);

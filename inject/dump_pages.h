@@ -88,6 +88,7 @@ struct dump_pages {
 	void *unreadable_ctx;
 
 	/* What was written, in address order; the caller may take them. */
+	bool *guarded;			/* per area: its walk met a guard marker */
 	struct dump_pe *pe;
 	size_t npe;
 	struct dump_range *spans;	/* where pages were found */

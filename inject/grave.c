@@ -678,6 +678,25 @@ static bool stub_is_ours(struct grave *g, struct pt *pt)
 	return pt_read(pt, g->stub, now, sizeof(now)) == 0 && !memcmp(now, g->code, sizeof(now));
 }
 
+/*
+ * munmap(ADDR, LEN) in the thread held in PT, run at the syscall instruction
+ * that starts the stub (just checked to be ours, byte for byte): a thread
+ * stopped for the purpose has no syscall instruction known yet, and looking
+ * for one reads its maps and its vdso while it is held. The thread never
+ * runs our code: it is stopped at the call's exit, its registers put back.
+ */
+static int stub_sys(struct grave *g, struct pt *pt, long *r, long addr, long len)
+{
+	const long args[6] = { addr, len, 0, 0, 0, 0 };
+	int ret = pt_syscall_at(pt, 0, g->stub, r, SYS_munmap, args);
+
+	if (ret == -ESRCH)
+		return gfail(g, ESRCH, "the process exited during the hand-over");
+	if (ret < 0)
+		return gfail(g, -ret, "cannot run munmap() in it: %s", strerror(-ret));
+	return 0;
+}
+
 /* Stop one thread of the target for the stub's removal: the leader, else any. */
 static int stop_one(struct grave *g, struct pt *pt)
 {
@@ -775,16 +794,14 @@ int grave_finish(struct grave *g, int ms, struct pt *held)
 	 * there now may be the target's.
 	 */
 	if (ret == 0 && g->dropped < 0 && g->dropped > -4096 && g->len)
-		ret = tsys(g, pt, &r, "munmap()", SYS_munmap, (long)g->base, (long)g->len, 0, 0,
-			   0, 0);
+		ret = stub_sys(g, pt, &r, (long)g->base, (long)g->len);
 	if (ret == 0)
 		g->len = 0;
 	if (getenv("UFFD_INJECT_DEBUG"))
 		fprintf(stderr, "uffd-inject: pid %d: checked at %.3f ms\n", (int)g->pid,
 			since(&t1) * 1e3);
 	if (ret == 0)
-		ret = tsys(g, pt, &r, "munmap()", SYS_munmap, (long)g->stub, 2 * GRAVE_PAGE, 0, 0,
-			   0, 0);
+		ret = stub_sys(g, pt, &r, (long)g->stub, 2 * GRAVE_PAGE);
 	if (getenv("UFFD_INJECT_DEBUG"))
 		fprintf(stderr, "uffd-inject: pid %d: unmapped at %.3f ms\n", (int)g->pid,
 			since(&t1) * 1e3);

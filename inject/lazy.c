@@ -675,6 +675,8 @@ static int move_out(struct lz *z)
 		return lfail(z, -ret, "%s", z->g.why);
 	z->st->grave_base = z->g.base;
 	z->st->grave_len = z->g.len;
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: graveyard reserved at %.1f ms\n", since(&z->t0) * 1e3);
 	dump_test_hook("graveyard", -1);
 	if (!z->g.n)
 		return 0;	/* no room */
@@ -975,6 +977,10 @@ static void summary(const struct lz *z, uint64_t served)
 		st->rss_before / 1048576.0, st->rss_after / 1048576.0,
 		st->anon_before / 1048576.0, st->anon_after / 1048576.0, st->dump_s,
 		st->frozen_s, stop, st->total_s);
+	if (st->flags_before)
+		fprintf(z->o->out, "uffd-inject: VmFlags read before the freeze (maps unchanged at "
+			"it), checked again after the thaw: %s\n", st->flags_moved ?
+			"changed (see the warning)" : "unchanged");
 	if (z->o->prev || z->o->pre_copy)
 		fprintf(z->o->out,
 			"uffd-inject: pre-copy: %u round%s before; frozen, %" PRIu64 " pages "
@@ -1046,6 +1052,7 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 		.out = NULL,
 	};
 	sigset_t block, oldmask;
+	struct procfs_maps pre = { 0 };
 	struct lazy_stats local;
 	struct dump_stats dst;
 	uint64_t served = 0;
@@ -1106,6 +1113,8 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 		ret = make_uffd(&z);
 	if (ret < 0)
 		goto out;
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: uffd made at %.1f ms\n", since(&z.t0) * 1e3);
 	st->rss_before = status_bytes(o->pid, "VmRSS");
 	st->anon_before = status_bytes(o->pid, "RssAnon");
 	/* Big areas out of the way first: the tracker's areas are cheap to free once empty. */
@@ -1116,6 +1125,8 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 			"-0x%" PRIx64 ")\n", z.g.n, since(&z.t0) * 1e3, z.g.base, z.g.base + z.g.len);
 	if (ret == 0)
 		dump_held_untrack(&z.h);
+	if (getenv("UFFD_INJECT_DEBUG"))
+		fprintf(stderr, "uffd-inject: tracker down at %.1f ms\n", since(&z.t0) * 1e3);
 	if (ret == 0)
 		ret = register_areas(&z);
 	if (ret == 0)
@@ -1166,6 +1177,9 @@ out:
 		double frozen_at = z.h.frozen_at;
 		struct timespec t;
 
+		/* The areas as read before the freeze, for the check after the thaw. */
+		pre = z.h.pre;
+		memset(&z.h.pre, 0, sizeof(z.h.pre));
 		dump_held_release(&z.h);
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		st->frozen_s = (double)t.tv_sec + t.tv_nsec / 1e9 - frozen_at;
@@ -1183,6 +1197,19 @@ out:
 		st->rss_after = status_bytes(o->pid, "VmRSS");
 		st->anon_after = status_bytes(o->pid, "RssAnon");
 	}
+	/*
+	 * Read before the freeze, the VmFlags may have moved since (dump.c,
+	 * preread(), says what each change does to a hand-over): look again,
+	 * the target running, and say so if they did.
+	 */
+	if (ret == 0 && pre.n) {
+		st->flags_before = true;
+		if (dump_held_recheck(o->pid, &pre, z.why, sizeof(z.why)) < 0) {
+			st->flags_moved = true;
+			fprintf(stderr, "uffd-inject: lazy: warning: %s\n", z.why);
+		}
+	}
+	procfs_maps_free(&pre);
 	st->grave_areas = (unsigned)z.g.n;
 	st->drop_skip = z.g.skip;
 	st->stub_left = z.g.stub != 0;

@@ -55,6 +55,8 @@ struct lazy_stats {
 	double dropper_s;	/* from the thaw's end to the graveyard freed; -1: not waited for */
 	double stop_s;		/* one thread stopped, after, to remove the dropper's code:
 				 * not in frozen_s; the summary prints it beside */
+	bool flags_before;	/* VmFlags read before the freeze, checked after the thaw */
+	bool flags_moved;	/* and that check found a change (said on stderr) */
 };
 
 /*

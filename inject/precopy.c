@@ -232,6 +232,7 @@ struct scan_piece {
 	uint64_t start, end;
 	struct track_region *reg;
 	size_t nreg, capreg;
+	bool guard;		/* a guard marker in it (a last round only) */
 	int ret;
 	char why[256];
 };
@@ -251,7 +252,7 @@ static void *scan_half(void *arg)
 		struct scan_piece *p = &h->p[k];
 
 		p->ret = track_scan(h->pmfd, p->start, p->end, h->reset, &p->reg, &p->nreg,
-				    &p->capreg, p->why, sizeof(p->why));
+				    &p->capreg, &p->guard, p->why, sizeof(p->why));
 	}
 	return NULL;
 }
@@ -328,6 +329,7 @@ static int scan_split(struct precopy *pc, int pmfd, const VmaEntry *vmas, const 
 				ret = cfail(pc, p[k].ret, "%s", p[k].why);
 				break;
 			}
+			pc->guarded[i] |= p[k].guard;
 			for (size_t j = 0; j < p[k].nreg; j++) {
 				struct track_region *last = pc->nreg ? &pc->reg[pc->nreg - 1] : NULL;
 				const struct track_region *r = &p[k].reg[j];
@@ -373,8 +375,8 @@ static int scan_area(struct precopy *pc, int pmfd, const VmaEntry *v, uint32_t i
 	int ret;
 
 	pc->nreg = 0;
-	ret = track_scan(pmfd, v->start, v->end, !pc->last, &pc->reg, &pc->nreg, &pc->capreg, why,
-			 sizeof(why));
+	ret = track_scan(pmfd, v->start, v->end, !pc->last, &pc->reg, &pc->nreg, &pc->capreg,
+			 &pc->guarded[i], why, sizeof(why));
 	if (ret == -EPERM)
 		return ret;
 	if (ret < 0)
@@ -540,7 +542,8 @@ int precopy_scan(struct precopy *pc, struct pt *pt, const struct procfs_maps *m,
 	if (ret < 0)
 		return ret;
 	pc->tracked = calloc(m->n ? m->n : 1, sizeof(*pc->tracked));
-	if (!pc->tracked)
+	pc->guarded = calloc(m->n ? m->n : 1, sizeof(*pc->guarded));
+	if (!pc->tracked || !pc->guarded)
 		return cfail(pc, ENOMEM, "out of memory");
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pc->pid);
 	pmfd = open(path, O_RDONLY | O_CLOEXEC);
@@ -751,10 +754,12 @@ void precopy_free(struct precopy *pc)
 		pagemap_free(pc->chain, &pc->cache);
 	pc->chain = NULL;
 	free(pc->tracked);
+	free(pc->guarded);
 	free(pc->copy);
 	free(pc->parent);
 	free(pc->reg);
 	pc->tracked = NULL;
+	pc->guarded = NULL;
 	pc->copy = pc->parent = NULL;
 	pc->reg = NULL;
 }

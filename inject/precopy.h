@@ -50,6 +50,7 @@ struct precopy {
 	/* What the round found; read by the caller. */
 	unsigned round;		/* 1 for a new chain */
 	bool *tracked;		/* per area: its written set was read */
+	bool *guarded;		/* per area, last round: its walk met a guard marker */
 	struct dump_range *copy;	/* pages of tracked areas to read, in address order */
 	size_t ncopy;
 	struct dump_range *parent;	/* pages the chain holds, in address order */

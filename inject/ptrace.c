@@ -220,31 +220,51 @@ static void reap_others(struct pt *p, int i)
  * waitpid(WNOHANG) in a loop rather than a blocking waitpid: a traced thread
  * group leader reports its exit only after we have reaped the other traced
  * threads, so a blocking wait for it could wait for ourselves.
+ *
+ * Between two looks, the wait is for SIGCHLD, which the kernel sends the
+ * tracer at every stop and exit of a tracee: blocked here and taken with
+ * sigtimedwait(), it ends the wait as soon as the report can be collected.
+ * A naked nap (up to 2 ms) would add its own length to each of an injected
+ * call's three round trips whenever the thread is slow to stop (a loaded
+ * machine, a thread waiting for a CPU): that was most of the after-thaw
+ * stop of lazy's graveyard (grave.c). The nap stays, as the longest wait:
+ * another thread of ours that does not block SIGCHLD may take it first.
  */
 int pt_wait_thread(struct pt *p, int i, int ms)
 {
 	struct timespec t0, nap = { 0, 0 };
 	pid_t tid = p->th[i].tid;
-	int status;
+	sigset_t chld, old;
+	int status, ret;
 
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	pthread_sigmask(SIG_BLOCK, &chld, &old);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
 		pid_t r = waitpid(tid, &status, __WALL | WNOHANG);
 		long ns;
 
-		if (r == tid)
-			return note(p, i, status);
+		if (r == tid) {
+			ret = note(p, i, status);
+			break;
+		}
 		if (r < 0 && errno == ECHILD) {
 			/* not ours to wait for any more: it is gone */
 			p->th[i].stopped = 0;
 			p->th[i].st->gone = 1;
-			return -ESRCH;
+			ret = -ESRCH;
+			break;
 		}
-		if (r < 0 && errno != EINTR)
-			return -errno;
+		if (r < 0 && errno != EINTR) {
+			ret = -errno;
+			break;
+		}
 		ns = pt_elapsed_ns(&t0);
-		if (ms >= 0 && ns >= ms * 1000000l)
-			return -ETIMEDOUT;
+		if (ms >= 0 && ns >= ms * 1000000l) {
+			ret = -ETIMEDOUT;
+			break;
+		}
 		if (ns < PT_SPIN_NS) {
 			sched_yield();
 			continue;
@@ -253,8 +273,11 @@ int pt_wait_thread(struct pt *p, int i, int ms)
 		nap.tv_nsec = nap.tv_nsec ? nap.tv_nsec * 2 : 20000;
 		if (nap.tv_nsec > 2000000)
 			nap.tv_nsec = 2000000;
-		nanosleep(&nap, NULL);
+		sigtimedwait(&chld, NULL, &nap);
 	}
+	/* One left pending is dropped here (its default action): waitpid needs none. */
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return ret;
 }
 
 /* ptrace request on thread I that needs it stopped; -errno, and ESRCH marks the target dying. */

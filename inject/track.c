@@ -242,7 +242,7 @@ void track_close_target(struct pt *pt, struct track *t)
 }
 
 int track_scan(int pmfd, uint64_t start, uint64_t end, bool reset, struct track_region **r,
-	       size_t *n, size_t *cap, char *why, size_t len)
+	       size_t *n, size_t *cap, bool *guard, char *why, size_t len)
 {
 	struct page_region vec[256];
 	struct pm_scan_arg arg = {
@@ -260,6 +260,16 @@ int track_scan(int pmfd, uint64_t start, uint64_t end, bool reset, struct track_
 	};
 	bool no_guard = false;
 
+	/*
+	 * A last round reports guard markers instead of leaving them out, to
+	 * say that the range has some (lazy must not move it: grave.h); they
+	 * are no data, and dropped below. A reset leaves them out: its
+	 * write-protect step must not touch them.
+	 */
+	if (guard && !reset) {
+		arg.category_inverted = arg.category_mask = 0;
+		arg.return_mask |= PAGE_IS_GUARD;
+	}
 	for (;;) {
 		long k = ioctl(pmfd, PAGEMAP_SCAN, &arg);
 		uint64_t next;
@@ -269,6 +279,7 @@ int track_scan(int pmfd, uint64_t start, uint64_t end, bool reset, struct track_
 		if (k < 0 && errno == EINVAL && !no_guard) {
 			no_guard = true;	/* before Linux 6.14: no guard category */
 			arg.category_inverted = arg.category_mask = 0;
+			arg.return_mask &= ~(uint64_t)PAGE_IS_GUARD;
 			continue;
 		}
 		if (k < 0 && errno == EPERM)
@@ -285,6 +296,10 @@ int track_scan(int pmfd, uint64_t start, uint64_t end, bool reset, struct track_
 				return why_set(why, len, EIO, "PAGEMAP_SCAN returned 0x%" PRIx64
 					       "-0x%" PRIx64 " outside 0x%" PRIx64 "-0x%" PRIx64,
 					       (uint64_t)p->start, (uint64_t)p->end, start, end);
+			if (p->categories & PAGE_IS_GUARD) {
+				*guard = true;
+				continue;
+			}
 			if (last && last->end == p->start && last->cat == p->categories) {
 				last->end = p->end;
 				continue;

@@ -102,11 +102,13 @@ struct track_region {
  * PRESENT, SWAPPED, PFNZERO) and write-protected in the same step, under the
  * page table lock, so no write falls between the two. Pages not reported
  * are none (never touched, or dropped with MADV_DONTNEED): they read zero.
- * Regions are appended to *R (grown as needed). Returns 0, -EPERM when the
- * range is not registered with a write-protect-async userfaultfd (untracked),
- * or -errno with WHY.
+ * Regions are appended to *R (grown as needed). Guard markers
+ * (MADV_GUARD_INSTALL) are never reported; without RESET, *GUARD (if not
+ * NULL) becomes true when the range holds one, found in the same walk.
+ * Returns 0, -EPERM when the range is not registered with a
+ * write-protect-async userfaultfd (untracked), or -errno with WHY.
  */
 int track_scan(int pmfd, uint64_t start, uint64_t end, bool reset, struct track_region **r,
-	       size_t *n, size_t *cap, char *why, size_t len);
+	       size_t *n, size_t *cap, bool *guard, char *why, size_t len);
 
 #endif

@@ -29,7 +29,13 @@
  *   SIGWINCH madvise(MADV_NOHUGEPAGE) the whole area (VMA) that holds the
  *            start of slot 0, and log "flags nohugepage"; SIGURG: mlock() it,
  *            and log "flags mlock" (VmFlags changes that leave
- *            /proc/PID/maps as it was).
+ *            /proc/PID/maps as it was); SIGXCPU: madvise(MADV_WIPEONFORK)
+ *            it, "flags wipeonfork" (its fork change then fails, as it
+ *            should); SIGPWR: a guard marker (MADV_GUARD_INSTALL) on the
+ *            last page of slot 0, which must lie past the hot set, "flags
+ *            guard"; from then on every verify also checks that the page
+ *            still cannot be read (process_vm_readv of it fails with EFAULT:
+ *            no fault is taken), and no longer compares its words.
  *   SIGTERM  default: dies.
  *
  * --sleeper: a second thread whose stack is a 4 MiB area of its own, the
@@ -61,6 +67,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -71,6 +78,7 @@
 #define PCW_MAXPAGES	(1u << 21)	/* per slot: 8 GiB */
 #define PCW_EVENTS	4096
 #define PCW_BATCH	256
+#define PCW_MADV_GUARD_INSTALL	102	/* Linux 6.13; Debian 12's headers predate it */
 
 enum { EV_NEW = 1, EV_GROW, EV_MOVE, EV_DROP, EV_PROTECT, EV_FORK, EV_UNMAP, EV_THP };
 
@@ -98,6 +106,7 @@ static bool fast;		/* no sleep between batches: writes as fast as it can */
 static unsigned next_change;
 static int logfd = -1;
 static volatile sig_atomic_t want_verify, want_change, want_flags;
+static uint64_t *guard_page;	/* a guard marker's page (SIGPWR), or NULL */
 
 #define PCW_SLEEPER	(4u << 20)	/* the sleeper thread's stack area */
 #define PCW_SLEEPER_PAT	(3u << 20)	/* its lower part, a pattern */
@@ -427,6 +436,17 @@ static int verify(uint64_t n, char *why, size_t len)
 					 " want %" PRIu64, s, p, slots[s].ctr[p], sh[s].ctr[p]);
 				ret = -1;
 			}
+			if (slots[s].mem + p * PCW_WORDS == guard_page) {
+				uint64_t x;
+				struct iovec l = { &x, sizeof(x) }, r = { guard_page, sizeof(x) };
+
+				if (process_vm_readv(getpid(), &l, 1, &r, 1, 0) >= 0 || errno != EFAULT) {
+					snprintf(why, len, "slot %d page %" PRIu64 ": its guard marker is "
+						 "gone (it reads)", s, p);
+					ret = -1;
+				}
+				continue;
+			}
 			for (unsigned w = 0; w < PCW_WORDS && !ret; w++)
 				if (sh[s].mem[p * PCW_WORDS + w] != slots[s].mem[p * PCW_WORDS + w]) {
 					snprintf(why, len, "slot %d page %" PRIu64 " word %u: got 0x%"
@@ -592,6 +612,8 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_flags;
 	sigaction(SIGWINCH, &sa, NULL);
 	sigaction(SIGURG, &sa, NULL);
+	sigaction(SIGXCPU, &sa, NULL);
+	sigaction(SIGPWR, &sa, NULL);
 	if (exec_on_hup) {
 		sa.sa_handler = on_hup;
 		sigaction(SIGHUP, &sa, NULL);
@@ -608,16 +630,26 @@ int main(int argc, char **argv)
 			change();
 		}
 		if (want_flags) {
-			bool lock = want_flags == SIGURG;
+			int sig = want_flags;
 			uintptr_t a, b;
+			uint64_t *last = slots[0].mem + (slots[0].pages - 1) * PCW_WORDS;
 
 			want_flags = 0;
 			if (!area_of(slots[0].mem, &a, &b))
 				logf_("flags failed: slot 0 not in maps\n");
-			else if (lock ? mlock((void *)a, b - a) : madvise((void *)a, b - a, MADV_NOHUGEPAGE))
+			else if (sig == SIGPWR && (!hot || hot >= slots[0].pages))
+				logf_("flags failed: the last page of slot 0 is in the hot set\n");
+			else if (sig == SIGPWR ? madvise(last, PCW_PAGE, PCW_MADV_GUARD_INSTALL) :
+				 sig == SIGURG ? mlock((void *)a, b - a) :
+				 madvise((void *)a, b - a, sig == SIGXCPU ? MADV_WIPEONFORK :
+					 MADV_NOHUGEPAGE))
 				logf_("flags failed: %s\n", strerror(errno));
-			else
-				logf_("flags %s\n", lock ? "mlock" : "nohugepage");
+			else {
+				if (sig == SIGPWR)
+					guard_page = last;
+				logf_("flags %s\n", sig == SIGPWR ? "guard" : sig == SIGURG ? "mlock" :
+				      sig == SIGXCPU ? "wipeonfork" : "nohugepage");
+			}
 		}
 		if (want_verify) {
 			char why[256];

@@ -1663,3 +1663,97 @@ Test(precopy, lazy_eager_range_across_a_moved_area, .init = setup, .fini = teard
 	change(pid, log, 8);
 	verify(pid, log);
 }
+
+/* ---- lazy reads the areas before the freeze too (dump.c, preread()) ---- */
+
+/*
+ * lazy (after one pre-dump round into tmp/r1 when PREV, so that the
+ * freeze's walk is the tracker's) with SIG sent to the target between the
+ * read of its areas before the freeze and the freeze; its exit code, the
+ * output in OUT and ERR.
+ */
+static int lazy_with(pid_t pid, int sig, bool prev, const char *log, char *out, size_t olen,
+		     char *err, size_t elen)
+{
+	char ps[16], d[128], pv[128], se[32], ge[160];
+	const char *envs[] = { "UFFD_INJECT_TEST_SIGNAL_AT=preread", se, ge, NULL };
+	const char *args[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
+			       prev ? "--prev-images" : NULL, pv, NULL };
+
+	if (prev) {
+		predump(pid, "r1", NULL, out, olen);
+		verify(pid, log);
+	}
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	snprintf(se, sizeof(se), "UFFD_INJECT_TEST_SIGNAL=%d", sig);
+	snprintf(ge, sizeof(ge), "UFFD_INJECT_TEST_WAIT_GROW=%s", log);
+	return tool_envs(envs, args, out, olen, err, elen);
+}
+
+/*
+ * A guard marker placed in a big area after its VmFlags were read (no
+ * "gu" then): the freeze's walk of the area meets it, so the area is not
+ * moved into the graveyard, which would take the marker with it and leave
+ * the page to be served as a zero page. PREV: the walk is the tracker's
+ * last scan (precopy.c); else dump_pages.c's.
+ */
+static void guard_after_the_read(bool prev)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "64", NULL };
+	const char *dargs[] = { "--no-fill", NULL };
+	char log[128], out[8192], err[8192];
+	pid_t pid;
+	int rc;
+
+	daemon_with(dargs);
+	pid = pcw_start("w", args, log, sizeof(log));
+	rc = lazy_with(pid, SIGPWR, prev, log, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_log_info("lazy: %s", out);
+	cr_assert_eq(count_in(log, "flags guard\n"), 1, "%s", slurp(log));
+	cr_assert_not_null(strstr(out, "VmFlags read before the freeze"), "%s", out);
+	/* Slot 0 (16 MiB) stayed where it was; the counters are too small to move. */
+	cr_assert_not_null(strstr(out, "drop: in the freeze"), "%s", out);
+	/* Every byte, and the guard page still no page: no fault, EFAULT. */
+	verify(pid, log);
+}
+
+Test(precopy, lazy_guard_placed_after_the_read_is_not_moved, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	guard_after_the_read(true);
+}
+
+Test(precopy, lazy_plain_guard_placed_after_the_read_is_not_moved, .init = setup,
+     .fini = teardown, .timeout = 120)
+{
+	guard_after_the_read(false);
+}
+
+/*
+ * MADV_WIPEONFORK of a big area after its VmFlags were read: the area is
+ * handed over lazily, where read frozen it would have stayed resident. The
+ * check after the thaw says so (a later fork's child would be served the
+ * parent's pages there), and the target's own bytes are all right.
+ */
+Test(precopy, lazy_wipeonfork_after_the_read_is_said, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "64", NULL };
+	char log[128], out[8192], err[8192];
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	rc = lazy_with(pid, SIGXCPU, false, log, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_assert_eq(count_in(log, "flags wipeonfork\n"), 1, "%s", slurp(log));
+	cr_assert_not_null(strstr(out, "checked again after the thaw: changed"), "%s", out);
+	cr_assert_not_null(strstr(err, "warning"), "%s", err);
+	cr_assert_not_null(strstr(err, " wf"), "%s", err);
+	cr_assert_not_null(strstr(err, "not zeros"), "%s", err);
+	verify(pid, log);
+}

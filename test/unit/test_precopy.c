@@ -59,7 +59,7 @@ static int self_scan(struct self *s, bool reset, uint64_t *cat)
 
 	s->nr = 0;
 	ret = track_scan(s->pm, (uintptr_t)s->a, (uintptr_t)s->a + s->n * PG, reset, &s->r,
-			 &s->nr, &s->cap, why, sizeof(why));
+			 &s->nr, &s->cap, NULL, why, sizeof(why));
 	memset(cat, 0, s->n * sizeof(*cat));
 	for (size_t k = 0; ret == 0 && k < s->nr; k++)
 		for (uint64_t x = s->r[k].start; x < s->r[k].end; x += PG)
