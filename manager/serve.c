@@ -608,11 +608,14 @@ void serve_faults(struct target *t)
 		timer_arm(&t->d->loop, &t->retry, RETRY_NS, retry_timer);
 	else if (t->map.nr_missing == 0)
 		target_release(t);
-	else if (!keep && !t->remote)
+	else if (!keep && !t->remote && daemon_fill_enabled(t->d))
 		/*
 		 * The fill skips a process with faults waiting, and stops asking
 		 * for idle time when no process has fill work: now that these are
-		 * answered, this one has again.
+		 * answered, this one has again. With no fill (yet), the idle hook
+		 * has nothing to do: asking for it would cost an epoll_wait that
+		 * finds nothing after every fault the next one does not follow at
+		 * once (whoever turns the fill on asks again).
 		 */
 		t->d->loop.idle_pending = true;
 }
