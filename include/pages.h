@@ -22,6 +22,9 @@ struct pages_file {
 	uint64_t size;
 	unsigned refs;
 	char name[64];
+	/* With the cache's keep_fds (pages_pread): */
+	int fd;			/* the file, open; -1 without */
+	uint64_t *mapped;	/* a bit a page: mapped here, as far as we know (a hint); atomic */
 	/* The prefault worker's (pages_prefault), under the cache's lock: */
 	bool pq_seen;			/* queued once: never again */
 	struct pages_file *pq_next;	/* in the queue */
@@ -39,6 +42,8 @@ struct pages_file {
  */
 struct pages_cache {
 	pthread_mutex_t lock;
+	/* Set before the first pages_get: keep each file open and track what is mapped. */
+	bool keep_fds;
 	struct pages_file *head;
 	unsigned nr_files;
 	uint64_t mapped_bytes;
@@ -62,6 +67,25 @@ void pages_cache_init(struct pages_cache *c);
 int pages_get(struct pages_cache *c, int dirfd, const char *name, const char *label,
 	      struct pages_file **out, struct img_err *err);
 void pages_put(struct pages_cache *c, struct pages_file *pf);
+/* How many files are mapped, so how many fds keep_fds holds open. Any thread. */
+unsigned pages_nr_files(struct pages_cache *c);
+
+/*
+ * Whether every page of [OFF, OFF+LEN) of PF is mapped in this process, as
+ * far as pages_note_mapped was told: a copy from a page that is not makes
+ * the kernel fault it in inside the copy (see pages_prefault). True when
+ * nothing is tracked (no keep_fds), so that callers copy from the mapping.
+ * A page the kernel unmapped since (reclaim) still says true: a hint only.
+ */
+bool pages_mapped(const struct pages_file *pf, uint64_t off, uint64_t len);
+/* The pages of [OFF, OFF+LEN) of PF are mapped now (a copy read them). Any thread. */
+void pages_note_mapped(const struct pages_file *pf, uint64_t off, uint64_t len);
+/*
+ * Read [OFF, OFF+LEN) of PF into BUF with pread (the page cache, no page
+ * fault here, nothing mapped). 0, or -errno: -EIO when the file is shorter
+ * now, -EBADF without keep_fds.
+ */
+int pages_pread(const struct pages_file *pf, uint64_t off, uint64_t len, void *buf);
 
 /*
  * Map ahead, on a thread of its own at idle priority, the pages of PF that

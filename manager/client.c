@@ -256,10 +256,10 @@ static void handle_hello(struct client *c, const Hello *h, int *fds, int nfds)
 		refuse(c, reason);
 		return;
 	}
-	if (d->fds_in_use + FD_HEADROOM + 3 > d->fd_limit) {
+	if (d->fds_in_use + pages_nr_files(&d->pages) + FD_HEADROOM + 3 > d->fd_limit) {
 		snprintf(reason, sizeof(reason),
-			 "no fd headroom left for fork events (%u of %u in use)", d->fds_in_use,
-			 d->fd_limit);
+			 "no fd headroom left for fork events (%u of %u in use)",
+			 d->fds_in_use + pages_nr_files(&d->pages), d->fd_limit);
 		refuse(c, reason);
 		return;
 	}

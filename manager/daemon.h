@@ -99,6 +99,8 @@ struct daemon {
 	struct ev signal_ev;
 	int signal_fd;
 	struct pages_cache pages;
+	/* A fault's cold image pages are read into this first (serve.c); mapped on first use. */
+	void *rbuf;
 	/* Zeros to copy a huge page from (hugetlb has no UFFDIO_ZEROPAGE); mapped on first use. */
 	const uint8_t *hzero;
 	uint64_t hzero_len;

@@ -489,6 +489,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	d->start_ns = now_ns();
 	d->fd_limit = sys_raise_nofile();
 	d->fds_in_use = 16;
+	d->pages.keep_fds = true;	/* faults read cold image pages (serve.c) */
 	if (loop_init(&d->loop) < 0)
 		fatal("epoll_create1");
 	d->loop.idle = on_idle;

@@ -1,5 +1,6 @@
 /* Follow forks and exits through the proc connector, with libnl-3. */
 #include <errno.h>
+#include <inttypes.h>
 #include <linux/cn_proc.h>
 #include <linux/connector.h>
 #include <linux/netlink.h>
@@ -19,6 +20,17 @@ struct procconn {
 	struct nl_sock *sk;
 	struct ev ev;
 	uint64_t events;
+	uint64_t forks, exits, other;	/* of the events: other, neither fork nor exit */
+};
+
+/*
+ * Kernels from 6.6 take an event mask with PROC_CN_MCAST_LISTEN (their
+ * struct proc_input, which older uapi headers lack): only the listed events
+ * are sent to this socket.
+ */
+struct procconn_input {
+	uint32_t mcast_op;	/* enum proc_cn_mcast_op */
+	uint32_t event_type;	/* enum proc_cn_event: a mask */
 };
 
 /* A fork by PARENT: the oldest child of PARENT whose pid is unknown gets CHILD. */
@@ -61,9 +73,12 @@ static int on_msg(struct nl_msg *msg, void *arg)
 		return NL_SKIP;
 	/* The payload is only 4-byte aligned; struct proc_event wants 8. */
 	memcpy(&evbuf, cn->data, sizeof(evbuf));
+	if (ev->what == PROC_EVENT_NONE)
+		return NL_SKIP;	/* the kernel's answer to a PROC_CN_MCAST_* message */
 	pc->events++;
 	switch (ev->what) {
 	case PROC_EVENT_FORK:
+		pc->forks++;
 		/* A new process, not a thread: its own thread group. */
 		if (ev->event_data.fork.child_pid == ev->event_data.fork.child_tgid &&
 		    ev->event_data.fork.child_tgid != ev->event_data.fork.parent_tgid)
@@ -71,10 +86,12 @@ static int on_msg(struct nl_msg *msg, void *arg)
 				ev->event_data.fork.child_tgid);
 		break;
 	case PROC_EVENT_EXIT:
+		pc->exits++;
 		if (ev->event_data.exit.process_pid == ev->event_data.exit.process_tgid)
 			on_exit_(pc->d, ev->event_data.exit.process_tgid);
 		break;
 	default:
+		pc->other++;
 		break;
 	}
 	return NL_SKIP;
@@ -109,6 +126,28 @@ static int mcast(struct procconn *pc, enum proc_cn_mcast_op op)
 	return nl_send_simple(pc->sk, NLMSG_DONE, 0, &m, sizeof(m));
 }
 
+/*
+ * Ask for forks and exits only, once listening: every other process event
+ * of the machine (exec, comm, uid, ...) would wake the loop for nothing. A
+ * kernel before 6.6 ignores a message of this size (it wants the op alone),
+ * and goes on sending everything, as the LISTEN before asked.
+ */
+static int mcast_filter(struct procconn *pc)
+{
+	struct {
+		struct cn_msg cn;
+		struct procconn_input in;
+	} __attribute__((packed)) m;
+
+	memset(&m, 0, sizeof(m));
+	m.cn.id.idx = CN_IDX_PROC;
+	m.cn.id.val = CN_VAL_PROC;
+	m.cn.len = sizeof(m.in);
+	m.in.mcast_op = PROC_CN_MCAST_LISTEN;
+	m.in.event_type = PROC_EVENT_FORK | PROC_EVENT_EXIT;
+	return nl_send_simple(pc->sk, NLMSG_DONE, 0, &m, sizeof(m));
+}
+
 struct procconn *procconn_open(struct daemon *d)
 {
 	struct procconn *pc = calloc(1, sizeof(*pc));
@@ -132,6 +171,8 @@ struct procconn *procconn_open(struct daemon *d)
 		ret = nl_socket_set_buffer_size(pc->sk, 1 << 20, 0);
 	if (ret == 0)
 		ret = mcast(pc, PROC_CN_MCAST_LISTEN) < 0 ? -NLE_FAILURE : 0;
+	if (ret == 0 && mcast_filter(pc) < 0)
+		log_debug("proc connector: cannot ask for forks and exits only: every process event comes");
 	if (ret < 0) {
 		log_warnx("proc connector unavailable (%s): forked children's pids come from their first fault",
 			  nl_geterror(ret));
@@ -152,6 +193,9 @@ void procconn_close(struct procconn *pc)
 	if (!pc)
 		return;
 	loop_del(&pc->d->loop, &pc->ev);
+	log_debug("proc connector: %" PRIu64 " events: %" PRIu64 " forks, %" PRIu64 " exits, %"
+		  PRIu64 " other (only a kernel before 6.6 sends those)", pc->events, pc->forks,
+		  pc->exits, pc->other);
 	mcast(pc, PROC_CN_MCAST_IGNORE);
 	nl_socket_free(pc->sk);
 	free(pc);

@@ -14,6 +14,7 @@
 
 #define RETRY_NS	(2 * 1000000ull)	/* parked faults are retried at least this often */
 #define STALE_NS	(200 * 1000000ull)	/* ENOENT with no event for this long: gone */
+#define SERVE_READ_MAX	(4 * PG)	/* the longest faulting run read before its copy */
 
 static void retry_timer(struct timer *tm);
 /* Record the service time of a fault read at T0. */
@@ -204,6 +205,8 @@ enum uffd_class serve_range(struct target *t, struct area *v, uint64_t addr,
 		/* A page unreadable at dump time faults with SIGBUS, as it did there. */
 		c = place(t, addr, run.len, PG, run.src == PM_DATA ? run.pf->base + run.off : NULL,
 			  run.src == PM_POISON, wake, &adv);
+		if (run.src == PM_DATA && (c == UC_DONE || c == UC_PARTIAL))
+			pages_note_mapped(run.pf, run.off, adv);
 		model_clear(&t->map, addr, addr + adv);
 		addr += adv;
 		len -= adv;
@@ -211,6 +214,53 @@ enum uffd_class serve_range(struct target *t, struct area *v, uint64_t addr,
 			return c;
 	}
 	return UC_DONE;
+}
+
+/*
+ * SERVE_READ_MAX bytes to read cold image pages into: one read-write
+ * anonymous mapping, made on first use.
+ */
+static void *read_buf(struct daemon *d)
+{
+	void *p;
+
+	if (d->rbuf)
+		return d->rbuf;
+	p = mmap(NULL, SERVE_READ_MAX, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	d->rbuf = p;
+	return p;
+}
+
+/*
+ * Copy the faulting run [ADDR, ADDR+LEN) of area V, woken. A copy from an
+ * image page that this daemon never mapped takes the kernel's slow path: it
+ * fails with page faults disabled, drops its locks, faults the page in here
+ * (with fault-around) and copies again. Reading a short run into a buffer
+ * first and copying from that costs less (a handler on the faulter's CPU,
+ * random pages of a cached 1 GiB file: 0.1-0.9 us less at the median, 6-8
+ * us less at the 90th percentile). Longer runs, and pages the daemon has
+ * mapped (pages_mapped), are copied from the mapping.
+ */
+static enum uffd_class serve_woken(struct target *t, struct area *v, uint64_t addr, uint64_t len)
+{
+	struct pm_run run;
+	enum uffd_class c;
+	uint64_t adv;
+	void *buf;
+
+	if (!v || v->hshift || len > SERVE_READ_MAX)
+		return serve_range(t, v, addr, len, true);
+	pagemap_resolve(t->img->task.pm, area_img_addr(v, addr), len, &run);
+	if (run.src != PM_DATA || pages_mapped(run.pf, run.off, run.len) ||
+	    !(buf = read_buf(t->d)) || pages_pread(run.pf, run.off, run.len, buf) < 0)
+		return serve_range(t, v, addr, len, true);
+	c = place(t, addr, run.len, PG, buf, false, true, &adv);
+	model_clear(&t->map, addr, addr + adv);
+	if (!serve_placed(c) || adv == len)
+		return c;
+	return serve_range(t, v, addr + adv, len - adv, true);
 }
 
 /*
@@ -335,7 +385,7 @@ static enum uffd_class serve_fault(struct target *t, uint64_t addr, bool *waitin
 			return UC_DONE;
 	} else {
 		wset_note(t, area_img_addr(v, page));
-		c = serve_range(t, v, page, area_run(v, page, we - page, true), true);
+		c = serve_woken(t, v, page, area_run(v, page, we - page, true));
 	}
 	if (c != UC_DONE || !v)
 		return c;
@@ -558,11 +608,14 @@ void serve_faults(struct target *t)
 		timer_arm(&t->d->loop, &t->retry, RETRY_NS, retry_timer);
 	else if (t->map.nr_missing == 0)
 		target_release(t);
-	else if (!keep && !t->remote)
+	else if (!keep && !t->remote && daemon_fill_enabled(t->d))
 		/*
 		 * The fill skips a process with faults waiting, and stops asking
 		 * for idle time when no process has fill work: now that these are
-		 * answered, this one has again.
+		 * answered, this one has again. With no fill (yet), the idle hook
+		 * has nothing to do: asking for it would cost an epoll_wait that
+		 * finds nothing after every fault the next one does not follow at
+		 * once (whoever turns the fill on asks again).
 		 */
 		t->d->loop.idle_pending = true;
 }

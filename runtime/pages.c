@@ -14,6 +14,8 @@
 #include "log.h"
 #include "pages.h"
 
+#define PAGES_PAGE	4096ull
+
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ	22
 #endif
@@ -22,6 +24,15 @@ void pages_cache_init(struct pages_cache *c)
 {
 	*c = (struct pages_cache){ .lock = PTHREAD_MUTEX_INITIALIZER,
 				   .pq_cv = PTHREAD_COND_INITIALIZER };
+}
+
+/* Free PF's struct, its fd and its record of mapped pages (not the mapping). */
+static void pages_file_free(struct pages_file *pf)
+{
+	if (pf->fd >= 0)
+		close(pf->fd);
+	free(pf->mapped);
+	free(pf);
 }
 
 /* Take another reference to the file mapped for ST, if any (under LOCK). */
@@ -73,12 +84,20 @@ int pages_get(struct pages_cache *c, int dirfd, const char *name, const char *la
 					(long long)st.st_size, strerror(e));
 		}
 	}
-	close(fd);
 	pf = calloc(1, sizeof(*pf));
 	if (!pf) {
+		close(fd);
 		if (base)
 			munmap(base, st.st_size);
 		return img_errf(err, ENOMEM, label, 0, "out of memory");
+	}
+	pf->fd = -1;
+	if (c->keep_fds && base) {
+		/* Untouched until a page is noted: no memory for what is never served. */
+		pf->mapped = calloc((st.st_size / PAGES_PAGE + 64) / 64, sizeof(uint64_t));
+		pf->fd = fd;
+	} else {
+		close(fd);
 	}
 	pf->dev = st.st_dev;
 	pf->ino = st.st_ino;
@@ -101,9 +120,60 @@ int pages_get(struct pages_cache *c, int dirfd, const char *name, const char *la
 		/* Mapped meanwhile by the other thread: keep that one. */
 		if (base)
 			munmap(base, st.st_size);
-		free(pf);
+		pages_file_free(pf);
 	}
 	return 0;
+}
+
+unsigned pages_nr_files(struct pages_cache *c)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&c->lock);
+	n = c->nr_files;
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
+bool pages_mapped(const struct pages_file *pf, uint64_t off, uint64_t len)
+{
+	if (!pf->mapped)
+		return true;
+	for (uint64_t i = off / PAGES_PAGE; i < (off + len + PAGES_PAGE - 1) / PAGES_PAGE; i++)
+		if (!(__atomic_load_n(&pf->mapped[i / 64], __ATOMIC_RELAXED) >> (i % 64) & 1))
+			return false;
+	return true;
+}
+
+void pages_note_mapped(const struct pages_file *pf, uint64_t off, uint64_t len)
+{
+	uint64_t i = off / PAGES_PAGE, end = (off + len + PAGES_PAGE - 1) / PAGES_PAGE;
+
+	if (!pf->mapped)
+		return;
+	while (i < end) {
+		uint64_t n = end - i < 64 - i % 64 ? end - i : 64 - i % 64;
+		uint64_t m = n == 64 ? ~0ull : ((1ull << n) - 1) << (i % 64);
+
+		/* Read first: a word already set is not written (no cache line bounced). */
+		if ((__atomic_load_n(&pf->mapped[i / 64], __ATOMIC_RELAXED) & m) != m)
+			__atomic_fetch_or(&pf->mapped[i / 64], m, __ATOMIC_RELAXED);
+		i += n;
+	}
+}
+
+int pages_pread(const struct pages_file *pf, uint64_t off, uint64_t len, void *buf)
+{
+	ssize_t n;
+
+	if (pf->fd < 0)
+		return -EBADF;
+	do
+		n = pread(pf->fd, buf, len, (off_t)off);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	return (uint64_t)n == len ? 0 : -EIO;
 }
 
 #define PAGES_ASYNC_UNMAP	(64ull << 20)
@@ -180,7 +250,7 @@ void pages_put(struct pages_cache *c, struct pages_file *pf)
 	pthread_mutex_unlock(&c->lock);
 	if (pf->base)
 		unmap((void *)pf->base, pf->size);
-	free(pf);
+	pages_file_free(pf);
 }
 
 /*
@@ -189,7 +259,6 @@ void pages_put(struct pages_cache *c, struct pages_file *pf)
  * next fault yields between polls) may hand it to the worker for that long.
  */
 #define PAGES_PQ_CHUNK	(256ull << 10)
-#define PAGES_PQ_PAGE	4096ull
 /* No step within this long of a served fault (pages_note_fault). */
 #define PAGES_PQ_QUIET_NS	(2 * 1000000ull)
 
@@ -270,21 +339,21 @@ static bool pq_wait_quiet(struct pages_cache *c, const struct pages_file *pf)
  */
 static uint64_t *cached_now(struct pages_cache *c, const struct pages_file *pf)
 {
-	uint64_t n = (pf->size + PAGES_PQ_PAGE - 1) / PAGES_PQ_PAGE;
+	uint64_t n = (pf->size + PAGES_PAGE - 1) / PAGES_PAGE;
 	uint64_t *bits = calloc((n + 63) / 64, sizeof(uint64_t));
-	unsigned char vec[PAGES_PQ_CHUNK / PAGES_PQ_PAGE];
+	unsigned char vec[PAGES_PQ_CHUNK / PAGES_PAGE];
 
 	if (!bits)
 		return NULL;
 	for (uint64_t off = 0; off < pf->size; off += PAGES_PQ_CHUNK) {
 		uint64_t len = pf->size - off < PAGES_PQ_CHUNK ? pf->size - off : PAGES_PQ_CHUNK;
-		uint64_t first = off / PAGES_PQ_PAGE;
+		uint64_t first = off / PAGES_PAGE;
 
 		if (!pq_wait_quiet(c, pf) || mincore((void *)(pf->base + off), len, vec) < 0) {
 			free(bits);
 			return NULL;
 		}
-		for (uint64_t i = 0; i < (len + PAGES_PQ_PAGE - 1) / PAGES_PQ_PAGE; i++)
+		for (uint64_t i = 0; i < (len + PAGES_PAGE - 1) / PAGES_PAGE; i++)
 			if (vec[i] & 1)
 				bits[(first + i) / 64] |= 1ull << ((first + i) % 64);
 	}
@@ -306,7 +375,7 @@ static bool bit(const uint64_t *bits, uint64_t i)
 static uint64_t prefault_chunk(const struct pages_file *pf, const uint64_t *cached,
 			       uint64_t off, uint64_t len)
 {
-	uint64_t i = off / PAGES_PQ_PAGE, end = (off + len + PAGES_PQ_PAGE - 1) / PAGES_PQ_PAGE;
+	uint64_t i = off / PAGES_PAGE, end = (off + len + PAGES_PAGE - 1) / PAGES_PAGE;
 	uint64_t j, done = 0;
 
 	while (i < end) {
@@ -317,9 +386,11 @@ static uint64_t prefault_chunk(const struct pages_file *pf, const uint64_t *cach
 		for (j = i; j < end && bit(cached, j); j++)
 			;
 		/* EFAULT: the file shrank under us; its users will get EFAULT too. */
-		if (madvise((void *)(pf->base + i * PAGES_PQ_PAGE), (j - i) * PAGES_PQ_PAGE,
-			    MADV_POPULATE_READ) == 0)
-			done += (j - i) * PAGES_PQ_PAGE;
+		if (madvise((void *)(pf->base + i * PAGES_PAGE), (j - i) * PAGES_PAGE,
+			    MADV_POPULATE_READ) == 0) {
+			pages_note_mapped(pf, i * PAGES_PAGE, (j - i) * PAGES_PAGE);
+			done += (j - i) * PAGES_PAGE;
+		}
 		i = j;
 	}
 	return done;

@@ -2,8 +2,11 @@
  * The daemon maps the cached pages of the images ahead (pages_prefault), so
  * that a fault's UFFDIO_COPY never takes the kernel's slow path: only pages
  * already in the page cache, off the loop, and only while someone uses them.
+ * A fault on a page it has not mapped yet reads that page into a buffer and
+ * copies from there, mapping nothing.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -124,6 +127,87 @@ static int sc_fault_until_go(struct ts_child *c)
 	}
 	ts_wait_go(c);
 	return 0;
+}
+
+#define SCATTER		512	/* pages read by sc_scatter_then_check, 97 pages apart */
+
+/*
+ * Read SCATTER pages far apart (every fault a random one to the daemon:
+ * one page each), wait for the word, then read every page and compare
+ * every byte (those first ones too).
+ */
+static int sc_scatter_then_check(struct ts_child *c)
+{
+	const uint64_t npages = AREA / TS_PAGE;
+
+	for (uint64_t i = 0; i < SCATTER; i++)
+		(void)*(volatile uint64_t *)(uintptr_t)(BASE + i * 97 % npages * TS_PAGE);
+	ts_wait_go(c);
+	return ts_check(BASE, AREA, BASE, &c->areas[0], c->seed) ? 1 : 0;
+}
+
+/* How many of PID's fds are open on a file named NAME. */
+static int fds_on(pid_t pid, const char *name)
+{
+	char dir[64], path[400], target[400];
+	size_t nl = strlen(name);
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	d = opendir(dir);
+	cr_assert_not_null(d, "%s", dir);
+	while ((de = readdir(d))) {
+		ssize_t len;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		len = readlink(path, target, sizeof(target) - 1);
+		if (len <= (ssize_t)nl)
+			continue;
+		target[len] = 0;
+		if (target[len - nl - 1] == '/' && !strcmp(target + len - nl, name))
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/*
+ * Faults on pages the daemon never mapped are read from the file, then
+ * copied: the daemon maps nothing of the file (its Rss there stays 0, where
+ * copies from the mapping would map each page and its fault-around), and
+ * every byte is the image's. The file stays open while it is served, and
+ * is closed once no one uses it.
+ */
+Test(prefault, cold_faults_read_the_file_and_map_none, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "--no-prefault", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one_area, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	uint64_t faults = 0;
+	pid_t pid;
+	int tries;
+
+	setup(args);
+	cr_assert_eq(cached_pages(pages), (long)(AREA / 4096), "the images just written are cached");
+	pid = ts_child_start(&c, sc_scatter_then_check);
+	for (tries = 0; faults < SCATTER; tries++) {
+		cr_assert_lt(tries, 4000, "the process never made its %d faults", SCATTER);
+		cr_assert_eq(ts_status_get(&dmn, &s), 0);
+		faults = s.tot->faults;
+		ts_status_free(&s);
+		usleep(5000);
+	}
+	cr_expect_eq(map_rss_kib(dmn.pid, "pages-1.img"), 0,
+		     "%d faults far apart mapped %ld KiB of the file in the daemon", SCATTER,
+		     map_rss_kib(dmn.pid, "pages-1.img"));
+	cr_expect_eq(fds_on(dmn.pid, "pages-1.img"), 1, "the file is not open once while served");
+	ts_say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory (see its stderr)");
+	for (tries = 0; fds_on(dmn.pid, "pages-1.img") && tries < 2000; tries++)
+		usleep(5000);
+	cr_expect_eq(fds_on(dmn.pid, "pages-1.img"), 0, "the file stays open after its process left");
 }
 
 /* Return at once: the process exits right after its hand-over. */

@@ -1,0 +1,75 @@
+/* Serving faults (serve.h): what the loop is asked for once they are answered. */
+#include <criterion/criterion.h>
+#include <linux/userfaultfd.h>
+#include <stdlib.h>
+
+#include "daemon.h"
+#include "model.h"
+#include "proc.h"
+#include "serve.h"
+
+#define PG	4096ull
+#define A	0x700000000000ull
+
+/* A page source that answers every fault at once. */
+static enum uffd_class answer(struct target *t, uint64_t addr, bool *waiting)
+{
+	(void)t;
+	(void)addr;
+	(void)waiting;
+	return UC_DONE;
+}
+
+static const struct page_source answering = { .name = "test", .fault = answer };
+
+/*
+ * Serve one fault of a process with pages still missing, under daemon D;
+ * returns whether the loop was then asked for idle time (the fill).
+ */
+static bool idle_asked_after_a_fault(struct daemon *d)
+{
+	struct target t = { 0 };
+	struct uffd_msg m = { .event = UFFD_EVENT_PAGEFAULT };
+	uint64_t counted = 0;
+
+	t.d = d;
+	t.uffd = -1;
+	t.src = &answering;
+	model_init(&t.map);
+	cr_assert_eq(model_add(&t.map, A, A + 16 * PG, A), 0);
+	model_mark_missing(&t.map, A, A + 16 * PG);
+	m.arg.pagefault.address = A + 3 * PG;
+	cr_assert_eq(serve_queue_fault(&t, &m), 0);
+	d->loop.idle_pending = false;
+	serve_faults(&t);
+	cr_assert_eq(t.nr_faults, 0, "the fault is answered");
+	for (int i = 0; i < TARGET_HIST; i++)
+		counted += t.st.hist[i];
+	cr_assert_eq(counted, 1, "and counted once");
+	model_free(&t.map);
+	free(t.faults);
+	return d->loop.idle_pending;
+}
+
+/* With the fill on, the process has fill work again once its faults are answered. */
+Test(serve, answered_faults_ask_for_the_fill)
+{
+	static struct daemon d;
+
+	cr_expect(idle_asked_after_a_fault(&d));
+}
+
+/*
+ * With no fill (--no-fill, or CRIU before RSTF) the idle hook has nothing
+ * to do: asking for it would make the loop poll once more after every fault.
+ */
+Test(serve, no_fill_no_idle_call)
+{
+	static struct daemon d;
+
+	d.o.no_fill = true;
+	cr_expect_not(idle_asked_after_a_fault(&d), "--no-fill");
+	d.o.no_fill = false;
+	d.fill_held = true;
+	cr_expect_not(idle_asked_after_a_fault(&d), "fill held (CRIU before RSTF)");
+}
