@@ -258,8 +258,9 @@ static enum uffd_class serve_woken(struct target *t, struct area *v, uint64_t ad
 		return serve_range(t, v, addr, len, true);
 	c = place(t, addr, run.len, PG, buf, false, true, &adv);
 	model_clear(&t->map, addr, addr + adv);
+	/* A page already there is in, as serve_range says: the rest of the window goes on. */
 	if (!serve_placed(c) || adv == len)
-		return c;
+		return c == UC_EXISTS ? UC_DONE : c;
 	return serve_range(t, v, addr + adv, len - adv, true);
 }
 
