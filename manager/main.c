@@ -548,7 +548,8 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	keeper_close(&d->keeper, &d->journal);
 	loop_fini(&d->loop);
 	log_info("exiting: %" PRIu64 " processes served, %" PRIu64 " exited early, %" PRIu64
-		 " refused", d->tot.served, d->tot.exited, d->tot.refused);
+		 " refused; %" PRIu64 " pages read from the images before their copy",
+		 d->tot.served, d->tot.exited, d->tot.refused, d->tot.pages_read);
 	return ret < 0 ? 1 : status;
 }
 

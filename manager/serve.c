@@ -261,6 +261,8 @@ static enum uffd_class serve_woken(struct target *t, struct area *v, uint64_t ad
 	    !(buf = read_buf(t->d)) || pages_pread(run.pf, run.off, run.len, buf) < 0)
 		return serve_range(t, v, addr, len, true);
 	c = place(t, addr, run.len, PG, buf, false, true, &adv);
+	if (c == UC_DONE || c == UC_PARTIAL)
+		t->d->tot.pages_read += adv / PG;
 	model_clear(&t->map, addr, addr + adv);
 	/* A page already there is in, as serve_range says: the rest of the window goes on. */
 	if (!serve_placed(c) || adv == len)

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tserve.h"
@@ -173,6 +174,29 @@ static int fds_on(pid_t pid, const char *name)
 	return n;
 }
 
+/* Stop the daemon: how many pages it read before their copy, as its last line says. */
+static long pages_read_at_exit(void)
+{
+	const char *key = " refused; ";
+	char line[1024];
+	long n = -1;
+	FILE *f;
+	int st;
+
+	st = ts_daemon_stop(&dmn, 10000);
+	cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "wait status %d; log in %s",
+		  st, dmn.log);
+	dmn.pid = 0;
+	f = fopen(dmn.log, "re");
+	cr_assert_not_null(f, "%s", dmn.log);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "exiting: ") && strstr(line, key))
+			n = strtol(strstr(line, key) + strlen(key), NULL, 10);
+	fclose(f);
+	cr_assert_geq(n, 0, "no count of pages read in %s", dmn.log);
+	return n;
+}
+
 /*
  * Faults on pages the daemon never mapped are read from the file, then
  * copied: the daemon maps nothing of the file (its Rss there stays 0, where
@@ -208,6 +232,38 @@ Test(prefault, cold_faults_read_the_file_and_map_none, .timeout = 60, .fini = te
 	for (tries = 0; fds_on(dmn.pid, "pages-1.img") && tries < 2000; tries++)
 		usleep(5000);
 	cr_expect_eq(fds_on(dmn.pid, "pages-1.img"), 0, "the file stays open after its process left");
+	cr_expect_geq(pages_read_at_exit(), SCATTER, "the faults far apart were not read first");
+}
+
+/* Wait for the word, read SCATTER pages far apart, then compare every byte. */
+static int sc_go_then_scatter(struct ts_child *c)
+{
+	ts_wait_go(c);
+	return sc_scatter_then_check(c);
+}
+
+/*
+ * Once the prefault has mapped the whole (cached) file, it says so in the
+ * record of mapped pages: faults far apart copy from the mapping and read
+ * nothing first, and every byte is the image's.
+ */
+Test(prefault, faults_after_the_prefault_read_nothing_first, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "-v", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one_area, .n = 1, .seed = SEED, .imgdir = imgdir };
+	pid_t pid;
+
+	setup(args);
+	cr_assert_eq(cached_pages(pages), (long)(AREA / 4096), "the images just written are cached");
+	pid = ts_child_start(&c, sc_go_then_scatter);
+	cr_assert(log_wait("prefault done"), "the prefault never finished");
+	cr_assert_eq(map_rss_kib(dmn.pid, "pages-1.img"), (long)(AREA >> 10),
+		     "the prefault mapped %ld KiB of the file", map_rss_kib(dmn.pid, "pages-1.img"));
+	ts_say_go(&c);
+	/* sc_scatter_then_check waits for a second word once its faults are made. */
+	ts_say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory (see its stderr)");
+	cr_expect_eq(pages_read_at_exit(), 0, "faults read pages the prefault had mapped");
 }
 
 /* Return at once: the process exits right after its hand-over. */
