@@ -83,6 +83,7 @@ struct daemon_totals {
 	uint64_t pages_poisoned;
 	uint64_t pages_continued;
 	uint64_t minor_faults;
+	uint64_t pages_read;		/* faults' image pages read before their copy (serve.c) */
 	uint64_t faults;
 	uint64_t failed;		/* processes that could not be served correctly (killed, lost) */
 	uint64_t adopted;		/* processes taken back from a daemon before this one */

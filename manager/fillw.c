@@ -46,6 +46,8 @@ enum { W_IDLE, W_BUSY, W_DONE };
 struct fw_seg {
 	uint64_t addr, len;
 	const uint8_t *src;	/* NULL: a hole of the images, placed as zero pages */
+	const struct pages_file *pf;	/* SRC's file, and where in it */
+	uint64_t off;
 };
 
 struct worker {
@@ -178,6 +180,15 @@ static struct target *apply(struct worker *w)
 	uint64_t pages = w->upto > w->start ? (w->upto - w->start) / PG : 0;
 
 	model_clear(&t->map, w->start, w->upto);
+	/* What it copied it mapped here: faults there copy from the mapping (serve.c). */
+	for (unsigned i = 0; i < w->nseg; i++) {
+		const struct fw_seg *g = &w->seg[i];
+
+		if (g->pf && g->addr < w->upto)
+			pages_note_mapped(g->pf, g->off,
+					  (w->upto < g->addr + g->len ? w->upto : g->addr + g->len) -
+					  g->addr);
+	}
 	t->st.pages_copied += w->copied / PG;
 	t->st.pages_zeroed += w->zeroed / PG;
 	t->d->tot.pages_copied += w->copied / PG;
@@ -311,6 +322,8 @@ static bool carve(struct worker *w, struct target *t, uint64_t a)
 			.addr = a,
 			.len = run.len,
 			.src = run.src == PM_DATA ? run.pf->base + run.off : NULL,
+			.pf = run.src == PM_DATA ? run.pf : NULL,
+			.off = run.off,
 		};
 		a += run.len;
 	}

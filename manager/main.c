@@ -489,7 +489,6 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	d->start_ns = now_ns();
 	d->fd_limit = sys_raise_nofile();
 	d->fds_in_use = 16;
-	d->pages.keep_fds = true;	/* faults read cold image pages (serve.c) */
 	if (loop_init(&d->loop) < 0)
 		fatal("epoll_create1");
 	d->loop.idle = on_idle;
@@ -549,7 +548,8 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	keeper_close(&d->keeper, &d->journal);
 	loop_fini(&d->loop);
 	log_info("exiting: %" PRIu64 " processes served, %" PRIu64 " exited early, %" PRIu64
-		 " refused", d->tot.served, d->tot.exited, d->tot.refused);
+		 " refused; %" PRIu64 " pages read from the images before their copy",
+		 d->tot.served, d->tot.exited, d->tot.refused, d->tot.pages_read);
 	return ret < 0 ? 1 : status;
 }
 
@@ -1019,6 +1019,11 @@ int main(int argc, char **argv)
 	d.o.ps_timeout_ms = REMOTE_TIMEOUT_MS;
 	d.o.ps_keepalive_ms = REMOTE_KEEPALIVE_MS;
 	d.o.ps_grace_ms = REMOTE_GRACE_MS;
+	/*
+	 * Faults read cold image pages (serve.c). Set before any image is
+	 * loaded: criu mode loads its tasks' images before the daemon runs.
+	 */
+	d.pages.keep_fds = true;
 	if (handover_default_socket(defpath, sizeof(defpath)) == 0)
 		d.o.socket_path = defpath;
 

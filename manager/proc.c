@@ -96,6 +96,7 @@ void target_destroy(struct target *t, const char *why)
 	}
 	journal_slot_put(&d->journal, t->slot1);
 	timer_cancel(&d->loop, &t->retry);
+	timer_cancel(&d->loop, &t->read_later);
 	if (t->parked)
 		d->nr_parked--;
 	t->parked = false;

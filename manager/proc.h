@@ -99,6 +99,8 @@ struct target {
 	struct fault *faults;	/* read, not yet served (parked on EAGAIN) */
 	size_t nr_faults, cap_faults;
 	struct timer retry;
+	struct timer read_later;	/* its uffd unwatched: no fd free for an event (serve_read_later) */
+	unsigned read_tries;		/* reads that found no fd free, in a row */
 	uint64_t fill_cursor;
 	struct rheld *held;	/* remote mode: answers waiting for a drain */
 	const struct page_source *src;

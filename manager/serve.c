@@ -5,16 +5,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "serve.h"
+#include "target.h"
 #include "wset.h"
 
 #define RETRY_NS	(2 * 1000000ull)	/* parked faults are retried at least this often */
 #define STALE_NS	(200 * 1000000ull)	/* ENOENT with no event for this long: gone */
 #define SERVE_READ_MAX	(4 * PG)	/* the longest faulting run read before its copy */
+#define READ_LATER_NS	(50 * 1000000ull)	/* a uffd read that found no fd free: again */
+#define READ_LATER_LOG	100	/* ... said again every this many tries (5 s) */
 
 static void retry_timer(struct timer *tm);
 /* Record the service time of a fault read at T0. */
@@ -257,9 +261,12 @@ static enum uffd_class serve_woken(struct target *t, struct area *v, uint64_t ad
 	    !(buf = read_buf(t->d)) || pages_pread(run.pf, run.off, run.len, buf) < 0)
 		return serve_range(t, v, addr, len, true);
 	c = place(t, addr, run.len, PG, buf, false, true, &adv);
+	if (c == UC_DONE || c == UC_PARTIAL)
+		t->d->tot.pages_read += adv / PG;
 	model_clear(&t->map, addr, addr + adv);
+	/* A page already there is in, as serve_range says: the rest of the window goes on. */
 	if (!serve_placed(c) || adv == len)
-		return c;
+		return c == UC_EXISTS ? UC_DONE : c;
 	return serve_range(t, v, addr + adv, len - adv, true);
 }
 
@@ -640,6 +647,37 @@ static void soon_timer(struct timer *tm)
 void serve_soon(struct target *t)
 {
 	timer_arm(&t->d->loop, &t->retry, 0, soon_timer);
+}
+
+/* Watch T's uffd again and read it: the event that found no fd free comes first. */
+static void read_later_timer(struct timer *tm)
+{
+	struct target *t = container_of(tm, struct target, read_later);
+	unsigned tries = t->read_tries;
+	int ret;
+
+	if (t->dead)
+		return;
+	if ((ret = loop_mod(&t->d->loop, &t->uffd_ev, EPOLLIN)) < 0)
+		log_warnx("%s watch uffd again: %s", t->pfx, strerror(-ret));
+	target_drain(t);
+	if (!t->dead && !t->read_later.armed) {
+		log_warnx("%s its uffd read again after %u tries: an fd was free", t->pfx, tries);
+		t->read_tries = 0;
+	}
+}
+
+void serve_read_later(struct target *t, int err)
+{
+	int ret;
+
+	if (t->read_tries++ % READ_LATER_LOG == 0)
+		log_warnx("%s no fd free for the new uffd of a fork event (%s; %u tries): the fork waits, its uffd is read again every %llu ms",
+			  t->pfx, strerror(err), t->read_tries, READ_LATER_NS / 1000000);
+	/* Still readable: watched, it would wake the loop at once, again and again. */
+	if ((ret = loop_mod(&t->d->loop, &t->uffd_ev, 0)) < 0)
+		log_warnx("%s unwatch uffd: %s", t->pfx, strerror(-ret));
+	timer_arm(&t->d->loop, &t->read_later, READ_LATER_NS, read_later_timer);
 }
 
 void serve_retry_parked(struct daemon *d)

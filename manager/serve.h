@@ -36,6 +36,15 @@ void serve_faults(struct target *t);
 /* Serve T from the loop soon (its next iteration): releases it if nothing is missing. */
 void serve_soon(struct target *t);
 
+/*
+ * A read of T's uffd failed with ERR (EMFILE, ENFILE): the fd of a fork
+ * event's new uffd found no room in our table, and the kernel keeps the
+ * event queued, the forking process waiting. Stop watching the uffd (it
+ * stays readable) and read it again on a timer, until fds are free: the
+ * process is never let go for it (its missing pages would read zeros).
+ */
+void serve_read_later(struct target *t, int err);
+
 /* Retry the parked faults of every process (after a drain). */
 void serve_retry_parked(struct daemon *d);
 

@@ -542,6 +542,11 @@ unsigned target_drain(struct target *t)
 			continue;
 		if (n < 0 && errno == EAGAIN)
 			break;
+		if (n < 0 && (errno == EMFILE || errno == ENFILE)) {
+			/* A fork event found no fd free: it stays queued (serve.h). */
+			serve_read_later(t, errno);
+			break;
+		}
 		if (n <= 0) {
 			log_warn("%s read uffd", t->pfx);
 			t->end = TE_FAILED;

@@ -8,6 +8,7 @@
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -303,6 +304,33 @@ static void status_json(const char *sock, char *out, size_t len)
 	cr_assert_eq(pclose(f), 0, "%s: %s", cmd, out);
 }
 
+/* How many of PID's fds are open on a file named NAME. */
+static int fds_on(pid_t pid, const char *name)
+{
+	char dir[64], path[400], target[400];
+	size_t nl = strlen(name);
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	d = opendir(dir);
+	cr_assert_not_null(d, "%s", dir);
+	while ((de = readdir(d))) {
+		ssize_t len;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		len = readlink(path, target, sizeof(target) - 1);
+		if (len <= (ssize_t)nl)
+			continue;
+		target[len] = 0;
+		if (target[len - nl - 1] == '/' && !strcmp(target + len - nl, name))
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
 Test(criu, sigterm_before_rstf_kills_rather_than_zeros, .init = setup, .fini = teardown,
      .timeout = 90)
 {
@@ -325,6 +353,8 @@ Test(criu, sigterm_before_rstf_kills_rather_than_zeros, .init = setup, .fini = t
 	cr_expect_not_null(strstr(out, want), "%s", out);
 	snprintf(want, sizeof(want), "\"pages_remaining\":%" PRIu64 ",", tc_lazy_pages(SINGLE, pid));
 	cr_expect_not_null(strstr(out, want), "%s", out);
+	/* Its images loaded before the daemon ran, the pages file is kept open as in hand-over mode. */
+	cr_expect_eq(fds_on(run.pid, "pages-1.img"), 1, "the pages file is not open once while served");
 	kill(run.pid, SIGTERM);
 	cr_assert_eq(tc_daemon_exit_code(&run, EXIT_MS), 1, "log in %s", run.log);
 	/* The task was killed, not left to read zeros once the daemon was gone. */

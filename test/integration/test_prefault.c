@@ -9,12 +9,17 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/userfaultfd.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tserve.h"
@@ -173,6 +178,29 @@ static int fds_on(pid_t pid, const char *name)
 	return n;
 }
 
+/* Stop the daemon: how many pages it read before their copy, as its last line says. */
+static long pages_read_at_exit(void)
+{
+	const char *key = " refused; ";
+	char line[1024];
+	long n = -1;
+	FILE *f;
+	int st;
+
+	st = ts_daemon_stop(&dmn, 10000);
+	cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "wait status %d; log in %s",
+		  st, dmn.log);
+	dmn.pid = 0;
+	f = fopen(dmn.log, "re");
+	cr_assert_not_null(f, "%s", dmn.log);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "exiting: ") && strstr(line, key))
+			n = strtol(strstr(line, key) + strlen(key), NULL, 10);
+	fclose(f);
+	cr_assert_geq(n, 0, "no count of pages read in %s", dmn.log);
+	return n;
+}
+
 /*
  * Faults on pages the daemon never mapped are read from the file, then
  * copied: the daemon maps nothing of the file (its Rss there stays 0, where
@@ -208,6 +236,38 @@ Test(prefault, cold_faults_read_the_file_and_map_none, .timeout = 60, .fini = te
 	for (tries = 0; fds_on(dmn.pid, "pages-1.img") && tries < 2000; tries++)
 		usleep(5000);
 	cr_expect_eq(fds_on(dmn.pid, "pages-1.img"), 0, "the file stays open after its process left");
+	cr_expect_geq(pages_read_at_exit(), SCATTER, "the faults far apart were not read first");
+}
+
+/* Wait for the word, read SCATTER pages far apart, then compare every byte. */
+static int sc_go_then_scatter(struct ts_child *c)
+{
+	ts_wait_go(c);
+	return sc_scatter_then_check(c);
+}
+
+/*
+ * Once the prefault has mapped the whole (cached) file, it says so in the
+ * record of mapped pages: faults far apart copy from the mapping and read
+ * nothing first, and every byte is the image's.
+ */
+Test(prefault, faults_after_the_prefault_read_nothing_first, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "-v", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one_area, .n = 1, .seed = SEED, .imgdir = imgdir };
+	pid_t pid;
+
+	setup(args);
+	cr_assert_eq(cached_pages(pages), (long)(AREA / 4096), "the images just written are cached");
+	pid = ts_child_start(&c, sc_go_then_scatter);
+	cr_assert(log_wait("prefault done"), "the prefault never finished");
+	cr_assert_eq(map_rss_kib(dmn.pid, "pages-1.img"), (long)(AREA >> 10),
+		     "the prefault mapped %ld KiB of the file", map_rss_kib(dmn.pid, "pages-1.img"));
+	ts_say_go(&c);
+	/* sc_scatter_then_check waits for a second word once its faults are made. */
+	ts_say_go(&c);
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory (see its stderr)");
+	cr_expect_eq(pages_read_at_exit(), 0, "faults read pages the prefault had mapped");
 }
 
 /* Return at once: the process exits right after its hand-over. */
@@ -366,4 +426,85 @@ Test(prefault, a_file_no_one_uses_is_dropped_while_others_fault, .timeout = 60, 
 	cr_expect_not(ts_log_has(&dmn, "prefault done"), "A's prefault ran while it faulted");
 	ts_say_go(&a);
 	cr_assert_eq(ts_child_wait(pa, 30000), 0);
+}
+
+/* ---- a faulting page found there already ---- */
+
+#define EX_PAGE	(BASE + 100 * TS_PAGE)	/* the page placed under the fault (far from the start) */
+
+/* Touch EX_PAGE: the thread blocks on its fault until the daemon answers it. */
+static void *touch_ex_page(void *arg)
+{
+	(void)arg;
+	(void)*(volatile uint64_t *)(uintptr_t)EX_PAGE;
+	return NULL;
+}
+
+/*
+ * With the daemon stopped, fault on EX_PAGE in a thread; once the fault is
+ * queued, place the page's image bytes ourselves (not waking the thread):
+ * the daemon's copy then finds it there (EEXIST). Say so on the pipe in
+ * ARG, wait for the thread, then read the next two pages one after the
+ * other and check all three.
+ */
+static int sc_place_under_fault(struct ts_child *c)
+{
+	static uint64_t page[TS_PAGE / 8];
+	int *ready = c->arg;
+	struct uffdio_copy cp = { .dst = EX_PAGE, .src = (uintptr_t)page, .len = TS_PAGE,
+				  .mode = UFFDIO_COPY_MODE_DONTWAKE };
+	struct pollfd pfd = { .fd = c->uffd, .events = POLLIN };
+	pthread_t th;
+
+	for (uint64_t i = 0; i < TS_PAGE / 8; i++)
+		page[i] = ts_word(c->seed, EX_PAGE + i * 8);
+	ts_wait_go(c);
+	if (pthread_create(&th, NULL, touch_ex_page, NULL))
+		return ts_fail("pthread_create");
+	/* Not read by the stopped daemon: the fault stays queued, the uffd readable. */
+	if (poll(&pfd, 1, -1) != 1)
+		return ts_fail("poll uffd: %m");
+	if (ioctl(c->uffd, UFFDIO_COPY, &cp) < 0 || cp.copy != (int64_t)TS_PAGE)
+		return ts_fail("UFFDIO_COPY: %m");
+	if (write(ready[1], "R", 1) != 1)
+		return ts_fail("write: %m");
+	pthread_join(th, NULL);
+	(void)*(volatile uint64_t *)(uintptr_t)(EX_PAGE + TS_PAGE);
+	(void)*(volatile uint64_t *)(uintptr_t)(EX_PAGE + 2 * TS_PAGE);
+	return ts_check(EX_PAGE, 3 * TS_PAGE, EX_PAGE, &c->areas[0], c->seed) ? 1 : 0;
+}
+
+/*
+ * A fault whose one-page run is there already when the daemon copies it
+ * (EEXIST, on the read-first path) is a fault answered like any other: the
+ * window that follows it grows, so reading the two pages after it faults
+ * once (the second comes with the first), not twice.
+ */
+Test(prefault, a_page_found_there_counts_for_the_window, .timeout = 60, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "--no-prefault", "--no-working-set", "-v", NULL };
+	int ready[2];
+	struct ts_child c = { .d = &dmn, .areas = one_area, .n = 1, .seed = SEED, .imgdir = imgdir,
+			      .keep_uffd = true, .arg = ready };
+	struct ts_status s;
+	char b;
+	pid_t pid;
+
+	setup(args);
+	cr_assert_eq(pipe2(ready, O_CLOEXEC), 0);
+	pid = ts_child_start(&c, sc_place_under_fault);
+	close(ready[1]);
+	cr_assert_eq(kill(dmn.pid, SIGSTOP), 0);
+	ts_say_go(&c);
+	b = 0;
+	cr_expect_eq(read(ready[0], &b, 1), 1, "the child did not place its page");
+	close(ready[0]);
+	cr_assert_eq(kill(dmn.pid, SIGCONT), 0);
+	cr_assert_eq(b, 'R');
+	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child saw wrong memory (see its stderr)");
+	cr_assert_eq(ts_status_get(&dmn, &s), 0);
+	cr_expect_eq(s.tot->faults, 2, "%" PRIu64 " faults for three pages read in order",
+		     s.tot->faults);
+	ts_status_free(&s);
+	cr_expect(ts_log_has(&dmn, "EEXIST at"), "the daemon's copy did not find the page there");
 }

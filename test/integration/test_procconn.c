@@ -6,6 +6,8 @@
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -32,6 +34,22 @@ static bool kernel_filters(void)
 	       (major > 6 || (major == 6 && minor >= 6));
 }
 
+/* The count of events other than forks and exits in the daemon's last word on them; -1: none. */
+static long other_events(void)
+{
+	const char *key = " exits, ";
+	char line[1024];
+	long n = -1;
+	FILE *f = fopen(dmn.log, "re");
+
+	cr_assert_not_null(f, "%s", dmn.log);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "proc connector: ") && strstr(line, key))
+			n = strtol(strstr(line, key) + strlen(key), NULL, 10);
+	fclose(f);
+	return n;
+}
+
 /*
  * A child renames itself RENAMES times (a COMM event each, sent to every
  * listener that did not filter it out); the daemon, stopped after, counts
@@ -40,6 +58,7 @@ static bool kernel_filters(void)
 Test(procconn, only_forks_and_exits_come, .timeout = 60, .fini = teardown)
 {
 	const char *args[] = { "--no-fill", "-v", NULL };
+	long other;
 	int st;
 	pid_t pid;
 
@@ -62,7 +81,10 @@ Test(procconn, only_forks_and_exits_come, .timeout = 60, .fini = teardown)
 	st = ts_daemon_stop(&dmn, 10000);
 	dmn.pid = 0;	/* stopped: teardown only removes its directory */
 	cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "wait status %d", st);
-	cr_assert(ts_log_has(&dmn, "proc connector: "), "no count of proc connector events");
-	cr_expect(ts_log_has(&dmn, " exits, 0 other"),
-		  "events other than forks and exits came (%d renames were made)", RENAMES);
+	other = other_events();
+	cr_assert_geq(other, 0, "no count of proc connector events in %s", dmn.log);
+	/* Not 0: an exec or a rename elsewhere on the machine may have come before the filter. */
+	cr_expect_lt(other, RENAMES / 2,
+		     "%ld events other than forks and exits came (%d renames were made)", other,
+		     RENAMES);
 }
