@@ -24,12 +24,12 @@
 
 #include "core.h"
 #include "dump.h"
-#include "log.h"
 #include "dump_area.h"
 #include "dump_image.h"
 #include "dump_pages.h"
 #include "dump_shmem.h"
 #include "imgtask.h"
+#include "log.h"
 #include "precopy.h"
 #include "ptrace.h"
 #include "why.h"

@@ -208,8 +208,8 @@ int grave_plan(struct grave *g, const struct dump_held *h)
 	free(lazy);
 	/* Said apart: the tests must tell "not moved for its guards" from "too small". */
 	if (!g->n)
-		g->skip = guarded ? "the areas big enough may hold guard markers (a move would "
-				    "take them away)" : "no area holds 2 MiB of lazy pages";
+		g->skip = guarded ? "the areas big enough may hold guard markers, which a move "
+				    "would take away" : "no area holds 2 MiB of lazy pages";
 	return (int)g->n;
 }
 
