@@ -29,6 +29,7 @@
 #include "dump_pages.h"
 #include "dump_shmem.h"
 #include "imgtask.h"
+#include "log.h"
 #include "precopy.h"
 #include "ptrace.h"
 #include "why.h"
@@ -159,7 +160,8 @@ static long long locked_kb(pid_t pid)
  *      The freeze's own walk of every anonymous area (precopy.c's last
  *      scan, or dump_pages.c's) meets any marker there and says so
  *      (hold(): guarded), at no cost: such an area is not moved.
- *   lo (mlock): VmLck moves, read_proc() reads smaps again frozen.
+ *   lo (mlock): VmLck (read before the smaps walk) moves, read_proc()
+ *      reads smaps again frozen.
  *   wf (wipe-on-fork): the area is served lazily where it would have
  *      stayed resident, and a child forked later faults there to the
  *      manager, which serves it the parent's pages instead of zeros. So
@@ -170,12 +172,22 @@ static long long locked_kb(pid_t pid)
  *   sl (mseal): a sealed area cannot be moved (mremap fails: dropped in
  *      the freeze instead) and, read-only, not dropped either (the hand-over
  *      fails and puts everything back); a writable one is served correctly.
- *   um, uw, ui (another userfaultfd): the registration of a lazy area fails
+ *   um, uw, ui (another userfaultfd, whose fd the target may hold where
+ *      survey_fds() cannot see it: sent to another process): an area to be
+ *      moved into the graveyard is first registered on our own uffd and
+ *      unregistered (grave_probe(), microseconds): busy, the hand-over is
+ *      refused before anything moves, as a move would leave that
+ *      registration on the empty area, a move back lose it, and its remap
+ *      events wait for a reader. Another area's registration by us fails
  *      with EBUSY and the hand-over is undone; others are not touched.
  *   mg (KSM): a moved area is unmerged by the move, in the freeze: slower.
- *   hg, nh, dd, dc: only the mm image's madvise record, which the manager
+ *   hg, nh, dd, dc: the mm image's madvise record, which the manager
  *      does not read (it reads hg and nh live before a collapse); a change
- *      after the thaw leaves the images just as behind.
+ *      after the thaw leaves the images just as behind. dc also says
+ *      whether an area moved back from the graveyard (a failed hand-over)
+ *      is made MADV_DOFORK again: that is read then, frozen, from the
+ *      place the move left (grave_put_back()), not from this read.
+ *   gu also shows in dump_held_recheck()'s check after the thaw.
  */
 static void preread(struct dump *d)
 {
@@ -183,9 +195,15 @@ static void preread(struct dump *d)
 
 	if (d->o->kill)
 		return;	/* dead before the images are out: frozen costs the same */
+	/*
+	 * VmLck first: an mlock during the smaps walk of an area already
+	 * walked then moves it between this read and the frozen one. Read
+	 * after the walk, it would count the lock the walk did not see.
+	 */
+	d->pre_locked = locked_kb(d->pid);
+	dump_test_hook("locked", d->pidfd);	/* tests: mlock between the two reads */
 	if (procfs_read_smaps(d->pid, &d->pre, why, sizeof(why)) < 0)
 		return;	/* read again frozen, and fail there if it must */
-	d->pre_locked = locked_kb(d->pid);
 	d->st->areas_read = DUMP_AREAS_BEFORE;
 	dump_test_hook("preread", d->pidfd);
 }
@@ -208,9 +226,8 @@ static int read_proc(struct dump *d)
 			memset(&d->pre, 0, sizeof(d->pre));
 			return 0;
 		}
-		if (getenv("UFFD_INJECT_DEBUG"))
-			fprintf(stderr, "uffd-inject: pid %d: areas read again frozen: %s\n",
-				(int)d->pid, changed[0] ? changed : "VmLck moved");
+		log_debug("pid %d: areas read again frozen: %s", (int)d->pid,
+			  changed[0] ? changed : "VmLck moved");
 		procfs_maps_free(&d->pre);
 		d->st->areas_read = DUMP_AREAS_AGAIN;
 	}
@@ -396,12 +413,11 @@ void dump_test_hook(const char *where, int pidfd)
 	}
 }
 
-/* With UFFD_INJECT_DEBUG set: how long after the freeze step WHAT ended. */
+/* Debug (UFFD_INJECT_DEBUG set): how long after the freeze step WHAT ended. */
 static void phase(const struct dump *d, const char *what)
 {
-	if (getenv("UFFD_INJECT_DEBUG"))
-		fprintf(stderr, "uffd-inject: pid %d: %s at %.1f ms after the freeze\n",
-			(int)d->pid, what, since(&d->t_frozen) * 1e3);
+	log_debug("pid %d: %s at %.1f ms after the freeze", (int)d->pid, what,
+		  since(&d->t_frozen) * 1e3);
 }
 
 /* A page the running target took away while a round read it: copy it next round. */
@@ -855,6 +871,18 @@ void dump_held_release(struct dump_held *h)
 #define HELD_FLAGS	(PFV_WF | PFV_SL | PFV_DP | PFV_LO | PFV_DC | PFV_DD | PFV_MG | PFV_HG | \
 			 PFV_NH)
 
+/*
+ * Does the VmFlags text T say "gu" (guard markers)? Not among the PFV_*
+ * bits (a code of 6.18); a kernel without it never says so.
+ */
+static bool says_guarded(const char *t)
+{
+	for (const char *p = t ? strstr(t, "gu") : NULL; p; p = strstr(p + 1, "gu"))
+		if ((p == t || p[-1] == ' ') && (p[2] == ' ' || p[2] == '\n' || !p[2]))
+			return true;
+	return false;
+}
+
 int dump_held_recheck(pid_t pid, const struct procfs_maps *pre, char *why, size_t len)
 {
 	struct procfs_maps now;
@@ -875,8 +903,10 @@ int dump_held_recheck(pid_t pid, const struct procfs_maps *pre, char *why, size_
 			j++;
 		for (size_t k = j; k < now.n && now.v[k].start < v->end && ret == 0; k++) {
 			uint32_t diff = (v->vmflags ^ now.v[k].vmflags) & HELD_FLAGS;
+			bool gu = !says_guarded(v->vmflags_text) &&
+				  says_guarded(now.v[k].vmflags_text);
 
-			if (!diff)
+			if (!diff && !gu)
 				continue;
 			ret = why_set(why, len, EAGAIN, "pid %d: 0x%" PRIx64 "-0x%" PRIx64 " %s: its "
 				      "VmFlags went from '%.*s' to '%.*s' between their read before "
@@ -886,7 +916,9 @@ int dump_held_recheck(pid_t pid, const struct procfs_maps *pre, char *why, size_
 				      v->vmflags_text, flags_len(now.v[k].vmflags_text),
 				      now.v[k].vmflags_text, (diff & now.v[k].vmflags & PFV_WF) ?
 				      ": it is wipe-on-fork now and served lazily, so a child it "
-				      "forks would be served its pages there, not zeros" : "");
+				      "forks would be served its pages there, not zeros" : gu ?
+				      ": it has guard markers now (the freeze's walk finds those "
+				      "placed before it, and such an area is not moved)" : "");
 		}
 	}
 	procfs_maps_free(&now);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "grave.h"
+#include "log.h"
 #include "pagemap.h"
 #include "procfs.h"
 #include "ptrace.h"
@@ -150,6 +151,7 @@ static bool any_seccomp(pid_t pid)
 
 int grave_plan(struct grave *g, const struct dump_held *h)
 {
+	size_t guarded = 0;
 	uint64_t *lazy;
 
 	if (getenv("UFFD_INJECT_TEST_NO_GRAVEYARD")) {
@@ -194,15 +196,69 @@ int grave_plan(struct grave *g, const struct dump_held *h)
 		 */
 		if (a->kind != DUMP_ANON || !(a->pe_flags & PE_LAZY) || a->hpage ||
 		    (v->flags & MAP_GROWSDOWN) || (v->status & 2 /* VMA_AREA_STACK */) ||
-		    h->guarded[i] || h->merged[i] || lazy[i] < GRAVE_MIN_PAGES)
+		    h->merged[i] || lazy[i] < GRAVE_MIN_PAGES)
 			continue;
+		if (h->guarded[i]) {
+			guarded++;
+			continue;
+		}
 		g->p[g->n++] = (struct grave_piece){ v->start, v->end, 0, (uint32_t)i, lazy[i],
 			v->has_madv && (v->madv & (1ull << MADV_DONTFORK)) };
 	}
 	free(lazy);
+	/* Said apart: the tests must tell "not moved for its guards" from "too small". */
 	if (!g->n)
-		g->skip = "no area holds 2 MiB of lazy pages";
+		g->skip = guarded ? "the areas big enough may hold guard markers, which a move "
+				    "would take away" : "no area holds 2 MiB of lazy pages";
 	return (int)g->n;
+}
+
+/* Register [START, END) in MODE on UFD, and take it out again unless KEEP; -errno. */
+static int try_register(int ufd, uint64_t start, uint64_t end, uint64_t mode, bool keep)
+{
+	struct uffdio_register r = { .range = { start, end - start }, .mode = mode };
+	struct uffdio_range all = { start, end - start };
+
+	if (ioctl(ufd, UFFDIO_REGISTER, &r) < 0)
+		return -errno;
+	if (!keep)
+		ioctl(ufd, UFFDIO_UNREGISTER, &all);
+	return 0;
+}
+
+int grave_probe(struct grave *g, int ufd, int tufd)
+{
+	size_t kept = 0;
+
+	for (size_t k = 0; k < g->n; k++) {
+		const struct grave_piece *p = &g->p[k];
+		/* MISSING mode: no page-table walk either way, microseconds. */
+		int r = try_register(ufd, p->start, p->end, UFFDIO_REGISTER_MODE_MISSING, false);
+
+		/*
+		 * Busy: another userfaultfd holds it, the tracker's or not. The
+		 * tracker takes the same registration again (the same context,
+		 * the same mode: nothing changes); any other refuses it too.
+		 */
+		if (r == -EBUSY && tufd >= 0 &&
+		    try_register(tufd, p->start, p->end, UFFDIO_REGISTER_MODE_WP, true) == 0)
+			r = 0;
+		if (r == -EBUSY) {
+			g->n = 0;
+			return gfail(g, EBUSY, "0x%" PRIx64 "-0x%" PRIx64 " has been registered "
+				     "with a userfaultfd of its own since its areas were read (one "
+				     "its fd table does not show: held by another process?): not "
+				     "handed over, nothing moved; its registration stays",
+				     p->start, p->end);
+		}
+		/* Anything else: not ours to know; it stays and is dropped in the freeze. */
+		if (r == 0)
+			g->p[kept++] = *p;
+	}
+	g->n = kept;
+	if (!kept)
+		g->skip = "no area could be registered";
+	return (int)kept;
 }
 
 bool grave_has(const struct grave *g, uint32_t area)
@@ -239,12 +295,36 @@ static int unreserve(struct grave *g, struct pt *pt)
 	return 0;
 }
 
+/*
+ * Read each piece's MADV_DONTFORK again from the empty area the move left
+ * in its place (MREMAP_DONTUNMAP keeps its flags, as they were at the
+ * freeze): the read before the freeze may be behind, and the piece itself
+ * took the graveyard's. A whole smaps walk, but only for a failed hand-over.
+ * When it cannot be read, the read before the freeze stands.
+ */
+static void frozen_dontfork(struct grave *g)
+{
+	struct procfs_maps m;
+	char why[256];
+
+	g->dc_read = true;
+	if (procfs_read_smaps(g->pid, &m, why, sizeof(why)) < 0)
+		return;
+	for (size_t k = 0; k < g->n; k++)
+		for (size_t i = 0; i < m.n; i++)
+			if (m.v[i].start <= g->p[k].start && g->p[k].start < m.v[i].end)
+				g->p[k].dontfork = (m.v[i].vmflags & PFV_DC) != 0;
+	procfs_maps_free(&m);
+}
+
 int grave_put_back(struct grave *g, struct pt *pt, size_t k)
 {
 	const struct grave_piece *p = &g->p[k];
 	long r;
 	int ret;
 
+	if (g->forkless && !g->dc_read)
+		frozen_dontfork(g);
 	ret = tsys(g, pt, &r, "mremap()", SYS_mremap, (long)p->at, (long)(p->end - p->start),
 		   (long)(p->end - p->start), MREMAP_MAYMOVE | MREMAP_FIXED, (long)p->start, 0);
 	if (ret < 0)
@@ -253,7 +333,7 @@ int grave_put_back(struct grave *g, struct pt *pt, size_t k)
 		return gfail(g, (int)-r, "cannot move 0x%" PRIx64 "-0x%" PRIx64 " back from the "
 			     "graveyard: %s", p->start, p->end, strerror((int)-r));
 	/* It comes back with the graveyard's MADV_DONTFORK: a child must get it again. */
-	if (p->dontfork)
+	if (!g->forkless || p->dontfork)
 		return 0;
 	ret = tsys(g, pt, &r, "madvise()", SYS_madvise, (long)p->start,
 		   (long)(p->end - p->start), MADV_DOFORK, 0, 0, 0);
@@ -386,7 +466,12 @@ int grave_dig(struct grave *g, struct pt *pt)
 		snprintf(g->why, sizeof(g->why), "%s; its place could not be reserved again", first);
 		return dig_undo(g, pt, "a failed move left a hole in the graveyard");
 	}
-	/* A fork before the dropper is through must not copy the graveyard into the child. */
+	/*
+	 * A fork before the dropper is through must not copy the graveyard
+	 * into the child. From here a piece may carry the graveyard's flag
+	 * (a failed madvise may have set it on some): a move back must look.
+	 */
+	g->forkless = true;
 	ret = tsys(g, pt, &r, "madvise()", SYS_madvise, (long)g->base, (long)g->len,
 		   MADV_DONTFORK, 0, 0, 0);
 	if (ret < 0)
@@ -407,7 +492,7 @@ int grave_dig(struct grave *g, struct pt *pt)
  * (tests only): first nanosleep(SLEEP), a struct timespec in the data page.
  */
 static size_t stub_code(uint8_t *c, uint64_t grave, uint64_t len, uint64_t result,
-			uint64_t sleep)
+			uint64_t sleep, size_t *halt)
 {
 	uint32_t chunk = GRAVE_CHUNK;
 	size_t n = 0, jnz, loop;
@@ -467,6 +552,7 @@ static size_t stub_code(uint8_t *c, uint64_t grave, uint64_t len, uint64_t resul
 	n += 8;
 	c[n++] = 0x31; c[n++] = 0xff;			/* xor edi, edi */
 	c[n++] = 0xb8; c[n++] = SYS_exit; c[n++] = 0; c[n++] = 0; c[n++] = 0; /* mov eax, */
+	*halt = n;	/* grave_finish's munmaps run here too: stub_sys() says why */
 	c[n++] = 0x0f; c[n++] = 0x05;			/* syscall (exit: this thread only) */
 	if (n - (jnz + 1) > 127)
 		return SIZE_MAX;	/* past a short jump: taken as too long */
@@ -479,7 +565,7 @@ int grave_stub(struct grave *g, struct pt *pt)
 {
 	const char *delay = getenv("UFFD_INJECT_TEST_DROPPER_DELAY_MS");
 	uint64_t word[3] = { GRAVE_SENTINEL, 0, 0 };
-	size_t n;
+	size_t n, halt = 0;
 	long r;
 	int ret;
 
@@ -496,8 +582,10 @@ int grave_stub(struct grave *g, struct pt *pt)
 		word[1] = (uint64_t)atoi(delay) / 1000;
 		word[2] = (uint64_t)atoi(delay) % 1000 * 1000000;
 	}
-	n = stub_code(g->code, g->base, g->len, g->stub + GRAVE_PAGE,
-		      delay ? g->stub + GRAVE_PAGE + 8 : 0);
+	/* Tests: the dropper's munmap fails (EINVAL: not aligned); grave_finish does it. */
+	n = stub_code(g->code, g->base | !!getenv("UFFD_INJECT_TEST_DROPPER_MUNMAP_FAIL"),
+		      g->len, g->stub + GRAVE_PAGE, delay ? g->stub + GRAVE_PAGE + 8 : 0, &halt);
+	g->halt = g->stub + halt;
 	if (n > GRAVE_NONCE || getrandom(g->code + GRAVE_NONCE, GRAVE_CODE - GRAVE_NONCE, 0) !=
 	    GRAVE_CODE - GRAVE_NONCE)
 		return gfail(g, EIO, "no nonce for the dropper's code");
@@ -679,16 +767,29 @@ static bool stub_is_ours(struct grave *g, struct pt *pt)
 }
 
 /*
- * munmap(ADDR, LEN) in the thread held in PT, run at the syscall instruction
- * that starts the stub (just checked to be ours, byte for byte): a thread
- * stopped for the purpose has no syscall instruction known yet, and looking
- * for one reads its maps and its vdso while it is held. The thread never
- * runs our code: it is stopped at the call's exit, its registers put back.
+ * munmap(ADDR, LEN) in the thread held in PT, run at the stub's last
+ * syscall instruction, the exit's (the stub just checked to be ours, byte
+ * for byte): a thread stopped for the purpose has no syscall instruction
+ * known yet, and looking for one reads its maps and its vdso while it is
+ * held. The thread is stopped at the call's exit and its registers put
+ * back; it runs none of our code, unless we are killed in between
+ * (ptrace_inject.c): then it goes on after the instruction with our
+ * registers. There the stub has a ud2: the process dies of SIGILL, as it
+ * would, one way or another, on the vdso's code (where such a call used to
+ * run), and never runs the dropper's code on (from the clone's syscall
+ * instruction it would: drop and unmap the graveyard's range, where the
+ * running target may have mapped since, then exit, silently the last
+ * thread). After the stub's own munmap, the ud2 is gone: SIGSEGV.
  */
 static int stub_sys(struct grave *g, struct pt *pt, long *r, long addr, long len)
 {
 	const long args[6] = { addr, len, 0, 0, 0, 0 };
-	int ret = pt_syscall_at(pt, 0, g->stub, r, SYS_munmap, args);
+	const char *die = getenv("UFFD_INJECT_TEST_DIE_IN_MUNMAP");
+	int ret;
+
+	/* Tests: killed in the call's window, of the graveyard (G) or of the stub (S). */
+	pt->test_die = die && *die == ((uint64_t)addr == g->stub ? 'S' : 'G');
+	ret = pt_syscall_at(pt, 0, g->halt, r, SYS_munmap, args);
 
 	if (ret == -ESRCH)
 		return gfail(g, ESRCH, "the process exited during the hand-over");
@@ -735,8 +836,8 @@ int grave_finish(struct grave *g, int ms, struct pt *held)
 {
 	struct timespec t0, t1;
 	struct pt own, *pt = held ? held : &own;
+	int ret, left = 0;
 	long r;
-	int ret;
 
 	if (!g->stub)
 		return 0;
@@ -762,9 +863,7 @@ int grave_finish(struct grave *g, int ms, struct pt *held)
 		if (ret < 0)
 			return ret;
 	}
-	if (getenv("UFFD_INJECT_DEBUG"))
-		fprintf(stderr, "uffd-inject: pid %d: one thread stopped in %.3f ms\n", (int)g->pid,
-			since(&t1) * 1e3);
+	log_debug("pid %d: one thread stopped in %.3f ms", (int)g->pid, since(&t1) * 1e3);
 	if (!stub_is_ours(g, pt)) {
 		/* An exec: a new mm, where that address is not ours. */
 		if (!held)
@@ -793,24 +892,27 @@ int grave_finish(struct grave *g, int ms, struct pt *held)
 	 * (it ended without writing one?) leaves the graveyard alone: an area
 	 * there now may be the target's.
 	 */
-	if (ret == 0 && g->dropped < 0 && g->dropped > -4096 && g->len)
+	if (ret == 0 && g->dropped < 0 && g->dropped > -4096 && g->len) {
 		ret = stub_sys(g, pt, &r, (long)g->base, (long)g->len);
-	if (ret == 0)
+		if (ret == 0 && r < 0)
+			left = gfail(g, (int)-r, "munmap(0x%" PRIx64 ", %" PRIu64 ") of the "
+				     "graveyard: %s; it stays", g->base, g->len, strerror((int)-r));
+	}
+	if (ret == 0 && !left)
 		g->len = 0;
-	if (getenv("UFFD_INJECT_DEBUG"))
-		fprintf(stderr, "uffd-inject: pid %d: checked at %.3f ms\n", (int)g->pid,
-			since(&t1) * 1e3);
+	log_debug("pid %d: checked at %.3f ms", (int)g->pid, since(&t1) * 1e3);
 	if (ret == 0)
 		ret = stub_sys(g, pt, &r, (long)g->stub, 2 * GRAVE_PAGE);
-	if (getenv("UFFD_INJECT_DEBUG"))
-		fprintf(stderr, "uffd-inject: pid %d: unmapped at %.3f ms\n", (int)g->pid,
-			since(&t1) * 1e3);
+	if (ret == 0 && r < 0)
+		ret = gfail(g, (int)-r, "munmap of the dropper's 8 KiB at 0x%" PRIx64 ": %s; they "
+			    "stay", g->stub, strerror((int)-r));
+	log_debug("pid %d: unmapped at %.3f ms", (int)g->pid, since(&t1) * 1e3);
 	if (!held)
 		pt_detach(pt);
 	g->stop_s = since(&t1);
 	if (ret == 0)
 		g->stub = 0;
-	return ret;
+	return ret < 0 ? ret : left;
 }
 
 void grave_free(struct grave *g)

@@ -63,7 +63,8 @@ struct grave_piece {
 	uint64_t at;
 	uint32_t area;		/* its index in the held dump's areas */
 	uint64_t pages;		/* its lazy pages, as the dump found them */
-	bool dontfork;		/* it was MADV_DONTFORK before (the graveyard is) */
+	bool dontfork;		/* it was MADV_DONTFORK (the graveyard is): as read before the
+				 * freeze, then (grave_put_back) as its empty place says */
 };
 
 struct grave {
@@ -74,6 +75,9 @@ struct grave {
 	uint64_t moved_pages;	/* lazy pages of the moved areas (as the dump found them) */
 	uint64_t stub;		/* the dropper's code page, its data page after it; 0: none */
 	uint8_t code[GRAVE_CODE];	/* what the code page starts with */
+	uint64_t halt;		/* the stub's last syscall instruction, a ud2 after it */
+	bool forkless;		/* the graveyard is MADV_DONTFORK: so are the pieces in it */
+	bool dc_read;		/* the pieces' MADV_DONTFORK read again, frozen */
 	pid_t dropper;		/* its thread id (ours: see inner); 0: not started */
 	pid_t inner;		/* the same as clone() in the target gave it (its pid namespace's) */
 	int dfd;		/* its pidfd (PIDFD_THREAD), -1 */
@@ -110,6 +114,19 @@ int grave_reserve(struct grave *g, struct pt *pt);
  */
 int grave_dig(struct grave *g, struct pt *pt);
 
+/*
+ * Frozen, before grave_reserve: is any chosen area registered with a
+ * userfaultfd since the areas were read? Each is registered (MISSING mode)
+ * on UFD, our own, and unregistered; a busy one is tried on TUFD, the
+ * pre-copy tracker's (-1: none), in its mode. An area another userfaultfd
+ * holds must not move: the move would leave that registration behind on
+ * the empty area and a move back lose it (and with its remap events, wait
+ * for a reader that may never come). Returns how many areas stay chosen;
+ * -EBUSY with g->why naming the area (g->n 0: nothing to move, refuse the
+ * hand-over).
+ */
+int grave_probe(struct grave *g, int ufd, int tufd);
+
 /* Is area AREA (index into the held dump's areas) moved? */
 bool grave_has(const struct grave *g, uint32_t area);
 
@@ -119,7 +136,8 @@ uint64_t grave_where(const struct grave *g, uint64_t addr);
 /*
  * Frozen: move piece K back to its place (replacing the empty area: for a
  * failed hand-over, before the area was registered anywhere), forked again
- * unless it was MADV_DONTFORK before. 0 or -errno.
+ * unless it was MADV_DONTFORK at the freeze: the empty place says (smaps,
+ * read once, only here: a failed hand-over), else the read before. 0 or -errno.
  */
 int grave_put_back(struct grave *g, struct pt *pt, size_t k);
 
@@ -144,7 +162,9 @@ int grave_bury(struct grave *g, struct pt *pt);
  * the stub is ours and unmap it (and the graveyard, should the dropper's
  * munmap have failed). 0; -ESRCH when the target exited or exec'd (nothing
  * to do); -ETIMEDOUT, -EBUSY (its result word not written: it may still
- * run the stub) or -errno with g->why when the stub is left in place.
+ * run the stub) or -errno with g->why when the stub is left in place, or
+ * the graveyard (g->len not 0: its munmap failed; the stub is gone).
+ * Both munmaps run at the stub's exit syscall, a ud2 after it (grave.c).
  */
 int grave_finish(struct grave *g, int ms, struct pt *held);
 

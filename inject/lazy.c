@@ -52,6 +52,7 @@
 #include "grave.h"
 #include "handover.h"
 #include "lazy.h"
+#include "log.h"
 #include "manager.pb-c.h"
 #include "pagemap.h"
 #include "procfs.h"
@@ -670,13 +671,18 @@ static int move_out(struct lz *z)
 		return lfail(z, -ret, "out of memory");
 	if (ret == 0)
 		return 0;
+	/* Its areas were read before the freeze: one may have been registered since. */
+	ret = grave_probe(&z->g, z->ufd, z->h.track.ufd);
+	if (ret < 0)
+		return lfail(z, -ret, "%s", z->g.why);
+	if (ret == 0)
+		return 0;
 	ret = grave_reserve(&z->g, &z->h.pt);
 	if (ret < 0)
 		return lfail(z, -ret, "%s", z->g.why);
 	z->st->grave_base = z->g.base;
 	z->st->grave_len = z->g.len;
-	if (getenv("UFFD_INJECT_DEBUG"))
-		fprintf(stderr, "uffd-inject: graveyard reserved at %.1f ms\n", since(&z->t0) * 1e3);
+	log_debug("graveyard reserved at %.1f ms", since(&z->t0) * 1e3);
 	dump_test_hook("graveyard", -1);
 	if (!z->g.n)
 		return 0;	/* no room */
@@ -891,7 +897,8 @@ static int undo(struct lz *z)
 			z->tfd = -1;
 	}
 	/* A dropper started: let it finish, then take its code out, all before the thaw. */
-	if (z->g.dropper && grave_finish(&z->g, GRAVE_WAIT_MS, &z->h.pt) < 0 && z->g.stub)
+	if (z->g.dropper && (ret = grave_finish(&z->g, GRAVE_WAIT_MS, &z->h.pt)) < 0 &&
+	    ret != -ESRCH && (z->g.stub || z->g.len))
 		fprintf(stderr, "uffd-inject: pid %d: warning: %s\n", (int)z->o->pid, z->g.why);
 	if (!z->g.dropper && bury(z, NULL) < 0)
 		fprintf(stderr, "uffd-inject: pid %d: %s; its memory is in place, the graveyard "
@@ -1087,13 +1094,11 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 		if (ret < 0)
 			goto out;
 	}
-	if (getenv("UFFD_INJECT_DEBUG"))
-		fprintf(stderr, "uffd-inject: last round at %.1f ms\n", since(&z.t0) * 1e3);
+	log_debug("last round at %.1f ms", since(&z.t0) * 1e3);
 	ret = dump_run(&dopts, &dst, &z.h);
 	if (ret < 0)
 		return ret;	/* dump_run said why, and let the target go */
-	if (getenv("UFFD_INJECT_DEBUG"))
-		fprintf(stderr, "uffd-inject: dumped at %.1f ms\n", since(&z.t0) * 1e3);
+	log_debug("dumped at %.1f ms", since(&z.t0) * 1e3);
 	if (dopts.prev) {
 		st->final_pages = dst.pages;
 		st->parent_pages = dst.parent_pages;
@@ -1113,20 +1118,17 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 		ret = make_uffd(&z);
 	if (ret < 0)
 		goto out;
-	if (getenv("UFFD_INJECT_DEBUG"))
-		fprintf(stderr, "uffd-inject: uffd made at %.1f ms\n", since(&z.t0) * 1e3);
+	log_debug("uffd made at %.1f ms", since(&z.t0) * 1e3);
 	st->rss_before = status_bytes(o->pid, "VmRSS");
 	st->anon_before = status_bytes(o->pid, "RssAnon");
 	/* Big areas out of the way first: the tracker's areas are cheap to free once empty. */
 	ret = move_out(&z);
 	test_die_at("moved");
-	if (getenv("UFFD_INJECT_DEBUG"))
-		fprintf(stderr, "uffd-inject: %zu areas moved at %.1f ms (graveyard 0x%" PRIx64
-			"-0x%" PRIx64 ")\n", z.g.n, since(&z.t0) * 1e3, z.g.base, z.g.base + z.g.len);
+	log_debug("%zu areas moved at %.1f ms (graveyard 0x%" PRIx64 "-0x%" PRIx64 ")", z.g.n,
+		  since(&z.t0) * 1e3, z.g.base, z.g.base + z.g.len);
 	if (ret == 0)
 		dump_held_untrack(&z.h);
-	if (getenv("UFFD_INJECT_DEBUG"))
-		fprintf(stderr, "uffd-inject: tracker down at %.1f ms\n", since(&z.t0) * 1e3);
+	log_debug("tracker down at %.1f ms", since(&z.t0) * 1e3);
 	if (ret == 0)
 		ret = register_areas(&z);
 	if (ret == 0)
@@ -1143,11 +1145,9 @@ int lazy_run(const struct lazy_opts *o, struct lazy_stats *st)
 	if (ret < 0)
 		goto out;
 	test_die_at("eager");
-	if (getenv("UFFD_INJECT_DEBUG"))
-		fprintf(stderr, "uffd-inject: registered at %.1f ms\n", since(&z.t0) * 1e3);
+	log_debug("registered at %.1f ms", since(&z.t0) * 1e3);
 	ret = drop_pages(&z);
-	if (getenv("UFFD_INJECT_DEBUG"))
-		fprintf(stderr, "uffd-inject: dropped at %.1f ms\n", since(&z.t0) * 1e3);
+	log_debug("dropped at %.1f ms", since(&z.t0) * 1e3);
 	test_die_at("dropped");
 	st->rss_after = status_bytes(o->pid, "VmRSS");
 	st->anon_after = status_bytes(o->pid, "RssAnon");
@@ -1185,12 +1185,13 @@ out:
 		st->frozen_s = (double)t.tv_sec + t.tv_nsec / 1e9 - frozen_at;
 	}
 	if (ret == 0 && z.g.dropper) {
-		int pidfd = (int)syscall(SYS_pidfd_open, o->pid, 0);
+		int pidfd = (int)syscall(SYS_pidfd_open, o->pid, 0), gr;
 
 		dump_test_hook("thawed", pidfd);	/* tests: die, or have it fork, here */
 		if (pidfd >= 0)
 			close(pidfd);
-		if (grave_finish(&z.g, GRAVE_WAIT_MS, NULL) < 0 && z.g.stub)
+		gr = grave_finish(&z.g, GRAVE_WAIT_MS, NULL);
+		if (gr < 0 && gr != -ESRCH && (z.g.stub || z.g.len))
 			fprintf(stderr, "uffd-inject: pid %d: warning: %s\n", (int)o->pid, z.g.why);
 		st->dropper_s = z.g.wait_s;
 		st->stop_s = z.g.stop_s;

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -601,9 +602,33 @@ static int cmd_restore(int argc, char **argv)
 	return restore_run(&o, NULL) < 0 ? 1 : 0;
 }
 
+/*
+ * SIGCHLD as pt_wait_thread() needs it: its default action (a SIG_IGN
+ * inherited across exec would have the kernel send none for a tracee's
+ * stops) and blocked in every thread
+ * (each one we start inherits the mask), so that it stays pending for the
+ * thread that waits for it with sigtimedwait() instead of being taken and
+ * discarded by another. A process we fork and rebuild gets its own mask and
+ * actions from its images (restore_helper.c).
+ */
+static void sigchld_setup(void)
+{
+	struct sigaction sa;
+	sigset_t chld;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	sigaction(SIGCHLD, &sa, NULL);
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, NULL);
+}
+
 int main(int argc, char **argv)
 {
-	log_init("uffd-inject", LOG_LVL_INFO, 0);
+	/* UFFD_INJECT_DEBUG: the steps of a dump or a hand-over, timed, on stderr. */
+	log_init("uffd-inject", getenv("UFFD_INJECT_DEBUG") ? LOG_LVL_DEBUG : LOG_LVL_INFO, 0);
+	sigchld_setup();
 	if (argc < 2) {
 		usage(stderr);
 		return 2;

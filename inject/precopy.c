@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "pagemap.h"
 #include "precopy.h"
 #include "ptrace.h"
@@ -567,10 +568,8 @@ int precopy_scan(struct precopy *pc, struct pt *pt, const struct procfs_maps *m,
 		 */
 		if ((!pc->prev || !(m->v[i].vmflags & PFV_UW)) &&
 		    (ret = track_register(&pc->t, vmas[i].start, vmas[i].end)) < 0) {
-			if (getenv("UFFD_INJECT_DEBUG"))
-				fprintf(stderr, "uffd-inject: pid %d: 0x%" PRIx64 "-0x%" PRIx64
-					" not tracked: %s\n", (int)pc->pid, vmas[i].start,
-					vmas[i].end, strerror(-ret));
+			log_debug("pid %d: 0x%" PRIx64 "-0x%" PRIx64 " not tracked: %s",
+				  (int)pc->pid, vmas[i].start, vmas[i].end, strerror(-ret));
 			ret = 0;
 			pc->untracked++;
 			continue;

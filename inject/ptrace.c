@@ -227,8 +227,10 @@ static void reap_others(struct pt *p, int i)
  * A naked nap (up to 2 ms) would add its own length to each of an injected
  * call's three round trips whenever the thread is slow to stop (a loaded
  * machine, a thread waiting for a CPU): that was most of the after-thaw
- * stop of lazy's graveyard (grave.c). The nap stays, as the longest wait:
- * another thread of ours that does not block SIGCHLD may take it first.
+ * stop of lazy's graveyard (grave.c). main() blocks SIGCHLD before any
+ * thread starts, so no other thread of ours takes it, and resets an
+ * inherited SIG_IGN, under which the kernel would send none. The nap stays,
+ * as the longest wait, for callers that did not (the unit tests).
  */
 int pt_wait_thread(struct pt *p, int i, int ms)
 {

@@ -29,6 +29,8 @@ struct pt {
 	int pidfd;		/* of the target, for pidfd_getfd */
 	int gone;		/* the target died: every call returns -ESRCH */
 	long opts;		/* the PTRACE_O_ options every thread was seized with */
+	bool test_die;		/* tests: SIGKILL ourselves once the next injected call has
+				 * run, its registers not yet put back */
 };
 
 /*

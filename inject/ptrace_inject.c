@@ -125,6 +125,8 @@ static int inject_once(struct pt *p, int i, uint64_t ip, long nr, const long arg
 		r = -EIO;
 	if (r == 0)
 		*res = arch_syscall_ret(&out);
+	if (p->test_die)
+		raise(SIGKILL);	/* in the window, as a kill of the tool can come */
 	if (r == -ESRCH || p->gone || th->st->gone) {
 		p->gone = 1;
 		r2 = -ESRCH;

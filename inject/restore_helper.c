@@ -462,10 +462,15 @@ static void pidns_init(struct rs *r, int wfd, int keep) __attribute__((noreturn)
 static void pidns_init(struct rs *r, int wfd, int keep)
 {
 	int err, st, code = 0;
+	sigset_t chld;
 	pid_t h, w;
 	char c;
 
 	prctl(PR_SET_NAME, "uffd-pidns-init", 0, 0, 0);
+	/* The tool's blocked SIGCHLD (main.c) is no business of this init's. */
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_UNBLOCK, &chld, NULL);
 	h = fork_at((pid_t)r->pid, &err);
 	if (h == 0)
 		helper(r, wfd, err);

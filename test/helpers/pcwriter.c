@@ -36,6 +36,12 @@
  *            guard"; from then on every verify also checks that the page
  *            still cannot be read (process_vm_readv of it fails with EFAULT:
  *            no fault is taken), and no longer compares its words.
+ *   SIGVTALRM register that area with a userfaultfd of its own (MISSING
+ *            mode, no events) whose only fd a forked child keeps (it waits
+ *            for its parent's end): nothing in its own fd table shows it;
+ *            "flags uffd". Every page of the area is read first, so that
+ *            none is missing: no fault reaches it.
+ *            SIGPROF: madvise(MADV_DONTFORK) it, "flags dontfork".
  *   SIGTERM  default: dies.
  *
  * --sleeper: a second thread whose stack is a 4 MiB area of its own, the
@@ -62,9 +68,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/filter.h>
+#include <linux/userfaultfd.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -215,6 +223,40 @@ static void on_usr2(int s)
 static void on_flags(int s)
 {
 	want_flags = s;
+}
+
+/*
+ * Register [A, B) with a new userfaultfd (MISSING mode) and give its fd to a
+ * child that keeps it until we end; 0, or -1 with errno.
+ */
+static int uffd_elsewhere(uintptr_t a, uintptr_t b)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register r = { .range = { a, b - a }, .mode = UFFDIO_REGISTER_MODE_MISSING };
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+	pid_t c;
+
+	if (fd < 0)
+		return -1;
+	/*
+	 * The area may hold more than slot 0 (the counters, merged with it),
+	 * with pages never touched: read each, so that none is missing and
+	 * no fault of ours waits on a userfaultfd nobody reads.
+	 */
+	for (uintptr_t p = a; p < b; p += PCW_PAGE)
+		(void)*(volatile const char *)p;
+	if (ioctl(fd, UFFDIO_API, &api) < 0 || ioctl(fd, UFFDIO_REGISTER, &r) < 0) {
+		close(fd);
+		return -1;
+	}
+	c = fork();
+	if (c == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		for (;;)
+			pause();
+	}
+	close(fd);
+	return c < 0 ? -1 : 0;
 }
 
 /* The bounds of the area of /proc/self/maps that holds P; false if none. */
@@ -614,6 +656,8 @@ int main(int argc, char **argv)
 	sigaction(SIGURG, &sa, NULL);
 	sigaction(SIGXCPU, &sa, NULL);
 	sigaction(SIGPWR, &sa, NULL);
+	sigaction(SIGVTALRM, &sa, NULL);
+	sigaction(SIGPROF, &sa, NULL);
 	if (exec_on_hup) {
 		sa.sa_handler = on_hup;
 		sigaction(SIGHUP, &sa, NULL);
@@ -641,13 +685,15 @@ int main(int argc, char **argv)
 				logf_("flags failed: the last page of slot 0 is in the hot set\n");
 			else if (sig == SIGPWR ? madvise(last, PCW_PAGE, PCW_MADV_GUARD_INSTALL) :
 				 sig == SIGURG ? mlock((void *)a, b - a) :
+				 sig == SIGVTALRM ? uffd_elsewhere(a, b) :
 				 madvise((void *)a, b - a, sig == SIGXCPU ? MADV_WIPEONFORK :
-					 MADV_NOHUGEPAGE))
+					 sig == SIGPROF ? MADV_DONTFORK : MADV_NOHUGEPAGE))
 				logf_("flags failed: %s\n", strerror(errno));
 			else {
 				if (sig == SIGPWR)
 					guard_page = last;
 				logf_("flags %s\n", sig == SIGPWR ? "guard" : sig == SIGURG ? "mlock" :
+				      sig == SIGVTALRM ? "uffd" : sig == SIGPROF ? "dontfork" :
 				      sig == SIGXCPU ? "wipeonfork" : "nohugepage");
 			}
 		}

@@ -1664,6 +1664,69 @@ Test(precopy, lazy_eager_range_across_a_moved_area, .init = setup, .fini = teard
 	verify(pid, log);
 }
 
+/*
+ * The dropper's munmap of the graveyard fails (test hook: an address not
+ * aligned; its MADV_DONTNEEDs fail the same way): the graveyard is unmapped
+ * after the thaw from the thread stopped to take the stub out, and the
+ * stub with it; every byte right.
+ */
+Test(precopy, lazy_dropper_munmap_failing_is_done_after_it, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "256", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128];
+	const char *envs[] = { "UFFD_INJECT_TEST_DROPPER_MUNMAP_FAIL=1", NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock, NULL };
+	uint64_t a, b, stub;
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
+	cr_assert_not_null(strstr(out, "drop: 1 area "), "%s", out);
+	cr_assert_null(strstr(err, "warning"), "%s", err);
+	grave_of(out, &a, &b, &stub);
+	cr_assert(!mapped(pid, a, b), "the graveyard 0x%" PRIx64 "-0x%" PRIx64 " is mapped", a, b);
+	cr_assert(!mapped(pid, stub, stub + 8192), "the dropper's code is mapped");
+	verify(pid, log);
+	change(pid, log, 8);
+	verify(pid, log);
+}
+
+/*
+ * The tool killed inside that munmap of the graveyard, after the call and
+ * before the thread's registers are back (test hook): the thread goes on
+ * after the syscall instruction with our registers. There the stub has a
+ * ud2: the target dies of SIGILL, where it used to run on into the
+ * dropper's code (drop and unmap the graveyard's range, then exit: the
+ * only thread, it would have ended with status 0, silently).
+ */
+Test(precopy, lazy_tool_killed_in_the_after_thaw_munmap_kills_the_target, .init = setup,
+     .fini = teardown, .timeout = 120)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "256", NULL };
+	char log[128], out[8192], err[8192], ps[16], d[128];
+	const char *envs[] = { "UFFD_INJECT_TEST_DROPPER_MUNMAP_FAIL=1",
+			       "UFFD_INJECT_TEST_DIE_IN_MUNMAP=G", NULL };
+	const char *la[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock, NULL };
+	pid_t pid;
+	int rc, st;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	snprintf(ps, sizeof(ps), "%d", (int)pid);
+	snprintf(d, sizeof(d), "%s/lazy", tmp);
+	rc = tool_envs(envs, la, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 128 + SIGKILL, "lazy exit %d: %s", rc, err);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	forget(pid);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGILL, "the target ended with 0x%x", st);
+}
+
 /* ---- lazy reads the areas before the freeze too (dump.c, preread()) ---- */
 
 /*
@@ -1672,11 +1735,11 @@ Test(precopy, lazy_eager_range_across_a_moved_area, .init = setup, .fini = teard
  * read of its areas before the freeze and the freeze; its exit code, the
  * output in OUT and ERR.
  */
-static int lazy_with(pid_t pid, int sig, bool prev, const char *log, char *out, size_t olen,
-		     char *err, size_t elen)
+static int lazy_with_at(pid_t pid, const char *at, int sig, bool prev, const char *more,
+			const char *log, char *out, size_t olen, char *err, size_t elen)
 {
-	char ps[16], d[128], pv[128], se[32], ge[160];
-	const char *envs[] = { "UFFD_INJECT_TEST_SIGNAL_AT=preread", se, ge, NULL };
+	char ps[16], d[128], pv[128], se[32], ge[160], ae[64];
+	const char *envs[] = { ae, se, ge, more, NULL };
 	const char *args[] = { "lazy", "--pid", ps, "--images", d, "--socket", dmn.sock,
 			       prev ? "--prev-images" : NULL, pv, NULL };
 
@@ -1687,9 +1750,37 @@ static int lazy_with(pid_t pid, int sig, bool prev, const char *log, char *out, 
 	snprintf(ps, sizeof(ps), "%d", (int)pid);
 	snprintf(d, sizeof(d), "%s/lazy", tmp);
 	snprintf(pv, sizeof(pv), "%s/r1", tmp);
+	snprintf(ae, sizeof(ae), "UFFD_INJECT_TEST_SIGNAL_AT=%s", at);
 	snprintf(se, sizeof(se), "UFFD_INJECT_TEST_SIGNAL=%d", sig);
 	snprintf(ge, sizeof(ge), "UFFD_INJECT_TEST_WAIT_GROW=%s", log);
 	return tool_envs(envs, args, out, olen, err, elen);
+}
+
+static int lazy_with(pid_t pid, int sig, bool prev, const char *log, char *out, size_t olen,
+		     char *err, size_t elen)
+{
+	return lazy_with_at(pid, "preread", sig, prev, NULL, log, out, olen, err, elen);
+}
+
+/* How many areas of PID have VmFlags code FLAG (" um", " dc"...). */
+static int flag_areas(pid_t pid, const char *flag)
+{
+	char path[64], *b, *p;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	b = slurp(path);
+	for (p = b; (p = strstr(p, "VmFlags:")); p++) {
+		char *e = strchr(p, '\n');
+
+		if (e)
+			*e = '\0';
+		n += strstr(p, flag) != NULL;
+		if (e)
+			*e = '\n';
+	}
+	free(b);
+	return n;
 }
 
 /*
@@ -1697,9 +1788,10 @@ static int lazy_with(pid_t pid, int sig, bool prev, const char *log, char *out, 
  * "gu" then): the freeze's walk of the area meets it, so the area is not
  * moved into the graveyard, which would take the marker with it and leave
  * the page to be served as a zero page. PREV: the walk is the tracker's
- * last scan (precopy.c); else dump_pages.c's.
+ * last scan (precopy.c; with MORE "UFFD_INJECT_TEST_SCAN_SPLIT=1", its
+ * two threads); else dump_pages.c's.
  */
-static void guard_after_the_read(bool prev)
+static void guard_after_the_read(bool prev, const char *more)
 {
 	const char *args[] = { "--pages", "4096", "--hot", "64", NULL };
 	const char *dargs[] = { "--no-fill", NULL };
@@ -1709,13 +1801,18 @@ static void guard_after_the_read(bool prev)
 
 	daemon_with(dargs);
 	pid = pcw_start("w", args, log, sizeof(log));
-	rc = lazy_with(pid, SIGPWR, prev, log, out, sizeof(out), err, sizeof(err));
+	rc = lazy_with_at(pid, "preread", SIGPWR, prev, more, log, out, sizeof(out), err,
+			  sizeof(err));
 	cr_assert_eq(rc, 0, "lazy exit %d: %s", rc, err);
 	cr_log_info("lazy: %s", out);
 	cr_assert_eq(count_in(log, "flags guard\n"), 1, "%s", slurp(log));
 	cr_assert_not_null(strstr(out, "VmFlags read before the freeze"), "%s", out);
-	/* Slot 0 (16 MiB) stayed where it was; the counters are too small to move. */
-	cr_assert_not_null(strstr(out, "drop: in the freeze"), "%s", out);
+	/* Slot 0 (16 MiB) stayed where it was, for its guard; the counters are too small. */
+	cr_assert_not_null(strstr(out, "drop: in the freeze (the areas big enough may hold "
+				  "guard markers"), "%s", out);
+	/* The check after the thaw sees the marker too. */
+	cr_assert_not_null(strstr(out, "checked again after the thaw: changed"), "%s", out);
+	cr_assert_not_null(strstr(err, "guard markers now"), "%s", err);
 	/* Every byte, and the guard page still no page: no fault, EFAULT. */
 	verify(pid, log);
 }
@@ -1723,13 +1820,96 @@ static void guard_after_the_read(bool prev)
 Test(precopy, lazy_guard_placed_after_the_read_is_not_moved, .init = setup, .fini = teardown,
      .timeout = 120)
 {
-	guard_after_the_read(true);
+	guard_after_the_read(true, NULL);
+}
+
+Test(precopy, lazy_split_scan_guard_placed_after_the_read_is_not_moved, .init = setup,
+     .fini = teardown, .timeout = 120)
+{
+	guard_after_the_read(true, "UFFD_INJECT_TEST_SCAN_SPLIT=1");
 }
 
 Test(precopy, lazy_plain_guard_placed_after_the_read_is_not_moved, .init = setup,
      .fini = teardown, .timeout = 120)
 {
-	guard_after_the_read(false);
+	guard_after_the_read(false, NULL);
+}
+
+/*
+ * A big area registered with a userfaultfd of the target's own after its
+ * VmFlags were read, the fd kept by another process (its fd table shows
+ * nothing): the hand-over is refused before the area moves, and the
+ * target's registration stays (a move and a move back would have lost it).
+ */
+Test(precopy, lazy_uffd_registered_after_the_read_is_refused, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "64", NULL };
+	char log[128], out[8192], err[8192];
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	cr_assert_eq(flag_areas(pid, " um"), 0);
+	rc = lazy_with(pid, SIGVTALRM, false, log, out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(rc, 1, "lazy exit %d: %s%s", rc, out, err);
+	cr_assert_eq(count_in(log, "flags uffd\n"), 1, "%s", slurp(log));
+	cr_assert_eq(flag_areas(pid, " um"), 1, "the target's own registration is gone: %s", err);
+	cr_assert_not_null(strstr(err, "registered with a userfaultfd of its own"), "%s", err);
+	cr_assert_not_null(strstr(err, "memory is back in place"), "%s", err);
+	verify(pid, log);
+}
+
+/*
+ * An mlock between the read of VmLck and the walk of smaps before the
+ * freeze (test hook "locked"): VmLck moves from that read to the freeze,
+ * so the areas are read again frozen and the locked area refused.
+ */
+Test(precopy, lazy_mlock_between_the_two_reads_is_seen, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "64", NULL };
+	char log[128], out[8192], err[8192];
+	pid_t pid;
+	int rc;
+
+#if defined(__SANITIZE_ADDRESS__)
+	cr_skip_test("under ASan the target's runtime changes its areas between the reads");
+#endif
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	rc = lazy_with_at(pid, "locked", SIGURG, false, NULL, log, out, sizeof(out), err,
+			  sizeof(err));
+	cr_assert_eq(count_in(log, "flags mlock\n"), 1, "%s", slurp(log));
+	cr_assert_eq(rc, 1, "lazy exit %d: %s%s", rc, out, err);
+	cr_assert_not_null(strstr(err, "is locked in memory"), "%s", err);
+	verify(pid, log);
+}
+
+/*
+ * MADV_DONTFORK of a big area after its VmFlags were read, then a failed
+ * hand-over (the first registration fails, test hook) after the area was
+ * moved: it comes back still MADV_DONTFORK, as it was at the freeze.
+ */
+Test(precopy, lazy_dontfork_after_the_read_survives_a_move_back, .init = setup,
+     .fini = teardown, .timeout = 120)
+{
+	const char *args[] = { "--pages", "4096", "--hot", "64", NULL };
+	char log[128], out[8192], err[8192];
+	pid_t pid;
+	int rc;
+
+	daemon_on();
+	pid = pcw_start("w", args, log, sizeof(log));
+	cr_assert_eq(flag_areas(pid, " dc"), 0);
+	rc = lazy_with_at(pid, "preread", SIGPROF, false, "UFFD_INJECT_TEST_FAIL_REGISTER=1", log,
+			  out, sizeof(out), err, sizeof(err));
+	cr_assert_eq(count_in(log, "flags dontfork\n"), 1, "%s", slurp(log));
+	cr_assert_eq(rc, 1, "lazy exit %d: %s%s", rc, out, err);
+	cr_assert_not_null(strstr(err, "memory is back in place"), "%s", err);
+	cr_assert_eq(flag_areas(pid, " dc"), 1, "MADV_DONTFORK lost in the move back");
+	verify(pid, log);
 }
 
 /*
