@@ -563,13 +563,36 @@ static int dump_pages_file(struct dump *d)
 	ret = dump_pages_open(p);
 	if (ret < 0)
 		return dfail(d, ret, "%s", p->why);
-	ret = dump_image_create_pages(&d->img, d->o->buffered);
-	if (ret < 0)
+	if (d->img.pagesfd < 0 && (ret = dump_image_create_pages(&d->img, d->o->buffered)) < 0)
 		return dfail(d, ret, "%s", d->img.why);
 	ret = dump_pages(p, d->img.pagesfd);
 	if (ret < 0)
 		return dfail(d, ret, "%s", p->why);
-	return 0;
+	ret = dump_image_trim_pages(&d->img, d->st->pages * DUMP_PAGE);
+	return ret < 0 ? dfail(d, ret, "%s", d->img.why) : 0;
+}
+
+/*
+ * How much of the pages file to write ahead, before the freeze, for the
+ * last round of a chain: about what the round before it copied, half as
+ * much again for a set that grew, PREWRITE_MAX at most (the round before
+ * may be the first, which copied everything). 0 for any other dump.
+ */
+#define PREWRITE_MAX	(64ull << 20)
+
+static uint64_t pages_estimate(const struct dump *d)
+{
+	char path[PATH_MAX];
+	struct stat sb;
+	uint64_t n;
+
+	if (d->o->predump || !d->o->prev)
+		return 0;
+	snprintf(path, sizeof(path), "%s/pages-1.img", d->o->prev);
+	if (stat(path, &sb) < 0)
+		return 0;
+	n = (uint64_t)sb.st_size / 2 * 3;
+	return n < PREWRITE_MAX ? n : PREWRITE_MAX;
 }
 
 /* Write mm, pstree, inventory and pagemap; sync the pages file. */
@@ -1429,6 +1452,17 @@ int dump_run(const struct dump_opts *o, struct dump_stats *st, struct dump_held 
 	if (!o->predump && !o->kill && !o->hold)
 		d.pg.nbuf = read_ahead_ring(&d);
 	dump_pages_prealloc(&d.pg);	/* if it fails, dump_pages() tries again and says so */
+	/*
+	 * The pages file, and for the last round of a chain its first pages
+	 * written with zeros, before the freeze: the frozen writes then land
+	 * on pages the file system (or a VM's host) has already provided.
+	 */
+	ret = dump_image_create_pages(&d.img, o->buffered);
+	if (ret < 0) {
+		dfail(&d, ret, "%s", d.img.why);
+		goto out;
+	}
+	dump_image_prealloc_pages(&d.img, pages_estimate(&d));
 	ret = pt_seize(&d.pt, d.pid, why, sizeof(why));
 	if (ret < 0) {
 		char own[32];

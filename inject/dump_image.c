@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include "dump_image.h"
 #include "image.h"
 #include "imgtask.h"
+#include "log.h"
 #include "inventory.pb-c.h"
 #include "mm.pb-c.h"
 #include "pagemap.h"
@@ -81,6 +84,57 @@ int dump_image_create_pages(struct dump_image *im, bool buffered)
 		return ifail(im, errno, "%s/%s: create: %s", im->dir, im->tmp[DUMP_F_PAGES],
 			     strerror(errno));
 	im->made[DUMP_F_PAGES] = true;
+	return 0;
+}
+
+/* Write zeros over the first BYTES of the pages file (a multiple of the page size). */
+static int write_zeros(int fd, uint64_t bytes)
+{
+	const size_t chunk = 1 << 20;
+	void *z = mmap(NULL, chunk, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t off = 0;
+
+	if (z == MAP_FAILED)
+		return -errno;
+	while (off < bytes) {
+		size_t n = bytes - off < chunk ? (size_t)(bytes - off) : chunk;
+		ssize_t w = pwrite(fd, z, n, (off_t)off);
+
+		if (w <= 0)
+			break;
+		off += (uint64_t)w;
+	}
+	munmap(z, chunk);
+	return off < bytes ? -EIO : 0;
+}
+
+void dump_image_prealloc_pages(struct dump_image *im, uint64_t bytes)
+{
+	int ret;
+
+	im->prealloc = 0;
+	bytes &= ~4095ull;
+	if (im->pagesfd < 0 || bytes == 0 || bytes > (uint64_t)INT64_MAX)
+		return;
+	ret = write_zeros(im->pagesfd, bytes);
+	if (ret == 0) {
+		im->prealloc = bytes;
+		return;
+	}
+	/* ENOSPC, EFBIG...: whatever a failure wrote goes again. */
+	if (ftruncate(im->pagesfd, 0) < 0)
+		log_debug("%s/%s: truncate after a failed allocation ahead: %s", im->dir,
+			  im->tmp[DUMP_F_PAGES], strerror(errno));
+}
+
+int dump_image_trim_pages(struct dump_image *im, uint64_t bytes)
+{
+	if (!im->prealloc)
+		return 0;
+	if (ftruncate(im->pagesfd, (off_t)bytes) < 0)
+		return ifail(im, errno, "%s/%s: truncate to the %llu bytes written: %s", im->dir,
+			     im->tmp[DUMP_F_PAGES], (unsigned long long)bytes, strerror(errno));
+	im->prealloc = 0;
 	return 0;
 }
 
