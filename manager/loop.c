@@ -162,7 +162,10 @@ bool loop_hot_turn(const struct loop *l, uint64_t now, bool missed)
  * A poll reads the hot fd alone while loop_hot_turn allows, else asks
  * epoll; the CPU is yielded between polls. On a shared CPU the process
  * whose fault was just answered has mostly run and faulted again by the
- * first poll (its wake-up preempted us), else it does in our yield.
+ * first poll (its wake-up preempted us). Once that read finds nothing, the
+ * rest of the spin asks epoll only, as before: a process on another CPU is
+ * woken and faults some microseconds later, and reading its uffd over and
+ * over meanwhile would only take the locks its fault needs.
  * -1: the hot fd had work, and its handler ran.
  */
 static int spin_wait(struct loop *l, struct epoll_event *ee, int max_ms)
@@ -193,7 +196,6 @@ static int spin_wait(struct loop *l, struct epoll_event *ee, int max_ms)
 			l->spin.waits++;
 			n = epoll_wait(l->epfd, ee, LOOP_BATCH, 0);
 			l->polled_ns = now;
-			missed = false;
 			if (n > 0)
 				break;
 			n = 0;	/* an error: the wait after the spin meets it again */

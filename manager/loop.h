@@ -67,8 +67,9 @@ struct loop {
 	 * more often than not, and reading its uffd at once spares the
 	 * epoll_wait that would find it (two of them on one CPU, with the
 	 * empty one before the yield). epoll looks at every fd all the same
-	 * after a poll of the hot fd found nothing, and at the latest
-	 * hot_share_ns after it last looked (loop_hot_turn).
+	 * once a poll of the hot fd found nothing (for the rest of that
+	 * spin), and at the latest hot_share_ns after it last looked
+	 * (loop_hot_turn).
 	 */
 	struct ev *hot_ev;
 	uint64_t hot_share_ns;	/* LOOP_HOT_SHARE_NS (loop_init); tests may change it */
@@ -118,7 +119,8 @@ void loop_hot(struct loop *l, struct ev *ev);
 /*
  * Whether the spin's next poll, at NOW, may read the hot fd alone rather
  * than ask epoll about every fd: only while epoll looked less than
- * hot_share_ns ago and the poll before (MISSED) found the hot fd with work.
+ * hot_share_ns ago and no poll of the hot fd in this spin (MISSED) found
+ * it without work.
  */
 bool loop_hot_turn(const struct loop *l, uint64_t now, bool missed);
 /* Run until loop.stop is set. Returns 0 or -errno on an epoll failure. */
