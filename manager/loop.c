@@ -153,7 +153,8 @@ void loop_hot(struct loop *l, struct ev *ev)
 
 bool loop_hot_turn(const struct loop *l, uint64_t now, bool missed)
 {
-	return l->hot_ev && !l->hot_ev->dead && !missed && now - l->polled_ns < l->hot_share_ns;
+	return l->hot_ev && !l->hot_ev->dead && !missed && l->polled_n <= 1 &&
+	       now - l->polled_ns < l->hot_share_ns;
 }
 
 /*
@@ -196,6 +197,7 @@ static int spin_wait(struct loop *l, struct epoll_event *ee, int max_ms)
 			l->spin.waits++;
 			n = epoll_wait(l->epfd, ee, LOOP_BATCH, 0);
 			l->polled_ns = now;
+			l->polled_n = n;
 			if (n > 0)
 				break;
 			n = 0;	/* an error: the wait after the spin meets it again */
@@ -245,6 +247,7 @@ int loop_once(struct loop *l, int max_ms)
 		l->spin.waits++;
 		n = epoll_wait(l->epfd, ee, LOOP_BATCH, wait_ms(l, max_ms));
 		l->polled_ns = now_ns();
+		l->polled_n = n;
 	}
 	if (n < 0 && errno != EINTR)
 		return -errno;

@@ -74,6 +74,7 @@ struct loop {
 	struct ev *hot_ev;
 	uint64_t hot_share_ns;	/* LOOP_HOT_SHARE_NS (loop_init); tests may change it */
 	uint64_t polled_ns;	/* when epoll last looked at every fd */
+	int polled_n;		/* what it found then: with two or more ready, no fd goes alone */
 	struct loop_spin_stats {
 		uint64_t spins;		/* polling periods */
 		uint64_t hits;		/* ... that ended with an event */
@@ -119,8 +120,9 @@ void loop_hot(struct loop *l, struct ev *ev);
 /*
  * Whether the spin's next poll, at NOW, may read the hot fd alone rather
  * than ask epoll about every fd: only while epoll looked less than
- * hot_share_ns ago and no poll of the hot fd in this spin (MISSED) found
- * it without work.
+ * hot_share_ns ago and found at most one fd ready (others ready then go
+ * first, however many), and no poll of the hot fd in this spin (MISSED)
+ * found it without work.
  */
 bool loop_hot_turn(const struct loop *l, uint64_t now, bool missed);
 /* Run until loop.stop is set. Returns 0 or -errno on an epoll failure. */
