@@ -21,7 +21,7 @@ uint64_t now_ns(void)
 
 int loop_init(struct loop *l)
 {
-	*l = (struct loop){ 0 };
+	*l = (struct loop){ .hot_share_ns = LOOP_HOT_SHARE_NS };
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	return l->epfd < 0 ? -errno : 0;
 }
@@ -68,6 +68,8 @@ void loop_del(struct loop *l, struct ev *ev)
 	if (ev->fd >= 0 && !ev->dead)
 		epoll_ctl(l->epfd, EPOLL_CTL_DEL, ev->fd, NULL);
 	ev->dead = true;
+	if (l->hot_ev == ev)
+		l->hot_ev = NULL;	/* its owner may be freed at the end of the iteration */
 }
 
 void timer_cancel(struct loop *l, struct timer *t)
@@ -139,21 +141,38 @@ static int next_timeout(struct loop *l)
 	return ms > 60000 ? 60000 : (int)ms;
 }
 
-void loop_hot(struct loop *l)
+void loop_hot(struct loop *l, struct ev *ev)
 {
 	uint64_t now = now_ns();
 
 	l->hot_gap_ns = l->hot_ns ? now - l->hot_ns : UINT64_MAX;
 	l->hot_ns = now;
+	if (ev && ev->poll && !ev->dead)
+		l->hot_ev = ev;
+}
+
+bool loop_hot_turn(const struct loop *l, uint64_t now, bool missed)
+{
+	return l->hot_ev && !l->hot_ev->dead && !missed && l->polled_n <= 1 &&
+	       now - l->polled_ns < l->hot_share_ns;
 }
 
 /*
  * Poll for up to the spin window after the last hot work, if that work came
  * densely and nothing is due sooner; 0 when the window passed with nothing.
+ * A poll reads the hot fd alone while loop_hot_turn allows, else asks
+ * epoll; the CPU is yielded between polls. On a shared CPU the process
+ * whose fault was just answered has mostly run and faulted again by the
+ * first poll (its wake-up preempted us). Once that read finds nothing, the
+ * rest of the spin asks epoll only, as before: a process on another CPU is
+ * woken and faults some microseconds later, and reading its uffd over and
+ * over meanwhile would only take the locks its fault needs.
+ * -1: the hot fd had work, and its handler ran.
  */
 static int spin_wait(struct loop *l, struct epoll_event *ee, int max_ms)
 {
 	uint64_t t0 = now_ns(), end = l->hot_ns + l->spin_ns, now = t0;
+	bool missed = false;
 	int n = 0;
 
 	if (!l->spin_ns || l->hot_gap_ns > l->spin_ns || t0 >= end)
@@ -164,14 +183,31 @@ static int spin_wait(struct loop *l, struct epoll_event *ee, int max_ms)
 		end = t0 + (uint64_t)max_ms * 1000000;
 	l->spin.spins++;
 	while (now < end) {
-		n = epoll_wait(l->epfd, ee, LOOP_BATCH, 0);
-		if (n)
-			break;
+		struct ev *hot = l->hot_ev;
+
+		if (loop_hot_turn(l, now, missed)) {
+			l->spin.hot_polls++;
+			if (hot->poll(hot)) {
+				l->spin.hot_hits++;
+				n = -1;
+				break;
+			}
+			missed = true;
+		} else {
+			l->spin.waits++;
+			n = epoll_wait(l->epfd, ee, LOOP_BATCH, 0);
+			l->polled_ns = now;
+			l->polled_n = n;
+			if (n > 0)
+				break;
+			n = 0;	/* an error: the wait after the spin meets it again */
+		}
 		sched_yield();
+		l->spin.yields++;
 		now = now_ns();
 	}
 	l->spin.ns += now_ns() - t0;
-	if (n > 0)
+	if (n)
 		l->spin.hits++;
 	return n;
 }
@@ -186,14 +222,33 @@ static int wait_ms(struct loop *l, int max_ms)
 	return timeout;
 }
 
+/* The rest of an iteration that handled N events: timers, hooks, deferred frees. */
+static int loop_after(struct loop *l, int n)
+{
+	run_timers(l);
+	if (l->before_sleep)
+		l->before_sleep(l);
+	/* Demand goes first: background work only when nothing was ready. */
+	if (n == 0 && l->idle_pending && l->idle)
+		l->idle_pending = l->idle(l);
+	run_deferred(l);
+	return n;
+}
+
 int loop_once(struct loop *l, int max_ms)
 {
 	struct epoll_event ee[LOOP_BATCH];
 	/* About to sleep: poll a while first if faults are coming densely. */
 	int n = wait_ms(l, max_ms) ? spin_wait(l, ee, max_ms) : 0;
 
-	if (n <= 0)
+	if (n < 0)
+		return loop_after(l, 1);	/* the hot fd's handler ran */
+	if (n == 0) {
+		l->spin.waits++;
 		n = epoll_wait(l->epfd, ee, LOOP_BATCH, wait_ms(l, max_ms));
+		l->polled_ns = now_ns();
+		l->polled_n = n;
+	}
 	if (n < 0 && errno != EINTR)
 		return -errno;
 	if (n < 0)
@@ -207,14 +262,7 @@ int loop_once(struct loop *l, int max_ms)
 		if (!ev->dead)
 			ev->fn(ev, events);
 	}
-	run_timers(l);
-	if (l->before_sleep)
-		l->before_sleep(l);
-	/* Demand goes first: background work only when nothing was ready. */
-	if (n == 0 && l->idle_pending && l->idle)
-		l->idle_pending = l->idle(l);
-	run_deferred(l);
-	return n;
+	return loop_after(l, n);
 }
 
 int loop_run(struct loop *l)

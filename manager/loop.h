@@ -16,6 +16,12 @@ typedef void (*ev_fn)(struct ev *ev, uint32_t events);
 struct ev {
 	int fd;
 	ev_fn fn;
+	/*
+	 * Optional, set by the owner (loop_add leaves it): do what FN would
+	 * if the fd had something, without waiting; true if it had. The
+	 * spin reads the hot fd through it (loop_hot).
+	 */
+	bool (*poll)(struct ev *ev);
 	bool dead;		/* removed: ignore events still in the batch */
 };
 
@@ -55,12 +61,37 @@ struct loop {
 	uint64_t spin_ns;
 	uint64_t hot_ns;	/* when loop_hot() was last called */
 	uint64_t hot_gap_ns;	/* between its last two calls */
+	/*
+	 * The fd of the last hot work (one with a poll hook), polled alone by
+	 * the spin: the process whose fault was just answered faults next
+	 * more often than not, and reading its uffd at once spares the
+	 * epoll_wait that would find it (two of them on one CPU, with the
+	 * empty one before the yield). epoll looks at every fd all the same
+	 * once a poll of the hot fd found nothing (for the rest of that
+	 * spin), and at the latest hot_share_ns after it last looked
+	 * (loop_hot_turn).
+	 */
+	struct ev *hot_ev;
+	uint64_t hot_share_ns;	/* LOOP_HOT_SHARE_NS (loop_init); tests may change it */
+	uint64_t polled_ns;	/* when epoll last looked at every fd */
+	int polled_n;		/* what it found then: with two or more ready, no fd goes alone */
 	struct loop_spin_stats {
 		uint64_t spins;		/* polling periods */
 		uint64_t hits;		/* ... that ended with an event */
 		uint64_t ns;		/* time spent polling */
+		uint64_t waits;		/* epoll_wait calls, these and the others */
+		uint64_t hot_polls;	/* polls of the hot fd alone */
+		uint64_t hot_hits;	/* ... that found work */
+		uint64_t yields;	/* sched_yield calls between polls */
 	} spin;
 };
+
+/*
+ * The longest the spin reads the hot fd alone, without epoll looking at
+ * the others: what one process faulting back to back adds, at most (plus
+ * one handler's run), to the wait of every other fd.
+ */
+#define LOOP_HOT_SHARE_NS	(50 * 1000ull)
 
 #define container_of(ptr, type, member)                                        \
 	((type *)((char *)(ptr) - __builtin_offsetof(type, member)))
@@ -84,8 +115,16 @@ void loop_defer(struct loop *l, void (*fn)(void *p), void *p);
  * number of events handled or -errno. Lets tests and fuzzers drive the loop.
  */
 int loop_once(struct loop *l, int max_ms);
-/* Latency-critical work was just done (a fault answered): see spin_ns. */
-void loop_hot(struct loop *l);
+/* Latency-critical work was just done (a fault answered) for EV, or NULL: see spin_ns, hot_ev. */
+void loop_hot(struct loop *l, struct ev *ev);
+/*
+ * Whether the spin's next poll, at NOW, may read the hot fd alone rather
+ * than ask epoll about every fd: only while epoll looked less than
+ * hot_share_ns ago and found at most one fd ready (others ready then go
+ * first, however many), and no poll of the hot fd in this spin (MISSED)
+ * found it without work.
+ */
+bool loop_hot_turn(const struct loop *l, uint64_t now, bool missed);
 /* Run until loop.stop is set. Returns 0 or -errno on an epoll failure. */
 int loop_run(struct loop *l);
 

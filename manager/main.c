@@ -547,6 +547,10 @@ static int run_daemon(struct daemon *d, int ready_fd)
 		unlink(d->keeper_path);
 	keeper_close(&d->keeper, &d->journal);
 	loop_fini(&d->loop);
+	log_debug("loop: %" PRIu64 " epoll waits, %" PRIu64 " spins (%" PRIu64 " ended by work), %" PRIu64
+		  " yields; hot fd polled alone %" PRIu64 " times, %" PRIu64 " with work",
+		  d->loop.spin.waits, d->loop.spin.spins, d->loop.spin.hits, d->loop.spin.yields,
+		  d->loop.spin.hot_polls, d->loop.spin.hot_hits);
 	log_info("exiting: %" PRIu64 " processes served, %" PRIu64 " exited early, %" PRIu64
 		 " refused; %" PRIu64 " pages read from the images before their copy",
 		 d->tot.served, d->tot.exited, d->tot.refused, d->tot.pages_read);

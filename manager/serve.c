@@ -32,7 +32,7 @@ static void account_fault(struct target *t, uint64_t t0)
 		b++;
 	}
 	t->st.hist[b]++;
-	loop_hot(&t->d->loop);
+	loop_hot(&t->d->loop, &t->uffd_ev);
 	pages_note_fault(&t->d->pages, t->d->loop.hot_ns);
 }
 

@@ -23,6 +23,7 @@
 #define MSG_BATCH	JOURNAL_RBUF	/* the journal's read buffer */
 
 static void target_on_uffd(struct ev *ev, uint32_t events);
+static bool target_poll_uffd(struct ev *ev);
 static void target_on_pidfd(struct ev *ev, uint32_t events);
 static void target_set_pid_from_tid(struct target *t, pid_t tid);
 
@@ -82,6 +83,7 @@ static struct target *target_alloc(struct daemon *d, int uffd, struct timage *im
 	t->pidfd = -1;
 	t->img = timage_get(img);
 	model_init(&t->map);
+	t->uffd_ev.poll = target_poll_uffd;
 	if (fd_prepare(uffd) < 0 ||
 	    loop_add(&d->loop, &t->uffd_ev, uffd, EPOLLIN, target_on_uffd) < 0) {
 		timage_put(d, t->img);
@@ -513,13 +515,20 @@ static void die_in_read(struct daemon *d, const struct uffd_msg *m, size_t n)
 			raise(SIGKILL);
 }
 
-unsigned target_drain(struct target *t)
+/*
+ * Read every queued message, record and apply the events, then serve;
+ * returns the number of events. With IF_ANY, a queue found empty at the
+ * first read is left at that, *GOT false: nothing to apply, and parked
+ * faults have their timer.
+ */
+static unsigned drain(struct target *t, bool if_any, bool *got)
 {
 	struct uffd_msg buf[MSG_BATCH], *msgs;
 	uint64_t child[MSG_BATCH];
 	uint32_t slot1[MSG_BATCH];
 	unsigned events = 0;
 
+	*got = false;
 	for (;;) {
 		ssize_t n;
 
@@ -540,6 +549,8 @@ unsigned target_drain(struct target *t)
 		journal_read_end(&t->d->journal, n);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno == EAGAIN && if_any && !*got)
+			return 0;
 		if (n < 0 && errno == EAGAIN)
 			break;
 		if (n < 0 && (errno == EMFILE || errno == ENFILE)) {
@@ -554,6 +565,7 @@ unsigned target_drain(struct target *t)
 			target_destroy(t, "lost its uffd");
 			return events;
 		}
+		*got = true;
 		for (size_t i = 0; i < (size_t)n / sizeof(buf[0]) && !t->dead; i++)
 			apply_msg(t, &buf[i], child[i], slot1[i]);
 		if (t->dead)
@@ -570,6 +582,33 @@ unsigned target_drain(struct target *t)
 	if (!t->dead)
 		target_sync_slot(t);
 	return events;
+}
+
+unsigned target_drain(struct target *t)
+{
+	bool got;
+
+	return drain(t, false, &got);
+}
+
+/*
+ * The loop's poll hook (loop.h): drain T's uffd if anything is queued. The
+ * spin calls it for the process whose fault was answered last, which has
+ * most often faulted again by then.
+ */
+static bool target_poll_uffd(struct ev *ev)
+{
+	struct target *t = container_of(ev, struct target, uffd_ev);
+	bool got;
+
+	/*
+	 * Its read would stop T's fill workers, maybe for nothing; a uffd
+	 * unwatched for want of fds is read on its timer (serve_read_later).
+	 */
+	if (t->fw_jobs || t->read_later.armed)
+		return false;
+	drain(t, true, &got);
+	return got;
 }
 
 /* Read every queued message, apply the events, then serve. */

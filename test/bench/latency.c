@@ -7,6 +7,7 @@
  * that is still going on, so it is measured both ways: touching at once,
  * and once the daemon's page tables say the image is mapped.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
@@ -216,21 +217,33 @@ static void floor_case(const struct bconf *c, enum lkind kind, int cpu, long n, 
 	run_case(c, &lc, n, out);
 }
 
-/* CPU time PID has used, in ns (schedstat), or 0. */
+/*
+ * CPU time PID has used, in ns: the schedstat of each of its threads (the
+ * loop's, and the loader's and prefault's beside it), or 0.
+ */
 static uint64_t cpu_ns(pid_t pid)
 {
-	unsigned long long v = 0;
-	char path[64];
+	unsigned long long v, sum = 0;
+	char path[300];
+	struct dirent *e;
+	DIR *dir;
 	FILE *f;
 
-	snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
-	f = fopen(path, "r");
-	if (f) {
-		if (fscanf(f, "%llu", &v) != 1)
-			v = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	if (!(dir = opendir(path)))
+		return 0;
+	while ((e = readdir(dir))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/schedstat", (int)pid, e->d_name);
+		if (!(f = fopen(path, "r")))
+			continue;
+		if (fscanf(f, "%llu", &v) == 1)
+			sum += v;
 		fclose(f);
 	}
-	return v;
+	closedir(dir);
+	return sum;
 }
 
 /*
@@ -274,7 +287,7 @@ static void fmt_us(char *buf, size_t len, struct mp m)
 }
 
 enum { S_ANON, S_FLOOR, S_FFILE = S_FLOOR + 2, S_FPOP = S_FFILE + 2, S_FLOOP = S_FPOP + 2,
-       S_MGR = S_FLOOP + 2, S_SETTLED = S_MGR + 2, S_WIN = S_SETTLED + 2, S_SPIN, S_NOSPIN, S_N };
+       S_MGR = S_FLOOP + 2, S_SETTLED = S_MGR + 2, S_WIN = S_SETTLED + 2, S_SPIN, S_NOSPIN, S_NOSPIN_SAME, S_N };
 
 void bench_latency(const struct bconf *c)
 {
@@ -285,7 +298,8 @@ void bench_latency(const struct bconf *c)
 	struct mp m[S_N];
 	char v[64], vs[128], what[128];
 	static const char *place[2] = { "same core", "cross core" };
-	uint64_t dcpu[6] = { 0 };	/* daemon CPU: default same/cross core, --spin 0, fixed, settled */
+	/* daemon CPU: default same/cross core, --spin 0 cross core, fixed, settled same/cross, --spin 0 same core */
+	uint64_t dcpu[7] = { 0 };
 	double per_fault;
 
 	pages = malloc(np * sizeof(*pages));
@@ -317,6 +331,7 @@ void bench_latency(const struct bconf *c)
 		}
 		floor_case(c, L_FLOOR_SPIN, 1, per, samp[S_SPIN] + o);
 		manager_case(c, "--spin", "0", 1, per, false, samp[S_NOSPIN] + o, &dcpu[2]);
+		manager_case(c, "--spin", "0", 0, per, false, samp[S_NOSPIN_SAME] + o, &dcpu[6]);
 		manager_case(c, "--fixed-window", NULL, -1, per, false, samp[S_WIN] + o, &dcpu[3]);
 	}
 	for (int i = 0; i < S_N; i++)
@@ -373,14 +388,20 @@ void bench_latency(const struct bconf *c)
 	snprintf(vs, sizeof(vs), "%.2fx / %.2fx floor", (double)m[S_NOSPIN].med / m[S_FLOOR + 1].med,
 		 (double)m[S_NOSPIN].p99 / m[S_FLOOR + 1].p99);
 	row("latency", "uffd-manager --spin 0 (always sleeps), cross core", v, vs);
+	/* What polling on the faulter's own CPU gains: the default's same-core row against this. */
+	fmt_us(v, sizeof(v), m[S_NOSPIN_SAME]);
+	snprintf(vs, sizeof(vs), "%.2fx / %.2fx floor", (double)m[S_NOSPIN_SAME].med / m[S_FLOOR].med,
+		 (double)m[S_NOSPIN_SAME].p99 / m[S_FLOOR].p99);
+	row("latency", "uffd-manager --spin 0 (always sleeps), same core", v, vs);
 	per_fault = (double)(total + rounds * WARMUP);
-	for (int x = 0; x < 3; x++) {
-		static const char *cw[3] = { "default options, same core", "default options, cross core",
-					     "--spin 0, cross core" };
+	for (int x = 0; x < 4; x++) {
+		static const char *cw[4] = { "default options, same core", "default options, cross core",
+					     "--spin 0, cross core", "--spin 0, same core" };
+		static const int ci[4] = { 0, 1, 2, 6 };
 
-		snprintf(v, sizeof(v), "%.1f us", dcpu[x] / per_fault / 1e3);
+		snprintf(v, sizeof(v), "%.1f us", dcpu[ci[x]] / per_fault / 1e3);
 		snprintf(what, sizeof(what), "    daemon CPU per fault, %s", cw[x]);
-		row("latency", what, v, x == 2 ? "baseline" : "");
+		row("latency", what, v, x >= 2 ? "baseline" : "");
 	}
 	fmt_us(v, sizeof(v), m[S_WIN]);
 	snprintf(vs, sizeof(vs), "%.2fx / %.2fx cross-core floor", (double)m[S_WIN].med / m[S_FLOOR + 1].med,
