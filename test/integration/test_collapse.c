@@ -99,7 +99,16 @@ static void run(const struct ts_area *area)
 	ts_write_images(imgdir, TS_IMAGE_ID, area, 1, SEED);
 	pid = ts_child_start(&c, sc_huge);
 	cr_assert_eq(ts_child_wait(pid, 30000), 0, "child failed (see its stderr)");
-	/* The daemon made them, not khugepaged (which may visit the area too, every 10 s). */
+	/*
+	 * The daemon made them, not khugepaged (which may visit the area too,
+	 * every 10 s). Its collapse thread logs a job once its last
+	 * MADV_COLLAPSE has returned, and the child may see that block huge,
+	 * check and exit before then: wait for the job's line, then read it.
+	 */
+	for (int i = 0; !ts_log_has(&dmn, " 2 MiB blocks collapsed into huge pages"); i++) {
+		cr_assert_lt(i, 3000, "no collapse logged in 30 s; log in %s", dmn.log);
+		usleep(10000);
+	}
 	cr_expect(ts_log_has(&dmn, "4 of 4 2 MiB blocks collapsed into huge pages"), "log in %s",
 		  dmn.log);
 }

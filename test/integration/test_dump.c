@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -591,6 +592,30 @@ static void check_counter(const struct img *im, int k)
 		     ": the dump is not a snapshot", k, i, w[i], x);
 }
 
+/*
+ * Wait (30 s at most) until every one of the workload's N threads has
+ * written its counter at least once: started threads may wait long for a
+ * CPU on a loaded machine, and a dump taken before a thread ran has nothing
+ * of it to check.
+ */
+static void wait_threads_ran(int n)
+{
+	for (int k = 0; k < n; k++) {
+		for (int i = 0;; i++) {
+			uint64_t x = 0;
+			struct iovec l = { &x, sizeof(x) };
+			struct iovec r = { (void *)(uintptr_t)(wl.thra.addr + k * PAGE), sizeof(x) };
+
+			cr_assert_eq(process_vm_readv(wl.pid, &l, 1, &r, 1, 0), (ssize_t)sizeof(x),
+				     "read thread %d's page: %s", k, strerror(errno));
+			if (x >= 1)
+				break;
+			cr_assert_lt(i, 3000, "thread %d did not run in 30 s", k);
+			usleep(10000);
+		}
+	}
+}
+
 Test(dump, threads_frozen_consistently, .init = setup, .fini = teardown, .timeout = 90)
 {
 	const char *args[] = { "--threads", "4", "--anon", "16", NULL };
@@ -603,6 +628,7 @@ Test(dump, threads_frozen_consistently, .init = setup, .fini = teardown, .timeou
 		int rc;
 
 		usleep(50000);
+		wait_threads_ran(4);
 		snprintf(dir, sizeof(dir), "%s/img%d", tmp, round);
 		rc = dump_cli(wl.pid, dir, NULL, out, sizeof(out), err, sizeof(err));
 		cr_assert_eq(rc, 0, "exit %d: %s", rc, err);

@@ -1361,12 +1361,33 @@ LAZY_TEST(shared_anon_filled_then_released)
 	const char *wargs[] = { "--anon", "4", "--shared", NULL };
 	struct lazy_stats st;
 	struct ts_status s;
+	char forked[64], dir[16];
 
-	daemon_up(NULL);
-	start(&wa, wargs);
-	cr_assert_eq(hand_over(&wa, "img", dmn.sock, &st), 0);
-	cr_assert_geq(st.lazy_pages, 256 - 64, "lazy pages: %" PRIu64, st.lazy_pages);
-	cr_assert_str_eq(ask(&wa, "S"), "S ok");
+	/*
+	 * The first fork must come while the parent is being filled. The fill
+	 * starts at the hand-over, so when this test is kept off the CPU after
+	 * it (a loaded machine), the parent can be served and released before
+	 * 'S' forks: no FORK event then, its child is no served process, and the
+	 * wait below would wait for it for ever. A FORK event read by the daemon
+	 * has been logged before 'S' answers (the child's faults are served only
+	 * after it); without one, start again.
+	 */
+	for (int try = 0;; try++) {
+		cr_assert_lt(try, 20, "the parent was always served before it forked");
+		daemon_up(NULL);
+		start(&wa, wargs);
+		snprintf(dir, sizeof(dir), "img%d", try);
+		cr_assert_eq(hand_over(&wa, dir, dmn.sock, &st), 0);
+		cr_assert_geq(st.lazy_pages, 256 - 64, "lazy pages: %" PRIu64, st.lazy_pages);
+		cr_assert_str_eq(ask(&wa, "S"), "S ok");
+		snprintf(forked, sizeof(forked), "forked: child of %d uffd", (int)wa.pid);
+		if (ts_log_has(&dmn, forked))
+			break;
+		cr_log_warn("try %d: the parent was served before it forked; again", try);
+		tw_stop(&wa);
+		cr_assert(ts_daemon_finish(&dmn, 10000));
+		dmn_up = false;
+	}
 	/*
 	 * 'S' forked a child, served too: it ends served or exited, maybe first.
 	 * Wait for both, so that the parent is the one served.
