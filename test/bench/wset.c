@@ -5,7 +5,9 @@
  * default options but no record (--no-working-set), against a daemon that
  * holds the record of earlier servings of the same image (served until the
  * record stops growing: the first serving records only the pages the
- * background fill did not place before the process read them).
+ * background fill did not place before the process read them). Then the
+ * same with the record but the pass's two halves swapped: an order that
+ * changed since the record was made.
  */
 #include <dirent.h>
 #include <signal.h>
