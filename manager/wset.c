@@ -269,14 +269,9 @@ bool wset_find(struct target *t, uint64_t img, size_t *k)
 
 uint64_t wset_next_from(struct target *t, size_t *k, uint64_t max, uint64_t *addr)
 {
-	uint64_t n;
-
 	if (!t->ws || t->ws->mode != WS_REPLAY)
 		return 0;
-	n = run_from(t, k, max, addr);
-	if (*k > t->ws->pos)
-		t->ws->pos = *k;	/* the fill need not look at these again */
-	return n;
+	return run_from(t, k, max, addr);
 }
 
 /* Write IMG[N] as WS's record: a temporary file renamed over the name, so a reader sees all or nothing. */

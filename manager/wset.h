@@ -54,7 +54,10 @@ bool wset_find(struct target *t, uint64_t img, size_t *k);
 /*
  * As wset_next(), but from record index *K on (moved past the run): what
  * the process will want after the page at index *K - 1. The fill's place in
- * the record moves up to *K too.
+ * the record stays: the recorded pages before *K that are still missing are
+ * ones the process has not read yet this time (another thread's, or an
+ * order that changed), not ones it will never read, and the fill still
+ * places them before any page the record lacks.
  */
 uint64_t wset_next_from(struct target *t, size_t *k, uint64_t max, uint64_t *addr);
 

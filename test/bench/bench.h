@@ -66,6 +66,8 @@ void bd_stop(struct bdaemon *d);
 void bd_again(struct bdaemon *d, const char *const *args);
 /* Wait until the daemon has fully served SERVED processes; false on timeout. */
 bool bd_wait_served(const struct bdaemon *d, uint64_t served, int timeout_ms);
+/* Wait until N processes were fully served (or, with EXITED_TOO, left before); false on timeout. */
+bool bd_wait_ended(const struct bdaemon *d, uint64_t n, bool exited_too, int timeout_ms);
 /* CPU time (user + system) of PID in ns, and its VmRSS and RssAnon in KiB. */
 uint64_t b_cpu_ns(pid_t pid);
 void b_rss_kib(pid_t pid, long *rss, long *anon);

@@ -231,6 +231,11 @@ void bd_stop(struct bdaemon *d)
 
 bool bd_wait_served(const struct bdaemon *d, uint64_t served, int timeout_ms)
 {
+	return bd_wait_ended(d, served, false, timeout_ms);
+}
+
+bool bd_wait_ended(const struct bdaemon *d, uint64_t n, bool exited_too, int timeout_ms)
+{
 	struct ts_daemon td;
 	uint64_t end = b_now() + timeout_ms * 1000000ull;
 
@@ -238,7 +243,8 @@ bool bd_wait_served(const struct bdaemon *d, uint64_t served, int timeout_ms)
 	snprintf(td.sock, sizeof(td.sock), "%s", d->sock);
 	while (b_now() < end) {
 		struct ts_status s;
-		bool ok = ts_status_get(&td, &s) == 0 && s.tot->served >= served;
+		bool ok = ts_status_get(&td, &s) == 0 &&
+			  s.tot->served + (exited_too ? s.tot->exited : 0) >= n;
 
 		ts_status_free(&s);
 		if (ok)

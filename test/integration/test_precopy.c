@@ -1765,6 +1765,21 @@ static int lazy_with_at(pid_t pid, const char *at, int sig, bool prev, const cha
 	return tool_envs(envs, args, out, olen, err, elen);
 }
 
+/*
+ * The tests of a change made between the read of the VmFlags before the
+ * freeze and the freeze need that read to stand, which it does only while
+ * the target's maps stay as they were. Built with ASan (make asan), the
+ * target's own sanitizer runtime maps memory as its handler for the test's
+ * signal runs, so the maps always changed and the read is made again,
+ * frozen: there is nothing to test.
+ */
+static void preread_must_stand(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	cr_skip_test("built with ASan: the target's sanitizer runtime changes its maps between the two reads, so the read before the freeze never stands");
+#endif
+}
+
 static int lazy_with(pid_t pid, int sig, bool prev, const char *log, char *out, size_t olen,
 		     char *err, size_t elen)
 {
@@ -1808,6 +1823,7 @@ static void guard_after_the_read(bool prev, const char *more)
 	pid_t pid;
 	int rc;
 
+	preread_must_stand();
 	daemon_with(dargs);
 	pid = pcw_start("w", args, log, sizeof(log));
 	rc = lazy_with_at(pid, "preread", SIGPWR, prev, more, log, out, sizeof(out), err,
@@ -1858,6 +1874,7 @@ Test(precopy, lazy_uffd_registered_after_the_read_is_refused, .init = setup, .fi
 	pid_t pid;
 	int rc;
 
+	preread_must_stand();
 	daemon_on();
 	pid = pcw_start("w", args, log, sizeof(log));
 	cr_assert_eq(flag_areas(pid, " um"), 0);
@@ -1935,6 +1952,7 @@ Test(precopy, lazy_wipeonfork_after_the_read_is_said, .init = setup, .fini = tea
 	pid_t pid;
 	int rc;
 
+	preread_must_stand();
 	daemon_on();
 	pid = pcw_start("w", args, log, sizeof(log));
 	rc = lazy_with(pid, SIGXCPU, false, log, out, sizeof(out), err, sizeof(err));

@@ -116,3 +116,71 @@ Test(wset, replay_gives_missing_recorded_pages_in_order)
 	close(img.dirfd);
 	rmdir(dir);
 }
+
+/*
+ * A fault further on in the record (another thread, or an order that
+ * changed) brings what follows that page, and the fill still places the
+ * recorded pages it passed over, in order, before it is done with the record.
+ */
+Test(wset, a_fault_further_on_skips_nothing)
+{
+	static struct daemon d;
+	struct target t = { 0 };
+	struct timage img = { 0 };
+	char dir[] = "/tmp/wset-unit-XXXXXX", path[600];
+	uint64_t rec[] = { A + 1 * PG, A + 3 * PG, A + 5 * PG, A + 7 * PG, A + 9 * PG, A + 11 * PG };
+	uint8_t buf[256];
+	uint64_t a, n;
+	size_t k;
+	int fd;
+
+	cr_assert(mkdtemp(dir));
+	img.dirfd = open(dir, O_DIRECTORY | O_RDONLY);
+	img.task.pid = 1;
+	fd = openat(img.dirfd, "pagemap-1.img", O_CREAT | O_WRONLY, 0600);
+	cr_assert(fd >= 0);
+	close(fd);
+	d.o.wset_dir = dir;
+	t.d = &d;
+	t.img = &img;
+	snprintf(t.pfx, sizeof(t.pfx), "test:");
+	model_init(&t.map);
+	cr_assert_eq(model_add(&t.map, A, A + 64 * PG, A), 0);
+	model_mark_missing(&t.map, A, A + 64 * PG);
+	cr_assert_eq(wset_path(dir, img.dirfd, 1, path, sizeof(path)), 0);
+	fd = open(path, O_CREAT | O_WRONLY, 0600);
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, buf, mk(buf, rec, 6)), (ssize_t)(16 + 6 * 8));
+	close(fd);
+
+	wset_start(&t);
+	cr_assert_not_null(t.ws, "the record was found");
+	n = wset_next(&t, 64 * PG, &a);
+	cr_assert(a == A + 1 * PG && n == PG, "the fill begins with page 1, got 0x%lx +%lu", a, n);
+	model_clear(&t.map, a, a + n);
+	/* A fault at page 7 (entry 3), served; what follows it comes with it: 9, 11. */
+	cr_assert(wset_find(&t, A + 7 * PG, &k) && k == 3);
+	model_clear(&t.map, A + 7 * PG, A + 8 * PG);
+	k++;
+	for (uint64_t want = 9; want <= 11; want += 2) {
+		n = wset_next_from(&t, &k, 64 * PG, &a);
+		cr_assert(a == A + want * PG && n == PG, "after the fault: page %lu, got 0x%lx +%lu",
+			  (unsigned long)want, a, n);
+		model_clear(&t.map, a, a + n);
+	}
+	cr_expect_eq(wset_next_from(&t, &k, 64 * PG, &a), 0);
+	/* The fill goes on where it was: 3 and 5, which the process has not read yet. */
+	for (uint64_t want = 3; want <= 5; want += 2) {
+		n = wset_next(&t, 64 * PG, &a);
+		cr_assert(a == A + want * PG && n == PG, "the fill: page %lu, got 0x%lx +%lu",
+			  (unsigned long)want, a, n);
+		model_clear(&t.map, a, a + n);
+	}
+	cr_expect_eq(wset_next(&t, 64 * PG, &a), 0, "the record is used up");
+	wset_end(&t);
+	model_free(&t.map);
+	unlink(path);
+	unlinkat(img.dirfd, "pagemap-1.img", 0);
+	close(img.dirfd);
+	rmdir(dir);
+}
