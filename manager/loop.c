@@ -141,10 +141,8 @@ static int next_timeout(struct loop *l)
 	return ms > 60000 ? 60000 : (int)ms;
 }
 
-void loop_hot(struct loop *l, struct ev *ev)
+void loop_hot(struct loop *l, struct ev *ev, uint64_t now)
 {
-	uint64_t now = now_ns();
-
 	l->hot_gap_ns = l->hot_ns ? now - l->hot_ns : UINT64_MAX;
 	l->hot_ns = now;
 	if (ev && ev->poll && !ev->dead)

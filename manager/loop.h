@@ -115,8 +115,11 @@ void loop_defer(struct loop *l, void (*fn)(void *p), void *p);
  * number of events handled or -errno. Lets tests and fuzzers drive the loop.
  */
 int loop_once(struct loop *l, int max_ms);
-/* Latency-critical work was just done (a fault answered) for EV, or NULL: see spin_ns, hot_ev. */
-void loop_hot(struct loop *l, struct ev *ev);
+/*
+ * Latency-critical work was just done (a fault answered) for EV, or NULL, at
+ * NOW (now_ns(), which the caller has read anyway): see spin_ns, hot_ev.
+ */
+void loop_hot(struct loop *l, struct ev *ev, uint64_t now);
 /*
  * Whether the spin's next poll, at NOW, may read the hot fd alone rather
  * than ask epoll about every fd: only while epoll looked less than

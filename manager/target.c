@@ -426,13 +426,19 @@ static void on_fork(struct target *t, int child_uffd, uint64_t id, uint32_t slot
 		log_debug("%s no proc connector: child pid comes from its first fault", c->pfx);
 }
 
-/* Apply one event message to the model (CHILD, SLOT1: recorded for a FORK's child). */
+/*
+ * Apply one event message to the model (CHILD, SLOT1: recorded for a FORK's
+ * child). *NOW: when the batch was read, read from the clock by its first
+ * fault (0 until then).
+ */
 static void apply_msg(struct target *t, const struct uffd_msg *m, uint64_t child,
-		      uint32_t slot1)
+		      uint32_t slot1, uint64_t *now)
 {
 	switch (m->event) {
 	case UFFD_EVENT_PAGEFAULT:
-		t->last_fault_ns = now_ns();
+		if (!*now)
+			*now = now_ns();
+		t->last_fault_ns = *now;
 		t->st.faults++;
 		t->d->tot.faults++;
 		if (!t->pid && m->arg.pagefault.feat.ptid)
@@ -530,6 +536,7 @@ static unsigned drain(struct target *t, bool if_any, bool *got)
 
 	*got = false;
 	for (;;) {
+		uint64_t now = 0;
 		ssize_t n;
 
 		/*
@@ -567,7 +574,7 @@ static unsigned drain(struct target *t, bool if_any, bool *got)
 		}
 		*got = true;
 		for (size_t i = 0; i < (size_t)n / sizeof(buf[0]) && !t->dead; i++)
-			apply_msg(t, &buf[i], child[i], slot1[i]);
+			apply_msg(t, &buf[i], child[i], slot1[i], &now);
 		if (t->dead)
 			return events;
 		/*

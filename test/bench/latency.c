@@ -286,6 +286,28 @@ static void fmt_us(char *buf, size_t len, struct mp m)
 	snprintf(buf, len, "%.2f / %.2f us", m.med / 1e3, m.p99 / 1e3);
 }
 
+/*
+ * UFFD_BENCH_LATENCY_CASES=name,...: run only these cases (for a profiler
+ * attached to the daemon, or a quick A/B of one row); the others print 0.
+ * Names: anon, floor, ffile, fpop, floop (each with -same or -cross), mgr-same,
+ * mgr-cross, settled-same, settled-cross, spin, nospin, nospin-same, win.
+ */
+static bool wanted(const char *name, int x)
+{
+	const char *l = getenv("UFFD_BENCH_LATENCY_CASES"), *p;
+	char full[32];
+	size_t n;
+
+	if (!l || !*l)
+		return true;
+	snprintf(full, sizeof(full), x < 0 ? "%s" : "%s-%s", name, x ? "cross" : "same");
+	n = strlen(full);
+	for (p = l; (p = strstr(p, full)); p += n)
+		if ((p == l || p[-1] == ',') && (p[n] == ',' || !p[n]))
+			return true;
+	return false;
+}
+
 enum { S_ANON, S_FLOOR, S_FFILE = S_FLOOR + 2, S_FPOP = S_FFILE + 2, S_FLOOP = S_FPOP + 2,
        S_MGR = S_FLOOP + 2, S_SETTLED = S_MGR + 2, S_WIN = S_SETTLED + 2, S_SPIN, S_NOSPIN, S_NOSPIN_SAME, S_N };
 
@@ -307,7 +329,7 @@ void bench_latency(const struct bconf *c)
 	if (!pages)
 		b_die("out of memory");
 	for (int i = 0; i < S_N; i++)
-		if (!(samp[i] = malloc(total * sizeof(uint64_t))))
+		if (!(samp[i] = calloc(total, sizeof(uint64_t))))
 			b_die("out of memory");
 	for (uint64_t i = 0; i < np; i++)
 		pages[i] = i;
@@ -320,19 +342,31 @@ void bench_latency(const struct bconf *c)
 	for (int r = 0; r < rounds; r++) {
 		long o = r * per;
 
-		floor_case(c, L_ANON, 0, per, samp[S_ANON] + o);
+		if (wanted("anon", -1))
+			floor_case(c, L_ANON, 0, per, samp[S_ANON] + o);
 		for (int x = 0; x < 2; x++) {
-			floor_case(c, L_FLOOR_BUF, x, per, samp[S_FLOOR + x] + o);
-			floor_case(c, L_FLOOR_FILE, x, per, samp[S_FFILE + x] + o);
-			floor_case(c, L_FLOOR_POP, x, per, samp[S_FPOP + x] + o);
-			floor_case(c, L_FLOOR_LOOP, x, per, samp[S_FLOOP + x] + o);
-			manager_case(c, NULL, NULL, x, per, false, samp[S_MGR + x] + o, &dcpu[x]);
-			manager_case(c, NULL, NULL, x, per, true, samp[S_SETTLED + x] + o, &dcpu[4 + x]);
+			if (wanted("floor", x))
+				floor_case(c, L_FLOOR_BUF, x, per, samp[S_FLOOR + x] + o);
+			if (wanted("ffile", x))
+				floor_case(c, L_FLOOR_FILE, x, per, samp[S_FFILE + x] + o);
+			if (wanted("fpop", x))
+				floor_case(c, L_FLOOR_POP, x, per, samp[S_FPOP + x] + o);
+			if (wanted("floop", x))
+				floor_case(c, L_FLOOR_LOOP, x, per, samp[S_FLOOP + x] + o);
+			if (wanted("mgr", x))
+				manager_case(c, NULL, NULL, x, per, false, samp[S_MGR + x] + o, &dcpu[x]);
+			if (wanted("settled", x))
+				manager_case(c, NULL, NULL, x, per, true, samp[S_SETTLED + x] + o,
+					     &dcpu[4 + x]);
 		}
-		floor_case(c, L_FLOOR_SPIN, 1, per, samp[S_SPIN] + o);
-		manager_case(c, "--spin", "0", 1, per, false, samp[S_NOSPIN] + o, &dcpu[2]);
-		manager_case(c, "--spin", "0", 0, per, false, samp[S_NOSPIN_SAME] + o, &dcpu[6]);
-		manager_case(c, "--fixed-window", NULL, -1, per, false, samp[S_WIN] + o, &dcpu[3]);
+		if (wanted("spin", -1))
+			floor_case(c, L_FLOOR_SPIN, 1, per, samp[S_SPIN] + o);
+		if (wanted("nospin", -1))
+			manager_case(c, "--spin", "0", 1, per, false, samp[S_NOSPIN] + o, &dcpu[2]);
+		if (wanted("nospin-same", -1))
+			manager_case(c, "--spin", "0", 0, per, false, samp[S_NOSPIN_SAME] + o, &dcpu[6]);
+		if (wanted("win", -1))
+			manager_case(c, "--fixed-window", NULL, -1, per, false, samp[S_WIN] + o, &dcpu[3]);
 	}
 	for (int i = 0; i < S_N; i++)
 		m[i] = stats(samp[i], total);

@@ -52,7 +52,7 @@ static bool hot_poll(struct ev *ev)
 	if (!hot.work)
 		return false;
 	hot.runs++;
-	loop_hot(&l, ev);
+	loop_hot(&l, ev, now_ns());
 	return true;
 }
 
@@ -81,8 +81,8 @@ static void setup(void)
 	cr_assert_eq(loop_add(&l, &hot.ev, hot_fd, EPOLLIN, hot_fn), 0);
 	cr_assert_eq(loop_add(&l, &other.ev, other.fd, EPOLLIN, other_fn), 0);
 	/* Two answers in a row: the loop spins after them, with the hot fd known. */
-	loop_hot(&l, &hot.ev);
-	loop_hot(&l, &hot.ev);
+	loop_hot(&l, &hot.ev, now_ns());
+	loop_hot(&l, &hot.ev, now_ns());
 }
 
 static void teardown(void)

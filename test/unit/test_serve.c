@@ -73,3 +73,34 @@ Test(serve, no_fill_no_idle_call)
 	d.fill_held = true;
 	cr_expect_not(idle_asked_after_a_fault(&d), "fill held (CRIU before RSTF)");
 }
+
+/*
+ * A fault's service time counts from when its message was read (apply_msg
+ * notes it in last_fault_ns, once a batch), not from when it was queued.
+ */
+Test(serve, service_time_counts_from_the_read)
+{
+	static struct daemon d;
+	struct target t = { 0 };
+	struct uffd_msg m = { .event = UFFD_EVENT_PAGEFAULT };
+	unsigned b = 0;
+
+	d.o.no_fill = true;
+	t.d = &d;
+	t.uffd = -1;
+	t.src = &answering;
+	model_init(&t.map);
+	cr_assert_eq(model_add(&t.map, A, A + 16 * PG, A), 0);
+	model_mark_missing(&t.map, A, A + 16 * PG);
+	m.arg.pagefault.address = A + 3 * PG;
+	t.last_fault_ns = now_ns() - 4000000000ull;	/* read 4 s ago */
+	cr_assert_eq(serve_queue_fault(&t, &m), 0);
+	serve_faults(&t);
+	cr_assert_eq(t.nr_faults, 0, "the fault is answered");
+	while (b < TARGET_HIST && !t.st.hist[b])
+		b++;
+	/* 4 s = 2^21.9 us: the bucket of 2^21 us and up (2^21 us is 2.1 s). */
+	cr_expect_geq(b, 21, "counted in bucket %u, as if served at once", b);
+	model_free(&t.map);
+	free(t.faults);
+}
