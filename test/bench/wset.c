@@ -7,11 +7,9 @@
  * record stops growing: the first serving records only the pages the
  * background fill did not place before the process read them). Then the
  * same with the record but the pass's two halves swapped: an order that
- * changed since the record was made. And both again with the image out of
- * the page cache before each pass.
+ * changed since the record was made.
  */
 #include <dirent.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,28 +55,13 @@ static int pass(const struct bconf *c, const char *sock)
 	return bad ? 14 : 0;
 }
 
-/* Take the big image's pages file out of the page cache (it is written and synced). */
-static void drop_cache(const struct bconf *c)
-{
-	char path[160];
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/pages-1.img", c->bigimg);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fdatasync(fd) < 0 || posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED))
-		b_die("cannot take %s out of the page cache", path);
-	close(fd);
-}
-
-/* One pass under a daemon with ARGS, the image out of the page cache if COLD; ms. */
-static double run_as(const struct bconf *c, const char *const *args, bool cold)
+/* One pass under a daemon with ARGS; ms. */
+static double run(const struct bconf *c, const char *const *args)
 {
 	struct bdaemon d;
 	pid_t pid;
 	int st;
 
-	if (cold)
-		drop_cache(c);
 	bd_start(&d, c, args);
 	*pass_ns = 0;
 	pid = fork();
@@ -102,11 +85,6 @@ static double run_as(const struct bconf *c, const char *const *args, bool cold)
 		b_die("working-set pass failed (wait status %d%s)", st,
 		      WIFEXITED(st) && WEXITSTATUS(st) == 14 ? ": it read words that are not the image's" : "");
 	return *pass_ns / 1e6;
-}
-
-static double run(const struct bconf *c, const char *const *args)
-{
-	return run_as(c, args, false);
 }
 
 /* Bytes in the files of DIR (the one record), 0 if none. */
@@ -151,8 +129,8 @@ static int cmp_d(const void *a, const void *b)
 void bench_wset(const struct bconf *c)
 {
 	uint64_t np = c->big / B_PAGE;
-	int reps = c->quick ? 3 : 5, creps = 3;
-	double without[8], with[8], swapped[8], cwithout[8], cwith[8], m0, m1, m2;
+	int reps = c->quick ? 3 : 5;
+	double without[8], with[8], swapped[8], m0, m1, m2;
 	int servings = 0;
 	char wsdir[160], v[64], vs[128], cmd[200];
 	const char *off[] = { "--no-working-set", NULL };
@@ -195,16 +173,9 @@ void bench_wset(const struct bconf *c)
 	for (int r = 0; r < reps; r++)
 		swapped[r] = run(c, rec);
 	swap_halves();
-	/* The image out of the page cache (after a reboot, say): what the disk makes of both. */
-	for (int r = 0; r < creps; r++) {
-		cwithout[r] = run_as(c, off, true);
-		cwith[r] = run_as(c, rec, true);
-	}
 	qsort(without, reps, sizeof(double), cmp_d);
 	qsort(with, reps, sizeof(double), cmp_d);
 	qsort(swapped, reps, sizeof(double), cmp_d);
-	qsort(cwithout, creps, sizeof(double), cmp_d);
-	qsort(cwith, creps, sizeof(double), cmp_d);
 	m0 = without[reps / 2];
 	m1 = with[reps / 2];
 	m2 = swapped[reps / 2];
@@ -217,11 +188,6 @@ void bench_wset(const struct bconf *c)
 	snprintf(v, sizeof(v), "%.1f ms", m2);
 	snprintf(vs, sizeof(vs), "%.2fx no record", m2 / m0);
 	row("wset", "with the record, the second half of the pages read first", v, vs);
-	snprintf(v, sizeof(v), "%.1f ms", cwithout[creps / 2]);
-	row("wset", "no record, the image out of the page cache", v, "baseline (cold)");
-	snprintf(v, sizeof(v), "%.1f ms", cwith[creps / 2]);
-	snprintf(vs, sizeof(vs), "%.2fx no record (cold)", cwith[creps / 2] / cwithout[creps / 2]);
-	row("wset", "with the record, the image out of the page cache", v, vs);
 	goal("working-set pass with the record (x without)", m1 / m0, 0.3, true, NULL);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", wsdir);
 	if (system(cmd)) {
