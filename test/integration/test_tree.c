@@ -783,10 +783,21 @@ Test(tree, a_zombie_child_is_refused_by_pid, .init = setup, .fini = teardown, .t
 	snprintf(w, sizeof(w), "pid %d (a child of %d) is a zombie", (int)zombie, (int)parent);
 	cr_assert_not_null(strstr(err, w), "%s", err);
 	cr_assert_neq(access(dir, F_OK), 0, "%s was left behind", dir);
-	/* Let go: it runs (sleeps) on, not stopped or traced. */
+	/*
+	 * Let go: it runs (sleeps) on, not stopped or traced. Just after the
+	 * detach it may still be running back into pause(): wait (a hang
+	 * guard, not a bound) for it to sleep there.
+	 */
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)parent);
-	b = slurp(path);
-	cr_assert_not_null(strstr(b, "State:\tS"), "%s", b);
+	for (int k = 0; k < 2000; k++) {
+		b = slurp(path);
+		if (strstr(b, "State:\tS"))
+			break;
+		free(b);
+		b = NULL;
+		usleep(5000);
+	}
+	cr_assert_not_null(b, "pid %d never went back to sleep after the detach", (int)parent);
 	cr_assert_not_null(strstr(b, "TracerPid:\t0\n"), "%s", b);
 	free(b);
 }
