@@ -26,18 +26,22 @@ static const struct page_source answering = { .name = "test", .fault = answer };
  * Serve one fault of a process with pages still missing, under daemon D;
  * returns whether the loop was then asked for idle time (the fill).
  */
+/* T: a process of D with 16 pages missing at A, whose copies always succeed. */
+static void one_area_target(struct target *t, struct daemon *d)
+{
+	*t = (struct target){ .d = d, .uffd = -1, .src = &answering };
+	model_init(&t->map);
+	cr_assert_eq(model_add(&t->map, A, A + 16 * PG, A), 0);
+	model_mark_missing(&t->map, A, A + 16 * PG);
+}
+
 static bool idle_asked_after_a_fault(struct daemon *d)
 {
-	struct target t = { 0 };
+	struct target t;
 	struct uffd_msg m = { .event = UFFD_EVENT_PAGEFAULT };
 	uint64_t counted = 0;
 
-	t.d = d;
-	t.uffd = -1;
-	t.src = &answering;
-	model_init(&t.map);
-	cr_assert_eq(model_add(&t.map, A, A + 16 * PG, A), 0);
-	model_mark_missing(&t.map, A, A + 16 * PG);
+	one_area_target(&t, d);
 	m.arg.pagefault.address = A + 3 * PG;
 	cr_assert_eq(serve_queue_fault(&t, &m), 0);
 	d->loop.idle_pending = false;
@@ -81,17 +85,12 @@ Test(serve, no_fill_no_idle_call)
 Test(serve, service_time_counts_from_the_read)
 {
 	static struct daemon d;
-	struct target t = { 0 };
+	struct target t;
 	struct uffd_msg m = { .event = UFFD_EVENT_PAGEFAULT };
 	unsigned b = 0;
 
 	d.o.no_fill = true;
-	t.d = &d;
-	t.uffd = -1;
-	t.src = &answering;
-	model_init(&t.map);
-	cr_assert_eq(model_add(&t.map, A, A + 16 * PG, A), 0);
-	model_mark_missing(&t.map, A, A + 16 * PG);
+	one_area_target(&t, &d);
 	m.arg.pagefault.address = A + 3 * PG;
 	t.last_fault_ns = now_ns() - 4000000000ull;	/* read 4 s ago */
 	cr_assert_eq(serve_queue_fault(&t, &m), 0);

@@ -60,61 +60,84 @@ Test(wset, parse_refuses_what_is_not_one)
 }
 
 /*
+ * A replay's fixture: images in a temp dir (an empty pagemap file, for its
+ * identity), a process of one 64-page area at A, all missing, and REC[N]
+ * written as the record where wset_path() says.
+ */
+struct replay {
+	struct daemon d;
+	struct target t;
+	struct timage img;
+	char dir[32], path[600];
+};
+
+static void replay_setup(struct replay *r, const uint64_t *rec, uint64_t n)
+{
+	uint8_t buf[256];
+	int fd;
+
+	cr_assert_leq(16 + n * 8, sizeof(buf));
+	snprintf(r->dir, sizeof(r->dir), "/tmp/wset-unit-XXXXXX");
+	cr_assert(mkdtemp(r->dir));
+	r->img.dirfd = open(r->dir, O_DIRECTORY | O_RDONLY);
+	r->img.task.pid = 1;
+	fd = openat(r->img.dirfd, "pagemap-1.img", O_CREAT | O_WRONLY, 0600);
+	cr_assert(fd >= 0);
+	close(fd);
+	r->d.o.wset_dir = r->dir;
+	r->t.d = &r->d;
+	r->t.img = &r->img;
+	snprintf(r->t.pfx, sizeof(r->t.pfx), "test:");
+	model_init(&r->t.map);
+	cr_assert_eq(model_add(&r->t.map, A, A + 64 * PG, A), 0);
+	model_mark_missing(&r->t.map, A, A + 64 * PG);
+	cr_assert_eq(wset_path(r->dir, r->img.dirfd, 1, r->path, sizeof(r->path)), 0);
+	fd = open(r->path, O_CREAT | O_WRONLY, 0600);
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, buf, mk(buf, rec, n)), (ssize_t)(16 + n * 8));
+	close(fd);
+}
+
+static void replay_teardown(struct replay *r)
+{
+	model_free(&r->t.map);
+	unlink(r->path);
+	unlinkat(r->img.dirfd, "pagemap-1.img", 0);
+	close(r->img.dirfd);
+	rmdir(r->dir);
+}
+
+/*
  * Replay: a record written where wset_path() says, for images in a temp
  * dir; then wset_next() gives the recorded pages that are still missing, in
  * record order, consecutive ones in runs of at most MAX.
  */
 Test(wset, replay_gives_missing_recorded_pages_in_order)
 {
-	static struct daemon d;
-	struct target t = { 0 };
-	struct timage img = { 0 };
-	char dir[] = "/tmp/wset-unit-XXXXXX", path[600];
+	static struct replay r;
+	struct target *t = &r.t;
 	uint64_t rec[] = { A + 5 * PG, A + 6 * PG, A + 7 * PG, A + 2 * PG, A + 9 * PG,
 			   A + 300 * PG /* outside the area */, A + 10 * PG, A + 11 * PG, A + 12 * PG };
-	uint8_t buf[256];
 	uint64_t a, n;
-	int fd;
 
-	cr_assert(mkdtemp(dir));
-	img.dirfd = open(dir, O_DIRECTORY | O_RDONLY);
-	img.task.pid = 1;
-	fd = openat(img.dirfd, "pagemap-1.img", O_CREAT | O_WRONLY, 0600);
-	cr_assert(fd >= 0);
-	close(fd);
-	d.o.wset_dir = dir;
-	t.d = &d;
-	t.img = &img;
-	snprintf(t.pfx, sizeof(t.pfx), "test:");
-	model_init(&t.map);
-	cr_assert_eq(model_add(&t.map, A, A + 64 * PG, A), 0);
-	model_mark_missing(&t.map, A, A + 64 * PG);
-	model_clear(&t.map, A + 9 * PG, A + 10 * PG);	/* already in: skipped */
-	cr_assert_eq(wset_path(dir, img.dirfd, 1, path, sizeof(path)), 0);
-	fd = open(path, O_CREAT | O_WRONLY, 0600);
-	cr_assert(fd >= 0);
-	cr_assert_eq(write(fd, buf, mk(buf, rec, 9)), (ssize_t)(16 + 9 * 8));
-	close(fd);
+	replay_setup(&r, rec, 9);
+	model_clear(&t->map, A + 9 * PG, A + 10 * PG);	/* already in: skipped */
 
-	wset_start(&t);
-	cr_assert_not_null(t.ws, "the record was found");
-	n = wset_next(&t, 64 * PG, &a);
+	wset_start(t);
+	cr_assert_not_null(t->ws, "the record was found");
+	n = wset_next(t, 64 * PG, &a);
 	cr_expect(a == A + 5 * PG && n == 3 * PG, "first run: 5..7, got 0x%lx +%lu", a, n);
-	n = wset_next(&t, 64 * PG, &a);
+	n = wset_next(t, 64 * PG, &a);
 	cr_expect(a == A + 2 * PG && n == PG, "then page 2, got 0x%lx +%lu", a, n);
 	/* 9 is in, 300 is in no area: next comes 10..12, cut at MAX = 2 pages. */
-	n = wset_next(&t, 2 * PG, &a);
+	n = wset_next(t, 2 * PG, &a);
 	cr_expect(a == A + 10 * PG && n == 2 * PG, "then 10..11, got 0x%lx +%lu", a, n);
-	n = wset_next(&t, 2 * PG, &a);
+	n = wset_next(t, 2 * PG, &a);
 	cr_expect(a == A + 12 * PG && n == PG, "then 12, got 0x%lx +%lu", a, n);
-	cr_expect_eq(wset_next(&t, 64 * PG, &a), 0, "used up");
-	wset_end(&t);
-	cr_expect_null(t.ws);
-	model_free(&t.map);
-	unlink(path);
-	unlinkat(img.dirfd, "pagemap-1.img", 0);
-	close(img.dirfd);
-	rmdir(dir);
+	cr_expect_eq(wset_next(t, 64 * PG, &a), 0, "used up");
+	wset_end(t);
+	cr_expect_null(t->ws);
+	replay_teardown(&r);
 }
 
 /*
@@ -124,63 +147,38 @@ Test(wset, replay_gives_missing_recorded_pages_in_order)
  */
 Test(wset, a_fault_further_on_skips_nothing)
 {
-	static struct daemon d;
-	struct target t = { 0 };
-	struct timage img = { 0 };
-	char dir[] = "/tmp/wset-unit-XXXXXX", path[600];
+	static struct replay r;
+	struct target *t = &r.t;
 	uint64_t rec[] = { A + 1 * PG, A + 3 * PG, A + 5 * PG, A + 7 * PG, A + 9 * PG, A + 11 * PG };
-	uint8_t buf[256];
 	uint64_t a, n;
 	size_t k;
-	int fd;
 
-	cr_assert(mkdtemp(dir));
-	img.dirfd = open(dir, O_DIRECTORY | O_RDONLY);
-	img.task.pid = 1;
-	fd = openat(img.dirfd, "pagemap-1.img", O_CREAT | O_WRONLY, 0600);
-	cr_assert(fd >= 0);
-	close(fd);
-	d.o.wset_dir = dir;
-	t.d = &d;
-	t.img = &img;
-	snprintf(t.pfx, sizeof(t.pfx), "test:");
-	model_init(&t.map);
-	cr_assert_eq(model_add(&t.map, A, A + 64 * PG, A), 0);
-	model_mark_missing(&t.map, A, A + 64 * PG);
-	cr_assert_eq(wset_path(dir, img.dirfd, 1, path, sizeof(path)), 0);
-	fd = open(path, O_CREAT | O_WRONLY, 0600);
-	cr_assert(fd >= 0);
-	cr_assert_eq(write(fd, buf, mk(buf, rec, 6)), (ssize_t)(16 + 6 * 8));
-	close(fd);
+	replay_setup(&r, rec, 6);
 
-	wset_start(&t);
-	cr_assert_not_null(t.ws, "the record was found");
-	n = wset_next(&t, 64 * PG, &a);
+	wset_start(t);
+	cr_assert_not_null(t->ws, "the record was found");
+	n = wset_next(t, 64 * PG, &a);
 	cr_assert(a == A + 1 * PG && n == PG, "the fill begins with page 1, got 0x%lx +%lu", a, n);
-	model_clear(&t.map, a, a + n);
+	model_clear(&t->map, a, a + n);
 	/* A fault at page 7 (entry 3), served; what follows it comes with it: 9, 11. */
-	cr_assert(wset_find(&t, A + 7 * PG, &k) && k == 3);
-	model_clear(&t.map, A + 7 * PG, A + 8 * PG);
+	cr_assert(wset_find(t, A + 7 * PG, &k) && k == 3);
+	model_clear(&t->map, A + 7 * PG, A + 8 * PG);
 	k++;
 	for (uint64_t want = 9; want <= 11; want += 2) {
-		n = wset_next_from(&t, &k, 64 * PG, &a);
+		n = wset_next_from(t, &k, 64 * PG, &a);
 		cr_assert(a == A + want * PG && n == PG, "after the fault: page %lu, got 0x%lx +%lu",
 			  (unsigned long)want, a, n);
-		model_clear(&t.map, a, a + n);
+		model_clear(&t->map, a, a + n);
 	}
-	cr_expect_eq(wset_next_from(&t, &k, 64 * PG, &a), 0);
+	cr_expect_eq(wset_next_from(t, &k, 64 * PG, &a), 0);
 	/* The fill goes on where it was: 3 and 5, which the process has not read yet. */
 	for (uint64_t want = 3; want <= 5; want += 2) {
-		n = wset_next(&t, 64 * PG, &a);
+		n = wset_next(t, 64 * PG, &a);
 		cr_assert(a == A + want * PG && n == PG, "the fill: page %lu, got 0x%lx +%lu",
 			  (unsigned long)want, a, n);
-		model_clear(&t.map, a, a + n);
+		model_clear(&t->map, a, a + n);
 	}
-	cr_expect_eq(wset_next(&t, 64 * PG, &a), 0, "the record is used up");
-	wset_end(&t);
-	model_free(&t.map);
-	unlink(path);
-	unlinkat(img.dirfd, "pagemap-1.img", 0);
-	close(img.dirfd);
-	rmdir(dir);
+	cr_expect_eq(wset_next(t, 64 * PG, &a), 0, "the record is used up");
+	wset_end(t);
+	replay_teardown(&r);
 }
