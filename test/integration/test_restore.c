@@ -70,9 +70,69 @@ static void setup(void)
 	dmn_on = false;
 }
 
+/*
+ * Kill and reap every process left below this one: the test's own, none
+ * other (each test runs in a process of its own, a child subreaper, so
+ * whatever it started and lost track of, such as a restored tree whose
+ * pids it had not read yet, or the children of a workload whose dump
+ * failed, ends up its child). Returns how many were alive (zombies are
+ * only reaped).
+ */
+static int sweep_descendants(void)
+{
+	pid_t self = getpid();
+	int killed = 0;
+
+	for (int round = 0; round < 1000; round++) {
+		struct dirent *de;
+		DIR *dp = opendir("/proc");
+		int n = 0;
+
+		if (!dp)
+			break;
+		while ((de = readdir(dp))) {
+			char path[64], buf[512], *p, state;
+			pid_t pid = (pid_t)atoi(de->d_name), ppid;
+			ssize_t len;
+			int fd;
+
+			if (pid <= 0)
+				continue;
+			snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0)
+				continue;
+			len = read(fd, buf, sizeof(buf) - 1);
+			close(fd);
+			if (len <= 0)
+				continue;
+			buf[len] = '\0';
+			p = strrchr(buf, ')');
+			if (!p || sscanf(p + 2, "%c %d", &state, &ppid) != 2 || ppid != self)
+				continue;
+			if (state != 'Z') {
+				char *name = strchr(buf, '(');
+
+				cr_log_info("teardown: killing pid %d (%.*s), left by the test", (int)pid,
+					    name ? (int)(p - name - 1) : 0, name ? name + 1 : "");
+				kill(pid, SIGKILL);
+				killed++;
+			}
+			/* Once reaped, its own children are ours: the next round finds them. */
+			waitpid(pid, NULL, __WALL);
+			n++;
+		}
+		closedir(dp);
+		if (!n)
+			break;
+	}
+	return killed;
+}
+
 static void teardown(void)
 {
 	char cmd[128];
+	int left;
 
 	for (int i = 0; i < nkids; i++) {
 		if (kids[i] > 0) {
@@ -84,6 +144,9 @@ static void teardown(void)
 		close(outs[i]);
 	if (dmn_on)
 		ts_daemon_finish(&dmn, 5000);
+	left = sweep_descendants();
+	if (left)
+		cr_log_info("teardown: killed %d more processes this test had started", left);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
 	if (!getenv("UFFD_TEST_KEEP") && system(cmd)) {
 	}
