@@ -648,19 +648,32 @@ static uint64_t served_count(void)
 	return n;
 }
 
+/* Fail at once if our child PID (WHAT) has ended: its hand-over failed, or it did. */
+static void assert_alive(pid_t pid, const char *what)
+{
+	int st = 0;
+	pid_t w = waitpid(pid, &st, WNOHANG);
+
+	cr_assert_neq(w, -1, "%s: waitpid %d: %s", what, (int)pid, strerror(errno));
+	cr_assert_eq(w, 0, "%s ended before it was counted as served (%s %d, see its stderr)", what,
+		     WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
 /*
- * Wait until the daemon counts WANT processes fully served. A process that
- * exits before the daemon has seen its last page in (placed by a fill
- * worker, whose report the loop reads after the exit) counts as exited
- * instead: so a served process is kept alive until it is counted.
+ * Wait until the daemon counts WANT processes fully served, the last our
+ * child PID (WHAT). A process that exits before the daemon has seen its
+ * last page in (placed by a fill worker, whose report the loop reads after
+ * the exit) counts as exited instead: so a served process is kept alive
+ * until it is counted, and one that ended fails the wait at once.
  */
-static void wait_served(uint64_t want, const char *what)
+static void wait_served(uint64_t want, pid_t pid, const char *what)
 {
 	uint64_t end = ms_now() + GUARD_MS, n;
 
 	while ((n = served_count()) != want) {
 		cr_assert_lt(n, want, "%s: %" PRIu64 " processes served, want %" PRIu64, what, n,
 			     want);
+		assert_alive(pid, what);
 		cr_assert_lt(ms_now(), end, "%s: never counted as served (%" PRIu64 ")", what, n);
 		usleep(5000);
 	}
@@ -677,7 +690,7 @@ static void expect_still_serving(void)
 	pid_t pid = ts_child_start(&c, sc_touch_all_then_wait);
 
 	cr_assert_eq(kill(dmn.pid, 0), 0, "the daemon is gone");
-	wait_served(served + 1, "the good process");
+	wait_served(served + 1, pid, "the good process");
 	ts_say_go(&c);
 	cr_assert_eq(ts_child_wait(pid, 30000), 0, "the served child failed (see its stderr)");
 }
@@ -876,10 +889,7 @@ Test(hello_wire, second_hello_after_a_good_one_is_refused)
 	close(go[0]);
 	/* Counted served while it lives; an exit first would count it as exited. */
 	while (served_count() != 1) {
-		int st;
-
-		cr_assert_eq(waitpid(pid, &st, WNOHANG), 0, "child failed (exit %d, see its stderr)",
-			     WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+		assert_alive(pid, "the first process");
 		cr_assert_lt(ms_now(), end, "the first process was never counted as served");
 		usleep(5000);
 	}
