@@ -33,6 +33,7 @@
 
 #include "arch.h"
 #include "ptrace.h"
+#include "ptrace_stop.h"	/* the engine's waits: PT_STOP_WAIT_MS */
 
 #define PTARGET		TEST_BUILDDIR "/test/helpers/ptarget"
 #define LINE_MAX_	20000
@@ -1218,15 +1219,13 @@ Test(ptrace, signal_storm_while_seizing_and_injecting_loses_none)
 
 /* -- the target dies -- */
 
-/* The engine's longest wait for a thread to stop (PT_STOP_WAIT_MS, inside the engine). */
-#define ENGINE_STOP_WAIT_MS	3000
-
 /*
  * Run CALL, on a tracee that was killed, and check it did not wait out the
- * engine's stop wait: noticing the death, it returns well before (the exit
- * it may wait for is reported within the engine's 2 s exit wait, else the
- * call fails with ETIMEDOUT), so only a wait for a stop that cannot come
- * reaches the bound, however slow the machine. Each call is bounded alone,
+ * engine's stop wait, PT_STOP_WAIT_MS: noticing the death, it returns well
+ * before (the exit it may wait for is reported within the engine's exit
+ * wait, PT_EXIT_WAIT_MS, else the call fails with ETIMEDOUT), so only a
+ * wait for a stop that cannot come reaches the bound, however slow the
+ * machine. Each call is bounded alone,
  * so that the delays of a loaded machine do not add up.
  */
 #define PROMPT(call)								\
@@ -1235,7 +1234,7 @@ Test(ptrace, signal_storm_while_seizing_and_injecting_loses_none)
 		long r_ = (long)(call);						\
 		long dt_ = now_ms() - t_;					\
 										\
-		cr_assert_lt(dt_, ENGINE_STOP_WAIT_MS,				\
+		cr_assert_lt(dt_, PT_STOP_WAIT_MS,				\
 			     "%s took %ld ms: it waited for a stop", #call, dt_);	\
 		r_;								\
 	})
