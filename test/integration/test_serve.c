@@ -1,5 +1,6 @@
 /* uffd-manager serving real processes: every byte compared, counters asserted. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -204,22 +205,28 @@ static uint64_t cpu_ms(pid_t pid)
 	return v / 1000000;
 }
 
-/* The state letter of PID's main thread (/proc/PID/stat), or 0. */
-static char main_state(pid_t pid)
+/*
+ * The state letter of the daemon's main thread (/proc/PID/stat); fails at
+ * once if the daemon is gone (a zombie of ours, or no longer there).
+ */
+static char daemon_state(const struct ts_daemon *d)
 {
 	char path[64], buf[512], *p;
 	FILE *f;
 	size_t n;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)d->pid);
 	f = fopen(path, "r");
-	if (!f)
-		return 0;
+	cr_assert_not_null(f, "the daemon (pid %d) is gone: %s; its log is %s", (int)d->pid,
+			   strerror(errno), d->log);
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	buf[n] = '\0';
 	p = strrchr(buf, ')');
-	return p && p[1] == ' ' ? p[2] : 0;
+	cr_assert(p && p[1] == ' ' && p[2], "%s: cannot read its state from \"%s\"", path, buf);
+	cr_assert(p[2] != 'Z' && p[2] != 'X', "the daemon (pid %d) died (state %c); its log is %s",
+		  (int)d->pid, p[2], d->log);
+	return p[2];
 }
 
 static uint64_t wall_ms(void)
@@ -270,9 +277,9 @@ Test(serve, no_polling_when_idle, .timeout = 60, .fini = teardown)
 		usleep(5000);
 	}
 	/* The spin after the last fault ends; a loop that never stops polling never sleeps. */
-	for (int tries = 0; main_state(dmn.pid) != 'S'; tries++) {
+	for (int tries = 0; daemon_state(&dmn) != 'S'; tries++) {
 		cr_assert_lt(tries, 10000, "the daemon's loop never went to sleep (state %c)",
-			     main_state(dmn.pid));
+			     daemon_state(&dmn));
 		usleep(1000);
 	}
 	t0 = wall_ms();
