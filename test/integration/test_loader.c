@@ -346,14 +346,36 @@ static void hold_drop(struct hold *h)
 	}
 }
 
+/* Is PID the keeper of our daemon (forked from it: its command line names our socket)? */
+static bool our_keeper(pid_t pid)
+{
+	char path[64], buf[4096];
+	ssize_t len;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	len = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[len > 0 ? len : 0] = 0;
+	for (ssize_t i = 0; i < len; i += (ssize_t)strlen(buf + i) + 1)
+		if (strcmp(buf + i, dmn.sock) == 0)
+			return true;
+	return false;
+}
+
 /*
  * After a test: if it failed before its end, let the loader go, end the
- * children it left and stop its daemon, and remove the daemon's dir (a
- * failed test left an orphaned keeper and up to 94 MB of images).
+ * children it left and stop its daemon; drop the images of a daemon dir
+ * kept for its logs (a failed test left an orphaned keeper and up to 94 MB
+ * of images).
  */
 static void teardown(void)
 {
 	char cmd[200];
+	struct stat sb;
 	int st;
 
 	hold_drop(&hold);
@@ -364,18 +386,20 @@ static void teardown(void)
 			waitpid(kids[i], &st, 0);
 		}
 	}
-	if (dmn.pid <= 0)
-		return;	/* finished by the test itself */
-	if (!ts_daemon_finish(&dmn, 10000) && !getenv("UFFD_TEST_KEEP")) {
-		/* Kept for its logs: the image dirs in it go. */
+	if (!dmn.dir[0])
+		return;	/* no daemon started */
+	if (dmn.pid > 0)
+		ts_daemon_finish(&dmn, 10000);	/* the test failed before it did */
+	if (stat(dmn.dir, &sb) == 0 && !getenv("UFFD_TEST_KEEP")) {
+		/* Kept for its logs, by an exit that was not clean: the image dirs in it go. */
 		snprintf(cmd, sizeof(cmd), "find %s -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +",
 			 dmn.dir);
 		if (system(cmd)) {
 		}
 	}
-	for (int t = 0; keeper > 0 && t < 2000 && kill(keeper, 0) == 0; t++)
+	for (int t = 0; keeper > 0 && t < 2000 && our_keeper(keeper); t++)
 		usleep(1000);
-	if (keeper > 0 && kill(keeper, 0) == 0) {
+	if (keeper > 0 && our_keeper(keeper)) {
 		fprintf(stderr, "keeper %d still runs after its daemon: killed\n", (int)keeper);
 		kill(keeper, SIGKILL);	/* ours: started by the daemon we started */
 	}
