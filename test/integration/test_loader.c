@@ -441,8 +441,8 @@ static void wait_served(const struct a_report *r, unsigned long want, struct pol
  * in either passes; the old bound of 250 ms on A's longest fault caught it.
  * No ordering can tell that stall from a slow machine: A's faults meanwhile
  * wait on the loop whatever the cause, and B is answered after that work,
- * whatever its length. Only a measure can, and measures belong to
- * test/bench.
+ * whatever its length. Only a measure can: make bench (measure c,
+ * test/bench/loader.c) reports A's faults during such a hand-over.
  */
 Test(loader, big_pagemap_does_not_stall_others, .timeout = 180, .fini = teardown)
 {
