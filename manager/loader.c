@@ -212,6 +212,7 @@ int loader_start(struct daemon *d, loader_done_fn done)
 		loop_del(&d->loop, &l->ev);
 		goto fail;
 	}
+	pthread_setname_np(l->th, "uffd-loader");	/* for ps, and tests that hold it */
 	d->fds_in_use++;
 	d->loader = l;
 	return 0;

@@ -117,5 +117,7 @@ void bench_migrate(const struct bconf *c);
 void bench_restart(const struct bconf *c);
 /* --- criu.c: b. criu restore --lazy-pages, our daemon against criu's (CRIU=) --- */
 void bench_criu(const struct bconf *c);
+/* --- loader.c: c. a fault's latency while another process hands over a 4M-entry pagemap --- */
+void bench_loader(const struct bconf *c);
 
 #endif

@@ -200,7 +200,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct bconf c = { 0 };
-	const char *md = NULL, *only = "123456789ab", *q = getenv("BENCH_QUICK");
+	const char *md = NULL, *only = "123456789abc", *q = getenv("BENCH_QUICK");
 	char mach[512], rev[64], when[64], cmd[128];
 	struct statvfs vfs;
 	uint64_t t0 = b_now(), busy0 = machine_busy_ns(), own0 = own_busy_ns(), other;
@@ -214,7 +214,7 @@ int main(int argc, char **argv)
 		case 'm': md = optarg; break;
 		case 'o': only = optarg; break;
 		default:
-			fprintf(stderr, "usage: uffd-bench [--quick] [--md FILE] [--only 123456789ab]\n");
+			fprintf(stderr, "usage: uffd-bench [--quick] [--md FILE] [--only 123456789abc]\n");
 			return 2;
 		}
 	}
@@ -285,6 +285,8 @@ int main(int argc, char **argv)
 		bench_restart(&c);
 	if (strchr(only, 'b'))
 		bench_criu(&c);
+	if (strchr(only, 'c'))
+		bench_loader(&c);
 
 	cleanup();
 	other = machine_busy_ns() - busy0;

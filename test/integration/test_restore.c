@@ -70,20 +70,112 @@ static void setup(void)
 	dmn_on = false;
 }
 
+/* Hang guard of the teardown's sweep, in rounds of SWEEP_NAP_US: never reached unless broken. */
+#define SWEEP_ROUNDS	3000
+#define SWEEP_NAP_US	10000
+
+/*
+ * SIGKILL every child of this process not yet dead, noting it in KILLED (N
+ * of them so far, at most CAP); returns how many children it has, zombies
+ * included.
+ */
+static int kill_children(pid_t *killed, int *n, int cap)
+{
+	pid_t self = getpid();
+	struct dirent *de;
+	DIR *dp = opendir("/proc");
+	int found = 0;
+
+	if (!dp)
+		return 0;
+	while ((de = readdir(dp))) {
+		char path[64], buf[512], *p, state;
+		pid_t pid = (pid_t)atoi(de->d_name), ppid;
+		bool seen = false;
+		ssize_t len;
+		int fd;
+
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		len = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (len <= 0)
+			continue;
+		buf[len] = '\0';
+		p = strrchr(buf, ')');
+		if (!p || sscanf(p + 2, "%c %d", &state, &ppid) != 2 || ppid != self)
+			continue;
+		found++;
+		if (state == 'Z')
+			continue;
+		kill(pid, SIGKILL);
+		for (int i = 0; i < *n; i++)
+			seen |= killed[i] == pid;
+		if (!seen && *n < cap) {
+			char *name = strchr(buf, '(');
+
+			cr_log_info("teardown: killing pid %d (%.*s), left by the test", (int)pid,
+				    name ? (int)(p - name - 1) : 0, name ? name + 1 : "");
+			killed[(*n)++] = pid;
+		}
+	}
+	closedir(dp);
+	return found;
+}
+
+/*
+ * Kill and reap every process left below this one: the test's own, none
+ * other (each test runs in a process of its own, a child subreaper, so
+ * whatever it started and lost track of, such as a restored tree whose
+ * pids it had not read yet, or the children of a workload whose dump
+ * failed, ends up its child). Each round kills every child it finds before
+ * it reaps any, and reaps without waiting: a dead child still traced by
+ * another child is reported to that tracer first, so a blocking wait on it
+ * would hang until the tracer, later in /proc, was killed. Returns how many
+ * were alive (zombies are only reaped).
+ */
+static int sweep_descendants(void)
+{
+	pid_t killed[256];
+	int nkilled = 0, round;
+
+	for (round = 0; round < SWEEP_ROUNDS; round++) {
+		bool reaped = false;
+
+		if (!kill_children(killed, &nkilled, 256))
+			break;
+		/* Once reaped, a child's own children are ours: the next round finds them. */
+		while (waitpid(-1, NULL, __WALL | WNOHANG) > 0)
+			reaped = true;
+		if (!reaped)
+			usleep(SWEEP_NAP_US);
+	}
+	if (round == SWEEP_ROUNDS)
+		cr_log_warn("teardown: children of the test still not reaped after %d s",
+			    SWEEP_ROUNDS * (SWEEP_NAP_US / 1000) / 1000);
+	return nkilled;
+}
+
 static void teardown(void)
 {
 	char cmd[128];
+	int left;
 
-	for (int i = 0; i < nkids; i++) {
-		if (kids[i] > 0) {
+	/* Reaped by the sweep below: one may be traced by another, to be killed after it. */
+	for (int i = 0; i < nkids; i++)
+		if (kids[i] > 0)
 			kill(kids[i], SIGKILL);
-			waitpid(kids[i], NULL, 0);
-		}
-	}
 	for (int i = 0; i < nouts; i++)
 		close(outs[i]);
 	if (dmn_on)
 		ts_daemon_finish(&dmn, 5000);
+	left = sweep_descendants();
+	if (left)
+		cr_log_info("teardown: killed %d more processes this test had started", left);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
 	if (!getenv("UFFD_TEST_KEEP") && system(cmd)) {
 	}
