@@ -277,15 +277,21 @@ static void expect_hangup(int sock, const char *what)
 	cr_assert_eq(ret, 0, "%s: the daemon did not hang up (%d, \"%s\")", what, ret, reason);
 }
 
-static uint64_t refused_count(void)
+/* The daemon's totals now (their scalar fields: the answer is freed). */
+static StatusTotals totals(void)
 {
 	struct ts_status s;
-	uint64_t n;
+	StatusTotals t;
 
 	cr_assert_eq(ts_status_get(&dmn, &s), 0, "status");
-	n = s.tot->refused;
+	t = *s.tot;
 	ts_status_free(&s);
-	return n;
+	return t;
+}
+
+static uint64_t refused_count(void)
+{
+	return totals().refused;
 }
 
 /* Our own fds for a HELLO. */
@@ -639,13 +645,7 @@ static int sc_touch_all_then_wait(struct ts_child *c)
 /* The daemon's count of processes fully served. */
 static uint64_t served_count(void)
 {
-	struct ts_status s;
-	uint64_t n;
-
-	cr_assert_eq(ts_status_get(&dmn, &s), 0, "status");
-	n = s.tot->served;
-	ts_status_free(&s);
-	return n;
+	return totals().served;
 }
 
 /* Fail at once if our child PID (WHAT) has ended: its hand-over failed, or it did. */
