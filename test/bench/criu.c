@@ -273,7 +273,7 @@ static int perf_hold(void)
 void bench_criu(const struct bconf *c)
 {
 	const char *build = getenv("UFFD_TEST_BUILD");
-	uint64_t mib = c->quick ? 256 : 1024;
+	uint64_t mib = c->quick ? 128 : 1024;	/* quick: under a minute in all */
 	/*
 	 * 25 restores a kind: with 15 the ratio of medians moved by about 12%
 	 * from one run to the next, as far as its distance from 1.
