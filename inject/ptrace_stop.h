@@ -2,7 +2,9 @@
  * Inside the ptrace engine: the state of each thread we hold, waiting for
  * its stops, the ptrace requests that name a thread of ours, and the /proc
  * reads the engine needs. Implemented in ptrace.c (with detach), used by
- * ptrace_seize.c and ptrace_inject.c; nothing outside the engine includes it.
+ * ptrace_seize.c and ptrace_inject.c. Nothing else outside the engine
+ * includes it but test/unit/test_ptrace.c, for PT_STOP_WAIT_MS (its checks
+ * of a killed tracee wait as long as the engine does).
  */
 #ifndef UFFD_INJECT_PTRACE_STOP_H
 #define UFFD_INJECT_PTRACE_STOP_H
