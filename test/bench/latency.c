@@ -113,14 +113,16 @@ static void __attribute__((noreturn)) floor_handler(int uffd, const uint8_t *buf
 }
 
 /*
- * Wait until PID's page tables could map LEN bytes of image (its prefault
- * is done), or stop growing for 200 ms (a daemon that does not prefault),
- * 5 s at most. VmPTE counts every page table of the daemon: a lower bound
- * on what it mapped.
+ * Wait until PID's page tables have grown from BASE_KIB (VmPTE before the
+ * hand-over) by enough to map 95% of LEN bytes of image (its prefault is
+ * done), or stop growing for 200 ms (a daemon that does not prefault),
+ * 5 s at most. Counted from BASE_KIB: the daemon's own page tables (heap,
+ * stacks, libraries) once made the wait end with a fifth of the image
+ * still unmapped, read by pread at its first fault.
  */
-static void wait_prefaulted(pid_t pid, uint64_t len)
+static void wait_prefaulted(pid_t pid, uint64_t len, long base_kib)
 {
-	long want = (long)(len / B_PAGE * 8 / 1024) * 95 / 100, last = -1, pte;
+	long want = base_kib + (long)(len / B_PAGE * 8 / 1024) * 95 / 100, last = -1, pte;
 	int still = 0;
 
 	for (int i = 0; i < 5000 && (pte = b_pte_kib(pid)) < want && still < 200; i++) {
@@ -144,6 +146,8 @@ static int faulter(const struct bconf *c, const struct lcase *lc, long n)
 	if (lc->kind == L_ANON)
 		return touch_all(n, false) ? 14 : 0;
 	if (lc->kind == L_MANAGER) {
+		long base_kib = b_pte_kib(lc->daemon);
+
 		uffd = b_uffd(B_FEATURES, true);
 		if (uffd < 0 || b_handover(lc->sock, c->bigimg, uffd, why, sizeof(why)) < 0) {
 			fprintf(stderr, "hand-over: %s\n", why);
@@ -151,7 +155,7 @@ static int faulter(const struct bconf *c, const struct lcase *lc, long n)
 		}
 		close(uffd);
 		if (lc->settle)
-			wait_prefaulted(lc->daemon, c->big);
+			wait_prefaulted(lc->daemon, c->big, base_kib < 0 ? 0 : base_kib);
 		return touch_all(n, true) ? 14 : 0;
 	}
 	/* Floor: no fork event (features off), so the handler can be our own child. */
