@@ -51,6 +51,14 @@ struct remote {
 	const struct remote_ops *ops;
 	char name[300];		/* "page server HOST:PORT" */
 	char addr[256], port[32];
+	/*
+	 * The address the first connect reached: reconnects go there, so that
+	 * no name lookup (which may wait seconds on an unreachable resolver,
+	 * as likely in the same outage) runs on the loop.
+	 */
+	struct sockaddr_storage sa;
+	socklen_t sa_len;
+	int sa_type, sa_proto;
 	struct tls_creds *creds;	/* --tls; NULL: plain TCP */
 	bool cn_verify;		/* the server's certificate must name addr */
 	struct link cur;	/* the connection in use (fd < 0 while there is none) */
@@ -344,8 +352,15 @@ int remote_connect(struct daemon *d, const char *addr, const char *port,
 			continue;
 		}
 		ret = connect_timed(fd, ai);
-		if (ret == 0)
+		if (ret == 0 && ai->ai_addrlen <= sizeof(r->sa)) {
+			memcpy(&r->sa, ai->ai_addr, ai->ai_addrlen);
+			r->sa_len = ai->ai_addrlen;
+			r->sa_type = ai->ai_socktype;
+			r->sa_proto = ai->ai_protocol;
 			break;
+		}
+		if (ret == 0)
+			ret = -EAFNOSUPPORT;
 		close(fd);
 		fd = -1;
 	}
@@ -848,23 +863,20 @@ static void att_on_io(struct ev *ev, uint32_t events)
 		att_step(r);
 }
 
-/* Begin a new connection to the server (non-blocking). */
+/*
+ * Begin a new connection to the server (non-blocking), at the address the
+ * first connect reached: the name is not looked up again.
+ */
 static void att_start(struct remote *r)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-	struct addrinfo *res;
-	int fd, ret;
+	struct addrinfo ai = { .ai_family = r->sa.ss_family, .ai_socktype = r->sa_type,
+			       .ai_protocol = r->sa_proto, .ai_addrlen = r->sa_len,
+			       .ai_addr = (struct sockaddr *)&r->sa };
+	int fd;
 
 	r->attempts++;
 	r->att_t0 = now_ns();
-	/* A numeric address resolves at once; a name may block a little, as at the start. */
-	ret = getaddrinfo(r->addr, r->port, &hints, &res);
-	if (ret) {
-		att_failed(r, gai_strerror(ret));
-		return;
-	}
-	fd = connect_start(res);
-	freeaddrinfo(res);
+	fd = connect_start(&ai);
 	if (fd < 0) {
 		att_failed(r, strerror(-fd));
 		return;

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -44,6 +45,9 @@ static char ns_srv[32], ns_cli[32], veth_srv[16], veth_cli[16];
 static bool have_ns;
 static int kids[16];	/* pidfds of processes a test started or restored: killed at teardown */
 static int nkids;
+static const char *srv_addr = SRV_IP;	/* what the daemon is told: the address, or a name */
+static const char *bound[4];	/* paths bind_file mounted over, in order */
+static int nbound;
 
 /* Kill PID at teardown, through a pidfd: never another process that got its number. */
 static void own(pid_t pid)
@@ -128,6 +132,10 @@ static void setup(void)
 
 static void teardown(void)
 {
+	/* Files bound over /etc by the test (stacked: one umount each), before its dir goes. */
+	for (; nbound > 0; nbound--)
+		umount2(bound[nbound - 1], MNT_DETACH);
+	srv_addr = SRV_IP;
 	for (int i = 0; i < nkids; i++) {
 		syscall(SYS_pidfd_send_signal, kids[i], SIGKILL, NULL, 0);
 		close(kids[i]);
@@ -162,7 +170,7 @@ static void ps_start(const char *dir, const char *port, bool tls, const char *co
 /* Start the daemon in the client's namespace: remote mode on the page server, with ARGS. */
 static void daemon_start(const char *dir, bool tls, const char *const *args)
 {
-	const char *a[40] = { "--page-server", "--address", SRV_IP, "--port", run.ps_port,
+	const char *a[40] = { "--page-server", "--address", srv_addr, "--port", run.ps_port,
 			      "--socket", NULL };
 	char sock[160];
 	int n = 6;
@@ -354,6 +362,75 @@ Test(migrate, server_killed_and_restarted_tls, .init = setup, .fini = teardown, 
 Test(migrate, server_killed_and_restarted_plain, .init = setup, .fini = teardown, .timeout = 120)
 {
 	server_restarted(false);
+}
+
+/* Bind-mount a file of CONTENT over PATH (in this test's own mount namespace). */
+static void bind_file(const char *path, const char *name, const char *content)
+{
+	char src[256];
+	FILE *f;
+
+	snprintf(src, sizeof(src), "%s/%s", run.dir, name);
+	f = fopen(src, "w");
+	cr_assert_not_null(f, "%s: %s", src, strerror(errno));
+	fputs(content, f);
+	cr_assert_eq(fclose(f), 0);
+	cr_assert_eq(mount(src, path, NULL, MS_BIND, NULL), 0, "bind %s over %s: %s", src, path,
+		     strerror(errno));
+	if (nbound < 4)
+		bound[nbound++] = path;
+}
+
+/*
+ * The daemon is given the page server by name (/etc/hosts, in a mount
+ * namespace of this test's own). The server is killed, and while it is
+ * down the name stops resolving: /etc/hosts loses it and the name server
+ * is one that is not there, as in an outage that takes the resolver too.
+ * The daemon reconnects to the address the name gave at the start, so the
+ * restarted server serves the rest: every byte right. (It used to look the
+ * name up again at each try, on its loop: every try failed, and with a
+ * silent name server each lookup held every other process for seconds.)
+ */
+Test(migrate, server_restarted_name_gone, .init = setup, .fini = teardown, .timeout = 120)
+{
+	cr_assert_eq(unshare(CLONE_NEWNS), 0, "unshare(CLONE_NEWNS): %s", strerror(errno));
+	cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0, "%s", strerror(errno));
+	bind_file("/etc/hosts", "hosts-named", "127.0.0.1 localhost\n" SRV_IP " uffd-test-ps\n");
+	srv_addr = "uffd-test-ps";
+
+	const char *sim[] = { "--read-delay", "300", NULL };
+	const char *args[] = { "--fill-chunk", "64K", "--page-server-grace", "20000", NULL };
+	const char *stall[] = { "--stall-after", "20", NULL };
+	char port[16], old_log[200];
+	pid_t sp;
+	int st;
+
+	ps_start(FORK3, "0", false, stall);
+	snprintf(port, sizeof(port), "%s", run.ps_port);
+	daemon_start(FORK3, false, args);
+	cr_assert(tc_file_has(run.log, "connected to the page server uffd-test-ps:"), "log in %s",
+		  run.log);
+	sp = tc_sim_start(&run, FORK3, sim);
+	cr_assert(tc_file_wait(run.ps_log, "stalling after 20 answers", 20000), "log in %s", run.ps_log);
+	/* The name goes away before the server does, so every try meets it gone. */
+	bind_file("/etc/hosts", "hosts-gone", "127.0.0.1 localhost\n");
+	bind_file("/etc/resolv.conf", "resolv-gone", "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n");
+	kill(run.ps_pid, SIGKILL);
+	waitpid(run.ps_pid, &st, 0);
+	run.ps_pid = 0;
+	cr_assert(tc_file_wait(run.log, "reconnect attempt 2 ", 20000), "log in %s", run.log);
+	cr_expect_eq(waitpid(sp, &st, WNOHANG), 0, "the tasks wait (not killed, not done)");
+	snprintf(old_log, sizeof(old_log), "%s.1", run.ps_log);
+	rename(run.ps_log, old_log);
+	ps_start(FORK3, port, false, NULL);
+	cr_assert_str_eq(run.ps_port, port);
+	expect_all_served(FORK3, sp);
+	cr_expect(tc_file_has(run.log, "reconnected to the page server uffd-test-ps:"), "log in %s",
+		  run.log);
+	cr_expect_not(tc_file_has(run.log, "name resolution"), "log in %s", run.log);
+	cr_expect_eq(tc_pagesrv_stop(&run), 0);
+	cr_expect(tc_file_has(run.ps_log, "done (CLOSE, then hung up)"), "log in %s", run.ps_log);
+	run.passed = true;
 }
 
 /*
