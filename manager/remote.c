@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1041,6 +1042,64 @@ static void say_close(struct remote *r)
 		tls_end_clean(r);
 }
 
+/* Connections being ended on closer threads (say_close_async), at most MAX_CLOSERS. */
+#define MAX_CLOSERS	16
+static unsigned closers;
+
+static void *closer_main(void *arg)
+{
+	struct remote *c = arg;
+	int fd = c->cur.fd;
+
+	say_close(c);
+	tls_sess_free(c->cur.tls);
+	tls_creds_free(c->creds);
+	free(c);
+	__atomic_fetch_sub(&closers, 1, __ATOMIC_RELAXED);
+	close(fd);	/* last: whoever waits for the hang-up finds the rest done */
+	return NULL;
+}
+
+/*
+ * Say CLOSE to a hand-over's own server off the loop: the wait for its
+ * status (and, under TLS, for its hang-up) may take 2 s each when it does
+ * not answer, and every other process's faults would wait as long. The
+ * connection (fd, TLS session and its credentials) moves to a detached
+ * thread, which ends it as say_close would. True if the thread took it;
+ * false leaves R as it was (too many closers already, or no thread): the
+ * caller resets it.
+ */
+static bool say_close_async(struct remote *r)
+{
+	struct remote *c;
+	pthread_attr_t at;
+	pthread_t th;
+	bool ok;
+
+	if (__atomic_add_fetch(&closers, 1, __ATOMIC_RELAXED) > MAX_CLOSERS ||
+	    !(c = calloc(1, sizeof(*c)))) {
+		__atomic_fetch_sub(&closers, 1, __ATOMIC_RELAXED);
+		return false;
+	}
+	c->cur = r->cur;
+	c->creds = r->creds;
+	memcpy(c->name, r->name, sizeof(c->name));
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	ok = pthread_create(&th, &at, closer_main, c) == 0;
+	pthread_attr_destroy(&at);
+	if (!ok) {
+		free(c);
+		__atomic_fetch_sub(&closers, 1, __ATOMIC_RELAXED);
+		return false;
+	}
+	/* The thread owns them now: the rest of remote_free must not close or free them. */
+	r->creds = NULL;
+	r->cur.tls = NULL;
+	r->cur.fd = -1;
+	return true;
+}
+
 /*
  * Keep the connection open in a process of its own, so that the source
  * stays frozen and waiting after we exit: CRIU 4.2's page server takes a
@@ -1101,8 +1160,18 @@ void remote_free(struct remote *r, bool done)
 	d = r->d;
 	s = (now_ns() - r->t_open) / 1e9;
 	link_abort(r, &r->att);
-	if (done && !r->lost && r->cur.fd >= 0 && !r->q.nr_fly && r->out_off == r->out_len) {
-		say_close(r);
+	if (done && !r->lost && r->cur.fd >= 0 && !r->q.nr_fly && r->out_off == r->out_len &&
+	    d->remote == r) {
+		say_close(r);	/* CRIU mode's server, at the end: nothing else is served */
+	} else if (done && !r->lost && r->cur.fd >= 0 && !r->q.nr_fly && r->out_off == r->out_len) {
+		/* A hand-over's own server: the loop goes on meanwhile. */
+		if (r->cur.in_loop) {
+			loop_del(&d->loop, &r->cur.ev);
+			r->cur.in_loop = false;
+			d->fds_in_use--;
+		}
+		if (!say_close_async(r))
+			link_abort(r, &r->cur);
 	} else if (!r->lost && r->cur.fd >= 0 && d->remote != r) {
 		/* A hand-over's own server (ours), or one never taken: nothing to keep frozen; a reset ends it. */
 		link_abort(r, &r->cur);
