@@ -72,7 +72,7 @@ static bool fill_one(struct target *t)
 		return false;
 	case UC_STALE:
 		/* serve_range stopped at a page the kernel refuses (serve_place() split the rest). */
-		if (!model_next_missing(&t->map, a, &a) || !serve_stale_for_good(t))
+		if (!model_next_missing(&t->map, a, &a) || !serve_stale_for_good(t, a))
 			break;
 		serve_drop_stale(t, a);
 		break;

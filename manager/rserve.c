@@ -45,7 +45,7 @@ static bool place_held(struct target *t, struct rheld *h)
 			} else if (c == UC_RETRY) {
 				h->len = end - a;
 				return false;
-			} else if (c == UC_STALE && !serve_stale_for_good(t)) {
+			} else if (c == UC_STALE && !serve_stale_for_good(t, a)) {
 				/* Maybe an event not read yet moved it: wait for the drain. */
 				h->len = end - a;
 				return false;

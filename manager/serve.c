@@ -530,20 +530,24 @@ static enum uffd_class serve_minor(struct target *t, uint64_t addr)
 }
 
 /*
- * ENOENT on one page that the model says is missing: is the page gone for
+ * ENOENT on page A, which the model says is missing: is the page gone for
  * good? An mremap or munmap makes the kernel refuse the old place before
  * its event can be read, so ENOENT alone proves nothing: the pages must
- * stay missing until the events explain it. Only when ENOENT persists for
- * STALE_NS with no event applied meanwhile (an area a forked child did not
- * inherit, MADV_DONTFORK) is it dropped.
+ * stay missing until the events explain it. Only when ENOENT persists in
+ * one area for STALE_NS with no event applied meanwhile (an area a forked
+ * child did not inherit, MADV_DONTFORK) is it dropped. The time counts per
+ * area: an area found stale must not make another one's ENOENT final at
+ * once (that one may be an mremap whose event is still queued).
  */
-bool serve_stale_for_good(struct target *t)
+bool serve_stale_for_good(struct target *t, uint64_t a)
 {
-	uint64_t now = now_ns();
+	struct area *v = model_find(&t->map, a);
+	uint64_t now = now_ns(), key = v ? v->start : a & ~(PG - 1);
 
-	if (!t->stale_since || t->stale_seq != t->ev_seq) {
+	if (!t->stale_since || t->stale_seq != t->ev_seq || t->stale_area != key) {
 		t->stale_since = now;
 		t->stale_seq = t->ev_seq;
+		t->stale_area = key;
 		return false;
 	}
 	return now - t->stale_since >= STALE_NS;

@@ -68,10 +68,11 @@ enum uffd_class serve_range(struct target *t, struct area *v, uint64_t addr, uin
 enum uffd_class serve_zero(struct target *t, uint64_t page);
 
 /*
- * ENOENT on a page the model says is missing: true once it has persisted
- * long enough with no event applied meanwhile to call the page gone.
+ * ENOENT on page A, which the model says is missing: true once ENOENT has
+ * persisted in its area long enough with no event applied meanwhile to
+ * call the page gone.
  */
-bool serve_stale_for_good(struct target *t);
+bool serve_stale_for_good(struct target *t, uint64_t a);
 
 /* Forget the page at A (stale for good): one warning, then a count. */
 void serve_drop_stale(struct target *t, uint64_t a);

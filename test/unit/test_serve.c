@@ -103,3 +103,30 @@ Test(serve, service_time_counts_from_the_read)
 	model_free(&t.map);
 	free(t.faults);
 }
+
+/*
+ * ENOENT is final only once it has lasted STALE_NS in one area with no
+ * event applied. An area found stale (a forked child that did not inherit
+ * it) must not make another area's first ENOENT final at once: that one
+ * may be an mremap whose REMAP is still queued, and dropping its page
+ * would have the process read zeros there once the event moves the model.
+ */
+Test(serve, stale_time_counts_per_area)
+{
+	static struct daemon d;
+	struct target t;
+	uint64_t b = A + 64 * PG;
+
+	one_area_target(&t, &d);
+	cr_assert_eq(model_add(&t.map, b, b + 16 * PG, b), 0);
+	model_mark_missing(&t.map, b, b + 16 * PG);
+	cr_assert_not(serve_stale_for_good(&t, A), "the first ENOENT starts the clock");
+	t.stale_since -= 1000000000ull;	/* a second ago, no event since */
+	cr_assert(serve_stale_for_good(&t, A + 5 * PG), "the same area, long enough: gone");
+	cr_assert_not(serve_stale_for_good(&t, b + 2 * PG), "another area: its own clock");
+	cr_assert_not(serve_stale_for_good(&t, b + 3 * PG), "which has only begun");
+	t.ev_seq++;
+	cr_assert_not(serve_stale_for_good(&t, b + 3 * PG), "an event applied: again from the start");
+	model_free(&t.map);
+	free(t.faults);
+}
