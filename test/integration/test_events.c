@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -778,4 +779,76 @@ Test(events, vma_split_without_event_with_fill, .timeout = 60, .fini = teardown)
 	const char *args[] = { "--fill-chunk", "1M", NULL };
 
 	split_run(args);
+}
+
+/* ---- a fork's child beside vfork ---- */
+
+static atomic_int spawn_stop;
+
+/* Spawn and reap children that share the parent's memory (vfork), as system() and popen() do. */
+static void *spawner_main(void *p)
+{
+	long *spawns = p;
+
+	while (!atomic_load(&spawn_stop)) {
+		pid_t s = vfork();
+
+		if (s == 0)
+			_exit(0);
+		if (s > 0 && waitpid(s, NULL, 0) == s)
+			(*spawns)++;
+	}
+	return NULL;
+}
+
+#define VFORK_CHILDREN 60
+
+/*
+ * Fork children one after another while another thread vforks in a loop:
+ * the proc connector tells of both kinds of children, and the vforked ones
+ * exit at once. Every forked child checks every byte, a little later.
+ */
+static int sc_fork_beside_vfork(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+	int bad = 0, st;
+	long spawns = 0;
+	pthread_t th;
+
+	if (pthread_create(&th, NULL, spawner_main, &spawns))
+		return ts_fail("pthread_create");
+	for (int k = 0; k < VFORK_CHILDREN; k++) {
+		pid_t kid = fork();
+
+		if (kid == 0) {
+			usleep(30000);	/* long enough for the daemon to see a vforked child's exit */
+			_exit(check_area(c, a) != 0);
+		}
+		if (kid < 0 || waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st))
+			bad++;
+	}
+	atomic_store(&spawn_stop, 1);
+	pthread_join(th, NULL);
+	if (bad)
+		fprintf(stderr, "%d of %d forked children saw wrong memory (%ld vforks beside)\n",
+			bad, VFORK_CHILDREN, spawns);
+	return bad != 0 || check_area(c, a) != 0;
+}
+
+static const struct ts_area one8[] = { { BASE, 8 * MiB, 0 } };
+
+Test(events, fork_beside_vfork_every_child_every_byte, .timeout = 120, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "--no-working-set", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one8, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(one8, 1, args);
+	pid = ts_child_start(&c, sc_fork_beside_vfork);
+	cr_assert_eq(ts_child_wait(pid, 100000), 0, "a forked child saw wrong memory (log %s)",
+		     dmn.log);
+	STATUS_UNTIL(s, s.n == 0);
+	cr_expect_eq(s.tot->served + s.tot->exited, 1 + VFORK_CHILDREN);
+	ts_status_free(&s);
 }
