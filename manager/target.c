@@ -582,11 +582,25 @@ static unsigned drain(struct target *t, bool if_any, bool *got)
 	uint64_t child[MSG_BATCH];
 	uint32_t slot1[MSG_BATCH];
 	unsigned events = 0;
+	struct daemon *d = t->d;
+	bool tight;
 
+	/*
+	 * A FORK event read behind others in a batch that finds no fd free
+	 * goes back to the queue with no error: the read returns what came
+	 * before it. So while fds are short (the reserve cannot be refilled),
+	 * every read gets a reserve fd freed just before it.
+	 */
+	if (d->nr_fd_reserve < DAEMON_FD_RESERVE)
+		daemon_reserve_fill(d);
+	tight = d->nr_fd_reserve < DAEMON_FD_RESERVE;
 	*got = false;
 	for (;;) {
 		uint64_t now = 0;
 		ssize_t n;
+
+		if (tight)
+			daemon_reserve_take(d);
 
 		/*
 		 * A read completes the events it returns (the process goes on)
@@ -596,6 +610,12 @@ static unsigned drain(struct target *t, bool if_any, bool *got)
 		fillw_quiesce(t);	/* no copy of a worker may outlive this read (fillw.h) */
 		msgs = journal_read_begin(&t->d->journal, t->id, buf);
 		n = read(t->uffd, msgs, sizeof(buf));
+		if (tight) {
+			int err = errno;
+
+			daemon_reserve_fill(d);	/* what the read left free, taken back */
+			errno = err;
+		}
 		if (n > 0 && t->d->die_in_read)
 			die_in_read(t->d, msgs, (size_t)n / sizeof(msgs[0]));
 		if (n > 0 && msgs != buf)
@@ -610,7 +630,30 @@ static unsigned drain(struct target *t, bool if_any, bool *got)
 		if (n < 0 && errno == EAGAIN)
 			break;
 		if (n < 0 && (errno == EMFILE || errno == ENFILE)) {
-			/* A fork event found no fd free: it stays queued (serve.h). */
+			/*
+			 * A FORK event found no fd free for its child's uffd. The
+			 * kernel put it back behind the events that came after it:
+			 * read later, those would come first and the child's model
+			 * would be its parent's after them. Free a reserve fd and
+			 * read again at once, so the FORK still comes first.
+			 */
+			if (daemon_reserve_take(d)) {
+				d->tot.fd_reserve_used++;
+				continue;
+			}
+			log_warnx("%s a fork event found no fd free and the reserve is spent: events after it may be read before it, and the child served from its parent's memory as of then",
+				  t->pfx);
+			serve_read_later(t, errno);
+			break;
+		}
+		if (n < 0 && errno == ENOMEM) {
+			/*
+			 * The kernel could not make a FORK's new uffd: the event
+			 * stays queued, as for EMFILE. Destroying the target
+			 * would close its uffd and let it read zeros.
+			 */
+			log_warnx("%s reading its uffd: out of memory for a fork event's new uffd; reading again later",
+				  t->pfx);
 			serve_read_later(t, errno);
 			break;
 		}
