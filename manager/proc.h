@@ -129,6 +129,7 @@ struct target {
 	 */
 	bool pid_confirmed;
 	uint64_t pids_forgotten;	/* pids told for it that were another process's */
+	uint8_t tid_misses;	/* faults whose thread id named no child of its parent (procfs reads) */
 	struct timer probe;	/* its pid forgotten: ask its uffd now and then whether its mm lives */
 	enum target_end end;
 	struct target_stats st;

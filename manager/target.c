@@ -415,6 +415,9 @@ void target_forget_pid(struct target *t, const char *why)
 	target_set_prefix(t);
 }
 
+/* Faults whose thread id may confirm a guessed pid (its parent gone, none can). */
+#define TID_TRIES	8
+
 /*
  * Learn a forked child's pid from the thread id of its first fault, if it
  * names a child of the parent here (procfs_child_of_tid); else the proc
@@ -427,6 +430,8 @@ static void target_set_pid_from_tid(struct target *t, pid_t tid)
 	char why[96];
 
 	if (!pid) {
+		if (t->tid_misses < UINT8_MAX)
+			t->tid_misses++;
 		log_debug("%s thread id %d of a fault does not name a child of %d here: not used",
 			  t->pfx, tid, t->parent_pid);
 		return;
@@ -490,7 +495,9 @@ static void apply_msg(struct target *t, const struct uffd_msg *m, uint64_t child
 		t->last_fault_ns = *now;
 		t->st.faults++;
 		t->d->tot.faults++;
-		if ((!t->pid || !t->pid_confirmed) && m->arg.pagefault.feat.ptid)
+		/* A guessed pid is checked on a few faults, not on every one (a procfs read). */
+		if ((!t->pid || (!t->pid_confirmed && t->tid_misses < TID_TRIES)) &&
+		    m->arg.pagefault.feat.ptid)
 			target_set_pid_from_tid(t, m->arg.pagefault.feat.ptid);
 		if (serve_queue_fault(t, m) < 0)
 			log_warnx("%s out of memory queueing a fault at 0x%llx", t->pfx,
