@@ -1,4 +1,7 @@
 /* Daemon-wide decisions that the modules share. */
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "daemon.h"
 
 static void settle_timer(struct timer *tm)
@@ -37,4 +40,29 @@ bool daemon_fill_enabled(const struct daemon *d)
 	if (d->fill_held)
 		return false;
 	return !d->o.no_fill || d->draining;
+}
+
+void daemon_reserve_fill(struct daemon *d)
+{
+	while (d->nr_fd_reserve < DAEMON_FD_RESERVE) {
+		int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0)
+			return;	/* no fd free: try again on a later read */
+		d->fd_reserve[d->nr_fd_reserve++] = fd;
+	}
+}
+
+bool daemon_reserve_take(struct daemon *d)
+{
+	if (!d->nr_fd_reserve)
+		return false;
+	close(d->fd_reserve[--d->nr_fd_reserve]);
+	return true;
+}
+
+void daemon_reserve_close(struct daemon *d)
+{
+	while (daemon_reserve_take(d))
+		;
 }

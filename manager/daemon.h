@@ -86,8 +86,12 @@ struct daemon_totals {
 	uint64_t pages_read;		/* faults' image pages read before their copy (serve.c) */
 	uint64_t faults;
 	uint64_t failed;		/* processes that could not be served correctly (killed, lost) */
+	uint64_t fd_reserve_used;	/* reserve fds freed for a FORK event that found none (daemon_reserve_take) */
 	uint64_t adopted;		/* processes taken back from a daemon before this one */
 };
+
+/* Reserve fds for FORK events (daemon.fd_reserve). */
+#define DAEMON_FD_RESERVE	4
 
 struct daemon {
 	struct daemon_opts o;
@@ -130,6 +134,13 @@ struct daemon {
 	uint64_t start_ns;
 	unsigned fd_limit;		/* RLIMIT_NOFILE soft limit after raising it */
 	unsigned fds_in_use;		/* estimate: base + clients + per target */
+	/*
+	 * Low fds held for a FORK event's new uffd (daemon_reserve_*): the
+	 * kernel installs it as it hands the event over, and with no fd free
+	 * the event goes back to the queue behind later ones.
+	 */
+	int fd_reserve[DAEMON_FD_RESERVE];
+	unsigned nr_fd_reserve;
 	struct daemon_totals tot;
 	struct timer accept_retry;	/* after EMFILE */
 	struct log_rl refuse_rl;	/* refusals of connections over the cap */
@@ -150,6 +161,13 @@ struct daemon {
 
 /* Stop the loop when there is nothing left to do (exit-when-done, draining). */
 void daemon_check_done(struct daemon *d);
+
+/* Take the reserve's fds back where some are missing (as many as can be had now). */
+void daemon_reserve_fill(struct daemon *d);
+/* Free one fd of the reserve for a read that found none; false when it is empty. */
+bool daemon_reserve_take(struct daemon *d);
+/* Close the reserve, at exit. */
+void daemon_reserve_close(struct daemon *d);
 
 /* True if fill should run (not held, and no --no-fill or draining). */
 bool daemon_fill_enabled(const struct daemon *d);

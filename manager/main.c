@@ -489,6 +489,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	d->start_ns = now_ns();
 	d->fd_limit = sys_raise_nofile();
 	d->fds_in_use = 16;
+	daemon_reserve_fill(d);	/* first: the lowest numbers, under any limit set later */
 	if (loop_init(&d->loop) < 0)
 		fatal("epoll_create1");
 	d->loop.idle = on_idle;
@@ -546,6 +547,7 @@ static int run_daemon(struct daemon *d, int ready_fd)
 	if (d->keeper_path[0])
 		unlink(d->keeper_path);
 	keeper_close(&d->keeper, &d->journal);
+	daemon_reserve_close(d);
 	loop_fini(&d->loop);
 	log_debug("loop: %" PRIu64 " epoll waits, %" PRIu64 " spins (%" PRIu64 " ended by work), %" PRIu64
 		  " yields; hot fd polled alone %" PRIu64 " times, %" PRIu64 " with work",

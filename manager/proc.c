@@ -97,6 +97,7 @@ void target_destroy(struct target *t, const char *why)
 	journal_slot_put(&d->journal, t->slot1);
 	timer_cancel(&d->loop, &t->retry);
 	timer_cancel(&d->loop, &t->read_later);
+	timer_cancel(&d->loop, &t->probe);
 	if (t->parked)
 		d->nr_parked--;
 	t->parked = false;
@@ -193,11 +194,117 @@ void target_exited(struct target *t)
 	target_destroy(t, "exited");
 }
 
+/* The lowest address a mapping may have (vm.mmap_min_addr): below it every uffd ioctl says EINVAL. */
+static uint64_t mmap_min_addr(void)
+{
+	static uint64_t min;
+	unsigned long long v;
+	FILE *f;
+
+	if (min)
+		return min;
+	min = 1ull << 20;
+	f = fopen("/proc/sys/vm/mmap_min_addr", "re");
+	if (f) {
+		if (fscanf(f, "%llu", &v) == 1 && v > min)
+			min = (v + 4095) & ~4095ull;
+		fclose(f);
+	}
+	return min;
+}
+
+bool target_mm_gone(struct target *t)
+{
+	uint64_t addr = mmap_min_addr();
+	int64_t done = 0;
+	int ret;
+
+	if (t->uffd < 0)
+		return false;
+	/*
+	 * The page must lie in no area of the model, so the ioctl can never
+	 * place a zero page where data is due. The kernel checks whether the
+	 * mm lives (mmget_not_zero) before it looks for a registered VMA: ESRCH
+	 * (ENOSPC before 4.13) only when the process is gone; with it alive,
+	 * ENOENT (nothing registered there) or EAGAIN (an event unread).
+	 */
+	for (struct area *v = model_first(&t->map, addr); v && v->start <= addr;
+	     v = model_next(&t->map, v))
+		addr = v->end;
+	ret = uffd_zeropage(t->uffd, addr, 4096, false, &done);
+	switch (ret) {
+	case -ESRCH:
+	case -ENOSPC:
+		return true;
+	case 0:
+	case -EEXIST:
+		log_warnx("%s probing whether its mm lives placed a zero page at 0x%" PRIx64
+			  " (ret %d), where no area of its model is", t->pfx, addr, ret);
+		return false;
+	case -ENOENT:
+	case -EAGAIN:
+		return false;
+	default:
+		/* Cannot tell: believe the exit, as before there was a probe. */
+		log_warnx("%s probing whether its mm lives at 0x%" PRIx64 ": %s; taking the exit as told",
+			  t->pfx, addr, strerror(-ret));
+		return true;
+	}
+}
+
+#define PROBE_NS	(200 * 1000000ull)
+
+/* A target whose pid was forgotten: tear it down once its uffd says its mm is gone. */
+static void probe_timer(struct timer *tm)
+{
+	struct target *t = container_of(tm, struct target, probe);
+
+	if (t->dead)
+		return;
+	if (target_mm_gone(t)) {
+		target_exited(t);
+		return;
+	}
+	if (!t->pid)
+		timer_arm(&t->d->loop, &t->probe, PROBE_NS, probe_timer);
+}
+
+void target_pid_exited(struct target *t)
+{
+	pid_t pid = t->pid;
+	char why[96];
+
+	if (target_mm_gone(t)) {
+		target_exited(t);
+		return;
+	}
+	snprintf(why, sizeof(why), "pid %d exited but the process behind its uffd lives", pid);
+	target_forget_pid(t, why);
+	/* Its own exit may come with no pid to tell it: ask its uffd now and then. */
+	timer_arm(&t->d->loop, &t->probe, PROBE_NS, probe_timer);
+}
+
+/* Send SIGKILL to T's process, only through a pid known to be its own. */
+static void target_sigkill(struct target *t)
+{
+	if (t->pidfd < 0)
+		return;
+	if (!t->pid_confirmed) {
+		log_warnx("%s not killed: its pid came from the proc connector and was never confirmed",
+			  t->pfx);
+		return;
+	}
+	syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0);
+}
+
 void target_kill(struct target *t, const char *why)
 {
-	if (t->pidfd >= 0) {
-		syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0);
+	if (t->pidfd >= 0 && !t->pid_confirmed) {
+		/* Closing its uffd without a kill would let it read zeros. */
+		target_abandon(t, why);
+		return;
 	}
+	target_sigkill(t);
 	t->end = TE_FAILED;
 	t->d->tot.failed++;
 	target_destroy(t, why);
@@ -219,8 +326,7 @@ void target_abandon(struct target *t, const char *why)
 {
 	log_warnx("%s %s: abandoning it (it will wait on its next missing page rather than read zeros)",
 		  t->pfx, why);
-	if (t->pidfd >= 0)
-		syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0);
+	target_sigkill(t);
 	loop_del(&t->d->loop, &t->uffd_ev);
 	t->uffd = -1;	/* leaked on purpose */
 	t->end = TE_FAILED;

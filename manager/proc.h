@@ -122,6 +122,16 @@ struct target {
 	 * parent's is another child's. Its pid comes from its first fault.
 	 */
 	bool pid_from_fault_only;
+	/*
+	 * Its pid is known to be the process behind its uffd: told by the
+	 * process itself (HELLO) or by the thread id of one of its faults.
+	 * A pid from the proc connector is a guess until then: no signal is
+	 * sent through it, and an exit it reports is checked on the uffd.
+	 */
+	bool pid_confirmed;
+	uint64_t pids_forgotten;	/* pids told for it that were another process's */
+	uint8_t tid_misses;	/* faults whose thread id named no child of its parent (procfs reads) */
+	struct timer probe;	/* its pid forgotten: ask its uffd now and then whether its mm lives */
 	enum target_end end;
 	struct target_stats st;
 	struct wset *ws;	/* its working-set record (wset.h), or NULL */
@@ -154,8 +164,17 @@ void target_fail(struct target *t, uint64_t addr, int ret, const char *what);
  */
 void target_abandon(struct target *t, const char *why);
 
-/* The process has exited (pidfd, proc connector, ESRCH): count it and tear it down. */
+/* The process has exited (ESRCH from its uffd): count it and tear it down. */
 void target_exited(struct target *t);
+
+/*
+ * Its pid exited (pidfd, proc connector): tear it down if its uffd says its
+ * mm is gone too; else the pid was another process's: forget it.
+ */
+void target_pid_exited(struct target *t);
+
+/* Does T's uffd say its mm is gone? A 1-page UFFDIO_ZEROPAGE where no area of its model is. */
+bool target_mm_gone(struct target *t);
 
 /* Kill the process (it cannot be served correctly any more) and tear it down. */
 void target_kill(struct target *t, const char *why);

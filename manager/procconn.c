@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <linux/cn_proc.h>
 #include <linux/connector.h>
+#include <linux/kcmp.h>
 #include <linux/netlink.h>
 #include <netlink/msg.h>
 #include <netlink/netlink.h>
@@ -10,8 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "log.h"
+#include "proc.h"
 #include "procconn.h"
 #include "target.h"
 
@@ -33,17 +37,37 @@ struct procconn_input {
 	uint32_t event_type;	/* enum proc_cn_event: a mask */
 };
 
-/* A fork by PARENT: the oldest child of PARENT whose pid is unknown gets CHILD. */
+/* Does CHILD share PARENT's memory (vfork, posix_spawn, CLONE_VM)? Unknown counts as no. */
+static bool shares_mm(pid_t parent, pid_t child)
+{
+	return syscall(SYS_kcmp, parent, child, KCMP_VM, 0, 0) == 0;
+}
+
+/*
+ * A fork by PARENT: the oldest child of PARENT whose pid is unknown gets
+ * CHILD, as a guess (proc.h: pid_confirmed). Nothing ties the event to a
+ * uffd: a child that shares PARENT's memory made no FORK event (its uffd is
+ * PARENT's), and a pid another target holds is not this one's.
+ */
 static void on_fork(struct daemon *d, pid_t parent, pid_t child)
 {
 	struct target *t, *oldest = NULL;
 
 	/* The list is newest first; the FORK events of one parent arrive in fork order. */
-	for (t = d->targets; t; t = t->next)
+	for (t = d->targets; t; t = t->next) {
+		if (t->pid == child && !t->dead)
+			return;
 		if (!t->pid && t->parent_pid == parent && !t->dead && !t->pid_from_fault_only)
 			oldest = t;
-	if (oldest)
-		target_set_pid(oldest, child);
+	}
+	if (!oldest)
+		return;
+	if (shares_mm(parent, child)) {
+		log_debug("proc connector: child %d of %d shares its memory (vfork): not a forked process of ours",
+			  child, parent);
+		return;
+	}
+	target_set_pid(oldest, child, false);
 }
 
 static void on_exit_(struct daemon *d, pid_t pid)
@@ -53,7 +77,7 @@ static void on_exit_(struct daemon *d, pid_t pid)
 	for (t = d->targets; t; t = next) {
 		next = t->next;
 		if (t->pid == pid && t->pidfd < 0 && !t->dead) {
-			target_exited(t);
+			target_pid_exited(t);
 		}
 	}
 }

@@ -302,6 +302,7 @@ struct target *target_adopt(struct daemon *d, int uffd, int pidfd, pid_t pid,
 	t->src = src;
 	t->remote = src->remote;
 	t->pid = pid;
+	t->pid_confirmed = true;	/* from the kernel: SO_PEERCRED, SCM_CREDENTIALS or its pidfd */
 	t->image_id = image_id;
 	target_set_prefix(t);
 	if (built) {
@@ -352,14 +353,27 @@ struct target *target_adopt(struct daemon *d, int uffd, int pidfd, pid_t pid,
 	return t;
 }
 
-void target_set_pid(struct target *t, pid_t pid)
+void target_set_pid(struct target *t, pid_t pid, bool confirmed)
 {
 	struct target *c;
 	int pidfd;
 
 	if (t->pid || t->dead)
 		return;
+	/* Known only once it can be watched: a pid with no pidfd would be a guess no exit corrects. */
+	pidfd = pidfd_open_(pid);
+	if (pidfd < 0 || target_watch_pid(t, pidfd) < 0) {
+		if (errno == ESRCH)	/* gone already: a vforked child's pid, say */
+			log_debug("%s pid %d: gone before it could be watched", t->pfx, pid);
+		else
+			log_warn("%s pidfd_open %d", t->pfx, pid);
+		if (pidfd >= 0)
+			close(pidfd);
+		return;
+	}
 	t->pid = pid;
+	t->pid_confirmed = confirmed;
+	timer_cancel(&t->d->loop, &t->probe);
 	target_set_prefix(t);
 	/* Children forked before we knew can now be matched to proc connector events. */
 	for (c = t->d->targets; c; c = c->next)
@@ -367,31 +381,71 @@ void target_set_pid(struct target *t, pid_t pid)
 			c->parent_pid = pid;
 			target_set_prefix(c);
 		}
-	pidfd = pidfd_open_(pid);
-	if (pidfd < 0 || target_watch_pid(t, pidfd) < 0) {
-		log_warn("%s pidfd_open", t->pfx);
-		if (pidfd >= 0)
-			close(pidfd);
-		return;
-	}
 	target_record(t, J_PID, pidfd, (uint64_t)pid, 0, 0);
-	log_debug("%s pid learned", t->pfx);
+	log_debug("%s pid learned%s", t->pfx, confirmed ? " from a fault" : "");
 }
+
+void target_forget_pid(struct target *t, const char *why)
+{
+	pid_t pid = t->pid;
+	struct target *c;
+
+	if (!pid || t->dead)
+		return;
+	/* A process that vforks in a loop beside its forks would fill the log: the first one is enough. */
+	if (t->pids_forgotten++ == 0)
+		log_warnx("%s %s: that pid was not this process's; forgetting it, still serving (its pid comes again from a fault)",
+			  t->pfx, why);
+	else
+		log_debug("%s %s: forgetting that pid (%" PRIu64 " so far)", t->pfx, why,
+			  t->pids_forgotten);
+	if (t->pidfd >= 0) {
+		loop_del(&t->d->loop, &t->pid_ev);
+		close(t->pidfd);
+		t->pidfd = -1;
+	}
+	t->pid = 0;
+	t->pid_confirmed = false;
+	target_record(t, J_PID, -1, 0, 0, 0);
+	for (c = t->d->targets; c; c = c->next)
+		if (c->parent_id == t->id && c->parent_pid == pid) {
+			c->parent_pid = 0;
+			target_set_prefix(c);
+		}
+	target_set_prefix(t);
+}
+
+/* Faults whose thread id may confirm a guessed pid (its parent gone, none can). */
+#define TID_TRIES	8
 
 /*
  * Learn a forked child's pid from the thread id of its first fault, if it
  * names a child of the parent here (procfs_child_of_tid); else the proc
- * connector tells the pid.
+ * connector tells the pid. A pid the proc connector told is checked against
+ * it: confirmed, or forgotten for the fault's.
  */
 static void target_set_pid_from_tid(struct target *t, pid_t tid)
 {
 	pid_t pid = procfs_child_of_tid(t->parent_pid, tid);
+	char why[96];
 
-	if (pid)
-		target_set_pid(t, pid);
-	else
+	if (!pid) {
+		if (t->tid_misses < UINT8_MAX)
+			t->tid_misses++;
 		log_debug("%s thread id %d of a fault does not name a child of %d here: not used",
 			  t->pfx, tid, t->parent_pid);
+		return;
+	}
+	if (t->pid == pid) {
+		t->pid_confirmed = true;
+		log_debug("%s pid confirmed by a fault", t->pfx);
+		return;
+	}
+	if (t->pid) {
+		snprintf(why, sizeof(why), "a fault came from thread %d of pid %d", tid, pid);
+		target_forget_pid(t, why);
+	}
+	target_set_pid(t, pid, true);
 }
 
 /* A FORK event: a new process to serve (id ID, recorded), with a copy of the parent's model. */
@@ -441,7 +495,9 @@ static void apply_msg(struct target *t, const struct uffd_msg *m, uint64_t child
 		t->last_fault_ns = *now;
 		t->st.faults++;
 		t->d->tot.faults++;
-		if (!t->pid && m->arg.pagefault.feat.ptid)
+		/* A guessed pid is checked on a few faults, not on every one (a procfs read). */
+		if ((!t->pid || (!t->pid_confirmed && t->tid_misses < TID_TRIES)) &&
+		    m->arg.pagefault.feat.ptid)
 			target_set_pid_from_tid(t, m->arg.pagefault.feat.ptid);
 		if (serve_queue_fault(t, m) < 0)
 			log_warnx("%s out of memory queueing a fault at 0x%llx", t->pfx,
@@ -533,11 +589,25 @@ static unsigned drain(struct target *t, bool if_any, bool *got)
 	uint64_t child[MSG_BATCH];
 	uint32_t slot1[MSG_BATCH];
 	unsigned events = 0;
+	struct daemon *d = t->d;
+	bool tight;
 
+	/*
+	 * A FORK event read behind others in a batch that finds no fd free
+	 * goes back to the queue with no error: the read returns what came
+	 * before it. So while fds are short (the reserve cannot be refilled),
+	 * every read gets a reserve fd freed just before it.
+	 */
+	if (d->nr_fd_reserve < DAEMON_FD_RESERVE)
+		daemon_reserve_fill(d);
+	tight = d->nr_fd_reserve < DAEMON_FD_RESERVE;
 	*got = false;
 	for (;;) {
 		uint64_t now = 0;
 		ssize_t n;
+
+		if (tight)
+			daemon_reserve_take(d);
 
 		/*
 		 * A read completes the events it returns (the process goes on)
@@ -547,6 +617,12 @@ static unsigned drain(struct target *t, bool if_any, bool *got)
 		fillw_quiesce(t);	/* no copy of a worker may outlive this read (fillw.h) */
 		msgs = journal_read_begin(&t->d->journal, t->id, buf);
 		n = read(t->uffd, msgs, sizeof(buf));
+		if (tight) {
+			int err = errno;
+
+			daemon_reserve_fill(d);	/* what the read left free, taken back */
+			errno = err;
+		}
 		if (n > 0 && t->d->die_in_read)
 			die_in_read(t->d, msgs, (size_t)n / sizeof(msgs[0]));
 		if (n > 0 && msgs != buf)
@@ -561,7 +637,30 @@ static unsigned drain(struct target *t, bool if_any, bool *got)
 		if (n < 0 && errno == EAGAIN)
 			break;
 		if (n < 0 && (errno == EMFILE || errno == ENFILE)) {
-			/* A fork event found no fd free: it stays queued (serve.h). */
+			/*
+			 * A FORK event found no fd free for its child's uffd. The
+			 * kernel put it back behind the events that came after it:
+			 * read later, those would come first and the child's model
+			 * would be its parent's after them. Free a reserve fd and
+			 * read again at once, so the FORK still comes first.
+			 */
+			if (daemon_reserve_take(d)) {
+				d->tot.fd_reserve_used++;
+				continue;
+			}
+			log_warnx("%s a fork event found no fd free and the reserve is spent: events after it may be read before it, and the child served from its parent's memory as of then",
+				  t->pfx);
+			serve_read_later(t, errno);
+			break;
+		}
+		if (n < 0 && errno == ENOMEM) {
+			/*
+			 * The kernel could not make a FORK's new uffd: the event
+			 * stays queued, as for EMFILE. Destroying the target
+			 * would close its uffd and let it read zeros.
+			 */
+			log_warnx("%s reading its uffd: out of memory for a fork event's new uffd; reading again later",
+				  t->pfx);
 			serve_read_later(t, errno);
 			break;
 		}
@@ -676,6 +775,8 @@ struct target *target_restore(struct daemon *d, const struct target_restore_info
 	t->slot1 = ri->slot1;
 	t->adopted = ri->adopted;
 	t->pid_from_fault_only = !ri->pid;
+	/* A child's pid may have come from the proc connector: its next fault confirms it. */
+	t->pid_confirmed = ri->pid && !ri->parent_id;
 	t->map = *built;
 	model_init(built);
 	if (ri->st)
@@ -699,6 +800,6 @@ static void target_on_pidfd(struct ev *ev, uint32_t events)
 	struct target *t = container_of(ev, struct target, pid_ev);
 
 	(void)events;
-	target_exited(t);
+	target_pid_exited(t);
 }
 

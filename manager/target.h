@@ -96,7 +96,13 @@ int timage_model(const struct timage *img, uint32_t image_id, bool remote, struc
 int timage_check(const struct timage *img, uint32_t image_id, bool remote, uint64_t *lazy,
 		 char *reason, size_t reason_len);
 
-/* Learn the pid of a forked child (from the proc connector or a fault's thread id). */
-void target_set_pid(struct target *t, pid_t pid);
+/*
+ * Learn the pid of a forked child: a guess from the proc connector, or
+ * CONFIRMED, from the thread id of one of its faults.
+ */
+void target_set_pid(struct target *t, pid_t pid, bool confirmed);
+
+/* Forget T's pid (its pidfd too): it named another process (WHY, logged). */
+void target_forget_pid(struct target *t, const char *why);
 
 #endif

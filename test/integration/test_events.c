@@ -6,15 +6,19 @@
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -778,4 +782,186 @@ Test(events, vma_split_without_event_with_fill, .timeout = 60, .fini = teardown)
 	const char *args[] = { "--fill-chunk", "1M", NULL };
 
 	split_run(args);
+}
+
+/* ---- a fork's child beside vfork, and a fork that finds no fd free ---- */
+
+static atomic_int spawn_stop;
+
+/* Spawn and reap children that share the parent's memory (vfork), as system() and popen() do. */
+static void *spawner_main(void *p)
+{
+	long *spawns = p;
+
+	while (!atomic_load(&spawn_stop)) {
+		pid_t s = vfork();
+
+		if (s == 0)
+			_exit(0);
+		if (s > 0 && waitpid(s, NULL, 0) == s)
+			(*spawns)++;
+	}
+	return NULL;
+}
+
+#define VFORK_CHILDREN 60
+
+/*
+ * Fork children one after another while another thread vforks in a loop:
+ * the proc connector tells of both kinds of children, and the vforked ones
+ * exit at once. Every forked child checks every byte, a little later.
+ */
+static int sc_fork_beside_vfork(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+	int bad = 0, st;
+	long spawns = 0;
+	pthread_t th;
+
+	if (pthread_create(&th, NULL, spawner_main, &spawns))
+		return ts_fail("pthread_create");
+	for (int k = 0; k < VFORK_CHILDREN; k++) {
+		pid_t kid = fork();
+
+		if (kid == 0) {
+			usleep(30000);	/* long enough for the daemon to see a vforked child's exit */
+			_exit(check_area(c, a) != 0);
+		}
+		if (kid < 0 || waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st))
+			bad++;
+	}
+	atomic_store(&spawn_stop, 1);
+	pthread_join(th, NULL);
+	if (bad)
+		fprintf(stderr, "%d of %d forked children saw wrong memory (%ld vforks beside)\n",
+			bad, VFORK_CHILDREN, spawns);
+	return bad != 0 || check_area(c, a) != 0;
+}
+
+static const struct ts_area one8[] = { { BASE, 8 * MiB, 0 } };
+
+Test(events, fork_beside_vfork_every_child_every_byte, .timeout = 120, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "--no-working-set", NULL };
+	struct ts_child c = { .d = &dmn, .areas = one8, .n = 1, .seed = SEED, .imgdir = imgdir };
+	struct ts_status s;
+	pid_t pid;
+
+	setup(one8, 1, args);
+	pid = ts_child_start(&c, sc_fork_beside_vfork);
+	cr_assert_eq(ts_child_wait(pid, 100000), 0, "a forked child saw wrong memory (log %s)",
+		     dmn.log);
+	STATUS_UNTIL(s, s.n == 0);
+	cr_expect_eq(s.tot->served + s.tot->exited, 1 + VFORK_CHILDREN);
+	ts_status_free(&s);
+}
+
+static int forker_bad;
+
+/* Fork a child that checks every byte of the area where it was at the fork. */
+static void *forker_main(void *p)
+{
+	const struct ts_child *c = p;
+	pid_t kid = fork();
+	int st;
+
+	if (kid == 0)
+		_exit(check_area(c, &c->areas[0]) != 0);
+	if (kid < 0 || waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st)) {
+		fprintf(stderr, "the forked child saw wrong memory at the old address\n");
+		forker_bad = 1;
+	}
+	return NULL;
+}
+
+/*
+ * A thread forks while the daemon has no fd free for the child's uffd; the
+ * main thread then moves the area away (MREMAP_FIXED) and tells the test on
+ * the pipe in c->arg. The child checks every byte at the old address.
+ */
+static int sc_fork_then_mremap(struct ts_child *c)
+{
+	const struct ts_area *a = &c->areas[0];
+	const int *side = c->arg;
+	pthread_t th;
+	void *dst, *q;
+	int bad;
+
+	dst = mmap(NULL, a->len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (dst == MAP_FAILED)
+		return ts_fail("mmap: %s", strerror(errno));
+	ts_wait_go(c);
+	if (pthread_create(&th, NULL, forker_main, c))
+		return ts_fail("pthread_create");
+	usleep(200000);	/* the fork is waiting for its event to be read */
+	q = mremap((void *)(uintptr_t)a->start, a->len, a->len, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+	if (q == MAP_FAILED)
+		return ts_fail("mremap: %s", strerror(errno));
+	if (write(side[1], "M", 1) != 1)
+		return ts_fail("write: %s", strerror(errno));
+	bad = ts_check((uintptr_t)q, a->len, a->start, a, c->seed) != 0;
+	pthread_join(th, NULL);
+	return bad || forker_bad;
+}
+
+/* The lowest fd number free in process PID, once two looks 50 ms apart agree. */
+static int lowest_free_fd(pid_t pid)
+{
+	int prev = -1;
+
+	for (int tries = 0; tries < 200; tries++) {
+		char path[64], seen[4096] = { 0 };
+		struct dirent *e;
+		DIR *dir;
+		int low = 0;
+
+		snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+		dir = opendir(path);
+		cr_assert(dir, "opendir %s: %s", path, strerror(errno));
+		while ((e = readdir(dir)))
+			if (e->d_name[0] != '.' && atoi(e->d_name) < (int)sizeof(seen))
+				seen[atoi(e->d_name)] = 1;
+		closedir(dir);
+		while (low < (int)sizeof(seen) && seen[low])
+			low++;
+		if (low == prev)
+			return low;
+		prev = low;
+		usleep(50000);
+	}
+	cr_assert_fail("the daemon's fd table never settled");
+	return -1;
+}
+
+Test(events, fork_with_no_fd_free_then_mremap, .timeout = 90, .fini = teardown)
+{
+	const char *args[] = { "--no-fill", "--no-working-set", NULL };
+	int side[2];
+	struct ts_child c = { .d = &dmn, .areas = one8, .n = 1, .seed = SEED, .imgdir = imgdir,
+			      .arg = side };
+	struct rlimit low, old;
+	struct pollfd pfd;
+	pid_t pid;
+	char b;
+
+	cr_assert_eq(pipe(side), 0);
+	setup(one8, 1, args);
+	pid = ts_child_start(&c, sc_fork_then_mremap);
+	/*
+	 * Every fd number below the limit in use: the next fd the daemon makes,
+	 * such as the one a FORK event installs, fails with EMFILE.
+	 */
+	cr_assert_eq(prlimit(dmn.pid, RLIMIT_NOFILE, NULL, &old), 0);
+	low = old;
+	low.rlim_cur = (rlim_t)lowest_free_fd(dmn.pid);
+	cr_assert_eq(prlimit(dmn.pid, RLIMIT_NOFILE, &low, NULL), 0, "prlimit: %s", strerror(errno));
+	ts_say_go(&c);
+	pfd = (struct pollfd){ .fd = side[0], .events = POLLIN };
+	cr_expect_eq(poll(&pfd, 1, 30000), 1, "the area was never moved");
+	cr_assert_eq(prlimit(dmn.pid, RLIMIT_NOFILE, &old, NULL), 0);
+	if (pfd.revents & POLLIN)
+		cr_expect_eq(read(side[0], &b, 1), 1);
+	cr_assert_eq(ts_child_wait(pid, 60000), 0, "a process saw wrong memory (log %s)", dmn.log);
+	close(side[0]);
+	close(side[1]);
 }
