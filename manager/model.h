@@ -51,6 +51,8 @@ struct area {
 	uint64_t img;		/* image address of start */
 	uint64_t *missing;	/* bit i: page start + i * 4096 is missing */
 	uint64_t nr_missing;
+	/* serve_stale_for_good: ns of its first ENOENT no event explains, and ev_seq then */
+	uint64_t stale_since, stale_seq;
 	/*
 	 * 0, or the log2 of the area's huge page size (hugetlb): its pages are
 	 * missing and placed only in whole, aligned huge pages.

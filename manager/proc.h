@@ -106,8 +106,7 @@ struct target {
 	const struct page_source *src;
 	bool remote;		/* src->remote: its pages come from the page server, not its images */
 	uint64_t ev_seq;	/* events applied to the model so far */
-	uint64_t stale_since;	/* ns of the first ENOENT no event explains yet, or 0 */
-	uint64_t stale_area;	/* the start of the area it was in (or its page) */
+	uint64_t stale_since;	/* the same as area.stale_since, for a page in no area */
 	uint64_t stale_seq;	/* ev_seq at that time */
 	uint64_t stale_dropped;	/* pages dropped as stale for good (logged once, then counted) */
 	bool dead;

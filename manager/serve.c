@@ -542,15 +542,16 @@ static enum uffd_class serve_minor(struct target *t, uint64_t addr)
 bool serve_stale_for_good(struct target *t, uint64_t a)
 {
 	struct area *v = model_find(&t->map, a);
-	uint64_t now = now_ns(), key = v ? v->start : a & ~(PG - 1);
+	uint64_t now = now_ns(), *since = v ? &v->stale_since : &t->stale_since;
+	uint64_t *seq = v ? &v->stale_seq : &t->stale_seq;
 
-	if (!t->stale_since || t->stale_seq != t->ev_seq || t->stale_area != key) {
-		t->stale_since = now;
-		t->stale_seq = t->ev_seq;
-		t->stale_area = key;
+	/* Each area its own clock: the fill going from one to another restarts neither. */
+	if (!*since || *seq != t->ev_seq) {
+		*since = now;
+		*seq = t->ev_seq;
 		return false;
 	}
-	return now - t->stale_since >= STALE_NS;
+	return now - *since >= STALE_NS;
 }
 
 /*

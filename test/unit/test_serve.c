@@ -121,10 +121,11 @@ Test(serve, stale_time_counts_per_area)
 	cr_assert_eq(model_add(&t.map, b, b + 16 * PG, b), 0);
 	model_mark_missing(&t.map, b, b + 16 * PG);
 	cr_assert_not(serve_stale_for_good(&t, A), "the first ENOENT starts the clock");
-	t.stale_since -= 1000000000ull;	/* a second ago, no event since */
+	model_find(&t.map, A)->stale_since -= 1000000000ull;	/* a second ago, no event since */
 	cr_assert(serve_stale_for_good(&t, A + 5 * PG), "the same area, long enough: gone");
 	cr_assert_not(serve_stale_for_good(&t, b + 2 * PG), "another area: its own clock");
 	cr_assert_not(serve_stale_for_good(&t, b + 3 * PG), "which has only begun");
+	cr_assert(serve_stale_for_good(&t, A + 6 * PG), "the first area's clock ran on meanwhile");
 	t.ev_seq++;
 	cr_assert_not(serve_stale_for_good(&t, b + 3 * PG), "an event applied: again from the start");
 	model_free(&t.map);
