@@ -88,11 +88,6 @@ int b_handover(const char *sock, const char *imgdir, int uffd, char *why, size_t
 /* --- images.c --- */
 /* Write an image dir: one lazy area [B_BASE, +LEN) of ts_word(B_SEED) data; SPARSE leaves a hole file. */
 void bimg_write(const char *dir, uint64_t len, bool sparse);
-/*
- * Keep DIR's pages-1.img in the page cache for the rest of the run: map it
- * and populate the mapping (see images.c).
- */
-void bimg_hold(const char *dir);
 /* The sum of every 64-bit word of that image, as a target reading it all gets. */
 uint64_t bimg_sum(uint64_t len);
 

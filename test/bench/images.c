@@ -135,29 +135,3 @@ uint64_t bimg_sum(uint64_t len)
 {
 	return len == sum_len ? sum_val : 0;
 }
-
-/*
- * Map DIR's pages file and populate the mapping, for the rest of the run.
- * Hosts may page out file cache that no process maps and that has not been
- * read for a while (seen on these VMs: DAMON's pageout of unmapped page
- * cache idle for a minute, which took 12 of 256 MiB of a fresh file within
- * three minutes): the image would then come back from disk at random
- * pages, in some cases and not others. Mapped pages are left alone, so
- * every measure reads the image from memory, as the floors assume.
- */
-void bimg_hold(const char *dir)
-{
-	char path[600];
-	struct stat st;
-	void *p;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/pages-1.img", dir);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0)
-		b_die("%s: %s", path, strerror(errno));
-	p = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED || madvise(p, st.st_size, MADV_POPULATE_READ) < 0)
-		b_die("%s: mapping it to keep it cached: %s", path, strerror(errno));
-	close(fd);
-}

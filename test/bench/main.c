@@ -260,7 +260,6 @@ int main(int argc, char **argv)
 
 	snprintf(c.bigimg, sizeof(c.bigimg), "%s/big", c.dir);
 	bimg_write(c.bigimg, c.big, false);
-	bimg_hold(c.bigimg);
 	printf("wrote a %llu MiB pattern image in %.1f s\n", (unsigned long long)(c.big >> 20),
 	       (b_now() - t0) / 1e9);
 
